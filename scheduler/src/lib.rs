@@ -1,0 +1,4 @@
+//! Drover's scheduler: the Raft-replicated desired state of a cluster.
+#![forbid(unsafe_code)]
+
+pub mod state;
