@@ -1,0 +1,481 @@
+//! The job spec: what a user declares about a job.
+//!
+//! A job is a named set of identical replicas of one container: image,
+//! command, environment, resources, restart policy, health check and update
+//! strategy. Specs are YAML in the conventions Kubernetes and Compose users
+//! know (see `examples/jobs/`). Parsing is strict (unknown fields are errors)
+//! and validation names the field path and the rule for every problem; the
+//! CLI runs both for fast feedback and the scheduler runs them again because
+//! it is the authority. On the wire a spec travels as canonical JSON.
+
+mod parse;
+mod validate;
+
+pub use parse::{from_json, from_yaml};
+pub use validate::validate;
+
+use crate::quantity::{Cpu, Duration, Size};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A problem with a spec: the field path and the rule it broke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a spec.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct SpecError {
+    pub errors: Vec<FieldError>,
+}
+
+impl SpecError {
+    pub fn one(path: impl Into<String>, message: impl Into<String>) -> SpecError {
+        SpecError {
+            errors: vec![FieldError {
+                path: path.into(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.errors.iter().map(|e| e.to_string()).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+/// A declared job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// A DNS-1123 label: the job's name and the prefix of its replicas' hostnames.
+    pub name: String,
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// `oci:/path/to/layout:tag`.
+    pub image: String,
+    /// Replaces the image's entrypoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's cmd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub restart: Restart,
+    #[serde(default = "default_grace")]
+    pub stop_grace_period: Duration,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    #[serde(default)]
+    pub update: Update,
+}
+
+fn default_replicas() -> u32 {
+    1
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// What a replica reserves on its node and is limited to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default = "default_cpu")]
+    pub cpu: Cpu,
+    #[serde(default = "default_memory")]
+    pub memory: Size,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
+}
+
+fn default_cpu() -> Cpu {
+    Cpu(100)
+}
+
+fn default_memory() -> Size {
+    Size(64 << 20)
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            cpu: default_cpu(),
+            memory: default_memory(),
+            pids: None,
+        }
+    }
+}
+
+/// When a replica that exited is started again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// The restart block. `restart: always` is shorthand for `restart: {policy: always}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartSpec {
+    #[serde(default)]
+    pub policy: RestartPolicy,
+    #[serde(default)]
+    pub backoff: Backoff,
+}
+
+/// Exponential backoff between restarts: `initial`, doubling up to `max`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    #[serde(default = "default_backoff_initial")]
+    pub initial: Duration,
+    #[serde(default = "default_backoff_max")]
+    pub max: Duration,
+}
+
+fn default_backoff_initial() -> Duration {
+    Duration(1000)
+}
+
+fn default_backoff_max() -> Duration {
+    Duration(30_000)
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: default_backoff_initial(),
+            max: default_backoff_max(),
+        }
+    }
+}
+
+/// The restart block as stored; see [`RestartSpec`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Restart(pub RestartSpec);
+
+impl Default for RestartSpec {
+    fn default() -> Self {
+        RestartSpec {
+            policy: RestartPolicy::Always,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Restart {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Restart;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("always, on-failure, never, or a map with `policy` and `backoff`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Restart, E> {
+                let policy =
+                    RestartPolicy::deserialize(serde::de::value::StrDeserializer::<E>::new(v))?;
+                Ok(Restart(RestartSpec {
+                    policy,
+                    backoff: Backoff::default(),
+                }))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Restart, A::Error> {
+                RestartSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Restart)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Which network namespace a replica runs in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Network {
+    /// Its own network namespace (loopback only for now).
+    #[default]
+    Private,
+    /// The node's network namespace.
+    Host,
+}
+
+/// How the agent decides a replica is healthy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpCheck>,
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_failure_threshold() -> u32 {
+    3
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecCheck {
+    pub command: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    #[serde(default = "default_http_path")]
+    pub path: String,
+    pub port: u32,
+    #[serde(default = "default_http_status")]
+    pub status: u32,
+}
+
+fn default_http_path() -> String {
+    "/".into()
+}
+
+fn default_http_status() -> u32 {
+    200
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpCheck {
+    pub port: u32,
+}
+
+/// A replica count or a percentage of the desired count (`25%`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Amount {
+    Count(u32),
+    Percent(u32),
+}
+
+impl Amount {
+    /// Resolves against `total`: percentages of surge round up, of unavailability down,
+    /// as Kubernetes does.
+    pub fn resolve(self, total: u32, round_up: bool) -> u32 {
+        match self {
+            Amount::Count(n) => n,
+            Amount::Percent(p) => {
+                let x = total as u64 * p as u64;
+                (if round_up { x.div_ceil(100) } else { x / 100 }) as u32
+            }
+        }
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Amount::Count(n) => write!(f, "{n}"),
+            Amount::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Amount::Count(n) => s.serialize_u32(*n),
+            Amount::Percent(_) => s.serialize_str(&self.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Amount;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a replica count or a percentage like 25%")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Amount, E> {
+                u32::try_from(v)
+                    .map(Amount::Count)
+                    .map_err(|_| E::custom(format!("{v} is too large")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Amount, E> {
+                if v < 0 {
+                    return Err(E::custom(format!("{v} must not be negative")));
+                }
+                self.visit_u64(v as u64)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Amount, E> {
+                let bad = || E::custom(format!("{v:?} is not a count or a percentage like 25%"));
+                match v.strip_suffix('%') {
+                    Some(p) => {
+                        let p: u32 = p.trim().parse().map_err(|_| bad())?;
+                        if p > 100 {
+                            return Err(E::custom(format!("{v:?} is more than 100%")));
+                        }
+                        Ok(Amount::Percent(p))
+                    }
+                    None => v.trim().parse().map(Amount::Count).map_err(|_| bad()),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// How a new version replaces the old one (acted on by the rollout controller).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    #[serde(default = "default_surge")]
+    pub max_surge: Amount,
+    #[serde(default = "default_unavailable")]
+    pub max_unavailable: Amount,
+    #[serde(default = "default_min_healthy")]
+    pub min_healthy_time: Duration,
+    #[serde(default = "default_healthy_deadline")]
+    pub healthy_deadline: Duration,
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline: Duration,
+    #[serde(default = "default_true")]
+    pub auto_rollback: bool,
+    #[serde(default)]
+    pub canary: u32,
+}
+
+fn default_surge() -> Amount {
+    Amount::Count(1)
+}
+
+fn default_unavailable() -> Amount {
+    Amount::Count(0)
+}
+
+fn default_min_healthy() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_healthy_deadline() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_progress_deadline() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for Update {
+    fn default() -> Self {
+        Update {
+            max_surge: default_surge(),
+            max_unavailable: default_unavailable(),
+            min_healthy_time: default_min_healthy(),
+            healthy_deadline: default_healthy_deadline(),
+            progress_deadline: default_progress_deadline(),
+            auto_rollback: true,
+            canary: 0,
+        }
+    }
+}
+
+/// A parsed `oci:` image reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OciRef {
+    pub path: String,
+    pub tag: Option<String>,
+}
+
+impl OciRef {
+    /// Parses skopeo's `oci:PATH[:TAG]`.
+    pub fn parse(image: &str) -> Option<OciRef> {
+        let rest = image.strip_prefix("oci:")?;
+        let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
+        let (path, tag) = match rest[last_slash..].rfind(':') {
+            Some(i) => {
+                let at = last_slash + i;
+                (&rest[..at], Some(rest[at + 1..].to_string()))
+            }
+            None => (rest, None),
+        };
+        Some(OciRef {
+            path: path.to_string(),
+            tag,
+        })
+    }
+}
+
+impl fmt::Display for OciRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.tag {
+            Some(t) => write!(f, "oci:{}:{t}", self.path),
+            None => write!(f, "oci:{}", self.path),
+        }
+    }
+}
+
+impl JobSpec {
+    /// Makes a relative `oci:` path absolute against `cwd` (the CLI does this,
+    /// because the scheduler and agents do not share the user's directory).
+    pub fn resolve_paths(&mut self, cwd: &std::path::Path) {
+        if let Some(r) = OciRef::parse(&self.image) {
+            if !r.path.starts_with('/') && !r.path.is_empty() {
+                let abs = cwd.join(&r.path);
+                self.image = OciRef {
+                    path: abs.to_string_lossy().into_owned(),
+                    tag: r.tag,
+                }
+                .to_string();
+            }
+        }
+    }
+
+    /// The canonical JSON form, as stored and sent on the wire.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a job spec always serializes")
+    }
+}

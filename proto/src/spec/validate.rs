@@ -1,0 +1,502 @@
+//! The rules a job spec must follow beyond its shape.
+//!
+//! `validate` checks every rule and reports every broken one, each with the
+//! field path and the rule in words, so a user fixes a spec in one round.
+
+use super::{Amount, FieldError, JobSpec, OciRef, SpecError};
+
+const MAX_REPLICAS: u32 = 10_000;
+const MAX_CPU_MILLIS: u64 = 1_024_000;
+const MIN_MEMORY: u64 = 4 << 20;
+const MAX_MEMORY: u64 = 1 << 40;
+const MAX_GRACE_MS: u64 = 3_600_000;
+
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Checks every rule; returns all problems found.
+pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
+    let mut e = Errors(Vec::new());
+    if let Err(m) = dns_label(&spec.name) {
+        e.add("name", m);
+    }
+    if spec.replicas > MAX_REPLICAS {
+        e.add(
+            "replicas",
+            format!(
+                "{} is more than the maximum of {MAX_REPLICAS}",
+                spec.replicas
+            ),
+        );
+    }
+    image(&mut e, &spec.image);
+    for (field, list) in [("command", &spec.command), ("args", &spec.args)] {
+        if let Some(list) = list {
+            if field == "command" && list.is_empty() {
+                e.add(
+                    field,
+                    "must not be empty (omit it to use the image's entrypoint)",
+                );
+            }
+            for (i, s) in list.iter().enumerate() {
+                if s.contains('\0') {
+                    e.add(format!("{field}[{i}]"), "must not contain a NUL byte");
+                }
+            }
+        }
+    }
+    if let Some(cmd) = &spec.command {
+        if cmd.first().is_some_and(|c| c.is_empty()) {
+            e.add("command[0]", "must name a program");
+        }
+    }
+    for (k, v) in &spec.env {
+        if !env_name_ok(k) {
+            e.add(
+                format!("env.{k}"),
+                "is not a valid variable name (letters, digits and _, not starting with a digit)",
+            );
+        }
+        if v.contains('\0') {
+            e.add(format!("env.{k}"), "must not contain a NUL byte");
+        }
+    }
+    if let Some(w) = &spec.workdir {
+        if !w.starts_with('/') {
+            e.add("workdir", format!("{w:?} must be an absolute path"));
+        }
+    }
+    resources(&mut e, spec);
+    let backoff = &spec.restart.0.backoff;
+    if backoff.initial.millis() == 0 {
+        e.add("restart.backoff.initial", "must be more than 0s");
+    }
+    if backoff.max < backoff.initial {
+        e.add(
+            "restart.backoff.max",
+            format!(
+                "{} must not be less than restart.backoff.initial ({})",
+                backoff.max, backoff.initial
+            ),
+        );
+    }
+    if spec.stop_grace_period.millis() > MAX_GRACE_MS {
+        e.add(
+            "stop_grace_period",
+            format!("{} is more than 1h", spec.stop_grace_period),
+        );
+    }
+    health(&mut e, spec);
+    update(&mut e, spec);
+    if e.0.is_empty() {
+        Ok(())
+    } else {
+        Err(SpecError { errors: e.0 })
+    }
+}
+
+/// Kubernetes' DNS-1123 label: 1–63 of `a-z`, `0-9`, `-`, alphanumeric at both ends.
+pub fn dns_label(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 63 {
+        return Err(format!("{name:?} is longer than 63 characters"));
+    }
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !name.chars().all(ok_char) || !name.starts_with(alnum) || !name.ends_with(alnum) {
+        return Err(format!(
+            "{name:?} is not a DNS-1123 label (lower-case letters, digits and '-', starting and ending with a letter or digit)"
+        ));
+    }
+    Ok(())
+}
+
+fn env_name_ok(k: &str) -> bool {
+    !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+}
+
+fn image(e: &mut Errors, image: &str) {
+    let Some(r) = OciRef::parse(image) else {
+        if image.is_empty() {
+            e.add("image", "must not be empty");
+        } else {
+            e.add(
+                "image",
+                format!("{image:?} is not supported: use an OCI image layout, oci:/path/to/layout:tag (registry pulls come later)"),
+            );
+        }
+        return;
+    };
+    if r.path.is_empty() {
+        e.add(
+            "image",
+            format!("{image:?} names no layout path (use oci:/path/to/layout:tag)"),
+        );
+    } else if !r.path.starts_with('/') {
+        e.add(
+            "image",
+            format!("{image:?}: the layout path must be absolute (the drover CLI resolves relative paths)"),
+        );
+    }
+    if let Some(tag) = &r.tag {
+        let ok = !tag.is_empty()
+            && tag.len() <= 128
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            && !tag.starts_with(['.', '-']);
+        if !ok {
+            e.add(
+                "image",
+                format!("{tag:?} is not a valid tag (letters, digits, '.', '_', '-'; at most 128)"),
+            );
+        }
+    }
+}
+
+fn resources(e: &mut Errors, spec: &JobSpec) {
+    let r = &spec.resources;
+    if r.cpu.millis() == 0 {
+        e.add("resources.cpu", "must be more than 0");
+    } else if r.cpu.millis() > MAX_CPU_MILLIS {
+        e.add(
+            "resources.cpu",
+            format!("{} cores is more than 1024", r.cpu),
+        );
+    }
+    if r.memory.bytes() < MIN_MEMORY {
+        e.add(
+            "resources.memory",
+            format!("{} is less than the minimum of 4Mi", r.memory),
+        );
+    } else if r.memory.bytes() > MAX_MEMORY {
+        e.add("resources.memory", format!("{} is more than 1Ti", r.memory));
+    }
+    if r.pids == Some(0) {
+        e.add("resources.pids", "must be at least 1");
+    }
+}
+
+fn health(e: &mut Errors, spec: &JobSpec) {
+    let Some(h) = &spec.health else { return };
+    let kinds = [h.exec.is_some(), h.http.is_some(), h.tcp.is_some()]
+        .iter()
+        .filter(|k| **k)
+        .count();
+    if kinds != 1 {
+        e.add(
+            "health",
+            format!("must have exactly one of exec, http, tcp (found {kinds})"),
+        );
+    }
+    if let Some(x) = &h.exec {
+        if x.command.is_empty() || x.command[0].is_empty() {
+            e.add("health.exec.command", "must name a program");
+        }
+    }
+    if let Some(x) = &h.http {
+        if !x.path.starts_with('/') {
+            e.add(
+                "health.http.path",
+                format!("{:?} must start with /", x.path),
+            );
+        }
+        port(e, "health.http.port", x.port);
+        if !(100..=599).contains(&x.status) {
+            e.add(
+                "health.http.status",
+                format!("{} is not an HTTP status (100-599)", x.status),
+            );
+        }
+    }
+    if let Some(x) = &h.tcp {
+        port(e, "health.tcp.port", x.port);
+    }
+    if h.interval.millis() < 100 {
+        e.add(
+            "health.interval",
+            format!("{} is shorter than 100ms", h.interval),
+        );
+    }
+    if h.timeout.millis() == 0 {
+        e.add("health.timeout", "must be more than 0s");
+    } else if h.timeout > h.interval {
+        e.add(
+            "health.timeout",
+            format!(
+                "{} must not be longer than health.interval ({})",
+                h.timeout, h.interval
+            ),
+        );
+    }
+    if h.failure_threshold == 0 {
+        e.add("health.failure_threshold", "must be at least 1");
+    }
+}
+
+fn port(e: &mut Errors, path: &str, p: u32) {
+    if p == 0 || p > 65535 {
+        e.add(path, format!("{p} is not a port (1-65535)"));
+    }
+}
+
+fn update(e: &mut Errors, spec: &JobSpec) {
+    let u = &spec.update;
+    let zero = |a: Amount| matches!(a, Amount::Count(0) | Amount::Percent(0));
+    if zero(u.max_surge) && zero(u.max_unavailable) {
+        e.add(
+            "update",
+            "max_surge and max_unavailable must not both be 0 (the rollout could never make progress)",
+        );
+    }
+    if u.canary > spec.replicas.max(1) {
+        e.add(
+            "update.canary",
+            format!("{} is more than replicas ({})", u.canary, spec.replicas),
+        );
+    }
+    if u.healthy_deadline <= u.min_healthy_time {
+        e.add(
+            "update.healthy_deadline",
+            format!(
+                "{} must be longer than update.min_healthy_time ({})",
+                u.healthy_deadline, u.min_healthy_time
+            ),
+        );
+    }
+    if u.progress_deadline < u.healthy_deadline {
+        e.add(
+            "update.progress_deadline",
+            format!(
+                "{} must not be shorter than update.healthy_deadline ({})",
+                u.progress_deadline, u.healthy_deadline
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::from_yaml;
+    use super::*;
+
+    fn errors(extra: &str) -> Vec<String> {
+        let yaml = format!("name: web\nimage: oci:/images/web:v1\n{extra}");
+        match from_yaml(&yaml) {
+            Ok(_) => vec![],
+            Err(e) => e
+                .errors
+                .iter()
+                .map(|f| {
+                    let mut s = f.to_string();
+                    if let Some(i) = s.rfind(" (line ") {
+                        s.truncate(i);
+                    }
+                    s
+                })
+                .collect(),
+        }
+    }
+
+    fn one(extra: &str) -> String {
+        let errs = errors(extra);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        errs[0].clone()
+    }
+
+    #[test]
+    fn names_must_be_dns_labels() {
+        assert!(dns_label("web-1").is_ok());
+        assert!(dns_label("a").is_ok());
+        for bad in ["", "Web", "-web", "web-", "web_1", "we.b", &"a".repeat(64)] {
+            assert!(dns_label(bad).is_err(), "{bad:?} accepted");
+        }
+        let e = from_yaml("name: My_Web\nimage: oci:/x:v1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("name: \"My_Web\" is not a DNS-1123 label"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn image_rules() {
+        let e = from_yaml("name: w\nimage: nginx:latest\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("image: \"nginx:latest\" is not supported"),
+            "{e}"
+        );
+        let e = from_yaml("name: w\nimage: oci:rel/path:v1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be absolute"), "{e}");
+        let e = from_yaml("name: w\nimage: \"oci:/x:bad tag\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not a valid tag"), "{e}");
+        assert!(from_yaml("name: w\nimage: oci:/x\n").is_ok());
+    }
+
+    #[test]
+    fn oci_refs_parse() {
+        let r = OciRef::parse("oci:/a/b:v1").unwrap();
+        assert_eq!((r.path.as_str(), r.tag.as_deref()), ("/a/b", Some("v1")));
+        let r = OciRef::parse("oci:/a:b/c").unwrap();
+        assert_eq!((r.path.as_str(), r.tag), ("/a:b/c", None));
+        assert_eq!(OciRef::parse("docker://x"), None);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_cwd() {
+        let mut spec = from_yaml("name: w\nimage: oci:/x:v1\n").unwrap();
+        spec.image = "oci:examples/out/web:v1".into();
+        spec.resolve_paths(std::path::Path::new("/home/me/drover"));
+        assert_eq!(spec.image, "oci:/home/me/drover/examples/out/web:v1");
+    }
+
+    #[test]
+    fn command_env_workdir_rules() {
+        assert_eq!(
+            one("command: []\n"),
+            "command: must not be empty (omit it to use the image's entrypoint)"
+        );
+        assert_eq!(one("command: [\"\"]\n"), "command[0]: must name a program");
+        assert!(one("env: {\"1X\": a}\n").starts_with("env.1X: is not a valid variable name"));
+        assert_eq!(
+            one("workdir: tmp\n"),
+            "workdir: \"tmp\" must be an absolute path"
+        );
+        assert!(errors("env: {A_B: x}\ncommand: [/bin/sh]\nargs: []\nworkdir: /tmp\n").is_empty());
+    }
+
+    #[test]
+    fn resource_rules() {
+        assert_eq!(
+            one("resources: {cpu: 0}\n"),
+            "resources.cpu: must be more than 0"
+        );
+        assert_eq!(
+            one("resources: {cpu: 2000}\n"),
+            "resources.cpu: 2000 cores is more than 1024"
+        );
+        assert_eq!(
+            one("resources: {memory: 1Mi}\n"),
+            "resources.memory: 1Mi is less than the minimum of 4Mi"
+        );
+        assert_eq!(
+            one("resources: {memory: 2Ti}\n"),
+            "resources.memory: 2Ti is more than 1Ti"
+        );
+        assert_eq!(
+            one("resources: {pids: 0}\n"),
+            "resources.pids: must be at least 1"
+        );
+        assert_eq!(
+            one("replicas: 20000\n"),
+            "replicas: 20000 is more than the maximum of 10000"
+        );
+        let e = one("resources: {pids: -1}\n");
+        assert!(e.starts_with("resources.pids: invalid"), "{e}");
+    }
+
+    #[test]
+    fn restart_and_grace_rules() {
+        assert_eq!(
+            one("restart: {backoff: {initial: 10s, max: 1s}}\n"),
+            "restart.backoff.max: 1s must not be less than restart.backoff.initial (10s)"
+        );
+        assert_eq!(
+            one("restart: {backoff: {initial: 0}}\n"),
+            "restart.backoff.initial: must be more than 0s"
+        );
+        assert_eq!(
+            one("stop_grace_period: 2h\n"),
+            "stop_grace_period: 2h is more than 1h"
+        );
+    }
+
+    #[test]
+    fn health_rules() {
+        assert_eq!(
+            one("health: {interval: 5s}\n"),
+            "health: must have exactly one of exec, http, tcp (found 0)"
+        );
+        assert_eq!(
+            one("health: {tcp: {port: 80}, http: {port: 80}}\n"),
+            "health: must have exactly one of exec, http, tcp (found 2)"
+        );
+        assert_eq!(
+            one("health: {tcp: {port: 70000}}\n"),
+            "health.tcp.port: 70000 is not a port (1-65535)"
+        );
+        assert_eq!(
+            one("health: {http: {port: 80, path: x}}\n"),
+            "health.http.path: \"x\" must start with /"
+        );
+        assert_eq!(
+            one("health: {http: {port: 80, status: 42}}\n"),
+            "health.http.status: 42 is not an HTTP status (100-599)"
+        );
+        assert_eq!(
+            one("health: {exec: {command: []}}\n"),
+            "health.exec.command: must name a program"
+        );
+        assert_eq!(
+            one("health: {tcp: {port: 80}, interval: 1s, timeout: 2s}\n"),
+            "health.timeout: 2s must not be longer than health.interval (1s)"
+        );
+        assert_eq!(
+            one("health: {tcp: {port: 80}, interval: 10ms, timeout: 5ms}\n"),
+            "health.interval: 10ms is shorter than 100ms"
+        );
+        assert_eq!(
+            one("health: {tcp: {port: 80}, failure_threshold: 0}\n"),
+            "health.failure_threshold: must be at least 1"
+        );
+        assert!(one("health: {grpc: {port: 80}}\n").starts_with("health.grpc: unknown field"));
+    }
+
+    #[test]
+    fn update_rules() {
+        assert!(one("update: {max_surge: 0, max_unavailable: 0%}\n")
+            .starts_with("update: max_surge and max_unavailable must not both be 0"));
+        assert_eq!(
+            one("update: {canary: 5}\n"),
+            "update.canary: 5 is more than replicas (1)"
+        );
+        assert_eq!(
+            one("update: {min_healthy_time: 1m, healthy_deadline: 30s, progress_deadline: 10m}\n"),
+            "update.healthy_deadline: 30s must be longer than update.min_healthy_time (1m)"
+        );
+        assert_eq!(
+            one("update: {healthy_deadline: 5m, progress_deadline: 1m}\n"),
+            "update.progress_deadline: 1m must not be shorter than update.healthy_deadline (5m)"
+        );
+        assert!(one("update: {max_surge: 150%}\n")
+            .starts_with("update.max_surge: \"150%\" is more than 100%"));
+        assert_eq!(Amount::Percent(25).resolve(10, true), 3);
+        assert_eq!(Amount::Percent(25).resolve(10, false), 2);
+    }
+
+    #[test]
+    fn all_problems_reported_at_once() {
+        let errs = errors("replicas: 20000\nresources: {cpu: 0, pids: 0}\nworkdir: x\n");
+        assert_eq!(errs.len(), 4, "{errs:?}");
+    }
+}
