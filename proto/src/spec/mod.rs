@@ -12,7 +12,7 @@ mod parse;
 mod validate;
 
 pub use parse::{from_json, from_yaml};
-pub use validate::validate;
+pub use validate::{dns_label, validate};
 
 use crate::quantity::{Cpu, Duration, Size};
 use serde::{Deserialize, Deserializer, Serialize};

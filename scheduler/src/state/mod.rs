@@ -1,32 +1,103 @@
 //! The replicated state machine: jobs, allocations and nodes.
 //!
-//! (stub: being written; the types and `apply` signature are fixed.)
+//! Every replica holds a `State` and changes it only by applying committed
+//! `Command`s in log order. `apply` is deterministic (no clocks: commands carry
+//! the proposer's timestamp; no randomness: controllers choose allocation ids
+//! before proposing), so all replicas that applied the same prefix of the log
+//! hold equal states. Commands are validated again at apply time against the
+//! state they meet, because a controller may have planned on an older view.
 
+mod apply;
+mod model;
+
+pub use model::*;
+
+use drover_proto::spec::JobSpec;
 use serde::{Deserialize, Serialize};
-
-/// Everything the cluster has agreed on. `apply` is the only way it changes.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct State {
-    pub counter: u64,
-}
 
 /// A change to the state, proposed through Raft.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum Command {
+    /// A user submitted a spec: a new version unless it equals the current one.
+    SubmitJob {
+        request_id: String,
+        spec: Box<JobSpec>,
+        at_ms: i64,
+    },
+    /// A user stopped a job; with `purge` it is forgotten once its allocations ended.
+    StopJob {
+        request_id: String,
+        name: String,
+        purge: bool,
+        at_ms: i64,
+    },
+    /// A node agent (re)registered.
+    RegisterNode {
+        name: String,
+        address: String,
+        cpu_millis: u64,
+        memory_bytes: u64,
+        at_ms: i64,
+    },
+    /// The leader saw a node stop (or resume) heartbeating.
+    SetNodeStatus {
+        name: String,
+        status: NodeStatus,
+        at_ms: i64,
+    },
+    /// The reconciler placed new allocations.
+    PlaceAllocations {
+        allocations: Vec<NewAllocation>,
+        at_ms: i64,
+    },
+    /// The reconciler wants these allocations stopped.
+    StopAllocations {
+        ids: Vec<String>,
+        reason: String,
+        at_ms: i64,
+    },
+    /// Why a job's missing replicas could not be placed (None: they could).
+    SetPendingReason { job: String, reason: Option<String> },
+    /// A node reported what its allocations are doing.
+    ReportAllocations {
+        node: String,
+        reports: Vec<AllocationReport>,
+        at_ms: i64,
+    },
+    /// Forget a stopped job whose allocations have all ended.
+    PurgeJob { name: String },
+    /// Does nothing; used by tests and to commit a marker entry.
     Noop,
 }
 
 /// What applying a command answered.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct CommandResult {
+    /// False when the command was refused at apply time; `error` says why.
     pub ok: bool,
+    pub error: Option<String>,
+    /// The job version a submission created or matched.
+    pub version: u64,
+    /// Whether the command changed anything.
+    pub changed: bool,
+    /// How many allocations a command touched.
+    pub count: u32,
 }
 
-impl State {
-    /// Apply one committed command at raft log `index`. Deterministic: no clocks, no I/O.
-    pub fn apply(&mut self, index: u64, cmd: &Command) -> CommandResult {
-        let _ = (index, cmd);
-        self.counter += 1;
-        CommandResult { ok: true }
+impl CommandResult {
+    fn ok(changed: bool) -> Self {
+        CommandResult {
+            ok: true,
+            changed,
+            ..Default::default()
+        }
+    }
+
+    fn refused(error: impl Into<String>) -> Self {
+        CommandResult {
+            ok: false,
+            error: Some(error.into()),
+            ..Default::default()
+        }
     }
 }

@@ -1,0 +1,297 @@
+//! Placement: which node each new replica goes to.
+//!
+//! A pure function over plain data, in Borg's two steps. Feasibility: a node
+//! is a candidate if it is ready, schedulable, and has the replica's cpu and
+//! memory free. Scoring: among candidates, spread replicas of one job across
+//! nodes first (fewest replicas of this job), then prefer the least loaded node
+//! (lowest of the larger of its cpu and memory fractions in use), then the
+//! name, so equal inputs always give equal answers. When a replica fits
+//! nowhere the answer says why, in words a user can act on.
+
+use drover_proto::quantity::{Cpu, Size};
+use std::collections::BTreeMap;
+
+/// A node as placement sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub name: String,
+    pub ready: bool,
+    pub schedulable: bool,
+    pub cpu_total: u64,
+    pub memory_total: u64,
+    pub cpu_used: u64,
+    pub memory_used: u64,
+    /// Replicas of the job being placed already on this node.
+    pub job_replicas: u32,
+}
+
+/// What one replica needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ask {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+/// The outcome: a node for each replica that fits, and why the rest do not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub nodes: Vec<String>,
+    pub unplaced: u32,
+    pub reason: Option<String>,
+}
+
+/// Places `count` replicas, one after the other, each seeing the ones before.
+pub fn place(candidates: &[Candidate], ask: Ask, count: u32) -> Placement {
+    let mut nodes: Vec<Candidate> = candidates.to_vec();
+    let mut chosen = Vec::new();
+    for _ in 0..count {
+        let best = nodes
+            .iter_mut()
+            .filter(|n| fits(n, ask).is_ok())
+            .min_by(|a, b| {
+                (a.job_replicas, load_permille(a), &a.name).cmp(&(
+                    b.job_replicas,
+                    load_permille(b),
+                    &b.name,
+                ))
+            });
+        match best {
+            Some(n) => {
+                n.cpu_used += ask.cpu_millis;
+                n.memory_used += ask.memory_bytes;
+                n.job_replicas += 1;
+                chosen.push(n.name.clone());
+            }
+            None => {
+                let unplaced = count - chosen.len() as u32;
+                return Placement {
+                    nodes: chosen,
+                    unplaced,
+                    reason: Some(explain(&nodes, ask)),
+                };
+            }
+        }
+    }
+    Placement {
+        nodes: chosen,
+        unplaced: 0,
+        reason: None,
+    }
+}
+
+/// Why a node cannot take the replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Misfit {
+    Down,
+    Cordoned,
+    Cpu,
+    Memory,
+}
+
+fn fits(n: &Candidate, ask: Ask) -> Result<(), Misfit> {
+    if !n.ready {
+        return Err(Misfit::Down);
+    }
+    if !n.schedulable {
+        return Err(Misfit::Cordoned);
+    }
+    if n.memory_total.saturating_sub(n.memory_used) < ask.memory_bytes {
+        return Err(Misfit::Memory);
+    }
+    if n.cpu_total.saturating_sub(n.cpu_used) < ask.cpu_millis {
+        return Err(Misfit::Cpu);
+    }
+    Ok(())
+}
+
+fn load_permille(n: &Candidate) -> u64 {
+    let frac = |used: u64, total: u64| {
+        if total == 0 {
+            1000
+        } else {
+            used * 1000 / total
+        }
+    };
+    frac(n.cpu_used, n.cpu_total).max(frac(n.memory_used, n.memory_total))
+}
+
+fn explain(nodes: &[Candidate], ask: Ask) -> String {
+    if nodes.is_empty() {
+        return "no nodes have registered".into();
+    }
+    let mut by: BTreeMap<Misfit, u32> = BTreeMap::new();
+    for n in nodes {
+        if let Err(m) = fits(n, ask) {
+            *by.entry(m).or_default() += 1;
+        }
+    }
+    let checked = nodes.len();
+    let plural = if checked == 1 { "" } else { "s" };
+    let words = |m: Misfit| match m {
+        Misfit::Down => "is down".to_string(),
+        Misfit::Cordoned => "is cordoned".to_string(),
+        Misfit::Cpu => format!("lacks {} cpu", Cpu(ask.cpu_millis)),
+        Misfit::Memory => format!("lacks {} memory", Size(ask.memory_bytes)),
+    };
+    if by.len() == 1 {
+        let (m, _) = by.iter().next().expect("one entry");
+        let head = match m {
+            Misfit::Down => "no node is ready".to_string(),
+            Misfit::Cordoned => "every ready node is cordoned".to_string(),
+            Misfit::Cpu => format!("no node has {} cpu free", Cpu(ask.cpu_millis)),
+            Misfit::Memory => format!("no node has {} free memory", Size(ask.memory_bytes)),
+        };
+        return format!("{head}: {checked} node{plural} checked");
+    }
+    let parts: Vec<String> = by
+        .iter()
+        .map(|(m, n)| format!("{n} {}", words(*m)))
+        .collect();
+    format!(
+        "no node fits: {} ({checked} node{plural} checked)",
+        parts.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn node(name: &str, cpu: u64, mem_mi: u64) -> Candidate {
+        Candidate {
+            name: name.into(),
+            ready: true,
+            schedulable: true,
+            cpu_total: cpu,
+            memory_total: mem_mi << 20,
+            cpu_used: 0,
+            memory_used: 0,
+            job_replicas: 0,
+        }
+    }
+
+    const SMALL: Ask = Ask {
+        cpu_millis: 100,
+        memory_bytes: 64 << 20,
+    };
+
+    #[test]
+    fn spreads_replicas_across_nodes() {
+        let nodes = [
+            node("a", 4000, 4096),
+            node("b", 4000, 4096),
+            node("c", 4000, 4096),
+        ];
+        let p = place(&nodes, SMALL, 6);
+        let count = |n: &str| p.nodes.iter().filter(|x| *x == n).count();
+        assert_eq!((count("a"), count("b"), count("c")), (2, 2, 2));
+        assert_eq!(p.reason, None);
+    }
+
+    #[test]
+    fn spread_beats_load() {
+        let mut a = node("a", 4000, 4096);
+        a.job_replicas = 1;
+        let mut b = node("b", 4000, 4096);
+        b.cpu_used = 3000;
+        assert_eq!(place(&[a, b], SMALL, 1).nodes, vec!["b"]);
+    }
+
+    #[test]
+    fn prefers_least_loaded() {
+        let mut a = node("a", 4000, 4096);
+        a.memory_used = 2048 << 20;
+        let b = node("b", 4000, 4096);
+        assert_eq!(place(&[a, b], SMALL, 1).nodes, vec!["b"]);
+    }
+
+    #[test]
+    fn skips_down_cordoned_and_full_nodes() {
+        let mut down = node("a", 4000, 4096);
+        down.ready = false;
+        let mut cordoned = node("b", 4000, 4096);
+        cordoned.schedulable = false;
+        let full = node("c", 4000, 32);
+        let ok = node("d", 4000, 4096);
+        let p = place(&[down, cordoned, full, ok], SMALL, 1);
+        assert_eq!(p.nodes, vec!["d"]);
+    }
+
+    #[test]
+    fn explains_why_nothing_fits() {
+        let nodes = [
+            node("a", 4000, 256),
+            node("b", 4000, 256),
+            node("c", 4000, 256),
+        ];
+        let big = Ask {
+            cpu_millis: 100,
+            memory_bytes: 512 << 20,
+        };
+        let p = place(&nodes, big, 2);
+        assert_eq!(p.unplaced, 2);
+        assert_eq!(
+            p.reason.as_deref(),
+            Some("no node has 512Mi free memory: 3 nodes checked")
+        );
+
+        let mut down = node("x", 4000, 4096);
+        down.ready = false;
+        let p = place(&[down.clone(), node("y", 50, 4096)], SMALL, 1);
+        assert_eq!(
+            p.reason.as_deref(),
+            Some("no node fits: 1 is down, 1 lacks 0.1 cpu (2 nodes checked)")
+        );
+        assert_eq!(
+            place(&[], SMALL, 1).reason.as_deref(),
+            Some("no nodes have registered")
+        );
+        assert_eq!(
+            place(&[down], SMALL, 1).reason.as_deref(),
+            Some("no node is ready: 1 node checked")
+        );
+    }
+
+    #[test]
+    fn partial_placement_counts_the_rest() {
+        let p = place(&[node("a", 250, 4096)], SMALL, 3);
+        assert_eq!(p.nodes, vec!["a", "a"]);
+        assert_eq!(p.unplaced, 1);
+        assert_eq!(
+            p.reason.as_deref(),
+            Some("no node has 0.1 cpu free: 1 node checked")
+        );
+    }
+
+    proptest! {
+        /// Never over-commits a node, places everything that fits, and keeps the
+        /// spread within one replica whenever all nodes have room.
+        #[test]
+        fn never_overcommits(
+            caps in proptest::collection::vec((100u64..4000, 64u64..4096), 1..6),
+            cpu in 50u64..1000,
+            mem_mi in 16u64..512,
+            count in 0u32..30,
+        ) {
+            let nodes: Vec<Candidate> = caps.iter().enumerate()
+                .map(|(i, (c, m))| node(&format!("n{i}"), *c, *m)).collect();
+            let ask = Ask { cpu_millis: cpu, memory_bytes: mem_mi << 20 };
+            let p = place(&nodes, ask, count);
+            prop_assert_eq!(p.nodes.len() as u32 + p.unplaced, count);
+            prop_assert_eq!(p.unplaced > 0, p.reason.is_some());
+            for n in &nodes {
+                let k = p.nodes.iter().filter(|x| **x == n.name).count() as u64;
+                prop_assert!(k * cpu <= n.cpu_total);
+                prop_assert!(k * (mem_mi << 20) <= n.memory_total);
+            }
+            if p.unplaced > 0 {
+                // Nothing placed afterwards could have fit anywhere.
+                for n in &nodes {
+                    let k = p.nodes.iter().filter(|x| **x == n.name).count() as u64;
+                    prop_assert!((k + 1) * cpu > n.cpu_total || (k + 1) * (mem_mi << 20) > n.memory_total);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,329 @@
+use super::*;
+use drover_proto::spec::from_yaml;
+use proptest::prelude::*;
+
+fn spec(yaml: &str) -> Box<JobSpec> {
+    Box::new(from_yaml(yaml).unwrap())
+}
+
+fn submit(s: &mut State, request_id: &str, yaml: &str) -> CommandResult {
+    let i = s.last_index + 1;
+    s.apply(
+        i,
+        &Command::SubmitJob {
+            request_id: request_id.into(),
+            spec: spec(yaml),
+            at_ms: i as i64,
+        },
+    )
+}
+
+fn node(s: &mut State, name: &str) {
+    let i = s.last_index + 1;
+    s.apply(
+        i,
+        &Command::RegisterNode {
+            name: name.into(),
+            address: "127.0.0.1:7401".into(),
+            cpu_millis: 2000,
+            memory_bytes: 1 << 30,
+            at_ms: 0,
+        },
+    );
+}
+
+fn place(
+    s: &mut State,
+    id: &str,
+    job: &str,
+    version: u64,
+    replica: u32,
+    node: &str,
+) -> CommandResult {
+    let i = s.last_index + 1;
+    s.apply(
+        i,
+        &Command::PlaceAllocations {
+            allocations: vec![NewAllocation {
+                id: id.into(),
+                job: job.into(),
+                version,
+                replica,
+                node: node.into(),
+            }],
+            at_ms: 10,
+        },
+    )
+}
+
+const WEB: &str = "name: web\nreplicas: 2\nimage: oci:/x:v1\n";
+
+#[test]
+fn submit_creates_versions_and_unchanged_is_noop() {
+    let mut s = State::default();
+    let r = submit(&mut s, "a", WEB);
+    assert!(r.ok && r.changed && r.version == 1);
+    let r = submit(&mut s, "b", WEB);
+    assert!(r.ok && !r.changed && r.version == 1, "{r:?}");
+    let r = submit(&mut s, "c", "name: web\nreplicas: 2\nimage: oci:/x:v2\n");
+    assert!(r.changed && r.version == 2);
+    assert_eq!(s.jobs["web"].versions.len(), 2);
+    assert_eq!(s.jobs["web"].current, 2);
+}
+
+#[test]
+fn retried_request_applies_once() {
+    let mut s = State::default();
+    let first = submit(&mut s, "same", WEB);
+    // The same request id with another spec is a retry of the first: no new version.
+    let again = submit(&mut s, "same", "name: web\nimage: oci:/x:v9\n");
+    assert_eq!(first, again);
+    assert_eq!(s.jobs["web"].versions.len(), 1);
+}
+
+#[test]
+fn invalid_spec_is_refused_at_apply() {
+    let mut s = State::default();
+    let mut bad = *spec(WEB);
+    bad.name = "Not_Valid".into();
+    let r = s.apply(
+        1,
+        &Command::SubmitJob {
+            request_id: String::new(),
+            spec: Box::new(bad),
+            at_ms: 0,
+        },
+    );
+    assert!(!r.ok);
+    assert!(r.error.unwrap().starts_with("name:"));
+    assert!(s.jobs.is_empty());
+}
+
+#[test]
+fn placement_is_rechecked_at_apply() {
+    let mut s = State::default();
+    node(&mut s, "n1");
+    submit(&mut s, "", WEB);
+    assert_eq!(place(&mut s, "a1", "web", 1, 0, "n1").count, 1);
+    // Same slot twice, a replica out of range, a stale version, an unknown node.
+    assert_eq!(place(&mut s, "a2", "web", 1, 0, "n1").count, 0);
+    assert_eq!(place(&mut s, "a3", "web", 1, 5, "n1").count, 0);
+    assert_eq!(place(&mut s, "a4", "web", 7, 1, "n1").count, 0);
+    assert_eq!(place(&mut s, "a5", "web", 1, 1, "nope").count, 0);
+    assert_eq!(s.allocations.len(), 1);
+    let a = &s.allocations["a1"];
+    assert_eq!(a.name, "web-0");
+    assert_eq!(a.memory_bytes, 64 << 20);
+}
+
+#[test]
+fn reports_update_observed_state_idempotently() {
+    let mut s = State::default();
+    node(&mut s, "n1");
+    submit(&mut s, "", WEB);
+    place(&mut s, "a1", "web", 1, 0, "n1");
+    let report = Command::ReportAllocations {
+        node: "n1".into(),
+        reports: vec![AllocationReport {
+            id: "a1".into(),
+            state: AllocState::Running,
+            pid: 4242,
+            exit_code: None,
+            reason: String::new(),
+            restarts: 0,
+        }],
+        at_ms: 20,
+    };
+    assert!(s.apply(100, &report).changed);
+    assert!(!s.apply(101, &report).changed);
+    assert_eq!(s.allocations["a1"].state, AllocState::Running);
+    assert_eq!(s.allocations["a1"].pid, 4242);
+    // Another node cannot report on it.
+    let mut other = report.clone();
+    if let Command::ReportAllocations { node, reports, .. } = &mut other {
+        *node = "n2".into();
+        reports[0].state = AllocState::Failed;
+    }
+    s.apply(102, &other);
+    assert_eq!(s.allocations["a1"].state, AllocState::Running);
+}
+
+#[test]
+fn stop_job_stops_allocations_and_late_reports_do_not_revive() {
+    let mut s = State::default();
+    node(&mut s, "n1");
+    submit(&mut s, "", WEB);
+    place(&mut s, "a1", "web", 1, 0, "n1");
+    let r = s.apply(
+        50,
+        &Command::StopJob {
+            request_id: "s".into(),
+            name: "web".into(),
+            purge: false,
+            at_ms: 30,
+        },
+    );
+    assert_eq!(r.count, 1);
+    let a = &s.allocations["a1"];
+    assert_eq!((a.desired, a.state), (Desired::Stop, AllocState::Stopped));
+    s.apply(
+        51,
+        &Command::ReportAllocations {
+            node: "n1".into(),
+            reports: vec![AllocationReport {
+                id: "a1".into(),
+                state: AllocState::Running,
+                pid: 1,
+                exit_code: None,
+                reason: String::new(),
+                restarts: 0,
+            }],
+            at_ms: 31,
+        },
+    );
+    assert_eq!(s.allocations["a1"].state, AllocState::Stopped);
+    let r = s.apply(
+        52,
+        &Command::StopJob {
+            request_id: String::new(),
+            name: "nope".into(),
+            purge: false,
+            at_ms: 0,
+        },
+    );
+    assert!(!r.ok);
+}
+
+#[test]
+fn node_down_marks_allocations_lost() {
+    let mut s = State::default();
+    node(&mut s, "n1");
+    submit(&mut s, "", WEB);
+    place(&mut s, "a1", "web", 1, 0, "n1");
+    s.apply(
+        60,
+        &Command::SetNodeStatus {
+            name: "n1".into(),
+            status: NodeStatus::Down,
+            at_ms: 40,
+        },
+    );
+    let a = &s.allocations["a1"];
+    assert_eq!((a.desired, a.state), (Desired::Stop, AllocState::Failed));
+    assert_eq!(a.reason, "node down: replaced");
+    assert!(s.usage().get("n1").is_none());
+}
+
+#[test]
+fn find_allocation_by_prefix() {
+    let mut s = State::default();
+    node(&mut s, "n1");
+    submit(&mut s, "", WEB);
+    place(&mut s, "abc123", "web", 1, 0, "n1");
+    place(&mut s, "abd456", "web", 1, 1, "n1");
+    assert_eq!(s.find_allocation("abc").unwrap().id, "abc123");
+    assert!(s
+        .find_allocation("ab")
+        .unwrap_err()
+        .contains("2 allocations"));
+    assert!(s.find_allocation("zz").is_err());
+}
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    let job = prop_oneof![Just("web"), Just("db")];
+    let node = prop_oneof![Just("n1"), Just("n2")];
+    let id = (0u8..8).prop_map(|i| format!("a{i}"));
+    prop_oneof![
+        (job.clone(), 0u32..4, 1u8..3).prop_map(|(j, r, v)| Command::SubmitJob {
+            request_id: String::new(),
+            spec: spec(&format!("name: {j}\nreplicas: {r}\nimage: oci:/x:v{v}\n")),
+            at_ms: 1,
+        }),
+        (job.clone(), any::<bool>()).prop_map(|(j, p)| Command::StopJob {
+            request_id: String::new(),
+            name: j.into(),
+            purge: p,
+            at_ms: 2,
+        }),
+        node.clone().prop_map(|n| Command::RegisterNode {
+            name: n.into(),
+            address: "x".into(),
+            cpu_millis: 1000,
+            memory_bytes: 1 << 30,
+            at_ms: 3,
+        }),
+        (node.clone(), any::<bool>()).prop_map(|(n, up)| Command::SetNodeStatus {
+            name: n.into(),
+            status: if up {
+                NodeStatus::Ready
+            } else {
+                NodeStatus::Down
+            },
+            at_ms: 4,
+        }),
+        (id.clone(), job.clone(), 1u64..4, 0u32..4, node.clone()).prop_map(|(id, j, v, r, n)| {
+            Command::PlaceAllocations {
+                allocations: vec![NewAllocation {
+                    id,
+                    job: j.into(),
+                    version: v,
+                    replica: r,
+                    node: n.into(),
+                }],
+                at_ms: 5,
+            }
+        }),
+        id.clone().prop_map(|id| Command::StopAllocations {
+            ids: vec![id],
+            reason: "x".into(),
+            at_ms: 6,
+        }),
+        (id, node, 0usize..6).prop_map(|(id, n, st)| Command::ReportAllocations {
+            node: n.into(),
+            reports: vec![AllocationReport {
+                id,
+                state: [
+                    AllocState::Pending,
+                    AllocState::Starting,
+                    AllocState::Running,
+                    AllocState::Stopping,
+                    AllocState::Stopped,
+                    AllocState::Failed
+                ][st],
+                pid: 7,
+                exit_code: None,
+                reason: String::new(),
+                restarts: 0,
+            }],
+            at_ms: 7,
+        }),
+        job.prop_map(|j| Command::PurgeJob { name: j.into() }),
+    ]
+}
+
+proptest! {
+    /// Replicas that applied the same log agree; a snapshot round-trips; no replica
+    /// slot ever has two allocations the scheduler wants running; nothing runs on a
+    /// down node or for a stopped job.
+    #[test]
+    fn apply_is_deterministic_and_keeps_invariants(cmds in proptest::collection::vec(arb_command(), 0..60)) {
+        let mut a = State::default();
+        let mut b = State::default();
+        for (i, c) in cmds.iter().enumerate() {
+            let ra = a.apply(i as u64 + 1, c);
+            let rb = b.apply(i as u64 + 1, c);
+            prop_assert_eq!(ra, rb);
+        }
+        prop_assert_eq!(&a, &b);
+        let json = serde_json::to_string(&a).unwrap();
+        let back: State = serde_json::from_str(&json).unwrap();
+        prop_assert_eq!(&back, &a);
+
+        let mut slots = std::collections::BTreeSet::new();
+        for al in a.allocations.values().filter(|al| al.desired == Desired::Run) {
+            prop_assert!(slots.insert((al.job.clone(), al.version, al.replica)));
+            prop_assert_eq!(a.nodes[&al.node].status, NodeStatus::Ready);
+            prop_assert!(!a.jobs[&al.job].stopped);
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The plain data the state machine holds.
+
+use drover_proto::spec::JobSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Everything the cluster has agreed on.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    pub jobs: BTreeMap<String, Job>,
+    pub allocations: BTreeMap<String, Allocation>,
+    pub nodes: BTreeMap<String, Node>,
+    /// Results of recent client requests by request id, so a retried write applies once.
+    pub requests: BTreeMap<String, super::CommandResult>,
+    pub request_order: VecDeque<String>,
+    /// The log index of the last command applied.
+    pub last_index: u64,
+}
+
+/// A job and every version of it that was submitted.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Job {
+    pub name: String,
+    pub versions: Vec<JobVersion>,
+    /// The version that should run.
+    pub current: u64,
+    /// The replica count in force (the spec's, unless scaled since).
+    pub replicas: u32,
+    pub stopped: bool,
+    pub purge: bool,
+    /// Why missing replicas are not placed.
+    pub pending_reason: Option<String>,
+    pub submitted_at_ms: i64,
+}
+
+impl Job {
+    pub fn version(&self, v: u64) -> Option<&JobVersion> {
+        self.versions.iter().find(|x| x.version == v)
+    }
+
+    pub fn current_spec(&self) -> &JobSpec {
+        &self
+            .version(self.current)
+            .expect("a job's current version exists")
+            .spec
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobVersion {
+    pub version: u64,
+    pub spec: JobSpec,
+    pub submitted_at_ms: i64,
+}
+
+/// What the scheduler wants of an allocation.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Desired {
+    Run,
+    Stop,
+}
+
+/// What the node last reported of an allocation.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllocState {
+    Pending,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+impl AllocState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllocState::Pending => "pending",
+            AllocState::Starting => "starting",
+            AllocState::Running => "running",
+            AllocState::Stopping => "stopping",
+            AllocState::Stopped => "stopped",
+            AllocState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AllocState> {
+        Some(match s {
+            "pending" => AllocState::Pending,
+            "starting" => AllocState::Starting,
+            "running" => AllocState::Running,
+            "stopping" => AllocState::Stopping,
+            "stopped" => AllocState::Stopped,
+            "failed" => AllocState::Failed,
+            _ => return None,
+        })
+    }
+
+    /// The allocation's process is gone for good.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, AllocState::Stopped | AllocState::Failed)
+    }
+}
+
+/// One replica of one job version placed on one node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Allocation {
+    pub id: String,
+    /// `<job>-<replica>`: also the container's hostname.
+    pub name: String,
+    pub job: String,
+    pub version: u64,
+    pub replica: u32,
+    pub node: String,
+    pub desired: Desired,
+    pub state: AllocState,
+    pub pid: u32,
+    pub exit_code: Option<i32>,
+    pub reason: String,
+    pub restarts: u32,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl Allocation {
+    /// Whether it holds resources on its node: wanted, or not yet ended.
+    pub fn holds_resources(&self) -> bool {
+        !self.state.is_terminal()
+    }
+}
+
+/// A placement decided by the reconciler.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NewAllocation {
+    pub id: String,
+    pub job: String,
+    pub version: u64,
+    pub replica: u32,
+    pub node: String,
+}
+
+/// An observation from a node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AllocationReport {
+    pub id: String,
+    pub state: AllocState,
+    pub pid: u32,
+    pub exit_code: Option<i32>,
+    pub reason: String,
+    pub restarts: u32,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeStatus {
+    Ready,
+    Down,
+}
+
+impl NodeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Ready => "ready",
+            NodeStatus::Down => "down",
+        }
+    }
+}
+
+/// A machine running an agent.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Node {
+    pub name: String,
+    /// The agent's own API address (logs).
+    pub address: String,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub status: NodeStatus,
+    /// False when cordoned.
+    pub schedulable: bool,
+    pub registered_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// Resources in use on a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub allocations: u32,
+}
+
+impl State {
+    /// Resources held on each node by allocations that have not ended.
+    pub fn usage(&self) -> BTreeMap<String, Usage> {
+        let mut out: BTreeMap<String, Usage> = BTreeMap::new();
+        for a in self.allocations.values().filter(|a| a.holds_resources()) {
+            let u = out.entry(a.node.clone()).or_default();
+            u.cpu_millis += a.cpu_millis;
+            u.memory_bytes += a.memory_bytes;
+            u.allocations += 1;
+        }
+        out
+    }
+
+    /// Allocations of one job, oldest first.
+    pub fn job_allocations<'a>(
+        &'a self,
+        job: &'a str,
+    ) -> impl Iterator<Item = &'a Allocation> + 'a {
+        self.allocations.values().filter(move |a| a.job == job)
+    }
+
+    /// Finds an allocation by full id or unique prefix.
+    pub fn find_allocation(&self, prefix: &str) -> Result<&Allocation, String> {
+        if let Some(a) = self.allocations.get(prefix) {
+            return Ok(a);
+        }
+        let matches: Vec<&Allocation> = self
+            .allocations
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, a)| a)
+            .collect();
+        match matches.len() {
+            0 => Err(format!("no allocation with id {prefix:?}")),
+            1 => Ok(matches[0]),
+            n => Err(format!(
+                "{n} allocations start with {prefix:?}: give more of the id"
+            )),
+        }
+    }
+}
