@@ -44,7 +44,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid {}={:?}: expected {}", self.var, self.value, self.expected)
+        write!(
+            f,
+            "invalid {}={:?}: expected {}",
+            self.var, self.value, self.expected
+        )
     }
 }
 
@@ -64,12 +68,15 @@ impl Config {
             })?,
         };
         let secs = |var: &'static str| -> Result<Option<Duration>, ConfigError> {
-            get(var).map(|v| parse_secs(&v).ok_or(ConfigError {
-                var,
-                value: v,
-                expected: "a number of seconds such as 5 or 0.5",
-            }))
-            .transpose()
+            get(var)
+                .map(|v| {
+                    parse_secs(&v).ok_or(ConfigError {
+                        var,
+                        value: v,
+                        expected: "a number of seconds such as 5 or 0.5",
+                    })
+                })
+                .transpose()
         };
         let fail_health = match get("FAIL_HEALTH").as_deref().map(str::trim) {
             None | Some("0") | Some("false") => false,
@@ -116,8 +123,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -153,21 +162,35 @@ mod tests {
     fn fail_health_is_unhealthy_from_the_start() {
         let c = config(&[("FAIL_HEALTH", "1")]).unwrap();
         assert!(!c.healthy_at(Duration::ZERO));
-        assert!(config(&[("FAIL_HEALTH", "0")]).unwrap().healthy_at(Duration::ZERO));
+        assert!(config(&[("FAIL_HEALTH", "0")])
+            .unwrap()
+            .healthy_at(Duration::ZERO));
     }
 
     #[test]
     fn empty_values_count_as_unset() {
-        assert_eq!(config(&[("PORT", ""), ("CRASH_AFTER", " ")]).unwrap(), config(&[]).unwrap());
+        assert_eq!(
+            config(&[("PORT", ""), ("CRASH_AFTER", " ")]).unwrap(),
+            config(&[]).unwrap()
+        );
     }
 
     #[test]
     fn rejects_bad_values_naming_the_variable() {
         let e = config(&[("PORT", "80800")]).unwrap_err();
         assert_eq!(e.var, "PORT");
-        assert_eq!(config(&[("CRASH_AFTER", "-1")]).unwrap_err().var, "CRASH_AFTER");
-        assert_eq!(config(&[("START_DELAY", "soon")]).unwrap_err().var, "START_DELAY");
-        assert_eq!(config(&[("FAIL_HEALTH", "yes")]).unwrap_err().var, "FAIL_HEALTH");
+        assert_eq!(
+            config(&[("CRASH_AFTER", "-1")]).unwrap_err().var,
+            "CRASH_AFTER"
+        );
+        assert_eq!(
+            config(&[("START_DELAY", "soon")]).unwrap_err().var,
+            "START_DELAY"
+        );
+        assert_eq!(
+            config(&[("FAIL_HEALTH", "yes")]).unwrap_err().var,
+            "FAIL_HEALTH"
+        );
         assert_eq!(
             e.to_string(),
             "invalid PORT=\"80800\": expected a port number 0-65535"

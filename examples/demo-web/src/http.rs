@@ -40,7 +40,10 @@ impl Request {
     /// HTTP/1.1 defaults to yes, HTTP/1.0 to no, `Connection` overrides.
     pub fn keep_alive(&self) -> bool {
         let conn = self.header("connection").unwrap_or("");
-        let has = |token: &str| conn.split(',').any(|t| t.trim().eq_ignore_ascii_case(token));
+        let has = |token: &str| {
+            conn.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
         if self.http11 {
             !has("close")
         } else {
@@ -106,7 +109,10 @@ impl std::error::Error for ParseError {}
 /// Try to take one request off the front of `buf`.
 pub fn parse_request(buf: &[u8]) -> Result<Parse, ParseError> {
     // Tolerate stray CRLFs between pipelined requests (RFC 9112 section 2.2).
-    let skip = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+    let skip = buf
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
     let buf = &buf[skip..];
     let Some(head_len) = find_head_end(buf) else {
         if buf.len() > MAX_HEAD {
@@ -119,7 +125,9 @@ pub fn parse_request(buf: &[u8]) -> Result<Parse, ParseError> {
     }
     let head = std::str::from_utf8(&buf[..head_len])
         .map_err(|_| ParseError::BadRequest("request head is not utf-8"))?;
-    let mut lines = head.split("\r\n").map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let mut lines = head
+        .split("\r\n")
+        .map(|l| l.strip_suffix('\r').unwrap_or(l));
     let request_line = lines.next().unwrap_or("");
     let (method, target, version) = parse_request_line(request_line)?;
 
@@ -137,7 +145,10 @@ pub fn parse_request(buf: &[u8]) -> Result<Parse, ParseError> {
         headers.push((name.to_string(), value.trim().to_string()));
     }
 
-    let path = target.split_once('?').map_or(target, |(p, _)| p).to_string();
+    let path = target
+        .split_once('?')
+        .map_or(target, |(p, _)| p)
+        .to_string();
     let request = Request {
         method: method.to_string(),
         path,
@@ -174,13 +185,17 @@ fn parse_request_line(line: &str) -> Result<(&str, &str, &str), ParseError> {
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(ParseError::BadRequest("request line is not 'METHOD TARGET VERSION'"));
+        return Err(ParseError::BadRequest(
+            "request line is not 'METHOD TARGET VERSION'",
+        ));
     };
     if method.is_empty() || !method.bytes().all(is_token_byte) {
         return Err(ParseError::BadRequest("invalid method"));
     }
     if !target.starts_with('/') && target != "*" {
-        return Err(ParseError::BadRequest("request target must be an absolute path"));
+        return Err(ParseError::BadRequest(
+            "request target must be an absolute path",
+        ));
     }
     if version != "HTTP/1.1" && version != "HTTP/1.0" {
         return Err(ParseError::UnsupportedVersion(version.to_string()));
@@ -202,12 +217,20 @@ pub struct Response {
 
 impl Response {
     pub fn text(status: u16, body: impl Into<String>) -> Self {
-        Response { status, body: body.into() }
+        Response {
+            status,
+            body: body.into(),
+        }
     }
 
     /// Serialise to `out`. `head_only` omits the body (HEAD requests) but keeps
     /// its length, `keep_alive` chooses the `Connection` header.
-    pub fn write_to(&self, out: &mut impl Write, head_only: bool, keep_alive: bool) -> io::Result<()> {
+    pub fn write_to(
+        &self,
+        out: &mut impl Write,
+        head_only: bool,
+        keep_alive: bool,
+    ) -> io::Result<()> {
         let mut bytes = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
             self.status,
@@ -270,7 +293,10 @@ mod tests {
 
     #[test]
     fn incomplete_head_is_partial() {
-        assert_eq!(parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n"), Ok(Parse::Partial));
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n"),
+            Ok(Parse::Partial)
+        );
         assert_eq!(parse_request(b""), Ok(Parse::Partial));
     }
 
@@ -305,9 +331,15 @@ mod tests {
     #[test]
     fn keep_alive_follows_version_and_connection_header() {
         assert!(complete(b"GET / HTTP/1.1\r\n\r\n").0.keep_alive());
-        assert!(!complete(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").0.keep_alive());
+        assert!(!complete(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .0
+            .keep_alive());
         assert!(!complete(b"GET / HTTP/1.0\r\n\r\n").0.keep_alive());
-        assert!(complete(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").0.keep_alive());
+        assert!(
+            complete(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+                .0
+                .keep_alive()
+        );
     }
 
     #[test]
@@ -321,8 +353,14 @@ mod tests {
         assert_eq!(err(b"GET / HTTP/1.1\r\nNoColon\r\n\r\n"), 400);
         assert_eq!(err(b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n"), 400);
         assert_eq!(err(b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), 400);
-        assert_eq!(err(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), 501);
-        assert_eq!(err(b"POST / HTTP/1.1\r\nContent-Length: 999999\r\n\r\n"), 413);
+        assert_eq!(
+            err(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            501
+        );
+        assert_eq!(
+            err(b"POST / HTTP/1.1\r\nContent-Length: 999999\r\n\r\n"),
+            413
+        );
     }
 
     #[test]
@@ -335,13 +373,17 @@ mod tests {
     #[test]
     fn response_serialisation() {
         let mut out = Vec::new();
-        Response::text(200, "ok\n").write_to(&mut out, false, true).unwrap();
+        Response::text(200, "ok\n")
+            .write_to(&mut out, false, true)
+            .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n"
         );
         let mut head = Vec::new();
-        Response::text(503, "unhealthy\n").write_to(&mut head, true, false).unwrap();
+        Response::text(503, "unhealthy\n")
+            .write_to(&mut head, true, false)
+            .unwrap();
         let head = String::from_utf8(head).unwrap();
         assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
         assert!(head.contains("Content-Length: 10\r\n"));

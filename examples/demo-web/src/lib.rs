@@ -9,8 +9,8 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod config;
-pub mod http;
 pub mod hostname;
+pub mod http;
 pub mod routes;
 pub mod server;
 pub mod shutdown;

@@ -33,7 +33,9 @@ fn main() -> ExitCode {
     if let Some(after) = config.crash_after {
         std::thread::spawn(move || {
             std::thread::sleep(after);
-            eprintln!("demo-web: CRASH_AFTER={after:?} elapsed, exiting with code {CRASH_EXIT_CODE}");
+            eprintln!(
+                "demo-web: CRASH_AFTER={after:?} elapsed, exiting with code {CRASH_EXIT_CODE}"
+            );
             std::process::exit(CRASH_EXIT_CODE);
         });
     }
@@ -50,9 +52,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let app = App { hostname: hostname(), config };
-    eprintln!("demo-web {} listening on {addr} as {}", app.config.version, app.hostname);
-    let server = Server { app: Arc::new(app), shutdown: stop, started };
+    let app = App {
+        hostname: hostname(),
+        config,
+    };
+    eprintln!(
+        "demo-web {} listening on {addr} as {}",
+        app.config.version, app.hostname
+    );
+    let server = Server {
+        app: Arc::new(app),
+        shutdown: stop,
+        started,
+    };
     match server.run(listener) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

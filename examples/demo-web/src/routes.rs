@@ -43,13 +43,17 @@ mod tests {
     use crate::http::{parse_request, Parse};
 
     fn app(vars: &[(&str, &str)]) -> App {
-        let vars: Vec<(String, String)> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let config = Config::from_lookup(|k| {
-            vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-        })
-        .unwrap();
-        App { config, hostname: "host-a".into() }
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config =
+            Config::from_lookup(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+                .unwrap();
+        App {
+            config,
+            hostname: "host-a".into(),
+        }
     }
 
     fn get(app: &App, raw: &str, uptime_secs: u64) -> Response {
@@ -67,7 +71,11 @@ mod tests {
 
     #[test]
     fn version_endpoint() {
-        let r = get(&app(&[("VERSION", "v1")]), "GET /version HTTP/1.1\r\n\r\n", 0);
+        let r = get(
+            &app(&[("VERSION", "v1")]),
+            "GET /version HTTP/1.1\r\n\r\n",
+            0,
+        );
         assert_eq!(r, Response::text(200, "v1\n"));
     }
 
@@ -85,6 +93,9 @@ mod tests {
     fn unknown_path_and_method() {
         assert_eq!(get(&app(&[]), "GET /nope HTTP/1.1\r\n\r\n", 0).status, 404);
         assert_eq!(get(&app(&[]), "DELETE / HTTP/1.1\r\n\r\n", 0).status, 405);
-        assert_eq!(get(&app(&[]), "HEAD /healthz HTTP/1.1\r\n\r\n", 0).status, 200);
+        assert_eq!(
+            get(&app(&[]), "HEAD /healthz HTTP/1.1\r\n\r\n", 0).status,
+            200
+        );
     }
 }

@@ -90,7 +90,13 @@ impl Server {
                     let keep_alive = request.keep_alive() && !self.shutdown.is_stopping();
                     let head_only = request.method == "HEAD";
                     let sent = response.write_to(&mut stream, head_only, keep_alive);
-                    log_request(peer, Some(&request), response.status, response.body.len(), began);
+                    log_request(
+                        peer,
+                        Some(&request),
+                        response.status,
+                        response.body.len(),
+                        began,
+                    );
                     if sent.is_err() || !keep_alive {
                         return;
                     }
@@ -101,7 +107,13 @@ impl Server {
                 Err(e) => {
                     let response = Response::text(e.status(), format!("{e}\n"));
                     let _ = response.write_to(&mut stream, false, false);
-                    log_request(peer, None, response.status, response.body.len(), Instant::now());
+                    log_request(
+                        peer,
+                        None,
+                        response.status,
+                        response.body.len(),
+                        Instant::now(),
+                    );
                     return;
                 }
             }
@@ -120,7 +132,11 @@ impl Server {
                     }
                     buf.extend_from_slice(&chunk[..n]);
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
                 Err(_) => return,
             }
         }
@@ -130,14 +146,21 @@ impl Server {
 /// Errors after which accepting again makes sense (a peer gave up, or we are
 /// briefly out of file descriptors).
 fn is_transient_accept_error(e: &io::Error) -> bool {
-    matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted)
-        || matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+    ) || matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// One line per request on stdout:
 /// `<unix time> <peer> "<method> <path>" <status> <body bytes> <micros>us`.
 fn log_request(peer: SocketAddr, req: Option<&Request>, status: u16, bytes: usize, began: Instant) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let line = match req {
         Some(r) => format!("{} {}", r.method, r.path),
         None => "-".to_string(),

@@ -26,7 +26,10 @@ pub struct Shutdown {
 
 impl Shutdown {
     pub fn new() -> Arc<Shutdown> {
-        Arc::new(Shutdown { stopping: AtomicBool::new(false), listener: AtomicI32::new(-1) })
+        Arc::new(Shutdown {
+            stopping: AtomicBool::new(false),
+            listener: AtomicI32::new(-1),
+        })
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -65,16 +68,18 @@ pub fn install(shutdown: Arc<Shutdown>) -> io::Result<()> {
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
-    std::thread::Builder::new().name("signals".into()).spawn(move || loop {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `set` is initialised and `sig` is a valid out-pointer.
-        let rc = unsafe { libc::sigwait(&set, &mut sig) };
-        if rc != 0 {
-            continue;
-        }
-        eprintln!("demo-web: signal {sig} received, draining");
-        shutdown.trigger();
-    })?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` is initialised and `sig` is a valid out-pointer.
+            let rc = unsafe { libc::sigwait(&set, &mut sig) };
+            if rc != 0 {
+                continue;
+            }
+            eprintln!("demo-web: signal {sig} received, draining");
+            shutdown.trigger();
+        })?;
     Ok(())
 }
 
