@@ -1,6 +1,15 @@
 //! Drover's scheduler: the Raft-replicated desired state of a cluster.
+//!
+//! `state` is the deterministic state machine, `placement` and `reconcile`
+//! the pure decisions, `raft` the durable replicated log under them,
+//! `controller` the leader-only loops that turn decisions into commands, and
+//! `server` the gRPC services and process wiring.
 #![forbid(unsafe_code)]
 
+pub mod controller;
 pub mod placement;
+pub mod raft;
 pub mod reconcile;
+pub mod replica;
+pub mod server;
 pub mod state;

@@ -1,1 +1,76 @@
-fn main() {}
+//! `drover-scheduler`: one replica of Drover's scheduler.
+
+use clap::Parser;
+use drover_scheduler::server::{Config, Scheduler};
+use std::path::PathBuf;
+
+/// One replica of Drover's Raft-replicated scheduler.
+///
+/// A fresh data dir bootstraps a one-member cluster; a data dir from an earlier
+/// run rejoins with everything it had.
+///
+/// Example:
+///   drover-scheduler --id 1 --listen 0.0.0.0:7400 --data-dir /var/lib/drover/scheduler
+#[derive(Parser, Debug)]
+#[command(version, verbatim_doc_comment)]
+struct Args {
+    /// This replica's Raft id (unique in the cluster, not 0).
+    #[arg(long, default_value_t = 1)]
+    id: u64,
+    /// Address to serve the client API, node API and Raft on.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    listen: std::net::SocketAddr,
+    /// Address others reach this replica at (default: the listen address).
+    #[arg(long, default_value = "")]
+    advertise: String,
+    /// Where the Raft log, vote and snapshots live.
+    #[arg(long, default_value = "/var/lib/drover/scheduler")]
+    data_dir: PathBuf,
+    /// A node silent this long is marked down and its allocations replaced.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    node_timeout: std::time::Duration,
+    /// Take a snapshot (and purge the log) every this many entries.
+    #[arg(long, default_value_t = 1000)]
+    snapshot_every: u64,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    drover_proto::quantity::Duration::parse(s).map(|d| d.std())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .init();
+    let a = Args::parse();
+    if a.id == 0 {
+        anyhow::bail!("--id must not be 0");
+    }
+    let s = Scheduler::start(Config {
+        id: a.id,
+        listen: a.listen,
+        advertise: a.advertise,
+        data_dir: a.data_dir,
+        node_timeout: a.node_timeout,
+        snapshot_every: a.snapshot_every,
+    })
+    .await?;
+    println!("drover-scheduler {} serving on {}", a.id, s.local_addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    s.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

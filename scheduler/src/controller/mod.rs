@@ -1,0 +1,102 @@
+//! Leader-only controllers: node liveness and job reconciliation.
+//!
+//! They run on every replica but act only while it leads, and change state
+//! only by proposing commands; everything they need is in the replicated
+//! state, so a new leader picks up where the old one stood. Liveness is the
+//! exception by design: heartbeats live in the leader's memory, and a new
+//! leader gives every node a full timeout before marking it down.
+
+use crate::reconcile::{reconcile, Plan};
+use crate::replica::Replica;
+use crate::server::node_api::Liveness;
+use crate::server::now_ms;
+use crate::state::{Command, NodeStatus};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+pub struct Controller {
+    pub replica: Replica,
+    pub liveness: Liveness,
+    pub node_timeout: Duration,
+}
+
+impl Controller {
+    pub async fn run(self, mut stop: broadcast::Receiver<()>) {
+        let mut applied = self.replica.applied.clone();
+        let mut leading_since: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = stop.recv() => return,
+                r = applied.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            if !self.replica.is_leader() {
+                leading_since = None;
+                continue;
+            }
+            let since = *leading_since.get_or_insert_with(|| {
+                self.liveness.reset();
+                Instant::now()
+            });
+            if let Err(e) = self.tick(since).await {
+                tracing::debug!(error = %e, "controller step failed; retrying");
+            }
+        }
+    }
+
+    async fn tick(&self, leading_since: Instant) -> Result<(), tonic::Status> {
+        let state = self.replica.snapshot();
+        for node in state.nodes.values() {
+            let seen = self.liveness.last_seen(&node.name);
+            let last = seen.unwrap_or(leading_since).max(leading_since);
+            let silent = last.elapsed() > self.node_timeout;
+            let status = match (node.status, silent, seen.is_some()) {
+                (NodeStatus::Ready, true, _) => NodeStatus::Down,
+                (NodeStatus::Down, false, true) => NodeStatus::Ready,
+                _ => continue,
+            };
+            tracing::info!(node = %node.name, status = status.as_str(), "node status changed");
+            self.replica
+                .write(Command::SetNodeStatus {
+                    name: node.name.clone(),
+                    status,
+                    at_ms: now_ms(),
+                })
+                .await?;
+        }
+        let plan = reconcile(&state, &mut || format!("{:032x}", rand::random::<u128>()));
+        if !plan.is_empty() {
+            self.propose(plan).await?;
+        }
+        Ok(())
+    }
+
+    async fn propose(&self, plan: Plan) -> Result<(), tonic::Status> {
+        let at_ms = now_ms();
+        if !plan.stop.is_empty() {
+            // One command per reason keeps each allocation's reason exact.
+            let mut by_reason: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for (id, reason) in plan.stop {
+                by_reason.entry(reason).or_default().push(id);
+            }
+            for (reason, ids) in by_reason {
+                self.replica.write(Command::StopAllocations { ids, reason, at_ms }).await?;
+            }
+        }
+        if !plan.place.is_empty() {
+            self.replica
+                .write(Command::PlaceAllocations {
+                    allocations: plan.place,
+                    at_ms,
+                })
+                .await?;
+        }
+        for (job, reason) in plan.pending {
+            self.replica.write(Command::SetPendingReason { job, reason }).await?;
+        }
+        for name in plan.purge {
+            self.replica.write(Command::PurgeJob { name }).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! The client API (`drover.v1.Drover`): what the `drover` CLI calls.
+//!
+//! Writes go through Raft; reads are linearizable unless the request asks
+//! for a stale read. Specs are parsed and validated here again, before any
+//! command is proposed, so a bad request changes nothing.
+
+use super::convert;
+use crate::replica::Replica;
+use crate::state::{Command, Desired};
+use drover_proto::pb::{self, drover_server::Drover};
+use tonic::{Request, Response, Status};
+
+pub struct ClientApi {
+    pub replica: Replica,
+}
+
+fn stale(r: &Option<pb::ReadOptions>) -> bool {
+    r.as_ref().is_some_and(|r| r.stale)
+}
+
+fn request_id(id: &str) -> String {
+    if id.is_empty() {
+        format!("{:032x}", rand::random::<u128>())
+    } else {
+        id.to_string()
+    }
+}
+
+#[tonic::async_trait]
+impl Drover for ClientApi {
+    async fn submit_job(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let req = req.into_inner();
+        let spec = drover_proto::spec::from_json(&req.spec_json)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let name = spec.name.clone();
+        let r = self
+            .replica
+            .write(Command::SubmitJob {
+                request_id: request_id(&req.request_id),
+                spec: Box::new(spec),
+                at_ms: super::now_ms(),
+            })
+            .await?;
+        if !r.ok {
+            return Err(Status::invalid_argument(r.error.unwrap_or_default()));
+        }
+        let index = *self.replica.applied.borrow();
+        Ok(Response::new(pb::SubmitJobResponse {
+            name,
+            version: r.version,
+            changed: r.changed,
+            index,
+        }))
+    }
+
+    async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let (jobs, read) = self
+            .replica
+            .read(stale(&req.get_ref().read), |s| {
+                s.jobs.values().map(|j| convert::job_summary(s, j)).collect()
+            })
+            .await?;
+        Ok(Response::new(pb::ListJobsResponse { jobs, read: Some(read) }))
+    }
+
+    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::JobStatus>, Status> {
+        let req = req.into_inner();
+        let (job, read) = self
+            .replica
+            .read(stale(&req.read), |s| s.jobs.get(&req.name).map(|j| convert::job(s, j)))
+            .await?;
+        let mut job = job.ok_or_else(|| Status::not_found(format!("no job named {:?}", req.name)))?;
+        job.read = Some(read);
+        Ok(Response::new(job))
+    }
+
+    async fn stop_job(&self, req: Request<pb::StopJobRequest>) -> Result<Response<pb::StopJobResponse>, Status> {
+        let req = req.into_inner();
+        let exists = self.replica.read(false, |s| s.jobs.contains_key(&req.name)).await?.0;
+        if !exists {
+            return Err(Status::not_found(format!("no job named {:?}", req.name)));
+        }
+        let r = self
+            .replica
+            .write(Command::StopJob {
+                request_id: request_id(&req.request_id),
+                name: req.name.clone(),
+                purge: req.purge,
+                at_ms: super::now_ms(),
+            })
+            .await?;
+        if !r.ok {
+            return Err(Status::failed_precondition(r.error.unwrap_or_default()));
+        }
+        Ok(Response::new(pb::StopJobResponse { stopping: r.count }))
+    }
+
+    async fn list_allocations(
+        &self,
+        req: Request<pb::ListAllocationsRequest>,
+    ) -> Result<Response<pb::ListAllocationsResponse>, Status> {
+        let req = req.into_inner();
+        let (allocations, read) = self
+            .replica
+            .read(stale(&req.read), |s| {
+                if !req.job.is_empty() && !s.jobs.contains_key(&req.job) {
+                    return Err(Status::not_found(format!("no job named {:?}", req.job)));
+                }
+                let mut out: Vec<pb::Allocation> = s
+                    .allocations
+                    .values()
+                    .filter(|a| req.job.is_empty() || a.job == req.job)
+                    .filter(|a| req.all || a.desired == Desired::Run || !a.state.is_terminal())
+                    .map(|a| convert::allocation(s, a))
+                    .collect();
+                out.sort_by(|a, b| (&a.job, a.replica, a.created_at_ms).cmp(&(&b.job, b.replica, b.created_at_ms)));
+                Ok(out)
+            })
+            .await?;
+        Ok(Response::new(pb::ListAllocationsResponse {
+            allocations: allocations?,
+            read: Some(read),
+        }))
+    }
+
+    async fn get_allocation(&self, req: Request<pb::GetAllocationRequest>) -> Result<Response<pb::Allocation>, Status> {
+        let req = req.into_inner();
+        let (a, _) = self
+            .replica
+            .read(stale(&req.read), |s| {
+                s.find_allocation(&req.id)
+                    .map(|a| convert::allocation(s, a))
+                    .map_err(Status::not_found)
+            })
+            .await?;
+        Ok(Response::new(a?))
+    }
+
+    async fn list_nodes(&self, req: Request<pb::ListNodesRequest>) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let (nodes, read) = self
+            .replica
+            .read(stale(&req.get_ref().read), |s| {
+                s.nodes.values().map(|n| convert::node(s, n)).collect()
+            })
+            .await?;
+        Ok(Response::new(pb::ListNodesResponse { nodes, read: Some(read) }))
+    }
+}

@@ -1,0 +1,149 @@
+//! A scheduler replica's process: Raft, the gRPC services, the controllers.
+//!
+//! One listener serves the client API, the node API and the Raft transport.
+//! `Scheduler::start` brings it all up and `Scheduler::shutdown` stops it in
+//! order (mini-redis style: a broadcast stop signal, then wait for every task).
+
+pub mod client_api;
+pub mod convert;
+pub mod node_api;
+
+use crate::controller::Controller;
+use crate::raft;
+use crate::replica::Replica;
+use drover_proto::pb;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+/// Milliseconds since the Unix epoch (proposers stamp commands with it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub id: u64,
+    pub listen: SocketAddr,
+    /// The address other replicas and clients reach this one at.
+    pub advertise: String,
+    pub data_dir: PathBuf,
+    pub node_timeout: Duration,
+    pub snapshot_every: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct Scheduler {
+    pub replica: Replica,
+    pub local_addr: SocketAddr,
+    stop: broadcast::Sender<()>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Scheduler {
+    /// Opens the replica's storage, starts Raft and serves. A fresh data dir
+    /// bootstraps a one-member cluster; an existing one rejoins from disk.
+    pub async fn start(config: Config) -> Result<Scheduler, ServerError> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let advertise = if config.advertise.is_empty() {
+            local_addr.to_string()
+        } else {
+            config.advertise.clone()
+        };
+        let opts = raft::RaftOptions {
+            snapshot_every: config.snapshot_every,
+            ..Default::default()
+        };
+        let handle = raft::open(config.id, &config.data_dir, opts)
+            .await
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        let replica = Replica {
+            id: config.id,
+            addr: advertise.clone(),
+            raft: handle.raft.clone(),
+            state: handle.state.clone(),
+            applied: handle.applied.clone(),
+        };
+        let (stop, _) = broadcast::channel(1);
+        let liveness = node_api::Liveness::default();
+        let mut tasks = Vec::new();
+
+        let raft_svc = raft::RaftServer::new(handle.raft.clone());
+        let max = 64 * 1024 * 1024;
+        let router = tonic::transport::Server::builder()
+            .add_service(
+                pb::drover_server::DroverServer::new(client_api::ClientApi {
+                    replica: replica.clone(),
+                })
+                .max_decoding_message_size(max),
+            )
+            .add_service(pb::node_service_server::NodeServiceServer::new(node_api::NodeApi {
+                replica: replica.clone(),
+                liveness: liveness.clone(),
+            }))
+            .add_service(pb::raft_service_server::RaftServiceServer::new(raft_svc).max_decoding_message_size(max));
+        let mut stop_rx = stop.subscribe();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop_rx.recv().await;
+            };
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+                tracing::error!(error = %e, "api server failed");
+            }
+        }));
+
+        raft::bootstrap_single(&handle.raft, config.id, &advertise)
+            .await
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+
+        let controller = Controller {
+            replica: replica.clone(),
+            liveness,
+            node_timeout: config.node_timeout,
+        };
+        tasks.push(tokio::spawn(controller.run(stop.subscribe())));
+        tracing::info!(id = config.id, addr = %local_addr, "scheduler replica serving");
+        Ok(Scheduler {
+            replica,
+            local_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops serving, stops the controllers, then shuts Raft down.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Err(e) = self.replica.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The node API (`drover.v1.NodeService`): what agents call.
+//!
+//! Registration and status reports are commands in the log. Heartbeats are
+//! not: the leader keeps the last time it heard from each node in memory
+//! (`Liveness`) and commits only the transition to down or back. `Watch`
+//! streams the complete set of allocations desired on a node whenever it
+//! changes (level-triggered, DESIGN decision 3).
+
+use crate::replica::Replica;
+use crate::state::{AllocState, AllocationReport, Command, Desired, State};
+use drover_proto::pb::{self, node_service_server::NodeService};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// When the leader last heard from each node.
+#[derive(Clone, Default)]
+pub struct Liveness {
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl Liveness {
+    pub fn beat(&self, node: &str) {
+        self.seen
+            .lock()
+            .expect("liveness lock")
+            .insert(node.to_string(), Instant::now());
+    }
+
+    pub fn last_seen(&self, node: &str) -> Option<Instant> {
+        self.seen.lock().expect("liveness lock").get(node).copied()
+    }
+
+    /// Forget everything (a new leader starts every node's clock afresh).
+    pub fn reset(&self) {
+        self.seen.lock().expect("liveness lock").clear();
+    }
+}
+
+pub struct NodeApi {
+    pub replica: Replica,
+    pub liveness: Liveness,
+}
+
+/// The allocations desired on `node`, in the wire form agents converge to.
+pub fn desired_on(state: &State, node: &str) -> pb::DesiredAllocations {
+    let allocations = state
+        .allocations
+        .values()
+        .filter(|a| a.node == node && a.desired == Desired::Run)
+        .filter_map(|a| {
+            let spec = &state.jobs.get(&a.job)?.version(a.version)?.spec;
+            Some(pb::DesiredAllocation {
+                id: a.id.clone(),
+                job: a.job.clone(),
+                version: a.version,
+                replica: a.replica,
+                spec_json: spec.to_json(),
+                name: a.name.clone(),
+            })
+        })
+        .collect();
+    pb::DesiredAllocations {
+        index: state.last_index,
+        allocations,
+    }
+}
+
+#[tonic::async_trait]
+impl NodeService for NodeApi {
+    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let req = req.into_inner();
+        drover_proto::spec::dns_label(&req.name)
+            .map_err(|e| Status::invalid_argument(format!("name: {e}")))?;
+        if req.cpu_millis == 0 || req.memory_bytes == 0 {
+            return Err(Status::invalid_argument("cpu_millis and memory_bytes must be more than 0"));
+        }
+        let r = self
+            .replica
+            .write(Command::RegisterNode {
+                name: req.name.clone(),
+                address: req.address,
+                cpu_millis: req.cpu_millis,
+                memory_bytes: req.memory_bytes,
+                at_ms: super::now_ms(),
+            })
+            .await?;
+        if !r.ok {
+            return Err(Status::invalid_argument(r.error.unwrap_or_default()));
+        }
+        self.liveness.beat(&req.name);
+        Ok(Response::new(pb::RegisterResponse { name: req.name }))
+    }
+
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let name = req.into_inner().name;
+        if !self.replica.is_leader() {
+            return Err(Status::unavailable("not the leader"));
+        }
+        let known = self.replica.state.read().expect("state lock").nodes.contains_key(&name);
+        if known {
+            self.liveness.beat(&name);
+        }
+        Ok(Response::new(pb::HeartbeatResponse { known }))
+    }
+
+    type WatchStream = ReceiverStream<Result<pb::DesiredAllocations, Status>>;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let name = req.into_inner().name;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let replica = self.replica.clone();
+        let mut applied = replica.applied.clone();
+        tokio::spawn(async move {
+            let mut last: Option<Vec<pb::DesiredAllocation>> = None;
+            loop {
+                let desired = desired_on(&replica.state.read().expect("state lock"), &name);
+                if last.as_ref() != Some(&desired.allocations) {
+                    last = Some(desired.allocations.clone());
+                    if tx.send(Ok(desired)).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    changed = applied.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn report(&self, req: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
+        let req = req.into_inner();
+        let mut reports = Vec::new();
+        for r in req.allocations {
+            let state = AllocState::parse(&r.state)
+                .ok_or_else(|| Status::invalid_argument(format!("allocations.state: {:?} is not a state", r.state)))?;
+            reports.push(AllocationReport {
+                id: r.id,
+                state,
+                pid: r.pid,
+                exit_code: r.exit_code,
+                reason: r.reason,
+                restarts: r.restarts,
+            });
+        }
+        // Skip the write when nothing is new: agents re-send reports freely.
+        {
+            let s = self.replica.state.read().expect("state lock");
+            reports.retain(|r| match s.allocations.get(&r.id) {
+                Some(a) => {
+                    a.node == req.node
+                        && (a.state != r.state
+                            || a.pid != r.pid
+                            || a.exit_code != r.exit_code
+                            || a.restarts != r.restarts
+                            || (!r.reason.is_empty() && a.reason != r.reason))
+                }
+                None => false,
+            });
+        }
+        if !reports.is_empty() {
+            self.replica
+                .write(Command::ReportAllocations {
+                    node: req.node,
+                    reports,
+                    at_ms: super::now_ms(),
+                })
+                .await?;
+        }
+        Ok(Response::new(pb::ReportResponse {}))
+    }
+}
