@@ -1,0 +1,261 @@
+//! One allocation's life on this node.
+//!
+//! pending → starting (image, bundle, launch) → running → exited, then per
+//! the job's restart policy either starting again after a backoff (doubling
+//! from `restart.backoff.initial` up to `max`, reset after a run that lasted
+//! at least `max`) or ended: `stopped` after a clean exit, `failed`
+//! otherwise. A stop request from the scheduler sends SIGTERM, then SIGKILL
+//! after the job's `stop_grace_period`, and removes the cgroup, the overlay
+//! mount and the bundle directory before reporting `stopped`.
+
+use super::Shared;
+use crate::bundle::{Bundle, ContainerRequest, Network};
+use crate::image::ImageRef;
+use crate::runtime::{Container, ExitStatus};
+use drover_proto::pb;
+use drover_proto::spec::{JobSpec, RestartPolicy};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Handle on a running allocation's task.
+pub struct Runner {
+    stop: watch::Sender<Option<String>>,
+    task: JoinHandle<()>,
+}
+
+impl Runner {
+    pub fn spawn(shared: Arc<Shared>, desired: pb::DesiredAllocation) -> Result<Runner, String> {
+        let spec = drover_proto::spec::from_json(&desired.spec_json).map_err(|e| format!("spec: {e}"))?;
+        let (stop, stop_rx) = watch::channel(None);
+        let life = Life {
+            shared,
+            id: desired.id,
+            name: desired.name,
+            spec,
+            restarts: 0,
+            stop: stop_rx,
+        };
+        let task = tokio::spawn(life.run());
+        Ok(Runner { stop, task })
+    }
+
+    /// Asks the allocation to stop (idempotent).
+    pub fn stop(&self, reason: &str) {
+        self.stop.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason.to_string());
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+}
+
+struct Life {
+    shared: Arc<Shared>,
+    id: String,
+    name: String,
+    spec: JobSpec,
+    restarts: u32,
+    stop: watch::Receiver<Option<String>>,
+}
+
+/// How one run of the container ended.
+enum RunEnd {
+    Exited(ExitStatus),
+    StartFailed(String),
+    Stopped(String),
+}
+
+impl Life {
+    fn report(&self, state: &str, pid: u32, exit_code: Option<i32>, reason: impl Into<String>) {
+        self.shared.reporter.update(pb::AllocationReport {
+            id: self.id.clone(),
+            state: state.into(),
+            pid,
+            exit_code,
+            reason: reason.into(),
+            restarts: self.restarts,
+        });
+    }
+
+    fn stop_requested(&self) -> Option<String> {
+        self.stop.borrow().clone()
+    }
+
+    async fn run(mut self) {
+        let policy = self.spec.restart.0.policy;
+        let backoff = self.spec.restart.0.backoff.clone();
+        let mut delay = backoff.initial.std();
+        let mut bundle: Option<Bundle> = None;
+        loop {
+            if let Some(reason) = self.stop_requested() {
+                self.finish(bundle.take(), "stopped", None, reason).await;
+                return;
+            }
+            let started = Instant::now();
+            let end = self.run_once(&mut bundle).await;
+            let (exit_code, reason, clean) = match &end {
+                RunEnd::Stopped(reason) => {
+                    self.finish(bundle.take(), "stopped", None, reason.clone()).await;
+                    return;
+                }
+                RunEnd::Exited(status) => (Some(status.code()), describe(*status), status.success()),
+                RunEnd::StartFailed(e) => (None, e.clone(), false),
+            };
+            let again = match policy {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => !clean,
+                RestartPolicy::Never => false,
+            };
+            if !again {
+                let state = if clean { "stopped" } else { "failed" };
+                self.finish(bundle.take(), state, exit_code, reason).await;
+                return;
+            }
+            if started.elapsed() >= backoff.max.std() {
+                delay = backoff.initial.std();
+            }
+            self.report("failed", 0, exit_code, format!("{reason}; restarting in {}", human(delay)));
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.wait_for(|r| r.is_some()) => {}
+            }
+            delay = (delay * 2).min(backoff.max.std());
+            self.restarts += 1;
+        }
+    }
+
+    /// Prepares (once), starts and waits for the container.
+    async fn run_once(&mut self, bundle: &mut Option<Bundle>) -> RunEnd {
+        self.report("starting", 0, None, "");
+        if bundle.is_none() {
+            match self.prepare().await {
+                Ok(b) => *bundle = Some(b),
+                Err(e) => return RunEnd::StartFailed(e),
+            }
+        }
+        let b = bundle.as_ref().expect("prepared");
+        let container = match self.launch(b).await {
+            Ok(c) => Arc::new(c),
+            Err(e) => return RunEnd::StartFailed(e),
+        };
+        let pid = container.pid() as u32;
+        self.report("running", pid, None, "");
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            status = container.wait() => match status {
+                Ok(s) => {
+                    let _ = self.shared.runtime.cgroups().remove(&self.id);
+                    RunEnd::Exited(s)
+                }
+                Err(e) => RunEnd::StartFailed(format!("wait: {e}")),
+            },
+            _ = stop.wait_for(|r| r.is_some()) => {
+                let reason = self.stop_requested().unwrap_or_default();
+                self.report("stopping", pid, None, reason.clone());
+                let grace = self.spec.stop_grace_period.std();
+                match container.stop(grace).await {
+                    Ok(s) => RunEnd::Stopped(format!("{reason} ({})", describe(s))),
+                    Err(e) => RunEnd::Stopped(format!("{reason} (stop: {e})")),
+                }
+            }
+        }
+    }
+
+    async fn prepare(&self) -> Result<Bundle, String> {
+        let shared = self.shared.clone();
+        let image = self.spec.image.clone();
+        let req = self.request();
+        let dir = shared.bundle_dir(&self.id);
+        tokio::task::spawn_blocking(move || {
+            let r: ImageRef = image.parse().map_err(|e| format!("image: {e}"))?;
+            let img = shared.images.pull(&r).map_err(|e| format!("image: {e}"))?;
+            Bundle::create(&dir, &img, &req).map_err(|e| format!("bundle: {e}"))
+        })
+        .await
+        .map_err(|e| format!("prepare: {e}"))?
+    }
+
+    async fn launch(&self, bundle: &Bundle) -> Result<Container, String> {
+        let shared = self.shared.clone();
+        let dir = bundle.dir().to_path_buf();
+        let id = self.id.clone();
+        let log_path = shared.log_path(&self.id);
+        tokio::task::spawn_blocking(move || {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(|e| format!("log {}: {e}", log_path.display()))?;
+            shared.runtime.start(&dir, &id, log).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("start: {e}"))?
+    }
+
+    fn request(&self) -> ContainerRequest {
+        let s = &self.spec;
+        ContainerRequest {
+            id: self.id.clone(),
+            hostname: self.name.clone(),
+            command: s.command.clone(),
+            args: s.args.clone(),
+            env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            workdir: s.workdir.clone(),
+            cpu_millis: Some(s.resources.cpu.millis()),
+            memory_bytes: Some(s.resources.memory.bytes()),
+            pids: s.resources.pids.map(i64::from),
+            network: match s.network {
+                drover_proto::spec::Network::Private => Network::Private,
+                drover_proto::spec::Network::Host => Network::Host,
+            },
+        }
+    }
+
+    /// Removes everything of the container and reports the final state.
+    async fn finish(&self, bundle: Option<Bundle>, state: &str, exit_code: Option<i32>, reason: String) {
+        let shared = self.shared.clone();
+        let id = self.id.clone();
+        let cleaned = tokio::task::spawn_blocking(move || {
+            shared.runtime.cgroups().remove(&id).map_err(|e| e.to_string())?;
+            let b = bundle.unwrap_or_else(|| Bundle::at(shared.bundle_dir(&id), id.clone()));
+            b.cleanup().map_err(|e| e.to_string())
+        })
+        .await;
+        let reason = match cleaned {
+            Ok(Ok(())) => reason,
+            Ok(Err(e)) => format!("{reason}; cleanup: {e}"),
+            Err(e) => format!("{reason}; cleanup: {e}"),
+        };
+        self.report(state, 0, exit_code, reason);
+    }
+}
+
+fn describe(s: ExitStatus) -> String {
+    match s {
+        ExitStatus::Exited(c) => format!("exited with code {c}"),
+        ExitStatus::Signaled(sig) => {
+            let name = nix::sys::signal::Signal::try_from(sig)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| format!("signal {sig}"));
+            format!("killed by {name}")
+        }
+    }
+}
+
+fn human(d: Duration) -> String {
+    drover_proto::quantity::Duration(d.as_millis() as u64).to_string()
+}

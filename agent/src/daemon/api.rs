@@ -1,0 +1,121 @@
+//! This node's own API: allocation logs.
+//!
+//! Each allocation's stdout and stderr go to one file (`logs/<id>.log`,
+//! opened for append by both), which outlives the container so logs of a
+//! stopped allocation can still be read. `follow` polls the file for growth.
+
+use super::Shared;
+use drover_proto::pb::{self, agent_api_server::AgentApi};
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status};
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: broadcast::Receiver<()>) {
+    let svc = pb::agent_api_server::AgentApiServer::new(Api { shared });
+    let r = tonic::transport::Server::builder()
+        .add_service(svc)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = stop.recv().await;
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, "agent api failed");
+    }
+}
+
+struct Api {
+    shared: Arc<Shared>,
+}
+
+/// The byte offset where the last `n` lines of `data` start.
+fn tail_offset(data: &[u8], n: usize) -> usize {
+    if n == 0 {
+        return data.len();
+    }
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    let mut seen = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            seen += 1;
+            if seen == n {
+                return i + 1;
+            }
+        }
+    }
+    0
+}
+
+#[tonic::async_trait]
+impl AgentApi for Api {
+    type LogsStream = ReceiverStream<Result<pb::LogChunk, Status>>;
+
+    async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let req = req.into_inner();
+        if req.alloc_id.is_empty() || !req.alloc_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(Status::invalid_argument("alloc_id: must be an allocation id"));
+        }
+        let path = self.shared.log_path(&req.alloc_id);
+        let mut file = std::fs::File::open(&path)
+            .map_err(|_| Status::not_found(format!("no logs for allocation {} on this node", req.alloc_id)))?;
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).map_err(|e| Status::internal(e.to_string()))?;
+        let start = if req.tail >= 0 { tail_offset(&data, req.tail as usize) } else { 0 };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let follow = req.follow;
+        tokio::spawn(async move {
+            for chunk in data[start..].chunks(64 * 1024) {
+                if tx.send(Ok(pb::LogChunk { data: chunk.to_vec() })).await.is_err() {
+                    return;
+                }
+            }
+            if !follow {
+                return;
+            }
+            let mut pos = data.len() as u64;
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                let mut buf = Vec::new();
+                let read = file
+                    .seek(SeekFrom::Start(pos))
+                    .and_then(|_| file.read_to_end(&mut buf));
+                match read {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        pos += n as u64;
+                        if tx.send(Ok(pb::LogChunk { data: buf })).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail_offset;
+
+    #[test]
+    fn tail_finds_last_lines() {
+        let d = b"a\nb\nc\n";
+        assert_eq!(&d[tail_offset(d, 1)..], b"c\n");
+        assert_eq!(&d[tail_offset(d, 2)..], b"b\nc\n");
+        assert_eq!(&d[tail_offset(d, 10)..], b"a\nb\nc\n");
+        assert_eq!(&d[tail_offset(d, 0)..], b"");
+        let partial = b"a\nb";
+        assert_eq!(&partial[tail_offset(partial, 1)..], b"b");
+    }
+}

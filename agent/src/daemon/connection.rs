@@ -1,0 +1,157 @@
+//! The agent's link to the scheduler: register, heartbeat, watch.
+//!
+//! The agent knows a list of scheduler replicas and uses one at a time,
+//! moving to the next when a call fails. The watch stream delivers the
+//! complete desired set, so after any reconnect the agent simply converges to
+//! the newest set it has seen; nothing is replayed.
+
+use drover_proto::pb::{self, node_service_client::NodeServiceClient};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+use tonic::transport::{Channel, Endpoint};
+
+/// The scheduler replicas and which one is in use.
+#[derive(Clone)]
+pub struct Links {
+    addrs: Arc<Vec<String>>,
+    current: Arc<AtomicUsize>,
+    /// The channel to the replica in use, by position in `addrs`.
+    cached: Arc<Mutex<Option<(usize, Channel)>>>,
+}
+
+impl Links {
+    pub fn new(addrs: Vec<String>) -> Links {
+        Links {
+            addrs: Arc::new(addrs),
+            current: Arc::new(AtomicUsize::new(0)),
+            cached: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// A client for the replica in use (its channel is kept and reused).
+    pub async fn client(&self) -> Result<NodeServiceClient<Channel>, tonic::transport::Error> {
+        let at = self.current.load(Ordering::Relaxed) % self.addrs.len();
+        if let Some((i, ch)) = self.cached.lock().expect("links lock").as_ref() {
+            if *i == at {
+                return Ok(NodeServiceClient::new(ch.clone()).max_decoding_message_size(64 << 20));
+            }
+        }
+        let addr = &self.addrs[at];
+        let url = if addr.starts_with("http") {
+            addr.clone()
+        } else {
+            format!("http://{addr}")
+        };
+        let channel = Endpoint::from_shared(url)?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await?;
+        *self.cached.lock().expect("links lock") = Some((at, channel.clone()));
+        Ok(NodeServiceClient::new(channel).max_decoding_message_size(64 << 20))
+    }
+
+    /// Moves on to the next replica after a failure.
+    pub fn next(&self) {
+        self.current.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the agent tells the scheduler about its node.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub name: String,
+    pub address: String,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+async fn register(client: &mut NodeServiceClient<Channel>, me: &Identity) -> Result<(), tonic::Status> {
+    client
+        .register(pb::RegisterRequest {
+            name: me.name.clone(),
+            address: me.address.clone(),
+            cpu_millis: me.cpu_millis,
+            memory_bytes: me.memory_bytes,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Keeps the node registered, heartbeating and watching until `stop`.
+pub async fn run(
+    links: Links,
+    me: Identity,
+    heartbeat: Duration,
+    desired: watch::Sender<Option<pb::DesiredAllocations>>,
+    mut stop: broadcast::Receiver<()>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let session = session(&links, &me, heartbeat, &desired);
+        tokio::select! {
+            _ = stop.recv() => return,
+            r = session => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "lost the scheduler; retrying");
+                }
+            }
+        }
+        links.next();
+        tokio::select! {
+            _ = stop.recv() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// One connected period: register, then heartbeat and watch until either fails.
+async fn session(
+    links: &Links,
+    me: &Identity,
+    heartbeat: Duration,
+    desired: &watch::Sender<Option<pb::DesiredAllocations>>,
+) -> Result<(), String> {
+    let mut client = links.client().await.map_err(|e| e.to_string())?;
+    register(&mut client, me).await.map_err(|e| e.message().to_string())?;
+    tracing::info!(node = %me.name, "registered with the scheduler");
+    let mut stream = client
+        .watch(pb::WatchRequest { name: me.name.clone() })
+        .await
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    let mut beat_client = client.clone();
+    let beats = async {
+        loop {
+            tokio::time::sleep(heartbeat).await;
+            let r = beat_client
+                .heartbeat(pb::HeartbeatRequest { name: me.name.clone() })
+                .await
+                .map_err(|e| e.message().to_string())?;
+            if !r.into_inner().known {
+                register(&mut beat_client, me).await.map_err(|e| e.message().to_string())?;
+            }
+        }
+    };
+    let watching = async {
+        loop {
+            match stream.message().await {
+                Ok(Some(set)) => {
+                    let newer = desired.borrow().as_ref().is_none_or(|old| set.index >= old.index);
+                    if newer {
+                        let _ = desired.send(Some(set));
+                    }
+                }
+                Ok(None) => return Err::<(), String>("watch stream ended".into()),
+                Err(e) => return Err(e.message().to_string()),
+            }
+        }
+    };
+    tokio::select! {
+        r = beats => r,
+        r = watching => r,
+    }
+}

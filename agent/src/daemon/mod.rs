@@ -1,0 +1,156 @@
+//! The node agent daemon: registers its node, follows the scheduler, and
+//! converges the containers on this machine to the desired set.
+//!
+//! `connection` talks to the scheduler (register, heartbeat, watch, report),
+//! `supervisor` turns each new desired set into started and stopped
+//! allocations, `allocation` runs one allocation's life (image, bundle,
+//! container, restarts, stop), `reporter` batches what they observe back to
+//! the scheduler, and `api` serves this node's own API (logs).
+
+pub mod allocation;
+pub mod api;
+pub mod connection;
+pub mod reporter;
+pub mod resources;
+pub mod supervisor;
+
+use crate::cgroups;
+use crate::runtime::Runtime;
+use crate::image::ImageStore;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The node's name (a DNS-1123 label; default: the hostname).
+    pub name: String,
+    /// Scheduler replica addresses (`host:port`), tried in turn.
+    pub schedulers: Vec<String>,
+    /// Where this agent's own API listens (logs).
+    pub listen: SocketAddr,
+    /// The address the CLI reaches this agent's API at (default: the listen address).
+    pub advertise: String,
+    /// Bundles, logs and the image cache live here.
+    pub state_dir: PathBuf,
+    pub cgroup_root: PathBuf,
+    /// Override detected resources.
+    pub cpu_millis: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub heartbeat: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no scheduler address given")]
+    NoScheduler,
+}
+
+/// What every allocation runner shares.
+pub struct Shared {
+    pub node: String,
+    pub state_dir: PathBuf,
+    pub images: ImageStore,
+    pub runtime: Runtime,
+    pub reporter: reporter::Reporter,
+}
+
+impl Shared {
+    pub fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.state_dir.join("bundles").join(id)
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.state_dir.join("logs").join(format!("{id}.log"))
+    }
+}
+
+pub struct Agent {
+    pub local_addr: SocketAddr,
+    stop: broadcast::Sender<()>,
+    tasks: Vec<JoinHandle<()>>,
+    supervisor: JoinHandle<()>,
+}
+
+impl Agent {
+    pub async fn start(config: Config) -> Result<Agent, DaemonError> {
+        if config.schedulers.is_empty() {
+            return Err(DaemonError::NoScheduler);
+        }
+        for sub in ["bundles", "logs", "images"] {
+            let p = config.state_dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(|source| DaemonError::Io { path: p.clone(), source })?;
+        }
+        let runtime = Runtime::new(cgroups::manager_for(&config.cgroup_root));
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| DaemonError::Listen { addr: config.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|source| DaemonError::Listen { addr: config.listen, source })?;
+        let advertise = if config.advertise.is_empty() {
+            local_addr.to_string()
+        } else {
+            config.advertise.clone()
+        };
+        let links = connection::Links::new(config.schedulers.clone());
+        let reporter = reporter::Reporter::new(config.name.clone());
+        let shared = Arc::new(Shared {
+            node: config.name.clone(),
+            state_dir: config.state_dir.clone(),
+            images: ImageStore::new(config.state_dir.join("images")),
+            runtime,
+            reporter: reporter.clone(),
+        });
+        supervisor::clean_leftovers(&shared);
+
+        let (stop, _) = broadcast::channel(1);
+        let (desired_tx, desired_rx) = watch::channel(None);
+        let detected = resources::detect();
+        let me = connection::Identity {
+            name: config.name.clone(),
+            address: advertise,
+            cpu_millis: config.cpu_millis.unwrap_or(detected.cpu_millis),
+            memory_bytes: config.memory_bytes.unwrap_or(detected.memory_bytes),
+        };
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(api::serve(listener, shared.clone(), stop.subscribe())));
+        tasks.push(tokio::spawn(connection::run(
+            links.clone(),
+            me,
+            config.heartbeat,
+            desired_tx,
+            stop.subscribe(),
+        )));
+        tasks.push(tokio::spawn(reporter.run(links, stop.subscribe())));
+        let supervisor = tokio::spawn(supervisor::run(shared, desired_rx, stop.subscribe()));
+        tracing::info!(node = %config.name, api = %local_addr, "agent running");
+        Ok(Agent {
+            local_addr,
+            stop,
+            tasks,
+            supervisor,
+        })
+    }
+
+    /// Stops every container this agent started, then its tasks.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.supervisor.await;
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}

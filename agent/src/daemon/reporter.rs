@@ -1,0 +1,115 @@
+//! Reports of what allocations are doing, batched back to the scheduler.
+//!
+//! Runners record the latest observation of each allocation; a single task
+//! sends whatever changed since the last successful report, in one request,
+//! and re-sends everything periodically. Reports are idempotent (the
+//! scheduler ignores ones that change nothing), so re-sending is always safe.
+
+use super::connection::Links;
+use drover_proto::pb;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, Notify};
+
+#[derive(Clone)]
+pub struct Reporter {
+    node: String,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Latest report per allocation, and whether the scheduler has it.
+    latest: Mutex<HashMap<String, (pb::AllocationReport, bool)>>,
+    changed: Notify,
+}
+
+impl Reporter {
+    pub fn new(node: String) -> Reporter {
+        Reporter {
+            node,
+            inner: Arc::new(Inner {
+                latest: Mutex::new(HashMap::new()),
+                changed: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn update(&self, report: pb::AllocationReport) {
+        let mut latest = self.inner.latest.lock().expect("reporter lock");
+        let same = latest.get(&report.id).is_some_and(|(r, _)| *r == report);
+        if !same {
+            latest.insert(report.id.clone(), (report, false));
+            self.inner.changed.notify_one();
+        }
+    }
+
+    /// Drops an allocation's report once the scheduler has it.
+    pub fn forget(&self, id: &str) {
+        let mut latest = self.inner.latest.lock().expect("reporter lock");
+        if latest.get(id).is_some_and(|(_, acked)| *acked) {
+            latest.remove(id);
+        }
+    }
+
+    pub fn latest(&self, id: &str) -> Option<pb::AllocationReport> {
+        self.inner.latest.lock().expect("reporter lock").get(id).map(|(r, _)| r.clone())
+    }
+
+    pub async fn run(self, links: Links, mut stop: broadcast::Receiver<()>) {
+        let mut last_full = Instant::now();
+        loop {
+            tokio::select! {
+                _ = stop.recv() => {
+                    // A last attempt so final states (stopped) reach the scheduler.
+                    let _ = self.flush(&links, true).await;
+                    return;
+                }
+                _ = self.inner.changed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            // Let a burst of changes gather into one request.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let full = last_full.elapsed() > Duration::from_secs(10);
+            match self.flush(&links, full).await {
+                Ok(()) if full => last_full = Instant::now(),
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "report failed; will retry");
+                    links.next();
+                }
+            }
+        }
+    }
+
+    async fn flush(&self, links: &Links, everything: bool) -> Result<(), String> {
+        let batch: Vec<pb::AllocationReport> = {
+            let latest = self.inner.latest.lock().expect("reporter lock");
+            latest
+                .values()
+                .filter(|(_, acked)| everything || !acked)
+                .map(|(r, _)| r.clone())
+                .collect()
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut client = links.client().await.map_err(|e| e.to_string())?;
+        client
+            .report(pb::ReportRequest {
+                node: self.node.clone(),
+                allocations: batch.clone(),
+            })
+            .await
+            .map_err(|e| e.message().to_string())?;
+        let mut latest = self.inner.latest.lock().expect("reporter lock");
+        for sent in batch {
+            if let Some((r, acked)) = latest.get_mut(&sent.id) {
+                if *r == sent {
+                    *acked = true;
+                }
+            }
+        }
+        Ok(())
+    }
+}

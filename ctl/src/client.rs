@@ -1,0 +1,52 @@
+//! Connecting to the scheduler (the first replica of `--addr` that answers)
+//! and to agents (for logs).
+
+use anyhow::{anyhow, Context, Result};
+use drover_proto::pb::{agent_api_client::AgentApiClient, drover_client::DroverClient};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+fn url(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+async fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_shared(url(addr))?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+}
+
+/// A client of the scheduler's API.
+pub async fn connect(addrs: &str) -> Result<DroverClient<Channel>> {
+    let mut last = None;
+    for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        match channel(addr).await {
+            Ok(ch) => return Ok(DroverClient::new(ch).max_decoding_message_size(64 << 20)),
+            Err(e) => last = Some(anyhow!("{addr}: {e}")),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow!("no scheduler address given")))
+        .context("cannot reach a Drover scheduler (is `drover dev` running? set --addr or DROVER_ADDR)")
+}
+
+/// A client of one agent's API.
+pub async fn agent(addr: &str) -> Result<AgentApiClient<Channel>> {
+    let ch = channel(addr)
+        .await
+        .with_context(|| format!("cannot reach the agent at {addr}"))?;
+    Ok(AgentApiClient::new(ch))
+}
+
+/// A gRPC status as a user-facing error: its message, not its debug form.
+pub fn status(s: tonic::Status) -> anyhow::Error {
+    match s.code() {
+        tonic::Code::InvalidArgument => anyhow!("invalid: {}", s.message()),
+        tonic::Code::Unavailable if s.message().is_empty() => anyhow!("the scheduler is unavailable"),
+        _ => anyhow!("{}", s.message()),
+    }
+}

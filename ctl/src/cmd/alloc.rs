@@ -1,0 +1,82 @@
+//! `drover alloc ls|status`.
+
+use crate::cli::AllocCmd;
+use crate::client::{self, status};
+use crate::output::{self, short, table, time};
+use anyhow::Result;
+use drover_proto::pb;
+use serde_json::Value;
+
+pub async fn run(addr: &str, cmd: AllocCmd) -> Result<i32> {
+    let mut c = client::connect(addr).await?;
+    match cmd {
+        AllocCmd::Ls { job, all, read } => {
+            let r = c
+                .list_allocations(pb::ListAllocationsRequest {
+                    job: job.unwrap_or_default(),
+                    read: Some(pb::ReadOptions { stale: read.stale }),
+                    all,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let v = Value::Array(r.allocations.iter().map(output::allocation).collect());
+            output::print(read.output, &v, || {
+                let rows: Vec<Vec<String>> = r
+                    .allocations
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            short(&a.id),
+                            a.name.clone(),
+                            a.node.clone(),
+                            a.version.to_string(),
+                            a.desired.clone(),
+                            a.state.clone(),
+                            time(a.updated_at_ms),
+                            a.reason.clone(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["ID", "NAME", "NODE", "VERSION", "DESIRED", "STATE", "UPDATED", "REASON"],
+                    &rows,
+                ) + &output::stale_note(&r.read)
+            });
+        }
+        AllocCmd::Status { id, read } => {
+            let a = c
+                .get_allocation(pb::GetAllocationRequest {
+                    id,
+                    read: Some(pb::ReadOptions { stale: read.stale }),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            output::print(read.output, &output::allocation(&a), || {
+                let mut s = String::new();
+                let mut kv = |k: &str, v: String| s.push_str(&format!("{k:<10} {v}\n"));
+                kv("id:", a.id.clone());
+                kv("name:", a.name.clone());
+                kv("job:", format!("{} (version {}, replica {})", a.job, a.version, a.replica));
+                kv("node:", a.node.clone());
+                kv("desired:", a.desired.clone());
+                kv("state:", a.state.clone());
+                if a.pid != 0 {
+                    kv("pid:", a.pid.to_string());
+                }
+                if let Some(c) = a.exit_code {
+                    kv("exit code:", c.to_string());
+                }
+                if !a.reason.is_empty() {
+                    kv("reason:", a.reason.clone());
+                }
+                kv("restarts:", a.restarts.to_string());
+                kv("created:", time(a.created_at_ms));
+                kv("updated:", time(a.updated_at_ms));
+                s
+            });
+        }
+    }
+    Ok(0)
+}

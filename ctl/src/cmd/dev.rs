@@ -1,0 +1,76 @@
+//! `drover dev`: a one-replica scheduler and an agent in this process.
+
+use crate::cli::DevArgs;
+use anyhow::{Context, Result};
+use drover_agent::daemon::{Agent, Config as AgentConfig};
+use drover_scheduler::server::{Config as SchedulerConfig, Scheduler};
+use std::time::Duration;
+
+pub async fn run(a: DevArgs) -> Result<i32> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn,h2=warn,tower=warn".into()),
+        )
+        .init();
+    std::fs::create_dir_all(&a.state_dir).with_context(|| format!("cannot create {}", a.state_dir.display()))?;
+    let scheduler = Scheduler::start(SchedulerConfig {
+        id: 1,
+        listen: a.listen,
+        advertise: String::new(),
+        data_dir: a.state_dir.join("scheduler"),
+        node_timeout: Duration::from_secs(5),
+        snapshot_every: 1000,
+    })
+    .await
+    .context("cannot start the scheduler")?;
+    let name = a.node_name.unwrap_or_else(node_name);
+    let agent = Agent::start(AgentConfig {
+        name: name.clone(),
+        schedulers: vec![scheduler.local_addr.to_string()],
+        listen: a.agent_listen,
+        advertise: String::new(),
+        state_dir: a.state_dir.join("agent"),
+        cgroup_root: a.cgroup_root,
+        cpu_millis: None,
+        memory_bytes: None,
+        heartbeat: Duration::from_secs(1),
+    })
+    .await
+    .context("cannot start the agent")?;
+    println!("drover dev: scheduler on {}, node {name} (agent API on {})", scheduler.local_addr, agent.local_addr);
+    println!("drover dev: state in {}; Ctrl-C stops every container and exits", a.state_dir.display());
+    shutdown_signal().await;
+    println!("drover dev: stopping containers");
+    agent.shutdown().await;
+    scheduler.shutdown().await;
+    println!("drover dev: stopped");
+    Ok(0)
+}
+
+/// This machine's hostname as a DNS-1123 label, or `dev`.
+fn node_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect();
+    let name = name.trim_matches('-').to_string();
+    if drover_proto::spec::dns_label(&name).is_ok() {
+        name
+    } else {
+        "dev".into()
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,278 @@
+//! `drover job run|ls|status|stop`.
+
+use crate::cli::{Format, JobCmd};
+use crate::client::{self, status};
+use crate::output::{self, short, table, time};
+use anyhow::{bail, Context, Result};
+use drover_proto::pb;
+use serde_json::Value;
+use std::io::{IsTerminal, Read};
+use std::time::{Duration, Instant};
+
+pub async fn run(addr: &str, cmd: JobCmd) -> Result<i32> {
+    match cmd {
+        JobCmd::Run { file, detach, timeout } => submit(addr, &file, detach, &timeout).await,
+        JobCmd::Ls { read } => {
+            let mut c = client::connect(addr).await?;
+            let r = c
+                .list_jobs(pb::ListJobsRequest {
+                    read: Some(pb::ReadOptions { stale: read.stale }),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let v = Value::Array(r.jobs.iter().map(output::job_summary).collect());
+            output::print(read.output, &v, || {
+                let rows: Vec<Vec<String>> = r
+                    .jobs
+                    .iter()
+                    .map(|j| {
+                        vec![
+                            j.name.clone(),
+                            j.version.to_string(),
+                            format!("{}/{}", j.running, j.desired),
+                            j.status.clone(),
+                            j.image.clone(),
+                            time(j.submitted_at_ms),
+                        ]
+                    })
+                    .collect();
+                table(&["NAME", "VERSION", "RUNNING", "STATUS", "IMAGE", "SUBMITTED"], &rows)
+                    + &output::stale_note(&r.read)
+            });
+            Ok(0)
+        }
+        JobCmd::Status { name, read } => {
+            let mut c = client::connect(addr).await?;
+            let j = c
+                .get_job(pb::GetJobRequest {
+                    name,
+                    read: Some(pb::ReadOptions { stale: read.stale }),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            output::print(read.output, &output::job(&j), || status_table(&j));
+            Ok(0)
+        }
+        JobCmd::Stop { name, purge, detach } => {
+            let mut c = client::connect(addr).await?;
+            let r = c
+                .stop_job(pb::StopJobRequest {
+                    name: name.clone(),
+                    request_id: new_request_id(),
+                    purge,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("{name}: stopping {} allocation(s)", r.stopping);
+            if detach {
+                return Ok(0);
+            }
+            wait_stopped(&mut c, &name).await?;
+            println!("{name}: stopped");
+            Ok(0)
+        }
+    }
+}
+
+fn status_table(j: &pb::JobStatus) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("name:      {}\n", j.name));
+    s.push_str(&format!("version:   {}\n", j.version));
+    s.push_str(&format!("status:    {}\n", j.status));
+    s.push_str(&format!("replicas:  {} running / {} desired\n", j.running, j.desired));
+    if !j.pending_reason.is_empty() {
+        s.push_str(&format!("pending:   {}\n", j.pending_reason));
+    }
+    s.push_str(&format!("submitted: {}\n\n", time(j.submitted_at_ms)));
+    let rows: Vec<Vec<String>> = j
+        .allocations
+        .iter()
+        .map(|a| {
+            vec![
+                short(&a.id),
+                a.name.clone(),
+                a.node.clone(),
+                a.version.to_string(),
+                a.desired.clone(),
+                a.state.clone(),
+                a.restarts.to_string(),
+                time(a.updated_at_ms),
+                a.reason.clone(),
+            ]
+        })
+        .collect();
+    s + &table(
+        &["ID", "NAME", "NODE", "VERSION", "DESIRED", "STATE", "RESTARTS", "UPDATED", "REASON"],
+        &rows,
+    ) + &output::stale_note(&j.read)
+}
+
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+fn read_spec(file: &std::path::Path) -> Result<String> {
+    if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        return Ok(s);
+    }
+    std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+async fn submit(addr: &str, file: &std::path::Path, detach: bool, timeout: &str) -> Result<i32> {
+    let timeout = drover_proto::quantity::Duration::parse(timeout)
+        .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?
+        .std();
+    let text = read_spec(file)?;
+    let mut spec = match drover_proto::spec::from_yaml(&text) {
+        Ok(s) => s,
+        Err(e) if e.errors.iter().any(|f| f.path == "image" && f.message.contains("must be absolute")) => {
+            // Relative oci: paths are fine here: resolve them, then validate again.
+            let mut raw: drover_proto::spec::JobSpec = serde_yaml_ng::from_str(&text)?;
+            raw.resolve_paths(&std::env::current_dir()?);
+            drover_proto::spec::validate(&raw).map_err(|e| spec_error(file, e))?;
+            raw
+        }
+        Err(e) => return Err(spec_error(file, e)),
+    };
+    spec.resolve_paths(&std::env::current_dir()?);
+    let mut c = client::connect(addr).await?;
+    let r = c
+        .submit_job(pb::SubmitJobRequest {
+            spec_json: spec.to_json(),
+            request_id: new_request_id(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if r.changed {
+        println!("{}: submitted version {}", r.name, r.version);
+    } else {
+        println!("{}: unchanged (version {} is already the current spec)", r.name, r.version);
+    }
+    if detach {
+        return Ok(0);
+    }
+    wait_running(&mut c, &r.name, r.version, timeout).await
+}
+
+fn spec_error(file: &std::path::Path, e: drover_proto::spec::SpecError) -> anyhow::Error {
+    let mut msg = format!("{} is not a valid job spec:", file.display());
+    for f in &e.errors {
+        msg.push_str(&format!("\n  {f}"));
+    }
+    anyhow::anyhow!(msg)
+}
+
+/// Prints progress until every replica of `version` runs.
+async fn wait_running(
+    c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>,
+    name: &str,
+    version: u64,
+    timeout: Duration,
+) -> Result<i32> {
+    let start = Instant::now();
+    let tty = std::io::stdout().is_terminal();
+    let mut last_line = String::new();
+    loop {
+        let j = c
+            .get_job(pb::GetJobRequest {
+                name: name.into(),
+                read: None,
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        if j.version != version {
+            println!("{name}: version {} was submitted meanwhile; stopped waiting", j.version);
+            return Ok(0);
+        }
+        let current: Vec<&pb::Allocation> = j
+            .allocations
+            .iter()
+            .filter(|a| a.desired == "run" && a.version == version)
+            .collect();
+        let starting = current.iter().filter(|a| a.state == "starting" || a.state == "pending").count();
+        let failed: Vec<&&pb::Allocation> = current.iter().filter(|a| a.state == "failed").collect();
+        let mut line = format!(
+            "{name}: {}/{} running, {starting} starting",
+            j.running, j.desired
+        );
+        if !failed.is_empty() {
+            line.push_str(&format!(", {} failing ({})", failed.len(), failed[0].reason));
+        }
+        if !j.pending_reason.is_empty() {
+            line.push_str(&format!(" — pending: {}", j.pending_reason));
+        }
+        if line != last_line {
+            if tty {
+                print!("\r\x1b[2K{line}");
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+            } else {
+                println!("{line}");
+            }
+            last_line = line;
+        }
+        if j.running >= j.desired {
+            if tty {
+                println!();
+            }
+            println!(
+                "{name}: all {} replica(s) of version {version} running ({:.2}s)",
+                j.desired,
+                start.elapsed().as_secs_f64()
+            );
+            return Ok(0);
+        }
+        // A replica that ended for good will never run: say so and stop waiting.
+        let dead: Vec<&&pb::Allocation> = current
+            .iter()
+            .filter(|a| (a.state == "failed" || a.state == "stopped") && !a.reason.contains("restarting in"))
+            .collect();
+        if !dead.is_empty() {
+            if tty {
+                println!();
+            }
+            bail!("{name}: replica {} ended: {}", dead[0].name, dead[0].reason);
+        }
+        if start.elapsed() > timeout {
+            if tty {
+                println!();
+            }
+            bail!("{name}: not all replicas running after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_stopped(c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>, name: &str) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let j = match c
+            .get_job(pb::GetJobRequest {
+                name: name.into(),
+                read: None,
+            })
+            .await
+        {
+            Ok(j) => j.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
+            Err(s) => return Err(status(s)),
+        };
+        if j.status == "stopped" {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("{name}: still stopping after 10m");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[allow(dead_code)]
+fn _formats(_: Format) {}

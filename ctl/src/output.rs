@@ -1,0 +1,153 @@
+//! Output: tables for people, JSON and YAML for programs.
+//!
+//! Wire types become `serde_json::Value`s here, in one place, so `-o json`
+//! and `-o yaml` show the same fields with the same names.
+
+use crate::cli::Format;
+use drover_proto::pb;
+use serde_json::{json, Map, Value};
+
+pub fn print(format: Format, value: &Value, table: impl FnOnce() -> String) {
+    match format {
+        Format::Table => print!("{}", table()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(value).expect("json")),
+        Format::Yaml => print!("{}", serde_yaml_ng::to_string(value).expect("yaml")),
+    }
+}
+
+/// Left-aligned columns separated by three spaces.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r.clone()));
+    }
+    out
+}
+
+pub fn time(ms: i64) -> String {
+    if ms <= 0 {
+        return "-".into();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let s = ((now - ms) / 1000).max(0);
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m ago", s / 60),
+        3600..=86399 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+pub fn short(id: &str) -> String {
+    id.chars().take(8).collect()
+}
+
+pub fn bytes(b: u64) -> String {
+    drover_proto::quantity::Size(b - b % (1 << 20)).to_string()
+}
+
+pub fn cpu(m: u64) -> String {
+    drover_proto::quantity::Cpu(m).to_string()
+}
+
+pub fn allocation(a: &pb::Allocation) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(a.id));
+    m.insert("name".into(), json!(a.name));
+    m.insert("job".into(), json!(a.job));
+    m.insert("version".into(), json!(a.version));
+    m.insert("replica".into(), json!(a.replica));
+    m.insert("node".into(), json!(a.node));
+    m.insert("desired".into(), json!(a.desired));
+    m.insert("state".into(), json!(a.state));
+    if a.pid != 0 {
+        m.insert("pid".into(), json!(a.pid));
+    }
+    if let Some(c) = a.exit_code {
+        m.insert("exit_code".into(), json!(c));
+    }
+    m.insert("reason".into(), json!(a.reason));
+    m.insert("restarts".into(), json!(a.restarts));
+    m.insert("created_at_ms".into(), json!(a.created_at_ms));
+    m.insert("updated_at_ms".into(), json!(a.updated_at_ms));
+    Value::Object(m)
+}
+
+pub fn job(j: &pb::JobStatus) -> Value {
+    let spec: Value = serde_json::from_str(&j.spec_json).unwrap_or(Value::Null);
+    json!({
+        "name": j.name,
+        "version": j.version,
+        "desired": j.desired,
+        "running": j.running,
+        "status": j.status,
+        "pending_reason": j.pending_reason,
+        "submitted_at_ms": j.submitted_at_ms,
+        "spec": spec,
+        "versions": j.versions.iter().map(|v| json!({
+            "version": v.version, "submitted_at_ms": v.submitted_at_ms, "image": v.image,
+        })).collect::<Vec<_>>(),
+        "allocations": j.allocations.iter().map(allocation).collect::<Vec<_>>(),
+        "read": read(&j.read),
+    })
+}
+
+pub fn job_summary(j: &pb::JobSummary) -> Value {
+    json!({
+        "name": j.name, "version": j.version, "desired": j.desired, "running": j.running,
+        "status": j.status, "image": j.image, "submitted_at_ms": j.submitted_at_ms,
+    })
+}
+
+pub fn node(n: &pb::Node) -> Value {
+    json!({
+        "name": n.name, "address": n.address, "status": n.status, "schedulable": n.schedulable,
+        "cpu_millis": n.cpu_millis, "memory_bytes": n.memory_bytes,
+        "cpu_allocated_millis": n.cpu_allocated_millis, "memory_allocated_bytes": n.memory_allocated_bytes,
+        "allocations": n.allocations, "registered_at_ms": n.registered_at_ms,
+    })
+}
+
+pub fn read(r: &Option<pb::ReadInfo>) -> Value {
+    match r {
+        Some(r) => json!({"applied_index": r.applied_index, "stale": r.stale, "served_by": r.served_by}),
+        None => Value::Null,
+    }
+}
+
+/// A note for stale reads, printed under tables.
+pub fn stale_note(r: &Option<pb::ReadInfo>) -> String {
+    match r {
+        Some(r) if r.stale => format!("(stale read from {} at index {})\n", r.served_by, r.applied_index),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tables_align() {
+        let t = super::table(&["A", "LONGER"], &[vec!["xxxx".into(), "y".into()]]);
+        assert_eq!(t, "A      LONGER\nxxxx   y\n");
+    }
+}
