@@ -1,4 +1,5 @@
 //! Drover's scheduler: the Raft-replicated desired state of a cluster.
 #![forbid(unsafe_code)]
 
+pub mod raft;
 pub mod state;
