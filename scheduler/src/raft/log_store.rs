@@ -46,14 +46,9 @@ pub enum LogStoreError {
         path: PathBuf,
         source: redb::DatabaseError,
     },
-    #[error("raft log transaction: {0}")]
-    Transaction(#[from] redb::TransactionError),
-    #[error("raft log table: {0}")]
-    Table(#[from] redb::TableError),
-    #[error("raft log storage: {0}")]
-    Storage(#[from] redb::StorageError),
-    #[error("raft log commit: {0}")]
-    Commit(#[from] redb::CommitError),
+    /// Boxed: some redb errors are large and every storage call returns this.
+    #[error("raft log database: {0}")]
+    Redb(Box<redb::Error>),
     #[error("raft log entry {what} does not decode: {source}")]
     Decode {
         what: String,
@@ -67,6 +62,22 @@ pub enum LogStoreError {
     #[error("raft log blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for LogStoreError {
+            fn from(e: $t) -> Self {
+                Self::Redb(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 impl LogStoreError {
     fn into_storage(self, subject: ErrorSubject<u64>, verb: ErrorVerb) -> StorageError {
