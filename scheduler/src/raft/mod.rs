@@ -18,6 +18,9 @@ pub mod network;
 pub mod state_machine;
 pub mod types;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};

@@ -1,0 +1,1 @@
+//! Real Raft replicas over real gRPC sockets on loopback.
