@@ -143,6 +143,10 @@ impl RaftOptions {
             election_timeout_max: millis(self.election_timeout_max),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_after_snapshot,
+            // Snapshot chunks travel as JSON, where bytes inflate about 3.5x:
+            // keep a chunk well under the gRPC message limit and give it time.
+            snapshot_max_chunk_size: 1024 * 1024,
+            install_snapshot_timeout: 2000,
             ..Config::default()
         };
         Ok(config.validate()?)

@@ -166,17 +166,35 @@ impl Connection {
         let ttl = option.hard_ttl();
         let mut request = Request::new(RaftPayload { data });
         request.set_timeout(ttl);
-        let result = match rpc {
-            RPCTypes::AppendEntries => client.append(request).await,
-            RPCTypes::Vote => client.vote(request).await,
-            RPCTypes::InstallSnapshot => client.snapshot(request).await,
+        let call = async {
+            match rpc {
+                RPCTypes::AppendEntries => client.append(request).await,
+                RPCTypes::Vote => client.vote(request).await,
+                RPCTypes::InstallSnapshot => client.snapshot(request).await,
+            }
         };
+        // The grpc-timeout header only asks the server to give up; a peer
+        // behind a dropped link never answers, so the deadline is also
+        // enforced here.
+        let result = tokio::time::timeout(ttl, call)
+            .await
+            .map_err(|_| self.timeout(rpc, ttl))?;
         let payload = result
             .map_err(|status| self.status_error(rpc, ttl, status))?
             .into_inner();
         let answer: Result<Resp, E> = serde_json::from_slice(&payload.data)
             .map_err(|source| NetworkError::new(&TransportError::Decode { rpc, source }))?;
         answer.map_err(|e| RemoteError::new_with_node(self.target, self.node.clone(), e).into())
+    }
+
+    fn timeout<E: StdError>(&self, rpc: RPCTypes, ttl: Duration) -> RPCError<NodeId, Node, E> {
+        Timeout {
+            action: rpc,
+            id: self.id,
+            target: self.target,
+            timeout: ttl,
+        }
+        .into()
     }
 
     fn status_error<E: StdError>(
@@ -195,13 +213,7 @@ impl Connection {
         match code {
             // tonic reports a refused or broken connection as Unavailable.
             Code::Unavailable => Unreachable::new(&err).into(),
-            Code::DeadlineExceeded => Timeout {
-                action: rpc,
-                id: self.id,
-                target: self.target,
-                timeout: ttl,
-            }
-            .into(),
+            Code::DeadlineExceeded => self.timeout(rpc, ttl),
             _ => NetworkError::new(&err).into(),
         }
     }
