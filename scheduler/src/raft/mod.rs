@@ -1,0 +1,263 @@
+//! Raft replication of the scheduler's state.
+//!
+//! Every change to the cluster's desired or observed state is a `Command`
+//! appended to an openraft log, replicated to a quorum of scheduler
+//! replicas, and then applied, in log order, to each replica's `State`.
+//! This module wires openraft's pieces together: the durable log
+//! ([`log_store`]), the state machine and its snapshots ([`state_machine`]),
+//! and the gRPC transport between replicas ([`network`]). The rest of the
+//! scheduler only calls [`open`], [`initialize`] or [`bootstrap_single`],
+//! [`propose`] and [`ensure_linearizable`], and reads the shared state
+//! (waking on the applied index) through a [`RaftHandle`].
+//!
+//! On disk a replica keeps `raft.redb` (log, vote, committed pointer) and
+//! `snapshots/current.json` under its data directory.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+pub mod types;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, QuorumNotEnough,
+};
+use openraft::{Config, SnapshotPolicy};
+use tokio::sync::watch;
+
+pub use self::log_store::{LogStore, LogStoreError};
+pub use self::network::{Network, RaftServer, TransportError};
+pub use self::state_machine::{StateMachine, StateMachineError};
+pub use self::types::{LogId, Node, NodeId, Raft, TypeConfig};
+use crate::state::{Command, CommandResult, State};
+
+/// What can go wrong running this replica's Raft.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    LogStore(#[from] LogStoreError),
+    #[error(transparent)]
+    StateMachine(#[from] StateMachineError),
+    // openraft's errors are large; boxed so every `Result` here stays small.
+    #[error("invalid raft configuration: {0}")]
+    Config(Box<openraft::ConfigError>),
+    #[error("raft stopped: {0}")]
+    Fatal(Box<openraft::error::Fatal<NodeId>>),
+    #[error("initializing the raft group: {0}")]
+    Initialize(Box<InitializeError<NodeId, Node>>),
+    /// Writes and linearizable reads must go to the leader; forward them to
+    /// `leader_addr` if it is known.
+    #[error("this replica is not the leader (leader: {})", describe_leader(*.leader_id, .leader_addr.as_deref()))]
+    NotLeader {
+        leader_id: Option<NodeId>,
+        leader_addr: Option<String>,
+    },
+    #[error("leadership not confirmed by a quorum: {0}")]
+    NoQuorum(Box<QuorumNotEnough<NodeId>>),
+    #[error("membership change rejected: {0}")]
+    Membership(Box<openraft::error::ChangeMembershipError<NodeId>>),
+    #[error("preparing raft data directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("opening raft storage: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+fn describe_leader(id: Option<NodeId>, addr: Option<&str>) -> String {
+    match (id, addr) {
+        (Some(id), Some(addr)) => format!("{id} at {addr}"),
+        (Some(id), None) => format!("{id}"),
+        _ => "unknown".to_owned(),
+    }
+}
+
+impl From<openraft::ConfigError> for Error {
+    fn from(e: openraft::ConfigError) -> Self {
+        Error::Config(Box::new(e))
+    }
+}
+
+impl From<openraft::error::Fatal<NodeId>> for Error {
+    fn from(e: openraft::error::Fatal<NodeId>) -> Self {
+        Error::Fatal(Box::new(e))
+    }
+}
+
+impl From<ForwardToLeader<NodeId, Node>> for Error {
+    fn from(f: ForwardToLeader<NodeId, Node>) -> Self {
+        Error::NotLeader {
+            leader_id: f.leader_id,
+            leader_addr: f.leader_node.map(|n| n.addr),
+        }
+    }
+}
+
+/// Tunables for a replica. The defaults suit a LAN: fast failover, a
+/// snapshot every 1000 entries, and a short log tail kept after it.
+#[derive(Clone, Debug)]
+pub struct RaftOptions {
+    /// Name shared by all replicas of one cluster.
+    pub cluster_name: String,
+    /// How often the leader heartbeats its followers.
+    pub heartbeat_interval: Duration,
+    /// A follower that hears nothing for a random time in this range stands
+    /// for election.
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Take a snapshot after this many entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, so a follower that lags a
+    /// little catches up from the log instead of a whole snapshot.
+    pub keep_after_snapshot: u64,
+}
+
+impl Default for RaftOptions {
+    fn default() -> Self {
+        Self {
+            cluster_name: "drover".to_owned(),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
+            snapshot_every: 1000,
+            keep_after_snapshot: 100,
+        }
+    }
+}
+
+impl RaftOptions {
+    fn to_config(&self) -> Result<Config, Error> {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let config = Config {
+            cluster_name: self.cluster_name.clone(),
+            heartbeat_interval: millis(self.heartbeat_interval),
+            election_timeout_min: millis(self.election_timeout_min),
+            election_timeout_max: millis(self.election_timeout_max),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_after_snapshot,
+            // Snapshot chunks travel as JSON, where bytes inflate about 3.5x:
+            // keep a chunk well under the gRPC message limit and give it time.
+            snapshot_max_chunk_size: 1024 * 1024,
+            install_snapshot_timeout: 2000,
+            ..Config::default()
+        };
+        Ok(config.validate()?)
+    }
+}
+
+/// A running replica: the Raft node and the state it replicates.
+#[derive(Clone)]
+pub struct RaftHandle {
+    /// This replica's id.
+    pub id: NodeId,
+    /// The openraft node; pass it to [`propose`] and friends.
+    pub raft: Raft,
+    /// The replicated state, as of `applied`. Read-lock it briefly; never hold
+    /// the lock across an await.
+    pub state: Arc<RwLock<State>>,
+    /// The index of the last applied log entry; changes after every applied
+    /// batch and snapshot install.
+    pub applied: watch::Receiver<u64>,
+}
+
+impl RaftHandle {
+    /// The gRPC service peers call to reach this replica's Raft.
+    pub fn service(&self) -> drover_proto::pb::raft_service_server::RaftServiceServer<RaftServer> {
+        RaftServer::new(self.raft.clone()).into_service()
+    }
+
+    /// Stop the Raft node and wait for its tasks to end.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        // A join error here means the core task panicked; nothing more to do.
+        self.raft.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// Open replica `id`'s storage under `dir` and start its Raft node.
+///
+/// The node starts from the last snapshot plus the log, re-applying entries
+/// up to the saved committed index, so the state is back as it was before a
+/// restart. A brand-new replica does nothing until it is initialized
+/// ([`initialize`], [`bootstrap_single`]) or added by a leader.
+pub async fn open(id: NodeId, dir: &Path, options: RaftOptions) -> Result<RaftHandle, Error> {
+    let config = Arc::new(options.to_config()?);
+    let dir = dir.to_owned();
+    let state = Arc::new(RwLock::new(State::default()));
+    let (applied_tx, applied) = watch::channel(0);
+    let sm_state = state.clone();
+    // Opening redb and reading the snapshot are blocking file I/O.
+    let (log_store, state_machine) = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Dir {
+            path: dir.clone(),
+            source,
+        })?;
+        let log_store = LogStore::open(&dir.join("raft.redb"))?;
+        let sm = StateMachine::open(&dir.join("snapshots"), sm_state, applied_tx)?;
+        Ok::<_, Error>((log_store, sm))
+    })
+    .await??;
+    let raft = Raft::new(id, config, Network::new(id), log_store, state_machine).await?;
+    Ok(RaftHandle {
+        id,
+        raft,
+        state,
+        applied,
+    })
+}
+
+/// Initialize a new cluster with `members` as its voters. Harmless on a
+/// replica that is already initialized (for instance after a restart).
+pub async fn initialize(raft: &Raft, members: BTreeMap<NodeId, Node>) -> Result<(), Error> {
+    match raft.initialize(members).await {
+        Ok(()) => Ok(()),
+        Err(openraft::error::RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(openraft::error::RaftError::APIError(e)) => Err(Error::Initialize(Box::new(e))),
+        Err(openraft::error::RaftError::Fatal(f)) => Err(f.into()),
+    }
+}
+
+/// Initialize a one-replica cluster of replica `id`, reachable at `addr`.
+pub async fn bootstrap_single(raft: &Raft, id: NodeId, addr: &str) -> Result<(), Error> {
+    initialize(raft, BTreeMap::from([(id, Node::new(addr))])).await
+}
+
+/// Replicate `cmd` and apply it. Returns the log index it was committed at
+/// and what applying it answered. Fails with [`Error::NotLeader`] (carrying
+/// the leader's id and address when known) on a follower.
+pub async fn propose(raft: &Raft, cmd: Command) -> Result<(u64, CommandResult), Error> {
+    match raft.client_write(cmd).await {
+        Ok(resp) => Ok((resp.log_id.index, resp.data)),
+        Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(f.into())
+        }
+        Err(openraft::error::RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            Err(Error::Membership(Box::new(e)))
+        }
+        Err(openraft::error::RaftError::Fatal(f)) => Err(f.into()),
+    }
+}
+
+/// Confirm this replica is still the leader and wait until the state holds
+/// everything committed before the call, so a read that follows is
+/// linearizable. Returns the applied index the read will observe.
+pub async fn ensure_linearizable(raft: &Raft) -> Result<u64, Error> {
+    match raft.ensure_linearizable().await {
+        Ok(read_log_id) => Ok(read_log_id.map_or(0, |l| l.index)),
+        Err(openraft::error::RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+            Err(f.into())
+        }
+        Err(openraft::error::RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
+            Err(Error::NoQuorum(Box::new(q)))
+        }
+        Err(openraft::error::RaftError::Fatal(f)) => Err(f.into()),
+    }
+}

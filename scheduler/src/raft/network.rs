@@ -1,0 +1,307 @@
+//! Raft RPCs between scheduler replicas, over gRPC.
+//!
+//! openraft needs three calls between replicas: append entries (which is
+//! also the heartbeat), request a vote, and install a snapshot chunk. Drover
+//! carries them over the `RaftService` gRPC service. Each payload is opaque
+//! JSON: the request is openraft's own request type, the answer is
+//! `Result<response, RaftError>` exactly as the remote `Raft` returned it, so
+//! the remote's refusals (a higher vote, a fatal error) arrive intact.
+//!
+//! The client side caches one lazily-connecting tonic channel per peer and
+//! reports failures the way openraft's replication loop expects: a peer that
+//! cannot be reached is `Unreachable` (openraft then backs off before
+//! retrying), a deadline that passed is `Timeout`, anything else on the wire
+//! is a `NetworkError`. The server side, [`RaftServer`], decodes a payload and
+//! hands it to the local `Raft`.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drover_proto::pb::raft_service_client::RaftServiceClient;
+use drover_proto::pb::raft_service_server::{RaftService, RaftServiceServer};
+use drover_proto::pb::RaftPayload;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{RPCTypes, RaftNetwork, RaftNetworkFactory};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+
+use super::types::{Node, NodeId, Raft, TypeConfig};
+
+/// The largest Raft message accepted or sent: an append batch or a snapshot
+/// chunk. tonic's default of 4 MiB is too small for a large batch.
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// How long to wait for a TCP connection to a peer before calling it
+/// unreachable; short, because a dead peer must not hold up elections.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What can go wrong sending or serving a Raft RPC.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("peer {target} has an invalid address {addr:?}: {source}")]
+    BadAddress {
+        target: NodeId,
+        addr: String,
+        source: tonic::transport::Error,
+    },
+    #[error("{rpc} request does not encode: {source}")]
+    Encode {
+        rpc: RPCTypes,
+        source: serde_json::Error,
+    },
+    #[error("{rpc} payload does not decode: {source}")]
+    Decode {
+        rpc: RPCTypes,
+        source: serde_json::Error,
+    },
+    #[error("{rpc} to peer {target} at {addr}: {status}")]
+    Status {
+        rpc: RPCTypes,
+        target: NodeId,
+        addr: String,
+        status: Status,
+    },
+}
+
+/// Channels to peers, keyed by node id, shared by every connection the
+/// factory hands out so a reconnecting replication stream reuses its channel.
+type Channels = Arc<Mutex<HashMap<NodeId, (String, Channel)>>>;
+
+/// Makes [`Connection`]s to peers; given to `Raft::new`.
+#[derive(Clone, Debug)]
+pub struct Network {
+    id: NodeId,
+    channels: Channels,
+}
+
+impl Network {
+    /// A network for the replica `id`.
+    pub fn new(id: NodeId) -> Self {
+        Self {
+            id,
+            channels: Arc::default(),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Connection {
+        Connection {
+            id: self.id,
+            target,
+            node: node.clone(),
+            channels: self.channels.clone(),
+        }
+    }
+}
+
+/// RPCs from this replica to one peer.
+pub struct Connection {
+    id: NodeId,
+    target: NodeId,
+    node: Node,
+    channels: Channels,
+}
+
+impl Connection {
+    /// The cached channel to the peer, created (without connecting) if there
+    /// is none yet or the peer's address changed.
+    fn client(&self) -> Result<RaftServiceClient<Channel>, TransportError> {
+        let addr = &self.node.addr;
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(&self.target) {
+            Some((a, ch)) if a == addr => ch.clone(),
+            _ => {
+                let uri = if addr.contains("://") {
+                    addr.clone()
+                } else {
+                    format!("http://{addr}")
+                };
+                let ch = Endpoint::from_shared(uri)
+                    .map_err(|source| TransportError::BadAddress {
+                        target: self.target,
+                        addr: addr.clone(),
+                        source,
+                    })?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                channels.insert(self.target, (addr.clone(), ch.clone()));
+                ch
+            }
+        };
+        Ok(RaftServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE))
+    }
+
+    /// Send one RPC and decode the remote `Raft`'s answer.
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc: RPCTypes,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Node, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: StdError + DeserializeOwned,
+    {
+        let data = serde_json::to_vec(req)
+            .map_err(|source| NetworkError::new(&TransportError::Encode { rpc, source }))?;
+        let mut client = self.client().map_err(|e| Unreachable::new(&e))?;
+        let ttl = option.hard_ttl();
+        let mut request = Request::new(RaftPayload { data });
+        request.set_timeout(ttl);
+        let call = async {
+            match rpc {
+                RPCTypes::AppendEntries => client.append(request).await,
+                RPCTypes::Vote => client.vote(request).await,
+                RPCTypes::InstallSnapshot => client.snapshot(request).await,
+            }
+        };
+        // The grpc-timeout header only asks the server to give up; a peer
+        // behind a dropped link never answers, so the deadline is also
+        // enforced here.
+        let result = tokio::time::timeout(ttl, call)
+            .await
+            .map_err(|_| self.timeout(rpc, ttl))?;
+        let payload = result
+            .map_err(|status| self.status_error(rpc, ttl, status))?
+            .into_inner();
+        let answer: Result<Resp, E> = serde_json::from_slice(&payload.data)
+            .map_err(|source| NetworkError::new(&TransportError::Decode { rpc, source }))?;
+        answer.map_err(|e| RemoteError::new_with_node(self.target, self.node.clone(), e).into())
+    }
+
+    fn timeout<E: StdError>(&self, rpc: RPCTypes, ttl: Duration) -> RPCError<NodeId, Node, E> {
+        Timeout {
+            action: rpc,
+            id: self.id,
+            target: self.target,
+            timeout: ttl,
+        }
+        .into()
+    }
+
+    fn status_error<E: StdError>(
+        &self,
+        rpc: RPCTypes,
+        ttl: Duration,
+        status: Status,
+    ) -> RPCError<NodeId, Node, E> {
+        let code = status.code();
+        let err = TransportError::Status {
+            rpc,
+            target: self.target,
+            addr: self.node.addr.clone(),
+            status,
+        };
+        match code {
+            // tonic reports a refused or broken connection as Unavailable.
+            Code::Unavailable => Unreachable::new(&err).into(),
+            Code::DeadlineExceeded => self.timeout(rpc, ttl),
+            _ => NetworkError::new(&err).into(),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
+        self.call(RPCTypes::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(RPCTypes::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
+        self.call(RPCTypes::Vote, &rpc, &option).await
+    }
+}
+
+/// The gRPC face of a local `Raft`: serve it with [`RaftServer::into_service`].
+#[derive(Clone)]
+pub struct RaftServer {
+    raft: Raft,
+}
+
+impl RaftServer {
+    pub fn new(raft: Raft) -> Self {
+        Self { raft }
+    }
+
+    /// The tonic service, with message limits matching the client's.
+    pub fn into_service(self) -> RaftServiceServer<Self> {
+        RaftServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    }
+}
+
+fn decode_request<T: DeserializeOwned>(
+    rpc: RPCTypes,
+    req: Request<RaftPayload>,
+) -> Result<T, Status> {
+    serde_json::from_slice(&req.into_inner().data).map_err(|source| {
+        Status::invalid_argument(TransportError::Decode { rpc, source }.to_string())
+    })
+}
+
+fn encode_answer<T: Serialize>(rpc: RPCTypes, answer: &T) -> Result<Response<RaftPayload>, Status> {
+    let data = serde_json::to_vec(answer)
+        .map_err(|source| Status::internal(TransportError::Encode { rpc, source }.to_string()))?;
+    Ok(Response::new(RaftPayload { data }))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftServer {
+    async fn append(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = RPCTypes::AppendEntries;
+        let req: AppendEntriesRequest<TypeConfig> = decode_request(rpc, request)?;
+        encode_answer(rpc, &self.raft.append_entries(req).await)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = RPCTypes::Vote;
+        let req: VoteRequest<NodeId> = decode_request(rpc, request)?;
+        encode_answer(rpc, &self.raft.vote(req).await)
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc = RPCTypes::InstallSnapshot;
+        let req: InstallSnapshotRequest<TypeConfig> = decode_request(rpc, request)?;
+        encode_answer(rpc, &self.raft.install_snapshot(req).await)
+    }
+}

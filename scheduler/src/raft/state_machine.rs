@@ -1,0 +1,374 @@
+//! The Raft state machine: committed commands applied to the shared `State`.
+//!
+//! openraft hands over entries once a quorum holds them; this module applies
+//! each `Command` to the [`State`] every reader of the scheduler shares
+//! (`Arc<RwLock<State>>`), remembers the last applied log id and membership,
+//! and announces the applied index on a `watch` channel so controllers and
+//! agent watchers wake up exactly when there is something new to look at.
+//!
+//! The state itself lives in memory; durability comes from the log plus
+//! snapshots. A snapshot is one JSON document holding the state, the last
+//! applied log id and the membership (and its own id, so the file alone
+//! describes it). The current snapshot is kept as `current.json` in the
+//! snapshot directory, replaced atomically (write a temp file, fsync, rename,
+//! fsync the directory), and loaded on startup so a restarted replica begins
+//! from it and replays only the log after it.
+//!
+//! openraft builds snapshots in a task of its own while applying continues,
+//! so the builder serialises the state when it is created, which is the
+//! moment the state and the applied log id agree. Building and installing may
+//! race to replace the file; the newer snapshot (by last log id) always wins.
+
+use std::fs::{self, File};
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError,
+};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::types::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+use crate::state::{CommandResult, State};
+
+const CURRENT: &str = "current.json";
+
+/// What can go wrong applying entries or handling snapshots.
+#[derive(Debug, thiserror::Error)]
+pub enum StateMachineError {
+    #[error("snapshot file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("snapshot does not encode: {0}")]
+    Encode(serde_json::Error),
+    #[error("snapshot {what} does not decode: {source}")]
+    Decode {
+        what: String,
+        source: serde_json::Error,
+    },
+    #[error("snapshot {snapshot_id} claims last log id {claimed:?} but holds {held:?}")]
+    Mismatch {
+        snapshot_id: String,
+        claimed: Option<LogId>,
+        held: Option<LogId>,
+    },
+    #[error("state lock poisoned: a previous apply panicked")]
+    Poisoned,
+    #[error("snapshot blocking task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl StateMachineError {
+    fn into_storage(self, subject: ErrorSubject<u64>, verb: ErrorVerb) -> StorageError {
+        StorageIOError::new(subject, verb, &self).into()
+    }
+}
+
+/// The bytes of a snapshot: everything needed to resume from it.
+#[derive(Serialize, Deserialize)]
+struct SnapshotPayload<S> {
+    snapshot_id: String,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    state: S,
+}
+
+impl<S> SnapshotPayload<S> {
+    fn meta(&self) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: self.snapshot_id.clone(),
+        }
+    }
+}
+
+/// The snapshot directory and what its current file holds.
+#[derive(Debug)]
+struct SnapshotDir {
+    dir: PathBuf,
+    /// Last log id of the snapshot in `current.json`; guards against an older
+    /// snapshot replacing a newer one.
+    current: Mutex<Option<Option<LogId>>>,
+}
+
+impl SnapshotDir {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateMachineError + '_ {
+        move |source| StateMachineError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// Make `bytes` the current snapshot unless a newer one is already there.
+    /// Blocking.
+    fn persist(&self, last_log_id: Option<LogId>, bytes: &[u8]) -> Result<(), StateMachineError> {
+        let mut current = self
+            .current
+            .lock()
+            .map_err(|_| StateMachineError::Poisoned)?;
+        if let Some(existing) = *current {
+            if existing > last_log_id {
+                return Ok(());
+            }
+        }
+        let tmp = self.dir.join(format!("{CURRENT}.tmp"));
+        let dst = self.dir.join(CURRENT);
+        {
+            let mut f = File::create(&tmp).map_err(Self::io(&tmp))?;
+            f.write_all(bytes).map_err(Self::io(&tmp))?;
+            f.sync_all().map_err(Self::io(&tmp))?;
+        }
+        fs::rename(&tmp, &dst).map_err(Self::io(&dst))?;
+        // The rename is only durable once the directory entry is.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(Self::io(&self.dir))?;
+        *current = Some(last_log_id);
+        Ok(())
+    }
+
+    /// Read the current snapshot's bytes, if there is one. Blocking.
+    fn load(&self) -> Result<Option<Vec<u8>>, StateMachineError> {
+        let path = self.dir.join(CURRENT);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateMachineError::Io { path, source }),
+        }
+    }
+}
+
+fn decode_payload(what: &str, bytes: &[u8]) -> Result<SnapshotPayload<State>, StateMachineError> {
+    serde_json::from_slice(bytes).map_err(|source| StateMachineError::Decode {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+/// openraft's view of Drover's state machine.
+#[derive(Debug)]
+pub struct StateMachine {
+    state: Arc<RwLock<State>>,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    applied_tx: watch::Sender<u64>,
+    snapshots: Arc<SnapshotDir>,
+}
+
+impl StateMachine {
+    /// Open the state machine over `state`, resuming from the snapshot in
+    /// `snapshot_dir` if there is one (which then replaces `state`'s
+    /// contents). Blocking: call it at startup.
+    pub fn open(
+        snapshot_dir: &Path,
+        state: Arc<RwLock<State>>,
+        applied_tx: watch::Sender<u64>,
+    ) -> Result<Self, StateMachineError> {
+        fs::create_dir_all(snapshot_dir).map_err(SnapshotDir::io(snapshot_dir))?;
+        let snapshots = Arc::new(SnapshotDir {
+            dir: snapshot_dir.to_owned(),
+            current: Mutex::new(None),
+        });
+        let mut sm = Self {
+            state,
+            last_applied: None,
+            membership: StoredMembership::default(),
+            applied_tx,
+            snapshots,
+        };
+        if let Some(bytes) = sm.snapshots.load()? {
+            let payload = decode_payload(CURRENT, &bytes)?;
+            *sm.snapshots
+                .current
+                .lock()
+                .map_err(|_| StateMachineError::Poisoned)? = Some(payload.last_applied);
+            sm.restore(payload)?;
+        }
+        Ok(sm)
+    }
+
+    /// The last applied log id.
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.last_applied
+    }
+
+    fn restore(&mut self, payload: SnapshotPayload<State>) -> Result<(), StateMachineError> {
+        *self
+            .state
+            .write()
+            .map_err(|_| StateMachineError::Poisoned)? = payload.state;
+        self.last_applied = payload.last_applied;
+        self.membership = payload.membership;
+        self.notify();
+        Ok(())
+    }
+
+    fn notify(&self) {
+        // `send_replace` also records the value when nobody listens yet.
+        self.applied_tx
+            .send_replace(self.last_applied.map_or(0, |l| l.index));
+    }
+}
+
+/// Serialises and persists a copy of the state taken at a consistent point.
+pub struct SnapshotBuilder {
+    meta: SnapshotMeta,
+    /// The state as of `meta.last_log_id`; `None` if the state lock was
+    /// poisoned when the copy was taken.
+    state: Option<State>,
+    snapshots: Arc<SnapshotDir>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let sig = Some(self.meta.signature());
+        let err = |e: StateMachineError| {
+            e.into_storage(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Write)
+        };
+        let state = self
+            .state
+            .take()
+            .ok_or(StateMachineError::Poisoned)
+            .map_err(err)?;
+        let payload = SnapshotPayload {
+            snapshot_id: self.meta.snapshot_id.clone(),
+            last_applied: self.meta.last_log_id,
+            membership: self.meta.last_membership.clone(),
+            state,
+        };
+        let snapshots = self.snapshots.clone();
+        // Encoding a large state and fsyncing are both too slow for a
+        // runtime worker.
+        let bytes = tokio::task::spawn_blocking(move || {
+            let bytes = serde_json::to_vec(&payload).map_err(StateMachineError::Encode)?;
+            snapshots.persist(payload.last_applied, &bytes)?;
+            Ok::<_, StateMachineError>(bytes)
+        })
+        .await
+        .map_err(|e| err(e.into()))?
+        .map_err(err)?;
+        Ok(Snapshot {
+            meta: self.meta.clone(),
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut results = Vec::new();
+        {
+            let mut state = self.state.write().map_err(|_| {
+                StateMachineError::Poisoned
+                    .into_storage(ErrorSubject::StateMachine, ErrorVerb::Write)
+            })?;
+            for entry in entries {
+                let result = match entry.payload {
+                    EntryPayload::Blank => CommandResult::default(),
+                    EntryPayload::Normal(cmd) => state.apply(entry.log_id.index, &cmd),
+                    EntryPayload::Membership(m) => {
+                        self.membership = StoredMembership::new(Some(entry.log_id), m);
+                        CommandResult::default()
+                    }
+                };
+                self.last_applied = Some(entry.log_id);
+                results.push(result);
+            }
+        }
+        if !results.is_empty() {
+            self.notify();
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        let snapshot_id = match self.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
+            None => "empty".to_owned(),
+        };
+        // openraft runs the builder concurrently with later applies, so copy
+        // the state now, while it matches `last_applied`.
+        let state = self.state.read().ok().map(|s| s.clone());
+        SnapshotBuilder {
+            meta: SnapshotMeta {
+                last_log_id: self.last_applied,
+                last_membership: self.membership.clone(),
+                snapshot_id,
+            },
+            state,
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let sig = Some(meta.signature());
+        let err = |e: StateMachineError| {
+            e.into_storage(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Write)
+        };
+        let bytes = snapshot.into_inner();
+        let payload = decode_payload(&meta.snapshot_id, &bytes).map_err(err)?;
+        if payload.last_applied != meta.last_log_id {
+            return Err(err(StateMachineError::Mismatch {
+                snapshot_id: meta.snapshot_id.clone(),
+                claimed: meta.last_log_id,
+                held: payload.last_applied,
+            }));
+        }
+        let snapshots = self.snapshots.clone();
+        let last = meta.last_log_id;
+        tokio::task::spawn_blocking(move || snapshots.persist(last, &bytes))
+            .await
+            .map_err(|e| err(e.into()))?
+            .map_err(err)?;
+        self.restore(payload).map_err(err)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let snapshots = self.snapshots.clone();
+        let err =
+            |e: StateMachineError| e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Read);
+        let loaded = tokio::task::spawn_blocking(move || snapshots.load())
+            .await
+            .map_err(|e| err(e.into()))?
+            .map_err(err)?;
+        let Some(bytes) = loaded else { return Ok(None) };
+        // Only the header fields are needed here; skip building the state.
+        let payload: SnapshotPayload<IgnoredAny> = serde_json::from_slice(&bytes)
+            .map_err(|source| StateMachineError::Decode {
+                what: CURRENT.to_owned(),
+                source,
+            })
+            .map_err(err)?;
+        Ok(Some(Snapshot {
+            meta: payload.meta(),
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}
