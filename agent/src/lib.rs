@@ -6,6 +6,7 @@
 //! [`cgroups`] creates the resource limits, and [`runtime`] starts the bundle
 //! in fresh namespaces. The bundle is standard, so `runc run` can run it too.
 
+pub mod cgroups;
 pub mod image;
 
 /// Errors of the agent library; each module's error rolls up here.
@@ -13,4 +14,6 @@ pub mod image;
 pub enum Error {
     #[error(transparent)]
     Image(#[from] image::ImageError),
+    #[error(transparent)]
+    Cgroup(#[from] cgroups::CgroupError),
 }
