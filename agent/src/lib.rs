@@ -6,6 +6,7 @@
 //! [`cgroups`] creates the resource limits, and [`runtime`] starts the bundle
 //! in fresh namespaces. The bundle is standard, so `runc run` can run it too.
 
+pub mod bundle;
 pub mod cgroups;
 pub mod image;
 
@@ -14,6 +15,8 @@ pub mod image;
 pub enum Error {
     #[error(transparent)]
     Image(#[from] image::ImageError),
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleError),
     #[error(transparent)]
     Cgroup(#[from] cgroups::CgroupError),
 }
