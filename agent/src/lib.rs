@@ -9,6 +9,7 @@
 pub mod bundle;
 pub mod cgroups;
 pub mod image;
+pub mod runtime;
 
 /// Errors of the agent library; each module's error rolls up here.
 #[derive(Debug, thiserror::Error)]
@@ -19,4 +20,6 @@ pub enum Error {
     Bundle(#[from] bundle::BundleError),
     #[error(transparent)]
     Cgroup(#[from] cgroups::CgroupError),
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
 }
