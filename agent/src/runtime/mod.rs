@@ -9,6 +9,7 @@
 //! carries a setup failure back as (stage, errno), or EOF when exec succeeded,
 //! which is how `start` tells "running" from "failed" synchronously.
 
+pub mod bench;
 mod child;
 mod container;
 mod plan;
