@@ -227,9 +227,24 @@ pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, Runtime
                 None => data.push(o.as_str()),
             }
         }
-        let fstype = m.typ().clone().unwrap_or_else(|| "none".into());
+        let mut fstype = m.typ().clone().unwrap_or_else(|| "none".into());
+        if fstype == "cgroup" {
+            // runc's `cgroup` mount. On a unified host that is cgroup2; a v1
+            // host would need one mount per controller, which Drover does not
+            // expose: the container gets an empty read-only tmpfs there.
+            if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                fstype = "cgroup2".into();
+            } else {
+                fstype = "tmpfs".into();
+                flags |= libc::MS_RDONLY;
+                data.push("mode=755");
+            }
+        }
         let bind = fstype == "bind" || flags & libc::MS_BIND != 0;
-        let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&fstype));
+        let source = match fstype.as_str() {
+            "cgroup2" | "tmpfs" if m.typ().as_deref() == Some("cgroup") => PathBuf::from(&fstype),
+            _ => m.source().clone().unwrap_or_else(|| PathBuf::from(&fstype)),
+        };
         let base = if bind {
             rootfs.clone()
         } else {
