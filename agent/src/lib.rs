@@ -1,1 +1,25 @@
-//! placeholder
+//! Drover's node agent: the container runtime side.
+//!
+//! An allocation runs as a container built in four steps, one module each:
+//! [`image`] resolves and unpacks an OCI image into cached layers, [`bundle`]
+//! writes an OCI runtime bundle (config.json plus an overlayfs rootfs),
+//! [`cgroups`] creates the resource limits, and [`runtime`] starts the bundle
+//! in fresh namespaces. The bundle is standard, so `runc run` can run it too.
+
+pub mod bundle;
+pub mod cgroups;
+pub mod image;
+pub mod runtime;
+
+/// Errors of the agent library; each module's error rolls up here.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleError),
+    #[error(transparent)]
+    Cgroup(#[from] cgroups::CgroupError),
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+}

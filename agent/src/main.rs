@@ -1,1 +1,136 @@
-fn main() {}
+//! `drover-agent`: the node agent binary. Argument parsing and wiring only;
+//! the work is in the `drover_agent` library.
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use drover_agent::cgroups;
+use drover_agent::image::ImageRef;
+use drover_agent::runtime::{bench, Runtime, Stdio};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "drover-agent",
+    version,
+    about = "Drover's node agent and container runtime"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Low-level container runtime commands (OCI bundles).
+    Runtime {
+        #[command(subcommand)]
+        command: RuntimeCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RuntimeCommand {
+    /// Run a bundle in the foreground, like `runc run`; exits with its status.
+    Run {
+        #[arg(long, short)]
+        bundle: PathBuf,
+        id: String,
+        #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
+        cgroup_root: PathBuf,
+    },
+    /// Time container starts of Drover's runtime against `runc run`.
+    Bench {
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Image to benchmark instead of a busybox rootfs, e.g. oci:/images/alpine:3
+        #[arg(long)]
+        bundle_from: Option<String>,
+        /// Command to run in the container.
+        #[arg(long, num_args = 1.., default_values_t = ["/bin/true".to_string()])]
+        command: Vec<String>,
+        #[arg(long, default_value = "/usr/bin/busybox")]
+        busybox: PathBuf,
+        #[arg(long, default_value = "runc")]
+        runc: String,
+        /// Benchmark Drover only.
+        #[arg(long)]
+        no_runc: bool,
+        #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
+        cgroup_root: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Runtime { command } => runtime(command),
+    }
+}
+
+fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        RuntimeCommand::Run {
+            bundle,
+            id,
+            cgroup_root,
+        } => {
+            let runtime = Runtime::new(cgroups::manager_for(cgroup_root));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let code = rt.block_on(run_foreground(&runtime, bundle, &id))?;
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
+        RuntimeCommand::Bench {
+            runs,
+            bundle_from,
+            command,
+            busybox,
+            runc,
+            no_runc,
+            cgroup_root,
+        } => {
+            let runtime = Runtime::new(cgroups::manager_for(cgroup_root));
+            let work = tempfile::Builder::new().prefix("drover-bench").tempdir()?;
+            let opts = bench::BenchOptions {
+                runs,
+                image: bundle_from.map(|r| r.parse::<ImageRef>()).transpose()?,
+                command,
+                work_dir: work.path().to_path_buf(),
+                busybox,
+                runc: (!no_runc).then(|| PathBuf::from(runc)),
+            };
+            let report = bench::run(&runtime, &opts)?;
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Starts the container with our stdout/stderr, forwards SIGINT/SIGTERM to
+/// it, and removes its cgroup once it has exited.
+async fn run_foreground(runtime: &Runtime, bundle: PathBuf, id: &str) -> anyhow::Result<i32> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let stdio = Stdio {
+        stdout: std::io::stdout().as_fd().try_clone_to_owned()?,
+        stderr: std::io::stderr().as_fd().try_clone_to_owned()?,
+    };
+    let container = runtime
+        .start_with_stdio(&bundle, id, stdio)
+        .with_context(|| format!("start {id} from {}", bundle.display()))?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let status = loop {
+        tokio::select! {
+            s = container.wait() => break s?,
+            _ = term.recv() => container.kill(nix::sys::signal::Signal::SIGTERM)?,
+            _ = int.recv() => container.kill(nix::sys::signal::Signal::SIGINT)?,
+        }
+    };
+    container.stop(Duration::ZERO).await?;
+    Ok(status.code())
+}

@@ -1,0 +1,188 @@
+//! OCI runtime bundles: the on-disk contract between image and runtime.
+//!
+//! A bundle is a directory holding `config.json` (the OCI runtime spec: what
+//! to run, with which namespaces, mounts and limits) and `rootfs/`. Drover's
+//! rootfs is an overlayfs mount: the image's cached layers are the read-only
+//! lower directories and each container gets its own `upper/` and `work/`, so
+//! a container's writes never touch the shared cache. Because the bundle is
+//! standard, `runc run --bundle <dir>` runs it unmodified.
+
+mod overlay;
+mod spec;
+mod user;
+
+use std::path::{Path, PathBuf};
+
+pub use spec::{build_spec, resolve_process, ProcessPlan};
+
+use crate::image::Image;
+
+/// Errors from building and tearing down bundles.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error(
+        "container {id}: no command: neither the request nor the image sets an entrypoint or cmd"
+    )]
+    NoCommand { id: String },
+    #[error("container {id}: workdir {workdir:?} must be an absolute path")]
+    RelativeWorkdir { id: String, workdir: String },
+    #[error("container {id}: invalid env name {name:?}: must be non-empty and contain no '='")]
+    InvalidEnv { id: String, name: String },
+    #[error("invalid container id {id:?}: use 1-64 characters from [A-Za-z0-9_.-]")]
+    InvalidId { id: String },
+    #[error("container {id}: unknown user {user:?} in the image's /etc/passwd or /etc/group")]
+    UnknownUser { id: String, user: String },
+    #[error("bundle path {path} contains ',' or ':' which overlayfs options cannot express")]
+    UnsafeOverlayPath { path: PathBuf },
+    #[error("overlayfs options for {path} are {len} bytes, over the {max}-byte mount limit")]
+    OverlayOptionsTooLong {
+        path: PathBuf,
+        len: usize,
+        max: usize,
+    },
+    #[error("build runtime spec: {0}")]
+    Spec(#[from] oci_spec::OciSpecError),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl BundleError {
+    pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| BundleError::Io { op, path, source }
+    }
+}
+
+/// Network mode of a container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Network {
+    /// A fresh network namespace with only loopback, brought up.
+    #[default]
+    Private,
+    /// Share the host's network namespace.
+    Host,
+}
+
+/// What the scheduler asks to run, in the runtime's terms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerRequest {
+    pub id: String,
+    pub hostname: String,
+    /// Replaces the image's entrypoint (Kubernetes `command`).
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's cmd (Kubernetes `args`).
+    pub args: Option<Vec<String>>,
+    /// Merged over the image's env; a request variable wins.
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    pub cpu_millis: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<i64>,
+    pub network: Network,
+}
+
+/// A bundle on disk with its rootfs mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    dir: PathBuf,
+    id: String,
+}
+
+impl Bundle {
+    /// Creates `dir` with `config.json` and an overlayfs `rootfs` for `image`.
+    /// On error nothing is left behind.
+    pub fn create(
+        dir: &Path,
+        image: &Image,
+        req: &ContainerRequest,
+    ) -> Result<Bundle, BundleError> {
+        check_id(&req.id)?;
+        std::fs::create_dir_all(dir).map_err(BundleError::io("create", dir))?;
+        let dir = std::fs::canonicalize(dir).map_err(BundleError::io("resolve", dir))?;
+        let bundle = Bundle {
+            dir,
+            id: req.id.clone(),
+        };
+        match bundle.populate(image, req) {
+            Ok(()) => Ok(bundle),
+            Err(e) => {
+                let _ = bundle.cleanup();
+                Err(e)
+            }
+        }
+    }
+
+    fn populate(&self, image: &Image, req: &ContainerRequest) -> Result<(), BundleError> {
+        let rootfs = self.rootfs();
+        overlay::mount(&self.dir, &image.layers)?;
+        let process = resolve_process(&image.config, req)?;
+        let ids = user::resolve(&rootfs, image.config.user.as_deref()).map_err(|user| {
+            BundleError::UnknownUser {
+                id: req.id.clone(),
+                user,
+            }
+        })?;
+        let spec = build_spec(&process, &ids, req)?;
+        let config = self.config_path();
+        spec.save(&config)?;
+        Ok(())
+    }
+
+    /// A handle on an existing bundle directory (e.g. after an agent restart),
+    /// so it can be cleaned up.
+    pub fn at(dir: impl Into<PathBuf>, id: impl Into<String>) -> Bundle {
+        Bundle {
+            dir: dir.into(),
+            id: id.into(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+
+    /// Unmounts the rootfs and removes the bundle directory. Idempotent.
+    pub fn cleanup(&self) -> Result<(), BundleError> {
+        overlay::unmount(&self.rootfs())?;
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BundleError::Io {
+                op: "remove",
+                path: self.dir.clone(),
+                source: e,
+            }),
+        }
+    }
+}
+
+fn check_id(id: &str) -> Result<(), BundleError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(BundleError::InvalidId { id: id.to_string() })
+    }
+}

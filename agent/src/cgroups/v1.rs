@@ -1,0 +1,147 @@
+//! cgroup v1: one hierarchy per controller, the container's cgroup repeated
+//! in each (`<root>/<controller>/drover/<id>`).
+
+use std::path::PathBuf;
+
+use super::{check_id, drain_and_rmdir, mkdir, read_procs, read_u64, write};
+use super::{CgroupError, CgroupManager, Limits, CPU_PERIOD_US, PARENT};
+
+/// The controllers Drover places every container in.
+const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+
+/// v1 memory cgroups report "unlimited" as a huge page-aligned number.
+const V1_UNLIMITED: u64 = 0x7FFF_FFFF_FFFF_F000;
+
+#[derive(Debug, Clone)]
+pub struct CgroupV1 {
+    root: PathBuf,
+}
+
+impl CgroupV1 {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        CgroupV1 { root: root.into() }
+    }
+
+    fn dir(&self, controller: &str, id: &str) -> PathBuf {
+        self.root.join(controller).join(PARENT).join(id)
+    }
+}
+
+impl CgroupManager for CgroupV1 {
+    fn create(&self, id: &str, limits: &Limits) -> Result<(), CgroupError> {
+        check_id(id)?;
+        for c in CONTROLLERS {
+            mkdir(&self.dir(c, id))?;
+        }
+        if let Some(bytes) = limits.memory_bytes {
+            write(
+                &self.dir("memory", id).join("memory.limit_in_bytes"),
+                &bytes.to_string(),
+            )?;
+        }
+        if let Some(quota) = limits.cpu_quota_us() {
+            let cpu = self.dir("cpu", id);
+            write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+            write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        }
+        if let Some(pids) = limits.pids {
+            write(&self.dir("pids", id).join("pids.max"), &pids.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn add_process(&self, id: &str, pid: i32) -> Result<(), CgroupError> {
+        check_id(id)?;
+        for c in CONTROLLERS {
+            write(&self.dir(c, id).join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self, id: &str) -> Result<(), CgroupError> {
+        check_id(id)?;
+        for c in CONTROLLERS {
+            drain_and_rmdir(&self.dir(c, id))?;
+        }
+        Ok(())
+    }
+
+    fn memory_limit(&self, id: &str) -> Option<u64> {
+        read_u64(&self.dir("memory", id).join("memory.limit_in_bytes"))
+            .filter(|&l| l < V1_UNLIMITED)
+    }
+
+    fn procs(&self, id: &str) -> Vec<i32> {
+        read_procs(&self.dir("pids", id))
+    }
+
+    fn memory_usage(&self, id: &str) -> Option<u64> {
+        read_u64(&self.dir("memory", id).join("memory.usage_in_bytes"))
+    }
+
+    fn cpu_usage_ns(&self, id: &str) -> Option<u64> {
+        // `cpu` is usually co-mounted with `cpuacct`; fall back to its own hierarchy.
+        read_u64(&self.dir("cpu", id).join("cpuacct.usage"))
+            .or_else(|| read_u64(&self.dir("cpuacct", id).join("cpuacct.usage")))
+    }
+
+    fn paths(&self, id: &str) -> Vec<PathBuf> {
+        CONTROLLERS.iter().map(|c| self.dir(c, id)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_root() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for c in CONTROLLERS {
+            std::fs::create_dir(dir.path().join(c)).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn create_writes_limits_per_controller() {
+        let root = fake_root();
+        let cg = CgroupV1::new(root.path());
+        let limits = Limits {
+            memory_bytes: Some(64 << 20),
+            cpu_millis: Some(500),
+            pids: Some(32),
+        };
+        cg.create("web-1", &limits).unwrap();
+        let read = |p: &str| std::fs::read_to_string(root.path().join(p)).unwrap();
+        assert_eq!(
+            read("memory/drover/web-1/memory.limit_in_bytes"),
+            "67108864"
+        );
+        assert_eq!(read("cpu/drover/web-1/cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu/drover/web-1/cpu.cfs_period_us"), "100000");
+        assert_eq!(read("pids/drover/web-1/pids.max"), "32");
+        assert_eq!(cg.memory_limit("web-1"), Some(64 << 20));
+    }
+
+    #[test]
+    fn add_process_and_remove_is_idempotent() {
+        let root = fake_root();
+        let cg = CgroupV1::new(root.path());
+        cg.create("a", &Limits::default()).unwrap();
+        cg.add_process("a", 4242).unwrap();
+        assert_eq!(cg.procs("a"), vec![4242]);
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("memory/drover/a/cgroup.procs")).unwrap(),
+            "4242"
+        );
+        // Empty the fake (the kernel would do this when the process exits).
+        for c in CONTROLLERS {
+            std::fs::write(root.path().join(c).join("drover/a/cgroup.procs"), "").unwrap();
+        }
+        cg.remove("a").unwrap();
+        cg.remove("a").unwrap();
+        assert!(!root.path().join("memory/drover/a").exists());
+        assert!(cg.procs("a").is_empty());
+        assert_eq!(cg.memory_limit("a"), None);
+    }
+}

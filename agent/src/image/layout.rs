@@ -1,0 +1,239 @@
+//! Resolving a tag in an OCI image layout to a verified manifest, config and
+//! layer list. Only small JSON blobs are read here; layers are verified while
+//! they are unpacked (see `unpack`).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+use sha2::{Digest as _, Sha256};
+
+use super::{ImageConfig, ImageError, ImageRef};
+
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    None,
+    Gzip,
+}
+
+/// A layer to unpack: its sha256 hex digest, size and compression.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerBlob {
+    pub hex: String,
+    pub size: u64,
+    pub compression: Compression,
+}
+
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    pub manifest_digest: String,
+    pub config: ImageConfig,
+    pub layers: Vec<LayerBlob>,
+}
+
+pub(crate) fn resolve(reference: &ImageRef) -> Result<Resolved, ImageError> {
+    let layout = &reference.layout;
+    let index_path = layout.join("index.json");
+    let index_bytes = std::fs::read(&index_path).map_err(ImageError::io(&index_path))?;
+    let index = ImageIndex::from_reader(&index_bytes[..]).map_err(|source| ImageError::Parse {
+        path: index_path.clone(),
+        source,
+    })?;
+
+    let tagged: Vec<&Descriptor> = index
+        .manifests()
+        .iter()
+        .filter(|d| match &reference.tag {
+            Some(tag) => d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) == Some(tag),
+            None => true,
+        })
+        .collect();
+    let descriptor = match (tagged.as_slice(), &reference.tag) {
+        ([one], _) => *one,
+        (_, tag) => {
+            return Err(ImageError::TagNotFound {
+                layout: layout.clone(),
+                tag: tag.clone().unwrap_or_else(|| "<the only manifest>".into()),
+            })
+        }
+    };
+
+    let manifest_desc = if *descriptor.media_type() == MediaType::ImageIndex {
+        pick_platform(layout, descriptor)?
+    } else {
+        descriptor.clone()
+    };
+    let (manifest_bytes, manifest_path) = read_verified(layout, &manifest_desc)?;
+    let manifest =
+        ImageManifest::from_reader(&manifest_bytes[..]).map_err(|source| ImageError::Parse {
+            path: manifest_path,
+            source,
+        })?;
+
+    let (config_bytes, config_path) = read_verified(layout, manifest.config())?;
+    let config =
+        ImageConfiguration::from_reader(&config_bytes[..]).map_err(|source| ImageError::Parse {
+            path: config_path,
+            source,
+        })?;
+
+    let layers = manifest
+        .layers()
+        .iter()
+        .map(|d| {
+            Ok(LayerBlob {
+                hex: sha256_hex(d)?.to_string(),
+                size: d.size(),
+                compression: compression(d.media_type())?,
+            })
+        })
+        .collect::<Result<Vec<_>, ImageError>>()?;
+
+    Ok(Resolved {
+        manifest_digest: manifest_desc.digest().to_string(),
+        config: image_config(&config),
+        layers,
+    })
+}
+
+/// Follows a nested image index to its linux/amd64 manifest.
+fn pick_platform(layout: &Path, index_desc: &Descriptor) -> Result<Descriptor, ImageError> {
+    let (bytes, path) = read_verified(layout, index_desc)?;
+    let index =
+        ImageIndex::from_reader(&bytes[..]).map_err(|source| ImageError::Parse { path, source })?;
+    index
+        .manifests()
+        .iter()
+        .find(|d| {
+            d.platform().as_ref().is_some_and(|p| {
+                p.os().to_string() == "linux" && p.architecture().to_string() == "amd64"
+            })
+        })
+        .cloned()
+        .ok_or_else(|| ImageError::NoPlatformManifest {
+            digest: index_desc.digest().to_string(),
+        })
+}
+
+fn image_config(config: &ImageConfiguration) -> ImageConfig {
+    let Some(c) = config.config() else {
+        return ImageConfig::default();
+    };
+    ImageConfig {
+        entrypoint: c.entrypoint().clone().unwrap_or_default(),
+        cmd: c.cmd().clone().unwrap_or_default(),
+        env: c.env().clone().unwrap_or_default(),
+        working_dir: c.working_dir().clone().filter(|w| !w.is_empty()),
+        user: c.user().clone().filter(|u| !u.is_empty()),
+    }
+}
+
+fn compression(media_type: &MediaType) -> Result<Compression, ImageError> {
+    match media_type.to_string().as_str() {
+        "application/vnd.oci.image.layer.v1.tar"
+        | "application/vnd.docker.image.rootfs.diff.tar" => Ok(Compression::None),
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+        | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Ok(Compression::Gzip),
+        other => Err(ImageError::UnsupportedMediaType {
+            media_type: other.to_string(),
+        }),
+    }
+}
+
+/// The hex part of a descriptor's digest; only sha256 is accepted.
+pub(crate) fn sha256_hex(d: &Descriptor) -> Result<&str, ImageError> {
+    let digest = d.digest();
+    let hex = digest.digest();
+    let ok = digest.algorithm().to_string() == "sha256"
+        && hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    if ok {
+        Ok(hex)
+    } else {
+        Err(ImageError::UnsupportedDigest {
+            digest: digest.to_string(),
+        })
+    }
+}
+
+pub(crate) fn blob_path(layout: &Path, hex: &str) -> PathBuf {
+    layout.join("blobs").join("sha256").join(hex)
+}
+
+/// Reads a (small) blob and checks its size and sha256 against `d`.
+fn read_verified(layout: &Path, d: &Descriptor) -> Result<(Vec<u8>, PathBuf), ImageError> {
+    let hex = sha256_hex(d)?;
+    let path = blob_path(layout, hex);
+    let bytes = std::fs::read(&path).map_err(ImageError::io(&path))?;
+    check(
+        &path,
+        hex,
+        d.size(),
+        bytes.len() as u64,
+        &Sha256::digest(&bytes),
+    )?;
+    Ok((bytes, path))
+}
+
+pub(crate) fn check(
+    path: &Path,
+    expected_hex: &str,
+    expected_size: u64,
+    actual_size: u64,
+    actual: &[u8],
+) -> Result<(), ImageError> {
+    let actual_hex = hex::encode(actual);
+    if actual_hex != expected_hex {
+        return Err(ImageError::DigestMismatch {
+            path: path.to_path_buf(),
+            expected: expected_hex.to_string(),
+            actual: actual_hex,
+        });
+    }
+    if actual_size != expected_size {
+        return Err(ImageError::SizeMismatch {
+            path: path.to_path_buf(),
+            expected: expected_size,
+            actual: actual_size,
+        });
+    }
+    Ok(())
+}
+
+/// A reader that hashes and counts everything read through it.
+pub(crate) struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// Drains the rest of the input (tar readers stop at the end-of-archive
+    /// marker, before any padding) and returns the size and digest.
+    pub fn finish(mut self) -> std::io::Result<(u64, Vec<u8>)> {
+        std::io::copy(&mut self, &mut std::io::sink())?;
+        Ok((self.count, self.hasher.finalize().to_vec()))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,282 @@
+//! Start-latency benchmark: Drover's runtime against `runc run` on the very
+//! same bundle, interleaved so both see the same machine state.
+//!
+//! One sample is the wall time from "start the container" to "it has exited
+//! and its cgroup is gone", which is what `runc run` does for a short-lived
+//! command like `/bin/true`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::bundle::{Bundle, BundleError, ContainerRequest};
+use crate::image::{Image, ImageConfig, ImageError, ImageRef, ImageStore};
+
+use super::{Runtime, RuntimeError};
+
+/// Errors from preparing or running the benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("prepare {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("runc run: {0}")]
+    Runc(String),
+    #[error("drover run of {command:?} exited with {code}")]
+    Failed { command: Vec<String>, code: i32 },
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub runs: usize,
+    /// An OCI image to run instead of the built-in busybox rootfs.
+    pub image: Option<ImageRef>,
+    /// Command to run in the container.
+    pub command: Vec<String>,
+    /// Scratch directory (bundle, layer cache).
+    pub work_dir: PathBuf,
+    pub busybox: PathBuf,
+    /// `runc` binary; `None` benchmarks Drover alone.
+    pub runc: Option<PathBuf>,
+}
+
+/// Latency samples of one runtime.
+#[derive(Debug, Clone)]
+pub struct Samples {
+    pub name: &'static str,
+    pub durations: Vec<Duration>,
+}
+
+impl Samples {
+    fn sorted(&self) -> Vec<Duration> {
+        let mut d = self.durations.clone();
+        d.sort();
+        d
+    }
+
+    /// Nearest-rank percentile, `p` in 0..=100.
+    pub fn percentile(&self, p: usize) -> Duration {
+        let d = self.sorted();
+        if d.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = (p * d.len()).div_ceil(100).clamp(1, d.len());
+        d[rank - 1]
+    }
+
+    pub fn median(&self) -> Duration {
+        self.percentile(50)
+    }
+
+    pub fn min(&self) -> Duration {
+        self.sorted().first().copied().unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub bundle: PathBuf,
+    pub drover: Samples,
+    pub runc: Option<Samples>,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+        writeln!(f, "bundle: {}", self.bundle.display())?;
+        writeln!(
+            f,
+            "{:<8} {:>5} {:>10} {:>10} {:>10}",
+            "runtime", "runs", "median", "p90", "min"
+        )?;
+        for s in std::iter::once(&self.drover).chain(self.runc.as_ref()) {
+            writeln!(
+                f,
+                "{:<8} {:>5} {:>10} {:>10} {:>10}",
+                s.name,
+                s.durations.len(),
+                ms(s.median()),
+                ms(s.percentile(90)),
+                ms(s.min())
+            )?;
+        }
+        if let Some(runc) = &self.runc {
+            let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+            writeln!(
+                f,
+                "ratio drover/runc: median {:.2}, p90 {:.2}",
+                ratio(self.drover.median(), runc.median()),
+                ratio(self.drover.percentile(90), runc.percentile(90))
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A one-layer image holding a static busybox and `/bin/true`.
+pub fn busybox_image(dir: &Path, busybox: &Path) -> Result<Image, BenchError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BenchError::Io { path, source }
+    };
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).map_err(io(&bin))?;
+    let target = bin.join("busybox");
+    if !target.exists() {
+        std::fs::copy(busybox, &target).map_err(io(busybox))?;
+    }
+    for applet in ["true", "sh"] {
+        let link = bin.join(applet);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink("busybox", &link).map_err(io(&link))?;
+        }
+    }
+    Ok(Image {
+        layers: vec![dir.to_path_buf()],
+        config: ImageConfig {
+            cmd: vec!["/bin/true".into()],
+            env: vec!["PATH=/bin".into()],
+            ..Default::default()
+        },
+        digest: "busybox:local".into(),
+    })
+}
+
+/// Builds the bundle, then times `opts.runs` starts of each runtime.
+pub fn run(runtime: &Runtime, opts: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let image = match &opts.image {
+        Some(r) => ImageStore::new(opts.work_dir.join("cache")).pull(r)?,
+        None => busybox_image(&opts.work_dir.join("busybox-layer"), &opts.busybox)?,
+    };
+    let id = format!("drover-bench-{}", std::process::id());
+    let req = ContainerRequest {
+        id: id.clone(),
+        hostname: "bench".into(),
+        command: Some(opts.command.clone()),
+        ..Default::default()
+    };
+    let bundle = Bundle::create(&opts.work_dir.join("bundle"), &image, &req)?;
+    let result = sample(runtime, opts, &bundle, &id);
+    let cleanup = bundle.cleanup();
+    let report = result?;
+    cleanup?;
+    Ok(report)
+}
+
+fn sample(
+    runtime: &Runtime,
+    opts: &BenchOptions,
+    bundle: &Bundle,
+    id: &str,
+) -> Result<BenchReport, BenchError> {
+    let mut drover = Samples {
+        name: "drover",
+        durations: Vec::with_capacity(opts.runs),
+    };
+    let mut runc = opts.runc.as_ref().map(|_| Samples {
+        name: "runc",
+        durations: Vec::with_capacity(opts.runs),
+    });
+    // One untimed warm-up round each (page cache, binaries, cgroup parents).
+    for round in 0..=opts.runs {
+        let d = time_drover(runtime, bundle, id, &opts.command)?;
+        if let (Some(runc_bin), Some(samples)) = (&opts.runc, runc.as_mut()) {
+            let r = time_runc(runc_bin, bundle, id)?;
+            if round > 0 {
+                samples.durations.push(r);
+            }
+        }
+        if round > 0 {
+            drover.durations.push(d);
+        }
+    }
+    Ok(BenchReport {
+        bundle: bundle.dir().to_path_buf(),
+        drover,
+        runc,
+    })
+}
+
+fn time_drover(
+    runtime: &Runtime,
+    bundle: &Bundle,
+    id: &str,
+    command: &[String],
+) -> Result<Duration, BenchError> {
+    let devnull = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .map_err(|source| BenchError::Io {
+                path: p.into(),
+                source,
+            })
+    };
+    let log = devnull(Path::new("/dev/null"))?;
+    let start = Instant::now();
+    let container = runtime.start(bundle.dir(), id, log)?;
+    let status = container.wait_blocking()?;
+    runtime.cgroups().remove(id).map_err(RuntimeError::from)?;
+    let elapsed = start.elapsed();
+    if !status.success() {
+        return Err(BenchError::Failed {
+            command: command.to_vec(),
+            code: status.code(),
+        });
+    }
+    Ok(elapsed)
+}
+
+fn time_runc(runc: &Path, bundle: &Bundle, id: &str) -> Result<Duration, BenchError> {
+    let start = Instant::now();
+    let out = Command::new(runc)
+        .args(["run", "--bundle"])
+        .arg(bundle.dir())
+        .arg(id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| BenchError::Runc(format!("spawn {}: {e}", runc.display())))?;
+    let elapsed = start.elapsed();
+    if !out.status.success() {
+        return Err(BenchError::Runc(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(elapsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let s = Samples {
+            name: "x",
+            durations: (1..=10).rev().map(Duration::from_millis).collect(),
+        };
+        assert_eq!(s.median(), Duration::from_millis(5));
+        assert_eq!(s.percentile(90), Duration::from_millis(9));
+        assert_eq!(s.min(), Duration::from_millis(1));
+        assert_eq!(
+            Samples {
+                name: "e",
+                durations: vec![]
+            }
+            .median(),
+            Duration::ZERO
+        );
+    }
+}

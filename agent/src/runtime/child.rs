@@ -1,0 +1,455 @@
+//! The container's first process, between `clone` and `execve`.
+//!
+//! This code runs in a copy of a multi-threaded parent in which only the
+//! cloning thread survives. Any lock another thread held at that moment (the
+//! allocator's, stdio's, glibc's thread list) stays locked forever, so the
+//! child calls only plain syscall wrappers on data the parent prepared, and
+//! uses raw `setresuid`/`setresgid`/`setgroups` syscalls because glibc's
+//! wrappers would try to signal the parent's (now absent) threads.
+//!
+//! Sequence: reset signals; wait until the parent has put us in our cgroup;
+//! make all mounts private; bind the rootfs onto itself; bind mounts;
+//! `pivot_root` into it and detach the old root; mount /proc, /dev, /sys...
+//! inside the new root (so image symlinks resolve inside it, not on the
+//! host); create device nodes; hostname; loopback; rlimits; credentials;
+//! cwd; stdio; mark every other fd close-on-exec; exec. A failure is written
+//! to the error pipe as (stage, index, errno) and the child exits 127.
+
+use std::os::fd::RawFd;
+
+use libc::{c_char, c_int, c_ulong};
+
+use super::plan::LaunchPlan;
+
+/// Setup steps, as reported over the error pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Stage {
+    Signals = 1,
+    WaitParent,
+    MakePrivate,
+    BindRootfs,
+    BindMount,
+    PivotRoot,
+    Mkdir,
+    Mount,
+    Devices,
+    ReadonlyRoot,
+    Hostname,
+    Loopback,
+    Rlimit,
+    Groups,
+    Gid,
+    Uid,
+    NoNewPrivileges,
+    Chdir,
+    Stdio,
+    CloseFds,
+    Exec,
+}
+
+impl Stage {
+    pub(crate) fn from_u32(v: u32) -> Option<Stage> {
+        use Stage::*;
+        const ALL: [Stage; 21] = [
+            Signals,
+            WaitParent,
+            MakePrivate,
+            BindRootfs,
+            BindMount,
+            PivotRoot,
+            Mkdir,
+            Mount,
+            Devices,
+            ReadonlyRoot,
+            Hostname,
+            Loopback,
+            Rlimit,
+            Groups,
+            Gid,
+            Uid,
+            NoNewPrivileges,
+            Chdir,
+            Stdio,
+            CloseFds,
+            Exec,
+        ];
+        ALL.into_iter().find(|s| *s as u32 == v)
+    }
+
+    pub(crate) fn describe(self) -> &'static str {
+        use Stage::*;
+        match self {
+            Signals => "reset signals",
+            WaitParent => "wait for parent",
+            MakePrivate => "make mounts private",
+            BindRootfs => "bind rootfs",
+            BindMount => "bind mount",
+            PivotRoot => "pivot_root",
+            Mkdir => "create mount point",
+            Mount => "mount",
+            Devices => "create device nodes",
+            ReadonlyRoot => "remount root read-only",
+            Hostname => "set hostname",
+            Loopback => "bring up loopback",
+            Rlimit => "set rlimit",
+            Groups => "setgroups",
+            Gid => "setresgid",
+            Uid => "setresuid",
+            NoNewPrivileges => "set no_new_privs",
+            Chdir => "chdir to cwd",
+            Stdio => "set up stdio",
+            CloseFds => "close inherited fds",
+            Exec => "exec",
+        }
+    }
+}
+
+/// A failed step: stage, index (of the mount or exec candidate) and errno.
+pub(crate) type Failure = (Stage, u32, c_int);
+
+/// What the child reads, all prepared by the parent before `clone`.
+pub(crate) struct ChildArgs<'a> {
+    pub plan: &'a LaunchPlan,
+    pub argv: &'a [*const c_char],
+    pub envp: &'a [*const c_char],
+    pub sync_fd: RawFd,
+    pub error_fd: RawFd,
+    pub stdin_fd: RawFd,
+    pub stdout_fd: RawFd,
+    pub stderr_fd: RawFd,
+}
+
+const DEVICES: [(&std::ffi::CStr, u32, u32); 6] = [
+    (c"/dev/null", 1, 3),
+    (c"/dev/zero", 1, 5),
+    (c"/dev/full", 1, 7),
+    (c"/dev/random", 1, 8),
+    (c"/dev/urandom", 1, 9),
+    (c"/dev/tty", 5, 0),
+];
+
+const DEV_LINKS: [(&std::ffi::CStr, &std::ffi::CStr); 5] = [
+    (c"pts/ptmx", c"/dev/ptmx"),
+    (c"/proc/self/fd", c"/dev/fd"),
+    (c"/proc/self/fd/0", c"/dev/stdin"),
+    (c"/proc/self/fd/1", c"/dev/stdout"),
+    (c"/proc/self/fd/2", c"/dev/stderr"),
+];
+
+fn errno() -> c_int {
+    // SAFETY: __errno_location always returns a valid pointer to this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+fn check(rc: c_int, stage: Stage, index: u32) -> Result<(), Failure> {
+    if rc == -1 {
+        Err((stage, index, errno()))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_long(rc: libc::c_long, stage: Stage, index: u32) -> Result<(), Failure> {
+    check(if rc == -1 { -1 } else { 0 }, stage, index)
+}
+
+/// Runs the child side and never returns: it either execs or exits 127.
+///
+/// # Safety
+/// Must be called only in the child of a fork-like `clone`, with `args`
+/// pointing at memory the parent prepared; it must not allocate.
+pub(crate) unsafe fn run(args: &ChildArgs) -> ! {
+    let failure = match setup(args) {
+        Ok(never) => match never {},
+        Err(f) => f,
+    };
+    let mut msg = [0u8; 12];
+    msg[..4].copy_from_slice(&(failure.0 as u32).to_ne_bytes());
+    msg[4..8].copy_from_slice(&failure.1.to_ne_bytes());
+    msg[8..].copy_from_slice(&failure.2.to_ne_bytes());
+    // SAFETY: writes a stack buffer to our own pipe fd, then exits without
+    // running any destructors or atexit handlers of the parent's copy.
+    unsafe {
+        libc::write(args.error_fd, msg.as_ptr().cast(), msg.len());
+        libc::_exit(127)
+    }
+}
+
+fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
+    let p = a.plan;
+    reset_signals()?;
+    wait_for_parent(a.sync_fd)?;
+
+    // SAFETY (for the block): every pointer passed below is either null where
+    // the syscall allows it or points into a NUL-terminated CString / array
+    // owned by the plan, which the clone copied and nobody frees before exec.
+    unsafe {
+        let null: *const c_char = std::ptr::null();
+        check(
+            libc::mount(
+                null,
+                c"/".as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ),
+            Stage::MakePrivate,
+            0,
+        )?;
+        check(
+            libc::mount(
+                p.rootfs.as_ptr(),
+                p.rootfs.as_ptr(),
+                null,
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ),
+            Stage::BindRootfs,
+            0,
+        )?;
+        for (i, m) in p.binds.iter().enumerate() {
+            for d in &m.mkdirs {
+                mkdir(d.as_ptr(), i as u32)?;
+            }
+            let flags = m.flags & !libc::MS_RDONLY;
+            check(
+                libc::mount(
+                    m.source.as_ptr(),
+                    m.target.as_ptr(),
+                    null,
+                    flags,
+                    std::ptr::null(),
+                ),
+                Stage::BindMount,
+                i as u32,
+            )?;
+            if m.flags & libc::MS_RDONLY != 0 {
+                let ro = libc::MS_REMOUNT
+                    | libc::MS_BIND
+                    | libc::MS_RDONLY
+                    | (m.flags & (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC));
+                check(
+                    libc::mount(null, m.target.as_ptr(), null, ro, std::ptr::null()),
+                    Stage::BindMount,
+                    i as u32,
+                )?;
+            }
+        }
+        // pivot_root(".", ".") stacks the old root on top of the new one; the
+        // detach-unmount then removes it, leaving the new root at "/".
+        check(libc::chdir(p.rootfs.as_ptr()), Stage::PivotRoot, 0)?;
+        check_long(
+            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()),
+            Stage::PivotRoot,
+            1,
+        )?;
+        check(
+            libc::umount2(c".".as_ptr(), libc::MNT_DETACH),
+            Stage::PivotRoot,
+            2,
+        )?;
+        check(libc::chdir(c"/".as_ptr()), Stage::PivotRoot, 3)?;
+
+        for (i, m) in p.mounts.iter().enumerate() {
+            for d in &m.mkdirs {
+                mkdir(d.as_ptr(), i as u32)?;
+            }
+            let data = m
+                .data
+                .as_ref()
+                .map_or(std::ptr::null(), |d| d.as_ptr().cast());
+            check(
+                libc::mount(
+                    m.source.as_ptr(),
+                    m.target.as_ptr(),
+                    m.fstype.as_ptr(),
+                    m.flags,
+                    data,
+                ),
+                Stage::Mount,
+                i as u32,
+            )?;
+        }
+        if p.populate_dev {
+            make_devices()?;
+        }
+        if p.readonly_root {
+            let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+            check(
+                libc::mount(null, c"/".as_ptr(), null, flags, std::ptr::null()),
+                Stage::ReadonlyRoot,
+                0,
+            )?;
+        }
+        if let Some(h) = &p.hostname {
+            check(
+                libc::sethostname(h.as_ptr(), h.as_bytes().len()),
+                Stage::Hostname,
+                0,
+            )?;
+        }
+        if p.loopback_up {
+            loopback_up()?;
+        }
+        for (i, (resource, limit)) in p.rlimits.iter().enumerate() {
+            check(libc::setrlimit(*resource, limit), Stage::Rlimit, i as u32)?;
+        }
+        check_long(
+            libc::syscall(
+                libc::SYS_setgroups,
+                p.additional_gids.len(),
+                p.additional_gids.as_ptr(),
+            ),
+            Stage::Groups,
+            0,
+        )?;
+        check_long(
+            libc::syscall(libc::SYS_setresgid, p.gid, p.gid, p.gid),
+            Stage::Gid,
+            0,
+        )?;
+        check_long(
+            libc::syscall(libc::SYS_setresuid, p.uid, p.uid, p.uid),
+            Stage::Uid,
+            0,
+        )?;
+        if p.no_new_privileges {
+            check(
+                libc::prctl(
+                    libc::PR_SET_NO_NEW_PRIVS,
+                    1 as c_ulong,
+                    0 as c_ulong,
+                    0 as c_ulong,
+                    0 as c_ulong,
+                ),
+                Stage::NoNewPrivileges,
+                0,
+            )?;
+        }
+        check(libc::chdir(p.cwd.as_ptr()), Stage::Chdir, 0)?;
+
+        for (i, (from, to)) in [(a.stdin_fd, 0), (a.stdout_fd, 1), (a.stderr_fd, 2)]
+            .into_iter()
+            .enumerate()
+        {
+            check(libc::dup2(from, to), Stage::Stdio, i as u32)?;
+        }
+        check(
+            libc::close_range(
+                3,
+                c_int::MAX as libc::c_uint,
+                libc::CLOSE_RANGE_CLOEXEC as c_int,
+            ),
+            Stage::CloseFds,
+            0,
+        )?;
+
+        let mut last = (0, libc::ENOENT);
+        for (i, path) in p.exec_candidates.iter().enumerate() {
+            libc::execve(path.as_ptr(), a.argv.as_ptr(), a.envp.as_ptr());
+            let e = errno();
+            // Like execvp: keep searching past "not here", remember real errors.
+            if e != libc::ENOENT && e != libc::ENOTDIR || last.1 == libc::ENOENT {
+                last = (i as u32, e);
+            }
+        }
+        Err((Stage::Exec, last.0, last.1))
+    }
+}
+
+fn reset_signals() -> Result<(), Failure> {
+    // SAFETY: sigset_t is plain data; the calls only read/write our stack copy.
+    // Dispositions set to SIG_IGN (Rust ignores SIGPIPE) would survive exec.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        check(
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()),
+            Stage::Signals,
+            0,
+        )?;
+        for sig in 1..libc::SIGRTMIN() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn wait_for_parent(fd: RawFd) -> Result<(), Failure> {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reads at most one byte into a stack variable.
+        let n = unsafe { libc::read(fd, (&mut byte as *mut u8).cast(), 1) };
+        match n {
+            1 => return Ok(()),
+            // The parent went away (or failed) without releasing us.
+            0 => return Err((Stage::WaitParent, 0, libc::EPIPE)),
+            _ if errno() == libc::EINTR => continue,
+            _ => return Err((Stage::WaitParent, 0, errno())),
+        }
+    }
+}
+
+fn mkdir(path: *const c_char, index: u32) -> Result<(), Failure> {
+    // SAFETY: path is a NUL-terminated string owned by the plan.
+    let rc = unsafe { libc::mkdir(path, 0o755) };
+    if rc == -1 && errno() != libc::EEXIST {
+        return Err((Stage::Mkdir, index, errno()));
+    }
+    Ok(())
+}
+
+fn make_devices() -> Result<(), Failure> {
+    // SAFETY: static NUL-terminated paths; umask is restored afterwards.
+    unsafe {
+        let old = libc::umask(0);
+        for (i, (path, major, minor)) in DEVICES.iter().enumerate() {
+            let rc = libc::mknod(
+                path.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(*major, *minor),
+            );
+            if rc == -1 && errno() != libc::EEXIST {
+                return Err((Stage::Devices, i as u32, errno()));
+            }
+        }
+        libc::umask(old);
+        for (target, link) in DEV_LINKS {
+            let rc = libc::symlink(target.as_ptr(), link.as_ptr());
+            if rc == -1 && errno() != libc::EEXIST {
+                return Err((Stage::Devices, 100, errno()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn loopback_up() -> Result<(), Failure> {
+    // SAFETY: `ifreq` is plain data zero-initialised on our stack; the ioctls
+    // read and write only that struct; the socket is closed before returning.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        check(sock, Stage::Loopback, 0)?;
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        ifr.ifr_name[0] = b'l' as c_char;
+        ifr.ifr_name[1] = b'o' as c_char;
+        let res = (|| {
+            check(
+                libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut ifr),
+                Stage::Loopback,
+                1,
+            )?;
+            ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            check(
+                libc::ioctl(sock, libc::SIOCSIFFLAGS, &ifr),
+                Stage::Loopback,
+                2,
+            )
+        })();
+        libc::close(sock);
+        res
+    }
+}

@@ -1,0 +1,283 @@
+//! Drover's own OCI runtime: starts a bundle without runc.
+//!
+//! `start` reads `config.json`, turns it into a [`plan::LaunchPlan`] (all
+//! allocation happens there), creates the container's cgroup and `clone3`s a
+//! child into new pid, mount, uts, ipc (and net) namespaces, receiving a
+//! pidfd. The child blocks on a pipe until the parent has moved it into the
+//! cgroup, so nothing the container runs ever escapes its limits; it then
+//! builds its root and execs (see [`child`]). A second, close-on-exec pipe
+//! carries a setup failure back as (stage, errno), or EOF when exec succeeded,
+//! which is how `start` tells "running" from "failed" synchronously.
+
+pub mod bench;
+mod child;
+mod container;
+mod plan;
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::unistd::pipe2;
+use oci_spec::runtime::Spec;
+
+pub use container::{Container, ExitStatus};
+
+use crate::cgroups::{CgroupError, CgroupManager};
+use child::{ChildArgs, Stage};
+use plan::{ptr_array, LaunchPlan};
+
+/// Errors from starting and controlling containers.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("load {path}: {source}")]
+    LoadSpec {
+        path: PathBuf,
+        source: oci_spec::OciSpecError,
+    },
+    #[error("unsupported runtime spec: {field}: {reason}")]
+    InvalidSpec { field: &'static str, reason: String },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("container {id}: {op}: {source}")]
+    Sys {
+        id: String,
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error("container {id}: exec {program:?}: {source}")]
+    Exec {
+        id: String,
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("container {id}: {stage}{detail}: {source}")]
+    Setup {
+        id: String,
+        stage: &'static str,
+        detail: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where the container's stdio goes. stdin is always /dev/null.
+#[derive(Debug)]
+pub struct Stdio {
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+impl Stdio {
+    /// Both streams appended to one log file.
+    pub fn log(file: File) -> std::io::Result<Stdio> {
+        let stderr = file.try_clone()?;
+        Ok(Stdio {
+            stdout: file.into(),
+            stderr: stderr.into(),
+        })
+    }
+}
+
+/// Starts containers from OCI bundles; cgroups through the given manager.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    cgroups: Arc<dyn CgroupManager>,
+}
+
+impl Runtime {
+    pub fn new(cgroups: Box<dyn CgroupManager>) -> Self {
+        Runtime {
+            cgroups: Arc::from(cgroups),
+        }
+    }
+
+    pub fn cgroups(&self) -> &dyn CgroupManager {
+        &*self.cgroups
+    }
+
+    /// Starts the bundle in `bundle_dir` as container `id`, stdout and stderr
+    /// to `log`. Returns once the command has been exec'd. Blocking.
+    pub fn start(&self, bundle_dir: &Path, id: &str, log: File) -> Result<Container, RuntimeError> {
+        let stdio = Stdio::log(log).map_err(|source| RuntimeError::Sys {
+            id: id.into(),
+            op: "dup log file",
+            source,
+        })?;
+        self.start_with_stdio(bundle_dir, id, stdio)
+    }
+
+    pub fn start_with_stdio(
+        &self,
+        bundle_dir: &Path,
+        id: &str,
+        stdio: Stdio,
+    ) -> Result<Container, RuntimeError> {
+        let config = bundle_dir.join("config.json");
+        let spec = Spec::load(&config).map_err(|source| RuntimeError::LoadSpec {
+            path: config,
+            source,
+        })?;
+        let plan = plan::plan(&spec, bundle_dir)?;
+        self.cgroups.create(id, &plan.limits)?;
+        match self.launch(&plan, id, stdio) {
+            Ok(container) => Ok(container),
+            Err(e) => {
+                let _ = self.cgroups.remove(id);
+                Err(e)
+            }
+        }
+    }
+
+    fn launch(&self, plan: &LaunchPlan, id: &str, stdio: Stdio) -> Result<Container, RuntimeError> {
+        let sys = |op: &'static str| {
+            move |e: nix::errno::Errno| RuntimeError::Sys {
+                id: id.into(),
+                op,
+                source: e.into(),
+            }
+        };
+        let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+        let devnull = File::open("/dev/null").map_err(|source| RuntimeError::Sys {
+            id: id.into(),
+            op: "open /dev/null",
+            source,
+        })?;
+        // Numbers >= 3 so the child's dup2 onto 0..2 cannot clobber a source.
+        let high = |fd: RawFd| -> Result<OwnedFd, RuntimeError> {
+            let new = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(3)).map_err(sys("dup stdio"))?;
+            // SAFETY: F_DUPFD_CLOEXEC returned a fresh fd that nothing else owns.
+            Ok(unsafe { OwnedFd::from_raw_fd(new) })
+        };
+        let (stdin, stdout, stderr) = (
+            high(devnull.as_raw_fd())?,
+            high(stdio.stdout.as_raw_fd())?,
+            high(stdio.stderr.as_raw_fd())?,
+        );
+        let argv = ptr_array(&plan.argv);
+        let envp = ptr_array(&plan.envp);
+        let args = ChildArgs {
+            plan,
+            argv: &argv,
+            envp: &envp,
+            sync_fd: sync_r.as_raw_fd(),
+            error_fd: err_w.as_raw_fd(),
+            stdin_fd: stdin.as_raw_fd(),
+            stdout_fd: stdout.as_raw_fd(),
+            stderr_fd: stderr.as_raw_fd(),
+        };
+
+        let mut pidfd: libc::c_int = -1;
+        // SAFETY: clone_args is plain data; zero is the documented default for
+        // every field we do not set.
+        let mut cl: libc::clone_args = unsafe { std::mem::zeroed() };
+        cl.flags = plan.clone_flags | libc::CLONE_PIDFD as u64;
+        cl.pidfd = &mut pidfd as *mut libc::c_int as u64;
+        cl.exit_signal = libc::SIGCHLD as u64;
+        // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack): the child
+        // gets a private copy of this address space, runs only `child::run`,
+        // which never returns and only makes raw syscalls on `args`.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &cl as *const libc::clone_args,
+                std::mem::size_of::<libc::clone_args>(),
+            )
+        };
+        if ret == 0 {
+            // SAFETY: we are the child of the clone above.
+            unsafe { child::run(&args) }
+        }
+        if ret < 0 {
+            return Err(RuntimeError::Sys {
+                id: id.into(),
+                op: "clone3",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let pid = ret as i32;
+        // SAFETY: CLONE_PIDFD stored a new pidfd owned by nobody else.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        drop((sync_r, err_w, stdin, stdout, stderr, devnull, stdio));
+        let container = Container::new(id.to_string(), pid, pidfd, self.cgroups.clone());
+
+        // From here on, dropping `container` kills and reaps the child.
+        self.cgroups.add_process(id, pid)?;
+        nix::unistd::write(&sync_w, &[1]).map_err(sys("release child"))?;
+        drop(sync_w);
+
+        let mut msg = [0u8; 12];
+        let mut got = 0;
+        let mut err_file = File::from(err_r);
+        while got < msg.len() {
+            match std::io::Read::read(&mut err_file, &mut msg[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(RuntimeError::Sys {
+                        id: id.into(),
+                        op: "read setup status",
+                        source,
+                    })
+                }
+            }
+        }
+        if got == 0 {
+            return Ok(container);
+        }
+        let word = |i: usize| u32::from_ne_bytes(msg[i..i + 4].try_into().unwrap_or_default());
+        let (stage, index, errno) = (Stage::from_u32(word(0)), word(4), word(8) as i32);
+        let source = std::io::Error::from_raw_os_error(errno);
+        let _ = container.wait_blocking();
+        let id = id.to_string();
+        Err(match stage {
+            Some(Stage::Exec) => RuntimeError::Exec {
+                id,
+                program: plan
+                    .exec_candidates
+                    .get(index as usize)
+                    .map_or(plan.program.clone(), |c| c.to_string_lossy().into_owned()),
+                source,
+            },
+            Some(s @ (Stage::Mount | Stage::Mkdir)) => RuntimeError::Setup {
+                id,
+                stage: s.describe(),
+                detail: plan
+                    .mounts
+                    .get(index as usize)
+                    .map_or(String::new(), |m| format!(" {}", m.destination)),
+                source,
+            },
+            Some(s @ Stage::BindMount) => RuntimeError::Setup {
+                id,
+                stage: s.describe(),
+                detail: plan
+                    .binds
+                    .get(index as usize)
+                    .map_or(String::new(), |m| format!(" {}", m.destination)),
+                source,
+            },
+            Some(s) => RuntimeError::Setup {
+                id,
+                stage: s.describe(),
+                detail: String::new(),
+                source,
+            },
+            None => RuntimeError::Setup {
+                id,
+                stage: "setup",
+                detail: format!(" (stage {})", word(0)),
+                source,
+            },
+        })
+    }
+}

@@ -1,0 +1,436 @@
+//! Turning an OCI runtime spec into a launch plan: every path, string and
+//! number the child needs, as C strings and raw flags, computed in the parent.
+//!
+//! After `clone` the child of a multi-threaded process may not allocate or
+//! take locks (another thread may have held the allocator's lock at the
+//! moment of the fork), so all of this work happens here, before it.
+
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use libc::{c_char, c_ulong};
+use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Spec};
+
+use super::RuntimeError;
+use crate::cgroups::Limits;
+
+/// One filesystem to mount in the child.
+#[derive(Debug)]
+pub(crate) struct MountPlan {
+    /// Absolute path; inside the new root for filesystems, under the rootfs
+    /// (host view) for bind mounts, which happen before `pivot_root`.
+    pub target: CString,
+    /// Directories to create first, outermost first.
+    pub mkdirs: Vec<CString>,
+    pub source: CString,
+    pub fstype: CString,
+    pub flags: c_ulong,
+    pub data: Option<CString>,
+    /// The spec's destination, for error messages.
+    pub destination: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct LaunchPlan {
+    pub clone_flags: u64,
+    pub rootfs: CString,
+    pub readonly_root: bool,
+    pub binds: Vec<MountPlan>,
+    pub mounts: Vec<MountPlan>,
+    /// Populate `/dev` with the minimal device nodes (it is a fresh tmpfs).
+    pub populate_dev: bool,
+    pub hostname: Option<CString>,
+    pub loopback_up: bool,
+    pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+    pub additional_gids: Vec<libc::gid_t>,
+    pub no_new_privileges: bool,
+    pub cwd: CString,
+    /// Paths to try with execve, in order (the PATH search done ahead of time).
+    pub exec_candidates: Vec<CString>,
+    /// The program as written in the spec, for error messages.
+    pub program: String,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub limits: Limits,
+}
+
+/// NULL-terminated pointer arrays over `strings`; valid while `strings` lives.
+pub(crate) fn ptr_array(strings: &[CString]) -> Vec<*const c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> RuntimeError {
+    RuntimeError::InvalidSpec {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn cstr(field: &'static str, s: impl AsRef<OsStr>) -> Result<CString, RuntimeError> {
+    CString::new(s.as_ref().as_bytes()).map_err(|_| invalid(field, "contains a NUL byte"))
+}
+
+/// Mount options that are flags; everything else is filesystem data.
+fn mount_flag(option: &str) -> Option<(bool, c_ulong)> {
+    use libc::*;
+    Some(match option {
+        "ro" => (true, MS_RDONLY),
+        "rw" => (false, MS_RDONLY),
+        "nosuid" => (true, MS_NOSUID),
+        "suid" => (false, MS_NOSUID),
+        "nodev" => (true, MS_NODEV),
+        "dev" => (false, MS_NODEV),
+        "noexec" => (true, MS_NOEXEC),
+        "exec" => (false, MS_NOEXEC),
+        "sync" => (true, MS_SYNCHRONOUS),
+        "async" => (false, MS_SYNCHRONOUS),
+        "noatime" => (true, MS_NOATIME),
+        "atime" => (false, MS_NOATIME),
+        "nodiratime" => (true, MS_NODIRATIME),
+        "relatime" => (true, MS_RELATIME),
+        "strictatime" => (true, MS_STRICTATIME),
+        "bind" => (true, MS_BIND),
+        "rbind" => (true, MS_BIND | MS_REC),
+        // Propagation is handled by making the whole tree private first.
+        "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" => (true, 0),
+        _ => return None,
+    })
+}
+
+fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
+    use PosixRlimitType::*;
+    match t {
+        RlimitCpu => libc::RLIMIT_CPU,
+        RlimitFsize => libc::RLIMIT_FSIZE,
+        RlimitData => libc::RLIMIT_DATA,
+        RlimitStack => libc::RLIMIT_STACK,
+        RlimitCore => libc::RLIMIT_CORE,
+        RlimitRss => libc::RLIMIT_RSS,
+        RlimitNproc => libc::RLIMIT_NPROC,
+        RlimitNofile => libc::RLIMIT_NOFILE,
+        RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        RlimitAs => libc::RLIMIT_AS,
+        RlimitLocks => libc::RLIMIT_LOCKS,
+        RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        RlimitNice => libc::RLIMIT_NICE,
+        RlimitRtprio => libc::RLIMIT_RTPRIO,
+        RlimitRttime => libc::RLIMIT_RTTIME,
+    }
+}
+
+/// `/a/b/c` → [`/a`, `/a/b`, `/a/b/c`] under `base`.
+fn mkdir_chain(base: &Path, dest: &Path) -> Result<Vec<CString>, RuntimeError> {
+    let mut out = Vec::new();
+    let mut p = base.to_path_buf();
+    for c in dest.components() {
+        match c {
+            std::path::Component::Normal(n) => {
+                p.push(n);
+                out.push(cstr("mounts.destination", &p)?);
+            }
+            std::path::Component::ParentDir => {
+                return Err(invalid(
+                    "mounts.destination",
+                    format!("{} contains '..'", dest.display()),
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Builds the plan for the bundle at `bundle_dir` described by `spec`.
+pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, RuntimeError> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| invalid("process", "missing"))?;
+    let args = process.args().clone().unwrap_or_default();
+    let program = args
+        .first()
+        .cloned()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| invalid("process.args", "empty"))?;
+    let env = process.env().clone().unwrap_or_default();
+    if process.terminal() == Some(true) {
+        return Err(invalid("process.terminal", "terminals are not supported"));
+    }
+
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| invalid("root", "missing"))?;
+    let rootfs = bundle_dir.join(root.path());
+    let rootfs = std::fs::canonicalize(&rootfs).map_err(|source| RuntimeError::Io {
+        op: "resolve rootfs",
+        path: rootfs,
+        source,
+    })?;
+
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| invalid("linux", "missing"))?;
+    let mut clone_flags = 0u64;
+    for ns in linux.namespaces().as_deref().unwrap_or_default() {
+        if ns.path().is_some() {
+            return Err(invalid(
+                "linux.namespaces.path",
+                "joining existing namespaces is not supported",
+            ));
+        }
+        clone_flags |= match ns.typ() {
+            LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+            LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+            LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+            LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+            LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+            LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+            other => {
+                return Err(invalid(
+                    "linux.namespaces",
+                    format!("{other:?} namespaces are not supported"),
+                ))
+            }
+        } as u64;
+    }
+    if clone_flags & libc::CLONE_NEWNS as u64 == 0 {
+        return Err(invalid("linux.namespaces", "a mount namespace is required"));
+    }
+
+    let mut binds = Vec::new();
+    let mut mounts = Vec::new();
+    let mut populate_dev = false;
+    for m in spec.mounts().as_deref().unwrap_or_default() {
+        let dest = m.destination();
+        if !dest.is_absolute() {
+            return Err(invalid(
+                "mounts.destination",
+                format!("{} is not absolute", dest.display()),
+            ));
+        }
+        let mut flags: c_ulong = 0;
+        let mut data = Vec::new();
+        for o in m.options().as_deref().unwrap_or_default() {
+            match mount_flag(o) {
+                Some((true, f)) => flags |= f,
+                Some((false, f)) => flags &= !f,
+                None => data.push(o.as_str()),
+            }
+        }
+        let mut fstype = m.typ().clone().unwrap_or_else(|| "none".into());
+        if fstype == "cgroup" {
+            // runc's `cgroup` mount. On a unified host that is cgroup2; a v1
+            // host would need one mount per controller, which Drover does not
+            // expose: the container gets an empty read-only tmpfs there.
+            if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                fstype = "cgroup2".into();
+            } else {
+                fstype = "tmpfs".into();
+                flags |= libc::MS_RDONLY;
+                data.push("mode=755");
+            }
+        }
+        let bind = fstype == "bind" || flags & libc::MS_BIND != 0;
+        let source = match fstype.as_str() {
+            "cgroup2" | "tmpfs" if m.typ().as_deref() == Some("cgroup") => PathBuf::from(&fstype),
+            _ => m.source().clone().unwrap_or_else(|| PathBuf::from(&fstype)),
+        };
+        let base = if bind {
+            rootfs.clone()
+        } else {
+            PathBuf::from("/")
+        };
+        let mkdirs = mkdir_chain(&base, dest)?;
+        let target = mkdirs
+            .last()
+            .cloned()
+            .ok_or_else(|| invalid("mounts.destination", "cannot mount over /"))?;
+        if dest == Path::new("/dev") && fstype == "tmpfs" {
+            populate_dev = true;
+        }
+        let plan = MountPlan {
+            target,
+            mkdirs,
+            source: cstr("mounts.source", &source)?,
+            fstype: cstr("mounts.type", &fstype)?,
+            flags: flags | if bind { libc::MS_BIND } else { 0 },
+            data: if data.is_empty() {
+                None
+            } else {
+                Some(cstr("mounts.options", data.join(","))?)
+            },
+            destination: dest.display().to_string(),
+        };
+        if bind {
+            binds.push(plan);
+        } else {
+            mounts.push(plan);
+        }
+    }
+
+    let cwd = process.cwd();
+    if !cwd.is_absolute() {
+        return Err(invalid(
+            "process.cwd",
+            format!("{} is not absolute", cwd.display()),
+        ));
+    }
+    let exec_candidates = if program.contains('/') {
+        vec![cstr("process.args", &program)?]
+    } else {
+        let path = env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| cstr("process.args", format!("{d}/{program}")))
+            .collect::<Result<_, _>>()?
+    };
+
+    let resources = linux.resources().as_ref();
+    let limits = Limits {
+        memory_bytes: resources
+            .and_then(|r| r.memory().as_ref()?.limit())
+            .filter(|&l| l > 0)
+            .map(|l| l as u64),
+        cpu_millis: resources.and_then(|r| {
+            let cpu = r.cpu().as_ref()?;
+            let (quota, period) = (cpu.quota()?, cpu.period().unwrap_or(100_000));
+            (quota > 0 && period > 0).then(|| quota as u64 * 1000 / period)
+        }),
+        pids: resources
+            .and_then(|r| r.pids().as_ref())
+            .map(|p| p.limit())
+            .filter(|&l| l > 0),
+    };
+
+    let user = process.user();
+    Ok(LaunchPlan {
+        clone_flags,
+        rootfs: cstr("root.path", &rootfs)?,
+        readonly_root: root.readonly() == Some(true),
+        binds,
+        mounts,
+        populate_dev,
+        hostname: spec
+            .hostname()
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .map(|h| cstr("hostname", h))
+            .transpose()?,
+        loopback_up: clone_flags & libc::CLONE_NEWNET as u64 != 0,
+        rlimits: process
+            .rlimits()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                (
+                    rlimit_resource(r.typ()),
+                    libc::rlimit {
+                        rlim_cur: r.soft(),
+                        rlim_max: r.hard(),
+                    },
+                )
+            })
+            .collect(),
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        no_new_privileges: process.no_new_privileges() == Some(true),
+        cwd: cstr("process.cwd", cwd)?,
+        exec_candidates,
+        program,
+        argv: args
+            .iter()
+            .map(|a| cstr("process.args", a))
+            .collect::<Result<_, _>>()?,
+        envp: env
+            .iter()
+            .map(|e| cstr("process.env", e))
+            .collect::<Result<_, _>>()?,
+        limits,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{build_spec, resolve_process, ContainerRequest, Network};
+    use crate::image::ImageConfig;
+
+    #[test]
+    fn plan_from_bundle_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+        let req = ContainerRequest {
+            id: "c1".into(),
+            hostname: "box".into(),
+            command: Some(vec!["sh".into(), "-c".into(), "true".into()]),
+            memory_bytes: Some(1 << 26),
+            cpu_millis: Some(200),
+            pids: Some(10),
+            ..Default::default()
+        };
+        let process = resolve_process(
+            &ImageConfig {
+                env: vec!["PATH=/usr/bin:/bin".into()],
+                ..Default::default()
+            },
+            &req,
+        )
+        .unwrap();
+        let spec = build_spec(&process, &Default::default(), &req).unwrap();
+        let p = plan(&spec, dir.path()).unwrap();
+        let expect = libc::CLONE_NEWPID
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWNET;
+        assert_eq!(p.clone_flags, expect as u64);
+        assert_eq!(
+            p.exec_candidates,
+            vec![c"/usr/bin/sh".to_owned(), c"/bin/sh".to_owned()]
+        );
+        assert_eq!(
+            p.limits,
+            Limits {
+                memory_bytes: Some(1 << 26),
+                cpu_millis: Some(200),
+                pids: Some(10)
+            }
+        );
+        assert!(p.populate_dev && p.loopback_up && p.binds.is_empty());
+        let sys = p.mounts.iter().find(|m| m.destination == "/sys").unwrap();
+        assert_eq!(sys.flags & libc::MS_RDONLY, libc::MS_RDONLY);
+        let pts = p
+            .mounts
+            .iter()
+            .find(|m| m.destination == "/dev/pts")
+            .unwrap();
+        assert_eq!(
+            pts.data.as_deref(),
+            Some(c"newinstance,ptmxmode=0666,mode=0620")
+        );
+        assert_eq!(pts.mkdirs, vec![c"/dev".to_owned(), c"/dev/pts".to_owned()]);
+        assert_eq!(p.hostname.as_deref(), Some(c"box"));
+
+        let host = ContainerRequest {
+            network: Network::Host,
+            ..req
+        };
+        let spec = build_spec(&process, &Default::default(), &host).unwrap();
+        assert!(!plan(&spec, dir.path()).unwrap().loopback_up);
+    }
+}

@@ -1,0 +1,67 @@
+//! The cgroup manager against the machine's real hierarchy (`/sys/fs/cgroup`).
+
+use std::path::Path;
+
+use drover_agent::cgroups::{self, Limits};
+
+#[test]
+fn real_cgroup_limits_membership_and_removal() {
+    let root = Path::new("/sys/fs/cgroup");
+    let is_root = nix::unistd::geteuid().is_root();
+    if !is_root || !root.exists() {
+        let why = "skipping: needs root and a cgroup hierarchy at /sys/fs/cgroup";
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI=true and {why}"
+        );
+        eprintln!("{why}");
+        return;
+    }
+    let cg = cgroups::manager_for(root);
+    let id = "it-cgroup-real";
+    let limits = Limits {
+        memory_bytes: Some(48 << 20),
+        cpu_millis: Some(300),
+        pids: Some(20),
+    };
+    cg.create(id, &limits).unwrap();
+    assert_eq!(cg.memory_limit(id), Some(48 << 20));
+    let version = cgroups::detect_version(root);
+    let cpu_ok = match version {
+        cgroups::Version::V1 => {
+            std::fs::read_to_string(root.join("cpu/drover").join(id).join("cpu.cfs_quota_us"))
+                .unwrap()
+                .trim()
+                == "30000"
+        }
+        cgroups::Version::V2 => {
+            std::fs::read_to_string(root.join("drover").join(id).join("cpu.max"))
+                .unwrap()
+                .trim()
+                == "30000 100000"
+        }
+    };
+    assert!(cpu_ok, "cpu quota not applied ({version:?})");
+
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    cg.add_process(id, child.id() as i32).unwrap();
+    assert_eq!(cg.procs(id), vec![child.id() as i32]);
+    assert!(cg.memory_usage(id).is_some());
+
+    // remove kills what is left, waits for the cgroup to empty, and rmdirs it.
+    let remover = std::thread::spawn({
+        let cg = cgroups::manager_for(root);
+        move || cg.remove(id)
+    });
+    let status = child.wait().unwrap();
+    remover.join().unwrap().unwrap();
+    assert!(!status.success());
+    for dir in cg.paths(id) {
+        assert!(!dir.exists(), "{} remains", dir.display());
+    }
+    cg.remove(id).unwrap();
+}

@@ -1,0 +1,261 @@
+//! Starts real containers from busybox bundles and checks, from the host,
+//! what a user of the runtime relies on: namespaces, PID 1, hostname,
+//! cgroup limits, clear exec errors, and nothing left behind after stop.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use drover_agent::bundle::{Bundle, ContainerRequest, Network};
+use drover_agent::cgroups;
+use drover_agent::image::{Image, ImageConfig};
+use drover_agent::runtime::{ExitStatus, Runtime, RuntimeError};
+
+const BUSYBOX: &str = "/usr/bin/busybox";
+
+/// True if the test can run; otherwise says why (and fails under CI=true).
+fn can_run(needs: &[(&str, bool)]) -> bool {
+    let missing: Vec<&str> = needs
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(what, _)| *what)
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("skipping: missing {}", missing.join(", "));
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "CI=true and {why}"
+    );
+    eprintln!("{why}");
+    false
+}
+
+fn requirements() -> Vec<(&'static str, bool)> {
+    vec![
+        ("root", nix::unistd::geteuid().is_root()),
+        (
+            "a static busybox at /usr/bin/busybox",
+            Path::new(BUSYBOX).exists(),
+        ),
+        (
+            "overlayfs",
+            std::fs::read_to_string("/proc/filesystems")
+                .unwrap_or_default()
+                .contains("overlay"),
+        ),
+    ]
+}
+
+/// A one-layer "image": busybox plus the applet links the tests use.
+fn busybox_image(dir: &Path) -> Image {
+    let layer = dir.join("layer");
+    std::fs::create_dir_all(layer.join("bin")).unwrap();
+    std::fs::create_dir_all(layer.join("tmp")).unwrap();
+    std::fs::copy(BUSYBOX, layer.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "true", "sleep", "hostname", "cat", "echo", "ls", "pwd",
+    ] {
+        std::os::unix::fs::symlink("busybox", layer.join("bin").join(applet)).unwrap();
+    }
+    Image {
+        layers: vec![layer],
+        config: ImageConfig {
+            env: vec!["PATH=/bin".into()],
+            ..Default::default()
+        },
+        digest: "sha256:test".into(),
+    }
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    bundle: Bundle,
+    log: PathBuf,
+    runtime: Runtime,
+}
+
+fn fixture(id: &str, command: &[&str], tweak: impl FnOnce(&mut ContainerRequest)) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = busybox_image(tmp.path());
+    let mut req = ContainerRequest {
+        id: id.into(),
+        hostname: "box".into(),
+        command: Some(command.iter().map(|s| s.to_string()).collect()),
+        ..Default::default()
+    };
+    tweak(&mut req);
+    let bundle = Bundle::create(&tmp.path().join("bundle"), &image, &req).unwrap();
+    let log = tmp.path().join("log");
+    let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
+    Fixture {
+        _tmp: tmp,
+        bundle,
+        log,
+        runtime,
+    }
+}
+
+impl Fixture {
+    fn start(&self) -> Result<drover_agent::runtime::Container, RuntimeError> {
+        let log = std::fs::File::create(&self.log).unwrap();
+        self.runtime.start(self.bundle.dir(), self.bundle.id(), log)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+fn ns(pid: &str, kind: &str) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap()
+}
+
+fn mounted(path: &Path) -> bool {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = path.to_str().unwrap();
+    mountinfo.lines().any(|l| l.split(' ').nth(4) == Some(p))
+}
+
+#[tokio::test]
+async fn container_is_isolated_limited_and_fully_removed_by_stop() {
+    if !can_run(&requirements()) {
+        return;
+    }
+    let f = fixture("it-isolated", &["/bin/sleep", "30"], |r| {
+        r.memory_bytes = Some(64 << 20)
+    });
+    let rootfs = f.bundle.rootfs();
+    assert!(mounted(&rootfs));
+    let c = f.start().unwrap();
+    let pid = c.pid().to_string();
+
+    for kind in ["pid", "mnt", "uts", "ipc", "net"] {
+        assert_ne!(
+            ns(&pid, kind),
+            ns("self", kind),
+            "{kind} namespace is shared with the host"
+        );
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert_eq!(nspid.split_whitespace().last(), Some("1"), "{nspid}");
+    assert_eq!(
+        std::fs::read(format!("/proc/{pid}/cmdline")).unwrap(),
+        b"/bin/sleep\x0030\x00"
+    );
+
+    let cg = f.runtime.cgroups();
+    assert_eq!(cg.memory_limit("it-isolated"), Some(64 << 20));
+    assert!(cg.procs("it-isolated").contains(&c.pid()));
+    let self_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(
+        self_cgroup.contains(":memory:/drover/it-isolated"),
+        "{self_cgroup}"
+    );
+
+    // sleep as PID 1 ignores SIGTERM, so this also exercises the SIGKILL path.
+    let exit = c.stop(Duration::from_millis(200)).await.unwrap();
+    assert_eq!(exit, ExitStatus::Signaled(libc::SIGKILL));
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    for dir in cg.paths("it-isolated") {
+        assert!(!dir.exists(), "{} remains", dir.display());
+    }
+    f.bundle.cleanup().unwrap();
+    f.bundle.cleanup().unwrap();
+    assert!(!mounted(&rootfs));
+    assert!(!f.bundle.dir().exists());
+}
+
+#[tokio::test]
+async fn hostname_env_cwd_loopback_and_exit_code() {
+    if !can_run(&requirements()) {
+        return;
+    }
+    let script = "hostname; echo $GREETING; pwd; cat /sys/class/net/lo/flags; ls /dev; exit 7";
+    let f = fixture("it-env", &["sh", "-c", script], |r| {
+        r.env = vec![("GREETING".into(), "hello".into())];
+        r.workdir = Some("/tmp".into());
+    });
+    let c = f.start().unwrap();
+    assert_eq!(c.wait().await.unwrap(), ExitStatus::Exited(7));
+    c.stop(Duration::from_secs(1)).await.unwrap();
+    let log = f.log();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(&lines[..3], ["box", "hello", "/tmp"], "{log}");
+    let flags = u32::from_str_radix(lines[3].trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(
+        flags & libc::IFF_UP as u32,
+        libc::IFF_UP as u32,
+        "loopback is down: {log}"
+    );
+    for dev in ["null", "zero", "urandom", "pts", "shm", "ptmx"] {
+        assert!(lines.contains(&dev), "/dev/{dev} missing: {log}");
+    }
+    f.bundle.cleanup().unwrap();
+}
+
+#[tokio::test]
+async fn host_network_shares_the_net_namespace() {
+    if !can_run(&requirements()) {
+        return;
+    }
+    let f = fixture("it-hostnet", &["/bin/sleep", "30"], |r| {
+        r.network = Network::Host
+    });
+    let c = f.start().unwrap();
+    assert_eq!(ns(&c.pid().to_string(), "net"), ns("self", "net"));
+    c.stop(Duration::from_millis(50)).await.unwrap();
+    f.bundle.cleanup().unwrap();
+}
+
+#[test]
+fn missing_binary_is_a_clear_error_and_leaves_nothing() {
+    if !can_run(&requirements()) {
+        return;
+    }
+    let f = fixture("it-nope", &["/bin/nope"], |_| {});
+    let err = f.start().unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::Exec { program, .. } if program == "/bin/nope"),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(r#"exec "/bin/nope": No such file or directory"#),
+        "{msg}"
+    );
+    for dir in f.runtime.cgroups().paths("it-nope") {
+        assert!(!dir.exists(), "{} remains", dir.display());
+    }
+    f.bundle.cleanup().unwrap();
+}
+
+#[test]
+fn runc_runs_the_same_bundle() {
+    let runc = Path::new("/usr/sbin/runc").exists() || Path::new("/usr/bin/runc").exists();
+    let mut needs = requirements();
+    needs.push(("runc", runc));
+    if !can_run(&needs) {
+        return;
+    }
+    let f = fixture("it-runc", &["sh", "-c", "hostname; exit 3"], |r| {
+        r.memory_bytes = Some(32 << 20)
+    });
+    let out = std::process::Command::new("runc")
+        .args(["run", "--bundle"])
+        .arg(f.bundle.dir())
+        .arg("it-runc")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "box");
+    f.bundle.cleanup().unwrap();
+}
