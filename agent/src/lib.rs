@@ -8,6 +8,7 @@
 
 pub mod bundle;
 pub mod cgroups;
+pub mod daemon;
 pub mod image;
 pub mod runtime;
 

@@ -25,6 +25,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the node agent: register this node with the scheduler and run the
+    /// allocations it places here.
+    ///
+    /// Example:
+    ///   drover-agent run --name node-1 --scheduler 10.0.0.1:7400,10.0.0.2:7400 \
+    ///       --listen 0.0.0.0:7401 --advertise 10.0.0.11:7401
+    #[command(verbatim_doc_comment)]
+    Run(Box<DaemonArgs>),
     /// Low-level container runtime commands (OCI bundles).
     Runtime {
         #[command(subcommand)]
@@ -64,11 +72,91 @@ enum RuntimeCommand {
     },
 }
 
+#[derive(Debug, clap::Args)]
+struct DaemonArgs {
+    /// This node's name (a DNS-1123 label).
+    #[arg(long)]
+    name: String,
+    /// Scheduler replica addresses, comma-separated.
+    #[arg(long, env = "DROVER_ADDR", default_value = "127.0.0.1:7400", value_delimiter = ',')]
+    scheduler: Vec<String>,
+    /// Where this agent's API (logs) listens.
+    #[arg(long, default_value = "0.0.0.0:7401")]
+    listen: std::net::SocketAddr,
+    /// The address clients reach this agent's API at (default: the listen address).
+    #[arg(long, default_value = "")]
+    advertise: String,
+    /// Bundles, logs and the image cache.
+    #[arg(long, default_value = "/var/lib/drover/agent")]
+    state_dir: PathBuf,
+    #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
+    cgroup_root: PathBuf,
+    /// Cpu this node offers, in cores (default: detected).
+    #[arg(long)]
+    cpu: Option<String>,
+    /// Memory this node offers, e.g. 8Gi (default: detected).
+    #[arg(long)]
+    memory: Option<String>,
+    /// How often to tell the scheduler this node is alive.
+    #[arg(long, default_value = "1s")]
+    heartbeat: String,
+}
+
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => daemon(*args),
         Command::Runtime { command } => runtime(command),
     }
+}
+
+fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
+    use drover_proto::quantity;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,h2=warn,tower=warn".into()),
+        )
+        .init();
+    drover_proto::spec::dns_label(&a.name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    let cpu_millis = a
+        .cpu
+        .map(|c| quantity::Cpu::parse(&c).map(|c| c.millis()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--cpu: {e}"))?;
+    let memory_bytes = a
+        .memory
+        .map(|m| quantity::Size::parse(&m).map(|m| m.bytes()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--memory: {e}"))?;
+    let heartbeat = quantity::Duration::parse(&a.heartbeat)
+        .map_err(|e| anyhow::anyhow!("--heartbeat: {e}"))?
+        .std();
+    let config = drover_agent::daemon::Config {
+        name: a.name,
+        schedulers: a.scheduler,
+        listen: a.listen,
+        advertise: a.advertise,
+        state_dir: a.state_dir,
+        cgroup_root: a.cgroup_root,
+        cpu_millis,
+        memory_bytes,
+        heartbeat,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let agent = drover_agent::daemon::Agent::start(config).await?;
+        println!("drover-agent serving on {}", agent.local_addr);
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping containers and exiting");
+        agent.shutdown().await;
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
+    })
 }
 
 fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
