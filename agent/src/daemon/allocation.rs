@@ -131,7 +131,7 @@ impl Life {
             let mut stop = self.stop.clone();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = stop.wait_for(|r| r.is_some()) => {}
+                _ = stop_signal(&mut stop) => {}
             }
             delay = (delay * 2).min(backoff.max.std());
             self.restarts += 1;
@@ -163,7 +163,7 @@ impl Life {
                 }
                 Err(e) => RunEnd::StartFailed(format!("wait: {e}")),
             },
-            _ = stop.wait_for(|r| r.is_some()) => {
+            _ = stop_signal(&mut stop) => {
                 let reason = self.stop_requested().unwrap_or_default();
                 self.report("stopping", pid, None, reason.clone());
                 let grace = self.spec.stop_grace_period.std();
@@ -242,6 +242,11 @@ impl Life {
         };
         self.report(state, 0, exit_code, reason);
     }
+}
+
+/// Resolves once a stop was requested (holding no borrow of the channel).
+async fn stop_signal(stop: &mut watch::Receiver<Option<String>>) {
+    let _ = stop.wait_for(|r| r.is_some()).await.map(|_| ());
 }
 
 fn describe(s: ExitStatus) -> String {
