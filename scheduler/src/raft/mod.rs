@@ -7,7 +7,8 @@
 //! ([`log_store`]), the state machine and its snapshots ([`state_machine`]),
 //! and the gRPC transport between replicas ([`network`]). The rest of the
 //! scheduler only calls [`open`], [`initialize`] or [`bootstrap_single`],
-//! [`propose`] and [`ensure_linearizable`], and reads the shared state
+//! [`propose`] and [`ensure_linearizable`] (and [`add_voter`] /
+//! [`remove_voter`] to change the replica set), and reads the shared state
 //! (waking on the applied index) through a [`RaftHandle`].
 //!
 //! On disk a replica keeps `raft.redb` (log, vote, committed pointer) and
@@ -21,7 +22,7 @@ pub mod types;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -29,7 +30,7 @@ use std::time::Duration;
 use openraft::error::{
     CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, QuorumNotEnough,
 };
-use openraft::{Config, SnapshotPolicy};
+use openraft::{ChangeMembers, Config, SnapshotPolicy};
 use tokio::sync::watch;
 
 pub use self::log_store::{LogStore, LogStoreError};
@@ -234,15 +235,37 @@ pub async fn bootstrap_single(raft: &Raft, id: NodeId, addr: &str) -> Result<(),
 /// and what applying it answered. Fails with [`Error::NotLeader`] (carrying
 /// the leader's id and address when known) on a follower.
 pub async fn propose(raft: &Raft, cmd: Command) -> Result<(u64, CommandResult), Error> {
-    match raft.client_write(cmd).await {
-        Ok(resp) => Ok((resp.log_id.index, resp.data)),
-        Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(f.into())
+    let resp = raft.client_write(cmd).await.map_err(write_error)?;
+    Ok((resp.log_id.index, resp.data))
+}
+
+/// Add replica `id`, serving Raft at `addr`, as a voter: it joins as a
+/// learner, catches up, and is then promoted. Leader only.
+pub async fn add_voter(raft: &Raft, id: NodeId, addr: &str) -> Result<(), Error> {
+    raft.add_learner(id, Node::new(addr), true)
+        .await
+        .map_err(write_error)?;
+    raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        .await
+        .map_err(write_error)?;
+    Ok(())
+}
+
+/// Remove replica `id` from the cluster. Leader only.
+pub async fn remove_voter(raft: &Raft, id: NodeId) -> Result<(), Error> {
+    raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+        .await
+        .map_err(write_error)?;
+    Ok(())
+}
+
+fn write_error(e: openraft::error::RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> Error {
+    match e {
+        openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => f.into(),
+        openraft::error::RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            Error::Membership(Box::new(e))
         }
-        Err(openraft::error::RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-            Err(Error::Membership(Box::new(e)))
-        }
-        Err(openraft::error::RaftError::Fatal(f)) => Err(f.into()),
+        openraft::error::RaftError::Fatal(f) => f.into(),
     }
 }
 

@@ -272,3 +272,70 @@ async fn three_replicas_elect_replicate_and_fail_over() {
         r.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_grows_from_one_replica_and_shrinks() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
+    let mut replicas = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        replicas.push(
+            Replica::start(i as NodeId + 1, dir.path(), listener().await, options(1000)).await,
+        );
+    }
+    raft::bootstrap_single(&replicas[0].handle.raft, 1, &replicas[0].addr)
+        .await
+        .unwrap();
+    wait_leader(&replicas[0]).await;
+    for _ in 0..3 {
+        raft::propose(&replicas[0].handle.raft, Command::Noop)
+            .await
+            .unwrap();
+    }
+
+    for i in 1..3 {
+        raft::add_voter(&replicas[0].handle.raft, i as NodeId + 1, &replicas[i].addr)
+            .await
+            .unwrap();
+    }
+    let last = raft::propose(&replicas[0].handle.raft, Command::Noop)
+        .await
+        .unwrap()
+        .0;
+    for r in &replicas {
+        r.wait_applied(last).await;
+        assert_eq!(r.counter(), 4);
+        let voters: Vec<NodeId> = r
+            .handle
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .voter_ids()
+            .collect();
+        assert_eq!(voters, vec![1, 2, 3]);
+    }
+
+    raft::remove_voter(&replicas[0].handle.raft, 3)
+        .await
+        .unwrap();
+    let voters: Vec<NodeId> = replicas[0]
+        .handle
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .voter_ids()
+        .collect();
+    assert_eq!(voters, vec![1, 2]);
+    // Writes still commit with the two remaining voters.
+    let last = raft::propose(&replicas[0].handle.raft, Command::Noop)
+        .await
+        .unwrap()
+        .0;
+    replicas[1].wait_applied(last).await;
+    assert_eq!(replicas[1].counter(), 5);
+
+    for r in &mut replicas {
+        r.stop().await;
+    }
+}
