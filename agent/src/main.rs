@@ -78,7 +78,12 @@ struct DaemonArgs {
     #[arg(long)]
     name: String,
     /// Scheduler replica addresses, comma-separated.
-    #[arg(long, env = "DROVER_ADDR", default_value = "127.0.0.1:7400", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "DROVER_ADDR",
+        default_value = "127.0.0.1:7400",
+        value_delimiter = ','
+    )]
     scheduler: Vec<String>,
     /// Where this agent's API (logs) listens.
     #[arg(long, default_value = "0.0.0.0:7401")]

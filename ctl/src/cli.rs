@@ -14,7 +14,12 @@ use std::path::PathBuf;
 #[command(name = "drover", version, verbatim_doc_comment)]
 pub struct Cli {
     /// Scheduler addresses, comma-separated.
-    #[arg(long, global = true, env = "DROVER_ADDR", default_value = "127.0.0.1:7400")]
+    #[arg(
+        long,
+        global = true,
+        env = "DROVER_ADDR",
+        default_value = "127.0.0.1:7400"
+    )]
     pub addr: String,
     #[command(subcommand)]
     pub command: Command,

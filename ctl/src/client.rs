@@ -30,8 +30,9 @@ pub async fn connect(addrs: &str) -> Result<DroverClient<Channel>> {
             Err(e) => last = Some(anyhow!("{addr}: {e}")),
         }
     }
-    Err(last.unwrap_or_else(|| anyhow!("no scheduler address given")))
-        .context("cannot reach a Drover scheduler (is `drover dev` running? set --addr or DROVER_ADDR)")
+    Err(last.unwrap_or_else(|| anyhow!("no scheduler address given"))).context(
+        "cannot reach a Drover scheduler (is `drover dev` running? set --addr or DROVER_ADDR)",
+    )
 }
 
 /// A client of one agent's API.
@@ -46,7 +47,9 @@ pub async fn agent(addr: &str) -> Result<AgentApiClient<Channel>> {
 pub fn status(s: tonic::Status) -> anyhow::Error {
     match s.code() {
         tonic::Code::InvalidArgument => anyhow!("invalid: {}", s.message()),
-        tonic::Code::Unavailable if s.message().is_empty() => anyhow!("the scheduler is unavailable"),
+        tonic::Code::Unavailable if s.message().is_empty() => {
+            anyhow!("the scheduler is unavailable")
+        }
         _ => anyhow!("{}", s.message()),
     }
 }

@@ -70,6 +70,15 @@ pub fn cpu(m: u64) -> String {
     drover_proto::quantity::Cpu(m).to_string()
 }
 
+/// The scheduler's reason (why it stops it) and the node's (what happened), in one cell.
+pub fn reason(a: &pb::Allocation) -> String {
+    match (a.desired_reason.is_empty(), a.reason.is_empty()) {
+        (true, _) => a.reason.clone(),
+        (false, true) => a.desired_reason.clone(),
+        (false, false) => format!("{}; {}", a.desired_reason, a.reason),
+    }
+}
+
 pub fn allocation(a: &pb::Allocation) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), json!(a.id));
@@ -87,6 +96,9 @@ pub fn allocation(a: &pb::Allocation) -> Value {
         m.insert("exit_code".into(), json!(c));
     }
     m.insert("reason".into(), json!(a.reason));
+    if !a.desired_reason.is_empty() {
+        m.insert("desired_reason".into(), json!(a.desired_reason));
+    }
     m.insert("restarts".into(), json!(a.restarts));
     m.insert("created_at_ms".into(), json!(a.created_at_ms));
     m.insert("updated_at_ms".into(), json!(a.updated_at_ms));
@@ -130,7 +142,9 @@ pub fn node(n: &pb::Node) -> Value {
 
 pub fn read(r: &Option<pb::ReadInfo>) -> Value {
     match r {
-        Some(r) => json!({"applied_index": r.applied_index, "stale": r.stale, "served_by": r.served_by}),
+        Some(r) => {
+            json!({"applied_index": r.applied_index, "stale": r.stale, "served_by": r.served_by})
+        }
         None => Value::Null,
     }
 }
@@ -138,7 +152,10 @@ pub fn read(r: &Option<pb::ReadInfo>) -> Value {
 /// A note for stale reads, printed under tables.
 pub fn stale_note(r: &Option<pb::ReadInfo>) -> String {
     match r {
-        Some(r) if r.stale => format!("(stale read from {} at index {})\n", r.served_by, r.applied_index),
+        Some(r) if r.stale => format!(
+            "(stale read from {} at index {})\n",
+            r.served_by, r.applied_index
+        ),
         _ => String::new(),
     }
 }

@@ -261,7 +261,7 @@ mod tests {
         let stopped: Vec<_> = s
             .job_allocations("web")
             .filter(|a| a.desired == Desired::Stop)
-            .map(|a| a.reason.clone())
+            .map(|a| a.desired_reason.clone())
             .collect();
         assert_eq!(stopped.len(), 3);
         assert!(

@@ -32,12 +32,20 @@ impl Replica {
 
     /// Reads the state. Linearizable unless `stale`: leadership is confirmed
     /// and this replica has applied everything committed before the read began.
-    pub async fn read<T>(&self, stale: bool, f: impl FnOnce(&State) -> T) -> Result<(T, pb::ReadInfo), Status> {
+    pub async fn read<T>(
+        &self,
+        stale: bool,
+        f: impl FnOnce(&State) -> T,
+    ) -> Result<(T, pb::ReadInfo), Status> {
         if !stale {
             match self.raft.ensure_linearizable().await {
                 Ok(_) => {}
-                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                    return Err(not_leader(f.leader_node.map(|n| n.addr).unwrap_or_default()))
+                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                    f,
+                ))) => {
+                    return Err(not_leader(
+                        f.leader_node.map(|n| n.addr).unwrap_or_default(),
+                    ))
                 }
                 Err(e) => return Err(Status::unavailable(format!("raft: {e}"))),
             }

@@ -27,7 +27,8 @@ pub struct Runner {
 
 impl Runner {
     pub fn spawn(shared: Arc<Shared>, desired: pb::DesiredAllocation) -> Result<Runner, String> {
-        let spec = drover_proto::spec::from_json(&desired.spec_json).map_err(|e| format!("spec: {e}"))?;
+        let spec =
+            drover_proto::spec::from_json(&desired.spec_json).map_err(|e| format!("spec: {e}"))?;
         let (stop, stop_rx) = watch::channel(None);
         let life = Life {
             shared,
@@ -108,10 +109,13 @@ impl Life {
             let end = self.run_once(&mut bundle).await;
             let (exit_code, reason, clean) = match &end {
                 RunEnd::Stopped(reason) => {
-                    self.finish(bundle.take(), "stopped", None, reason.clone()).await;
+                    self.finish(bundle.take(), "stopped", None, reason.clone())
+                        .await;
                     return;
                 }
-                RunEnd::Exited(status) => (Some(status.code()), describe(*status), status.success()),
+                RunEnd::Exited(status) => {
+                    (Some(status.code()), describe(*status), status.success())
+                }
                 RunEnd::StartFailed(e) => (None, e.clone(), false),
             };
             let again = match policy {
@@ -127,7 +131,12 @@ impl Life {
             if started.elapsed() >= backoff.max.std() {
                 delay = backoff.initial.std();
             }
-            self.report("failed", 0, exit_code, format!("{reason}; restarting in {}", human(delay)));
+            self.report(
+                "failed",
+                0,
+                exit_code,
+                format!("{reason}; restarting in {}", human(delay)),
+            );
             let mut stop = self.stop.clone();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -200,7 +209,10 @@ impl Life {
                 .append(true)
                 .open(&log_path)
                 .map_err(|e| format!("log {}: {e}", log_path.display()))?;
-            shared.runtime.start(&dir, &id, log).map_err(|e| e.to_string())
+            shared
+                .runtime
+                .start(&dir, &id, log)
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| format!("start: {e}"))?
@@ -226,11 +238,21 @@ impl Life {
     }
 
     /// Removes everything of the container and reports the final state.
-    async fn finish(&self, bundle: Option<Bundle>, state: &str, exit_code: Option<i32>, reason: String) {
+    async fn finish(
+        &self,
+        bundle: Option<Bundle>,
+        state: &str,
+        exit_code: Option<i32>,
+        reason: String,
+    ) {
         let shared = self.shared.clone();
         let id = self.id.clone();
         let cleaned = tokio::task::spawn_blocking(move || {
-            shared.runtime.cgroups().remove(&id).map_err(|e| e.to_string())?;
+            shared
+                .runtime
+                .cgroups()
+                .remove(&id)
+                .map_err(|e| e.to_string())?;
             let b = bundle.unwrap_or_else(|| Bundle::at(shared.bundle_dir(&id), id.clone()));
             b.cleanup().map_err(|e| e.to_string())
         })

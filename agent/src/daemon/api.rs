@@ -53,22 +53,42 @@ fn tail_offset(data: &[u8], n: usize) -> usize {
 impl AgentApi for Api {
     type LogsStream = ReceiverStream<Result<pb::LogChunk, Status>>;
 
-    async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+    async fn logs(
+        &self,
+        req: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
         let req = req.into_inner();
         if req.alloc_id.is_empty() || !req.alloc_id.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(Status::invalid_argument("alloc_id: must be an allocation id"));
+            return Err(Status::invalid_argument(
+                "alloc_id: must be an allocation id",
+            ));
         }
         let path = self.shared.log_path(&req.alloc_id);
-        let mut file = std::fs::File::open(&path)
-            .map_err(|_| Status::not_found(format!("no logs for allocation {} on this node", req.alloc_id)))?;
+        let mut file = std::fs::File::open(&path).map_err(|_| {
+            Status::not_found(format!(
+                "no logs for allocation {} on this node",
+                req.alloc_id
+            ))
+        })?;
         let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(|e| Status::internal(e.to_string()))?;
-        let start = if req.tail >= 0 { tail_offset(&data, req.tail as usize) } else { 0 };
+        file.read_to_end(&mut data)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let start = if req.tail >= 0 {
+            tail_offset(&data, req.tail as usize)
+        } else {
+            0
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let follow = req.follow;
         tokio::spawn(async move {
             for chunk in data[start..].chunks(64 * 1024) {
-                if tx.send(Ok(pb::LogChunk { data: chunk.to_vec() })).await.is_err() {
+                if tx
+                    .send(Ok(pb::LogChunk {
+                        data: chunk.to_vec(),
+                    }))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

@@ -68,7 +68,10 @@ pub struct Identity {
     pub memory_bytes: u64,
 }
 
-async fn register(client: &mut NodeServiceClient<Channel>, me: &Identity) -> Result<(), tonic::Status> {
+async fn register(
+    client: &mut NodeServiceClient<Channel>,
+    me: &Identity,
+) -> Result<(), tonic::Status> {
     client
         .register(pb::RegisterRequest {
             name: me.name.clone(),
@@ -116,10 +119,14 @@ async fn session(
     desired: &watch::Sender<Option<pb::DesiredAllocations>>,
 ) -> Result<(), String> {
     let mut client = links.client().await.map_err(|e| e.to_string())?;
-    register(&mut client, me).await.map_err(|e| e.message().to_string())?;
+    register(&mut client, me)
+        .await
+        .map_err(|e| e.message().to_string())?;
     tracing::info!(node = %me.name, "registered with the scheduler");
     let mut stream = client
-        .watch(pb::WatchRequest { name: me.name.clone() })
+        .watch(pb::WatchRequest {
+            name: me.name.clone(),
+        })
         .await
         .map_err(|e| e.message().to_string())?
         .into_inner();
@@ -128,11 +135,15 @@ async fn session(
         loop {
             tokio::time::sleep(heartbeat).await;
             let r = beat_client
-                .heartbeat(pb::HeartbeatRequest { name: me.name.clone() })
+                .heartbeat(pb::HeartbeatRequest {
+                    name: me.name.clone(),
+                })
                 .await
                 .map_err(|e| e.message().to_string())?;
             if !r.into_inner().known {
-                register(&mut beat_client, me).await.map_err(|e| e.message().to_string())?;
+                register(&mut beat_client, me)
+                    .await
+                    .map_err(|e| e.message().to_string())?;
             }
         }
     };
@@ -140,7 +151,10 @@ async fn session(
         loop {
             match stream.message().await {
                 Ok(Some(set)) => {
-                    let newer = desired.borrow().as_ref().is_none_or(|old| set.index >= old.index);
+                    let newer = desired
+                        .borrow()
+                        .as_ref()
+                        .is_none_or(|old| set.index >= old.index);
                     if newer {
                         let _ = desired.send(Some(set));
                     }

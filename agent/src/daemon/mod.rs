@@ -15,8 +15,8 @@ pub mod resources;
 pub mod supervisor;
 
 use crate::cgroups;
-use crate::runtime::Runtime;
 use crate::image::ImageStore;
+use crate::runtime::Runtime;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -92,13 +92,24 @@ impl Agent {
         }
         for sub in ["bundles", "logs", "images"] {
             let p = config.state_dir.join(sub);
-            std::fs::create_dir_all(&p).map_err(|source| DaemonError::Io { path: p.clone(), source })?;
+            std::fs::create_dir_all(&p).map_err(|source| DaemonError::Io {
+                path: p.clone(),
+                source,
+            })?;
         }
         let runtime = Runtime::new(cgroups::manager_for(&config.cgroup_root));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| DaemonError::Listen { addr: config.listen, source })?;
-        let local_addr = listener.local_addr().map_err(|source| DaemonError::Listen { addr: config.listen, source })?;
+            .map_err(|source| DaemonError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| DaemonError::Listen {
+                addr: config.listen,
+                source,
+            })?;
         let advertise = if config.advertise.is_empty() {
             local_addr.to_string()
         } else {
@@ -125,7 +136,11 @@ impl Agent {
             memory_bytes: config.memory_bytes.unwrap_or(detected.memory_bytes),
         };
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(api::serve(listener, shared.clone(), stop.subscribe())));
+        tasks.push(tokio::spawn(api::serve(
+            listener,
+            shared.clone(),
+            stop.subscribe(),
+        )));
         tasks.push(tokio::spawn(connection::run(
             links.clone(),
             me,

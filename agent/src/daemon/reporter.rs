@@ -53,7 +53,12 @@ impl Reporter {
     }
 
     pub fn latest(&self, id: &str) -> Option<pb::AllocationReport> {
-        self.inner.latest.lock().expect("reporter lock").get(id).map(|(r, _)| r.clone())
+        self.inner
+            .latest
+            .lock()
+            .expect("reporter lock")
+            .get(id)
+            .map(|(r, _)| r.clone())
     }
 
     pub async fn run(self, links: Links, mut stop: broadcast::Receiver<()>) {

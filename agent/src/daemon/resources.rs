@@ -7,7 +7,9 @@ pub struct Detected {
 }
 
 pub fn detect() -> Detected {
-    let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(1);
     Detected {
         cpu_millis: cpus * 1000,
         memory_bytes: mem_total().unwrap_or(1 << 30),

@@ -39,8 +39,13 @@ pub async fn run(
     }
 }
 
-fn converge(shared: &Arc<Shared>, runners: &mut HashMap<String, Runner>, wanted: Vec<pb::DesiredAllocation>) {
-    let wanted_ids: std::collections::HashSet<String> = wanted.iter().map(|a| a.id.clone()).collect();
+fn converge(
+    shared: &Arc<Shared>,
+    runners: &mut HashMap<String, Runner>,
+    wanted: Vec<pb::DesiredAllocation>,
+) {
+    let wanted_ids: std::collections::HashSet<String> =
+        wanted.iter().map(|a| a.id.clone()).collect();
     // Stop first: the set may be replacing these elsewhere.
     for (id, r) in runners.iter() {
         if !wanted_ids.contains(id) {
@@ -73,7 +78,9 @@ fn converge(shared: &Arc<Shared>, runners: &mut HashMap<String, Runner>, wanted:
 /// it never runs beside the allocation the scheduler asks for.
 pub fn clean_leftovers(shared: &Shared) {
     let dir = shared.state_dir.join("bundles");
-    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let id = e.file_name().to_string_lossy().into_owned();
         tracing::warn!(alloc = %id, "cleaning up a container left by an earlier agent");

@@ -34,12 +34,14 @@ pub async fn run(addr: &str, cmd: AllocCmd) -> Result<i32> {
                             a.desired.clone(),
                             a.state.clone(),
                             time(a.updated_at_ms),
-                            a.reason.clone(),
+                            output::reason(a),
                         ]
                     })
                     .collect();
                 table(
-                    &["ID", "NAME", "NODE", "VERSION", "DESIRED", "STATE", "UPDATED", "REASON"],
+                    &[
+                        "ID", "NAME", "NODE", "VERSION", "DESIRED", "STATE", "UPDATED", "REASON",
+                    ],
                     &rows,
                 ) + &output::stale_note(&r.read)
             });
@@ -55,10 +57,13 @@ pub async fn run(addr: &str, cmd: AllocCmd) -> Result<i32> {
                 .into_inner();
             output::print(read.output, &output::allocation(&a), || {
                 let mut s = String::new();
-                let mut kv = |k: &str, v: String| s.push_str(&format!("{k:<10} {v}\n"));
+                let mut kv = |k: &str, v: String| s.push_str(&format!("{k:<17} {v}\n"));
                 kv("id:", a.id.clone());
                 kv("name:", a.name.clone());
-                kv("job:", format!("{} (version {}, replica {})", a.job, a.version, a.replica));
+                kv(
+                    "job:",
+                    format!("{} (version {}, replica {})", a.job, a.version, a.replica),
+                );
                 kv("node:", a.node.clone());
                 kv("desired:", a.desired.clone());
                 kv("state:", a.state.clone());
@@ -67,6 +72,9 @@ pub async fn run(addr: &str, cmd: AllocCmd) -> Result<i32> {
                 }
                 if let Some(c) = a.exit_code {
                     kv("exit code:", c.to_string());
+                }
+                if !a.desired_reason.is_empty() {
+                    kv("stopped because:", a.desired_reason.clone());
                 }
                 if !a.reason.is_empty() {
                     kv("reason:", a.reason.clone());

@@ -13,7 +13,8 @@ pub async fn run(a: DevArgs) -> Result<i32> {
                 .unwrap_or_else(|_| "info,openraft=warn,h2=warn,tower=warn".into()),
         )
         .init();
-    std::fs::create_dir_all(&a.state_dir).with_context(|| format!("cannot create {}", a.state_dir.display()))?;
+    std::fs::create_dir_all(&a.state_dir)
+        .with_context(|| format!("cannot create {}", a.state_dir.display()))?;
     let scheduler = Scheduler::start(SchedulerConfig {
         id: 1,
         listen: a.listen,
@@ -38,8 +39,14 @@ pub async fn run(a: DevArgs) -> Result<i32> {
     })
     .await
     .context("cannot start the agent")?;
-    println!("drover dev: scheduler on {}, node {name} (agent API on {})", scheduler.local_addr, agent.local_addr);
-    println!("drover dev: state in {}; Ctrl-C stops every container and exits", a.state_dir.display());
+    println!(
+        "drover dev: scheduler on {}, node {name} (agent API on {})",
+        scheduler.local_addr, agent.local_addr
+    );
+    println!(
+        "drover dev: state in {}; Ctrl-C stops every container and exits",
+        a.state_dir.display()
+    );
     shutdown_signal().await;
     println!("drover dev: stopping containers");
     agent.shutdown().await;

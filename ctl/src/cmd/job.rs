@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 
 pub async fn run(addr: &str, cmd: JobCmd) -> Result<i32> {
     match cmd {
-        JobCmd::Run { file, detach, timeout } => submit(addr, &file, detach, &timeout).await,
+        JobCmd::Run {
+            file,
+            detach,
+            timeout,
+        } => submit(addr, &file, detach, &timeout).await,
         JobCmd::Ls { read } => {
             let mut c = client::connect(addr).await?;
             let r = c
@@ -37,8 +41,10 @@ pub async fn run(addr: &str, cmd: JobCmd) -> Result<i32> {
                         ]
                     })
                     .collect();
-                table(&["NAME", "VERSION", "RUNNING", "STATUS", "IMAGE", "SUBMITTED"], &rows)
-                    + &output::stale_note(&r.read)
+                table(
+                    &["NAME", "VERSION", "RUNNING", "STATUS", "IMAGE", "SUBMITTED"],
+                    &rows,
+                ) + &output::stale_note(&r.read)
             });
             Ok(0)
         }
@@ -55,7 +61,11 @@ pub async fn run(addr: &str, cmd: JobCmd) -> Result<i32> {
             output::print(read.output, &output::job(&j), || status_table(&j));
             Ok(0)
         }
-        JobCmd::Stop { name, purge, detach } => {
+        JobCmd::Stop {
+            name,
+            purge,
+            detach,
+        } => {
             let mut c = client::connect(addr).await?;
             let r = c
                 .stop_job(pb::StopJobRequest {
@@ -82,7 +92,10 @@ fn status_table(j: &pb::JobStatus) -> String {
     s.push_str(&format!("name:      {}\n", j.name));
     s.push_str(&format!("version:   {}\n", j.version));
     s.push_str(&format!("status:    {}\n", j.status));
-    s.push_str(&format!("replicas:  {} running / {} desired\n", j.running, j.desired));
+    s.push_str(&format!(
+        "replicas:  {} running / {} desired\n",
+        j.running, j.desired
+    ));
     if !j.pending_reason.is_empty() {
         s.push_str(&format!("pending:   {}\n", j.pending_reason));
     }
@@ -100,12 +113,14 @@ fn status_table(j: &pb::JobStatus) -> String {
                 a.state.clone(),
                 a.restarts.to_string(),
                 time(a.updated_at_ms),
-                a.reason.clone(),
+                output::reason(a),
             ]
         })
         .collect();
     s + &table(
-        &["ID", "NAME", "NODE", "VERSION", "DESIRED", "STATE", "RESTARTS", "UPDATED", "REASON"],
+        &[
+            "ID", "NAME", "NODE", "VERSION", "DESIRED", "STATE", "RESTARTS", "UPDATED", "REASON",
+        ],
         &rows,
     ) + &output::stale_note(&j.read)
 }
@@ -130,7 +145,11 @@ async fn submit(addr: &str, file: &std::path::Path, detach: bool, timeout: &str)
     let text = read_spec(file)?;
     let mut spec = match drover_proto::spec::from_yaml(&text) {
         Ok(s) => s,
-        Err(e) if e.errors.iter().any(|f| f.path == "image" && f.message.contains("must be absolute")) => {
+        Err(e)
+            if e.errors
+                .iter()
+                .any(|f| f.path == "image" && f.message.contains("must be absolute")) =>
+        {
             // Relative oci: paths are fine here: resolve them, then validate again.
             let mut raw: drover_proto::spec::JobSpec = serde_yaml_ng::from_str(&text)?;
             raw.resolve_paths(&std::env::current_dir()?);
@@ -152,7 +171,10 @@ async fn submit(addr: &str, file: &std::path::Path, detach: bool, timeout: &str)
     if r.changed {
         println!("{}: submitted version {}", r.name, r.version);
     } else {
-        println!("{}: unchanged (version {} is already the current spec)", r.name, r.version);
+        println!(
+            "{}: unchanged (version {} is already the current spec)",
+            r.name, r.version
+        );
     }
     if detach {
         return Ok(0);
@@ -188,7 +210,10 @@ async fn wait_running(
             .map_err(status)?
             .into_inner();
         if j.version != version {
-            println!("{name}: version {} was submitted meanwhile; stopped waiting", j.version);
+            println!(
+                "{name}: version {} was submitted meanwhile; stopped waiting",
+                j.version
+            );
             return Ok(0);
         }
         let current: Vec<&pb::Allocation> = j
@@ -196,14 +221,22 @@ async fn wait_running(
             .iter()
             .filter(|a| a.desired == "run" && a.version == version)
             .collect();
-        let starting = current.iter().filter(|a| a.state == "starting" || a.state == "pending").count();
-        let failed: Vec<&&pb::Allocation> = current.iter().filter(|a| a.state == "failed").collect();
+        let starting = current
+            .iter()
+            .filter(|a| a.state == "starting" || a.state == "pending")
+            .count();
+        let failed: Vec<&&pb::Allocation> =
+            current.iter().filter(|a| a.state == "failed").collect();
         let mut line = format!(
             "{name}: {}/{} running, {starting} starting",
             j.running, j.desired
         );
         if !failed.is_empty() {
-            line.push_str(&format!(", {} failing ({})", failed.len(), failed[0].reason));
+            line.push_str(&format!(
+                ", {} failing ({})",
+                failed.len(),
+                failed[0].reason
+            ));
         }
         if !j.pending_reason.is_empty() {
             line.push_str(&format!(" — pending: {}", j.pending_reason));
@@ -232,7 +265,9 @@ async fn wait_running(
         // A replica that ended for good will never run: say so and stop waiting.
         let dead: Vec<&&pb::Allocation> = current
             .iter()
-            .filter(|a| (a.state == "failed" || a.state == "stopped") && !a.reason.contains("restarting in"))
+            .filter(|a| {
+                (a.state == "failed" || a.state == "stopped") && !a.reason.contains("restarting in")
+            })
             .collect();
         if !dead.is_empty() {
             if tty {
@@ -250,7 +285,10 @@ async fn wait_running(
     }
 }
 
-async fn wait_stopped(c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>, name: &str) -> Result<()> {
+async fn wait_stopped(
+    c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>,
+    name: &str,
+) -> Result<()> {
     let start = Instant::now();
     loop {
         let j = match c

@@ -25,7 +25,9 @@ pub async fn run(addr: &str, a: LogsArgs) -> Result<i32> {
                     read: None,
                 })
                 .await
-                .map_err(|s| anyhow::anyhow!("no job or allocation {:?}: {}", a.target, s.message()))?;
+                .map_err(|s| {
+                    anyhow::anyhow!("no job or allocation {:?}: {}", a.target, s.message())
+                })?;
             vec![one.into_inner()]
         }
         Err(s) => return Err(status(s)),
@@ -38,7 +40,9 @@ pub async fn run(addr: &str, a: LogsArgs) -> Result<i32> {
     for alloc in allocs {
         let follow = a.follow;
         let tail = a.tail.unwrap_or(-1);
-        tasks.push(tokio::spawn(async move { stream(alloc, follow, tail, prefix).await }));
+        tasks.push(tokio::spawn(async move {
+            stream(alloc, follow, tail, prefix).await
+        }));
     }
     let mut code = 0;
     for t in tasks {

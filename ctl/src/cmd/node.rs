@@ -28,14 +28,26 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<i32> {
                     n.status.clone(),
                     n.address.clone(),
                     format!("{}/{}", cpu(n.cpu_allocated_millis), cpu(n.cpu_millis)),
-                    format!("{}/{}", bytes(n.memory_allocated_bytes), bytes(n.memory_bytes)),
+                    format!(
+                        "{}/{}",
+                        bytes(n.memory_allocated_bytes),
+                        bytes(n.memory_bytes)
+                    ),
                     n.allocations.to_string(),
                     time(n.registered_at_ms),
                 ]
             })
             .collect();
         table(
-            &["NAME", "STATUS", "ADDRESS", "CPU", "MEMORY", "ALLOCS", "REGISTERED"],
+            &[
+                "NAME",
+                "STATUS",
+                "ADDRESS",
+                "CPU",
+                "MEMORY",
+                "ALLOCS",
+                "REGISTERED",
+            ],
             &rows,
         ) + &output::stale_note(&r.read)
     });

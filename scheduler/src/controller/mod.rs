@@ -80,7 +80,9 @@ impl Controller {
                 by_reason.entry(reason).or_default().push(id);
             }
             for (reason, ids) in by_reason {
-                self.replica.write(Command::StopAllocations { ids, reason, at_ms }).await?;
+                self.replica
+                    .write(Command::StopAllocations { ids, reason, at_ms })
+                    .await?;
             }
         }
         if !plan.place.is_empty() {
@@ -92,7 +94,9 @@ impl Controller {
                 .await?;
         }
         for (job, reason) in plan.pending {
-            self.replica.write(Command::SetPendingReason { job, reason }).await?;
+            self.replica
+                .write(Command::SetPendingReason { job, reason })
+                .await?;
         }
         for name in plan.purge {
             self.replica.write(Command::PurgeJob { name }).await?;

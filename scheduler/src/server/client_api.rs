@@ -28,7 +28,10 @@ fn request_id(id: &str) -> String {
 
 #[tonic::async_trait]
 impl Drover for ClientApi {
-    async fn submit_job(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
+    async fn submit_job(
+        &self,
+        req: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let req = req.into_inner();
         let spec = drover_proto::spec::from_json(&req.spec_json)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -53,30 +56,52 @@ impl Drover for ClientApi {
         }))
     }
 
-    async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+    async fn list_jobs(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let (jobs, read) = self
             .replica
             .read(stale(&req.get_ref().read), |s| {
-                s.jobs.values().map(|j| convert::job_summary(s, j)).collect()
+                s.jobs
+                    .values()
+                    .map(|j| convert::job_summary(s, j))
+                    .collect()
             })
             .await?;
-        Ok(Response::new(pb::ListJobsResponse { jobs, read: Some(read) }))
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs,
+            read: Some(read),
+        }))
     }
 
-    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::JobStatus>, Status> {
+    async fn get_job(
+        &self,
+        req: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::JobStatus>, Status> {
         let req = req.into_inner();
         let (job, read) = self
             .replica
-            .read(stale(&req.read), |s| s.jobs.get(&req.name).map(|j| convert::job(s, j)))
+            .read(stale(&req.read), |s| {
+                s.jobs.get(&req.name).map(|j| convert::job(s, j))
+            })
             .await?;
-        let mut job = job.ok_or_else(|| Status::not_found(format!("no job named {:?}", req.name)))?;
+        let mut job =
+            job.ok_or_else(|| Status::not_found(format!("no job named {:?}", req.name)))?;
         job.read = Some(read);
         Ok(Response::new(job))
     }
 
-    async fn stop_job(&self, req: Request<pb::StopJobRequest>) -> Result<Response<pb::StopJobResponse>, Status> {
+    async fn stop_job(
+        &self,
+        req: Request<pb::StopJobRequest>,
+    ) -> Result<Response<pb::StopJobResponse>, Status> {
         let req = req.into_inner();
-        let exists = self.replica.read(false, |s| s.jobs.contains_key(&req.name)).await?.0;
+        let exists = self
+            .replica
+            .read(false, |s| s.jobs.contains_key(&req.name))
+            .await?
+            .0;
         if !exists {
             return Err(Status::not_found(format!("no job named {:?}", req.name)));
         }
@@ -113,7 +138,9 @@ impl Drover for ClientApi {
                     .filter(|a| req.all || a.desired == Desired::Run || !a.state.is_terminal())
                     .map(|a| convert::allocation(s, a))
                     .collect();
-                out.sort_by(|a, b| (&a.job, a.replica, a.created_at_ms).cmp(&(&b.job, b.replica, b.created_at_ms)));
+                out.sort_by(|a, b| {
+                    (&a.job, a.replica, a.created_at_ms).cmp(&(&b.job, b.replica, b.created_at_ms))
+                });
                 Ok(out)
             })
             .await?;
@@ -123,7 +150,10 @@ impl Drover for ClientApi {
         }))
     }
 
-    async fn get_allocation(&self, req: Request<pb::GetAllocationRequest>) -> Result<Response<pb::Allocation>, Status> {
+    async fn get_allocation(
+        &self,
+        req: Request<pb::GetAllocationRequest>,
+    ) -> Result<Response<pb::Allocation>, Status> {
         let req = req.into_inner();
         let (a, _) = self
             .replica
@@ -136,13 +166,19 @@ impl Drover for ClientApi {
         Ok(Response::new(a?))
     }
 
-    async fn list_nodes(&self, req: Request<pb::ListNodesRequest>) -> Result<Response<pb::ListNodesResponse>, Status> {
+    async fn list_nodes(
+        &self,
+        req: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
         let (nodes, read) = self
             .replica
             .read(stale(&req.get_ref().read), |s| {
                 s.nodes.values().map(|n| convert::node(s, n)).collect()
             })
             .await?;
-        Ok(Response::new(pb::ListNodesResponse { nodes, read: Some(read) }))
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes,
+            read: Some(read),
+        }))
     }
 }

@@ -19,10 +19,15 @@ pub fn allocation(state: &State, a: &Allocation) -> pb::Allocation {
         pid: if a.state.is_terminal() { 0 } else { a.pid },
         exit_code: a.exit_code,
         reason: a.reason.clone(),
+        desired_reason: a.desired_reason.clone(),
         restarts: a.restarts,
         created_at_ms: a.created_at_ms,
         updated_at_ms: a.updated_at_ms,
-        node_address: state.nodes.get(&a.node).map(|n| n.address.clone()).unwrap_or_default(),
+        node_address: state
+            .nodes
+            .get(&a.node)
+            .map(|n| n.address.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -30,10 +35,14 @@ pub fn allocation(state: &State, a: &Allocation) -> pb::Allocation {
 pub fn job_status(state: &State, job: &Job) -> (&'static str, u32) {
     let running = state
         .job_allocations(&job.name)
-        .filter(|a| a.desired == Desired::Run && a.version == job.current && a.state == AllocState::Running)
+        .filter(|a| {
+            a.desired == Desired::Run && a.version == job.current && a.state == AllocState::Running
+        })
         .count() as u32;
     let status = if job.stopped {
-        let live = state.job_allocations(&job.name).any(|a| !a.state.is_terminal());
+        let live = state
+            .job_allocations(&job.name)
+            .any(|a| !a.state.is_terminal());
         if live {
             "stopping"
         } else {
@@ -62,9 +71,17 @@ pub fn job_summary(state: &State, job: &Job) -> pb::JobSummary {
 
 pub fn job(state: &State, job: &Job) -> pb::JobStatus {
     let (status, running) = job_status(state, job);
-    let mut allocations: Vec<pb::Allocation> =
-        state.job_allocations(&job.name).map(|a| allocation(state, a)).collect();
-    allocations.sort_by(|a, b| (a.desired != "run", a.replica, a.created_at_ms).cmp(&(b.desired != "run", b.replica, b.created_at_ms)));
+    let mut allocations: Vec<pb::Allocation> = state
+        .job_allocations(&job.name)
+        .map(|a| allocation(state, a))
+        .collect();
+    allocations.sort_by(|a, b| {
+        (a.desired != "run", a.replica, a.created_at_ms).cmp(&(
+            b.desired != "run",
+            b.replica,
+            b.created_at_ms,
+        ))
+    });
     pb::JobStatus {
         name: job.name.clone(),
         version: job.current,

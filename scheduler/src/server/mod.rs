@@ -65,10 +65,12 @@ impl Scheduler {
                 addr: config.listen,
                 source,
             })?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
         let advertise = if config.advertise.is_empty() {
             local_addr.to_string()
         } else {
@@ -101,18 +103,26 @@ impl Scheduler {
                 })
                 .max_decoding_message_size(max),
             )
-            .add_service(pb::node_service_server::NodeServiceServer::new(node_api::NodeApi {
-                replica: replica.clone(),
-                liveness: liveness.clone(),
-            }))
-            .add_service(pb::raft_service_server::RaftServiceServer::new(raft_svc).max_decoding_message_size(max));
+            .add_service(pb::node_service_server::NodeServiceServer::new(
+                node_api::NodeApi {
+                    replica: replica.clone(),
+                    liveness: liveness.clone(),
+                },
+            ))
+            .add_service(
+                pb::raft_service_server::RaftServiceServer::new(raft_svc)
+                    .max_decoding_message_size(max),
+            );
         let mut stop_rx = stop.subscribe();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop_rx.recv().await;
             };
-            if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+            {
                 tracing::error!(error = %e, "api server failed");
             }
         }));

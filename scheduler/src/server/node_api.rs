@@ -70,12 +70,17 @@ pub fn desired_on(state: &State, node: &str) -> pb::DesiredAllocations {
 
 #[tonic::async_trait]
 impl NodeService for NodeApi {
-    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
         let req = req.into_inner();
         drover_proto::spec::dns_label(&req.name)
             .map_err(|e| Status::invalid_argument(format!("name: {e}")))?;
         if req.cpu_millis == 0 || req.memory_bytes == 0 {
-            return Err(Status::invalid_argument("cpu_millis and memory_bytes must be more than 0"));
+            return Err(Status::invalid_argument(
+                "cpu_millis and memory_bytes must be more than 0",
+            ));
         }
         let r = self
             .replica
@@ -94,12 +99,21 @@ impl NodeService for NodeApi {
         Ok(Response::new(pb::RegisterResponse { name: req.name }))
     }
 
-    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let name = req.into_inner().name;
         if !self.replica.is_leader() {
             return Err(Status::unavailable("not the leader"));
         }
-        let known = self.replica.state.read().expect("state lock").nodes.contains_key(&name);
+        let known = self
+            .replica
+            .state
+            .read()
+            .expect("state lock")
+            .nodes
+            .contains_key(&name);
         if known {
             self.liveness.beat(&name);
         }
@@ -108,7 +122,10 @@ impl NodeService for NodeApi {
 
     type WatchStream = ReceiverStream<Result<pb::DesiredAllocations, Status>>;
 
-    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let name = req.into_inner().name;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let replica = self.replica.clone();
@@ -132,12 +149,16 @@ impl NodeService for NodeApi {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn report(&self, req: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
+    async fn report(
+        &self,
+        req: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
         let req = req.into_inner();
         let mut reports = Vec::new();
         for r in req.allocations {
-            let state = AllocState::parse(&r.state)
-                .ok_or_else(|| Status::invalid_argument(format!("allocations.state: {:?} is not a state", r.state)))?;
+            let state = AllocState::parse(&r.state).ok_or_else(|| {
+                Status::invalid_argument(format!("allocations.state: {:?} is not a state", r.state))
+            })?;
             reports.push(AllocationReport {
                 id: r.id,
                 state,

@@ -199,7 +199,7 @@ impl State {
             for a in self.allocations.values_mut().filter(|a| a.node == name) {
                 if a.desired == Desired::Run {
                     a.desired = Desired::Stop;
-                    a.reason = "node down: replaced".into();
+                    a.desired_reason = "node down: replaced".into();
                     a.updated_at_ms = at_ms;
                 }
                 if !a.state.is_terminal() {
@@ -253,6 +253,7 @@ impl State {
                     pid: 0,
                     exit_code: None,
                     reason: String::new(),
+                    desired_reason: String::new(),
                     restarts: 0,
                     cpu_millis: spec.resources.cpu.millis(),
                     memory_bytes: spec.resources.memory.bytes(),
@@ -293,7 +294,7 @@ impl State {
             if let Some(a) = self.allocations.get_mut(id) {
                 if a.desired == Desired::Run {
                     a.desired = Desired::Stop;
-                    a.reason = reason.to_string();
+                    a.desired_reason = reason.to_string();
                     a.updated_at_ms = at_ms;
                     // Never started anywhere: nothing to wait for.
                     if a.state == AllocState::Pending {

@@ -117,7 +117,11 @@ pub struct Allocation {
     pub state: AllocState,
     pub pid: u32,
     pub exit_code: Option<i32>,
+    /// What the node said of it (e.g. `exited with code 3`).
     pub reason: String,
+    /// Why the scheduler wants it stopped, when it does.
+    #[serde(default)]
+    pub desired_reason: String,
     pub restarts: u32,
     pub cpu_millis: u64,
     pub memory_bytes: u64,
