@@ -1,1 +1,330 @@
-//! Helpers live in the test files; this crate only hosts `tests/*.rs`.
+//! Helpers for Drover's end-to-end tests: they start the real binaries
+//! (`drover-scheduler`, `drover-agent`, `drover`) as processes on real
+//! sockets and run real containers, then assert on what a user would see.
+//!
+//! The binaries come from the same target directory as the test; build the
+//! workspace first (`cargo build --workspace`, as `.ci/run` does).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether this test can run here. Needs root (namespaces, cgroups, mounts).
+/// Skipping prints why; under `CI=true` a skip is a failure.
+pub fn require_root(test: &str) -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if root {
+        return true;
+    }
+    let why = format!("{test}: skipped: needs root for namespaces, cgroups and mounts");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{why} (CI=true: a skip is a failure)");
+    }
+    eprintln!("{why}");
+    false
+}
+
+/// The directory holding the workspace's binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    for b in ["drover", "drover-scheduler", "drover-agent"] {
+        assert!(
+            dir.join(b).exists(),
+            "{} is missing: run `cargo build --workspace` before the end-to-end tests",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// Builds the example images once (the script is idempotent) and returns the layout dir.
+pub fn images() -> PathBuf {
+    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let out = repo_root().join("examples/images/out");
+        let st = Command::new("bash")
+            .arg(repo_root().join("examples/images/build.sh"))
+            .arg(&out)
+            .status()
+            .expect("run examples/images/build.sh");
+        assert!(st.success(), "building the example images failed");
+        out
+    })
+    .clone()
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, log: PathBuf) -> Proc {
+        let f = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            name: name.into(),
+            log,
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status();
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // Politely first, so an agent stops its containers.
+            self.signal("TERM");
+            if self.wait(Duration::from_secs(15)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// A scheduler and an agent, as separate processes, with their own state.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+    pub node: String,
+    pub scheduler: Option<Proc>,
+    pub agent: Option<Proc>,
+    scheduler_port: u16,
+    agent_port: u16,
+}
+
+impl Cluster {
+    pub fn start(node: &str) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("drover-e2e")
+            .tempdir()
+            .unwrap();
+        let scheduler_port = free_port();
+        let agent_port = free_port();
+        let mut c = Cluster {
+            addr: format!("127.0.0.1:{scheduler_port}"),
+            node: node.into(),
+            dir,
+            scheduler: None,
+            agent: None,
+            scheduler_port,
+            agent_port,
+        };
+        c.start_scheduler();
+        c.start_agent();
+        let name = node.to_string();
+        wait_for("the node to register", Duration::from_secs(20), || {
+            let out = c.drover(&["node", "ls", "-o", "json"]);
+            let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+            v.as_array()?
+                .iter()
+                .any(|n| n["name"] == name.as_str() && n["status"] == "ready")
+                .then_some(())
+        });
+        c
+    }
+
+    pub fn start_scheduler(&mut self) {
+        let data = self.dir.path().join("scheduler");
+        let mut cmd = Command::new(bin_dir().join("drover-scheduler"));
+        cmd.args(["--id", "1", "--listen", &self.addr, "--data-dir"])
+            .arg(&data);
+        let log = self.dir.path().join("scheduler.log");
+        self.scheduler = Some(Proc::spawn("drover-scheduler", &mut cmd, log));
+        let addr = self.addr.clone();
+        wait_for("the scheduler to serve", Duration::from_secs(20), || {
+            let out = run_drover(&addr, &["job", "ls"]);
+            out.ok().then_some(())
+        });
+    }
+
+    pub fn start_agent(&mut self) {
+        let mut cmd = Command::new(bin_dir().join("drover-agent"));
+        cmd.args([
+            "run",
+            "--name",
+            &self.node,
+            "--scheduler",
+            &self.addr,
+            "--listen",
+            &format!("127.0.0.1:{}", self.agent_port),
+            "--heartbeat",
+            "500ms",
+            "--state-dir",
+        ])
+        .arg(self.dir.path().join("agent"));
+        let log = self.dir.path().join("agent.log");
+        self.agent = Some(Proc::spawn("drover-agent", &mut cmd, log));
+    }
+
+    pub fn agent_state_dir(&self) -> PathBuf {
+        self.dir.path().join("agent")
+    }
+
+    pub fn scheduler_port(&self) -> u16 {
+        self.scheduler_port
+    }
+
+    /// Runs `drover` against this cluster.
+    pub fn drover(&self, args: &[&str]) -> Run {
+        run_drover(&self.addr, args)
+    }
+
+    /// Runs `drover` and parses its `-o json` output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.drover(&all);
+        assert!(out.ok(), "drover {args:?} failed: {}", out.stderr);
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("drover {args:?}: bad json ({e}): {}", out.stdout))
+    }
+
+    /// Writes a spec file into the cluster's dir and returns its path.
+    pub fn spec(&self, name: &str, yaml: &str) -> PathBuf {
+        let p = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&p, yaml).unwrap();
+        p
+    }
+}
+
+/// What a `drover` invocation printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.status.success()
+    }
+}
+
+pub fn run_drover(addr: &str, args: &[&str]) -> Run {
+    let out: Output = Command::new(bin_dir().join("drover"))
+        .args(args)
+        .env("DROVER_ADDR", addr)
+        .current_dir(repo_root())
+        .output()
+        .expect("run drover");
+    Run {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The memory limit of the cgroup `pid` is in, v1 or v2.
+pub fn memory_limit_of(pid: u32) -> Option<u64> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.split(',').any(|c| c == "memory") {
+            let f = format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes");
+            return std::fs::read_to_string(f).ok()?.trim().parse().ok();
+        }
+        if controllers.is_empty() {
+            let f = format!("/sys/fs/cgroup{path}/memory.max");
+            if let Ok(s) = std::fs::read_to_string(f) {
+                return s.trim().parse().ok();
+            }
+        }
+    }
+    None
+}
+
+/// Whether any mount on this host mentions `needle`.
+pub fn mounted(needle: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .contains(needle)
+}
+
+/// Whether any cgroup directory named `id` exists under /sys/fs/cgroup.
+pub fn cgroup_exists(id: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return false;
+    };
+    entries
+        .flatten()
+        .any(|e| e.path().join("drover").join(id).exists() || e.path().join(id).exists())
+        || Path::new("/sys/fs/cgroup/drover").join(id).exists()
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
