@@ -39,7 +39,7 @@ impl Cpu {
     }
 
     fn from_cores(cores: f64) -> Option<Cpu> {
-        if !cores.is_finite() || cores < 0.0 || cores > 1_000_000.0 {
+        if !cores.is_finite() || !(0.0..=1_000_000.0).contains(&cores) {
             return None;
         }
         let millis = cores * 1000.0;
@@ -52,7 +52,7 @@ impl Cpu {
 
 impl fmt::Display for Cpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             write!(f, "{}", self.0 / 1000)
         } else {
             let s = format!("{}.{:03}", self.0 / 1000, self.0 % 1000);
@@ -110,7 +110,7 @@ impl fmt::Display for Size {
             ("Mi", 1 << 20),
             ("Ki", 1 << 10),
         ] {
-            if self.0 >= mult && self.0 % mult == 0 {
+            if self.0 >= mult && self.0.is_multiple_of(mult) {
                 return write!(f, "{}{unit}", self.0 / mult);
             }
         }

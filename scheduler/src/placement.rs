@@ -105,13 +105,7 @@ fn fits(n: &Candidate, ask: Ask) -> Result<(), Misfit> {
 }
 
 fn load_permille(n: &Candidate) -> u64 {
-    let frac = |used: u64, total: u64| {
-        if total == 0 {
-            1000
-        } else {
-            used * 1000 / total
-        }
-    };
+    let frac = |used: u64, total: u64| (used * 1000).checked_div(total).unwrap_or(1000);
     frac(n.cpu_used, n.cpu_total).max(frac(n.memory_used, n.memory_total))
 }
 

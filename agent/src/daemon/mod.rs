@@ -135,20 +135,17 @@ impl Agent {
             cpu_millis: config.cpu_millis.unwrap_or(detected.cpu_millis),
             memory_bytes: config.memory_bytes.unwrap_or(detected.memory_bytes),
         };
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(api::serve(
-            listener,
-            shared.clone(),
-            stop.subscribe(),
-        )));
-        tasks.push(tokio::spawn(connection::run(
-            links.clone(),
-            me,
-            config.heartbeat,
-            desired_tx,
-            stop.subscribe(),
-        )));
-        tasks.push(tokio::spawn(reporter.run(links, stop.subscribe())));
+        let tasks = vec![
+            tokio::spawn(api::serve(listener, shared.clone(), stop.subscribe())),
+            tokio::spawn(connection::run(
+                links.clone(),
+                me,
+                config.heartbeat,
+                desired_tx,
+                stop.subscribe(),
+            )),
+            tokio::spawn(reporter.run(links, stop.subscribe())),
+        ];
         let supervisor = tokio::spawn(supervisor::run(shared, desired_rx, stop.subscribe()));
         tracing::info!(node = %config.name, api = %local_addr, "agent running");
         Ok(Agent {

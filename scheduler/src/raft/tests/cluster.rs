@@ -60,7 +60,7 @@ impl Replica {
     }
 
     fn counter(&self) -> u64 {
-        self.handle.state.read().unwrap().counter
+        self.handle.state.read().unwrap().nodes.len() as u64
     }
 
     async fn wait_applied(&self, index: u64) {
@@ -109,7 +109,7 @@ async fn single_replica_survives_restart_and_compacts() {
 
     let mut last = 0;
     for _ in 0..5 {
-        let (index, result) = raft::propose(&r.handle.raft, Command::Noop).await.unwrap();
+        let (index, result) = raft::propose(&r.handle.raft, counted()).await.unwrap();
         assert!(index > last, "index {index} after {last}");
         assert!(result.ok);
         last = index;
@@ -130,10 +130,7 @@ async fn single_replica_survives_restart_and_compacts() {
 
     // Enough writes to trigger a snapshot and purge the log behind it.
     for _ in 0..45 {
-        last = raft::propose(&r.handle.raft, Command::Noop)
-            .await
-            .unwrap()
-            .0;
+        last = raft::propose(&r.handle.raft, counted()).await.unwrap().0;
     }
     assert_eq!(r.counter(), 50);
     let metrics = r
@@ -205,7 +202,7 @@ async fn three_replicas_elect_replicate_and_fail_over() {
     let leader = find_leader(&replicas, &all).await;
     let mut last = 0;
     for _ in 0..8 {
-        last = raft::propose(&replicas[leader].handle.raft, Command::Noop)
+        last = raft::propose(&replicas[leader].handle.raft, counted())
             .await
             .unwrap()
             .0;
@@ -217,7 +214,7 @@ async fn three_replicas_elect_replicate_and_fail_over() {
 
     // A follower refuses writes and names the leader.
     let follower = (leader + 1) % 3;
-    match raft::propose(&replicas[follower].handle.raft, Command::Noop).await {
+    match raft::propose(&replicas[follower].handle.raft, counted()).await {
         Err(Error::NotLeader {
             leader_id,
             leader_addr,
@@ -235,7 +232,7 @@ async fn three_replicas_elect_replicate_and_fail_over() {
     let new_leader = find_leader(&replicas, &live).await;
     assert_ne!(new_leader, leader);
     for _ in 0..30 {
-        last = raft::propose(&replicas[new_leader].handle.raft, Command::Noop)
+        last = raft::propose(&replicas[new_leader].handle.raft, counted())
             .await
             .unwrap()
             .0;
@@ -287,7 +284,7 @@ async fn cluster_grows_from_one_replica_and_shrinks() {
         .unwrap();
     wait_leader(&replicas[0]).await;
     for _ in 0..3 {
-        raft::propose(&replicas[0].handle.raft, Command::Noop)
+        raft::propose(&replicas[0].handle.raft, counted())
             .await
             .unwrap();
     }
@@ -297,7 +294,7 @@ async fn cluster_grows_from_one_replica_and_shrinks() {
             .await
             .unwrap();
     }
-    let last = raft::propose(&replicas[0].handle.raft, Command::Noop)
+    let last = raft::propose(&replicas[0].handle.raft, counted())
         .await
         .unwrap()
         .0;
@@ -328,7 +325,7 @@ async fn cluster_grows_from_one_replica_and_shrinks() {
         .collect();
     assert_eq!(voters, vec![1, 2]);
     // Writes still commit with the two remaining voters.
-    let last = raft::propose(&replicas[0].handle.raft, Command::Noop)
+    let last = raft::propose(&replicas[0].handle.raft, counted())
         .await
         .unwrap()
         .0;
@@ -337,5 +334,18 @@ async fn cluster_grows_from_one_replica_and_shrinks() {
 
     for r in &mut replicas {
         r.stop().await;
+    }
+}
+
+/// A command that adds one to what `counter` reads: it registers a new node.
+fn counted() -> Command {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Command::RegisterNode {
+        name: format!("n{n}"),
+        address: String::new(),
+        cpu_millis: 1000,
+        memory_bytes: 1 << 30,
+        at_ms: 0,
     }
 }

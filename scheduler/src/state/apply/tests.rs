@@ -211,7 +211,7 @@ fn node_down_marks_allocations_lost() {
     let a = &s.allocations["a1"];
     assert_eq!((a.desired, a.state), (Desired::Stop, AllocState::Failed));
     assert_eq!(a.desired_reason, "node down: replaced");
-    assert!(s.usage().get("n1").is_none());
+    assert!(!s.usage().contains_key("n1"));
 }
 
 #[test]

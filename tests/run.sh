@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Drover's test command: installs what the tests need, builds, runs every test.
+#
+#   sudo tests/run.sh
+#
+# Unit and property tests need nothing; the end-to-end and runtime tests need
+# root (namespaces, cgroups, overlayfs) and Debian's busybox-static, runc and
+# jq, which are installed when missing. Under CI=true a test that would skip
+# (e.g. not root) fails instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+[[ -x /usr/bin/busybox ]] && file -L /usr/bin/busybox 2>/dev/null | grep -q static || need+=(busybox-static)
+command -v runc >/dev/null || need+=(runc)
+command -v jq >/dev/null || need+=(jq)
+command -v file >/dev/null || need+=(file)
+command -v nsenter >/dev/null || need+=(util-linux)
+if ((${#need[@]})); then
+  if [[ $(id -u) == 0 ]]; then
+    echo "installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "missing ${need[*]}: install them or run as root" >&2
+  fi
+fi
+
+echo "== format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== build (the end-to-end tests run these binaries)"
+cargo build --workspace --bins --quiet
+
+echo "== demo-web unit tests"
+(cd examples/demo-web && cargo test --quiet 2>&1 | tail -3)
+
+echo "== tests"
+cargo test --workspace 2>&1 | tee /tmp/drover-test.log | grep -E '^(test result|running|test .*(FAILED|ignored))|panicked' || true
+if grep -q 'FAILED\|error: test failed\|could not compile' /tmp/drover-test.log; then
+  echo "tests failed; full log in /tmp/drover-test.log" >&2
+  grep -B2 -A20 'panicked' /tmp/drover-test.log | head -80 >&2
+  exit 1
+fi
+passed=$(grep -o '[0-9]* passed' /tmp/drover-test.log | awk '{s+=$1} END {print s+0}')
+failed=$(grep -o '[0-9]* failed' /tmp/drover-test.log | awk '{s+=$1} END {print s+0}')
+echo "$passed passed, $failed failed"
+[[ $failed == 0 ]]
