@@ -53,6 +53,29 @@ pub enum Command {
     ///   sudo drover dev
     #[command(verbatim_doc_comment)]
     Dev(DevArgs),
+    /// Benchmarks against a running cluster.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCmd {
+    /// Time `job run` of N replicas until all run (image cached), and print a table.
+    ///
+    /// Example (with `drover dev` running, from the repository root):
+    ///   drover bench job-run --replicas 20,100 --trials 5
+    #[command(verbatim_doc_comment)]
+    JobRun {
+        /// Replica counts to try, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "20,100")]
+        replicas: Vec<u32>,
+        /// Runs per replica count.
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        /// The image to run (`sleep` must be in it).
+        #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
+        image: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]

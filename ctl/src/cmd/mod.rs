@@ -1,12 +1,13 @@
 //! One module per command group; `run` dispatches.
 
 mod alloc;
+mod bench;
 mod dev;
 mod job;
 mod logs;
 mod node;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{BenchCmd, Cli, Command};
 use anyhow::Result;
 
 /// Runs the command; returns the process exit code.
@@ -17,5 +18,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Node(c) => node::run(&cli.addr, c).await,
         Command::Logs(a) => logs::run(&cli.addr, a).await,
         Command::Dev(a) => dev::run(a).await,
+        Command::Bench(BenchCmd::JobRun {
+            replicas,
+            trials,
+            image,
+        }) => bench::job_run(&cli.addr, &replicas, trials, &image).await,
     }
 }
