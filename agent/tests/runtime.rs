@@ -173,7 +173,8 @@ async fn hostname_env_cwd_loopback_and_exit_code() {
     if !can_run(&requirements()) {
         return;
     }
-    let script = "hostname; echo $GREETING; pwd; cat /sys/class/net/lo/flags; ls /dev; exit 7";
+    let script = "hostname; echo $GREETING; pwd; cat /sys/class/net/lo/flags; ls /dev; \
+                  wc -c < /proc/timer_list; ls /sys/firmware | wc -l; touch /proc/sys/kernel/x 2>/dev/null || echo ro-ok; exit 7";
     let f = fixture("it-env", &["sh", "-c", script], |r| {
         r.env = vec![("GREETING".into(), "hello".into())];
         r.workdir = Some("/tmp".into());
@@ -193,6 +194,8 @@ async fn hostname_env_cwd_loopback_and_exit_code() {
     for dev in ["null", "zero", "urandom", "pts", "shm", "ptmx"] {
         assert!(lines.contains(&dev), "/dev/{dev} missing: {log}");
     }
+    // Masked file and directory, read-only /proc/sys.
+    assert_eq!(&lines[lines.len() - 3..], ["0", "0", "ro-ok"], "{log}");
     f.bundle.cleanup().unwrap();
 }
 
