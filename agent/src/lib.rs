@@ -6,6 +6,8 @@
 //! [`cgroups`] creates the resource limits, and [`runtime`] starts the bundle
 //! in fresh namespaces. The bundle is standard, so `runc run` can run it too.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod bundle;
 pub mod cgroups;
 pub mod image;

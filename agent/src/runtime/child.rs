@@ -187,7 +187,7 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
     reset_signals()?;
     wait_for_parent(a.sync_fd)?;
 
-    // SAFETY (for the block): every pointer passed below is either null where
+    // SAFETY: every pointer passed below is either null where
     // the syscall allows it or points into a NUL-terminated CString / array
     // owned by the plan, which the clone copied and nobody frees before exec.
     unsafe {
