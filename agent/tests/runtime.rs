@@ -262,3 +262,35 @@ fn runc_runs_the_same_bundle() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "box");
     f.bundle.cleanup().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_starts_from_a_multithreaded_runtime() {
+    if !can_run(&requirements()) {
+        return;
+    }
+    let fixtures: Vec<_> = (0..6)
+        .map(|i| {
+            let id = format!("it-conc-{i}");
+            let script = format!("echo {id}");
+            fixture(&id, &["sh", "-c", &script], |_| {})
+        })
+        .collect();
+    let fixtures = std::sync::Arc::new(fixtures);
+    let tasks: Vec<_> = (0..fixtures.len())
+        .map(|i| {
+            let fixtures = fixtures.clone();
+            tokio::spawn(async move {
+                let f = &fixtures[i];
+                let c = tokio::task::block_in_place(|| f.start()).unwrap();
+                let status = c.wait().await.unwrap();
+                c.stop(Duration::from_secs(1)).await.unwrap();
+                status
+            })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap(), ExitStatus::Exited(0));
+        assert_eq!(fixtures[i].log().trim(), format!("it-conc-{i}"));
+        fixtures[i].bundle.cleanup().unwrap();
+    }
+}
