@@ -97,6 +97,13 @@ fn fixture(id: &str, command: &[&str], tweak: impl FnOnce(&mut ContainerRequest)
     }
 }
 
+impl Drop for Fixture {
+    /// Unmount even when an assertion failed, so a failing test leaks nothing.
+    fn drop(&mut self) {
+        let _ = self.bundle.cleanup();
+    }
+}
+
 impl Fixture {
     fn start(&self) -> Result<drover_agent::runtime::Container, RuntimeError> {
         let log = std::fs::File::create(&self.log).unwrap();

@@ -223,8 +223,8 @@ fn time_drover(
     let log = devnull(Path::new("/dev/null"))?;
     let start = Instant::now();
     let container = runtime.start(bundle.dir(), id, log)?;
-    let status = container.wait_blocking()?;
-    runtime.cgroups().remove(id).map_err(RuntimeError::from)?;
+    container.wait_blocking()?;
+    let status = container.stop_blocking(Duration::ZERO)?;
     let elapsed = start.elapsed();
     if !status.success() {
         return Err(BenchError::Failed {
