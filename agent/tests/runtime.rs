@@ -77,8 +77,18 @@ struct Fixture {
 }
 
 fn fixture(id: &str, command: &[&str], tweak: impl FnOnce(&mut ContainerRequest)) -> Fixture {
+    fixture_as(id, None, command, tweak)
+}
+
+fn fixture_as(
+    id: &str,
+    user: Option<&str>,
+    command: &[&str],
+    tweak: impl FnOnce(&mut ContainerRequest),
+) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
-    let image = busybox_image(tmp.path());
+    let mut image = busybox_image(tmp.path());
+    image.config.user = user.map(str::to_string);
     let mut req = ContainerRequest {
         id: id.into(),
         hostname: "box".into(),
@@ -152,6 +162,15 @@ async fn container_is_isolated_limited_and_fully_removed_by_stop() {
         std::fs::read(format!("/proc/{pid}/cmdline")).unwrap(),
         b"/bin/sleep\x0030\x00"
     );
+    // Only the spec's capabilities (AUDIT_WRITE, KILL, NET_BIND_SERVICE) survive.
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        let line = status.lines().find(|l| l.starts_with(set)).unwrap();
+        assert_eq!(
+            line.split_whitespace().last(),
+            Some("0000000020000420"),
+            "{line}"
+        );
+    }
 
     let cg = f.runtime.cgroups();
     assert_eq!(cg.memory_limit("it-isolated"), Some(64 << 20));
@@ -300,4 +319,30 @@ async fn concurrent_starts_from_a_multithreaded_runtime() {
         assert_eq!(fixtures[i].log().trim(), format!("it-conc-{i}"));
         fixtures[i].bundle.cleanup().unwrap();
     }
+}
+
+#[tokio::test]
+async fn image_user_is_applied_with_the_spec_capabilities() {
+    if !can_run(&requirements()) {
+        return;
+    }
+    let script = "id -u; id -g; grep CapEff /proc/self/status";
+    let f = fixture_as("it-user", Some("1000:1001"), &["sh", "-c", script], |_| {});
+    let c = f.start().unwrap();
+    assert_eq!(
+        c.wait().await.unwrap(),
+        ExitStatus::Exited(0),
+        "{}",
+        f.log()
+    );
+    c.stop(Duration::from_secs(1)).await.unwrap();
+    let log = f.log();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[..2], ["1000", "1001"], "{log}");
+    // Ambient capabilities carry the spec's set across exec for a non-root user.
+    assert_eq!(
+        lines[2].split_whitespace().last(),
+        Some("0000000020000420"),
+        "{log}"
+    );
 }

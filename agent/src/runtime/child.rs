@@ -54,7 +54,7 @@ pub(crate) enum Stage {
 impl Stage {
     pub(crate) fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        const ALL: [Stage; 21] = [
+        const ALL: [Stage; 24] = [
             Signals,
             WaitParent,
             MakePrivate,
@@ -67,7 +67,10 @@ impl Stage {
             ReadonlyRoot,
             Hostname,
             Loopback,
+            MaskPath,
+            ReadonlyPath,
             Rlimit,
+            Capabilities,
             Groups,
             Gid,
             Uid,
@@ -307,6 +310,9 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
         for (i, (resource, limit)) in p.rlimits.iter().enumerate() {
             check(libc::setrlimit(*resource, limit), Stage::Rlimit, i as u32)?;
         }
+        if let Some(caps) = &p.caps {
+            drop_bounding(caps)?;
+        }
         check_long(
             libc::syscall(
                 libc::SYS_setgroups,
@@ -371,6 +377,23 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
         }
         Err((Stage::Exec, last.0, last.1))
     }
+}
+
+/// Shrinks the bounding set (needs CAP_SETPCAP, so before the uid switch)
+/// and asks the kernel to keep permitted capabilities across that switch.
+fn drop_bounding(caps: &super::plan::CapsPlan) -> Result<(), Failure> {
+    let zero: c_ulong = 0;
+    for &cap in &caps.drop_bounding {
+        // SAFETY: prctl with integer arguments only.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as c_ulong, zero, zero, zero) };
+        // EINVAL: a capability this kernel does not know.
+        if rc == -1 && errno() != libc::EINVAL {
+            return Err((Stage::Capabilities, cap as u32, errno()));
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1 as c_ulong, zero, zero, zero) };
+    check(rc, Stage::Capabilities, 100)
 }
 
 /// Version 3 of the capget/capset ABI: two 32-bit words per set.
@@ -573,5 +596,20 @@ fn loopback_up() -> Result<(), Failure> {
         })();
         libc::close(sock);
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stage_round_trips_through_its_wire_number() {
+        for v in 1..=Stage::Exec as u32 {
+            let stage = Stage::from_u32(v).unwrap_or_else(|| panic!("stage {v} unknown"));
+            assert_eq!(stage as u32, v);
+        }
+        assert_eq!(Stage::from_u32(0), None);
+        assert_eq!(Stage::from_u32(Stage::Exec as u32 + 1), None);
     }
 }
