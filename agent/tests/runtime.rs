@@ -203,14 +203,15 @@ async fn hostname_env_cwd_loopback_and_exit_code() {
                   wc -c < /proc/timer_list; ls /sys/firmware | wc -l; touch /proc/sys/kernel/x 2>/dev/null || echo ro-ok; exit 7";
     let f = fixture("it-env", &["sh", "-c", script], |r| {
         r.env = vec![("GREETING".into(), "hello".into())];
-        r.workdir = Some("/tmp".into());
+        r.workdir = Some("/srv/app".into());
     });
     let c = f.start().unwrap();
     assert_eq!(c.wait().await.unwrap(), ExitStatus::Exited(7));
     c.stop(Duration::from_secs(1)).await.unwrap();
     let log = f.log();
     let lines: Vec<&str> = log.lines().collect();
-    assert_eq!(&lines[..3], ["box", "hello", "/tmp"], "{log}");
+    // The workdir did not exist in the image: it is created.
+    assert_eq!(&lines[..3], ["box", "hello", "/srv/app"], "{log}");
     let flags = u32::from_str_radix(lines[3].trim_start_matches("0x"), 16).unwrap();
     assert_eq!(
         flags & libc::IFF_UP as u32,

@@ -283,6 +283,10 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
         if p.populate_dev {
             make_devices()?;
         }
+        for d in &p.cwd_mkdirs {
+            // Errors surface as a failed chdir below, with a clearer stage.
+            libc::mkdir(d.as_ptr(), 0o755);
+        }
         for (i, path) in p.masked_paths.iter().enumerate() {
             mask_path(path.as_ptr(), i as u32)?;
         }

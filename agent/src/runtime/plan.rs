@@ -52,6 +52,9 @@ pub(crate) struct LaunchPlan {
     pub masked_paths: Vec<CString>,
     pub readonly_paths: Vec<CString>,
     pub cwd: CString,
+    /// Directories to create so that `cwd` exists (like runc, an image's
+    /// WorkingDir need not be in its layers).
+    pub cwd_mkdirs: Vec<CString>,
     /// Paths to try with execve, in order (the PATH search done ahead of time).
     pub exec_candidates: Vec<CString>,
     /// The program as written in the spec, for error messages.
@@ -472,6 +475,7 @@ pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, Runtime
             .map(|p| cstr("linux.readonlyPaths", p))
             .collect::<Result<_, _>>()?,
         cwd: cstr("process.cwd", cwd)?,
+        cwd_mkdirs: mkdir_chain(Path::new("/"), cwd)?,
         exec_candidates,
         program,
         argv: args
