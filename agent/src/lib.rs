@@ -24,4 +24,6 @@ pub enum Error {
     Cgroup(#[from] cgroups::CgroupError),
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
+    #[error(transparent)]
+    Bench(#[from] runtime::bench::BenchError),
 }
