@@ -286,6 +286,39 @@ pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, Runtime
         .linux()
         .as_ref()
         .ok_or_else(|| invalid("linux", "missing"))?;
+    // Settings that would weaken isolation if silently ignored are refused.
+    if spec.hooks().is_some() {
+        return Err(invalid("hooks", "hooks are not supported"));
+    }
+    if linux.seccomp().is_some() {
+        return Err(invalid(
+            "linux.seccomp",
+            "seccomp profiles are not supported yet",
+        ));
+    }
+    if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(invalid(
+            "linux.devices",
+            "extra device nodes are not supported",
+        ));
+    }
+    if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(invalid("linux.sysctl", "sysctls are not supported"));
+    }
+    if process
+        .apparmor_profile()
+        .as_ref()
+        .is_some_and(|p| !p.is_empty())
+        || process
+            .selinux_label()
+            .as_ref()
+            .is_some_and(|l| !l.is_empty())
+    {
+        return Err(invalid(
+            "process",
+            "AppArmor and SELinux labels are not supported",
+        ));
+    }
     let mut clone_flags = 0u64;
     for ns in linux.namespaces().as_deref().unwrap_or_default() {
         if ns.path().is_some() {
@@ -558,6 +591,13 @@ mod tests {
         assert_eq!(caps.ambient, vec![5, 10, 29]);
         assert!(p.masked_paths.contains(&c"/proc/kcore".to_owned()));
         assert!(p.readonly_paths.contains(&c"/proc/sys".to_owned()));
+
+        let mut with_seccomp = spec.clone();
+        let mut linux = with_seccomp.linux().clone().unwrap();
+        linux.set_seccomp(Some(Default::default()));
+        with_seccomp.set_linux(Some(linux));
+        let err = plan(&with_seccomp, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("linux.seccomp"), "{err}");
 
         let host = ContainerRequest {
             network: Network::Host,
