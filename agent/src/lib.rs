@@ -6,6 +6,8 @@
 //! [`cgroups`] creates the resource limits, and [`runtime`] starts the bundle
 //! in fresh namespaces. The bundle is standard, so `runc run` can run it too.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod bundle;
 pub mod cgroups;
 pub mod daemon;
@@ -23,4 +25,6 @@ pub enum Error {
     Cgroup(#[from] cgroups::CgroupError),
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
+    #[error(transparent)]
+    Bench(#[from] runtime::bench::BenchError),
 }

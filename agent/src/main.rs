@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use drover_agent::bundle::Network;
 use drover_agent::cgroups;
 use drover_agent::image::ImageRef;
 use drover_agent::runtime::{bench, Runtime, Stdio};
@@ -67,6 +68,9 @@ enum RuntimeCommand {
         /// Benchmark Drover only.
         #[arg(long)]
         no_runc: bool,
+        /// Use the host network namespace (no per-start network namespace).
+        #[arg(long)]
+        host_network: bool,
         #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
         cgroup_root: PathBuf,
     },
@@ -185,6 +189,7 @@ fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
             busybox,
             runc,
             no_runc,
+            host_network,
             cgroup_root,
         } => {
             let runtime = Runtime::new(cgroups::manager_for(cgroup_root));
@@ -196,6 +201,11 @@ fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
                 work_dir: work.path().to_path_buf(),
                 busybox,
                 runc: (!no_runc).then(|| PathBuf::from(runc)),
+                network: if host_network {
+                    Network::Host
+                } else {
+                    Network::Private
+                },
             };
             let report = bench::run(&runtime, &opts)?;
             print!("{report}");

@@ -65,3 +65,43 @@ fn real_cgroup_limits_membership_and_removal() {
     }
     cg.remove(id).unwrap();
 }
+
+/// The v2 manager against a real unified hierarchy. On this hybrid host that
+/// is `/sys/fs/cgroup/unified` (no controllers, so membership and cgroup.kill
+/// only); on a v2 host it is `/sys/fs/cgroup` itself.
+#[test]
+fn real_cgroup_v2_membership_and_kill() {
+    let root = [
+        Path::new("/sys/fs/cgroup"),
+        Path::new("/sys/fs/cgroup/unified"),
+    ]
+    .into_iter()
+    .find(|r| cgroups::detect_version(r) == cgroups::Version::V2);
+    let is_root = nix::unistd::geteuid().is_root();
+    let Some(root) = root.filter(|_| is_root) else {
+        let why = "skipping: needs root and a mounted cgroup2 hierarchy";
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI=true and {why}"
+        );
+        eprintln!("{why}");
+        return;
+    };
+    let cg = cgroups::CgroupV2::new(root);
+    let id = "it-cgroup-v2";
+    use cgroups::CgroupManager;
+    cg.create(id, &Limits::default()).unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    cg.add_process(id, child.id() as i32).unwrap();
+    assert_eq!(cg.procs(id), vec![child.id() as i32]);
+    let remover = std::thread::spawn(move || cgroups::CgroupV2::new(root).remove(id));
+    let status = child.wait().unwrap();
+    remover.join().unwrap().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(!root.join("drover").join(id).exists());
+}

@@ -77,8 +77,18 @@ struct Fixture {
 }
 
 fn fixture(id: &str, command: &[&str], tweak: impl FnOnce(&mut ContainerRequest)) -> Fixture {
+    fixture_as(id, None, command, tweak)
+}
+
+fn fixture_as(
+    id: &str,
+    user: Option<&str>,
+    command: &[&str],
+    tweak: impl FnOnce(&mut ContainerRequest),
+) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
-    let image = busybox_image(tmp.path());
+    let mut image = busybox_image(tmp.path());
+    image.config.user = user.map(str::to_string);
     let mut req = ContainerRequest {
         id: id.into(),
         hostname: "box".into(),
@@ -94,6 +104,13 @@ fn fixture(id: &str, command: &[&str], tweak: impl FnOnce(&mut ContainerRequest)
         bundle,
         log,
         runtime,
+    }
+}
+
+impl Drop for Fixture {
+    /// Unmount even when an assertion failed, so a failing test leaks nothing.
+    fn drop(&mut self) {
+        let _ = self.bundle.cleanup();
     }
 }
 
@@ -145,6 +162,15 @@ async fn container_is_isolated_limited_and_fully_removed_by_stop() {
         std::fs::read(format!("/proc/{pid}/cmdline")).unwrap(),
         b"/bin/sleep\x0030\x00"
     );
+    // Only the spec's capabilities (AUDIT_WRITE, KILL, NET_BIND_SERVICE) survive.
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        let line = status.lines().find(|l| l.starts_with(set)).unwrap();
+        assert_eq!(
+            line.split_whitespace().last(),
+            Some("0000000020000420"),
+            "{line}"
+        );
+    }
 
     let cg = f.runtime.cgroups();
     assert_eq!(cg.memory_limit("it-isolated"), Some(64 << 20));
@@ -173,17 +199,19 @@ async fn hostname_env_cwd_loopback_and_exit_code() {
     if !can_run(&requirements()) {
         return;
     }
-    let script = "hostname; echo $GREETING; pwd; cat /sys/class/net/lo/flags; ls /dev; exit 7";
+    let script = "hostname; echo $GREETING; pwd; cat /sys/class/net/lo/flags; ls /dev; \
+                  wc -c < /proc/timer_list; ls /sys/firmware | wc -l; touch /proc/sys/kernel/x 2>/dev/null || echo ro-ok; exit 7";
     let f = fixture("it-env", &["sh", "-c", script], |r| {
         r.env = vec![("GREETING".into(), "hello".into())];
-        r.workdir = Some("/tmp".into());
+        r.workdir = Some("/srv/app".into());
     });
     let c = f.start().unwrap();
     assert_eq!(c.wait().await.unwrap(), ExitStatus::Exited(7));
     c.stop(Duration::from_secs(1)).await.unwrap();
     let log = f.log();
     let lines: Vec<&str> = log.lines().collect();
-    assert_eq!(&lines[..3], ["box", "hello", "/tmp"], "{log}");
+    // The workdir did not exist in the image: it is created.
+    assert_eq!(&lines[..3], ["box", "hello", "/srv/app"], "{log}");
     let flags = u32::from_str_radix(lines[3].trim_start_matches("0x"), 16).unwrap();
     assert_eq!(
         flags & libc::IFF_UP as u32,
@@ -193,6 +221,8 @@ async fn hostname_env_cwd_loopback_and_exit_code() {
     for dev in ["null", "zero", "urandom", "pts", "shm", "ptmx"] {
         assert!(lines.contains(&dev), "/dev/{dev} missing: {log}");
     }
+    // Masked file and directory, read-only /proc/sys.
+    assert_eq!(&lines[lines.len() - 3..], ["0", "0", "ro-ok"], "{log}");
     f.bundle.cleanup().unwrap();
 }
 
@@ -258,4 +288,62 @@ fn runc_runs_the_same_bundle() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "box");
     f.bundle.cleanup().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_starts_from_a_multithreaded_runtime() {
+    if !can_run(&requirements()) {
+        return;
+    }
+    let fixtures: Vec<_> = (0..6)
+        .map(|i| {
+            let id = format!("it-conc-{i}");
+            let script = format!("echo {id}");
+            fixture(&id, &["sh", "-c", &script], |_| {})
+        })
+        .collect();
+    let fixtures = std::sync::Arc::new(fixtures);
+    let tasks: Vec<_> = (0..fixtures.len())
+        .map(|i| {
+            let fixtures = fixtures.clone();
+            tokio::spawn(async move {
+                let f = &fixtures[i];
+                let c = tokio::task::block_in_place(|| f.start()).unwrap();
+                let status = c.wait().await.unwrap();
+                c.stop(Duration::from_secs(1)).await.unwrap();
+                status
+            })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap(), ExitStatus::Exited(0));
+        assert_eq!(fixtures[i].log().trim(), format!("it-conc-{i}"));
+        fixtures[i].bundle.cleanup().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn image_user_is_applied_with_the_spec_capabilities() {
+    if !can_run(&requirements()) {
+        return;
+    }
+    let script = "id -u; id -g; grep CapEff /proc/self/status";
+    let f = fixture_as("it-user", Some("1000:1001"), &["sh", "-c", script], |_| {});
+    let c = f.start().unwrap();
+    assert_eq!(
+        c.wait().await.unwrap(),
+        ExitStatus::Exited(0),
+        "{}",
+        f.log()
+    );
+    c.stop(Duration::from_secs(1)).await.unwrap();
+    let log = f.log();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[..2], ["1000", "1001"], "{log}");
+    // Ambient capabilities carry the spec's set across exec for a non-root user.
+    assert_eq!(
+        lines[2].split_whitespace().last(),
+        Some("0000000020000420"),
+        "{log}"
+    );
 }

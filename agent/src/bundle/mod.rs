@@ -13,7 +13,8 @@ mod user;
 
 use std::path::{Path, PathBuf};
 
-pub use spec::{build_spec, resolve_process, ProcessPlan};
+pub use spec::{build_spec, limits, resolve_process, ProcessPlan};
+pub use user::Ids;
 
 use crate::image::Image;
 

@@ -83,15 +83,22 @@ pub(crate) fn mount(bundle: &Path, layers: &[PathBuf]) -> Result<(), BundleError
     })
 }
 
-/// Detaches the rootfs mount; fine if it is not mounted or does not exist.
+/// Detaches every mount stacked on the rootfs; fine if nothing is mounted
+/// or the path does not exist. Removing the directory while something is
+/// still mounted there would delete through the mount.
 pub(crate) fn unmount(rootfs: &Path) -> Result<(), BundleError> {
-    match umount2(rootfs, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-        Err(e) => Err(BundleError::Io {
-            op: "unmount",
-            path: rootfs.to_path_buf(),
-            source: e.into(),
-        }),
+    loop {
+        match umount2(rootfs, MntFlags::MNT_DETACH) {
+            Ok(()) => continue,
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => return Ok(()),
+            Err(e) => {
+                return Err(BundleError::Io {
+                    op: "unmount",
+                    path: rootfs.to_path_buf(),
+                    source: e.into(),
+                })
+            }
+        }
     }
 }
 

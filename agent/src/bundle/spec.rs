@@ -192,6 +192,8 @@ pub fn build_spec(
         .namespaces(namespaces)
         .resources(resources.build()?)
         .cgroups_path(format!("/{}/{}", crate::cgroups::PARENT, req.id))
+        .masked_paths(oci_spec::runtime::get_default_maskedpaths())
+        .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
         .build()?;
 
     Ok(SpecBuilder::default()

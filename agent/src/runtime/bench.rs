@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::bundle::{Bundle, BundleError, ContainerRequest};
+use crate::bundle::{Bundle, BundleError, ContainerRequest, Network};
 use crate::image::{Image, ImageConfig, ImageError, ImageRef, ImageStore};
 
 use super::{Runtime, RuntimeError};
@@ -46,6 +46,8 @@ pub struct BenchOptions {
     pub busybox: PathBuf,
     /// `runc` binary; `None` benchmarks Drover alone.
     pub runc: Option<PathBuf>,
+    /// Share the host network namespace instead of creating one per start.
+    pub network: Network,
 }
 
 /// Latency samples of one runtime.
@@ -161,6 +163,7 @@ pub fn run(runtime: &Runtime, opts: &BenchOptions) -> Result<BenchReport, BenchE
         id: id.clone(),
         hostname: "bench".into(),
         command: Some(opts.command.clone()),
+        network: opts.network,
         ..Default::default()
     };
     let bundle = Bundle::create(&opts.work_dir.join("bundle"), &image, &req)?;
@@ -223,8 +226,8 @@ fn time_drover(
     let log = devnull(Path::new("/dev/null"))?;
     let start = Instant::now();
     let container = runtime.start(bundle.dir(), id, log)?;
-    let status = container.wait_blocking()?;
-    runtime.cgroups().remove(id).map_err(RuntimeError::from)?;
+    container.wait_blocking()?;
+    let status = container.stop_blocking(Duration::ZERO)?;
     let elapsed = start.elapsed();
     if !status.success() {
         return Err(BenchError::Failed {

@@ -37,7 +37,10 @@ pub(crate) enum Stage {
     ReadonlyRoot,
     Hostname,
     Loopback,
+    MaskPath,
+    ReadonlyPath,
     Rlimit,
+    Capabilities,
     Groups,
     Gid,
     Uid,
@@ -51,7 +54,7 @@ pub(crate) enum Stage {
 impl Stage {
     pub(crate) fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        const ALL: [Stage; 21] = [
+        const ALL: [Stage; 24] = [
             Signals,
             WaitParent,
             MakePrivate,
@@ -64,7 +67,10 @@ impl Stage {
             ReadonlyRoot,
             Hostname,
             Loopback,
+            MaskPath,
+            ReadonlyPath,
             Rlimit,
+            Capabilities,
             Groups,
             Gid,
             Uid,
@@ -92,7 +98,10 @@ impl Stage {
             ReadonlyRoot => "remount root read-only",
             Hostname => "set hostname",
             Loopback => "bring up loopback",
+            MaskPath => "mask path",
+            ReadonlyPath => "make path read-only",
             Rlimit => "set rlimit",
+            Capabilities => "set capabilities",
             Groups => "setgroups",
             Gid => "setresgid",
             Uid => "setresuid",
@@ -181,7 +190,7 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
     reset_signals()?;
     wait_for_parent(a.sync_fd)?;
 
-    // SAFETY (for the block): every pointer passed below is either null where
+    // SAFETY: every pointer passed below is either null where
     // the syscall allows it or points into a NUL-terminated CString / array
     // owned by the plan, which the clone copied and nobody frees before exec.
     unsafe {
@@ -274,6 +283,16 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
         if p.populate_dev {
             make_devices()?;
         }
+        for d in &p.cwd_mkdirs {
+            // Errors surface as a failed chdir below, with a clearer stage.
+            libc::mkdir(d.as_ptr(), 0o755);
+        }
+        for (i, path) in p.masked_paths.iter().enumerate() {
+            mask_path(path.as_ptr(), i as u32)?;
+        }
+        for (i, path) in p.readonly_paths.iter().enumerate() {
+            readonly_path(path.as_ptr(), i as u32)?;
+        }
         if p.readonly_root {
             let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
             check(
@@ -295,6 +314,9 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
         for (i, (resource, limit)) in p.rlimits.iter().enumerate() {
             check(libc::setrlimit(*resource, limit), Stage::Rlimit, i as u32)?;
         }
+        if let Some(caps) = &p.caps {
+            drop_bounding(caps)?;
+        }
         check_long(
             libc::syscall(
                 libc::SYS_setgroups,
@@ -314,6 +336,9 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
             Stage::Uid,
             0,
         )?;
+        if let Some(caps) = &p.caps {
+            set_capabilities(caps)?;
+        }
         if p.no_new_privileges {
             check(
                 libc::prctl(
@@ -355,6 +380,130 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
             }
         }
         Err((Stage::Exec, last.0, last.1))
+    }
+}
+
+/// Shrinks the bounding set (needs CAP_SETPCAP, so before the uid switch)
+/// and asks the kernel to keep permitted capabilities across that switch.
+fn drop_bounding(caps: &super::plan::CapsPlan) -> Result<(), Failure> {
+    let zero: c_ulong = 0;
+    for &cap in &caps.drop_bounding {
+        // SAFETY: prctl with integer arguments only.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as c_ulong, zero, zero, zero) };
+        // EINVAL: a capability this kernel does not know.
+        if rc == -1 && errno() != libc::EINVAL {
+            return Err((Stage::Capabilities, cap as u32, errno()));
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1 as c_ulong, zero, zero, zero) };
+    check(rc, Stage::Capabilities, 100)
+}
+
+/// Version 3 of the capget/capset ABI: two 32-bit words per set.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+fn set_capabilities(caps: &super::plan::CapsPlan) -> Result<(), Failure> {
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let word = |mask: u64, i: u32| (mask >> (32 * i)) as u32;
+    let data: [CapData; 2] = [0, 1].map(|i| CapData {
+        effective: word(caps.effective, i),
+        permitted: word(caps.permitted, i),
+        inheritable: word(caps.inheritable, i),
+    });
+    // SAFETY: header and data are repr(C) stack values in the layout capset expects.
+    unsafe {
+        check_long(
+            libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()),
+            Stage::Capabilities,
+            200,
+        )?;
+        for &cap in &caps.ambient {
+            let rc = libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE as c_ulong,
+                cap as c_ulong,
+                0 as c_ulong,
+                0 as c_ulong,
+            );
+            check(rc, Stage::Capabilities, 300 + cap as u32)?;
+        }
+    }
+    Ok(())
+}
+
+/// Hides `path`: /dev/null over a file, an empty read-only tmpfs over a directory.
+fn mask_path(path: *const c_char, index: u32) -> Result<(), Failure> {
+    // SAFETY: NUL-terminated paths owned by the plan or static.
+    unsafe {
+        if libc::mount(
+            c"/dev/null".as_ptr(),
+            path,
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ) == 0
+        {
+            return Ok(());
+        }
+        match errno() {
+            libc::ENOENT => Ok(()),
+            libc::ENOTDIR => check(
+                libc::mount(
+                    c"tmpfs".as_ptr(),
+                    path,
+                    c"tmpfs".as_ptr(),
+                    libc::MS_RDONLY,
+                    std::ptr::null(),
+                ),
+                Stage::MaskPath,
+                index,
+            ),
+            e => Err((Stage::MaskPath, index, e)),
+        }
+    }
+}
+
+fn readonly_path(path: *const c_char, index: u32) -> Result<(), Failure> {
+    // SAFETY: NUL-terminated path owned by the plan.
+    unsafe {
+        if libc::mount(
+            path,
+            path,
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        ) == -1
+        {
+            return if errno() == libc::ENOENT {
+                Ok(())
+            } else {
+                Err((Stage::ReadonlyPath, index, errno()))
+            };
+        }
+        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC;
+        check(
+            libc::mount(path, path, std::ptr::null(), flags, std::ptr::null()),
+            Stage::ReadonlyPath,
+            index,
+        )
     }
 }
 
@@ -451,5 +600,20 @@ fn loopback_up() -> Result<(), Failure> {
         })();
         libc::close(sock);
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stage_round_trips_through_its_wire_number() {
+        for v in 1..=Stage::Exec as u32 {
+            let stage = Stage::from_u32(v).unwrap_or_else(|| panic!("stage {v} unknown"));
+            assert_eq!(stage as u32, v);
+        }
+        assert_eq!(Stage::from_u32(0), None);
+        assert_eq!(Stage::from_u32(Stage::Exec as u32 + 1), None);
     }
 }

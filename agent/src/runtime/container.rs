@@ -5,6 +5,7 @@
 //! which lets tokio wait on it without a SIGCHLD handler or a thread.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -45,6 +46,9 @@ pub struct Container {
     pidfd: OwnedFd,
     status: Mutex<Option<ExitStatus>>,
     cgroups: Arc<dyn CgroupManager>,
+    /// Set once `stop` removed the cgroup, so `Drop` never touches a cgroup
+    /// that a later container with the same id may own.
+    cgroup_removed: AtomicBool,
 }
 
 impl Container {
@@ -61,6 +65,7 @@ impl Container {
             pidfd,
             status: Mutex::new(None),
             cgroups,
+            cgroup_removed: AtomicBool::new(false),
         }
     }
 
@@ -196,8 +201,14 @@ impl Container {
                 }
             }
         };
-        self.cgroups.remove(&self.id)?;
+        self.remove_cgroup()?;
         Ok(status)
+    }
+
+    fn remove_cgroup(&self) -> Result<(), RuntimeError> {
+        self.cgroups.remove(&self.id)?;
+        self.cgroup_removed.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Blocking `stop` for callers outside an async runtime.
@@ -219,18 +230,21 @@ impl Container {
                 }
             }
         };
-        self.cgroups.remove(&self.id)?;
+        self.remove_cgroup()?;
         Ok(status)
     }
 }
 
 impl Drop for Container {
-    /// A container handle never leaks a process: if it was not waited for,
-    /// it is killed and reaped here (its cgroup is left to `stop`/`remove`).
+    /// A container handle never leaks: if it was not stopped, its process
+    /// is killed and reaped and its cgroup removed here (best effort).
     fn drop(&mut self) {
         if self.cached().is_none() {
             let _ = self.kill(Signal::SIGKILL);
             let _ = self.wait_blocking();
+        }
+        if !self.cgroup_removed.load(Ordering::SeqCst) {
+            let _ = self.cgroups.remove(&self.id);
         }
     }
 }

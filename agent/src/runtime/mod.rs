@@ -269,7 +269,7 @@ impl Runtime {
             Some(s) => RuntimeError::Setup {
                 id,
                 stage: s.describe(),
-                detail: String::new(),
+                detail: format!(" (step {index})"),
                 source,
             },
             None => RuntimeError::Setup {

@@ -47,7 +47,14 @@ pub(crate) struct LaunchPlan {
     pub gid: libc::gid_t,
     pub additional_gids: Vec<libc::gid_t>,
     pub no_new_privileges: bool,
+    pub caps: Option<CapsPlan>,
+    /// Paths hidden behind /dev/null (files) or an empty read-only tmpfs (dirs).
+    pub masked_paths: Vec<CString>,
+    pub readonly_paths: Vec<CString>,
     pub cwd: CString,
+    /// Directories to create so that `cwd` exists (like runc, an image's
+    /// WorkingDir need not be in its layers).
+    pub cwd_mkdirs: Vec<CString>,
     /// Paths to try with execve, in order (the PATH search done ahead of time).
     pub exec_candidates: Vec<CString>,
     /// The program as written in the spec, for error messages.
@@ -55,6 +62,105 @@ pub(crate) struct LaunchPlan {
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     pub limits: Limits,
+}
+
+/// Capability sets as kernel bit masks (bit n = capability number n).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct CapsPlan {
+    /// Capabilities to drop from the bounding set.
+    pub drop_bounding: Vec<libc::c_int>,
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+    pub ambient: Vec<libc::c_int>,
+}
+
+/// Capability names in kernel numbering order (capability.h).
+const CAP_NAMES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+fn cap_mask(set: &Option<oci_spec::runtime::Capabilities>) -> Result<u64, RuntimeError> {
+    let mut mask = 0u64;
+    for cap in set.iter().flatten() {
+        let name = cap.to_string();
+        let n = CAP_NAMES
+            .iter()
+            .position(|c| *c == name.trim_start_matches("CAP_"))
+            .ok_or_else(|| invalid("process.capabilities", format!("unknown capability {name}")))?;
+        mask |= 1u64 << n;
+    }
+    Ok(mask)
+}
+
+fn caps_plan(
+    caps: &oci_spec::runtime::LinuxCapabilities,
+    last_cap: usize,
+) -> Result<CapsPlan, RuntimeError> {
+    let bounding = cap_mask(caps.bounding())?;
+    let ambient = cap_mask(caps.ambient())?;
+    Ok(CapsPlan {
+        drop_bounding: (0..=last_cap)
+            .filter(|n| bounding & (1u64 << n) == 0)
+            .map(|n| n as libc::c_int)
+            .collect(),
+        effective: cap_mask(caps.effective())?,
+        permitted: cap_mask(caps.permitted())?,
+        inheritable: cap_mask(caps.inheritable())?,
+        ambient: (0..64)
+            .filter(|n| ambient & (1u64 << n) != 0)
+            .map(|n| n as libc::c_int)
+            .collect(),
+    })
+}
+
+/// The highest capability number this kernel knows.
+fn last_cap() -> usize {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(CAP_NAMES.len() - 1)
+        .min(63)
 }
 
 /// NULL-terminated pointer arrays over `strings`; valid while `strings` lives.
@@ -180,6 +286,39 @@ pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, Runtime
         .linux()
         .as_ref()
         .ok_or_else(|| invalid("linux", "missing"))?;
+    // Settings that would weaken isolation if silently ignored are refused.
+    if spec.hooks().is_some() {
+        return Err(invalid("hooks", "hooks are not supported"));
+    }
+    if linux.seccomp().is_some() {
+        return Err(invalid(
+            "linux.seccomp",
+            "seccomp profiles are not supported yet",
+        ));
+    }
+    if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(invalid(
+            "linux.devices",
+            "extra device nodes are not supported",
+        ));
+    }
+    if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(invalid("linux.sysctl", "sysctls are not supported"));
+    }
+    if process
+        .apparmor_profile()
+        .as_ref()
+        .is_some_and(|p| !p.is_empty())
+        || process
+            .selinux_label()
+            .as_ref()
+            .is_some_and(|l| !l.is_empty())
+    {
+        return Err(invalid(
+            "process",
+            "AppArmor and SELinux labels are not supported",
+        ));
+    }
     let mut clone_flags = 0u64;
     for ns in linux.namespaces().as_deref().unwrap_or_default() {
         if ns.path().is_some() {
@@ -349,7 +488,27 @@ pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, Runtime
         gid: user.gid(),
         additional_gids: user.additional_gids().clone().unwrap_or_default(),
         no_new_privileges: process.no_new_privileges() == Some(true),
+        caps: process
+            .capabilities()
+            .as_ref()
+            .map(|c| caps_plan(c, last_cap()))
+            .transpose()?,
+        masked_paths: linux
+            .masked_paths()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| cstr("linux.maskedPaths", p))
+            .collect::<Result<_, _>>()?,
+        readonly_paths: linux
+            .readonly_paths()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| cstr("linux.readonlyPaths", p))
+            .collect::<Result<_, _>>()?,
         cwd: cstr("process.cwd", cwd)?,
+        cwd_mkdirs: mkdir_chain(Path::new("/"), cwd)?,
         exec_candidates,
         program,
         argv: args
@@ -425,6 +584,20 @@ mod tests {
         );
         assert_eq!(pts.mkdirs, vec![c"/dev".to_owned(), c"/dev/pts".to_owned()]);
         assert_eq!(p.hostname.as_deref(), Some(c"box"));
+        // oci-spec's default capabilities: AUDIT_WRITE, KILL, NET_BIND_SERVICE.
+        let caps = p.caps.as_ref().unwrap();
+        assert_eq!(caps.effective, (1 << 29) | (1 << 5) | (1 << 10));
+        assert!(caps.drop_bounding.contains(&21) && !caps.drop_bounding.contains(&5));
+        assert_eq!(caps.ambient, vec![5, 10, 29]);
+        assert!(p.masked_paths.contains(&c"/proc/kcore".to_owned()));
+        assert!(p.readonly_paths.contains(&c"/proc/sys".to_owned()));
+
+        let mut with_seccomp = spec.clone();
+        let mut linux = with_seccomp.linux().clone().unwrap();
+        linux.set_seccomp(Some(Default::default()));
+        with_seccomp.set_linux(Some(linux));
+        let err = plan(&with_seccomp, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("linux.seccomp"), "{err}");
 
         let host = ContainerRequest {
             network: Network::Host,
