@@ -41,7 +41,7 @@ pub async fn job_run(addr: &str, replicas: &[u32], trials: usize, image: &str) -
 }
 
 fn resolve(image: &str) -> Result<String> {
-    let mut spec = drover_proto::spec::from_json(&format!(r#"{{"name":"x","image":"oci:/x"}}"#))?;
+    let mut spec = drover_proto::spec::from_json(r#"{"name":"x","image":"oci:/x"}"#)?;
     spec.image = image.to_string();
     spec.resolve_paths(&std::env::current_dir()?);
     Ok(spec.image)
