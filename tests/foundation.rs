@@ -282,7 +282,7 @@ fn exits_are_reported_and_unplaceable_jobs_say_why() {
     let out = c.drover(&["job", "run", broken.to_str().unwrap()]);
     assert!(!out.ok(), "{}", out.stdout);
     assert!(
-        out.stderr.contains("replica broken-0 ended") && out.stderr.contains("/bin/nope"),
+        out.stderr.contains("broken-0") && out.stderr.contains("/bin/nope"),
         "{}",
         out.stderr
     );

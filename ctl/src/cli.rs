@@ -136,6 +136,73 @@ pub enum JobCmd {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// List a job's versions: when, what changed, how each rollout ended.
+    ///
+    /// Example:
+    ///   drover job history web
+    #[command(verbatim_doc_comment)]
+    History {
+        name: String,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Change a job's replica count at once, with no new version and no rollout.
+    ///
+    /// A later `job run` of a spec whose `replicas` did not change keeps this count.
+    ///
+    /// Example:
+    ///   drover job scale web 7
+    #[command(verbatim_doc_comment)]
+    Scale { name: String, replicas: u32 },
+    /// Let a rollout whose canaries are healthy replace the rest.
+    ///
+    /// Example:
+    ///   drover job promote web
+    #[command(verbatim_doc_comment)]
+    Promote {
+        name: String,
+        #[arg(long, short)]
+        detach: bool,
+    },
+    /// Hold a rollout where it stands.
+    ///
+    /// Example:
+    ///   drover job pause web
+    #[command(verbatim_doc_comment)]
+    Pause { name: String },
+    /// Continue a paused rollout.
+    ///
+    /// Example:
+    ///   drover job resume web
+    #[command(verbatim_doc_comment)]
+    Resume {
+        name: String,
+        #[arg(long, short)]
+        detach: bool,
+    },
+    /// Replace every replica, one step at a time, with no spec change.
+    ///
+    /// Example:
+    ///   drover job restart web
+    #[command(verbatim_doc_comment)]
+    Restart {
+        name: String,
+        #[arg(long, short)]
+        detach: bool,
+    },
+    /// Roll back to the last stable version, or to --to VERSION.
+    ///
+    /// Examples:
+    ///   drover job rollback web
+    ///   drover job rollback web --to 2
+    #[command(verbatim_doc_comment)]
+    Rollback {
+        name: String,
+        #[arg(long)]
+        to: Option<u64>,
+        #[arg(long, short)]
+        detach: bool,
+    },
     /// Stop every replica of a job.
     ///
     /// Example:
@@ -184,6 +251,30 @@ pub enum AllocCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum NodeCmd {
+    /// Stop placing new allocations on a node (running ones stay).
+    ///
+    /// Example:
+    ///   drover node cordon node-2
+    #[command(verbatim_doc_comment)]
+    Cordon { name: String },
+    /// Allow placements on a node again (also ends a drain).
+    ///
+    /// Example:
+    ///   drover node uncordon node-2
+    #[command(verbatim_doc_comment)]
+    Uncordon { name: String },
+    /// Move every allocation off a node, within each job's max_unavailable,
+    /// and wait until the node is empty.
+    ///
+    /// Example:
+    ///   drover node drain node-2
+    #[command(verbatim_doc_comment)]
+    Drain {
+        name: String,
+        /// Return at once instead of waiting for the node to be empty.
+        #[arg(long, short)]
+        detach: bool,
+    },
     /// List nodes with their resources and status.
     ///
     /// Example:

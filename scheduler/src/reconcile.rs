@@ -1,20 +1,31 @@
 //! Reconciliation: what must change so the cluster matches the declared jobs.
 //!
-//! A pure function from the state to a plan: allocations to place, to stop,
-//! jobs whose pending reason changed, and stopped jobs ready to be forgotten.
-//! The controller runs it on the leader and proposes the plan as commands; the
+//! A pure function from the state and the time to a plan: allocations to
+//! place and to stop, rollout progress to record, rollbacks to start, jobs
+//! whose pending reason changed, and stopped jobs ready to be forgotten. The
+//! controller runs it on the leader and proposes the plan as commands; the
 //! state machine re-checks each command when it applies, so a plan made on a
 //! slightly old state is harmless.
 //!
-//! A job's replicas are slots `0..replicas`. A slot is filled by an allocation
-//! of the current version that the scheduler still wants running, even one
-//! whose process ended for good under its restart policy (`never`,
-//! `on-failure`): replacing it would defeat that policy. A version change
-//! replaces every old allocation at once for now; the health-gated rolling
-//! update replaces this step.
+//! Allocations of a job are *current* (the job's version and generation, on
+//! a node that is not draining) or *old* (everything else it still runs).
+//! Replacing old with current is a rolling update bounded like a Kubernetes
+//! Deployment: never more than `replicas + max_surge` in total, never fewer
+//! than `replicas - max_unavailable` healthy. An old replica is stopped only
+//! when enough others are healthy; a current replica counts as healthy once
+//! its check has passed (or, without a check, it has run) for
+//! `min_healthy_time`. A new replica that crashes, fails its check, or is not
+//! healthy within `healthy_deadline`, or a rollout that makes no progress
+//! within `progress_deadline`, fails the rollout; with `auto_rollback` the
+//! last stable version is rolled back in under the same bounds. The same
+//! rules move replicas off a draining node and restore a scaled count.
 
 use crate::placement::{self, Ask, Candidate};
-use crate::state::{Desired, NewAllocation, NodeStatus, State};
+use crate::state::{
+    AllocState, Allocation, Desired, HealthState, Job, NewAllocation, NodeStatus, Rollout,
+    RolloutKind, RolloutState, State,
+};
+use drover_proto::quantity::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -25,6 +36,10 @@ pub struct Plan {
     /// (job, new pending reason)
     pub pending: Vec<(String, Option<String>)>,
     pub purge: Vec<String>,
+    /// (job, the rollout as it should now be recorded)
+    pub rollouts: Vec<(String, Rollout)>,
+    /// (job, version to return to, why)
+    pub rollbacks: Vec<(String, u64, String)>,
 }
 
 impl Plan {
@@ -33,11 +48,30 @@ impl Plan {
             && self.stop.is_empty()
             && self.pending.is_empty()
             && self.purge.is_empty()
+            && self.rollouts.is_empty()
+            && self.rollbacks.is_empty()
     }
 }
 
+/// Whether an allocation of `job` is healthy enough to count as available at `now_ms`.
+/// `settle` is how long it must have been so (the new version's `min_healthy_time`).
+pub fn is_healthy(job: &Job, a: &Allocation, now_ms: i64, settle: Duration) -> bool {
+    if a.state != AllocState::Running || a.health == HealthState::Unhealthy {
+        return false;
+    }
+    let checked = job
+        .version(a.version)
+        .is_some_and(|v| v.spec.health.is_some());
+    let since = if checked {
+        a.healthy_since_ms
+    } else {
+        a.running_since_ms
+    };
+    since.is_some_and(|t| now_ms - t >= settle.millis() as i64)
+}
+
 /// Computes the plan. `new_id` makes allocation ids (random in production).
-pub fn reconcile(state: &State, new_id: &mut dyn FnMut() -> String) -> Plan {
+pub fn reconcile(state: &State, now_ms: i64, new_id: &mut dyn FnMut() -> String) -> Plan {
     let mut plan = Plan::default();
     let usage = state.usage();
     let mut candidates: Vec<Candidate> = state
@@ -48,7 +82,7 @@ pub fn reconcile(state: &State, new_id: &mut dyn FnMut() -> String) -> Plan {
             Candidate {
                 name: n.name.clone(),
                 ready: n.status == NodeStatus::Ready,
-                schedulable: n.schedulable,
+                schedulable: n.schedulable && !n.draining,
                 cpu_total: n.cpu_millis,
                 memory_total: n.memory_bytes,
                 cpu_used: u.cpu_millis,
@@ -56,6 +90,12 @@ pub fn reconcile(state: &State, new_id: &mut dyn FnMut() -> String) -> Plan {
                 job_replicas: 0,
             }
         })
+        .collect();
+    let draining: BTreeSet<&str> = state
+        .nodes
+        .values()
+        .filter(|n| n.draining)
+        .map(|n| n.name.as_str())
         .collect();
 
     for job in state.jobs.values() {
@@ -68,38 +108,176 @@ pub fn reconcile(state: &State, new_id: &mut dyn FnMut() -> String) -> Plan {
             }
             continue;
         }
-        let mut filled: BTreeSet<u32> = BTreeSet::new();
-        let mut per_node: BTreeMap<&str, u32> = BTreeMap::new();
-        for a in state
+        JobPlan {
+            state,
+            job,
+            now_ms,
+            draining: &draining,
+        }
+        .plan(&mut plan, &mut candidates, new_id);
+    }
+    plan
+}
+
+struct JobPlan<'a> {
+    state: &'a State,
+    job: &'a Job,
+    now_ms: i64,
+    draining: &'a BTreeSet<&'a str>,
+}
+
+impl JobPlan<'_> {
+    fn plan(
+        &self,
+        plan: &mut Plan,
+        candidates: &mut [Candidate],
+        new_id: &mut dyn FnMut() -> String,
+    ) {
+        let job = self.job;
+        let spec = job.current_spec();
+        let n = job.replicas;
+        let update = &spec.update;
+        let mut surge = update.max_surge.resolve(n, true);
+        let unavailable = update.max_unavailable.resolve(n, false);
+        if surge == 0 && unavailable == 0 {
+            surge = 1; // as Kubernetes does when both round down to zero
+        }
+        let (mut cur, mut old): (Vec<&Allocation>, Vec<&Allocation>) = self
+            .state
             .job_allocations(&job.name)
             .filter(|a| a.desired == Desired::Run)
-        {
-            if a.version != job.current {
-                plan.stop
-                    .push((a.id.clone(), format!("replaced by version {}", job.current)));
-            } else if a.replica >= job.replicas {
-                plan.stop
-                    .push((a.id.clone(), format!("scaled down to {}", job.replicas)));
-            } else if !filled.insert(a.replica) {
-                plan.stop
-                    .push((a.id.clone(), "duplicate of another allocation".into()));
-            } else {
-                *per_node.entry(a.node.as_str()).or_default() += 1;
+            .partition(|a| {
+                a.version == job.current
+                    && a.generation == job.generation
+                    && !self.draining.contains(a.node.as_str())
+            });
+        cur.sort_by_key(|a| (a.replica, a.created_at_ms));
+        old.sort_by_key(|a| (a.replica, a.created_at_ms));
+        let settle = update.min_healthy_time;
+        let healthy_cur = cur
+            .iter()
+            .filter(|a| is_healthy(job, a, self.now_ms, settle))
+            .count() as u32;
+
+        let active = job.rollout.as_ref().filter(|r| {
+            !r.state.is_done() && r.version == job.current && r.generation == job.generation
+        });
+
+        if let Some(r) = active {
+            if r.state != RolloutState::Paused {
+                if let Some(reason) = self.failure(r, &cur) {
+                    let mut failed = r.clone();
+                    failed.state = RolloutState::Failed;
+                    failed.finished_at_ms = Some(self.now_ms);
+                    failed.reason = reason.clone();
+                    plan.rollouts.push((job.name.clone(), failed));
+                    let target = job.stable_version.filter(|s| *s != job.current);
+                    if let (true, true, Some(to)) = (
+                        update.auto_rollback,
+                        r.kind != RolloutKind::Rollback,
+                        target,
+                    ) {
+                        plan.rollbacks.push((
+                            job.name.clone(),
+                            to,
+                            format!("version {} failed: {reason}", job.current),
+                        ));
+                    }
+                    return;
+                }
             }
         }
-        let missing: Vec<u32> = (0..job.replicas).filter(|r| !filled.contains(r)).collect();
+
+        let mut record = active.cloned();
+        if let Some(r) = record.as_mut() {
+            if healthy_cur > r.healthy {
+                r.healthy = healthy_cur;
+                r.progress_at_ms = self.now_ms;
+            }
+        }
+
+        // A failed rollout without a rollback holds: nothing moves until the user acts.
+        let held = job.rollout.as_ref().is_some_and(|r| {
+            r.version == job.current
+                && r.generation == job.generation
+                && r.state == RolloutState::Failed
+        });
+        let paused = active.is_some_and(|r| r.state == RolloutState::Paused);
+        let want_place: u32;
+        let mut canary = false;
+        if held || paused {
+            // Still replace what the job lost, without moving the rollout on.
+            want_place = n
+                .saturating_sub((cur.len() + old.len()) as u32)
+                .min(n.saturating_sub(cur.len() as u32));
+        } else if active.is_some_and(|r| !r.promoted) {
+            let c = update.canary.min(n);
+            want_place = c.saturating_sub(cur.len() as u32);
+            canary = true;
+            if let Some(r) = record.as_mut() {
+                if healthy_cur >= c && r.state == RolloutState::Running {
+                    r.state = RolloutState::WaitingPromotion;
+                    r.reason = format!(
+                        "{c} canary replica(s) healthy: run `drover job promote {}`",
+                        job.name
+                    );
+                }
+            }
+        } else {
+            let total = (cur.len() + old.len()) as u32;
+            want_place = n
+                .saturating_sub(cur.len() as u32)
+                .min((n + surge).saturating_sub(total));
+            self.stop_old(plan, &old, healthy_cur, n.saturating_sub(unavailable));
+            if cur.len() as u32 > n {
+                self.scale_down(plan, &cur, cur.len() - n as usize);
+            }
+            if let Some(r) = record.as_mut() {
+                if cur.len() as u32 == n && healthy_cur >= n && old.is_empty() {
+                    r.state = RolloutState::Succeeded;
+                    r.finished_at_ms = Some(self.now_ms);
+                    r.reason = match r.kind {
+                        RolloutKind::Update => {
+                            format!("all {n} replica(s) of version {} healthy", r.version)
+                        }
+                        RolloutKind::Rollback => format!("{}; done", r.reason),
+                        RolloutKind::Restart => format!("all {n} replica(s) restarted"),
+                    };
+                }
+            }
+        }
+        if let (Some(before), Some(after)) = (active, record) {
+            if *before != after {
+                plan.rollouts.push((job.name.clone(), after));
+            }
+        }
+
         let mut reason = None;
-        if !missing.is_empty() {
-            let spec = job.current_spec();
+        if want_place > 0 {
             let ask = Ask {
                 cpu_millis: spec.resources.cpu.millis(),
                 memory_bytes: spec.resources.memory.bytes(),
             };
+            let mut per_node: BTreeMap<&str, u32> = BTreeMap::new();
+            for a in cur.iter().chain(old.iter()) {
+                *per_node.entry(a.node.as_str()).or_default() += 1;
+            }
             for c in candidates.iter_mut() {
                 c.job_replicas = per_node.get(c.name.as_str()).copied().unwrap_or(0);
             }
-            let p = placement::place(&candidates, ask, missing.len() as u32);
-            for (replica, node) in missing.iter().zip(&p.nodes) {
+            let p = placement::place(candidates, ask, want_place);
+            let taken: BTreeSet<u32> = self
+                .state
+                .job_allocations(&job.name)
+                .filter(|a| {
+                    a.desired == Desired::Run
+                        && a.version == job.current
+                        && a.generation == job.generation
+                })
+                .map(|a| a.replica)
+                .collect();
+            let mut free = (0u32..).filter(|i| !taken.contains(i));
+            for node in &p.nodes {
                 let c = candidates
                     .iter_mut()
                     .find(|c| &c.name == node)
@@ -110,8 +288,10 @@ pub fn reconcile(state: &State, new_id: &mut dyn FnMut() -> String) -> Plan {
                     id: new_id(),
                     job: job.name.clone(),
                     version: job.current,
-                    replica: *replica,
+                    replica: free.next().expect("endless"),
                     node: node.clone(),
+                    generation: job.generation,
+                    canary,
                 });
             }
             reason = p.reason.map(|r| {
@@ -126,216 +306,88 @@ pub fn reconcile(state: &State, new_id: &mut dyn FnMut() -> String) -> Plan {
             plan.pending.push((job.name.clone(), reason));
         }
     }
-    plan
+
+    /// Why the active rollout has failed, if it has.
+    fn failure(&self, r: &Rollout, cur: &[&Allocation]) -> Option<String> {
+        let update = &self.job.current_spec().update;
+        for a in cur.iter().filter(|a| a.created_at_ms >= r.started_at_ms) {
+            let what = format!("replica {} of version {}", a.name, a.version);
+            let detail = a.reason.split("; restarting in").next().unwrap_or_default();
+            if a.state == AllocState::Failed || a.restarts > 0 {
+                return Some(format!("{what} crashed: {detail}"));
+            }
+            if a.health == HealthState::Unhealthy {
+                return Some(format!("{what} failed its health check: {detail}"));
+            }
+            let age = self.now_ms - a.created_at_ms;
+            if !is_healthy(self.job, a, self.now_ms, Duration(0))
+                && age > update.healthy_deadline.millis() as i64
+            {
+                return Some(format!(
+                    "{what} was not healthy within {}",
+                    update.healthy_deadline
+                ));
+            }
+        }
+        let waiting = r.state == RolloutState::WaitingPromotion;
+        if !waiting && self.now_ms - r.progress_at_ms > update.progress_deadline.millis() as i64 {
+            return Some(format!("no progress within {}", update.progress_deadline));
+        }
+        None
+    }
+
+    /// Stops old allocations: the unavailable ones at once, the available ones
+    /// only while enough others stay available.
+    fn stop_old(&self, plan: &mut Plan, old: &[&Allocation], healthy_cur: u32, min_available: u32) {
+        let job = self.job;
+        let available = |a: &Allocation| {
+            let checked = job
+                .version(a.version)
+                .is_some_and(|v| v.spec.health.is_some());
+            a.state == AllocState::Running
+                && a.health != HealthState::Unhealthy
+                && (!checked || a.health == HealthState::Healthy)
+        };
+        let why = |a: &Allocation| {
+            if self.draining.contains(a.node.as_str()) {
+                format!("node {} draining", a.node)
+            } else if a.version != job.current {
+                format!("replaced by version {}", job.current)
+            } else {
+                "restarted".to_string()
+            }
+        };
+        let healthy_old = old.iter().filter(|a| available(a)).count() as u32;
+        let mut can_stop = (healthy_cur + healthy_old).saturating_sub(min_available);
+        for a in old {
+            if !available(a) {
+                plan.stop.push((a.id.clone(), why(a)));
+            } else if can_stop > 0 {
+                can_stop -= 1;
+                plan.stop.push((a.id.clone(), why(a)));
+            }
+        }
+    }
+
+    /// Stops `count` current allocations: not running first, then unhealthy, then newest.
+    fn scale_down(&self, plan: &mut Plan, cur: &[&Allocation], count: usize) {
+        let mut victims: Vec<&Allocation> = cur.to_vec();
+        victims.sort_by_key(|a| {
+            (
+                a.state == AllocState::Running,
+                a.health != HealthState::Unhealthy,
+                std::cmp::Reverse(a.created_at_ms),
+                std::cmp::Reverse(a.replica),
+            )
+        });
+        for a in victims.into_iter().take(count) {
+            plan.stop.push((
+                a.id.clone(),
+                format!("scaled down to {}", self.job.replicas),
+            ));
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::{AllocState, AllocationReport, Command};
-    use drover_proto::spec::from_yaml;
-
-    fn ids() -> impl FnMut() -> String {
-        let mut n = 0;
-        move || {
-            n += 1;
-            format!("id{n:03}")
-        }
-    }
-
-    fn cluster(nodes: &[(&str, u64, u64)]) -> State {
-        let mut s = State::default();
-        for (i, (name, cpu, mem_mi)) in nodes.iter().enumerate() {
-            s.apply(
-                i as u64 + 1,
-                &Command::RegisterNode {
-                    name: name.to_string(),
-                    address: format!("10.0.0.{i}:7401"),
-                    cpu_millis: *cpu,
-                    memory_bytes: mem_mi << 20,
-                    at_ms: 0,
-                },
-            );
-        }
-        s
-    }
-
-    fn submit(s: &mut State, yaml: &str) {
-        let spec = from_yaml(yaml).unwrap();
-        let r = s.apply(
-            s.last_index + 1,
-            &Command::SubmitJob {
-                request_id: String::new(),
-                spec: Box::new(spec),
-                at_ms: 1,
-            },
-        );
-        assert!(r.ok, "{r:?}");
-    }
-
-    /// Applies plans until nothing changes, as the controller would.
-    fn converge(s: &mut State, gen: &mut dyn FnMut() -> String) {
-        for _ in 0..10 {
-            let plan = reconcile(s, gen);
-            if plan.is_empty() {
-                return;
-            }
-            apply_plan(s, plan);
-        }
-        panic!("did not converge");
-    }
-
-    fn apply_plan(s: &mut State, plan: Plan) {
-        let i = s.last_index + 1;
-        s.apply(
-            i,
-            &Command::PlaceAllocations {
-                allocations: plan.place,
-                at_ms: 2,
-            },
-        );
-        for (id, reason) in plan.stop {
-            let i = s.last_index + 1;
-            s.apply(
-                i,
-                &Command::StopAllocations {
-                    ids: vec![id],
-                    reason,
-                    at_ms: 2,
-                },
-            );
-        }
-        for (job, reason) in plan.pending {
-            let i = s.last_index + 1;
-            s.apply(i, &Command::SetPendingReason { job, reason });
-        }
-        for name in plan.purge {
-            let i = s.last_index + 1;
-            s.apply(i, &Command::PurgeJob { name });
-        }
-    }
-
-    fn running(s: &State, job: &str) -> Vec<(u64, u32, String)> {
-        s.job_allocations(job)
-            .filter(|a| a.desired == Desired::Run)
-            .map(|a| (a.version, a.replica, a.node.clone()))
-            .collect()
-    }
-
-    #[test]
-    fn places_all_replicas_spread() {
-        let mut s = cluster(&[("a", 4000, 4096), ("b", 4000, 4096), ("c", 4000, 4096)]);
-        submit(&mut s, "name: web\nreplicas: 3\nimage: oci:/x:v1\n");
-        converge(&mut s, &mut ids());
-        let r = running(&s, "web");
-        assert_eq!(r.len(), 3);
-        let nodes: BTreeSet<_> = r.iter().map(|x| x.2.clone()).collect();
-        assert_eq!(nodes.len(), 3, "{r:?}");
-        assert_eq!(s.jobs["web"].pending_reason, None);
-    }
-
-    #[test]
-    fn unplaceable_job_stays_pending_with_reason() {
-        let mut s = cluster(&[("a", 4000, 256), ("b", 4000, 256), ("c", 4000, 256)]);
-        submit(
-            &mut s,
-            "name: big\nreplicas: 2\nimage: oci:/x:v1\nresources: {memory: 512Mi}\n",
-        );
-        converge(&mut s, &mut ids());
-        assert!(running(&s, "big").is_empty());
-        assert_eq!(
-            s.jobs["big"].pending_reason.as_deref(),
-            Some("2 replicas not placed: no node has 512Mi free memory: 3 nodes checked")
-        );
-    }
-
-    #[test]
-    fn scale_down_and_new_version() {
-        let mut s = cluster(&[("a", 4000, 4096)]);
-        let mut gen = ids();
-        submit(&mut s, "name: web\nreplicas: 3\nimage: oci:/x:v1\n");
-        converge(&mut s, &mut gen);
-        submit(&mut s, "name: web\nreplicas: 1\nimage: oci:/x:v2\n");
-        converge(&mut s, &mut gen);
-        assert_eq!(running(&s, "web"), vec![(2, 0, "a".to_string())]);
-        let stopped: Vec<_> = s
-            .job_allocations("web")
-            .filter(|a| a.desired == Desired::Stop)
-            .map(|a| a.desired_reason.clone())
-            .collect();
-        assert_eq!(stopped.len(), 3);
-        assert!(
-            stopped.iter().all(|r| r == "replaced by version 2"),
-            "{stopped:?}"
-        );
-    }
-
-    #[test]
-    fn node_loss_replaces_allocations() {
-        let mut s = cluster(&[("a", 4000, 4096), ("b", 4000, 4096)]);
-        let mut gen = ids();
-        submit(&mut s, "name: web\nreplicas: 2\nimage: oci:/x:v1\n");
-        converge(&mut s, &mut gen);
-        let i = s.last_index + 1;
-        s.apply(
-            i,
-            &Command::SetNodeStatus {
-                name: "a".into(),
-                status: NodeStatus::Down,
-                at_ms: 3,
-            },
-        );
-        converge(&mut s, &mut gen);
-        let r = running(&s, "web");
-        assert_eq!(r.len(), 2);
-        assert!(r.iter().all(|x| x.2 == "b"), "{r:?}");
-    }
-
-    #[test]
-    fn ended_allocation_under_restart_never_is_not_replaced() {
-        let mut s = cluster(&[("a", 4000, 4096)]);
-        let mut gen = ids();
-        submit(&mut s, "name: once\nimage: oci:/x:v1\nrestart: never\n");
-        converge(&mut s, &mut gen);
-        let id = s.allocations.keys().next().unwrap().clone();
-        let i = s.last_index + 1;
-        s.apply(
-            i,
-            &Command::ReportAllocations {
-                node: "a".into(),
-                reports: vec![AllocationReport {
-                    id,
-                    state: AllocState::Stopped,
-                    pid: 0,
-                    exit_code: Some(0),
-                    reason: "exited".into(),
-                    restarts: 0,
-                }],
-                at_ms: 4,
-            },
-        );
-        assert!(reconcile(&s, &mut gen).is_empty());
-    }
-
-    #[test]
-    fn stopped_job_with_purge_is_forgotten_once_ended() {
-        let mut s = cluster(&[("a", 4000, 4096)]);
-        let mut gen = ids();
-        submit(&mut s, "name: web\nimage: oci:/x:v1\n");
-        converge(&mut s, &mut gen);
-        let i = s.last_index + 1;
-        s.apply(
-            i,
-            &Command::StopJob {
-                request_id: "r".into(),
-                name: "web".into(),
-                purge: true,
-                at_ms: 5,
-            },
-        );
-        // Still pending (never reported), so the stop ends it at once.
-        converge(&mut s, &mut gen);
-        assert!(s.jobs.is_empty());
-        assert!(s.allocations.is_empty());
-    }
-}
+mod tests;

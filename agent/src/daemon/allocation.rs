@@ -8,12 +8,13 @@
 //! after the job's `stop_grace_period`, and removes the cgroup, the overlay
 //! mount and the bundle directory before reporting `stopped`.
 
-use super::Shared;
+use super::{health, Shared};
 use crate::bundle::{Bundle, ContainerRequest, Network};
 use crate::image::ImageRef;
 use crate::runtime::{Container, ExitStatus};
 use drover_proto::pb;
 use drover_proto::spec::{JobSpec, RestartPolicy};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -37,6 +38,7 @@ impl Runner {
             spec,
             restarts: 0,
             stop: stop_rx,
+            health: AtomicU8::new(0),
         };
         let task = tokio::spawn(life.run());
         Ok(Runner { stop, task })
@@ -70,6 +72,8 @@ struct Life {
     spec: JobSpec,
     restarts: u32,
     stop: watch::Receiver<Option<String>>,
+    /// The health verdict of the current run: 0 none yet, 1 healthy, 2 unhealthy.
+    health: AtomicU8,
 }
 
 /// How one run of the container ended.
@@ -77,6 +81,8 @@ enum RunEnd {
     Exited(ExitStatus),
     StartFailed(String),
     Stopped(String),
+    /// Its health check failed `failure_threshold` times in a row; it was stopped.
+    Unhealthy(String, Option<ExitStatus>),
 }
 
 impl Life {
@@ -88,6 +94,12 @@ impl Life {
             exit_code,
             reason: reason.into(),
             restarts: self.restarts,
+            health: match self.health.load(Ordering::Relaxed) {
+                1 => "healthy",
+                2 => "unhealthy",
+                _ => "",
+            }
+            .into(),
         });
     }
 
@@ -117,6 +129,9 @@ impl Life {
                     (Some(status.code()), describe(*status), status.success())
                 }
                 RunEnd::StartFailed(e) => (None, e.clone(), false),
+                RunEnd::Unhealthy(why, status) => {
+                    (status.map(|s| s.code()), format!("unhealthy: {why}"), false)
+                }
             };
             let again = match policy {
                 RestartPolicy::Always => true,
@@ -162,6 +177,7 @@ impl Life {
             Err(e) => return RunEnd::StartFailed(e),
         };
         let pid = container.pid() as u32;
+        self.health.store(0, Ordering::Relaxed);
         self.report("running", pid, None, "");
         let mut stop = self.stop.clone();
         tokio::select! {
@@ -172,6 +188,11 @@ impl Life {
                 }
                 Err(e) => RunEnd::StartFailed(format!("wait: {e}")),
             },
+            why = self.watch_health(pid as i32) => {
+                let grace = self.spec.stop_grace_period.std();
+                let status = container.stop(grace).await.ok();
+                RunEnd::Unhealthy(why, status)
+            }
             _ = stop_signal(&mut stop) => {
                 let reason = self.stop_requested().unwrap_or_default();
                 self.report("stopping", pid, None, reason.clone());
@@ -181,6 +202,33 @@ impl Life {
                     Err(e) => RunEnd::Stopped(format!("{reason} (stop: {e})")),
                 }
             }
+        }
+    }
+
+    /// Probes the container per its health check; returns why once it is unhealthy.
+    /// Without a check it never returns.
+    async fn watch_health(&self, pid: i32) -> String {
+        let Some(check) = self.spec.health.clone() else {
+            return std::future::pending().await;
+        };
+        let mut verdict = health::Verdict::default();
+        loop {
+            let probe = health::probe(&check, pid, self.spec.network).await;
+            if verdict.record(&probe, check.failure_threshold) {
+                match (verdict.healthy, probe) {
+                    (Some(true), _) => {
+                        self.health.store(1, Ordering::Relaxed);
+                        self.report("running", pid as u32, None, "");
+                    }
+                    (Some(false), Err(why)) => {
+                        self.health.store(2, Ordering::Relaxed);
+                        self.report("running", pid as u32, None, format!("unhealthy: {why}"));
+                        return why;
+                    }
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(check.interval.std()).await;
         }
     }
 

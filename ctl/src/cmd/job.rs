@@ -1,13 +1,16 @@
 //! `drover job run|ls|status|stop`.
 
+use super::rollout::Action;
 use crate::cli::{Format, JobCmd};
 use crate::client::{self, status};
 use crate::output::{self, short, table, time};
 use anyhow::{bail, Context, Result};
 use drover_proto::pb;
 use serde_json::Value;
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::time::{Duration, Instant};
+
+const FIVE_MIN: Duration = Duration::from_secs(300);
 
 pub async fn run(addr: &str, cmd: JobCmd) -> Result<i32> {
     match cmd {
@@ -61,6 +64,25 @@ pub async fn run(addr: &str, cmd: JobCmd) -> Result<i32> {
             output::print(read.output, &output::job(&j), || status_table(&j));
             Ok(0)
         }
+        JobCmd::History { name, read } => super::rollout::history(addr, &name, read).await,
+        JobCmd::Scale { name, replicas } => {
+            super::rollout::act(addr, &name, Action::Scale(replicas), true, Duration::ZERO).await
+        }
+        JobCmd::Promote { name, detach } => {
+            super::rollout::act(addr, &name, Action::Promote, detach, FIVE_MIN).await
+        }
+        JobCmd::Pause { name } => {
+            super::rollout::act(addr, &name, Action::Pause, true, Duration::ZERO).await
+        }
+        JobCmd::Resume { name, detach } => {
+            super::rollout::act(addr, &name, Action::Resume, detach, FIVE_MIN).await
+        }
+        JobCmd::Restart { name, detach } => {
+            super::rollout::act(addr, &name, Action::Restart, detach, FIVE_MIN).await
+        }
+        JobCmd::Rollback { name, to, detach } => {
+            super::rollout::act(addr, &name, Action::Rollback(to), detach, FIVE_MIN).await
+        }
         JobCmd::Stop {
             name,
             purge,
@@ -99,7 +121,17 @@ fn status_table(j: &pb::JobStatus) -> String {
     if !j.pending_reason.is_empty() {
         s.push_str(&format!("pending:   {}\n", j.pending_reason));
     }
-    s.push_str(&format!("submitted: {}\n\n", time(j.submitted_at_ms)));
+    s.push_str(&format!("submitted: {}\n", time(j.submitted_at_ms)));
+    if let Some(r) = &j.rollout {
+        s.push_str(&format!(
+            "rollout:   {} of version {}: {} ({}/{} updated, {}/{} healthy, {} old)\n",
+            r.kind, r.version, r.state, r.updated, r.desired, r.healthy, r.desired, r.old
+        ));
+        if !r.reason.is_empty() {
+            s.push_str(&format!("           {}\n", r.reason));
+        }
+    }
+    s.push('\n');
     let rows: Vec<Vec<String>> = j
         .allocations
         .iter()
@@ -111,6 +143,11 @@ fn status_table(j: &pb::JobStatus) -> String {
                 a.version.to_string(),
                 a.desired.clone(),
                 a.state.clone(),
+                if a.health.is_empty() {
+                    "-".into()
+                } else {
+                    a.health.clone()
+                },
                 a.restarts.to_string(),
                 time(a.updated_at_ms),
                 output::reason(a),
@@ -119,7 +156,8 @@ fn status_table(j: &pb::JobStatus) -> String {
         .collect();
     s + &table(
         &[
-            "ID", "NAME", "NODE", "VERSION", "DESIRED", "STATE", "RESTARTS", "UPDATED", "REASON",
+            "ID", "NAME", "NODE", "VERSION", "DESIRED", "STATE", "HEALTH", "RESTARTS", "UPDATED",
+            "REASON",
         ],
         &rows,
     ) + &output::stale_note(&j.read)
@@ -168,18 +206,18 @@ async fn submit(addr: &str, file: &std::path::Path, detach: bool, timeout: &str)
         .await
         .map_err(status)?
         .into_inner();
-    if r.changed {
-        println!("{}: submitted version {}", r.name, r.version);
-    } else {
-        println!(
-            "{}: unchanged (version {} is already the current spec)",
-            r.name, r.version
-        );
-    }
+    println!("{}: {}", r.name, r.note);
     if detach {
         return Ok(0);
     }
-    wait_running(&mut c, &r.name, r.version, timeout).await
+    if !r.changed {
+        return Ok(0);
+    }
+    let first = r.version == 1 || r.note.starts_with("started again");
+    if r.note.starts_with("scaled") {
+        return Ok(0);
+    }
+    super::rollout::wait(&mut c, &r.name, r.version, timeout, first).await
 }
 
 fn spec_error(file: &std::path::Path, e: drover_proto::spec::SpecError) -> anyhow::Error {
@@ -188,101 +226,6 @@ fn spec_error(file: &std::path::Path, e: drover_proto::spec::SpecError) -> anyho
         msg.push_str(&format!("\n  {f}"));
     }
     anyhow::anyhow!(msg)
-}
-
-/// Prints progress until every replica of `version` runs.
-async fn wait_running(
-    c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>,
-    name: &str,
-    version: u64,
-    timeout: Duration,
-) -> Result<i32> {
-    let start = Instant::now();
-    let tty = std::io::stdout().is_terminal();
-    let mut last_line = String::new();
-    loop {
-        let j = c
-            .get_job(pb::GetJobRequest {
-                name: name.into(),
-                read: None,
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
-        if j.version != version {
-            println!(
-                "{name}: version {} was submitted meanwhile; stopped waiting",
-                j.version
-            );
-            return Ok(0);
-        }
-        let current: Vec<&pb::Allocation> = j
-            .allocations
-            .iter()
-            .filter(|a| a.desired == "run" && a.version == version)
-            .collect();
-        let starting = current
-            .iter()
-            .filter(|a| a.state == "starting" || a.state == "pending")
-            .count();
-        let failed: Vec<&&pb::Allocation> =
-            current.iter().filter(|a| a.state == "failed").collect();
-        let mut line = format!(
-            "{name}: {}/{} running, {starting} starting",
-            j.running, j.desired
-        );
-        if !failed.is_empty() {
-            line.push_str(&format!(
-                ", {} failing ({})",
-                failed.len(),
-                failed[0].reason
-            ));
-        }
-        if !j.pending_reason.is_empty() {
-            line.push_str(&format!(" — pending: {}", j.pending_reason));
-        }
-        if line != last_line {
-            if tty {
-                print!("\r\x1b[2K{line}");
-                use std::io::Write;
-                let _ = std::io::stdout().flush();
-            } else {
-                println!("{line}");
-            }
-            last_line = line;
-        }
-        if j.running >= j.desired {
-            if tty {
-                println!();
-            }
-            println!(
-                "{name}: all {} replica(s) of version {version} running ({:.2}s)",
-                j.desired,
-                start.elapsed().as_secs_f64()
-            );
-            return Ok(0);
-        }
-        // A replica that ended for good will never run: say so and stop waiting.
-        let dead: Vec<&&pb::Allocation> = current
-            .iter()
-            .filter(|a| {
-                (a.state == "failed" || a.state == "stopped") && !a.reason.contains("restarting in")
-            })
-            .collect();
-        if !dead.is_empty() {
-            if tty {
-                println!();
-            }
-            bail!("{name}: replica {} ended: {}", dead[0].name, dead[0].reason);
-        }
-        if start.elapsed() > timeout {
-            if tty {
-                println!();
-            }
-            bail!("{name}: not all replicas running after {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn wait_stopped(

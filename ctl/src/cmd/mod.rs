@@ -6,6 +6,7 @@ mod dev;
 mod job;
 mod logs;
 mod node;
+mod rollout;
 
 use crate::cli::{BenchCmd, Cli, Command};
 use anyhow::Result;

@@ -8,8 +8,15 @@ use drover_proto::pb;
 use serde_json::Value;
 
 pub async fn run(addr: &str, cmd: NodeCmd) -> Result<i32> {
-    let NodeCmd::Ls { read } = cmd;
     let mut c = client::connect(addr).await?;
+    let read = match cmd {
+        NodeCmd::Ls { read } => read,
+        NodeCmd::Cordon { name } => return schedulable(&mut c, &name, false, false, true).await,
+        NodeCmd::Uncordon { name } => return schedulable(&mut c, &name, true, false, true).await,
+        NodeCmd::Drain { name, detach } => {
+            return schedulable(&mut c, &name, false, true, detach).await
+        }
+    };
     let r = c
         .list_nodes(pb::ListNodesRequest {
             read: Some(pb::ReadOptions { stale: read.stale }),
@@ -23,9 +30,14 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<i32> {
             .nodes
             .iter()
             .map(|n| {
+                let status = match (n.draining, n.schedulable) {
+                    (true, _) => format!("{},draining", n.status),
+                    (false, false) => format!("{},cordoned", n.status),
+                    _ => n.status.clone(),
+                };
                 vec![
                     n.name.clone(),
-                    n.status.clone(),
+                    status,
                     n.address.clone(),
                     format!("{}/{}", cpu(n.cpu_allocated_millis), cpu(n.cpu_millis)),
                     format!(
@@ -52,4 +64,56 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<i32> {
         ) + &output::stale_note(&r.read)
     });
     Ok(0)
+}
+
+async fn schedulable(
+    c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>,
+    name: &str,
+    schedulable: bool,
+    drain: bool,
+    detach: bool,
+) -> Result<i32> {
+    let r = c
+        .set_node_schedulable(pb::SetNodeSchedulableRequest {
+            name: name.into(),
+            schedulable,
+            drain,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let what = match (schedulable, drain) {
+        (true, _) => "uncordoned: new allocations may be placed here",
+        (false, false) => "cordoned: no new allocations will be placed here",
+        (false, true) => "draining",
+    };
+    println!("{name}: {what} ({} allocation(s) on it)", r.allocations);
+    if !drain || detach {
+        return Ok(0);
+    }
+    let start = std::time::Instant::now();
+    let mut last = r.allocations;
+    loop {
+        let nodes = c
+            .list_nodes(pb::ListNodesRequest { read: None })
+            .await
+            .map_err(status)?
+            .into_inner()
+            .nodes;
+        let Some(n) = nodes.iter().find(|n| n.name == name) else {
+            anyhow::bail!("node {name} disappeared");
+        };
+        if n.allocations != last {
+            println!("{name}: {} allocation(s) left", n.allocations);
+            last = n.allocations;
+        }
+        if n.allocations == 0 {
+            println!(
+                "{name}: drained in {:.1}s; it is empty",
+                start.elapsed().as_secs_f64()
+            );
+            return Ok(0);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

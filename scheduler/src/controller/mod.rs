@@ -64,7 +64,9 @@ impl Controller {
                 })
                 .await?;
         }
-        let plan = reconcile(&state, &mut || format!("{:032x}", rand::random::<u128>()));
+        let plan = reconcile(&state, now_ms(), &mut || {
+            format!("{:032x}", rand::random::<u128>())
+        });
         if !plan.is_empty() {
             self.propose(plan).await?;
         }
@@ -100,6 +102,26 @@ impl Controller {
         }
         for name in plan.purge {
             self.replica.write(Command::PurgeJob { name }).await?;
+        }
+        for (job, rollout) in plan.rollouts {
+            if rollout.state.is_done() {
+                tracing::info!(job = %job, version = rollout.version, state = rollout.state.as_str(), reason = %rollout.reason, "rollout ended");
+            }
+            self.replica
+                .write(Command::SetRollout { job, rollout })
+                .await?;
+        }
+        for (name, to, reason) in plan.rollbacks {
+            tracing::warn!(job = %name, to, reason = %reason, "rolling back");
+            self.replica
+                .write(Command::RollbackJob {
+                    request_id: String::new(),
+                    name,
+                    to: Some(to),
+                    reason,
+                    at_ms,
+                })
+                .await?;
         }
         Ok(())
     }

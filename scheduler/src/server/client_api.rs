@@ -53,6 +53,7 @@ impl Drover for ClientApi {
             version: r.version,
             changed: r.changed,
             index,
+            note: r.note,
         }))
     }
 
@@ -179,6 +180,131 @@ impl Drover for ClientApi {
         Ok(Response::new(pb::ListNodesResponse {
             nodes,
             read: Some(read),
+        }))
+    }
+
+    async fn scale_job(
+        &self,
+        req: Request<pb::ScaleJobRequest>,
+    ) -> Result<Response<pb::JobActionResponse>, Status> {
+        let req = req.into_inner();
+        if req.replicas > 10_000 {
+            return Err(Status::invalid_argument(format!(
+                "replicas: {} is more than the maximum of 10000",
+                req.replicas
+            )));
+        }
+        self.job_action(Command::ScaleJob {
+            request_id: request_id(&req.request_id),
+            name: req.name,
+            replicas: req.replicas,
+            at_ms: super::now_ms(),
+        })
+        .await
+    }
+
+    async fn rollback_job(
+        &self,
+        req: Request<pb::RollbackJobRequest>,
+    ) -> Result<Response<pb::JobActionResponse>, Status> {
+        let req = req.into_inner();
+        self.job_action(Command::RollbackJob {
+            request_id: request_id(&req.request_id),
+            name: req.name,
+            to: req.to,
+            reason: String::new(),
+            at_ms: super::now_ms(),
+        })
+        .await
+    }
+
+    async fn promote_job(
+        &self,
+        req: Request<pb::JobActionRequest>,
+    ) -> Result<Response<pb::JobActionResponse>, Status> {
+        let req = req.into_inner();
+        self.job_action(Command::PromoteJob {
+            request_id: request_id(&req.request_id),
+            name: req.name,
+            at_ms: super::now_ms(),
+        })
+        .await
+    }
+
+    async fn pause_job(
+        &self,
+        req: Request<pb::PauseJobRequest>,
+    ) -> Result<Response<pb::JobActionResponse>, Status> {
+        let req = req.into_inner();
+        self.job_action(Command::PauseJob {
+            request_id: request_id(&req.request_id),
+            name: req.name,
+            paused: req.paused,
+            at_ms: super::now_ms(),
+        })
+        .await
+    }
+
+    async fn restart_job(
+        &self,
+        req: Request<pb::JobActionRequest>,
+    ) -> Result<Response<pb::JobActionResponse>, Status> {
+        let req = req.into_inner();
+        self.job_action(Command::RestartJob {
+            request_id: request_id(&req.request_id),
+            name: req.name,
+            at_ms: super::now_ms(),
+        })
+        .await
+    }
+
+    async fn set_node_schedulable(
+        &self,
+        req: Request<pb::SetNodeSchedulableRequest>,
+    ) -> Result<Response<pb::SetNodeSchedulableResponse>, Status> {
+        let req = req.into_inner();
+        let r = self
+            .replica
+            .write(Command::SetNodeSchedulable {
+                name: req.name.clone(),
+                schedulable: req.schedulable,
+                drain: req.drain,
+                at_ms: super::now_ms(),
+            })
+            .await?;
+        if !r.ok {
+            return Err(Status::not_found(r.error.unwrap_or_default()));
+        }
+        let (allocations, _) = self
+            .replica
+            .read(false, |s| {
+                s.allocations
+                    .values()
+                    .filter(|a| a.node == req.name && a.desired == Desired::Run)
+                    .count() as u32
+            })
+            .await?;
+        Ok(Response::new(pb::SetNodeSchedulableResponse {
+            allocations,
+        }))
+    }
+}
+
+impl ClientApi {
+    /// Proposes a job command; a refusal is the user's error, with its reason.
+    async fn job_action(&self, cmd: Command) -> Result<Response<pb::JobActionResponse>, Status> {
+        let r = self.replica.write(cmd).await?;
+        if !r.ok {
+            let msg = r.error.unwrap_or_default();
+            return Err(if msg.starts_with("no job") {
+                Status::not_found(msg)
+            } else {
+                Status::failed_precondition(msg)
+            });
+        }
+        Ok(Response::new(pb::JobActionResponse {
+            version: r.version,
+            note: r.note,
         }))
     }
 }

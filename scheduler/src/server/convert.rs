@@ -1,7 +1,8 @@
 //! Conversions from the state machine's types to wire types, in one place.
 
-use crate::state::{AllocState, Allocation, Desired, Job, Node, State};
+use crate::state::{AllocState, Allocation, Desired, Job, Node, RolloutKind, State};
 use drover_proto::pb;
+use drover_proto::spec::JobSpec;
 
 pub fn allocation(state: &State, a: &Allocation) -> pb::Allocation {
     pb::Allocation {
@@ -20,6 +21,8 @@ pub fn allocation(state: &State, a: &Allocation) -> pb::Allocation {
         exit_code: a.exit_code,
         reason: a.reason.clone(),
         desired_reason: a.desired_reason.clone(),
+        health: a.health.as_str().into(),
+        canary: a.canary,
         restarts: a.restarts,
         created_at_ms: a.created_at_ms,
         updated_at_ms: a.updated_at_ms,
@@ -96,12 +99,20 @@ pub fn job(state: &State, job: &Job) -> pb::JobStatus {
         versions: job
             .versions
             .iter()
-            .map(|v| pb::JobVersion {
+            .enumerate()
+            .map(|(i, v)| pb::JobVersion {
                 version: v.version,
                 submitted_at_ms: v.submitted_at_ms,
                 image: v.spec.image.clone(),
+                outcome: v.outcome.clone().unwrap_or_default(),
+                changes: match i.checked_sub(1).map(|p| &job.versions[p]) {
+                    Some(prev) => spec_changes(&prev.spec, &v.spec),
+                    None => vec!["first version".into()],
+                },
             })
             .collect(),
+        rollout: job.rollout.as_ref().map(|r| rollout(state, job, r)),
+        stable_version: job.stable_version,
     }
 }
 
@@ -118,5 +129,82 @@ pub fn node(state: &State, n: &Node) -> pb::Node {
         allocations: usage.allocations,
         registered_at_ms: n.registered_at_ms,
         schedulable: n.schedulable,
+        draining: n.draining,
     }
+}
+
+pub fn rollout(state: &State, job: &Job, r: &crate::state::Rollout) -> pb::Rollout {
+    let spec = job.current_spec();
+    let mut updated = 0;
+    let mut healthy = 0;
+    let mut old = 0;
+    let now = super::now_ms();
+    for a in state
+        .job_allocations(&job.name)
+        .filter(|a| a.desired == Desired::Run)
+    {
+        if a.version == r.version && a.generation == r.generation {
+            updated += 1;
+            if crate::reconcile::is_healthy(job, a, now, spec.update.min_healthy_time) {
+                healthy += 1;
+            }
+        } else {
+            old += 1;
+        }
+    }
+    pb::Rollout {
+        version: r.version,
+        kind: match r.kind {
+            RolloutKind::Update => "update",
+            RolloutKind::Rollback => "rollback",
+            RolloutKind::Restart => "restart",
+        }
+        .into(),
+        state: r.state.as_str().into(),
+        promoted: r.promoted,
+        started_at_ms: r.started_at_ms,
+        finished_at_ms: r.finished_at_ms,
+        reason: r.reason.clone(),
+        updated,
+        healthy,
+        old,
+        desired: job.replicas,
+    }
+}
+
+/// What changed between two versions of a spec, one line per field
+/// (`replicas` is not versioned: scaling is not a change of version).
+pub fn spec_changes(old: &JobSpec, new: &JobSpec) -> Vec<String> {
+    let flat = |s: &JobSpec| {
+        let mut out = std::collections::BTreeMap::new();
+        if let serde_json::Value::Object(m) = serde_json::to_value(s).expect("a spec serializes") {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("replicas", _) => {}
+                    ("env" | "resources", serde_json::Value::Object(inner)) => {
+                        for (ik, iv) in inner {
+                            out.insert(format!("{k}.{ik}"), iv.to_string());
+                        }
+                    }
+                    (_, v) => {
+                        out.insert(k, v.to_string());
+                    }
+                }
+            }
+        }
+        out
+    };
+    let (a, b) = (flat(old), flat(new));
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let none = "(none)".to_string();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            format!(
+                "{k}: {} -> {}",
+                a.get(k).unwrap_or(&none),
+                b.get(k).unwrap_or(&none)
+            )
+        })
+        .collect()
 }

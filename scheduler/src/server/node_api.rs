@@ -166,6 +166,7 @@ impl NodeService for NodeApi {
                 exit_code: r.exit_code,
                 reason: r.reason,
                 restarts: r.restarts,
+                health: crate::state::HealthState::parse(&r.health),
             });
         }
         // Skip the write when nothing is new: agents re-send reports freely.
@@ -178,6 +179,7 @@ impl NodeService for NodeApi {
                             || a.pid != r.pid
                             || a.exit_code != r.exit_code
                             || a.restarts != r.restarts
+                            || a.health != r.health
                             || (!r.reason.is_empty() && a.reason != r.reason))
                 }
                 None => false,

@@ -13,7 +13,13 @@ impl State {
     pub fn apply(&mut self, index: u64, cmd: &Command) -> CommandResult {
         self.last_index = index;
         let request_id = match cmd {
-            Command::SubmitJob { request_id, .. } | Command::StopJob { request_id, .. } => {
+            Command::SubmitJob { request_id, .. }
+            | Command::StopJob { request_id, .. }
+            | Command::ScaleJob { request_id, .. }
+            | Command::RollbackJob { request_id, .. }
+            | Command::PromoteJob { request_id, .. }
+            | Command::PauseJob { request_id, .. }
+            | Command::RestartJob { request_id, .. } => {
                 Some(request_id.as_str()).filter(|r| !r.is_empty())
             }
             _ => None,
@@ -58,6 +64,29 @@ impl State {
                 at_ms,
             } => self.report(node, reports, *at_ms),
             Command::PurgeJob { name } => self.purge_job(name),
+            Command::ScaleJob { name, replicas, .. } => self.scale_job(name, *replicas),
+            Command::SetRollout { job, rollout } => self.set_rollout(job, rollout),
+            Command::RollbackJob {
+                name,
+                to,
+                reason,
+                at_ms,
+                ..
+            } => self.rollback_job(name, *to, reason, *at_ms),
+            Command::PromoteJob { name, at_ms, .. } => self.promote_job(name, *at_ms),
+            Command::PauseJob {
+                name,
+                paused,
+                at_ms,
+                ..
+            } => self.pause_job(name, *paused, *at_ms),
+            Command::RestartJob { name, at_ms, .. } => self.restart_job(name, *at_ms),
+            Command::SetNodeSchedulable {
+                name,
+                schedulable,
+                drain,
+                at_ms,
+            } => self.set_schedulable(name, *schedulable, *drain, *at_ms),
             Command::Noop => CommandResult::ok(false),
         };
         if let Some(id) = request_id {
@@ -77,64 +106,305 @@ impl State {
         if let Err(e) = drover_proto::spec::validate(spec) {
             return CommandResult::refused(e.to_string());
         }
-        match self.jobs.get_mut(&spec.name) {
-            Some(job) => {
-                let unchanged = job.current_spec() == spec;
-                if unchanged && !job.stopped {
-                    return CommandResult {
-                        version: job.current,
-                        ..CommandResult::ok(false)
-                    };
-                }
-                if unchanged {
-                    // Re-running a stopped job's spec starts it again, same version.
-                    job.stopped = false;
-                    job.purge = false;
-                    return CommandResult {
-                        version: job.current,
-                        ..CommandResult::ok(true)
-                    };
-                }
-                let version = job.versions.last().map(|v| v.version).unwrap_or(0) + 1;
-                job.versions.push(JobVersion {
-                    version,
+        let Some(job) = self.jobs.get_mut(&spec.name) else {
+            let mut job = Job {
+                name: spec.name.clone(),
+                versions: vec![JobVersion {
+                    version: 1,
                     spec: spec.clone(),
                     submitted_at_ms: at_ms,
-                });
-                job.current = version;
-                job.replicas = spec.replicas;
-                job.stopped = false;
-                job.purge = false;
-                job.submitted_at_ms = at_ms;
-                CommandResult {
-                    version,
-                    ..CommandResult::ok(true)
-                }
+                    outcome: None,
+                }],
+                current: 1,
+                replicas: spec.replicas,
+                spec_replicas: spec.replicas,
+                stopped: false,
+                purge: false,
+                pending_reason: None,
+                submitted_at_ms: at_ms,
+                generation: 0,
+                stable_version: None,
+                rollout: None,
+            };
+            job.rollout = Some(Rollout::start(
+                &job,
+                RolloutKind::Update,
+                spec.update.canary == 0,
+                at_ms,
+            ));
+            self.jobs.insert(spec.name.clone(), job);
+            return CommandResult {
+                version: 1,
+                note: format!("submitted version 1 ({} replicas)", spec.replicas),
+                ..CommandResult::ok(true)
+            };
+        };
+        // `replicas` is the count in force only when the user edits it: re-running a
+        // spec whose `replicas` did not change keeps a count set by `job scale`.
+        let replicas_edited = spec.replicas != job.spec_replicas;
+        if replicas_edited {
+            job.replicas = spec.replicas;
+            job.spec_replicas = spec.replicas;
+        }
+        let mut unchanged = job.current_spec().clone();
+        unchanged.replicas = spec.replicas;
+        let same_version = unchanged == *spec;
+        let was_stopped = job.stopped;
+        job.stopped = false;
+        job.purge = false;
+        if same_version {
+            if was_stopped {
+                job.rollout = Some(Rollout::start(job, RolloutKind::Update, true, at_ms));
             }
-            None => {
-                self.jobs.insert(
-                    spec.name.clone(),
-                    Job {
-                        name: spec.name.clone(),
-                        versions: vec![JobVersion {
-                            version: 1,
-                            spec: spec.clone(),
-                            submitted_at_ms: at_ms,
-                        }],
-                        current: 1,
-                        replicas: spec.replicas,
-                        stopped: false,
-                        purge: false,
-                        pending_reason: None,
-                        submitted_at_ms: at_ms,
-                    },
-                );
-                CommandResult {
-                    version: 1,
-                    ..CommandResult::ok(true)
-                }
+            let note = match (was_stopped, replicas_edited) {
+                (true, _) => format!("started again at version {}", job.current),
+                (false, true) => format!(
+                    "scaled to {} (version {} unchanged)",
+                    job.replicas, job.current
+                ),
+                (false, false) => format!(
+                    "unchanged (version {} is already the current spec)",
+                    job.current
+                ),
+            };
+            return CommandResult {
+                version: job.current,
+                note,
+                ..CommandResult::ok(was_stopped || replicas_edited)
+            };
+        }
+        if let Some(r) = &job.rollout {
+            if !r.state.is_done() {
+                let v = r.version;
+                job.set_outcome(v, "superseded by a newer version".into());
             }
         }
+        let version = job.versions.last().map(|v| v.version).unwrap_or(0) + 1;
+        job.versions.push(JobVersion {
+            version,
+            spec: spec.clone(),
+            submitted_at_ms: at_ms,
+            outcome: None,
+        });
+        job.current = version;
+        job.submitted_at_ms = at_ms;
+        let has_old = self_has_running(&self.allocations, &spec.name);
+        let job = self.jobs.get_mut(&spec.name).expect("job exists");
+        let promoted = spec.update.canary == 0 || !has_old;
+        job.rollout = Some(Rollout::start(job, RolloutKind::Update, promoted, at_ms));
+        CommandResult {
+            version,
+            note: format!("submitted version {version}"),
+            ..CommandResult::ok(true)
+        }
+    }
+
+    fn scale_job(&mut self, name: &str, replicas: u32) -> CommandResult {
+        let Some(job) = self.jobs.get_mut(name) else {
+            return CommandResult::refused(format!("no job named {name:?}"));
+        };
+        if replicas > 10_000 {
+            return CommandResult::refused(format!(
+                "replicas: {replicas} is more than the maximum of 10000"
+            ));
+        }
+        if job.stopped {
+            return CommandResult::refused(format!("job {name:?} is stopped: run it again first"));
+        }
+        let changed = job.replicas != replicas;
+        job.replicas = replicas;
+        CommandResult {
+            version: job.current,
+            note: format!("scaled to {replicas}"),
+            ..CommandResult::ok(changed)
+        }
+    }
+
+    fn set_rollout(&mut self, name: &str, rollout: &Rollout) -> CommandResult {
+        let Some(job) = self.jobs.get_mut(name) else {
+            return CommandResult::refused(format!("no job named {name:?}"));
+        };
+        let current = job.rollout.as_ref();
+        // Only the rollout in force may be updated: a stale controller's view is refused.
+        let matches = current.is_some_and(|r| {
+            r.version == rollout.version
+                && r.generation == rollout.generation
+                && r.started_at_ms == rollout.started_at_ms
+        });
+        if !matches || job.current != rollout.version || current.is_some_and(|r| r.state.is_done())
+        {
+            return CommandResult::refused("not the rollout in force");
+        }
+        match rollout.state {
+            RolloutState::Succeeded => {
+                job.stable_version = Some(rollout.version);
+                if rollout.kind != RolloutKind::Rollback {
+                    job.set_outcome(rollout.version, "succeeded".into());
+                }
+            }
+            RolloutState::Failed => {
+                job.set_outcome(rollout.version, format!("failed: {}", rollout.reason))
+            }
+            _ => {}
+        }
+        job.rollout = Some(rollout.clone());
+        CommandResult::ok(true)
+    }
+
+    fn rollback_job(
+        &mut self,
+        name: &str,
+        to: Option<u64>,
+        reason: &str,
+        at_ms: i64,
+    ) -> CommandResult {
+        let Some(job) = self.jobs.get_mut(name) else {
+            return CommandResult::refused(format!("no job named {name:?}"));
+        };
+        let target = match to {
+            Some(v) => v,
+            None => match job.stable_version.filter(|v| *v != job.current) {
+                Some(v) => v,
+                None => match job
+                    .versions
+                    .iter()
+                    .rev()
+                    .map(|v| v.version)
+                    .find(|v| *v < job.current)
+                {
+                    Some(v) => v,
+                    None => {
+                        return CommandResult::refused(format!(
+                            "job {name:?} has no earlier version to roll back to"
+                        ))
+                    }
+                },
+            },
+        };
+        if job.version(target).is_none() {
+            return CommandResult::refused(format!("job {name:?} has no version {target}"));
+        }
+        if target == job.current {
+            return CommandResult::refused(format!("job {name:?} already runs version {target}"));
+        }
+        let from = job.current;
+        let done = job
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.version == from && r.state == RolloutState::Succeeded);
+        if !done {
+            let why = if reason.is_empty() {
+                "by hand".to_string()
+            } else {
+                reason.to_string()
+            };
+            let prior = job.version(from).and_then(|v| v.outcome.clone());
+            let outcome = match prior {
+                Some(p) if p.starts_with("failed") => {
+                    format!("{p}; rolled back to version {target}")
+                }
+                _ => format!("rolled back to version {target} ({why})"),
+            };
+            job.set_outcome(from, outcome);
+        }
+        job.current = target;
+        job.stopped = false;
+        let mut r = Rollout::start(job, RolloutKind::Rollback, true, at_ms);
+        r.reason = if reason.is_empty() {
+            format!("rollback from version {from}")
+        } else {
+            format!("rollback from version {from}: {reason}")
+        };
+        job.rollout = Some(r);
+        CommandResult {
+            version: target,
+            note: format!("rolling back from version {from} to version {target}"),
+            ..CommandResult::ok(true)
+        }
+    }
+
+    fn promote_job(&mut self, name: &str, at_ms: i64) -> CommandResult {
+        let Some(job) = self.jobs.get_mut(name) else {
+            return CommandResult::refused(format!("no job named {name:?}"));
+        };
+        match &mut job.rollout {
+            Some(r) if !r.state.is_done() && !r.promoted => {
+                r.promoted = true;
+                r.state = RolloutState::Running;
+                r.progress_at_ms = at_ms;
+                CommandResult {
+                    version: r.version,
+                    note: format!("promoted version {}", r.version),
+                    ..CommandResult::ok(true)
+                }
+            }
+            _ => CommandResult::refused(format!(
+                "job {name:?} has no canaries waiting for promotion"
+            )),
+        }
+    }
+
+    fn pause_job(&mut self, name: &str, paused: bool, at_ms: i64) -> CommandResult {
+        let Some(job) = self.jobs.get_mut(name) else {
+            return CommandResult::refused(format!("no job named {name:?}"));
+        };
+        match &mut job.rollout {
+            Some(r) if !r.state.is_done() => {
+                let was = r.state;
+                r.state = match (paused, r.promoted) {
+                    (true, _) => RolloutState::Paused,
+                    (false, true) => RolloutState::Running,
+                    (false, false) => RolloutState::Running,
+                };
+                if !paused {
+                    // Time spent paused does not count against the progress deadline.
+                    r.progress_at_ms = at_ms;
+                }
+                CommandResult {
+                    version: r.version,
+                    note: format!(
+                        "rollout of version {} {}",
+                        r.version,
+                        if paused { "paused" } else { "resumed" }
+                    ),
+                    ..CommandResult::ok(was != r.state)
+                }
+            }
+            _ => CommandResult::refused(format!("job {name:?} has no rollout in progress")),
+        }
+    }
+
+    fn restart_job(&mut self, name: &str, at_ms: i64) -> CommandResult {
+        let Some(job) = self.jobs.get_mut(name) else {
+            return CommandResult::refused(format!("no job named {name:?}"));
+        };
+        if job.stopped {
+            return CommandResult::refused(format!("job {name:?} is stopped"));
+        }
+        job.generation += 1;
+        job.rollout = Some(Rollout::start(job, RolloutKind::Restart, true, at_ms));
+        CommandResult {
+            version: job.current,
+            note: format!("restarting every replica of version {}", job.current),
+            ..CommandResult::ok(true)
+        }
+    }
+
+    fn set_schedulable(
+        &mut self,
+        name: &str,
+        schedulable: bool,
+        drain: bool,
+        at_ms: i64,
+    ) -> CommandResult {
+        let Some(node) = self.nodes.get_mut(name) else {
+            return CommandResult::refused(format!("no node named {name:?}"));
+        };
+        let changed = node.schedulable != schedulable || node.draining != drain;
+        node.schedulable = schedulable;
+        node.draining = drain;
+        node.updated_at_ms = at_ms;
+        CommandResult::ok(changed)
     }
 
     fn stop_job(&mut self, name: &str, purge: bool, at_ms: i64) -> CommandResult {
@@ -173,6 +443,7 @@ impl State {
             memory_bytes: 0,
             status: NodeStatus::Ready,
             schedulable: true,
+            draining: false,
             registered_at_ms: at_ms,
             updated_at_ms: at_ms,
         });
@@ -220,7 +491,7 @@ impl State {
             let Some(job) = self.jobs.get(&n.job) else {
                 continue;
             };
-            if job.stopped || job.current != n.version || n.replica >= job.replicas {
+            if job.stopped || job.current != n.version || job.generation != n.generation {
                 continue;
             }
             let Some(node) = self.nodes.get(&n.node) else {
@@ -233,6 +504,7 @@ impl State {
                 a.job == n.job
                     && a.replica == n.replica
                     && a.version == n.version
+                    && a.generation == n.generation
                     && a.desired == Desired::Run
             });
             if slot_taken {
@@ -254,6 +526,11 @@ impl State {
                     exit_code: None,
                     reason: String::new(),
                     desired_reason: String::new(),
+                    generation: n.generation,
+                    health: HealthState::Unknown,
+                    running_since_ms: None,
+                    healthy_since_ms: None,
+                    canary: n.canary,
                     restarts: 0,
                     cpu_millis: spec.resources.cpu.millis(),
                     memory_bytes: spec.resources.memory.bytes(),
@@ -327,10 +604,30 @@ impl State {
                 || a.pid != r.pid
                 || a.exit_code != r.exit_code
                 || a.restarts != r.restarts
+                || a.health != r.health
                 || (a.reason != r.reason && !r.reason.is_empty());
             if !changed {
                 continue;
             }
+            let new_run = r.state == AllocState::Running
+                && (a.state != AllocState::Running || a.pid != r.pid);
+            if new_run {
+                a.running_since_ms = Some(at_ms);
+            } else if r.state != AllocState::Running {
+                a.running_since_ms = None;
+            }
+            if r.health == HealthState::Healthy && r.state == AllocState::Running {
+                if a.health != HealthState::Healthy || new_run {
+                    a.healthy_since_ms = Some(at_ms);
+                }
+            } else {
+                a.healthy_since_ms = None;
+            }
+            a.health = if r.state == AllocState::Running {
+                r.health
+            } else {
+                HealthState::Unknown
+            };
             a.state = r.state;
             a.pid = r.pid;
             a.exit_code = r.exit_code;

@@ -66,6 +66,49 @@ pub enum Command {
     },
     /// Forget a stopped job whose allocations have all ended.
     PurgeJob { name: String },
+    /// A user changed the replica count (no new version, no rollout).
+    ScaleJob {
+        request_id: String,
+        name: String,
+        replicas: u32,
+        at_ms: i64,
+    },
+    /// The rollout controller recorded progress, success or failure.
+    SetRollout { job: String, rollout: Rollout },
+    /// Go back to an earlier version (`to`, or the last stable one) with a rollout.
+    RollbackJob {
+        request_id: String,
+        name: String,
+        to: Option<u64>,
+        reason: String,
+        at_ms: i64,
+    },
+    /// Let a rollout waiting on its canaries continue.
+    PromoteJob {
+        request_id: String,
+        name: String,
+        at_ms: i64,
+    },
+    /// Hold (or continue) a rollout.
+    PauseJob {
+        request_id: String,
+        name: String,
+        paused: bool,
+        at_ms: i64,
+    },
+    /// Roll every replica with no spec change.
+    RestartJob {
+        request_id: String,
+        name: String,
+        at_ms: i64,
+    },
+    /// Cordon/uncordon a node; `drain` also moves its allocations away.
+    SetNodeSchedulable {
+        name: String,
+        schedulable: bool,
+        drain: bool,
+        at_ms: i64,
+    },
     /// Does nothing; used by tests and to commit a marker entry.
     Noop,
 }
@@ -82,6 +125,9 @@ pub struct CommandResult {
     pub changed: bool,
     /// How many allocations a command touched.
     pub count: u32,
+    /// What happened, in words (e.g. `scaled to 5`).
+    #[serde(default)]
+    pub note: String,
 }
 
 impl CommandResult {

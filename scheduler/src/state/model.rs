@@ -31,11 +31,31 @@ pub struct Job {
     /// Why missing replicas are not placed.
     pub pending_reason: Option<String>,
     pub submitted_at_ms: i64,
+    /// The `replicas` of the last submitted spec: a re-run that leaves it
+    /// unchanged keeps a scaled count.
+    #[serde(default)]
+    pub spec_replicas: u32,
+    /// Bumped by `job restart`: allocations of an older generation are rolled.
+    #[serde(default)]
+    pub generation: u64,
+    /// The last version whose rollout succeeded: where auto-rollback returns to.
+    #[serde(default)]
+    pub stable_version: Option<u64>,
+    /// The rollout in progress or the last one that ended.
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
 }
 
 impl Job {
     pub fn version(&self, v: u64) -> Option<&JobVersion> {
         self.versions.iter().find(|x| x.version == v)
+    }
+
+    /// Records how a version's rollout ended (first word wins: it is history).
+    pub fn set_outcome(&mut self, version: u64, outcome: String) {
+        if let Some(v) = self.versions.iter_mut().find(|v| v.version == version) {
+            v.outcome = Some(outcome);
+        }
     }
 
     pub fn current_spec(&self) -> &JobSpec {
@@ -51,6 +71,92 @@ pub struct JobVersion {
     pub version: u64,
     pub spec: JobSpec,
     pub submitted_at_ms: i64,
+    /// How its rollout ended, once it has.
+    #[serde(default)]
+    pub outcome: Option<String>,
+}
+
+impl Rollout {
+    /// A rollout to the job's current version and generation, starting now.
+    pub fn start(job: &Job, kind: RolloutKind, promoted: bool, at_ms: i64) -> Rollout {
+        Rollout {
+            version: job.current,
+            generation: job.generation,
+            kind,
+            state: RolloutState::Running,
+            promoted,
+            started_at_ms: at_ms,
+            progress_at_ms: at_ms,
+            healthy: 0,
+            finished_at_ms: None,
+            reason: String::new(),
+        }
+    }
+}
+
+/// Whether any allocation of `job` is wanted running.
+pub fn self_has_running(allocations: &BTreeMap<String, Allocation>, job: &str) -> bool {
+    allocations
+        .values()
+        .any(|a| a.job == job && a.desired == Desired::Run)
+}
+
+/// Why a rollout replaces allocations.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutKind {
+    /// A new version was submitted.
+    Update,
+    /// Back to an earlier version, by hand or automatically.
+    Rollback,
+    /// `job restart`: same version, every replica replaced.
+    Restart,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutState {
+    Running,
+    Paused,
+    /// Canaries are healthy; waiting for `job promote`.
+    WaitingPromotion,
+    Succeeded,
+    Failed,
+}
+
+impl RolloutState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Running => "running",
+            RolloutState::Paused => "paused",
+            RolloutState::WaitingPromotion => "waiting-promotion",
+            RolloutState::Succeeded => "succeeded",
+            RolloutState::Failed => "failed",
+        }
+    }
+
+    pub fn is_done(self) -> bool {
+        matches!(self, RolloutState::Succeeded | RolloutState::Failed)
+    }
+}
+
+/// Replacing a job's allocations with ones of `version` (and `generation`).
+/// Replicated state: a new leader continues a rollout where it stood.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Rollout {
+    pub version: u64,
+    pub generation: u64,
+    pub kind: RolloutKind,
+    pub state: RolloutState,
+    /// Canaries were promoted (or none were asked for).
+    pub promoted: bool,
+    pub started_at_ms: i64,
+    /// When the count of healthy new replicas last grew.
+    pub progress_at_ms: i64,
+    pub healthy: u32,
+    pub finished_at_ms: Option<i64>,
+    /// Why it failed, or what it did.
+    pub reason: String,
 }
 
 /// What the scheduler wants of an allocation.
@@ -127,6 +233,50 @@ pub struct Allocation {
     pub memory_bytes: u64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// The job's generation when placed (see `Job::generation`).
+    #[serde(default)]
+    pub generation: u64,
+    /// What the node's health check says.
+    #[serde(default)]
+    pub health: HealthState,
+    /// Since when it has been running (this run).
+    #[serde(default)]
+    pub running_since_ms: Option<i64>,
+    /// Since when its health check has passed (this run).
+    #[serde(default)]
+    pub healthy_since_ms: Option<i64>,
+    /// Placed as a canary of a rollout.
+    #[serde(default)]
+    pub canary: bool,
+}
+
+/// The node's health verdict on an allocation.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthState {
+    /// No check, or no verdict yet.
+    #[default]
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+impl HealthState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Unknown => "",
+            HealthState::Healthy => "healthy",
+            HealthState::Unhealthy => "unhealthy",
+        }
+    }
+
+    pub fn parse(s: &str) -> HealthState {
+        match s {
+            "healthy" => HealthState::Healthy,
+            "unhealthy" => HealthState::Unhealthy,
+            _ => HealthState::Unknown,
+        }
+    }
 }
 
 impl Allocation {
@@ -144,6 +294,10 @@ pub struct NewAllocation {
     pub version: u64,
     pub replica: u32,
     pub node: String,
+    #[serde(default)]
+    pub generation: u64,
+    #[serde(default)]
+    pub canary: bool,
 }
 
 /// An observation from a node.
@@ -155,6 +309,8 @@ pub struct AllocationReport {
     pub exit_code: Option<i32>,
     pub reason: String,
     pub restarts: u32,
+    #[serde(default)]
+    pub health: HealthState,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -184,6 +340,9 @@ pub struct Node {
     pub status: NodeStatus,
     /// False when cordoned.
     pub schedulable: bool,
+    /// Its allocations are being moved elsewhere.
+    #[serde(default)]
+    pub draining: bool,
     pub registered_at_ms: i64,
     pub updated_at_ms: i64,
 }

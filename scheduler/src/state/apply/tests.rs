@@ -50,6 +50,8 @@ fn place(
                 version,
                 replica,
                 node: node.into(),
+                generation: 0,
+                canary: false,
             }],
             at_ms: 10,
         },
@@ -105,11 +107,21 @@ fn placement_is_rechecked_at_apply() {
     node(&mut s, "n1");
     submit(&mut s, "", WEB);
     assert_eq!(place(&mut s, "a1", "web", 1, 0, "n1").count, 1);
-    // Same slot twice, a replica out of range, a stale version, an unknown node.
+    // Same slot twice, a stale version, an unknown node, a stopped job.
     assert_eq!(place(&mut s, "a2", "web", 1, 0, "n1").count, 0);
-    assert_eq!(place(&mut s, "a3", "web", 1, 5, "n1").count, 0);
     assert_eq!(place(&mut s, "a4", "web", 7, 1, "n1").count, 0);
     assert_eq!(place(&mut s, "a5", "web", 1, 1, "nope").count, 0);
+    let i = s.last_index + 1;
+    s.apply(
+        i,
+        &Command::StopJob {
+            request_id: String::new(),
+            name: "web".into(),
+            purge: false,
+            at_ms: 0,
+        },
+    );
+    assert_eq!(place(&mut s, "a6", "web", 1, 1, "n1").count, 0);
     assert_eq!(s.allocations.len(), 1);
     let a = &s.allocations["a1"];
     assert_eq!(a.name, "web-0");
@@ -131,6 +143,7 @@ fn reports_update_observed_state_idempotently() {
             exit_code: None,
             reason: String::new(),
             restarts: 0,
+            health: HealthState::Unknown,
         }],
         at_ms: 20,
     };
@@ -177,6 +190,7 @@ fn stop_job_stops_allocations_and_late_reports_do_not_revive() {
                 exit_code: None,
                 reason: String::new(),
                 restarts: 0,
+                health: HealthState::Unknown,
             }],
             at_ms: 31,
         },
@@ -269,6 +283,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     version: v,
                     replica: r,
                     node: n.into(),
+                    generation: 0,
+                    canary: false,
                 }],
                 at_ms: 5,
             }
@@ -294,6 +310,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 exit_code: None,
                 reason: String::new(),
                 restarts: 0,
+                health: HealthState::Unknown,
             }],
             at_ms: 7,
         }),

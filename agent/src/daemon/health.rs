@@ -1,0 +1,236 @@
+//! Health checks: is an allocation's process doing its job?
+//!
+//! The spec's `health` block names one probe: `http` (GET a path, expect a
+//! status), `tcp` (a connection is accepted) or `exec` (a command in the
+//! container exits 0). Probes run every `interval`, each bounded by
+//! `timeout`; `failure_threshold` failures in a row make the allocation
+//! unhealthy, one success makes it healthy again. A container with a private
+//! network is probed from inside its network namespace: the probe runs on a
+//! fresh OS thread that joins the namespace (`setns` affects only the calling
+//! thread, and a pooled thread must never carry a container's namespace back).
+
+use drover_proto::spec::{Health, Network};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// The outcome of one probe: Ok, or why it failed.
+pub type Probe = Result<(), String>;
+
+/// Runs one probe of `check` against the container whose init is `pid`.
+pub async fn probe(check: &Health, pid: i32, network: Network) -> Probe {
+    let timeout = check.timeout.std();
+    if let Some(exec) = &check.exec {
+        return exec_probe(&exec.command, pid, timeout).await;
+    }
+    let check = check.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("drover-probe".into())
+        .spawn(move || {
+            let r = (|| {
+                if network == Network::Private {
+                    enter_netns(pid)?;
+                }
+                if let Some(h) = &check.http {
+                    http_probe(h.port as u16, &h.path, h.status, timeout)
+                } else if let Some(t) = &check.tcp {
+                    connect(t.port as u16, timeout).map(|_| ())
+                } else {
+                    Err("no probe configured".into())
+                }
+            })();
+            let _ = tx.send(r);
+        })
+        .map_err(|e| format!("cannot start a probe thread: {e}"))?;
+    rx.await.unwrap_or_else(|_| Err("probe thread died".into()))
+}
+
+fn enter_netns(pid: i32) -> Probe {
+    let path = format!("/proc/{pid}/ns/net");
+    let f = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("setns {path}: {e}"))
+}
+
+fn connect(port: u16, timeout: Duration) -> Result<TcpStream, String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect to port {port}: {e}"))
+}
+
+fn http_probe(port: u16, path: &str, expect: u32, timeout: Duration) -> Probe {
+    let mut s = connect(port, timeout)?;
+    s.set_read_timeout(Some(timeout)).ok();
+    s.set_write_timeout(Some(timeout)).ok();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: drover-health\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let mut head = [0u8; 64];
+    let mut n = 0;
+    while n < head.len() {
+        match s.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => {
+                n += k;
+                if head[..n].contains(&b'\n') {
+                    break;
+                }
+            }
+            Err(e) => return Err(format!("GET {path}: {e}")),
+        }
+    }
+    let status =
+        parse_status(&head[..n]).ok_or_else(|| format!("GET {path}: not an HTTP response"))?;
+    if status == expect {
+        Ok(())
+    } else {
+        Err(format!("GET {path} answered {status}, expected {expect}"))
+    }
+}
+
+/// The status code of an HTTP/1.x status line.
+fn parse_status(head: &[u8]) -> Option<u32> {
+    let line = std::str::from_utf8(head).ok()?.lines().next()?;
+    let mut parts = line.split_whitespace();
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+/// Runs `command` in the container's namespaces and root with `nsenter`
+/// (util-linux); exit status 0 passes.
+async fn exec_probe(command: &[String], pid: i32, timeout: Duration) -> Probe {
+    let mut cmd = tokio::process::Command::new("nsenter");
+    cmd.args([
+        "-t",
+        &pid.to_string(),
+        "-m",
+        "-u",
+        "-i",
+        "-n",
+        "-p",
+        "-r",
+        "-w",
+        "--",
+    ])
+    .args(command)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("exec {:?}: {e}", command[0]))?;
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Err(_) => Err(format!("exec {:?} timed out after {timeout:?}", command[0])),
+        Ok(Err(e)) => Err(format!("exec {:?}: {e}", command[0])),
+        Ok(Ok(out)) if out.status.success() => Ok(()),
+        Ok(Ok(out)) => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let err = err.trim();
+            Err(format!(
+                "exec {:?} exited with {}{}",
+                command[0],
+                out.status.code().unwrap_or(-1),
+                if err.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {err}")
+                }
+            ))
+        }
+    }
+}
+
+/// Counts consecutive failures into a verdict.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    failures: u32,
+    pub healthy: Option<bool>,
+}
+
+impl Verdict {
+    /// Records a probe; returns true when the verdict changed.
+    pub fn record(&mut self, probe: &Probe, threshold: u32) -> bool {
+        let before = self.healthy;
+        match probe {
+            Ok(()) => {
+                self.failures = 0;
+                self.healthy = Some(true);
+            }
+            Err(_) => {
+                self.failures += 1;
+                if self.failures >= threshold {
+                    self.healthy = Some(false);
+                }
+            }
+        }
+        before != self.healthy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_parse() {
+        assert_eq!(parse_status(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(
+            parse_status(b"HTTP/1.0 503 Service Unavailable\r\n"),
+            Some(503)
+        );
+        assert_eq!(parse_status(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(parse_status(b""), None);
+    }
+
+    #[test]
+    fn verdict_needs_threshold_failures() {
+        let mut v = Verdict::default();
+        assert!(v.record(&Ok(()), 3));
+        assert_eq!(v.healthy, Some(true));
+        assert!(!v.record(&Err("x".into()), 3));
+        assert!(!v.record(&Err("x".into()), 3));
+        assert!(v.record(&Err("x".into()), 3));
+        assert_eq!(v.healthy, Some(false));
+        assert!(v.record(&Ok(()), 3));
+    }
+
+    #[tokio::test]
+    async fn http_and_tcp_probes_on_the_host_network() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for (i, s) in listener.incoming().enumerate() {
+                let mut s = s.unwrap();
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf);
+                let status = if i == 0 { "200 OK" } else { "503 Nope" };
+                let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        let check = |yaml: &str| -> Health {
+            let spec = drover_proto::spec::from_yaml(&format!(
+                "name: x\nimage: oci:/x\nhealth: {{{yaml}, interval: 1s, timeout: 1s}}\n"
+            ))
+            .unwrap();
+            spec.health.unwrap()
+        };
+        let http = check(&format!("http: {{path: /healthz, port: {port}}}"));
+        assert_eq!(probe(&http, 0, Network::Host).await, Ok(()));
+        let second = probe(&http, 0, Network::Host).await.unwrap_err();
+        assert_eq!(second, "GET /healthz answered 503, expected 200");
+        let tcp = check(&format!("tcp: {{port: {port}}}"));
+        assert_eq!(probe(&tcp, 0, Network::Host).await, Ok(()));
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let tcp = check(&format!("tcp: {{port: {closed}}}"));
+        assert!(probe(&tcp, 0, Network::Host)
+            .await
+            .unwrap_err()
+            .starts_with(&format!("connect to port {closed}")));
+    }
+}

@@ -1,0 +1,547 @@
+use super::*;
+use crate::state::{AllocationReport, Command};
+use drover_proto::spec::from_yaml;
+use proptest::prelude::*;
+
+/// A scheduler state with a simulated agent on each node and a clock.
+struct Sim {
+    s: State,
+    now: i64,
+    next_id: u32,
+}
+
+impl Sim {
+    fn new(nodes: &[(&str, u64, u64)]) -> Sim {
+        let mut sim = Sim {
+            s: State::default(),
+            now: 1_000,
+            next_id: 0,
+        };
+        for (name, cpu, mem_mi) in nodes {
+            sim.cmd(Command::RegisterNode {
+                name: name.to_string(),
+                address: String::new(),
+                cpu_millis: *cpu,
+                memory_bytes: mem_mi << 20,
+                at_ms: 0,
+            });
+        }
+        sim
+    }
+
+    fn cmd(&mut self, c: Command) -> crate::state::CommandResult {
+        let i = self.s.last_index + 1;
+        self.s.apply(i, &c)
+    }
+
+    fn submit(&mut self, yaml: &str) -> crate::state::CommandResult {
+        let r = self.cmd(Command::SubmitJob {
+            request_id: String::new(),
+            spec: Box::new(from_yaml(yaml).unwrap()),
+            at_ms: self.now,
+        });
+        assert!(r.ok, "{r:?}");
+        r
+    }
+
+    /// One controller pass; returns the plan it applied.
+    fn step(&mut self) -> Plan {
+        let mut n = self.next_id;
+        let plan = reconcile(&self.s, self.now, &mut || {
+            n += 1;
+            format!("a{n:04}")
+        });
+        self.next_id = n;
+        let at_ms = self.now;
+        let p = plan.clone();
+        self.cmd(Command::PlaceAllocations {
+            allocations: p.place,
+            at_ms,
+        });
+        for (id, reason) in p.stop {
+            self.cmd(Command::StopAllocations {
+                ids: vec![id],
+                reason,
+                at_ms,
+            });
+        }
+        for (job, reason) in p.pending {
+            self.cmd(Command::SetPendingReason { job, reason });
+        }
+        for (job, rollout) in p.rollouts {
+            self.cmd(Command::SetRollout { job, rollout });
+        }
+        for (name, to, reason) in p.rollbacks {
+            self.cmd(Command::RollbackJob {
+                request_id: String::new(),
+                name,
+                to: Some(to),
+                reason,
+                at_ms,
+            });
+        }
+        for name in p.purge {
+            self.cmd(Command::PurgeJob { name });
+        }
+        plan
+    }
+
+    /// The agents: every allocation wanted running runs, with `health` deciding
+    /// its check; every one wanted stopped stops.
+    fn agents(&mut self, health: &dyn Fn(&Allocation) -> HealthState) {
+        let mut by_node: BTreeMap<String, Vec<AllocationReport>> = BTreeMap::new();
+        for a in self.s.allocations.values() {
+            let (state, h) = match a.desired {
+                Desired::Run => (AllocState::Running, health(a)),
+                Desired::Stop => (AllocState::Stopped, HealthState::Unknown),
+            };
+            by_node
+                .entry(a.node.clone())
+                .or_default()
+                .push(AllocationReport {
+                    id: a.id.clone(),
+                    state,
+                    pid: 100,
+                    exit_code: None,
+                    reason: String::new(),
+                    restarts: 0,
+                    health: h,
+                });
+        }
+        for (node, reports) in by_node {
+            self.cmd(Command::ReportAllocations {
+                node,
+                reports,
+                at_ms: self.now,
+            });
+        }
+    }
+
+    fn advance(&mut self, ms: i64) {
+        self.now += ms;
+    }
+
+    fn run<'a>(&'a self, job: &'a str) -> Vec<&'a Allocation> {
+        self.s
+            .job_allocations(job)
+            .filter(|a| a.desired == Desired::Run)
+            .collect()
+    }
+
+    fn healthy(&self, job: &str) -> usize {
+        let j = &self.s.jobs[job];
+        self.run(job)
+            .iter()
+            .filter(|a| is_healthy(j, a, self.now, Duration(0)))
+            .count()
+    }
+
+    fn rollout(&self, job: &str) -> Rollout {
+        self.s.jobs[job].rollout.clone().unwrap()
+    }
+}
+
+fn always_healthy(_: &Allocation) -> HealthState {
+    HealthState::Healthy
+}
+
+const WEB: &str = "name: web\nreplicas: 4\nimage: oci:/x:v1\nhealth: {tcp: {port: 80}, interval: 1s, timeout: 1s}\n\
+                   update: {max_surge: 1, max_unavailable: 0, min_healthy_time: 1s, healthy_deadline: 10s, progress_deadline: 30s}\n";
+
+fn web(image: &str) -> String {
+    WEB.replace("oci:/x:v1", image)
+}
+
+/// Runs controller passes with healthy agents until the rollout ends.
+fn settle(
+    sim: &mut Sim,
+    job: &str,
+    health: &dyn Fn(&Allocation) -> HealthState,
+    mut check: impl FnMut(&Sim),
+) {
+    for _ in 0..200 {
+        sim.step();
+        check(sim);
+        sim.agents(health);
+        check(sim);
+        sim.advance(500);
+        if sim.s.jobs[job]
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.state.is_done())
+            && sim.step().is_empty()
+        {
+            return;
+        }
+    }
+    panic!("no end: {:?}", sim.s.jobs[job].rollout);
+}
+
+#[test]
+fn first_version_places_spread_and_succeeds() {
+    let mut sim = Sim::new(&[("a", 4000, 4096), ("b", 4000, 4096)]);
+    sim.submit(&web("oci:/x:v1"));
+    settle(&mut sim, "web", &always_healthy, |_| {});
+    let r = sim.rollout("web");
+    assert_eq!(r.state, RolloutState::Succeeded);
+    assert_eq!(sim.s.jobs["web"].stable_version, Some(1));
+    let run = sim.run("web");
+    assert_eq!(run.len(), 4);
+    assert_eq!(run.iter().filter(|a| a.node == "a").count(), 2);
+    let replicas: BTreeSet<u32> = run.iter().map(|a| a.replica).collect();
+    assert_eq!(replicas, (0..4).collect());
+}
+
+#[test]
+fn unplaceable_job_stays_pending_with_reason() {
+    let mut sim = Sim::new(&[("a", 4000, 256), ("b", 4000, 256), ("c", 4000, 256)]);
+    sim.submit("name: big\nreplicas: 2\nimage: oci:/x:v1\nresources: {memory: 512Mi}\n");
+    sim.step();
+    sim.step();
+    assert!(sim.run("big").is_empty());
+    assert_eq!(
+        sim.s.jobs["big"].pending_reason.as_deref(),
+        Some("2 replicas not placed: no node has 512Mi free memory: 3 nodes checked")
+    );
+}
+
+#[test]
+fn rolling_update_keeps_bounds_and_ends_on_the_new_version() {
+    let mut sim = Sim::new(&[("a", 4000, 4096), ("b", 4000, 4096)]);
+    sim.submit(&web("oci:/x:v1"));
+    settle(&mut sim, "web", &always_healthy, |_| {});
+    sim.submit(&web("oci:/x:v2"));
+    let mut max_total = 0;
+    let mut min_healthy = usize::MAX;
+    settle(&mut sim, "web", &always_healthy, |sim| {
+        max_total = max_total.max(sim.run("web").len());
+        min_healthy = min_healthy.min(sim.healthy("web"));
+    });
+    assert!(
+        max_total <= 5,
+        "more than replicas + max_surge: {max_total}"
+    );
+    assert!(
+        min_healthy >= 4,
+        "fewer than replicas - max_unavailable healthy: {min_healthy}"
+    );
+    assert_eq!(sim.rollout("web").state, RolloutState::Succeeded);
+    assert!(sim.run("web").iter().all(|a| a.version == 2));
+    let j = &sim.s.jobs["web"];
+    assert_eq!(j.stable_version, Some(2));
+    assert_eq!(j.version(2).unwrap().outcome.as_deref(), Some("succeeded"));
+    let old_reasons: BTreeSet<String> = sim
+        .s
+        .job_allocations("web")
+        .filter(|a| a.version == 1)
+        .map(|a| a.desired_reason.clone())
+        .collect();
+    assert_eq!(old_reasons, ["replaced by version 2".to_string()].into());
+}
+
+#[test]
+fn failing_health_rolls_back_to_the_stable_version() {
+    let mut sim = Sim::new(&[("a", 4000, 4096)]);
+    sim.submit(&web("oci:/x:v1"));
+    settle(&mut sim, "web", &always_healthy, |_| {});
+    sim.submit(&web("oci:/x:v3"));
+    let v3_unhealthy = |a: &Allocation| {
+        if a.version == 2 {
+            HealthState::Unhealthy
+        } else {
+            HealthState::Healthy
+        }
+    };
+    let mut min_healthy = usize::MAX;
+    settle(&mut sim, "web", &v3_unhealthy, |sim| {
+        min_healthy = min_healthy.min(sim.healthy("web"))
+    });
+    let j = &sim.s.jobs["web"];
+    assert_eq!(j.current, 1, "rolled back to version 1");
+    let r = j.rollout.as_ref().unwrap();
+    assert_eq!(
+        (r.kind, r.state),
+        (RolloutKind::Rollback, RolloutState::Succeeded)
+    );
+    let outcome = j.version(2).unwrap().outcome.clone().unwrap();
+    assert!(outcome.starts_with("failed: replica web-"), "{outcome}");
+    assert!(outcome.contains("failed its health check"), "{outcome}");
+    assert!(outcome.ends_with("rolled back to version 1"), "{outcome}");
+    assert!(sim.run("web").iter().all(|a| a.version == 1));
+    assert!(
+        min_healthy >= 4,
+        "availability dropped during the failed rollout: {min_healthy}"
+    );
+}
+
+#[test]
+fn a_new_replica_never_healthy_fails_at_the_deadline() {
+    let mut sim = Sim::new(&[("a", 4000, 4096)]);
+    sim.submit(&web("oci:/x:v1"));
+    settle(&mut sim, "web", &always_healthy, |_| {});
+    sim.submit(
+        &web("oci:/x:v2").replace("auto_rollback: true", "").replace(
+            "progress_deadline: 30s}",
+            "progress_deadline: 30s, auto_rollback: false}",
+        ),
+    );
+    let v2_silent = |a: &Allocation| {
+        if a.version == 2 {
+            HealthState::Unknown
+        } else {
+            HealthState::Healthy
+        }
+    };
+    settle(&mut sim, "web", &v2_silent, |_| {});
+    let r = sim.rollout("web");
+    assert_eq!(r.state, RolloutState::Failed);
+    assert!(
+        r.reason.ends_with("was not healthy within 10s"),
+        "{}",
+        r.reason
+    );
+    assert_eq!(sim.s.jobs["web"].current, 2, "no auto-rollback asked for");
+    // Held: the old replicas keep serving.
+    assert_eq!(sim.run("web").iter().filter(|a| a.version == 1).count(), 4);
+}
+
+#[test]
+fn canaries_wait_for_promotion() {
+    let mut sim = Sim::new(&[("a", 4000, 4096)]);
+    sim.submit(&web("oci:/x:v1"));
+    settle(&mut sim, "web", &always_healthy, |_| {});
+    sim.submit(&web("oci:/x:v2").replace("max_unavailable: 0,", "max_unavailable: 0, canary: 1,"));
+    for _ in 0..10 {
+        sim.step();
+        sim.agents(&always_healthy);
+        sim.advance(500);
+    }
+    let r = sim.rollout("web");
+    assert_eq!(r.state, RolloutState::WaitingPromotion);
+    let run = sim.run("web");
+    assert_eq!(run.iter().filter(|a| a.version == 2).count(), 1);
+    assert!(run.iter().filter(|a| a.version == 2).all(|a| a.canary));
+    assert_eq!(run.iter().filter(|a| a.version == 1).count(), 4);
+    let r = sim.cmd(Command::PromoteJob {
+        request_id: String::new(),
+        name: "web".into(),
+        at_ms: sim.now,
+    });
+    assert!(r.ok);
+    settle(&mut sim, "web", &always_healthy, |_| {});
+    assert_eq!(sim.rollout("web").state, RolloutState::Succeeded);
+    assert_eq!(sim.run("web").len(), 4);
+    assert!(sim.run("web").iter().all(|a| a.version == 2));
+}
+
+#[test]
+fn scale_down_stops_unhealthy_then_newest() {
+    let mut sim = Sim::new(&[("a", 4000, 4096)]);
+    sim.submit(&web("oci:/x:v1").replace("replicas: 4", "replicas: 3"));
+    settle(&mut sim, "web", &always_healthy, |_| {});
+    sim.cmd(Command::ScaleJob {
+        request_id: String::new(),
+        name: "web".into(),
+        replicas: 7,
+        at_ms: sim.now,
+    });
+    for _ in 0..10 {
+        sim.step();
+        sim.agents(&always_healthy);
+        sim.advance(500);
+    }
+    assert_eq!(sim.run("web").len(), 7);
+    let sick = sim
+        .run("web")
+        .iter()
+        .find(|a| a.replica == 1)
+        .unwrap()
+        .id
+        .clone();
+    let newest: Vec<String> = {
+        let mut r = sim.run("web");
+        r.retain(|a| a.id != sick);
+        r.sort_by_key(|a| std::cmp::Reverse((a.created_at_ms, a.replica)));
+        r.iter().take(4).map(|a| a.id.clone()).collect()
+    };
+    sim.agents(&|a: &Allocation| {
+        if a.id == sick {
+            HealthState::Unhealthy
+        } else {
+            HealthState::Healthy
+        }
+    });
+    sim.cmd(Command::ScaleJob {
+        request_id: String::new(),
+        name: "web".into(),
+        replicas: 2,
+        at_ms: sim.now,
+    });
+    let plan = sim.step();
+    let stopped: BTreeSet<String> = plan.stop.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(stopped.len(), 5);
+    assert!(stopped.contains(&sick), "the unhealthy replica goes first");
+    for id in newest {
+        assert!(stopped.contains(&id), "the newest go next");
+    }
+    assert_eq!(sim.run("web").len(), 2);
+}
+
+#[test]
+fn re_running_a_spec_keeps_a_scaled_count_unless_replicas_was_edited() {
+    let mut sim = Sim::new(&[("a", 4000, 4096)]);
+    sim.submit(&web("oci:/x:v1"));
+    sim.cmd(Command::ScaleJob {
+        request_id: String::new(),
+        name: "web".into(),
+        replicas: 6,
+        at_ms: sim.now,
+    });
+    let r = sim.submit(&web("oci:/x:v1"));
+    assert!(!r.changed, "{r:?}");
+    assert_eq!(sim.s.jobs["web"].replicas, 6);
+    let r = sim.submit(&web("oci:/x:v2"));
+    assert_eq!((r.version, sim.s.jobs["web"].replicas), (2, 6));
+    let r = sim.submit(&web("oci:/x:v2").replace("replicas: 4", "replicas: 5"));
+    assert_eq!((r.version, sim.s.jobs["web"].replicas), (2, 5), "{r:?}");
+    assert!(r.note.starts_with("scaled to 5"), "{}", r.note);
+}
+
+#[test]
+fn node_loss_replaces_allocations() {
+    let mut sim = Sim::new(&[("a", 4000, 4096), ("b", 4000, 4096)]);
+    sim.submit(&web("oci:/x:v1"));
+    settle(&mut sim, "web", &always_healthy, |_| {});
+    sim.cmd(Command::SetNodeStatus {
+        name: "a".into(),
+        status: NodeStatus::Down,
+        at_ms: sim.now,
+    });
+    sim.step();
+    let run = sim.run("web");
+    assert_eq!(run.len(), 4);
+    assert!(run.iter().all(|a| a.node == "b"));
+}
+
+#[test]
+fn drain_respects_max_unavailable() {
+    let mut sim = Sim::new(&[("a", 4000, 4096), ("b", 4000, 4096)]);
+    let spec = web("oci:/x:v1").replace(
+        "max_surge: 1, max_unavailable: 0",
+        "max_surge: 0, max_unavailable: 1",
+    );
+    sim.submit(&spec);
+    settle(&mut sim, "web", &always_healthy, |_| {});
+    sim.cmd(Command::SetNodeSchedulable {
+        name: "a".into(),
+        schedulable: false,
+        drain: true,
+        at_ms: sim.now,
+    });
+    let mut min_healthy = usize::MAX;
+    for _ in 0..30 {
+        sim.step();
+        min_healthy = min_healthy.min(sim.healthy("web"));
+        sim.agents(&always_healthy);
+        sim.advance(500);
+    }
+    assert!(
+        min_healthy >= 3,
+        "two replicas down at once during drain: {min_healthy}"
+    );
+    let run = sim.run("web");
+    assert_eq!(run.len(), 4);
+    assert!(run.iter().all(|a| a.node == "b"), "node a not empty");
+    assert!(sim.run("web").iter().all(|a| a.desired_reason.is_empty()));
+    let moved = sim
+        .s
+        .job_allocations("web")
+        .filter(|a| a.desired_reason == "node a draining")
+        .count();
+    assert_eq!(moved, 2);
+}
+
+#[test]
+fn restart_rolls_every_replica() {
+    let mut sim = Sim::new(&[("a", 4000, 4096)]);
+    sim.submit(&web("oci:/x:v1"));
+    settle(&mut sim, "web", &always_healthy, |_| {});
+    let before: BTreeSet<String> = sim.run("web").iter().map(|a| a.id.clone()).collect();
+    sim.cmd(Command::RestartJob {
+        request_id: String::new(),
+        name: "web".into(),
+        at_ms: sim.now,
+    });
+    settle(&mut sim, "web", &always_healthy, |_| {});
+    let after: BTreeSet<String> = sim.run("web").iter().map(|a| a.id.clone()).collect();
+    assert_eq!(after.len(), 4);
+    assert!(before.is_disjoint(&after));
+    assert_eq!(sim.rollout("web").kind, RolloutKind::Restart);
+}
+
+#[test]
+fn ended_allocation_under_restart_never_is_not_replaced() {
+    let mut sim = Sim::new(&[("a", 4000, 4096)]);
+    sim.submit("name: once\nimage: oci:/x:v1\nrestart: never\n");
+    sim.step();
+    let id = sim.s.allocations.keys().next().unwrap().clone();
+    sim.cmd(Command::ReportAllocations {
+        node: "a".into(),
+        reports: vec![AllocationReport {
+            id,
+            state: AllocState::Stopped,
+            pid: 0,
+            exit_code: Some(0),
+            reason: "exited".into(),
+            restarts: 0,
+            health: HealthState::Unknown,
+        }],
+        at_ms: sim.now,
+    });
+    assert!(sim.step().place.is_empty());
+}
+
+#[test]
+fn stopped_job_with_purge_is_forgotten_once_ended() {
+    let mut sim = Sim::new(&[("a", 4000, 4096)]);
+    sim.submit("name: web\nimage: oci:/x:v1\n");
+    sim.step();
+    sim.cmd(Command::StopJob {
+        request_id: "r".into(),
+        name: "web".into(),
+        purge: true,
+        at_ms: sim.now,
+    });
+    sim.step();
+    assert!(sim.s.jobs.is_empty());
+    assert!(sim.s.allocations.is_empty());
+}
+
+proptest! {
+    /// For any replica count and update bounds, a rollout never exceeds
+    /// replicas + max_surge in total nor drops below replicas - max_unavailable
+    /// healthy, and ends with every replica on the new version.
+    #[test]
+    fn rollouts_stay_within_bounds(n in 1u32..7, surge in 0u32..3, unavailable in 0u32..3, nodes in 1usize..4) {
+        prop_assume!(surge + unavailable > 0);
+        let names = ["a", "b", "c"];
+        let cluster: Vec<(&str, u64, u64)> = names[..nodes].iter().map(|n| (*n, 8000, 8192)).collect();
+        let mut sim = Sim::new(&cluster);
+        let spec = |img: &str| format!(
+            "name: web\nreplicas: {n}\nimage: oci:/x:{img}\n\
+             update: {{max_surge: {surge}, max_unavailable: {unavailable}, min_healthy_time: 1s}}\n"
+        );
+        sim.submit(&spec("v1"));
+        settle(&mut sim, "web", &always_healthy, |_| {});
+        sim.submit(&spec("v2"));
+        let mut ok = true;
+        settle(&mut sim, "web", &always_healthy, |sim| {
+            ok &= sim.run("web").len() as u32 <= n + surge;
+            ok &= sim.healthy("web") as u32 + unavailable >= n;
+        });
+        prop_assert!(ok);
+        prop_assert_eq!(sim.rollout("web").state, RolloutState::Succeeded);
+        prop_assert_eq!(sim.run("web").len() as u32, n);
+        prop_assert!(sim.run("web").iter().all(|a| a.version == 2));
+    }
+}
