@@ -62,8 +62,9 @@ fn http_probe(port: u16, path: &str, expect: u32, timeout: Duration) -> Probe {
     let mut s = connect(port, timeout)?;
     s.set_read_timeout(Some(timeout)).ok();
     s.set_write_timeout(Some(timeout)).ok();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: drover-health\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("GET {path}: {e}"))?;
+    // One write: a server may answer (and close) after the first segment.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: drover-health\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).map_err(|e| format!("GET {path}: {e}"))?;
     let mut head = [0u8; 64];
     let mut n = 0;
     while n < head.len() {
@@ -203,8 +204,14 @@ mod tests {
         std::thread::spawn(move || {
             for (i, s) in listener.incoming().enumerate() {
                 let mut s = s.unwrap();
+                let mut got = Vec::new();
                 let mut buf = [0u8; 512];
-                let _ = s.read(&mut buf);
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
                 let status = if i == 0 { "200 OK" } else { "503 Nope" };
                 let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
             }
