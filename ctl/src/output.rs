@@ -8,10 +8,20 @@ use drover_proto::pb;
 use serde_json::{json, Map, Value};
 
 pub fn print(format: Format, value: &Value, table: impl FnOnce() -> String) {
-    match format {
-        Format::Table => print!("{}", table()),
-        Format::Json => println!("{}", serde_json::to_string_pretty(value).expect("json")),
-        Format::Yaml => print!("{}", serde_yaml_ng::to_string(value).expect("yaml")),
+    let text = match format {
+        Format::Table => table(),
+        Format::Json => serde_json::to_string_pretty(value).expect("json") + "\n",
+        Format::Yaml => serde_yaml_ng::to_string(value).expect("yaml"),
+    };
+    // A closed pipe (`drover ... | head`) is the reader's choice, not an error.
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .is_err()
+    {
+        std::process::exit(0);
     }
 }
 
@@ -100,6 +110,10 @@ pub fn allocation(a: &pb::Allocation) -> Value {
         m.insert("desired_reason".into(), json!(a.desired_reason));
     }
     m.insert("restarts".into(), json!(a.restarts));
+    m.insert("health".into(), json!(a.health));
+    if a.canary {
+        m.insert("canary".into(), json!(true));
+    }
     m.insert("created_at_ms".into(), json!(a.created_at_ms));
     m.insert("updated_at_ms".into(), json!(a.updated_at_ms));
     Value::Object(m)
@@ -118,7 +132,14 @@ pub fn job(j: &pb::JobStatus) -> Value {
         "spec": spec,
         "versions": j.versions.iter().map(|v| json!({
             "version": v.version, "submitted_at_ms": v.submitted_at_ms, "image": v.image,
+            "changes": v.changes, "outcome": v.outcome,
         })).collect::<Vec<_>>(),
+        "stable_version": j.stable_version,
+        "rollout": j.rollout.as_ref().map(|r| json!({
+            "version": r.version, "kind": r.kind, "state": r.state, "promoted": r.promoted,
+            "started_at_ms": r.started_at_ms, "finished_at_ms": r.finished_at_ms, "reason": r.reason,
+            "updated": r.updated, "healthy": r.healthy, "old": r.old, "desired": r.desired,
+        })),
         "allocations": j.allocations.iter().map(allocation).collect::<Vec<_>>(),
         "read": read(&j.read),
     })
@@ -137,6 +158,7 @@ pub fn node(n: &pb::Node) -> Value {
         "cpu_millis": n.cpu_millis, "memory_bytes": n.memory_bytes,
         "cpu_allocated_millis": n.cpu_allocated_millis, "memory_allocated_bytes": n.memory_allocated_bytes,
         "allocations": n.allocations, "registered_at_ms": n.registered_at_ms,
+        "draining": n.draining,
     })
 }
 

@@ -27,7 +27,7 @@ struct Args {
     #[arg(long, default_value = "/var/lib/drover/scheduler")]
     data_dir: PathBuf,
     /// A node silent this long is marked down and its allocations replaced.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", env = "DROVER_NODE_TIMEOUT", value_parser = parse_duration)]
     node_timeout: std::time::Duration,
     /// Take a snapshot (and purge the log) every this many entries.
     #[arg(long, default_value_t = 1000)]

@@ -313,11 +313,14 @@ impl JobPlan<'_> {
         for a in cur.iter().filter(|a| a.created_at_ms >= r.started_at_ms) {
             let what = format!("replica {} of version {}", a.name, a.version);
             let detail = a.reason.split("; restarting in").next().unwrap_or_default();
-            if a.state == AllocState::Failed || a.restarts > 0 {
-                return Some(format!("{what} crashed: {detail}"));
+            if let Some(check) = detail.strip_prefix("unhealthy: ") {
+                return Some(format!("{what} failed its health check: {check}"));
             }
             if a.health == HealthState::Unhealthy {
                 return Some(format!("{what} failed its health check: {detail}"));
+            }
+            if a.state == AllocState::Failed || a.restarts > 0 {
+                return Some(format!("{what} crashed: {detail}"));
             }
             let age = self.now_ms - a.created_at_ms;
             if !is_healthy(self.job, a, self.now_ms, Duration(0))

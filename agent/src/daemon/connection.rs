@@ -89,11 +89,12 @@ pub async fn run(
     me: Identity,
     heartbeat: Duration,
     desired: watch::Sender<Option<pb::DesiredAllocations>>,
+    shared: Arc<super::Shared>,
     mut stop: broadcast::Receiver<()>,
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        let session = session(&links, &me, heartbeat, &desired);
+        let session = session(&links, &me, heartbeat, &desired, &shared);
         tokio::select! {
             _ = stop.recv() => return,
             r = session => {
@@ -117,7 +118,9 @@ async fn session(
     me: &Identity,
     heartbeat: Duration,
     desired: &watch::Sender<Option<pb::DesiredAllocations>>,
+    shared: &super::Shared,
 ) -> Result<(), String> {
+    let contact = || *shared.last_contact.lock().expect("contact lock") = std::time::Instant::now();
     let mut client = links.client().await.map_err(|e| e.to_string())?;
     register(&mut client, me)
         .await
@@ -140,6 +143,7 @@ async fn session(
                 })
                 .await
                 .map_err(|e| e.message().to_string())?;
+            contact();
             if !r.into_inner().known {
                 register(&mut beat_client, me)
                     .await
@@ -151,6 +155,7 @@ async fn session(
         loop {
             match stream.message().await {
                 Ok(Some(set)) => {
+                    contact();
                     let newer = desired
                         .borrow()
                         .as_ref()

@@ -64,7 +64,8 @@ fn http_probe(port: u16, path: &str, expect: u32, timeout: Duration) -> Probe {
     s.set_write_timeout(Some(timeout)).ok();
     // One write: a server may answer (and close) after the first segment.
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: drover-health\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).map_err(|e| format!("GET {path}: {e}"))?;
+    s.write_all(request.as_bytes())
+        .map_err(|e| format!("GET {path}: {e}"))?;
     let mut head = [0u8; 64];
     let mut n = 0;
     while n < head.len() {

@@ -42,6 +42,9 @@ pub struct Config {
     pub cpu_millis: Option<u64>,
     pub memory_bytes: Option<u64>,
     pub heartbeat: Duration,
+    /// Stop every container after this long without reaching a scheduler
+    /// (default: keep them running).
+    pub stop_after_disconnect: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,8 @@ pub struct Shared {
     pub images: ImageStore,
     pub runtime: Runtime,
     pub reporter: reporter::Reporter,
+    /// When a scheduler last answered this agent.
+    pub last_contact: std::sync::Mutex<std::time::Instant>,
 }
 
 impl Shared {
@@ -124,6 +129,7 @@ impl Agent {
             images: ImageStore::new(config.state_dir.join("images")),
             runtime,
             reporter: reporter.clone(),
+            last_contact: std::sync::Mutex::new(std::time::Instant::now()),
         });
         supervisor::clean_leftovers(&shared);
 
@@ -143,11 +149,17 @@ impl Agent {
                 me,
                 config.heartbeat,
                 desired_tx,
+                shared.clone(),
                 stop.subscribe(),
             )),
             tokio::spawn(reporter.run(links, stop.subscribe())),
         ];
-        let supervisor = tokio::spawn(supervisor::run(shared, desired_rx, stop.subscribe()));
+        let supervisor = tokio::spawn(supervisor::run(
+            shared,
+            desired_rx,
+            config.stop_after_disconnect,
+            stop.subscribe(),
+        ));
         tracing::info!(node = %config.name, api = %local_addr, "agent running");
         Ok(Agent {
             local_addr,

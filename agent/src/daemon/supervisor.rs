@@ -12,22 +12,46 @@ use crate::bundle::Bundle;
 use drover_proto::pb;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 pub async fn run(
     shared: Arc<Shared>,
     mut desired: watch::Receiver<Option<pb::DesiredAllocations>>,
+    stop_after_disconnect: Option<Duration>,
     mut stop: broadcast::Receiver<()>,
 ) {
     let mut runners: HashMap<String, Runner> = HashMap::new();
+    let mut cut_off = false;
     loop {
         let set = desired.borrow_and_update().clone();
-        if let Some(set) = set {
+        if let (Some(set), false) = (set, cut_off) {
             converge(&shared, &mut runners, set.allocations);
         }
         tokio::select! {
             _ = stop.recv() => break,
-            r = desired.changed() => if r.is_err() { break },
+            r = desired.changed() => {
+                if r.is_err() { break }
+                // A fresh desired set means a scheduler is back: converge to it.
+                cut_off = false;
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)), if stop_after_disconnect.is_some() && !cut_off => {
+                let limit = stop_after_disconnect.expect("checked");
+                let silent = shared.last_contact.lock().expect("contact lock").elapsed();
+                if silent > limit {
+                    // The scheduler has likely replaced these elsewhere by now:
+                    // stop them rather than risk running a replica twice.
+                    tracing::warn!(silent = ?silent, "no scheduler reached: stopping every allocation");
+                    cut_off = true;
+                    let why = format!("no scheduler reached for {}s (--stop-after-disconnect)", silent.as_secs());
+                    for r in runners.values() {
+                        r.stop(&why);
+                    }
+                    for (_, r) in runners.drain() {
+                        r.join().await;
+                    }
+                }
+            }
         }
     }
     // Shutting down: stop every container we run, all at once, and wait.

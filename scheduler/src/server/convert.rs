@@ -179,15 +179,19 @@ pub fn spec_changes(old: &JobSpec, new: &JobSpec) -> Vec<String> {
         let mut out = std::collections::BTreeMap::new();
         if let serde_json::Value::Object(m) = serde_json::to_value(s).expect("a spec serializes") {
             for (k, v) in m {
+                let text = |v: &serde_json::Value| match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
                 match (k.as_str(), v) {
                     ("replicas", _) => {}
-                    ("env" | "resources", serde_json::Value::Object(inner)) => {
+                    (_, serde_json::Value::Object(inner)) => {
                         for (ik, iv) in inner {
-                            out.insert(format!("{k}.{ik}"), iv.to_string());
+                            out.insert(format!("{k}.{ik}"), text(&iv));
                         }
                     }
                     (_, v) => {
-                        out.insert(k, v.to_string());
+                        out.insert(k, text(&v));
                     }
                 }
             }
