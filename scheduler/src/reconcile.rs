@@ -166,22 +166,19 @@ impl JobPlan<'_> {
         if let Some(r) = active {
             if r.state != RolloutState::Paused {
                 if let Some(reason) = self.failure(r, &cur) {
-                    let mut failed = r.clone();
-                    failed.state = RolloutState::Failed;
-                    failed.finished_at_ms = Some(self.now_ms);
-                    failed.reason = reason.clone();
-                    plan.rollouts.push((job.name.clone(), failed));
                     let target = job.stable_version.filter(|s| *s != job.current);
-                    if let (true, true, Some(to)) = (
-                        update.auto_rollback,
-                        r.kind != RolloutKind::Rollback,
-                        target,
-                    ) {
-                        plan.rollbacks.push((
-                            job.name.clone(),
-                            to,
-                            format!("version {} failed: {reason}", job.current),
-                        ));
+                    let roll_back = update.auto_rollback && r.kind != RolloutKind::Rollback;
+                    match (roll_back, target) {
+                        // One command records the failure and starts the rollback, so
+                        // nobody ever sees a failed rollout that is not rolling back.
+                        (true, Some(to)) => plan.rollbacks.push((job.name.clone(), to, reason)),
+                        _ => {
+                            let mut failed = r.clone();
+                            failed.state = RolloutState::Failed;
+                            failed.finished_at_ms = Some(self.now_ms);
+                            failed.reason = reason;
+                            plan.rollouts.push((job.name.clone(), failed));
+                        }
                     }
                     return;
                 }

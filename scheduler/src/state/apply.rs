@@ -288,24 +288,18 @@ impl State {
             return CommandResult::refused(format!("job {name:?} already runs version {target}"));
         }
         let from = job.current;
-        let done = job
-            .rollout
-            .as_ref()
-            .is_some_and(|r| r.version == from && r.state == RolloutState::Succeeded);
-        if !done {
-            let why = if reason.is_empty() {
-                "by hand".to_string()
-            } else {
-                reason.to_string()
-            };
-            let prior = job.version(from).and_then(|v| v.outcome.clone());
-            let outcome = match prior {
-                Some(p) if p.starts_with("failed") => {
-                    format!("{p}; rolled back to version {target}")
-                }
-                _ => format!("rolled back to version {target} ({why})"),
-            };
-            job.set_outcome(from, outcome);
+        // `reason` is set when the rollout controller rolls back a failed version.
+        let prior = job.version(from).and_then(|v| v.outcome.clone());
+        let outcome = match (reason.is_empty(), prior) {
+            (false, _) => Some(format!("failed: {reason}; rolled back to version {target}")),
+            (true, Some(p)) if p.starts_with("failed") => {
+                Some(format!("{p}; rolled back to version {target}"))
+            }
+            (true, Some(p)) if p == "succeeded" => None,
+            (true, _) => Some(format!("rolled back to version {target} by hand")),
+        };
+        if let Some(o) = outcome {
+            job.set_outcome(from, o);
         }
         job.current = target;
         job.stopped = false;
@@ -313,7 +307,7 @@ impl State {
         r.reason = if reason.is_empty() {
             format!("rollback from version {from}")
         } else {
-            format!("rollback from version {from}: {reason}")
+            format!("rollback from version {from}, which failed: {reason}")
         };
         job.rollout = Some(r);
         CommandResult {
