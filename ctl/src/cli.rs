@@ -76,6 +76,36 @@ pub enum BenchCmd {
         #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
         image: String,
     },
+    /// Time rolling updates of N replicas (one at a time, start-first, no
+    /// health gating: Docker Swarm's settings) and print a table.
+    ///
+    /// Example (with `drover dev` running, from the repository root):
+    ///   drover bench rollout --replicas 10 --trials 5
+    #[command(verbatim_doc_comment)]
+    Rollout {
+        #[arg(long, default_value_t = 10)]
+        replicas: u32,
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        /// The image to run (`sleep` must be in it).
+        #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
+        image: String,
+    },
+    /// Time how long replicas of a lost node take to run elsewhere: starts its
+    /// own scheduler and two agents, kills one agent, repeats; prints a table.
+    ///
+    /// Example (as root, from the repository root):
+    ///   drover bench node-loss --trials 5
+    #[command(verbatim_doc_comment)]
+    NodeLoss {
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        #[arg(long, default_value_t = 4)]
+        replicas: u32,
+        /// The image to run (`sleep` must be in it).
+        #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
+        image: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]

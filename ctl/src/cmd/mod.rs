@@ -24,5 +24,15 @@ pub async fn run(cli: Cli) -> Result<i32> {
             trials,
             image,
         }) => bench::job_run(&cli.addr, &replicas, trials, &image).await,
+        Command::Bench(BenchCmd::Rollout {
+            replicas,
+            trials,
+            image,
+        }) => bench::rollout(&cli.addr, replicas, trials, &image).await,
+        Command::Bench(BenchCmd::NodeLoss {
+            trials,
+            replicas,
+            image,
+        }) => bench::node_loss(trials, replicas, &image).await,
     }
 }

@@ -1,0 +1,237 @@
+//! `drover bench node-loss`: a node is lost → how long until every one of its
+//! replicas runs elsewhere, at default settings (1 s heartbeats, 5 s node
+//! timeout). The benchmark starts its own scheduler and two agents on
+//! loopback, next to this binary, and kills one agent per trial with SIGKILL.
+
+use crate::client::{self, status};
+use anyhow::{bail, Context, Result};
+use drover_proto::pb;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SIGTERM: an agent stops its containers on the way out.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn spawn(bin: &Path, args: &[&str], log: PathBuf) -> Result<Daemon> {
+    let f = std::fs::File::create(&log)?;
+    let child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(f.try_clone()?)
+        .stderr(f)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    Ok(Daemon(child))
+}
+
+fn agent(bin: &Path, dir: &Path, name: &str, addr: &str) -> Result<Daemon> {
+    let state = dir.join(name);
+    spawn(
+        &bin.join("drover-agent"),
+        &[
+            "run",
+            "--name",
+            name,
+            "--scheduler",
+            addr,
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()?),
+            "--state-dir",
+            state.to_str().expect("utf-8 path"),
+        ],
+        dir.join(format!("{name}.log")),
+    )
+}
+
+pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32> {
+    let bin = std::env::current_exe()?
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let dir = std::env::temp_dir().join(format!("drover-bench-node-loss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let image = super::resolve(image)?;
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let data = dir.join("scheduler");
+    let _scheduler = spawn(
+        &bin.join("drover-scheduler"),
+        &[
+            "--id",
+            "1",
+            "--listen",
+            &addr,
+            "--data-dir",
+            data.to_str().expect("utf-8 path"),
+        ],
+        dir.join("scheduler.log"),
+    )?;
+    let mut c = loop {
+        if let Ok(c) = client::connect(&addr).await {
+            if c.clone()
+                .list_jobs(pb::ListJobsRequest { read: None })
+                .await
+                .is_ok()
+            {
+                break c;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _a = agent(&bin, &dir, "bench-a", &addr)?;
+    let mut times = Vec::new();
+    for t in 0..trials {
+        let mut b = agent(&bin, &dir, "bench-b", &addr)?;
+        wait_nodes_ready(&mut c, &["bench-a", "bench-b"]).await?;
+        let name = format!("bench-loss-{t}");
+        let spec = drover_proto::spec::from_json(&format!(
+            r#"{{"name":"{name}","replicas":{replicas},"image":"{image}","command":["/bin/sleep","3600"],
+                "resources":{{"cpu":"10m","memory":"16Mi"}},"stop_grace_period":"1s"}}"#
+        ))?;
+        c.submit_job(pb::SubmitJobRequest {
+            spec_json: spec.to_json(),
+            request_id: super::super::job::new_request_id(),
+        })
+        .await
+        .map_err(status)?;
+        let on_b = wait_until(&mut c, &name, |allocs| {
+            let running = allocs
+                .iter()
+                .filter(|a| a.desired == "run" && a.state == "running")
+                .count();
+            let on_b = allocs
+                .iter()
+                .filter(|a| a.desired == "run" && a.node == "bench-b")
+                .count();
+            (running == replicas as usize).then_some(on_b)
+        })
+        .await?;
+        if on_b == 0 {
+            bail!("no replica was placed on bench-b");
+        }
+        let _ = b.0.kill();
+        let _ = b.0.wait();
+        std::mem::forget(b);
+        let start = Instant::now();
+        wait_until(&mut c, &name, |allocs| {
+            let ok = allocs
+                .iter()
+                .filter(|a| a.desired == "run" && a.state == "running" && a.node == "bench-a")
+                .count();
+            (ok == replicas as usize).then_some(())
+        })
+        .await?;
+        let took = start.elapsed();
+        println!(
+            "  trial {}: {on_b} replica(s) of the lost node running elsewhere after {:.2}s",
+            t + 1,
+            took.as_secs_f64()
+        );
+        times.push(took);
+        c.stop_job(pb::StopJobRequest {
+            name,
+            request_id: super::super::job::new_request_id(),
+            purge: true,
+        })
+        .await
+        .map_err(status)?;
+    }
+    // A last start of bench-b cleans the containers the killed agent left behind.
+    {
+        let _b = agent(&bin, &dir, "bench-b", &addr)?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    times.sort();
+    println!();
+    print!(
+        "{}",
+        crate::output::table(
+            &["TRIALS", "REPLICAS", "MEDIAN_S", "MIN_S", "MAX_S"],
+            &[vec![
+                trials.to_string(),
+                replicas.to_string(),
+                format!("{:.2}", times[times.len() / 2].as_secs_f64()),
+                format!("{:.2}", times[0].as_secs_f64()),
+                format!("{:.2}", times[times.len() - 1].as_secs_f64()),
+            ]]
+        )
+    );
+    println!("(heartbeat 1s, node timeout 5s: the defaults)");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(0)
+}
+
+async fn wait_nodes_ready(
+    c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>,
+    names: &[&str],
+) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let nodes = c
+            .list_nodes(pb::ListNodesRequest { read: None })
+            .await
+            .map_err(status)?
+            .into_inner()
+            .nodes;
+        if names
+            .iter()
+            .all(|n| nodes.iter().any(|x| x.name == *n && x.status == "ready"))
+        {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("nodes {names:?} not ready after 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_until<T>(
+    c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>,
+    job: &str,
+    mut f: impl FnMut(&[pb::Allocation]) -> Option<T>,
+) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        let allocs = c
+            .list_allocations(pb::ListAllocationsRequest {
+                job: job.into(),
+                read: None,
+                all: false,
+            })
+            .await
+            .map_err(status)?
+            .into_inner()
+            .allocations;
+        if let Some(v) = f(&allocs) {
+            return Ok(v);
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("{job}: not there after 60s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
