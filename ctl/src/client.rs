@@ -27,12 +27,23 @@ pub async fn connect(addrs: &str) -> Result<DroverClient<Channel>> {
     for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
         match channel(addr).await {
             Ok(ch) => return Ok(DroverClient::new(ch).max_decoding_message_size(64 << 20)),
-            Err(e) => last = Some(anyhow!("{addr}: {e}")),
+            Err(e) => last = Some(anyhow!("{addr}: {}", chain(&e))),
         }
     }
     Err(last.unwrap_or_else(|| anyhow!("no scheduler address given"))).context(
         "cannot reach a Drover scheduler (is `drover dev` running? set --addr or DROVER_ADDR)",
     )
+}
+
+/// An error with its causes: tonic's "transport error" alone says little.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    s
 }
 
 /// A client of one agent's API.

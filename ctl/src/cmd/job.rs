@@ -181,22 +181,9 @@ async fn submit(addr: &str, file: &std::path::Path, detach: bool, timeout: &str)
         .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?
         .std();
     let text = read_spec(file)?;
-    let mut spec = match drover_proto::spec::from_yaml(&text) {
-        Ok(s) => s,
-        Err(e)
-            if e.errors
-                .iter()
-                .any(|f| f.path == "image" && f.message.contains("must be absolute")) =>
-        {
-            // Relative oci: paths are fine here: resolve them, then validate again.
-            let mut raw: drover_proto::spec::JobSpec = serde_yaml_ng::from_str(&text)?;
-            raw.resolve_paths(&std::env::current_dir()?);
-            drover_proto::spec::validate(&raw).map_err(|e| spec_error(file, e))?;
-            raw
-        }
-        Err(e) => return Err(spec_error(file, e)),
-    };
-    spec.resolve_paths(&std::env::current_dir()?);
+    let cwd = std::env::current_dir()?;
+    let spec =
+        drover_proto::spec::from_yaml_in(&text, Some(&cwd)).map_err(|e| spec_error(file, e))?;
     let mut c = client::connect(addr).await?;
     let r = c
         .submit_job(pb::SubmitJobRequest {

@@ -11,7 +11,7 @@
 mod parse;
 mod validate;
 
-pub use parse::{from_json, from_yaml};
+pub use parse::{from_json, from_yaml, from_yaml_in};
 pub use validate::{dns_label, validate};
 
 use crate::quantity::{Cpu, Duration, Size};

@@ -5,25 +5,126 @@
 
 use super::{validate, FieldError, JobSpec, SpecError};
 
-/// Parses and validates a YAML job spec.
+/// Parses and validates a YAML job spec, reporting every problem at once:
+/// after a structural error the offending field is set aside and parsing
+/// goes on, so a spec with a typo and a bad size shows both.
 pub fn from_yaml(text: &str) -> Result<JobSpec, SpecError> {
+    from_yaml_in(text, None)
+}
+
+/// As `from_yaml`, but relative `oci:` paths are first resolved against `cwd`
+/// (what the CLI does: the scheduler and agents do not share the user's directory).
+pub fn from_yaml_in(text: &str, cwd: Option<&std::path::Path>) -> Result<JobSpec, SpecError> {
+    let resolve = |mut spec: JobSpec| {
+        if let Some(cwd) = cwd {
+            spec.resolve_paths(cwd);
+        }
+        spec
+    };
     if text.trim().is_empty() {
         return Err(SpecError::one("", "the spec is empty"));
     }
+    // The first pass parses the text itself, so its error carries a line number.
     let de = serde_yaml_ng::Deserializer::from_str(text);
-    let spec: JobSpec = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let location = e.inner().location();
-        let mut err = decorate(path.clone(), clean_message(&e.inner().to_string(), &path));
-        if let Some(loc) = location {
-            for f in &mut err.errors {
-                f.message = format!("{} (line {})", f.message, loc.line());
+    let first = match serde_path_to_error::deserialize::<_, JobSpec>(de) {
+        Ok(spec) => {
+            let spec = resolve(spec);
+            validate(&spec)?;
+            return Ok(spec);
+        }
+        Err(e) => e,
+    };
+    let path = first.path().to_string();
+    let mut errors = decorate(
+        path.clone(),
+        clean_message(&first.inner().to_string(), &path),
+    )
+    .errors;
+    if let Some(loc) = first.inner().location() {
+        for f in &mut errors {
+            f.message = format!("{} (line {})", f.message, loc.line());
+        }
+    }
+    let Ok(mut value) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) else {
+        return Err(SpecError { errors });
+    };
+    // Set the failing field aside and parse again, a bounded number of times.
+    let mut removed = vec![segments(&first)];
+    for _ in 0..20 {
+        if !remove(&mut value, removed.last().expect("one at least")) {
+            return Err(SpecError { errors });
+        }
+        match serde_path_to_error::deserialize::<_, JobSpec>(value.clone()) {
+            Ok(spec) => {
+                if let Err(more) = validate(&resolve(spec)) {
+                    // Rules about fields set aside would only repeat the first error.
+                    errors.extend(
+                        more.errors
+                            .into_iter()
+                            .filter(|f| !removed.iter().any(|r| f.path.starts_with(&r.join(".")))),
+                    );
+                }
+                return Err(SpecError { errors });
+            }
+            Err(e) => {
+                let path = e.path().to_string();
+                let mut next =
+                    decorate(path.clone(), clean_message(&e.inner().to_string(), &path)).errors;
+                let segs = segments(&e);
+                if let Some(line) = segs.last().and_then(|k| line_of(text, k)) {
+                    for f in &mut next {
+                        f.message = format!("{} (line {line})", f.message);
+                    }
+                }
+                if removed.contains(&segs) {
+                    return Err(SpecError { errors });
+                }
+                errors.extend(next);
+                removed.push(segs);
             }
         }
-        err
-    })?;
-    validate(&spec)?;
-    Ok(spec)
+    }
+    Err(SpecError { errors })
+}
+
+/// The map keys on the path of a parse error.
+fn segments<E>(e: &serde_path_to_error::Error<E>) -> Vec<String> {
+    e.path()
+        .iter()
+        .filter_map(|s| match s {
+            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Removes the entry at `path` from a YAML mapping; false if there is none.
+fn remove(value: &mut serde_yaml_ng::Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for key in parents {
+        match at.get_mut(key.as_str()) {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    at.as_mapping_mut()
+        .and_then(|m| m.remove(last.as_str()))
+        .is_some()
+}
+
+/// The first line that sets `key` (for errors found without a position).
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start().trim_start_matches(['{', '-', ' ']);
+            t.starts_with(key) && t[key.len()..].trim_start().starts_with(':')
+                || l.contains(&format!("{{{key}:"))
+                || l.contains(&format!(", {key}:"))
+        })
+        .map(|i| i + 1)
 }
 
 /// Parses and validates a JSON job spec (the wire form).
@@ -140,6 +241,30 @@ mod tests {
             s.truncate(i);
         }
         s
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let e = from_yaml("name: web\nreplica: 2\nimage: oci:/x:v1\nresources: {memory: 64XB, cpu: 0}\nworkdir: tmp\n")
+            .unwrap_err();
+        let lines: Vec<String> = e.errors.iter().map(|f| f.to_string()).collect();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(
+            lines[0],
+            "replica: unknown field (did you mean `replicas`?) (line 2)"
+        );
+        assert_eq!(
+            lines[1],
+            r#"resources.memory: "64XB" is not a size (use Ki, Mi, Gi) (line 4)"#
+        );
+        assert!(
+            lines.contains(&"resources.cpu: must be more than 0".to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&"workdir: \"tmp\" must be an absolute path".to_string()),
+            "{lines:?}"
+        );
     }
 
     #[test]

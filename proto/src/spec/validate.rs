@@ -469,7 +469,16 @@ mod tests {
             one("health: {tcp: {port: 80}, failure_threshold: 0}\n"),
             "health.failure_threshold: must be at least 1"
         );
-        assert!(one("health: {grpc: {port: 80}}\n").starts_with("health.grpc: unknown field"));
+        // The typo, and what its absence means: both at once.
+        let errs = errors("health: {grpc: {port: 80}}\n");
+        assert!(
+            errs[0].starts_with("health.grpc: unknown field"),
+            "{errs:?}"
+        );
+        assert_eq!(
+            errs[1],
+            "health: must have exactly one of exec, http, tcp (found 0)"
+        );
     }
 
     #[test]
