@@ -28,6 +28,9 @@ use crate::state::{
 use drover_proto::quantity::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Which rollout: (version, generation, started_at_ms).
+pub type RolloutId = (u64, u64, i64);
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     pub place: Vec<NewAllocation>,
@@ -39,7 +42,7 @@ pub struct Plan {
     /// (job, the rollout as it should now be recorded)
     pub rollouts: Vec<(String, Rollout)>,
     /// (job, version to return to, why)
-    pub rollbacks: Vec<(String, u64, String)>,
+    pub rollbacks: Vec<(String, u64, String, RolloutId)>,
 }
 
 impl Plan {
@@ -171,7 +174,12 @@ impl JobPlan<'_> {
                     match (roll_back, target) {
                         // One command records the failure and starts the rollback, so
                         // nobody ever sees a failed rollout that is not rolling back.
-                        (true, Some(to)) => plan.rollbacks.push((job.name.clone(), to, reason)),
+                        (true, Some(to)) => plan.rollbacks.push((
+                            job.name.clone(),
+                            to,
+                            reason,
+                            (r.version, r.generation, r.started_at_ms),
+                        )),
                         _ => {
                             let mut failed = r.clone();
                             failed.state = RolloutState::Failed;
@@ -202,14 +210,28 @@ impl JobPlan<'_> {
         let paused = active.is_some_and(|r| r.state == RolloutState::Paused);
         let want_place: u32;
         let mut canary = false;
+        // Old replicas told to stop still run until their grace period ends: they
+        // count against the surge bound until they are gone.
+        let stopping = self
+            .state
+            .job_allocations(&job.name)
+            .filter(|a| a.desired == Desired::Stop && !a.state.is_terminal())
+            .count() as u32;
         if held || paused {
-            // Still replace what the job lost, without moving the rollout on.
+            // Still replace what the job lost and honour a scale-down, without
+            // moving the rollout on.
             want_place = n
                 .saturating_sub((cur.len() + old.len()) as u32)
                 .min(n.saturating_sub(cur.len() as u32));
+            if cur.len() as u32 > n {
+                self.scale_down(plan, &cur, cur.len() - n as usize);
+            }
         } else if active.is_some_and(|r| !r.promoted) {
             let c = update.canary.min(n);
-            want_place = c.saturating_sub(cur.len() as u32);
+            // The canaries, and replacements for anything lost meanwhile.
+            want_place = c
+                .saturating_sub(cur.len() as u32)
+                .max(n.saturating_sub((cur.len() + old.len()) as u32));
             canary = true;
             if let Some(r) = record.as_mut() {
                 if healthy_cur >= c && r.state == RolloutState::Running {
@@ -221,7 +243,7 @@ impl JobPlan<'_> {
                 }
             }
         } else {
-            let total = (cur.len() + old.len()) as u32;
+            let total = (cur.len() + old.len()) as u32 + stopping;
             want_place = n
                 .saturating_sub(cur.len() as u32)
                 .min((n + surge).saturating_sub(total));

@@ -171,6 +171,10 @@ impl Life {
                 Err(e) => return RunEnd::StartFailed(e),
             }
         }
+        // Pulling can take long; never start what was called off meanwhile.
+        if let Some(reason) = self.stop_requested() {
+            return RunEnd::Stopped(reason);
+        }
         let b = bundle.as_ref().expect("prepared");
         let container = match self.launch(b).await {
             Ok(c) => Arc::new(c),

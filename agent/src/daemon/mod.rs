@@ -89,6 +89,8 @@ pub struct Agent {
     stop: broadcast::Sender<()>,
     tasks: Vec<JoinHandle<()>>,
     supervisor: JoinHandle<()>,
+    report_stop: broadcast::Sender<()>,
+    reporter_task: JoinHandle<()>,
 }
 
 impl Agent {
@@ -152,8 +154,10 @@ impl Agent {
                 shared.clone(),
                 stop.subscribe(),
             )),
-            tokio::spawn(reporter.run(links, stop.subscribe())),
         ];
+        // The reporter stops last, so the final states of stopping containers get out.
+        let (report_stop, _) = broadcast::channel(1);
+        let reporter_task = tokio::spawn(reporter.run(links, report_stop.subscribe()));
         let supervisor = tokio::spawn(supervisor::run(
             shared,
             desired_rx,
@@ -166,6 +170,8 @@ impl Agent {
             stop,
             tasks,
             supervisor,
+            report_stop,
+            reporter_task,
         })
     }
 
@@ -173,6 +179,8 @@ impl Agent {
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.supervisor.await;
+        let _ = self.report_stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.reporter_task).await;
         for t in self.tasks {
             t.abort();
             let _ = t.await;

@@ -35,10 +35,14 @@ pub async fn run(
                 // A fresh desired set means a scheduler is back: converge to it.
                 cut_off = false;
             }
-            _ = tokio::time::sleep(Duration::from_secs(1)), if stop_after_disconnect.is_some() && !cut_off => {
+            _ = tokio::time::sleep(Duration::from_secs(1)), if stop_after_disconnect.is_some() => {
                 let limit = stop_after_disconnect.expect("checked");
                 let silent = shared.last_contact.lock().expect("contact lock").elapsed();
-                if silent > limit {
+                if cut_off && silent < limit {
+                    // Back in touch (its desired set may have arrived while we were
+                    // stopping): converge again on the next pass.
+                    cut_off = false;
+                } else if !cut_off && silent > limit {
                     // The scheduler has likely replaced these elsewhere by now:
                     // stop them rather than risk running a replica twice.
                     tracing::warn!(silent = ?silent, "no scheduler reached: stopping every allocation");
@@ -92,7 +96,15 @@ fn converge(
             Ok(r) => {
                 runners.insert(id, r);
             }
-            Err(e) => tracing::error!(alloc = %id, error = %e, "cannot run allocation"),
+            Err(e) => {
+                tracing::error!(alloc = %id, error = %e, "cannot run allocation");
+                shared.reporter.update(pb::AllocationReport {
+                    id: id.clone(),
+                    state: "failed".into(),
+                    reason: e,
+                    ..Default::default()
+                });
+            }
         }
     }
 }
@@ -114,5 +126,12 @@ pub fn clean_leftovers(shared: &Shared) {
         if let Err(err) = Bundle::at(e.path(), id.clone()).cleanup() {
             tracing::warn!(alloc = %id, error = %err, "bundle cleanup");
         }
+        // Tell the scheduler, so an allocation it still thinks is stopping ends.
+        shared.reporter.update(pb::AllocationReport {
+            id: id.clone(),
+            state: "stopped".into(),
+            reason: "stopped by a restarted agent (it could not re-adopt it)".into(),
+            ..Default::default()
+        });
     }
 }

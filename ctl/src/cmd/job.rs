@@ -200,7 +200,8 @@ async fn submit(addr: &str, file: &std::path::Path, detach: bool, timeout: &str)
     if !r.changed {
         return Ok(0);
     }
-    let first = r.version == 1 || r.note.starts_with("started again");
+    // Nothing to replace and no check to pass: all replicas running is the end.
+    let first = (r.version == 1 || r.note.starts_with("started again")) && spec.health.is_none();
     if r.note.starts_with("scaled") {
         return Ok(0);
     }

@@ -114,6 +114,18 @@ async fn schedulable(
             );
             return Ok(0);
         }
+        if !n.draining {
+            anyhow::bail!(
+                "{name}: the drain was cancelled ({} allocation(s) left)",
+                n.allocations
+            );
+        }
+        if start.elapsed() > std::time::Duration::from_secs(600) {
+            anyhow::bail!(
+                "{name}: {} allocation(s) left after 10m (see `drover job status` for what blocks them)",
+                n.allocations
+            );
+        }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

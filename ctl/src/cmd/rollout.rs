@@ -101,14 +101,21 @@ pub async fn wait(
         }
     };
     loop {
-        let j = c
+        let j = match c
             .get_job(pb::GetJobRequest {
                 name: name.into(),
                 read: None,
             })
             .await
-            .map_err(status)?
-            .into_inner();
+        {
+            Ok(j) => j.into_inner(),
+            // A leader election or a restart: the rollout goes on; keep asking.
+            Err(s) if s.code() == tonic::Code::Unavailable && start.elapsed() < timeout => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(s) => return Err(status(s)),
+        };
         let outcome = j
             .versions
             .iter()
@@ -177,7 +184,8 @@ pub async fn wait(
             return Ok(0);
         }
         // A replica that ended for good will never run: say so and stop waiting.
-        let dead = j.allocations.iter().find(|a| {
+        // (In an update the rollout itself fails, and may roll back: let it say so.)
+        let dead = j.allocations.iter().filter(|_| first).find(|a| {
             a.desired == "run"
                 && a.version == version
                 && (a.state == "failed" || a.state == "stopped")

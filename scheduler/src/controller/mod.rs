@@ -111,7 +111,7 @@ impl Controller {
                 .write(Command::SetRollout { job, rollout })
                 .await?;
         }
-        for (name, to, reason) in plan.rollbacks {
+        for (name, to, reason, expect) in plan.rollbacks {
             tracing::warn!(job = %name, to, reason = %reason, "rolling back");
             self.replica
                 .write(Command::RollbackJob {
@@ -120,6 +120,7 @@ impl Controller {
                     to: Some(to),
                     reason,
                     at_ms,
+                    expect: Some(expect),
                 })
                 .await?;
         }

@@ -214,6 +214,7 @@ impl Drover for ClientApi {
             to: req.to,
             reason: String::new(),
             at_ms: super::now_ms(),
+            expect: None,
         })
         .await
     }

@@ -71,8 +71,9 @@ impl State {
                 to,
                 reason,
                 at_ms,
+                expect,
                 ..
-            } => self.rollback_job(name, *to, reason, *at_ms),
+            } => self.rollback_job(name, *to, reason, *at_ms, *expect),
             Command::PromoteJob { name, at_ms, .. } => self.promote_job(name, *at_ms),
             Command::PauseJob {
                 name,
@@ -242,7 +243,7 @@ impl State {
                     job.set_outcome(rollout.version, "succeeded".into());
                 }
             }
-            RolloutState::Failed => {
+            RolloutState::Failed if rollout.kind == RolloutKind::Update => {
                 job.set_outcome(rollout.version, format!("failed: {}", rollout.reason))
             }
             _ => {}
@@ -257,10 +258,22 @@ impl State {
         to: Option<u64>,
         reason: &str,
         at_ms: i64,
+        expect: Option<(u64, u64, i64)>,
     ) -> CommandResult {
         let Some(job) = self.jobs.get_mut(name) else {
             return CommandResult::refused(format!("no job named {name:?}"));
         };
+        if let Some((version, generation, started)) = expect {
+            let same = job.rollout.as_ref().is_some_and(|r| {
+                r.version == version
+                    && r.generation == generation
+                    && r.started_at_ms == started
+                    && !r.state.is_done()
+            });
+            if !same || job.stopped {
+                return CommandResult::refused("the failed rollout is no longer in force");
+            }
+        }
         let target = match to {
             Some(v) => v,
             None => match job.stable_version.filter(|v| *v != job.current) {
@@ -374,6 +387,12 @@ impl State {
         };
         if job.stopped {
             return CommandResult::refused(format!("job {name:?} is stopped"));
+        }
+        if let Some(r) = &job.rollout {
+            if !r.state.is_done() && r.kind == RolloutKind::Update {
+                let v = r.version;
+                job.set_outcome(v, "superseded by a restart".into());
+            }
         }
         job.generation += 1;
         job.rollout = Some(Rollout::start(job, RolloutKind::Restart, true, at_ms));

@@ -82,6 +82,10 @@ pub enum Command {
         to: Option<u64>,
         reason: String,
         at_ms: i64,
+        /// For automatic rollbacks: (version, generation, started_at_ms) of the
+        /// failed rollout; refused if another rollout is in force by now.
+        #[serde(default)]
+        expect: Option<(u64, u64, i64)>,
     },
     /// Let a rollout waiting on its canaries continue.
     PromoteJob {
