@@ -37,13 +37,14 @@ echo "== demo-web unit tests"
 (cd examples/demo-web && cargo test --quiet 2>&1 | tail -3)
 
 echo "== tests"
-cargo test --workspace 2>&1 | tee /tmp/drover-test.log | grep -E '^(test result|running|test .*(FAILED|ignored))|panicked' || true
-if grep -q 'FAILED\|error: test failed\|could not compile' /tmp/drover-test.log; then
-  echo "tests failed; full log in /tmp/drover-test.log" >&2
-  grep -B2 -A20 'panicked' /tmp/drover-test.log | head -80 >&2
+LOG=$(mktemp /tmp/drover-test.XXXXXX.log)
+cargo test --workspace 2>&1 | tee "$LOG" | grep -aE '^(test result|running|test .*(FAILED|ignored))|panicked' || true
+if grep -aq 'FAILED\|error: test failed\|could not compile' "$LOG"; then
+  echo "tests failed; full log in $LOG" >&2
+  grep -a -B2 -A20 'panicked' "$LOG" | head -80 >&2
   exit 1
 fi
-passed=$(grep -o '[0-9]* passed' /tmp/drover-test.log | awk '{s+=$1} END {print s+0}')
-failed=$(grep -o '[0-9]* failed' /tmp/drover-test.log | awk '{s+=$1} END {print s+0}')
+passed=$(grep -ao '[0-9]* passed' "$LOG" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -ao '[0-9]* failed' "$LOG" | awk '{s+=$1} END {print s+0}')
 echo "$passed passed, $failed failed"
 [[ $failed == 0 ]]

@@ -12,6 +12,7 @@ pub mod bundle;
 pub mod cgroups;
 pub mod daemon;
 pub mod image;
+pub mod network;
 pub mod runtime;
 
 /// Errors of the agent library; each module's error rolls up here.

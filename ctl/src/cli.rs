@@ -91,6 +91,43 @@ pub enum BenchCmd {
         #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
         image: String,
     },
+    /// Send HTTP requests at a fixed rate and record every result per second:
+    /// ok, failed, which version answered. Exits non-zero if any failed.
+    ///
+    /// Example:
+    ///   drover bench load --url http://127.0.0.1:18080/ --rate 250 --duration 30s --svg timeline.svg
+    #[command(verbatim_doc_comment)]
+    Load {
+        /// Only http://host:port/path on loopback or the cluster's own addresses.
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// Stop after this long (or at Ctrl-C / SIGTERM).
+        #[arg(long, default_value = "10m")]
+        duration: String,
+        /// Write the timeline as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the timeline as an SVG chart here.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+    /// Throughput and latency through the routing mesh vs straight to one replica.
+    ///
+    /// Example:
+    ///   drover bench mesh --mesh http://127.0.0.1:18080/ --direct http://10.88.0.2:8080/
+    #[command(verbatim_doc_comment)]
+    Mesh {
+        #[arg(long)]
+        mesh: String,
+        #[arg(long)]
+        direct: String,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
     /// Time how long replicas of a lost node take to run elsewhere: starts its
     /// own scheduler and two agents, kills one agent, repeats; prints a table.
     ///

@@ -111,6 +111,9 @@ pub fn allocation(a: &pb::Allocation) -> Value {
     }
     m.insert("restarts".into(), json!(a.restarts));
     m.insert("health".into(), json!(a.health));
+    if !a.ip.is_empty() {
+        m.insert("ip".into(), json!(a.ip));
+    }
     if a.canary {
         m.insert("canary".into(), json!(true));
     }
@@ -158,7 +161,7 @@ pub fn node(n: &pb::Node) -> Value {
         "cpu_millis": n.cpu_millis, "memory_bytes": n.memory_bytes,
         "cpu_allocated_millis": n.cpu_allocated_millis, "memory_allocated_bytes": n.memory_allocated_bytes,
         "allocations": n.allocations, "registered_at_ms": n.registered_at_ms,
-        "draining": n.draining,
+        "draining": n.draining, "subnet": n.subnet,
     })
 }
 

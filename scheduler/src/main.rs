@@ -32,6 +32,9 @@ struct Args {
     /// Take a snapshot (and purge the log) every this many entries.
     #[arg(long, default_value_t = 1000)]
     snapshot_every: u64,
+    /// The container address range; each node gets a /24 of it.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    cluster_cidr: String,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -57,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: a.data_dir,
         node_timeout: a.node_timeout,
         snapshot_every: a.snapshot_every,
+        cluster_cidr: a.cluster_cidr,
     })
     .await?;
     println!("drover-scheduler {} serving on {}", a.id, s.local_addr);

@@ -39,6 +39,7 @@ impl Runner {
             restarts: 0,
             stop: stop_rx,
             health: AtomicU8::new(0),
+            ip: std::sync::Mutex::new(String::new()),
         };
         let task = tokio::spawn(life.run());
         Ok(Runner { stop, task })
@@ -74,6 +75,8 @@ struct Life {
     stop: watch::Receiver<Option<String>>,
     /// The health verdict of the current run: 0 none yet, 1 healthy, 2 unhealthy.
     health: AtomicU8,
+    /// Its address on the node's container network ("" with host networking).
+    ip: std::sync::Mutex<String>,
 }
 
 /// How one run of the container ended.
@@ -100,6 +103,7 @@ impl Life {
                 _ => "",
             }
             .into(),
+            ip: self.ip.lock().expect("ip lock").clone(),
         });
     }
 
@@ -182,6 +186,16 @@ impl Life {
         };
         let pid = container.pid() as u32;
         self.health.store(0, Ordering::Relaxed);
+        if let Err(e) = self.attach_network(pid as i32).await {
+            // A command that ended at once took its network namespace with it:
+            // that is an exit, not a network failure.
+            if let Ok(Some(status)) = container.try_wait() {
+                let _ = self.shared.runtime.cgroups().remove(&self.id);
+                return RunEnd::Exited(status);
+            }
+            let _ = container.stop(std::time::Duration::ZERO).await;
+            return RunEnd::StartFailed(format!("network: {e}"));
+        }
         self.report("running", pid, None, "");
         let mut stop = self.stop.clone();
         tokio::select! {
@@ -201,12 +215,37 @@ impl Life {
                 let reason = self.stop_requested().unwrap_or_default();
                 self.report("stopping", pid, None, reason.clone());
                 let grace = self.spec.stop_grace_period.std();
+                if self.spec.expose.is_some() {
+                    // Out of service first: the scheduler already took it out of the
+                    // endpoint sets; give every node's mesh a moment to stop sending
+                    // new connections before it is asked to finish.
+                    tokio::time::sleep(DEREGISTRATION_DELAY.min(grace)).await;
+                }
                 match container.stop(grace).await {
                     Ok(s) => RunEnd::Stopped(format!("{reason} ({})", describe(s))),
                     Err(e) => RunEnd::Stopped(format!("{reason} (stop: {e})")),
                 }
             }
         }
+    }
+
+    /// Gives a private-network container its address on the node's bridge.
+    async fn attach_network(&self, pid: i32) -> Result<(), String> {
+        if self.spec.network != drover_proto::spec::Network::Private
+            || self.shared.network.get().is_none()
+        {
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        let id = self.id.clone();
+        let ip = tokio::task::spawn_blocking(move || {
+            let net = shared.network.get().expect("checked");
+            net.attach(&id, pid).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        *self.ip.lock().expect("ip lock") = ip.to_string();
+        Ok(())
     }
 
     /// Probes the container per its health check; returns why once it is unhealthy.
@@ -299,7 +338,11 @@ impl Life {
     ) {
         let shared = self.shared.clone();
         let id = self.id.clone();
+        self.ip.lock().expect("ip lock").clear();
         let cleaned = tokio::task::spawn_blocking(move || {
+            if let Some(net) = shared.network.get() {
+                net.detach(&id);
+            }
             shared
                 .runtime
                 .cgroups()
@@ -317,6 +360,10 @@ impl Life {
         self.report(state, 0, exit_code, reason);
     }
 }
+
+/// How long a published replica stays up after leaving the endpoint sets,
+/// before it is signalled: enough for every node's mesh to hear of it.
+const DEREGISTRATION_DELAY: std::time::Duration = std::time::Duration::from_millis(1000);
 
 /// Resolves once a stop was requested (holding no borrow of the channel).
 async fn stop_signal(stop: &mut watch::Receiver<Option<String>>) {

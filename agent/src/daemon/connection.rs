@@ -71,15 +71,26 @@ pub struct Identity {
 async fn register(
     client: &mut NodeServiceClient<Channel>,
     me: &Identity,
+    shared: &super::Shared,
 ) -> Result<(), tonic::Status> {
-    client
+    let r = client
         .register(pb::RegisterRequest {
             name: me.name.clone(),
             address: me.address.clone(),
             cpu_millis: me.cpu_millis,
             memory_bytes: me.memory_bytes,
         })
-        .await?;
+        .await?
+        .into_inner();
+    if !r.subnet.is_empty() && shared.network.get().is_none() {
+        match crate::network::NodeNetwork::setup(&me.name, &r.subnet, &shared.state_dir) {
+            Ok(net) => {
+                tracing::info!(subnet = %r.subnet, bridge = %net.bridge, "container network ready");
+                let _ = shared.network.set(net);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot set up the container network"),
+        }
+    }
     Ok(())
 }
 
@@ -122,7 +133,7 @@ async fn session(
 ) -> Result<(), String> {
     let contact = || *shared.last_contact.lock().expect("contact lock") = std::time::Instant::now();
     let mut client = links.client().await.map_err(|e| e.to_string())?;
-    register(&mut client, me)
+    register(&mut client, me, shared)
         .await
         .map_err(|e| e.message().to_string())?;
     tracing::info!(node = %me.name, "registered with the scheduler");
@@ -145,7 +156,7 @@ async fn session(
                 .map_err(|e| e.message().to_string())?;
             contact();
             if !r.into_inner().known {
-                register(&mut beat_client, me)
+                register(&mut beat_client, me, shared)
                     .await
                     .map_err(|e| e.message().to_string())?;
             }

@@ -11,6 +11,7 @@ pub mod allocation;
 pub mod api;
 pub mod connection;
 pub mod health;
+pub mod mesh;
 pub mod reporter;
 pub mod resources;
 pub mod supervisor;
@@ -72,6 +73,10 @@ pub struct Shared {
     pub reporter: reporter::Reporter,
     /// When a scheduler last answered this agent.
     pub last_contact: std::sync::Mutex<std::time::Instant>,
+    /// The node's container network, once the scheduler gave it a subnet.
+    pub network: std::sync::OnceLock<crate::network::NodeNetwork>,
+    /// The address the routing mesh listens on.
+    pub mesh_ip: std::net::IpAddr,
 }
 
 impl Shared {
@@ -91,6 +96,7 @@ pub struct Agent {
     supervisor: JoinHandle<()>,
     report_stop: broadcast::Sender<()>,
     reporter_task: JoinHandle<()>,
+    shared: Arc<Shared>,
 }
 
 impl Agent {
@@ -132,6 +138,11 @@ impl Agent {
             runtime,
             reporter: reporter.clone(),
             last_contact: std::sync::Mutex::new(std::time::Instant::now()),
+            network: std::sync::OnceLock::new(),
+            mesh_ip: advertise
+                .rsplit_once(':')
+                .and_then(|(h, _)| h.trim_matches(['[', ']']).parse().ok())
+                .unwrap_or(local_addr.ip()),
         });
         supervisor::clean_leftovers(&shared);
 
@@ -158,6 +169,7 @@ impl Agent {
         // The reporter stops last, so the final states of stopping containers get out.
         let (report_stop, _) = broadcast::channel(1);
         let reporter_task = tokio::spawn(reporter.run(links, report_stop.subscribe()));
+        let shared_for_shutdown = shared.clone();
         let supervisor = tokio::spawn(supervisor::run(
             shared,
             desired_rx,
@@ -172,6 +184,7 @@ impl Agent {
             supervisor,
             report_stop,
             reporter_task,
+            shared: shared_for_shutdown,
         })
     }
 
@@ -179,6 +192,12 @@ impl Agent {
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.supervisor.await;
+        if let Some(net) = self.shared.network.get() {
+            // Every container is gone: so is the node's bridge.
+            if net.allocated().is_empty() {
+                net.teardown();
+            }
+        }
         let _ = self.report_stop.send(());
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.reporter_task).await;
         for t in self.tasks {

@@ -7,6 +7,7 @@
 //! desired, so it is not started again.
 
 use super::allocation::{self, Runner};
+use super::mesh::Mesh;
 use super::Shared;
 use crate::bundle::Bundle;
 use drover_proto::pb;
@@ -22,11 +23,23 @@ pub async fn run(
     mut stop: broadcast::Receiver<()>,
 ) {
     let mut runners: HashMap<String, Runner> = HashMap::new();
+    let mut mesh = Mesh::new(shared.mesh_ip);
     let mut cut_off = false;
     loop {
         let set = desired.borrow_and_update().clone();
         if let (Some(set), false) = (set, cut_off) {
             converge(&shared, &mut runners, set.allocations);
+            mesh.sync(&set.services).await;
+            let routes: Vec<(String, String)> =
+                set.routes.into_iter().map(|r| (r.subnet, r.via)).collect();
+            let net = shared.clone();
+            if !routes.is_empty() {
+                tokio::task::spawn_blocking(move || {
+                    if let Some(n) = net.network.get() {
+                        n.sync_routes(&routes);
+                    }
+                });
+            }
         }
         tokio::select! {
             _ = stop.recv() => break,
@@ -58,6 +71,7 @@ pub async fn run(
             }
         }
     }
+    mesh.close();
     // Shutting down: stop every container we run, all at once, and wait.
     for r in runners.values() {
         r.stop("agent shutting down");

@@ -29,6 +29,19 @@ pub async fn run(cli: Cli) -> Result<i32> {
             trials,
             image,
         }) => bench::rollout(&cli.addr, replicas, trials, &image).await,
+        Command::Bench(BenchCmd::Load {
+            url,
+            rate,
+            duration,
+            json,
+            svg,
+        }) => bench::load_cmd(&url, rate, &duration, json, svg).await,
+        Command::Bench(BenchCmd::Mesh {
+            mesh,
+            direct,
+            seconds,
+            concurrency,
+        }) => bench::mesh(&mesh, &direct, seconds, concurrency).await,
         Command::Bench(BenchCmd::NodeLoss {
             trials,
             replicas,

@@ -92,6 +92,38 @@ pub struct JobSpec {
     pub health: Option<Health>,
     #[serde(default)]
     pub update: Update,
+    /// Named container ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<Port>,
+    /// Publish one port as a service on every node (the routing mesh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<Expose>,
+}
+
+/// A port a replica listens on, by name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    pub name: String,
+    pub container: u32,
+}
+
+/// A published service: every node accepts connections on `port` and
+/// balances them across the job's healthy replicas' `target` port.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expose {
+    pub port: u32,
+    pub target: String,
+}
+
+impl JobSpec {
+    /// The container port the exposed service forwards to.
+    pub fn exposed_target(&self) -> Option<(u16, u16)> {
+        let e = self.expose.as_ref()?;
+        let p = self.ports.iter().find(|p| p.name == e.target)?;
+        Some((e.port as u16, p.container as u16))
+    }
 }
 
 fn default_replicas() -> u32 {

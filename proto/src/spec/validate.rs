@@ -96,6 +96,7 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
     }
     health(&mut e, spec);
     update(&mut e, spec);
+    ports(&mut e, spec);
     if e.0.is_empty() {
         Ok(())
     } else {
@@ -250,6 +251,42 @@ fn health(e: &mut Errors, spec: &JobSpec) {
 fn port(e: &mut Errors, path: &str, p: u32) {
     if p == 0 || p > 65535 {
         e.add(path, format!("{p} is not a port (1-65535)"));
+    }
+}
+
+fn ports(e: &mut Errors, spec: &JobSpec) {
+    let mut names = std::collections::BTreeSet::new();
+    let mut numbers = std::collections::BTreeSet::new();
+    for (i, p) in spec.ports.iter().enumerate() {
+        if let Err(m) = dns_label(&p.name) {
+            e.add(format!("ports[{i}].name"), m);
+        } else if !names.insert(p.name.as_str()) {
+            e.add(
+                format!("ports[{i}].name"),
+                format!("{:?} is used twice", p.name),
+            );
+        }
+        port(e, &format!("ports[{i}].container"), p.container);
+        if !numbers.insert(p.container) {
+            e.add(
+                format!("ports[{i}].container"),
+                format!("{} is listed twice", p.container),
+            );
+        }
+    }
+    if let Some(x) = &spec.expose {
+        port(e, "expose.port", x.port);
+        if !names.contains(x.target.as_str()) {
+            let known: Vec<&str> = spec.ports.iter().map(|p| p.name.as_str()).collect();
+            e.add(
+                "expose.target",
+                if known.is_empty() {
+                    format!("{:?} names no port (declare it under ports)", x.target)
+                } else {
+                    format!("{:?} names no port (ports: {})", x.target, known.join(", "))
+                },
+            );
+        }
     }
 }
 
@@ -501,6 +538,34 @@ mod tests {
             .starts_with("update.max_surge: \"150%\" is more than 100%"));
         assert_eq!(Amount::Percent(25).resolve(10, true), 3);
         assert_eq!(Amount::Percent(25).resolve(10, false), 2);
+    }
+
+    #[test]
+    fn port_rules() {
+        assert!(errors(
+            "ports: [{name: http, container: 8080}]\nexpose: {port: 18080, target: http}\n"
+        )
+        .is_empty());
+        assert_eq!(
+            one("ports: [{name: http, container: 8080}]\nexpose: {port: 18080, target: web}\n"),
+            "expose.target: \"web\" names no port (ports: http)"
+        );
+        assert_eq!(
+            one("expose: {port: 18080, target: web}\n"),
+            "expose.target: \"web\" names no port (declare it under ports)"
+        );
+        assert_eq!(
+            one("ports: [{name: http, container: 8080}, {name: http, container: 8081}]\n"),
+            "ports[1].name: \"http\" is used twice"
+        );
+        assert_eq!(
+            one("ports: [{name: a, container: 0}]\n"),
+            "ports[0].container: 0 is not a port (1-65535)"
+        );
+        assert_eq!(
+            one("ports: [{name: http, container: 80}]\nexpose: {port: 70000, target: http}\n"),
+            "expose.port: 70000 is not a port (1-65535)"
+        );
     }
 
     #[test]

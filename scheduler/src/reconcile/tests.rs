@@ -24,6 +24,7 @@ impl Sim {
                 cpu_millis: *cpu,
                 memory_bytes: mem_mi << 20,
                 at_ms: 0,
+                cluster_cidr: String::new(),
             });
         }
         sim
@@ -111,6 +112,7 @@ impl Sim {
                     reason: String::new(),
                     restarts: 0,
                     health: h,
+                    ip: String::new(),
                 });
         }
         for (node, reports) in by_node {
@@ -508,6 +510,7 @@ fn ended_allocation_under_restart_never_is_not_replaced() {
             reason: "exited".into(),
             restarts: 0,
             health: HealthState::Unknown,
+            ip: String::new(),
         }],
         at_ms: sim.now,
     });

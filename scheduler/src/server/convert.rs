@@ -23,6 +23,7 @@ pub fn allocation(state: &State, a: &Allocation) -> pb::Allocation {
         desired_reason: a.desired_reason.clone(),
         health: a.health.as_str().into(),
         canary: a.canary,
+        ip: a.ip.clone(),
         restarts: a.restarts,
         created_at_ms: a.created_at_ms,
         updated_at_ms: a.updated_at_ms,
@@ -130,6 +131,7 @@ pub fn node(state: &State, n: &Node) -> pb::Node {
         registered_at_ms: n.registered_at_ms,
         schedulable: n.schedulable,
         draining: n.draining,
+        subnet: n.subnet.clone(),
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub node_timeout: Duration,
     pub snapshot_every: u64,
+    /// Containers' addresses come from here: each node gets a /24 of it.
+    pub cluster_cidr: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +109,7 @@ impl Scheduler {
                 node_api::NodeApi {
                     replica: replica.clone(),
                     liveness: liveness.clone(),
+                    cluster_cidr: config.cluster_cidr.clone(),
                 },
             ))
             .add_service(

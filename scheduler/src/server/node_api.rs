@@ -7,7 +7,7 @@
 //! changes (level-triggered, DESIGN decision 3).
 
 use crate::replica::Replica;
-use crate::state::{AllocState, AllocationReport, Command, Desired, State};
+use crate::state::{AllocState, AllocationReport, Command, Desired, HealthState, State};
 use drover_proto::pb::{self, node_service_server::NodeService};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,6 +42,8 @@ impl Liveness {
 pub struct NodeApi {
     pub replica: Replica,
     pub liveness: Liveness,
+    /// The container address range nodes get their subnets from.
+    pub cluster_cidr: String,
 }
 
 /// The allocations desired on `node`, in the wire form agents converge to.
@@ -65,7 +67,68 @@ pub fn desired_on(state: &State, node: &str) -> pb::DesiredAllocations {
     pb::DesiredAllocations {
         index: state.last_index,
         allocations,
+        services: services(state),
+        routes: state
+            .nodes
+            .values()
+            .filter(|n| {
+                n.name != node
+                    && !n.subnet.is_empty()
+                    && n.status == crate::state::NodeStatus::Ready
+            })
+            .map(|n| pb::NodeRoute {
+                node: n.name.clone(),
+                subnet: n.subnet.clone(),
+                via: host_of(&n.address),
+            })
+            .collect(),
     }
+}
+
+/// The host part of `host:port`.
+fn host_of(addr: &str) -> String {
+    match addr.rsplit_once(':') {
+        Some((h, _)) => h.trim_matches(['[', ']']).to_string(),
+        None => addr.to_string(),
+    }
+}
+
+/// Every published service with its healthy replicas that are not being
+/// stopped: a replica leaves the set the moment the scheduler decides to stop it.
+pub fn services(state: &State) -> Vec<pb::Service> {
+    let mut out = Vec::new();
+    for job in state.jobs.values().filter(|j| !j.stopped) {
+        let Some((port, _)) = job.current_spec().exposed_target() else {
+            continue;
+        };
+        let mut endpoints: Vec<String> = state
+            .job_allocations(&job.name)
+            .filter(|a| a.desired == Desired::Run && a.state == AllocState::Running)
+            .filter_map(|a| {
+                let spec = &job.version(a.version)?.spec;
+                let checked = spec.health.is_some();
+                let healthy = a.health == HealthState::Healthy
+                    || (!checked && a.health != HealthState::Unhealthy);
+                if !healthy {
+                    return None;
+                }
+                let (_, target) = spec.exposed_target()?;
+                let host = if spec.network == drover_proto::spec::Network::Host || a.ip.is_empty() {
+                    host_of(&state.nodes.get(&a.node)?.address)
+                } else {
+                    a.ip.clone()
+                };
+                Some(format!("{host}:{target}"))
+            })
+            .collect();
+        endpoints.sort();
+        out.push(pb::Service {
+            job: job.name.clone(),
+            port: port as u32,
+            endpoints,
+        });
+    }
+    out
 }
 
 #[tonic::async_trait]
@@ -90,13 +153,17 @@ impl NodeService for NodeApi {
                 cpu_millis: req.cpu_millis,
                 memory_bytes: req.memory_bytes,
                 at_ms: super::now_ms(),
+                cluster_cidr: self.cluster_cidr.clone(),
             })
             .await?;
         if !r.ok {
             return Err(Status::invalid_argument(r.error.unwrap_or_default()));
         }
         self.liveness.beat(&req.name);
-        Ok(Response::new(pb::RegisterResponse { name: req.name }))
+        Ok(Response::new(pb::RegisterResponse {
+            name: req.name,
+            subnet: r.note,
+        }))
     }
 
     async fn heartbeat(
@@ -131,11 +198,21 @@ impl NodeService for NodeApi {
         let replica = self.replica.clone();
         let mut applied = replica.applied.clone();
         tokio::spawn(async move {
-            let mut last: Option<Vec<pb::DesiredAllocation>> = None;
+            type View = (
+                Vec<pb::DesiredAllocation>,
+                Vec<pb::Service>,
+                Vec<pb::NodeRoute>,
+            );
+            let mut last: Option<View> = None;
             loop {
                 let desired = desired_on(&replica.state.read().expect("state lock"), &name);
-                if last.as_ref() != Some(&desired.allocations) {
-                    last = Some(desired.allocations.clone());
+                let view = (
+                    desired.allocations.clone(),
+                    desired.services.clone(),
+                    desired.routes.clone(),
+                );
+                if last.as_ref() != Some(&view) {
+                    last = Some(view);
                     if tx.send(Ok(desired)).await.is_err() {
                         return;
                     }
@@ -167,6 +244,7 @@ impl NodeService for NodeApi {
                 reason: r.reason,
                 restarts: r.restarts,
                 health: crate::state::HealthState::parse(&r.health),
+                ip: r.ip,
             });
         }
         // Skip the write when nothing is new: agents re-send reports freely.
@@ -180,6 +258,7 @@ impl NodeService for NodeApi {
                             || a.exit_code != r.exit_code
                             || a.restarts != r.restarts
                             || a.health != r.health
+                            || a.ip != r.ip
                             || (!r.reason.is_empty() && a.reason != r.reason))
                 }
                 None => false,

@@ -40,7 +40,15 @@ impl State {
                 cpu_millis,
                 memory_bytes,
                 at_ms,
-            } => self.register_node(name, address, *cpu_millis, *memory_bytes, *at_ms),
+                cluster_cidr,
+            } => self.register_node(
+                name,
+                address,
+                *cpu_millis,
+                *memory_bytes,
+                *at_ms,
+                cluster_cidr,
+            ),
             Command::SetNodeStatus {
                 name,
                 status,
@@ -106,6 +114,23 @@ impl State {
         // The proposer validated; validate again so no replica ever holds a bad spec.
         if let Err(e) = drover_proto::spec::validate(spec) {
             return CommandResult::refused(e.to_string());
+        }
+        // A published port is the same on every node: one job per port.
+        if let Some(x) = &spec.expose {
+            let clash = self.jobs.values().find(|j| {
+                j.name != spec.name
+                    && !j.stopped
+                    && j.current_spec()
+                        .expose
+                        .as_ref()
+                        .is_some_and(|o| o.port == x.port)
+            });
+            if let Some(other) = clash {
+                return CommandResult::refused(format!(
+                    "expose.port: {} is already published by job {:?}",
+                    x.port, other.name
+                ));
+            }
         }
         let Some(job) = self.jobs.get_mut(&spec.name) else {
             let mut job = Job {
@@ -445,10 +470,23 @@ impl State {
         cpu_millis: u64,
         memory_bytes: u64,
         at_ms: i64,
+        cluster_cidr: &str,
     ) -> CommandResult {
         if name.is_empty() {
             return CommandResult::refused("a node needs a name");
         }
+        let has_subnet = self.nodes.get(name).is_some_and(|n| !n.subnet.is_empty());
+        let subnet = if has_subnet || cluster_cidr.is_empty() {
+            None
+        } else {
+            let taken: Vec<&str> = self.nodes.values().map(|n| n.subnet.as_str()).collect();
+            match super::subnet::next_free(cluster_cidr, &taken) {
+                Some(s) => Some(s),
+                None => {
+                    return CommandResult::refused(format!("no free /24 left in {cluster_cidr}"))
+                }
+            }
+        };
         let node = self.nodes.entry(name.to_string()).or_insert_with(|| Node {
             name: name.to_string(),
             address: String::new(),
@@ -457,6 +495,7 @@ impl State {
             status: NodeStatus::Ready,
             schedulable: true,
             draining: false,
+            subnet: String::new(),
             registered_at_ms: at_ms,
             updated_at_ms: at_ms,
         });
@@ -465,7 +504,13 @@ impl State {
         node.memory_bytes = memory_bytes;
         node.status = NodeStatus::Ready;
         node.updated_at_ms = at_ms;
-        CommandResult::ok(true)
+        if let Some(s) = subnet {
+            node.subnet = s;
+        }
+        CommandResult {
+            note: node.subnet.clone(),
+            ..CommandResult::ok(true)
+        }
     }
 
     fn set_node_status(&mut self, name: &str, status: NodeStatus, at_ms: i64) -> CommandResult {
@@ -544,6 +589,7 @@ impl State {
                     running_since_ms: None,
                     healthy_since_ms: None,
                     canary: n.canary,
+                    ip: String::new(),
                     restarts: 0,
                     cpu_millis: spec.resources.cpu.millis(),
                     memory_bytes: spec.resources.memory.bytes(),
@@ -618,6 +664,7 @@ impl State {
                 || a.exit_code != r.exit_code
                 || a.restarts != r.restarts
                 || a.health != r.health
+                || a.ip != r.ip
                 || (a.reason != r.reason && !r.reason.is_empty());
             if !changed {
                 continue;
@@ -635,6 +682,9 @@ impl State {
                 }
             } else {
                 a.healthy_since_ms = None;
+            }
+            if !r.ip.is_empty() || r.state.is_terminal() {
+                a.ip = r.ip.clone();
             }
             a.health = if r.state == AllocState::Running {
                 r.health

@@ -9,6 +9,7 @@
 
 mod apply;
 mod model;
+pub mod subnet;
 
 pub use model::*;
 
@@ -38,6 +39,9 @@ pub enum Command {
         cpu_millis: u64,
         memory_bytes: u64,
         at_ms: i64,
+        /// The cluster's container range; the node gets the lowest free /24 of it.
+        #[serde(default)]
+        cluster_cidr: String,
     },
     /// The leader saw a node stop (or resume) heartbeating.
     SetNodeStatus {

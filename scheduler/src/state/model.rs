@@ -248,6 +248,9 @@ pub struct Allocation {
     /// Placed as a canary of a rollout.
     #[serde(default)]
     pub canary: bool,
+    /// Its address on the node's container network, as the node reported it.
+    #[serde(default)]
+    pub ip: String,
 }
 
 /// The node's health verdict on an allocation.
@@ -311,6 +314,8 @@ pub struct AllocationReport {
     pub restarts: u32,
     #[serde(default)]
     pub health: HealthState,
+    #[serde(default)]
+    pub ip: String,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -343,6 +348,9 @@ pub struct Node {
     /// Its allocations are being moved elsewhere.
     #[serde(default)]
     pub draining: bool,
+    /// Its container subnet, from the cluster range.
+    #[serde(default)]
+    pub subnet: String,
     pub registered_at_ms: i64,
     pub updated_at_ms: i64,
 }

@@ -5,6 +5,7 @@
 //! and purge it, repeat. A one-replica warm-up first puts the image in the
 //! agent's layer cache, so the figures are for a cached image.
 
+pub mod load;
 mod node_loss;
 
 pub use node_loss::node_loss;
@@ -221,4 +222,105 @@ async fn wait_rollout(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// `drover bench load`: fixed-rate load until the duration ends or Ctrl-C.
+pub async fn load_cmd(
+    url: &str,
+    rate: u32,
+    duration: &str,
+    json: Option<std::path::PathBuf>,
+    svg: Option<std::path::PathBuf>,
+) -> Result<i32> {
+    let (target, path) = load::split_url(url)?;
+    let duration = drover_proto::quantity::Duration::parse(duration)
+        .map_err(|e| anyhow::anyhow!("--duration: {e}"))?
+        .std();
+    let o = load::Options {
+        target,
+        path,
+        rate,
+        duration,
+        json,
+        svg,
+        title: format!("{url} at {rate} req/s"),
+    };
+    let stop = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let timeline = load::run(&o, stop).await;
+    let (_, failed) = load::report(&o, &timeline)?;
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// `drover bench mesh`: the same load straight to one replica and through the
+/// routing mesh, closed loop, one after the other; a table of both.
+pub async fn mesh(mesh: &str, direct: &str, seconds: u64, concurrency: usize) -> Result<i32> {
+    let mut rows = Vec::new();
+    let mut results = Vec::new();
+    for (name, url) in [("direct", direct), ("mesh", mesh)] {
+        let (target, path) = load::split_url(url)?;
+        let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let start = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..concurrency {
+            let (t, p, d, f) = (target.clone(), path.clone(), done.clone(), failed.clone());
+            set.spawn(async move {
+                while start.elapsed() < Duration::from_secs(seconds) {
+                    let s = Instant::now();
+                    match load_request(&t, &p).await {
+                        true => d.lock().expect("lock").push(s.elapsed().as_micros() as u64),
+                        false => {
+                            f.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+        let mut lat = done.lock().expect("lock").clone();
+        lat.sort_unstable();
+        let rps = lat.len() as f64 / start.elapsed().as_secs_f64();
+        let p99 = load::percentile(&lat, 0.99) as f64 / 1000.0;
+        results.push((rps, p99));
+        rows.push(vec![
+            name.to_string(),
+            format!("{rps:.0}"),
+            format!("{:.2}", load::percentile(&lat, 0.5) as f64 / 1000.0),
+            format!("{p99:.2}"),
+            failed
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_string(),
+        ]);
+    }
+    print!(
+        "{}",
+        crate::output::table(&["PATH", "REQ_PER_S", "P50_MS", "P99_MS", "FAILED"], &rows)
+    );
+    let (d, m) = (results[0], results[1]);
+    println!(
+        "mesh/direct: throughput {:.0}%, p99 +{:.0}%",
+        m.0 / d.0 * 100.0,
+        (m.1 / d.1 - 1.0) * 100.0
+    );
+    Ok(0)
+}
+
+async fn load_request(target: &str, path: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(target).await else {
+        return false;
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.is_ok() && buf.starts_with(b"HTTP/1.1 200")
 }

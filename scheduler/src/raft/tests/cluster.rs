@@ -347,5 +347,6 @@ fn counted() -> Command {
         cpu_millis: 1000,
         memory_bytes: 1 << 30,
         at_ms: 0,
+        cluster_cidr: String::new(),
     }
 }

@@ -28,6 +28,7 @@ fn node(s: &mut State, name: &str) {
             cpu_millis: 2000,
             memory_bytes: 1 << 30,
             at_ms: 0,
+            cluster_cidr: String::new(),
         },
     );
 }
@@ -144,6 +145,7 @@ fn reports_update_observed_state_idempotently() {
             reason: String::new(),
             restarts: 0,
             health: HealthState::Unknown,
+            ip: String::new(),
         }],
         at_ms: 20,
     };
@@ -191,6 +193,7 @@ fn stop_job_stops_allocations_and_late_reports_do_not_revive() {
                 reason: String::new(),
                 restarts: 0,
                 health: HealthState::Unknown,
+                ip: String::new(),
             }],
             at_ms: 31,
         },
@@ -265,6 +268,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
             cpu_millis: 1000,
             memory_bytes: 1 << 30,
             at_ms: 3,
+            cluster_cidr: String::new(),
         }),
         (node.clone(), any::<bool>()).prop_map(|(n, up)| Command::SetNodeStatus {
             name: n.into(),
@@ -311,6 +315,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 reason: String::new(),
                 restarts: 0,
                 health: HealthState::Unknown,
+                ip: String::new(),
             }],
             at_ms: 7,
         }),

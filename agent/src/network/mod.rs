@@ -1,0 +1,221 @@
+//! Container networking on a node.
+//!
+//! Each node owns a /24 of the cluster's container range (assigned by the
+//! scheduler at registration). The agent puts a bridge on the node holding
+//! the subnet's first address as the containers' gateway; each container
+//! with `network: private` gets a veth pair, one end on the bridge and the
+//! other as `eth0` inside its network namespace, with an address from the
+//! node's IPAM. Other nodes' subnets are reached through plain routes via
+//! those nodes' addresses (no overlay: the nodes share a network, as the
+//! local cluster's bridge does, and routes cost no encapsulation).
+//! Addresses are released and links removed when containers stop; a
+//! restarted agent finds its bridge and the IPAM files as it left them.
+//!
+//! The kernel is driven through iproute2's `ip`, which every Linux node has.
+
+mod ipam;
+
+pub use ipam::Ipam;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("`ip {args}` failed: {stderr}")]
+    Ip { args: String, stderr: String },
+    #[error("cannot run `ip`: {0}")]
+    Spawn(std::io::Error),
+    #[error("{0:?} is not a /24 subnet")]
+    Subnet(String),
+    #[error("ipam: {0}")]
+    Ipam(#[from] ipam::IpamError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Runs `ip ARGS`; `Ok(stdout)` when it succeeds.
+fn ip(args: &[&str]) -> Result<String, NetworkError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(NetworkError::Spawn)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(NetworkError::Ip {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// `ip` where "already there" / "not there" is fine.
+fn ip_idempotent(args: &[&str]) -> Result<(), NetworkError> {
+    match ip(args) {
+        Ok(_) => Ok(()),
+        Err(NetworkError::Ip { stderr, .. })
+            if stderr.contains("File exists")
+                || stderr.contains("Cannot find device")
+                || stderr.contains("No such process") =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A short, stable name from `seed` (interface names are at most 15 bytes).
+fn short(prefix: &str, seed: &str) -> String {
+    let mut h: u32 = 2166136261;
+    for b in seed.bytes() {
+        h = (h ^ b as u32).wrapping_mul(16777619);
+    }
+    format!("{prefix}{h:08x}")
+}
+
+/// This node's container network.
+#[derive(Debug)]
+pub struct NodeNetwork {
+    pub bridge: String,
+    pub subnet: String,
+    pub gateway: Ipv4Addr,
+    ipam: Ipam,
+}
+
+impl NodeNetwork {
+    /// Creates (or finds) the bridge for `subnet` and the IPAM under `state_dir`.
+    pub fn setup(node: &str, subnet: &str, state_dir: &Path) -> Result<NodeNetwork, NetworkError> {
+        let (net, len) = subnet
+            .split_once('/')
+            .ok_or_else(|| NetworkError::Subnet(subnet.into()))?;
+        let net: Ipv4Addr = net
+            .parse()
+            .map_err(|_| NetworkError::Subnet(subnet.into()))?;
+        if len != "24" {
+            return Err(NetworkError::Subnet(subnet.into()));
+        }
+        let o = net.octets();
+        let gateway = Ipv4Addr::new(o[0], o[1], o[2], 1);
+        let bridge = short("drv", node);
+        ip_idempotent(&["link", "add", &bridge, "type", "bridge"])?;
+        ip_idempotent(&["addr", "add", &format!("{gateway}/24"), "dev", &bridge])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        // Containers of different nodes (and of bridges on one host) reach each
+        // other through this host's routing.
+        let fwd = "/proc/sys/net/ipv4/ip_forward";
+        std::fs::write(fwd, "1").map_err(|source| NetworkError::Io {
+            path: fwd.into(),
+            source,
+        })?;
+        let ipam = Ipam::open(&state_dir.join("ipam"), o)?;
+        Ok(NodeNetwork {
+            bridge,
+            subnet: subnet.into(),
+            gateway,
+            ipam,
+        })
+    }
+
+    /// Gives the container whose init is `pid` an `eth0` on the bridge; returns its address.
+    pub fn attach(&self, alloc: &str, pid: i32) -> Result<Ipv4Addr, NetworkError> {
+        let addr = self.ipam.allocate(alloc)?;
+        let host = short("dvh", alloc);
+        let peer = short("dvc", alloc);
+        let netns = format!("/proc/{pid}/ns/net");
+        let r = (|| {
+            // The address may have belonged to a container that just went: forget
+            // its old MAC, or packets go to a port that no longer exists.
+            let _ = ip_idempotent(&["neigh", "del", &addr.to_string(), "dev", &self.bridge]);
+            ip_idempotent(&["link", "del", &host])?;
+            ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer])?;
+            ip(&["link", "set", &host, "master", &self.bridge, "up"])?;
+            ip(&["link", "set", &peer, "netns", &pid.to_string()])?;
+            let inside = |args: &[&str]| nsenter_ip(&netns, args);
+            inside(&["link", "set", &peer, "name", "eth0"])?;
+            inside(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            inside(&["link", "set", "eth0", "up"])?;
+            inside(&["route", "add", "default", "via", &self.gateway.to_string()])?;
+            Ok(())
+        })();
+        if let Err(e) = r {
+            let _ = ip_idempotent(&["link", "del", &host]);
+            self.ipam.release(alloc);
+            return Err(e);
+        }
+        Ok(addr)
+    }
+
+    /// Releases the container's address and removes its link (gone already
+    /// when its network namespace ended). Idempotent.
+    pub fn detach(&self, alloc: &str) {
+        let _ = ip_idempotent(&["link", "del", &short("dvh", alloc)]);
+        for (addr, a) in self.ipam.list() {
+            if a == alloc {
+                let _ = ip_idempotent(&["neigh", "del", &addr.to_string(), "dev", &self.bridge]);
+            }
+        }
+        self.ipam.release(alloc);
+    }
+
+    /// Makes the routes to other nodes' subnets exactly `routes` (subnet, via).
+    pub fn sync_routes(&self, routes: &[(String, String)]) {
+        for (subnet, via) in routes {
+            if subnet == &self.subnet || via.is_empty() {
+                continue;
+            }
+            // A node on this same host (tests, drover dev) is reached through its bridge.
+            let local = ip(&["route", "show", subnet])
+                .map(|s| s.contains("proto kernel"))
+                .unwrap_or(false);
+            if local || via.starts_with("127.") {
+                continue;
+            }
+            if let Err(e) = ip(&["route", "replace", subnet, "via", via]) {
+                tracing::warn!(subnet = %subnet, via = %via, error = %e, "cannot route to a node's containers");
+            }
+        }
+    }
+
+    /// Removes the bridge (when the node is shutting down with no containers).
+    pub fn teardown(&self) {
+        let _ = ip_idempotent(&["link", "del", &self.bridge]);
+    }
+
+    pub fn allocated(&self) -> Vec<(Ipv4Addr, String)> {
+        self.ipam.list()
+    }
+}
+
+/// Runs `ip ARGS` inside the network namespace at `netns`.
+fn nsenter_ip(netns: &str, args: &[&str]) -> Result<(), NetworkError> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .arg("ip")
+        .args(args)
+        .output()
+        .map_err(NetworkError::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetworkError::Ip {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn interface_names_fit() {
+        let n = super::short("dvh", "0123456789abcdef0123456789abcdef");
+        assert!(n.len() <= 15, "{n}");
+        assert_eq!(n, super::short("dvh", "0123456789abcdef0123456789abcdef"));
+        assert_ne!(n, super::short("dvh", "0123456789abcdef0123456789abcdee"));
+    }
+}
