@@ -317,12 +317,16 @@ fn drover_dev_runs_jobs_and_ctrl_c_stops_everything() {
     let dir = tempfile::tempdir().unwrap();
     let api = format!("127.0.0.1:{}", free_port());
     let mut cmd = std::process::Command::new(bin_dir().join("drover"));
+    let cidr = test_cidr(free_port());
+    let prefix = cidr.rsplit_once(".0.0/").unwrap().0.to_string() + ".";
     cmd.args([
         "dev",
         "--listen",
         &api,
         "--agent-listen",
         &format!("127.0.0.1:{}", free_port()),
+        "--cluster-cidr",
+        &cidr,
     ])
     .arg("--state-dir")
     .arg(dir.path().join("state"));
@@ -371,6 +375,16 @@ fn drover_dev_runs_jobs_and_ctrl_c_stops_everything() {
         status.success(),
         "drover dev exited with {status}: {}",
         dev.output()
+    );
+    // Its network is gone too: no bridge with its address range remains.
+    let addrs = std::process::Command::new("ip")
+        .args(["-o", "addr"])
+        .output()
+        .unwrap();
+    let addrs = String::from_utf8_lossy(&addrs.stdout).into_owned();
+    assert!(
+        !addrs.contains(&format!(" {prefix}")),
+        "drover dev left its bridge address:\n{addrs}"
     );
     for (id, pid) in running {
         assert!(!pid_alive(pid), "container {id} survived drover dev");

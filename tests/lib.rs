@@ -200,6 +200,8 @@ impl Cluster {
         let mut cmd = Command::new(bin_dir().join("drover-scheduler"));
         cmd.args(["--id", "1", "--listen", &self.addr, "--data-dir"])
             .arg(&data);
+        // Clusters of parallel tests share this host's routing: give each its own range.
+        cmd.env("DROVER_CLUSTER_CIDR", test_cidr(self.scheduler_port));
         let log = self.dir.path().join("scheduler.log");
         self.scheduler = Some(Proc::spawn("drover-scheduler", &mut cmd, log));
         let addr = self.addr.clone();
@@ -327,4 +329,13 @@ pub fn cgroup_exists(id: &str) -> bool {
 
 pub fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A container address range for one test cluster, distinct from its
+/// neighbours' (each cluster's nodes get /24s of it; `drover dev` uses 10.88/16).
+pub fn test_cidr(seed: u16) -> String {
+    format!(
+        "10.{}.0.0/16",
+        100 + (seed as u32 + std::process::id()) % 150
+    )
 }

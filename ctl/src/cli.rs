@@ -382,4 +382,7 @@ pub struct DevArgs {
     /// Cgroup hierarchy root.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     pub cgroup_root: PathBuf,
+    /// The container address range (the node gets a /24 of it).
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pub cluster_cidr: String,
 }

@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     snapshot_every: u64,
     /// The container address range; each node gets a /24 of it.
-    #[arg(long, default_value = "10.88.0.0/16")]
+    #[arg(long, default_value = "10.88.0.0/16", env = "DROVER_CLUSTER_CIDR")]
     cluster_cidr: String,
 }
 

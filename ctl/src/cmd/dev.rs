@@ -22,7 +22,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         data_dir: a.state_dir.join("scheduler"),
         node_timeout: Duration::from_secs(5),
         snapshot_every: 1000,
-        cluster_cidr: "10.88.0.0/16".into(),
+        cluster_cidr: a.cluster_cidr.clone(),
     })
     .await
     .context("cannot start the scheduler")?;

@@ -1,0 +1,283 @@
+//! Container networking and the routing mesh, end to end: real agents, real
+//! bridges and veths, real demo-web replicas, real load through the mesh.
+
+use drover_e2e::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+fn web(images: &std::path::Path, tag: &str, port: u16, env: &str) -> String {
+    format!(
+        "name: web\nreplicas: 4\nimage: oci:{}/demo-web:{tag}\nenv: {{PORT: \"8080\"{env}}}\n\
+         resources: {{cpu: 0.05, memory: 32Mi}}\nstop_grace_period: 3s\n\
+         ports: [{{name: http, container: 8080}}]\nexpose: {{port: {port}, target: http}}\n\
+         health: {{http: {{path: /healthz, port: 8080}}, interval: 500ms, timeout: 400ms, failure_threshold: 2}}\n\
+         update: {{max_surge: 1, max_unavailable: 0, min_healthy_time: 1s, healthy_deadline: 15s, progress_deadline: 1m}}\n",
+        images.display()
+    )
+}
+
+/// One GET; the body (`demo-web v1 on web-2`), or why it failed.
+fn get(addr: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    if !out.starts_with("HTTP/1.1 200") {
+        return Err(out.lines().next().unwrap_or("empty").to_string());
+    }
+    Ok(out
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_string())
+}
+
+fn running(c: &Cluster) -> Vec<Value> {
+    c.json(&["alloc", "ls", "--job", "web"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["desired"] == "run" && a["state"] == "running" && a["health"] == "healthy")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn the_mesh_reaches_every_healthy_replica_and_drops_an_unhealthy_one() {
+    if !require_root("the_mesh_reaches_every_healthy_replica_and_drops_an_unhealthy_one") {
+        return;
+    }
+    let images = images();
+    let c = Cluster::start("e2e-mesh");
+    let port = free_port();
+    let spec = c.spec("web", &web(&images, "v1", port, ""));
+    let out = c.drover(&["job", "run", spec.to_str().unwrap()]);
+    assert!(out.ok(), "{}{}", out.stdout, out.stderr);
+    let replicas = wait_for("4 healthy replicas", Duration::from_secs(30), || {
+        let r = running(&c);
+        (r.len() == 4).then_some(r)
+    });
+    // Each replica has its own address on the node's bridge, and answers there.
+    for a in &replicas {
+        let ip = a["ip"]
+            .as_str()
+            .expect("a private-network replica has an address");
+        assert!(ip.starts_with("10."), "{ip}");
+        let body = get(&format!("{ip}:8080")).unwrap();
+        assert_eq!(
+            body,
+            format!("demo-web v1 on {}", a["name"].as_str().unwrap())
+        );
+    }
+    // The published port on the node balances across all of them.
+    let mesh = format!("127.0.0.1:{port}");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        seen.insert(get(&mesh).unwrap());
+    }
+    assert_eq!(seen.len(), 4, "not every replica got traffic: {seen:?}");
+
+    // Freeze one replica: its check fails (2 × 500 ms) and within a second
+    // more it gets no new connections.
+    let victim = &replicas[0];
+    let pid = victim["pid"].as_u64().unwrap().to_string();
+    let name = victim["name"].as_str().unwrap().to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(2 * 500 + 400 + 1000));
+    for i in 0..30 {
+        let body =
+            get(&mesh).unwrap_or_else(|e| panic!("request {i} through the mesh failed: {e}"));
+        assert!(
+            !body.ends_with(&name),
+            "the unhealthy replica {name} still got traffic"
+        );
+    }
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+}
+
+#[test]
+fn rollouts_under_load_drop_no_request_and_stopping_cleans_the_network() {
+    if !require_root("rollouts_under_load_drop_no_request_and_stopping_cleans_the_network") {
+        return;
+    }
+    let images = images();
+    let c = Cluster::start("e2e-zero");
+    let port = free_port();
+    let v1 = c.spec("v1", &web(&images, "v1", port, ""));
+    assert!(c.drover(&["job", "run", v1.to_str().unwrap()]).ok());
+    wait_for("4 healthy replicas", Duration::from_secs(30), || {
+        (running(&c).len() == 4).then_some(())
+    });
+    let timeline = c.dir.path().join("timeline.json");
+    let mut load = Proc::spawn(
+        "drover bench load",
+        Command::new(bin_dir().join("drover"))
+            .args([
+                "bench",
+                "load",
+                "--url",
+                &format!("http://127.0.0.1:{port}/"),
+                "--rate",
+                "250",
+                "--duration",
+                "2m",
+                "--json",
+            ])
+            .arg(&timeline),
+        c.dir.path().join("load.log"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let v2 = c.spec("v2", &web(&images, "v2", port, ""));
+    let out = c.drover(&["job", "run", v2.to_str().unwrap()]);
+    assert!(out.ok(), "{}{}", out.stdout, out.stderr);
+    let v3 = c.spec("v3", &web(&images, "v2", port, ", FAIL_HEALTH: \"1\""));
+    let out = c.drover(&["job", "run", v3.to_str().unwrap()]);
+    assert!(!out.ok(), "v3 fails and rolls back");
+    assert!(
+        out.stderr.contains("rolled back to version 2"),
+        "{}",
+        out.stderr
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    load.signal("INT");
+    let status = load
+        .wait(Duration::from_secs(15))
+        .expect("load generator ends");
+    let seconds: Value =
+        serde_json::from_str(&std::fs::read_to_string(&timeline).unwrap()).unwrap();
+    let seconds = seconds.as_array().unwrap();
+    let ok: u64 = seconds.iter().map(|s| s["ok"].as_u64().unwrap()).sum();
+    let failed: u64 = seconds.iter().map(|s| s["failed"].as_u64().unwrap()).sum();
+    assert!(seconds.len() >= 10, "the load ran {} s", seconds.len());
+    assert!(
+        ok as f64 / seconds.len() as f64 >= 200.0 * 0.9,
+        "load below 200 req/s: {ok} in {} s",
+        seconds.len()
+    );
+    assert_eq!(
+        failed,
+        0,
+        "requests failed during the rollouts:\n{}",
+        load.output()
+    );
+    assert!(status.success());
+    let v2_seen = seconds.iter().any(|s| s["versions"].get("v2").is_some());
+    assert!(v2_seen, "v2 never answered");
+
+    // Stopping leaves no veth, no address, no listener of the job behind.
+    let allocs = c.json(&["alloc", "ls", "--job", "web"]);
+    let ips: Vec<String> = allocs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["ip"].as_str().map(String::from))
+        .collect();
+    assert!(c.drover(&["job", "stop", "web"]).ok());
+    let links = String::from_utf8(
+        Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    for a in allocs.as_array().unwrap() {
+        let id = a["id"].as_str().unwrap();
+        assert!(!cgroup_exists(id));
+    }
+    let ipam = std::fs::read_dir(c.agent_state_dir().join("ipam"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .map(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(ipam, 0, "addresses still allocated: {ips:?}");
+    assert!(!links.contains("dvh") || !ips.is_empty(), "{links}");
+    wait_for(
+        "the published port to close",
+        Duration::from_secs(5),
+        || {
+            TcpStream::connect(format!("127.0.0.1:{port}"))
+                .is_err()
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn containers_on_two_nodes_reach_each_other_by_address() {
+    if !require_root("containers_on_two_nodes_reach_each_other_by_address") {
+        return;
+    }
+    let images = images();
+    let c = Cluster::start("e2e-net-a");
+    let mut cmd = Command::new(bin_dir().join("drover-agent"));
+    cmd.args([
+        "run",
+        "--name",
+        "e2e-net-b",
+        "--scheduler",
+        &c.addr,
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--state-dir",
+    ])
+    .arg(c.dir.path().join("agent-b"));
+    let _b = Proc::spawn("drover-agent", &mut cmd, c.dir.path().join("agent-b.log"));
+    wait_for("node b", Duration::from_secs(20), || {
+        c.json(&["node", "ls"])
+            .as_array()?
+            .iter()
+            .any(|n| n["name"] == "e2e-net-b" && n["status"] == "ready")
+            .then_some(())
+    });
+    let port = free_port();
+    let spec = c.spec(
+        "web",
+        &web(&images, "v1", port, "").replace("replicas: 4", "replicas: 2"),
+    );
+    assert!(c.drover(&["job", "run", spec.to_str().unwrap()]).ok());
+    let r = wait_for("2 healthy replicas", Duration::from_secs(30), || {
+        let r = running(&c);
+        (r.len() == 2).then_some(r)
+    });
+    let nodes: std::collections::BTreeSet<&str> =
+        r.iter().map(|a| a["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes.len(), 2, "spread over both nodes");
+    let subnets: std::collections::BTreeSet<String> = r
+        .iter()
+        .map(|a| {
+            a["ip"]
+                .as_str()
+                .unwrap()
+                .rsplit_once('.')
+                .unwrap()
+                .0
+                .to_string()
+        })
+        .collect();
+    assert_eq!(subnets.len(), 2, "each node has its own subnet");
+    // From inside replica 0's network namespace, replica 1 answers at its address.
+    let pid = r[0]["pid"].as_u64().unwrap().to_string();
+    let other = format!("http://{}:8080/", r[1]["ip"].as_str().unwrap());
+    let out = Command::new("nsenter")
+        .args(["-t", &pid, "-n", "--", "busybox", "wget", "-qO-", &other])
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        body.trim(),
+        format!("demo-web v1 on {}", r[1]["name"].as_str().unwrap()),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
