@@ -193,10 +193,11 @@ impl Agent {
         let _ = self.stop.send(());
         let _ = self.supervisor.await;
         if let Some(net) = self.shared.network.get() {
-            // Every container is gone: so is the node's bridge.
-            if net.allocated().is_empty() {
-                net.teardown();
+            // Every container is gone: so are their addresses and the node's bridge.
+            for (_, alloc) in net.allocated() {
+                net.detach(&alloc);
             }
+            net.teardown();
         }
         let _ = self.report_stop.send(());
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.reporter_task).await;

@@ -59,9 +59,14 @@ fn ip_idempotent(args: &[&str]) -> Result<(), NetworkError> {
     match ip(args) {
         Ok(_) => Ok(()),
         Err(NetworkError::Ip { stderr, .. })
-            if stderr.contains("File exists")
-                || stderr.contains("Cannot find device")
-                || stderr.contains("No such process") =>
+            if [
+                "File exists",
+                "already assigned",
+                "Cannot find device",
+                "No such process",
+            ]
+            .iter()
+            .any(|m| stderr.contains(m)) =>
         {
             Ok(())
         }
