@@ -22,6 +22,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         data_dir: a.state_dir.join("scheduler"),
         node_timeout: Duration::from_secs(5),
         snapshot_every: 1000,
+        cluster: Default::default(),
     })
     .await
     .context("cannot start the scheduler")?;

@@ -2,6 +2,7 @@
 
 mod alloc;
 mod bench;
+mod cluster;
 mod dev;
 mod job;
 mod logs;
@@ -18,6 +19,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Node(c) => node::run(&cli.addr, c).await,
         Command::Logs(a) => logs::run(&cli.addr, a).await,
         Command::Dev(a) => dev::run(a).await,
+        Command::Cluster(c) => cluster::run(&cli.addr, c).await,
         Command::Bench(BenchCmd::JobRun {
             replicas,
             trials,
