@@ -65,8 +65,10 @@ make_ns() {
 start() {
   local node=$1 cmd
   cmd=$(cat "$DIR/$node/cmd")
-  # setsid: the node outlives this script and ignores its terminal.
-  setsid ip netns exec "$(ns "$node")" $cmd </dev/null >>"$DIR/$node/log" 2>&1 &
+  # nsenter enters only the network namespace: `ip netns exec` would also
+  # remount /sys, hiding the cgroup hierarchies an agent needs. setsid: the
+  # node outlives this script and ignores its terminal.
+  setsid nsenter --net="/run/netns/$(ns "$node")" -- $cmd </dev/null >>"$DIR/$node/log" 2>&1 &
   echo $! >"$DIR/$node/pid"
 }
 
@@ -231,6 +233,6 @@ case $cmd in
   partition) ip link set "$(ns "${1:?partition NODE}")" down ;;
   heal) ip link set "$(ns "${1:?heal NODE}")" up ;;
   join) join "${1:?join NODE}" ;;
-  exec) node=${1:?exec NODE CMD...}; shift; exec ip netns exec "$(ns "$node")" "$@" ;;
+  exec) node=${1:?exec NODE CMD...}; shift; exec nsenter --net="/run/netns/$(ns "$node")" -- "$@" ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; [[ -z $cmd ]] || exit 2 ;;
 esac

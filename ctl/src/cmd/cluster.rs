@@ -47,7 +47,7 @@ fn member(m: &pb::MemberStatus, leader: u64) -> Value {
     json!({
         "id": m.id, "address": m.address, "role": m.role, "voter": m.voter,
         "applied_index": m.applied_index, "last_log_index": m.last_log_index,
-        "snapshot_index": m.snapshot_index, "term": m.term, "leader": m.id == leader,
+        "snapshot_index": m.snapshot_index, "purged_index": m.purged_index, "term": m.term, "leader": m.id == leader,
     })
 }
 

@@ -59,6 +59,7 @@ impl ClusterApi {
             term: m.current_term,
             leader_id: m.current_leader.unwrap_or(0),
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
         }
     }
 
