@@ -121,6 +121,39 @@ pub enum BenchCmd {
         #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
         image: String,
     },
+    /// Kill the leader of 3 local replicas, time the first write that succeeds.
+    ///
+    /// Starts three `drover-scheduler` processes on loopback (the binary next
+    /// to this one), then per trial: SIGKILL the leader, retry a job
+    /// submission through the CLI's client until it succeeds, restart the
+    /// killed replica. Prints the median and max.
+    ///
+    /// Example:
+    ///   drover bench failover --trials 10
+    #[command(verbatim_doc_comment)]
+    Failover {
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
+        /// The replicas' --election-timeout.
+        #[arg(long, default_value = "150ms")]
+        election_timeout: String,
+    },
+    /// Durable commits per second of 3 in-process replicas on loopback.
+    ///
+    /// Each commit is fsynced on a majority before it is acknowledged;
+    /// concurrent proposals are batched into shared appends.
+    ///
+    /// Example:
+    ///   drover bench commit --proposers 64,256 --seconds 3
+    #[command(verbatim_doc_comment)]
+    Commit {
+        /// Concurrent proposers to try, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,64,256")]
+        proposers: Vec<usize>,
+        /// How long to measure each.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]

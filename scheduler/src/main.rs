@@ -47,10 +47,10 @@ struct Args {
     #[arg(long, conflicts_with = "peers")]
     join: bool,
     /// How often the leader heartbeats the other replicas.
-    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     raft_heartbeat: std::time::Duration,
     /// A replica that hears no leader for this (up to twice this) starts an election.
-    #[arg(long, default_value = "300ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "150ms", value_parser = parse_duration)]
     election_timeout: std::time::Duration,
 }
 

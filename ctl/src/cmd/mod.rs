@@ -2,6 +2,7 @@
 
 mod alloc;
 mod bench;
+mod bench_ha;
 mod cluster;
 mod dev;
 mod job;
@@ -25,5 +26,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
             trials,
             image,
         }) => bench::job_run(&cli.addr, &replicas, trials, &image).await,
+        Command::Bench(BenchCmd::Failover {
+            trials,
+            election_timeout,
+        }) => bench_ha::failover(trials, &election_timeout).await,
+        Command::Bench(BenchCmd::Commit { proposers, seconds }) => {
+            bench_ha::commit(&proposers, seconds).await
+        }
     }
 }

@@ -48,8 +48,13 @@ impl Default for ClusterConfig {
         ClusterConfig {
             peers: BTreeMap::new(),
             join: false,
-            heartbeat: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(300),
+            // openraft 0.9 lets a follower stand for election only after a
+            // leader lease (the maximum election timeout) plus a random
+            // election timeout without a heartbeat: 150ms gives a failover
+            // of about half a second while a leader must still miss nine
+            // heartbeats in a row before anyone stands.
+            heartbeat: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(150),
         }
     }
 }
