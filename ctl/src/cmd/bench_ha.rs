@@ -294,6 +294,8 @@ pub async fn commit(proposers: &[usize], secs: f64) -> Result<i32> {
     let dir = scratch("commit")?;
     let all = in_process(&dir).await?;
     let leader = &all[0];
+    let term = |s: &Scheduler| s.replica.metrics().borrow().current_term;
+    let first_term = term(leader);
     let mut rows = Vec::new();
     for &n in proposers {
         let noop = hammer(leader, n, secs, |_| Command::Noop).await?;
@@ -318,6 +320,8 @@ pub async fn commit(proposers: &[usize], secs: f64) -> Result<i32> {
             format!("{submit:.0}"),
         ]);
     }
+    let elections = all.iter().map(term).max().unwrap_or(0) - first_term;
+    let still_leader = leader.replica.is_leader();
     for s in all {
         s.shutdown().await;
     }
@@ -334,6 +338,14 @@ pub async fn commit(proposers: &[usize], secs: f64) -> Result<i32> {
             ],
             &rows
         )
+    );
+    println!(
+        "elections during the run: {elections}{}",
+        if still_leader {
+            ""
+        } else {
+            " (the leader changed: figures after that went through a follower)"
+        }
     );
     Ok(0)
 }
