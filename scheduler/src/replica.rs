@@ -6,6 +6,7 @@
 //! [`Replica::leader_only`] for the controllers, which must never act from
 //! a replica that no longer leads.
 
+use crate::cluster::batch::Batcher;
 use crate::cluster::forward::{self, Forwarder};
 use crate::raft::{LeaderContact, Raft};
 use crate::state::{Command, CommandResult, State};
@@ -33,6 +34,8 @@ pub struct Replica {
     /// Whether a follower hands writes and reads to the leader (API
     /// handlers) or refuses them (controllers).
     pub follow_leader: bool,
+    /// Batches concurrent proposals into one log entry.
+    pub batcher: Batcher,
 }
 
 impl Replica {
@@ -65,16 +68,17 @@ impl Replica {
     /// Proposes a command on this replica only; fails unless it leads.
     /// Returns the log index it committed at and what applying it answered.
     pub async fn write_here(&self, cmd: Command) -> Result<(u64, CommandResult), Status> {
-        match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.client_write(cmd)).await {
+        match tokio::time::timeout(COMMIT_TIMEOUT, self.batcher.propose(cmd)).await {
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "not committed within {}s (a majority may be unreachable); the write may still be applied, and retrying it is safe",
                 COMMIT_TIMEOUT.as_secs()
             ))),
-            Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(not_leader(
-                f.leader_node.map(|n| n.addr).unwrap_or_default(),
-            )),
-            Ok(Err(e)) => Err(Status::unavailable(format!("raft: {e}"))),
+            Ok(None) => Err(Status::unavailable("this replica is shutting down")),
+            Ok(Some(Ok(committed))) => Ok(committed),
+            Ok(Some(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))) => Err(
+                not_leader(f.leader_node.map(|n| n.addr).unwrap_or_default()),
+            ),
+            Ok(Some(Err(e))) => Err(Status::unavailable(format!("raft: {e}"))),
         }
     }
 

@@ -10,7 +10,10 @@
 //! reads alone, saying how far behind the leader it was last known to be.
 //! While no leader is known (an election), a follower waits for one for a
 //! bounded time instead of failing, so a user never sees "not leader".
+//! On the leader, concurrent proposals are batched into one log entry
+//! ([`batch`]).
 
+pub mod batch;
 pub mod forward;
 
 pub use forward::Forwarder;

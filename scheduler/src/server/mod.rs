@@ -107,6 +107,7 @@ impl Scheduler {
             forwarder: Default::default(),
             contact: raft_svc.contact(),
             follow_leader: true,
+            batcher: crate::cluster::batch::Batcher::start(handle.raft.clone()),
         };
         let (stop, _) = broadcast::channel(1);
         let liveness = node_api::Liveness::default();

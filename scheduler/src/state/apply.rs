@@ -59,6 +59,11 @@ impl State {
             } => self.report(node, reports, *at_ms),
             Command::PurgeJob { name } => self.purge_job(name),
             Command::Noop => CommandResult::ok(false),
+            Command::Batch(cmds) => CommandResult {
+                ok: true,
+                batch: cmds.iter().map(|c| self.apply(index, c)).collect(),
+                ..Default::default()
+            },
         };
         if let Some(id) = request_id {
             self.requests.insert(id.to_string(), result.clone());

@@ -68,6 +68,9 @@ pub enum Command {
     PurgeJob { name: String },
     /// Does nothing; used by tests and to commit a marker entry.
     Noop,
+    /// Commands proposed concurrently, applied in order as one log entry:
+    /// they share one append and one fsync (see `crate::cluster::batch`).
+    Batch(Vec<Command>),
 }
 
 /// What applying a command answered.
@@ -82,6 +85,9 @@ pub struct CommandResult {
     pub changed: bool,
     /// How many allocations a command touched.
     pub count: u32,
+    /// For a `Batch`: each command's result, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<CommandResult>,
 }
 
 impl CommandResult {
