@@ -33,9 +33,10 @@ if [[ -z ${DROVER_BIN:-} ]]; then
     [[ -x $d/drover-scheduler ]] && DROVER_BIN=$d && break
   done
 fi
-BIN=${DROVER_BIN:?set DROVER_BIN to the directory holding drover-scheduler (or cargo build first)}
+BIN=${DROVER_BIN:-}
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
+need_bin() { [[ -x $BIN/drover-scheduler ]] || die "set DROVER_BIN to the directory holding drover-scheduler (or cargo build first)"; }
 ns() { echo "$NAME-$1"; }
 ip_of() {
   case $1 in
@@ -224,15 +225,15 @@ down() {
 cmd=${1:-}
 shift || true
 case $cmd in
-  up) up "$@" ;;
+  up) need_bin; up "$@" ;;
   down) down ;;
-  status) status ;;
+  status) need_bin; status ;;
   addr) sched_list; echo ;;
   kill) kill_node "${1:?kill NODE}" ;;
   restart) restart "${1:?restart NODE}" ;;
   partition) ip link set "$(ns "${1:?partition NODE}")" down ;;
   heal) ip link set "$(ns "${1:?heal NODE}")" up ;;
-  join) join "${1:?join NODE}" ;;
+  join) need_bin; join "${1:?join NODE}" ;;
   exec) node=${1:?exec NODE CMD...}; shift; exec nsenter --net="/run/netns/$(ns "$node")" -- "$@" ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; [[ -z $cmd ]] || exit 2 ;;
 esac
