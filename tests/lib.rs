@@ -5,6 +5,8 @@
 //! The binaries come from the same target directory as the test; build the
 //! workspace first (`cargo build --workspace`, as `.ci/run` does).
 
+pub mod netcluster;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -16,6 +16,7 @@ command -v runc >/dev/null || need+=(runc)
 command -v jq >/dev/null || need+=(jq)
 command -v file >/dev/null || need+=(file)
 command -v nsenter >/dev/null || need+=(util-linux)
+command -v ip >/dev/null || need+=(iproute2)
 if ((${#need[@]})); then
   if [[ $(id -u) == 0 ]]; then
     echo "installing ${need[*]}"

@@ -56,6 +56,51 @@ pub enum Command {
     /// Benchmarks against a running cluster.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// List, add and remove the scheduler's replicas (its Raft members).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// List the scheduler replicas: id, address, role, applied index, leader.
+    ///
+    /// Every replica is asked for its own status; one that does not answer
+    /// shows as unreachable. --stale lists the membership as the replica
+    /// asked knows it, without the leader.
+    ///
+    /// Examples:
+    ///   drover cluster members
+    ///   DROVER_ADDR=10.77.0.11:7400,10.77.0.12:7400 drover cluster members -o json
+    #[command(verbatim_doc_comment)]
+    Members {
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Add a replica: it joins as a learner, catches up, then votes.
+    ///
+    /// Start the new replica first with --join (it then waits to be added);
+    /// this returns once it has caught up and become a voter.
+    ///
+    /// Example:
+    ///   drover-scheduler --id 4 --listen 10.0.0.4:7400 --join --data-dir /var/lib/drover/scheduler
+    ///   drover cluster add 4 10.0.0.4:7400
+    #[command(verbatim_doc_comment)]
+    Add {
+        /// The new replica's id (its --id).
+        id: u64,
+        /// The address the other replicas reach it at (its --advertise).
+        address: String,
+    },
+    /// Remove a replica from the cluster (stop its process afterwards).
+    ///
+    /// Example:
+    ///   drover cluster remove 4
+    #[command(verbatim_doc_comment)]
+    Remove {
+        /// The replica's id.
+        id: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -142,6 +187,39 @@ pub enum BenchCmd {
         /// The image to run (`sleep` must be in it).
         #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
         image: String,
+    },
+    /// Kill the leader of 3 local replicas, time the first write that succeeds.
+    ///
+    /// Starts three `drover-scheduler` processes on loopback (the binary next
+    /// to this one), then per trial: SIGKILL the leader, retry a job
+    /// submission through the CLI's client until it succeeds, restart the
+    /// killed replica. Prints the median and max.
+    ///
+    /// Example:
+    ///   drover bench failover --trials 10
+    #[command(verbatim_doc_comment)]
+    Failover {
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
+        /// The replicas' --election-timeout.
+        #[arg(long, default_value = "150ms")]
+        election_timeout: String,
+    },
+    /// Durable commits per second of 3 in-process replicas on loopback.
+    ///
+    /// Each commit is fsynced on a majority before it is acknowledged;
+    /// concurrent proposals are batched into shared appends.
+    ///
+    /// Example:
+    ///   drover bench commit --proposers 64,256 --seconds 3
+    #[command(verbatim_doc_comment)]
+    Commit {
+        /// Concurrent proposers to try, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,64,256")]
+        proposers: Vec<usize>,
+        /// How long to measure each.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
     },
 }
 

@@ -2,7 +2,9 @@
 //! and to agents (for logs).
 
 use anyhow::{anyhow, Context, Result};
-use drover_proto::pb::{agent_api_client::AgentApiClient, drover_client::DroverClient};
+use drover_proto::pb::{
+    agent_api_client::AgentApiClient, cluster_client::ClusterClient, drover_client::DroverClient,
+};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -21,12 +23,24 @@ async fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
         .await
 }
 
-/// A client of the scheduler's API.
+/// A client of the scheduler's API. Any replica will do: followers pass
+/// writes and linearizable reads on to the leader.
 pub async fn connect(addrs: &str) -> Result<DroverClient<Channel>> {
+    let ch = connect_any(addrs).await?;
+    Ok(DroverClient::new(ch).max_decoding_message_size(64 << 20))
+}
+
+/// A client of the scheduler replicas' cluster API (`drover cluster`).
+pub async fn cluster(addrs: &str) -> Result<ClusterClient<Channel>> {
+    Ok(ClusterClient::new(connect_any(addrs).await?))
+}
+
+/// A channel to the first replica of the comma-separated `addrs` that answers.
+pub async fn connect_any(addrs: &str) -> Result<Channel> {
     let mut last = None;
     for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
         match channel(addr).await {
-            Ok(ch) => return Ok(DroverClient::new(ch).max_decoding_message_size(64 << 20)),
+            Ok(ch) => return Ok(ch),
             Err(e) => last = Some(anyhow!("{addr}: {}", chain(&e))),
         }
     }

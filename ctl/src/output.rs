@@ -168,7 +168,9 @@ pub fn node(n: &pb::Node) -> Value {
 pub fn read(r: &Option<pb::ReadInfo>) -> Value {
     match r {
         Some(r) => {
-            json!({"applied_index": r.applied_index, "stale": r.stale, "served_by": r.served_by})
+            json!({"applied_index": r.applied_index, "stale": r.stale, "served_by": r.served_by,
+                   "leader_index": r.leader_index, "leader_contact_ms": r.leader_contact_ms,
+                   "behind": r.behind})
         }
         None => Value::Null,
     }
@@ -178,10 +180,25 @@ pub fn read(r: &Option<pb::ReadInfo>) -> Value {
 pub fn stale_note(r: &Option<pb::ReadInfo>) -> String {
     match r {
         Some(r) if r.stale => format!(
-            "(stale read from {} at index {})\n",
-            r.served_by, r.applied_index
+            "(stale read from {} at index {}; {})\n",
+            r.served_by,
+            r.applied_index,
+            staleness(r)
         ),
         _ => String::new(),
+    }
+}
+
+/// How far behind the leader a stale read was last known to be.
+pub fn staleness(r: &pb::ReadInfo) -> String {
+    match r.leader_contact_ms {
+        0 => "served by the leader".to_string(),
+        ms if ms < 0 => "never heard from a leader".to_string(),
+        ms => format!(
+            "{} entries behind the leader when last heard from it {:.1}s ago",
+            r.behind,
+            ms as f64 / 1000.0
+        ),
     }
 }
 

@@ -2,10 +2,12 @@
 //!
 //! `state` is the deterministic state machine, `placement` and `reconcile`
 //! the pure decisions, `raft` the durable replicated log under them,
-//! `controller` the leader-only loops that turn decisions into commands, and
-//! `server` the gRPC services and process wiring.
+//! `controller` the leader-only loops that turn decisions into commands,
+//! `cluster` how replicas form a group and follow its leader, and `server`
+//! the gRPC services and process wiring.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod controller;
 pub mod placement;
 pub mod raft;

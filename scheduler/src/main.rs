@@ -1,16 +1,24 @@
 //! `drover-scheduler`: one replica of Drover's scheduler.
 
 use clap::Parser;
+use drover_scheduler::cluster::ClusterConfig;
 use drover_scheduler::server::{Config, Scheduler};
 use std::path::PathBuf;
 
 /// One replica of Drover's Raft-replicated scheduler.
 ///
-/// A fresh data dir bootstraps a one-member cluster; a data dir from an earlier
-/// run rejoins with everything it had.
+/// With --peers, a fresh data dir initializes a cluster of those replicas
+/// (give every replica the same list; initializing on each is harmless);
+/// without, it bootstraps a one-replica cluster; with --join it waits to be
+/// added by `drover cluster add`. A data dir from an earlier run rejoins with
+/// everything it had.
 ///
-/// Example:
+/// Examples:
 ///   drover-scheduler --id 1 --listen 0.0.0.0:7400 --data-dir /var/lib/drover/scheduler
+///   drover-scheduler --id 2 --listen 0.0.0.0:7400 --advertise 10.0.0.2:7400 \
+///       --peers 1=10.0.0.1:7400,2=10.0.0.2:7400,3=10.0.0.3:7400 --data-dir /var/lib/drover/scheduler
+///   drover-scheduler --id 4 --listen 0.0.0.0:7400 --advertise 10.0.0.4:7400 --join \
+///       --data-dir /var/lib/drover/scheduler    # then: drover cluster add 4 10.0.0.4:7400
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -35,6 +43,24 @@ struct Args {
     /// The container address range; each node gets a /24 of it.
     #[arg(long, default_value = "10.88.0.0/16", env = "DROVER_CLUSTER_CIDR")]
     cluster_cidr: String,
+    /// The initial replicas of the cluster, as ID=HOST:PORT,... (this one included).
+    #[arg(long, default_value = "", value_parser = parse_peers)]
+    peers: Peers,
+    /// Start without forming a cluster; wait to be added by `drover cluster add`.
+    #[arg(long, conflicts_with = "peers")]
+    join: bool,
+    /// How often the leader heartbeats the other replicas.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    raft_heartbeat: std::time::Duration,
+    /// A replica that hears no leader for this (up to twice this) starts an election.
+    #[arg(long, default_value = "150ms", value_parser = parse_duration)]
+    election_timeout: std::time::Duration,
+}
+
+type Peers = std::collections::BTreeMap<u64, String>;
+
+fn parse_peers(s: &str) -> Result<Peers, String> {
+    drover_scheduler::cluster::parse_peers(s).map_err(|e| e.to_string())
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -61,6 +87,12 @@ async fn main() -> anyhow::Result<()> {
         node_timeout: a.node_timeout,
         snapshot_every: a.snapshot_every,
         cluster_cidr: a.cluster_cidr,
+        cluster: ClusterConfig {
+            peers: a.peers,
+            join: a.join,
+            heartbeat: a.raft_heartbeat,
+            election_timeout: a.election_timeout,
+        },
     })
     .await?;
     println!("drover-scheduler {} serving on {}", a.id, s.local_addr);

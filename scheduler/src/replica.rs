@@ -1,13 +1,24 @@
 //! A scheduler replica as the API and controllers see it: propose a command,
 //! read the state (linearizable or stale), know whether it leads.
+//!
+//! On a follower, writes and linearizable reads are carried out with the
+//! leader's help (see `crate::cluster`), unless the replica was made
+//! [`Replica::leader_only`] for the controllers, which must never act from
+//! a replica that no longer leads.
 
-use crate::raft::{Raft, TypeConfig};
+use crate::cluster::batch::Batcher;
+use crate::cluster::forward::{self, Forwarder};
+use crate::raft::{LeaderContact, Raft};
 use crate::state::{Command, CommandResult, State};
 use drover_proto::pb;
 use openraft::error::{ClientWriteError, RaftError};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use tokio::sync::watch;
 use tonic::Status;
+
+/// How long a write may wait to commit before the caller is told so.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Replica {
@@ -16,47 +27,129 @@ pub struct Replica {
     pub raft: Raft,
     pub state: Arc<RwLock<State>>,
     pub applied: watch::Receiver<u64>,
+    /// Channels to the other replicas.
+    pub forwarder: Arc<Forwarder>,
+    /// What this replica last heard from a leader.
+    pub contact: Arc<LeaderContact>,
+    /// Whether a follower hands writes and reads to the leader (API
+    /// handlers) or refuses them (controllers).
+    pub follow_leader: bool,
+    /// Batches concurrent proposals into one log entry.
+    pub batcher: Batcher,
 }
 
 impl Replica {
-    /// Proposes a command and waits until it is committed and applied here.
+    /// The same replica, refusing writes unless it leads (for controllers).
+    pub fn leader_only(&self) -> Replica {
+        Replica {
+            follow_leader: false,
+            ..self.clone()
+        }
+    }
+
+    /// Proposes a command and waits until it is committed (and, on the
+    /// leader, applied). A follower forwards it to the leader.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, Status> {
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(
-                f.leader_node.map(|n| n.addr).unwrap_or_default(),
-            )),
+        if !self.follow_leader {
+            return self.write_here(cmd).await.map(|(_, r)| r);
+        }
+        forward::with_leader(self, |leader| {
+            let cmd = cmd.clone();
+            async move {
+                match leader {
+                    None => self.write_here(cmd).await.map(|(_, r)| r),
+                    Some(addr) => self.forwarder.command(&addr, &cmd).await,
+                }
+            }
+        })
+        .await
+    }
+
+    /// Proposes a command on this replica only; fails unless it leads.
+    /// Returns the log index it committed at and what applying it answered.
+    pub async fn write_here(&self, cmd: Command) -> Result<(u64, CommandResult), Status> {
+        match tokio::time::timeout(COMMIT_TIMEOUT, self.batcher.propose(cmd)).await {
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "not committed within {}s (a majority may be unreachable); the write may still be applied, and retrying it is safe",
+                COMMIT_TIMEOUT.as_secs()
+            ))),
+            Ok(None) => Err(Status::unavailable("this replica is shutting down")),
+            Ok(Some(Ok(committed))) => Ok(committed),
+            Ok(Some(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))) => Err(
+                not_leader(f.leader_node.map(|n| n.addr).unwrap_or_default()),
+            ),
+            Ok(Some(Err(e))) => Err(Status::unavailable(format!("raft: {e}"))),
+        }
+    }
+
+    /// Confirms this replica leads and waits until it applied everything
+    /// committed before the call; returns that index.
+    pub async fn read_index_here(&self) -> Result<u64, Status> {
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(not_leader(
+                    f.leader_node.map(|n| n.addr).unwrap_or_default(),
+                ))
+            }
             Err(e) => Err(Status::unavailable(format!("raft: {e}"))),
         }
     }
 
-    /// Reads the state. Linearizable unless `stale`: leadership is confirmed
-    /// and this replica has applied everything committed before the read began.
+    /// Reads the state. Linearizable unless `stale`: the leader confirms it
+    /// leads and this replica has applied everything committed before the
+    /// read began (a follower asks the leader for that index, then waits).
     pub async fn read<T>(
         &self,
         stale: bool,
         f: impl FnOnce(&State) -> T,
     ) -> Result<(T, pb::ReadInfo), Status> {
         if !stale {
-            match self.raft.ensure_linearizable().await {
-                Ok(_) => {}
-                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
-                    f,
-                ))) => {
-                    return Err(not_leader(
-                        f.leader_node.map(|n| n.addr).unwrap_or_default(),
-                    ))
+            if !self.follow_leader {
+                self.read_index_here().await?;
+            } else {
+                let index = forward::with_leader(self, |leader| async move {
+                    match leader {
+                        None => self.read_index_here().await,
+                        Some(addr) => self.forwarder.read_index(&addr).await,
+                    }
+                })
+                .await?;
+                let mut applied = self.applied.clone();
+                let caught_up =
+                    tokio::time::timeout(forward::PATIENCE, applied.wait_for(|a| *a >= index))
+                        .await
+                        .is_ok_and(|r| r.is_ok());
+                if !caught_up {
+                    return Err(Status::unavailable(format!(
+                        "this replica has not caught up with the leader's index {index}"
+                    )));
                 }
-                Err(e) => return Err(Status::unavailable(format!("raft: {e}"))),
             }
         }
         let state = self.state.read().expect("state lock poisoned");
-        let info = pb::ReadInfo {
-            applied_index: state.last_index,
+        let info = self.read_info(state.last_index, stale);
+        Ok((f(&state), info))
+    }
+
+    /// Where a read at `applied` stands relative to the leader.
+    fn read_info(&self, applied: u64, stale: bool) -> pb::ReadInfo {
+        let (leader_index, leader_contact_ms) = if self.is_leader() {
+            (applied, 0)
+        } else {
+            match self.contact.last() {
+                Some((i, ago)) => (i, i64::try_from(ago.as_millis()).unwrap_or(i64::MAX)),
+                None => (0, -1),
+            }
+        };
+        pb::ReadInfo {
+            applied_index: applied,
             stale,
             served_by: self.addr.clone(),
-        };
-        Ok((f(&state), info))
+            leader_index,
+            leader_contact_ms,
+            behind: leader_index.saturating_sub(applied),
+        }
     }
 
     pub fn is_leader(&self) -> bool {
@@ -86,6 +179,3 @@ fn not_leader(leader: String) -> Status {
     }
     s
 }
-
-#[allow(dead_code)]
-fn _assert_type_config(_: TypeConfig) {}

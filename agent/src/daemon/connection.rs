@@ -113,6 +113,7 @@ pub async fn run(
     let mut backoff = Duration::from_millis(200);
     loop {
         let session = session(&links, &me, heartbeat, &desired, &shared);
+        let began = std::time::Instant::now();
         tokio::select! {
             _ = stop.recv() => return,
             r = session => {
@@ -120,6 +121,11 @@ pub async fn run(
                     tracing::warn!(error = %e, "lost the scheduler; retrying");
                 }
             }
+        }
+        // A session that lasted was a working link: after a leader change or
+        // a replica loss, reconnect quickly rather than at the old backoff.
+        if began.elapsed() > Duration::from_secs(5) {
+            backoff = Duration::from_millis(200);
         }
         links.next();
         tokio::select! {

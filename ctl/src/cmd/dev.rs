@@ -23,6 +23,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         node_timeout: Duration::from_secs(5),
         snapshot_every: 1000,
         cluster_cidr: a.cluster_cidr.clone(),
+        cluster: Default::default(),
     })
     .await
     .context("cannot start the scheduler")?;

@@ -2,6 +2,8 @@
 
 mod alloc;
 mod bench;
+mod bench_ha;
+mod cluster;
 mod dev;
 mod job;
 mod logs;
@@ -19,6 +21,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Node(c) => node::run(&cli.addr, c).await,
         Command::Logs(a) => logs::run(&cli.addr, a).await,
         Command::Dev(a) => dev::run(a).await,
+        Command::Cluster(c) => cluster::run(&cli.addr, c).await,
         Command::Bench(BenchCmd::JobRun {
             replicas,
             trials,
@@ -47,5 +50,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
             replicas,
             image,
         }) => bench::node_loss(trials, replicas, &image).await,
+        Command::Bench(BenchCmd::Failover {
+            trials,
+            election_timeout,
+        }) => bench_ha::failover(trials, &election_timeout).await,
+        Command::Bench(BenchCmd::Commit { proposers, seconds }) => {
+            bench_ha::commit(&proposers, seconds).await
+        }
     }
 }

@@ -11,17 +11,22 @@
 //! order) to the JSON entry; table `meta` holds the vote, the last purged log
 //! id and the committed log id, each as JSON under a fixed key.
 //!
-//! redb's API is synchronous and a commit waits on fsync, which on this
-//! two-core machine would stall a tokio worker (and with it the heartbeat
-//! timers of the same runtime). So every database access runs on tokio's
-//! blocking pool via `spawn_blocking`. Ordering is still strict: openraft calls
-//! the store through `&mut self` and each call awaits its blocking job before
-//! returning, so writes never overtake each other.
+//! Group commit: every write goes to one writer thread, in order. The writer
+//! takes everything queued since its last commit (appends, the vote, the
+//! committed pointer, truncations, purges) into one redb transaction and one
+//! fsync, then tells openraft which entries are durable. `append` therefore
+//! returns as soon as its entries are queued, and openraft keeps accepting
+//! proposals while the disk works: under load, hundreds of proposals share an
+//! fsync. Entries queued but not yet written are kept in memory (`pending`)
+//! so log readers (the replication streams) see them at once, as openraft
+//! requires. Reads run on tokio's blocking pool; they never stall a worker.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError};
@@ -61,6 +66,8 @@ pub enum LogStoreError {
     },
     #[error("raft log blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("raft log writer: {0}")]
+    Writer(String),
 }
 
 macro_rules! from_redb {
@@ -85,11 +92,61 @@ impl LogStoreError {
     }
 }
 
-/// The redb-backed log. Cheap to clone: clones share one database, which is
-/// how openraft's log readers (one per replication stream) are made.
+/// Entries queued for the writer and not yet committed, by index, with the
+/// sequence number of the append that queued them.
+type Pending = Arc<Mutex<BTreeMap<u64, (u64, Entry)>>>;
+
+/// What a caller waiting on the writer hears back.
+type Done = std::sync::mpsc::SyncSender<Result<(), String>>;
+
+/// One write for the writer thread.
+enum Op {
+    Append {
+        seq: u64,
+        entries: Vec<(u64, Vec<u8>)>,
+        callback: LogFlushed<TypeConfig>,
+    },
+    Meta {
+        key: &'static str,
+        bytes: Vec<u8>,
+        done: Option<Done>,
+    },
+    Truncate {
+        from: u64,
+        done: Done,
+    },
+    Purge {
+        upto: u64,
+        purged: Vec<u8>,
+        done: Done,
+    },
+}
+
+/// The writer thread and the way to it. Dropping it (with the last clone of
+/// the store) lets the writer finish what is queued, then joins it.
+struct Writer {
+    tx: Option<std::sync::mpsc::Sender<Op>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The redb-backed log. Cheap to clone: clones share one database and one
+/// writer, which is how openraft's log readers (one per replication stream)
+/// are made.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    writer: Arc<Writer>,
+    pending: Pending,
+    seq: Arc<AtomicU64>,
 }
 
 impl Debug for LogStore {
@@ -112,7 +169,25 @@ impl LogStore {
         tx.open_table(LOGS)?;
         tx.open_table(META)?;
         tx.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let pending: Pending = Arc::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = {
+            let (db, pending) = (db.clone(), pending.clone());
+            std::thread::Builder::new()
+                .name("raft-log-writer".into())
+                .spawn(move || write_loop(&db, &pending, &rx))
+                .map_err(|e| LogStoreError::Writer(e.to_string()))?
+        };
+        Ok(Self {
+            db,
+            writer: Arc::new(Writer {
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
+            pending,
+            seq: Arc::default(),
+        })
     }
 
     /// Run `f` against the database on the blocking pool.
@@ -125,46 +200,102 @@ impl LogStore {
         tokio::task::spawn_blocking(move || f(&db)).await?
     }
 
+    fn send(&self, op: Op) -> Result<(), LogStoreError> {
+        self.writer
+            .tx
+            .as_ref()
+            .and_then(|tx| tx.send(op).ok())
+            .ok_or_else(|| LogStoreError::Writer("the log writer has stopped".into()))
+    }
+
+    /// Queue `op` (built around a reply channel) and wait until it is durable.
+    async fn write_and_wait(&self, op: impl FnOnce(Done) -> Op) -> Result<(), LogStoreError> {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        self.send(op(done))?;
+        tokio::task::spawn_blocking(move || wait.recv())
+            .await?
+            .map_err(|_| LogStoreError::Writer("the log writer has stopped".into()))?
+            .map_err(LogStoreError::Writer)
+    }
+
     async fn read_meta<T: DeserializeOwned + Send + 'static>(
         &self,
         key: &'static str,
     ) -> Result<Option<T>, LogStoreError> {
         self.blocking(move |db| read_meta_in(db, key)).await
     }
+}
 
-    /// Write one meta value in its own transaction with the given durability.
-    async fn write_meta<T: Serialize>(
-        &self,
-        key: &'static str,
-        value: &T,
-        durability: Durability,
-    ) -> Result<(), LogStoreError> {
-        let bytes = encode(key, value)?;
-        self.blocking(move |db| {
-            let mut tx = db.begin_write()?;
-            tx.set_durability(durability);
-            tx.open_table(META)?.insert(key, bytes.as_slice())?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn append_entries(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<(), LogStoreError> {
-        self.blocking(move |db| {
-            let mut tx = db.begin_write()?;
-            tx.set_durability(Durability::Immediate);
-            {
-                let mut logs = tx.open_table(LOGS)?;
-                for (index, bytes) in &entries {
-                    logs.insert(*index, bytes.as_slice())?;
+/// The writer thread: take everything queued, write it in one transaction,
+/// sync once, then report to every waiter.
+fn write_loop(db: &Database, pending: &Pending, rx: &std::sync::mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(op) = rx.try_recv() {
+            batch.push(op);
+        }
+        let result = write_batch(db, &batch).map_err(|e| e.to_string());
+        if result.is_ok() {
+            let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
+            for op in &batch {
+                if let Op::Append { seq, entries, .. } = op {
+                    for (index, _) in entries {
+                        if p.get(index).is_some_and(|(s, _)| s == seq) {
+                            p.remove(index);
+                        }
+                    }
                 }
             }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        }
+        for op in batch {
+            let reply = result.clone();
+            match op {
+                Op::Append { callback, .. } => {
+                    callback.log_io_completed(reply.map_err(std::io::Error::other))
+                }
+                Op::Meta { done, .. } => {
+                    if let Some(done) = done {
+                        let _ = done.send(reply);
+                    }
+                }
+                Op::Truncate { done, .. } | Op::Purge { done, .. } => {
+                    let _ = done.send(reply);
+                }
+            }
+        }
     }
+}
+
+fn write_batch(db: &Database, batch: &[Op]) -> Result<(), LogStoreError> {
+    let mut tx = db.begin_write()?;
+    tx.set_durability(Durability::Immediate);
+    {
+        let mut logs = tx.open_table(LOGS)?;
+        let mut meta = tx.open_table(META)?;
+        for op in batch {
+            match op {
+                Op::Append { entries, .. } => {
+                    for (index, bytes) in entries {
+                        logs.insert(*index, bytes.as_slice())?;
+                    }
+                }
+                Op::Meta { key, bytes, .. } => {
+                    meta.insert(*key, bytes.as_slice())?;
+                }
+                Op::Truncate { from, .. } => {
+                    logs.retain_in(*from.., |_, _| false)?;
+                }
+                // The purge point and the deletion in one transaction: a crash
+                // never leaves a hole without knowing where it ends.
+                Op::Purge { upto, purged, .. } => {
+                    meta.insert(KEY_PURGED, purged.as_slice())?;
+                    logs.retain_in(..=*upto, |_, _| false)?;
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, LogStoreError> {
@@ -201,18 +332,30 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let bounds = owned_bounds(&range);
-        self.blocking(move |db| {
-            let tx = db.begin_read()?;
-            let logs = tx.open_table(LOGS)?;
-            let mut out = Vec::new();
-            for item in logs.range::<u64>(bounds)? {
-                let (index, bytes) = item?;
-                out.push(decode(index.value(), bytes.value())?);
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))
+        // Pending first: an entry the writer commits meanwhile is then in
+        // the database when it is read next, never in neither.
+        let pending: Vec<(u64, Entry)> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .range(bounds)
+            .map(|(i, (_, e))| (*i, e.clone()))
+            .collect();
+        let mut out = self
+            .blocking(move |db| {
+                let tx = db.begin_read()?;
+                let logs = tx.open_table(LOGS)?;
+                let mut out = BTreeMap::new();
+                for item in logs.range::<u64>(bounds)? {
+                    let (index, bytes) = item?;
+                    out.insert(index.value(), decode(index.value(), bytes.value())?);
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))?;
+        out.extend(pending);
+        Ok(out.into_values().collect())
     }
 }
 
@@ -236,9 +379,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             })
             .await
             .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))?;
+        let queued = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_key_value()
+            .map(|(_, (_, e))| e.log_id);
         Ok(LogState {
             last_purged_log_id: last_purged,
-            last_log_id: last.or(last_purged),
+            last_log_id: queued.max(last).or(last_purged),
         })
     }
 
@@ -247,9 +396,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.write_meta(KEY_VOTE, vote, Durability::Immediate)
-            .await
-            .map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Write))
+        let bytes = encode(KEY_VOTE, vote)
+            .map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Write))?;
+        self.write_and_wait(|done| Op::Meta {
+            key: KEY_VOTE,
+            bytes,
+            done: Some(done),
+        })
+        .await
+        .map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Write))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -260,12 +415,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// The committed pointer may lag what is really committed without harm: on
     /// restart the replica re-applies up to the saved pointer and learns the
-    /// rest from the leader. So it is written with `Eventual` durability and
-    /// costs no fsync of its own; the next vote or append syncs it anyway.
+    /// rest from the leader. So it is queued without waiting and rides along
+    /// with the writer's next transaction.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.write_meta(KEY_COMMITTED, &committed, Durability::Eventual)
-            .await
-            .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Write))
+        let bytes = encode(KEY_COMMITTED, &committed)
+            .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Write))?;
+        self.send(Op::Meta {
+            key: KEY_COMMITTED,
+            bytes,
+            done: None,
+        })
+        .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Write))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -285,52 +445,50 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let encoded = entries
-            .into_iter()
-            .map(|e| Ok((e.log_id.index, encode("append", &e)?)))
+            .iter()
+            .map(|e| Ok((e.log_id.index, encode("append", e)?)))
             .collect::<Result<Vec<_>, LogStoreError>>()
             .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Write))?;
-        match self.append_entries(encoded).await {
-            Ok(()) => {
-                // Synced: only now may openraft count these entries as ours.
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(e.into_storage(ErrorSubject::Logs, ErrorVerb::Write))
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for e in entries {
+                p.insert(e.log_id.index, (seq, e));
             }
         }
+        // The writer calls back once the entries are synced: only then may
+        // openraft count them as ours.
+        self.send(Op::Append {
+            seq,
+            entries: encoded,
+            callback,
+        })
+        .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Write))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let from = log_id.index;
-        self.blocking(move |db| {
-            let mut tx = db.begin_write()?;
-            tx.set_durability(Durability::Immediate);
-            tx.open_table(LOGS)?.retain_in(from.., |_, _| false)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Delete))
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|i, _| *i < from);
+        self.write_and_wait(|done| Op::Truncate { from, done })
+            .await
+            .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Delete))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let upto = log_id.index;
         let purged = encode(KEY_PURGED, &log_id)
             .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Delete))?;
-        self.blocking(move |db| {
-            let mut tx = db.begin_write()?;
-            tx.set_durability(Durability::Immediate);
-            // Record the purge point in the same transaction as the deletion,
-            // so a crash never leaves a hole without knowing where it ends.
-            tx.open_table(META)?.insert(KEY_PURGED, purged.as_slice())?;
-            tx.open_table(LOGS)?.retain_in(..=upto, |_, _| false)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Delete))
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|i, _| *i > upto);
+        self.write_and_wait(|done| Op::Purge { upto, purged, done })
+            .await
+            .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Delete))
     }
 }

@@ -34,7 +34,7 @@ use openraft::{ChangeMembers, Config, SnapshotPolicy};
 use tokio::sync::watch;
 
 pub use self::log_store::{LogStore, LogStoreError};
-pub use self::network::{Network, RaftServer, TransportError};
+pub use self::network::{LeaderContact, Network, RaftServer, TransportError};
 pub use self::state_machine::{StateMachine, StateMachineError};
 pub use self::types::{LogId, Node, NodeId, Raft, TypeConfig};
 use crate::state::{Command, CommandResult, State};

@@ -248,15 +248,46 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 }
 
+/// What a follower last heard from its leader: the leader's commit index and
+/// when. A stale read reports it, so the reader knows how old the answer may be.
+#[derive(Debug, Default)]
+pub struct LeaderContact {
+    last: Mutex<Option<(u64, std::time::Instant)>>,
+}
+
+impl LeaderContact {
+    fn heard(&self, leader_commit: u64) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((leader_commit, std::time::Instant::now()));
+    }
+
+    /// The leader's commit index at the last accepted append, and how long ago.
+    pub fn last(&self) -> Option<(u64, Duration)> {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|(i, at)| (i, at.elapsed()))
+    }
+}
+
 /// The gRPC face of a local `Raft`: serve it with [`RaftServer::into_service`].
 #[derive(Clone)]
 pub struct RaftServer {
     raft: Raft,
+    contact: Arc<LeaderContact>,
 }
 
 impl RaftServer {
     pub fn new(raft: Raft) -> Self {
-        Self { raft }
+        Self {
+            raft,
+            contact: Arc::default(),
+        }
+    }
+
+    /// What this replica last heard from a leader through this server.
+    pub fn contact(&self) -> Arc<LeaderContact> {
+        self.contact.clone()
     }
 
     /// The tonic service, with message limits matching the client's.
@@ -287,7 +318,12 @@ impl RaftService for RaftServer {
     async fn append(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc = RPCTypes::AppendEntries;
         let req: AppendEntriesRequest<TypeConfig> = decode_request(rpc, request)?;
-        encode_answer(rpc, &self.raft.append_entries(req).await)
+        let leader_commit = req.leader_commit.map_or(0, |l| l.index);
+        let answer = self.raft.append_entries(req).await;
+        if let Ok(AppendEntriesResponse::Success) = answer {
+            self.contact.heard(leader_commit);
+        }
+        encode_answer(rpc, &answer)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

@@ -5,6 +5,7 @@
 //! order (mini-redis style: a broadcast stop signal, then wait for every task).
 
 pub mod client_api;
+pub mod cluster_api;
 pub mod convert;
 pub mod node_api;
 
@@ -37,6 +38,8 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Containers' addresses come from here: each node gets a /24 of it.
     pub cluster_cidr: String,
+    /// Peers, joining, election timing (default: a one-replica cluster).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +62,9 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// Opens the replica's storage, starts Raft and serves. A fresh data dir
-    /// bootstraps a one-member cluster; an existing one rejoins from disk.
+    /// initializes the cluster from the configured peers (or a one-member
+    /// cluster without any, or nothing when joining); an existing one
+    /// rejoins from disk.
     pub async fn start(config: Config) -> Result<Scheduler, ServerError> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -73,30 +78,43 @@ impl Scheduler {
                 addr: config.listen,
                 source,
             })?;
-        let advertise = if config.advertise.is_empty() {
-            local_addr.to_string()
-        } else {
+        let advertise = if !config.advertise.is_empty() {
             config.advertise.clone()
+        } else if let Some(peer) = config.cluster.peers.get(&config.id) {
+            peer.clone()
+        } else {
+            local_addr.to_string()
         };
+        let members = config
+            .cluster
+            .initial_members(config.id, &advertise)
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
         let opts = raft::RaftOptions {
             snapshot_every: config.snapshot_every,
+            heartbeat_interval: config.cluster.heartbeat,
+            election_timeout_min: config.cluster.election_timeout,
+            election_timeout_max: config.cluster.election_timeout * 2,
             ..Default::default()
         };
         let handle = raft::open(config.id, &config.data_dir, opts)
             .await
             .map_err(|e| ServerError::Raft(e.to_string()))?;
+        let raft_svc = raft::RaftServer::new(handle.raft.clone());
         let replica = Replica {
             id: config.id,
             addr: advertise.clone(),
             raft: handle.raft.clone(),
             state: handle.state.clone(),
             applied: handle.applied.clone(),
+            forwarder: Default::default(),
+            contact: raft_svc.contact(),
+            follow_leader: true,
+            batcher: crate::cluster::batch::Batcher::start(handle.raft.clone()),
         };
         let (stop, _) = broadcast::channel(1);
         let liveness = node_api::Liveness::default();
         let mut tasks = Vec::new();
 
-        let raft_svc = raft::RaftServer::new(handle.raft.clone());
         let max = 64 * 1024 * 1024;
         let router = tonic::transport::Server::builder()
             .add_service(
@@ -115,7 +133,12 @@ impl Scheduler {
             .add_service(
                 pb::raft_service_server::RaftServiceServer::new(raft_svc)
                     .max_decoding_message_size(max),
-            );
+            )
+            .add_service(pb::cluster_server::ClusterServer::new(
+                cluster_api::ClusterApi {
+                    replica: replica.clone(),
+                },
+            ));
         let mut stop_rx = stop.subscribe();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         tasks.push(tokio::spawn(async move {
@@ -130,12 +153,18 @@ impl Scheduler {
             }
         }));
 
-        raft::bootstrap_single(&handle.raft, config.id, &advertise)
-            .await
-            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        if let Some(members) = members {
+            let members = members
+                .into_iter()
+                .map(|(id, addr)| (id, raft::Node::new(addr)))
+                .collect();
+            raft::initialize(&handle.raft, members)
+                .await
+                .map_err(|e| ServerError::Raft(e.to_string()))?;
+        }
 
         let controller = Controller {
-            replica: replica.clone(),
+            replica: replica.leader_only(),
             liveness,
             node_timeout: config.node_timeout,
         };

@@ -170,10 +170,10 @@ impl NodeService for NodeApi {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let name = req.into_inner().name;
         if !self.replica.is_leader() {
-            return Err(Status::unavailable("not the leader"));
+            return crate::cluster::forward::heartbeat_via_leader(&self.replica, req).await;
         }
+        let name = req.into_inner().name;
         let known = self
             .replica
             .state

@@ -97,6 +97,11 @@ impl State {
                 at_ms,
             } => self.set_schedulable(name, *schedulable, *drain, *at_ms),
             Command::Noop => CommandResult::ok(false),
+            Command::Batch(cmds) => CommandResult {
+                ok: true,
+                batch: cmds.iter().map(|c| self.apply(index, c)).collect(),
+                ..Default::default()
+            },
         };
         if let Some(id) = request_id {
             self.requests.insert(id.to_string(), result.clone());

@@ -119,6 +119,9 @@ pub enum Command {
     },
     /// Does nothing; used by tests and to commit a marker entry.
     Noop,
+    /// Commands proposed concurrently, applied in order as one log entry:
+    /// they share one append and one fsync (see `crate::cluster::batch`).
+    Batch(Vec<Command>),
 }
 
 /// What applying a command answered.
@@ -136,6 +139,9 @@ pub struct CommandResult {
     /// What happened, in words (e.g. `scaled to 5`).
     #[serde(default)]
     pub note: String,
+    /// For a `Batch`: each command's result, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<CommandResult>,
 }
 
 impl CommandResult {

@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# A real multi-node Drover cluster on one machine: every node (scheduler
+# replica or agent) is its own network namespace with its own IP on a private
+# bridge, running the real binaries. Needs root.
+#
+#   examples/cluster/cluster.sh up [--schedulers 3|5] [--agents N]
+#   examples/cluster/cluster.sh status
+#   examples/cluster/cluster.sh kill s1          # kill -9 a node's process
+#   examples/cluster/cluster.sh restart s1       # start it again (same data)
+#   examples/cluster/cluster.sh partition s2     # cut it off the bridge
+#   examples/cluster/cluster.sh heal s2
+#   examples/cluster/cluster.sh join s4          # a new replica, waiting for `drover cluster add`
+#   examples/cluster/cluster.sh exec s2 CMD...   # run CMD inside a node's namespace
+#   examples/cluster/cluster.sh addr             # the DROVER_ADDR to use
+#   examples/cluster/cluster.sh down             # remove everything it made
+#
+# Nodes are s1..s5 (scheduler replicas, NET.11-15, port 7400) and a1..aN
+# (agents, NET.21.., port 7401). Several clusters can live side by side:
+#   DROVER_CLUSTER_NAME  short name, prefix of every namespace and link (default drv)
+#   DROVER_CLUSTER_NET   the /24 on the bridge, first three octets (default 10.77.0)
+#   DROVER_CLUSTER_DIR   data, logs and pids (default /tmp/drover-cluster-NAME)
+#   DROVER_BIN           where drover, drover-scheduler, drover-agent are
+#   DROVER_SNAPSHOT_EVERY, DROVER_NODE_TIMEOUT   passed to the schedulers
+set -euo pipefail
+
+NAME=${DROVER_CLUSTER_NAME:-drv}
+NET=${DROVER_CLUSTER_NET:-10.77.0}
+DIR=${DROVER_CLUSTER_DIR:-/tmp/drover-cluster-$NAME}
+BR=${NAME}br
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+if [[ -z ${DROVER_BIN:-} ]]; then
+  for d in "${CARGO_TARGET_DIR:-$REPO/target}/debug" "$REPO/target/release"; do
+    [[ -x $d/drover-scheduler ]] && DROVER_BIN=$d && break
+  done
+fi
+BIN=${DROVER_BIN:-}
+
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+need_bin() { [[ -x $BIN/drover-scheduler ]] || die "set DROVER_BIN to the directory holding drover-scheduler (or cargo build first)"; }
+ns() { echo "$NAME-$1"; }
+ip_of() {
+  case $1 in
+    s[0-9]) echo "$NET.$((10 + ${1#s}))" ;;
+    a[0-9] | a[0-9][0-9]) echo "$NET.$((20 + ${1#a}))" ;;
+    *) die "no node $1 (nodes are s1..s9, a1..a99)" ;;
+  esac
+}
+schedulers() { cat "$DIR/schedulers"; }
+sched_list() { local sep=; for i in $(seq 1 "$(schedulers)"); do printf "%s%s" "$sep" "$(ip_of "s$i"):7400"; sep=,; done; }
+peers() { local sep=; for i in $(seq 1 "$(schedulers)"); do printf '%s%s' "$sep" "$i=$(ip_of "s$i"):7400"; sep=,; done; }
+pid_of() { cat "$DIR/$1/pid" 2>/dev/null || true; }
+alive() { local p; p=$(pid_of "$1"); [[ -n $p ]] && kill -0 "$p" 2>/dev/null; }
+
+# A namespace with a veth pair to the bridge and the node's address.
+make_ns() {
+  local node=$1 n; n=$(ns "$1")
+  ip netns add "$n"
+  ip link add "$n" type veth peer name eth0 netns "$n"
+  ip link set "$n" master "$BR" up
+  ip -n "$n" addr add "$(ip_of "$node")/24" dev eth0
+  ip -n "$n" link set eth0 up
+  ip -n "$n" link set lo up
+  mkdir -p "$DIR/$node"
+}
+
+start() {
+  local node=$1 cmd
+  cmd=$(cat "$DIR/$node/cmd")
+  # nsenter enters only the network namespace: `ip netns exec` would also
+  # remount /sys, hiding the cgroup hierarchies an agent needs. setsid: the
+  # node outlives this script and ignores its terminal.
+  setsid nsenter --net="/run/netns/$(ns "$node")" -- $cmd </dev/null >>"$DIR/$node/log" 2>&1 &
+  echo $! >"$DIR/$node/pid"
+}
+
+scheduler_cmd() {
+  local i=${1#s} ip; ip=$(ip_of "$1")
+  echo "$BIN/drover-scheduler --id $i --listen $ip:7400 --advertise $ip:7400 $2 --data-dir $DIR/$1/data" \
+    "--snapshot-every ${DROVER_SNAPSHOT_EVERY:-1000} --node-timeout ${DROVER_NODE_TIMEOUT:-5s}"
+}
+
+wait_until() { # what seconds command...
+  local what=$1 secs=$2; shift 2
+  local end=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < end)) || die "timed out after ${secs}s waiting for $what"
+    sleep 0.2
+  done
+}
+
+has_leader() { DROVER_ADDR=$(sched_list) "$BIN/drover" cluster members -o json | grep -q '"leader": true'; }
+agents_ready() {
+  local n; n=$(DROVER_ADDR=$(sched_list) "$BIN/drover" node ls -o json | grep -c '"status": "ready"' || true)
+  ((n >= $(cat "$DIR/agents")))
+}
+
+up() {
+  local s=3 a=1
+  while (($#)); do
+    case $1 in
+      --schedulers) s=$2; shift 2 ;;
+      --agents) a=$2; shift 2 ;;
+      *) die "up: unknown option $1" ;;
+    esac
+  done
+  [[ $s =~ ^[1-9]$ ]] || die "--schedulers must be 1..9"
+  [[ $a =~ ^[0-9]+$ ]] && ((a < 100)) || die "--agents must be 0..99"
+  [[ -e $DIR/schedulers ]] && die "a cluster $NAME is already up (run down first)"
+  mkdir -p "$DIR"
+  echo "$s" >"$DIR/schedulers"
+  echo "$a" >"$DIR/agents"
+  ip link add "$BR" type bridge
+  ip addr add "$NET.1/24" dev "$BR"
+  ip link set "$BR" up
+  for i in $(seq 1 "$s"); do
+    make_ns "s$i"
+    scheduler_cmd "s$i" "--peers $(peers)" >"$DIR/s$i/cmd"
+    start "s$i"
+  done
+  for i in $(seq 1 "$a"); do
+    [[ $a == 0 ]] && break
+    local ip; ip=$(ip_of "a$i")
+    make_ns "a$i"
+    echo "$BIN/drover-agent run --name $NAME-a$i --scheduler $(sched_list) --listen $ip:7401" \
+      "--advertise $ip:7401 --state-dir $DIR/a$i/state --heartbeat 500ms" >"$DIR/a$i/cmd"
+    start "a$i"
+  done
+  wait_until "a leader" 30 has_leader
+  ((a == 0)) || wait_until "$a agent(s) to register" 30 agents_ready
+  echo "cluster $NAME is up: $s scheduler replica(s), $a agent(s)"
+  echo "export DROVER_ADDR=$(sched_list)"
+}
+
+join() {
+  local node=$1
+  [[ $node == s* ]] || die "join: only scheduler replicas (sN) join"
+  [[ -e $DIR/$node/cmd ]] && die "$node exists already"
+  make_ns "$node"
+  scheduler_cmd "$node" "--join" >"$DIR/$node/cmd"
+  start "$node"
+  echo "$node waits at $(ip_of "$node"):7400; add it with: drover cluster add ${node#s} $(ip_of "$node"):7400"
+}
+
+nodes() { for d in "$DIR"/*/; do [[ -e $d/cmd ]] && basename "$d"; done; }
+
+status() {
+  [[ -e $DIR/schedulers ]] || { echo "cluster $NAME is down"; return; }
+  printf '%-6s %-14s %-8s %-8s %s\n' NODE ADDRESS PROCESS LINK NAMESPACE
+  for node in $(nodes); do
+    local link; link=$(ip -br link show "$(ns "$node")" 2>/dev/null | awk '{print $2}')
+    printf '%-6s %-14s %-8s %-8s %s\n' "$node" "$(ip_of "$node")" \
+      "$(alive "$node" && echo running || echo dead)" "${link:-none}" "$(ns "$node")"
+  done
+  echo
+  DROVER_ADDR=$(sched_list) "$BIN/drover" cluster members || true
+  echo
+  DROVER_ADDR=$(sched_list) "$BIN/drover" node ls || true
+}
+
+kill_node() {
+  local p; p=$(pid_of "$1")
+  [[ -n $p ]] || die "no node $1"
+  kill -9 "$p" 2>/dev/null || true
+  while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+}
+
+restart() {
+  [[ -e $DIR/$1/cmd ]] || die "no node $1"
+  if alive "$1"; then
+    kill -TERM "$(pid_of "$1")"
+    for _ in $(seq 1 150); do alive "$1" || break; sleep 0.1; done
+    alive "$1" && kill_node "$1"
+  fi
+  start "$1"
+}
+
+# The cgroups of every allocation an agent of this cluster ran: kill what is
+# left in them (after a kill -9 of an agent its containers live on), remove them.
+clean_cgroups() {
+  local ids=()
+  for a in "$DIR"/a*/state; do
+    [[ -d $a ]] || continue
+    for b in "$a"/bundles/* "$a"/logs/*.log; do
+      [[ -e $b ]] && ids+=("$(basename "$b" .log)")
+    done
+  done
+  ((${#ids[@]})) || return 0
+  for id in $(printf '%s\n' "${ids[@]}" | sort -u); do
+    for cg in /sys/fs/cgroup/*/drover/"$id" /sys/fs/cgroup/drover/"$id"; do
+      [[ -d $cg ]] || continue
+      if [[ -e $cg/cgroup.kill ]]; then echo 1 >"$cg/cgroup.kill" 2>/dev/null || true; fi
+      for p in $(cat "$cg"/cgroup.procs 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+    done
+    for cg in /sys/fs/cgroup/*/drover/"$id" /sys/fs/cgroup/drover/"$id"; do
+      [[ -d $cg ]] || continue
+      for _ in $(seq 1 50); do rmdir "$cg" 2>/dev/null && break; sleep 0.1; done
+    done
+  done
+}
+
+down() {
+  if [[ -d $DIR ]]; then
+    # Agents first and politely, so they stop their containers.
+    for node in $(nodes); do [[ $node == a* ]] && alive "$node" && kill -TERM "$(pid_of "$node")"; done
+    for node in $(nodes); do
+      [[ $node == a* ]] || continue
+      for _ in $(seq 1 150); do alive "$node" || break; sleep 0.1; done
+    done
+    for node in $(nodes); do alive "$node" && kill_node "$node"; done
+    clean_cgroups
+    # Mounts a killed agent left behind (container roots), deepest first.
+    awk -v d="$DIR/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+      while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  fi
+  for n in $(ip netns list | awk '{print $1}' | grep "^$NAME-" || true); do
+    ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$n"
+  done
+  for l in $(ip -br link show | awk '{print $1}' | grep "^$NAME-" || true); do ip link del "${l%@*}" 2>/dev/null || true; done
+  ip link del "$BR" 2>/dev/null || true
+  rm -rf "$DIR"
+  echo "cluster $NAME is down"
+}
+
+cmd=${1:-}
+shift || true
+case $cmd in
+  up) need_bin; up "$@" ;;
+  down) down ;;
+  status) need_bin; status ;;
+  addr) sched_list; echo ;;
+  kill) kill_node "${1:?kill NODE}" ;;
+  restart) restart "${1:?restart NODE}" ;;
+  partition) ip link set "$(ns "${1:?partition NODE}")" down ;;
+  heal) ip link set "$(ns "${1:?heal NODE}")" up ;;
+  join) need_bin; join "${1:?join NODE}" ;;
+  exec) node=${1:?exec NODE CMD...}; shift; exec nsenter --net="/run/netns/$(ns "$node")" -- "$@" ;;
+  *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; [[ -z $cmd ]] || exit 2 ;;
+esac

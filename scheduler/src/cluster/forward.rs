@@ -1,0 +1,185 @@
+//! How a follower gets the leader to act: forwarded commands, read indexes
+//! and heartbeats, over one cached gRPC channel per replica address.
+//!
+//! Every forwarded call goes through [`with_leader`]: find the leader in this
+//! replica's Raft metrics, run the call there (or here, if this replica
+//! leads), and on a failure that means "that was not, or is no longer, the
+//! leader" wait briefly for the metrics to change and try again, until
+//! [`PATIENCE`] has passed. Retrying is safe: client commands carry a request
+//! id the state machine de-duplicates, and the others are idempotent.
+
+use crate::replica::Replica;
+use crate::state::{Command, CommandResult};
+use drover_proto::pb;
+use drover_proto::pb::cluster_client::ClusterClient;
+use drover_proto::pb::node_service_client::NodeServiceClient;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// How long a replica keeps trying to reach a leader before giving up.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+/// How long a forwarded call may take (a commit includes an fsync on a quorum).
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Marks a request already forwarded once, so it is never forwarded again.
+pub const FORWARDED: &str = "drover-forwarded";
+
+/// Where this replica believes the leader is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Leader {
+    Here,
+    At(String),
+    Unknown,
+}
+
+/// Channels to other replicas, by address.
+#[derive(Default)]
+pub struct Forwarder {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl Forwarder {
+    fn channel(&self, addr: &str) -> Result<Channel, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = channels.get(addr) {
+            return Ok(ch.clone());
+        }
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::internal(format!("replica address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(CALL_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    /// A client of the cluster API on the replica at `addr`.
+    pub fn cluster(&self, addr: &str) -> Result<ClusterClient<Channel>, Status> {
+        Ok(ClusterClient::new(self.channel(addr)?).max_decoding_message_size(64 << 20))
+    }
+
+    /// Has the replica at `addr` (the leader) propose `cmd`.
+    pub async fn command(&self, addr: &str, cmd: &Command) -> Result<CommandResult, Status> {
+        let command_json = serde_json::to_vec(cmd)
+            .map_err(|e| Status::internal(format!("encoding a command: {e}")))?;
+        let r = self
+            .cluster(addr)?
+            .forward(pb::ForwardRequest { command_json })
+            .await?
+            .into_inner();
+        serde_json::from_slice(&r.result_json)
+            .map_err(|e| Status::internal(format!("decoding a command result: {e}")))
+    }
+
+    /// The commit index of the leader at `addr`, once it confirmed it leads.
+    pub async fn read_index(&self, addr: &str) -> Result<u64, Status> {
+        let r = self
+            .cluster(addr)?
+            .read_index(pb::ReadIndexRequest {})
+            .await?;
+        Ok(r.into_inner().index)
+    }
+
+    /// Passes an agent's heartbeat on to the leader at `addr`.
+    pub async fn heartbeat(
+        &self,
+        addr: &str,
+        req: pb::HeartbeatRequest,
+    ) -> Result<pb::HeartbeatResponse, Status> {
+        let mut req = tonic::Request::new(req);
+        req.metadata_mut()
+            .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        let mut c = NodeServiceClient::new(self.channel(addr)?);
+        Ok(c.heartbeat(req).await?.into_inner())
+    }
+}
+
+/// The leader as `replica`'s Raft metrics show it.
+pub fn leader(replica: &Replica) -> Leader {
+    let m = replica.raft.metrics();
+    let m = m.borrow();
+    match m.current_leader {
+        Some(id) if id == replica.id && m.state.is_leader() => Leader::Here,
+        Some(id) if id == replica.id => Leader::Unknown,
+        Some(id) => match m.membership_config.membership().get_node(&id) {
+            Some(n) => Leader::At(n.addr.clone()),
+            None => Leader::Unknown,
+        },
+        None => Leader::Unknown,
+    }
+}
+
+/// Whether a failed call may succeed against a (new) leader.
+fn retryable(s: &Status) -> bool {
+    matches!(s.code(), Code::Unavailable | Code::Cancelled)
+}
+
+/// Runs `call` with the leader's address (`None`: this replica leads),
+/// waiting out elections and following leader changes for up to [`PATIENCE`].
+pub async fn with_leader<T, F, Fut>(replica: &Replica, mut call: F) -> Result<T, Status>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    let mut metrics = replica.raft.metrics();
+    let mut last_err = None;
+    loop {
+        let target = match leader(replica) {
+            Leader::Here => Some(None),
+            Leader::At(addr) => Some(Some(addr)),
+            Leader::Unknown => None,
+        };
+        if let Some(target) = target {
+            match call(target).await {
+                Err(s) if retryable(&s) => last_err = Some(s),
+                r => return r,
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let why = last_err.map_or("no leader elected".to_string(), |s| s.message().to_string());
+            return Err(Status::unavailable(format!(
+                "no leader reachable from this replica for {}s (is a majority of replicas up and connected?): {why}",
+                PATIENCE.as_secs()
+            )));
+        }
+        // Wake on a leadership change, or poll: a leader may be known but dead.
+        let _ = tokio::time::timeout(left.min(Duration::from_millis(25)), metrics.changed()).await;
+    }
+}
+
+/// Serves an agent's heartbeat on a follower by passing it to the leader,
+/// which keeps node liveness. A heartbeat already forwarded once is refused.
+pub async fn heartbeat_via_leader(
+    replica: &Replica,
+    req: tonic::Request<pb::HeartbeatRequest>,
+) -> Result<tonic::Response<pb::HeartbeatResponse>, Status> {
+    if req.metadata().contains_key(FORWARDED) {
+        return Err(Status::unavailable("not the leader"));
+    }
+    let req = req.into_inner();
+    with_leader(replica, |leader| {
+        let req = req.clone();
+        async move {
+            match leader {
+                // This replica became the leader meanwhile; the next heartbeat
+                // is recorded here, and a new leader waits a full node
+                // timeout before calling any node down.
+                None => {
+                    let state = replica.state.read().expect("state lock poisoned");
+                    Ok(pb::HeartbeatResponse {
+                        known: state.nodes.contains_key(&req.name),
+                    })
+                }
+                Some(addr) => replica.forwarder.heartbeat(&addr, req).await,
+            }
+        }
+    })
+    .await
+    .map(tonic::Response::new)
+}

@@ -1,0 +1,281 @@
+//! The cluster API (`drover.v1.Cluster`): the replicas themselves.
+//!
+//! Operators list, add and remove replicas (`drover cluster ...`); a
+//! membership change is made by the leader, so a follower passes it on.
+//! Replicas call each other's `Forward` (have the leader propose a command)
+//! and `ReadIndex` (have the leader confirm a linearizable read); both act
+//! only on this replica and are never forwarded again, so a request can
+//! never loop between replicas.
+
+use crate::cluster::forward::{self, FORWARDED};
+use crate::raft;
+use crate::replica::Replica;
+use crate::state::Command;
+use drover_proto::pb::{self, cluster_server::Cluster};
+use openraft::{ChangeMembers, ServerState};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// How long `members` waits for each replica's own status.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+
+pub struct ClusterApi {
+    pub replica: Replica,
+}
+
+fn raft_status(e: raft::Error) -> Status {
+    match e {
+        raft::Error::NotLeader { .. } | raft::Error::NoQuorum(_) => {
+            Status::unavailable(e.to_string())
+        }
+        raft::Error::Membership(_) => Status::failed_precondition(e.to_string()),
+        e => Status::internal(e.to_string()),
+    }
+}
+
+fn role(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+impl ClusterApi {
+    fn local_status(&self) -> pb::MemberStatus {
+        let m = self.replica.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        pb::MemberStatus {
+            id: self.replica.id,
+            address: self.replica.addr.clone(),
+            role: role(m.state).to_string(),
+            voter: membership.voter_ids().any(|v| v == self.replica.id),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            term: m.current_term,
+            leader_id: m.current_leader.unwrap_or(0),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
+        }
+    }
+
+    /// Every member of this replica's membership with its own status.
+    async fn members_here(&self, stale: bool) -> pb::MembersResponse {
+        let (nodes, voters) = {
+            let m = self.replica.metrics();
+            let m = m.borrow();
+            let membership = m.membership_config.membership();
+            let nodes: Vec<(u64, String)> = membership
+                .nodes()
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect();
+            let voters: BTreeSet<u64> = membership.voter_ids().collect();
+            (nodes, voters)
+        };
+        let asks = nodes.into_iter().map(|(id, addr)| {
+            let voter = voters.contains(&id);
+            async move {
+                if id == self.replica.id {
+                    return self.local_status();
+                }
+                let unreachable = pb::MemberStatus {
+                    id,
+                    address: addr.clone(),
+                    role: "unreachable".into(),
+                    voter,
+                    ..Default::default()
+                };
+                let Ok(mut c) = self.replica.forwarder.cluster(&addr) else {
+                    return unreachable;
+                };
+                let mut req = Request::new(pb::LocalStatusRequest {});
+                req.set_timeout(STATUS_TIMEOUT);
+                match tokio::time::timeout(STATUS_TIMEOUT, c.local_status(req)).await {
+                    Ok(Ok(s)) => pb::MemberStatus {
+                        voter,
+                        ..s.into_inner()
+                    },
+                    _ => unreachable,
+                }
+            }
+        });
+        let members = futures::future::join_all(asks).await;
+        let leader_id = self.replica.metrics().borrow().current_leader.unwrap_or(0);
+        let applied = *self.replica.applied.borrow();
+        let (_, read) = self
+            .replica
+            .read(true, |_| ())
+            .await
+            .unwrap_or(((), pb::ReadInfo::default()));
+        pb::MembersResponse {
+            members,
+            leader_id,
+            read: Some(pb::ReadInfo {
+                stale,
+                applied_index: applied,
+                ..read
+            }),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterApi {
+    async fn members(
+        &self,
+        req: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::MembersResponse>, Status> {
+        let stale = req.get_ref().read.as_ref().is_some_and(|r| r.stale);
+        if stale {
+            return Ok(Response::new(self.members_here(true).await));
+        }
+        let r = forward::with_leader(&self.replica, |leader| async move {
+            match leader {
+                None => Ok(self.members_here(false).await),
+                Some(addr) => Ok(self
+                    .replica
+                    .forwarder
+                    .cluster(&addr)?
+                    .members(pb::MembersRequest { read: None })
+                    .await?
+                    .into_inner()),
+            }
+        })
+        .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn add_member(
+        &self,
+        req: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::MembersResponse>, Status> {
+        let req = req.into_inner();
+        if req.id == 0 {
+            return Err(Status::invalid_argument("id: must not be 0"));
+        }
+        if !req.address.contains(':') {
+            return Err(Status::invalid_argument(format!(
+                "address: {:?} needs a host and a port",
+                req.address
+            )));
+        }
+        forward::with_leader(&self.replica, |leader| {
+            let req = req.clone();
+            async move {
+                match leader {
+                    Some(addr) => self.replica.forwarder.cluster(&addr)?.add_member(req).await,
+                    None => {
+                        let is_voter = self
+                            .replica
+                            .metrics()
+                            .borrow()
+                            .membership_config
+                            .membership()
+                            .voter_ids()
+                            .any(|v| v == req.id);
+                        if is_voter {
+                            return Err(Status::already_exists(format!(
+                                "replica {} is already a voting member",
+                                req.id
+                            )));
+                        }
+                        tracing::info!(id = req.id, addr = %req.address, "adding a replica");
+                        raft::add_voter(&self.replica.raft, req.id, &req.address)
+                            .await
+                            .map_err(raft_status)?;
+                        Ok(Response::new(self.members_here(false).await))
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MembersResponse>, Status> {
+        let req = req.into_inner();
+        forward::with_leader(&self.replica, |leader| async move {
+            match leader {
+                Some(addr) => {
+                    self.replica
+                        .forwarder
+                        .cluster(&addr)?
+                        .remove_member(req)
+                        .await
+                }
+                None => {
+                    let (member, voter) = {
+                        let m = self.replica.metrics();
+                        let m = m.borrow();
+                        let ms = m.membership_config.membership();
+                        (
+                            ms.get_node(&req.id).is_some(),
+                            ms.voter_ids().any(|v| v == req.id),
+                        )
+                    };
+                    if !member {
+                        return Err(Status::not_found(format!(
+                            "replica {} is not a member",
+                            req.id
+                        )));
+                    }
+                    tracing::info!(id = req.id, "removing a replica");
+                    if voter {
+                        raft::remove_voter(&self.replica.raft, req.id)
+                            .await
+                            .map_err(raft_status)?;
+                    } else {
+                        self.replica
+                            .raft
+                            .change_membership(
+                                ChangeMembers::RemoveNodes(BTreeSet::from([req.id])),
+                                false,
+                            )
+                            .await
+                            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                    }
+                    Ok(Response::new(self.members_here(false).await))
+                }
+            }
+        })
+        .await
+    }
+
+    async fn local_status(
+        &self,
+        _req: Request<pb::LocalStatusRequest>,
+    ) -> Result<Response<pb::MemberStatus>, Status> {
+        Ok(Response::new(self.local_status()))
+    }
+
+    async fn forward(
+        &self,
+        req: Request<pb::ForwardRequest>,
+    ) -> Result<Response<pb::ForwardResponse>, Status> {
+        let cmd: Command = serde_json::from_slice(&req.into_inner().command_json)
+            .map_err(|e| Status::invalid_argument(format!("command_json: {e}")))?;
+        let (index, result) = self.replica.write_here(cmd).await?;
+        let result_json = serde_json::to_vec(&result)
+            .map_err(|e| Status::internal(format!("encoding a command result: {e}")))?;
+        Ok(Response::new(pb::ForwardResponse { result_json, index }))
+    }
+
+    async fn read_index(
+        &self,
+        _req: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        let index = self.replica.read_index_here().await?;
+        Ok(Response::new(pb::ReadIndexResponse { index }))
+    }
+}
+
+/// Whether a request was already forwarded by another replica.
+pub fn was_forwarded<T>(req: &Request<T>) -> bool {
+    req.metadata().contains_key(FORWARDED)
+}

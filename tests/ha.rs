@@ -1,0 +1,460 @@
+//! The highly available scheduler, end to end: 3- and 5-replica clusters
+//! whose every node is a network namespace on a bridge
+//! (`examples/cluster/cluster.sh`), real processes killed with SIGKILL,
+//! real partitions, the real `drover` CLI.
+//!
+//! The tests take turns (one cluster at a time): each starts several
+//! replicas, and on a small machine concurrent clusters would only measure
+//! each other.
+
+use drover_e2e::netcluster::NetCluster;
+use drover_e2e::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A job that needs no agent: with no nodes it simply stays pending.
+fn spec_file(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!("name: {name}\nimage: oci:/nowhere:latest\ncommand: [/bin/sleep, '1000']\nresources: {{cpu: 10m, memory: 16Mi}}\n"),
+    )
+    .unwrap();
+    p
+}
+
+/// A pseudo-random number below `n` (the tests need no reproducible seed,
+/// only a kill that does not always land at the same moment).
+fn random_below(n: u64) -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    (t ^ (t >> 7)).wrapping_mul(0x9E37_79B9_7F4A_7C15) % n
+}
+
+/// Submits uniquely named jobs through `drover job run -d` until `stop`;
+/// returns the names acknowledged and the names that failed.
+fn submit_until(
+    addr: String,
+    prefix: &'static str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(Vec<String>, Vec<String>)> {
+    std::thread::spawn(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut acked, mut failed) = (Vec::new(), Vec::new());
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let name = format!("{prefix}-{i}");
+            let spec = spec_file(dir.path(), &name);
+            let out = run_drover(&addr, &["job", "run", "-d", spec.to_str().unwrap()]);
+            if out.ok() {
+                acked.push(name);
+            } else {
+                failed.push(name);
+            }
+            i += 1;
+        }
+        (acked, failed)
+    })
+}
+
+/// Waits until replica `i` holds every job in `names` (read from it alone).
+fn wait_holds(c: &NetCluster, i: u32, names: &[String]) -> Vec<(String, u64)> {
+    wait_for(
+        &format!("replica {i} to hold all {} jobs", names.len()),
+        Duration::from_secs(30),
+        || {
+            let jobs = c.jobs_on(i)?;
+            let have: BTreeSet<&str> = jobs.iter().map(|(n, _)| n.as_str()).collect();
+            names
+                .iter()
+                .all(|n| have.contains(n.as_str()))
+                .then_some(jobs)
+        },
+    )
+}
+
+#[test]
+fn acknowledged_submissions_survive_the_leader_being_killed() {
+    if !require_root("acknowledged_submissions_survive_the_leader_being_killed") {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let mut c = NetCluster::up("hakill", 1, 3, 0, &[]);
+    let leader = c.leader();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = submit_until(c.addr(), "ack", stop.clone());
+    std::thread::sleep(Duration::from_millis(800 + random_below(700)));
+    c.must(&["kill", &format!("s{leader}")]);
+    let killed_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = writer.join().unwrap();
+    assert!(
+        acked.len() > 5,
+        "too few writes went through: {acked:?} / {failed:?}"
+    );
+    let new_leader = c.leader();
+    assert_ne!(
+        new_leader, leader,
+        "the killed leader is still named leader"
+    );
+    eprintln!(
+        "{} acknowledged, {} failed; new leader elected {:?} after the kill",
+        acked.len(),
+        failed.len(),
+        killed_at.elapsed()
+    );
+
+    c.must(&["restart", &format!("s{leader}")]);
+    for i in 1..=3 {
+        let jobs = wait_holds(&c, i, &acked);
+        // Unacknowledged submissions may or may not have committed, but none
+        // twice: each name exists once, at version 1 (a retried submit is
+        // de-duplicated by its request id).
+        let mut seen = BTreeMap::new();
+        for (name, version) in &jobs {
+            assert_eq!(
+                *version, 1,
+                "replica {i}: {name} was applied more than once"
+            );
+            *seen.entry(name.clone()).or_insert(0) += 1;
+        }
+        assert!(
+            seen.values().all(|n| *n == 1),
+            "replica {i}: duplicates {seen:?}"
+        );
+        let known: BTreeSet<&String> = acked.iter().chain(failed.iter()).collect();
+        assert!(
+            seen.keys().all(|n| known.contains(n)),
+            "replica {i} holds a job nobody submitted"
+        );
+    }
+}
+
+#[test]
+fn a_partitioned_minority_cannot_commit_and_converges_after_healing() {
+    if !require_root("a_partitioned_minority_cannot_commit_and_converges_after_healing") {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let mut c = NetCluster::up("hapart", 2, 3, 0, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let leader = c.leader();
+    let f = (1..=3).find(|i| *i != leader).unwrap();
+    let before = spec_file(dir.path(), "before");
+    assert!(c
+        .drover(&["job", "run", "-d", before.to_str().unwrap()])
+        .ok());
+    wait_holds(&c, f, &["before".to_string()]);
+
+    c.must(&["partition", &format!("s{f}")]);
+    let majority = spec_file(dir.path(), "majority");
+    let out = c.drover(&["job", "run", "-d", majority.to_str().unwrap()]);
+    assert!(out.ok(), "the majority must still commit: {}", out.stderr);
+
+    // The minority refuses writes and linearizable reads...
+    let minority = spec_file(dir.path(), "minority");
+    let out = c.drover_on(f, &["job", "run", "-d", minority.to_str().unwrap()]);
+    assert!(
+        !out.ok(),
+        "a partitioned replica accepted a write: {}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("no leader reachable"), "{}", out.stderr);
+    assert!(!out.stderr.contains("not the leader"), "{}", out.stderr);
+    assert!(!c.drover_on(f, &["job", "ls"]).ok());
+    // ...and its stale reads say they are stale and how old they are.
+    let out = c.drover_on(f, &["job", "ls", "--stale"]);
+    assert!(out.ok(), "{}", out.stderr);
+    assert!(out.stdout.contains("before"), "{}", out.stdout);
+    assert!(!out.stdout.contains("majority"), "{}", out.stdout);
+    assert!(out.stdout.contains("(stale read from"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("when last heard from it"),
+        "{}",
+        out.stdout
+    );
+    let st = c.drover_on(f, &["job", "status", "before", "--stale", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    assert_eq!(v["read"]["stale"], true);
+    assert!(
+        v["read"]["leader_contact_ms"].as_i64().unwrap() >= 1000,
+        "{}",
+        v["read"]
+    );
+
+    c.must(&["heal", &format!("s{f}")]);
+    let jobs = wait_holds(&c, f, &["before".into(), "majority".into()]);
+    assert!(
+        jobs.iter().all(|(n, _)| n != "minority"),
+        "a write to the minority was committed: {jobs:?}"
+    );
+    for i in 1..=3 {
+        let jobs = wait_holds(&c, i, &["before".into(), "majority".into()]);
+        assert_eq!(jobs.len(), 2, "replica {i}: {jobs:?}");
+    }
+}
+
+#[test]
+fn five_replicas_keep_accepting_writes_with_two_down() {
+    if !require_root("five_replicas_keep_accepting_writes_with_two_down") {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let mut c = NetCluster::up("ha5", 3, 5, 0, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let leader = c.leader();
+    let other = (1..=5).find(|i| *i != leader).unwrap();
+    c.must(&["kill", &format!("s{leader}")]);
+    c.must(&["kill", &format!("s{other}")]);
+    for n in 0..5 {
+        let name = format!("with-two-down-{n}");
+        let spec = spec_file(dir.path(), &name);
+        let out = c.drover(&["job", "run", "-d", spec.to_str().unwrap()]);
+        assert!(out.ok(), "write {n} with two replicas down: {}", out.stderr);
+    }
+    let out = c.drover(&["job", "ls", "-o", "json"]);
+    assert!(out.ok(), "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 5);
+    let members = c.members().unwrap();
+    let unreachable = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "unreachable")
+        .count();
+    assert_eq!(unreachable, 2, "{members}");
+}
+
+/// Submits `n` jobs over gRPC, a few at a time (faster than `n` CLI runs).
+fn submit_many(addr: &str, prefix: &str, n: usize) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use drover_proto::pb;
+        let client = pb::drover_client::DroverClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let mut client = client.clone();
+            let prefix = prefix.to_string();
+            tasks.push(tokio::spawn(async move {
+                for i in (w..n).step_by(8) {
+                    let name = format!("{prefix}-{i}");
+                    let spec = drover_proto::spec::from_json(&format!(
+                        r#"{{"name":"{name}","image":"oci:/nowhere:latest","resources":{{"cpu":"10m","memory":"16Mi"}}}}"#
+                    ))
+                    .unwrap();
+                    client
+                        .submit_job(pb::SubmitJobRequest {
+                            spec_json: spec.to_json(),
+                            request_id: format!("req-{name}"),
+                        })
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_replica_added_after_many_writes_catches_up_through_a_snapshot() {
+    if !require_root("a_replica_added_after_many_writes_catches_up_through_a_snapshot") {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let mut c = NetCluster::up("hasnap", 4, 3, 0, &[("DROVER_SNAPSHOT_EVERY", "50")]);
+    submit_many(&c.replica_addr(1), "many", 400);
+    // The leader has snapshotted and purged the start of its log: a new
+    // replica can only get those entries through a snapshot.
+    let members = c.members().unwrap();
+    let leader = members["leader_id"].as_u64().unwrap();
+    let lm = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == leader)
+        .unwrap()
+        .clone();
+    assert!(
+        lm["purged_index"].as_u64().unwrap() > 0,
+        "no log purged: {lm}"
+    );
+
+    c.must(&["join", "s4"]);
+    let add = c.drover(&["cluster", "add", "4", &c.replica_addr(4)]);
+    assert!(add.ok(), "cluster add: {}{}", add.stdout, add.stderr);
+    assert!(
+        add.stdout.contains("replica 4 is a voter now"),
+        "{}",
+        add.stdout
+    );
+    let names: Vec<String> = (0..400).map(|i| format!("many-{i}")).collect();
+    let jobs = wait_holds(&c, 4, &names);
+    assert_eq!(jobs.len(), 400);
+    let members = c.members().unwrap();
+    let m4 = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == 4)
+        .unwrap()
+        .clone();
+    assert_eq!(m4["voter"], true, "{m4}");
+    assert!(m4["snapshot_index"].as_u64().unwrap() > 0, "{m4}");
+
+    // And it can be removed again.
+    let rm = c.drover(&["cluster", "remove", "4"]);
+    assert!(rm.ok(), "cluster remove: {}", rm.stderr);
+    let members = c.members().unwrap();
+    assert!(
+        members["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["id"] != 4),
+        "{members}"
+    );
+}
+
+#[test]
+fn a_replica_killed_at_any_moment_restarts_intact_and_rejoins() {
+    if !require_root("a_replica_killed_at_any_moment_restarts_intact_and_rejoins") {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let mut c = NetCluster::up("hacrash", 5, 3, 0, &[("DROVER_SNAPSHOT_EVERY", "30")]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = submit_until(c.addr(), "crash", stop.clone());
+    for round in 0..3u32 {
+        std::thread::sleep(Duration::from_millis(200 + random_below(800)));
+        let victim = 1 + (round + random_below(3) as u32) % 3;
+        c.must(&["kill", &format!("s{victim}")]);
+        std::thread::sleep(Duration::from_millis(random_below(500)));
+        c.must(&["restart", &format!("s{victim}")]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (acked, _) = writer.join().unwrap();
+    assert!(!acked.is_empty());
+    let reference = wait_holds(&c, 1, &acked);
+    for i in 2..=3 {
+        wait_for(
+            &format!("replica {i} to hold the same jobs as replica 1"),
+            Duration::from_secs(30),
+            || {
+                let mut mine = c.jobs_on(i)?;
+                let mut theirs = c.jobs_on(1)?;
+                mine.sort();
+                theirs.sort();
+                (mine == theirs && mine.len() >= reference.len()).then_some(())
+            },
+        );
+    }
+    // Every replica is a healthy member again.
+    let members = wait_for("every replica to answer", Duration::from_secs(20), || {
+        let m = c.members()?;
+        m["members"]
+            .as_array()?
+            .iter()
+            .all(|m| m["role"] == "leader" || m["role"] == "follower")
+            .then_some(m)
+    });
+    assert_eq!(members["members"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn agents_keep_their_containers_through_a_leader_change() {
+    if !require_root("agents_keep_their_containers_through_a_leader_change") {
+        return;
+    }
+    let images = images();
+    let _turn = one_at_a_time();
+    let mut c = NetCluster::up("haagent", 6, 3, 1, &[("DROVER_NODE_TIMEOUT", "2s")]);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |name: &str| {
+        let p = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &p,
+            format!(
+                "name: {name}\nreplicas: 2\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '1000']\nresources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n",
+                images.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let first = spec("before");
+    let out = c.drover(&["job", "run", "--timeout", "60s", first.to_str().unwrap()]);
+    assert!(out.ok(), "job run: {}{}", out.stdout, out.stderr);
+    let allocs = |c: &NetCluster| -> Vec<(String, u64, String)> {
+        let out = c.drover(&["alloc", "ls", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+        let mut a: Vec<_> = v
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|a| {
+                (
+                    a["id"].as_str().unwrap_or_default().to_string(),
+                    a["pid"].as_u64().unwrap_or(0),
+                    a["state"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        a.sort();
+        a
+    };
+    let before = allocs(&c);
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(before
+        .iter()
+        .all(|(_, pid, st)| *pid > 0 && st == "running"));
+
+    let leader = c.leader();
+    c.must(&["kill", &format!("s{leader}")]);
+    let new_leader = wait_for("a new leader", Duration::from_secs(20), || {
+        let l = c.leader();
+        (l != leader).then_some(l)
+    });
+    assert_ne!(new_leader, leader);
+    // Longer than the node timeout: the new leader must not call the node
+    // down, because the agent now heartbeats through a live replica.
+    std::thread::sleep(Duration::from_secs(4));
+    let nodes = c.drover(&["node", "ls", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&nodes.stdout).unwrap();
+    assert_eq!(v[0]["status"], "ready", "{v}");
+    assert_eq!(
+        allocs(&c),
+        before,
+        "the containers changed across the leader change"
+    );
+    for (_, pid, _) in &before {
+        assert!(pid_alive(*pid as u32), "container {pid} died");
+    }
+    // The agent watches and reports through the new leader: a new job runs.
+    let second = spec("after");
+    let out = c.drover(&["job", "run", "--timeout", "60s", second.to_str().unwrap()]);
+    assert!(
+        out.ok(),
+        "job run after the leader change: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(out.stdout.contains("running"), "{}", out.stdout);
+}

@@ -1,0 +1,166 @@
+//! A cluster of network namespaces for the end-to-end tests: scheduler
+//! replicas and agents each in their own namespace on a private bridge,
+//! brought up, broken and torn down by `examples/cluster/cluster.sh` (the
+//! very script users run, not a copy).
+
+use crate::{bin_dir, repo_root, run_drover, wait_for, Run};
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+
+/// A running `cluster.sh` cluster; `down` when dropped.
+pub struct NetCluster {
+    pub name: String,
+    net: String,
+    env: Vec<(String, String)>,
+    schedulers: u32,
+}
+
+impl NetCluster {
+    /// Brings up `schedulers` replicas and `agents` agents on the /24
+    /// `10.77.<octet>.0`, named `name` (at most 8 characters). `env` passes
+    /// extra settings to the script (e.g. `DROVER_SNAPSHOT_EVERY`).
+    pub fn up(
+        name: &str,
+        octet: u8,
+        schedulers: u32,
+        agents: u32,
+        env: &[(&str, &str)],
+    ) -> NetCluster {
+        let mut c = NetCluster {
+            name: name.to_string(),
+            net: format!("10.77.{octet}"),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            schedulers,
+        };
+        // Leftovers of an aborted earlier run.
+        c.script(&["down"]);
+        let out = c.script(&[
+            "up",
+            "--schedulers",
+            &schedulers.to_string(),
+            "--agents",
+            &agents.to_string(),
+        ]);
+        assert!(
+            out.ok(),
+            "cluster.sh up failed: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(out
+            .stdout
+            .contains(&format!("export DROVER_ADDR={}", c.addr())));
+        c
+    }
+
+    /// Runs `cluster.sh ARGS` for this cluster.
+    pub fn script(&mut self, args: &[&str]) -> Run {
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo_root().join("examples/cluster/cluster.sh"))
+            .args(args)
+            .env("DROVER_BIN", bin_dir())
+            .env("DROVER_CLUSTER_NAME", &self.name)
+            .env("DROVER_CLUSTER_NET", &self.net)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let out = cmd.output().expect("run cluster.sh");
+        Run {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs `cluster.sh ARGS` and insists it succeeds.
+    pub fn must(&mut self, args: &[&str]) {
+        let out = self.script(args);
+        assert!(
+            out.ok(),
+            "cluster.sh {args:?} failed: {}{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+
+    /// The address of scheduler replica `i` (1-based).
+    pub fn replica_addr(&self, i: u32) -> String {
+        format!("{}.{}:7400", self.net, 10 + i)
+    }
+
+    /// Every replica's address: the `DROVER_ADDR` to use.
+    pub fn addr(&self) -> String {
+        (1..=self.schedulers)
+            .map(|i| self.replica_addr(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Runs `drover` from the host against every replica.
+    pub fn drover(&self, args: &[&str]) -> Run {
+        run_drover(&self.addr(), args)
+    }
+
+    /// Runs `drover` inside replica `i`'s namespace against that replica
+    /// alone (reachable even when it is partitioned off the bridge).
+    pub fn drover_on(&self, i: u32, args: &[&str]) -> Run {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}-s{i}", self.name))
+            .arg("--")
+            .arg(bin_dir().join("drover"))
+            .args(args)
+            .env("DROVER_ADDR", self.replica_addr(i))
+            .current_dir(repo_root())
+            .output()
+            .expect("run drover in a namespace");
+        Run {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `drover cluster members -o json` as the leader sees it.
+    pub fn members(&self) -> Option<Value> {
+        let out = self.drover(&["cluster", "members", "-o", "json"]);
+        out.ok()
+            .then(|| serde_json::from_str(&out.stdout).ok())
+            .flatten()
+    }
+
+    /// The leader's id, once a leader is known and answers.
+    pub fn leader(&self) -> u32 {
+        wait_for("a leader", Duration::from_secs(20), || {
+            let id = self.members()?["leader_id"].as_u64()?;
+            (id != 0).then_some(id as u32)
+        })
+    }
+
+    /// The names of the jobs replica `i` holds, read from it alone (stale).
+    pub fn jobs_on(&self, i: u32) -> Option<Vec<(String, u64)>> {
+        let out = self.drover_on(i, &["job", "ls", "--stale", "-o", "json"]);
+        let v: Value = serde_json::from_str(&out.stdout).ok()?;
+        Some(
+            v.as_array()?
+                .iter()
+                .map(|j| {
+                    (
+                        j["name"].as_str().unwrap_or_default().to_string(),
+                        j["version"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for NetCluster {
+    fn drop(&mut self) {
+        let out = self.script(&["down"]);
+        if !out.ok() {
+            eprintln!("cluster.sh down failed: {}{}", out.stdout, out.stderr);
+        }
+    }
+}
