@@ -281,3 +281,83 @@ fn containers_on_two_nodes_reach_each_other_by_address() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Across network namespaces (each node its own, on the cluster script's
+/// bridge): containers reach each other by address through the routes via
+/// node addresses, and any node's published port reaches replicas on the others.
+#[test]
+fn across_node_namespaces_containers_and_the_mesh_reach_every_replica() {
+    if !require_root("across_node_namespaces_containers_and_the_mesh_reach_every_replica") {
+        return;
+    }
+    use drover_e2e::netcluster::NetCluster;
+    let images = images();
+    let c = NetCluster::up("xnode", 9, 1, 2, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("web.yaml");
+    std::fs::write(
+        &spec,
+        web(&images, "v1", 18080, "").replace("replicas: 4", "replicas: 2"),
+    )
+    .unwrap();
+    let out = c.drover(&["job", "run", "--timeout", "60s", spec.to_str().unwrap()]);
+    assert!(out.ok(), "{}{}", out.stdout, out.stderr);
+    let r = wait_for(
+        "2 healthy replicas on two nodes",
+        Duration::from_secs(30),
+        || {
+            let v: Value = serde_json::from_str(
+                &c.drover(&["alloc", "ls", "--job", "web", "-o", "json"])
+                    .stdout,
+            )
+            .ok()?;
+            let r: Vec<Value> = v
+                .as_array()?
+                .iter()
+                .filter(|a| a["desired"] == "run" && a["health"] == "healthy")
+                .cloned()
+                .collect();
+            let nodes: std::collections::BTreeSet<&str> =
+                r.iter().filter_map(|a| a["node"].as_str()).collect();
+            (r.len() == 2 && nodes.len() == 2).then_some(r)
+        },
+    );
+    // Container on node A → container on node B, by address.
+    for (from, to) in [(&r[0], &r[1]), (&r[1], &r[0])] {
+        let pid = from["pid"].as_u64().unwrap().to_string();
+        let url = format!("http://{}:8080/", to["ip"].as_str().unwrap());
+        let out = Command::new("nsenter")
+            .args(["-t", &pid, "-n", "--", "busybox", "wget", "-qO-", &url])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("demo-web v1 on {}", to["name"].as_str().unwrap()),
+            "{} -> {}: {}",
+            from["name"],
+            to["name"],
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Each node's published port reaches both replicas, one of them on the other node.
+    let nodes: Value =
+        serde_json::from_str(&c.drover(&["node", "ls", "-o", "json"]).stdout).unwrap();
+    for n in nodes.as_array().unwrap() {
+        let ip = n["address"]
+            .as_str()
+            .unwrap()
+            .rsplit_once(':')
+            .unwrap()
+            .0
+            .to_string();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..12 {
+            seen.insert(get(&format!("{ip}:18080")).unwrap_or_else(|e| panic!("{ip}:18080: {e}")));
+        }
+        assert_eq!(
+            seen.len(),
+            2,
+            "node {ip}'s mesh did not reach both replicas: {seen:?}"
+        );
+    }
+}
