@@ -23,13 +23,18 @@ pub struct Candidate {
     pub memory_used: u64,
     /// Replicas of the job being placed already on this node.
     pub job_replicas: u32,
+    /// Ports bound on the node's own network (host-network replicas, published services).
+    #[doc(hidden)]
+    pub host_ports: std::collections::BTreeSet<u16>,
 }
 
 /// What one replica needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ask {
     pub cpu_millis: u64,
     pub memory_bytes: u64,
+    /// A host-network replica binds its ports on the node itself.
+    pub host_ports: Vec<u16>,
 }
 
 /// The outcome: a node for each replica that fits, and why the rest do not.
@@ -41,7 +46,7 @@ pub struct Placement {
 }
 
 /// Places `count` replicas, one after the other, each seeing the ones before.
-pub fn place(candidates: &[Candidate], ask: Ask, count: u32) -> Placement {
+pub fn place(candidates: &[Candidate], ask: &Ask, count: u32) -> Placement {
     let mut nodes: Vec<Candidate> = candidates.to_vec();
     let mut chosen = Vec::new();
     for _ in 0..count {
@@ -60,6 +65,7 @@ pub fn place(candidates: &[Candidate], ask: Ask, count: u32) -> Placement {
                 n.cpu_used += ask.cpu_millis;
                 n.memory_used += ask.memory_bytes;
                 n.job_replicas += 1;
+                n.host_ports.extend(ask.host_ports.iter().copied());
                 chosen.push(n.name.clone());
             }
             None => {
@@ -84,16 +90,20 @@ pub fn place(candidates: &[Candidate], ask: Ask, count: u32) -> Placement {
 enum Misfit {
     Down,
     Cordoned,
+    Port(u16),
     Cpu,
     Memory,
 }
 
-fn fits(n: &Candidate, ask: Ask) -> Result<(), Misfit> {
+fn fits(n: &Candidate, ask: &Ask) -> Result<(), Misfit> {
     if !n.ready {
         return Err(Misfit::Down);
     }
     if !n.schedulable {
         return Err(Misfit::Cordoned);
+    }
+    if let Some(p) = ask.host_ports.iter().find(|p| n.host_ports.contains(p)) {
+        return Err(Misfit::Port(*p));
     }
     if n.memory_total.saturating_sub(n.memory_used) < ask.memory_bytes {
         return Err(Misfit::Memory);
@@ -109,7 +119,7 @@ fn load_permille(n: &Candidate) -> u64 {
     frac(n.cpu_used, n.cpu_total).max(frac(n.memory_used, n.memory_total))
 }
 
-fn explain(nodes: &[Candidate], ask: Ask) -> String {
+fn explain(nodes: &[Candidate], ask: &Ask) -> String {
     if nodes.is_empty() {
         return "no nodes have registered".into();
     }
@@ -124,6 +134,7 @@ fn explain(nodes: &[Candidate], ask: Ask) -> String {
     let words = |m: Misfit| match m {
         Misfit::Down => "is down".to_string(),
         Misfit::Cordoned => "is cordoned".to_string(),
+        Misfit::Port(p) => format!("has port {p} in use"),
         Misfit::Cpu => format!("lacks {} cpu", Cpu(ask.cpu_millis)),
         Misfit::Memory => format!("lacks {} memory", Size(ask.memory_bytes)),
     };
@@ -132,6 +143,7 @@ fn explain(nodes: &[Candidate], ask: Ask) -> String {
         let head = match m {
             Misfit::Down => "no node is ready".to_string(),
             Misfit::Cordoned => "every ready node is cordoned".to_string(),
+            Misfit::Port(p) => format!("no node has port {p} free"),
             Misfit::Cpu => format!("no node has {} cpu free", Cpu(ask.cpu_millis)),
             Misfit::Memory => format!("no node has {} free memory", Size(ask.memory_bytes)),
         };
@@ -162,13 +174,17 @@ mod tests {
             cpu_used: 0,
             memory_used: 0,
             job_replicas: 0,
+            host_ports: Default::default(),
         }
     }
 
-    const SMALL: Ask = Ask {
-        cpu_millis: 100,
-        memory_bytes: 64 << 20,
-    };
+    fn small() -> Ask {
+        Ask {
+            cpu_millis: 100,
+            memory_bytes: 64 << 20,
+            host_ports: vec![],
+        }
+    }
 
     #[test]
     fn spreads_replicas_across_nodes() {
@@ -177,7 +193,7 @@ mod tests {
             node("b", 4000, 4096),
             node("c", 4000, 4096),
         ];
-        let p = place(&nodes, SMALL, 6);
+        let p = place(&nodes, &small(), 6);
         let count = |n: &str| p.nodes.iter().filter(|x| *x == n).count();
         assert_eq!((count("a"), count("b"), count("c")), (2, 2, 2));
         assert_eq!(p.reason, None);
@@ -189,7 +205,7 @@ mod tests {
         a.job_replicas = 1;
         let mut b = node("b", 4000, 4096);
         b.cpu_used = 3000;
-        assert_eq!(place(&[a, b], SMALL, 1).nodes, vec!["b"]);
+        assert_eq!(place(&[a, b], &small(), 1).nodes, vec!["b"]);
     }
 
     #[test]
@@ -197,7 +213,7 @@ mod tests {
         let mut a = node("a", 4000, 4096);
         a.memory_used = 2048 << 20;
         let b = node("b", 4000, 4096);
-        assert_eq!(place(&[a, b], SMALL, 1).nodes, vec!["b"]);
+        assert_eq!(place(&[a, b], &small(), 1).nodes, vec!["b"]);
     }
 
     #[test]
@@ -208,7 +224,7 @@ mod tests {
         cordoned.schedulable = false;
         let full = node("c", 4000, 32);
         let ok = node("d", 4000, 4096);
-        let p = place(&[down, cordoned, full, ok], SMALL, 1);
+        let p = place(&[down, cordoned, full, ok], &small(), 1);
         assert_eq!(p.nodes, vec!["d"]);
     }
 
@@ -222,8 +238,9 @@ mod tests {
         let big = Ask {
             cpu_millis: 100,
             memory_bytes: 512 << 20,
+            host_ports: vec![],
         };
-        let p = place(&nodes, big, 2);
+        let p = place(&nodes, &big, 2);
         assert_eq!(p.unplaced, 2);
         assert_eq!(
             p.reason.as_deref(),
@@ -232,24 +249,47 @@ mod tests {
 
         let mut down = node("x", 4000, 4096);
         down.ready = false;
-        let p = place(&[down.clone(), node("y", 50, 4096)], SMALL, 1);
+        let p = place(&[down.clone(), node("y", 50, 4096)], &small(), 1);
         assert_eq!(
             p.reason.as_deref(),
             Some("no node fits: 1 is down, 1 lacks 0.1 cpu (2 nodes checked)")
         );
         assert_eq!(
-            place(&[], SMALL, 1).reason.as_deref(),
+            place(&[], &small(), 1).reason.as_deref(),
             Some("no nodes have registered")
         );
         assert_eq!(
-            place(&[down], SMALL, 1).reason.as_deref(),
+            place(&[down], &small(), 1).reason.as_deref(),
             Some("no node is ready: 1 node checked")
         );
     }
 
     #[test]
+    fn host_ports_conflict() {
+        let mut a = node("a", 4000, 4096);
+        a.host_ports.insert(8080);
+        let b = node("b", 4000, 4096);
+        let ask = Ask {
+            host_ports: vec![8080],
+            ..small()
+        };
+        // One replica per node at most, and never where the port is taken.
+        let p = place(&[a.clone(), b], &ask, 2);
+        assert_eq!(p.nodes, vec!["b"]);
+        assert_eq!(
+            p.reason.as_deref(),
+            Some("no node has port 8080 free: 2 nodes checked")
+        );
+        assert_eq!(
+            place(&[a], &small(), 1).nodes,
+            vec!["a"],
+            "other jobs are not affected"
+        );
+    }
+
+    #[test]
     fn partial_placement_counts_the_rest() {
-        let p = place(&[node("a", 250, 4096)], SMALL, 3);
+        let p = place(&[node("a", 250, 4096)], &small(), 3);
         assert_eq!(p.nodes, vec!["a", "a"]);
         assert_eq!(p.unplaced, 1);
         assert_eq!(
@@ -270,8 +310,8 @@ mod tests {
         ) {
             let nodes: Vec<Candidate> = caps.iter().enumerate()
                 .map(|(i, (c, m))| node(&format!("n{i}"), *c, *m)).collect();
-            let ask = Ask { cpu_millis: cpu, memory_bytes: mem_mi << 20 };
-            let p = place(&nodes, ask, count);
+            let ask = Ask { cpu_millis: cpu, memory_bytes: mem_mi << 20, host_ports: vec![] };
+            let p = place(&nodes, &ask, count);
             prop_assert_eq!(p.nodes.len() as u32 + p.unplaced, count);
             prop_assert_eq!(p.unplaced > 0, p.reason.is_some());
             for n in &nodes {

@@ -91,6 +91,7 @@ pub fn reconcile(state: &State, now_ms: i64, new_id: &mut dyn FnMut() -> String)
                 cpu_used: u.cpu_millis,
                 memory_used: u.memory_bytes,
                 job_replicas: 0,
+                host_ports: host_ports(state, &n.name),
             }
         })
         .collect();
@@ -120,6 +121,35 @@ pub fn reconcile(state: &State, now_ms: i64, new_id: &mut dyn FnMut() -> String)
         .plan(&mut plan, &mut candidates, new_id);
     }
     plan
+}
+
+/// Ports bound on `node`'s own network: host-network replicas' ports, and
+/// every published service (the mesh listens on each node).
+fn host_ports(state: &State, node: &str) -> BTreeSet<u16> {
+    let mut out: BTreeSet<u16> = state
+        .jobs
+        .values()
+        .filter(|j| !j.stopped)
+        .filter_map(|j| j.current_spec().expose.as_ref().map(|e| e.port as u16))
+        .collect();
+    for a in state
+        .allocations
+        .values()
+        .filter(|a| a.node == node && a.holds_resources())
+    {
+        let Some(spec) = state
+            .jobs
+            .get(&a.job)
+            .and_then(|j| j.version(a.version))
+            .map(|v| &v.spec)
+        else {
+            continue;
+        };
+        if spec.network == drover_proto::spec::Network::Host {
+            out.extend(spec.ports.iter().map(|p| p.container as u16));
+        }
+    }
+    out
 }
 
 struct JobPlan<'a> {
@@ -273,9 +303,15 @@ impl JobPlan<'_> {
 
         let mut reason = None;
         if want_place > 0 {
+            let host_ports = if spec.network == drover_proto::spec::Network::Host {
+                spec.ports.iter().map(|p| p.container as u16).collect()
+            } else {
+                vec![]
+            };
             let ask = Ask {
                 cpu_millis: spec.resources.cpu.millis(),
                 memory_bytes: spec.resources.memory.bytes(),
+                host_ports,
             };
             let mut per_node: BTreeMap<&str, u32> = BTreeMap::new();
             for a in cur.iter().chain(old.iter()) {
@@ -284,7 +320,7 @@ impl JobPlan<'_> {
             for c in candidates.iter_mut() {
                 c.job_replicas = per_node.get(c.name.as_str()).copied().unwrap_or(0);
             }
-            let p = placement::place(candidates, ask, want_place);
+            let p = placement::place(candidates, &ask, want_place);
             let taken: BTreeSet<u32> = self
                 .state
                 .job_allocations(&job.name)
