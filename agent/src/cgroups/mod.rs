@@ -83,6 +83,9 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     fn cpu_usage_ns(&self, id: &str) -> Option<u64>;
     /// Directories that make up the cgroup of `id` (one per v1 controller).
     fn paths(&self, id: &str) -> Vec<PathBuf>;
+    /// Applies device access rules, `(allow, "type major:minor access")` in
+    /// order (the first is usually "deny everything").
+    fn set_devices(&self, id: &str, rules: &[(bool, String)]) -> Result<(), CgroupError>;
 }
 
 /// Which cgroup version a root holds.

@@ -7,7 +7,7 @@ use super::{check_id, drain_and_rmdir, mkdir, read_procs, read_u64, write};
 use super::{CgroupError, CgroupManager, Limits, CPU_PERIOD_US, PARENT};
 
 /// The controllers Drover places every container in.
-const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+const CONTROLLERS: [&str; 4] = ["memory", "cpu", "pids", "devices"];
 
 /// v1 memory cgroups report "unlimited" as a huge page-aligned number.
 const V1_UNLIMITED: u64 = 0x7FFF_FFFF_FFFF_F000;
@@ -87,6 +87,20 @@ impl CgroupManager for CgroupV1 {
 
     fn paths(&self, id: &str) -> Vec<PathBuf> {
         CONTROLLERS.iter().map(|c| self.dir(c, id)).collect()
+    }
+
+    fn set_devices(&self, id: &str, rules: &[(bool, String)]) -> Result<(), CgroupError> {
+        check_id(id)?;
+        let dir = self.dir("devices", id);
+        for (allow, rule) in rules {
+            let file = if *allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
+            write(&dir.join(file), rule)?;
+        }
+        Ok(())
     }
 }
 

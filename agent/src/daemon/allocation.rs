@@ -234,6 +234,12 @@ impl Life {
                 drover_proto::spec::Network::Private => Network::Private,
                 drover_proto::spec::Network::Host => Network::Host,
             },
+            user: s.user.clone(),
+            read_only_rootfs: s.read_only_rootfs,
+            capabilities: crate::bundle::CapabilityChanges {
+                add: s.security.capabilities.add.clone(),
+                drop: s.security.capabilities.drop.clone(),
+            },
         }
     }
 

@@ -12,7 +12,7 @@
 //! `pivot_root` into it and detach the old root; mount /proc, /dev, /sys...
 //! inside the new root (so image symlinks resolve inside it, not on the
 //! host); create device nodes; hostname; loopback; rlimits; credentials;
-//! cwd; stdio; mark every other fd close-on-exec; exec. A failure is written
+//! cwd; stdio; mark every other fd close-on-exec; seccomp filter; exec. A failure is written
 //! to the error pipe as (stage, index, errno) and the child exits 127.
 
 use std::os::fd::RawFd;
@@ -48,13 +48,14 @@ pub(crate) enum Stage {
     Chdir,
     Stdio,
     CloseFds,
+    Seccomp,
     Exec,
 }
 
 impl Stage {
     pub(crate) fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        const ALL: [Stage; 24] = [
+        const ALL: [Stage; 25] = [
             Signals,
             WaitParent,
             MakePrivate,
@@ -78,6 +79,7 @@ impl Stage {
             Chdir,
             Stdio,
             CloseFds,
+            Seccomp,
             Exec,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
@@ -109,6 +111,7 @@ impl Stage {
             Chdir => "chdir to cwd",
             Stdio => "set up stdio",
             CloseFds => "close inherited fds",
+            Seccomp => "install seccomp filter",
             Exec => "exec",
         }
     }
@@ -369,6 +372,25 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
             Stage::CloseFds,
             0,
         )?;
+        // Last, so that none of the setup above runs under the filter; with
+        // no_new_privs set this needs no capability.
+        if let Some(filter) = &p.seccomp {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            check(
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER as c_ulong,
+                    &prog as *const libc::sock_fprog as c_ulong,
+                    0 as c_ulong,
+                    0 as c_ulong,
+                ),
+                Stage::Seccomp,
+                0,
+            )?;
+        }
 
         let mut last = (0, libc::ENOENT);
         for (i, path) in p.exec_candidates.iter().enumerate() {

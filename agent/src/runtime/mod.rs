@@ -13,6 +13,7 @@ pub mod bench;
 mod child;
 mod container;
 mod plan;
+mod seccomp;
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -127,7 +128,12 @@ impl Runtime {
         })?;
         let plan = plan::plan(&spec, bundle_dir)?;
         self.cgroups.create(id, &plan.limits)?;
-        match self.launch(&plan, id, stdio) {
+        let launched = self
+            .cgroups
+            .set_devices(id, &plan.device_rules)
+            .map_err(RuntimeError::from)
+            .and_then(|()| self.launch(&plan, id, stdio));
+        match launched {
             Ok(container) => Ok(container),
             Err(e) => {
                 let _ = self.cgroups.remove(id);

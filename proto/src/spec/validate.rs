@@ -96,6 +96,9 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
     }
     health(&mut e, spec);
     update(&mut e, spec);
+    for (path, rule) in super::security::problems(&spec.security, spec.user.as_deref()) {
+        e.add(path, rule);
+    }
     if e.0.is_empty() {
         Ok(())
     } else {
@@ -492,6 +495,19 @@ mod tests {
             .starts_with("update.max_surge: \"150%\" is more than 100%"));
         assert_eq!(Amount::Percent(25).resolve(10, true), 3);
         assert_eq!(Amount::Percent(25).resolve(10, false), 2);
+    }
+
+    #[test]
+    fn security_rules() {
+        assert_eq!(
+            one("security:\n  capabilities:\n    add: [NET_ADMIN, WARP]\n"),
+            "security.capabilities.add[1]: \"WARP\" is not a capability (see capabilities(7))"
+        );
+        assert!(one("user: \"1000:\"\n").starts_with("user: \"1000:\" must be UID[:GID]"));
+        assert!(errors(
+            "user: \"1000:1000\"\nread_only_rootfs: true\nsecurity:\n  capabilities:\n    drop: [ALL]\n    add: [cap_net_bind_service]\n"
+        )
+        .is_empty());
     }
 
     #[test]
