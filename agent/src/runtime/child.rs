@@ -504,7 +504,8 @@ fn mask_path(path: *const c_char, index: u32) -> Result<(), Failure> {
 }
 
 fn readonly_path(path: *const c_char, index: u32) -> Result<(), Failure> {
-    // SAFETY: NUL-terminated path owned by the plan.
+    // SAFETY: NUL-terminated path owned by the plan; `st` is plain data on
+    // our stack that statvfs fills in.
     unsafe {
         if libc::mount(
             path,
@@ -520,7 +521,24 @@ fn readonly_path(path: *const c_char, index: u32) -> Result<(), Failure> {
                 Err((Stage::ReadonlyPath, index, errno()))
             };
         }
-        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC;
+        // Keep the flags the mount already has (nosuid, nodev, noexec on
+        // /proc), as runc does: a remount sets all of them at once.
+        let mut st: libc::statvfs = std::mem::zeroed();
+        let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC;
+        if libc::statvfs(path, &mut st) == 0 {
+            for (st_flag, ms_flag) in [
+                (libc::ST_NOSUID, libc::MS_NOSUID),
+                (libc::ST_NODEV, libc::MS_NODEV),
+                (libc::ST_NOEXEC, libc::MS_NOEXEC),
+                (libc::ST_NOATIME, libc::MS_NOATIME),
+                (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+                (libc::ST_RELATIME, libc::MS_RELATIME),
+            ] {
+                if st.f_flag & st_flag != 0 {
+                    flags |= ms_flag;
+                }
+            }
+        }
         check(
             libc::mount(path, path, std::ptr::null(), flags, std::ptr::null()),
             Stage::ReadonlyPath,
