@@ -143,8 +143,9 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            // Politely first, so an agent stops its containers.
-            self.signal("TERM");
+            // Politely first: SIGINT makes an agent stop its containers
+            // (SIGTERM would leave them running for the next agent).
+            self.signal("INT");
             if self.wait(Duration::from_secs(15)).is_none() {
                 let _ = self.child.kill();
                 let _ = self.child.wait();

@@ -29,6 +29,10 @@ enum Command {
     /// Run the node agent: register this node with the scheduler and run the
     /// allocations it places here.
     ///
+    /// SIGTERM (restart, upgrade) leaves the containers running; the next
+    /// agent started with the same --state-dir re-adopts them. SIGINT
+    /// (Ctrl-C) stops every container first.
+    ///
     /// Example:
     ///   drover-agent run --name node-1 --scheduler 10.0.0.1:7400,10.0.0.2:7400 \
     ///       --listen 0.0.0.0:7401 --advertise 10.0.0.11:7401
@@ -38,6 +42,18 @@ enum Command {
     Runtime {
         #[command(subcommand)]
         command: RuntimeCommand,
+    },
+    /// Internal: the per-container monitor the agent starts (see
+    /// `drover_agent::runtime::monitor`).
+    #[command(hide = true)]
+    Monitor {
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long, default_value = "/sys/fs/cgroup")]
+        cgroup_root: PathBuf,
+        id: String,
     },
 }
 
@@ -116,6 +132,16 @@ fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => daemon(*args),
         Command::Runtime { command } => runtime(command),
+        Command::Monitor {
+            bundle,
+            log,
+            cgroup_root,
+            id,
+        } => {
+            let runtime = Runtime::new(cgroups::manager_for(cgroup_root));
+            let code = drover_agent::runtime::monitor::serve(&runtime, &bundle, &id, &log);
+            Ok(ExitCode::from(code as u8))
+        }
     }
 }
 
@@ -141,7 +167,12 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
     let heartbeat = quantity::Duration::parse(&a.heartbeat)
         .map_err(|e| anyhow::anyhow!("--heartbeat: {e}"))?
         .std();
+    let monitor = drover_agent::runtime::MonitorConfig {
+        exe: std::env::current_exe().context("find the agent's own binary")?,
+        cgroup_root: a.cgroup_root.clone(),
+    };
     let config = drover_agent::daemon::Config {
+        monitor: Some(monitor),
         name: a.name,
         schedulers: a.scheduler,
         listen: a.listen,
@@ -159,11 +190,17 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("interrupted: stopping containers and exiting");
+                agent.shutdown().await;
+            }
+            _ = term.recv() => {
+                // Restart or upgrade: containers keep running under their
+                // monitors and the next agent process re-adopts them.
+                tracing::info!("terminated: leaving containers running and exiting");
+                std::process::exit(0);
+            }
         }
-        tracing::info!("stopping containers and exiting");
-        agent.shutdown().await;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     })
 }

@@ -149,17 +149,27 @@ impl Life {
 
     /// Prepares (once), starts and waits for the container.
     async fn run_once(&mut self, bundle: &mut Option<Bundle>) -> RunEnd {
-        self.report("starting", 0, None, "");
-        if bundle.is_none() {
-            match self.prepare().await {
-                Ok(b) => *bundle = Some(b),
-                Err(e) => return RunEnd::StartFailed(e),
+        // A container an earlier agent process started is picked up, not
+        // started again (see `supervisor::adopt_leftovers`).
+        let container = match self.shared.take_adopted(&self.id) {
+            Some(adopted) => {
+                *bundle = Some(adopted.bundle);
+                Arc::new(adopted.container)
             }
-        }
-        let b = bundle.as_ref().expect("prepared");
-        let container = match self.launch(b).await {
-            Ok(c) => Arc::new(c),
-            Err(e) => return RunEnd::StartFailed(e),
+            None => {
+                self.report("starting", 0, None, "");
+                if bundle.is_none() {
+                    match self.prepare().await {
+                        Ok(b) => *bundle = Some(b),
+                        Err(e) => return RunEnd::StartFailed(e),
+                    }
+                }
+                let b = bundle.as_ref().expect("prepared");
+                match self.launch(b).await {
+                    Ok(c) => Arc::new(c),
+                    Err(e) => return RunEnd::StartFailed(e),
+                }
+            }
         };
         let pid = container.pid() as u32;
         self.report("running", pid, None, "");
@@ -204,6 +214,12 @@ impl Life {
         let id = self.id.clone();
         let log_path = shared.log_path(&self.id);
         tokio::task::spawn_blocking(move || {
+            if let Some(monitor) = &shared.monitor {
+                return shared
+                    .runtime
+                    .start_monitored(monitor, &dir, &id, &log_path)
+                    .map_err(|e| e.to_string());
+            }
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)

@@ -41,6 +41,9 @@ pub struct Config {
     pub cpu_millis: Option<u64>,
     pub memory_bytes: Option<u64>,
     pub heartbeat: Duration,
+    /// Start containers under monitor processes so they outlive the agent
+    /// (see `runtime::monitor`); `None` makes them the agent's own children.
+    pub monitor: Option<crate::runtime::MonitorConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +69,10 @@ pub struct Shared {
     pub images: ImageStore,
     pub runtime: Runtime,
     pub reporter: reporter::Reporter,
+    pub monitor: Option<crate::runtime::MonitorConfig>,
+    /// Containers a previous agent process left running, by allocation id,
+    /// until a runner claims them or the first desired set disowns them.
+    pub adopted: std::sync::Mutex<std::collections::HashMap<String, supervisor::Adopted>>,
 }
 
 impl Shared {
@@ -75,6 +82,14 @@ impl Shared {
 
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.state_dir.join("logs").join(format!("{id}.log"))
+    }
+
+    /// The re-adopted container of allocation `id`, if there is one.
+    pub fn take_adopted(&self, id: &str) -> Option<supervisor::Adopted> {
+        self.adopted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
     }
 }
 
@@ -123,8 +138,10 @@ impl Agent {
             images: ImageStore::new(config.state_dir.join("images")),
             runtime,
             reporter: reporter.clone(),
+            monitor: config.monitor.clone(),
+            adopted: Default::default(),
         });
-        supervisor::clean_leftovers(&shared);
+        supervisor::adopt_leftovers(&shared);
 
         let (stop, _) = broadcast::channel(1);
         let (desired_tx, desired_rx) = watch::channel(None);

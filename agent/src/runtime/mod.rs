@@ -12,6 +12,7 @@
 pub mod bench;
 mod child;
 mod container;
+pub mod monitor;
 mod plan;
 mod seccomp;
 
@@ -25,6 +26,7 @@ use nix::unistd::pipe2;
 use oci_spec::runtime::Spec;
 
 pub use container::{Container, ExitStatus};
+pub use monitor::MonitorConfig;
 
 use crate::cgroups::{CgroupError, CgroupManager};
 use child::{ChildArgs, Stage};
@@ -60,6 +62,8 @@ pub enum RuntimeError {
         program: String,
         source: std::io::Error,
     },
+    #[error("container {id}: {message}")]
+    Monitor { id: String, message: String },
     #[error("container {id}: {stage}{detail}: {source}")]
     Setup {
         id: String,

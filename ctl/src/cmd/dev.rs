@@ -36,6 +36,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         cpu_millis: None,
         memory_bytes: None,
         heartbeat: Duration::from_secs(1),
+        monitor: None,
     })
     .await
     .context("cannot start the agent")?;
