@@ -37,13 +37,15 @@ echo "== demo-web unit tests"
 (cd examples/demo-web && cargo test --quiet 2>&1 | tail -3)
 
 echo "== tests"
-cargo test --workspace 2>&1 | tee /tmp/drover-test.log | grep -E '^(test result|running|test .*(FAILED|ignored))|panicked' || true
-if grep -q 'FAILED\|error: test failed\|could not compile' /tmp/drover-test.log; then
-  echo "tests failed; full log in /tmp/drover-test.log" >&2
-  grep -B2 -A20 'panicked' /tmp/drover-test.log | head -80 >&2
+# A log of its own: several checkouts may run this at once on one machine.
+log=$(mktemp /tmp/drover-test.XXXXXX.log)
+cargo test --workspace 2>&1 | tee "$log" | grep -E '^(test result|running|test .*(FAILED|ignored))|panicked' || true
+if grep -q 'FAILED\|error: test failed\|could not compile' "$log"; then
+  echo "tests failed; full log in $log" >&2
+  grep -B2 -A20 'panicked' "$log" | head -80 >&2
   exit 1
 fi
-passed=$(grep -o '[0-9]* passed' /tmp/drover-test.log | awk '{s+=$1} END {print s+0}')
-failed=$(grep -o '[0-9]* failed' /tmp/drover-test.log | awk '{s+=$1} END {print s+0}')
+passed=$(grep -o '[0-9]* passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -o '[0-9]* failed' "$log" | awk '{s+=$1} END {print s+0}')
 echo "$passed passed, $failed failed"
 [[ $failed == 0 ]]

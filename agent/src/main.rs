@@ -53,6 +53,8 @@ enum Command {
         log: PathBuf,
         #[arg(long, default_value = "/sys/fs/cgroup")]
         cgroup_root: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        log_max_bytes: u64,
         id: String,
     },
 }
@@ -125,6 +127,10 @@ struct DaemonArgs {
     /// How often to tell the scheduler this node is alive.
     #[arg(long, default_value = "1s")]
     heartbeat: String,
+    /// Rotate a container's log when it would exceed this size (one older
+    /// generation is kept).
+    #[arg(long, default_value = "10Mi")]
+    log_max_size: String,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -136,10 +142,12 @@ fn main() -> anyhow::Result<ExitCode> {
             bundle,
             log,
             cgroup_root,
+            log_max_bytes,
             id,
         } => {
             let runtime = Runtime::new(cgroups::manager_for(cgroup_root));
-            let code = drover_agent::runtime::monitor::serve(&runtime, &bundle, &id, &log);
+            let code =
+                drover_agent::runtime::monitor::serve(&runtime, &bundle, &id, &log, log_max_bytes);
             Ok(ExitCode::from(code as u8))
         }
     }
@@ -167,9 +175,13 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
     let heartbeat = quantity::Duration::parse(&a.heartbeat)
         .map_err(|e| anyhow::anyhow!("--heartbeat: {e}"))?
         .std();
+    let log_max_bytes = quantity::Size::parse(&a.log_max_size)
+        .map_err(|e| anyhow::anyhow!("--log-max-size: {e}"))?
+        .bytes();
     let monitor = drover_agent::runtime::MonitorConfig {
         exe: std::env::current_exe().context("find the agent's own binary")?,
         cgroup_root: a.cgroup_root.clone(),
+        log_max_bytes,
     };
     let config = drover_agent::daemon::Config {
         monitor: Some(monitor),

@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use super::{check_id, drain_and_rmdir, mkdir, read_procs, read_u64, write};
+use super::{check_id, drain_and_rmdir, mkdir, read_key, read_procs, read_u64, write};
 use super::{CgroupError, CgroupManager, Limits, CPU_PERIOD_US, PARENT};
 
 /// The hierarchies Drover sets limits in; they must exist.
@@ -129,6 +129,14 @@ impl CgroupManager for CgroupV1 {
 
     fn paths(&self, id: &str) -> Vec<PathBuf> {
         self.controllers().map(|c| self.dir(c, id)).collect()
+    }
+
+    fn oom_kills(&self, id: &str) -> u64 {
+        read_key(
+            &self.dir("memory", id).join("memory.oom_control"),
+            "oom_kill",
+        )
+        .unwrap_or(0)
     }
 
     fn set_devices(&self, id: &str, rules: &[(bool, String)]) -> Result<(), CgroupError> {

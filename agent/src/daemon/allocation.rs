@@ -75,6 +75,8 @@ struct Life {
 /// How one run of the container ended.
 enum RunEnd {
     Exited(ExitStatus),
+    /// Killed by the kernel for exceeding its memory limit.
+    OomKilled(ExitStatus),
     StartFailed(String),
     Stopped(String),
 }
@@ -116,6 +118,7 @@ impl Life {
                 RunEnd::Exited(status) => {
                     (Some(status.code()), describe(*status), status.success())
                 }
+                RunEnd::OomKilled(status) => (Some(status.code()), "oom-killed".into(), false),
                 RunEnd::StartFailed(e) => (None, e.clone(), false),
             };
             let again = match policy {
@@ -177,8 +180,14 @@ impl Life {
         tokio::select! {
             status = container.wait() => match status {
                 Ok(s) => {
-                    let _ = self.shared.runtime.cgroups().remove(&self.id);
-                    RunEnd::Exited(s)
+                    let cgroups = self.shared.runtime.cgroups();
+                    let oom = s == ExitStatus::Signaled(9) && cgroups.oom_kills(&self.id) > 0;
+                    let _ = cgroups.remove(&self.id);
+                    if oom {
+                        RunEnd::OomKilled(s)
+                    } else {
+                        RunEnd::Exited(s)
+                    }
                 }
                 Err(e) => RunEnd::StartFailed(format!("wait: {e}")),
             },

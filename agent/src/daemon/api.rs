@@ -2,7 +2,10 @@
 //!
 //! Each allocation's stdout and stderr go to one file (`logs/<id>.log`,
 //! opened for append by both), which outlives the container so logs of a
-//! stopped allocation can still be read. `follow` polls the file for growth.
+//! stopped allocation can still be read. Under a monitor the file rotates by
+//! size (`runtime::log`): reads start with the rotated generation, and
+//! `follow` polls the file for growth and switches to the new file when the
+//! old one has been rotated away.
 
 use super::Shared;
 use drover_proto::pb::{self, agent_api_server::AgentApi};
@@ -29,6 +32,17 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: broadca
 
 struct Api {
     shared: Arc<Shared>,
+}
+
+/// The file now at `path`, if it is not the one `file` has open.
+fn replaced(file: &std::fs::File, path: &std::path::Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    let old = file.metadata().ok()?;
+    let now = std::fs::metadata(path).ok()?;
+    if (old.dev(), old.ino()) == (now.dev(), now.ino()) {
+        return None;
+    }
+    std::fs::File::open(path).ok()
 }
 
 /// The byte offset where the last `n` lines of `data` start.
@@ -64,15 +78,19 @@ impl AgentApi for Api {
             ));
         }
         let path = self.shared.log_path(&req.alloc_id);
-        let mut file = std::fs::File::open(&path).map_err(|_| {
+        let not_found = || {
             Status::not_found(format!(
                 "no logs for allocation {} on this node",
                 req.alloc_id
             ))
-        })?;
-        let mut data = Vec::new();
+        };
+        let mut file = std::fs::File::open(&path).map_err(|_| not_found())?;
+        // The rotated generation first, then the file `follow` goes on with.
+        let mut data = std::fs::read(crate::runtime::log::rotated(&path)).unwrap_or_default();
+        let rotated_len = data.len();
         file.read_to_end(&mut data)
             .map_err(|e| Status::internal(e.to_string()))?;
+        let mut pos = (data.len() - rotated_len) as u64;
         let start = if req.tail >= 0 {
             tail_offset(&data, req.tail as usize)
         } else {
@@ -95,7 +113,6 @@ impl AgentApi for Api {
             if !follow {
                 return;
             }
-            let mut pos = data.len() as u64;
             loop {
                 tokio::select! {
                     _ = tx.closed() => return,
@@ -106,7 +123,14 @@ impl AgentApi for Api {
                     .seek(SeekFrom::Start(pos))
                     .and_then(|_| file.read_to_end(&mut buf));
                 match read {
-                    Ok(0) => {}
+                    Ok(0) => {
+                        // Rotated away (the old file is fully read): continue
+                        // with the new one from its start.
+                        if let Some(new) = replaced(&file, &path) {
+                            file = new;
+                            pos = 0;
+                        }
+                    }
                     Ok(n) => {
                         pos += n as u64;
                         if tx.send(Ok(pb::LogChunk { data: buf })).await.is_err() {

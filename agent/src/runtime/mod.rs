@@ -12,6 +12,7 @@
 pub mod bench;
 mod child;
 mod container;
+pub mod log;
 pub mod monitor;
 mod plan;
 mod seccomp;

@@ -6,10 +6,12 @@
 //! So the agent starts each container through a tiny monitor: its own
 //! binary re-executed as `drover-agent monitor …`, in a session of its own
 //! (a terminal's Ctrl-C or hang-up never reaches it). The monitor starts the
-//! container with the ordinary [`Runtime`] (cgroup, namespaces, log file as
-//! stdout/stderr), writes the state file `<bundle>/monitor.json` (its own
+//! container with the ordinary [`Runtime`] (cgroup, namespaces; stdout and
+//! stderr one pipe it copies into the size-rotated log, see [`super::log`]),
+//! writes the state file `<bundle>/monitor.json` (its own
 //! pid and start time, the container's pid and start time), tells the agent
-//! `{"pid":N}` (or `{"error":"…"}`) on a pipe, and then only waits. When the
+//! `{"pid":N}` (or `{"error":"…"}`) on a pipe, and then only copies the
+//! container's output into its log until the pipe closes. When the
 //! container exits the monitor records `exit` in the state file (written to
 //! a temporary file and renamed, so a reader never sees half of it) and
 //! exits too. It holds no lock, no socket and no agent state; it uses a few
@@ -143,6 +145,8 @@ struct Hello {
 pub struct MonitorConfig {
     pub exe: PathBuf,
     pub cgroup_root: PathBuf,
+    /// Rotate a container's log once it would exceed this size (0: never).
+    pub log_max_bytes: u64,
 }
 
 impl Runtime {
@@ -166,6 +170,8 @@ impl Runtime {
             .arg(log)
             .arg("--cgroup-root")
             .arg(&monitor.cgroup_root)
+            .arg("--log-max-bytes")
+            .arg(monitor.log_max_bytes.to_string())
             .arg(id)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -258,9 +264,9 @@ impl Runtime {
     }
 }
 
-/// The monitor process's main: start the container, report, wait, record.
-/// Returns the monitor's exit code.
-pub fn serve(runtime: &Runtime, bundle_dir: &Path, id: &str, log: &Path) -> i32 {
+/// The monitor process's main: start the container, report, copy its
+/// output into the log, wait, record. Returns the monitor's exit code.
+pub fn serve(runtime: &Runtime, bundle_dir: &Path, id: &str, log: &Path, log_max: u64) -> i32 {
     // Our own session: no terminal signal of the agent's reaches us.
     let _ = nix::unistd::setsid();
     for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGPIPE, libc::SIGTERM] {
@@ -277,15 +283,15 @@ pub fn serve(runtime: &Runtime, bundle_dir: &Path, id: &str, log: &Path) -> i32 
         let _ = writeln!(out, "{}", serde_json::to_string(&hello).unwrap_or_default());
         1
     };
-    let file = match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-    {
+    let mut log_file = match super::log::RotatingLog::open(log, log_max) {
         Ok(f) => f,
         Err(e) => return fail(&mut out, format!("log {}: {e}", log.display())),
     };
-    let container = match runtime.start(bundle_dir, id, file) {
+    let (output, stdio) = match output_pipe() {
+        Ok(p) => p,
+        Err(e) => return fail(&mut out, format!("pipe: {e}")),
+    };
+    let container = match runtime.start_with_stdio(bundle_dir, id, stdio) {
         Ok(c) => c,
         Err(e) => return fail(&mut out, e.to_string()),
     };
@@ -310,6 +316,20 @@ pub fn serve(runtime: &Runtime, bundle_dir: &Path, id: &str, log: &Path) -> i32 
         // SAFETY: dup2 onto our own stdout with a valid fd.
         unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1) };
     }
+    // Every process of the container shares its pid namespace, which the
+    // kernel empties when init exits, so the pipe ends at the latest then.
+    let mut output = std::fs::File::from(output);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match std::io::Read::read(&mut output, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let _ = log_file.write(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
     let status = match container.wait_blocking() {
         Ok(s) => s,
         Err(_) => ExitStatus::Exited(255),
@@ -319,6 +339,13 @@ pub fn serve(runtime: &Runtime, bundle_dir: &Path, id: &str, log: &Path) -> i32 
     // The cgroup stays until the agent has read what it needs from it.
     std::mem::forget(container);
     0
+}
+
+/// One pipe for the container's stdout and stderr: (read end, stdio).
+fn output_pipe() -> std::io::Result<(OwnedFd, super::Stdio)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let stderr = w.try_clone()?;
+    Ok((r, super::Stdio { stdout: w, stderr }))
 }
 
 #[cfg(test)]
