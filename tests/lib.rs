@@ -211,6 +211,11 @@ impl Cluster {
     }
 
     pub fn start_agent(&mut self) {
+        self.start_agent_with(&[]);
+    }
+
+    /// Starts the agent with extra command-line flags.
+    pub fn start_agent_with(&mut self, extra: &[&str]) {
         let mut cmd = Command::new(bin_dir().join("drover-agent"));
         cmd.args([
             "run",
@@ -224,7 +229,8 @@ impl Cluster {
             "500ms",
             "--state-dir",
         ])
-        .arg(self.dir.path().join("agent"));
+        .arg(self.dir.path().join("agent"))
+        .args(extra);
         let log = self.dir.path().join("agent.log");
         self.agent = Some(Proc::spawn("drover-agent", &mut cmd, log));
     }

@@ -1,4 +1,4 @@
-//! This node's own API: allocation logs.
+//! This node's own API: allocation logs and resource usage.
 //!
 //! Each allocation's stdout and stderr go to one file (`logs/<id>.log`,
 //! opened for append by both), which outlives the container so logs of a
@@ -63,8 +63,49 @@ fn tail_offset(data: &[u8], n: usize) -> usize {
     0
 }
 
+/// Cpu use in thousandths of a core from two cumulative readings.
+fn cpu_millis(before_ns: u64, after_ns: u64, window: Duration) -> u64 {
+    let window_ns = window.as_nanos().max(1) as u64;
+    after_ns.saturating_sub(before_ns) * 1000 / window_ns
+}
+
+fn check_alloc_id(id: &str) -> Result<(), Status> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(Status::invalid_argument(
+            "alloc_id: must be an allocation id",
+        ));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl AgentApi for Api {
+    async fn usage(&self, req: Request<pb::UsageRequest>) -> Result<Response<pb::Usage>, Status> {
+        let id = req.into_inner().alloc_id;
+        check_alloc_id(&id)?;
+        let cgroups = self.shared.runtime.cgroups();
+        let not_running =
+            || Status::not_found(format!("allocation {id} is not running on this node"));
+        if cgroups.procs(&id).is_empty() {
+            return Err(not_running());
+        }
+        // Two readings of the cumulative counter, a short window apart.
+        const WINDOW: Duration = Duration::from_millis(250);
+        let before = cgroups.cpu_usage_ns(&id).ok_or_else(not_running)?;
+        let start = std::time::Instant::now();
+        tokio::time::sleep(WINDOW).await;
+        let after = cgroups.cpu_usage_ns(&id).ok_or_else(not_running)?;
+        let window = start.elapsed();
+        Ok(Response::new(pb::Usage {
+            cpu_millis: cpu_millis(before, after, window),
+            cpu_total_ns: after,
+            memory_bytes: cgroups.memory_usage(&id).unwrap_or(0),
+            memory_limit_bytes: cgroups.memory_limit(&id).unwrap_or(0),
+            oom_kills: cgroups.oom_kills(&id),
+            window_ms: window.as_millis() as u32,
+        }))
+    }
+
     type LogsStream = ReceiverStream<Result<pb::LogChunk, Status>>;
 
     async fn logs(
@@ -150,7 +191,16 @@ impl AgentApi for Api {
 
 #[cfg(test)]
 mod tests {
-    use super::tail_offset;
+    use super::{cpu_millis, tail_offset};
+    use std::time::Duration;
+
+    #[test]
+    fn cpu_rate_from_two_readings() {
+        let w = Duration::from_millis(250);
+        assert_eq!(cpu_millis(0, 250_000_000, w), 1000);
+        assert_eq!(cpu_millis(1_000, 1_000 + 25_000_000, w), 100);
+        assert_eq!(cpu_millis(5, 3, w), 0);
+    }
 
     #[test]
     fn tail_finds_last_lines() {
