@@ -116,9 +116,14 @@ fn restarting_the_agent_keeps_containers_and_their_exit_codes() {
     let after = wait_for("the agent to re-adopt", Duration::from_secs(20), || {
         let v = c.json(&["alloc", "ls"]);
         let arr = v.as_array()?;
+        // The waiter's new state proves the new agent has reported.
         let settled = arr.len() == 5
             && arr.iter().all(|a| {
-                a["state"] == "running" || a["id"] == waiter_id.as_str() && a["state"] == "failed"
+                if a["id"] == waiter_id.as_str() {
+                    a["state"] == "failed"
+                } else {
+                    a["state"] == "running"
+                }
             });
         settled.then_some(v)
     });
