@@ -62,9 +62,7 @@ impl ExecProcess {
             match waitid(Id::PIDFd(self.pidfd.as_fd()), WaitPidFlag::WEXITED) {
                 Err(nix::errno::Errno::EINTR) => continue,
                 Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::Exited(code)),
-                Ok(WaitStatus::Signaled(_, sig, _)) => {
-                    return Ok(ExitStatus::Signaled(sig as i32))
-                }
+                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(ExitStatus::Signaled(sig as i32)),
                 Ok(_) => continue,
                 Err(e) => {
                     return Err(RuntimeError::Sys {

@@ -12,6 +12,7 @@
 pub mod bench;
 mod child;
 mod container;
+pub mod exec;
 pub mod log;
 pub mod monitor;
 mod plan;
@@ -27,6 +28,7 @@ use nix::unistd::pipe2;
 use oci_spec::runtime::Spec;
 
 pub use container::{Container, ExitStatus};
+pub use exec::{ExecProcess, ExecRequest};
 pub use monitor::MonitorConfig;
 
 use crate::cgroups::{CgroupError, CgroupManager};
