@@ -1,7 +1,9 @@
 //! Operating containers, end to end: an allocation killed for exceeding its
 //! memory limit ends with reason `oom-killed`, a running one shows its cpu
 //! and memory use in `drover alloc status`, and `drover logs` reads a log
-//! that the agent has rotated by size.
+//! that the agent has rotated by size; `drover exec` runs a command inside a
+//! running allocation with stdin, stdout, stderr and the exit code passed
+//! through.
 
 use drover_e2e::*;
 use std::time::Duration;
@@ -85,5 +87,44 @@ fn oom_kills_usage_and_rotated_logs_are_visible_to_the_user() {
         c.drover(&["logs", "--tail", "1", &chatty_id]).stdout,
         "3000\n"
     );
+
+    // drover exec: inside the replica (its hostname, its pid namespace, its
+    // seccomp filter), stdin in, stdout and stderr out, exit code through.
+    let mut exec = std::process::Command::new(bin_dir().join("drover"))
+        .args([
+            "exec",
+            "-e",
+            "GREETING=hi",
+            &chatty_id[..8],
+            "--",
+            "/bin/sh",
+            "-c",
+        ])
+        .arg("hostname; echo $GREETING $$; cat; unshare -U true; echo to-stderr >&2; exit 4")
+        .env("DROVER_ADDR", &c.addr)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut exec.stdin.take().unwrap(), b"from-stdin\n").unwrap();
+    let out = exec.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(4), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "chatty-0", "{stdout}");
+    let pid: u32 = lines[1].strip_prefix("hi ").unwrap().parse().unwrap();
+    assert!(pid > 1 && pid < 100, "{stdout}");
+    assert_eq!(lines[2], "from-stdin");
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+    assert!(stderr.contains("to-stderr"), "{stderr}");
+    // Not running: a clear error.
+    let out = c.drover(&["exec", &hog_id, "--", "true"]);
+    assert!(!out.ok());
+    assert!(out.stderr.contains("not running"), "{}", out.stderr);
+
     assert!(c.drover(&["job", "stop", "chatty"]).ok());
 }

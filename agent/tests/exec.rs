@@ -90,10 +90,7 @@ fn exec_runs_inside_the_container_with_its_isolation() {
         tty: None,
     };
     let mut p = rt.exec(b.dir(), id, c.pid(), &req).unwrap();
-    drop(std::mem::replace(
-        &mut p.stdin,
-        std::fs::File::open("/dev/null").unwrap(),
-    ));
+    drop(p.stdin.take());
     let out = read(Some(&mut p.stdout));
     let err = read(p.stderr.as_mut());
     assert_eq!(

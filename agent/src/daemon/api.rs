@@ -80,6 +80,17 @@ fn check_alloc_id(id: &str) -> Result<(), Status> {
 
 #[tonic::async_trait]
 impl AgentApi for Api {
+    type ExecStream = super::exec::ExecStream;
+
+    async fn exec(
+        &self,
+        req: Request<tonic::Streaming<pb::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        super::exec::exec(self.shared.clone(), req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn usage(&self, req: Request<pb::UsageRequest>) -> Result<Response<pb::Usage>, Status> {
         let id = req.into_inner().alloc_id;
         check_alloc_id(&id)?;

@@ -10,6 +10,7 @@
 pub mod allocation;
 pub mod api;
 pub mod connection;
+pub mod exec;
 pub mod reporter;
 pub mod resources;
 pub mod supervisor;

@@ -477,10 +477,10 @@ fn exec_setup(a: &ChildArgs, join: &ExecJoin) -> Result<std::convert::Infallible
         let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_ulong, 0, 0, 0, 0);
         check_long(pid, Stage::Fork, 0)?;
         if pid > 0 {
-            // The helper: hold nothing of the command's, wait, pass on its status.
-            for fd in [a.stdin_fd, a.stdout_fd, a.stderr_fd, a.error_fd] {
-                libc::close(fd);
-            }
+            // The helper: hold no fd at all (a copy of the caller's end of
+            // the command's stdin would keep it from ever seeing EOF), wait,
+            // pass on the command's status.
+            libc::close_range(3, c_int::MAX as libc::c_uint, 0);
             let mut status: c_int = 0;
             loop {
                 let r = libc::waitpid(pid as libc::pid_t, &mut status, 0);

@@ -45,12 +45,15 @@ pub struct ExecProcess {
     /// Host pid of the helper whose exit status is the command's.
     pub pid: i32,
     pidfd: OwnedFd,
-    /// Write end of the command's stdin (the pty master under a tty).
-    pub stdin: File,
+    /// Write end of the command's stdin (the pty master under a tty); take
+    /// it to close it, which is the command's end of input.
+    pub stdin: Option<File>,
     /// Read end of the command's stdout (the pty master under a tty).
     pub stdout: File,
     /// Read end of stderr; `None` under a tty (it goes to the terminal).
     pub stderr: Option<File>,
+    /// The pty master, for resizing; `None` without a tty.
+    pty: Option<File>,
 }
 
 impl ExecProcess {
@@ -83,9 +86,10 @@ impl ExecProcess {
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
-        // SAFETY: TIOCSWINSZ reads one winsize from our stack; on a pipe it
-        // fails with ENOTTY, which is ignored.
-        unsafe { libc::ioctl(self.stdin.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        if let Some(pty) = &self.pty {
+            // SAFETY: TIOCSWINSZ reads one winsize from our stack.
+            unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        }
     }
 }
 
@@ -180,7 +184,18 @@ impl Runtime {
                 let s2 = slave.try_clone().map_err(sys("dup pty"))?;
                 let s3 = slave.try_clone().map_err(sys("dup pty"))?;
                 let m2 = master.try_clone().map_err(sys("dup pty"))?;
-                (slave, s2, s3, (File::from(master), File::from(m2), None))
+                let m3 = master.try_clone().map_err(sys("dup pty"))?;
+                (
+                    slave,
+                    s2,
+                    s3,
+                    (
+                        File::from(master),
+                        File::from(m2),
+                        None,
+                        Some(File::from(m3)),
+                    ),
+                )
             }
             None => {
                 let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).map_err(errno("pipe"))?;
@@ -190,7 +205,12 @@ impl Runtime {
                     in_r,
                     out_w,
                     e_w,
-                    (File::from(in_w), File::from(out_r), Some(File::from(e_r))),
+                    (
+                        File::from(in_w),
+                        File::from(out_r),
+                        Some(File::from(e_r)),
+                        None,
+                    ),
                 )
             }
         };
@@ -250,9 +270,10 @@ impl Runtime {
         let process = ExecProcess {
             pid,
             pidfd,
-            stdin: ours.0,
+            stdin: Some(ours.0),
             stdout: ours.1,
             stderr: ours.2,
+            pty: ours.3,
         };
         let kill = || {
             // SAFETY: pidfd_send_signal on a pidfd we own.

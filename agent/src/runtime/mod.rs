@@ -17,6 +17,7 @@ pub mod log;
 pub mod monitor;
 mod plan;
 mod seccomp;
+pub mod terminal;
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -3,6 +3,7 @@
 mod alloc;
 mod bench;
 mod dev;
+mod exec;
 mod job;
 mod logs;
 mod node;
@@ -17,6 +18,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Alloc(c) => alloc::run(&cli.addr, c).await,
         Command::Node(c) => node::run(&cli.addr, c).await,
         Command::Logs(a) => logs::run(&cli.addr, a).await,
+        Command::Exec(a) => exec::run(&cli.addr, a).await,
         Command::Dev(a) => dev::run(a).await,
         Command::Bench(BenchCmd::JobRun {
             replicas,
