@@ -89,6 +89,9 @@ enum RuntimeCommand {
         /// Use the host network namespace (no per-start network namespace).
         #[arg(long)]
         host_network: bool,
+        /// Skip the row for starts under a monitor process (as the agent does).
+        #[arg(long)]
+        no_monitor: bool,
         #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
         cgroup_root: PathBuf,
     },
@@ -239,8 +242,18 @@ fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
             runc,
             no_runc,
             host_network,
+            no_monitor,
             cgroup_root,
         } => {
+            let monitor = if no_monitor {
+                None
+            } else {
+                Some(drover_agent::runtime::MonitorConfig {
+                    exe: std::env::current_exe()?,
+                    cgroup_root: cgroup_root.clone(),
+                    log_max_bytes: 0,
+                })
+            };
             let runtime = Runtime::new(cgroups::manager_for(cgroup_root));
             let work = tempfile::Builder::new().prefix("drover-bench").tempdir()?;
             let opts = bench::BenchOptions {
@@ -255,6 +268,7 @@ fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
                 } else {
                     Network::Private
                 },
+                monitor,
             };
             let report = bench::run(&runtime, &opts)?;
             print!("{report}");
