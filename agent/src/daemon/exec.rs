@@ -1,8 +1,10 @@
 //! `Exec` on the agent API: a command in a running allocation, its stdio
 //! streamed over gRPC.
 //!
-//! The allocation's init pid comes from its monitor's state file (and must
-//! still be in its cgroup); `runtime::exec` does the joining. Three plain
+//! The allocation's init pid comes from its monitor's state file, or (when
+//! the agent runs containers as its own children, as `drover dev` does) is
+//! the process of its cgroup that is pid 1 of its own pid namespace; it must
+//! still be in the cgroup. `runtime::exec` does the joining. Three plain
 //! threads move bytes between the process's pipes (or pty) and the stream:
 //! stdout, stderr, and stdin; a fourth waits for the exit and sends the exit
 //! code once both outputs are drained, so the code is always the last
@@ -22,6 +24,23 @@ pub type ExecStream = ReceiverStream<Result<pb::ExecOutput, Status>>;
 
 fn invalid(m: impl Into<String>) -> Status {
     Status::invalid_argument(m.into())
+}
+
+/// Whether `pid` is pid 1 of a pid namespace below ours (`NSpid: <pid> 1`).
+fn is_namespace_init(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let ids: Vec<String> = s
+                .lines()
+                .find(|l| l.starts_with("NSpid:"))?
+                .split_whitespace()
+                .skip(1)
+                .map(str::to_string)
+                .collect();
+            Some(ids.len() > 1 && ids.last().map(String::as_str) == Some("1"))
+        })
+        .unwrap_or(false)
 }
 
 pub async fn exec(
@@ -45,11 +64,15 @@ pub async fn exec(
     let not_running =
         || Status::failed_precondition(format!("allocation {id} is not running on this node"));
     let bundle = shared.bundle_dir(&id);
-    let state = State::load(&bundle.join(STATE_FILE)).map_err(|_| not_running())?;
     let cgroups = shared.runtime.cgroups();
-    if state.exit.is_some() || !cgroups.procs(&id).contains(&state.container_pid) {
-        return Err(not_running());
+    let procs = cgroups.procs(&id);
+    let pid = match State::load(&bundle.join(STATE_FILE)) {
+        Ok(state) if state.exit.is_none() => Some(state.container_pid),
+        Ok(_) => None,
+        Err(_) => procs.iter().copied().find(|p| is_namespace_init(*p)),
     }
+    .filter(|p| procs.contains(p))
+    .ok_or_else(not_running)?;
     let req = ExecRequest {
         argv: start.command,
         env: start.env,
@@ -59,7 +82,6 @@ pub async fn exec(
     };
     let tty = req.tty.is_some();
     let runtime = shared.runtime.clone();
-    let pid = state.container_pid;
     let mut process = tokio::task::spawn_blocking(move || runtime.exec(&bundle, &id, pid, &req))
         .await
         .map_err(|e| Status::internal(e.to_string()))?
@@ -135,4 +157,17 @@ pub async fn exec(
         let _ = tx.blocking_send(msg);
     });
     Ok(ReceiverStream::new(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_namespace_init;
+
+    #[test]
+    fn only_the_init_of_a_nested_pid_namespace_counts() {
+        // This test runs in the host's pid namespace (or at least not as
+        // pid 1 of a nested one), like every agent thread.
+        assert!(!is_namespace_init(std::process::id() as i32));
+        assert!(!is_namespace_init(i32::MAX));
+    }
 }
