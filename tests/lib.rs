@@ -145,8 +145,9 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            // Politely first, so an agent stops its containers.
-            self.signal("TERM");
+            // Politely first: SIGINT makes an agent stop its containers
+            // (SIGTERM would leave them running for the next agent).
+            self.signal("INT");
             if self.wait(Duration::from_secs(15)).is_none() {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
@@ -214,6 +215,11 @@ impl Cluster {
     }
 
     pub fn start_agent(&mut self) {
+        self.start_agent_with(&[]);
+    }
+
+    /// Starts the agent with extra command-line flags.
+    pub fn start_agent_with(&mut self, extra: &[&str]) {
         let mut cmd = Command::new(bin_dir().join("drover-agent"));
         cmd.args([
             "run",
@@ -227,7 +233,8 @@ impl Cluster {
             "500ms",
             "--state-dir",
         ])
-        .arg(self.dir.path().join("agent"));
+        .arg(self.dir.path().join("agent"))
+        .args(extra);
         let log = self.dir.path().join("agent.log");
         self.agent = Some(Proc::spawn("drover-agent", &mut cmd, log));
     }

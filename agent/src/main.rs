@@ -29,6 +29,10 @@ enum Command {
     /// Run the node agent: register this node with the scheduler and run the
     /// allocations it places here.
     ///
+    /// SIGTERM (restart, upgrade) leaves the containers running; the next
+    /// agent started with the same --state-dir re-adopts them. SIGINT
+    /// (Ctrl-C) stops every container first.
+    ///
     /// Example:
     ///   drover-agent run --name node-1 --scheduler 10.0.0.1:7400,10.0.0.2:7400 \
     ///       --listen 0.0.0.0:7401 --advertise 10.0.0.11:7401
@@ -38,6 +42,20 @@ enum Command {
     Runtime {
         #[command(subcommand)]
         command: RuntimeCommand,
+    },
+    /// Internal: the per-container monitor the agent starts (see
+    /// `drover_agent::runtime::monitor`).
+    #[command(hide = true)]
+    Monitor {
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long, default_value = "/sys/fs/cgroup")]
+        cgroup_root: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        log_max_bytes: u64,
+        id: String,
     },
 }
 
@@ -71,6 +89,9 @@ enum RuntimeCommand {
         /// Use the host network namespace (no per-start network namespace).
         #[arg(long)]
         host_network: bool,
+        /// Skip the row for starts under a monitor process (as the agent does).
+        #[arg(long)]
+        no_monitor: bool,
         #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
         cgroup_root: PathBuf,
     },
@@ -118,6 +139,10 @@ struct DaemonArgs {
     /// scheduler's --node-timeout when running twice is worse than not running.
     #[arg(long)]
     stop_after_disconnect: Option<String>,
+    /// Rotate a container's log when it would exceed this size (one older
+    /// generation is kept).
+    #[arg(long, default_value = "10Mi")]
+    log_max_size: String,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -125,6 +150,18 @@ fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => daemon(*args),
         Command::Runtime { command } => runtime(command),
+        Command::Monitor {
+            bundle,
+            log,
+            cgroup_root,
+            log_max_bytes,
+            id,
+        } => {
+            let runtime = Runtime::new(cgroups::manager_for(cgroup_root));
+            let code =
+                drover_agent::runtime::monitor::serve(&runtime, &bundle, &id, &log, log_max_bytes);
+            Ok(ExitCode::from(code as u8))
+        }
     }
 }
 
@@ -150,7 +187,16 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
     let heartbeat = quantity::Duration::parse(&a.heartbeat)
         .map_err(|e| anyhow::anyhow!("--heartbeat: {e}"))?
         .std();
+    let log_max_bytes = quantity::Size::parse(&a.log_max_size)
+        .map_err(|e| anyhow::anyhow!("--log-max-size: {e}"))?
+        .bytes();
+    let monitor = drover_agent::runtime::MonitorConfig {
+        exe: std::env::current_exe().context("find the agent's own binary")?,
+        cgroup_root: a.cgroup_root.clone(),
+        log_max_bytes,
+    };
     let config = drover_agent::daemon::Config {
+        monitor: Some(monitor),
         name: a.name,
         schedulers: a.scheduler,
         listen: a.listen,
@@ -173,11 +219,17 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("interrupted: stopping containers and exiting");
+                agent.shutdown().await;
+            }
+            _ = term.recv() => {
+                // Restart or upgrade: containers keep running under their
+                // monitors and the next agent process re-adopts them.
+                tracing::info!("terminated: leaving containers running and exiting");
+                std::process::exit(0);
+            }
         }
-        tracing::info!("stopping containers and exiting");
-        agent.shutdown().await;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     })
 }
@@ -204,8 +256,18 @@ fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
             runc,
             no_runc,
             host_network,
+            no_monitor,
             cgroup_root,
         } => {
+            let monitor = if no_monitor {
+                None
+            } else {
+                Some(drover_agent::runtime::MonitorConfig {
+                    exe: std::env::current_exe()?,
+                    cgroup_root: cgroup_root.clone(),
+                    log_max_bytes: 0,
+                })
+            };
             let runtime = Runtime::new(cgroups::manager_for(cgroup_root));
             let work = tempfile::Builder::new().prefix("drover-bench").tempdir()?;
             let opts = bench::BenchOptions {
@@ -220,6 +282,7 @@ fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
                 } else {
                     Network::Private
                 },
+                monitor,
             };
             let report = bench::run(&runtime, &opts)?;
             print!("{report}");

@@ -162,14 +162,19 @@ async fn container_is_isolated_limited_and_fully_removed_by_stop() {
         std::fs::read(format!("/proc/{pid}/cmdline")).unwrap(),
         b"/bin/sleep\x0030\x00"
     );
-    // Only the spec's capabilities (AUDIT_WRITE, KILL, NET_BIND_SERVICE) survive.
-    for set in ["CapEff", "CapPrm", "CapBnd"] {
+    // Only Docker's 14 default capabilities survive, in every set; the
+    // process runs with no_new_privs under a seccomp filter.
+    for set in ["CapEff", "CapPrm", "CapBnd", "CapInh"] {
         let line = status.lines().find(|l| l.starts_with(set)).unwrap();
         assert_eq!(
             line.split_whitespace().last(),
-            Some("0000000020000420"),
+            Some("00000000a80425fb"),
             "{line}"
         );
+    }
+    for (field, want) in [("NoNewPrivs:", "1"), ("Seccomp:", "2")] {
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        assert_eq!(line.split_whitespace().last(), Some(want), "{line}");
     }
 
     let cg = f.runtime.cgroups();
@@ -323,11 +328,11 @@ async fn concurrent_starts_from_a_multithreaded_runtime() {
 }
 
 #[tokio::test]
-async fn image_user_is_applied_with_the_spec_capabilities() {
+async fn image_user_is_applied_without_effective_capabilities() {
     if !can_run(&requirements()) {
         return;
     }
-    let script = "id -u; id -g; grep CapEff /proc/self/status";
+    let script = "id -u; id -g; grep -E 'Cap(Eff|Bnd)' /proc/self/status";
     let f = fixture_as("it-user", Some("1000:1001"), &["sh", "-c", script], |_| {});
     let c = f.start().unwrap();
     assert_eq!(
@@ -340,10 +345,8 @@ async fn image_user_is_applied_with_the_spec_capabilities() {
     let log = f.log();
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines[..2], ["1000", "1001"], "{log}");
-    // Ambient capabilities carry the spec's set across exec for a non-root user.
-    assert_eq!(
-        lines[2].split_whitespace().last(),
-        Some("0000000020000420"),
-        "{log}"
-    );
+    // A non-root user keeps the defaults only in the bounding set, as
+    // after a plain setuid: nothing effective.
+    assert_eq!(lines[2], "CapEff:\t0000000000000000", "{log}");
+    assert_eq!(lines[3], "CapBnd:\t00000000a80425fb", "{log}");
 }

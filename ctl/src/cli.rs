@@ -44,6 +44,17 @@ pub enum Command {
     ///   drover logs web --tail 20
     #[command(verbatim_doc_comment)]
     Logs(LogsArgs),
+    /// Run a command inside a running allocation (its namespaces, cgroup,
+    /// root, capabilities and seccomp filter); exits with the command's code.
+    ///
+    /// A terminal is attached when stdin and stdout are terminals (force
+    /// with -t, refuse with -T).
+    ///
+    /// Examples:
+    ///   drover exec 3f9a2c -- sh
+    ///   drover exec 3f9a2c -- cat /etc/hostname
+    #[command(verbatim_doc_comment)]
+    Exec(ExecArgs),
     /// Run a one-machine cluster (scheduler and agent) in this process.
     ///
     /// State (the Raft log, images, logs) lives in --state-dir. Ctrl-C stops
@@ -441,6 +452,24 @@ pub struct LogsArgs {
     /// Only the last N lines (of each allocation).
     #[arg(long)]
     pub tail: Option<i64>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// An allocation id (or unique prefix).
+    pub alloc: String,
+    /// Attach a terminal even if ours is not one.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Never attach a terminal.
+    #[arg(short = 'T', long, conflicts_with = "tty")]
+    pub no_tty: bool,
+    /// KEY=value added to the command's environment (repeatable).
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug)]

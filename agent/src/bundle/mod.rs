@@ -8,11 +8,13 @@
 //! standard, `runc run --bundle <dir>` runs it unmodified.
 
 mod overlay;
+pub mod security;
 mod spec;
 mod user;
 
 use std::path::{Path, PathBuf};
 
+pub use security::CapabilityChanges;
 pub use spec::{build_spec, limits, resolve_process, ProcessPlan};
 pub use user::Ids;
 
@@ -41,6 +43,8 @@ pub enum BundleError {
         len: usize,
         max: usize,
     },
+    #[error("unknown capability {name:?}")]
+    InvalidCapability { name: String },
     #[error("build runtime spec: {0}")]
     Spec(#[from] oci_spec::OciSpecError),
     #[error("{op} {path}: {source}")]
@@ -84,6 +88,12 @@ pub struct ContainerRequest {
     pub memory_bytes: Option<u64>,
     pub pids: Option<i64>,
     pub network: Network,
+    /// `UID[:GID]` or names from the image's databases; replaces the image's `User`.
+    pub user: Option<String>,
+    /// Mount the container's root read-only.
+    pub read_only_rootfs: bool,
+    /// Changes to Docker's default capability set.
+    pub capabilities: CapabilityChanges,
 }
 
 /// A bundle on disk with its rootfs mounted.
@@ -121,11 +131,10 @@ impl Bundle {
         let rootfs = self.rootfs();
         overlay::mount(&self.dir, &image.layers)?;
         let process = resolve_process(&image.config, req)?;
-        let ids = user::resolve(&rootfs, image.config.user.as_deref()).map_err(|user| {
-            BundleError::UnknownUser {
-                id: req.id.clone(),
-                user,
-            }
+        let user = req.user.as_deref().or(image.config.user.as_deref());
+        let ids = user::resolve(&rootfs, user).map_err(|user| BundleError::UnknownUser {
+            id: req.id.clone(),
+            user,
         })?;
         let spec = build_spec(&process, &ids, req)?;
         let config = self.config_path();

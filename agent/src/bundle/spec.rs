@@ -7,6 +7,7 @@ use oci_spec::runtime::{
     Spec, SpecBuilder, UserBuilder,
 };
 
+use super::security;
 use super::user::Ids;
 use super::{BundleError, ContainerRequest, Network};
 use crate::cgroups::{Limits, CPU_PERIOD_US};
@@ -151,10 +152,11 @@ pub fn build_spec(
         .cwd(process.cwd.clone())
         .user(user)
         .build()?;
-    // Keep oci-spec's defaults (capabilities, rlimits, no_new_privileges)
-    // except for the fields set above.
+    // oci-spec's default rlimits; capabilities, no_new_privs and seccomp as
+    // Docker sets them (see `security`).
     let defaults = oci_spec::runtime::Process::default();
-    proc.set_capabilities(defaults.capabilities().clone());
+    let caps = security::effective_capabilities(&req.capabilities)?;
+    proc.set_capabilities(Some(security::capabilities(&caps, ids.uid)?));
     proc.set_rlimits(defaults.rlimits().clone());
     proc.set_no_new_privileges(Some(true));
 
@@ -188,12 +190,14 @@ pub fn build_spec(
     if let Some(pids) = l.pids {
         resources = resources.pids(LinuxPidsBuilder::default().limit(pids).build()?);
     }
+    resources = resources.devices(security::device_rules());
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources.build()?)
         .cgroups_path(format!("/{}/{}", crate::cgroups::PARENT, req.id))
-        .masked_paths(oci_spec::runtime::get_default_maskedpaths())
+        .masked_paths(security::masked_paths())
         .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
+        .seccomp(security::seccomp_profile()?)
         .build()?;
 
     Ok(SpecBuilder::default()
@@ -201,7 +205,7 @@ pub fn build_spec(
         .root(
             RootBuilder::default()
                 .path("rootfs")
-                .readonly(false)
+                .readonly(req.read_only_rootfs)
                 .build()?,
         )
         .hostname(req.hostname.clone())

@@ -83,6 +83,11 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     fn cpu_usage_ns(&self, id: &str) -> Option<u64>;
     /// Directories that make up the cgroup of `id` (one per v1 controller).
     fn paths(&self, id: &str) -> Vec<PathBuf>;
+    /// How many processes of the cgroup the kernel's OOM killer has killed.
+    fn oom_kills(&self, id: &str) -> u64;
+    /// Applies device access rules, `(allow, "type major:minor access")` in
+    /// order (the first is usually "deny everything").
+    fn set_devices(&self, id: &str, rules: &[(bool, String)]) -> Result<(), CgroupError>;
 }
 
 /// Which cgroup version a root holds.
@@ -127,6 +132,14 @@ pub(crate) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
 
 pub(crate) fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The value of `key` in a flat-keyed file (`key value` per line).
+pub(crate) fn read_key(path: &Path, key: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 pub(crate) fn read_procs(dir: &Path) -> Vec<i32> {
@@ -231,6 +244,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(l.cpu_quota_us(), Some(25_000));
+    }
+
+    #[test]
+    fn flat_keyed_files_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("memory.oom_control");
+        std::fs::write(&f, "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n").unwrap();
+        assert_eq!(read_key(&f, "oom_kill"), Some(3));
+        assert_eq!(read_key(&f, "under_oom"), Some(0));
+        assert_eq!(read_key(&f, "oom"), None);
     }
 
     #[test]

@@ -1,13 +1,25 @@
 //! cgroup v1: one hierarchy per controller, the container's cgroup repeated
 //! in each (`<root>/<controller>/drover/<id>`).
+//!
+//! Like runc, a container joins every hierarchy the host mounts, not only
+//! the ones Drover sets limits in: `cpuacct` is how its cpu time is
+//! accounted, `devices` how device access is denied, `freezer` what pausing
+//! would use, and the named `systemd` and hybrid `unified` trees keep
+//! `/proc/<pid>/cgroup` naming the container everywhere. Hierarchies the
+//! host does not mount are skipped; memory, cpu and pids are required.
 
 use std::path::PathBuf;
 
-use super::{check_id, drain_and_rmdir, mkdir, read_procs, read_u64, write};
+use super::{check_id, drain_and_rmdir, mkdir, read_key, read_procs, read_u64, write};
 use super::{CgroupError, CgroupManager, Limits, CPU_PERIOD_US, PARENT};
 
-/// The controllers Drover places every container in.
-const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+/// The hierarchies Drover sets limits in; they must exist.
+const REQUIRED: [&str; 3] = ["memory", "cpu", "pids"];
+
+/// Further hierarchies a container joins when the host mounts them.
+const OPTIONAL: [&str; 7] = [
+    "cpuacct", "devices", "cpuset", "freezer", "blkio", "systemd", "unified",
+];
 
 /// v1 memory cgroups report "unlimited" as a huge page-aligned number.
 const V1_UNLIMITED: u64 = 0x7FFF_FFFF_FFFF_F000;
@@ -25,13 +37,43 @@ impl CgroupV1 {
     fn dir(&self, controller: &str, id: &str) -> PathBuf {
         self.root.join(controller).join(PARENT).join(id)
     }
+
+    /// The hierarchies this host has, required ones first.
+    fn controllers(&self) -> impl Iterator<Item = &'static str> + '_ {
+        REQUIRED.into_iter().chain(
+            OPTIONAL
+                .into_iter()
+                .filter(|c| self.root.join(c).join("cgroup.procs").exists()),
+        )
+    }
+
+    /// A new cpuset cgroup starts with no cpus and no memory nodes, and a
+    /// process cannot join it until both are set: inherit the parent's.
+    fn init_cpuset(&self, id: &str) -> Result<(), CgroupError> {
+        let top = self.root.join("cpuset");
+        let mut parent = top.clone();
+        for dir in [top.join(PARENT), self.dir("cpuset", id)] {
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                let current = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+                if current.trim().is_empty() {
+                    let value = std::fs::read_to_string(parent.join(file)).unwrap_or_default();
+                    write(&dir.join(file), value.trim())?;
+                }
+            }
+            parent = dir;
+        }
+        Ok(())
+    }
 }
 
 impl CgroupManager for CgroupV1 {
     fn create(&self, id: &str, limits: &Limits) -> Result<(), CgroupError> {
         check_id(id)?;
-        for c in CONTROLLERS {
+        for c in self.controllers() {
             mkdir(&self.dir(c, id))?;
+            if c == "cpuset" {
+                self.init_cpuset(id)?;
+            }
         }
         if let Some(bytes) = limits.memory_bytes {
             write(
@@ -52,7 +94,7 @@ impl CgroupManager for CgroupV1 {
 
     fn add_process(&self, id: &str, pid: i32) -> Result<(), CgroupError> {
         check_id(id)?;
-        for c in CONTROLLERS {
+        for c in self.controllers() {
             write(&self.dir(c, id).join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
@@ -60,7 +102,7 @@ impl CgroupManager for CgroupV1 {
 
     fn remove(&self, id: &str) -> Result<(), CgroupError> {
         check_id(id)?;
-        for c in CONTROLLERS {
+        for c in self.controllers() {
             drain_and_rmdir(&self.dir(c, id))?;
         }
         Ok(())
@@ -86,7 +128,32 @@ impl CgroupManager for CgroupV1 {
     }
 
     fn paths(&self, id: &str) -> Vec<PathBuf> {
-        CONTROLLERS.iter().map(|c| self.dir(c, id)).collect()
+        self.controllers().map(|c| self.dir(c, id)).collect()
+    }
+
+    fn oom_kills(&self, id: &str) -> u64 {
+        read_key(
+            &self.dir("memory", id).join("memory.oom_control"),
+            "oom_kill",
+        )
+        .unwrap_or(0)
+    }
+
+    fn set_devices(&self, id: &str, rules: &[(bool, String)]) -> Result<(), CgroupError> {
+        check_id(id)?;
+        if !self.root.join("devices").exists() {
+            return Ok(());
+        }
+        let dir = self.dir("devices", id);
+        for (allow, rule) in rules {
+            let file = if *allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
+            write(&dir.join(file), rule)?;
+        }
+        Ok(())
     }
 }
 
@@ -96,8 +163,9 @@ mod tests {
 
     fn fake_root() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        for c in CONTROLLERS {
+        for c in REQUIRED.iter().chain(&["devices"]) {
             std::fs::create_dir(dir.path().join(c)).unwrap();
+            std::fs::write(dir.path().join(c).join("cgroup.procs"), "").unwrap();
         }
         dir
     }
@@ -135,7 +203,7 @@ mod tests {
             "4242"
         );
         // Empty the fake (the kernel would do this when the process exits).
-        for c in CONTROLLERS {
+        for c in REQUIRED.iter().chain(&["devices"]) {
             std::fs::write(root.path().join(c).join("drover/a/cgroup.procs"), "").unwrap();
         }
         cg.remove("a").unwrap();

@@ -82,6 +82,8 @@ struct Life {
 /// How one run of the container ended.
 enum RunEnd {
     Exited(ExitStatus),
+    /// Killed by the kernel for exceeding its memory limit.
+    OomKilled(ExitStatus),
     StartFailed(String),
     Stopped(String),
     /// Its health check failed `failure_threshold` times in a row; it was stopped.
@@ -132,6 +134,7 @@ impl Life {
                 RunEnd::Exited(status) => {
                     (Some(status.code()), describe(*status), status.success())
                 }
+                RunEnd::OomKilled(status) => (Some(status.code()), "oom-killed".into(), false),
                 RunEnd::StartFailed(e) => (None, e.clone(), false),
                 RunEnd::Unhealthy(why, status) => {
                     (status.map(|s| s.code()), format!("unhealthy: {why}"), false)
@@ -168,25 +171,44 @@ impl Life {
 
     /// Prepares (once), starts and waits for the container.
     async fn run_once(&mut self, bundle: &mut Option<Bundle>) -> RunEnd {
-        self.report("starting", 0, None, "");
-        if bundle.is_none() {
-            match self.prepare().await {
-                Ok(b) => *bundle = Some(b),
-                Err(e) => return RunEnd::StartFailed(e),
+        // A container an earlier agent process started is picked up, not
+        // started again (see `supervisor::adopt_leftovers`).
+        let mut adopted_now = false;
+        let container = match self.shared.take_adopted(&self.id) {
+            Some(adopted) => {
+                *bundle = Some(adopted.bundle);
+                adopted_now = true;
+                Arc::new(adopted.container)
             }
-        }
-        // Pulling can take long; never start what was called off meanwhile.
-        if let Some(reason) = self.stop_requested() {
-            return RunEnd::Stopped(reason);
-        }
-        let b = bundle.as_ref().expect("prepared");
-        let container = match self.launch(b).await {
-            Ok(c) => Arc::new(c),
-            Err(e) => return RunEnd::StartFailed(e),
+            None => {
+                self.report("starting", 0, None, "");
+                if bundle.is_none() {
+                    match self.prepare().await {
+                        Ok(b) => *bundle = Some(b),
+                        Err(e) => return RunEnd::StartFailed(e),
+                    }
+                }
+                // Pulling can take long; never start what was called off meanwhile.
+                if let Some(reason) = self.stop_requested() {
+                    return RunEnd::Stopped(reason);
+                }
+                let b = bundle.as_ref().expect("prepared");
+                match self.launch(b).await {
+                    Ok(c) => Arc::new(c),
+                    Err(e) => return RunEnd::StartFailed(e),
+                }
+            }
         };
         let pid = container.pid() as u32;
         self.health.store(0, Ordering::Relaxed);
-        if let Err(e) = self.attach_network(pid as i32).await {
+        if adopted_now {
+            // Its network was set up by the agent that started it: keep it.
+            if let Some(net) = self.shared.network.get() {
+                if let Some((ip, _)) = net.allocated().into_iter().find(|(_, a)| *a == self.id) {
+                    *self.ip.lock().expect("ip lock") = ip.to_string();
+                }
+            }
+        } else if let Err(e) = self.attach_network(pid as i32).await {
             // A command that ended at once took its network namespace with it:
             // that is an exit, not a network failure.
             if let Ok(Some(status)) = container.try_wait() {
@@ -201,8 +223,14 @@ impl Life {
         tokio::select! {
             status = container.wait() => match status {
                 Ok(s) => {
-                    let _ = self.shared.runtime.cgroups().remove(&self.id);
-                    RunEnd::Exited(s)
+                    let cgroups = self.shared.runtime.cgroups();
+                    let oom = s == ExitStatus::Signaled(9) && cgroups.oom_kills(&self.id) > 0;
+                    let _ = cgroups.remove(&self.id);
+                    if oom {
+                        RunEnd::OomKilled(s)
+                    } else {
+                        RunEnd::Exited(s)
+                    }
                 }
                 Err(e) => RunEnd::StartFailed(format!("wait: {e}")),
             },
@@ -295,6 +323,12 @@ impl Life {
         let id = self.id.clone();
         let log_path = shared.log_path(&self.id);
         tokio::task::spawn_blocking(move || {
+            if let Some(monitor) = &shared.monitor {
+                return shared
+                    .runtime
+                    .start_monitored(monitor, &dir, &id, &log_path)
+                    .map_err(|e| e.to_string());
+            }
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -324,6 +358,12 @@ impl Life {
             network: match s.network {
                 drover_proto::spec::Network::Private => Network::Private,
                 drover_proto::spec::Network::Host => Network::Host,
+            },
+            user: s.user.clone(),
+            read_only_rootfs: s.read_only_rootfs,
+            capabilities: crate::bundle::CapabilityChanges {
+                add: s.security.capabilities.add.clone(),
+                drop: s.security.capabilities.drop.clone(),
             },
         }
     }

@@ -1,8 +1,11 @@
-//! This node's own API: allocation logs.
+//! This node's own API: allocation logs and resource usage.
 //!
 //! Each allocation's stdout and stderr go to one file (`logs/<id>.log`,
 //! opened for append by both), which outlives the container so logs of a
-//! stopped allocation can still be read. `follow` polls the file for growth.
+//! stopped allocation can still be read. Under a monitor the file rotates by
+//! size (`runtime::log`): reads start with the rotated generation, and
+//! `follow` polls the file for growth and switches to the new file when the
+//! old one has been rotated away.
 
 use super::Shared;
 use drover_proto::pb::{self, agent_api_server::AgentApi};
@@ -31,6 +34,17 @@ struct Api {
     shared: Arc<Shared>,
 }
 
+/// The file now at `path`, if it is not the one `file` has open.
+fn replaced(file: &std::fs::File, path: &std::path::Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    let old = file.metadata().ok()?;
+    let now = std::fs::metadata(path).ok()?;
+    if (old.dev(), old.ino()) == (now.dev(), now.ino()) {
+        return None;
+    }
+    std::fs::File::open(path).ok()
+}
+
 /// The byte offset where the last `n` lines of `data` start.
 fn tail_offset(data: &[u8], n: usize) -> usize {
     if n == 0 {
@@ -49,8 +63,60 @@ fn tail_offset(data: &[u8], n: usize) -> usize {
     0
 }
 
+/// Cpu use in thousandths of a core from two cumulative readings.
+fn cpu_millis(before_ns: u64, after_ns: u64, window: Duration) -> u64 {
+    let window_ns = window.as_nanos().max(1) as u64;
+    after_ns.saturating_sub(before_ns) * 1000 / window_ns
+}
+
+fn check_alloc_id(id: &str) -> Result<(), Status> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(Status::invalid_argument(
+            "alloc_id: must be an allocation id",
+        ));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl AgentApi for Api {
+    type ExecStream = super::exec::ExecStream;
+
+    async fn exec(
+        &self,
+        req: Request<tonic::Streaming<pb::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        super::exec::exec(self.shared.clone(), req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn usage(&self, req: Request<pb::UsageRequest>) -> Result<Response<pb::Usage>, Status> {
+        let id = req.into_inner().alloc_id;
+        check_alloc_id(&id)?;
+        let cgroups = self.shared.runtime.cgroups();
+        let not_running =
+            || Status::not_found(format!("allocation {id} is not running on this node"));
+        if cgroups.procs(&id).is_empty() {
+            return Err(not_running());
+        }
+        // Two readings of the cumulative counter, a short window apart.
+        const WINDOW: Duration = Duration::from_millis(250);
+        let before = cgroups.cpu_usage_ns(&id).ok_or_else(not_running)?;
+        let start = std::time::Instant::now();
+        tokio::time::sleep(WINDOW).await;
+        let after = cgroups.cpu_usage_ns(&id).ok_or_else(not_running)?;
+        let window = start.elapsed();
+        Ok(Response::new(pb::Usage {
+            cpu_millis: cpu_millis(before, after, window),
+            cpu_total_ns: after,
+            memory_bytes: cgroups.memory_usage(&id).unwrap_or(0),
+            memory_limit_bytes: cgroups.memory_limit(&id).unwrap_or(0),
+            oom_kills: cgroups.oom_kills(&id),
+            window_ms: window.as_millis() as u32,
+        }))
+    }
+
     type LogsStream = ReceiverStream<Result<pb::LogChunk, Status>>;
 
     async fn logs(
@@ -64,15 +130,19 @@ impl AgentApi for Api {
             ));
         }
         let path = self.shared.log_path(&req.alloc_id);
-        let mut file = std::fs::File::open(&path).map_err(|_| {
+        let not_found = || {
             Status::not_found(format!(
                 "no logs for allocation {} on this node",
                 req.alloc_id
             ))
-        })?;
-        let mut data = Vec::new();
+        };
+        let mut file = std::fs::File::open(&path).map_err(|_| not_found())?;
+        // The rotated generation first, then the file `follow` goes on with.
+        let mut data = std::fs::read(crate::runtime::log::rotated(&path)).unwrap_or_default();
+        let rotated_len = data.len();
         file.read_to_end(&mut data)
             .map_err(|e| Status::internal(e.to_string()))?;
+        let mut pos = (data.len() - rotated_len) as u64;
         let start = if req.tail >= 0 {
             tail_offset(&data, req.tail as usize)
         } else {
@@ -95,7 +165,6 @@ impl AgentApi for Api {
             if !follow {
                 return;
             }
-            let mut pos = data.len() as u64;
             loop {
                 tokio::select! {
                     _ = tx.closed() => return,
@@ -106,7 +175,14 @@ impl AgentApi for Api {
                     .seek(SeekFrom::Start(pos))
                     .and_then(|_| file.read_to_end(&mut buf));
                 match read {
-                    Ok(0) => {}
+                    Ok(0) => {
+                        // Rotated away (the old file is fully read): continue
+                        // with the new one from its start.
+                        if let Some(new) = replaced(&file, &path) {
+                            file = new;
+                            pos = 0;
+                        }
+                    }
                     Ok(n) => {
                         pos += n as u64;
                         if tx.send(Ok(pb::LogChunk { data: buf })).await.is_err() {
@@ -126,7 +202,16 @@ impl AgentApi for Api {
 
 #[cfg(test)]
 mod tests {
-    use super::tail_offset;
+    use super::{cpu_millis, tail_offset};
+    use std::time::Duration;
+
+    #[test]
+    fn cpu_rate_from_two_readings() {
+        let w = Duration::from_millis(250);
+        assert_eq!(cpu_millis(0, 250_000_000, w), 1000);
+        assert_eq!(cpu_millis(1_000, 1_000 + 25_000_000, w), 100);
+        assert_eq!(cpu_millis(5, 3, w), 0);
+    }
 
     #[test]
     fn tail_finds_last_lines() {

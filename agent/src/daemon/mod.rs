@@ -10,6 +10,7 @@
 pub mod allocation;
 pub mod api;
 pub mod connection;
+pub mod exec;
 pub mod health;
 pub mod mesh;
 pub mod reporter;
@@ -46,6 +47,9 @@ pub struct Config {
     /// Stop every container after this long without reaching a scheduler
     /// (default: keep them running).
     pub stop_after_disconnect: Option<Duration>,
+    /// Start containers under monitor processes so they outlive the agent
+    /// (see `runtime::monitor`); `None` makes them the agent's own children.
+    pub monitor: Option<crate::runtime::MonitorConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +81,10 @@ pub struct Shared {
     pub network: std::sync::OnceLock<crate::network::NodeNetwork>,
     /// The address the routing mesh listens on.
     pub mesh_ip: std::net::IpAddr,
+    pub monitor: Option<crate::runtime::MonitorConfig>,
+    /// Containers a previous agent process left running, by allocation id,
+    /// until a runner claims them or the first desired set disowns them.
+    pub adopted: std::sync::Mutex<std::collections::HashMap<String, supervisor::Adopted>>,
 }
 
 impl Shared {
@@ -86,6 +94,14 @@ impl Shared {
 
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.state_dir.join("logs").join(format!("{id}.log"))
+    }
+
+    /// The re-adopted container of allocation `id`, if there is one.
+    pub fn take_adopted(&self, id: &str) -> Option<supervisor::Adopted> {
+        self.adopted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
     }
 }
 
@@ -143,8 +159,10 @@ impl Agent {
                 .rsplit_once(':')
                 .and_then(|(h, _)| h.trim_matches(['[', ']']).parse().ok())
                 .unwrap_or(local_addr.ip()),
+            monitor: config.monitor.clone(),
+            adopted: Default::default(),
         });
-        supervisor::clean_leftovers(&shared);
+        supervisor::adopt_leftovers(&shared);
 
         let (stop, _) = broadcast::channel(1);
         let (desired_tx, desired_rx) = watch::channel(None);

@@ -5,11 +5,17 @@
 //! whose allocation is no longer in the set. An allocation that ended for
 //! good under its restart policy keeps its (finished) runner while it stays
 //! desired, so it is not started again.
+//!
+//! At start the supervisor re-adopts the containers a previous agent process
+//! left running under their monitors (see `runtime::monitor`): a runner for
+//! the same allocation picks its container up instead of starting a new
+//! one; an adopted container no desired set asks for is stopped.
 
 use super::allocation::{self, Runner};
 use super::mesh::Mesh;
 use super::Shared;
 use crate::bundle::Bundle;
+use crate::runtime::Container;
 use drover_proto::pb;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,6 +107,7 @@ fn converge(
         }
         keep
     });
+    disown_unwanted(shared, &wanted_ids);
     for a in wanted {
         if runners.contains_key(&a.id) {
             continue;
@@ -123,21 +130,38 @@ fn converge(
     }
 }
 
-/// Removes containers a previous agent process left behind. Until the agent can
-/// re-adopt running containers, anything found here is stopped and cleaned, so
-/// it never runs beside the allocation the scheduler asks for.
-pub fn clean_leftovers(shared: &Shared) {
+/// A container a previous agent process started, found running (or with its
+/// exit status recorded) at start.
+pub struct Adopted {
+    pub bundle: Bundle,
+    pub container: Container,
+}
+
+/// Re-adopts the containers a previous agent process left behind; removes
+/// whatever cannot be adopted (no monitor state, or its monitor died without
+/// recording an exit), so nothing runs beside what the scheduler asks for.
+pub fn adopt_leftovers(shared: &Shared) {
     let dir = shared.state_dir.join("bundles");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return;
     };
     for e in entries.flatten() {
         let id = e.file_name().to_string_lossy().into_owned();
+        let bundle = Bundle::at(e.path(), id.clone());
+        if let Some(container) = shared.runtime.adopt(bundle.dir(), &id) {
+            tracing::info!(alloc = %id, pid = container.pid(), "re-adopted a running container");
+            shared
+                .adopted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, Adopted { bundle, container });
+            continue;
+        }
         tracing::warn!(alloc = %id, "cleaning up a container left by an earlier agent");
         if let Err(err) = shared.runtime.cgroups().remove(&id) {
             tracing::warn!(alloc = %id, error = %err, "cgroup cleanup");
         }
-        if let Err(err) = Bundle::at(e.path(), id.clone()).cleanup() {
+        if let Err(err) = bundle.cleanup() {
             tracing::warn!(alloc = %id, error = %err, "bundle cleanup");
         }
         // Tell the scheduler, so an allocation it still thinks is stopping ends.
@@ -146,6 +170,29 @@ pub fn clean_leftovers(shared: &Shared) {
             state: "stopped".into(),
             reason: "stopped by a restarted agent (it could not re-adopt it)".into(),
             ..Default::default()
+        });
+    }
+}
+
+/// Stops the adopted containers whose allocations are not in `wanted`.
+fn disown_unwanted(shared: &Arc<Shared>, wanted: &std::collections::HashSet<String>) {
+    let unwanted: Vec<Adopted> = {
+        let mut adopted = shared.adopted.lock().unwrap_or_else(|e| e.into_inner());
+        let ids: Vec<String> = adopted
+            .keys()
+            .filter(|id| !wanted.contains(*id))
+            .cloned()
+            .collect();
+        ids.iter().filter_map(|id| adopted.remove(id)).collect()
+    };
+    for a in unwanted {
+        let id = a.bundle.id().to_string();
+        tracing::info!(alloc = %id, "stopping an adopted container no longer desired here");
+        tokio::spawn(async move {
+            let _ = a.container.stop(std::time::Duration::from_secs(10)).await;
+            if let Err(err) = a.bundle.cleanup() {
+                tracing::warn!(alloc = %id, error = %err, "bundle cleanup");
+            }
         });
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! One sample is the wall time from "start the container" to "it has exited
 //! and its cgroup is gone", which is what `runc run` does for a short-lived
-//! command like `/bin/true`.
+//! command like `/bin/true`. The `monitored` row times the way the agent
+//! starts containers: through a monitor process (see [`super::monitor`]),
+//! which adds one exec of the agent binary to every start.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::bundle::{Bundle, BundleError, ContainerRequest, Network};
 use crate::image::{Image, ImageConfig, ImageError, ImageRef, ImageStore};
 
-use super::{Runtime, RuntimeError};
+use super::{MonitorConfig, Runtime, RuntimeError};
 
 /// Errors from preparing or running the benchmark.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,8 @@ pub struct BenchOptions {
     pub runc: Option<PathBuf>,
     /// Share the host network namespace instead of creating one per start.
     pub network: Network,
+    /// Also time starts under a monitor process.
+    pub monitor: Option<MonitorConfig>,
 }
 
 /// Latency samples of one runtime.
@@ -87,6 +91,7 @@ impl Samples {
 pub struct BenchReport {
     pub bundle: PathBuf,
     pub drover: Samples,
+    pub monitored: Option<Samples>,
     pub runc: Option<Samples>,
 }
 
@@ -96,13 +101,16 @@ impl std::fmt::Display for BenchReport {
         writeln!(f, "bundle: {}", self.bundle.display())?;
         writeln!(
             f,
-            "{:<8} {:>5} {:>10} {:>10} {:>10}",
+            "{:<9} {:>5} {:>10} {:>10} {:>10}",
             "runtime", "runs", "median", "p90", "min"
         )?;
-        for s in std::iter::once(&self.drover).chain(self.runc.as_ref()) {
+        let rows = std::iter::once(&self.drover)
+            .chain(self.monitored.as_ref())
+            .chain(self.runc.as_ref());
+        for s in rows {
             writeln!(
                 f,
-                "{:<8} {:>5} {:>10} {:>10} {:>10}",
+                "{:<9} {:>5} {:>10} {:>10} {:>10}",
                 s.name,
                 s.durations.len(),
                 ms(s.median()),
@@ -118,6 +126,14 @@ impl std::fmt::Display for BenchReport {
                 ratio(self.drover.median(), runc.median()),
                 ratio(self.drover.percentile(90), runc.percentile(90))
             )?;
+            if let Some(m) = &self.monitored {
+                writeln!(
+                    f,
+                    "ratio monitored/runc: median {:.2}, p90 {:.2}",
+                    ratio(m.median(), runc.median()),
+                    ratio(m.percentile(90), runc.percentile(90))
+                )?;
+            }
         }
         Ok(())
     }
@@ -184,13 +200,23 @@ fn sample(
         name: "drover",
         durations: Vec::with_capacity(opts.runs),
     };
+    let mut monitored = opts.monitor.as_ref().map(|_| Samples {
+        name: "monitored",
+        durations: Vec::with_capacity(opts.runs),
+    });
     let mut runc = opts.runc.as_ref().map(|_| Samples {
         name: "runc",
         durations: Vec::with_capacity(opts.runs),
     });
     // One untimed warm-up round each (page cache, binaries, cgroup parents).
     for round in 0..=opts.runs {
-        let d = time_drover(runtime, bundle, id, &opts.command)?;
+        let d = time_drover(runtime, None, bundle, id, &opts.command)?;
+        if let (Some(m), Some(samples)) = (&opts.monitor, monitored.as_mut()) {
+            let t = time_drover(runtime, Some(m), bundle, id, &opts.command)?;
+            if round > 0 {
+                samples.durations.push(t);
+            }
+        }
         if let (Some(runc_bin), Some(samples)) = (&opts.runc, runc.as_mut()) {
             let r = time_runc(runc_bin, bundle, id)?;
             if round > 0 {
@@ -204,12 +230,14 @@ fn sample(
     Ok(BenchReport {
         bundle: bundle.dir().to_path_buf(),
         drover,
+        monitored,
         runc,
     })
 }
 
 fn time_drover(
     runtime: &Runtime,
+    monitor: Option<&MonitorConfig>,
     bundle: &Bundle,
     id: &str,
     command: &[String],
@@ -225,7 +253,10 @@ fn time_drover(
     };
     let log = devnull(Path::new("/dev/null"))?;
     let start = Instant::now();
-    let container = runtime.start(bundle.dir(), id, log)?;
+    let container = match monitor {
+        Some(m) => runtime.start_monitored(m, bundle.dir(), id, Path::new("/dev/null"))?,
+        None => runtime.start(bundle.dir(), id, log)?,
+    };
     container.wait_blocking()?;
     let status = container.stop_blocking(Duration::ZERO)?;
     let elapsed = start.elapsed();

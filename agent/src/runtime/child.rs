@@ -12,7 +12,7 @@
 //! `pivot_root` into it and detach the old root; mount /proc, /dev, /sys...
 //! inside the new root (so image symlinks resolve inside it, not on the
 //! host); create device nodes; hostname; loopback; rlimits; credentials;
-//! cwd; stdio; mark every other fd close-on-exec; exec. A failure is written
+//! cwd; stdio; mark every other fd close-on-exec; seccomp filter; exec. A failure is written
 //! to the error pipe as (stage, index, errno) and the child exits 127.
 
 use std::os::fd::RawFd;
@@ -48,13 +48,17 @@ pub(crate) enum Stage {
     Chdir,
     Stdio,
     CloseFds,
+    Seccomp,
+    JoinNamespaces,
+    Fork,
+    Terminal,
     Exec,
 }
 
 impl Stage {
     pub(crate) fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        const ALL: [Stage; 24] = [
+        const ALL: [Stage; 28] = [
             Signals,
             WaitParent,
             MakePrivate,
@@ -78,6 +82,10 @@ impl Stage {
             Chdir,
             Stdio,
             CloseFds,
+            Seccomp,
+            JoinNamespaces,
+            Fork,
+            Terminal,
             Exec,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
@@ -109,6 +117,10 @@ impl Stage {
             Chdir => "chdir to cwd",
             Stdio => "set up stdio",
             CloseFds => "close inherited fds",
+            Seccomp => "install seccomp filter",
+            JoinNamespaces => "join the container's namespaces",
+            Fork => "fork into the pid namespace",
+            Terminal => "set up the terminal",
             Exec => "exec",
         }
     }
@@ -173,16 +185,8 @@ pub(crate) unsafe fn run(args: &ChildArgs) -> ! {
         Ok(never) => match never {},
         Err(f) => f,
     };
-    let mut msg = [0u8; 12];
-    msg[..4].copy_from_slice(&(failure.0 as u32).to_ne_bytes());
-    msg[4..8].copy_from_slice(&failure.1.to_ne_bytes());
-    msg[8..].copy_from_slice(&failure.2.to_ne_bytes());
-    // SAFETY: writes a stack buffer to our own pipe fd, then exits without
-    // running any destructors or atexit handlers of the parent's copy.
-    unsafe {
-        libc::write(args.error_fd, msg.as_ptr().cast(), msg.len());
-        libc::_exit(127)
-    }
+    // SAFETY: called in the cloned child, as `run` requires.
+    unsafe { report_and_exit(args.error_fd, failure) }
 }
 
 fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
@@ -311,6 +315,16 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
         if p.loopback_up {
             loopback_up()?;
         }
+    }
+    become_process(a)
+}
+
+/// The common end of a container process and an exec'd one: rlimits,
+/// credentials, capabilities, no_new_privs, cwd, stdio, fds, seccomp, exec.
+fn become_process(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
+    let p = a.plan;
+    // SAFETY: as in `setup`: pointers into the plan or our stack only.
+    unsafe {
         for (i, (resource, limit)) in p.rlimits.iter().enumerate() {
             check(libc::setrlimit(*resource, limit), Stage::Rlimit, i as u32)?;
         }
@@ -369,6 +383,25 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
             Stage::CloseFds,
             0,
         )?;
+        // Last, so that none of the setup above runs under the filter; with
+        // no_new_privs set this needs no capability.
+        if let Some(filter) = &p.seccomp {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            check(
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER as c_ulong,
+                    &prog as *const libc::sock_fprog as c_ulong,
+                    0 as c_ulong,
+                    0 as c_ulong,
+                ),
+                Stage::Seccomp,
+                0,
+            )?;
+        }
 
         let mut last = (0, libc::ENOENT);
         for (i, path) in p.exec_candidates.iter().enumerate() {
@@ -381,6 +414,96 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
         }
         Err((Stage::Exec, last.0, last.1))
     }
+}
+
+/// How an exec'd process joins a running container.
+pub(crate) struct ExecJoin {
+    /// A pidfd of the container's init process.
+    pub target_pidfd: RawFd,
+    /// The CLONE_NEW* flags of the namespaces to join.
+    pub namespaces: c_int,
+    /// stdin is a pty slave that becomes the controlling terminal.
+    pub tty: bool,
+}
+
+/// The exec helper's side: wait to be put in the cgroup, join the
+/// namespaces, fork; the grandchild becomes the process, the child waits
+/// for it and exits with its status. Never returns.
+///
+/// # Safety
+/// As for [`run`].
+pub(crate) unsafe fn run_exec(args: &ChildArgs, join: &ExecJoin) -> ! {
+    let failure = match exec_setup(args, join) {
+        Ok(never) => match never {},
+        Err(f) => f,
+    };
+    // SAFETY: as in `run`.
+    unsafe { report_and_exit(args.error_fd, failure) }
+}
+
+unsafe fn report_and_exit(error_fd: RawFd, failure: Failure) -> ! {
+    let mut msg = [0u8; 12];
+    msg[..4].copy_from_slice(&(failure.0 as u32).to_ne_bytes());
+    msg[4..8].copy_from_slice(&failure.1.to_ne_bytes());
+    msg[8..].copy_from_slice(&failure.2.to_ne_bytes());
+    // SAFETY: writes a stack buffer to our own pipe fd, then exits without
+    // running any destructors or atexit handlers of the parent's copy.
+    unsafe {
+        libc::write(error_fd, msg.as_ptr().cast(), msg.len());
+        libc::_exit(127)
+    }
+}
+
+fn exec_setup(a: &ChildArgs, join: &ExecJoin) -> Result<std::convert::Infallible, Failure> {
+    reset_signals()?;
+    wait_for_parent(a.sync_fd)?;
+    // SAFETY: integer arguments and pointers to our own stack only.
+    unsafe {
+        // Not dumpable: nothing in the container may ptrace or open
+        // /proc/<pid>/mem of this copy of the agent before it execs.
+        libc::prctl(
+            libc::PR_SET_DUMPABLE,
+            0 as c_ulong,
+            0 as c_ulong,
+            0 as c_ulong,
+            0 as c_ulong,
+        );
+        check(
+            libc::setns(join.target_pidfd, join.namespaces),
+            Stage::JoinNamespaces,
+            0,
+        )?;
+        libc::close(join.target_pidfd);
+        let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_ulong, 0, 0, 0, 0);
+        check_long(pid, Stage::Fork, 0)?;
+        if pid > 0 {
+            // The helper: hold no fd at all (a copy of the caller's end of
+            // the command's stdin would keep it from ever seeing EOF), wait,
+            // pass on the command's status.
+            libc::close_range(3, c_int::MAX as libc::c_uint, 0);
+            let mut status: c_int = 0;
+            loop {
+                let r = libc::waitpid(pid as libc::pid_t, &mut status, 0);
+                if r == -1 && errno() == libc::EINTR {
+                    continue;
+                }
+                break;
+            }
+            if libc::WIFSIGNALED(status) {
+                libc::_exit(128 + libc::WTERMSIG(status));
+            }
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+        if join.tty {
+            check(libc::setsid(), Stage::Terminal, 0)?;
+            check(
+                libc::ioctl(a.stdin_fd, libc::TIOCSCTTY, 0 as c_ulong),
+                Stage::Terminal,
+                1,
+            )?;
+        }
+    }
+    become_process(a)
 }
 
 /// Shrinks the bounding set (needs CAP_SETPCAP, so before the uid switch)
@@ -482,7 +605,8 @@ fn mask_path(path: *const c_char, index: u32) -> Result<(), Failure> {
 }
 
 fn readonly_path(path: *const c_char, index: u32) -> Result<(), Failure> {
-    // SAFETY: NUL-terminated path owned by the plan.
+    // SAFETY: NUL-terminated path owned by the plan; `st` is plain data on
+    // our stack that statvfs fills in.
     unsafe {
         if libc::mount(
             path,
@@ -498,7 +622,24 @@ fn readonly_path(path: *const c_char, index: u32) -> Result<(), Failure> {
                 Err((Stage::ReadonlyPath, index, errno()))
             };
         }
-        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC;
+        // Keep the flags the mount already has (nosuid, nodev, noexec on
+        // /proc), as runc does: a remount sets all of them at once.
+        let mut st: libc::statvfs = std::mem::zeroed();
+        let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC;
+        if libc::statvfs(path, &mut st) == 0 {
+            for (st_flag, ms_flag) in [
+                (libc::ST_NOSUID, libc::MS_NOSUID),
+                (libc::ST_NODEV, libc::MS_NODEV),
+                (libc::ST_NOEXEC, libc::MS_NOEXEC),
+                (libc::ST_NOATIME, libc::MS_NOATIME),
+                (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+                (libc::ST_RELATIME, libc::MS_RELATIME),
+            ] {
+                if st.f_flag & st_flag != 0 {
+                    flags |= ms_flag;
+                }
+            }
+        }
         check(
             libc::mount(path, path, std::ptr::null(), flags, std::ptr::null()),
             Stage::ReadonlyPath,

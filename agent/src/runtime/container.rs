@@ -3,8 +3,14 @@
 //! A pidfd names one process for its whole life, so signals and waits can
 //! never hit a recycled pid. It becomes readable when the process exits,
 //! which lets tokio wait on it without a SIGCHLD handler or a thread.
+//!
+//! The init process is either our own child (we reap it with `waitid`) or
+//! the child of a [`super::monitor`] process, which reaps it and records its
+//! exit status in a state file before exiting itself; then we wait for the
+//! monitor's pidfd and read the status from that file.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -37,10 +43,28 @@ impl ExitStatus {
     }
 }
 
+/// Who reaps the init process, and so where its exit status comes from.
+#[derive(Debug)]
+pub(crate) enum Reaper {
+    /// We are its parent.
+    Us,
+    /// A monitor process is its parent.
+    Monitor {
+        /// The monitor's pidfd: readable once the monitor has exited.
+        pidfd: OwnedFd,
+        pid: i32,
+        /// Where the monitor records the exit status.
+        state: PathBuf,
+        /// The monitor is our child (we started it) and must be reaped.
+        our_child: bool,
+    },
+}
+
 #[derive(Debug)]
 pub struct Container {
     id: String,
     pid: i32,
+    reaper: Reaper,
     /// A duplicate of `pidfd` registered with tokio on the first `wait`.
     async_fd: OnceLock<AsyncFd<OwnedFd>>,
     pidfd: OwnedFd,
@@ -58,9 +82,20 @@ impl Container {
         pidfd: OwnedFd,
         cgroups: Arc<dyn CgroupManager>,
     ) -> Self {
+        Self::with_reaper(id, pid, pidfd, Reaper::Us, cgroups)
+    }
+
+    pub(crate) fn with_reaper(
+        id: String,
+        pid: i32,
+        pidfd: OwnedFd,
+        reaper: Reaper,
+        cgroups: Arc<dyn CgroupManager>,
+    ) -> Self {
         Container {
             id,
             pid,
+            reaper,
             async_fd: OnceLock::new(),
             pidfd,
             status: Mutex::new(None),
@@ -76,6 +111,22 @@ impl Container {
     /// The host pid of the container's init process.
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The pid of the monitor process that is the container's parent, if any.
+    pub fn monitor_pid(&self) -> Option<i32> {
+        match &self.reaper {
+            Reaper::Us => None,
+            Reaper::Monitor { pid, .. } => Some(*pid),
+        }
+    }
+
+    /// The fd that becomes readable when the exit status is available.
+    fn exit_fd(&self) -> &OwnedFd {
+        match &self.reaper {
+            Reaper::Us => &self.pidfd,
+            Reaper::Monitor { pidfd, .. } => pidfd,
+        }
     }
 
     fn sys(&self, op: &'static str) -> impl FnOnce(nix::errno::Errno) -> RuntimeError + '_ {
@@ -141,7 +192,7 @@ impl Container {
                     op: "register pidfd",
                     source,
                 };
-                let dup = self.pidfd.try_clone().map_err(err)?;
+                let dup = self.exit_fd().try_clone().map_err(err)?;
                 // SAFETY: the AsyncFd owns `dup`, so the fd stays open and
                 // names the same pidfd for the AsyncFd's whole life.
                 let a =
@@ -169,6 +220,17 @@ impl Container {
         if let Some(s) = *status {
             return Ok(Some(s));
         }
+        if let Reaper::Monitor {
+            pidfd,
+            state,
+            our_child,
+            ..
+        } = &self.reaper
+        {
+            let s = self.reap_monitor(pidfd, state, *our_child, flags)?;
+            *status = s;
+            return Ok(s);
+        }
         let ws = loop {
             match waitid(Id::PIDFd(self.pidfd.as_fd()), flags) {
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -182,6 +244,67 @@ impl Container {
         };
         *status = Some(s);
         Ok(Some(s))
+    }
+
+    /// The status the monitor recorded, once it has recorded one.
+    fn reap_monitor(
+        &self,
+        pidfd: &OwnedFd,
+        state: &std::path::Path,
+        our_child: bool,
+        flags: WaitPidFlag,
+    ) -> Result<Option<ExitStatus>, RuntimeError> {
+        let recorded = || {
+            super::monitor::State::load(state)
+                .ok()
+                .and_then(|s| s.exit)
+                .map(|e| e.status())
+        };
+        // A recorded status is final even while the monitor is still exiting.
+        let before = recorded();
+        let block = before.is_some() || !flags.contains(WaitPidFlag::WNOHANG);
+        let exited = if our_child {
+            let flags = if block {
+                WaitPidFlag::WEXITED
+            } else {
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG
+            };
+            loop {
+                match waitid(Id::PIDFd(pidfd.as_fd()), flags) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(nix::errno::Errno::ECHILD) => break true,
+                    Ok(WaitStatus::StillAlive) => break false,
+                    r => break r.map(|_| true).map_err(self.sys("wait for monitor"))?,
+                }
+            }
+        } else if before.is_some() {
+            true
+        } else {
+            let mut pfd = libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            loop {
+                // SAFETY: one pollfd on our stack, for a pidfd we own.
+                let n = unsafe { libc::poll(&mut pfd, 1, if block { -1 } else { 0 }) };
+                if n == -1 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+                    continue;
+                }
+                break n > 0;
+            }
+        };
+        if !exited {
+            return Ok(None);
+        }
+        match before.or_else(recorded) {
+            Some(s) => Ok(Some(s)),
+            None => Err(RuntimeError::Sys {
+                id: self.id.clone(),
+                op: "monitor ended without recording an exit status",
+                source: std::io::Error::from_raw_os_error(libc::ESRCH),
+            }),
+        }
     }
 
     /// SIGTERM, then SIGKILL after `grace`; waits for exit and removes the
@@ -242,6 +365,11 @@ impl Drop for Container {
         if self.cached().is_none() {
             let _ = self.kill(Signal::SIGKILL);
             let _ = self.wait_blocking();
+        }
+        if matches!(self.reaper, Reaper::Monitor { .. }) && self.cached().is_none() {
+            // The monitor died without a status; the container was killed
+            // above but its parent is gone: make sure it is not left behind.
+            let _ = self.cgroups.remove(&self.id);
         }
         if !self.cgroup_removed.load(Ordering::SeqCst) {
             let _ = self.cgroups.remove(&self.id);

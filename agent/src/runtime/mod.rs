@@ -12,7 +12,12 @@
 pub mod bench;
 mod child;
 mod container;
+pub mod exec;
+pub mod log;
+pub mod monitor;
 mod plan;
+mod seccomp;
+pub mod terminal;
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -24,6 +29,8 @@ use nix::unistd::pipe2;
 use oci_spec::runtime::Spec;
 
 pub use container::{Container, ExitStatus};
+pub use exec::{ExecProcess, ExecRequest};
+pub use monitor::MonitorConfig;
 
 use crate::cgroups::{CgroupError, CgroupManager};
 use child::{ChildArgs, Stage};
@@ -59,6 +66,8 @@ pub enum RuntimeError {
         program: String,
         source: std::io::Error,
     },
+    #[error("container {id}: {message}")]
+    Monitor { id: String, message: String },
     #[error("container {id}: {stage}{detail}: {source}")]
     Setup {
         id: String,
@@ -127,7 +136,12 @@ impl Runtime {
         })?;
         let plan = plan::plan(&spec, bundle_dir)?;
         self.cgroups.create(id, &plan.limits)?;
-        match self.launch(&plan, id, stdio) {
+        let launched = self
+            .cgroups
+            .set_devices(id, &plan.device_rules)
+            .map_err(RuntimeError::from)
+            .and_then(|()| self.launch(&plan, id, stdio));
+        match launched {
             Ok(container) => Ok(container),
             Err(e) => {
                 let _ = self.cgroups.remove(id);

@@ -62,6 +62,10 @@ pub(crate) struct LaunchPlan {
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     pub limits: Limits,
+    /// Device cgroup rules, `(allow, "type major:minor access")`, in order.
+    pub device_rules: Vec<(bool, String)>,
+    /// The compiled seccomp filter, installed just before exec.
+    pub seccomp: Option<Vec<super::seccomp::Insn>>,
 }
 
 /// Capability sets as kernel bit masks (bit n = capability number n).
@@ -290,12 +294,11 @@ pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, Runtime
     if spec.hooks().is_some() {
         return Err(invalid("hooks", "hooks are not supported"));
     }
-    if linux.seccomp().is_some() {
-        return Err(invalid(
-            "linux.seccomp",
-            "seccomp profiles are not supported yet",
-        ));
-    }
+    let seccomp = linux
+        .seccomp()
+        .as_ref()
+        .map(super::seccomp::compile)
+        .transpose()?;
     if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
         return Err(invalid(
             "linux.devices",
@@ -454,6 +457,14 @@ pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, Runtime
             .filter(|&l| l > 0),
     };
 
+    // Without rules runc applies its default list; so does Drover.
+    let device_rules = resources
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_else(crate::bundle::security::device_rules)
+        .iter()
+        .map(|d| (d.allow(), d.to_string()))
+        .collect();
+
     let user = process.user();
     Ok(LaunchPlan {
         clone_flags,
@@ -520,6 +531,8 @@ pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, Runtime
             .map(|e| cstr("process.env", e))
             .collect::<Result<_, _>>()?,
         limits,
+        device_rules,
+        seccomp,
     })
 }
 
@@ -584,19 +597,25 @@ mod tests {
         );
         assert_eq!(pts.mkdirs, vec![c"/dev".to_owned(), c"/dev/pts".to_owned()]);
         assert_eq!(p.hostname.as_deref(), Some(c"box"));
-        // oci-spec's default capabilities: AUDIT_WRITE, KILL, NET_BIND_SERVICE.
+        // Docker's 14 default capabilities, no ambient ones.
         let caps = p.caps.as_ref().unwrap();
-        assert_eq!(caps.effective, (1 << 29) | (1 << 5) | (1 << 10));
+        assert_eq!(caps.effective.count_ones(), 14);
+        assert_eq!(caps.effective, caps.permitted);
+        assert_eq!(caps.effective, caps.inheritable);
         assert!(caps.drop_bounding.contains(&21) && !caps.drop_bounding.contains(&5));
-        assert_eq!(caps.ambient, vec![5, 10, 29]);
+        assert!(caps.ambient.is_empty());
+        assert!(p.seccomp.as_ref().is_some_and(|f| f.len() > 50));
+        assert_eq!(p.device_rules[0], (false, "a *:* rwm".to_string()));
         assert!(p.masked_paths.contains(&c"/proc/kcore".to_owned()));
         assert!(p.readonly_paths.contains(&c"/proc/sys".to_owned()));
 
-        let mut with_seccomp = spec.clone();
-        let mut linux = with_seccomp.linux().clone().unwrap();
-        linux.set_seccomp(Some(Default::default()));
-        with_seccomp.set_linux(Some(linux));
-        let err = plan(&with_seccomp, dir.path()).unwrap_err();
+        let mut with_notify = spec.clone();
+        let mut linux = with_notify.linux().clone().unwrap();
+        let mut profile = linux.seccomp().clone().unwrap();
+        profile.set_default_action(oci_spec::runtime::LinuxSeccompAction::ScmpActNotify);
+        linux.set_seccomp(Some(profile));
+        with_notify.set_linux(Some(linux));
+        let err = plan(&with_notify, dir.path()).unwrap_err();
         assert!(err.to_string().contains("linux.seccomp"), "{err}");
 
         let host = ContainerRequest {

@@ -55,7 +55,21 @@ pub async fn run(addr: &str, cmd: AllocCmd) -> Result<i32> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            output::print(read.output, &output::allocation(&a), || {
+            let usage = usage(&a).await;
+            let mut v = output::allocation(&a);
+            if let (Some(u), Some(m)) = (&usage, v.as_object_mut()) {
+                m.insert(
+                    "usage".into(),
+                    serde_json::json!({
+                        "cpu_millis": u.cpu_millis,
+                        "cpu_total_ns": u.cpu_total_ns,
+                        "memory_bytes": u.memory_bytes,
+                        "memory_limit_bytes": u.memory_limit_bytes,
+                        "oom_kills": u.oom_kills,
+                    }),
+                );
+            }
+            output::print(read.output, &v, || {
                 let mut s = String::new();
                 let mut kv = |k: &str, v: String| s.push_str(&format!("{k:<17} {v}\n"));
                 kv("id:", a.id.clone());
@@ -73,6 +87,21 @@ pub async fn run(addr: &str, cmd: AllocCmd) -> Result<i32> {
                 if let Some(c) = a.exit_code {
                     kv("exit code:", c.to_string());
                 }
+                if let Some(u) = &usage {
+                    kv(
+                        "cpu:",
+                        format!("{}m (of a core, over {}ms)", u.cpu_millis, u.window_ms),
+                    );
+                    let limit = if u.memory_limit_bytes > 0 {
+                        format!(" of {}", mib(u.memory_limit_bytes))
+                    } else {
+                        String::new()
+                    };
+                    kv("memory:", format!("{}{limit}", mib(u.memory_bytes)));
+                    if u.oom_kills > 0 {
+                        kv("oom kills:", u.oom_kills.to_string());
+                    }
+                }
                 if !a.desired_reason.is_empty() {
                     kv("stopped because:", a.desired_reason.clone());
                 }
@@ -87,4 +116,29 @@ pub async fn run(addr: &str, cmd: AllocCmd) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Live usage from the allocation's agent, if it runs and the agent answers.
+async fn usage(a: &pb::Allocation) -> Option<pb::Usage> {
+    if a.state != "running" || a.node_address.is_empty() {
+        return None;
+    }
+    let ask = async {
+        let mut agent = client::agent(&a.node_address).await.ok()?;
+        agent
+            .usage(pb::UsageRequest {
+                alloc_id: a.id.clone(),
+            })
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(3), ask)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}Mi", bytes as f64 / (1u64 << 20) as f64)
 }

@@ -39,6 +39,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         memory_bytes: None,
         heartbeat: Duration::from_secs(1),
         stop_after_disconnect: None,
+        monitor: None,
     })
     .await
     .context("cannot start the agent")?;

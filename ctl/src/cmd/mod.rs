@@ -5,6 +5,7 @@ mod bench;
 mod bench_ha;
 mod cluster;
 mod dev;
+mod exec;
 mod job;
 mod logs;
 mod node;
@@ -20,6 +21,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Alloc(c) => alloc::run(&cli.addr, c).await,
         Command::Node(c) => node::run(&cli.addr, c).await,
         Command::Logs(a) => logs::run(&cli.addr, a).await,
+        Command::Exec(a) => exec::run(&cli.addr, a).await,
         Command::Dev(a) => dev::run(a).await,
         Command::Cluster(c) => cluster::run(&cli.addr, c).await,
         Command::Bench(BenchCmd::JobRun {

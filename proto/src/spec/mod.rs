@@ -9,9 +9,11 @@
 //! it is the authority. On the wire a spec travels as canonical JSON.
 
 mod parse;
+mod security;
 mod validate;
 
 pub use parse::{from_json, from_yaml, from_yaml_in};
+pub use security::{CapabilityChanges, Security, CAPABILITIES};
 pub use validate::{dns_label, validate};
 
 use crate::quantity::{Cpu, Duration, Size};
@@ -92,6 +94,14 @@ pub struct JobSpec {
     pub health: Option<Health>,
     #[serde(default)]
     pub update: Update,
+    /// `UID[:GID]` (or names from the image); replaces the image's `User`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Mount the container's root filesystem read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only_rootfs: bool,
+    #[serde(default, skip_serializing_if = "Security::is_default")]
+    pub security: Security,
     /// Named container ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,

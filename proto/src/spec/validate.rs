@@ -97,6 +97,9 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
     health(&mut e, spec);
     update(&mut e, spec);
     ports(&mut e, spec);
+    for (path, rule) in super::security::problems(&spec.security, spec.user.as_deref()) {
+        e.add(path, rule);
+    }
     if e.0.is_empty() {
         Ok(())
     } else {
@@ -566,6 +569,19 @@ mod tests {
             one("ports: [{name: http, container: 80}]\nexpose: {port: 70000, target: http}\n"),
             "expose.port: 70000 is not a port (1-65535)"
         );
+    }
+
+    #[test]
+    fn security_rules() {
+        assert_eq!(
+            one("security:\n  capabilities:\n    add: [NET_ADMIN, WARP]\n"),
+            "security.capabilities.add[1]: \"WARP\" is not a capability (see capabilities(7))"
+        );
+        assert!(one("user: \"1000:\"\n").starts_with("user: \"1000:\" must be UID[:GID]"));
+        assert!(errors(
+            "user: \"1000:1000\"\nread_only_rootfs: true\nsecurity:\n  capabilities:\n    drop: [ALL]\n    add: [cap_net_bind_service]\n"
+        )
+        .is_empty());
     }
 
     #[test]

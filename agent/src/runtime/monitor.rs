@@ -1,0 +1,387 @@
+//! Monitors: how containers outlive the agent.
+//!
+//! A container's init process must have a parent that reaps it and learns
+//! its exit status. If that parent were the agent, stopping, crashing or
+//! upgrading the agent would orphan the container and lose its exit code.
+//! So the agent starts each container through a tiny monitor: its own
+//! binary re-executed as `drover-agent monitor …`, in a session of its own
+//! (a terminal's Ctrl-C or hang-up never reaches it). The monitor starts the
+//! container with the ordinary [`Runtime`] (cgroup, namespaces; stdout and
+//! stderr one pipe it copies into the size-rotated log, see [`super::log`]),
+//! writes the state file `<bundle>/monitor.json` (its own
+//! pid and start time, the container's pid and start time), tells the agent
+//! `{"pid":N}` (or `{"error":"…"}`) on a pipe, and then only copies the
+//! container's output into its log until the pipe closes. When the
+//! container exits the monitor records `exit` in the state file (written to
+//! a temporary file and renamed, so a reader never sees half of it) and
+//! exits too. It holds no lock, no socket and no agent state; it uses a few
+//! hundred KiB of memory.
+//!
+//! The agent holds a pidfd on the container (to signal it) and one on the
+//! monitor (readable when the monitor exits, i.e. when the exit status is
+//! on disk). A new agent process re-adopts a container by reading the state
+//! file: if the monitor still runs (same pid *and* start time, so a reused
+//! pid is never mistaken for it) it opens both pidfds again and carries on;
+//! if the monitor has exited, the recorded exit status is reported as if
+//! the agent had seen it happen. The container's cgroup stays in place
+//! until the agent removes it, so its accounting survives the gap.
+
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use super::container::Reaper;
+use super::{Container, ExitStatus, Runtime, RuntimeError};
+
+/// The file a monitor keeps in the bundle directory.
+pub const STATE_FILE: &str = "monitor.json";
+
+/// What a monitor records about its container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub monitor_pid: i32,
+    /// Start time of the monitor (clock ticks since boot, /proc/pid/stat).
+    pub monitor_start: u64,
+    pub container_pid: i32,
+    pub container_start: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<Exit>,
+}
+
+/// How the container ended, as the monitor saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+impl Exit {
+    pub fn status(self) -> ExitStatus {
+        match (self.code, self.signal) {
+            (_, Some(sig)) => ExitStatus::Signaled(sig),
+            (Some(code), None) => ExitStatus::Exited(code),
+            (None, None) => ExitStatus::Exited(255),
+        }
+    }
+
+    fn from_status(s: ExitStatus) -> Exit {
+        match s {
+            ExitStatus::Exited(c) => Exit {
+                code: Some(c),
+                signal: None,
+            },
+            ExitStatus::Signaled(sig) => Exit {
+                code: None,
+                signal: Some(sig),
+            },
+        }
+    }
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let path = path.to_path_buf();
+    move |source| RuntimeError::Io { op, path, source }
+}
+
+impl State {
+    pub fn load(path: &Path) -> Result<State, RuntimeError> {
+        let text = std::fs::read(path).map_err(io("read monitor state", path))?;
+        serde_json::from_slice(&text).map_err(|e| {
+            io("parse monitor state", path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })
+    }
+
+    /// Writes atomically: a temporary file renamed over the old one.
+    fn save(&self, path: &Path) -> Result<(), RuntimeError> {
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec(self).expect("plain data serializes");
+        std::fs::write(&tmp, text).map_err(io("write monitor state", &tmp))?;
+        std::fs::rename(&tmp, path).map_err(io("rename monitor state", path))
+    }
+}
+
+/// Start time of `pid` in clock ticks since boot; `None` if it is gone.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A pidfd on `pid` if it is still the process that started at `start`.
+fn open_if_same(pid: i32, start: u64) -> Option<OwnedFd> {
+    let fd = pidfd_open(pid).ok()?;
+    // Checked after opening: the pidfd pins the process, so a match now
+    // means the fd names the process we recorded.
+    (start_time(pid) == Some(start)).then_some(fd)
+}
+
+/// What the monitor tells the agent once the container runs (or failed).
+#[derive(Debug, Serialize, Deserialize)]
+struct Hello {
+    #[serde(default)]
+    pid: Option<i32>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// How to start monitors: the binary that has the `monitor` subcommand.
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    pub exe: PathBuf,
+    pub cgroup_root: PathBuf,
+    /// Rotate a container's log once it would exceed this size (0: never).
+    pub log_max_bytes: u64,
+}
+
+impl Runtime {
+    /// Starts the bundle as container `id` under a monitor process, stdout
+    /// and stderr appended to `log`. Returns once the command has been exec'd.
+    /// Blocking.
+    pub fn start_monitored(
+        &self,
+        monitor: &MonitorConfig,
+        bundle_dir: &Path,
+        id: &str,
+        log: &Path,
+    ) -> Result<Container, RuntimeError> {
+        let state = bundle_dir.join(STATE_FILE);
+        let _ = std::fs::remove_file(&state);
+        let mut child = Command::new(&monitor.exe)
+            .arg("monitor")
+            .arg("--bundle")
+            .arg(bundle_dir)
+            .arg("--log")
+            .arg(log)
+            .arg("--cgroup-root")
+            .arg(&monitor.cgroup_root)
+            .arg("--log-max-bytes")
+            .arg(monitor.log_max_bytes.to_string())
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io("start monitor", &monitor.exe))?;
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("piped")),
+            &mut line,
+        );
+        let hello: Hello = serde_json::from_str(&line).unwrap_or(Hello {
+            pid: None,
+            error: Some(format!(
+                "monitor said {line:?} ({})",
+                read.err().map_or("no error".into(), |e| e.to_string())
+            )),
+        });
+        let Some(pid) = hello.pid else {
+            let _ = child.wait();
+            return Err(RuntimeError::Monitor {
+                id: id.into(),
+                message: hello.error.unwrap_or_default(),
+            });
+        };
+        let sys = |op: &'static str| {
+            move |source| RuntimeError::Sys {
+                id: id.into(),
+                op,
+                source,
+            }
+        };
+        let monitor_fd = pidfd_open(child.id() as i32).map_err(sys("pidfd_open monitor"))?;
+        // The container may already have exited: then its pidfd cannot be
+        // opened, and the monitor's state file holds the status.
+        let pidfd = match pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(_) => monitor_fd.try_clone().map_err(sys("dup pidfd"))?,
+        };
+        let reaper = Reaper::Monitor {
+            pidfd: monitor_fd,
+            pid: child.id() as i32,
+            state,
+            our_child: true,
+        };
+        // `child` is reaped through the pidfd (waitid P_PIDFD), not here.
+        std::mem::forget(child);
+        Ok(Container::with_reaper(
+            id.into(),
+            pid,
+            pidfd,
+            reaper,
+            self.cgroups.clone(),
+        ))
+    }
+
+    /// Re-adopts container `id` whose bundle is `bundle_dir` after an agent
+    /// restart. `None` if there is nothing to adopt (no state file, or the
+    /// monitor died without recording an exit: then whatever is left in the
+    /// container's cgroup is killed by the caller's cleanup).
+    pub fn adopt(&self, bundle_dir: &Path, id: &str) -> Option<Container> {
+        let path = bundle_dir.join(STATE_FILE);
+        let state = State::load(&path).ok()?;
+        let monitor_fd = open_if_same(state.monitor_pid, state.monitor_start);
+        let monitor_fd = match (monitor_fd, state.exit) {
+            (Some(fd), _) => fd,
+            // The monitor has exited and the status is on disk, which is
+            // all `wait` reads; the fd is a placeholder never polled.
+            (None, Some(_)) => pidfd_open(std::process::id() as i32).ok()?,
+            (None, None) => return None,
+        };
+        let pidfd = match open_if_same(state.container_pid, state.container_start) {
+            Some(fd) => fd,
+            None => monitor_fd.try_clone().ok()?,
+        };
+        let reaper = Reaper::Monitor {
+            pidfd: monitor_fd,
+            pid: state.monitor_pid,
+            state: path,
+            our_child: false,
+        };
+        let container = Container::with_reaper(
+            id.into(),
+            state.container_pid,
+            pidfd,
+            reaper,
+            self.cgroups.clone(),
+        );
+        Some(container)
+    }
+}
+
+/// The monitor process's main: start the container, report, copy its
+/// output into the log, wait, record. Returns the monitor's exit code.
+pub fn serve(runtime: &Runtime, bundle_dir: &Path, id: &str, log: &Path, log_max: u64) -> i32 {
+    // Our own session: no terminal signal of the agent's reaches us.
+    let _ = nix::unistd::setsid();
+    for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGPIPE, libc::SIGTERM] {
+        // SAFETY: setting a signal to SIG_IGN installs no handler code; the
+        // container's child resets every disposition before exec.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+    let mut out = std::io::stdout();
+    let fail = |out: &mut std::io::Stdout, e: String| {
+        let hello = Hello {
+            pid: None,
+            error: Some(e),
+        };
+        let _ = writeln!(out, "{}", serde_json::to_string(&hello).unwrap_or_default());
+        1
+    };
+    let mut log_file = match super::log::RotatingLog::open(log, log_max) {
+        Ok(f) => f,
+        Err(e) => return fail(&mut out, format!("log {}: {e}", log.display())),
+    };
+    let (output, stdio) = match output_pipe() {
+        Ok(p) => p,
+        Err(e) => return fail(&mut out, format!("pipe: {e}")),
+    };
+    let container = match runtime.start_with_stdio(bundle_dir, id, stdio) {
+        Ok(c) => c,
+        Err(e) => return fail(&mut out, e.to_string()),
+    };
+    let pid = container.pid();
+    let me = std::process::id() as i32;
+    let mut state = State {
+        monitor_pid: me,
+        monitor_start: start_time(me).unwrap_or(0),
+        container_pid: pid,
+        container_start: start_time(pid).unwrap_or(0),
+        exit: None,
+    };
+    let path = bundle_dir.join(STATE_FILE);
+    if let Err(e) = state.save(&path) {
+        let _ = container.stop_blocking(std::time::Duration::ZERO);
+        return fail(&mut out, e.to_string());
+    }
+    let _ = writeln!(out, "{{\"pid\":{pid}}}");
+    let _ = out.flush();
+    // The agent may go away; never die of writing to its closed pipe.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto our own stdout with a valid fd.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1) };
+    }
+    // Every process of the container shares its pid namespace, which the
+    // kernel empties when init exits, so the pipe ends at the latest then.
+    let mut output = std::fs::File::from(output);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match std::io::Read::read(&mut output, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let _ = log_file.write(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let status = match container.wait_blocking() {
+        Ok(s) => s,
+        Err(_) => ExitStatus::Exited(255),
+    };
+    state.exit = Some(Exit::from_status(status));
+    let _ = state.save(&path);
+    // The cgroup stays until the agent has read what it needs from it.
+    std::mem::forget(container);
+    0
+}
+
+/// One pipe for the container's stdout and stderr: (read end, stdio).
+fn output_pipe() -> std::io::Result<(OwnedFd, super::Stdio)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let stderr = w.try_clone()?;
+    Ok((r, super::Stdio { stdout: w, stderr }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_exit_maps_to_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        let mut s = State {
+            monitor_pid: 10,
+            monitor_start: 99,
+            container_pid: 11,
+            container_start: 100,
+            exit: None,
+        };
+        s.save(&path).unwrap();
+        assert_eq!(State::load(&path).unwrap(), s);
+        s.exit = Some(Exit::from_status(ExitStatus::Signaled(9)));
+        s.save(&path).unwrap();
+        assert_eq!(
+            State::load(&path).unwrap().exit.unwrap().status(),
+            ExitStatus::Signaled(9)
+        );
+        assert_eq!(
+            Exit::from_status(ExitStatus::Exited(7)).status(),
+            ExitStatus::Exited(7)
+        );
+    }
+
+    #[test]
+    fn start_time_identifies_a_process() {
+        let me = std::process::id() as i32;
+        assert!(start_time(me).is_some());
+        assert!(open_if_same(me, start_time(me).unwrap() + 1).is_none());
+        assert!(open_if_same(me, start_time(me).unwrap()).is_some());
+    }
+}

@@ -1,0 +1,148 @@
+//! `Runtime::exec`: a command run inside a running container lands in its
+//! namespaces, cgroup and root, with its capabilities, no_new_privs and
+//! seccomp filter; stdio and the exit code come back; a tty works.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use drover_agent::bundle::{Bundle, ContainerRequest};
+use drover_agent::cgroups;
+use drover_agent::image::{Image, ImageConfig};
+use drover_agent::runtime::{ExecRequest, ExitStatus, Runtime, RuntimeError};
+
+const BUSYBOX: &str = "/usr/bin/busybox";
+
+fn can_run() -> bool {
+    let ok = nix::unistd::geteuid().is_root() && Path::new(BUSYBOX).exists();
+    if !ok {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI=true and not root or no busybox"
+        );
+        eprintln!("skipping: needs root and a static busybox");
+    }
+    ok
+}
+
+fn bundle(dir: &Path, id: &str) -> Bundle {
+    let layer = dir.join("layer");
+    for d in ["bin", "tmp", "work"] {
+        std::fs::create_dir_all(layer.join(d)).unwrap();
+    }
+    std::fs::copy(BUSYBOX, layer.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "sleep", "cat", "grep", "hostname", "id", "echo", "pwd", "unshare",
+    ] {
+        std::os::unix::fs::symlink("busybox", layer.join("bin").join(applet)).unwrap();
+    }
+    let image = Image {
+        layers: vec![layer],
+        config: ImageConfig {
+            env: vec!["PATH=/bin".into(), "FROM_IMAGE=1".into()],
+            working_dir: Some("/work".into()),
+            ..Default::default()
+        },
+        digest: "sha256:test".into(),
+    };
+    let req = ContainerRequest {
+        id: id.into(),
+        hostname: "inside".into(),
+        command: Some(vec!["sleep".into(), "60".into()]),
+        memory_bytes: Some(32 << 20),
+        ..Default::default()
+    };
+    Bundle::create(&dir.join("bundle"), &image, &req).unwrap()
+}
+
+fn read(f: Option<&mut std::fs::File>) -> String {
+    let mut s = String::new();
+    if let Some(f) = f {
+        f.read_to_string(&mut s).unwrap();
+    }
+    s
+}
+
+#[test]
+fn exec_runs_inside_the_container_with_its_isolation() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let id = "it-exec";
+    let b = bundle(tmp.path(), id);
+    let rt = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
+    let c = rt
+        .start(
+            b.dir(),
+            id,
+            std::fs::File::create(tmp.path().join("log")).unwrap(),
+        )
+        .unwrap();
+    let script = "echo pid=$$; hostname; pwd; echo $FROM_IMAGE $EXTRA; \
+                  grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
+                  cat /proc/1/cmdline; echo; grep -c drover/it-exec /proc/self/cgroup; \
+                  unshare -U true 2>&1; echo err >&2; exit 3";
+    let req = ExecRequest {
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        env: vec!["EXTRA=2".into()],
+        tty: None,
+    };
+    let mut p = rt.exec(b.dir(), id, c.pid(), &req).unwrap();
+    drop(p.stdin.take());
+    let out = read(Some(&mut p.stdout));
+    let err = read(p.stderr.as_mut());
+    assert_eq!(
+        p.wait_blocking().unwrap(),
+        ExitStatus::Exited(3),
+        "{out}{err}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let pid: u32 = lines[0].strip_prefix("pid=").unwrap().parse().unwrap();
+    assert!(
+        pid > 1 && pid < 100,
+        "a pid of the container's namespace: {pid}"
+    );
+    assert_eq!(lines[1..4], ["inside", "/work", "1 2"], "{out}");
+    assert_eq!(lines[4], "CapEff:\t00000000a80425fb");
+    assert_eq!(lines[5], "NoNewPrivs:\t1");
+    assert_eq!(lines[6], "Seccomp:\t2");
+    assert_eq!(
+        lines[7], "sleep\u{0}60\u{0}",
+        "pid 1 is the container's init"
+    );
+    assert_ne!(lines[8], "0", "in the container's cgroup: {out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert_eq!(err, "err\n");
+
+    // A terminal: stdin is a tty, output comes back through it.
+    let req = ExecRequest {
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            "[ -t 0 ] && echo is-a-tty; exit 0".into(),
+        ],
+        env: vec![],
+        tty: Some((24, 80)),
+    };
+    let mut p = rt.exec(b.dir(), id, c.pid(), &req).unwrap();
+    let status = p.wait_blocking().unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = p.stdout.read(&mut buf).unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(status, ExitStatus::Exited(0), "{text}");
+    assert!(text.contains("is-a-tty"), "{text:?}");
+
+    // A missing program is a clear error, and leaves nothing running.
+    let req = ExecRequest {
+        argv: vec!["/bin/nope".into()],
+        ..Default::default()
+    };
+    match rt.exec(b.dir(), id, c.pid(), &req) {
+        Err(RuntimeError::Exec { program, .. }) => assert_eq!(program, "/bin/nope"),
+        other => panic!("{other:?}"),
+    }
+    c.stop_blocking(Duration::from_millis(100)).unwrap();
+    b.cleanup().unwrap();
+}

@@ -1,0 +1,397 @@
+//! Can the runtime be trusted like runc? The same probe runs inside a Drover
+//! container and inside `runc run` of the very same bundle and must report
+//! the same isolation; then a container tries to break out and must fail.
+//!
+//! Deliberate differences between Drover and runc, normalised away below:
+//! - runc adds a `/dev/core -> /proc/kcore` symlink (pointing at a masked
+//!   file) when the kernel has /proc/kcore; Drover does not create it.
+//!
+//! Everything else the probe prints (capability sets, NoNewPrivs, seccomp
+//! mode, pid 1, hostname, credentials, rlimits, `/dev`, masked and read-only
+//! paths, mounts with their options, cgroup membership) and the cgroup limits
+//! read from the host (memory, cpu, pids, device rules) must be equal.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use drover_agent::bundle::{Bundle, CapabilityChanges, ContainerRequest};
+use drover_agent::cgroups;
+use drover_agent::image::{Image, ImageConfig};
+use drover_agent::runtime::{ExitStatus, Runtime};
+
+const BUSYBOX: &str = "/usr/bin/busybox";
+
+fn can_run(needs: &[(&str, bool)]) -> bool {
+    let missing: Vec<&str> = needs
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(what, _)| *what)
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("skipping: missing {}", missing.join(", "));
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "CI=true and {why}"
+    );
+    eprintln!("{why}");
+    false
+}
+
+fn requirements(runc: bool) -> Vec<(&'static str, bool)> {
+    let mut needs = vec![
+        ("root", nix::unistd::geteuid().is_root()),
+        ("a static busybox", Path::new(BUSYBOX).exists()),
+        (
+            "cgroup v1 (memory, pids, devices)",
+            Path::new("/sys/fs/cgroup/devices").exists(),
+        ),
+    ];
+    if runc {
+        needs.push((
+            "runc",
+            Path::new("/usr/sbin/runc").exists() || Path::new("/usr/bin/runc").exists(),
+        ));
+    }
+    needs
+}
+
+const APPLETS: [&str; 22] = [
+    "sh", "cat", "grep", "echo", "mount", "insmod", "unshare", "head", "tr", "sleep", "hostname",
+    "id", "ls", "wc", "mknod", "touch", "awk", "sort", "pwd", "dd", "nsenter", "chroot",
+];
+
+fn busybox_image(dir: &Path) -> Image {
+    let layer = dir.join("layer");
+    for d in ["bin", "tmp", "mnt"] {
+        std::fs::create_dir_all(layer.join(d)).unwrap();
+    }
+    std::fs::copy(BUSYBOX, layer.join("bin/busybox")).unwrap();
+    for applet in APPLETS {
+        std::os::unix::fs::symlink("busybox", layer.join("bin").join(applet)).unwrap();
+    }
+    Image {
+        layers: vec![layer],
+        config: ImageConfig {
+            env: vec!["PATH=/bin".into()],
+            ..Default::default()
+        },
+        digest: "sha256:test".into(),
+    }
+}
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+    bundle: Bundle,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.bundle.cleanup();
+    }
+}
+
+fn fixture(id: &str, script: &str, tweak: impl FnOnce(&mut ContainerRequest)) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = busybox_image(tmp.path());
+    let mut req = ContainerRequest {
+        id: id.into(),
+        hostname: "probe".into(),
+        command: Some(vec!["sh".into(), "-c".into(), script.into()]),
+        memory_bytes: Some(48 << 20),
+        cpu_millis: Some(500),
+        pids: Some(32),
+        ..Default::default()
+    };
+    tweak(&mut req);
+    let bundle = Bundle::create(&tmp.path().join("bundle"), &image, &req).unwrap();
+    Fixture { tmp, bundle }
+}
+
+/// Waits until `log` holds a line "END"; returns its content up to there.
+fn wait_for_end(log: &Path) -> String {
+    // Generous: the machine may be busy with other builds and tests.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(i) = text.find("\nEND\n") {
+            return text[..i + 1].to_string();
+        }
+        assert!(Instant::now() < deadline, "probe did not finish: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The container's limits as the host sees them.
+fn host_limits(id: &str) -> Vec<String> {
+    let cg = Path::new("/sys/fs/cgroup");
+    [
+        "memory/drover/{}/memory.limit_in_bytes",
+        "cpu/drover/{}/cpu.cfs_quota_us",
+        "cpu/drover/{}/cpu.cfs_period_us",
+        "pids/drover/{}/pids.max",
+        "devices/drover/{}/devices.list",
+    ]
+    .iter()
+    .map(|p| {
+        let path = cg.join(p.replace("{}", id));
+        let value =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut lines: Vec<&str> = value.lines().collect();
+        lines.sort();
+        format!("{p}: {}", lines.join(", "))
+    })
+    .collect()
+}
+
+const PROBE: &str = r#"
+exec 2>&1
+for f in CapInh CapPrm CapEff CapBnd CapAmb NoNewPrivs Seccomp; do grep "^$f:" /proc/self/status; done
+echo "pid=$$ ppid=$PPID hostname=$(hostname)"
+echo "uid=$(id -u) gid=$(id -g) groups=$(id -G) cwd=$(pwd)"
+echo "nofile=$(ulimit -n) nproc=$(ulimit -u)"
+echo "dev=$(ls /dev | grep -v '^core$' | tr '\n' ' ')"
+echo "kcore=$(cat /proc/kcore | wc -c) keys=$(cat /proc/keys | wc -c) firmware=$(ls /sys/firmware | wc -l)"
+(echo h > /proc/sysrq-trigger) 2>/dev/null && echo sysrq=writable || echo sysrq=denied
+echo "timer_list=$(cat /proc/timer_list | wc -c)"
+(echo x > /proc/sys/kernel/hostname) 2>/dev/null && echo procsys=writable || echo procsys=denied
+sort /proc/self/cgroup
+awk '{ split($0, s, " - "); n = split(s[1], l, " "); split(s[2], r, " "); print l[5], l[6], r[1], r[2], r[3] }' /proc/self/mountinfo | sort
+echo END
+sleep 60
+"#;
+
+/// Runs the probe in a Drover container; returns (report, host limits).
+fn probe_drover(f: &Fixture, id: &str) -> (String, Vec<String>) {
+    let log = f.tmp.path().join("drover.log");
+    let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
+    let c = runtime
+        .start(f.bundle.dir(), id, std::fs::File::create(&log).unwrap())
+        .unwrap();
+    let report = wait_for_end(&log);
+    let limits = host_limits(id);
+    c.stop_blocking(Duration::from_millis(100)).unwrap();
+    (report, limits)
+}
+
+/// Runs the probe with `runc run` of the same bundle.
+fn probe_runc(f: &Fixture, id: &str) -> (String, Vec<String>) {
+    let log = f.tmp.path().join("runc.log");
+    let mut child = std::process::Command::new("runc")
+        .args(["run", "--bundle"])
+        .arg(f.bundle.dir())
+        .arg(id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("\nEND\n")
+    {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("runc exited early ({status}): {err}");
+        }
+        assert!(Instant::now() < deadline, "runc probe did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let report = wait_for_end(&log);
+    let limits = host_limits(id);
+    let _ = std::process::Command::new("runc")
+        .args(["kill", id, "KILL"])
+        .status();
+    let _ = child.wait();
+    let _ = std::process::Command::new("runc")
+        .args(["delete", "-f", id])
+        .status();
+    (report, limits)
+}
+
+#[test]
+fn drover_and_runc_isolate_the_same_bundle_the_same_way() {
+    if !can_run(&requirements(true)) {
+        return;
+    }
+    let id = "it-parity";
+    let f = fixture(id, PROBE, |_| {});
+    let (drover, drover_limits) = probe_drover(&f, id);
+    let (runc, runc_limits) = probe_runc(&f, id);
+
+    // The report is what we expect, not merely equal.
+    for want in [
+        "CapBnd:\t00000000a80425fb",
+        "CapEff:\t00000000a80425fb",
+        "CapAmb:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+        "pid=1 ppid=0 hostname=probe",
+        "uid=0 gid=0",
+        "kcore=0 keys=0 firmware=0",
+        "timer_list=0",
+        "sysrq=denied",
+        "procsys=denied",
+        "/proc/sys ro,",
+    ] {
+        assert!(drover.contains(want), "{want:?} not in:\n{drover}");
+    }
+    let dev = drover.lines().find(|l| l.starts_with("dev=")).unwrap();
+    assert_eq!(
+        dev,
+        "dev=fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero "
+    );
+    assert_eq!(drover_limits, runc_limits);
+    assert!(drover_limits[0].ends_with(&format!("{}", 48u64 << 20)));
+    assert!(
+        !drover_limits[4].contains("a *:* rwm") && drover_limits[4].contains("c 1:3 rwm"),
+        "{drover_limits:?}"
+    );
+    // Line by line, so a difference is easy to read.
+    let (d, r): (Vec<&str>, Vec<&str>) = (drover.lines().collect(), runc.lines().collect());
+    for (i, (a, b)) in d.iter().zip(&r).enumerate() {
+        assert_eq!(a, b, "line {i} differs\ndrover:\n{drover}\nrunc:\n{runc}");
+    }
+    assert_eq!(d.len(), r.len(), "drover:\n{drover}\nrunc:\n{runc}");
+}
+
+const ESCAPES: &str = r#"
+exec 2>&1
+mount -t tmpfs none /mnt; echo "mount=$?"
+head -c 64 /dev/zero > /tmp/evil.ko; insmod /tmp/evil.ko; echo "insmod=$?"
+unshare -m true; echo "unshare-mnt=$?"
+unshare -U true; echo "unshare-user=$?"
+nsenter -t 1 -n true; echo "setns=$?"
+echo "kcore=$(cat /proc/kcore | wc -c)"
+echo h > /proc/sysrq-trigger; echo "sysrq=$?"
+mknod /tmp/sda b 8 0; echo "mknod=$?"
+dd if=/tmp/sda of=/dev/null bs=512 count=1; echo "open-disk=$?"
+echo x > /proc/sys/kernel/hostname; echo "procsys=$?"
+echo "fds=$(ls /proc/self/fd | tr '\n' ' ')"
+sh -c 'x=$(head -c 100000000 /dev/zero | tr "\0" a); echo survived'; echo "hog=$?"
+# A failed fork ends a busybox shell, so the bomb runs in a subshell; pid 1
+# then replaces itself without forking.
+(i=0; while [ $i -lt 40 ]; do sleep 30 & i=$((i+1)); done); echo "bomb=$?"
+echo END
+exec sleep 60
+"#;
+
+#[test]
+fn escape_attempts_fail() {
+    if !can_run(&requirements(false)) {
+        return;
+    }
+    let id = "it-escape";
+    let f = fixture(id, ESCAPES, |r| {
+        r.pids = Some(16);
+        r.memory_bytes = Some(32 << 20);
+        r.cpu_millis = None;
+    });
+    // A descriptor the test process leaks on purpose (no O_CLOEXEC).
+    let secret = f.tmp.path().join("secret");
+    std::fs::write(&secret, "agent secret").unwrap();
+    let path = std::ffi::CString::new(secret.to_str().unwrap()).unwrap();
+    // SAFETY: open with a valid NUL-terminated path; the fd is closed below.
+    let leaked = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+    assert!(leaked > 2);
+
+    let log = f.tmp.path().join("log");
+    let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
+    let c = runtime
+        .start(f.bundle.dir(), id, std::fs::File::create(&log).unwrap())
+        .unwrap();
+    let out = wait_for_end(&log);
+    let pids_peak =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/pids/drover/{id}/pids.current")).unwrap();
+    let oom = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory/drover/{id}/memory.oom_control"
+    ))
+    .unwrap();
+    c.stop_blocking(Duration::from_millis(100)).unwrap();
+    // SAFETY: closing the fd opened above.
+    unsafe { libc::close(leaked) };
+
+    let value = |key: &str| -> String {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} missing in:\n{out}"))
+            .to_string()
+    };
+    for attempt in [
+        "mount",
+        "insmod",
+        "unshare-mnt",
+        "unshare-user",
+        "setns",
+        "sysrq",
+    ] {
+        assert_ne!(value(attempt), "0", "{attempt} succeeded:\n{out}");
+    }
+    // Refused by the kernel (capabilities, seccomp), not by a missing tool.
+    assert!(
+        out.contains("unshare(0x10000000): Operation not permitted"),
+        "{out}"
+    );
+    assert!(out.contains("insmod: can't insert"), "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert_eq!(value("kcore"), "0");
+    // Creating a device node is allowed (CAP_MKNOD), opening it is not.
+    assert_eq!(value("mknod"), "0", "{out}");
+    assert_ne!(value("open-disk"), "0", "{out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    // Only stdio (and ls's own directory fd) are open: nothing leaked in.
+    assert_eq!(value("fds"), "0 1 2 3 ", "{out}");
+    // pids limit: forks beyond 16 processes fail.
+    assert!(out.contains("can't fork"), "{out}");
+    assert!(
+        pids_peak.trim().parse::<u32>().unwrap() <= 16,
+        "{pids_peak}"
+    );
+    // memory limit: the hog is OOM-killed (SIGKILL), pid 1 survives.
+    assert_eq!(value("hog"), "137", "{out}");
+    assert!(!out.contains("survived"), "{out}");
+    assert!(
+        oom.contains("oom_kill 1") || oom.contains("oom_kill 2"),
+        "{oom}"
+    );
+    let _ = std::io::stdout().flush();
+}
+
+#[test]
+fn spec_user_read_only_root_and_capability_changes_apply() {
+    if !can_run(&requirements(false)) {
+        return;
+    }
+    let id = "it-hardened";
+    let script = "id -u; id -g; grep -E '^Cap(Bnd|Prm)' /proc/self/status; \
+                  touch /x 2>&1; touch /dev/shm/x && echo shm-ok";
+    let f = fixture(id, script, |r| {
+        r.user = Some("1000:1000".into());
+        r.read_only_rootfs = true;
+        r.capabilities = CapabilityChanges {
+            add: vec!["SYS_PTRACE".into()],
+            drop: vec!["ALL".into()],
+        };
+    });
+    let log: PathBuf = f.tmp.path().join("log");
+    let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
+    let c = runtime
+        .start(f.bundle.dir(), id, std::fs::File::create(&log).unwrap())
+        .unwrap();
+    let status = c.wait_blocking().unwrap();
+    c.stop_blocking(Duration::from_millis(100)).unwrap();
+    let out = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status, ExitStatus::Exited(0), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["1000", "1000"], "{out}");
+    // Only CAP_SYS_PTRACE (bit 19) in bounding; a non-root user holds none.
+    assert_eq!(lines[2], "CapPrm:\t0000000000000000", "{out}");
+    assert_eq!(lines[3], "CapBnd:\t0000000000080000", "{out}");
+    assert!(out.contains("touch: /x: Read-only file system"), "{out}");
+    assert!(out.contains("shm-ok"), "{out}");
+}

@@ -1,0 +1,130 @@
+//! Operating containers, end to end: an allocation killed for exceeding its
+//! memory limit ends with reason `oom-killed`, a running one shows its cpu
+//! and memory use in `drover alloc status`, and `drover logs` reads a log
+//! that the agent has rotated by size; `drover exec` runs a command inside a
+//! running allocation with stdin, stdout, stderr and the exit code passed
+//! through.
+
+use drover_e2e::*;
+use std::time::Duration;
+
+#[test]
+fn oom_kills_usage_and_rotated_logs_are_visible_to_the_user() {
+    if !require_root("oom_kills_usage_and_rotated_logs_are_visible_to_the_user") {
+        return;
+    }
+    let images = images();
+    let mut c = Cluster::start("e2e-ops");
+    // The same node, now with a small log limit.
+    let mut agent = c.agent.take().unwrap();
+    agent.signal("INT");
+    agent.wait(Duration::from_secs(10)).expect("agent stops");
+    c.start_agent_with(&["--log-max-size", "4Ki"]);
+
+    let hog = c.spec(
+        "hog",
+        &format!(
+            "name: hog\nimage: oci:{}/toolbox:latest\n\
+             command: [/bin/sh, -c, 'x=$(head -c 100000000 /dev/zero | tr \"\\\\0\" a)']\n\
+             resources: {{memory: 16Mi}}\nrestart: never\n",
+            images.display()
+        ),
+    );
+    let chatty = c.spec(
+        "chatty",
+        &format!(
+            "name: chatty\nimage: oci:{}/toolbox:latest\n\
+             command: [/bin/sh, -c, 'seq 1 3000; while true; do :; done']\n\
+             resources: {{cpu: 0.5, memory: 32Mi}}\nstop_grace_period: 1s\n",
+            images.display()
+        ),
+    );
+    for spec in [&hog, &chatty] {
+        let out = c.drover(&["job", "run", "--detach", spec.to_str().unwrap()]);
+        assert!(out.ok(), "{}", out.stderr);
+    }
+    let id = |job: &str| {
+        wait_for("an allocation", Duration::from_secs(10), || {
+            let v = c.json(&["alloc", "ls", "--job", job]);
+            Some(v.as_array()?.first()?["id"].as_str()?.to_string())
+        })
+    };
+    let (hog_id, chatty_id) = (id("hog"), id("chatty"));
+
+    let st = wait_for("the hog to be killed", Duration::from_secs(20), || {
+        let st = c.json(&["alloc", "status", &hog_id]);
+        (st["state"] == "failed").then_some(st)
+    });
+    assert_eq!(st["reason"], "oom-killed", "{st}");
+    assert_eq!(st["exit_code"], 137, "{st}");
+
+    // A busy loop under a half-core quota: cpu use shows, near the limit.
+    let st = wait_for("chatty to run", Duration::from_secs(20), || {
+        let st = c.json(&["alloc", "status", &chatty_id]);
+        (st["state"] == "running").then_some(st)
+    });
+    let usage = &st["usage"];
+    let cpu = usage["cpu_millis"].as_u64().expect("cpu usage");
+    assert!((100..=700).contains(&cpu), "{st}");
+    assert!(usage["memory_bytes"].as_u64().unwrap() > 0, "{st}");
+    assert_eq!(usage["memory_limit_bytes"], 32 << 20, "{st}");
+    let text = c.drover(&["alloc", "status", &chatty_id]).stdout;
+    assert!(
+        text.contains("cpu:") && text.contains("memory:") && text.contains("of 32.0Mi"),
+        "{text}"
+    );
+
+    // 3000 lines (about 14 KiB) through a 4 KiB log: rotated, and still read
+    // in order up to the last line.
+    let logs = c.agent_state_dir().join("logs");
+    assert!(logs.join(format!("{chatty_id}.log.1")).exists());
+    let out = c.drover(&["logs", &chatty_id]).stdout;
+    assert!(out.ends_with("2999\n3000\n"), "{out}");
+    let lines: Vec<u32> = out.lines().map(|l| l.parse().unwrap()).collect();
+    assert!(lines.len() > 500 && lines.len() < 3000, "{}", lines.len());
+    assert!(lines.windows(2).all(|w| w[1] == w[0] + 1));
+    assert_eq!(
+        c.drover(&["logs", "--tail", "1", &chatty_id]).stdout,
+        "3000\n"
+    );
+
+    // drover exec: inside the replica (its hostname, its pid namespace, its
+    // seccomp filter), stdin in, stdout and stderr out, exit code through.
+    let mut exec = std::process::Command::new(bin_dir().join("drover"))
+        .args([
+            "exec",
+            "-e",
+            "GREETING=hi",
+            &chatty_id[..8],
+            "--",
+            "/bin/sh",
+            "-c",
+        ])
+        .arg("hostname; echo $GREETING $$; cat; unshare -U true; echo to-stderr >&2; exit 4")
+        .env("DROVER_ADDR", &c.addr)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut exec.stdin.take().unwrap(), b"from-stdin\n").unwrap();
+    let out = exec.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(4), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "chatty-0", "{stdout}");
+    let pid: u32 = lines[1].strip_prefix("hi ").unwrap().parse().unwrap();
+    assert!(pid > 1 && pid < 100, "{stdout}");
+    assert_eq!(lines[2], "from-stdin");
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+    assert!(stderr.contains("to-stderr"), "{stderr}");
+    // Not running: a clear error.
+    let out = c.drover(&["exec", &hog_id, "--", "true"]);
+    assert!(!out.ok());
+    assert!(out.stderr.contains("not running"), "{}", out.stderr);
+
+    assert!(c.drover(&["job", "stop", "chatty"]).ok());
+}
