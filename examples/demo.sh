@@ -8,50 +8,10 @@
 # Needs root (namespaces, cgroups, overlayfs), cargo, and Debian's
 # busybox-static and jq (installed when missing).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-STATE=${DROVER_STATE:-/var/lib/drover/dev}
-PIDFILE=$STATE/dev.pid
-export DROVER_ADDR=${DROVER_ADDR:-127.0.0.1:7400}
-DROVER=$ROOT/target/release/drover
-
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-
-if [[ ${1:-} == stop ]]; then
-  if [[ -f $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-    kill -INT "$(cat "$PIDFILE")"
-    while kill -0 "$(cat "$PIDFILE")" 2>/dev/null; do sleep 0.1; done
-    echo "drover dev stopped"
-  else
-    echo "drover dev is not running"
-  fi
-  exit 0
-fi
-
-[[ $(id -u) == 0 ]] || { echo "run as root: containers need namespaces and cgroups" >&2; exit 1; }
-missing=()
-command -v jq >/dev/null || missing+=(jq)
-[[ -x /usr/bin/busybox ]] && file -L /usr/bin/busybox | grep -q static || missing+=(busybox-static)
-if ((${#missing[@]})); then
-  say "installing ${missing[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-
-say "building Drover (release)"
-cargo build --release --bins --quiet
-
-say "building the demo images (OCI layouts, no registry, no Docker)"
-examples/images/build.sh
-
-if [[ -f $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-  say "drover dev is already running (pid $(cat "$PIDFILE"))"
-else
-  say "starting drover dev (state in $STATE, log in $STATE/dev.log)"
-  mkdir -p "$STATE"
-  setsid "$DROVER" dev --state-dir "$STATE" >"$STATE/dev.log" 2>&1 &
-  echo $! >"$PIDFILE"
-  for _ in $(seq 100); do "$DROVER" node ls 2>/dev/null | grep -q ready && break; sleep 0.1; done
-fi
+source "$(dirname "$0")/dev-lib.sh"
+cd "$ROOT"
+dev_stop_if_asked "$@"
+dev_up
 "$DROVER" node ls
 
 say "drover job run examples/jobs/web.yaml"

@@ -12,53 +12,12 @@
 # as a chart, out/timeline.svg, beside this script.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
+source "$HERE/../dev-lib.sh"
 cd "$ROOT"
-STATE=${DROVER_STATE:-/var/lib/drover/dev}
-PIDFILE=$STATE/dev.pid
 OUT=$HERE/out
-export DROVER_ADDR=${DROVER_ADDR:-127.0.0.1:7400}
-DROVER=$ROOT/target/release/drover
 RATE=${RATE:-250}
-
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-
-if [[ ${1:-} == stop ]]; then
-  if [[ -f $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-    kill -INT "$(cat "$PIDFILE")"
-    while kill -0 "$(cat "$PIDFILE")" 2>/dev/null; do sleep 0.1; done
-    echo "drover dev stopped"
-  else
-    echo "drover dev is not running"
-  fi
-  exit 0
-fi
-
-[[ $(id -u) == 0 ]] || { echo "run as root: containers need namespaces and cgroups" >&2; exit 1; }
-missing=()
-command -v jq >/dev/null || missing+=(jq)
-command -v ip >/dev/null || missing+=(iproute2)
-[[ -x /usr/bin/busybox ]] && file -L /usr/bin/busybox | grep -q static || missing+=(busybox-static)
-if ((${#missing[@]})); then
-  say "installing ${missing[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-
-say "building Drover (release)"
-cargo build --release --bins --quiet
-
-say "building the demo images (OCI layouts, no registry, no Docker)"
-examples/images/build.sh
-
-if [[ -f $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-  say "drover dev is already running (pid $(cat "$PIDFILE"))"
-else
-  say "starting drover dev (state in $STATE, log in $STATE/dev.log)"
-  mkdir -p "$STATE"
-  setsid "$DROVER" dev --state-dir "$STATE" >"$STATE/dev.log" 2>&1 &
-  echo $! >"$PIDFILE"
-  for _ in $(seq 100); do "$DROVER" node ls 2>/dev/null | grep -q ready && break; sleep 0.1; done
-fi
+dev_stop_if_asked "$@"
+dev_up
 "$DROVER" job stop web --purge >/dev/null 2>&1 || true
 
 say "v1: drover job run examples/jobs/web.yaml (4 replicas, published on :18080)"

@@ -33,7 +33,8 @@ pub struct CapabilityChanges {
     pub drop: Vec<String>,
 }
 
-/// Every capability Linux defines, without `CAP_`.
+/// Every capability Linux defines, without `CAP_`, in kernel numbering order
+/// (capability.h): the runtime maps names to bits by position.
 pub const CAPABILITIES: [&str; 41] = [
     "CHOWN",
     "DAC_OVERRIDE",
