@@ -143,6 +143,19 @@ struct DaemonArgs {
     /// generation is kept).
     #[arg(long, default_value = "10Mi")]
     log_max_size: String,
+    /// A registry (`HOST` or `HOST:PORT`, as in image references) reached
+    /// over plain HTTP instead of HTTPS. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registry: Vec<String>,
+    /// Credentials for a registry, `HOST=USER:PASSWORD`; used as basic auth
+    /// and to obtain bearer tokens. Repeatable. Also read one per line from
+    /// the file named by --registry-auth-file.
+    #[arg(long = "registry-auth", value_name = "HOST=USER:PASSWORD")]
+    registry_auth: Vec<String>,
+    /// A file of `HOST=USER:PASSWORD` lines (blank lines and `#` comments
+    /// ignored), so passwords stay out of the process list.
+    #[arg(long, value_name = "PATH")]
+    registry_auth_file: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -195,6 +208,26 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         cgroup_root: a.cgroup_root.clone(),
         log_max_bytes,
     };
+    let mut registries = drover_agent::image::RegistryConfig {
+        insecure: a.insecure_registry.into_iter().collect(),
+        ..Default::default()
+    };
+    let mut auth_lines = a.registry_auth;
+    if let Some(path) = &a.registry_auth_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--registry-auth-file {}", path.display()))?;
+        auth_lines.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    for line in &auth_lines {
+        let (host, creds) = drover_agent::image::RegistryConfig::parse_auth(line)
+            .map_err(|e| anyhow::anyhow!("--registry-auth: {e}"))?;
+        registries.credentials.insert(host, creds);
+    }
     let config = drover_agent::daemon::Config {
         monitor: Some(monitor),
         name: a.name,
@@ -211,6 +244,7 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
             .map(|d| quantity::Duration::parse(&d).map(|d| d.std()))
             .transpose()
             .map_err(|e| anyhow::anyhow!("--stop-after-disconnect: {e}"))?,
+        registries,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

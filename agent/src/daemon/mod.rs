@@ -50,6 +50,8 @@ pub struct Config {
     /// Start containers under monitor processes so they outlive the agent
     /// (see `runtime::monitor`); `None` makes them the agent's own children.
     pub monitor: Option<crate::runtime::MonitorConfig>,
+    /// How registry images are pulled (insecure hosts, credentials).
+    pub registries: crate::image::RegistryConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +152,8 @@ impl Agent {
         let shared = Arc::new(Shared {
             node: config.name.clone(),
             state_dir: config.state_dir.clone(),
-            images: ImageStore::new(config.state_dir.join("images")),
+            images: ImageStore::new(config.state_dir.join("images"))
+                .with_registries(config.registries.clone()),
             runtime,
             reporter: reporter.clone(),
             last_contact: std::sync::Mutex::new(std::time::Instant::now()),
