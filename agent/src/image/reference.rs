@@ -71,9 +71,9 @@ impl FromStr for ImageRef {
 }
 
 fn parse_registry(s: &str) -> Result<RegistryRef, &'static str> {
-    let (host, path) = s
-        .split_once('/')
-        .ok_or("must be oci:/path[:tag] or host[:port]/name:tag or host[:port]/name@sha256:<hex>")?;
+    let (host, path) = s.split_once('/').ok_or(
+        "must be oci:/path[:tag] or host[:port]/name:tag or host[:port]/name@sha256:<hex>",
+    )?;
     let host_ok = !host.is_empty()
         && host
             .bytes()
@@ -85,7 +85,11 @@ fn parse_registry(s: &str) -> Result<RegistryRef, &'static str> {
         let hex = digest
             .strip_prefix("sha256:")
             .ok_or("digest must be sha256:<64 hex digits>")?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err("digest must be sha256:<64 lowercase hex digits>");
         }
         (name, digest)
@@ -107,9 +111,8 @@ fn parse_registry(s: &str) -> Result<RegistryRef, &'static str> {
     };
     let component_ok = |c: &str| {
         !c.is_empty()
-            && c.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
-            })
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
             && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
             && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
     };

@@ -162,12 +162,13 @@ impl<'a> Client<'a> {
         let cfg = manifest.config();
         let cfg_hex = sha256_hex(cfg).map_err(|e| bad(e.to_string()))?;
         let (cfg_url, cfg_bytes) = self.small_blob(cfg_hex, cfg.size())?;
-        let config = oci_spec::image::ImageConfiguration::from_reader(&cfg_bytes[..]).map_err(
-            |e| RegistryError::Manifest {
-                url: cfg_url,
-                reason: e.to_string(),
-            },
-        )?;
+        let config =
+            oci_spec::image::ImageConfiguration::from_reader(&cfg_bytes[..]).map_err(|e| {
+                RegistryError::Manifest {
+                    url: cfg_url,
+                    reason: e.to_string(),
+                }
+            })?;
         let layers = manifest
             .layers()
             .iter()
@@ -238,13 +239,7 @@ impl<'a> Client<'a> {
     fn small_blob(&self, hex: &str, size: u64) -> Result<(String, Vec<u8>), RegistryError> {
         let url = format!("{}/blobs/sha256:{hex}", self.base);
         let bytes = read_small(&url, self.get(&url, "*/*")?)?;
-        verify(
-            &url,
-            hex,
-            size,
-            bytes.len() as u64,
-            &Sha256::digest(&bytes),
-        )?;
+        verify(&url, hex, size, bytes.len() as u64, &Sha256::digest(&bytes))?;
         Ok((url, bytes))
     }
 

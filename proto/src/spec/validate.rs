@@ -190,7 +190,11 @@ fn registry_ref(image: &str) -> Result<(), String> {
     }
     let name = if let Some((name, digest)) = path.split_once('@') {
         let hex = digest.strip_prefix("sha256:").unwrap_or("");
-        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+        if hex.len() != 64
+            || !hex
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        {
             return Err(format!(
                 "{digest:?} is not a valid digest (sha256:<64 lowercase hex digits>)"
             ));
@@ -462,7 +466,11 @@ mod tests {
             format!("localhost:5000/web@{digest}"),
         ] {
             let yaml = format!("name: w\nimage: \"{ok}\"\n");
-            assert!(from_yaml(&yaml).is_ok(), "{ok}: {:?}", from_yaml(&yaml).err());
+            assert!(
+                from_yaml(&yaml).is_ok(),
+                "{ok}: {:?}",
+                from_yaml(&yaml).err()
+            );
         }
         for (bad, message) in [
             ("reg:5000/web", "names no tag or digest"),
