@@ -1,8 +1,9 @@
 //! Registry pulls against a real OCI distribution registry (Debian's
 //! `docker-registry`) on loopback, with the demo images pushed by `skopeo`:
 //! pulls by tag and by digest, a tampered layer rejected, concurrent pulls
-//! downloading each layer once, basic auth from htpasswd, bearer tokens from a
-//! token server, and a job run by a real agent from a registry image.
+//! downloading each layer once, layer GC, basic auth from htpasswd, bearer
+//! tokens from a token server, and a job run by a real agent from a registry
+//! image whose layers the agent frees when the job stops.
 
 use drover_agent::image::RegistryError;
 use drover_agent::image::{Credentials, ImageError, ImageRef, ImageStore, RegistryConfig};
@@ -232,8 +233,12 @@ fn concurrent_pulls_download_each_layer_once_and_gc_frees_unused_layers() {
     }
 
     // GC keeps what is in use, frees the rest; a later pull fetches again.
-    let keep: std::collections::HashSet<PathBuf> =
-        pulled[0].layers.iter().take(1).cloned().collect();
+    let keep: std::collections::HashSet<String> = pulled[0]
+        .layers
+        .iter()
+        .take(1)
+        .map(|l| layer_hex(l))
+        .collect();
     let removed = s.gc(&keep).unwrap();
     assert_eq!(removed, pulled[0].layers.len() - 1);
     assert!(pulled[0].layers[0].is_dir());
@@ -428,4 +433,20 @@ fn a_job_runs_from_a_registry_image() {
         body.starts_with("HTTP/1.").then_some(body)
     });
     assert!(body.contains("200"), "{st} {body}");
+
+    // The agent cached the layers while the job ran, and frees them once no
+    // container uses them.
+    let layers = c.agent_state_dir().join("images/layers");
+    let cached = || {
+        std::fs::read_dir(&layers)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().len() == 64 && e.path().is_dir())
+            .count()
+    };
+    assert!(cached() > 0);
+    assert!(c.drover(&["job", "stop", "web"]).ok());
+    wait_for("unused layers to be freed", Duration::from_secs(30), || {
+        (cached() == 0).then_some(())
+    });
 }

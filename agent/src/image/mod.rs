@@ -160,10 +160,10 @@ impl ImageStore {
         }
     }
 
-    /// Removes every cached layer whose directory is not in `in_use`, and
-    /// returns how many were removed. A layer is skipped while another pull
-    /// holds its lock, so a layer being unpacked is never removed.
-    pub fn gc(&self, in_use: &HashSet<PathBuf>) -> Result<usize, ImageError> {
+    /// Removes every cached layer whose sha256 hex digest is not in `in_use`,
+    /// and returns how many were removed. A layer is skipped while another
+    /// pull holds its lock, so a layer being unpacked is never removed.
+    pub fn gc(&self, in_use: &HashSet<String>) -> Result<usize, ImageError> {
         let layers_dir = self.cache_dir.join("layers");
         let entries = match std::fs::read_dir(&layers_dir) {
             Ok(entries) => entries,
@@ -176,7 +176,7 @@ impl ImageStore {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             let is_layer = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
-            if !is_layer || in_use.contains(&path) {
+            if !is_layer || in_use.contains(&name) || !path.is_dir() {
                 continue;
             }
             if unpack::remove_unless_locked(&layers_dir, &name)? {
