@@ -95,6 +95,22 @@ enum RuntimeCommand {
         #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
         cgroup_root: PathBuf,
     },
+    /// Time pulling a registry image into a fresh layer cache against
+    /// `skopeo copy` of it into an OCI layout.
+    BenchPull {
+        /// A registry image, e.g. 127.0.0.1:5000/demo-web:v1.
+        image: String,
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Reach this registry over plain HTTP. Repeatable.
+        #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+        insecure_registry: Vec<String>,
+        #[arg(long, default_value = "skopeo")]
+        skopeo: String,
+        /// Benchmark Drover only.
+        #[arg(long)]
+        no_skopeo: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -320,6 +336,30 @@ fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
             };
             let report = bench::run(&runtime, &opts)?;
             print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        RuntimeCommand::BenchPull {
+            image,
+            runs,
+            insecure_registry,
+            skopeo,
+            no_skopeo,
+        } => {
+            use drover_agent::runtime::pull_bench;
+            let work = tempfile::Builder::new()
+                .prefix("drover-bench-pull")
+                .tempdir()?;
+            let opts = pull_bench::PullBenchOptions {
+                image: image.parse()?,
+                registries: drover_agent::image::RegistryConfig {
+                    insecure: insecure_registry.into_iter().collect(),
+                    ..Default::default()
+                },
+                runs,
+                skopeo: (!no_skopeo).then_some(skopeo),
+                work_dir: work.path().to_path_buf(),
+            };
+            print!("{}", pull_bench::run(&opts)?);
             Ok(ExitCode::SUCCESS)
         }
     }
