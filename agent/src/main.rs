@@ -95,6 +95,22 @@ enum RuntimeCommand {
         #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
         cgroup_root: PathBuf,
     },
+    /// Time pulling a registry image into a fresh layer cache against
+    /// `skopeo copy` of it into an OCI layout.
+    BenchPull {
+        /// A registry image, e.g. 127.0.0.1:5000/demo-web:v1.
+        image: String,
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Reach this registry over plain HTTP. Repeatable.
+        #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+        insecure_registry: Vec<String>,
+        #[arg(long, default_value = "skopeo")]
+        skopeo: String,
+        /// Benchmark Drover only.
+        #[arg(long)]
+        no_skopeo: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -143,6 +159,19 @@ struct DaemonArgs {
     /// generation is kept).
     #[arg(long, default_value = "10Mi")]
     log_max_size: String,
+    /// A registry (`HOST` or `HOST:PORT`, as in image references) reached
+    /// over plain HTTP instead of HTTPS. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registry: Vec<String>,
+    /// Credentials for a registry, `HOST=USER:PASSWORD`; used as basic auth
+    /// and to obtain bearer tokens. Repeatable. Also read one per line from
+    /// the file named by --registry-auth-file.
+    #[arg(long = "registry-auth", value_name = "HOST=USER:PASSWORD")]
+    registry_auth: Vec<String>,
+    /// A file of `HOST=USER:PASSWORD` lines (blank lines and `#` comments
+    /// ignored), so passwords stay out of the process list.
+    #[arg(long, value_name = "PATH")]
+    registry_auth_file: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -195,6 +224,26 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         cgroup_root: a.cgroup_root.clone(),
         log_max_bytes,
     };
+    let mut registries = drover_agent::image::RegistryConfig {
+        insecure: a.insecure_registry.into_iter().collect(),
+        ..Default::default()
+    };
+    let mut auth_lines = a.registry_auth;
+    if let Some(path) = &a.registry_auth_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--registry-auth-file {}", path.display()))?;
+        auth_lines.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    for line in &auth_lines {
+        let (host, creds) = drover_agent::image::RegistryConfig::parse_auth(line)
+            .map_err(|e| anyhow::anyhow!("--registry-auth: {e}"))?;
+        registries.credentials.insert(host, creds);
+    }
     let config = drover_agent::daemon::Config {
         monitor: Some(monitor),
         name: a.name,
@@ -211,6 +260,7 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
             .map(|d| quantity::Duration::parse(&d).map(|d| d.std()))
             .transpose()
             .map_err(|e| anyhow::anyhow!("--stop-after-disconnect: {e}"))?,
+        registries,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -286,6 +336,30 @@ fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
             };
             let report = bench::run(&runtime, &opts)?;
             print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        RuntimeCommand::BenchPull {
+            image,
+            runs,
+            insecure_registry,
+            skopeo,
+            no_skopeo,
+        } => {
+            use drover_agent::runtime::pull_bench;
+            let work = tempfile::Builder::new()
+                .prefix("drover-bench-pull")
+                .tempdir()?;
+            let opts = pull_bench::PullBenchOptions {
+                image: image.parse()?,
+                registries: drover_agent::image::RegistryConfig {
+                    insecure: insecure_registry.into_iter().collect(),
+                    ..Default::default()
+                },
+                runs,
+                skopeo: (!no_skopeo).then_some(skopeo),
+                work_dir: work.path().to_path_buf(),
+            };
+            print!("{}", pull_bench::run(&opts)?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -310,6 +310,7 @@ impl Life {
         let dir = shared.bundle_dir(&self.id);
         tokio::task::spawn_blocking(move || {
             let r: ImageRef = image.parse().map_err(|e| format!("image: {e}"))?;
+            let _in_use = shared.image_use.read().unwrap_or_else(|e| e.into_inner());
             let img = shared.images.pull(&r).map_err(|e| format!("image: {e}"))?;
             Bundle::create(&dir, &img, &req).map_err(|e| format!("bundle: {e}"))
         })
@@ -389,7 +390,13 @@ impl Life {
                 .remove(&id)
                 .map_err(|e| e.to_string())?;
             let b = bundle.unwrap_or_else(|| Bundle::at(shared.bundle_dir(&id), id.clone()));
-            b.cleanup().map_err(|e| e.to_string())
+            b.cleanup().map_err(|e| e.to_string())?;
+            match shared.gc_images() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "freed image layers no container uses"),
+                Err(e) => tracing::warn!("image layer gc: {e}"),
+            }
+            Ok::<_, String>(())
         })
         .await;
         let reason = match cleaned {

@@ -50,6 +50,8 @@ pub struct Config {
     /// Start containers under monitor processes so they outlive the agent
     /// (see `runtime::monitor`); `None` makes them the agent's own children.
     pub monitor: Option<crate::runtime::MonitorConfig>,
+    /// How registry images are pulled (insecure hosts, credentials).
+    pub registries: crate::image::RegistryConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,9 +87,32 @@ pub struct Shared {
     /// Containers a previous agent process left running, by allocation id,
     /// until a runner claims them or the first desired set disowns them.
     pub adopted: std::sync::Mutex<std::collections::HashMap<String, supervisor::Adopted>>,
+    /// Held shared from pulling an image until its bundle links the layers,
+    /// and exclusively by layer GC, so GC never frees a layer in between.
+    pub image_use: std::sync::RwLock<()>,
 }
 
 impl Shared {
+    /// Removes cached image layers that no bundle on this node links to
+    /// (bundles reach their layers through `<bundle>/l/<n>` symlinks).
+    /// Blocking; the agent runs it after an allocation's bundle is removed.
+    pub fn gc_images(&self) -> Result<usize, crate::image::ImageError> {
+        let _exclusive = self.image_use.write().unwrap_or_else(|e| e.into_inner());
+        let mut in_use = std::collections::HashSet::new();
+        let bundles = std::fs::read_dir(self.state_dir.join("bundles"));
+        for bundle in bundles.into_iter().flatten().flatten() {
+            let links = std::fs::read_dir(bundle.path().join("l"));
+            for link in links.into_iter().flatten().flatten() {
+                if let Ok(target) = std::fs::read_link(link.path()) {
+                    if let Some(hex) = target.file_name() {
+                        in_use.insert(hex.to_string_lossy().into_owned());
+                    }
+                }
+            }
+        }
+        self.images.gc(&in_use)
+    }
+
     pub fn bundle_dir(&self, id: &str) -> PathBuf {
         self.state_dir.join("bundles").join(id)
     }
@@ -150,7 +175,8 @@ impl Agent {
         let shared = Arc::new(Shared {
             node: config.name.clone(),
             state_dir: config.state_dir.clone(),
-            images: ImageStore::new(config.state_dir.join("images")),
+            images: ImageStore::new(config.state_dir.join("images"))
+                .with_registries(config.registries.clone()),
             runtime,
             reporter: reporter.clone(),
             last_contact: std::sync::Mutex::new(std::time::Instant::now()),
@@ -160,6 +186,7 @@ impl Agent {
                 .and_then(|(h, _)| h.trim_matches(['[', ']']).parse().ok())
                 .unwrap_or(local_addr.ip()),
             monitor: config.monitor.clone(),
+            image_use: std::sync::RwLock::new(()),
             adopted: Default::default(),
         });
         supervisor::adopt_leftovers(&shared);

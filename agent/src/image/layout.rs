@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use sha2::{Digest as _, Sha256};
 
-use super::{ImageConfig, ImageError, ImageRef};
+use super::{ImageConfig, ImageError};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -34,8 +34,8 @@ pub(crate) struct Resolved {
     pub layers: Vec<LayerBlob>,
 }
 
-pub(crate) fn resolve(reference: &ImageRef) -> Result<Resolved, ImageError> {
-    let layout = &reference.layout;
+pub(crate) fn resolve(layout: &Path, tag: Option<&String>) -> Result<Resolved, ImageError> {
+    let layout = &layout.to_path_buf();
     let index_path = layout.join("index.json");
     let index_bytes = std::fs::read(&index_path).map_err(ImageError::io(&index_path))?;
     let index = ImageIndex::from_reader(&index_bytes[..]).map_err(|source| ImageError::Parse {
@@ -46,17 +46,17 @@ pub(crate) fn resolve(reference: &ImageRef) -> Result<Resolved, ImageError> {
     let tagged: Vec<&Descriptor> = index
         .manifests()
         .iter()
-        .filter(|d| match &reference.tag {
+        .filter(|d| match tag {
             Some(tag) => d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) == Some(tag),
             None => true,
         })
         .collect();
-    let descriptor = match (tagged.as_slice(), &reference.tag) {
+    let descriptor = match (tagged.as_slice(), tag) {
         ([one], _) => *one,
         (_, tag) => {
             return Err(ImageError::TagNotFound {
                 layout: layout.clone(),
-                tag: tag.clone().unwrap_or_else(|| "<the only manifest>".into()),
+                tag: tag.cloned().unwrap_or_else(|| "<the only manifest>".into()),
             })
         }
     };
@@ -118,7 +118,7 @@ fn pick_platform(layout: &Path, index_desc: &Descriptor) -> Result<Descriptor, I
         })
 }
 
-fn image_config(config: &ImageConfiguration) -> ImageConfig {
+pub(crate) fn image_config(config: &ImageConfiguration) -> ImageConfig {
     let Some(c) = config.config() else {
         return ImageConfig::default();
     };
@@ -131,7 +131,7 @@ fn image_config(config: &ImageConfiguration) -> ImageConfig {
     }
 }
 
-fn compression(media_type: &MediaType) -> Result<Compression, ImageError> {
+pub(crate) fn compression(media_type: &MediaType) -> Result<Compression, ImageError> {
     match media_type.to_string().as_str() {
         "application/vnd.oci.image.layer.v1.tar"
         | "application/vnd.docker.image.rootfs.diff.tar" => Ok(Compression::None),

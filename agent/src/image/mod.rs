@@ -1,4 +1,4 @@
-//! Container images stored as OCI image layouts.
+//! Container images, from OCI image layouts on the node or from registries.
 //!
 //! An OCI image layout is a directory with an `index.json`, an `oci-layout`
 //! marker and a content-addressed `blobs/<alg>/<hex>` store. An image is a
@@ -11,11 +11,15 @@
 
 mod layout;
 mod reference;
+mod registry;
 mod unpack;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-pub use reference::ImageRef;
+pub use reference::{ImageRef, RegistryRef};
+pub use registry::{Credentials, RegistryConfig, RegistryError};
+use unpack::BlobSource;
 
 /// Errors from resolving, verifying and unpacking images.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,8 @@ pub enum ImageError {
     UnsupportedMediaType { media_type: String },
     #[error("layer {digest}: entry {entry:?} escapes the layer root")]
     PathTraversal { digest: String, entry: PathBuf },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     #[error("layer {digest}: unpack {entry:?}: {source}")]
     Unpack {
         digest: String,
@@ -97,6 +103,7 @@ pub struct Image {
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     cache_dir: PathBuf,
+    registries: RegistryConfig,
 }
 
 impl ImageStore {
@@ -104,7 +111,14 @@ impl ImageStore {
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
         ImageStore {
             cache_dir: cache_dir.into(),
+            registries: RegistryConfig::default(),
         }
+    }
+
+    /// Sets how registries are reached (insecure hosts, credentials).
+    pub fn with_registries(mut self, registries: RegistryConfig) -> Self {
+        self.registries = registries;
+        self
     }
 
     pub fn cache_dir(&self) -> &Path {
@@ -114,18 +128,62 @@ impl ImageStore {
     /// Resolves `reference`, verifies manifest and config, and makes sure every
     /// layer is unpacked in the cache. Blocking; call it from `spawn_blocking`.
     pub fn pull(&self, reference: &ImageRef) -> Result<Image, ImageError> {
-        let resolved = layout::resolve(reference)?;
         let layers_dir = self.cache_dir.join("layers");
         std::fs::create_dir_all(&layers_dir).map_err(ImageError::io(&layers_dir))?;
-        let mut layers = Vec::with_capacity(resolved.layers.len());
-        for layer in &resolved.layers {
-            layers.push(unpack::ensure_layer(&reference.layout, layer, &layers_dir)?);
+        let unpack_all = |source: &BlobSource, blobs: &[layout::LayerBlob]| {
+            blobs
+                .iter()
+                .map(|l| unpack::ensure_layer(source, l, &layers_dir))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        match reference {
+            ImageRef::Layout { layout, tag } => {
+                let r = layout::resolve(layout, tag.as_ref())?;
+                Ok(Image {
+                    layers: unpack_all(&BlobSource::Layout(layout), &r.layers)?,
+                    config: r.config,
+                    digest: r.manifest_digest,
+                })
+            }
+            ImageRef::Registry(reg) => {
+                let client = registry::Client::new(&self.registries, reg);
+                let r = client.resolve(&reg.reference)?;
+                let fetch = |layer: &layout::LayerBlob, dir: &Path| {
+                    client.download(layer, dir).map_err(ImageError::from)
+                };
+                Ok(Image {
+                    layers: unpack_all(&BlobSource::Download(&fetch), &r.layers)?,
+                    config: r.config,
+                    digest: r.manifest_digest,
+                })
+            }
         }
-        Ok(Image {
-            layers,
-            config: resolved.config,
-            digest: resolved.manifest_digest,
-        })
+    }
+
+    /// Removes every cached layer whose sha256 hex digest is not in `in_use`,
+    /// and returns how many were removed. A layer is skipped while another
+    /// pull holds its lock, so a layer being unpacked is never removed.
+    pub fn gc(&self, in_use: &HashSet<String>) -> Result<usize, ImageError> {
+        let layers_dir = self.cache_dir.join("layers");
+        let entries = match std::fs::read_dir(&layers_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(ImageError::io(&layers_dir)(e)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(ImageError::io(&layers_dir))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_layer = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            if !is_layer || in_use.contains(&name) || !path.is_dir() {
+                continue;
+            }
+            if unpack::remove_unless_locked(&layers_dir, &name)? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }
 

@@ -1,17 +1,44 @@
-//! Image references in skopeo's transport syntax: `oci:/path/to/layout[:tag]`.
+//! Image references: an OCI image layout on this node in skopeo's transport
+//! syntax (`oci:/path/to/layout[:tag]`), or an image in an OCI distribution
+//! registry (`host[:port]/name[/more]:tag` or `host[:port]/name@sha256:<hex>`).
+//! A registry reference always names its host: there is no implicit default
+//! registry, so a spec says exactly where its image comes from.
 
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::ImageError;
 
-/// A reference to an image inside an OCI image layout directory.
+/// Where an image comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
-    pub layout: PathBuf,
-    /// The `org.opencontainers.image.ref.name` to select; `None` means the
-    /// layout must hold exactly one manifest.
-    pub tag: Option<String>,
+pub enum ImageRef {
+    /// An image inside an OCI image layout directory.
+    Layout {
+        layout: PathBuf,
+        /// The `org.opencontainers.image.ref.name` to select; `None` means the
+        /// layout must hold exactly one manifest.
+        tag: Option<String>,
+    },
+    /// An image in a registry.
+    Registry(RegistryRef),
+}
+
+/// `host[:port]/name:tag` or `host[:port]/name@sha256:<hex>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryRef {
+    /// `host` or `host:port`, as written.
+    pub host: String,
+    /// The repository name, e.g. `library/busybox`.
+    pub name: String,
+    /// A tag, or a `sha256:<hex>` digest that the manifest must match.
+    pub reference: String,
+}
+
+impl RegistryRef {
+    /// The manifest digest this reference pins, if it is a digest reference.
+    pub fn digest(&self) -> Option<&str> {
+        self.reference.strip_prefix("sha256:")
+    }
 }
 
 impl FromStr for ImageRef {
@@ -22,9 +49,9 @@ impl FromStr for ImageRef {
             reference: s.to_string(),
             reason,
         };
-        let rest = s
-            .strip_prefix("oci:")
-            .ok_or_else(|| invalid("must start with \"oci:\""))?;
+        let Some(rest) = s.strip_prefix("oci:") else {
+            return parse_registry(s).map(ImageRef::Registry).map_err(invalid);
+        };
         // A tag follows the last ':' unless that ':' belongs to the path.
         let (path, tag) = match rest.rsplit_once(':') {
             Some((path, tag)) if !tag.contains('/') => (path, Some(tag)),
@@ -36,20 +63,84 @@ impl FromStr for ImageRef {
         if tag == Some("") {
             return Err(invalid("tag is empty"));
         }
-        Ok(ImageRef {
+        Ok(ImageRef::Layout {
             layout: PathBuf::from(path),
             tag: tag.map(str::to_string),
         })
     }
 }
 
+fn parse_registry(s: &str) -> Result<RegistryRef, &'static str> {
+    let (host, path) = s.split_once('/').ok_or(
+        "must be oci:/path[:tag] or host[:port]/name:tag or host[:port]/name@sha256:<hex>",
+    )?;
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
+    if !host_ok {
+        return Err("registry host must be host or host:port");
+    }
+    let (name, reference) = if let Some((name, digest)) = path.split_once('@') {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .ok_or("digest must be sha256:<64 hex digits>")?;
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err("digest must be sha256:<64 lowercase hex digits>");
+        }
+        (name, digest)
+    } else {
+        let (name, tag) = path
+            .rsplit_once(':')
+            .filter(|(_, tag)| !tag.contains('/'))
+            .ok_or("a registry image needs a :tag or @sha256:<digest>")?;
+        let tag_ok = !tag.is_empty()
+            && tag.len() <= 128
+            && !tag.starts_with(['.', '-'])
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !tag_ok {
+            return Err("tag must be 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'");
+        }
+        (name, tag)
+    };
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
+    };
+    if !name.split('/').all(component_ok) {
+        return Err("repository name must be lowercase [a-z0-9._-] components separated by '/'");
+    }
+    Ok(RegistryRef {
+        host: host.to_string(),
+        name: name.to_string(),
+        reference: reference.to_string(),
+    })
+}
+
 impl std::fmt::Display for ImageRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "oci:{}", self.layout.display())?;
-        if let Some(tag) = &self.tag {
-            write!(f, ":{tag}")?;
+        match self {
+            ImageRef::Layout { layout, tag } => {
+                write!(f, "oci:{}", layout.display())?;
+                if let Some(tag) = tag {
+                    write!(f, ":{tag}")?;
+                }
+                Ok(())
+            }
+            ImageRef::Registry(r) => {
+                let sep = if r.digest().is_some() { '@' } else { ':' };
+                write!(f, "{}/{}{sep}{}", r.host, r.name, r.reference)
+            }
         }
-        Ok(())
     }
 }
 
@@ -60,21 +151,63 @@ mod tests {
     #[test]
     fn parses_path_and_tag() {
         let r: ImageRef = "oci:/var/images/busybox:1.36".parse().unwrap();
-        assert_eq!(r.layout, PathBuf::from("/var/images/busybox"));
-        assert_eq!(r.tag.as_deref(), Some("1.36"));
+        assert_eq!(
+            r,
+            ImageRef::Layout {
+                layout: PathBuf::from("/var/images/busybox"),
+                tag: Some("1.36".into())
+            }
+        );
         assert_eq!(r.to_string(), "oci:/var/images/busybox:1.36");
     }
 
     #[test]
     fn tag_is_optional() {
         let r: ImageRef = "oci:/var/images/busybox".parse().unwrap();
-        assert_eq!(r.tag, None);
+        assert!(matches!(r, ImageRef::Layout { tag: None, .. }));
     }
 
     #[test]
-    fn rejects_other_transports_and_empty_parts() {
-        assert!("docker://busybox".parse::<ImageRef>().is_err());
+    fn rejects_empty_parts() {
         assert!("oci:".parse::<ImageRef>().is_err());
         assert!("oci:/x:".parse::<ImageRef>().is_err());
+    }
+
+    #[test]
+    fn parses_registry_tag_and_digest() {
+        let r: ImageRef = "127.0.0.1:5000/demo/web:v1".parse().unwrap();
+        let ImageRef::Registry(reg) = &r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(reg.host, "127.0.0.1:5000");
+        assert_eq!(reg.name, "demo/web");
+        assert_eq!(reg.reference, "v1");
+        assert_eq!(reg.digest(), None);
+        assert_eq!(r.to_string(), "127.0.0.1:5000/demo/web:v1");
+        let hex = "a".repeat(64);
+        let s = format!("registry.example.com/web@sha256:{hex}");
+        let r: ImageRef = s.parse().unwrap();
+        let ImageRef::Registry(reg) = &r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(reg.digest(), Some(hex.as_str()));
+        assert_eq!(r.to_string(), s);
+    }
+
+    #[test]
+    fn rejects_bad_registry_references() {
+        for bad in [
+            "docker://busybox",
+            "busybox",
+            "host:5000/web",
+            "host/web:",
+            "host/Web:v1",
+            "host/web@sha256:abc",
+            "host/web@md5:0000",
+            "/web:v1",
+            "host//web:v1",
+        ] {
+            assert!(bad.parse::<ImageRef>().is_err(), "{bad}");
+        }
     }
 }

@@ -25,9 +25,17 @@ use super::ImageError;
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
+/// Where a layer blob comes from: a file in a layout, or a download that is
+/// made only once the per-digest lock is held (so concurrent pulls of a layer
+/// download it once) and removed after unpacking.
+pub(crate) enum BlobSource<'a> {
+    Layout(&'a Path),
+    Download(&'a dyn Fn(&LayerBlob, &Path) -> Result<PathBuf, ImageError>),
+}
+
 /// Returns the cache directory of `layer`, unpacking it first if needed.
 pub(crate) fn ensure_layer(
-    layout: &Path,
+    source: &BlobSource,
     layer: &LayerBlob,
     layers_dir: &Path,
 ) -> Result<PathBuf, ImageError> {
@@ -51,8 +59,16 @@ pub(crate) fn ensure_layer(
         // Left over from a crash; we hold the lock, so nobody else uses it.
         std::fs::remove_dir_all(&tmp).map_err(ImageError::io(&tmp))?;
     }
+    let (blob, downloaded) = match source {
+        BlobSource::Layout(layout) => (blob_path(layout, &layer.hex), false),
+        BlobSource::Download(fetch) => (fetch(layer, layers_dir)?, true),
+    };
     std::fs::create_dir(&tmp).map_err(ImageError::io(&tmp))?;
-    match unpack_verified(layout, layer, &tmp) {
+    let unpacked = unpack_verified(&blob, layer, &tmp);
+    if downloaded {
+        let _ = std::fs::remove_file(&blob);
+    }
+    match unpacked {
         Ok(()) => {
             std::fs::rename(&tmp, &dest).map_err(ImageError::io(&dest))?;
             Ok(dest)
@@ -64,8 +80,23 @@ pub(crate) fn ensure_layer(
     }
 }
 
-fn unpack_verified(layout: &Path, layer: &LayerBlob, dest: &Path) -> Result<(), ImageError> {
-    let path = blob_path(layout, &layer.hex);
+/// Removes the cached layer `hex` unless a pull holds its lock right now.
+pub(crate) fn remove_unless_locked(layers_dir: &Path, hex: &str) -> Result<bool, ImageError> {
+    let lock_path = layers_dir.join(format!("{hex}.lock"));
+    let lock_file = File::create(&lock_path).map_err(ImageError::io(&lock_path))?;
+    let Ok(_lock) = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) else {
+        return Ok(false);
+    };
+    let dest = layers_dir.join(hex);
+    // Rename first so a half-removed directory is never mistaken for a layer.
+    let doomed = layers_dir.join(format!(".gc-{hex}"));
+    std::fs::rename(&dest, &doomed).map_err(ImageError::io(&dest))?;
+    std::fs::remove_dir_all(&doomed).map_err(ImageError::io(&doomed))?;
+    Ok(true)
+}
+
+fn unpack_verified(path: &Path, layer: &LayerBlob, dest: &Path) -> Result<(), ImageError> {
+    let path = path.to_path_buf();
     let file = File::open(&path).map_err(ImageError::io(&path))?;
     let hashing = HashingReader::new(std::io::BufReader::new(file));
     let io_err = |source| ImageError::Io {

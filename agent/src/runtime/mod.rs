@@ -16,6 +16,7 @@ pub mod exec;
 pub mod log;
 pub mod monitor;
 mod plan;
+pub mod pull_bench;
 mod seccomp;
 pub mod terminal;
 

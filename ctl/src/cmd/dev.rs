@@ -40,6 +40,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         heartbeat: Duration::from_secs(1),
         stop_after_disconnect: None,
         monitor: None,
+        registries: Default::default(),
     })
     .await
     .context("cannot start the agent")?;

@@ -136,11 +136,8 @@ fn image(e: &mut Errors, image: &str) {
     let Some(r) = OciRef::parse(image) else {
         if image.is_empty() {
             e.add("image", "must not be empty");
-        } else {
-            e.add(
-                "image",
-                format!("{image:?} is not supported: use an OCI image layout, oci:/path/to/layout:tag (registry pulls come later)"),
-            );
+        } else if let Err(reason) = registry_ref(image) {
+            e.add("image", format!("{image:?}: {reason}"));
         }
         return;
     };
@@ -156,19 +153,86 @@ fn image(e: &mut Errors, image: &str) {
         );
     }
     if let Some(tag) = &r.tag {
-        let ok = !tag.is_empty()
-            && tag.len() <= 128
-            && tag
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-            && !tag.starts_with(['.', '-']);
-        if !ok {
+        if !tag_ok(tag) {
             e.add(
                 "image",
                 format!("{tag:?} is not a valid tag (letters, digits, '.', '_', '-'; at most 128)"),
             );
         }
     }
+}
+
+/// Checks `host[:port]/name[/more]:tag` or `host[:port]/name@sha256:<hex>`.
+fn registry_ref(image: &str) -> Result<(), String> {
+    let Some((host, path)) = image.split_once('/') else {
+        return Err("is not an image reference: use host[:port]/name:tag, host[:port]/name@sha256:<digest> or oci:/path/to/layout:tag".into());
+    };
+    let (hostname, port) = match host.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (host, None),
+    };
+    let host_ok = !hostname.is_empty()
+        && hostname.split('.').all(|label| {
+            !label.is_empty()
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !host_ok {
+        return Err(format!(
+            "{hostname:?} is not a registry host name (the image reference starts with the registry, e.g. registry.example.com/web:v1)"
+        ));
+    }
+    if let Some(port) = port {
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("{port:?} is not a registry port (1-65535)"));
+        }
+    }
+    let name = if let Some((name, digest)) = path.split_once('@') {
+        let hex = digest.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64
+            || !hex
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        {
+            return Err(format!(
+                "{digest:?} is not a valid digest (sha256:<64 lowercase hex digits>)"
+            ));
+        }
+        name
+    } else {
+        let Some((name, tag)) = path.rsplit_once(':').filter(|(_, t)| !t.contains('/')) else {
+            return Err("names no tag or digest (add :tag or @sha256:<digest>)".into());
+        };
+        if !tag_ok(tag) {
+            return Err(format!(
+                "{tag:?} is not a valid tag (letters, digits, '.', '_', '-'; at most 128)"
+            ));
+        }
+        name
+    };
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+            && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
+    };
+    if !name.split('/').all(component_ok) {
+        return Err(format!(
+            "{name:?} is not a valid repository name (lowercase letters, digits, '.', '_', '-' in '/'-separated parts)"
+        ));
+    }
+    Ok(())
+}
+
+fn tag_ok(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && !tag.starts_with(['.', '-'])
 }
 
 fn resources(e: &mut Errors, spec: &JobSpec) {
@@ -379,7 +443,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("image: \"nginx:latest\" is not supported"),
+            e.starts_with("image: \"nginx:latest\": is not an image reference"),
             "{e}"
         );
         let e = from_yaml("name: w\nimage: oci:rel/path:v1\n")
@@ -391,6 +455,39 @@ mod tests {
             .to_string();
         assert!(e.contains("is not a valid tag"), "{e}");
         assert!(from_yaml("name: w\nimage: oci:/x\n").is_ok());
+    }
+
+    #[test]
+    fn registry_image_rules() {
+        let digest = format!("sha256:{}", "0a".repeat(32));
+        for ok in [
+            "127.0.0.1:5000/demo-web:v1".to_string(),
+            "registry.example.com/team/web:1.2.3".to_string(),
+            format!("localhost:5000/web@{digest}"),
+        ] {
+            let yaml = format!("name: w\nimage: \"{ok}\"\n");
+            assert!(
+                from_yaml(&yaml).is_ok(),
+                "{ok}: {:?}",
+                from_yaml(&yaml).err()
+            );
+        }
+        for (bad, message) in [
+            ("reg:5000/web", "names no tag or digest"),
+            ("reg:0/web:v1", "\"0\" is not a registry port"),
+            ("reg:x/web:v1", "\"x\" is not a registry port"),
+            ("re_g/web:v1", "\"re_g\" is not a registry host name"),
+            ("reg/Web:v1", "\"Web\" is not a valid repository name"),
+            ("reg/web:-v1", "\"-v1\" is not a valid tag"),
+            ("reg/web@sha256:abc", "\"sha256:abc\" is not a valid digest"),
+            ("reg//web:v1", "is not a valid repository name"),
+        ] {
+            let e = from_yaml(&format!("name: w\nimage: \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("image: \"{bad}\": ")), "{e}");
+            assert!(e.contains(message), "{bad}: {e}");
+        }
     }
 
     #[test]

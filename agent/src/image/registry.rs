@@ -1,0 +1,477 @@
+//! Pulling images from an OCI distribution registry.
+//!
+//! The distribution API is plain HTTP: `GET /v2/<name>/manifests/<ref>`
+//! returns a manifest (or an index of per-platform manifests, which we follow
+//! to linux/amd64), and `GET /v2/<name>/blobs/<digest>` returns the config and
+//! layer blobs the manifest names. Nothing from the network is trusted until
+//! its sha256 matches: a manifest pulled by digest must hash to that digest,
+//! and every blob is streamed to a temporary file while hashed and only then
+//! handed to the layer cache. Registries may demand credentials: we send basic
+//! credentials from the agent's config, and answer a
+//! `WWW-Authenticate: Bearer realm=…,service=…,scope=…` challenge by fetching a
+//! token from the realm (with those credentials, if any) and retrying.
+//! Registries are reached over HTTPS unless listed as insecure.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine as _;
+use sha2::{Digest as _, Sha256};
+
+use super::layout::{compression, image_config, sha256_hex, LayerBlob};
+use super::{ImageConfig, RegistryRef};
+
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+const INDEX_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+/// Manifests and configs are small; refuse to buffer anything bigger.
+const MAX_JSON: u64 = 4 << 20;
+
+/// Errors from talking to a registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("GET {url}: {reason}")]
+    Http { url: String, reason: String },
+    #[error("GET {url}: unauthorized (configure credentials with --registry-auth)")]
+    Unauthorized { url: String },
+    #[error("GET {url}: content has digest sha256:{actual}, expected sha256:{expected}")]
+    DigestMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("GET {url}: {actual} bytes, expected {expected}")]
+    SizeMismatch {
+        url: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("GET {url}: invalid manifest: {reason}")]
+    Manifest { url: String, reason: String },
+    #[error("write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Login for one registry host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// How the agent reaches registries: which hosts speak plain HTTP and which
+/// credentials to present to which host (`host` or `host:port`, as written in
+/// image references).
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    pub insecure: HashSet<String>,
+    pub credentials: HashMap<String, Credentials>,
+}
+
+impl RegistryConfig {
+    /// Parses a `HOST=USER:PASSWORD` credential (the `--registry-auth` flag).
+    pub fn parse_auth(s: &str) -> Result<(String, Credentials), String> {
+        let (host, login) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: expected HOST=USER:PASSWORD"))?;
+        let (username, password) = login
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?}: expected HOST=USER:PASSWORD"))?;
+        if host.is_empty() || username.is_empty() {
+            return Err(format!("{s:?}: expected HOST=USER:PASSWORD"));
+        }
+        Ok((
+            host.to_string(),
+            Credentials {
+                username: username.to_string(),
+                password: password.to_string(),
+            },
+        ))
+    }
+}
+
+/// What a manifest resolves to: the verified manifest digest, the image
+/// config and the layers to fetch.
+pub(crate) struct Resolved {
+    pub manifest_digest: String,
+    pub config: ImageConfig,
+    pub layers: Vec<LayerBlob>,
+}
+
+/// A client for one repository on one registry.
+pub(crate) struct Client<'a> {
+    agent: ureq::Agent,
+    base: String,
+    name: &'a str,
+    credentials: Option<&'a Credentials>,
+    /// A bearer token from the last challenge, reused for later requests.
+    token: Mutex<Option<String>>,
+}
+
+impl<'a> Client<'a> {
+    pub fn new(config: &'a RegistryConfig, r: &'a RegistryRef) -> Self {
+        let scheme = if config.insecure.contains(&r.host) {
+            "http"
+        } else {
+            "https"
+        };
+        Client {
+            agent: ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_secs(10))
+                .timeout_read(Duration::from_secs(60))
+                .build(),
+            base: format!("{scheme}://{}/v2/{}", r.host, r.name),
+            name: &r.name,
+            credentials: config.credentials.get(&r.host),
+            token: Mutex::new(None),
+        }
+    }
+
+    /// Fetches and verifies the manifest (following an index to
+    /// linux/amd64) and the config.
+    pub fn resolve(&self, reference: &str) -> Result<Resolved, RegistryError> {
+        let pinned = reference.strip_prefix("sha256:");
+        let (url, bytes) = self.manifest(reference, pinned)?;
+        let value = parse_json(&url, &bytes)?;
+        let (url, bytes) = if is_index(&value) {
+            let digest = pick_platform(&url, &value)?;
+            let hex = digest.trim_start_matches("sha256:").to_string();
+            self.manifest(&digest, Some(&hex))?
+        } else {
+            (url, bytes)
+        };
+        let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        let bad = |reason: String| RegistryError::Manifest {
+            url: url.clone(),
+            reason,
+        };
+        let manifest = oci_spec::image::ImageManifest::from_reader(&bytes[..])
+            .map_err(|e| bad(e.to_string()))?;
+        let cfg = manifest.config();
+        let cfg_hex = sha256_hex(cfg).map_err(|e| bad(e.to_string()))?;
+        let (cfg_url, cfg_bytes) = self.small_blob(cfg_hex, cfg.size())?;
+        let config =
+            oci_spec::image::ImageConfiguration::from_reader(&cfg_bytes[..]).map_err(|e| {
+                RegistryError::Manifest {
+                    url: cfg_url,
+                    reason: e.to_string(),
+                }
+            })?;
+        let layers = manifest
+            .layers()
+            .iter()
+            .map(|d| {
+                Ok(LayerBlob {
+                    hex: sha256_hex(d).map_err(|e| bad(e.to_string()))?.to_string(),
+                    size: d.size(),
+                    compression: compression(d.media_type()).map_err(|e| bad(e.to_string()))?,
+                })
+            })
+            .collect::<Result<Vec<_>, RegistryError>>()?;
+        Ok(Resolved {
+            manifest_digest,
+            config: image_config(&config),
+            layers,
+        })
+    }
+
+    /// Downloads a layer blob into `dir` while hashing it; the returned file
+    /// is complete and verified.
+    pub fn download(&self, layer: &LayerBlob, dir: &Path) -> Result<PathBuf, RegistryError> {
+        let url = format!("{}/blobs/sha256:{}", self.base, layer.hex);
+        let path = dir.join(format!(".download-{}", layer.hex));
+        let io = |source| RegistryError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut out = File::create(&path).map_err(io)?;
+        let result = (|| {
+            let mut body = self.get(&url, "*/*")?.into_reader();
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 1 << 16];
+            let mut size = 0u64;
+            loop {
+                let n = body.read(&mut buf).map_err(|e| http(&url, e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                size += n as u64;
+                out.write_all(&buf[..n]).map_err(io)?;
+            }
+            verify(&url, &layer.hex, layer.size, size, &hasher.finalize())
+        })();
+        match result {
+            Ok(()) => Ok(path),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    fn manifest(
+        &self,
+        reference: &str,
+        pinned: Option<&str>,
+    ) -> Result<(String, Vec<u8>), RegistryError> {
+        let url = format!("{}/manifests/{reference}", self.base);
+        let bytes = read_small(&url, self.get(&url, MANIFEST_TYPES)?)?;
+        if let Some(hex) = pinned {
+            let actual = Sha256::digest(&bytes);
+            verify(&url, hex, bytes.len() as u64, bytes.len() as u64, &actual)?;
+        }
+        Ok((url, bytes))
+    }
+
+    fn small_blob(&self, hex: &str, size: u64) -> Result<(String, Vec<u8>), RegistryError> {
+        let url = format!("{}/blobs/sha256:{hex}", self.base);
+        let bytes = read_small(&url, self.get(&url, "*/*")?)?;
+        verify(&url, hex, size, bytes.len() as u64, &Sha256::digest(&bytes))?;
+        Ok((url, bytes))
+    }
+
+    /// A GET that authenticates as the registry asks: basic credentials up
+    /// front if configured, a bearer token after a Bearer challenge.
+    fn get(&self, url: &str, accept: &str) -> Result<ureq::Response, RegistryError> {
+        let mut fetched_token = false;
+        loop {
+            let mut req = self.agent.get(url).set("Accept", accept);
+            let token = self.token.lock().unwrap().clone();
+            if let Some(token) = &token {
+                req = req.set("Authorization", &format!("Bearer {token}"));
+            } else if let Some(c) = self.credentials {
+                req = req.set("Authorization", &basic(c));
+            }
+            match req.call() {
+                Ok(resp) => return Ok(resp),
+                Err(ureq::Error::Status(401, resp)) if !fetched_token => {
+                    let challenge = resp.header("www-authenticate").unwrap_or("").to_string();
+                    let Some(params) = bearer_challenge(&challenge) else {
+                        return Err(RegistryError::Unauthorized {
+                            url: url.to_string(),
+                        });
+                    };
+                    *self.token.lock().unwrap() = Some(self.fetch_token(url, &params)?);
+                    fetched_token = true;
+                }
+                Err(ureq::Error::Status(401, _)) => {
+                    return Err(RegistryError::Unauthorized {
+                        url: url.to_string(),
+                    })
+                }
+                Err(ureq::Error::Status(code, resp)) => {
+                    let mut text = String::new();
+                    let _ = resp.into_reader().take(512).read_to_string(&mut text);
+                    return Err(RegistryError::Http {
+                        url: url.to_string(),
+                        reason: format!("status {code}: {}", text.trim()),
+                    });
+                }
+                Err(e) => return Err(http(url, e)),
+            }
+        }
+    }
+
+    fn fetch_token(
+        &self,
+        url: &str,
+        params: &HashMap<String, String>,
+    ) -> Result<String, RegistryError> {
+        let realm = params.get("realm").ok_or_else(|| RegistryError::Http {
+            url: url.to_string(),
+            reason: "bearer challenge without realm".into(),
+        })?;
+        let mut req = self.agent.get(realm);
+        if let Some(service) = params.get("service") {
+            req = req.query("service", service);
+        }
+        let scope = params
+            .get("scope")
+            .cloned()
+            .unwrap_or_else(|| format!("repository:{}:pull", self.name));
+        req = req.query("scope", &scope);
+        if let Some(c) = self.credentials {
+            req = req.set("Authorization", &basic(c));
+        }
+        let resp = match req.call() {
+            Ok(resp) => resp,
+            Err(ureq::Error::Status(401 | 403, _)) => {
+                return Err(RegistryError::Unauthorized {
+                    url: realm.to_string(),
+                })
+            }
+            Err(e) => return Err(http(realm, e)),
+        };
+        let body = read_small(realm, resp)?;
+        let value = parse_json(realm, &body)?;
+        value
+            .get("token")
+            .or_else(|| value.get("access_token"))
+            .and_then(|t| t.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| RegistryError::Http {
+                url: realm.to_string(),
+                reason: "token response has no token".into(),
+            })
+    }
+}
+
+fn basic(c: &Credentials) -> String {
+    let raw = format!("{}:{}", c.username, c.password);
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+/// Parses `Bearer realm="…",service="…",scope="…"`.
+fn bearer_challenge(header: &str) -> Option<HashMap<String, String>> {
+    let rest = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))?;
+    let mut params = HashMap::new();
+    let mut s = rest.trim();
+    while !s.is_empty() {
+        let (key, after) = s.split_once('=')?;
+        let (value, tail) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            (&quoted[..end], &quoted[end + 1..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        params.insert(key.trim().to_ascii_lowercase(), value.to_string());
+        s = tail.trim_start_matches([',', ' ']);
+    }
+    Some(params)
+}
+
+fn http(url: &str, e: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Http {
+        url: url.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn read_small(url: &str, resp: ureq::Response) -> Result<Vec<u8>, RegistryError> {
+    let mut bytes = Vec::new();
+    resp.into_reader()
+        .take(MAX_JSON + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| http(url, e))?;
+    if bytes.len() as u64 > MAX_JSON {
+        return Err(http(url, format!("larger than {MAX_JSON} bytes")));
+    }
+    Ok(bytes)
+}
+
+fn parse_json(url: &str, bytes: &[u8]) -> Result<serde_json::Value, RegistryError> {
+    serde_json::from_slice(bytes).map_err(|e| RegistryError::Manifest {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn verify(
+    url: &str,
+    expected_hex: &str,
+    expected_size: u64,
+    actual_size: u64,
+    actual: &[u8],
+) -> Result<(), RegistryError> {
+    let actual_hex = hex::encode(actual);
+    if actual_hex != expected_hex {
+        return Err(RegistryError::DigestMismatch {
+            url: url.to_string(),
+            expected: expected_hex.to_string(),
+            actual: actual_hex,
+        });
+    }
+    if actual_size != expected_size {
+        return Err(RegistryError::SizeMismatch {
+            url: url.to_string(),
+            expected: expected_size,
+            actual: actual_size,
+        });
+    }
+    Ok(())
+}
+
+fn is_index(value: &serde_json::Value) -> bool {
+    let media_type = value.get("mediaType").and_then(|m| m.as_str());
+    media_type.is_some_and(|m| INDEX_TYPES.contains(&m))
+        || (media_type.is_none() && value.get("manifests").is_some())
+}
+
+/// The digest of the index's linux/amd64 manifest.
+fn pick_platform(url: &str, index: &serde_json::Value) -> Result<String, RegistryError> {
+    index
+        .get("manifests")
+        .and_then(|m| m.as_array())
+        .into_iter()
+        .flatten()
+        .find(|d| {
+            d["platform"]["os"].as_str() == Some("linux")
+                && d["platform"]["architecture"].as_str() == Some("amd64")
+        })
+        .and_then(|d| d["digest"].as_str())
+        .filter(|d| d.starts_with("sha256:") && d.len() == 71)
+        .map(str::to_string)
+        .ok_or_else(|| RegistryError::Manifest {
+            url: url.to_string(),
+            reason: "index has no linux/amd64 manifest".into(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_challenge() {
+        let p = bearer_challenge(
+            r#"Bearer realm="http://127.0.0.1:1/token",service="reg",scope="repository:web:pull""#,
+        )
+        .unwrap();
+        assert_eq!(p["realm"], "http://127.0.0.1:1/token");
+        assert_eq!(p["service"], "reg");
+        assert_eq!(p["scope"], "repository:web:pull");
+        assert!(bearer_challenge(r#"Basic realm="x""#).is_none());
+    }
+
+    #[test]
+    fn parses_registry_auth_flag() {
+        let (host, c) = RegistryConfig::parse_auth("127.0.0.1:5000=alice:s3:cret").unwrap();
+        assert_eq!(host, "127.0.0.1:5000");
+        assert_eq!(c.username, "alice");
+        assert_eq!(c.password, "s3:cret");
+        assert!(RegistryConfig::parse_auth("host").is_err());
+        assert!(RegistryConfig::parse_auth("host=alice").is_err());
+    }
+
+    #[test]
+    fn picks_amd64_from_an_index() {
+        let d = format!("sha256:{}", "b".repeat(64));
+        let index = serde_json::json!({"manifests": [
+            {"digest": format!("sha256:{}", "a".repeat(64)), "platform": {"os": "linux", "architecture": "arm64"}},
+            {"digest": d, "platform": {"os": "linux", "architecture": "amd64"}},
+        ]});
+        assert!(is_index(&index));
+        assert_eq!(pick_platform("u", &index).unwrap(), d);
+        let none = serde_json::json!({"manifests": []});
+        assert!(pick_platform("u", &none).is_err());
+    }
+}
