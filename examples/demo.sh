@@ -2,8 +2,8 @@
 # Drover's main demo on one machine: build Drover and the demo images, start
 # `drover dev`, run three replicas of demo-web and show them running.
 #
-#   sudo examples/demo.sh          # run the demo; drover dev keeps running
-#   sudo examples/demo.sh stop     # stop drover dev and every container
+#   examples/demo.sh          # run the demo; drover dev keeps running
+#   examples/demo.sh stop     # stop drover dev and every container
 #
 # Needs root (namespaces, cgroups, overlayfs), cargo, and Debian's
 # busybox-static and jq (installed when missing).
@@ -37,5 +37,5 @@ Drover is running (drover dev, pid $(cat "$PIDFILE")). Try:
   $DROVER job run examples/jobs/toolbox.yaml && $DROVER logs toolbox -f
   $DROVER job stop web
 Stop everything:
-  sudo examples/demo.sh stop
+  examples/demo.sh stop
 EOT

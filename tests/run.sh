@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Drover's test command: installs what the tests need, builds, runs every test.
 #
-#   sudo tests/run.sh
+#   tests/run.sh
 #
 # Unit and property tests need nothing; the end-to-end and runtime tests need
 # root (namespaces, cgroups, overlayfs) and Debian's busybox-static, runc,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Drover's main demo: a rolling update under live load, with zero failed requests.
 #
-#   sudo examples/rolling-update-demo/run.sh         # run it (drover dev keeps running)
-#   sudo examples/rolling-update-demo/run.sh stop    # stop drover dev and every container
+#   examples/rolling-update-demo/run.sh         # run it (drover dev keeps running)
+#   examples/rolling-update-demo/run.sh stop    # stop drover dev and every container
 #
 # On a one-machine cluster (`drover dev`) it deploys demo-web v1 x 4 behind the
 # published port 18080 (the routing mesh), starts a load generator that sends
@@ -57,6 +57,6 @@ cat <<EOT
 $ok requests answered, $failed failed, through a rollout to v2 and a failed v3 rolled back.
 Chart: $OUT/timeline.svg
 drover dev keeps running (pid $(cat "$PIDFILE")); stop it with:
-  sudo examples/rolling-update-demo/run.sh stop
+  examples/rolling-update-demo/run.sh stop
 EOT
 [[ $failed == 0 ]]

@@ -77,6 +77,7 @@ pub fn is_healthy(job: &Job, a: &Allocation, now_ms: i64, settle: Duration) -> b
 pub fn reconcile(state: &State, now_ms: i64, new_id: &mut dyn FnMut() -> String) -> Plan {
     let mut plan = Plan::default();
     let usage = state.usage();
+    let mut ports_by_node = host_ports(state);
     let mut candidates: Vec<Candidate> = state
         .nodes
         .values()
@@ -91,7 +92,7 @@ pub fn reconcile(state: &State, now_ms: i64, new_id: &mut dyn FnMut() -> String)
                 cpu_used: u.cpu_millis,
                 memory_used: u.memory_bytes,
                 job_replicas: 0,
-                host_ports: host_ports(state, &n.name),
+                host_ports: ports_by_node.remove(n.name.as_str()).unwrap_or_default(),
             }
         })
         .collect();
@@ -123,20 +124,21 @@ pub fn reconcile(state: &State, now_ms: i64, new_id: &mut dyn FnMut() -> String)
     plan
 }
 
-/// Ports bound on `node`'s own network: host-network replicas' ports, and
+/// Ports bound on each node's own network: host-network replicas' ports, and
 /// every published service (the mesh listens on each node).
-fn host_ports(state: &State, node: &str) -> BTreeSet<u16> {
-    let mut out: BTreeSet<u16> = state
+fn host_ports(state: &State) -> BTreeMap<&str, BTreeSet<u16>> {
+    let published: BTreeSet<u16> = state
         .jobs
         .values()
         .filter(|j| !j.stopped)
         .filter_map(|j| j.current_spec().expose.as_ref().map(|e| e.port as u16))
         .collect();
-    for a in state
-        .allocations
-        .values()
-        .filter(|a| a.node == node && a.holds_resources())
-    {
+    let mut out: BTreeMap<&str, BTreeSet<u16>> = state
+        .nodes
+        .keys()
+        .map(|n| (n.as_str(), published.clone()))
+        .collect();
+    for a in state.allocations.values().filter(|a| a.holds_resources()) {
         let Some(spec) = state
             .jobs
             .get(&a.job)
@@ -146,7 +148,9 @@ fn host_ports(state: &State, node: &str) -> BTreeSet<u16> {
             continue;
         };
         if spec.network == drover_proto::spec::Network::Host {
-            out.extend(spec.ports.iter().map(|p| p.container as u16));
+            if let Some(ports) = out.get_mut(a.node.as_str()) {
+                ports.extend(spec.ports.iter().map(|p| p.container as u16));
+            }
         }
     }
     out

@@ -180,6 +180,32 @@ fn read_verified(layout: &Path, d: &Descriptor) -> Result<(Vec<u8>, PathBuf), Im
     Ok((bytes, path))
 }
 
+/// How a fetched blob differs from what its descriptor promised.
+pub(crate) enum Mismatch {
+    Digest { expected: String, actual: String },
+    Size { expected: u64, actual: u64 },
+}
+
+/// Compares a blob's sha256 and size with its descriptor's (digest first).
+pub(crate) fn mismatch(
+    expected_hex: &str,
+    expected_size: u64,
+    actual_size: u64,
+    actual: &[u8],
+) -> Option<Mismatch> {
+    let actual_hex = hex::encode(actual);
+    if actual_hex != expected_hex {
+        return Some(Mismatch::Digest {
+            expected: expected_hex.to_string(),
+            actual: actual_hex,
+        });
+    }
+    (actual_size != expected_size).then_some(Mismatch::Size {
+        expected: expected_size,
+        actual: actual_size,
+    })
+}
+
 pub(crate) fn check(
     path: &Path,
     expected_hex: &str,
@@ -187,22 +213,20 @@ pub(crate) fn check(
     actual_size: u64,
     actual: &[u8],
 ) -> Result<(), ImageError> {
-    let actual_hex = hex::encode(actual);
-    if actual_hex != expected_hex {
-        return Err(ImageError::DigestMismatch {
-            path: path.to_path_buf(),
-            expected: expected_hex.to_string(),
-            actual: actual_hex,
-        });
+    let path = path.to_path_buf();
+    match mismatch(expected_hex, expected_size, actual_size, actual) {
+        None => Ok(()),
+        Some(Mismatch::Digest { expected, actual }) => Err(ImageError::DigestMismatch {
+            path,
+            expected,
+            actual,
+        }),
+        Some(Mismatch::Size { expected, actual }) => Err(ImageError::SizeMismatch {
+            path,
+            expected,
+            actual,
+        }),
     }
-    if actual_size != expected_size {
-        return Err(ImageError::SizeMismatch {
-            path: path.to_path_buf(),
-            expected: expected_size,
-            actual: actual_size,
-        });
-    }
-    Ok(())
 }
 
 /// A reader that hashes and counts everything read through it.

@@ -392,22 +392,21 @@ fn verify(
     actual_size: u64,
     actual: &[u8],
 ) -> Result<(), RegistryError> {
-    let actual_hex = hex::encode(actual);
-    if actual_hex != expected_hex {
-        return Err(RegistryError::DigestMismatch {
-            url: url.to_string(),
-            expected: expected_hex.to_string(),
-            actual: actual_hex,
-        });
+    use super::layout::{mismatch, Mismatch};
+    let url = url.to_string();
+    match mismatch(expected_hex, expected_size, actual_size, actual) {
+        None => Ok(()),
+        Some(Mismatch::Digest { expected, actual }) => Err(RegistryError::DigestMismatch {
+            url,
+            expected,
+            actual,
+        }),
+        Some(Mismatch::Size { expected, actual }) => Err(RegistryError::SizeMismatch {
+            url,
+            expected,
+            actual,
+        }),
     }
-    if actual_size != expected_size {
-        return Err(RegistryError::SizeMismatch {
-            url: url.to_string(),
-            expected: expected_size,
-            actual: actual_size,
-        });
-    }
-    Ok(())
 }
 
 fn is_index(value: &serde_json::Value) -> bool {

@@ -1,7 +1,7 @@
 //! `drover job run|ls|status|stop`.
 
 use super::rollout::Action;
-use crate::cli::{Format, JobCmd};
+use crate::cli::JobCmd;
 use crate::client::{self, status};
 use crate::output::{self, short, table, time};
 use anyhow::{bail, Context, Result};
@@ -242,6 +242,3 @@ async fn wait_stopped(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
-
-#[allow(dead_code)]
-fn _formats(_: Format) {}
