@@ -5,7 +5,7 @@
 #
 # Unit and property tests need nothing; the end-to-end and runtime tests need
 # root (namespaces, cgroups, overlayfs) and Debian's busybox-static, runc,
-# jq, docker-registry, skopeo and apache2-utils (htpasswd), which are
+# jq, docker-registry, skopeo, umoci and apache2-utils (htpasswd), which are
 # installed when missing. Under CI=true a test that would skip
 # (e.g. not root) fails instead.
 set -euo pipefail
@@ -21,6 +21,7 @@ command -v ip >/dev/null || need+=(iproute2)
 [[ -x /usr/bin/docker-registry ]] || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
+command -v umoci >/dev/null || need+=(umoci)
 if ((${#need[@]})); then
   if [[ $(id -u) == 0 ]]; then
     echo "installing ${need[*]}"
@@ -43,7 +44,7 @@ echo "== demo-web unit tests"
 
 echo "== tests"
 LOG=$(mktemp /tmp/drover-test.XXXXXX.log)
-cargo test --workspace 2>&1 | tee "$LOG" | grep -aE '^(test result|running|test .*(FAILED|ignored))|panicked' || true
+cargo test --workspace --no-fail-fast 2>&1 | tee "$LOG" | grep -aE '^(test result|running|test .*(FAILED|ignored))|panicked' || true
 if grep -aq 'FAILED\|error: test failed\|could not compile' "$LOG"; then
   echo "tests failed; full log in $LOG" >&2
   grep -a -B2 -A20 'panicked' "$LOG" | head -80 >&2

@@ -172,6 +172,13 @@ struct DaemonArgs {
     /// ignored), so passwords stay out of the process list.
     #[arg(long, value_name = "PATH")]
     registry_auth_file: Option<PathBuf>,
+    /// Refuse an image layer larger than this once uncompressed (a
+    /// decompression bomb stops here, not when the disk is full).
+    #[arg(long, default_value = "10Gi")]
+    max_layer_size: String,
+    /// Refuse an image whose layers add up to more than this uncompressed.
+    #[arg(long, default_value = "20Gi")]
+    max_image_size: String,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -244,7 +251,17 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("--registry-auth: {e}"))?;
         registries.credentials.insert(host, creds);
     }
+    let size = |flag: &str, v: &str| {
+        quantity::Size::parse(v)
+            .map(|s| s.bytes())
+            .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+    };
+    let image_limits = drover_agent::image::ImageLimits {
+        max_layer_bytes: size("--max-layer-size", &a.max_layer_size)?,
+        max_image_bytes: size("--max-image-size", &a.max_image_size)?,
+    };
     let config = drover_agent::daemon::Config {
+        image_limits,
         monitor: Some(monitor),
         name: a.name,
         schedulers: a.scheduler,

@@ -52,6 +52,8 @@ pub struct Config {
     pub monitor: Option<crate::runtime::MonitorConfig>,
     /// How registry images are pulled (insecure hosts, credentials).
     pub registries: crate::image::RegistryConfig,
+    /// How large an image may be once unpacked.
+    pub image_limits: crate::image::ImageLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,11 +147,15 @@ impl Agent {
         if config.schedulers.is_empty() {
             return Err(DaemonError::NoScheduler);
         }
-        for sub in ["bundles", "logs", "images"] {
+        // Bundles hold configs with the jobs' environment (secrets), logs
+        // hold their output, images hold setuid binaries: none of it is for
+        // other users of the host (moby made the same change for
+        // CVE-2021-41091).
+        for sub in ["", "bundles", "logs", "images"] {
             let p = config.state_dir.join(sub);
-            std::fs::create_dir_all(&p).map_err(|source| DaemonError::Io {
+            crate::image::private_dir(&p).map_err(|e| DaemonError::Io {
                 path: p.clone(),
-                source,
+                source: std::io::Error::other(e.to_string()),
             })?;
         }
         let runtime = Runtime::new(cgroups::manager_for(&config.cgroup_root));
@@ -176,7 +182,8 @@ impl Agent {
             node: config.name.clone(),
             state_dir: config.state_dir.clone(),
             images: ImageStore::new(config.state_dir.join("images"))
-                .with_registries(config.registries.clone()),
+                .with_registries(config.registries.clone())
+                .with_limits(config.image_limits),
             runtime,
             reporter: reporter.clone(),
             last_contact: std::sync::Mutex::new(std::time::Instant::now()),

@@ -61,6 +61,14 @@ pub enum ImageError {
     UnsupportedMediaType { media_type: String },
     #[error("layer {digest}: entry {entry:?} escapes the layer root")]
     PathTraversal { digest: String, entry: PathBuf },
+    #[error("layer {digest}: entry {entry:?} refused: {reason}")]
+    UnsafeEntry {
+        digest: String,
+        entry: PathBuf,
+        reason: &'static str,
+    },
+    #[error("layer {digest}: larger than the {limit} bytes left for it uncompressed (agent --max-layer-size/--max-image-size)")]
+    TooLarge { digest: String, limit: u64 },
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("layer {digest}: unpack {entry:?}: {source}")]
@@ -99,11 +107,31 @@ pub struct Image {
     pub digest: String,
 }
 
+/// How large an image may be once unpacked, so that a hostile or broken
+/// image (a decompression bomb) cannot fill the node's disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Bytes of one layer's uncompressed tar stream.
+    pub max_layer_bytes: u64,
+    /// Bytes of all of an image's layers, uncompressed.
+    pub max_image_bytes: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits {
+            max_layer_bytes: 10 << 30,
+            max_image_bytes: 20 << 30,
+        }
+    }
+}
+
 /// A content-addressed cache of unpacked layers.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     cache_dir: PathBuf,
     registries: RegistryConfig,
+    limits: ImageLimits,
 }
 
 impl ImageStore {
@@ -112,7 +140,14 @@ impl ImageStore {
         ImageStore {
             cache_dir: cache_dir.into(),
             registries: RegistryConfig::default(),
+            limits: ImageLimits::default(),
         }
+    }
+
+    /// Sets the size limits of unpacked layers and images.
+    pub fn with_limits(mut self, limits: ImageLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Sets how registries are reached (insecure hosts, credentials).
@@ -129,12 +164,19 @@ impl ImageStore {
     /// layer is unpacked in the cache. Blocking; call it from `spawn_blocking`.
     pub fn pull(&self, reference: &ImageRef) -> Result<Image, ImageError> {
         let layers_dir = self.cache_dir.join("layers");
-        std::fs::create_dir_all(&layers_dir).map_err(ImageError::io(&layers_dir))?;
+        private_dir(&self.cache_dir)?;
+        private_dir(&layers_dir)?;
+        let limits = self.limits;
         let unpack_all = |source: &BlobSource, blobs: &[layout::LayerBlob]| {
-            blobs
-                .iter()
-                .map(|l| unpack::ensure_layer(source, l, &layers_dir))
-                .collect::<Result<Vec<_>, _>>()
+            let mut left = limits.max_image_bytes;
+            let mut dirs = Vec::with_capacity(blobs.len());
+            for l in blobs {
+                let budget = left.min(limits.max_layer_bytes);
+                let (dir, size) = unpack::ensure_layer(source, l, &layers_dir, budget)?;
+                left = left.saturating_sub(size);
+                dirs.push(dir);
+            }
+            Ok::<_, ImageError>(dirs)
         };
         match reference {
             ImageRef::Layout { layout, tag } => {
@@ -185,6 +227,15 @@ impl ImageStore {
         }
         Ok(removed)
     }
+}
+
+/// Creates `dir` if needed and makes it private to root (0700): layers hold
+/// setuid binaries and files that only the container should read.
+pub fn private_dir(dir: &Path) -> Result<(), ImageError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(ImageError::io(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(ImageError::io(dir))
 }
 
 #[cfg(test)]

@@ -209,6 +209,11 @@ impl<'a> Client<'a> {
                 }
                 hasher.update(&buf[..n]);
                 size += n as u64;
+                if size > layer.size {
+                    // A registry that sends more than the manifest promised
+                    // is not believed, and not allowed to fill the disk.
+                    break;
+                }
                 out.write_all(&buf[..n]).map_err(io)?;
             }
             verify(&url, &layer.hex, layer.size, size, &hasher.finalize())

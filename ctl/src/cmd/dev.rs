@@ -41,6 +41,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         stop_after_disconnect: None,
         monitor: None,
         registries: Default::default(),
+        image_limits: Default::default(),
     })
     .await
     .context("cannot start the agent")?;
