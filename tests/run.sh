@@ -5,7 +5,7 @@
 #
 # Unit and property tests need nothing; the end-to-end and runtime tests need
 # root (namespaces, cgroups, overlayfs) and Debian's busybox-static, runc,
-# jq, docker-registry, skopeo, umoci and apache2-utils (htpasswd), which are
+# jq, iproute2, nftables, docker-registry, skopeo, umoci and apache2-utils (htpasswd), which are
 # installed when missing. Under CI=true a test that would skip
 # (e.g. not root) fails instead.
 set -euo pipefail
@@ -18,6 +18,9 @@ command -v jq >/dev/null || need+=(jq)
 command -v file >/dev/null || need+=(file)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v ip >/dev/null || need+=(iproute2)
+command -v tc >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
+command -v ss >/dev/null || need+=(iproute2)
 [[ -x /usr/bin/docker-registry ]] || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v htpasswd >/dev/null || need+=(apache2-utils)

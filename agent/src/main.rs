@@ -146,15 +146,6 @@ struct DaemonArgs {
     /// How often to tell the scheduler this node is alive.
     #[arg(long, default_value = "1s")]
     heartbeat: String,
-    /// Stop every container once no scheduler has been reached for this long.
-    ///
-    /// By default an agent cut off from every scheduler keeps its containers
-    /// running: a network blip costs nothing, but during a long partition the
-    /// scheduler replaces them elsewhere and a replica runs twice. With this
-    /// flag the agent stops them instead: set it a little above the
-    /// scheduler's --node-timeout when running twice is worse than not running.
-    #[arg(long)]
-    stop_after_disconnect: Option<String>,
     /// Rotate a container's log when it would exceed this size (one older
     /// generation is kept).
     #[arg(long, default_value = "10Mi")]
@@ -272,11 +263,6 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         cpu_millis,
         memory_bytes,
         heartbeat,
-        stop_after_disconnect: a
-            .stop_after_disconnect
-            .map(|d| quantity::Duration::parse(&d).map(|d| d.std()))
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("--stop-after-disconnect: {e}"))?,
         registries,
     };
     let rt = tokio::runtime::Runtime::new()?;

@@ -19,6 +19,9 @@ fn url(addr: &str) -> String {
 async fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
     Endpoint::from_shared(url(addr))?
         .connect_timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(2))
+        .keep_alive_while_idle(true)
         .connect()
         .await
 }

@@ -7,8 +7,13 @@
 #   examples/cluster/cluster.sh status
 #   examples/cluster/cluster.sh kill s1          # kill -9 a node's process
 #   examples/cluster/cluster.sh restart s1       # start it again (same data)
-#   examples/cluster/cluster.sh partition s2     # cut it off the bridge
-#   examples/cluster/cluster.sh heal s2
+#   examples/cluster/cluster.sh partition s2     # cut it off the bridge (its link goes down)
+#   examples/cluster/cluster.sh isolate s1       # drop its traffic with the other replicas only
+#   examples/cluster/cluster.sh isolate a1 s2 s3 # drop its traffic with the nodes named
+#   examples/cluster/cluster.sh silence s2       # drop every packet, no resets: a dead host
+#   examples/cluster/cluster.sh pause s2         # SIGSTOP its process (resume: SIGCONT)
+#   examples/cluster/cluster.sh netem a1 delay 200ms loss 5%   # tc netem on its link
+#   examples/cluster/cluster.sh heal s2          # undo every fault on the node
 #   examples/cluster/cluster.sh join s4          # a new replica, waiting for `drover cluster add`
 #   examples/cluster/cluster.sh exec s2 CMD...   # run CMD inside a node's namespace
 #   examples/cluster/cluster.sh addr             # the DROVER_ADDR to use
@@ -157,6 +162,40 @@ status() {
   DROVER_ADDR=$(sched_list) "$BIN/drover" node ls || true
 }
 
+# Faults live in the node's own namespace: an nftables table (drop rules,
+# which send no resets), a netem qdisc on eth0, a stopped process. `heal`
+# undoes them all.
+nsx() { local node=$1; shift; nsenter --net="/run/netns/$(ns "$node")" -- "$@"; }
+fault_table() { # node input-rules output-rules
+  local node=$1
+  nsx "$node" nft delete table inet drover_fault 2>/dev/null || true
+  printf 'table inet drover_fault {\n  chain in { type filter hook input priority -10; %s }\n  chain out { type filter hook output priority -10; %s }\n}\n' "$2" "$3" |
+    nsx "$node" nft -f -
+}
+isolate() { # node [other nodes; default: the other scheduler replicas]
+  local node=$1 peers=() i; shift
+  if (($#)); then
+    for i in "$@"; do peers+=("$(ip_of "$i")"); done
+  else
+    [[ $node == s* ]] || die "isolate: name the nodes to cut $node off from"
+    for i in $(seq 1 "$(schedulers)"); do [[ s$i == "$node" ]] || peers+=("$(ip_of "s$i")"); done
+  fi
+  local set; set=$(IFS=,; echo "${peers[*]}")
+  fault_table "$node" "ip saddr { $set } drop;" "ip daddr { $set } drop;"
+}
+silence() { fault_table "$1" 'iifname != "lo" drop;' 'oifname != "lo" drop;'; }
+pause() { local p; p=$(pid_of "$1"); [[ -n $p ]] || die "no node $1"; kill -STOP "$p"; }
+resume() { local p; p=$(pid_of "$1"); [[ -n $p ]] || die "no node $1"; kill -CONT "$p"; }
+netem() { local node=$1; shift; nsx "$node" tc qdisc replace dev eth0 root netem "$@"; }
+heal() {
+  local node=$1
+  [[ -e $DIR/$node/cmd ]] || die "no node $node"
+  ip link set "$(ns "$node")" up
+  nsx "$node" nft delete table inet drover_fault 2>/dev/null || true
+  nsx "$node" tc qdisc del dev eth0 root 2>/dev/null || true
+  if alive "$node"; then kill -CONT "$(pid_of "$node")"; fi
+}
+
 kill_node() {
   local p; p=$(pid_of "$1")
   [[ -n $p ]] || die "no node $1"
@@ -201,6 +240,7 @@ clean_cgroups() {
 down() {
   if [[ -d $DIR ]]; then
     # Agents first and politely, so they stop their containers.
+    for node in $(nodes); do alive "$node" && kill -CONT "$(pid_of "$node")"; done
     for node in $(nodes); do [[ $node == a* ]] && alive "$node" && kill -TERM "$(pid_of "$node")"; done
     for node in $(nodes); do
       [[ $node == a* ]] || continue
@@ -232,7 +272,12 @@ case $cmd in
   kill) kill_node "${1:?kill NODE}" ;;
   restart) restart "${1:?restart NODE}" ;;
   partition) ip link set "$(ns "${1:?partition NODE}")" down ;;
-  heal) ip link set "$(ns "${1:?heal NODE}")" up ;;
+  isolate) isolate "${@:?isolate NODE [NODE...]}" ;;
+  silence) silence "${1:?silence NODE}" ;;
+  pause) pause "${1:?pause NODE}" ;;
+  resume) resume "${1:?resume NODE}" ;;
+  netem) node=${1:?netem NODE ARGS...}; shift; netem "$node" "$@" ;;
+  heal) heal "${1:?heal NODE}" ;;
   join) need_bin; join "${1:?join NODE}" ;;
   exec) node=${1:?exec NODE CMD...}; shift; exec nsenter --net="/run/netns/$(ns "$node")" -- "$@" ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; [[ -z $cmd ]] || exit 2 ;;

@@ -6,6 +6,7 @@
 //! sizes and durations specs are written in.
 #![forbid(unsafe_code)]
 
+pub mod fencing;
 pub mod quantity;
 pub mod spec;
 

@@ -15,3 +15,8 @@ pub mod reconcile;
 pub mod replica;
 pub mod server;
 pub mod state;
+
+/// How often an idle HTTP/2 connection is pinged, and how long a ping may go
+/// unanswered before the connection is dropped: a replica or agent that
+/// vanished without a TCP reset is noticed within twice this.
+pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(1);

@@ -34,8 +34,13 @@ struct Args {
     /// Where the Raft log, vote and snapshots live.
     #[arg(long, default_value = "/var/lib/drover/scheduler")]
     data_dir: PathBuf,
-    /// A node silent this long is marked down and its allocations replaced.
-    #[arg(long, default_value = "5s", env = "DROVER_NODE_TIMEOUT", value_parser = parse_duration)]
+    /// The node timeout T. An agent whose last acknowledged heartbeat was
+    /// sent T ago stops its replicas (jobs may opt out with `on_disconnect:
+    /// keep-running`); the leader marks a node down and replaces its replicas
+    /// T + 2s (the longest stop a fenced agent allows) + 1s (margin) after
+    /// the node's last heartbeat, so a replica never runs on two nodes at
+    /// once. Agents learn T from the scheduler.
+    #[arg(long, default_value = "4s", env = "DROVER_NODE_TIMEOUT", value_parser = parse_duration)]
     node_timeout: std::time::Duration,
     /// Take a snapshot (and purge the log) every this many entries.
     #[arg(long, default_value_t = 1000)]
@@ -96,7 +101,16 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     println!("drover-scheduler {} serving on {}", a.id, s.local_addr);
-    shutdown_signal().await;
+    let failed = tokio::select! {
+        _ = shutdown_signal() => None,
+        why = s.raft_failed() => Some(why),
+    };
+    if let Some(why) = failed {
+        // Serving on would answer from a state that never moves again.
+        tracing::error!(reason = %why, "raft stopped: this replica stops serving and exits");
+        s.shutdown().await;
+        anyhow::bail!("raft stopped: {why}");
+    }
     tracing::info!("shutting down");
     s.shutdown().await;
     Ok(())

@@ -36,6 +36,8 @@ pub struct Replica {
     pub follow_leader: bool,
     /// Batches concurrent proposals into one log entry.
     pub batcher: Batcher,
+    /// Whether a majority acknowledged this replica as leader just now.
+    pub lease: Arc<crate::cluster::lease::Lease>,
 }
 
 impl Replica {
@@ -156,6 +158,21 @@ impl Replica {
         let m = self.raft.metrics();
         let m = m.borrow();
         m.current_leader == Some(self.id) && m.state.is_leader()
+    }
+
+    /// Leads, and a majority acknowledged it within the lease: only then may
+    /// it answer anything on its own authority (see `cluster::lease`).
+    pub fn holds_lease(&self) -> bool {
+        self.is_leader() && self.lease.held()
+    }
+
+    /// A leader holding its lease, or a follower that heard from a leader
+    /// within `within`.
+    pub fn in_touch(&self, within: Duration) -> bool {
+        if self.is_leader() {
+            return self.lease.held();
+        }
+        self.contact.last().is_some_and(|(_, ago)| ago < within)
     }
 
     pub fn metrics(&self) -> watch::Receiver<openraft::RaftMetrics<u64, openraft::BasicNode>> {

@@ -13,8 +13,8 @@ use crate::bundle::{Bundle, ContainerRequest, Network};
 use crate::image::ImageRef;
 use crate::runtime::{Container, ExitStatus};
 use drover_proto::pb;
-use drover_proto::spec::{JobSpec, RestartPolicy};
-use std::sync::atomic::{AtomicU8, Ordering};
+use drover_proto::spec::{JobSpec, OnDisconnect, RestartPolicy};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -23,7 +23,11 @@ use tokio::task::JoinHandle;
 /// Handle on a running allocation's task.
 pub struct Runner {
     stop: watch::Sender<Option<String>>,
+    /// The longest stop grace allowed, in ms (`u64::MAX`: the job's own).
+    grace_cap: Arc<AtomicU64>,
     task: JoinHandle<()>,
+    /// What its job asked for when the node loses the scheduler.
+    pub on_disconnect: OnDisconnect,
 }
 
 impl Runner {
@@ -31,7 +35,10 @@ impl Runner {
         let spec =
             drover_proto::spec::from_json(&desired.spec_json).map_err(|e| format!("spec: {e}"))?;
         let (stop, stop_rx) = watch::channel(None);
+        let grace_cap = Arc::new(AtomicU64::new(u64::MAX));
+        let on_disconnect = spec.on_disconnect;
         let life = Life {
+            grace_cap: grace_cap.clone(),
             shared,
             id: desired.id,
             name: desired.name,
@@ -42,7 +49,20 @@ impl Runner {
             ip: std::sync::Mutex::new(String::new()),
         };
         let task = tokio::spawn(life.run());
-        Ok(Runner { stop, task })
+        Ok(Runner {
+            stop,
+            grace_cap,
+            task,
+            on_disconnect,
+        })
+    }
+
+    /// Asks the allocation to stop, giving it at most `grace` (instead of
+    /// the job's stop grace) before SIGKILL.
+    pub fn stop_within(&self, reason: &str, grace: Duration) {
+        let ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        self.grace_cap.fetch_min(ms, Ordering::Relaxed);
+        self.stop(reason);
     }
 
     /// Asks the allocation to stop (idempotent).
@@ -73,6 +93,7 @@ struct Life {
     spec: JobSpec,
     restarts: u32,
     stop: watch::Receiver<Option<String>>,
+    grace_cap: Arc<AtomicU64>,
     /// The health verdict of the current run: 0 none yet, 1 healthy, 2 unhealthy.
     health: AtomicU8,
     /// Its address on the node's container network ("" with host networking).
@@ -111,6 +132,12 @@ impl Life {
 
     fn stop_requested(&self) -> Option<String> {
         self.stop.borrow().clone()
+    }
+
+    /// The job's stop grace, or less if the stop asked for less.
+    fn stop_grace(&self) -> Duration {
+        let cap = Duration::from_millis(self.grace_cap.load(Ordering::Relaxed));
+        self.spec.stop_grace_period.std().min(cap)
     }
 
     async fn run(mut self) {
@@ -242,7 +269,7 @@ impl Life {
             _ = stop_signal(&mut stop) => {
                 let reason = self.stop_requested().unwrap_or_default();
                 self.report("stopping", pid, None, reason.clone());
-                let grace = self.spec.stop_grace_period.std();
+                let grace = self.stop_grace();
                 if self.spec.expose.is_some() {
                     // Out of service first: the scheduler already took it out of the
                     // endpoint sets; give every node's mesh a moment to stop sending

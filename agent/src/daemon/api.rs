@@ -20,6 +20,8 @@ use tonic::{Request, Response, Status};
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: broadcast::Receiver<()>) {
     let svc = pb::agent_api_server::AgentApiServer::new(Api { shared });
     let r = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(2)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(2)))
         .add_service(svc)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             let _ = stop.recv().await;

@@ -1,9 +1,18 @@
 //! The agent's link to the scheduler: register, heartbeat, watch.
 //!
 //! The agent knows a list of scheduler replicas and uses one at a time,
+//! starting at a random one (so that agents spread over the replicas) and
 //! moving to the next when a call fails. The watch stream delivers the
 //! complete desired set, so after any reconnect the agent simply converges to
 //! the newest set it has seen; nothing is replayed.
+//!
+//! A replica that vanishes without a TCP reset (a frozen host, a pulled
+//! cable) must cost the node nothing, so nothing here waits long: a
+//! heartbeat has a deadline of [`HEARTBEAT_DEADLINE`], far under the node
+//! timeout, and HTTP/2 pings drop a silent connection within two seconds.
+//! Only heartbeats a leader acknowledged move the fencing clock (see
+//! `drover_proto::fencing`); a watch stream, which any replica serves, does
+//! not.
 
 use drover_proto::pb::{self, node_service_client::NodeServiceClient};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tonic::transport::{Channel, Endpoint};
+
+/// How long a heartbeat may take before the replica is given up on.
+pub const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(1);
+
+/// How long other calls (registration and reports are Raft writes) may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The scheduler replicas and which one is in use.
 #[derive(Clone)]
@@ -25,7 +40,7 @@ impl Links {
     pub fn new(addrs: Vec<String>) -> Links {
         Links {
             addrs: Arc::new(addrs),
-            current: Arc::new(AtomicUsize::new(0)),
+            current: Arc::new(AtomicUsize::new(rand::random::<u16>() as usize)),
             cached: Arc::new(Mutex::new(None)),
         }
     }
@@ -45,8 +60,12 @@ impl Links {
             format!("http://{addr}")
         };
         let channel = Endpoint::from_shared(url)?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(CALL_TIMEOUT)
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(1))
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true)
             .connect()
             .await?;
         *self.cached.lock().expect("links lock") = Some((at, channel.clone()));
@@ -144,7 +163,6 @@ async fn session(
     desired: &watch::Sender<Option<pb::DesiredAllocations>>,
     shared: &super::Shared,
 ) -> Result<(), String> {
-    let contact = || *shared.last_contact.lock().expect("contact lock") = std::time::Instant::now();
     let mut client = links.client().await.map_err(|e| e.to_string())?;
     register(&mut client, me, shared)
         .await
@@ -160,26 +178,29 @@ async fn session(
     let mut beat_client = client.clone();
     let beats = async {
         loop {
-            tokio::time::sleep(heartbeat).await;
-            let r = beat_client
-                .heartbeat(pb::HeartbeatRequest {
-                    name: me.name.clone(),
-                })
+            let sent = std::time::Instant::now();
+            let mut req = tonic::Request::new(pb::HeartbeatRequest {
+                name: me.name.clone(),
+            });
+            req.set_timeout(HEARTBEAT_DEADLINE);
+            let r = tokio::time::timeout(HEARTBEAT_DEADLINE, beat_client.heartbeat(req))
                 .await
-                .map_err(|e| e.message().to_string())?;
-            contact();
-            if !r.into_inner().known {
+                .map_err(|_| "heartbeat not acknowledged in time".to_string())?
+                .map_err(|e| e.message().to_string())?
+                .into_inner();
+            shared.acknowledged(sent, r.node_timeout_ms);
+            if !r.known {
                 register(&mut beat_client, me, shared)
                     .await
                     .map_err(|e| e.message().to_string())?;
             }
+            tokio::time::sleep(heartbeat).await;
         }
     };
     let watching = async {
         loop {
             match stream.message().await {
                 Ok(Some(set)) => {
-                    contact();
                     let newer = desired
                         .borrow()
                         .as_ref()

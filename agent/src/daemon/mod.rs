@@ -44,9 +44,6 @@ pub struct Config {
     pub cpu_millis: Option<u64>,
     pub memory_bytes: Option<u64>,
     pub heartbeat: Duration,
-    /// Stop every container after this long without reaching a scheduler
-    /// (default: keep them running).
-    pub stop_after_disconnect: Option<Duration>,
     /// Start containers under monitor processes so they outlive the agent
     /// (see `runtime::monitor`); `None` makes them the agent's own children.
     pub monitor: Option<crate::runtime::MonitorConfig>,
@@ -79,8 +76,11 @@ pub struct Shared {
     pub images: ImageStore,
     pub runtime: Runtime,
     pub reporter: reporter::Reporter,
-    /// When a scheduler last answered this agent.
+    /// When the agent sent the last heartbeat that a leader acknowledged:
+    /// the fencing clock (see `drover_proto::fencing`).
     pub last_contact: std::sync::Mutex<std::time::Instant>,
+    /// The node timeout the scheduler fences nodes by, in ms.
+    pub node_timeout_ms: std::sync::atomic::AtomicU64,
     /// The node's container network, once the scheduler gave it a subnet.
     pub network: std::sync::OnceLock<crate::network::NodeNetwork>,
     /// The address the routing mesh listens on.
@@ -95,6 +95,32 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Records a heartbeat sent at `sent` that a leader acknowledged, with
+    /// the node timeout it answered (0: keep the one known).
+    pub fn acknowledged(&self, sent: std::time::Instant, node_timeout_ms: u64) {
+        let mut last = self.last_contact.lock().unwrap_or_else(|e| e.into_inner());
+        *last = (*last).max(sent);
+        if node_timeout_ms > 0 {
+            self.node_timeout_ms
+                .store(node_timeout_ms, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// How long ago the last acknowledged heartbeat was sent.
+    pub fn since_acknowledged(&self) -> Duration {
+        self.last_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
+    pub fn node_timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.node_timeout_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// Removes cached image layers that no bundle on this node links to
     /// (bundles reach their layers through `<bundle>/l/<n>` symlinks).
     /// Blocking; the agent runs it after an allocation's bundle is removed.
@@ -187,6 +213,9 @@ impl Agent {
             runtime,
             reporter: reporter.clone(),
             last_contact: std::sync::Mutex::new(std::time::Instant::now()),
+            node_timeout_ms: std::sync::atomic::AtomicU64::new(
+                drover_proto::fencing::DEFAULT_NODE_TIMEOUT.as_millis() as u64,
+            ),
             network: std::sync::OnceLock::new(),
             mesh_ip: advertise
                 .rsplit_once(':')
@@ -222,12 +251,7 @@ impl Agent {
         let (report_stop, _) = broadcast::channel(1);
         let reporter_task = tokio::spawn(reporter.run(links, report_stop.subscribe()));
         let shared_for_shutdown = shared.clone();
-        let supervisor = tokio::spawn(supervisor::run(
-            shared,
-            desired_rx,
-            config.stop_after_disconnect,
-            stop.subscribe(),
-        ));
+        let supervisor = tokio::spawn(supervisor::run(shared, desired_rx, stop.subscribe()));
         tracing::info!(node = %config.name, api = %local_addr, "agent running");
         Ok(Agent {
             local_addr,

@@ -16,24 +16,27 @@ use super::mesh::Mesh;
 use super::Shared;
 use crate::bundle::Bundle;
 use crate::runtime::Container;
+use drover_proto::fencing;
 use drover_proto::pb;
+use drover_proto::spec::OnDisconnect;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 pub async fn run(
     shared: Arc<Shared>,
     mut desired: watch::Receiver<Option<pb::DesiredAllocations>>,
-    stop_after_disconnect: Option<Duration>,
     mut stop: broadcast::Receiver<()>,
 ) {
     let mut runners: HashMap<String, Runner> = HashMap::new();
     let mut mesh = Mesh::new(shared.mesh_ip);
-    let mut cut_off = false;
+    // Fenced: no leader has acknowledged this node for the node timeout, so
+    // the scheduler is about to replace its replicas elsewhere. Desired sets
+    // that arrive meanwhile may be stale and are not acted on.
+    let mut fenced = false;
     loop {
         let set = desired.borrow_and_update().clone();
-        if let (Some(set), false) = (set, cut_off) {
+        if let (Some(set), false) = (set, fenced) {
             converge(&shared, &mut runners, set.allocations);
             mesh.sync(&set.services).await;
             let routes: Vec<(String, String)> =
@@ -49,30 +52,16 @@ pub async fn run(
         }
         tokio::select! {
             _ = stop.recv() => break,
-            r = desired.changed() => {
-                if r.is_err() { break }
-                // A fresh desired set means a scheduler is back: converge to it.
-                cut_off = false;
-            }
-            _ = tokio::time::sleep(Duration::from_secs(1)), if stop_after_disconnect.is_some() => {
-                let limit = stop_after_disconnect.expect("checked");
-                let silent = shared.last_contact.lock().expect("contact lock").elapsed();
-                if cut_off && silent < limit {
-                    // Back in touch (its desired set may have arrived while we were
-                    // stopping): converge again on the next pass.
-                    cut_off = false;
-                } else if !cut_off && silent > limit {
-                    // The scheduler has likely replaced these elsewhere by now:
-                    // stop them rather than risk running a replica twice.
-                    tracing::warn!(silent = ?silent, "no scheduler reached: stopping every allocation");
-                    cut_off = true;
-                    let why = format!("no scheduler reached for {}s (--stop-after-disconnect)", silent.as_secs());
-                    for r in runners.values() {
-                        r.stop(&why);
-                    }
-                    for (_, r) in runners.drain() {
-                        r.join().await;
-                    }
+            r = desired.changed() => if r.is_err() { break },
+            _ = tokio::time::sleep(fencing::FENCE_CHECK) => {
+                let since = shared.since_acknowledged();
+                let must = fencing::must_fence(since, shared.node_timeout());
+                if fenced && !must {
+                    tracing::info!("a leader acknowledges this node again: converging");
+                    fenced = false;
+                } else if !fenced && must {
+                    fenced = true;
+                    fence(&mut runners, since).await;
                 }
             }
         }
@@ -84,6 +73,30 @@ pub async fn run(
     }
     for (_, r) in runners.drain() {
         r.join().await;
+    }
+}
+
+/// Stops every replica whose job did not opt out, within the fencing bound,
+/// and forgets their runners so that they start again if the same
+/// allocations are still desired once a leader is back.
+async fn fence(runners: &mut HashMap<String, Runner>, since: std::time::Duration) {
+    let why = format!(
+        "no leader acknowledged this node for {:.1}s: stopped so that it cannot run on two nodes (fencing)",
+        since.as_secs_f64()
+    );
+    tracing::warn!(silent = ?since, "{why}");
+    let fenced: Vec<String> = runners
+        .iter()
+        .filter(|(_, r)| r.on_disconnect == OnDisconnect::Stop)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in &fenced {
+        runners[id].stop_within(&why, fencing::FENCE_STOP_GRACE);
+    }
+    for id in fenced {
+        if let Some(r) = runners.remove(&id) {
+            r.join().await;
+        }
     }
 }
 

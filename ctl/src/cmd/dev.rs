@@ -38,7 +38,6 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         cpu_millis: None,
         memory_bytes: None,
         heartbeat: Duration::from_secs(1),
-        stop_after_disconnect: None,
         monitor: None,
         registries: Default::default(),
         image_limits: Default::default(),

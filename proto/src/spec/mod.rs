@@ -108,6 +108,29 @@ pub struct JobSpec {
     /// Publish one port as a service on every node (the routing mesh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expose: Option<Expose>,
+    /// What a replica does when its node loses the scheduler (see
+    /// `crate::fencing`).
+    #[serde(default, skip_serializing_if = "OnDisconnect::is_default")]
+    pub on_disconnect: OnDisconnect,
+}
+
+/// What happens to a replica whose node cannot reach a working scheduler.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDisconnect {
+    /// Stop it after the node timeout, so the scheduler can start it
+    /// elsewhere without it ever running twice.
+    #[default]
+    Stop,
+    /// Keep it running; it is not replaced until its node is back or
+    /// removed (`drover node rm`), so the job may run short meanwhile.
+    KeepRunning,
+}
+
+impl OnDisconnect {
+    pub fn is_default(&self) -> bool {
+        *self == OnDisconnect::Stop
+    }
 }
 
 /// A port a replica listens on, by name.

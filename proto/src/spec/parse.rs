@@ -380,6 +380,25 @@ update:
     }
 
     #[test]
+    fn on_disconnect_defaults_to_stop_and_rejects_unknown_values() {
+        use super::super::OnDisconnect;
+        assert_eq!(
+            from_yaml(MINIMAL).unwrap().on_disconnect,
+            OnDisconnect::Stop
+        );
+        let spec = from_yaml(&format!("{MINIMAL}on_disconnect: keep-running\n")).unwrap();
+        assert_eq!(spec.on_disconnect, OnDisconnect::KeepRunning);
+        // The default is not written out, so older agents read new specs.
+        assert!(!from_yaml(MINIMAL)
+            .unwrap()
+            .to_json()
+            .contains("on_disconnect"));
+        let e = err(&format!("{MINIMAL}on_disconnect: keep_running\n"));
+        assert!(e.starts_with("on_disconnect: unknown variant"), "{e}");
+        assert!(e.contains("keep-running"), "{e}");
+    }
+
+    #[test]
     fn json_round_trip_is_canonical() {
         let spec = from_yaml(&format!(
             "{MINIMAL}resources: {{cpu: 500m, memory: 1073741824}}\n"

@@ -22,8 +22,10 @@ use tonic::{Code, Status};
 
 /// How long a replica keeps trying to reach a leader before giving up.
 pub const PATIENCE: Duration = Duration::from_secs(5);
-/// How long a forwarded call may take (a commit includes an fsync on a quorum).
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a forwarded call may take: longer than the leader's own commit
+/// timeout, so a forwarded write is never reported failed while the leader
+/// still waits for it to commit.
+const CALL_TIMEOUT: Duration = Duration::from_secs(12);
 /// Marks a request already forwarded once, so it is never forwarded again.
 pub const FORWARDED: &str = "drover-forwarded";
 
@@ -52,6 +54,9 @@ impl Forwarder {
             .connect_timeout(Duration::from_millis(500))
             .timeout(CALL_TIMEOUT)
             .tcp_nodelay(true)
+            .http2_keep_alive_interval(crate::KEEPALIVE)
+            .keep_alive_timeout(crate::KEEPALIVE)
+            .keep_alive_while_idle(true)
             .connect_lazy();
         channels.insert(addr.to_string(), ch.clone());
         Ok(ch)
@@ -154,32 +159,20 @@ where
 }
 
 /// Serves an agent's heartbeat on a follower by passing it to the leader,
-/// which keeps node liveness. A heartbeat already forwarded once is refused.
+/// which keeps node liveness. Returns `None` if this replica became the
+/// leader meanwhile: the caller then answers it itself.
 pub async fn heartbeat_via_leader(
     replica: &Replica,
-    req: tonic::Request<pb::HeartbeatRequest>,
-) -> Result<tonic::Response<pb::HeartbeatResponse>, Status> {
-    if req.metadata().contains_key(FORWARDED) {
-        return Err(Status::unavailable("not the leader"));
-    }
-    let req = req.into_inner();
+    req: pb::HeartbeatRequest,
+) -> Result<Option<pb::HeartbeatResponse>, Status> {
     with_leader(replica, |leader| {
         let req = req.clone();
         async move {
             match leader {
-                // This replica became the leader meanwhile; the next heartbeat
-                // is recorded here, and a new leader waits a full node
-                // timeout before calling any node down.
-                None => {
-                    let state = replica.state.read().expect("state lock poisoned");
-                    Ok(pb::HeartbeatResponse {
-                        known: state.nodes.contains_key(&req.name),
-                    })
-                }
-                Some(addr) => replica.forwarder.heartbeat(&addr, req).await,
+                None => Ok(None),
+                Some(addr) => replica.forwarder.heartbeat(&addr, req).await.map(Some),
             }
         }
     })
     .await
-    .map(tonic::Response::new)
 }

@@ -15,6 +15,7 @@
 
 pub mod batch;
 pub mod forward;
+pub mod lease;
 
 pub use forward::Forwarder;
 

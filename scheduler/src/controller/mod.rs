@@ -4,7 +4,8 @@
 //! only by proposing commands; everything they need is in the replicated
 //! state, so a new leader picks up where the old one stood. Liveness is the
 //! exception by design: heartbeats live in the leader's memory, and a new
-//! leader gives every node a full timeout before marking it down.
+//! leader counts every node from its own election, so it gives agents the
+//! whole fencing interval to find it before marking any node down.
 
 use crate::reconcile::{reconcile, Plan};
 use crate::replica::Replica;
@@ -49,7 +50,9 @@ impl Controller {
         for node in state.nodes.values() {
             let seen = self.liveness.last_seen(&node.name);
             let last = seen.unwrap_or(leading_since).max(leading_since);
-            let silent = last.elapsed() > self.node_timeout;
+            // Not before the node has certainly stopped its replicas
+            // (see `drover_proto::fencing`).
+            let silent = last.elapsed() > drover_proto::fencing::replace_after(self.node_timeout);
             let status = match (node.status, silent, seen.is_some()) {
                 (NodeStatus::Ready, true, _) => NodeStatus::Down,
                 (NodeStatus::Down, false, true) => NodeStatus::Ready,

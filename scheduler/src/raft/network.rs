@@ -138,6 +138,9 @@ impl Connection {
                     })?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
+                    .http2_keep_alive_interval(crate::KEEPALIVE)
+                    .keep_alive_timeout(crate::KEEPALIVE)
+                    .keep_alive_while_idle(true)
                     .connect_lazy();
                 channels.insert(self.target, (addr.clone(), ch.clone()));
                 ch

@@ -58,6 +58,8 @@ pub struct Scheduler {
     pub local_addr: SocketAddr,
     stop: broadcast::Sender<()>,
     tasks: Vec<JoinHandle<()>>,
+    /// Why Raft stopped, once it has (see `cluster::lease`).
+    fatal: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Scheduler {
@@ -100,7 +102,14 @@ impl Scheduler {
             .await
             .map_err(|e| ServerError::Raft(e.to_string()))?;
         let raft_svc = raft::RaftServer::new(handle.raft.clone());
+        let (fatal_tx, fatal) = tokio::sync::watch::channel(None);
+        let lease = crate::cluster::lease::Lease::track(
+            &handle.raft,
+            config.cluster.election_timeout * 2,
+            fatal_tx,
+        );
         let replica = Replica {
+            lease,
             id: config.id,
             addr: advertise.clone(),
             raft: handle.raft.clone(),
@@ -116,7 +125,11 @@ impl Scheduler {
         let mut tasks = Vec::new();
 
         let max = 64 * 1024 * 1024;
+        // HTTP/2 pings find a peer that vanished without a reset (a frozen
+        // or unplugged host) in seconds rather than at the TCP timeout.
         let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(crate::KEEPALIVE))
+            .http2_keepalive_timeout(Some(crate::KEEPALIVE))
             .add_service(
                 pb::drover_server::DroverServer::new(client_api::ClientApi {
                     replica: replica.clone(),
@@ -127,6 +140,7 @@ impl Scheduler {
                 node_api::NodeApi {
                     replica: replica.clone(),
                     liveness: liveness.clone(),
+                    node_timeout: config.node_timeout,
                     cluster_cidr: config.cluster_cidr.clone(),
                 },
             ))
@@ -175,7 +189,20 @@ impl Scheduler {
             local_addr,
             stop,
             tasks,
+            fatal,
         })
+    }
+
+    /// Resolves, with the reason, if Raft stops while the replica serves (a
+    /// log write failed, say). The process must then stop serving and exit:
+    /// its state will never move again.
+    pub async fn raft_failed(&self) -> String {
+        let mut fatal = self.fatal.clone();
+        let why = match fatal.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            Err(_) => "raft core stopped".into(),
+        };
+        why
     }
 
     /// Stops serving, stops the controllers, then shuts Raft down.

@@ -15,6 +15,9 @@ use std::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+/// How often a watch stream checks that its replica is still in touch.
+const WATCH_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// When the leader last heard from each node.
 #[derive(Clone, Default)]
 pub struct Liveness {
@@ -42,6 +45,8 @@ impl Liveness {
 pub struct NodeApi {
     pub replica: Replica,
     pub liveness: Liveness,
+    /// The node timeout agents fence themselves by (see `drover_proto::fencing`).
+    pub node_timeout: std::time::Duration,
     /// The container address range nodes get their subnets from.
     pub cluster_cidr: String,
 }
@@ -131,6 +136,32 @@ pub fn services(state: &State) -> Vec<pb::Service> {
     out
 }
 
+impl NodeApi {
+    /// Records a heartbeat on the leader. Only a leader holding its quorum
+    /// lease may: an acknowledgement keeps the agent's replicas running.
+    fn acknowledge(&self, name: &str) -> Result<pb::HeartbeatResponse, Status> {
+        if !self.replica.holds_lease() {
+            return Err(Status::unavailable(
+                "this replica is not a leader a majority acknowledges; ask another replica",
+            ));
+        }
+        let known = self
+            .replica
+            .state
+            .read()
+            .expect("state lock")
+            .nodes
+            .contains_key(name);
+        if known {
+            self.liveness.beat(name);
+        }
+        Ok(pb::HeartbeatResponse {
+            known,
+            node_timeout_ms: u64::try_from(self.node_timeout.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl NodeService for NodeApi {
     async fn register(
@@ -159,7 +190,11 @@ impl NodeService for NodeApi {
         if !r.ok {
             return Err(Status::invalid_argument(r.error.unwrap_or_default()));
         }
-        self.liveness.beat(&req.name);
+        // Only the leader keeps liveness; through a follower, the agent's
+        // next heartbeat (sent right after registering) reaches it.
+        if self.replica.holds_lease() {
+            self.liveness.beat(&req.name);
+        }
         Ok(Response::new(pb::RegisterResponse {
             name: req.name,
             subnet: r.note,
@@ -170,21 +205,20 @@ impl NodeService for NodeApi {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let forwarded = req
+            .metadata()
+            .contains_key(crate::cluster::forward::FORWARDED);
+        let req = req.into_inner();
         if !self.replica.is_leader() {
-            return crate::cluster::forward::heartbeat_via_leader(&self.replica, req).await;
+            if forwarded {
+                return Err(Status::unavailable("not the leader"));
+            }
+            let via = crate::cluster::forward::heartbeat_via_leader(&self.replica, req.clone());
+            if let Some(r) = via.await? {
+                return Ok(Response::new(r));
+            }
         }
-        let name = req.into_inner().name;
-        let known = self
-            .replica
-            .state
-            .read()
-            .expect("state lock")
-            .nodes
-            .contains_key(&name);
-        if known {
-            self.liveness.beat(&name);
-        }
-        Ok(Response::new(pb::HeartbeatResponse { known }))
+        self.acknowledge(&req.name).map(Response::new)
     }
 
     type WatchStream = ReceiverStream<Result<pb::DesiredAllocations, Status>>;
@@ -220,6 +254,15 @@ impl NodeService for NodeApi {
                 tokio::select! {
                     changed = applied.changed() => if changed.is_err() { return },
                     _ = tx.closed() => return,
+                    _ = tokio::time::sleep(WATCH_CHECK) => {
+                        // A replica cut off from the leader (or a leader cut off
+                        // from its majority) must not look like a live link.
+                        if !replica.in_touch(WATCH_CHECK * 2) {
+                            let why = "this replica lost touch with the cluster's majority; reconnect to another";
+                            let _ = tx.send(Err(Status::unavailable(why))).await;
+                            return;
+                        }
+                    }
                 }
             }
         });

@@ -1,6 +1,7 @@
 //! `State::apply`: how each command changes the state.
 
 use super::*;
+use drover_proto::spec::OnDisconnect;
 use std::collections::BTreeSet;
 
 /// How many client request ids are remembered for de-duplication.
@@ -530,7 +531,19 @@ impl State {
         if status == NodeStatus::Down {
             // Its allocations are lost: the reconciler replaces them elsewhere. When the
             // node returns, its agent sees they are no longer desired and stops them.
+            let jobs = &self.jobs;
+            let keeps_running = |job: &str, version: u64| {
+                jobs.get(job)
+                    .and_then(|j| j.version(version))
+                    .is_some_and(|v| v.spec.on_disconnect == OnDisconnect::KeepRunning)
+            };
             for a in self.allocations.values_mut().filter(|a| a.node == name) {
+                // Replicas that asked to keep running were not stopped by their
+                // agent, so they must not be started elsewhere: they stay, and
+                // count, until the node is back or removed.
+                if keeps_running(&a.job, a.version) {
+                    continue;
+                }
                 if a.desired == Desired::Run {
                     a.desired = Desired::Stop;
                     a.desired_reason = "node down: replaced".into();

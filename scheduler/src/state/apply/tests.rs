@@ -232,6 +232,27 @@ fn node_down_marks_allocations_lost() {
 }
 
 #[test]
+fn node_down_keeps_replicas_that_keep_running() {
+    let mut s = State::default();
+    node(&mut s, "n1");
+    submit(&mut s, "", &format!("{WEB}on_disconnect: keep-running\n"));
+    place(&mut s, "a1", "web", 1, 0, "n1");
+    let running = s.allocations["a1"].clone();
+    s.apply(
+        60,
+        &Command::SetNodeStatus {
+            name: "n1".into(),
+            status: NodeStatus::Down,
+            at_ms: 40,
+        },
+    );
+    // The agent does not stop it when cut off, so nothing may replace it.
+    let a = &s.allocations["a1"];
+    assert_eq!((a.desired, a.state), (running.desired, running.state));
+    assert_eq!(s.nodes["n1"].status, NodeStatus::Down);
+}
+
+#[test]
 fn find_allocation_by_prefix() {
     let mut s = State::default();
     node(&mut s, "n1");
