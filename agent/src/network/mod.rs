@@ -10,15 +10,23 @@
 //! local cluster's bridge does, and routes cost no encapsulation).
 //! Addresses are released and links removed when containers stop; a
 //! restarted agent finds its bridge and the IPAM files as it left them.
+//! Every link carries the marker `drover:<state-dir>` (see
+//! `crate::leftovers`), and the subnet is claimed before use (see
+//! [`conflict`]): what a killed agent left is reclaimed, anything else that
+//! holds the gateway or routes the subnet makes the network refuse to start.
 //!
 //! The kernel is driven through iproute2's `ip`, which every Linux node has.
 
+pub mod conflict;
+pub mod inventory;
 mod ipam;
 
+pub use conflict::{delete_link, links, reclaim_gone};
 pub use ipam::Ipam;
 
+use crate::leftovers::Owner;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +43,31 @@ pub enum NetworkError {
     Io {
         path: String,
         source: std::io::Error,
+    },
+    #[error("`ip {args}` printed output drover cannot read: {source}")]
+    Parse {
+        args: String,
+        source: serde_json::Error,
+    },
+    #[error("gateway {gateway} of subnet {subnet} is already on interface {interface}, {owner}")]
+    AddressTaken {
+        gateway: Ipv4Addr,
+        subnet: String,
+        interface: String,
+        owner: Owner,
+    },
+    #[error("subnet {subnet} is already routed by `{route}` on interface {interface}, {owner}")]
+    RouteTaken {
+        subnet: String,
+        route: String,
+        interface: String,
+        owner: Owner,
+    },
+    #[error("bridge {bridge} for subnet {subnet} already exists, {owner}")]
+    BridgeTaken {
+        bridge: String,
+        subnet: String,
+        owner: Owner,
     },
 }
 
@@ -83,6 +116,22 @@ fn short(prefix: &str, seed: &str) -> String {
     format!("{prefix}{h:08x}")
 }
 
+/// The host-side veth of allocation `alloc`'s container.
+pub fn container_link(alloc: &str) -> String {
+    short("dvh", alloc)
+}
+
+/// Removes what the network holds for a container of the agent on
+/// `state_dir` that no agent runs any more: its veth and its address.
+pub fn forget_container(state_dir: &Path, alloc: &str) -> Result<(), NetworkError> {
+    ip_idempotent(&["link", "del", &container_link(alloc)])?;
+    let dir = state_dir.join("ipam");
+    if dir.exists() {
+        Ipam::open(&dir, [0; 4])?.release(alloc);
+    }
+    Ok(())
+}
+
 /// This node's container network.
 #[derive(Debug)]
 pub struct NodeNetwork {
@@ -90,6 +139,9 @@ pub struct NodeNetwork {
     pub subnet: String,
     pub gateway: Ipv4Addr,
     ipam: Ipam,
+    /// The agent's state dir, canonical (what the marker names).
+    state_dir: PathBuf,
+    marker: String,
 }
 
 impl NodeNetwork {
@@ -107,7 +159,13 @@ impl NodeNetwork {
         let o = net.octets();
         let gateway = Ipv4Addr::new(o[0], o[1], o[2], 1);
         let bridge = short("drv", node);
+        let marker = crate::leftovers::marker(state_dir);
+        let own_dir = crate::leftovers::parse_marker(&marker).unwrap_or(state_dir.into());
+        for name in conflict::claim(&bridge, &own_dir, subnet, gateway)? {
+            tracing::warn!(link = %name, subnet = %subnet, "reclaimed a link a gone agent left holding this node's subnet");
+        }
         ip_idempotent(&["link", "add", &bridge, "type", "bridge"])?;
+        ip(&["link", "set", "dev", &bridge, "alias", &marker])?;
         ip_idempotent(&["addr", "add", &format!("{gateway}/24"), "dev", &bridge])?;
         ip(&["link", "set", &bridge, "up"])?;
         // Containers of different nodes (and of bridges on one host) reach each
@@ -123,13 +181,25 @@ impl NodeNetwork {
             subnet: subnet.into(),
             gateway,
             ipam,
+            state_dir: own_dir,
+            marker,
         })
+    }
+
+    /// Checks the subnet is still this node's alone (reclaiming what gone
+    /// agents left since); an error names what took it.
+    pub fn check(&self) -> Result<(), NetworkError> {
+        for name in conflict::claim(&self.bridge, &self.state_dir, &self.subnet, self.gateway)? {
+            tracing::warn!(link = %name, subnet = %self.subnet, "reclaimed a link a gone agent left holding this node's subnet");
+        }
+        Ok(())
     }
 
     /// Gives the container whose init is `pid` an `eth0` on the bridge; returns its address.
     pub fn attach(&self, alloc: &str, pid: i32) -> Result<Ipv4Addr, NetworkError> {
+        self.check()?;
         let addr = self.ipam.allocate(alloc)?;
-        let host = short("dvh", alloc);
+        let host = container_link(alloc);
         let peer = short("dvc", alloc);
         let netns = format!("/proc/{pid}/ns/net");
         let r = (|| {
@@ -138,6 +208,7 @@ impl NodeNetwork {
             let _ = ip_idempotent(&["neigh", "del", &addr.to_string(), "dev", &self.bridge]);
             ip_idempotent(&["link", "del", &host])?;
             ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer])?;
+            ip(&["link", "set", "dev", &host, "alias", &self.marker])?;
             ip(&["link", "set", &host, "master", &self.bridge, "up"])?;
             ip(&["link", "set", &peer, "netns", &pid.to_string()])?;
             let inside = |args: &[&str]| nsenter_ip(&netns, args);
@@ -158,7 +229,7 @@ impl NodeNetwork {
     /// Releases the container's address and removes its link (gone already
     /// when its network namespace ended). Idempotent.
     pub fn detach(&self, alloc: &str) {
-        let _ = ip_idempotent(&["link", "del", &short("dvh", alloc)]);
+        let _ = ip_idempotent(&["link", "del", &container_link(alloc)]);
         for (addr, a) in self.ipam.list() {
             if a == alloc {
                 let _ = ip_idempotent(&["neigh", "del", &addr.to_string(), "dev", &self.bridge]);
@@ -180,7 +251,8 @@ impl NodeNetwork {
             if local || via.starts_with("127.") {
                 continue;
             }
-            if let Err(e) = ip(&["route", "replace", subnet, "via", via]) {
+            let proto = conflict::ROUTE_PROTO;
+            if let Err(e) = ip(&["route", "replace", subnet, "via", via, "proto", proto]) {
                 tracing::warn!(subnet = %subnet, via = %via, error = %e, "cannot route to a node's containers");
             }
         }
