@@ -165,10 +165,23 @@ pub struct Cluster {
     pub agent: Option<Proc>,
     scheduler_port: u16,
     agent_port: u16,
+    /// The container address range (default: from `test_cidr`).
+    cidr: Option<String>,
 }
 
 impl Cluster {
     pub fn start(node: &str) -> Cluster {
+        Cluster::start_inner(node, None)
+    }
+
+    /// A cluster whose nodes get their subnets from `cidr` (two clusters
+    /// given one range hand out the same first /24, as two `drover dev`
+    /// runs do).
+    pub fn start_with_cidr(node: &str, cidr: &str) -> Cluster {
+        Cluster::start_inner(node, Some(cidr.to_string()))
+    }
+
+    fn start_inner(node: &str, cidr: Option<String>) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("drover-e2e")
             .tempdir()
@@ -183,6 +196,7 @@ impl Cluster {
             agent: None,
             scheduler_port,
             agent_port,
+            cidr,
         };
         c.start_scheduler();
         c.start_agent();
@@ -204,7 +218,11 @@ impl Cluster {
         cmd.args(["--id", "1", "--listen", &self.addr, "--data-dir"])
             .arg(&data);
         // Clusters of parallel tests share this host's routing: give each its own range.
-        cmd.env("DROVER_CLUSTER_CIDR", test_cidr(self.scheduler_port));
+        let cidr = self
+            .cidr
+            .clone()
+            .unwrap_or_else(|| test_cidr(self.scheduler_port));
+        cmd.env("DROVER_CLUSTER_CIDR", cidr);
         let log = self.dir.path().join("scheduler.log");
         self.scheduler = Some(Proc::spawn("drover-scheduler", &mut cmd, log));
         let addr = self.addr.clone();
@@ -342,9 +360,14 @@ pub fn pid_alive(pid: u32) -> bool {
 
 /// A container address range for one test cluster, distinct from its
 /// neighbours' (each cluster's nodes get /24s of it; `drover dev` uses 10.88/16).
+/// Ranges are handed out in turn within a test binary (its tests run in
+/// parallel), so two live clusters never share one: an agent refuses a
+/// subnet another running agent's bridge holds. `seed` only varies the start.
 pub fn test_cidr(seed: u16) -> String {
-    format!(
-        "10.{}.0.0/16",
-        100 + (seed as u32 + std::process::id()) % 150
-    )
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static START: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| seed as u32 + std::process::id());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("10.{}.0.0/16", 100 + (start + n) % 150)
 }
