@@ -288,6 +288,38 @@ impl Cluster {
     }
 }
 
+impl Drop for Cluster {
+    /// Agents first (SIGINT: they stop their containers and remove their
+    /// network), then whatever an agent a test killed on purpose left in
+    /// this cluster's state dirs (`agent`, `agent-*`), as an operator would
+    /// with `drover-agent cleanup`; the scheduler last.
+    fn drop(&mut self) {
+        drop(self.agent.take());
+        let dirs: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("agent") && e.path().is_dir())
+            .map(|e| e.path())
+            .collect();
+        let exe = std::env::current_exe().ok();
+        let agent = exe
+            .as_deref()
+            .and_then(Path::parent)
+            .and_then(Path::parent)
+            .map(|d| d.join("drover-agent"));
+        if let (Some(agent), false) = (agent, dirs.is_empty()) {
+            let mut cmd = Command::new(agent);
+            cmd.arg("cleanup").stdout(Stdio::null());
+            for d in &dirs {
+                cmd.arg("--state-dir").arg(d);
+            }
+            let _ = cmd.status();
+        }
+        drop(self.scheduler.take());
+    }
+}
+
 /// What a `drover` invocation printed and how it ended.
 #[derive(Debug)]
 pub struct Run {
