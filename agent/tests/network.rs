@@ -128,7 +128,7 @@ fn a_gone_agents_bridge_and_veths_are_reclaimed() {
         let net = setup(state.path()).unwrap();
         assert!(!exists("drvold00001"), "the stale bridge is deleted");
         assert!(!exists("dvhold0001"), "with its veths");
-        assert_eq!(holders_of_gateway(), [net.bridge.clone()]);
+        assert_eq!(holders_of_gateway(), vec![net.bridge.clone()]);
         assert_eq!(alias_of(&net.bridge), Some(leftovers::marker(state.path())));
         // The subnet is routed through the new bridge alone.
         let out = Command::new("ip")

@@ -195,6 +195,26 @@ impl Shared {
     }
 }
 
+/// Says so when containers of agents that no longer run are still on this
+/// machine (they hold resources nobody accounts for).
+fn warn_about_orphans(own_dir: &std::path::Path, cgroup_root: &std::path::Path) {
+    use crate::leftovers::cleanup;
+    let others: Vec<PathBuf> = cleanup::discover()
+        .into_iter()
+        .filter(|d| std::fs::canonicalize(d).ok().as_deref() != Some(own_dir))
+        .collect();
+    let cgroups = cgroups::manager_for(cgroup_root);
+    let found = cleanup::scan(&others, cgroups.as_ref());
+    let running = found.orphans.iter().filter(|o| o.running()).count();
+    if running > 0 {
+        tracing::warn!(
+            containers = running,
+            "containers of agents that no longer run are still running here; \
+             `drover-agent cleanup --dry-run` lists them, `drover-agent cleanup` removes them"
+        );
+    }
+}
+
 pub struct Agent {
     pub local_addr: SocketAddr,
     stop: broadcast::Sender<()>,
@@ -233,6 +253,7 @@ impl Agent {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot look for links gone agents left"),
         }
+        warn_about_orphans(&own_dir, &config.cgroup_root);
         let runtime = Runtime::new(cgroups::manager_for(&config.cgroup_root));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
