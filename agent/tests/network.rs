@@ -289,3 +289,22 @@ fn the_startup_sweep_reclaims_only_what_gone_agents_left() {
         },
     );
 }
+
+#[test]
+fn an_unmarked_bridge_named_like_drovers_is_refused_with_how_to_remove_it() {
+    in_fresh_netns(
+        "an_unmarked_bridge_named_like_drovers_is_refused_with_how_to_remove_it",
+        || {
+            let state = tempfile::tempdir().unwrap();
+            // What an agent from before the markers left: the incident's bridge.
+            bridge("drv3d661eba", Some("10.9.0.1/24"), None);
+            let err = setup(state.path()).unwrap_err().to_string();
+            assert!(
+                err.contains("interface drv3d661eba, named like a drover link"),
+                "{err}"
+            );
+            assert!(err.contains("`ip link del drv3d661eba`"), "{err}");
+            assert!(exists("drv3d661eba"), "nothing tells whether it is in use");
+        },
+    );
+}

@@ -71,6 +71,10 @@ pub enum Owner {
     },
     /// Nothing of the owner is alive: what it left may be reclaimed.
     Gone { state_dir: PathBuf },
+    /// No Drover marker, but named as Drover names its links (`drv…`,
+    /// `dvh…`): most likely made by a Drover from before the markers, but
+    /// nothing tells whether its agent still runs.
+    Unmarked { link: String },
     /// No Drover marker.
     Foreign,
 }
@@ -111,7 +115,7 @@ impl Owner {
             Owner::Live { state_dir, .. }
             | Owner::Dormant { state_dir, .. }
             | Owner::Gone { state_dir } => Some(state_dir),
-            Owner::Foreign => None,
+            Owner::Unmarked { .. } | Owner::Foreign => None,
         }
     }
 }
@@ -139,6 +143,11 @@ impl fmt::Display for Owner {
                 f,
                 "left by the drover agent with state dir {}, which is gone",
                 state_dir.display()
+            ),
+            Owner::Unmarked { link } => write!(
+                f,
+                "named like a drover link but without the drover:<state-dir> marker (an older \
+                 drover made it?); if no agent uses it, `ip link del {link}` removes it"
             ),
             Owner::Foreign => write!(f, "not made by drover"),
         }

@@ -63,6 +63,7 @@ fn owner(links: &[Link], name: &str, own_dir: &Path) -> Owner {
         .and_then(|l| l.alias.as_deref());
     match alias.and_then(parse_marker) {
         Some(dir) if dir == own_dir => Owner::Gone { state_dir: dir },
+        None if super::named_like_ours(name) => Owner::Unmarked { link: name.into() },
         _ => Owner::of_alias(alias),
     }
 }

@@ -116,6 +116,14 @@ fn short(prefix: &str, seed: &str) -> String {
     format!("{prefix}{h:08x}")
 }
 
+/// Whether `name` is a bridge or veth name as [`short`] makes them.
+fn named_like_ours(name: &str) -> bool {
+    ["drv", "dvh", "dvc"].iter().any(|p| {
+        name.strip_prefix(p)
+            .is_some_and(|h| h.len() == 8 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
+}
+
 /// The host-side veth of allocation `alloc`'s container.
 pub fn container_link(alloc: &str) -> String {
     short("dvh", alloc)
@@ -288,6 +296,14 @@ fn nsenter_ip(netns: &str, args: &[&str]) -> Result<(), NetworkError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn names_like_ours_are_recognised() {
+        assert!(super::named_like_ours(&super::short("drv", "node-1")));
+        assert!(super::named_like_ours("dvh0011aabb"));
+        assert!(!super::named_like_ours("drvold"));
+        assert!(!super::named_like_ours("eth0"));
+    }
+
     #[test]
     fn interface_names_fit() {
         let n = super::short("dvh", "0123456789abcdef0123456789abcdef");
