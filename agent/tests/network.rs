@@ -308,3 +308,39 @@ fn an_unmarked_bridge_named_like_drovers_is_refused_with_how_to_remove_it() {
         },
     );
 }
+
+#[test]
+fn routes_to_other_nodes_follow_the_set_and_go_at_teardown() {
+    in_fresh_netns(
+        "routes_to_other_nodes_follow_the_set_and_go_at_teardown",
+        || {
+            let state = tempfile::tempdir().unwrap();
+            bridge("uplink0", Some("192.168.77.1/24"), None);
+            let net = setup(state.path()).unwrap();
+            let routes = || {
+                let out = Command::new("ip")
+                    .args(["route", "show", "proto", "215"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            let to = |s: &str, via: &str| (s.to_string(), via.to_string());
+            net.sync_routes(&[
+                to("10.9.1.0/24", "192.168.77.2"),
+                to("10.9.2.0/24", "192.168.77.3"),
+            ]);
+            let r = routes();
+            assert!(r.contains("10.9.1.0/24 via 192.168.77.2"), "{r}");
+            assert!(r.contains("10.9.2.0/24 via 192.168.77.3"), "{r}");
+            net.sync_routes(&[to("10.9.2.0/24", "192.168.77.3")]);
+            let r = routes();
+            assert!(
+                !r.contains("10.9.1.0/24"),
+                "a node that left is no longer routed: {r}"
+            );
+            net.teardown();
+            assert_eq!(routes(), "", "teardown removes every route it made");
+            assert!(!exists(&net.bridge));
+        },
+    );
+}

@@ -150,6 +150,9 @@ pub struct NodeNetwork {
     /// The agent's state dir, canonical (what the marker names).
     state_dir: PathBuf,
     marker: String,
+    /// Other nodes' subnets this agent routes (removed when they leave the
+    /// set, and at teardown).
+    routed: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl NodeNetwork {
@@ -191,6 +194,7 @@ impl NodeNetwork {
             ipam,
             state_dir: own_dir,
             marker,
+            routed: Default::default(),
         })
     }
 
@@ -248,6 +252,15 @@ impl NodeNetwork {
 
     /// Makes the routes to other nodes' subnets exactly `routes` (subnet, via).
     pub fn sync_routes(&self, routes: &[(String, String)]) {
+        let mut routed = self.routed.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted: std::collections::BTreeSet<&String> = routes.iter().map(|(s, _)| s).collect();
+        routed.retain(|subnet| {
+            if wanted.contains(subnet) {
+                return true;
+            }
+            let _ = ip_idempotent(&["route", "del", subnet, "proto", conflict::ROUTE_PROTO]);
+            false
+        });
         for (subnet, via) in routes {
             if subnet == &self.subnet || via.is_empty() {
                 continue;
@@ -260,14 +273,24 @@ impl NodeNetwork {
                 continue;
             }
             let proto = conflict::ROUTE_PROTO;
-            if let Err(e) = ip(&["route", "replace", subnet, "via", via, "proto", proto]) {
-                tracing::warn!(subnet = %subnet, via = %via, error = %e, "cannot route to a node's containers");
+            match ip(&["route", "replace", subnet, "via", via, "proto", proto]) {
+                Ok(_) => {
+                    routed.insert(subnet.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(subnet = %subnet, via = %via, error = %e, "cannot route to a node's containers")
+                }
             }
         }
     }
 
-    /// Removes the bridge (when the node is shutting down with no containers).
+    /// Removes the bridge and the routes to other nodes' subnets (when the
+    /// node is shutting down with no containers).
     pub fn teardown(&self) {
+        let mut routed = self.routed.lock().unwrap_or_else(|e| e.into_inner());
+        for subnet in std::mem::take(&mut *routed) {
+            let _ = ip_idempotent(&["route", "del", &subnet, "proto", conflict::ROUTE_PROTO]);
+        }
         let _ = ip_idempotent(&["link", "del", &self.bridge]);
     }
 
