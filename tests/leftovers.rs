@@ -110,6 +110,15 @@ fn get(addr: &str) -> Result<String, String> {
         .to_string())
 }
 
+/// Runs `drover-agent cleanup --state-dir DIR` when dropped.
+struct CleanupOnDrop(std::path::PathBuf);
+
+impl Drop for CleanupOnDrop {
+    fn drop(&mut self) {
+        let _ = cleanup(&["--state-dir", self.0.to_str().unwrap_or_default()]);
+    }
+}
+
 fn cleanup(args: &[&str]) -> Run {
     let out = Command::new(bin_dir().join("drover-agent"))
         .arg("cleanup")
@@ -291,6 +300,9 @@ fn cleanup_lists_an_orphaned_container_and_removes_it_with_its_network() {
         .unwrap_or_else(|| panic!("{id} not listed:\n{}", out.stdout));
     assert!(line.contains("running"), "{line}");
     assert!(out.stdout.contains(&bridge), "{}", out.stdout);
+    // Found without being told where to look too (from its mount, monitor, marker).
+    let found = cleanup(&["--dry-run"]);
+    assert!(found.stdout.contains(&id), "{}", found.stdout);
     assert!(pid_alive(pid), "a dry run removes nothing");
 
     let out = cleanup(&["--state-dir", &state_arg]);
@@ -307,4 +319,79 @@ fn cleanup_lists_an_orphaned_container_and_removes_it_with_its_network() {
     assert!(holders(&gateway).is_empty());
     let out = cleanup(&["--dry-run", "--state-dir", &state_arg]);
     assert!(out.stdout.contains("nothing left behind"), "{}", out.stdout);
+}
+
+#[test]
+fn the_containers_of_a_crashed_drover_dev_are_orphans_cleanup_finds_and_removes() {
+    if !require_root("the_containers_of_a_crashed_drover_dev_are_orphans_cleanup_finds_and_removes")
+    {
+        return;
+    }
+    let images = images();
+    let dir = tempfile::tempdir().unwrap();
+    let api = format!("127.0.0.1:{}", free_port());
+    let cidr = test_cidr(free_port());
+    let mut cmd = Command::new(bin_dir().join("drover"));
+    cmd.args(["dev", "--listen", &api, "--cluster-cidr", &cidr])
+        .args(["--agent-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"));
+    let mut dev = Proc::spawn("drover dev", &mut cmd, dir.path().join("dev.log"));
+    let spec = dir.path().join("sleeper.yaml");
+    std::fs::write(&spec, sleeper(&images)).unwrap();
+    // Whatever happens below, nothing of it outlives the test.
+    let _guard = CleanupOnDrop(dir.path().join("state/agent"));
+    wait_for(
+        "drover dev to have a ready node",
+        Duration::from_secs(20),
+        || {
+            run_drover(&api, &["node", "ls"])
+                .stdout
+                .contains("ready")
+                .then_some(())
+        },
+    );
+    let out = run_drover(&api, &["job", "run", "--detach", spec.to_str().unwrap()]);
+    assert!(out.ok(), "{}{}", out.stdout, out.stderr);
+    let (id, pid) = wait_for(
+        "drover dev to run the replica",
+        Duration::from_secs(30),
+        || {
+            let out = run_drover(&api, &["alloc", "ls", "-o", "json"]);
+            let v: Value = serde_json::from_str(&out.stdout).ok()?;
+            let a = v
+                .as_array()?
+                .iter()
+                .find(|a| a["state"] == "running")?
+                .clone();
+            Some((a["id"].as_str()?.to_string(), a["pid"].as_u64()? as u32))
+        },
+    );
+    dev.signal("KILL");
+    dev.wait(Duration::from_secs(5)).expect("drover dev killed");
+    assert!(
+        pid_alive(pid),
+        "a crashed drover dev leaves its container running"
+    );
+
+    let state = dir.path().join("state/agent");
+    let state_arg = state.to_str().unwrap();
+    let out = cleanup(&["--dry-run"]);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} not found without --state-dir:\n{}", out.stdout));
+    assert!(line.contains("running"), "{line}");
+    let out = cleanup(&["--state-dir", state_arg]);
+    assert!(out.ok(), "{}{}", out.stdout, out.stderr);
+    wait_for("the orphan to die", Duration::from_secs(5), || {
+        (!pid_alive(pid)).then_some(())
+    });
+    assert!(!cgroup_exists(&id), "cgroup of {id} remains");
+    assert!(!mounted(&format!("bundles/{id}/rootfs")));
+    assert!(
+        holders(&first_gateway(&cidr)).is_empty(),
+        "its bridge is gone"
+    );
 }

@@ -47,7 +47,7 @@ enum Command {
     /// (marked `drover:<state-dir>`) are stale. State dirs a running agent
     /// holds are never touched. Without --state-dir, the state dirs are found
     /// from link markers, running monitors, overlay mounts and the default
-    /// state dir. Exits 0 when nothing is (or is any longer) left.
+    /// state dir. Exits non-zero when something could not be removed.
     ///
     /// Example:
     ///   drover-agent cleanup --dry-run
@@ -60,6 +60,7 @@ enum Command {
         /// Look only at this agent state dir. Repeatable.
         #[arg(long = "state-dir", value_name = "DIR")]
         state_dir: Vec<PathBuf>,
+        /// The cgroup root the agents ran containers under.
         #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
         cgroup_root: PathBuf,
     },
