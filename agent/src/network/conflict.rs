@@ -54,23 +54,108 @@ pub fn delete_link(name: &str) -> Result<(), NetworkError> {
     ip_idempotent(&["link", "del", name])
 }
 
-/// Who owns link `name`, seen from the agent on `own_dir`: a link marked
-/// with our own state dir but not our bridge is a leftover of ours.
-fn owner(links: &[Link], name: &str, own_dir: &Path) -> Owner {
+/// Who owns link `name`, seen from the agent on `own_dir`: `None` for a
+/// link marked with our own state dir (ours, or a leftover of ours).
+fn owner(links: &[Link], name: &str, own_dir: &Path) -> Option<Owner> {
     let alias = links
         .iter()
         .find(|l| l.name == name)
         .and_then(|l| l.alias.as_deref());
     match alias.and_then(parse_marker) {
-        Some(dir) if dir == own_dir => Owner::Gone { state_dir: dir },
-        None if super::named_like_ours(name) => Owner::Unmarked { link: name.into() },
-        _ => Owner::of_alias(alias),
+        Some(dir) if dir == own_dir => None,
+        None if super::named_like_ours(name) => Some(Owner::Unmarked { link: name.into() }),
+        _ => Some(Owner::of_alias(alias)),
     }
 }
 
-/// Makes sure only `bridge` will hold `gateway` and route `subnet`:
-/// reclaims what gone agents left, refuses anything else. Returns the links
-/// it deleted.
+/// What claiming the subnet takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Delete a link a gone agent (or an earlier process of ours) left, with its ports.
+    DeleteLink(String),
+    /// Delete a Drover route to the subnet (from when it was another node's).
+    DeleteRoute(String),
+}
+
+/// Decides how `bridge` gets to hold `gateway` and route `subnet` alone,
+/// given the host's links, addresses and routes (routes within the subnet)
+/// and who owns each link (`owner`: `None` for our own): the actions that
+/// reclaim what gone agents left, or the error naming what else holds it.
+/// Pure: the caller reads the host and carries the actions out.
+pub fn plan(
+    bridge: &str,
+    subnet: &str,
+    gateway: Ipv4Addr,
+    addresses: &[Address],
+    routes: &[Route],
+    bridge_exists: bool,
+    owner: &dyn Fn(&str) -> Option<Owner>,
+) -> Result<Vec<Action>, NetworkError> {
+    let mut actions = Vec::new();
+    let deleted =
+        |actions: &[Action], name: &str| actions.contains(&Action::DeleteLink(name.into()));
+    // A bridge by our name but another agent's marker. An unmarked one was
+    // made by an earlier Drover without markers, and is adopted.
+    if bridge_exists {
+        match owner(bridge) {
+            Some(o @ (Owner::Live { .. } | Owner::Dormant { .. })) => {
+                return Err(NetworkError::BridgeTaken {
+                    bridge: bridge.into(),
+                    subnet: subnet.into(),
+                    owner: o,
+                })
+            }
+            Some(Owner::Gone { .. }) => actions.push(Action::DeleteLink(bridge.into())),
+            _ => {}
+        }
+    }
+    for a in addresses {
+        if a.ip != gateway || a.interface == bridge || deleted(&actions, &a.interface) {
+            continue;
+        }
+        match owner(&a.interface) {
+            None => {}
+            Some(o) if o.is_gone() => {}
+            Some(o) => {
+                return Err(NetworkError::AddressTaken {
+                    gateway,
+                    subnet: subnet.into(),
+                    interface: a.interface.clone(),
+                    owner: o,
+                })
+            }
+        }
+        actions.push(Action::DeleteLink(a.interface.clone()));
+    }
+    for r in routes {
+        let dev = r.dev.clone().unwrap_or_default();
+        // Our own, or one that goes with a link being deleted.
+        if dev == bridge || deleted(&actions, &dev) {
+            continue;
+        }
+        if r.protocol.as_deref() == Some(ROUTE_PROTO) {
+            actions.push(Action::DeleteRoute(r.dst.clone()));
+            continue;
+        }
+        match (dev.is_empty(), owner(&dev)) {
+            (false, None) => {}
+            (false, Some(o)) if o.is_gone() => {}
+            (_, o) => {
+                return Err(NetworkError::RouteTaken {
+                    subnet: subnet.into(),
+                    route: r.describe(),
+                    interface: if dev.is_empty() { "(none)".into() } else { dev },
+                    owner: o.unwrap_or(Owner::Foreign),
+                })
+            }
+        }
+        actions.push(Action::DeleteLink(dev));
+    }
+    Ok(actions)
+}
+
+/// Makes sure only `bridge` will hold `gateway` and route `subnet` (see
+/// [`plan`]). Returns the links it deleted.
 pub fn claim(
     bridge: &str,
     own_dir: &Path,
@@ -78,66 +163,26 @@ pub fn claim(
     gateway: Ipv4Addr,
 ) -> Result<Vec<String>, NetworkError> {
     let links = links()?;
+    let actions = plan(
+        bridge,
+        subnet,
+        gateway,
+        &addresses()?,
+        &routes_within(subnet)?,
+        links.iter().any(|l| l.name == bridge),
+        &|name| owner(&links, name, own_dir),
+    )?;
     let mut reclaimed = Vec::new();
-    // A bridge by our name but another agent's marker (an unmarked one was
-    // made by an earlier Drover without markers, and is adopted).
-    if let Some(l) = links.iter().find(|l| l.name == bridge) {
-        let theirs = l
-            .alias
-            .as_deref()
-            .and_then(parse_marker)
-            .is_some_and(|d| d != own_dir);
-        if theirs {
-            let owner = Owner::of_alias(l.alias.as_deref());
-            if !owner.is_gone() {
-                return Err(NetworkError::BridgeTaken {
-                    bridge: bridge.into(),
-                    subnet: subnet.into(),
-                    owner,
-                });
+    for a in actions {
+        match a {
+            Action::DeleteLink(name) => {
+                delete_link(&name)?;
+                reclaimed.push(name);
             }
-            delete_link(bridge)?;
-            reclaimed.push(bridge.to_string());
+            Action::DeleteRoute(dst) => {
+                ip_idempotent(&["route", "del", &dst, "proto", ROUTE_PROTO])?;
+            }
         }
-    }
-    for a in addresses()? {
-        if a.ip != gateway || a.interface == bridge || reclaimed.contains(&a.interface) {
-            continue;
-        }
-        let owner = owner(&links, &a.interface, own_dir);
-        if !owner.is_gone() {
-            return Err(NetworkError::AddressTaken {
-                gateway,
-                subnet: subnet.into(),
-                interface: a.interface,
-                owner,
-            });
-        }
-        delete_link(&a.interface)?;
-        reclaimed.push(a.interface);
-    }
-    for r in routes_within(subnet)? {
-        let dev = r.dev.clone().unwrap_or_default();
-        if dev == bridge {
-            continue;
-        }
-        if r.protocol.as_deref() == Some(ROUTE_PROTO) {
-            // An agent's route to this subnet as another node's: the
-            // scheduler has given the subnet to this node since.
-            ip_idempotent(&["route", "del", &r.dst, "proto", ROUTE_PROTO])?;
-            continue;
-        }
-        let owner = owner(&links, &dev, own_dir);
-        if !owner.is_gone() || dev.is_empty() {
-            return Err(NetworkError::RouteTaken {
-                subnet: subnet.into(),
-                route: r.describe(),
-                interface: if dev.is_empty() { "(none)".into() } else { dev },
-                owner,
-            });
-        }
-        delete_link(&dev)?;
-        reclaimed.push(dev);
     }
     Ok(reclaimed)
 }
@@ -159,4 +204,138 @@ pub fn reclaim_gone(own_dir: &Path) -> Result<Vec<String>, NetworkError> {
         }
     }
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    const GW: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
+    const SUBNET: &str = "10.88.0.0/24";
+
+    fn addr(interface: &str) -> Address {
+        Address {
+            interface: interface.into(),
+            ip: GW,
+            prefix_len: 24,
+        }
+    }
+
+    fn route(dst: &str, dev: &str, protocol: &str) -> Route {
+        Route {
+            dst: dst.into(),
+            dev: Some(dev.into()),
+            gateway: None,
+            protocol: Some(protocol.into()),
+        }
+    }
+
+    fn gone() -> Option<Owner> {
+        Some(Owner::Gone {
+            state_dir: PathBuf::from("/old"),
+        })
+    }
+
+    fn live() -> Option<Owner> {
+        Some(Owner::Live {
+            state_dir: PathBuf::from("/other"),
+            pid: "42".into(),
+        })
+    }
+
+    /// A link's name and how to make its owner.
+    type Known = (&'static str, fn() -> Option<Owner>);
+
+    /// Owners by link name; anything unnamed is foreign.
+    fn owners(known: &'static [Known]) -> impl Fn(&str) -> Option<Owner> {
+        move |name| {
+            known
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(Some(Owner::Foreign), |(_, o)| o())
+        }
+    }
+
+    #[test]
+    fn nothing_else_on_the_subnet_takes_nothing() {
+        let routes = [route(SUBNET, "drvme", "kernel")];
+        let own = owners(&[("drvme", || None)]);
+        assert_eq!(
+            plan("drvme", SUBNET, GW, &[addr("drvme")], &routes, true, &own).unwrap(),
+            []
+        );
+    }
+
+    #[test]
+    fn a_gone_agents_bridge_goes_and_its_route_with_it() {
+        let routes = [route(SUBNET, "drvold", "kernel")];
+        let own = owners(&[("drvold", gone)]);
+        assert_eq!(
+            plan("drvme", SUBNET, GW, &[addr("drvold")], &routes, false, &own).unwrap(),
+            [Action::DeleteLink("drvold".into())]
+        );
+    }
+
+    #[test]
+    fn a_foreign_or_live_holder_is_refused_by_name() {
+        let e = plan(
+            "drvme",
+            SUBNET,
+            GW,
+            &[addr("br0")],
+            &[],
+            false,
+            &owners(&[]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "gateway 10.88.0.1 of subnet 10.88.0.0/24 is already on interface br0, not made by drover"
+        );
+        let own = owners(&[("drvother", live)]);
+        let e = plan("drvme", SUBNET, GW, &[addr("drvother")], &[], false, &own).unwrap_err();
+        assert!(
+            matches!(e, NetworkError::AddressTaken { ref interface, owner: Owner::Live { .. }, .. } if interface == "drvother"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn our_bridge_name_under_another_marker_is_reclaimed_only_when_gone() {
+        let own = owners(&[("drvme", gone)]);
+        assert_eq!(
+            plan("drvme", SUBNET, GW, &[], &[], true, &own).unwrap(),
+            [Action::DeleteLink("drvme".into())]
+        );
+        let own = owners(&[("drvme", live)]);
+        assert!(matches!(
+            plan("drvme", SUBNET, GW, &[], &[], true, &own),
+            Err(NetworkError::BridgeTaken { .. })
+        ));
+        // Unmarked (an older drover's): adopted.
+        let own = owners(&[("drvme", || {
+            Some(Owner::Unmarked {
+                link: "drvme".into(),
+            })
+        })]);
+        assert_eq!(plan("drvme", SUBNET, GW, &[], &[], true, &own).unwrap(), []);
+    }
+
+    #[test]
+    fn routes_into_the_subnet_are_drovers_to_replace_or_refused() {
+        let routes = [
+            route("10.88.0.0/24", "eth0", ROUTE_PROTO),
+            route("10.88.0.64/26", "eth1", "boot"),
+        ];
+        let e = plan("drvme", SUBNET, GW, &[], &routes, false, &owners(&[])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "subnet 10.88.0.0/24 is already routed by `10.88.0.64/26 dev eth1` on interface eth1, not made by drover"
+        );
+        assert_eq!(
+            plan("drvme", SUBNET, GW, &[], &routes[..1], false, &owners(&[])).unwrap(),
+            [Action::DeleteRoute("10.88.0.0/24".into())]
+        );
+    }
 }
