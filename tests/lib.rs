@@ -165,10 +165,23 @@ pub struct Cluster {
     pub agent: Option<Proc>,
     scheduler_port: u16,
     agent_port: u16,
+    /// The container address range (default: from `test_cidr`).
+    cidr: Option<String>,
 }
 
 impl Cluster {
     pub fn start(node: &str) -> Cluster {
+        Cluster::start_inner(node, None)
+    }
+
+    /// A cluster whose nodes get their subnets from `cidr` (two clusters
+    /// given one range hand out the same first /24, as two `drover dev`
+    /// runs do).
+    pub fn start_with_cidr(node: &str, cidr: &str) -> Cluster {
+        Cluster::start_inner(node, Some(cidr.to_string()))
+    }
+
+    fn start_inner(node: &str, cidr: Option<String>) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("drover-e2e")
             .tempdir()
@@ -183,6 +196,7 @@ impl Cluster {
             agent: None,
             scheduler_port,
             agent_port,
+            cidr,
         };
         c.start_scheduler();
         c.start_agent();
@@ -204,7 +218,11 @@ impl Cluster {
         cmd.args(["--id", "1", "--listen", &self.addr, "--data-dir"])
             .arg(&data);
         // Clusters of parallel tests share this host's routing: give each its own range.
-        cmd.env("DROVER_CLUSTER_CIDR", test_cidr(self.scheduler_port));
+        let cidr = self
+            .cidr
+            .clone()
+            .unwrap_or_else(|| test_cidr(self.scheduler_port));
+        cmd.env("DROVER_CLUSTER_CIDR", cidr);
         let log = self.dir.path().join("scheduler.log");
         self.scheduler = Some(Proc::spawn("drover-scheduler", &mut cmd, log));
         let addr = self.addr.clone();
@@ -267,6 +285,38 @@ impl Cluster {
         let p = self.dir.path().join(format!("{name}.yaml"));
         std::fs::write(&p, yaml).unwrap();
         p
+    }
+}
+
+impl Drop for Cluster {
+    /// Agents first (SIGINT: they stop their containers and remove their
+    /// network), then whatever an agent a test killed on purpose left in
+    /// this cluster's state dirs (`agent`, `agent-*`), as an operator would
+    /// with `drover-agent cleanup`; the scheduler last.
+    fn drop(&mut self) {
+        drop(self.agent.take());
+        let dirs: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("agent") && e.path().is_dir())
+            .map(|e| e.path())
+            .collect();
+        let exe = std::env::current_exe().ok();
+        let agent = exe
+            .as_deref()
+            .and_then(Path::parent)
+            .and_then(Path::parent)
+            .map(|d| d.join("drover-agent"));
+        if let (Some(agent), false) = (agent, dirs.is_empty()) {
+            let mut cmd = Command::new(agent);
+            cmd.arg("cleanup").stdout(Stdio::null());
+            for d in &dirs {
+                cmd.arg("--state-dir").arg(d);
+            }
+            let _ = cmd.status();
+        }
+        drop(self.scheduler.take());
     }
 }
 
@@ -342,9 +392,14 @@ pub fn pid_alive(pid: u32) -> bool {
 
 /// A container address range for one test cluster, distinct from its
 /// neighbours' (each cluster's nodes get /24s of it; `drover dev` uses 10.88/16).
+/// Ranges are handed out in turn within a test binary (its tests run in
+/// parallel), so two live clusters never share one: an agent refuses a
+/// subnet another running agent's bridge holds. `seed` only varies the start.
 pub fn test_cidr(seed: u16) -> String {
-    format!(
-        "10.{}.0.0/16",
-        100 + (seed as u32 + std::process::id()) % 150
-    )
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static START: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| seed as u32 + std::process::id());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("10.{}.0.0/16", 100 + (start + n) % 150)
 }

@@ -12,6 +12,7 @@ pub mod bundle;
 pub mod cgroups;
 pub mod daemon;
 pub mod image;
+pub mod leftovers;
 pub mod network;
 pub mod runtime;
 
@@ -28,4 +29,8 @@ pub enum Error {
     Runtime(#[from] runtime::RuntimeError),
     #[error(transparent)]
     Bench(#[from] runtime::bench::BenchError),
+    #[error(transparent)]
+    Leftover(#[from] leftovers::LeftoverError),
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
 }

@@ -38,6 +38,32 @@ enum Command {
     ///       --listen 0.0.0.0:7401 --advertise 10.0.0.11:7401
     #[command(verbatim_doc_comment)]
     Run(Box<DaemonArgs>),
+    /// List or remove what agents that no longer run left on this machine.
+    ///
+    /// An agent killed with SIGKILL, or a crashed `drover dev`, leaves its
+    /// containers running (with their overlay mounts, cgroups, addresses and
+    /// veths) and its bridge in place. A state dir whose lock no running
+    /// agent holds is fair game: its containers are orphans, and its links
+    /// (marked `drover:<state-dir>`) are stale. State dirs a running agent
+    /// holds are never touched. Without --state-dir, the state dirs are found
+    /// from link markers, running monitors, overlay mounts and the default
+    /// state dir. Exits non-zero when something could not be removed.
+    ///
+    /// Example:
+    ///   drover-agent cleanup --dry-run
+    ///   drover-agent cleanup --state-dir /var/lib/drover/agent
+    #[command(verbatim_doc_comment)]
+    Cleanup {
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Look only at this agent state dir. Repeatable.
+        #[arg(long = "state-dir", value_name = "DIR")]
+        state_dir: Vec<PathBuf>,
+        /// The cgroup root the agents ran containers under.
+        #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
+        cgroup_root: PathBuf,
+    },
     /// Low-level container runtime commands (OCI bundles).
     Runtime {
         #[command(subcommand)]
@@ -177,6 +203,11 @@ fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => daemon(*args),
         Command::Runtime { command } => runtime(command),
+        Command::Cleanup {
+            dry_run,
+            state_dir,
+            cgroup_root,
+        } => cleanup(dry_run, state_dir, cgroup_root),
         Command::Monitor {
             bundle,
             log,
@@ -285,6 +316,35 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         }
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     })
+}
+
+fn cleanup(dry_run: bool, dirs: Vec<PathBuf>, cgroup_root: PathBuf) -> anyhow::Result<ExitCode> {
+    use drover_agent::leftovers::cleanup;
+    let dirs = if dirs.is_empty() {
+        cleanup::discover()
+    } else {
+        dirs
+    };
+    let cgroups = cgroups::manager_for(cgroup_root);
+    let found = cleanup::scan(&dirs, cgroups.as_ref());
+    print!("{found}");
+    if dry_run || found.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let errors = found.remove(cgroups.as_ref());
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    if errors.is_empty() {
+        println!(
+            "removed {} container(s) and {} link(s)",
+            found.orphans.len(),
+            found.links.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {

@@ -209,6 +209,9 @@ impl Life {
             }
             None => {
                 self.report("starting", 0, None, "");
+                if let Err(e) = self.network_ready().await {
+                    return RunEnd::StartFailed(e);
+                }
                 if bundle.is_none() {
                     match self.prepare().await {
                         Ok(b) => *bundle = Some(b),
@@ -286,21 +289,33 @@ impl Life {
 
     /// Gives a private-network container its address on the node's bridge.
     async fn attach_network(&self, pid: i32) -> Result<(), String> {
-        if self.spec.network != drover_proto::spec::Network::Private
-            || self.shared.network.get().is_none()
-        {
+        if self.spec.network != drover_proto::spec::Network::Private {
             return Ok(());
         }
         let shared = self.shared.clone();
         let id = self.id.clone();
-        let ip = tokio::task::spawn_blocking(move || {
-            let net = shared.network.get().expect("checked");
-            net.attach(&id, pid).map_err(|e| e.to_string())
+        let ip = tokio::task::spawn_blocking(move || match shared.private_network()? {
+            Some(net) => net.attach(&id, pid).map(Some).map_err(|e| e.to_string()),
+            None => Ok(None),
         })
         .await
         .map_err(|e| e.to_string())??;
-        *self.ip.lock().expect("ip lock") = ip.to_string();
+        if let Some(ip) = ip {
+            *self.ip.lock().expect("ip lock") = ip.to_string();
+        }
         Ok(())
+    }
+
+    /// Refuses to start a container with private networking while the
+    /// node's network cannot be set up (see `Shared::private_network`).
+    async fn network_ready(&self) -> Result<(), String> {
+        if self.spec.network != drover_proto::spec::Network::Private {
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.private_network().map(|_| ()))
+            .await
+            .map_err(|e| e.to_string())?
     }
 
     /// Probes the container per its health check; returns why once it is unhealthy.

@@ -102,20 +102,9 @@ async fn register(
         .await?
         .into_inner();
     if !r.subnet.is_empty() && shared.network.get().is_none() {
-        match crate::network::NodeNetwork::setup(&me.name, &r.subnet, &shared.state_dir) {
-            Ok(net) => {
-                tracing::info!(subnet = %r.subnet, bridge = %net.bridge, "container network ready");
-                // Addresses of containers an earlier agent process left (and that
-                // were cleaned at start) go back to the pool.
-                for (_, alloc) in net.allocated() {
-                    if !shared.bundle_dir(&alloc).exists() {
-                        net.detach(&alloc);
-                    }
-                }
-                let _ = shared.network.set(net);
-            }
-            Err(e) => tracing::error!(error = %e, "cannot set up the container network"),
-        }
+        // Logged and remembered inside: the node stays registered, and
+        // containers that need the network are refused with the reason.
+        let _ = shared.setup_network(&r.subnet);
     }
     Ok(())
 }

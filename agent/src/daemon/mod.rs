@@ -67,6 +67,8 @@ pub enum DaemonError {
     },
     #[error("no scheduler address given")]
     NoScheduler,
+    #[error(transparent)]
+    StateDir(#[from] crate::leftovers::LeftoverError),
 }
 
 /// What every allocation runner shares.
@@ -83,6 +85,12 @@ pub struct Shared {
     pub node_timeout_ms: std::sync::atomic::AtomicU64,
     /// The node's container network, once the scheduler gave it a subnet.
     pub network: std::sync::OnceLock<crate::network::NodeNetwork>,
+    /// Why the network could not be set up for the subnet the scheduler
+    /// gave (subnet, error); containers needing it are refused meanwhile.
+    pub network_problem: std::sync::Mutex<Option<(String, String)>>,
+    /// Held while the agent runs: marks the state dir (and every link
+    /// marked with it) as in use (see `crate::leftovers`).
+    pub lock: crate::leftovers::StateLock,
     /// The address the routing mesh listens on.
     pub mesh_ip: std::net::IpAddr,
     pub monitor: Option<crate::runtime::MonitorConfig>,
@@ -149,12 +157,87 @@ impl Shared {
         self.state_dir.join("logs").join(format!("{id}.log"))
     }
 
+    /// Sets up the node's container network for `subnet` unless it is up;
+    /// on failure records why, for the allocations it refuses meanwhile.
+    /// Blocking.
+    pub fn setup_network(&self, subnet: &str) -> Result<(), String> {
+        let mut problem = self
+            .network_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if self.network.get().is_some() {
+            return Ok(());
+        }
+        match crate::network::NodeNetwork::setup(&self.node, subnet, &self.state_dir) {
+            Ok(net) => {
+                tracing::info!(subnet = %subnet, bridge = %net.bridge, "container network ready");
+                // Addresses of containers an earlier agent process left (and
+                // that were cleaned at start) go back to the pool.
+                for (_, alloc) in net.allocated() {
+                    if !self.bundle_dir(&alloc).exists() {
+                        net.detach(&alloc);
+                    }
+                }
+                let _ = self.network.set(net);
+                *problem = None;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(subnet = %subnet, error = %e, "cannot set up the container network; refusing containers with private networking");
+                *problem = Some((subnet.to_string(), e.to_string()));
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// The node's network for a container with private networking: `None`
+    /// before the scheduler gave a subnet; an error (after one more try)
+    /// while the network cannot be set up. Blocking.
+    pub fn private_network(&self) -> Result<Option<&crate::network::NodeNetwork>, String> {
+        if let Some(n) = self.network.get() {
+            return Ok(Some(n));
+        }
+        let subnet = self
+            .network_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(s, _)| s.clone());
+        match subnet {
+            None => Ok(None),
+            Some(subnet) => match self.setup_network(&subnet) {
+                Ok(()) => Ok(self.network.get()),
+                Err(e) => Err(format!("node network unavailable: {e}")),
+            },
+        }
+    }
+
     /// The re-adopted container of allocation `id`, if there is one.
     pub fn take_adopted(&self, id: &str) -> Option<supervisor::Adopted> {
         self.adopted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id)
+    }
+}
+
+/// Says so when containers of agents that no longer run are still on this
+/// machine (they hold resources nobody accounts for).
+fn warn_about_orphans(own_dir: &std::path::Path, cgroup_root: &std::path::Path) {
+    use crate::leftovers::cleanup;
+    let others: Vec<PathBuf> = cleanup::discover()
+        .into_iter()
+        .filter(|d| std::fs::canonicalize(d).ok().as_deref() != Some(own_dir))
+        .collect();
+    let cgroups = cgroups::manager_for(cgroup_root);
+    let found = cleanup::scan(&others, cgroups.as_ref());
+    let running = found.orphans.iter().filter(|o| o.running()).count();
+    if running > 0 {
+        tracing::warn!(
+            containers = running,
+            "containers of agents that no longer run are still running here; \
+             `drover-agent cleanup --dry-run` lists them, `drover-agent cleanup` removes them"
+        );
     }
 }
 
@@ -184,6 +267,19 @@ impl Agent {
                 source: std::io::Error::other(e.to_string()),
             })?;
         }
+        // One agent per state dir; the lock also tells others we are alive.
+        let lock = crate::leftovers::StateLock::acquire(&config.state_dir)?;
+        // Links agents that are gone for good left on this host.
+        let own_dir =
+            std::fs::canonicalize(&config.state_dir).unwrap_or_else(|_| config.state_dir.clone());
+        match crate::network::reclaim_gone(&own_dir) {
+            Ok(gone) if !gone.is_empty() => {
+                tracing::warn!(links = ?gone, "removed links agents that are gone left behind")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot look for links gone agents left"),
+        }
+        warn_about_orphans(&own_dir, &config.cgroup_root);
         let runtime = Runtime::new(cgroups::manager_for(&config.cgroup_root));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -217,6 +313,8 @@ impl Agent {
                 drover_proto::fencing::DEFAULT_NODE_TIMEOUT.as_millis() as u64,
             ),
             network: std::sync::OnceLock::new(),
+            network_problem: Default::default(),
+            lock,
             mesh_ip: advertise
                 .rsplit_once(':')
                 .and_then(|(h, _)| h.trim_matches(['[', ']']).parse().ok())

@@ -42,13 +42,12 @@ pub async fn run(
             let routes: Vec<(String, String)> =
                 set.routes.into_iter().map(|r| (r.subnet, r.via)).collect();
             let net = shared.clone();
-            if !routes.is_empty() {
-                tokio::task::spawn_blocking(move || {
-                    if let Some(n) = net.network.get() {
-                        n.sync_routes(&routes);
-                    }
-                });
-            }
+            // Also when empty: routes to nodes that left are removed.
+            tokio::task::spawn_blocking(move || {
+                if let Some(n) = net.network.get() {
+                    n.sync_routes(&routes);
+                }
+            });
         }
         tokio::select! {
             _ = stop.recv() => break,

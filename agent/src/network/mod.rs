@@ -10,15 +10,23 @@
 //! local cluster's bridge does, and routes cost no encapsulation).
 //! Addresses are released and links removed when containers stop; a
 //! restarted agent finds its bridge and the IPAM files as it left them.
+//! Every link carries the marker `drover:<state-dir>` (see
+//! `crate::leftovers`), and the subnet is claimed before use (see
+//! [`conflict`]): what a killed agent left is reclaimed, anything else that
+//! holds the gateway or routes the subnet makes the network refuse to start.
 //!
 //! The kernel is driven through iproute2's `ip`, which every Linux node has.
 
+pub mod conflict;
+pub mod inventory;
 mod ipam;
 
+pub use conflict::{delete_link, links, reclaim_gone};
 pub use ipam::Ipam;
 
+use crate::leftovers::Owner;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +43,31 @@ pub enum NetworkError {
     Io {
         path: String,
         source: std::io::Error,
+    },
+    #[error("`ip {args}` printed output drover cannot read: {source}")]
+    Parse {
+        args: String,
+        source: serde_json::Error,
+    },
+    #[error("gateway {gateway} of subnet {subnet} is already on interface {interface}, {owner}")]
+    AddressTaken {
+        gateway: Ipv4Addr,
+        subnet: String,
+        interface: String,
+        owner: Owner,
+    },
+    #[error("subnet {subnet} is already routed by `{route}` on interface {interface}, {owner}")]
+    RouteTaken {
+        subnet: String,
+        route: String,
+        interface: String,
+        owner: Owner,
+    },
+    #[error("bridge {bridge} for subnet {subnet} already exists, {owner}")]
+    BridgeTaken {
+        bridge: String,
+        subnet: String,
+        owner: Owner,
     },
 }
 
@@ -83,6 +116,30 @@ fn short(prefix: &str, seed: &str) -> String {
     format!("{prefix}{h:08x}")
 }
 
+/// Whether `name` is a bridge or veth name as [`short`] makes them.
+fn named_like_ours(name: &str) -> bool {
+    ["drv", "dvh", "dvc"].iter().any(|p| {
+        name.strip_prefix(p)
+            .is_some_and(|h| h.len() == 8 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
+}
+
+/// The host-side veth of allocation `alloc`'s container.
+pub fn container_link(alloc: &str) -> String {
+    short("dvh", alloc)
+}
+
+/// Removes what the network holds for a container of the agent on
+/// `state_dir` that no agent runs any more: its veth and its address.
+pub fn forget_container(state_dir: &Path, alloc: &str) -> Result<(), NetworkError> {
+    ip_idempotent(&["link", "del", &container_link(alloc)])?;
+    let dir = state_dir.join("ipam");
+    if dir.exists() {
+        Ipam::open(&dir, [0; 4])?.release(alloc);
+    }
+    Ok(())
+}
+
 /// This node's container network.
 #[derive(Debug)]
 pub struct NodeNetwork {
@@ -90,6 +147,12 @@ pub struct NodeNetwork {
     pub subnet: String,
     pub gateway: Ipv4Addr,
     ipam: Ipam,
+    /// The agent's state dir, canonical (what the marker names).
+    state_dir: PathBuf,
+    marker: String,
+    /// Other nodes' subnets this agent routes (removed when they leave the
+    /// set, and at teardown).
+    routed: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl NodeNetwork {
@@ -107,7 +170,13 @@ impl NodeNetwork {
         let o = net.octets();
         let gateway = Ipv4Addr::new(o[0], o[1], o[2], 1);
         let bridge = short("drv", node);
+        let marker = crate::leftovers::marker(state_dir);
+        let own_dir = crate::leftovers::parse_marker(&marker).unwrap_or(state_dir.into());
+        for name in conflict::claim(&bridge, &own_dir, subnet, gateway)? {
+            tracing::warn!(link = %name, subnet = %subnet, "reclaimed a link a gone agent left holding this node's subnet");
+        }
         ip_idempotent(&["link", "add", &bridge, "type", "bridge"])?;
+        ip(&["link", "set", "dev", &bridge, "alias", &marker])?;
         ip_idempotent(&["addr", "add", &format!("{gateway}/24"), "dev", &bridge])?;
         ip(&["link", "set", &bridge, "up"])?;
         // Containers of different nodes (and of bridges on one host) reach each
@@ -123,13 +192,26 @@ impl NodeNetwork {
             subnet: subnet.into(),
             gateway,
             ipam,
+            state_dir: own_dir,
+            marker,
+            routed: Default::default(),
         })
+    }
+
+    /// Checks the subnet is still this node's alone (reclaiming what gone
+    /// agents left since); an error names what took it.
+    pub fn check(&self) -> Result<(), NetworkError> {
+        for name in conflict::claim(&self.bridge, &self.state_dir, &self.subnet, self.gateway)? {
+            tracing::warn!(link = %name, subnet = %self.subnet, "reclaimed a link a gone agent left holding this node's subnet");
+        }
+        Ok(())
     }
 
     /// Gives the container whose init is `pid` an `eth0` on the bridge; returns its address.
     pub fn attach(&self, alloc: &str, pid: i32) -> Result<Ipv4Addr, NetworkError> {
+        self.check()?;
         let addr = self.ipam.allocate(alloc)?;
-        let host = short("dvh", alloc);
+        let host = container_link(alloc);
         let peer = short("dvc", alloc);
         let netns = format!("/proc/{pid}/ns/net");
         let r = (|| {
@@ -138,6 +220,7 @@ impl NodeNetwork {
             let _ = ip_idempotent(&["neigh", "del", &addr.to_string(), "dev", &self.bridge]);
             ip_idempotent(&["link", "del", &host])?;
             ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer])?;
+            ip(&["link", "set", "dev", &host, "alias", &self.marker])?;
             ip(&["link", "set", &host, "master", &self.bridge, "up"])?;
             ip(&["link", "set", &peer, "netns", &pid.to_string()])?;
             let inside = |args: &[&str]| nsenter_ip(&netns, args);
@@ -158,7 +241,7 @@ impl NodeNetwork {
     /// Releases the container's address and removes its link (gone already
     /// when its network namespace ended). Idempotent.
     pub fn detach(&self, alloc: &str) {
-        let _ = ip_idempotent(&["link", "del", &short("dvh", alloc)]);
+        let _ = ip_idempotent(&["link", "del", &container_link(alloc)]);
         for (addr, a) in self.ipam.list() {
             if a == alloc {
                 let _ = ip_idempotent(&["neigh", "del", &addr.to_string(), "dev", &self.bridge]);
@@ -169,6 +252,15 @@ impl NodeNetwork {
 
     /// Makes the routes to other nodes' subnets exactly `routes` (subnet, via).
     pub fn sync_routes(&self, routes: &[(String, String)]) {
+        let mut routed = self.routed.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted: std::collections::BTreeSet<&String> = routes.iter().map(|(s, _)| s).collect();
+        routed.retain(|subnet| {
+            if wanted.contains(subnet) {
+                return true;
+            }
+            let _ = ip_idempotent(&["route", "del", subnet, "proto", conflict::ROUTE_PROTO]);
+            false
+        });
         for (subnet, via) in routes {
             if subnet == &self.subnet || via.is_empty() {
                 continue;
@@ -180,14 +272,25 @@ impl NodeNetwork {
             if local || via.starts_with("127.") {
                 continue;
             }
-            if let Err(e) = ip(&["route", "replace", subnet, "via", via]) {
-                tracing::warn!(subnet = %subnet, via = %via, error = %e, "cannot route to a node's containers");
+            let proto = conflict::ROUTE_PROTO;
+            match ip(&["route", "replace", subnet, "via", via, "proto", proto]) {
+                Ok(_) => {
+                    routed.insert(subnet.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(subnet = %subnet, via = %via, error = %e, "cannot route to a node's containers")
+                }
             }
         }
     }
 
-    /// Removes the bridge (when the node is shutting down with no containers).
+    /// Removes the bridge and the routes to other nodes' subnets (when the
+    /// node is shutting down with no containers).
     pub fn teardown(&self) {
+        let mut routed = self.routed.lock().unwrap_or_else(|e| e.into_inner());
+        for subnet in std::mem::take(&mut *routed) {
+            let _ = ip_idempotent(&["route", "del", &subnet, "proto", conflict::ROUTE_PROTO]);
+        }
         let _ = ip_idempotent(&["link", "del", &self.bridge]);
     }
 
@@ -216,6 +319,14 @@ fn nsenter_ip(netns: &str, args: &[&str]) -> Result<(), NetworkError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn names_like_ours_are_recognised() {
+        assert!(super::named_like_ours(&super::short("drv", "node-1")));
+        assert!(super::named_like_ours("dvh0011aabb"));
+        assert!(!super::named_like_ours("drvold"));
+        assert!(!super::named_like_ours("eth0"));
+    }
+
     #[test]
     fn interface_names_fit() {
         let n = super::short("dvh", "0123456789abcdef0123456789abcdef");

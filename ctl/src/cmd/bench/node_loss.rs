@@ -2,6 +2,10 @@
 //! replicas runs elsewhere, at default settings (1 s heartbeats, 5 s node
 //! timeout). The benchmark starts its own scheduler and two agents on
 //! loopback, next to this binary, and kills one agent per trial with SIGKILL.
+//! What the killed agent leaves (its replicas still running under their
+//! monitors, their mounts and cgroups, its bridge) is removed after each
+//! trial the way an operator would, with `drover-agent cleanup`'s library;
+//! the other daemons are stopped with SIGINT, which stops their containers.
 
 use crate::client::{self, status};
 use anyhow::{bail, Context, Result};
@@ -14,9 +18,10 @@ struct Daemon(Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        // SIGTERM: an agent stops its containers on the way out.
+        // SIGINT: an agent stops its containers and removes its network on
+        // the way out (SIGTERM would leave them for a next agent to adopt).
         let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
+            .args(["-INT", &self.0.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -158,11 +163,7 @@ pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32>
         })
         .await
         .map_err(status)?;
-    }
-    // A last start of bench-b cleans the containers the killed agent left behind.
-    {
-        let _b = agent(&bin, &dir, "bench-b", &addr)?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        remove_leftovers(&dir.join("bench-b"))?;
     }
     times.sort();
     println!();
@@ -182,6 +183,19 @@ pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32>
     println!("(heartbeat 1s, node timeout 5s: the defaults)");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(0)
+}
+
+/// Removes what the killed agent on `state_dir` left: its replicas (still
+/// running under their monitors), their mounts and cgroups, its bridge.
+fn remove_leftovers(state_dir: &Path) -> Result<()> {
+    use drover_agent::leftovers::cleanup;
+    let root = std::env::var_os("DROVER_CGROUP_ROOT").unwrap_or_else(|| "/sys/fs/cgroup".into());
+    let cgroups = drover_agent::cgroups::manager_for(PathBuf::from(root));
+    let left = cleanup::scan(&[state_dir.to_path_buf()], cgroups.as_ref());
+    if let Some(e) = left.remove(cgroups.as_ref()).into_iter().next() {
+        bail!("cleaning up after the killed agent: {e}");
+    }
+    Ok(())
 }
 
 async fn wait_nodes_ready(

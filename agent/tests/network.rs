@@ -1,0 +1,346 @@
+//! Claiming a node subnet against real links, each test in a fresh network
+//! namespace of its own (so the host's network is never touched and the
+//! tests can use any range): what a gone agent left is reclaimed, anything
+//! else holding the gateway or routing the subnet is refused with an error
+//! naming the interface and its owner.
+
+use drover_agent::leftovers::{self, StateLock};
+use drover_agent::network::{self, NetworkError, NodeNetwork};
+use std::path::Path;
+use std::process::Command;
+
+const SUBNET: &str = "10.9.0.0/24";
+const GATEWAY: &str = "10.9.0.1";
+
+/// Runs `f` on a thread of its own in a new network namespace (the `ip`
+/// processes it starts inherit it). Without root it says why and returns
+/// (under `CI=true` that is a failure).
+fn in_fresh_netns(test: &str, f: impl FnOnce() + Send + 'static) {
+    if !nix::unistd::geteuid().is_root() {
+        let why = format!("{test}: skipped: needs root for a network namespace");
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI=true and {why}"
+        );
+        eprintln!("{why}");
+        return;
+    }
+    let t = std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        f()
+    });
+    if let Err(panic) = t.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A bridge, up, with `addr` and the alias `alias` if given.
+fn bridge(name: &str, addr: Option<&str>, alias: Option<&str>) {
+    ip(&["link", "add", name, "type", "bridge"]);
+    ip(&["link", "set", name, "up"]);
+    if let Some(a) = addr {
+        ip(&["addr", "add", a, "dev", name]);
+    }
+    if let Some(a) = alias {
+        ip(&["link", "set", "dev", name, "alias", a]);
+    }
+}
+
+fn exists(name: &str) -> bool {
+    network::links().unwrap().iter().any(|l| l.name == name)
+}
+
+fn alias_of(name: &str) -> Option<String> {
+    network::links()
+        .unwrap()
+        .into_iter()
+        .find(|l| l.name == name)
+        .and_then(|l| l.alias)
+}
+
+fn holders_of_gateway() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "to", GATEWAY])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+        .collect()
+}
+
+fn setup(state: &Path) -> Result<NodeNetwork, NetworkError> {
+    NodeNetwork::setup("node-1", SUBNET, state)
+}
+
+#[test]
+fn a_foreign_interface_holding_the_gateway_is_refused_with_its_name() {
+    in_fresh_netns(
+        "a_foreign_interface_holding_the_gateway_is_refused_with_its_name",
+        || {
+            let state = tempfile::tempdir().unwrap();
+            bridge("foreign0", Some("10.9.0.1/24"), None);
+            let err = setup(state.path()).unwrap_err();
+            assert_eq!(
+            err.to_string(),
+            "gateway 10.9.0.1 of subnet 10.9.0.0/24 is already on interface foreign0, not made by drover"
+        );
+            assert_eq!(holders_of_gateway(), ["foreign0"]);
+            assert!(
+                !network::links()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.name.starts_with("drv")),
+                "no bridge made"
+            );
+        },
+    );
+}
+
+#[test]
+fn a_gone_agents_bridge_and_veths_are_reclaimed() {
+    in_fresh_netns("a_gone_agents_bridge_and_veths_are_reclaimed", || {
+        let state = tempfile::tempdir().unwrap();
+        let gone = tempfile::tempdir().unwrap(); // no lock: its agent is gone
+        let m = leftovers::marker(gone.path());
+        bridge("drvold00001", Some("10.9.0.1/24"), Some(&m));
+        ip(&[
+            "link",
+            "add",
+            "dvhold0001",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "dvcold0001",
+        ]);
+        ip(&["link", "set", "dvhold0001", "master", "drvold00001", "up"]);
+        let net = setup(state.path()).unwrap();
+        assert!(!exists("drvold00001"), "the stale bridge is deleted");
+        assert!(!exists("dvhold0001"), "with its veths");
+        assert_eq!(holders_of_gateway(), vec![net.bridge.clone()]);
+        assert_eq!(alias_of(&net.bridge), Some(leftovers::marker(state.path())));
+        // The subnet is routed through the new bridge alone.
+        let out = Command::new("ip")
+            .args(["route", "show", "root", SUBNET])
+            .output()
+            .unwrap();
+        let routes = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(routes.lines().count(), 1, "{routes}");
+        assert!(routes.contains(&net.bridge), "{routes}");
+    });
+}
+
+#[test]
+fn a_running_agents_bridge_is_refused_naming_its_state_dir() {
+    in_fresh_netns(
+        "a_running_agents_bridge_is_refused_naming_its_state_dir",
+        || {
+            let state = tempfile::tempdir().unwrap();
+            let live = tempfile::tempdir().unwrap();
+            let _lock = StateLock::acquire(live.path()).unwrap();
+            bridge(
+                "drvlive0001",
+                Some("10.9.0.1/24"),
+                Some(&leftovers::marker(live.path())),
+            );
+            let err = setup(state.path()).unwrap_err().to_string();
+            let dir = std::fs::canonicalize(live.path()).unwrap();
+            assert_eq!(
+                err,
+                format!(
+                    "gateway 10.9.0.1 of subnet 10.9.0.0/24 is already on interface drvlive0001, \
+                 owned by the running drover agent with state dir {} (pid {})",
+                    dir.display(),
+                    std::process::id()
+                )
+            );
+            assert!(exists("drvlive0001"));
+        },
+    );
+}
+
+#[test]
+fn a_gone_agent_whose_containers_still_run_is_refused_with_the_cleanup_hint() {
+    in_fresh_netns(
+        "a_gone_agent_whose_containers_still_run_is_refused_with_the_cleanup_hint",
+        || {
+            let state = tempfile::tempdir().unwrap();
+            let dormant = tempfile::tempdir().unwrap();
+            // A monitor that still runs (this very process stands in for it).
+            let bundle = dormant.path().join("bundles/a1");
+            std::fs::create_dir_all(&bundle).unwrap();
+            let me = std::process::id() as i32;
+            let start = drover_agent::runtime::monitor::start_time(me).unwrap();
+            std::fs::write(
+                bundle.join("monitor.json"),
+                format!(
+                    r#"{{"monitor_pid":{me},"monitor_start":{start},"container_pid":{me},"container_start":{start}}}"#
+                ),
+            )
+            .unwrap();
+            bridge(
+                "drvdorm0001",
+                Some("10.9.0.1/24"),
+                Some(&leftovers::marker(dormant.path())),
+            );
+            let err = setup(state.path()).unwrap_err().to_string();
+            assert!(err.contains("interface drvdorm0001"), "{err}");
+            assert!(err.contains("1 container(s) running"), "{err}");
+            assert!(err.contains("drover-agent cleanup --state-dir"), "{err}");
+            assert!(exists("drvdorm0001"), "its containers keep their network");
+            // The startup sweep leaves it too.
+            network::reclaim_gone(state.path()).unwrap();
+            assert!(exists("drvdorm0001"));
+        },
+    );
+}
+
+#[test]
+fn a_foreign_route_into_the_subnet_is_refused() {
+    in_fresh_netns("a_foreign_route_into_the_subnet_is_refused", || {
+        let state = tempfile::tempdir().unwrap();
+        bridge("uplink0", None, None);
+        ip(&["route", "add", "10.9.0.128/25", "dev", "uplink0"]);
+        let err = setup(state.path()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "subnet 10.9.0.0/24 is already routed by `10.9.0.128/25 dev uplink0` on interface \
+             uplink0, not made by drover"
+        );
+    });
+}
+
+#[test]
+fn a_drover_route_to_the_subnet_as_another_nodes_is_replaced() {
+    in_fresh_netns(
+        "a_drover_route_to_the_subnet_as_another_nodes_is_replaced",
+        || {
+            let state = tempfile::tempdir().unwrap();
+            bridge("uplink0", Some("192.168.77.1/24"), None);
+            ip(&[
+                "route",
+                "add",
+                SUBNET,
+                "via",
+                "192.168.77.2",
+                "proto",
+                "215",
+            ]);
+            let net = setup(state.path()).unwrap();
+            let out = Command::new("ip")
+                .args(["route", "show", "root", SUBNET])
+                .output()
+                .unwrap();
+            let routes = String::from_utf8_lossy(&out.stdout);
+            assert!(!routes.contains("192.168.77.2"), "{routes}");
+            assert!(routes.contains(&net.bridge), "{routes}");
+        },
+    );
+}
+
+#[test]
+fn a_conflict_that_appears_later_fails_the_check_before_an_attach() {
+    in_fresh_netns(
+        "a_conflict_that_appears_later_fails_the_check_before_an_attach",
+        || {
+            let state = tempfile::tempdir().unwrap();
+            let net = setup(state.path()).unwrap();
+            net.check().unwrap();
+            bridge("late0", Some("10.9.0.1/32"), None);
+            let err = net.check().unwrap_err().to_string();
+            assert!(err.contains("interface late0, not made by drover"), "{err}");
+            assert!(net.attach("a1", std::process::id() as i32).is_err());
+            assert!(net.allocated().is_empty(), "no address handed out");
+        },
+    );
+}
+
+#[test]
+fn the_startup_sweep_reclaims_only_what_gone_agents_left() {
+    in_fresh_netns(
+        "the_startup_sweep_reclaims_only_what_gone_agents_left",
+        || {
+            let own = tempfile::tempdir().unwrap();
+            let gone = tempfile::tempdir().unwrap();
+            let live = tempfile::tempdir().unwrap();
+            let _lock = StateLock::acquire(live.path()).unwrap();
+            bridge("drvgone0001", None, Some(&leftovers::marker(gone.path())));
+            bridge("drvlive0001", None, Some(&leftovers::marker(live.path())));
+            bridge("drvown00001", None, Some(&leftovers::marker(own.path())));
+            bridge("foreign0", None, None);
+            let own_dir = std::fs::canonicalize(own.path()).unwrap();
+            let deleted = network::reclaim_gone(&own_dir).unwrap();
+            assert_eq!(deleted, ["drvgone0001"]);
+            assert!(!exists("drvgone0001"));
+            for kept in ["drvlive0001", "drvown00001", "foreign0"] {
+                assert!(exists(kept), "{kept} kept");
+            }
+        },
+    );
+}
+
+#[test]
+fn an_unmarked_bridge_named_like_drovers_is_refused_with_how_to_remove_it() {
+    in_fresh_netns(
+        "an_unmarked_bridge_named_like_drovers_is_refused_with_how_to_remove_it",
+        || {
+            let state = tempfile::tempdir().unwrap();
+            // What an agent from before the markers left: the incident's bridge.
+            bridge("drv3d661eba", Some("10.9.0.1/24"), None);
+            let err = setup(state.path()).unwrap_err().to_string();
+            assert!(
+                err.contains("interface drv3d661eba, named like a drover link"),
+                "{err}"
+            );
+            assert!(err.contains("`ip link del drv3d661eba`"), "{err}");
+            assert!(exists("drv3d661eba"), "nothing tells whether it is in use");
+        },
+    );
+}
+
+#[test]
+fn routes_to_other_nodes_follow_the_set_and_go_at_teardown() {
+    in_fresh_netns(
+        "routes_to_other_nodes_follow_the_set_and_go_at_teardown",
+        || {
+            let state = tempfile::tempdir().unwrap();
+            bridge("uplink0", Some("192.168.77.1/24"), None);
+            let net = setup(state.path()).unwrap();
+            let routes = || {
+                let out = Command::new("ip")
+                    .args(["route", "show", "proto", "215"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            let to = |s: &str, via: &str| (s.to_string(), via.to_string());
+            net.sync_routes(&[
+                to("10.9.1.0/24", "192.168.77.2"),
+                to("10.9.2.0/24", "192.168.77.3"),
+            ]);
+            let r = routes();
+            assert!(r.contains("10.9.1.0/24 via 192.168.77.2"), "{r}");
+            assert!(r.contains("10.9.2.0/24 via 192.168.77.3"), "{r}");
+            net.sync_routes(&[to("10.9.2.0/24", "192.168.77.3")]);
+            let r = routes();
+            assert!(
+                !r.contains("10.9.1.0/24"),
+                "a node that left is no longer routed: {r}"
+            );
+            net.teardown();
+            assert_eq!(routes(), "", "teardown removes every route it made");
+            assert!(!exists(&net.bridge));
+        },
+    );
+}

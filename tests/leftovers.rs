@@ -1,0 +1,397 @@
+//! What agents leave on the host, end to end: real agents killed with
+//! SIGKILL, real bridges, veths, mounts and cgroups. A stale bridge holding
+//! the node subnet's gateway is reclaimed by the next agent; a foreign
+//! interface holding it makes the agent refuse containers with the
+//! interface named; `drover-agent cleanup` lists and removes orphans.
+//!
+//! Each test uses its own container range (`test_cidr`), so nothing here
+//! touches addresses the host or the other tests use.
+
+use drover_e2e::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// `10.X.0.1`: the gateway of the first /24 of `10.X.0.0/16`.
+fn first_gateway(cidr: &str) -> String {
+    format!("{}.0.1", cidr.rsplit_once(".0.0/").unwrap().0)
+}
+
+fn ip_json(args: &[&str]) -> Vec<Value> {
+    let out = Command::new("ip").arg("-j").args(args).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// The interfaces holding `addr`.
+fn holders(addr: &str) -> Vec<String> {
+    ip_json(&["-4", "addr", "show"])
+        .iter()
+        .filter(|l| {
+            l["addr_info"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|i| i["local"] == addr))
+        })
+        .map(|l| l["ifname"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The alias (`drover:<state-dir>` for Drover's links) of link `name`.
+fn alias(name: &str) -> Option<String> {
+    ip_json(&["link", "show", "dev", name])
+        .first()
+        .and_then(|l| l["ifalias"].as_str().map(String::from))
+}
+
+fn link_exists(name: &str) -> bool {
+    !ip_json(&["link", "show", "dev", name]).is_empty()
+}
+
+fn marker(state_dir: &Path) -> String {
+    format!(
+        "drover:{}",
+        std::fs::canonicalize(state_dir).unwrap().display()
+    )
+}
+
+/// The bridge of `c`'s agent, once it holds `gateway`.
+fn bridge_of(c: &Cluster, gateway: &str) -> String {
+    let m = marker(&c.agent_state_dir());
+    wait_for(
+        &format!("a bridge marked {m} holding {gateway}"),
+        Duration::from_secs(20),
+        || {
+            holders(gateway)
+                .into_iter()
+                .find(|h| alias(h).as_deref() == Some(m.as_str()))
+        },
+    )
+}
+
+fn kill_agent(c: &mut Cluster) {
+    let mut agent = c.agent.take().unwrap();
+    agent.signal("KILL");
+    agent.wait(Duration::from_secs(5)).expect("agent killed");
+}
+
+fn sleeper(images: &Path) -> String {
+    format!(
+        "name: sleeper\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, \"3600\"]\n\
+         resources: {{cpu: 0.05, memory: 16Mi}}\nstop_grace_period: 1s\n\
+         restart: {{backoff: {{initial: 500ms, max: 2s}}}}\n",
+        images.display()
+    )
+}
+
+fn allocs(c: &Cluster) -> Vec<Value> {
+    c.json(&["alloc", "ls"])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// One HTTP GET from the host; the body, or why it failed.
+fn get(addr: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_string())
+}
+
+/// Runs `drover-agent cleanup --state-dir DIR` when dropped.
+struct CleanupOnDrop(std::path::PathBuf);
+
+impl Drop for CleanupOnDrop {
+    fn drop(&mut self) {
+        let _ = cleanup(&["--state-dir", self.0.to_str().unwrap_or_default()]);
+    }
+}
+
+fn cleanup(args: &[&str]) -> Run {
+    let out = Command::new(bin_dir().join("drover-agent"))
+        .arg("cleanup")
+        .args(args)
+        .output()
+        .unwrap();
+    Run {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn a_bridge_a_killed_agent_left_on_the_subnet_is_reclaimed_by_the_next_agent() {
+    if !require_root("a_bridge_a_killed_agent_left_on_the_subnet_is_reclaimed_by_the_next_agent") {
+        return;
+    }
+    let images = images();
+    let cidr = test_cidr(free_port());
+    let gateway = first_gateway(&cidr);
+    let mut old = Cluster::start_with_cidr("e2e-stale-old", &cidr);
+    let stale = bridge_of(&old, &gateway);
+    kill_agent(&mut old);
+    assert!(link_exists(&stale), "SIGKILL leaves the bridge {stale}");
+
+    // A second cluster on the same range: its node gets the same /24.
+    let new = Cluster::start_with_cidr("e2e-stale-new", &cidr);
+    let bridge = bridge_of(&new, &gateway);
+    assert_ne!(bridge, stale);
+    assert!(
+        !link_exists(&stale),
+        "the stale bridge {stale} is reclaimed"
+    );
+    assert_eq!(holders(&gateway), vec![bridge.clone()]);
+
+    // And what a user sees: a container on the new node answers at its address.
+    let spec = new.spec(
+        "web",
+        &format!(
+            "name: web\nimage: oci:{}/demo-web:v1\nenv: {{PORT: \"8080\"}}\n\
+             resources: {{cpu: 0.05, memory: 32Mi}}\nstop_grace_period: 1s\n",
+            images.display()
+        ),
+    );
+    assert!(new.drover(&["job", "run", spec.to_str().unwrap()]).ok());
+    let ip = wait_for("the replica's address", Duration::from_secs(30), || {
+        allocs(&new)
+            .iter()
+            .find(|a| a["state"] == "running" && a["ip"].as_str().is_some_and(|s| !s.is_empty()))
+            .map(|a| a["ip"].as_str().unwrap().to_string())
+    });
+    let body = wait_for("the replica to answer", Duration::from_secs(15), || {
+        get(&format!("{ip}:8080"))
+            .map_err(|e| eprintln!("GET {ip}: {e}"))
+            .ok()
+    });
+    assert!(body.starts_with("demo-web v1"), "{body}");
+}
+
+/// A link this test made, deleted when dropped.
+struct ForeignLink(String);
+
+impl Drop for ForeignLink {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn a_foreign_interface_holding_the_gateway_makes_the_agent_refuse_with_its_name() {
+    if !require_root("a_foreign_interface_holding_the_gateway_makes_the_agent_refuse_with_its_name")
+    {
+        return;
+    }
+    let images = images();
+    let cidr = test_cidr(free_port());
+    let gateway = first_gateway(&cidr);
+    let name = format!("e2efrgn{}", free_port());
+    let ip = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success());
+    ip(&["link", "add", &name, "type", "bridge"]);
+    let foreign = ForeignLink(name.clone());
+    ip(&["addr", "add", &format!("{gateway}/24"), "dev", &name]);
+
+    let c = Cluster::start_with_cidr("e2e-foreign", &cidr);
+    let spec = c.spec("sleeper", &sleeper(&images));
+    // `job run` waits for the rollout, which fails with the interface named.
+    let out = c.drover(&["job", "run", spec.to_str().unwrap()]);
+    assert!(!out.ok());
+    assert!(
+        out.stderr.contains(&format!(
+            "gateway {gateway} of subnet {} is already on interface {name}, not made by drover",
+            cidr.replace(".0.0/16", ".0.0/24")
+        )),
+        "{}",
+        out.stderr
+    );
+    let reason = wait_for(
+        "the replica to fail naming the interface",
+        Duration::from_secs(20),
+        || {
+            allocs(&c)
+                .iter()
+                .map(|a| a["reason"].as_str().unwrap_or_default().to_string())
+                .find(|r| r.contains(&name))
+        },
+    );
+    assert!(
+        reason.contains(&format!("gateway {gateway}")) && reason.contains("not made by drover"),
+        "{reason}"
+    );
+    assert_eq!(
+        holders(&gateway),
+        vec![name.clone()],
+        "the agent took nothing"
+    );
+    assert!(
+        c.agent.as_ref().unwrap().output().contains(&name),
+        "the agent's log names the interface"
+    );
+
+    // Once the interface is gone, the replica starts on the node's own bridge.
+    drop(foreign);
+    wait_for("the replica to run", Duration::from_secs(60), || {
+        allocs(&c)
+            .iter()
+            .any(|a| a["state"] == "running" && a["ip"].as_str().is_some_and(|s| !s.is_empty()))
+            .then_some(())
+    });
+    let bridge = bridge_of(&c, &gateway);
+    assert!(bridge.starts_with("drv"), "{bridge}");
+}
+
+#[test]
+fn cleanup_lists_an_orphaned_container_and_removes_it_with_its_network() {
+    if !require_root("cleanup_lists_an_orphaned_container_and_removes_it_with_its_network") {
+        return;
+    }
+    let images = images();
+    let cidr = test_cidr(free_port());
+    let gateway = first_gateway(&cidr);
+    let mut c = Cluster::start_with_cidr("e2e-orphan", &cidr);
+    let state = c.agent_state_dir();
+    let state_arg = state.to_str().unwrap().to_string();
+    let spec = c.spec("sleeper", &sleeper(&images));
+    assert!(c.drover(&["job", "run", spec.to_str().unwrap()]).ok());
+    let (id, pid) = wait_for("the replica to run", Duration::from_secs(30), || {
+        allocs(&c)
+            .iter()
+            .find(|a| a["state"] == "running" && a["ip"].as_str().is_some_and(|s| !s.is_empty()))
+            .map(|a| {
+                (
+                    a["id"].as_str().unwrap().to_string(),
+                    a["pid"].as_u64().unwrap() as u32,
+                )
+            })
+    });
+    let bridge = bridge_of(&c, &gateway);
+
+    // A running agent's state dir is never touched.
+    let out = cleanup(&["--state-dir", &state_arg]);
+    assert!(out.ok(), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("a running agent holds it"),
+        "{}",
+        out.stdout
+    );
+    assert!(pid_alive(pid));
+
+    kill_agent(&mut c);
+    assert!(pid_alive(pid), "the container outlives its agent");
+
+    let out = cleanup(&["--dry-run", "--state-dir", &state_arg]);
+    assert!(out.ok(), "{}", out.stderr);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} not listed:\n{}", out.stdout));
+    assert!(line.contains("running"), "{line}");
+    assert!(out.stdout.contains(&bridge), "{}", out.stdout);
+    // Found without being told where to look too (from its mount, monitor, marker).
+    let found = cleanup(&["--dry-run"]);
+    assert!(found.stdout.contains(&id), "{}", found.stdout);
+    assert!(pid_alive(pid), "a dry run removes nothing");
+
+    let out = cleanup(&["--state-dir", &state_arg]);
+    assert!(out.ok(), "{}{}", out.stdout, out.stderr);
+    wait_for("the orphan to die", Duration::from_secs(5), || {
+        (!pid_alive(pid)).then_some(())
+    });
+    assert!(!cgroup_exists(&id), "cgroup of {id} remains");
+    assert!(
+        !mounted(&format!("bundles/{id}/rootfs")),
+        "rootfs of {id} remains mounted"
+    );
+    assert!(!link_exists(&bridge), "bridge {bridge} remains");
+    assert!(holders(&gateway).is_empty());
+    let out = cleanup(&["--dry-run", "--state-dir", &state_arg]);
+    assert!(out.stdout.contains("nothing left behind"), "{}", out.stdout);
+}
+
+#[test]
+fn the_containers_of_a_crashed_drover_dev_are_orphans_cleanup_finds_and_removes() {
+    if !require_root("the_containers_of_a_crashed_drover_dev_are_orphans_cleanup_finds_and_removes")
+    {
+        return;
+    }
+    let images = images();
+    let dir = tempfile::tempdir().unwrap();
+    let api = format!("127.0.0.1:{}", free_port());
+    let cidr = test_cidr(free_port());
+    let mut cmd = Command::new(bin_dir().join("drover"));
+    cmd.args(["dev", "--listen", &api, "--cluster-cidr", &cidr])
+        .args(["--agent-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"));
+    let mut dev = Proc::spawn("drover dev", &mut cmd, dir.path().join("dev.log"));
+    let spec = dir.path().join("sleeper.yaml");
+    std::fs::write(&spec, sleeper(&images)).unwrap();
+    // Whatever happens below, nothing of it outlives the test.
+    let _guard = CleanupOnDrop(dir.path().join("state/agent"));
+    wait_for(
+        "drover dev to have a ready node",
+        Duration::from_secs(20),
+        || {
+            run_drover(&api, &["node", "ls"])
+                .stdout
+                .contains("ready")
+                .then_some(())
+        },
+    );
+    let out = run_drover(&api, &["job", "run", "--detach", spec.to_str().unwrap()]);
+    assert!(out.ok(), "{}{}", out.stdout, out.stderr);
+    let (id, pid) = wait_for(
+        "drover dev to run the replica",
+        Duration::from_secs(30),
+        || {
+            let out = run_drover(&api, &["alloc", "ls", "-o", "json"]);
+            let v: Value = serde_json::from_str(&out.stdout).ok()?;
+            let a = v
+                .as_array()?
+                .iter()
+                .find(|a| a["state"] == "running")?
+                .clone();
+            Some((a["id"].as_str()?.to_string(), a["pid"].as_u64()? as u32))
+        },
+    );
+    dev.signal("KILL");
+    dev.wait(Duration::from_secs(5)).expect("drover dev killed");
+    assert!(
+        pid_alive(pid),
+        "a crashed drover dev leaves its container running"
+    );
+
+    let state = dir.path().join("state/agent");
+    let state_arg = state.to_str().unwrap();
+    let out = cleanup(&["--dry-run"]);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} not found without --state-dir:\n{}", out.stdout));
+    assert!(line.contains("running"), "{line}");
+    let out = cleanup(&["--state-dir", state_arg]);
+    assert!(out.ok(), "{}{}", out.stdout, out.stderr);
+    wait_for("the orphan to die", Duration::from_secs(5), || {
+        (!pid_alive(pid)).then_some(())
+    });
+    assert!(!cgroup_exists(&id), "cgroup of {id} remains");
+    assert!(!mounted(&format!("bundles/{id}/rootfs")));
+    assert!(
+        holders(&first_gateway(&cidr)).is_empty(),
+        "its bridge is gone"
+    );
+}
