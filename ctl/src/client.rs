@@ -8,6 +8,9 @@ use drover_proto::pb::{
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
+/// How long a replica may take to answer before the next one is tried.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 fn url(addr: &str) -> String {
     if addr.starts_with("http://") || addr.starts_with("https://") {
         addr.to_string()
@@ -39,11 +42,35 @@ pub async fn cluster(addrs: &str) -> Result<ClusterClient<Channel>> {
 }
 
 /// A channel to the first replica of the comma-separated `addrs` that answers.
+///
+/// "Answers" means a call, not a TCP handshake: the kernel of a frozen host
+/// (or of a stopped process) still completes handshakes, and a CLI that
+/// picked such a replica would hang. With one address there is nothing to
+/// choose, so no probe is made.
 pub async fn connect_any(addrs: &str) -> Result<Channel> {
+    let list: Vec<&str> = addrs
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
     let mut last = None;
-    for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+    for addr in &list {
         match channel(addr).await {
-            Ok(ch) => return Ok(ch),
+            Ok(ch) if list.len() == 1 => return Ok(ch),
+            Ok(ch) => {
+                let mut probe = tonic::Request::new(drover_proto::pb::LocalStatusRequest {});
+                probe.set_timeout(PROBE_TIMEOUT);
+                let answer = tokio::time::timeout(
+                    PROBE_TIMEOUT,
+                    ClusterClient::new(ch.clone()).local_status(probe),
+                )
+                .await;
+                match answer {
+                    Ok(Ok(_)) => return Ok(ch),
+                    Ok(Err(s)) => last = Some(anyhow!("{addr}: {}", s.message())),
+                    Err(_) => last = Some(anyhow!("{addr}: no answer within 1s")),
+                }
+            }
             Err(e) => last = Some(anyhow!("{addr}: {}", chain(&e))),
         }
     }

@@ -81,7 +81,7 @@ start() {
 scheduler_cmd() {
   local i=${1#s} ip; ip=$(ip_of "$1")
   echo "$BIN/drover-scheduler --id $i --listen $ip:7400 --advertise $ip:7400 $2 --data-dir $DIR/$1/data" \
-    "--snapshot-every ${DROVER_SNAPSHOT_EVERY:-1000} --node-timeout ${DROVER_NODE_TIMEOUT:-5s}"
+    "--snapshot-every ${DROVER_SNAPSHOT_EVERY:-1000} --node-timeout ${DROVER_NODE_TIMEOUT:-4s}"
 }
 
 wait_until() { # what seconds command...

@@ -69,7 +69,8 @@ impl Replica {
 
     /// Proposes a command on this replica only; fails unless it leads.
     /// Returns the log index it committed at and what applying it answered.
-    pub async fn write_here(&self, cmd: Command) -> Result<(u64, CommandResult), Status> {
+    pub async fn write_here(&self, mut cmd: Command) -> Result<(u64, CommandResult), Status> {
+        cmd.stamp(crate::server::now_ms());
         match tokio::time::timeout(COMMIT_TIMEOUT, self.batcher.propose(cmd)).await {
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "not committed within {}s (a majority may be unreachable); the write may still be applied, and retrying it is safe",

@@ -9,20 +9,23 @@
 //! A replica that vanishes without a TCP reset (a frozen host, a pulled
 //! cable) must cost the node nothing, so nothing here waits long: a
 //! heartbeat has a deadline of [`HEARTBEAT_DEADLINE`], far under the node
-//! timeout, and HTTP/2 pings drop a silent connection within two seconds.
+//! timeout, a new session heartbeats before anything else, and HTTP/2 pings
+//! drop a silent connection within two seconds. An agent's failover takes
+//! about a heartbeat interval plus the deadline plus an election; the node
+//! timeout must leave room for it (the default 4 s does, with 1 s beats).
 //! Only heartbeats a leader acknowledged move the fencing clock (see
 //! `drover_proto::fencing`); a watch stream, which any replica serves, does
 //! not.
 
 use drover_proto::pb::{self, node_service_client::NodeServiceClient};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tonic::transport::{Channel, Endpoint};
 
 /// How long a heartbeat may take before the replica is given up on.
-pub const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(1);
+pub const HEARTBEAT_DEADLINE: Duration = Duration::from_millis(500);
 
 /// How long other calls (registration and reports are Raft writes) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,6 +37,9 @@ pub struct Links {
     current: Arc<AtomicUsize>,
     /// The channel to the replica in use, by position in `addrs`.
     cached: Arc<Mutex<Option<(usize, Channel)>>>,
+    /// Whether this agent process registered once (later sessions only
+    /// register again when the scheduler does not know the node).
+    registered: Arc<AtomicBool>,
 }
 
 impl Links {
@@ -42,6 +48,7 @@ impl Links {
             addrs: Arc::new(addrs),
             current: Arc::new(AtomicUsize::new(rand::random::<u16>() as usize)),
             cached: Arc::new(Mutex::new(None)),
+            registered: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -109,6 +116,27 @@ async fn register(
     Ok(())
 }
 
+/// Sends one heartbeat with its deadline; on an acknowledgement moves the
+/// fencing clock and returns whether the scheduler knows the node.
+async fn beat(
+    client: &mut NodeServiceClient<Channel>,
+    me: &Identity,
+    shared: &super::Shared,
+) -> Result<bool, String> {
+    let sent = std::time::Instant::now();
+    let mut req = tonic::Request::new(pb::HeartbeatRequest {
+        name: me.name.clone(),
+    });
+    req.set_timeout(HEARTBEAT_DEADLINE);
+    let r = tokio::time::timeout(HEARTBEAT_DEADLINE, client.heartbeat(req))
+        .await
+        .map_err(|_| "heartbeat not acknowledged in time".to_string())?
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    shared.acknowledged(sent, r.node_timeout_ms);
+    Ok(r.known)
+}
+
 /// Keeps the node registered, heartbeating and watching until `stop`.
 pub async fn run(
     links: Links,
@@ -153,10 +181,16 @@ async fn session(
     shared: &super::Shared,
 ) -> Result<(), String> {
     let mut client = links.client().await.map_err(|e| e.to_string())?;
-    register(&mut client, me, shared)
-        .await
-        .map_err(|e| e.message().to_string())?;
-    tracing::info!(node = %me.name, "registered with the scheduler");
+    // A heartbeat first: after a failover it is all a leader needs to hear,
+    // and it moves the fencing clock before anything slower is tried.
+    let known = beat(&mut client, me, shared).await?;
+    if !known || !links.registered.load(Ordering::Relaxed) {
+        register(&mut client, me, shared)
+            .await
+            .map_err(|e| e.message().to_string())?;
+        links.registered.store(true, Ordering::Relaxed);
+        tracing::info!(node = %me.name, "registered with the scheduler");
+    }
     let mut stream = client
         .watch(pb::WatchRequest {
             name: me.name.clone(),
@@ -167,23 +201,12 @@ async fn session(
     let mut beat_client = client.clone();
     let beats = async {
         loop {
-            let sent = std::time::Instant::now();
-            let mut req = tonic::Request::new(pb::HeartbeatRequest {
-                name: me.name.clone(),
-            });
-            req.set_timeout(HEARTBEAT_DEADLINE);
-            let r = tokio::time::timeout(HEARTBEAT_DEADLINE, beat_client.heartbeat(req))
-                .await
-                .map_err(|_| "heartbeat not acknowledged in time".to_string())?
-                .map_err(|e| e.message().to_string())?
-                .into_inner();
-            shared.acknowledged(sent, r.node_timeout_ms);
-            if !r.known {
+            tokio::time::sleep(heartbeat).await;
+            if !beat(&mut beat_client, me, shared).await? {
                 register(&mut beat_client, me, shared)
                     .await
                     .map_err(|e| e.message().to_string())?;
             }
-            tokio::time::sleep(heartbeat).await;
         }
     };
     let watching = async {

@@ -394,8 +394,10 @@ update:
             .to_json()
             .contains("on_disconnect"));
         let e = err(&format!("{MINIMAL}on_disconnect: keep_running\n"));
-        assert!(e.starts_with("on_disconnect: unknown variant"), "{e}");
-        assert!(e.contains("keep-running"), "{e}");
+        assert_eq!(
+            e,
+            "on_disconnect: unknown value `keep_running`, expected `stop` or `keep-running`"
+        );
     }
 
     #[test]

@@ -98,6 +98,9 @@ impl Forwarder {
         let mut req = tonic::Request::new(req);
         req.metadata_mut()
             .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        // The agent gives up on a heartbeat after half a second; a leader
+        // that has not answered in a second is not one to wait for.
+        req.set_timeout(Duration::from_secs(1));
         let mut c = NodeServiceClient::new(self.channel(addr)?);
         Ok(c.heartbeat(req).await?.into_inner())
     }

@@ -35,10 +35,19 @@ impl Controller {
                 leading_since = None;
                 continue;
             }
-            let since = *leading_since.get_or_insert_with(|| {
-                self.liveness.reset();
-                Instant::now()
-            });
+            let since = match leading_since {
+                Some(since) => since,
+                None => {
+                    // Plan on nothing older than this term: confirm leadership
+                    // and apply everything committed before acting.
+                    if let Err(e) = self.replica.read_index_here().await {
+                        tracing::debug!(error = %e, "new leader not caught up yet");
+                        continue;
+                    }
+                    self.liveness.reset();
+                    *leading_since.insert(Instant::now())
+                }
+            };
             if let Err(e) = self.tick(since).await {
                 tracing::debug!(error = %e, "controller step failed; retrying");
             }

@@ -4,8 +4,14 @@ use super::*;
 use drover_proto::spec::OnDisconnect;
 use std::collections::BTreeSet;
 
-/// How many client request ids are remembered for de-duplication.
-const REQUEST_MEMORY: usize = 10_000;
+/// How long a client request id is remembered for de-duplication: a retry
+/// within this window (by the CLI, or by a user re-running a command that
+/// timed out) applies once.
+const REQUEST_WINDOW_MS: i64 = 10 * 60 * 1000;
+/// The most request ids remembered, whatever their age (a memory bound: at
+/// a sustained 10,000 writes/s the window shrinks to 20 s, still longer than
+/// any automatic retry).
+const REQUEST_MEMORY: usize = 200_000;
 /// How many ended allocations of a job are kept for `alloc ls --all`.
 const ENDED_ALLOCATIONS_KEPT: usize = 20;
 
@@ -13,17 +19,29 @@ impl State {
     /// Apply one committed command at raft log `index`. Deterministic: no clocks, no I/O.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> CommandResult {
         self.last_index = index;
-        let request_id = match cmd {
-            Command::SubmitJob { request_id, .. }
-            | Command::StopJob { request_id, .. }
-            | Command::ScaleJob { request_id, .. }
-            | Command::RollbackJob { request_id, .. }
-            | Command::PromoteJob { request_id, .. }
-            | Command::PauseJob { request_id, .. }
-            | Command::RestartJob { request_id, .. } => {
-                Some(request_id.as_str()).filter(|r| !r.is_empty())
+        let (request_id, request_at_ms) = match cmd {
+            Command::SubmitJob {
+                request_id, at_ms, ..
             }
-            _ => None,
+            | Command::StopJob {
+                request_id, at_ms, ..
+            }
+            | Command::ScaleJob {
+                request_id, at_ms, ..
+            }
+            | Command::RollbackJob {
+                request_id, at_ms, ..
+            }
+            | Command::PromoteJob {
+                request_id, at_ms, ..
+            }
+            | Command::PauseJob {
+                request_id, at_ms, ..
+            }
+            | Command::RestartJob {
+                request_id, at_ms, ..
+            } => (Some(request_id.as_str()).filter(|r| !r.is_empty()), *at_ms),
+            _ => (None, 0),
         };
         if let Some(id) = request_id {
             if let Some(done) = self.requests.get(id) {
@@ -105,15 +123,39 @@ impl State {
             },
         };
         if let Some(id) = request_id {
-            self.requests.insert(id.to_string(), result.clone());
-            self.request_order.push_back(id.to_string());
-            while self.request_order.len() > REQUEST_MEMORY {
-                if let Some(old) = self.request_order.pop_front() {
-                    self.requests.remove(&old);
-                }
-            }
+            self.remember_request(id, request_at_ms, &result);
         }
         result
+    }
+
+    /// Remembers a request's result for [`REQUEST_WINDOW_MS`] after `at_ms`
+    /// (the leader's clock; see `Command::stamp`), and at most
+    /// [`REQUEST_MEMORY`] of them.
+    fn remember_request(&mut self, id: &str, at_ms: i64, result: &CommandResult) {
+        // Snapshots from before times were kept have ids without times:
+        // those are the oldest and go first.
+        while self.request_at_ms.len() < self.request_order.len() {
+            match self.request_order.pop_front() {
+                Some(old) => {
+                    self.requests.remove(&old);
+                }
+                None => break,
+            }
+        }
+        self.requests.insert(id.to_string(), result.clone());
+        self.request_order.push_back(id.to_string());
+        self.request_at_ms.push_back(at_ms);
+        while let (Some(&oldest), Some(old)) =
+            (self.request_at_ms.front(), self.request_order.front())
+        {
+            let expired = at_ms - oldest > REQUEST_WINDOW_MS;
+            if !expired && self.request_order.len() <= REQUEST_MEMORY {
+                break;
+            }
+            self.requests.remove(old);
+            self.request_order.pop_front();
+            self.request_at_ms.pop_front();
+        }
     }
 
     fn submit_job(&mut self, spec: &JobSpec, at_ms: i64) -> CommandResult {

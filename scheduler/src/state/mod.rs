@@ -124,6 +124,34 @@ pub enum Command {
     Batch(Vec<Command>),
 }
 
+impl Command {
+    /// Sets the time of the command (and of every command in a batch) to
+    /// `now_ms`. The leader stamps what it proposes, so every time in the
+    /// state comes from one clock, whichever replica received the request.
+    pub fn stamp(&mut self, now_ms: i64) {
+        match self {
+            Command::SubmitJob { at_ms, .. }
+            | Command::StopJob { at_ms, .. }
+            | Command::RegisterNode { at_ms, .. }
+            | Command::SetNodeStatus { at_ms, .. }
+            | Command::PlaceAllocations { at_ms, .. }
+            | Command::StopAllocations { at_ms, .. }
+            | Command::ReportAllocations { at_ms, .. }
+            | Command::ScaleJob { at_ms, .. }
+            | Command::RollbackJob { at_ms, .. }
+            | Command::PromoteJob { at_ms, .. }
+            | Command::PauseJob { at_ms, .. }
+            | Command::RestartJob { at_ms, .. }
+            | Command::SetNodeSchedulable { at_ms, .. } => *at_ms = now_ms,
+            Command::Batch(cmds) => cmds.iter_mut().for_each(|c| c.stamp(now_ms)),
+            Command::SetPendingReason { .. }
+            | Command::PurgeJob { .. }
+            | Command::SetRollout { .. }
+            | Command::Noop => {}
+        }
+    }
+}
+
 /// What applying a command answered.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct CommandResult {

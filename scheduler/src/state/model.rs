@@ -13,6 +13,9 @@ pub struct State {
     /// Results of recent client requests by request id, so a retried write applies once.
     pub requests: BTreeMap<String, super::CommandResult>,
     pub request_order: VecDeque<String>,
+    /// When each request in `request_order` was made (leader time, ms).
+    #[serde(default)]
+    pub request_at_ms: VecDeque<i64>,
     /// The log index of the last command applied.
     pub last_index: u64,
 }

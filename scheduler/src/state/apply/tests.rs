@@ -85,6 +85,40 @@ fn retried_request_applies_once() {
 }
 
 #[test]
+fn request_ids_are_remembered_for_ten_minutes() {
+    let mut s = State::default();
+    let at = |s: &mut State, id: &str, at_ms: i64| {
+        let i = s.last_index + 1;
+        s.apply(
+            i,
+            &Command::ScaleJob {
+                request_id: id.into(),
+                name: "web".into(),
+                replicas: 3,
+                at_ms,
+            },
+        )
+    };
+    submit(&mut s, "", WEB);
+    let first = at(&mut s, "r-0", 0);
+    // 12,000 other requests over nine minutes: more than a count-based
+    // memory of 10,000 would keep.
+    for i in 1..=12_000 {
+        at(&mut s, &format!("r-{i}"), i * 45);
+    }
+    assert!(
+        s.requests.contains_key("r-0"),
+        "forgotten within the window"
+    );
+    assert_eq!(at(&mut s, "r-0", 540_001), first);
+    // Past ten minutes it is gone.
+    at(&mut s, "r-late", 600_001);
+    assert!(!s.requests.contains_key("r-0"));
+    assert_eq!(s.requests.len(), s.request_order.len());
+    assert_eq!(s.request_order.len(), s.request_at_ms.len());
+}
+
+#[test]
 fn invalid_spec_is_refused_at_apply() {
     let mut s = State::default();
     let mut bad = *spec(WEB);
