@@ -5,6 +5,7 @@
 //! The binaries come from the same target directory as the test; build the
 //! workspace first (`cargo build --workspace`, as `.ci/run` does).
 
+pub mod history;
 pub mod netcluster;
 
 use std::net::TcpListener;

@@ -12,7 +12,8 @@
 #   examples/cluster/cluster.sh isolate a1 s2 s3 # drop its traffic with the nodes named
 #   examples/cluster/cluster.sh silence s2       # drop every packet, no resets: a dead host
 #   examples/cluster/cluster.sh pause s2         # SIGSTOP its process (resume: SIGCONT)
-#   examples/cluster/cluster.sh netem a1 delay 200ms loss 5%   # tc netem on its link
+#   examples/cluster/cluster.sh netem a1 delay 200ms loss 5%   # tc netem on its link (needs sch_netem)
+#   examples/cluster/cluster.sh lossy s2 20      # drop 20% of its packets at random (nftables)
 #   examples/cluster/cluster.sh heal s2          # undo every fault on the node
 #   examples/cluster/cluster.sh join s4          # a new replica, waiting for `drover cluster add`
 #   examples/cluster/cluster.sh exec s2 CMD...   # run CMD inside a node's namespace
@@ -186,7 +187,18 @@ isolate() { # node [other nodes; default: the other scheduler replicas]
 silence() { fault_table "$1" 'iifname != "lo" drop;' 'oifname != "lo" drop;'; }
 pause() { local p; p=$(pid_of "$1"); [[ -n $p ]] || die "no node $1"; kill -STOP "$p"; }
 resume() { local p; p=$(pid_of "$1"); [[ -n $p ]] || die "no node $1"; kill -CONT "$p"; }
-netem() { local node=$1; shift; nsx "$node" tc qdisc replace dev eth0 root netem "$@"; }
+netem() {
+  local node=$1; shift
+  nsx "$node" tc qdisc replace dev eth0 root netem "$@" ||
+    die "netem: this kernel has no sch_netem (try: lossy $node PERCENT, which needs only nftables)"
+}
+# Drop PERCENT of the node's packets at random, both ways (nftables only).
+lossy() {
+  local node=$1 pct=${2:?lossy NODE PERCENT}
+  [[ $pct =~ ^[0-9]+$ ]] && ((pct <= 100)) || die "lossy: PERCENT must be 0..100"
+  fault_table "$node" "iifname != \"lo\" numgen random mod 100 < $pct drop;" \
+    "oifname != \"lo\" numgen random mod 100 < $pct drop;"
+}
 heal() {
   local node=$1
   [[ -e $DIR/$node/cmd ]] || die "no node $node"
@@ -277,6 +289,7 @@ case $cmd in
   pause) pause "${1:?pause NODE}" ;;
   resume) resume "${1:?resume NODE}" ;;
   netem) node=${1:?netem NODE ARGS...}; shift; netem "$node" "$@" ;;
+  lossy) lossy "${1:?lossy NODE PERCENT}" "${2:-}" ;;
   heal) heal "${1:?heal NODE}" ;;
   join) need_bin; join "${1:?join NODE}" ;;
   exec) node=${1:?exec NODE CMD...}; shift; exec nsenter --net="/run/netns/$(ns "$node")" -- "$@" ;;

@@ -38,6 +38,7 @@ pub async fn run(
         let set = desired.borrow_and_update().clone();
         if let (Some(set), false) = (set, fenced) {
             converge(&shared, &mut runners, set.allocations);
+            never_started(&shared, &runners, &set.stopping);
             mesh.sync(&set.services).await;
             let routes: Vec<(String, String)> =
                 set.routes.into_iter().map(|r| (r.subnet, r.via)).collect();
@@ -96,6 +97,23 @@ async fn fence(runners: &mut HashMap<String, Runner>, since: std::time::Duration
         if let Some(r) = runners.remove(&id) {
             r.join().await;
         }
+    }
+}
+
+/// Reports as stopped the allocations the scheduler is waiting on that this
+/// node never ran (it stopped them before their desired set arrived here),
+/// or whose runner already ended and was forgotten.
+fn never_started(shared: &Arc<Shared>, runners: &HashMap<String, Runner>, stopping: &[String]) {
+    for id in stopping {
+        if runners.contains_key(id) || shared.bundle_dir(id).exists() {
+            continue; // its runner reports how it ends
+        }
+        shared.reporter.update(pb::AllocationReport {
+            id: id.clone(),
+            state: "stopped".into(),
+            reason: "not running on this node".into(),
+            ..Default::default()
+        });
     }
 }
 

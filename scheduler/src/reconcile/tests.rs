@@ -529,8 +529,40 @@ fn stopped_job_with_purge_is_forgotten_once_ended() {
         at_ms: sim.now,
     });
     sim.step();
+    // Not forgotten before its node says the replica is gone: it might be
+    // starting there.
+    assert!(!sim.s.jobs.is_empty());
+    sim.agents(&|_| HealthState::Unknown);
+    sim.step();
     assert!(sim.s.jobs.is_empty());
     assert!(sim.s.allocations.is_empty());
+}
+
+#[test]
+fn a_stopped_replica_no_report_showed_started_is_replaced_only_once_its_node_reports() {
+    // Version 1 placed; before any report arrives (the agent may be starting
+    // it right now) a new version replaces it with max_surge 0.
+    let mut sim = Sim::new(&[("a", 4000, 4096), ("b", 4000, 4096)]);
+    let spec = |v: u32| {
+        format!("name: web\nimage: oci:/x:v{v}\nupdate: {{max_surge: 0, max_unavailable: 1}}\n")
+    };
+    sim.submit(&spec(1));
+    sim.step();
+    assert_eq!(sim.s.allocations.len(), 1);
+    sim.submit(&spec(2));
+    sim.step();
+    sim.step();
+    let first: Vec<_> = sim.s.allocations.values().collect();
+    assert_eq!(
+        first.len(),
+        1,
+        "a replacement placed before the node confirmed: {first:?}"
+    );
+    assert_eq!(first[0].desired, Desired::Stop);
+    // The node reports it never ran (or stopped it): now it is replaced.
+    sim.agents(&|_| HealthState::Unknown);
+    sim.step();
+    assert_eq!(sim.live("web"), 1);
 }
 
 proptest! {

@@ -69,8 +69,15 @@ pub fn desired_on(state: &State, node: &str) -> pb::DesiredAllocations {
             })
         })
         .collect();
+    let stopping = state
+        .allocations
+        .values()
+        .filter(|a| a.node == node && a.desired == Desired::Stop && !a.state.is_terminal())
+        .map(|a| a.id.clone())
+        .collect();
     pb::DesiredAllocations {
         index: state.last_index,
+        stopping,
         allocations,
         services: services(state),
         routes: state
@@ -236,6 +243,7 @@ impl NodeService for NodeApi {
                 Vec<pb::DesiredAllocation>,
                 Vec<pb::Service>,
                 Vec<pb::NodeRoute>,
+                Vec<String>,
             );
             let mut last: Option<View> = None;
             loop {
@@ -244,6 +252,7 @@ impl NodeService for NodeApi {
                     desired.allocations.clone(),
                     desired.services.clone(),
                     desired.routes.clone(),
+                    desired.stopping.clone(),
                 );
                 if last.as_ref() != Some(&view) {
                     last = Some(view);

@@ -692,10 +692,11 @@ impl State {
                     a.desired = Desired::Stop;
                     a.desired_reason = reason.to_string();
                     a.updated_at_ms = at_ms;
-                    // Never started anywhere: nothing to wait for.
-                    if a.state == AllocState::Pending {
-                        a.state = AllocState::Stopped;
-                    }
+                    // Even a replica no report has shown started may be
+                    // starting on its node right now: it ends only when the
+                    // node says so (the agent reports never-started ones as
+                    // stopped; see `DesiredAllocations.stopping`). Replacing
+                    // it sooner could run it twice.
                     count += 1;
                 }
             }

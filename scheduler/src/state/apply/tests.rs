@@ -214,7 +214,24 @@ fn stop_job_stops_allocations_and_late_reports_do_not_revive() {
     );
     assert_eq!(r.count, 1);
     let a = &s.allocations["a1"];
-    assert_eq!((a.desired, a.state), (Desired::Stop, AllocState::Stopped));
+    // No report yet: it may be starting on its node, so it is not ended.
+    assert_eq!((a.desired, a.state), (Desired::Stop, AllocState::Pending));
+    let stopped = |at_ms| Command::ReportAllocations {
+        node: "n1".into(),
+        reports: vec![AllocationReport {
+            id: "a1".into(),
+            state: AllocState::Stopped,
+            pid: 0,
+            exit_code: None,
+            reason: "not running on this node".into(),
+            restarts: 0,
+            health: HealthState::Unknown,
+            ip: String::new(),
+        }],
+        at_ms,
+    };
+    s.apply(51, &stopped(31));
+    assert_eq!(s.allocations["a1"].state, AllocState::Stopped);
     s.apply(
         51,
         &Command::ReportAllocations {

@@ -1,0 +1,490 @@
+//! Chaos: clients submit and read jobs while faults are injected at random
+//! into a cluster of network namespaces, then the recorded history is
+//! checked (see `drover_e2e::history`): job versions linearizable, no
+//! acknowledged write lost, no replica slot running on two nodes at once,
+//! and no container on a healthy node stopped because of a scheduler fault.
+//!
+//! The faults (chosen by a seeded generator; the seed is printed, and
+//! `DROVER_CHAOS_SEED` replays it) hit the scheduler replicas: a replica
+//! silenced without resets, frozen (SIGSTOP), killed and restarted, made
+//! to drop a fifth of its packets, or the leader isolated from its peers.
+//!
+//! The short run is a test (`DROVER_CHAOS_SECS`, default 40). The long one
+//! is the same test run with more time and replicas, as a bench:
+//! `DROVER_CHAOS_SECS=900 DROVER_CHAOS_SCHEDULERS=5 cargo test -p drover-e2e
+//! --test chaos -- --nocapture` prints the table the README quotes.
+
+use drover_e2e::history::{
+    check_acked_kept, check_linearizable, check_no_double_run, Event, EventKind, JobRegister, Op,
+    Ret,
+};
+use drover_e2e::netcluster::NetCluster;
+use drover_e2e::*;
+use drover_proto::pb::{self, drover_client::DroverClient};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+
+const JOBS: usize = 3;
+const CLIENTS: u64 = 3;
+const OP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A small seeded generator (xorshift), so a run can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn job_name(i: usize) -> String {
+    format!("c{i}")
+}
+
+fn spec_json(job: &str, arg: u32) -> String {
+    let yaml = format!(
+        "name: {job}\nreplicas: 1\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '{arg}']\n\
+         resources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n\
+         update: {{max_surge: 0, max_unavailable: 1}}\n",
+        images().display()
+    );
+    drover_proto::spec::from_yaml(&yaml).unwrap().to_json()
+}
+
+fn arg_of(spec_json: &str) -> Option<u32> {
+    let v: serde_json::Value = serde_json::from_str(spec_json).ok()?;
+    v["command"][1].as_str()?.parse().ok()
+}
+
+/// Everything the clients saw, in one order.
+#[derive(Default)]
+struct Recorder {
+    seq: AtomicU64,
+    events: Mutex<Vec<Event>>,
+    acked: Mutex<Vec<(String, u64)>>,
+    /// Submits whose outcome is unknown: (thread, job, spec, request id).
+    unknown: Mutex<Vec<(u64, String, String, String)>>,
+    ok_ops: AtomicU64,
+    failed_ops: AtomicU64,
+}
+
+impl Recorder {
+    fn next(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::SeqCst)
+    }
+
+    fn push(&self, seq: u64, thread: u64, job: &str, kind: EventKind) {
+        self.events.lock().unwrap().push(Event {
+            seq,
+            thread,
+            job: job.to_string(),
+            kind,
+        });
+    }
+}
+
+async fn connect(addr: &str) -> Option<DroverClient<Channel>> {
+    let ch = Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .ok()?;
+    Some(DroverClient::new(ch))
+}
+
+async fn submit(
+    c: &mut DroverClient<Channel>,
+    spec_json: &str,
+    request_id: &str,
+) -> Option<pb::SubmitJobResponse> {
+    let req = pb::SubmitJobRequest {
+        spec_json: spec_json.to_string(),
+        request_id: request_id.to_string(),
+    };
+    match tokio::time::timeout(OP_TIMEOUT, c.submit_job(req)).await {
+        Ok(Ok(r)) => Some(r.into_inner()),
+        _ => None,
+    }
+}
+
+async fn read(c: &mut DroverClient<Channel>, job: &str) -> Option<(u64, u32)> {
+    let req = pb::GetJobRequest {
+        name: job.to_string(),
+        read: None,
+    };
+    let r = tokio::time::timeout(OP_TIMEOUT, c.get_job(req))
+        .await
+        .ok()?
+        .ok()?
+        .into_inner();
+    Some((r.version, arg_of(&r.spec_json)?))
+}
+
+/// One client: submits and reads at random until `deadline`, moving to
+/// another replica whenever one fails it.
+async fn client(id: u64, addrs: Vec<String>, deadline: Instant, rec: Arc<Recorder>, seed: u64) {
+    let mut rng = Rng(seed ^ (id + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut thread = id << 32;
+    let mut at = rng.below(addrs.len() as u64) as usize;
+    let mut conn: Option<DroverClient<Channel>> = None;
+    let mut n = 0;
+    while Instant::now() < deadline {
+        let Some(c) = conn.as_mut() else {
+            conn = connect(&addrs[at % addrs.len()]).await;
+            if conn.is_none() {
+                at += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            continue;
+        };
+        let job = job_name(rng.below(JOBS as u64) as usize);
+        n += 1;
+        if rng.below(2) == 0 {
+            let arg = 1001 + rng.below(5) as u32;
+            let spec = spec_json(&job, arg);
+            let rid = format!("chaos-{seed}-{id}-{n}");
+            rec.push(rec.next(), thread, &job, EventKind::Invoke(Op::Submit(arg)));
+            match submit(c, &spec, &rid).await {
+                Some(r) => {
+                    rec.push(
+                        rec.next(),
+                        thread,
+                        &job,
+                        EventKind::Return(Ret::Submitted(r.version)),
+                    );
+                    if r.changed {
+                        rec.acked.lock().unwrap().push((job, r.version));
+                    }
+                    rec.ok_ops.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {
+                    // Maybe applied, maybe not: settled after the run by
+                    // sending it again (same request id, applied once).
+                    rec.unknown.lock().unwrap().push((thread, job, spec, rid));
+                    rec.failed_ops.fetch_add(1, Ordering::Relaxed);
+                    thread += 1;
+                    conn = None;
+                    at += 1;
+                }
+            }
+        } else {
+            // A read that fails had no effect: it is left out of the history.
+            let invoked = rec.next();
+            match read(c, &job).await {
+                Some((version, arg)) => {
+                    rec.push(invoked, thread, &job, EventKind::Invoke(Op::Read));
+                    rec.push(
+                        rec.next(),
+                        thread,
+                        &job,
+                        EventKind::Return(Ret::Read(version, arg)),
+                    );
+                    rec.ok_ops.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {
+                    rec.failed_ops.fetch_add(1, Ordering::Relaxed);
+                    conn = None;
+                    at += 1;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(30 + rng.below(70))).await;
+    }
+}
+
+/// Ids of the Drover containers running on this host (cgroups with processes).
+fn running_containers() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for parent in ["/sys/fs/cgroup/pids/drover", "/sys/fs/cgroup/drover"] {
+        for e in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+            if !procs.trim().is_empty() {
+                out.insert(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Injects one fault into replica `s` (or the leader) and returns how to undo it.
+fn inject(c: &mut NetCluster, rng: &mut Rng, replicas: u32) -> (String, Vec<String>) {
+    let target = format!("s{}", 1 + rng.below(replicas as u64));
+    let (what, args, undo): (&str, Vec<String>, Vec<String>) = match rng.below(5) {
+        0 => (
+            "silence",
+            vec!["silence".into(), target.clone()],
+            vec!["heal".into(), target],
+        ),
+        1 => (
+            "pause",
+            vec!["pause".into(), target.clone()],
+            vec!["heal".into(), target],
+        ),
+        2 => (
+            "kill",
+            vec!["kill".into(), target.clone()],
+            vec!["restart".into(), target],
+        ),
+        3 => (
+            "lossy",
+            vec!["lossy".into(), target.clone(), "20".into()],
+            vec!["heal".into(), target],
+        ),
+        _ => {
+            let leader = format!("s{}", c.leader());
+            (
+                "isolate-leader",
+                vec!["isolate".into(), leader.clone()],
+                vec!["heal".into(), leader],
+            )
+        }
+    };
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    c.must(&a);
+    eprintln!("chaos: {}", args.join(" "));
+    (what.to_string(), undo)
+}
+
+#[test]
+fn chaos_keeps_history_linearizable_and_replicas_single() {
+    if !require_root("chaos_keeps_history_linearizable_and_replicas_single") {
+        return;
+    }
+    let secs = env_u64("DROVER_CHAOS_SECS", 40);
+    let replicas = env_u64("DROVER_CHAOS_SCHEDULERS", 3) as u32;
+    let seed = env_u64(
+        "DROVER_CHAOS_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1,
+    );
+    eprintln!("chaos: seed {seed} (DROVER_CHAOS_SEED={seed} replays the faults), {secs}s, {replicas} replicas");
+    let mut c = NetCluster::up("chaos", 10, replicas, 3, &[]);
+    let addrs: Vec<String> = (1..=replicas).map(|i| c.replica_addr(i)).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    // Every job starts at version 1 with argument 1000, running.
+    let mut init = BTreeMap::new();
+    rt.block_on(async {
+        let mut cl = connect(&addrs[0]).await.expect("connect");
+        for i in 0..JOBS {
+            let job = job_name(i);
+            let r = submit(&mut cl, &spec_json(&job, 1000), &format!("init-{seed}-{i}"))
+                .await
+                .expect("initial submit");
+            init.insert(
+                job,
+                JobRegister {
+                    version: r.version,
+                    arg: 1000,
+                },
+            );
+        }
+    });
+    wait_for("the jobs to run", Duration::from_secs(60), || {
+        let out = c.drover(&["job", "ls", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        let all = v.as_array()?;
+        (all.len() == JOBS && all.iter().all(|j| j["running"] == 1)).then_some(())
+    });
+
+    // Watch the containers from the host, independently of the scheduler.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                samples.push(running_containers());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            samples
+        })
+    };
+
+    let rec = Arc::new(Recorder::default());
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| rt.spawn(client(id, addrs.clone(), deadline, rec.clone(), seed)))
+        .collect();
+
+    let mut rng = Rng(seed);
+    let mut faults: BTreeMap<String, u32> = BTreeMap::new();
+    while Instant::now() + Duration::from_secs(6) < deadline {
+        std::thread::sleep(Duration::from_millis(1000 + rng.below(2000)));
+        let (what, undo) = inject(&mut c, &mut rng, replicas);
+        *faults.entry(what).or_default() += 1;
+        std::thread::sleep(Duration::from_millis(2000 + rng.below(2000)));
+        let u: Vec<&str> = undo.iter().map(String::as_str).collect();
+        c.must(&u);
+    }
+    rt.block_on(async {
+        for h in clients {
+            h.await.unwrap();
+        }
+    });
+
+    // Settle the submits whose outcome was unknown, then read every job.
+    let settled = rt.block_on(async {
+        let mut settled = 0;
+        let unknown = std::mem::take(&mut *rec.unknown.lock().unwrap());
+        let final_thread = CLIENTS << 32 | 0xffff_0000;
+        for (thread, job, spec, rid) in unknown {
+            let r = 'retry: {
+                for attempt in 0..100 {
+                    if let Some(mut cl) = connect(&addrs[attempt % addrs.len()]).await {
+                        if let Some(r) = submit(&mut cl, &spec, &rid).await {
+                            break 'retry r;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                panic!("a submit could not be settled after the faults healed");
+            };
+            rec.push(
+                rec.next(),
+                thread,
+                &job,
+                EventKind::Return(Ret::Submitted(r.version)),
+            );
+            if r.changed {
+                rec.acked.lock().unwrap().push((job, r.version));
+            }
+            settled += 1;
+        }
+        let mut cl = connect(&addrs[0]).await.expect("connect after the faults");
+        for i in 0..JOBS {
+            let job = job_name(i);
+            let invoked = rec.next();
+            let (version, arg) = read(&mut cl, &job).await.expect("final read");
+            rec.push(invoked, final_thread, &job, EventKind::Invoke(Op::Read));
+            rec.push(
+                rec.next(),
+                final_thread,
+                &job,
+                EventKind::Return(Ret::Read(version, arg)),
+            );
+        }
+        settled
+    });
+
+    // Let every job converge, so each slot's last container is seen.
+    wait_for("the jobs to converge", Duration::from_secs(90), || {
+        let out = c.drover(&["job", "ls", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        v.as_array()?
+            .iter()
+            .all(|j| j["running"] == 1)
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+
+    // What the scheduler says about every allocation and version.
+    let (slot_of, versions, lost_on_healthy) = rt.block_on(async {
+        let mut cl = connect(&addrs[0]).await.expect("connect");
+        let allocs = cl
+            .list_allocations(pb::ListAllocationsRequest {
+                job: String::new(),
+                read: None,
+                all: true,
+            })
+            .await
+            .expect("list allocations")
+            .into_inner()
+            .allocations;
+        let slot_of: BTreeMap<String, (String, u32)> = allocs
+            .iter()
+            .map(|a| (a.id.clone(), (a.job.clone(), a.replica)))
+            .collect();
+        let lost: Vec<String> = allocs
+            .iter()
+            .filter(|a| {
+                let why = format!("{} {}", a.reason, a.desired_reason);
+                why.contains("node down") || why.contains("fencing")
+            })
+            .map(|a| format!("{} ({}: {} {})", a.id, a.node, a.reason, a.desired_reason))
+            .collect();
+        let mut versions = BTreeMap::new();
+        for i in 0..JOBS {
+            let job = job_name(i);
+            let j = cl
+                .get_job(pb::GetJobRequest {
+                    name: job.clone(),
+                    read: None,
+                })
+                .await
+                .expect("get job")
+                .into_inner();
+            let vs: BTreeSet<u64> = j.versions.iter().map(|v| v.version).collect();
+            versions.insert(job, vs);
+        }
+        (slot_of, versions, lost)
+    });
+
+    let events = rec.events.lock().unwrap().clone();
+    let acked = rec.acked.lock().unwrap().clone();
+    let double = check_no_double_run(&samples, &slot_of);
+    let lost = check_acked_kept(&acked, &versions);
+    let linear = check_linearizable(&init, &events);
+    eprintln!("chaos: seed {seed}, {secs}s, {replicas} scheduler replicas, 3 agents");
+    eprintln!("| faults injected | {faults:?} |");
+    eprintln!(
+        "| operations | {} answered, {} failed or timed out ({settled} submits settled afterwards) |",
+        rec.ok_ops.load(Ordering::Relaxed),
+        rec.failed_ops.load(Ordering::Relaxed)
+    );
+    eprintln!("| writes acknowledged (new versions) | {} |", acked.len());
+    eprintln!(
+        "| acknowledged writes lost | {} |",
+        if lost.is_ok() {
+            "0".into()
+        } else {
+            format!("{lost:?}")
+        }
+    );
+    eprintln!("| history linearizable | {} |", linear.is_ok());
+    eprintln!(
+        "| double-runs ({} samples) | {} |",
+        samples.len(),
+        if double.is_ok() {
+            "0".into()
+        } else {
+            format!("{double:?}")
+        }
+    );
+    eprintln!(
+        "| containers stopped on healthy nodes | {} |",
+        lost_on_healthy.len()
+    );
+    lost.unwrap();
+    linear.unwrap();
+    double.unwrap();
+    assert!(
+        lost_on_healthy.is_empty(),
+        "scheduler faults stopped containers on healthy nodes: {lost_on_healthy:?}"
+    );
+    assert!(
+        acked.len() > 3,
+        "too few writes got through to mean anything: {acked:?}"
+    );
+}
