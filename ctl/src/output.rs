@@ -161,7 +161,7 @@ pub fn node(n: &pb::Node) -> Value {
         "cpu_millis": n.cpu_millis, "memory_bytes": n.memory_bytes,
         "cpu_allocated_millis": n.cpu_allocated_millis, "memory_allocated_bytes": n.memory_allocated_bytes,
         "allocations": n.allocations, "registered_at_ms": n.registered_at_ms,
-        "draining": n.draining, "subnet": n.subnet,
+        "draining": n.draining, "subnet": n.subnet, "network_error": n.network_error,
     })
 }
 

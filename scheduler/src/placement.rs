@@ -1,8 +1,9 @@
 //! Placement: which node each new replica goes to.
 //!
 //! A pure function over plain data, in Borg's two steps. Feasibility: a node
-//! is a candidate if it is ready, schedulable, and has the replica's cpu and
-//! memory free. Scoring: among candidates, spread replicas of one job across
+//! is a candidate if it is ready, schedulable, has a working container
+//! network when the replica needs one (private networking), and has the
+//! replica's cpu and memory free. Scoring: among candidates, spread replicas of one job across
 //! nodes first (fewest replicas of this job), then prefer the least loaded node
 //! (lowest of the larger of its cpu and memory fractions in use), then the
 //! name, so equal inputs always give equal answers. When a replica fits
@@ -26,6 +27,8 @@ pub struct Candidate {
     /// Ports bound on the node's own network (host-network replicas, published services).
     #[doc(hidden)]
     pub host_ports: std::collections::BTreeSet<u16>,
+    /// Why the node's container network is unavailable ("" when it works).
+    pub network_error: String,
 }
 
 /// What one replica needs.
@@ -35,6 +38,9 @@ pub struct Ask {
     pub memory_bytes: u64,
     /// A host-network replica binds its ports on the node itself.
     pub host_ports: Vec<u16>,
+    /// The replica gets its own network namespace on the node's container
+    /// network (not the node's own network).
+    pub private_network: bool,
 }
 
 /// The outcome: a node for each replica that fits, and why the rest do not.
@@ -90,6 +96,7 @@ pub fn place(candidates: &[Candidate], ask: &Ask, count: u32) -> Placement {
 enum Misfit {
     Down,
     Cordoned,
+    Network,
     Port(u16),
     Cpu,
     Memory,
@@ -101,6 +108,9 @@ fn fits(n: &Candidate, ask: &Ask) -> Result<(), Misfit> {
     }
     if !n.schedulable {
         return Err(Misfit::Cordoned);
+    }
+    if ask.private_network && !n.network_error.is_empty() {
+        return Err(Misfit::Network);
     }
     if let Some(p) = ask.host_ports.iter().find(|p| n.host_ports.contains(p)) {
         return Err(Misfit::Port(*p));
@@ -134,6 +144,7 @@ fn explain(nodes: &[Candidate], ask: &Ask) -> String {
     let words = |m: Misfit| match m {
         Misfit::Down => "is down".to_string(),
         Misfit::Cordoned => "is cordoned".to_string(),
+        Misfit::Network => "has no working container network".to_string(),
         Misfit::Port(p) => format!("has port {p} in use"),
         Misfit::Cpu => format!("lacks {} cpu", Cpu(ask.cpu_millis)),
         Misfit::Memory => format!("lacks {} memory", Size(ask.memory_bytes)),
@@ -143,20 +154,52 @@ fn explain(nodes: &[Candidate], ask: &Ask) -> String {
         let head = match m {
             Misfit::Down => "no node is ready".to_string(),
             Misfit::Cordoned => "every ready node is cordoned".to_string(),
+            Misfit::Network => "no node has a working container network".to_string(),
             Misfit::Port(p) => format!("no node has port {p} free"),
             Misfit::Cpu => format!("no node has {} cpu free", Cpu(ask.cpu_millis)),
             Misfit::Memory => format!("no node has {} free memory", Size(ask.memory_bytes)),
         };
-        return format!("{head}: {checked} node{plural} checked");
+        return format!(
+            "{head}: {checked} node{plural} checked{}",
+            networks(nodes, ask)
+        );
     }
     let parts: Vec<String> = by
         .iter()
         .map(|(m, n)| format!("{n} {}", words(*m)))
         .collect();
     format!(
-        "no node fits: {} ({checked} node{plural} checked)",
-        parts.join(", ")
+        "no node fits: {} ({checked} node{plural} checked){}",
+        parts.join(", "),
+        networks(nodes, ask)
     )
+}
+
+/// How many nodes' network errors an explanation quotes.
+const NETWORK_ERRORS_QUOTED: usize = 3;
+
+/// The reasons of the nodes ruled out for their container network, quoted
+/// (a few of them) so the user can fix the node: `; node a: container
+/// network unavailable: ...`.
+fn networks(nodes: &[Candidate], ask: &Ask) -> String {
+    let broken: Vec<&Candidate> = nodes
+        .iter()
+        .filter(|n| fits(n, ask) == Err(Misfit::Network))
+        .collect();
+    let mut out = String::new();
+    for n in broken.iter().take(NETWORK_ERRORS_QUOTED) {
+        out.push_str(&format!(
+            "; node {}: container network unavailable: {}",
+            n.name, n.network_error
+        ));
+    }
+    if broken.len() > NETWORK_ERRORS_QUOTED {
+        out.push_str(&format!(
+            "; and {} more",
+            broken.len() - NETWORK_ERRORS_QUOTED
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -175,6 +218,7 @@ mod tests {
             memory_used: 0,
             job_replicas: 0,
             host_ports: Default::default(),
+            network_error: String::new(),
         }
     }
 
@@ -183,6 +227,7 @@ mod tests {
             cpu_millis: 100,
             memory_bytes: 64 << 20,
             host_ports: vec![],
+            private_network: true,
         }
     }
 
@@ -239,6 +284,7 @@ mod tests {
             cpu_millis: 100,
             memory_bytes: 512 << 20,
             host_ports: vec![],
+            private_network: true,
         };
         let p = place(&nodes, &big, 2);
         assert_eq!(p.unplaced, 2);
@@ -287,6 +333,66 @@ mod tests {
         );
     }
 
+    const BR0: &str =
+        "gateway 10.88.0.1 of subnet 10.88.0.0/24 is already on interface br0, not made by drover";
+
+    #[test]
+    fn a_node_without_a_working_network_takes_no_private_network_replicas() {
+        let mut broken = node("a", 4000, 4096);
+        broken.network_error = BR0.into();
+        let ok = node("b", 4000, 4096);
+        // Spread would prefer a (b already has one); the network rules it out.
+        let mut ok_busy = ok.clone();
+        ok_busy.job_replicas = 1;
+        let p = place(&[broken.clone(), ok_busy], &small(), 2);
+        assert_eq!(p.nodes, vec!["b", "b"]);
+        assert_eq!(p.reason, None);
+
+        let p = place(&[broken.clone()], &small(), 1);
+        assert_eq!(p.unplaced, 1);
+        assert_eq!(
+            p.reason.as_deref(),
+            Some(
+                "no node has a working container network: 1 node checked; \
+                 node a: container network unavailable: gateway 10.88.0.1 of subnet \
+                 10.88.0.0/24 is already on interface br0, not made by drover"
+            )
+        );
+        let mut down = node("c", 4000, 4096);
+        down.ready = false;
+        let p = place(&[broken.clone(), down], &small(), 1);
+        assert_eq!(
+            p.reason.as_deref(),
+            Some(&*format!(
+                "no node fits: 1 is down, 1 has no working container network \
+                 (2 nodes checked); node a: container network unavailable: {BR0}"
+            ))
+        );
+
+        // Host-network replicas do not use the container network.
+        let host = Ask {
+            private_network: false,
+            ..small()
+        };
+        assert_eq!(place(&[broken], &host, 1).nodes, vec!["a"]);
+    }
+
+    #[test]
+    fn many_broken_networks_are_quoted_a_few_at_a_time() {
+        let nodes: Vec<Candidate> = (0..5)
+            .map(|i| {
+                let mut n = node(&format!("n{i}"), 4000, 4096);
+                n.network_error = format!("problem {i}");
+                n
+            })
+            .collect();
+        let reason = place(&nodes, &small(), 1).reason.unwrap();
+        assert!(reason.contains("node n0: container network unavailable: problem 0"));
+        assert!(reason.contains("node n2: container network unavailable: problem 2"));
+        assert!(!reason.contains("problem 3"), "{reason}");
+        assert!(reason.ends_with("; and 2 more"), "{reason}");
+    }
+
     #[test]
     fn partial_placement_counts_the_rest() {
         let p = place(&[node("a", 250, 4096)], &small(), 3);
@@ -310,7 +416,7 @@ mod tests {
         ) {
             let nodes: Vec<Candidate> = caps.iter().enumerate()
                 .map(|(i, (c, m))| node(&format!("n{i}"), *c, *m)).collect();
-            let ask = Ask { cpu_millis: cpu, memory_bytes: mem_mi << 20, host_ports: vec![] };
+            let ask = Ask { cpu_millis: cpu, memory_bytes: mem_mi << 20, host_ports: vec![], private_network: true };
             let p = place(&nodes, &ask, count);
             prop_assert_eq!(p.nodes.len() as u32 + p.unplaced, count);
             prop_assert_eq!(p.unplaced > 0, p.reason.is_some());

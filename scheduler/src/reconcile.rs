@@ -93,6 +93,7 @@ pub fn reconcile(state: &State, now_ms: i64, new_id: &mut dyn FnMut() -> String)
                 memory_used: u.memory_bytes,
                 job_replicas: 0,
                 host_ports: ports_by_node.remove(n.name.as_str()).unwrap_or_default(),
+                network_error: n.network_error.clone(),
             }
         })
         .collect();
@@ -100,6 +101,12 @@ pub fn reconcile(state: &State, now_ms: i64, new_id: &mut dyn FnMut() -> String)
         .nodes
         .values()
         .filter(|n| n.draining)
+        .map(|n| n.name.as_str())
+        .collect();
+    let no_network: BTreeSet<&str> = state
+        .nodes
+        .values()
+        .filter(|n| !n.network_error.is_empty())
         .map(|n| n.name.as_str())
         .collect();
 
@@ -118,6 +125,7 @@ pub fn reconcile(state: &State, now_ms: i64, new_id: &mut dyn FnMut() -> String)
             job,
             now_ms,
             draining: &draining,
+            no_network: &no_network,
         }
         .plan(&mut plan, &mut candidates, new_id);
     }
@@ -161,9 +169,23 @@ struct JobPlan<'a> {
     job: &'a Job,
     now_ms: i64,
     draining: &'a BTreeSet<&'a str>,
+    /// Nodes whose container network is unavailable.
+    no_network: &'a BTreeSet<&'a str>,
 }
 
 impl JobPlan<'_> {
+    /// A private-network replica on a node without a working container
+    /// network that is not running: it cannot start there, so it is
+    /// replaced elsewhere (one that runs keeps running).
+    fn stranded(&self, a: &Allocation) -> bool {
+        a.state != AllocState::Running
+            && self.no_network.contains(a.node.as_str())
+            && self
+                .job
+                .version(a.version)
+                .is_some_and(|v| v.spec.network == drover_proto::spec::Network::Private)
+    }
+
     fn plan(
         &self,
         plan: &mut Plan,
@@ -187,6 +209,7 @@ impl JobPlan<'_> {
                 a.version == job.current
                     && a.generation == job.generation
                     && !self.draining.contains(a.node.as_str())
+                    && !self.stranded(a)
             });
         cur.sort_by_key(|a| (a.replica, a.created_at_ms));
         old.sort_by_key(|a| (a.replica, a.created_at_ms));
@@ -316,6 +339,7 @@ impl JobPlan<'_> {
                 cpu_millis: spec.resources.cpu.millis(),
                 memory_bytes: spec.resources.memory.bytes(),
                 host_ports,
+                private_network: spec.network == drover_proto::spec::Network::Private,
             };
             let mut per_node: BTreeMap<&str, u32> = BTreeMap::new();
             for a in cur.iter().chain(old.iter()) {
@@ -413,6 +437,8 @@ impl JobPlan<'_> {
         let why = |a: &Allocation| {
             if self.draining.contains(a.node.as_str()) {
                 format!("node {} draining", a.node)
+            } else if self.stranded(a) {
+                format!("node {}: container network unavailable", a.node)
             } else if a.version != job.current {
                 format!("replaced by version {}", job.current)
             } else {

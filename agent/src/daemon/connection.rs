@@ -126,6 +126,7 @@ async fn beat(
     let sent = std::time::Instant::now();
     let mut req = tonic::Request::new(pb::HeartbeatRequest {
         name: me.name.clone(),
+        network_error: shared.network_error(),
     });
     req.set_timeout(HEARTBEAT_DEADLINE);
     let r = tokio::time::timeout(HEARTBEAT_DEADLINE, client.heartbeat(req))

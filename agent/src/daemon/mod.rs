@@ -5,7 +5,8 @@
 //! `supervisor` turns each new desired set into started and stopped
 //! allocations, `allocation` runs one allocation's life (image, bundle,
 //! container, restarts, stop), `reporter` batches what they observe back to
-//! the scheduler, and `api` serves this node's own API (logs).
+//! the scheduler, `netwatch` keeps what the heartbeats say of the node's
+//! container network current, and `api` serves this node's own API (logs).
 
 pub mod allocation;
 pub mod api;
@@ -13,6 +14,7 @@ pub mod connection;
 pub mod exec;
 pub mod health;
 pub mod mesh;
+pub mod netwatch;
 pub mod reporter;
 pub mod resources;
 pub mod supervisor;
@@ -88,6 +90,10 @@ pub struct Shared {
     /// Why the network could not be set up for the subnet the scheduler
     /// gave (subnet, error); containers needing it are refused meanwhile.
     pub network_problem: std::sync::Mutex<Option<(String, String)>>,
+    /// What the heartbeats say of the network: why it is unavailable, ""
+    /// when it works (see `netwatch`). Its own lock, held only to copy: a
+    /// heartbeat never waits for a setup.
+    pub network_status: std::sync::Mutex<String>,
     /// Held while the agent runs: marks the state dir (and every link
     /// marked with it) as in use (see `crate::leftovers`).
     pub lock: crate::leftovers::StateLock,
@@ -180,11 +186,16 @@ impl Shared {
                 }
                 let _ = self.network.set(net);
                 *problem = None;
+                self.set_network_error("");
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(subnet = %subnet, error = %e, "cannot set up the container network; refusing containers with private networking");
-                *problem = Some((subnet.to_string(), e.to_string()));
+                let now = Some((subnet.to_string(), e.to_string()));
+                if *problem != now {
+                    tracing::error!(subnet = %subnet, error = %e, "cannot set up the container network; refusing containers with private networking");
+                }
+                *problem = now;
+                self.set_network_error(&e.to_string());
                 Err(e.to_string())
             }
         }
@@ -210,6 +221,28 @@ impl Shared {
                 Err(e) => Err(format!("node network unavailable: {e}")),
             },
         }
+    }
+
+    /// Why the node's container network is unavailable, for the heartbeats:
+    /// "" when it works (or before the scheduler gave a subnet).
+    pub fn network_error(&self) -> String {
+        self.network_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records what the next heartbeats say of the network; true when that changed.
+    pub fn set_network_error(&self, error: &str) -> bool {
+        let mut status = self
+            .network_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let changed = *status != error;
+        if changed {
+            *status = error.to_string();
+        }
+        changed
     }
 
     /// The re-adopted container of allocation `id`, if there is one.
@@ -314,6 +347,7 @@ impl Agent {
             ),
             network: std::sync::OnceLock::new(),
             network_problem: Default::default(),
+            network_status: Default::default(),
             lock,
             mesh_ip: advertise
                 .rsplit_once(':')
@@ -336,6 +370,11 @@ impl Agent {
         };
         let tasks = vec![
             tokio::spawn(api::serve(listener, shared.clone(), stop.subscribe())),
+            tokio::spawn(netwatch::run(
+                shared.clone(),
+                netwatch::RECHECK,
+                stop.subscribe(),
+            )),
             tokio::spawn(connection::run(
                 links.clone(),
                 me,

@@ -1,4 +1,4 @@
-//! `drover node ls`.
+//! `drover node ls`, `cordon`, `uncordon` and `drain`.
 
 use crate::cli::NodeCmd;
 use crate::client::{self, status};
@@ -46,6 +46,7 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<i32> {
                         bytes(n.memory_bytes)
                     ),
                     n.allocations.to_string(),
+                    network(n),
                     time(n.registered_at_ms),
                 ]
             })
@@ -58,12 +59,38 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<i32> {
                 "CPU",
                 "MEMORY",
                 "ALLOCS",
+                "NETWORK",
                 "REGISTERED",
             ],
             &rows,
         ) + &output::stale_note(&r.read)
+            + &network_notes(&r.nodes)
     });
     Ok(0)
+}
+
+/// The NETWORK column: the node's container network, `ok` or `unavailable`
+/// (why is printed under the table).
+fn network(n: &pb::Node) -> String {
+    match (n.network_error.is_empty(), n.subnet.is_empty()) {
+        (false, _) => "unavailable".into(),
+        (true, true) => "-".into(),
+        (true, false) => "ok".into(),
+    }
+}
+
+/// Why each node's container network is unavailable, one line per node.
+fn network_notes(nodes: &[pb::Node]) -> String {
+    nodes
+        .iter()
+        .filter(|n| !n.network_error.is_empty())
+        .map(|n| {
+            format!(
+                "{}: container network unavailable (no private-network replicas are placed there): {}\n",
+                n.name, n.network_error
+            )
+        })
+        .collect()
 }
 
 async fn schedulable(

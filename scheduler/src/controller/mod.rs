@@ -5,7 +5,10 @@
 //! state, so a new leader picks up where the old one stood. Liveness is the
 //! exception by design: heartbeats live in the leader's memory, and a new
 //! leader counts every node from its own election, so it gives agents the
-//! whole fencing interval to find it before marking any node down.
+//! whole fencing interval to find it before marking any node down. What a
+//! node's heartbeats say of its container network is kept the same way; a
+//! change is committed (`Command::SetNodeNetwork`), because placement must
+//! see it in the replicated state.
 
 use crate::reconcile::{reconcile, Plan};
 use crate::replica::Replica;
@@ -76,6 +79,34 @@ impl Controller {
                 })
                 .await?;
         }
+        let mut network_changed = false;
+        for node in state.nodes.values() {
+            let Some(error) = self.liveness.network(&node.name) else {
+                continue;
+            };
+            if error == node.network_error {
+                continue;
+            }
+            if error.is_empty() {
+                tracing::info!(node = %node.name, "node's container network works again");
+            } else {
+                tracing::warn!(node = %node.name, error = %error, "node's container network is unavailable; no private-network replicas go there");
+            }
+            self.replica
+                .write(Command::SetNodeNetwork {
+                    name: node.name.clone(),
+                    error,
+                    at_ms: now_ms(),
+                })
+                .await?;
+            network_changed = true;
+        }
+        // Placement must see the change at once.
+        let state = if network_changed {
+            self.replica.snapshot()
+        } else {
+            state
+        };
         let plan = reconcile(&state, now_ms(), &mut || {
             format!("{:032x}", rand::random::<u128>())
         });

@@ -438,6 +438,116 @@ fn node_loss_replaces_allocations() {
     assert!(run.iter().all(|a| a.node == "b"));
 }
 
+const BR0: &str =
+    "gateway 10.88.0.1 of subnet 10.88.0.0/24 is already on interface br0, not made by drover";
+
+fn break_network(sim: &mut Sim, node: &str, error: &str) {
+    let r = sim.cmd(Command::SetNodeNetwork {
+        name: node.into(),
+        error: error.into(),
+        at_ms: sim.now,
+    });
+    assert!(r.ok, "{r:?}");
+}
+
+#[test]
+fn private_network_replicas_avoid_a_node_whose_network_is_unavailable() {
+    let mut sim = Sim::new(&[("a", 4000, 4096), ("b", 4000, 4096)]);
+    break_network(&mut sim, "a", BR0);
+    sim.submit(&web("oci:/x:v1"));
+    sim.submit("name: hostnet\nreplicas: 2\nimage: oci:/x:v1\nnetwork: host\n");
+    settle(&mut sim, "web", &always_healthy, |_| {});
+    let run = sim.run("web");
+    assert_eq!(run.len(), 4);
+    assert!(run.iter().all(|a| a.node == "b"), "{run:?}");
+    assert_eq!(sim.s.jobs["web"].pending_reason, None);
+    let host: BTreeSet<&str> = sim.run("hostnet").iter().map(|a| a.node.as_str()).collect();
+    assert_eq!(
+        host,
+        BTreeSet::from(["a", "b"]),
+        "host-network replicas still spread"
+    );
+}
+
+#[test]
+fn with_no_working_network_anywhere_the_job_is_pending_with_the_node_s_reason() {
+    let mut sim = Sim::new(&[("a", 4000, 4096)]);
+    break_network(&mut sim, "a", BR0);
+    sim.submit("name: db\nreplicas: 1\nimage: oci:/x:v1\n");
+    sim.step();
+    sim.step();
+    assert!(sim.run("db").is_empty());
+    assert_eq!(
+        sim.s.jobs["db"].pending_reason.as_deref(),
+        Some(&*format!(
+            "1 replica not placed: no node has a working container network: 1 node checked; \
+             node a: container network unavailable: {BR0}"
+        ))
+    );
+    // The network works again: the replica is placed and the reason goes.
+    break_network(&mut sim, "a", "");
+    sim.step();
+    assert_eq!(sim.run("db").len(), 1);
+    assert_eq!(sim.s.jobs["db"].pending_reason, None);
+}
+
+#[test]
+fn a_replica_that_cannot_start_for_its_node_s_network_is_replaced_elsewhere() {
+    let mut sim = Sim::new(&[("a", 4000, 4096), ("b", 4000, 4096)]);
+    sim.submit("name: db\nreplicas: 2\nimage: oci:/x:v1\n");
+    sim.step();
+    assert_eq!(sim.run("db").len(), 2);
+    // Node a's agent refuses its replica, then says why its network is down.
+    let on_a = sim
+        .run("db")
+        .iter()
+        .find(|a| a.node == "a")
+        .unwrap()
+        .id
+        .clone();
+    let on_b = sim
+        .run("db")
+        .iter()
+        .find(|a| a.node == "b")
+        .unwrap()
+        .id
+        .clone();
+    for (node, id, state, restarts) in [
+        ("a", &on_a, AllocState::Failed, 1),
+        ("b", &on_b, AllocState::Running, 0),
+    ] {
+        sim.cmd(Command::ReportAllocations {
+            node: node.into(),
+            reports: vec![AllocationReport {
+                id: id.clone(),
+                state,
+                pid: 0,
+                exit_code: None,
+                reason: "node network unavailable: x; restarting in 1s".into(),
+                restarts,
+                health: HealthState::Unknown,
+                ip: String::new(),
+            }],
+            at_ms: sim.now,
+        });
+    }
+    break_network(&mut sim, "a", BR0);
+    sim.step();
+    let a = &sim.s.allocations[&on_a];
+    assert_eq!(a.desired, Desired::Stop);
+    assert_eq!(a.desired_reason, "node a: container network unavailable");
+    assert_eq!(
+        sim.s.allocations[&on_b].desired,
+        Desired::Run,
+        "b's keeps running"
+    );
+    sim.agents(&always_healthy);
+    sim.step();
+    let run = sim.run("db");
+    assert_eq!(run.len(), 2);
+    assert!(run.iter().all(|a| a.node == "b"), "{run:?}");
+}
+
 #[test]
 fn drain_respects_max_unavailable() {
     let mut sim = Sim::new(&[("a", 4000, 4096), ("b", 4000, 4096)]);

@@ -132,6 +132,7 @@ pub fn node(state: &State, n: &Node) -> pb::Node {
         schedulable: n.schedulable,
         draining: n.draining,
         subnet: n.subnet.clone(),
+        network_error: n.network_error.clone(),
     }
 }
 

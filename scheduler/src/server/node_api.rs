@@ -18,10 +18,14 @@ use tonic::{Request, Response, Status};
 /// How often a watch stream checks that its replica is still in touch.
 const WATCH_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// When the leader last heard from each node.
+/// When the leader last heard from each node, and what its last heartbeat
+/// said of its container network.
 #[derive(Clone, Default)]
 pub struct Liveness {
     seen: Arc<Mutex<HashMap<String, Instant>>>,
+    /// The `network_error` of each node's last heartbeat ("" when it works);
+    /// the controller commits a change (`Command::SetNodeNetwork`).
+    network: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Liveness {
@@ -36,9 +40,27 @@ impl Liveness {
         self.seen.lock().expect("liveness lock").get(node).copied()
     }
 
+    /// Records what a node's heartbeat said of its container network.
+    pub fn network_reported(&self, node: &str, error: &str) {
+        let mut network = self.network.lock().expect("liveness lock");
+        if network.get(node).map(String::as_str) != Some(error) {
+            network.insert(node.to_string(), error.to_string());
+        }
+    }
+
+    /// What the node's last heartbeat (to this leader) said of its network.
+    pub fn network(&self, node: &str) -> Option<String> {
+        self.network
+            .lock()
+            .expect("liveness lock")
+            .get(node)
+            .cloned()
+    }
+
     /// Forget everything (a new leader starts every node's clock afresh).
     pub fn reset(&self) {
         self.seen.lock().expect("liveness lock").clear();
+        self.network.lock().expect("liveness lock").clear();
     }
 }
 
@@ -146,7 +168,11 @@ pub fn services(state: &State) -> Vec<pb::Service> {
 impl NodeApi {
     /// Records a heartbeat on the leader. Only a leader holding its quorum
     /// lease may: an acknowledgement keeps the agent's replicas running.
-    fn acknowledge(&self, name: &str) -> Result<pb::HeartbeatResponse, Status> {
+    fn acknowledge(
+        &self,
+        name: &str,
+        network_error: &str,
+    ) -> Result<pb::HeartbeatResponse, Status> {
         if !self.replica.holds_lease() {
             return Err(Status::unavailable(
                 "this replica is not a leader a majority acknowledges; ask another replica",
@@ -161,6 +187,7 @@ impl NodeApi {
             .contains_key(name);
         if known {
             self.liveness.beat(name);
+            self.liveness.network_reported(name, network_error);
         }
         Ok(pb::HeartbeatResponse {
             known,
@@ -225,7 +252,8 @@ impl NodeService for NodeApi {
                 return Ok(Response::new(r));
             }
         }
-        self.acknowledge(&req.name).map(Response::new)
+        self.acknowledge(&req.name, &req.network_error)
+            .map(Response::new)
     }
 
     type WatchStream = ReceiverStream<Result<pb::DesiredAllocations, Status>>;

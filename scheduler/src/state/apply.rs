@@ -73,6 +73,9 @@ impl State {
                 status,
                 at_ms,
             } => self.set_node_status(name, *status, *at_ms),
+            Command::SetNodeNetwork { name, error, at_ms } => {
+                self.set_node_network(name, error, *at_ms)
+            }
             Command::PlaceAllocations { allocations, at_ms } => self.place(allocations, *at_ms),
             Command::StopAllocations { ids, reason, at_ms } => {
                 self.stop_allocations(ids, reason, *at_ms)
@@ -544,6 +547,7 @@ impl State {
             schedulable: true,
             draining: false,
             subnet: String::new(),
+            network_error: String::new(),
             registered_at_ms: at_ms,
             updated_at_ms: at_ms,
         });
@@ -600,6 +604,18 @@ impl State {
         CommandResult::ok(true)
     }
 
+    fn set_node_network(&mut self, name: &str, error: &str, at_ms: i64) -> CommandResult {
+        let Some(node) = self.nodes.get_mut(name) else {
+            return CommandResult::refused(format!("no node named {name:?}"));
+        };
+        if node.network_error == error {
+            return CommandResult::ok(false);
+        }
+        node.network_error = error.to_string();
+        node.updated_at_ms = at_ms;
+        CommandResult::ok(true)
+    }
+
     fn place(&mut self, allocations: &[NewAllocation], at_ms: i64) -> CommandResult {
         let mut placed = 0;
         let mut touched_jobs = BTreeSet::new();
@@ -616,6 +632,11 @@ impl State {
                 continue;
             };
             if node.status != NodeStatus::Ready || self.allocations.contains_key(&n.id) {
+                continue;
+            }
+            // Its container network broke after the plan was made.
+            let private = job.current_spec().network == drover_proto::spec::Network::Private;
+            if private && !node.network_error.is_empty() {
                 continue;
             }
             let slot_taken = self.allocations.values().any(|a| {

@@ -49,6 +49,14 @@ pub enum Command {
         status: NodeStatus,
         at_ms: i64,
     },
+    /// A node's agent said its container network became unavailable (a
+    /// reason) or works again (""). The leader proposes it when the value
+    /// its heartbeats carry changes.
+    SetNodeNetwork {
+        name: String,
+        error: String,
+        at_ms: i64,
+    },
     /// The reconciler placed new allocations.
     PlaceAllocations {
         allocations: Vec<NewAllocation>,
@@ -134,6 +142,7 @@ impl Command {
             | Command::StopJob { at_ms, .. }
             | Command::RegisterNode { at_ms, .. }
             | Command::SetNodeStatus { at_ms, .. }
+            | Command::SetNodeNetwork { at_ms, .. }
             | Command::PlaceAllocations { at_ms, .. }
             | Command::StopAllocations { at_ms, .. }
             | Command::ReportAllocations { at_ms, .. }

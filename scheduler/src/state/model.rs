@@ -354,6 +354,10 @@ pub struct Node {
     /// Its container subnet, from the cluster range.
     #[serde(default)]
     pub subnet: String,
+    /// Why its container network is unavailable, as its agent last said
+    /// ("" when it works): no private-network replica is placed here meanwhile.
+    #[serde(default)]
+    pub network_error: String,
     pub registered_at_ms: i64,
     pub updated_at_ms: i64,
 }

@@ -163,6 +163,60 @@ fn placement_is_rechecked_at_apply() {
     assert_eq!(a.memory_bytes, 64 << 20);
 }
 
+fn set_network(s: &mut State, name: &str, error: &str) -> CommandResult {
+    let i = s.last_index + 1;
+    s.apply(
+        i,
+        &Command::SetNodeNetwork {
+            name: name.into(),
+            error: error.into(),
+            at_ms: 20,
+        },
+    )
+}
+
+#[test]
+fn a_node_whose_network_is_unavailable_takes_only_host_network_replicas() {
+    let mut s = State::default();
+    node(&mut s, "n1");
+    submit(&mut s, "", WEB);
+    submit(
+        &mut s,
+        "",
+        "name: agent\nreplicas: 1\nimage: oci:/x:v1\nnetwork: host\n",
+    );
+    let why =
+        "gateway 10.88.0.1 of subnet 10.88.0.0/24 is already on interface br0, not made by drover";
+    let r = set_network(&mut s, "n1", why);
+    assert!(r.ok && r.changed);
+    assert_eq!(s.nodes["n1"].network_error, why);
+    assert!(
+        !set_network(&mut s, "n1", why).changed,
+        "the same error again"
+    );
+    // A plan made before the network broke is refused for private networking only.
+    assert_eq!(place(&mut s, "a1", "web", 1, 0, "n1").count, 0);
+    assert_eq!(place(&mut s, "h1", "agent", 1, 0, "n1").count, 1);
+    // Working again: placed.
+    assert!(set_network(&mut s, "n1", "").changed);
+    assert_eq!(place(&mut s, "a1", "web", 1, 0, "n1").count, 1);
+    assert!(!set_network(&mut s, "nope", "x").ok);
+}
+
+#[test]
+fn nodes_from_before_network_errors_load_as_working() {
+    let mut s = State::default();
+    node(&mut s, "n1");
+    let mut v = serde_json::to_value(&s).unwrap();
+    v["nodes"]["n1"]
+        .as_object_mut()
+        .unwrap()
+        .remove("network_error");
+    let back: State = serde_json::from_value(v).unwrap();
+    assert_eq!(back.nodes["n1"].network_error, "");
+    assert_eq!(back, s);
+}
+
 #[test]
 fn reports_update_observed_state_idempotently() {
     let mut s = State::default();
@@ -348,6 +402,15 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 NodeStatus::Ready
             } else {
                 NodeStatus::Down
+            },
+            at_ms: 4,
+        }),
+        (node.clone(), any::<bool>()).prop_map(|(n, broken)| Command::SetNodeNetwork {
+            name: n.into(),
+            error: if broken {
+                "no bridge".into()
+            } else {
+                String::new()
             },
             at_ms: 4,
         }),
