@@ -1,8 +1,10 @@
 //! What agents leave on the host, end to end: real agents killed with
 //! SIGKILL, real bridges, veths, mounts and cgroups. A stale bridge holding
 //! the node subnet's gateway is reclaimed by the next agent; a foreign
-//! interface holding it makes the agent refuse containers with the
-//! interface named; `drover-agent cleanup` lists and removes orphans.
+//! interface holding it makes the node's container network unavailable,
+//! and the scheduler says so (`node ls`, the job's pending reason) and
+//! places private-network replicas elsewhere; `drover-agent cleanup` lists
+//! and removes orphans.
 //!
 //! Each test uses its own container range (`test_cidr`), so nothing here
 //! touches addresses the host or the other tests use.
@@ -188,60 +190,127 @@ impl Drop for ForeignLink {
     }
 }
 
+/// Makes a bridge named `name` holding `gateway`; deleted when dropped.
+fn foreign_bridge(name: &str, gateway: &str) -> ForeignLink {
+    let ip = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success());
+    ip(&["link", "add", name, "type", "bridge"]);
+    let link = ForeignLink(name.to_string());
+    ip(&["addr", "add", &format!("{gateway}/24"), "dev", name]);
+    link
+}
+
+/// What `drover node ls -o json` says of node `name`'s container network,
+/// once it says something other than `not`.
+fn network_error_of(c: &Cluster, name: &str, not: &str) -> String {
+    wait_for(
+        &format!("node ls to show node {name}'s network as other than {not:?}"),
+        Duration::from_secs(30),
+        || {
+            let nodes = c.json(&["node", "ls"]);
+            let n = nodes
+                .as_array()?
+                .iter()
+                .find(|n| n["name"] == name)?
+                .clone();
+            let e = n["network_error"].as_str()?.to_string();
+            (e != not).then_some(e)
+        },
+    )
+}
+
+/// Starts one more agent for `c`, named `name`, and waits for it to be ready.
+fn extra_agent(c: &Cluster, name: &str) -> Proc {
+    let mut cmd = Command::new(bin_dir().join("drover-agent"));
+    cmd.args(["run", "--name", name, "--scheduler", &c.addr])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--heartbeat", "500ms", "--state-dir"])
+        .arg(c.dir.path().join(format!("agent-{name}")));
+    let log = c.dir.path().join(format!("agent-{name}.log"));
+    let p = Proc::spawn("drover-agent", &mut cmd, log);
+    wait_for(
+        &format!("node {name} ready"),
+        Duration::from_secs(20),
+        || {
+            c.json(&["node", "ls"])
+                .as_array()?
+                .iter()
+                .any(|n| n["name"] == name && n["status"] == "ready")
+                .then_some(())
+        },
+    );
+    p
+}
+
 #[test]
-fn a_foreign_interface_holding_the_gateway_makes_the_agent_refuse_with_its_name() {
-    if !require_root("a_foreign_interface_holding_the_gateway_makes_the_agent_refuse_with_its_name")
-    {
+fn a_foreign_interface_holding_the_gateway_keeps_replicas_off_the_node_with_its_name() {
+    if !require_root(
+        "a_foreign_interface_holding_the_gateway_keeps_replicas_off_the_node_with_its_name",
+    ) {
         return;
     }
     let images = images();
     let cidr = test_cidr(free_port());
     let gateway = first_gateway(&cidr);
     let name = format!("e2efrgn{}", free_port());
-    let ip = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success());
-    ip(&["link", "add", &name, "type", "bridge"]);
-    let foreign = ForeignLink(name.clone());
-    ip(&["addr", "add", &format!("{gateway}/24"), "dev", &name]);
+    let foreign = foreign_bridge(&name, &gateway);
+    let why = format!(
+        "gateway {gateway} of subnet {} is already on interface {name}, not made by drover",
+        cidr.replace(".0.0/16", ".0.0/24")
+    );
 
     let c = Cluster::start_with_cidr("e2e-foreign", &cidr);
-    let spec = c.spec("sleeper", &sleeper(&images));
-    // `job run` waits for the rollout, which fails with the interface named.
-    let out = c.drover(&["job", "run", spec.to_str().unwrap()]);
-    assert!(!out.ok());
+    // The scheduler knows, and says so where an operator looks.
+    let error = network_error_of(&c, "e2e-foreign", "");
+    assert_eq!(error, why);
+    let table = c.drover(&["node", "ls"]);
+    assert!(table.ok(), "{}", table.stderr);
+    let row = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("e2e-foreign "))
+        .unwrap_or_else(|| panic!("no row for the node:\n{}", table.stdout));
+    assert!(row.contains("unavailable"), "{}", table.stdout);
     assert!(
-        out.stderr.contains(&format!(
-            "gateway {gateway} of subnet {} is already on interface {name}, not made by drover",
-            cidr.replace(".0.0/16", ".0.0/24")
+        table.stdout.contains(&format!(
+            "e2e-foreign: container network unavailable (no private-network replicas are placed there): {why}"
         )),
         "{}",
-        out.stderr
-    );
-    let reason = wait_for(
-        "the replica to fail naming the interface",
-        Duration::from_secs(20),
-        || {
-            allocs(&c)
-                .iter()
-                .map(|a| a["reason"].as_str().unwrap_or_default().to_string())
-                .find(|r| r.contains(&name))
-        },
-    );
-    assert!(
-        reason.contains(&format!("gateway {gateway}")) && reason.contains("not made by drover"),
-        "{reason}"
-    );
-    assert_eq!(
-        holders(&gateway),
-        vec![name.clone()],
-        "the agent took nothing"
+        table.stdout
     );
     assert!(
         c.agent.as_ref().unwrap().output().contains(&name),
         "the agent's log names the interface"
     );
 
-    // Once the interface is gone, the replica starts on the node's own bridge.
+    // Its only node cannot take the replica: the job is pending, saying why.
+    let spec = c.spec("sleeper", &sleeper(&images));
+    let out = c.drover(&["job", "run", "--detach", spec.to_str().unwrap()]);
+    assert!(out.ok(), "{}{}", out.stdout, out.stderr);
+    let pending = wait_for("the job to be pending", Duration::from_secs(20), || {
+        let j = c.json(&["job", "status", "sleeper"]);
+        j["pending_reason"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+            .map(String::from)
+    });
+    assert_eq!(
+        pending,
+        format!(
+            "1 replica not placed: no node has a working container network: 1 node checked; \
+             node e2e-foreign: container network unavailable: {why}"
+        )
+    );
+    assert!(allocs(&c).is_empty(), "nothing placed: {:?}", allocs(&c));
+    assert_eq!(
+        holders(&gateway),
+        vec![name.clone()],
+        "the agent took nothing"
+    );
+
+    // Once the interface is gone, the agent sets its network up by itself,
+    // the scheduler hears it, and the replica runs on the node's own bridge.
     drop(foreign);
+    assert_eq!(network_error_of(&c, "e2e-foreign", &why), "");
     wait_for("the replica to run", Duration::from_secs(60), || {
         allocs(&c)
             .iter()
@@ -250,6 +319,75 @@ fn a_foreign_interface_holding_the_gateway_makes_the_agent_refuse_with_its_name(
     });
     let bridge = bridge_of(&c, &gateway);
     assert!(bridge.starts_with("drv"), "{bridge}");
+    let j = c.json(&["job", "status", "sleeper"]);
+    assert_eq!(j["pending_reason"], "", "{j}");
+    let table = c.drover(&["node", "ls"]).stdout;
+    assert!(!table.contains("unavailable"), "{table}");
+}
+
+#[test]
+fn replicas_go_to_the_node_whose_network_works_and_host_network_ones_anywhere() {
+    if !require_root("replicas_go_to_the_node_whose_network_works_and_host_network_ones_anywhere") {
+        return;
+    }
+    let images = images();
+    let cidr = test_cidr(free_port());
+    // The first node registered gets the range's first /24.
+    let gateway = first_gateway(&cidr);
+    let name = format!("e2efrgn{}", free_port());
+    let _foreign = foreign_bridge(&name, &gateway);
+    let c = Cluster::start_with_cidr("e2e-broken", &cidr);
+    let _good = extra_agent(&c, "e2e-good");
+    let error = network_error_of(&c, "e2e-broken", "");
+    assert!(
+        error.contains(&format!("is already on interface {name}")),
+        "{error}"
+    );
+    let nodes = c.json(&["node", "ls"]);
+    let good = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "e2e-good")
+        .unwrap();
+    assert_eq!(good["network_error"], "", "{nodes}");
+
+    let private = c.spec(
+        "sleepers",
+        &sleeper(&images)
+            .replace("name: sleeper", "name: sleepers")
+            .replace("image:", "replicas: 3\nimage:"),
+    );
+    assert!(c.drover(&["job", "run", private.to_str().unwrap()]).ok());
+    let host = c.spec(
+        "hostnet",
+        &sleeper(&images)
+            .replace("name: sleeper", "name: hostnet")
+            .replace("image:", "replicas: 2\nnetwork: host\nimage:"),
+    );
+    assert!(c.drover(&["job", "run", host.to_str().unwrap()]).ok());
+    let running = wait_for("5 replicas running", Duration::from_secs(60), || {
+        let r: Vec<Value> = allocs(&c)
+            .into_iter()
+            .filter(|a| a["state"] == "running")
+            .collect();
+        (r.len() == 5).then_some(r)
+    });
+    let on = |job: &str| -> std::collections::BTreeSet<String> {
+        running
+            .iter()
+            .filter(|a| a["job"] == job)
+            .map(|a| a["node"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(on("sleepers"), ["e2e-good".to_string()].into());
+    assert_eq!(
+        on("hostnet"),
+        ["e2e-broken".to_string(), "e2e-good".to_string()].into(),
+        "host-network replicas spread over both nodes"
+    );
+    let j = c.json(&["job", "status", "sleepers"]);
+    assert_eq!(j["pending_reason"], "", "{j}");
 }
 
 #[test]
