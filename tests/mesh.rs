@@ -361,3 +361,103 @@ fn across_node_namespaces_containers_and_the_mesh_reach_every_replica() {
         );
     }
 }
+
+/// An nftables table in the host namespace, deleted when dropped.
+struct NftTable(String);
+
+impl NftTable {
+    /// Rejects TCP from this namespace to `ip:port` with a reset (the
+    /// replica's own namespace is untouched).
+    fn reject(name: &str, ip: &str, port: u16) -> NftTable {
+        let rules = format!(
+            "table inet {name} {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n    \
+             ip daddr {ip} tcp dport {port} reject with tcp reset\n  }}\n}}\n"
+        );
+        let mut nft = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        nft.stdin
+            .take()
+            .unwrap()
+            .write_all(rules.as_bytes())
+            .unwrap();
+        assert!(nft.wait().unwrap().success(), "nft -f: {rules}");
+        NftTable(name.into())
+    }
+}
+
+impl Drop for NftTable {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn a_published_replica_the_node_cannot_reach_is_unhealthy_though_its_own_check_passes() {
+    if !require_root(
+        "a_published_replica_the_node_cannot_reach_is_unhealthy_though_its_own_check_passes",
+    ) {
+        return;
+    }
+    let images = images();
+    let c = Cluster::start("e2e-reach");
+    let port = free_port();
+    let spec = c.spec(
+        "web",
+        &web(&images, "v1", port, "").replace("replicas: 4", "replicas: 1"),
+    );
+    let out = c.drover(&["job", "run", spec.to_str().unwrap()]);
+    assert!(out.ok(), "{}{}", out.stdout, out.stderr);
+    let a = wait_for("a healthy replica", Duration::from_secs(30), || {
+        running(&c).into_iter().next()
+    });
+    let (id, ip) = (a["id"].as_str().unwrap(), a["ip"].as_str().unwrap());
+    let pid = a["pid"].as_u64().unwrap().to_string();
+
+    // The node can no longer reach it; inside its namespace it still serves.
+    let rule = NftTable::reject(&format!("drover_e2e_reach_{port}"), ip, 8080);
+    let inside = Command::new("nsenter")
+        .args(["-t", &pid, "-n", "--", "busybox", "wget", "-qO-"])
+        .arg("http://127.0.0.1:8080/healthz")
+        .output()
+        .unwrap();
+    assert!(
+        inside.status.success(),
+        "its own check would fail too: {}",
+        String::from_utf8_lossy(&inside.stderr)
+    );
+    let reason = wait_for(
+        "the replica to be unhealthy for being unreachable",
+        Duration::from_secs(20),
+        || {
+            let all = c.json(&["alloc", "ls", "--job", "web"]);
+            let a = all.as_array()?.iter().find(|a| a["id"] == id)?.clone();
+            let reason = a["reason"].as_str()?.to_string();
+            reason.starts_with("unhealthy").then_some(reason)
+        },
+    );
+    assert!(
+        reason.starts_with(&format!(
+            "unhealthy: not reachable from the node at {ip}:8080: connection refused"
+        )),
+        "{reason}"
+    );
+    assert!(
+        get(&format!("127.0.0.1:{port}")).is_err(),
+        "the mesh has no replica it can reach"
+    );
+
+    // Reachable again: healthy again, and served through the mesh.
+    drop(rule);
+    wait_for("a healthy replica again", Duration::from_secs(30), || {
+        (running(&c).len() == 1).then_some(())
+    });
+    let body = wait_for("the mesh to serve", Duration::from_secs(10), || {
+        get(&format!("127.0.0.1:{port}")).ok()
+    });
+    assert!(body.starts_with("demo-web v1 on web-"), "{body}");
+}

@@ -324,9 +324,14 @@ impl Life {
         let Some(check) = self.spec.health.clone() else {
             return std::future::pending().await;
         };
+        let reachable_at = self.published_at();
         let mut verdict = health::Verdict::default();
         loop {
-            let probe = health::probe(&check, pid, self.spec.network).await;
+            let mut probe = health::probe(&check, pid, self.spec.network).await;
+            if let (Ok(()), Some(addr)) = (&probe, reachable_at) {
+                // Healthy inside; is it where the routing mesh sends traffic?
+                probe = health::reach(addr, check.timeout.std()).await;
+            }
             if verdict.record(&probe, check.failure_threshold) {
                 match (verdict.healthy, probe) {
                     (Some(true), _) => {
@@ -343,6 +348,14 @@ impl Life {
             }
             tokio::time::sleep(check.interval.std()).await;
         }
+    }
+
+    /// Where the routing mesh reaches this replica, if it publishes a port
+    /// and has its own address (a private network).
+    fn published_at(&self) -> Option<std::net::SocketAddr> {
+        let (_, port) = self.spec.exposed_target()?;
+        let ip: std::net::IpAddr = self.ip.lock().expect("ip lock").parse().ok()?;
+        Some(std::net::SocketAddr::new(ip, port))
     }
 
     async fn prepare(&self) -> Result<Bundle, String> {

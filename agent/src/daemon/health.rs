@@ -8,6 +8,14 @@
 //! network is probed from inside its network namespace: the probe runs on a
 //! fresh OS thread that joins the namespace (`setns` affects only the calling
 //! thread, and a pooled thread must never carry a container's namespace back).
+//!
+//! A replica that publishes a port is served through the routing mesh,
+//! which connects from the node's network namespace (the agent's own) to the
+//! replica's address. Passing its check inside its own namespace says
+//! nothing about that path (a lost route, a firewall rule, a bridge taken
+//! over), so such a replica is also [`reach`]ed from the agent each
+//! interval, once its own check passes; a failure counts towards
+//! `failure_threshold` like the check's own.
 
 use drover_proto::spec::{Health, Network};
 use std::io::{Read, Write};
@@ -44,6 +52,33 @@ pub async fn probe(check: &Health, pid: i32, network: Network) -> Probe {
         })
         .map_err(|e| format!("cannot start a probe thread: {e}"))?;
     rx.await.unwrap_or_else(|_| Err("probe thread died".into()))
+}
+
+/// Connects to `addr` from the agent's own network namespace: the path the
+/// routing mesh takes to a published replica.
+pub async fn reach(addr: SocketAddr, timeout: Duration) -> Probe {
+    let why = |detail: String| format!("not reachable from the node at {addr}: {detail}");
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(why(io_words(&e))),
+        Err(_) => Err(why(format!(
+            "no answer within {}",
+            drover_proto::quantity::Duration(timeout.as_millis() as u64)
+        ))),
+    }
+}
+
+/// A socket error as words (`connection refused`), without the errno.
+fn io_words(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".into(),
+        ErrorKind::HostUnreachable => "host unreachable".into(),
+        ErrorKind::NetworkUnreachable => "network unreachable".into(),
+        ErrorKind::TimedOut => "timed out".into(),
+        ErrorKind::ConnectionReset => "connection reset".into(),
+        _ => e.to_string(),
+    }
 }
 
 fn enter_netns(pid: i32) -> Probe {
@@ -196,6 +231,20 @@ mod tests {
         assert!(v.record(&Err("x".into()), 3));
         assert_eq!(v.healthy, Some(false));
         assert!(v.record(&Ok(()), 3));
+    }
+
+    #[tokio::test]
+    async fn reach_says_where_from_and_why_not() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap();
+        assert_eq!(reach(open, Duration::from_secs(1)).await, Ok(()));
+        drop(listener);
+        assert_eq!(
+            reach(open, Duration::from_secs(1)).await,
+            Err(format!(
+                "not reachable from the node at {open}: connection refused"
+            ))
+        );
     }
 
     #[tokio::test]
