@@ -277,6 +277,15 @@ fn a_foreign_interface_holding_the_gateway_keeps_replicas_off_the_node_with_its_
         "{}",
         table.stdout
     );
+    let status = c.drover(&["node", "status", "e2e-foreign"]);
+    assert!(status.ok(), "{}", status.stderr);
+    assert!(
+        status.stdout.contains(&format!(
+            "network:     unavailable: {why} (no private-network replicas are placed here)"
+        )),
+        "{}",
+        status.stdout
+    );
     assert!(
         c.agent.as_ref().unwrap().output().contains(&name),
         "the agent's log names the interface"
@@ -323,6 +332,8 @@ fn a_foreign_interface_holding_the_gateway_keeps_replicas_off_the_node_with_its_
     assert_eq!(j["pending_reason"], "", "{j}");
     let table = c.drover(&["node", "ls"]).stdout;
     assert!(!table.contains("unavailable"), "{table}");
+    let status = c.drover(&["node", "status", "e2e-foreign"]).stdout;
+    assert!(status.contains("network:     ok\n"), "{status}");
 }
 
 #[test]

@@ -440,6 +440,17 @@ pub enum NodeCmd {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// Show one node: status, resources, subnet, and whether its container
+    /// network works (and why not).
+    ///
+    /// Example:
+    ///   drover node status node-2
+    #[command(verbatim_doc_comment)]
+    Status {
+        name: String,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
 }
 
 #[derive(Args, Debug)]

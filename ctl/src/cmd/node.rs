@@ -1,4 +1,4 @@
-//! `drover node ls`, `cordon`, `uncordon` and `drain`.
+//! `drover node ls`, `status`, `cordon`, `uncordon` and `drain`.
 
 use crate::cli::NodeCmd;
 use crate::client::{self, status};
@@ -11,6 +11,7 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<i32> {
     let mut c = client::connect(addr).await?;
     let read = match cmd {
         NodeCmd::Ls { read } => read,
+        NodeCmd::Status { name, read } => return show(&mut c, &name, read).await,
         NodeCmd::Cordon { name } => return schedulable(&mut c, &name, false, false, true).await,
         NodeCmd::Uncordon { name } => return schedulable(&mut c, &name, true, false, true).await,
         NodeCmd::Drain { name, detach } => {
@@ -65,6 +66,54 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<i32> {
             &rows,
         ) + &output::stale_note(&r.read)
             + &network_notes(&r.nodes)
+    });
+    Ok(0)
+}
+
+/// `drover node status NAME`.
+async fn show(
+    c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>,
+    name: &str,
+    read: crate::cli::ReadArgs,
+) -> Result<i32> {
+    let r = c
+        .list_nodes(pb::ListNodesRequest {
+            read: Some(pb::ReadOptions { stale: read.stale }),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let Some(n) = r.nodes.iter().find(|n| n.name == name) else {
+        anyhow::bail!("no node named {name:?} (see `drover node ls`)");
+    };
+    output::print(read.output, &output::node(n), || {
+        let schedulable = match (n.draining, n.schedulable) {
+            (true, _) => "no (draining)",
+            (false, false) => "no (cordoned)",
+            _ => "yes",
+        };
+        let network = match network(n).as_str() {
+            "unavailable" => format!(
+                "unavailable: {} (no private-network replicas are placed here)",
+                n.network_error
+            ),
+            other => other.to_string(),
+        };
+        format!(
+            "name:        {}\nstatus:      {}\nschedulable: {schedulable}\naddress:     {}\n\
+             cpu:         {}/{}\nmemory:      {}/{}\nallocations: {}\nsubnet:      {}\n\
+             network:     {network}\nregistered:  {}\n",
+            n.name,
+            n.status,
+            n.address,
+            cpu(n.cpu_allocated_millis),
+            cpu(n.cpu_millis),
+            bytes(n.memory_allocated_bytes),
+            bytes(n.memory_bytes),
+            n.allocations,
+            if n.subnet.is_empty() { "-" } else { &n.subnet },
+            time(n.registered_at_ms),
+        ) + &output::stale_note(&r.read)
     });
     Ok(0)
 }
