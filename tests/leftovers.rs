@@ -334,6 +334,22 @@ fn a_foreign_interface_holding_the_gateway_keeps_replicas_off_the_node_with_its_
     assert!(!table.contains("unavailable"), "{table}");
     let status = c.drover(&["node", "status", "e2e-foreign"]).stdout;
     assert!(status.contains("network:     ok\n"), "{status}");
+
+    // A foreign interface taking the gateway while the network runs is
+    // noticed too; the replica already running keeps running.
+    let _again = foreign_bridge(&name, &gateway);
+    let error = network_error_of(&c, "e2e-foreign", "");
+    assert!(
+        error.contains(&format!(
+            "is already on interface {name}, not made by drover"
+        )),
+        "{error}"
+    );
+    let running = allocs(&c)
+        .iter()
+        .filter(|a| a["state"] == "running")
+        .count();
+    assert_eq!(running, 1, "{:?}", allocs(&c));
 }
 
 #[test]
