@@ -461,3 +461,60 @@ fn a_published_replica_the_node_cannot_reach_is_unhealthy_though_its_own_check_p
     });
     assert!(body.starts_with("demo-web v1 on web-"), "{body}");
 }
+
+#[test]
+fn a_published_replica_without_a_check_is_unhealthy_once_the_node_cannot_reach_it() {
+    if !require_root(
+        "a_published_replica_without_a_check_is_unhealthy_once_the_node_cannot_reach_it",
+    ) {
+        return;
+    }
+    let images = images();
+    let c = Cluster::start("e2e-reach-nocheck");
+    let port = free_port();
+    let yaml: String = web(&images, "v1", port, "")
+        .replace("replicas: 4", "replicas: 1")
+        .lines()
+        .filter(|l| !l.starts_with("health:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let spec = c.spec("web", &yaml);
+    let out = c.drover(&["job", "run", spec.to_str().unwrap()]);
+    assert!(out.ok(), "{}{}", out.stdout, out.stderr);
+    let a = wait_for("a running replica", Duration::from_secs(30), || {
+        let all = c.json(&["alloc", "ls", "--job", "web"]);
+        all.as_array()?
+            .iter()
+            .find(|a| a["state"] == "running" && a["ip"].as_str().is_some_and(|s| !s.is_empty()))
+            .cloned()
+    });
+    let (id, ip) = (a["id"].as_str().unwrap(), a["ip"].as_str().unwrap());
+    wait_for("the mesh to serve", Duration::from_secs(10), || {
+        get(&format!("127.0.0.1:{port}")).ok()
+    });
+    // Long enough for the agent to have reached it once (every 5s).
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        c.json(&["alloc", "ls", "--job", "web"])[0]["health"],
+        "",
+        "no check, no verdict while it is reachable"
+    );
+
+    let _rule = NftTable::reject(&format!("drover_e2e_reach_{port}"), ip, 8080);
+    let reason = wait_for(
+        "the replica to be unhealthy for being unreachable",
+        Duration::from_secs(40),
+        || {
+            let all = c.json(&["alloc", "ls", "--job", "web"]);
+            let a = all.as_array()?.iter().find(|a| a["id"] == id)?.clone();
+            let reason = a["reason"].as_str()?.to_string();
+            reason.starts_with("unhealthy").then_some(reason)
+        },
+    );
+    assert!(
+        reason.starts_with(&format!(
+            "unhealthy: not reachable from the node at {ip}:8080: connection refused"
+        )),
+        "{reason}"
+    );
+}

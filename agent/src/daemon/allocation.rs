@@ -322,7 +322,10 @@ impl Life {
     /// Without a check it never returns.
     async fn watch_health(&self, pid: i32) -> String {
         let Some(check) = self.spec.health.clone() else {
-            return std::future::pending().await;
+            return match self.published_at() {
+                Some(addr) => self.watch_reach(pid, addr).await,
+                None => std::future::pending().await,
+            };
         };
         let reachable_at = self.published_at();
         let mut verdict = health::Verdict::default();
@@ -347,6 +350,27 @@ impl Life {
                 }
             }
             tokio::time::sleep(check.interval.std()).await;
+        }
+    }
+
+    /// Without a health check, a published replica is still watched on the
+    /// mesh's path: once it has answered there, [`REACH_THRESHOLD`] failed
+    /// connections in a row make it unhealthy. Never before its first
+    /// answer: without a check, nothing says how long it may take to start.
+    async fn watch_reach(&self, pid: i32, addr: std::net::SocketAddr) -> String {
+        let mut verdict = health::Verdict::default();
+        loop {
+            tokio::time::sleep(REACH_INTERVAL).await;
+            let probe = health::reach(addr, REACH_TIMEOUT).await;
+            if verdict.healthy.is_none() && probe.is_err() {
+                continue;
+            }
+            if verdict.record(&probe, REACH_THRESHOLD) && verdict.healthy == Some(false) {
+                let why = probe.err().unwrap_or_default();
+                self.health.store(2, Ordering::Relaxed);
+                self.report("running", pid as u32, None, format!("unhealthy: {why}"));
+                return why;
+            }
         }
     }
 
@@ -462,6 +486,13 @@ impl Life {
         self.report(state, 0, exit_code, reason);
     }
 }
+
+/// How often a published replica without a health check is connected to
+/// from the node, how long each try may take, and how many failures in a
+/// row make it unhealthy.
+const REACH_INTERVAL: Duration = Duration::from_secs(5);
+const REACH_TIMEOUT: Duration = Duration::from_secs(2);
+const REACH_THRESHOLD: u32 = 3;
 
 /// How long a published replica stays up after leaving the endpoint sets,
 /// before it is signalled: enough for every node's mesh to hear of it.

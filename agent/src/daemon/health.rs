@@ -15,7 +15,9 @@
 //! nothing about that path (a lost route, a firewall rule, a bridge taken
 //! over), so such a replica is also [`reach`]ed from the agent each
 //! interval, once its own check passes; a failure counts towards
-//! `failure_threshold` like the check's own.
+//! `failure_threshold` like the check's own. A published replica without a
+//! check is reached the same way (every 5 s): once it has answered, three
+//! failures in a row make it unhealthy.
 
 use drover_proto::spec::{Health, Network};
 use std::io::{Read, Write};
