@@ -21,6 +21,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         advertise: String::new(),
         data_dir: a.state_dir.join("scheduler"),
         node_timeout: Duration::from_secs(5),
+        node_gc_after: None,
         snapshot_every: 1000,
         cluster_cidr: a.cluster_cidr.clone(),
         cluster: Default::default(),
