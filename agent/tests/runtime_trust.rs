@@ -395,3 +395,53 @@ fn spec_user_read_only_root_and_capability_changes_apply() {
     assert!(out.contains("touch: /x: Read-only file system"), "{out}");
     assert!(out.contains("shm-ok"), "{out}");
 }
+
+/// CVE-2024-21626: until it execs, the container's first process holds a
+/// copy of every fd of the runtime (close-on-exec or not), so a
+/// `process.cwd` of `/proc/self/fd/N` would make a host directory the
+/// container's working directory, and `..` would walk the host.
+#[test]
+fn a_cwd_through_an_inherited_fd_is_refused() {
+    if !can_run(&requirements(false)) {
+        return;
+    }
+    let id = "it-fd-cwd";
+    // A host directory the runtime happens to hold open (close-on-exec, as
+    // all of the agent's fds are).
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("secret"), "host secret\n").unwrap();
+    let dir = std::fs::File::open(host.path()).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
+    let cwd = format!("/proc/self/fd/{fd}");
+    let f = fixture(id, "pwd; cat secret; ls ..", |r| {
+        r.workdir = Some(cwd.clone());
+    });
+    let log = f.tmp.path().join("log");
+    let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
+    let started = runtime.start(f.bundle.dir(), id, std::fs::File::create(&log).unwrap());
+    let err = match started {
+        Ok(c) => {
+            let _ = c.wait_blocking();
+            let _ = c.stop_blocking(Duration::ZERO);
+            let out = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("the container started with cwd {cwd}; it printed:\n{out}");
+        }
+        Err(e) => e.to_string(),
+    };
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(out.is_empty(), "{out}");
+    // Either the fd is gone by the time the cwd is resolved, or the cwd
+    // resolves outside the root: both name the cwd.
+    assert!(
+        err == format!(
+            "container {id}: chdir to cwd {cwd}: No such file or directory (os error 2)"
+        ) || err
+            == format!("container {id}: process.cwd {cwd}: resolves outside the container's root"),
+        "{err}"
+    );
+    drop(dir);
+    assert!(
+        !Path::new("/sys/fs/cgroup/pids/drover").join(id).exists(),
+        "the failed start left its cgroup behind"
+    );
+}

@@ -327,6 +327,16 @@ impl Runtime {
                     }),
                 source,
             },
+            Some(s @ Stage::Chdir) => RuntimeError::Setup {
+                id: id.into(),
+                stage: s.describe(),
+                detail: format!(" {}", plan.cwd.to_string_lossy()),
+                source,
+            },
+            Some(Stage::CwdOutsideRoot) => RuntimeError::CwdOutsideRoot {
+                id: id.into(),
+                cwd: plan.cwd.to_string_lossy().into_owned(),
+            },
             Some(s) => RuntimeError::Setup {
                 id: id.into(),
                 stage: s.describe(),

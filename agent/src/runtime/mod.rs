@@ -69,6 +69,8 @@ pub enum RuntimeError {
     },
     #[error("container {id}: {message}")]
     Monitor { id: String, message: String },
+    #[error("container {id}: process.cwd {cwd}: resolves outside the container's root")]
+    CwdOutsideRoot { id: String, cwd: String },
     #[error("container {id}: {stage}{detail}: {source}")]
     Setup {
         id: String,
@@ -271,6 +273,16 @@ impl Runtime {
                     .get(index as usize)
                     .map_or(String::new(), |m| format!(" {}", m.destination)),
                 source,
+            },
+            Some(s @ Stage::Chdir) => RuntimeError::Setup {
+                id,
+                stage: s.describe(),
+                detail: format!(" {}", plan.cwd.to_string_lossy()),
+                source,
+            },
+            Some(Stage::CwdOutsideRoot) => RuntimeError::CwdOutsideRoot {
+                id,
+                cwd: plan.cwd.to_string_lossy().into_owned(),
             },
             Some(s @ Stage::BindMount) => RuntimeError::Setup {
                 id,
