@@ -325,8 +325,14 @@ impl Life {
             return std::future::pending().await;
         };
         let mut verdict = health::Verdict::default();
+        let target = health::Target {
+            pid,
+            id: self.id.clone(),
+            bundle: self.shared.bundle_dir(&self.id),
+            runtime: self.shared.runtime.clone(),
+        };
         loop {
-            let probe = health::probe(&check, pid, self.spec.network).await;
+            let probe = health::probe(&check, &target, self.spec.network).await;
             if verdict.record(&probe, check.failure_threshold) {
                 match (verdict.healthy, probe) {
                     (Some(true), _) => {

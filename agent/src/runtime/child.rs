@@ -523,25 +523,12 @@ fn exec_setup(a: &ChildArgs, join: &ExecJoin) -> Result<std::convert::Infallible
         let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_ulong, 0, 0, 0, 0);
         check_long(pid, Stage::Fork, 0)?;
         if pid > 0 {
-            // The helper: hold no fd at all (a copy of the caller's end of
-            // the command's stdin would keep it from ever seeing EOF), wait,
-            // pass on the command's status.
-            libc::close_range(3, c_int::MAX as libc::c_uint, 0);
-            let mut status: c_int = 0;
-            loop {
-                let r = libc::waitpid(pid as libc::pid_t, &mut status, 0);
-                if r == -1 && errno() == libc::EINTR {
-                    continue;
-                }
-                break;
-            }
-            if libc::WIFSIGNALED(status) {
-                libc::_exit(128 + libc::WTERMSIG(status));
-            }
-            libc::_exit(libc::WEXITSTATUS(status));
+            helper(pid as libc::pid_t);
         }
+        // A session (and process group) of its own: no terminal of the
+        // agent's is ours, and the helper can kill the whole group.
+        check(libc::setsid(), Stage::Fork, 1)?;
         if join.tty {
-            check(libc::setsid(), Stage::Terminal, 0)?;
             check(
                 libc::ioctl(a.stdin_fd, libc::TIOCSCTTY, 0 as c_ulong),
                 Stage::Terminal,
@@ -550,6 +537,49 @@ fn exec_setup(a: &ChildArgs, join: &ExecJoin) -> Result<std::convert::Infallible
         }
     }
     become_process(a)
+}
+
+/// The exec helper after the fork: hold no fd at all (a copy of the
+/// caller's end of the command's stdin would keep it from ever seeing EOF),
+/// wait for the command and exit with its status. SIGTERM means the caller
+/// gives up on the command (a probe's deadline): the helper SIGKILLs the
+/// command's process group and goes on waiting. Both signals are blocked
+/// before the fds are closed, so once the caller has seen the error pipe
+/// close, a SIGTERM can no longer kill the helper instead.
+fn helper(pid: libc::pid_t) -> ! {
+    // SAFETY: sigset_t is plain data on our stack; waitpid, kill and
+    // rt_sigtimedwait take integers and pointers to it; _exit never returns.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::close_range(3, c_int::MAX as libc::c_uint, 0);
+        let mut status: c_int = 0;
+        loop {
+            let r = libc::waitpid(pid, &mut status, libc::WNOHANG);
+            if r == pid || (r == -1 && errno() != libc::EINTR) {
+                break;
+            }
+            // The kernel's sigset is 8 bytes; glibc's sigset_t is larger.
+            let sig = libc::syscall(
+                libc::SYS_rt_sigtimedwait,
+                &set as *const libc::sigset_t,
+                std::ptr::null_mut::<libc::siginfo_t>(),
+                std::ptr::null::<libc::timespec>(),
+                8usize,
+            );
+            if sig == libc::SIGTERM as libc::c_long {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        if libc::WIFSIGNALED(status) {
+            libc::_exit(128 + libc::WTERMSIG(status));
+        }
+        libc::_exit(libc::WEXITSTATUS(status));
+    }
 }
 
 /// Shrinks the bounding set (needs CAP_SETPCAP, so before the uid switch)

@@ -10,6 +10,7 @@
 //! which is how `start` tells "running" from "failed" synchronously.
 
 pub mod bench;
+mod bounded;
 mod child;
 mod container;
 pub mod exec;
@@ -29,6 +30,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::unistd::pipe2;
 use oci_spec::runtime::Spec;
 
+pub use bounded::BoundedOutput;
 pub use container::{Container, ExitStatus};
 pub use exec::{ExecProcess, ExecRequest};
 pub use monitor::MonitorConfig;
