@@ -200,6 +200,19 @@ struct DaemonArgs {
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // What clones containers runs from a sealed in-memory copy of this
+    // binary, never from the file on the host (CVE-2019-5736).
+    if matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Monitor { .. }
+            | Command::Runtime {
+                command: RuntimeCommand::Run { .. } | RuntimeCommand::Bench { .. }
+            }
+    ) {
+        drover_agent::runtime::sealed_exe::reexec_sealed()
+            .context("run from a sealed copy of drover-agent")?;
+    }
     match cli.command {
         Command::Run(args) => daemon(*args),
         Command::Runtime { command } => runtime(command),
@@ -249,7 +262,8 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("--log-max-size: {e}"))?
         .bytes();
     let monitor = drover_agent::runtime::MonitorConfig {
-        exe: std::env::current_exe().context("find the agent's own binary")?,
+        // The sealed copy this process runs from (see main).
+        exe: PathBuf::from("/proc/self/exe"),
         cgroup_root: a.cgroup_root.clone(),
         log_max_bytes,
     };
@@ -376,7 +390,7 @@ fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
                 None
             } else {
                 Some(drover_agent::runtime::MonitorConfig {
-                    exe: std::env::current_exe()?,
+                    exe: PathBuf::from("/proc/self/exe"),
                     cgroup_root: cgroup_root.clone(),
                     log_max_bytes: 0,
                 })

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use drover_agent::bundle::{Bundle, CapabilityChanges, ContainerRequest};
 use drover_agent::cgroups;
 use drover_agent::image::{Image, ImageConfig};
-use drover_agent::runtime::{ExitStatus, Runtime};
+use drover_agent::runtime::{ExecRequest, ExitStatus, MonitorConfig, Runtime};
 
 const BUSYBOX: &str = "/usr/bin/busybox";
 
@@ -59,9 +59,10 @@ fn requirements(runc: bool) -> Vec<(&'static str, bool)> {
     needs
 }
 
-const APPLETS: [&str; 22] = [
+const APPLETS: [&str; 24] = [
     "sh", "cat", "grep", "echo", "mount", "insmod", "unshare", "head", "tr", "sleep", "hostname",
-    "id", "ls", "wc", "mknod", "touch", "awk", "sort", "pwd", "dd", "nsenter", "chroot",
+    "id", "ls", "wc", "mknod", "touch", "awk", "sort", "pwd", "dd", "nsenter", "chroot", "stat",
+    "readlink",
 ];
 
 fn busybox_image(dir: &Path) -> Image {
@@ -444,4 +445,205 @@ fn a_cwd_through_an_inherited_fd_is_refused() {
         !Path::new("/sys/fs/cgroup/pids/drover").join(id).exists(),
         "the failed start left its cgroup behind"
     );
+}
+
+const AGENT: &str = env!("CARGO_BIN_EXE_drover-agent");
+
+/// What a write to a file would change.
+fn fingerprint(path: &Path) -> (u64, i64, i64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    )
+}
+
+/// The attack on the runtime binary: the container's program is
+/// `/proc/self/exe`, so the runtime's own process execs the runtime's binary
+/// inside the container (here as `drover-agent monitor`, which then blocks
+/// opening a FIFO of the image, so it stays there). Another process of the
+/// container then opens that binary through `/proc/1/exe` and tries to
+/// write it. Returns what the attacker saw.
+fn attack_runtime_binary(
+    id: &str,
+    start: impl FnOnce(&Bundle, &Path) -> Box<dyn FnOnce()>,
+) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = busybox_image(tmp.path());
+    // The shared libraries drover-agent needs, where it looks for them:
+    // the runtime's binary must be able to run in the container for the
+    // attack to get anywhere (a real image would ship a libc).
+    let ldd = std::process::Command::new("ldd")
+        .arg(AGENT)
+        .output()
+        .unwrap();
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let to = image.layers[0].join(&lib[1..]);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &to).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
+    }
+    nix::unistd::mkfifo(
+        &image.layers[0].join("tmp/hold"),
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+    )
+    .unwrap();
+    let req = ContainerRequest {
+        id: id.into(),
+        hostname: "evil".into(),
+        command: Some(
+            [
+                "/proc/self/exe",
+                "monitor",
+                "--bundle",
+                "/none",
+                "--log",
+                "/tmp/hold",
+                "x",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        memory_bytes: Some(64 << 20),
+        pids: Some(32),
+        ..Default::default()
+    };
+    let bundle = Bundle::create(&tmp.path().join("bundle"), &image, &req).unwrap();
+    let before = fingerprint(Path::new(AGENT));
+    let stop = start(&bundle, tmp.path());
+
+    let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
+    let procs = || runtime.cgroups().procs(id);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The container's pid 1 (the only process of its cgroup).
+    let init = loop {
+        if let [pid] = procs()[..] {
+            if std::fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .starts_with(b"/proc/self/exe\0monitor")
+            {
+                break pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the container did not start: {:?}",
+            procs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let script = r#"
+exec 2>&1
+echo "init=$(tr '\0' ' ' < /proc/1/cmdline)"
+echo "exe=$(stat -L -c %d:%i /proc/1/exe)"
+(echo pwned >> /proc/1/exe); echo "append=$?"
+exec 3< /proc/1/exe; echo "open-read=$?"
+(echo pwned 1<> /proc/self/fd/3); echo "reopen-write=$?"
+(: > /proc/1/exe); echo "truncate=$?"
+echo END
+exec cat /tmp/hold
+"#;
+    let req = ExecRequest {
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        ..Default::default()
+    };
+    let mut p = runtime.exec(bundle.dir(), id, init, &req).unwrap();
+    drop(p.stdin.take());
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut p.stdout, &mut out).unwrap();
+    let _ = p.wait_blocking();
+    stop();
+    let _ = bundle.cleanup();
+    assert_eq!(
+        fingerprint(Path::new(AGENT)),
+        before,
+        "the host's drover-agent was written to:\n{out}"
+    );
+    out
+}
+
+fn assert_attack_failed(out: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let value = |key: &str| -> &str {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("{key} missing in:\n{out}"))
+    };
+    assert!(value("init").starts_with("/proc/self/exe monitor"), "{out}");
+    // What the container reaches is not the host's binary...
+    let host = std::fs::metadata(AGENT).unwrap();
+    assert_ne!(
+        value("exe"),
+        format!("{}:{}", host.dev(), host.ino()),
+        "the container reached the host's drover-agent:\n{out}"
+    );
+    // ...and it cannot change what it reaches either.
+    assert_eq!(value("open-read"), "0", "{out}");
+    for attempt in ["append", "reopen-write", "truncate"] {
+        assert_ne!(value(attempt), "0", "{attempt} succeeded:\n{out}");
+    }
+}
+
+/// CVE-2019-5736 against a container started under a monitor, as the agent
+/// starts them: the container's init is a clone of the monitor.
+#[test]
+fn a_container_cannot_reach_the_runtime_binary_under_a_monitor() {
+    if !can_run(&requirements(false)) {
+        return;
+    }
+    let id = "it-exe-monitor";
+    let out = attack_runtime_binary(id, |bundle, dir| {
+        let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
+        let monitor = MonitorConfig {
+            exe: AGENT.into(),
+            cgroup_root: "/sys/fs/cgroup".into(),
+            log_max_bytes: 0,
+        };
+        let c = runtime
+            .start_monitored(&monitor, bundle.dir(), id, &dir.join("log"))
+            .unwrap();
+        // The monitor itself runs from the sealed copy too.
+        let monitor_exe = std::fs::read_link(format!("/proc/{}/exe", c.monitor_pid().unwrap()));
+        assert!(
+            monitor_exe
+                .as_ref()
+                .is_ok_and(|p| p.to_string_lossy().starts_with("/memfd:drover-agent")),
+            "{monitor_exe:?}"
+        );
+        Box::new(move || {
+            c.stop_blocking(Duration::from_millis(100)).unwrap();
+        })
+    });
+    assert_attack_failed(&out);
+}
+
+/// The same against `drover-agent runtime run`, where the runtime process
+/// clones the container itself (as the agent does for exec'd commands, and
+/// for every container when it runs without monitors).
+#[test]
+fn a_container_cannot_reach_the_runtime_binary_of_runtime_run() {
+    if !can_run(&requirements(false)) {
+        return;
+    }
+    let id = "it-exe-run";
+    let out = attack_runtime_binary(id, |bundle, _| {
+        let mut child = std::process::Command::new(AGENT)
+            .args(["runtime", "run", "--bundle"])
+            .arg(bundle.dir())
+            .arg(id)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Box::new(move || {
+            let _ = child.wait();
+        })
+    });
+    assert_attack_failed(&out);
 }

@@ -18,6 +18,7 @@ pub mod log;
 pub mod monitor;
 mod plan;
 pub mod pull_bench;
+pub mod sealed_exe;
 mod seccomp;
 pub mod terminal;
 
@@ -51,6 +52,8 @@ pub enum RuntimeError {
     InvalidSpec { field: &'static str, reason: String },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Seal(#[from] sealed_exe::SealError),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
