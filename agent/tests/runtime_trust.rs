@@ -131,6 +131,7 @@ fn host_limits(id: &str) -> Vec<String> {
     let cg = Path::new("/sys/fs/cgroup");
     [
         "memory/drover/{}/memory.limit_in_bytes",
+        "memory/drover/{}/memory.memsw.limit_in_bytes",
         "cpu/drover/{}/cpu.cfs_quota_us",
         "cpu/drover/{}/cpu.cfs_period_us",
         "pids/drover/{}/pids.max",
@@ -249,8 +250,10 @@ fn drover_and_runc_isolate_the_same_bundle_the_same_way() {
     );
     assert_eq!(drover_limits, runc_limits);
     assert!(drover_limits[0].ends_with(&format!("{}", 48u64 << 20)));
+    // Memory+swap equals memory: swapping cannot dodge the limit.
+    assert!(drover_limits[1].ends_with(&format!("{}", 48u64 << 20)));
     assert!(
-        !drover_limits[4].contains("a *:* rwm") && drover_limits[4].contains("c 1:3 rwm"),
+        !drover_limits[5].contains("a *:* rwm") && drover_limits[5].contains("c 1:3 rwm"),
         "{drover_limits:?}"
     );
     // Line by line, so a difference is easy to read.
