@@ -607,6 +607,7 @@ fn a_container_cannot_reach_the_runtime_binary_under_a_monitor() {
             exe: AGENT.into(),
             cgroup_root: "/sys/fs/cgroup".into(),
             log_max_bytes: 0,
+            defaults: Default::default(),
         };
         let c = runtime
             .start_monitored(&monitor, bundle.dir(), id, &dir.join("log"))

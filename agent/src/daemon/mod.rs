@@ -51,6 +51,8 @@ pub struct Config {
     pub registries: crate::image::RegistryConfig,
     /// How large an image may be once unpacked.
     pub image_limits: crate::image::ImageLimits,
+    /// Limits a container gets where its job sets none.
+    pub resource_defaults: crate::runtime::ResourceDefaults,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -280,7 +282,8 @@ impl Agent {
             Err(e) => tracing::warn!(error = %e, "cannot look for links gone agents left"),
         }
         warn_about_orphans(&own_dir, &config.cgroup_root);
-        let runtime = Runtime::new(cgroups::manager_for(&config.cgroup_root));
+        let runtime = Runtime::new(cgroups::manager_for(&config.cgroup_root))
+            .with_defaults(config.resource_defaults);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| DaemonError::Listen {

@@ -36,7 +36,7 @@ pub use container::{Container, ExitStatus};
 pub use exec::{ExecProcess, ExecRequest};
 pub use monitor::MonitorConfig;
 
-use crate::cgroups::{CgroupError, CgroupManager};
+use crate::cgroups::{CgroupError, CgroupManager, Limits};
 use child::{ChildArgs, Stage};
 use plan::{ptr_array, LaunchPlan};
 
@@ -103,17 +103,67 @@ impl Stdio {
     }
 }
 
+/// The pids limit of a container whose spec sets none.
+pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
+
+/// Limits a container gets where its spec sets none, so that no container
+/// can take the node down: without a pids limit one fork bomb exhausts the
+/// host's pid space, long before any memory limit is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceDefaults {
+    /// `None`: no pids limit.
+    pub pids: Option<i64>,
+}
+
+impl Default for ResourceDefaults {
+    fn default() -> Self {
+        ResourceDefaults {
+            pids: Some(DEFAULT_PIDS_LIMIT),
+        }
+    }
+}
+
+impl ResourceDefaults {
+    /// From a command-line value where 0 means "no limit".
+    pub fn with_pids(pids: u64) -> Self {
+        ResourceDefaults {
+            pids: (pids > 0).then(|| pids.min(i64::MAX as u64) as i64),
+        }
+    }
+
+    /// `limits` with the defaults filled in where they set nothing.
+    pub fn apply(&self, limits: Limits) -> Limits {
+        Limits {
+            pids: limits.pids.or(self.pids),
+            ..limits
+        }
+    }
+}
+
 /// Starts containers from OCI bundles; cgroups through the given manager.
 #[derive(Debug, Clone)]
 pub struct Runtime {
     cgroups: Arc<dyn CgroupManager>,
+    defaults: ResourceDefaults,
 }
 
 impl Runtime {
+    /// A runtime with the default [`ResourceDefaults`].
     pub fn new(cgroups: Box<dyn CgroupManager>) -> Self {
         Runtime {
             cgroups: Arc::from(cgroups),
+            defaults: ResourceDefaults::default(),
         }
+    }
+
+    /// The same runtime, filling in `defaults` where a spec sets no limit.
+    pub fn with_defaults(mut self, defaults: ResourceDefaults) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    pub fn defaults(&self) -> ResourceDefaults {
+        self.defaults
     }
 
     pub fn cgroups(&self) -> &dyn CgroupManager {
@@ -142,7 +192,8 @@ impl Runtime {
             path: config,
             source,
         })?;
-        let plan = plan::plan(&spec, bundle_dir)?;
+        let mut plan = plan::plan(&spec, bundle_dir)?;
+        plan.limits = self.defaults.apply(plan.limits);
         self.cgroups.create(id, &plan.limits)?;
         let launched = self
             .cgroups
@@ -311,5 +362,25 @@ impl Runtime {
                 source,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_only_what_the_spec_leaves_unset() {
+        let d = ResourceDefaults::default();
+        let none = Limits::default();
+        assert_eq!(d.apply(none).pids, Some(DEFAULT_PIDS_LIMIT));
+        let set = Limits {
+            pids: Some(10),
+            memory_bytes: Some(1 << 20),
+            cpu_millis: None,
+        };
+        assert_eq!(d.apply(set), set);
+        assert_eq!(ResourceDefaults::with_pids(0).apply(none), none);
+        assert_eq!(ResourceDefaults::with_pids(7).apply(none).pids, Some(7));
     }
 }

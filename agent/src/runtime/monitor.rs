@@ -152,6 +152,8 @@ pub struct MonitorConfig {
     pub cgroup_root: PathBuf,
     /// Rotate a container's log once it would exceed this size (0: never).
     pub log_max_bytes: u64,
+    /// What the monitor fills in where a spec sets no limit.
+    pub defaults: super::ResourceDefaults,
 }
 
 impl Runtime {
@@ -179,6 +181,8 @@ impl Runtime {
             .arg(&monitor.cgroup_root)
             .arg("--log-max-bytes")
             .arg(monitor.log_max_bytes.to_string())
+            .arg("--default-pids-limit")
+            .arg(monitor.defaults.pids.unwrap_or(0).to_string())
             .arg(id)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

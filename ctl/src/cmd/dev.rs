@@ -41,6 +41,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         monitor: None,
         registries: Default::default(),
         image_limits: Default::default(),
+        resource_defaults: Default::default(),
     })
     .await
     .context("cannot start the agent")?;
