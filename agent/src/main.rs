@@ -203,6 +203,10 @@ struct DaemonArgs {
     /// bomb exhausts the node's pids (0: no limit).
     #[arg(long, default_value_t = drover_agent::runtime::DEFAULT_PIDS_LIMIT as u64)]
     default_pids_limit: u64,
+    /// How long the log (and any leftover bundle) of an allocation that
+    /// ended stays on disk, for `drover logs`.
+    #[arg(long, default_value = "1h")]
+    ended_retention: String,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -273,6 +277,9 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         .bytes();
     let resource_defaults =
         drover_agent::runtime::ResourceDefaults::with_pids(a.default_pids_limit);
+    let ended_retention = quantity::Duration::parse(&a.ended_retention)
+        .map_err(|e| anyhow::anyhow!("--ended-retention: {e}"))?
+        .std();
     let monitor = drover_agent::runtime::MonitorConfig {
         // The sealed copy this process runs from (see main).
         exe: PathBuf::from("/proc/self/exe"),
@@ -312,6 +319,7 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
     let config = drover_agent::daemon::Config {
         image_limits,
         resource_defaults,
+        ended_retention,
         monitor: Some(monitor),
         name: a.name,
         schedulers: a.scheduler,

@@ -15,6 +15,7 @@ pub mod health;
 pub mod mesh;
 pub mod reporter;
 pub mod resources;
+pub mod retention;
 pub mod supervisor;
 
 use crate::cgroups;
@@ -53,6 +54,9 @@ pub struct Config {
     pub image_limits: crate::image::ImageLimits,
     /// Limits a container gets where its job sets none.
     pub resource_defaults: crate::runtime::ResourceDefaults,
+    /// How long what an ended allocation leaves on disk (its log) is kept
+    /// (see `retention`).
+    pub ended_retention: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -345,6 +349,11 @@ impl Agent {
                 config.heartbeat,
                 desired_tx,
                 shared.clone(),
+                stop.subscribe(),
+            )),
+            tokio::spawn(retention::run(
+                shared.clone(),
+                config.ended_retention,
                 stop.subscribe(),
             )),
         ];
