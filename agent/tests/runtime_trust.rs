@@ -651,3 +651,77 @@ fn a_container_cannot_reach_the_runtime_binary_of_runtime_run() {
     });
     assert_attack_failed(&out);
 }
+
+/// A container started from a terminal (`drover-agent runtime run`, `drover
+/// dev`) must not get that terminal: its `/dev/tty` would open it, to read
+/// the operator's keys or type into their shell with TIOCSTI.
+#[test]
+fn a_container_cannot_reach_the_terminal_it_was_started_from() {
+    if !can_run(&requirements(false)) {
+        return;
+    }
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let id = "it-ctty";
+    let f = fixture(
+        id,
+        "echo typed-by-the-container > /dev/tty; echo tty=$?",
+        |_| {},
+    );
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two fds into our locals; no name, termios or
+    // winsize is passed.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0);
+    // SAFETY: openpty just returned these fds; nothing else owns them.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let tty = slave.as_raw_fd();
+    let mut cmd = std::process::Command::new(AGENT);
+    cmd.args(["runtime", "run", "--bundle"])
+        .arg(f.bundle.dir())
+        .arg(id)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    // SAFETY: between fork and exec only async-signal-safe calls (setsid,
+    // ioctl) on an fd inherited from the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() == -1 || libc::ioctl(tty, libc::TIOCSCTTY, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    drop(slave);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // What reached the terminal (non-blocking: EIO or EAGAIN once drained).
+    let fl = nix::fcntl::fcntl(master.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    nix::fcntl::fcntl(
+        master.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(
+            nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK,
+        ),
+    )
+    .unwrap();
+    let mut terminal = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::fs::File::from(master), &mut terminal);
+    let terminal = String::from_utf8_lossy(&terminal);
+    assert!(
+        !terminal.contains("typed-by-the-container"),
+        "the container wrote to the terminal it was started from: {terminal:?}"
+    );
+    assert!(
+        stdout.contains("tty=") && !stdout.contains("tty=0"),
+        "{stdout}"
+    );
+}

@@ -8,7 +8,9 @@
 //! wrappers would try to signal the parent's (now absent) threads.
 //!
 //! Sequence: reset signals; wait until the parent has put us in our cgroup;
-//! make all mounts private; bind the rootfs onto itself; bind mounts;
+//! start a session of our own (so no terminal of whoever started the
+//! runtime is the container's: its `/dev/tty` would open that terminal, and
+//! TIOCSTI type into it); make all mounts private; bind the rootfs onto itself; bind mounts;
 //! `pivot_root` into it and detach the old root; mount /proc, /dev, /sys...
 //! inside the new root (so image symlinks resolve inside it, not on the
 //! host); create device nodes; hostname; loopback; rlimits; credentials;
@@ -61,13 +63,14 @@ pub(crate) enum Stage {
     JoinNamespaces,
     Fork,
     Terminal,
+    Session,
     Exec,
 }
 
 impl Stage {
     pub(crate) fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        const ALL: [Stage; 29] = [
+        const ALL: [Stage; 30] = [
             Signals,
             WaitParent,
             MakePrivate,
@@ -96,6 +99,7 @@ impl Stage {
             JoinNamespaces,
             Fork,
             Terminal,
+            Session,
             Exec,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
@@ -132,6 +136,7 @@ impl Stage {
             JoinNamespaces => "join the container's namespaces",
             Fork => "fork into the pid namespace",
             Terminal => "set up the terminal",
+            Session => "start a session",
             Exec => "exec",
         }
     }
@@ -204,6 +209,8 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
     let p = a.plan;
     reset_signals()?;
     wait_for_parent(a.sync_fd)?;
+    // SAFETY: setsid takes no arguments.
+    check(unsafe { libc::setsid() }, Stage::Session, 0)?;
 
     // SAFETY: every pointer passed below is either null where
     // the syscall allows it or points into a NUL-terminated CString / array
