@@ -620,6 +620,9 @@ fn a_container_cannot_reach_the_runtime_binary_under_a_monitor() {
                 .is_ok_and(|p| p.to_string_lossy().starts_with("/memfd:drover-agent")),
             "{monitor_exe:?}"
         );
+        // ...and is still known by its name.
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", c.monitor_pid().unwrap()));
+        assert_eq!(comm.unwrap_or_default(), "drover-agent\n");
         Box::new(move || {
             c.stop_blocking(Duration::from_millis(100)).unwrap();
         })

@@ -118,9 +118,8 @@ pub fn exec_path(fd: &OwnedFd) -> PathBuf {
 
 /// Re-executes this process from a sealed copy of its binary, with the
 /// same arguments and environment, unless it already runs from one. Call
-/// first thing in `main`, before any thread exists. Returns only if the
-/// process already runs sealed; otherwise it is replaced, or an error says
-/// why not.
+/// first thing in `main`. Returns only if the process already runs sealed;
+/// otherwise it is replaced, or an error says why not.
 pub fn reexec_sealed() -> Result<(), SealError> {
     let exe = Path::new("/proc/self/exe");
     let me = File::open(exe).map_err(|source| SealError::Io {
@@ -129,6 +128,7 @@ pub fn reexec_sealed() -> Result<(), SealError> {
         source,
     })?;
     if is_sealed(&me) {
+        name_after_argv0();
         return Ok(());
     }
     drop(me);
@@ -170,6 +170,26 @@ pub fn reexec_sealed() -> Result<(), SealError> {
         path: exe.to_path_buf(),
         source: std::io::Error::last_os_error(),
     })
+}
+
+/// An exec of a memfd names the process after the fd ("3"); `ps`,
+/// `pidof` and `killall` know it by its `argv[0]`.
+fn name_after_argv0() {
+    let Some(arg0) = std::env::args_os().next() else {
+        return;
+    };
+    let base = Path::new(&arg0)
+        .file_name()
+        .map(|n| n.as_bytes().to_vec())
+        .unwrap_or_default();
+    let mut name = [0u8; 16];
+    let len = base.len().min(15);
+    name[..len].copy_from_slice(&base[..len]);
+    if len > 0 && !name[..len].contains(&0) {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16
+        // bytes from our stack buffer.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+    }
 }
 
 #[cfg(test)]
