@@ -42,6 +42,8 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         monitor: None,
         registries: Default::default(),
         image_limits: Default::default(),
+        resource_defaults: Default::default(),
+        ended_retention: Duration::from_secs(3600),
     })
     .await
     .context("cannot start the agent")?;
