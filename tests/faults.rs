@@ -289,3 +289,81 @@ fn a_node_behind_a_deposed_leader_never_runs_a_replica_twice() {
     assert!(running.contains(&replaced.0), "the replacement stopped");
     assert!(!running.contains(&first_id), "the old replica came back");
 }
+
+/// A benchmark, not run in CI: how long writes are unavailable after the
+/// leader's host goes silent (every packet dropped, no resets), measured
+/// from the fault to the first acknowledged write through any other replica.
+///
+///   DROVER_BENCH_TRIALS=10 cargo test -p drover-e2e --test faults -- --ignored --nocapture
+#[test]
+#[ignore = "a benchmark: run with --ignored --nocapture"]
+fn bench_writes_after_the_leaders_host_goes_silent() {
+    if !require_root("bench_writes_after_the_leaders_host_goes_silent") {
+        return;
+    }
+    let trials: usize = std::env::var("DROVER_BENCH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let _turn = one_at_a_time();
+    let mut c = NetCluster::up("flbench", 11, 3, 0, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut took = Vec::new();
+    for t in 0..trials {
+        let leader = c.leader();
+        let others: Vec<String> = (1..=3)
+            .filter(|i| *i != leader)
+            .map(|i| c.replica_addr(i))
+            .collect();
+        let spec = drover_proto::spec::from_yaml(&format!(
+            "name: bench-{t}\nimage: oci:/nowhere:latest\nreplicas: 0\n"
+        ))
+        .unwrap()
+        .to_json();
+        c.must(&["silence", &format!("s{leader}")]);
+        let start = Instant::now();
+        rt.block_on(async {
+            let mut n = 0usize;
+            loop {
+                let addr = &others[n % others.len()];
+                n += 1;
+                let ok = async {
+                    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                        .ok()?
+                        .connect_timeout(Duration::from_millis(300))
+                        .connect()
+                        .await
+                        .ok()?;
+                    let mut cl = drover_proto::pb::drover_client::DroverClient::new(ch);
+                    let req = drover_proto::pb::SubmitJobRequest {
+                        spec_json: spec.clone(),
+                        request_id: format!("bench-silent-{t}"),
+                    };
+                    tokio::time::timeout(Duration::from_millis(500), cl.submit_job(req))
+                        .await
+                        .ok()?
+                        .ok()
+                };
+                if ok.await.is_some() {
+                    return;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "no write for 30s"
+                );
+            }
+        });
+        let d = start.elapsed();
+        eprintln!("trial {t}: leader s{leader} silent, first write after {d:?}");
+        took.push(d);
+        c.must(&["heal", &format!("s{leader}")]);
+        // Let the healed replica rejoin before the next trial.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    took.sort();
+    eprintln!(
+        "| leader's host silent → first write, {trials} trials | median {:?} | max {:?} |",
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+}

@@ -81,6 +81,9 @@ enum Command {
         cgroup_root: PathBuf,
         #[arg(long, default_value_t = 0)]
         log_max_bytes: u64,
+        /// The pids limit of a container whose spec sets none (0: none).
+        #[arg(long, default_value_t = drover_agent::runtime::DEFAULT_PIDS_LIMIT as u64)]
+        default_pids_limit: u64,
         id: String,
     },
 }
@@ -196,10 +199,31 @@ struct DaemonArgs {
     /// Refuse an image whose layers add up to more than this uncompressed.
     #[arg(long, default_value = "20Gi")]
     max_image_size: String,
+    /// The pids limit of a container whose job sets none, so that no fork
+    /// bomb exhausts the node's pids (0: no limit).
+    #[arg(long, default_value_t = drover_agent::runtime::DEFAULT_PIDS_LIMIT as u64)]
+    default_pids_limit: u64,
+    /// How long the log (and any leftover bundle) of an allocation that
+    /// ended stays on disk, for `drover logs`.
+    #[arg(long, default_value = "1h")]
+    ended_retention: String,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // What clones containers runs from a sealed in-memory copy of this
+    // binary, never from the file on the host (CVE-2019-5736).
+    if matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Monitor { .. }
+            | Command::Runtime {
+                command: RuntimeCommand::Run { .. } | RuntimeCommand::Bench { .. }
+            }
+    ) {
+        drover_agent::runtime::sealed_exe::reexec_sealed()
+            .context("run from a sealed copy of drover-agent")?;
+    }
     match cli.command {
         Command::Run(args) => daemon(*args),
         Command::Runtime { command } => runtime(command),
@@ -213,9 +237,12 @@ fn main() -> anyhow::Result<ExitCode> {
             log,
             cgroup_root,
             log_max_bytes,
+            default_pids_limit,
             id,
         } => {
-            let runtime = Runtime::new(cgroups::manager_for(cgroup_root));
+            let runtime = Runtime::new(cgroups::manager_for(cgroup_root)).with_defaults(
+                drover_agent::runtime::ResourceDefaults::with_pids(default_pids_limit),
+            );
             let code =
                 drover_agent::runtime::monitor::serve(&runtime, &bundle, &id, &log, log_max_bytes);
             Ok(ExitCode::from(code as u8))
@@ -248,10 +275,17 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
     let log_max_bytes = quantity::Size::parse(&a.log_max_size)
         .map_err(|e| anyhow::anyhow!("--log-max-size: {e}"))?
         .bytes();
+    let resource_defaults =
+        drover_agent::runtime::ResourceDefaults::with_pids(a.default_pids_limit);
+    let ended_retention = quantity::Duration::parse(&a.ended_retention)
+        .map_err(|e| anyhow::anyhow!("--ended-retention: {e}"))?
+        .std();
     let monitor = drover_agent::runtime::MonitorConfig {
-        exe: std::env::current_exe().context("find the agent's own binary")?,
+        // The sealed copy this process runs from (see main).
+        exe: PathBuf::from("/proc/self/exe"),
         cgroup_root: a.cgroup_root.clone(),
         log_max_bytes,
+        defaults: resource_defaults,
     };
     let mut registries = drover_agent::image::RegistryConfig {
         insecure: a.insecure_registry.into_iter().collect(),
@@ -284,6 +318,8 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
     };
     let config = drover_agent::daemon::Config {
         image_limits,
+        resource_defaults,
+        ended_retention,
         monitor: Some(monitor),
         name: a.name,
         schedulers: a.scheduler,
@@ -376,9 +412,10 @@ fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
                 None
             } else {
                 Some(drover_agent::runtime::MonitorConfig {
-                    exe: std::env::current_exe()?,
+                    exe: PathBuf::from("/proc/self/exe"),
                     cgroup_root: cgroup_root.clone(),
                     log_max_bytes: 0,
+                    defaults: Default::default(),
                 })
             };
             let runtime = Runtime::new(cgroups::manager_for(cgroup_root));

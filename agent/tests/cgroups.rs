@@ -43,6 +43,36 @@ fn real_cgroup_limits_membership_and_removal() {
         }
     };
     assert!(cpu_ok, "cpu quota not applied ({version:?})");
+    // Memory+swap is held to the memory limit, where swap is accounted.
+    let (swap_file, want) = match version {
+        cgroups::Version::V1 => (
+            root.join("memory/drover")
+                .join(id)
+                .join("memory.memsw.limit_in_bytes"),
+            (48u64 << 20).to_string(),
+        ),
+        cgroups::Version::V2 => (
+            root.join("drover").join(id).join("memory.swap.max"),
+            "0".to_string(),
+        ),
+    };
+    match std::fs::read_to_string(&swap_file) {
+        Ok(v) => assert_eq!(v.trim(), want, "{}", swap_file.display()),
+        Err(e) => eprintln!("no swap accounting here ({}: {e})", swap_file.display()),
+    }
+    // A second create with a larger limit still succeeds (memsw is lifted
+    // before the memory limit grows past it).
+    let larger = Limits {
+        memory_bytes: Some(96 << 20),
+        ..limits
+    };
+    cg.create(id, &larger).unwrap();
+    assert_eq!(cg.memory_limit(id), Some(96 << 20));
+    if let Ok(v) = std::fs::read_to_string(&swap_file) {
+        if version == cgroups::Version::V1 {
+            assert_eq!(v.trim(), (96u64 << 20).to_string());
+        }
+    }
 
     let mut child = std::process::Command::new("sleep")
         .arg("30")

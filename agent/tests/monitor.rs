@@ -59,6 +59,7 @@ fn monitor(log_max_bytes: u64) -> MonitorConfig {
         exe: env!("CARGO_BIN_EXE_drover-agent").into(),
         cgroup_root: "/sys/fs/cgroup".into(),
         log_max_bytes,
+        defaults: Default::default(),
     }
 }
 

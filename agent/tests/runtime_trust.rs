@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use drover_agent::bundle::{Bundle, CapabilityChanges, ContainerRequest};
 use drover_agent::cgroups;
 use drover_agent::image::{Image, ImageConfig};
-use drover_agent::runtime::{ExitStatus, Runtime};
+use drover_agent::runtime::{ExecRequest, ExitStatus, MonitorConfig, Runtime};
 
 const BUSYBOX: &str = "/usr/bin/busybox";
 
@@ -59,9 +59,10 @@ fn requirements(runc: bool) -> Vec<(&'static str, bool)> {
     needs
 }
 
-const APPLETS: [&str; 22] = [
+const APPLETS: [&str; 24] = [
     "sh", "cat", "grep", "echo", "mount", "insmod", "unshare", "head", "tr", "sleep", "hostname",
-    "id", "ls", "wc", "mknod", "touch", "awk", "sort", "pwd", "dd", "nsenter", "chroot",
+    "id", "ls", "wc", "mknod", "touch", "awk", "sort", "pwd", "dd", "nsenter", "chroot", "stat",
+    "readlink",
 ];
 
 fn busybox_image(dir: &Path) -> Image {
@@ -130,6 +131,7 @@ fn host_limits(id: &str) -> Vec<String> {
     let cg = Path::new("/sys/fs/cgroup");
     [
         "memory/drover/{}/memory.limit_in_bytes",
+        "memory/drover/{}/memory.memsw.limit_in_bytes",
         "cpu/drover/{}/cpu.cfs_quota_us",
         "cpu/drover/{}/cpu.cfs_period_us",
         "pids/drover/{}/pids.max",
@@ -138,8 +140,12 @@ fn host_limits(id: &str) -> Vec<String> {
     .iter()
     .map(|p| {
         let path = cg.join(p.replace("{}", id));
-        let value =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let value = match std::fs::read_to_string(&path) {
+            Ok(v) => v,
+            // A kernel without swap accounting has no memsw files.
+            Err(_) if p.contains("memsw") => "no swap accounting".into(),
+            Err(e) => panic!("{}: {e}", path.display()),
+        };
         let mut lines: Vec<&str> = value.lines().collect();
         lines.sort();
         format!("{p}: {}", lines.join(", "))
@@ -248,8 +254,14 @@ fn drover_and_runc_isolate_the_same_bundle_the_same_way() {
     );
     assert_eq!(drover_limits, runc_limits);
     assert!(drover_limits[0].ends_with(&format!("{}", 48u64 << 20)));
+    // Memory+swap equals memory: swapping cannot dodge the limit.
     assert!(
-        !drover_limits[4].contains("a *:* rwm") && drover_limits[4].contains("c 1:3 rwm"),
+        drover_limits[1].ends_with(&format!("{}", 48u64 << 20))
+            || drover_limits[1].ends_with("no swap accounting"),
+        "{drover_limits:?}"
+    );
+    assert!(
+        !drover_limits[5].contains("a *:* rwm") && drover_limits[5].contains("c 1:3 rwm"),
         "{drover_limits:?}"
     );
     // Line by line, so a difference is easy to read.
@@ -394,4 +406,333 @@ fn spec_user_read_only_root_and_capability_changes_apply() {
     assert_eq!(lines[3], "CapBnd:\t0000000000080000", "{out}");
     assert!(out.contains("touch: /x: Read-only file system"), "{out}");
     assert!(out.contains("shm-ok"), "{out}");
+}
+
+/// CVE-2024-21626: until it execs, the container's first process holds a
+/// copy of every fd of the runtime (close-on-exec or not), so a
+/// `process.cwd` of `/proc/self/fd/N` would make a host directory the
+/// container's working directory, and `..` would walk the host.
+#[test]
+fn a_cwd_through_an_inherited_fd_is_refused() {
+    if !can_run(&requirements(false)) {
+        return;
+    }
+    let id = "it-fd-cwd";
+    // A host directory the runtime happens to hold open (close-on-exec, as
+    // all of the agent's fds are).
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("secret"), "host secret\n").unwrap();
+    let dir = std::fs::File::open(host.path()).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
+    let cwd = format!("/proc/self/fd/{fd}");
+    let f = fixture(id, "pwd; cat secret; ls ..", |r| {
+        r.workdir = Some(cwd.clone());
+    });
+    let log = f.tmp.path().join("log");
+    let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
+    let started = runtime.start(f.bundle.dir(), id, std::fs::File::create(&log).unwrap());
+    let err = match started {
+        Ok(c) => {
+            let _ = c.wait_blocking();
+            let _ = c.stop_blocking(Duration::ZERO);
+            let out = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("the container started with cwd {cwd}; it printed:\n{out}");
+        }
+        Err(e) => e.to_string(),
+    };
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(out.is_empty(), "{out}");
+    // Either the fd is gone by the time the cwd is resolved, or the cwd
+    // resolves outside the root: both name the cwd.
+    assert!(
+        err == format!(
+            "container {id}: chdir to cwd {cwd}: No such file or directory (os error 2)"
+        ) || err
+            == format!("container {id}: process.cwd {cwd}: resolves outside the container's root"),
+        "{err}"
+    );
+    drop(dir);
+    assert!(
+        !Path::new("/sys/fs/cgroup/pids/drover").join(id).exists(),
+        "the failed start left its cgroup behind"
+    );
+}
+
+const AGENT: &str = env!("CARGO_BIN_EXE_drover-agent");
+
+/// What a write to a file would change.
+fn fingerprint(path: &Path) -> (u64, i64, i64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    )
+}
+
+/// The attack on the runtime binary: the container's program is
+/// `/proc/self/exe`, so the runtime's own process execs the runtime's binary
+/// inside the container (here as `drover-agent monitor`, which then blocks
+/// opening a FIFO of the image, so it stays there). Another process of the
+/// container then opens that binary through `/proc/1/exe` and tries to
+/// write it. Returns what the attacker saw.
+fn attack_runtime_binary(
+    id: &str,
+    start: impl FnOnce(&Bundle, &Path) -> Box<dyn FnOnce()>,
+) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = busybox_image(tmp.path());
+    // The shared libraries drover-agent needs, where it looks for them:
+    // the runtime's binary must be able to run in the container for the
+    // attack to get anywhere (a real image would ship a libc).
+    let ldd = std::process::Command::new("ldd")
+        .arg(AGENT)
+        .output()
+        .unwrap();
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let to = image.layers[0].join(&lib[1..]);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &to).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
+    }
+    nix::unistd::mkfifo(
+        &image.layers[0].join("tmp/hold"),
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+    )
+    .unwrap();
+    let req = ContainerRequest {
+        id: id.into(),
+        hostname: "evil".into(),
+        command: Some(
+            [
+                "/proc/self/exe",
+                "monitor",
+                "--bundle",
+                "/none",
+                "--log",
+                "/tmp/hold",
+                "x",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        memory_bytes: Some(64 << 20),
+        pids: Some(32),
+        ..Default::default()
+    };
+    let bundle = Bundle::create(&tmp.path().join("bundle"), &image, &req).unwrap();
+    let before = fingerprint(Path::new(AGENT));
+    let stop = start(&bundle, tmp.path());
+
+    let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
+    let procs = || runtime.cgroups().procs(id);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The container's pid 1 (the only process of its cgroup).
+    let init = loop {
+        if let [pid] = procs()[..] {
+            if std::fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .starts_with(b"/proc/self/exe\0monitor")
+            {
+                break pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the container did not start: {:?}",
+            procs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let script = r#"
+exec 2>&1
+echo "init=$(tr '\0' ' ' < /proc/1/cmdline)"
+echo "exe=$(stat -L -c %d:%i /proc/1/exe)"
+(echo pwned >> /proc/1/exe); echo "append=$?"
+exec 3< /proc/1/exe; echo "open-read=$?"
+(echo pwned 1<> /proc/self/fd/3); echo "reopen-write=$?"
+(: > /proc/1/exe); echo "truncate=$?"
+echo END
+exec cat /tmp/hold
+"#;
+    let req = ExecRequest {
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        ..Default::default()
+    };
+    let mut p = runtime.exec(bundle.dir(), id, init, &req).unwrap();
+    drop(p.stdin.take());
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut p.stdout, &mut out).unwrap();
+    let _ = p.wait_blocking();
+    stop();
+    let _ = bundle.cleanup();
+    assert_eq!(
+        fingerprint(Path::new(AGENT)),
+        before,
+        "the host's drover-agent was written to:\n{out}"
+    );
+    out
+}
+
+fn assert_attack_failed(out: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let value = |key: &str| -> &str {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("{key} missing in:\n{out}"))
+    };
+    assert!(value("init").starts_with("/proc/self/exe monitor"), "{out}");
+    // What the container reaches is not the host's binary...
+    let host = std::fs::metadata(AGENT).unwrap();
+    assert_ne!(
+        value("exe"),
+        format!("{}:{}", host.dev(), host.ino()),
+        "the container reached the host's drover-agent:\n{out}"
+    );
+    // ...and it cannot change what it reaches either.
+    assert_eq!(value("open-read"), "0", "{out}");
+    for attempt in ["append", "reopen-write", "truncate"] {
+        assert_ne!(value(attempt), "0", "{attempt} succeeded:\n{out}");
+    }
+}
+
+/// CVE-2019-5736 against a container started under a monitor, as the agent
+/// starts them: the container's init is a clone of the monitor.
+#[test]
+fn a_container_cannot_reach_the_runtime_binary_under_a_monitor() {
+    if !can_run(&requirements(false)) {
+        return;
+    }
+    let id = "it-exe-monitor";
+    let out = attack_runtime_binary(id, |bundle, dir| {
+        let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
+        let monitor = MonitorConfig {
+            exe: AGENT.into(),
+            cgroup_root: "/sys/fs/cgroup".into(),
+            log_max_bytes: 0,
+            defaults: Default::default(),
+        };
+        let c = runtime
+            .start_monitored(&monitor, bundle.dir(), id, &dir.join("log"))
+            .unwrap();
+        // The monitor itself runs from the sealed copy too.
+        let monitor_exe = std::fs::read_link(format!("/proc/{}/exe", c.monitor_pid().unwrap()));
+        assert!(
+            monitor_exe
+                .as_ref()
+                .is_ok_and(|p| p.to_string_lossy().starts_with("/memfd:drover-agent")),
+            "{monitor_exe:?}"
+        );
+        // ...and is still known by its name.
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", c.monitor_pid().unwrap()));
+        assert_eq!(comm.unwrap_or_default(), "drover-agent\n");
+        Box::new(move || {
+            c.stop_blocking(Duration::from_millis(100)).unwrap();
+        })
+    });
+    assert_attack_failed(&out);
+}
+
+/// The same against `drover-agent runtime run`, where the runtime process
+/// clones the container itself (as the agent does for exec'd commands, and
+/// for every container when it runs without monitors).
+#[test]
+fn a_container_cannot_reach_the_runtime_binary_of_runtime_run() {
+    if !can_run(&requirements(false)) {
+        return;
+    }
+    let id = "it-exe-run";
+    let out = attack_runtime_binary(id, |bundle, _| {
+        let mut child = std::process::Command::new(AGENT)
+            .args(["runtime", "run", "--bundle"])
+            .arg(bundle.dir())
+            .arg(id)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Box::new(move || {
+            let _ = child.wait();
+        })
+    });
+    assert_attack_failed(&out);
+}
+
+/// A container started from a terminal (`drover-agent runtime run`, `drover
+/// dev`) must not get that terminal: its `/dev/tty` would open it, to read
+/// the operator's keys or type into their shell with TIOCSTI.
+#[test]
+fn a_container_cannot_reach_the_terminal_it_was_started_from() {
+    if !can_run(&requirements(false)) {
+        return;
+    }
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let id = "it-ctty";
+    let f = fixture(
+        id,
+        "echo typed-by-the-container > /dev/tty; echo tty=$?",
+        |_| {},
+    );
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two fds into our locals; no name, termios or
+    // winsize is passed.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0);
+    // SAFETY: openpty just returned these fds; nothing else owns them.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let tty = slave.as_raw_fd();
+    let mut cmd = std::process::Command::new(AGENT);
+    cmd.args(["runtime", "run", "--bundle"])
+        .arg(f.bundle.dir())
+        .arg(id)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    // SAFETY: between fork and exec only async-signal-safe calls (setsid,
+    // ioctl) on an fd inherited from the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() == -1 || libc::ioctl(tty, libc::TIOCSCTTY, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    drop(slave);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // What reached the terminal (non-blocking: EIO or EAGAIN once drained).
+    let fl = nix::fcntl::fcntl(master.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    nix::fcntl::fcntl(
+        master.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(
+            nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK,
+        ),
+    )
+    .unwrap();
+    let mut terminal = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::fs::File::from(master), &mut terminal);
+    let terminal = String::from_utf8_lossy(&terminal);
+    assert!(
+        !terminal.contains("typed-by-the-container"),
+        "the container wrote to the terminal it was started from: {terminal:?}"
+    );
+    assert!(
+        stdout.contains("tty=") && !stdout.contains("tty=0"),
+        "{stdout}"
+    );
 }

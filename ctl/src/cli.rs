@@ -431,6 +431,15 @@ pub enum NodeCmd {
         #[arg(long, short)]
         detach: bool,
     },
+    /// Forget a node that is down (its machine is gone for good): its
+    /// replicas, even those of `on_disconnect: keep-running` jobs, are
+    /// replaced elsewhere and its container subnet is free again. A node
+    /// whose agent still runs cannot be removed: stop the agent first.
+    ///
+    /// Example:
+    ///   drover node rm node-2
+    #[command(verbatim_doc_comment)]
+    Rm { name: String },
     /// List nodes with their resources and status.
     ///
     /// Example:

@@ -10,6 +10,15 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let cli = cli::Cli::parse();
+    // `drover dev` clones containers (and exec'd commands) from this
+    // process: it must run from a sealed in-memory copy of this binary,
+    // never from the file on the host (CVE-2019-5736).
+    if matches!(cli.command, cli::Command::Dev(_)) {
+        if let Err(e) = drover_agent::runtime::sealed_exe::reexec_sealed() {
+            eprintln!("error: run from a sealed copy of drover: {e}");
+            std::process::exit(1);
+        }
+    }
     let code = match cmd::run(cli).await {
         Ok(code) => code,
         Err(e) => {

@@ -42,6 +42,11 @@ struct Args {
     /// once. Agents learn T from the scheduler.
     #[arg(long, default_value = "4s", env = "DROVER_NODE_TIMEOUT", value_parser = parse_duration)]
     node_timeout: std::time::Duration,
+    /// Forget a node that has been down this long: its replicas (even those
+    /// that keep running when cut off) are replaced and its subnet is free
+    /// again. `0s` keeps down nodes until `drover node rm`.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    node_gc_after: std::time::Duration,
     /// Take a snapshot (and purge the log) every this many entries.
     #[arg(long, default_value_t = 1000)]
     snapshot_every: u64,
@@ -90,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
         advertise: a.advertise,
         data_dir: a.data_dir,
         node_timeout: a.node_timeout,
+        node_gc_after: Some(a.node_gc_after).filter(|d| !d.is_zero()),
         snapshot_every: a.snapshot_every,
         cluster_cidr: a.cluster_cidr,
         cluster: ClusterConfig {

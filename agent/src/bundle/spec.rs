@@ -177,7 +177,15 @@ pub fn build_spec(
     let l = limits(req);
     let mut resources = LinuxResourcesBuilder::default();
     if let Some(bytes) = l.memory_bytes {
-        resources = resources.memory(LinuxMemoryBuilder::default().limit(bytes as i64).build()?);
+        // swap is memory+swap in OCI: equal to the limit, no swap at all, as
+        // Drover's runtime enforces anyway (so `runc run` of the bundle
+        // behaves the same).
+        resources = resources.memory(
+            LinuxMemoryBuilder::default()
+                .limit(bytes as i64)
+                .swap(bytes as i64)
+                .build()?,
+        );
     }
     if let Some(quota) = l.cpu_quota_us() {
         resources = resources.cpu(
@@ -336,6 +344,7 @@ mod tests {
         assert!(ns.contains(&LinuxNamespaceType::Network));
         let res = linux.resources().as_ref().unwrap();
         assert_eq!(res.memory().as_ref().unwrap().limit(), Some(128 << 20));
+        assert_eq!(res.memory().as_ref().unwrap().swap(), Some(128 << 20));
         assert_eq!(res.cpu().as_ref().unwrap().quota(), Some(25_000));
         assert_eq!(res.cpu().as_ref().unwrap().period(), Some(100_000));
         assert_eq!(res.pids().as_ref().unwrap().limit(), 64);

@@ -76,10 +76,20 @@ impl CgroupManager for CgroupV1 {
             }
         }
         if let Some(bytes) = limits.memory_bytes {
-            write(
-                &self.dir("memory", id).join("memory.limit_in_bytes"),
-                &bytes.to_string(),
-            )?;
+            let memory = self.dir("memory", id);
+            // Memory+swap no higher than memory, so swapping cannot dodge
+            // the limit. The file exists only with swap accounting; the
+            // kernel keeps it >= the memory limit, so it is lifted first (a
+            // cgroup created again may hold a smaller one).
+            let memsw = memory.join("memory.memsw.limit_in_bytes");
+            let swap_accounted = memsw.exists();
+            if swap_accounted {
+                write(&memsw, "-1")?;
+            }
+            write(&memory.join("memory.limit_in_bytes"), &bytes.to_string())?;
+            if swap_accounted {
+                write(&memsw, &bytes.to_string())?;
+            }
         }
         if let Some(quota) = limits.cpu_quota_us() {
             let cpu = self.dir("cpu", id);

@@ -49,6 +49,12 @@ impl CgroupManager for CgroupV2 {
         mkdir(&dir)?;
         if let Some(bytes) = limits.memory_bytes {
             write(&dir.join("memory.max"), &bytes.to_string())?;
+            // No swap at all, so swapping cannot dodge the limit (the file
+            // exists only with swap accounting).
+            let swap = dir.join("memory.swap.max");
+            if swap.exists() {
+                write(&swap, "0")?;
+            }
         }
         if let Some(quota) = limits.cpu_quota_us() {
             write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
@@ -124,6 +130,8 @@ mod tests {
         std::fs::write(r.join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
         std::fs::create_dir(r.join("drover")).unwrap();
         std::fs::write(r.join("drover/cgroup.controllers"), "cpu memory pids\n").unwrap();
+        std::fs::create_dir(r.join("drover/db-0")).unwrap();
+        std::fs::write(r.join("drover/db-0/memory.swap.max"), "max\n").unwrap();
         let cg = CgroupV2::new(r);
         let limits = Limits {
             memory_bytes: Some(1 << 30),
@@ -135,6 +143,7 @@ mod tests {
         assert_eq!(read("cgroup.subtree_control"), "+memory +cpu +pids");
         assert_eq!(read("drover/cgroup.subtree_control"), "+memory +cpu +pids");
         assert_eq!(read("drover/db-0/memory.max"), "1073741824");
+        assert_eq!(read("drover/db-0/memory.swap.max"), "0");
         assert_eq!(read("drover/db-0/cpu.max"), "150000 100000");
         assert_eq!(read("drover/db-0/pids.max"), "100");
         assert_eq!(cg.memory_limit("db-0"), Some(1 << 30));

@@ -329,8 +329,14 @@ impl Life {
         };
         let reachable_at = self.published_at();
         let mut verdict = health::Verdict::default();
+        let target = health::Target {
+            pid,
+            id: self.id.clone(),
+            bundle: self.shared.bundle_dir(&self.id),
+            runtime: self.shared.runtime.clone(),
+        };
         loop {
-            let mut probe = health::probe(&check, pid, self.spec.network).await;
+            let mut probe = health::probe(&check, &target, self.spec.network).await;
             if let (Ok(()), Some(addr)) = (&probe, reachable_at) {
                 // Healthy inside; is it where the routing mesh sends traffic?
                 probe = health::reach(addr, check.timeout.std()).await;
@@ -460,6 +466,15 @@ impl Life {
         let id = self.id.clone();
         self.ip.lock().expect("ip lock").clear();
         let cleaned = tokio::task::spawn_blocking(move || {
+            // The log's mtime is when the allocation ended: its retention
+            // counts from there (see `retention`). Before the bundle goes,
+            // which is what marks the log as no longer in use.
+            if let Ok(log) = std::fs::OpenOptions::new()
+                .append(true)
+                .open(shared.log_path(&id))
+            {
+                let _ = log.set_modified(std::time::SystemTime::now());
+            }
             if let Some(net) = shared.network.get() {
                 net.detach(&id);
             }
@@ -469,7 +484,12 @@ impl Life {
                 .remove(&id)
                 .map_err(|e| e.to_string())?;
             let b = bundle.unwrap_or_else(|| Bundle::at(shared.bundle_dir(&id), id.clone()));
-            b.cleanup().map_err(|e| e.to_string())?;
+            if let Err(e) = b.cleanup() {
+                // Retention removes it later (see `retention`).
+                let mark = super::retention::ended_mark(&shared.state_dir.join("bundles"), &id);
+                let _ = std::fs::write(mark, "");
+                return Err(e.to_string());
+            }
             match shared.gc_images() {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "freed image layers no container uses"),

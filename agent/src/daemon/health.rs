@@ -9,6 +9,11 @@
 //! fresh OS thread that joins the namespace (`setns` affects only the calling
 //! thread, and a pooled thread must never carry a container's namespace back).
 //!
+//! An exec probe is a program from the image: it runs through the runtime's
+//! own exec path, as confined as the container (see
+//! `runtime::Runtime::exec_bounded`), killed at `timeout`, and at most
+//! [`EXEC_OUTPUT_MAX`] bytes of its output are kept for the reason.
+//!
 //! A replica that publishes a port is served through the routing mesh,
 //! which connects from the node's network namespace (the agent's own) to the
 //! replica's address. Passing its check inside its own namespace says
@@ -19,19 +24,36 @@
 //! check is reached the same way (every 5 s): once it has answered, three
 //! failures in a row make it unhealthy.
 
+use crate::runtime::Runtime;
 use drover_proto::spec::{Health, Network};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The outcome of one probe: Ok, or why it failed.
 pub type Probe = Result<(), String>;
 
-/// Runs one probe of `check` against the container whose init is `pid`.
-pub async fn probe(check: &Health, pid: i32, network: Network) -> Probe {
+/// How much of an exec probe's output a failure reason carries.
+pub const EXEC_OUTPUT_MAX: usize = 4096;
+
+/// The container a probe looks at.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The host pid of its init process.
+    pub pid: i32,
+    /// Its id and bundle, for exec probes.
+    pub id: String,
+    pub bundle: PathBuf,
+    pub runtime: Runtime,
+}
+
+/// Runs one probe of `check` against `target`.
+pub async fn probe(check: &Health, target: &Target, network: Network) -> Probe {
     let timeout = check.timeout.std();
+    let pid = target.pid;
     if let Some(exec) = &check.exec {
-        return exec_probe(&exec.command, pid, timeout).await;
+        return exec_probe(&exec.command, target, timeout).await;
     }
     let check = check.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -136,47 +158,30 @@ fn parse_status(head: &[u8]) -> Option<u32> {
     parts.next()?.parse().ok()
 }
 
-/// Runs `command` in the container's namespaces and root with `nsenter`
-/// (util-linux); exit status 0 passes.
-async fn exec_probe(command: &[String], pid: i32, timeout: Duration) -> Probe {
-    let mut cmd = tokio::process::Command::new("nsenter");
-    cmd.args([
-        "-t",
-        &pid.to_string(),
-        "-m",
-        "-u",
-        "-i",
-        "-n",
-        "-p",
-        "-r",
-        "-w",
-        "--",
-    ])
-    .args(command)
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::piped())
-    .kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("exec {:?}: {e}", command[0]))?;
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Err(_) => Err(format!("exec {:?} timed out after {timeout:?}", command[0])),
-        Ok(Err(e)) => Err(format!("exec {:?}: {e}", command[0])),
-        Ok(Ok(out)) if out.status.success() => Ok(()),
-        Ok(Ok(out)) => {
-            let err = String::from_utf8_lossy(&out.stderr);
-            let err = err.trim();
+/// Runs `command` in the container through the runtime's exec path; exit
+/// status 0 passes.
+async fn exec_probe(command: &[String], target: &Target, timeout: Duration) -> Probe {
+    let name = command.first().cloned().unwrap_or_default();
+    let (t, argv) = (target.clone(), command.to_vec());
+    let run = tokio::task::spawn_blocking(move || {
+        t.runtime
+            .exec_bounded(&t.bundle, &t.id, t.pid, argv, timeout, EXEC_OUTPUT_MAX)
+    })
+    .await
+    .map_err(|e| format!("exec {name:?}: {e}"))?
+    .map_err(|e| format!("exec {name:?}: {e}"))?;
+    match run.status {
+        None => Err(format!("exec {name:?} timed out after {timeout:?}")),
+        Some(s) if s.success() => Ok(()),
+        Some(s) => {
+            let text = String::from_utf8_lossy(&run.output);
+            let text = text.trim();
             Err(format!(
-                "exec {:?} exited with {}{}",
-                command[0],
-                out.status.code().unwrap_or(-1),
-                if err.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {err}")
-                }
-            ))
+                "exec {name:?} exited with {}{}{}",
+                s.code(),
+                if text.is_empty() { "" } else { ": " },
+                text
+            ) + if run.truncated { " …" } else { "" })
         }
     }
 }
@@ -275,19 +280,25 @@ mod tests {
             .unwrap();
             spec.health.unwrap()
         };
+        let target = Target {
+            pid: 0,
+            id: "none".into(),
+            bundle: PathBuf::from("/nonexistent"),
+            runtime: Runtime::new(crate::cgroups::manager_for("/nonexistent")),
+        };
         let http = check(&format!("http: {{path: /healthz, port: {port}}}"));
-        assert_eq!(probe(&http, 0, Network::Host).await, Ok(()));
-        let second = probe(&http, 0, Network::Host).await.unwrap_err();
+        assert_eq!(probe(&http, &target, Network::Host).await, Ok(()));
+        let second = probe(&http, &target, Network::Host).await.unwrap_err();
         assert_eq!(second, "GET /healthz answered 503, expected 200");
         let tcp = check(&format!("tcp: {{port: {port}}}"));
-        assert_eq!(probe(&tcp, 0, Network::Host).await, Ok(()));
+        assert_eq!(probe(&tcp, &target, Network::Host).await, Ok(()));
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let tcp = check(&format!("tcp: {{port: {closed}}}"));
-        assert!(probe(&tcp, 0, Network::Host)
+        assert!(probe(&tcp, &target, Network::Host)
             .await
             .unwrap_err()
             .starts_with(&format!("connect to port {closed}")));

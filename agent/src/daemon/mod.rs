@@ -17,6 +17,7 @@ pub mod mesh;
 pub mod netwatch;
 pub mod reporter;
 pub mod resources;
+pub mod retention;
 pub mod supervisor;
 
 use crate::cgroups;
@@ -53,6 +54,11 @@ pub struct Config {
     pub registries: crate::image::RegistryConfig,
     /// How large an image may be once unpacked.
     pub image_limits: crate::image::ImageLimits,
+    /// Limits a container gets where its job sets none.
+    pub resource_defaults: crate::runtime::ResourceDefaults,
+    /// How long what an ended allocation leaves on disk (its log) is kept
+    /// (see `retention`).
+    pub ended_retention: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -313,7 +319,8 @@ impl Agent {
             Err(e) => tracing::warn!(error = %e, "cannot look for links gone agents left"),
         }
         warn_about_orphans(&own_dir, &config.cgroup_root);
-        let runtime = Runtime::new(cgroups::manager_for(&config.cgroup_root));
+        let runtime = Runtime::new(cgroups::manager_for(&config.cgroup_root))
+            .with_defaults(config.resource_defaults);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| DaemonError::Listen {
@@ -381,6 +388,11 @@ impl Agent {
                 config.heartbeat,
                 desired_tx,
                 shared.clone(),
+                stop.subscribe(),
+            )),
+            tokio::spawn(retention::run(
+                shared.clone(),
+                config.ended_retention,
                 stop.subscribe(),
             )),
         ];

@@ -8,12 +8,22 @@
 //! wrappers would try to signal the parent's (now absent) threads.
 //!
 //! Sequence: reset signals; wait until the parent has put us in our cgroup;
-//! make all mounts private; bind the rootfs onto itself; bind mounts;
+//! start a session of our own (so no terminal of whoever started the
+//! runtime is the container's: its `/dev/tty` would open that terminal, and
+//! TIOCSTI type into it); make all mounts private; bind the rootfs onto itself; bind mounts;
 //! `pivot_root` into it and detach the old root; mount /proc, /dev, /sys...
 //! inside the new root (so image symlinks resolve inside it, not on the
 //! host); create device nodes; hostname; loopback; rlimits; credentials;
-//! cwd; stdio; mark every other fd close-on-exec; seccomp filter; exec. A failure is written
-//! to the error pipe as (stage, index, errno) and the child exits 127.
+//! stdio; close every other fd; cwd, checked to lie inside the new root;
+//! seccomp filter; exec. A failure is written to the error pipe as (stage,
+//! index, errno) and the child exits 127.
+//!
+//! The fds are closed *before* the `chdir`, not merely marked close-on-exec:
+//! until exec the child holds a copy of every fd of the agent, and a
+//! `process.cwd` of `/proc/self/fd/N` would otherwise make a host directory
+//! the container's working directory (CVE-2024-21626 in runc). The check
+//! after `chdir` catches any other way out: the kernel's `getcwd` must name
+//! a path from the new root, and that path must lead to the same directory.
 
 use std::os::fd::RawFd;
 
@@ -46,19 +56,21 @@ pub(crate) enum Stage {
     Uid,
     NoNewPrivileges,
     Chdir,
+    CwdOutsideRoot,
     Stdio,
     CloseFds,
     Seccomp,
     JoinNamespaces,
     Fork,
     Terminal,
+    Session,
     Exec,
 }
 
 impl Stage {
     pub(crate) fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        const ALL: [Stage; 28] = [
+        const ALL: [Stage; 30] = [
             Signals,
             WaitParent,
             MakePrivate,
@@ -80,12 +92,14 @@ impl Stage {
             Uid,
             NoNewPrivileges,
             Chdir,
+            CwdOutsideRoot,
             Stdio,
             CloseFds,
             Seccomp,
             JoinNamespaces,
             Fork,
             Terminal,
+            Session,
             Exec,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
@@ -115,12 +129,14 @@ impl Stage {
             Uid => "setresuid",
             NoNewPrivileges => "set no_new_privs",
             Chdir => "chdir to cwd",
+            CwdOutsideRoot => "check cwd is inside the root",
             Stdio => "set up stdio",
             CloseFds => "close inherited fds",
             Seccomp => "install seccomp filter",
             JoinNamespaces => "join the container's namespaces",
             Fork => "fork into the pid namespace",
             Terminal => "set up the terminal",
+            Session => "start a session",
             Exec => "exec",
         }
     }
@@ -193,6 +209,8 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
     let p = a.plan;
     reset_signals()?;
     wait_for_parent(a.sync_fd)?;
+    // SAFETY: setsid takes no arguments.
+    check(unsafe { libc::setsid() }, Stage::Session, 0)?;
 
     // SAFETY: every pointer passed below is either null where
     // the syscall allows it or points into a NUL-terminated CString / array
@@ -366,23 +384,26 @@ fn become_process(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
                 0,
             )?;
         }
-        check(libc::chdir(p.cwd.as_ptr()), Stage::Chdir, 0)?;
-
         for (i, (from, to)) in [(a.stdin_fd, 0), (a.stdout_fd, 1), (a.stderr_fd, 2)]
             .into_iter()
             .enumerate()
         {
             check(libc::dup2(from, to), Stage::Stdio, i as u32)?;
         }
+        // Closed, not close-on-exec: /proc/self/fd/N must name nothing of
+        // the agent's by the time the cwd is resolved. The error pipe stays
+        // (it is close-on-exec, and chdir into a pipe fails).
+        let (err, max) = (a.error_fd as libc::c_uint, c_int::MAX as libc::c_uint);
+        if err > 3 {
+            check(libc::close_range(3, err - 1, 0), Stage::CloseFds, 0)?;
+        }
         check(
-            libc::close_range(
-                3,
-                c_int::MAX as libc::c_uint,
-                libc::CLOSE_RANGE_CLOEXEC as c_int,
-            ),
+            libc::close_range(err.max(2) + 1, max, 0),
             Stage::CloseFds,
-            0,
+            1,
         )?;
+        check(libc::chdir(p.cwd.as_ptr()), Stage::Chdir, 0)?;
+        cwd_is_inside_root().map_err(|e| (Stage::CwdOutsideRoot, 0, e))?;
         // Last, so that none of the setup above runs under the filter; with
         // no_new_privs set this needs no capability.
         if let Some(filter) = &p.seccomp {
@@ -414,6 +435,38 @@ fn become_process(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
         }
         Err((Stage::Exec, last.0, last.1))
     }
+}
+
+/// Whether the working directory is reachable from the root: the kernel's
+/// `getcwd` answers "(unreachable)/…" (or ENOENT) for a directory outside
+/// it, and the path it gives must lead back to the very same directory.
+/// Raw syscalls only (glibc's `getcwd` would allocate on that answer).
+pub(crate) fn cwd_is_inside_root() -> Result<(), c_int> {
+    let mut buf = [0u8; libc::PATH_MAX as usize];
+    // SAFETY: getcwd writes at most `buf.len()` bytes into our stack buffer.
+    let n = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    if n < 0 {
+        return Err(errno());
+    }
+    if n < 2 || buf[0] != b'/' {
+        return Err(libc::EXDEV);
+    }
+    // SAFETY: `stat` is plain data the kernel fills in; `buf` holds the
+    // NUL-terminated path getcwd returned, "." is a static C string.
+    unsafe {
+        let (mut here, mut there): (libc::stat, libc::stat) =
+            (std::mem::zeroed(), std::mem::zeroed());
+        if libc::stat(c".".as_ptr(), &mut here) == -1 {
+            return Err(errno());
+        }
+        if libc::stat(buf.as_ptr().cast(), &mut there) == -1 {
+            return Err(libc::EXDEV);
+        }
+        if (here.st_dev, here.st_ino) != (there.st_dev, there.st_ino) {
+            return Err(libc::EXDEV);
+        }
+    }
+    Ok(())
 }
 
 /// How an exec'd process joins a running container.
@@ -477,25 +530,12 @@ fn exec_setup(a: &ChildArgs, join: &ExecJoin) -> Result<std::convert::Infallible
         let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_ulong, 0, 0, 0, 0);
         check_long(pid, Stage::Fork, 0)?;
         if pid > 0 {
-            // The helper: hold no fd at all (a copy of the caller's end of
-            // the command's stdin would keep it from ever seeing EOF), wait,
-            // pass on the command's status.
-            libc::close_range(3, c_int::MAX as libc::c_uint, 0);
-            let mut status: c_int = 0;
-            loop {
-                let r = libc::waitpid(pid as libc::pid_t, &mut status, 0);
-                if r == -1 && errno() == libc::EINTR {
-                    continue;
-                }
-                break;
-            }
-            if libc::WIFSIGNALED(status) {
-                libc::_exit(128 + libc::WTERMSIG(status));
-            }
-            libc::_exit(libc::WEXITSTATUS(status));
+            helper(pid as libc::pid_t);
         }
+        // A session (and process group) of its own: no terminal of the
+        // agent's is ours, and the helper can kill the whole group.
+        check(libc::setsid(), Stage::Fork, 1)?;
         if join.tty {
-            check(libc::setsid(), Stage::Terminal, 0)?;
             check(
                 libc::ioctl(a.stdin_fd, libc::TIOCSCTTY, 0 as c_ulong),
                 Stage::Terminal,
@@ -504,6 +544,49 @@ fn exec_setup(a: &ChildArgs, join: &ExecJoin) -> Result<std::convert::Infallible
         }
     }
     become_process(a)
+}
+
+/// The exec helper after the fork: hold no fd at all (a copy of the
+/// caller's end of the command's stdin would keep it from ever seeing EOF),
+/// wait for the command and exit with its status. SIGTERM means the caller
+/// gives up on the command (a probe's deadline): the helper SIGKILLs the
+/// command's process group and goes on waiting. Both signals are blocked
+/// before the fds are closed, so once the caller has seen the error pipe
+/// close, a SIGTERM can no longer kill the helper instead.
+fn helper(pid: libc::pid_t) -> ! {
+    // SAFETY: sigset_t is plain data on our stack; waitpid, kill and
+    // rt_sigtimedwait take integers and pointers to it; _exit never returns.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::close_range(3, c_int::MAX as libc::c_uint, 0);
+        let mut status: c_int = 0;
+        loop {
+            let r = libc::waitpid(pid, &mut status, libc::WNOHANG);
+            if r == pid || (r == -1 && errno() != libc::EINTR) {
+                break;
+            }
+            // The kernel's sigset is 8 bytes; glibc's sigset_t is larger.
+            let sig = libc::syscall(
+                libc::SYS_rt_sigtimedwait,
+                &set as *const libc::sigset_t,
+                std::ptr::null_mut::<libc::siginfo_t>(),
+                std::ptr::null::<libc::timespec>(),
+                8usize,
+            );
+            if sig == libc::SIGTERM as libc::c_long {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        if libc::WIFSIGNALED(status) {
+            libc::_exit(128 + libc::WTERMSIG(status));
+        }
+        libc::_exit(libc::WEXITSTATUS(status));
+    }
 }
 
 /// Shrinks the bounding set (needs CAP_SETPCAP, so before the uid switch)
@@ -756,5 +839,35 @@ mod tests {
         }
         assert_eq!(Stage::from_u32(0), None);
         assert_eq!(Stage::from_u32(Stage::Exec as u32 + 1), None);
+    }
+
+    #[test]
+    fn a_cwd_left_outside_a_new_root_is_caught() {
+        if !nix::unistd::geteuid().is_root() {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "CI=true and not root"
+            );
+            eprintln!("skipping: chroot needs root");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("inside")).unwrap();
+        let root_path = root.path().to_path_buf();
+        // A thread with its own root and cwd (CLONE_FS), so the test
+        // process keeps its own.
+        let seen = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).unwrap();
+            assert_eq!(cwd_is_inside_root(), Ok(()), "the host cwd, before chroot");
+            nix::unistd::chroot(&root_path).unwrap();
+            // The cwd is still the host's: what a leaked fd would give.
+            let outside = cwd_is_inside_root();
+            nix::unistd::chdir("/inside").unwrap();
+            (outside, cwd_is_inside_root())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen, (Err(libc::EXDEV), Ok(())));
     }
 }

@@ -14,7 +14,10 @@
 //! the caller learns the exit code (the child is the caller's, held by
 //! pidfd). The child itself is never visible inside the container, and the
 //! grandchild is not dumpable until its exec, so nothing in the container
-//! can reach the agent's binary or memory through it.
+//! can reach the agent's binary or memory through it. The grandchild leads
+//! a session of its own; SIGTERM to the child (see
+//! [`ExecProcess::terminate`]) makes it SIGKILL that whole process group,
+//! which is how a probe's deadline is enforced (see [`super::bounded`]).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -76,6 +79,27 @@ impl ExecProcess {
                 }
             }
         }
+    }
+
+    /// Gives up on the command: the helper SIGKILLs its process group and
+    /// then exits, so `wait_blocking` returns soon after. A no-op once the
+    /// helper has exited.
+    pub fn terminate(&self) {
+        // SAFETY: pidfd_send_signal on a pidfd we own, null siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGTERM,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
+
+    /// The helper's pidfd: readable once it (and so the command) has exited.
+    pub(super) fn exit_fd(&self) -> &OwnedFd {
+        &self.pidfd
     }
 
     /// Sets the terminal size (a no-op without a tty).
@@ -326,6 +350,16 @@ impl Runtime {
                         c.to_string_lossy().into_owned()
                     }),
                 source,
+            },
+            Some(s @ Stage::Chdir) => RuntimeError::Setup {
+                id: id.into(),
+                stage: s.describe(),
+                detail: format!(" {}", plan.cwd.to_string_lossy()),
+                source,
+            },
+            Some(Stage::CwdOutsideRoot) => RuntimeError::CwdOutsideRoot {
+                id: id.into(),
+                cwd: plan.cwd.to_string_lossy().into_owned(),
             },
             Some(s) => RuntimeError::Setup {
                 id: id.into(),

@@ -10,6 +10,7 @@
 //! which is how `start` tells "running" from "failed" synchronously.
 
 pub mod bench;
+mod bounded;
 mod child;
 mod container;
 pub mod exec;
@@ -17,6 +18,7 @@ pub mod log;
 pub mod monitor;
 mod plan;
 pub mod pull_bench;
+pub mod sealed_exe;
 mod seccomp;
 pub mod terminal;
 
@@ -29,11 +31,12 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::unistd::pipe2;
 use oci_spec::runtime::Spec;
 
+pub use bounded::BoundedOutput;
 pub use container::{Container, ExitStatus};
 pub use exec::{ExecProcess, ExecRequest};
 pub use monitor::MonitorConfig;
 
-use crate::cgroups::{CgroupError, CgroupManager};
+use crate::cgroups::{CgroupError, CgroupManager, Limits};
 use child::{ChildArgs, Stage};
 use plan::{ptr_array, LaunchPlan};
 
@@ -49,6 +52,8 @@ pub enum RuntimeError {
     InvalidSpec { field: &'static str, reason: String },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Seal(#[from] sealed_exe::SealError),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -69,6 +74,8 @@ pub enum RuntimeError {
     },
     #[error("container {id}: {message}")]
     Monitor { id: String, message: String },
+    #[error("container {id}: process.cwd {cwd}: resolves outside the container's root")]
+    CwdOutsideRoot { id: String, cwd: String },
     #[error("container {id}: {stage}{detail}: {source}")]
     Setup {
         id: String,
@@ -96,17 +103,67 @@ impl Stdio {
     }
 }
 
+/// The pids limit of a container whose spec sets none.
+pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
+
+/// Limits a container gets where its spec sets none, so that no container
+/// can take the node down: without a pids limit one fork bomb exhausts the
+/// host's pid space, long before any memory limit is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceDefaults {
+    /// `None`: no pids limit.
+    pub pids: Option<i64>,
+}
+
+impl Default for ResourceDefaults {
+    fn default() -> Self {
+        ResourceDefaults {
+            pids: Some(DEFAULT_PIDS_LIMIT),
+        }
+    }
+}
+
+impl ResourceDefaults {
+    /// From a command-line value where 0 means "no limit".
+    pub fn with_pids(pids: u64) -> Self {
+        ResourceDefaults {
+            pids: (pids > 0).then(|| pids.min(i64::MAX as u64) as i64),
+        }
+    }
+
+    /// `limits` with the defaults filled in where they set nothing.
+    pub fn apply(&self, limits: Limits) -> Limits {
+        Limits {
+            pids: limits.pids.or(self.pids),
+            ..limits
+        }
+    }
+}
+
 /// Starts containers from OCI bundles; cgroups through the given manager.
 #[derive(Debug, Clone)]
 pub struct Runtime {
     cgroups: Arc<dyn CgroupManager>,
+    defaults: ResourceDefaults,
 }
 
 impl Runtime {
+    /// A runtime with the default [`ResourceDefaults`].
     pub fn new(cgroups: Box<dyn CgroupManager>) -> Self {
         Runtime {
             cgroups: Arc::from(cgroups),
+            defaults: ResourceDefaults::default(),
         }
+    }
+
+    /// The same runtime, filling in `defaults` where a spec sets no limit.
+    pub fn with_defaults(mut self, defaults: ResourceDefaults) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    pub fn defaults(&self) -> ResourceDefaults {
+        self.defaults
     }
 
     pub fn cgroups(&self) -> &dyn CgroupManager {
@@ -135,7 +192,8 @@ impl Runtime {
             path: config,
             source,
         })?;
-        let plan = plan::plan(&spec, bundle_dir)?;
+        let mut plan = plan::plan(&spec, bundle_dir)?;
+        plan.limits = self.defaults.apply(plan.limits);
         self.cgroups.create(id, &plan.limits)?;
         let launched = self
             .cgroups
@@ -272,6 +330,16 @@ impl Runtime {
                     .map_or(String::new(), |m| format!(" {}", m.destination)),
                 source,
             },
+            Some(s @ Stage::Chdir) => RuntimeError::Setup {
+                id,
+                stage: s.describe(),
+                detail: format!(" {}", plan.cwd.to_string_lossy()),
+                source,
+            },
+            Some(Stage::CwdOutsideRoot) => RuntimeError::CwdOutsideRoot {
+                id,
+                cwd: plan.cwd.to_string_lossy().into_owned(),
+            },
             Some(s @ Stage::BindMount) => RuntimeError::Setup {
                 id,
                 stage: s.describe(),
@@ -294,5 +362,25 @@ impl Runtime {
                 source,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_only_what_the_spec_leaves_unset() {
+        let d = ResourceDefaults::default();
+        let none = Limits::default();
+        assert_eq!(d.apply(none).pids, Some(DEFAULT_PIDS_LIMIT));
+        let set = Limits {
+            pids: Some(10),
+            memory_bytes: Some(1 << 20),
+            cpu_millis: None,
+        };
+        assert_eq!(d.apply(set), set);
+        assert_eq!(ResourceDefaults::with_pids(0).apply(none), none);
+        assert_eq!(ResourceDefaults::with_pids(7).apply(none).pids, Some(7));
     }
 }

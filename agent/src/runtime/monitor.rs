@@ -4,7 +4,9 @@
 //! its exit status. If that parent were the agent, stopping, crashing or
 //! upgrading the agent would orphan the container and lose its exit code.
 //! So the agent starts each container through a tiny monitor: its own
-//! binary re-executed as `drover-agent monitor …`, in a session of its own
+//! binary re-executed as `drover-agent monitor …` (from a sealed in-memory
+//! copy, see [`super::sealed_exe`]: the container's init is a clone of the
+//! monitor until it execs), in a session of its own
 //! (a terminal's Ctrl-C or hang-up never reaches it). The monitor starts the
 //! container with the ordinary [`Runtime`] (cgroup, namespaces; stdout and
 //! stderr one pipe it copies into the size-rotated log, see [`super::log`]),
@@ -28,6 +30,7 @@
 
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -143,10 +146,14 @@ struct Hello {
 /// How to start monitors: the binary that has the `monitor` subcommand.
 #[derive(Debug, Clone)]
 pub struct MonitorConfig {
+    /// Monitors run from a sealed copy of this file, made once per process
+    /// (`/proc/self/exe` of an agent that runs sealed is used as it is).
     pub exe: PathBuf,
     pub cgroup_root: PathBuf,
     /// Rotate a container's log once it would exceed this size (0: never).
     pub log_max_bytes: u64,
+    /// What the monitor fills in where a spec sets no limit.
+    pub defaults: super::ResourceDefaults,
 }
 
 impl Runtime {
@@ -162,7 +169,9 @@ impl Runtime {
     ) -> Result<Container, RuntimeError> {
         let state = bundle_dir.join(STATE_FILE);
         let _ = std::fs::remove_file(&state);
-        let mut child = Command::new(&monitor.exe)
+        let sealed = super::sealed_exe::sealed(&monitor.exe)?;
+        let mut child = Command::new(super::sealed_exe::exec_path(&sealed))
+            .arg0("drover-agent")
             .arg("monitor")
             .arg("--bundle")
             .arg(bundle_dir)
@@ -172,6 +181,8 @@ impl Runtime {
             .arg(&monitor.cgroup_root)
             .arg("--log-max-bytes")
             .arg(monitor.log_max_bytes.to_string())
+            .arg("--default-pids-limit")
+            .arg(monitor.defaults.pids.unwrap_or(0).to_string())
             .arg(id)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

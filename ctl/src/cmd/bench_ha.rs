@@ -230,6 +230,7 @@ async fn in_process(dir: &Path) -> Result<Vec<Scheduler>> {
             advertise: addr.clone(),
             data_dir: dir.join(format!("s{id}")),
             node_timeout: Duration::from_secs(5),
+            node_gc_after: None,
             snapshot_every: 10_000,
             cluster_cidr: "10.88.0.0/16".into(),
             cluster: ClusterConfig {

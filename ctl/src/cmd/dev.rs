@@ -21,6 +21,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         advertise: String::new(),
         data_dir: a.state_dir.join("scheduler"),
         node_timeout: Duration::from_secs(5),
+        node_gc_after: None,
         snapshot_every: 1000,
         cluster_cidr: a.cluster_cidr.clone(),
         cluster: Default::default(),
@@ -41,6 +42,8 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         monitor: None,
         registries: Default::default(),
         image_limits: Default::default(),
+        resource_defaults: Default::default(),
+        ended_retention: Duration::from_secs(3600),
     })
     .await
     .context("cannot start the agent")?;

@@ -1,4 +1,4 @@
-//! `drover node ls`, `status`, `cordon`, `uncordon` and `drain`.
+//! `drover node ls|status|cordon|uncordon|drain|rm`.
 
 use crate::cli::NodeCmd;
 use crate::client::{self, status};
@@ -16,6 +16,18 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<i32> {
         NodeCmd::Uncordon { name } => return schedulable(&mut c, &name, true, false, true).await,
         NodeCmd::Drain { name, detach } => {
             return schedulable(&mut c, &name, false, true, detach).await
+        }
+        NodeCmd::Rm { name } => {
+            let r = c
+                .remove_node(pb::RemoveNodeRequest { name: name.clone() })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "{name}: removed ({} replica(s) placed elsewhere)",
+                r.replaced
+            );
+            return Ok(0);
         }
     };
     let r = c

@@ -22,6 +22,8 @@ pub struct Controller {
     pub replica: Replica,
     pub liveness: Liveness,
     pub node_timeout: Duration,
+    /// Forget nodes down for longer than this (`None`: never).
+    pub node_gc_after: Option<Duration>,
 }
 
 impl Controller {
@@ -79,11 +81,29 @@ impl Controller {
                 })
                 .await?;
         }
+        if let Some(gc) = self.node_gc_after {
+            let gc_ms = i64::try_from(gc.as_millis()).unwrap_or(i64::MAX);
+            for node in state.nodes.values() {
+                if node.status == NodeStatus::Down && now_ms() - node.updated_at_ms > gc_ms {
+                    tracing::info!(node = %node.name, "forgetting a node down for longer than --node-gc-after");
+                    self.replica
+                        .write(Command::RemoveNode {
+                            name: node.name.clone(),
+                            reason: format!("down for longer than {}s", gc.as_secs()),
+                            at_ms: now_ms(),
+                        })
+                        .await?;
+                }
+            }
+        }
         let mut network_changed = false;
         for node in state.nodes.values() {
             let Some(error) = self.liveness.network(&node.name) else {
                 continue;
             };
+            if node.status != NodeStatus::Ready {
+                continue;
+            }
             if error == node.network_error {
                 continue;
             }

@@ -259,6 +259,30 @@ impl Drover for ClientApi {
         .await
     }
 
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let name = req.into_inner().name;
+        let r = self
+            .replica
+            .write(Command::RemoveNode {
+                name: name.clone(),
+                reason: "removed by a user".into(),
+                at_ms: super::now_ms(),
+            })
+            .await?;
+        if !r.ok {
+            let msg = r.error.unwrap_or_default();
+            return Err(if msg.starts_with("no node") {
+                Status::not_found(msg)
+            } else {
+                Status::failed_precondition(msg)
+            });
+        }
+        Ok(Response::new(pb::RemoveNodeResponse { replaced: r.count }))
+    }
+
     async fn set_node_schedulable(
         &self,
         req: Request<pb::SetNodeSchedulableRequest>,

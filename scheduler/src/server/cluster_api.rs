@@ -153,6 +153,7 @@ impl Cluster for ClusterApi {
         &self,
         req: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
+        refuse_second_hop(&self.replica, &req)?;
         let req = req.into_inner();
         if req.id == 0 {
             return Err(Status::invalid_argument("id: must not be 0"));
@@ -167,7 +168,13 @@ impl Cluster for ClusterApi {
             let req = req.clone();
             async move {
                 match leader {
-                    Some(addr) => self.replica.forwarder.cluster(&addr)?.add_member(req).await,
+                    Some(addr) => {
+                        self.replica
+                            .forwarder
+                            .cluster(&addr)?
+                            .add_member(forwarded(req))
+                            .await
+                    }
                     None => {
                         let is_voter = self
                             .replica
@@ -199,6 +206,7 @@ impl Cluster for ClusterApi {
         &self,
         req: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
+        refuse_second_hop(&self.replica, &req)?;
         let req = req.into_inner();
         forward::with_leader(&self.replica, |leader| async move {
             match leader {
@@ -206,7 +214,7 @@ impl Cluster for ClusterApi {
                     self.replica
                         .forwarder
                         .cluster(&addr)?
-                        .remove_member(req)
+                        .remove_member(forwarded(req))
                         .await
                 }
                 None => {
@@ -273,6 +281,27 @@ impl Cluster for ClusterApi {
         let index = self.replica.read_index_here().await?;
         Ok(Response::new(pb::ReadIndexResponse { index }))
     }
+}
+
+/// A membership change passed on to the leader, marked so that a replica
+/// that is no longer the leader answers instead of passing it on again
+/// (requests must not bounce between replicas during an election).
+fn forwarded<T>(msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    req
+}
+
+/// Refuses a forwarded request on a replica that does not lead: the
+/// replica that forwarded it finds the leader again itself.
+fn refuse_second_hop<T>(replica: &Replica, req: &Request<T>) -> Result<(), Status> {
+    if was_forwarded(req) && !replica.is_leader() {
+        return Err(Status::unavailable(
+            "not the leader (a forwarded request is not forwarded again)",
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a request was already forwarded by another replica.

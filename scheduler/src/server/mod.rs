@@ -35,6 +35,8 @@ pub struct Config {
     pub advertise: String,
     pub data_dir: PathBuf,
     pub node_timeout: Duration,
+    /// Forget nodes down for longer than this (`None`: never).
+    pub node_gc_after: Option<Duration>,
     pub snapshot_every: u64,
     /// Containers' addresses come from here: each node gets a /24 of it.
     pub cluster_cidr: String,
@@ -181,6 +183,7 @@ impl Scheduler {
             replica: replica.leader_only(),
             liveness,
             node_timeout: config.node_timeout,
+            node_gc_after: config.node_gc_after,
         };
         tasks.push(tokio::spawn(controller.run(stop.subscribe())));
         tracing::info!(id = config.id, addr = %local_addr, "scheduler replica serving");

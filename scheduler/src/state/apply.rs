@@ -73,9 +73,7 @@ impl State {
                 status,
                 at_ms,
             } => self.set_node_status(name, *status, *at_ms),
-            Command::SetNodeNetwork { name, error, at_ms } => {
-                self.set_node_network(name, error, *at_ms)
-            }
+            Command::SetNodeNetwork { name, error, .. } => self.set_node_network(name, error),
             Command::PlaceAllocations { allocations, at_ms } => self.place(allocations, *at_ms),
             Command::StopAllocations { ids, reason, at_ms } => {
                 self.stop_allocations(ids, reason, *at_ms)
@@ -118,6 +116,11 @@ impl State {
                 drain,
                 at_ms,
             } => self.set_schedulable(name, *schedulable, *drain, *at_ms),
+            Command::RemoveNode {
+                name,
+                reason,
+                at_ms,
+            } => self.remove_node(name, reason, *at_ms),
             Command::Noop => CommandResult::ok(false),
             Command::Batch(cmds) => CommandResult {
                 ok: true,
@@ -526,15 +529,24 @@ impl State {
         if name.is_empty() {
             return CommandResult::refused("a node needs a name");
         }
+        // One range for the whole cluster: the first proposed wins.
+        if self.cluster_cidr.is_empty() && !cluster_cidr.is_empty() {
+            self.cluster_cidr = cluster_cidr.to_string();
+        }
+        let cluster_cidr = self.cluster_cidr.clone();
         let has_subnet = self.nodes.get(name).is_some_and(|n| !n.subnet.is_empty());
         let subnet = if has_subnet || cluster_cidr.is_empty() {
             None
         } else {
             let taken: Vec<&str> = self.nodes.values().map(|n| n.subnet.as_str()).collect();
-            match super::subnet::next_free(cluster_cidr, &taken) {
+            match super::subnet::next_free(&cluster_cidr, &taken) {
                 Some(s) => Some(s),
                 None => {
-                    return CommandResult::refused(format!("no free /24 left in {cluster_cidr}"))
+                    return CommandResult::refused(format!(
+                        "no free /24 left in the cluster range {cluster_cidr} ({} nodes hold one): \
+                         remove nodes that are gone with `drover node rm`",
+                        taken.len()
+                    ))
                 }
             }
         };
@@ -561,6 +573,36 @@ impl State {
         }
         CommandResult {
             note: node.subnet.clone(),
+            ..CommandResult::ok(true)
+        }
+    }
+
+    fn remove_node(&mut self, name: &str, reason: &str, at_ms: i64) -> CommandResult {
+        let Some(node) = self.nodes.get(name) else {
+            return CommandResult::refused(format!("no node named {name:?}"));
+        };
+        if node.status != NodeStatus::Down {
+            return CommandResult::refused(format!(
+                "node {name} is {}: only a node that is down can be removed (stop its agent first; a running agent registers again)",
+                node.status.as_str()
+            ));
+        }
+        self.nodes.remove(name);
+        let mut count = 0;
+        for a in self.allocations.values_mut().filter(|a| a.node == name) {
+            if a.desired == Desired::Run {
+                a.desired = Desired::Stop;
+                a.desired_reason = format!("node removed: {reason}");
+                a.updated_at_ms = at_ms;
+                count += 1;
+            }
+            if !a.state.is_terminal() {
+                a.state = AllocState::Failed;
+                a.pid = 0;
+            }
+        }
+        CommandResult {
+            count,
             ..CommandResult::ok(true)
         }
     }
@@ -604,15 +646,15 @@ impl State {
         CommandResult::ok(true)
     }
 
-    fn set_node_network(&mut self, name: &str, error: &str, at_ms: i64) -> CommandResult {
+    fn set_node_network(&mut self, name: &str, error: &str) -> CommandResult {
         let Some(node) = self.nodes.get_mut(name) else {
             return CommandResult::refused(format!("no node named {name:?}"));
         };
         if node.network_error == error {
             return CommandResult::ok(false);
         }
+        // Not `updated_at_ms`: that dates the node's status (how long it has been down).
         node.network_error = error.to_string();
-        node.updated_at_ms = at_ms;
         CommandResult::ok(true)
     }
 

@@ -125,6 +125,15 @@ pub enum Command {
         drain: bool,
         at_ms: i64,
     },
+    /// Forget a node that is down: a user confirmed it is gone (`drover node
+    /// rm`), or it stayed down longer than the scheduler keeps such nodes.
+    /// Its replicas, even those that keep running when cut off, are
+    /// replaced, and its subnet is free again.
+    RemoveNode {
+        name: String,
+        reason: String,
+        at_ms: i64,
+    },
     /// Does nothing; used by tests and to commit a marker entry.
     Noop,
     /// Commands proposed concurrently, applied in order as one log entry:
@@ -151,7 +160,8 @@ impl Command {
             | Command::PromoteJob { at_ms, .. }
             | Command::PauseJob { at_ms, .. }
             | Command::RestartJob { at_ms, .. }
-            | Command::SetNodeSchedulable { at_ms, .. } => *at_ms = now_ms,
+            | Command::SetNodeSchedulable { at_ms, .. }
+            | Command::RemoveNode { at_ms, .. } => *at_ms = now_ms,
             Command::Batch(cmds) => cmds.iter_mut().for_each(|c| c.stamp(now_ms)),
             Command::SetPendingReason { .. }
             | Command::PurgeJob { .. }

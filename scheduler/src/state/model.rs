@@ -18,6 +18,11 @@ pub struct State {
     pub request_at_ms: VecDeque<i64>,
     /// The log index of the last command applied.
     pub last_index: u64,
+    /// The container address range node subnets come from: the first one a
+    /// replica proposed, the same for every replica (a replica's own
+    /// `--cluster-cidr` only matters for a cluster that has none yet).
+    #[serde(default)]
+    pub cluster_cidr: String,
 }
 
 /// A job and every version of it that was submitted.

@@ -358,6 +358,91 @@ fn node_down_keeps_replicas_that_keep_running() {
 }
 
 #[test]
+fn removing_a_down_node_replaces_everything_and_frees_its_subnet() {
+    let mut s = State::default();
+    let reg = |s: &mut State, name: &str| {
+        let i = s.last_index + 1;
+        s.apply(
+            i,
+            &Command::RegisterNode {
+                name: name.into(),
+                address: "x:1".into(),
+                cpu_millis: 1000,
+                memory_bytes: 1 << 30,
+                at_ms: 0,
+                cluster_cidr: "10.88.0.0/23".into(),
+            },
+        )
+    };
+    assert_eq!(reg(&mut s, "n1").note, "10.88.0.0/24");
+    assert_eq!(reg(&mut s, "n2").note, "10.88.1.0/24");
+    // The /23 holds two: a third node is refused with what to do.
+    let r = reg(&mut s, "n3");
+    assert!(
+        !r.ok && r.error.as_deref().unwrap().contains("drover node rm"),
+        "{r:?}"
+    );
+    submit(&mut s, "", &format!("{WEB}on_disconnect: keep-running\n"));
+    place(&mut s, "a1", "web", 1, 0, "n1");
+    let remove = |s: &mut State| {
+        let i = s.last_index + 1;
+        s.apply(
+            i,
+            &Command::RemoveNode {
+                name: "n1".into(),
+                reason: "gone".into(),
+                at_ms: 50,
+            },
+        )
+    };
+    let r = remove(&mut s);
+    assert!(
+        !r.ok && r.error.as_deref().unwrap().contains("is ready"),
+        "{r:?}"
+    );
+    s.apply(
+        90,
+        &Command::SetNodeStatus {
+            name: "n1".into(),
+            status: NodeStatus::Down,
+            at_ms: 40,
+        },
+    );
+    // Keep-running replicas stay while the node is only down...
+    assert_eq!(s.allocations["a1"].desired, Desired::Run);
+    // ...and go once it is removed.
+    let r = remove(&mut s);
+    assert_eq!((r.ok, r.count), (true, 1));
+    let a = &s.allocations["a1"];
+    assert_eq!((a.desired, a.state), (Desired::Stop, AllocState::Failed));
+    assert!(!s.nodes.contains_key("n1"));
+    assert_eq!(reg(&mut s, "n3").note, "10.88.0.0/24");
+}
+
+#[test]
+fn the_cluster_range_is_the_first_one_proposed() {
+    let mut s = State::default();
+    for (i, (name, cidr)) in [("n1", "10.88.0.0/16"), ("n2", "10.99.0.0/16")]
+        .iter()
+        .enumerate()
+    {
+        s.apply(
+            i as u64 + 1,
+            &Command::RegisterNode {
+                name: name.to_string(),
+                address: "x:1".into(),
+                cpu_millis: 1000,
+                memory_bytes: 1 << 30,
+                at_ms: 0,
+                cluster_cidr: cidr.to_string(),
+            },
+        );
+    }
+    assert_eq!(s.cluster_cidr, "10.88.0.0/16");
+    assert_eq!(s.nodes["n2"].subnet, "10.88.1.0/24");
+}
+
+#[test]
 fn find_allocation_by_prefix() {
     let mut s = State::default();
     node(&mut s, "n1");
@@ -433,7 +518,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
             reason: "x".into(),
             at_ms: 6,
         }),
-        (id, node, 0usize..6).prop_map(|(id, n, st)| Command::ReportAllocations {
+        (id, node.clone(), 0usize..6).prop_map(|(id, n, st)| Command::ReportAllocations {
             node: n.into(),
             reports: vec![AllocationReport {
                 id,
@@ -455,6 +540,11 @@ fn arb_command() -> impl Strategy<Value = Command> {
             at_ms: 7,
         }),
         job.prop_map(|j| Command::PurgeJob { name: j.into() }),
+        node.prop_map(|n| Command::RemoveNode {
+            name: n.into(),
+            reason: "gone".into(),
+            at_ms: 8,
+        }),
     ]
 }
 
