@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
-const JOBS: usize = 3;
+/// Many jobs, so that each one's history (which the checker searches
+/// whole) stays short even in a long run.
+const JOBS: usize = 8;
 const CLIENTS: u64 = 3;
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -204,7 +206,7 @@ async fn client(id: u64, addrs: Vec<String>, deadline: Instant, rec: Arc<Recorde
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(30 + rng.below(70))).await;
+        tokio::time::sleep(Duration::from_millis(50 + rng.below(100))).await;
     }
 }
 

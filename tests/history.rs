@@ -82,7 +82,25 @@ pub enum EventKind {
 
 /// Checks every job's history for linearizability, from `init` (each job's
 /// state before the recorded operations began).
+///
+/// The tester searches depth-first, one stack frame per operation, so the
+/// search runs on a thread with a stack large enough for long histories.
 pub fn check_linearizable(
+    init: &BTreeMap<String, JobRegister>,
+    events: &[Event],
+) -> Result<(), String> {
+    let init = init.clone();
+    let events = events.to_vec();
+    std::thread::Builder::new()
+        .name("linearizability".into())
+        .stack_size(1 << 30)
+        .spawn(move || check_linearizable_here(&init, &events))
+        .map_err(|e| format!("cannot start the checker: {e}"))?
+        .join()
+        .map_err(|_| "the linearizability checker panicked".to_string())?
+}
+
+fn check_linearizable_here(
     init: &BTreeMap<String, JobRegister>,
     events: &[Event],
 ) -> Result<(), String> {
