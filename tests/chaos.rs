@@ -88,6 +88,19 @@ impl Recorder {
         self.seq.fetch_add(1, Ordering::SeqCst)
     }
 
+    /// Records a submit's answer, and the version it made if it made one.
+    fn submitted(&self, thread: u64, job: String, r: &pb::SubmitJobResponse) {
+        self.push(
+            self.next(),
+            thread,
+            &job,
+            EventKind::Return(Ret::Submitted(r.version)),
+        );
+        if r.changed {
+            self.acked.lock().unwrap().push((job, r.version));
+        }
+    }
+
     fn push(&self, seq: u64, thread: u64, job: &str, kind: EventKind) {
         self.events.lock().unwrap().push(Event {
             seq,
@@ -164,15 +177,7 @@ async fn client(id: u64, addrs: Vec<String>, deadline: Instant, rec: Arc<Recorde
             rec.push(rec.next(), thread, &job, EventKind::Invoke(Op::Submit(arg)));
             match submit(c, &spec, &rid).await {
                 Some(r) => {
-                    rec.push(
-                        rec.next(),
-                        thread,
-                        &job,
-                        EventKind::Return(Ret::Submitted(r.version)),
-                    );
-                    if r.changed {
-                        rec.acked.lock().unwrap().push((job, r.version));
-                    }
+                    rec.submitted(thread, job, &r);
                     rec.ok_ops.fetch_add(1, Ordering::Relaxed);
                 }
                 None => {
@@ -208,20 +213,6 @@ async fn client(id: u64, addrs: Vec<String>, deadline: Instant, rec: Arc<Recorde
         }
         tokio::time::sleep(Duration::from_millis(50 + rng.below(100))).await;
     }
-}
-
-/// Ids of the Drover containers running on this host (cgroups with processes).
-fn running_containers() -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for parent in ["/sys/fs/cgroup/pids/drover", "/sys/fs/cgroup/drover"] {
-        for e in std::fs::read_dir(parent).into_iter().flatten().flatten() {
-            let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
-            if !procs.trim().is_empty() {
-                out.insert(e.file_name().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out
 }
 
 /// Injects one fault into replica `s` (or the leader) and returns how to undo it.
@@ -361,15 +352,7 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
                 }
                 panic!("a submit could not be settled after the faults healed");
             };
-            rec.push(
-                rec.next(),
-                thread,
-                &job,
-                EventKind::Return(Ret::Submitted(r.version)),
-            );
-            if r.changed {
-                rec.acked.lock().unwrap().push((job, r.version));
-            }
+            rec.submitted(thread, job, &r);
             settled += 1;
         }
         let mut cl = connect(&addrs[0]).await.expect("connect after the faults");
@@ -447,7 +430,15 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
     let acked = rec.acked.lock().unwrap().clone();
     let double = check_no_double_run(&samples, &slot_of);
     let lost = check_acked_kept(&acked, &versions);
-    let linear = check_linearizable(&init, &events);
+    let linear = check_linearizable(&init, &events, Duration::from_secs(120));
+    if linear.is_err() {
+        // Keep the history for a closer look (and a replay of the seed).
+        let path = std::env::temp_dir().join(format!("drover-chaos-{seed}.history"));
+        let text: String = events.iter().map(|e| format!("{e:?}\n")).collect();
+        if std::fs::write(&path, text).is_ok() {
+            eprintln!("chaos: history written to {}", path.display());
+        }
+    }
     eprintln!("chaos: seed {seed}, {secs}s, {replicas} scheduler replicas, 3 agents");
     eprintln!("| faults injected | {faults:?} |");
     eprintln!(

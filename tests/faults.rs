@@ -27,24 +27,6 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 const NODE_TIMEOUT: &str = "2s";
 const DEFAULT_REPLACE_AFTER: Duration = Duration::from_secs(7);
 
-/// Ids of the Drover containers running on this host right now: their
-/// cgroups (v1 `pids` controller or the v2 tree) hold processes.
-fn running_containers() -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for parent in ["/sys/fs/cgroup/pids/drover", "/sys/fs/cgroup/drover"] {
-        let Ok(entries) = std::fs::read_dir(parent) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
-            if !procs.trim().is_empty() {
-                out.insert(e.file_name().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out
-}
-
 /// `drover alloc ls -o json`: (id, job, node, pid, state).
 fn allocs(c: &NetCluster) -> Vec<(String, String, String, u64, String)> {
     let out = c.drover(&["alloc", "ls", "-o", "json"]);

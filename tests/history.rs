@@ -85,19 +85,32 @@ pub enum EventKind {
 ///
 /// The tester searches depth-first, one stack frame per operation, so the
 /// search runs on a thread with a stack large enough for long histories.
+/// Its search is exponential in the worst case (a history that is *not*
+/// linearizable may be searched whole), so it gets `budget`: a search that
+/// has not finished by then fails the check.
 pub fn check_linearizable(
     init: &BTreeMap<String, JobRegister>,
     events: &[Event],
+    budget: std::time::Duration,
 ) -> Result<(), String> {
     let init = init.clone();
     let events = events.to_vec();
+    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("linearizability".into())
         .stack_size(1 << 30)
-        .spawn(move || check_linearizable_here(&init, &events))
-        .map_err(|e| format!("cannot start the checker: {e}"))?
-        .join()
-        .map_err(|_| "the linearizability checker panicked".to_string())?
+        .spawn(move || {
+            let _ = tx.send(check_linearizable_here(&init, &events));
+        })
+        .map_err(|e| format!("cannot start the checker: {e}"))?;
+    match rx.recv_timeout(budget) {
+        Ok(r) => r,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!(
+            "the linearizability search did not finish within {}s: the history may not be linearizable",
+            budget.as_secs()
+        )),
+        Err(_) => Err("the linearizability checker panicked".into()),
+    }
 }
 
 fn check_linearizable_here(
@@ -209,7 +222,7 @@ mod tests {
             ev(5, 1, Invoke(Op::Submit(7))),
             ev(6, 1, Return(Ret::Submitted(2))),
         ];
-        check_linearizable(&init(), &h).unwrap();
+        check_linearizable(&init(), &h, std::time::Duration::from_secs(10)).unwrap();
     }
 
     #[test]
@@ -220,7 +233,7 @@ mod tests {
             ev(3, 2, Invoke(Op::Read)),
             ev(4, 2, Return(Ret::Read(1, 1000))),
         ];
-        let e = check_linearizable(&init(), &h).unwrap_err();
+        let e = check_linearizable(&init(), &h, std::time::Duration::from_secs(10)).unwrap_err();
         assert!(e.contains("not linearizable"), "{e}");
     }
 
@@ -234,7 +247,7 @@ mod tests {
                 ev(3, 2, Return(read.clone())),
                 ev(4, 1, Return(Ret::Submitted(2))),
             ];
-            check_linearizable(&init(), &h).unwrap();
+            check_linearizable(&init(), &h, std::time::Duration::from_secs(10)).unwrap();
         }
     }
 
@@ -247,7 +260,7 @@ mod tests {
             ev(3, 2, Invoke(Op::Submit(8))),
             ev(4, 2, Return(Ret::Submitted(2))),
         ];
-        assert!(check_linearizable(&init(), &h).is_err());
+        assert!(check_linearizable(&init(), &h, std::time::Duration::from_secs(10)).is_err());
     }
 
     #[test]

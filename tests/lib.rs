@@ -404,3 +404,19 @@ pub fn test_cidr(seed: u16) -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("10.{}.0.0/16", 100 + (start + n) % 150)
 }
+
+/// Ids of the Drover containers running on this host right now: their
+/// cgroups (the v1 `pids` controller's tree, or the v2 tree) hold
+/// processes. What the host shows, whatever the scheduler believes.
+pub fn running_containers() -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for parent in ["/sys/fs/cgroup/pids/drover", "/sys/fs/cgroup/drover"] {
+        for e in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+            if !procs.trim().is_empty() {
+                out.insert(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
