@@ -28,9 +28,19 @@ const NODE_TIMEOUT: &str = "2s";
 const DEFAULT_REPLACE_AFTER: Duration = Duration::from_secs(7);
 
 /// `drover alloc ls -o json`: (id, job, node, pid, state).
-fn allocs(c: &NetCluster) -> Vec<(String, String, String, u64, String)> {
+type Alloc = (String, String, String, u64, String);
+
+fn allocs(c: &NetCluster) -> Vec<Alloc> {
+    try_allocs(c).unwrap_or_else(|e| panic!("alloc ls: {e}"))
+}
+
+/// `allocs`, or the CLI's error (while a fault lasts, the replica the CLI
+/// picked may be unable to answer).
+fn try_allocs(c: &NetCluster) -> Result<Vec<Alloc>, String> {
     let out = c.drover(&["alloc", "ls", "-o", "json"]);
-    assert!(out.ok(), "alloc ls: {}{}", out.stdout, out.stderr);
+    if !out.ok() {
+        return Err(format!("{}{}", out.stdout, out.stderr));
+    }
     let v: Value = serde_json::from_str(&out.stdout).unwrap_or_default();
     let mut a: Vec<_> = v
         .as_array()
@@ -49,7 +59,7 @@ fn allocs(c: &NetCluster) -> Vec<(String, String, String, u64, String)> {
         })
         .collect();
     a.sort();
-    a
+    Ok(a)
 }
 
 fn node_status(c: &NetCluster) -> BTreeMap<String, String> {
@@ -250,7 +260,7 @@ fn a_node_behind_a_deposed_leader_never_runs_a_replica_twice() {
         "solo replaced on the other node",
         Duration::from_secs(40),
         || {
-            let now = allocs(&c);
+            let now = try_allocs(&c).ok()?;
             now.into_iter().find(|a| {
                 a.1 == "solo" && a.0 != first_id && a.4 == "running" && a.2.ends_with(other)
             })

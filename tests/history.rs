@@ -290,3 +290,72 @@ mod tests {
         assert!(e.contains("ran 2 times"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod scale {
+    use super::*;
+
+    /// A linearizable history of `n` operations by three clients whose
+    /// operations overlap, plus `settled` submits whose answers came only at
+    /// the end (as the chaos run's unknown outcomes are settled).
+    fn synthetic(n: u64, settled: u64) -> (BTreeMap<String, JobRegister>, Vec<Event>) {
+        let init = BTreeMap::from([(
+            "j".to_string(),
+            JobRegister {
+                version: 1,
+                arg: 1000,
+            },
+        )]);
+        let mut state = init["j"].clone();
+        let mut events = Vec::new();
+        let mut seq = 0;
+        let mut late = Vec::new();
+        let ev = |seq: &mut u64, thread: u64, kind: EventKind| {
+            *seq += 1;
+            Event {
+                seq: *seq,
+                thread,
+                job: "j".into(),
+                kind,
+            }
+        };
+        for i in 0..n {
+            let thread = i % 3;
+            let op = if i % 2 == 0 {
+                Op::Submit(1001 + (i % 5) as u32)
+            } else {
+                Op::Read
+            };
+            // Invoke, let the next client invoke too (overlap), then return.
+            events.push(ev(&mut seq, thread, EventKind::Invoke(op.clone())));
+            let ret = state.invoke(&op);
+            if i < settled {
+                late.push((100 + i, op, ret));
+                events.pop();
+                let (t, op, _) = late.last().unwrap().clone();
+                events.push(ev(&mut seq, t, EventKind::Invoke(op)));
+                continue;
+            }
+            events.push(ev(&mut seq, thread, EventKind::Return(ret)));
+        }
+        for (t, _, ret) in late {
+            events.push(ev(&mut seq, t, EventKind::Return(ret)));
+        }
+        (init, events)
+    }
+
+    #[test]
+    #[ignore = "how the checker scales: cargo test -p drover-e2e --lib scale -- --ignored --nocapture"]
+    fn checker_scales() {
+        for (n, settled) in [(200, 0), (1500, 0), (1500, 5), (5000, 5)] {
+            let (init, events) = synthetic(n, settled);
+            let start = std::time::Instant::now();
+            let r = check_linearizable(&init, &events, std::time::Duration::from_secs(60));
+            eprintln!(
+                "{n} ops, {settled} settled late: {:?} in {:?}",
+                r.is_ok(),
+                start.elapsed()
+            );
+        }
+    }
+}
