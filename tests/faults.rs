@@ -359,3 +359,49 @@ fn bench_writes_after_the_leaders_host_goes_silent() {
         took[took.len() - 1]
     );
 }
+
+/// An agent killed for good (SIGKILL, never restarted) leaves its
+/// containers to their monitors; the monitors fence them on the agent's
+/// clock, so the replica started elsewhere never runs beside the old one.
+#[test]
+fn containers_of_a_dead_agent_stop_before_they_are_replaced() {
+    if !require_root("containers_of_a_dead_agent_stop_before_they_are_replaced") {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let mut c = NetCluster::up("fldead", 12, 1, 2, &[("DROVER_NODE_TIMEOUT", NODE_TIMEOUT)]);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = job_spec(dir.path(), "solo", 1);
+    let out = c.drover(&["job", "run", "--timeout", "60s", spec.to_str().unwrap()]);
+    assert!(out.ok(), "job run: {}{}", out.stdout, out.stderr);
+    let first = allocs(&c);
+    let (first_id, _, first_node, _, _) = first[0].clone();
+    let agent = format!("a{}", first_node.rsplit('a').next().unwrap());
+    assert!(running_containers().contains(&first_id));
+
+    c.must(&["kill", &agent]);
+    let start = Instant::now();
+    let mut most = 0;
+    let replaced = loop {
+        let running = running_containers();
+        let now = try_allocs(&c).unwrap_or_default();
+        let solo: BTreeSet<&String> = now.iter().filter(|a| a.1 == "solo").map(|a| &a.0).collect();
+        most = most.max(running.iter().filter(|id| solo.contains(id)).count());
+        if let Some(a) = now
+            .iter()
+            .find(|a| a.1 == "solo" && a.0 != first_id && a.4 == "running")
+        {
+            if running.contains(&a.0) {
+                break a.clone();
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(40), "never replaced");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(most <= 1, "solo ran twice at once");
+    assert!(
+        !running_containers().contains(&first_id),
+        "the dead agent's container still runs beside its replacement {}",
+        replaced.0
+    );
+}

@@ -11,6 +11,7 @@
 pub mod bundle;
 pub mod cgroups;
 pub mod daemon;
+pub mod fence_clock;
 pub mod image;
 pub mod leftovers;
 pub mod network;

@@ -84,6 +84,10 @@ enum Command {
         /// The pids limit of a container whose spec sets none (0: none).
         #[arg(long, default_value_t = drover_agent::runtime::DEFAULT_PIDS_LIMIT as u64)]
         default_pids_limit: u64,
+        /// Stop the container once this fencing clock expires (the agent's
+        /// `<state-dir>/fence-clock`), even if the agent is gone.
+        #[arg(long)]
+        fence_clock: Option<PathBuf>,
         id: String,
     },
 }
@@ -238,13 +242,20 @@ fn main() -> anyhow::Result<ExitCode> {
             cgroup_root,
             log_max_bytes,
             default_pids_limit,
+            fence_clock,
             id,
         } => {
             let runtime = Runtime::new(cgroups::manager_for(cgroup_root)).with_defaults(
                 drover_agent::runtime::ResourceDefaults::with_pids(default_pids_limit),
             );
-            let code =
-                drover_agent::runtime::monitor::serve(&runtime, &bundle, &id, &log, log_max_bytes);
+            let code = drover_agent::runtime::monitor::serve(
+                &runtime,
+                &bundle,
+                &id,
+                &log,
+                log_max_bytes,
+                fence_clock,
+            );
             Ok(ExitCode::from(code as u8))
         }
     }

@@ -404,6 +404,16 @@ impl Life {
     }
 
     async fn launch(&self, bundle: &Bundle) -> Result<Container, String> {
+        let fenced_job = self.spec.on_disconnect == OnDisconnect::Stop;
+        let since = self.shared.since_acknowledged();
+        if fenced_job && drover_proto::fencing::must_fence(since, self.shared.node_timeout()) {
+            // Never start a replica the scheduler may be starting elsewhere.
+            return Err(format!(
+                "not started: no leader acknowledged this node for {:.1}s (fencing)",
+                since.as_secs_f64()
+            ));
+        }
+        let fence_clock = fenced_job.then(|| crate::fence_clock::file(&self.shared.state_dir));
         let shared = self.shared.clone();
         let dir = bundle.dir().to_path_buf();
         let id = self.id.clone();
@@ -412,7 +422,7 @@ impl Life {
             if let Some(monitor) = &shared.monitor {
                 return shared
                     .runtime
-                    .start_monitored(monitor, &dir, &id, &log_path)
+                    .start_monitored(monitor, &dir, &id, &log_path, fence_clock.as_deref())
                     .map_err(|e| e.to_string());
             }
             let log = std::fs::OpenOptions::new()

@@ -79,6 +79,11 @@ impl Links {
         Ok(NodeServiceClient::new(channel).max_decoding_message_size(64 << 20))
     }
 
+    /// How many replicas there are.
+    pub fn replicas(&self) -> usize {
+        self.addrs.len()
+    }
+
     /// Moves on to the next replica after a failure.
     pub fn next(&self) {
         self.current.fetch_add(1, Ordering::Relaxed);
@@ -147,7 +152,11 @@ pub async fn run(
     shared: Arc<super::Shared>,
     mut stop: broadcast::Receiver<()>,
 ) {
+    // A failover must fit in the node timeout (the agent fences itself
+    // after it), so the other replicas are tried at once, one after the
+    // other; only a whole round of failures backs off.
     let mut backoff = Duration::from_millis(200);
+    let mut failed_in_a_row = 0usize;
     loop {
         let session = session(&links, &me, heartbeat, &desired, &shared);
         let began = std::time::Instant::now();
@@ -163,13 +172,21 @@ pub async fn run(
         // a replica loss, reconnect quickly rather than at the old backoff.
         if began.elapsed() > Duration::from_secs(5) {
             backoff = Duration::from_millis(200);
+            failed_in_a_row = 0;
         }
+        failed_in_a_row += 1;
         links.next();
+        let pause = if failed_in_a_row.is_multiple_of(links.replicas()) {
+            let b = backoff;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            b
+        } else {
+            Duration::from_millis(50)
+        };
         tokio::select! {
             _ = stop.recv() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -12,7 +12,6 @@ pub mod allocation;
 pub mod api;
 pub mod connection;
 pub mod exec;
-pub mod fence_clock;
 pub mod health;
 pub mod mesh;
 pub mod netwatch;
@@ -119,13 +118,13 @@ impl Shared {
     /// Records a heartbeat sent at `sent` that a leader acknowledged, with
     /// the node timeout it answered (0: keep the one known).
     pub fn acknowledged(&self, sent: std::time::Instant, node_timeout_ms: u64) {
-        let mut last = self.last_contact.lock().unwrap_or_else(|e| e.into_inner());
-        *last = (*last).max(sent);
-        fence_clock::save(&self.state_dir, *last);
         if node_timeout_ms > 0 {
             self.node_timeout_ms
                 .store(node_timeout_ms, std::sync::atomic::Ordering::Relaxed);
         }
+        let mut last = self.last_contact.lock().unwrap_or_else(|e| e.into_inner());
+        *last = (*last).max(sent);
+        crate::fence_clock::save(&self.state_dir, *last, self.node_timeout());
     }
 
     /// How long ago the last acknowledged heartbeat was sent.
@@ -353,7 +352,7 @@ impl Agent {
             // Resumed from disk: a restarted agent does not restart the
             // fencing clock (containers it re-adopts may be replaced already).
             last_contact: std::sync::Mutex::new(
-                fence_clock::load(&config.state_dir).unwrap_or_else(std::time::Instant::now),
+                crate::fence_clock::load(&config.state_dir).unwrap_or_else(std::time::Instant::now),
             ),
             node_timeout_ms: std::sync::atomic::AtomicU64::new(
                 drover_proto::fencing::DEFAULT_NODE_TIMEOUT.as_millis() as u64,

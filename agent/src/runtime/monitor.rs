@@ -160,19 +160,27 @@ impl Runtime {
     /// Starts the bundle as container `id` under a monitor process, stdout
     /// and stderr appended to `log`. Returns once the command has been exec'd.
     /// Blocking.
+    ///
+    /// With `fence_clock`, the monitor also fences the container: it stops
+    /// it once that clock (see `crate::fence_clock`) says no leader has
+    /// acknowledged the node for the node timeout, even if the agent is gone.
     pub fn start_monitored(
         &self,
         monitor: &MonitorConfig,
         bundle_dir: &Path,
         id: &str,
         log: &Path,
+        fence_clock: Option<&Path>,
     ) -> Result<Container, RuntimeError> {
         let state = bundle_dir.join(STATE_FILE);
         let _ = std::fs::remove_file(&state);
         let sealed = super::sealed_exe::sealed(&monitor.exe)?;
-        let mut child = Command::new(super::sealed_exe::exec_path(&sealed))
-            .arg0("drover-agent")
-            .arg("monitor")
+        let mut cmd = Command::new(super::sealed_exe::exec_path(&sealed));
+        cmd.arg0("drover-agent").arg("monitor");
+        if let Some(clock) = fence_clock {
+            cmd.arg("--fence-clock").arg(clock);
+        }
+        let mut child = cmd
             .arg("--bundle")
             .arg(bundle_dir)
             .arg("--log")
@@ -277,7 +285,14 @@ impl Runtime {
 
 /// The monitor process's main: start the container, report, copy its
 /// output into the log, wait, record. Returns the monitor's exit code.
-pub fn serve(runtime: &Runtime, bundle_dir: &Path, id: &str, log: &Path, log_max: u64) -> i32 {
+pub fn serve(
+    runtime: &Runtime,
+    bundle_dir: &Path,
+    id: &str,
+    log: &Path,
+    log_max: u64,
+    fence_clock: Option<PathBuf>,
+) -> i32 {
     // Our own session: no terminal signal of the agent's reaches us.
     let _ = nix::unistd::setsid();
     for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGPIPE, libc::SIGTERM] {
@@ -322,6 +337,11 @@ pub fn serve(runtime: &Runtime, bundle_dir: &Path, id: &str, log: &Path, log_max
     }
     let _ = writeln!(out, "{{\"pid\":{pid}}}");
     let _ = out.flush();
+    if let Some(clock) = fence_clock {
+        if let Ok(pidfd) = pidfd_open(pid) {
+            std::thread::spawn(move || watchdog(&clock, pidfd));
+        }
+    }
     // The agent may go away; never die of writing to its closed pipe.
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         // SAFETY: dup2 onto our own stdout with a valid fd.
@@ -350,6 +370,39 @@ pub fn serve(runtime: &Runtime, bundle_dir: &Path, id: &str, log: &Path, log_max
     // The cgroup stays until the agent has read what it needs from it.
     std::mem::forget(container);
     0
+}
+
+/// Fences the container while the agent cannot: once `clock` says no
+/// leader acknowledged the node for the node timeout, SIGTERM, then SIGKILL
+/// after `drover_proto::fencing::FENCE_STOP_GRACE` (the bound the scheduler
+/// counts on before it starts the replica elsewhere). The container is
+/// signalled through its pidfd, so a reused pid is never hit.
+fn watchdog(clock: &Path, pidfd: OwnedFd) {
+    use drover_proto::fencing::{FENCE_CHECK, FENCE_STOP_GRACE};
+    let signal = |sig: libc::c_int| {
+        // SAFETY: pidfd_send_signal with a pidfd we own, a valid signal
+        // number, no siginfo and no flags; it reads no memory of ours.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        }
+    };
+    loop {
+        std::thread::sleep(FENCE_CHECK);
+        if crate::fence_clock::expired(clock).is_some() {
+            if signal(libc::SIGTERM) != 0 {
+                return; // already gone
+            }
+            std::thread::sleep(FENCE_STOP_GRACE);
+            signal(libc::SIGKILL);
+            return;
+        }
+    }
 }
 
 /// One pipe for the container's stdout and stderr: (read end, stdio).

@@ -7,7 +7,13 @@
 //! moment the scheduler replaced them elsewhere. So every acknowledgement
 //! is also written to `<state-dir>/fence-clock`, in the host's monotonic
 //! clock (shared by every process, reset only by a reboot, which ends every
-//! container anyway), and a starting agent resumes the clock from it.
+//! container anyway), with the node timeout, and a starting agent resumes
+//! the clock from it.
+//!
+//! The same file lets a container's monitor fence it when the agent itself
+//! is gone: the monitor checks [`expired`] and stops the container once the
+//! node timeout has passed without an acknowledgement (see
+//! `runtime::monitor`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -27,25 +33,48 @@ fn monotonic_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Records that the heartbeat sent at `sent` was acknowledged.
-pub fn save(state_dir: &Path, sent: Instant) {
+/// The clock's file in a state directory.
+pub fn file(state_dir: &Path) -> PathBuf {
+    path(state_dir)
+}
+
+/// Records that the heartbeat sent at `sent` was acknowledged, and the node
+/// timeout in force.
+pub fn save(state_dir: &Path, sent: Instant, node_timeout: Duration) {
     let at = monotonic_ms().saturating_sub(sent.elapsed().as_millis() as u64);
     let tmp = state_dir.join(format!("{FILE}.tmp"));
+    let text = format!("{at} {}", node_timeout.as_millis());
     // Written whole, then renamed: a reader never sees half of it.
-    if std::fs::write(&tmp, at.to_string()).is_ok() {
+    if std::fs::write(&tmp, text).is_ok() {
         let _ = std::fs::rename(&tmp, path(state_dir));
     }
+}
+
+fn read(file: &Path) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let mut parts = text.split_whitespace();
+    let at = parts.next()?.parse().ok()?;
+    let timeout = parts
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(u64::MAX);
+    Some((at, timeout))
+}
+
+/// How long the node has gone without an acknowledgement, if that is longer
+/// than the node timeout recorded with it (`None` while it is not, or when
+/// nothing readable is recorded).
+pub fn expired(file: &Path) -> Option<Duration> {
+    let (at, timeout) = read(file)?;
+    let silent = monotonic_ms().checked_sub(at)?;
+    (silent >= timeout).then(|| Duration::from_millis(silent))
 }
 
 /// Where the clock stood when an earlier agent process last recorded it,
 /// as an `Instant` of this process; `None` if nothing was recorded (or it
 /// was recorded before a reboot).
 pub fn load(state_dir: &Path) -> Option<Instant> {
-    let at: u64 = std::fs::read_to_string(path(state_dir))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let (at, _) = read(&path(state_dir))?;
     let ago = monotonic_ms().checked_sub(at)?;
     Instant::now().checked_sub(Duration::from_millis(ago))
 }
@@ -59,7 +88,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(load(dir.path()).is_none());
         let sent = Instant::now() - Duration::from_secs(3);
-        save(dir.path(), sent);
+        save(dir.path(), sent, Duration::from_secs(4));
+        assert_eq!(expired(&file(dir.path())), None);
+        save(dir.path(), sent, Duration::from_secs(2));
+        let silent = expired(&file(dir.path())).unwrap();
+        assert!(silent >= Duration::from_secs(3), "{silent:?}");
         let resumed = load(dir.path()).unwrap();
         let ago = resumed.elapsed();
         assert!(
