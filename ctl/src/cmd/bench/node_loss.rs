@@ -180,7 +180,7 @@ pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32>
             ]]
         )
     );
-    println!("(heartbeat 1s, node timeout 5s: the defaults)");
+    println!("(the defaults: heartbeat 1s, node timeout 4s; replicas move 4s + 3s of fencing after the last heartbeat)");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(0)
 }
