@@ -40,14 +40,14 @@ pub fn file(state_dir: &Path) -> PathBuf {
 
 /// Records that the heartbeat sent at `sent` was acknowledged, and the node
 /// timeout in force.
-pub fn save(state_dir: &Path, sent: Instant, node_timeout: Duration) {
+pub fn save(state_dir: &Path, sent: Instant, node_timeout: Duration) -> std::io::Result<()> {
     let at = monotonic_ms().saturating_sub(sent.elapsed().as_millis() as u64);
     let tmp = state_dir.join(format!("{FILE}.tmp"));
     let text = format!("{at} {}", node_timeout.as_millis());
     // Written whole, then renamed: a reader never sees half of it.
-    if std::fs::write(&tmp, text).is_ok() {
-        let _ = std::fs::rename(&tmp, path(state_dir));
-    }
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path(state_dir)))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path(state_dir).display())))
 }
 
 fn read(file: &Path) -> Option<(u64, u64)> {
@@ -88,9 +88,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(load(dir.path()).is_none());
         let sent = Instant::now() - Duration::from_secs(3);
-        save(dir.path(), sent, Duration::from_secs(4));
+        save(dir.path(), sent, Duration::from_secs(4)).unwrap();
         assert_eq!(expired(&file(dir.path())), None);
-        save(dir.path(), sent, Duration::from_secs(2));
+        save(dir.path(), sent, Duration::from_secs(2)).unwrap();
         let silent = expired(&file(dir.path())).unwrap();
         assert!(silent >= Duration::from_secs(3), "{silent:?}");
         let resumed = load(dir.path()).unwrap();

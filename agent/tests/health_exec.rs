@@ -10,11 +10,11 @@ use std::time::Duration;
 use drover_agent::bundle::{Bundle, ContainerRequest};
 use drover_agent::cgroups;
 use drover_agent::daemon::health::{probe, Target, Verdict, EXEC_OUTPUT_MAX};
-use drover_agent::image::{Image, ImageConfig};
 use drover_agent::runtime::Runtime;
 use drover_proto::spec::{Health, Network};
 
-const BUSYBOX: &str = "/usr/bin/busybox";
+mod common;
+use common::BUSYBOX;
 
 fn can_run() -> bool {
     let ok = nix::unistd::geteuid().is_root() && Path::new(BUSYBOX).exists();
@@ -30,22 +30,10 @@ fn can_run() -> bool {
 }
 
 fn bundle(dir: &Path, id: &str, user: Option<&str>) -> Bundle {
-    let layer = dir.join("layer");
-    for d in ["bin", "tmp"] {
-        std::fs::create_dir_all(layer.join(d)).unwrap();
-    }
-    std::fs::copy(BUSYBOX, layer.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep", "grep", "id", "test", "yes", "head", "cat"] {
-        std::os::unix::fs::symlink("busybox", layer.join("bin").join(applet)).unwrap();
-    }
-    let image = Image {
-        layers: vec![layer],
-        config: ImageConfig {
-            env: vec!["PATH=/bin".into()],
-            ..Default::default()
-        },
-        digest: "sha256:test".into(),
-    };
+    let image = common::busybox_image(
+        dir,
+        &["sh", "sleep", "grep", "id", "test", "yes", "head", "cat"],
+    );
     let req = ContainerRequest {
         id: id.into(),
         hostname: id.into(),

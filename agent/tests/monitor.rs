@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use drover_agent::bundle::{Bundle, ContainerRequest};
 use drover_agent::cgroups;
-use drover_agent::image::{Image, ImageConfig};
 use drover_agent::runtime::{log, ExitStatus, MonitorConfig, Runtime};
 
-const BUSYBOX: &str = "/usr/bin/busybox";
+mod common;
+use common::BUSYBOX;
 
 fn can_run() -> bool {
     let ok = nix::unistd::geteuid().is_root() && Path::new(BUSYBOX).exists();
@@ -28,22 +28,7 @@ fn can_run() -> bool {
 }
 
 fn bundle(dir: &Path, id: &str, script: &str, memory: u64) -> Bundle {
-    let layer = dir.join("layer");
-    for d in ["bin", "tmp"] {
-        std::fs::create_dir_all(layer.join(d)).unwrap();
-    }
-    std::fs::copy(BUSYBOX, layer.join("bin/busybox")).unwrap();
-    for applet in ["sh", "echo", "sleep", "seq", "head", "tr", "true"] {
-        std::os::unix::fs::symlink("busybox", layer.join("bin").join(applet)).unwrap();
-    }
-    let image = Image {
-        layers: vec![layer],
-        config: ImageConfig {
-            env: vec!["PATH=/bin".into()],
-            ..Default::default()
-        },
-        digest: "sha256:test".into(),
-    };
+    let image = common::busybox_image(dir, &["sh", "echo", "sleep", "seq", "head", "tr", "true"]);
     let req = ContainerRequest {
         id: id.into(),
         hostname: id.into(),

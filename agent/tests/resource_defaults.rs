@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use drover_agent::bundle::{Bundle, ContainerRequest};
 use drover_agent::cgroups;
-use drover_agent::image::{Image, ImageConfig};
 use drover_agent::runtime::{ResourceDefaults, Runtime, DEFAULT_PIDS_LIMIT};
 
-const BUSYBOX: &str = "/usr/bin/busybox";
+mod common;
+use common::BUSYBOX;
 const CG: &str = "/sys/fs/cgroup";
 
 fn can_run() -> bool {
@@ -29,20 +29,7 @@ fn can_run() -> bool {
 }
 
 fn bundle(dir: &Path, id: &str, script: &str) -> Bundle {
-    let layer = dir.join("layer");
-    std::fs::create_dir_all(layer.join("bin")).unwrap();
-    std::fs::copy(BUSYBOX, layer.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep", "cat", "echo"] {
-        std::os::unix::fs::symlink("busybox", layer.join("bin").join(applet)).unwrap();
-    }
-    let image = Image {
-        layers: vec![layer],
-        config: ImageConfig {
-            env: vec!["PATH=/bin".into()],
-            ..Default::default()
-        },
-        digest: "sha256:test".into(),
-    };
+    let image = common::busybox_image(dir, &["sh", "sleep", "cat", "echo"]);
     let req = ContainerRequest {
         id: id.into(),
         hostname: id.into(),

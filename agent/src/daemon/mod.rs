@@ -122,9 +122,17 @@ impl Shared {
             self.node_timeout_ms
                 .store(node_timeout_ms, std::sync::atomic::Ordering::Relaxed);
         }
-        let mut last = self.last_contact.lock().unwrap_or_else(|e| e.into_inner());
-        *last = (*last).max(sent);
-        crate::fence_clock::save(&self.state_dir, *last, self.node_timeout());
+        let last = {
+            let mut last = self.last_contact.lock().unwrap_or_else(|e| e.into_inner());
+            *last = (*last).max(sent);
+            *last
+        };
+        // Outside the lock: nobody reading the clock waits on the disk.
+        if let Err(e) = crate::fence_clock::save(&self.state_dir, last, self.node_timeout()) {
+            // The monitors go by the file: if it cannot be written they will
+            // stop their containers at the node timeout, as if cut off.
+            tracing::warn!(error = %e, "cannot record the fencing clock; containers will be fenced");
+        }
     }
 
     /// How long ago the last acknowledged heartbeat was sent.

@@ -81,12 +81,4 @@ impl Lease {
             .expect("lease lock")
             .is_some_and(|t| t.elapsed() < self.length)
     }
-
-    /// A lease that is never held (for tests of code that takes one).
-    pub fn none() -> Arc<Lease> {
-        Arc::new(Lease {
-            length: Duration::ZERO,
-            acked_at: Mutex::new(None),
-        })
-    }
 }
