@@ -16,6 +16,14 @@ use std::process::Command;
 use std::time::Duration;
 
 /// `10.X.0.1`: the gateway of the first /24 of `10.X.0.0/16`.
+/// The tests take turns: an agent starting in one reclaims the links of
+/// dead agents, and `cleanup` removes every orphan, so a test running beside
+/// another would take away what that one is looking at.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn first_gateway(cidr: &str) -> String {
     format!("{}.0.1", cidr.rsplit_once(".0.0/").unwrap().0)
 }
@@ -139,6 +147,7 @@ fn a_bridge_a_killed_agent_left_on_the_subnet_is_reclaimed_by_the_next_agent() {
     if !require_root("a_bridge_a_killed_agent_left_on_the_subnet_is_reclaimed_by_the_next_agent") {
         return;
     }
+    let _turn = one_at_a_time();
     let images = images();
     let cidr = test_cidr(free_port());
     let gateway = first_gateway(&cidr);
@@ -248,6 +257,7 @@ fn a_foreign_interface_holding_the_gateway_keeps_replicas_off_the_node_with_its_
     ) {
         return;
     }
+    let _turn = one_at_a_time();
     let images = images();
     let cidr = test_cidr(free_port());
     let gateway = first_gateway(&cidr);
@@ -357,6 +367,7 @@ fn replicas_go_to_the_node_whose_network_works_and_host_network_ones_anywhere() 
     if !require_root("replicas_go_to_the_node_whose_network_works_and_host_network_ones_anywhere") {
         return;
     }
+    let _turn = one_at_a_time();
     let images = images();
     let cidr = test_cidr(free_port());
     // The first node registered gets the range's first /24.
@@ -422,6 +433,7 @@ fn cleanup_lists_an_orphaned_container_and_removes_it_with_its_network() {
     if !require_root("cleanup_lists_an_orphaned_container_and_removes_it_with_its_network") {
         return;
     }
+    let _turn = one_at_a_time();
     let images = images();
     let cidr = test_cidr(free_port());
     let gateway = first_gateway(&cidr);
@@ -492,6 +504,7 @@ fn the_containers_of_a_crashed_drover_dev_are_orphans_cleanup_finds_and_removes(
     {
         return;
     }
+    let _turn = one_at_a_time();
     let images = images();
     let dir = tempfile::tempdir().unwrap();
     let api = format!("127.0.0.1:{}", free_port());
