@@ -59,37 +59,5 @@ echo "$passed passed, $failed failed"
 [[ $failed == 0 ]]
 
 # --- Leftovers on the host (issue 20) -------------------------------------
-# Every test has ended: nothing Drover makes may remain. Links named drv*
-# (bridges), dvh*/dvc* (veths), overlay mounts of bundles
-# (<state-dir>/bundles/<id>/rootfs) and cgroups under drover/ are leftovers,
-# unless a running agent holds them (its <state-dir>/agent.lock is locked:
-# say a developer's own `drover dev`). `drover-agent cleanup --dry-run`
-# tells whose they are; `drover-agent cleanup` removes them.
-echo "== leftovers on the host"
-held() { [[ -e "$1/agent.lock" ]] && ! flock -n -s "$1/agent.lock" true; }
-left=()
-live_ids=""
-while read -r mnt; do
-  [[ -n $mnt ]] || continue
-  if held "${mnt%/bundles/*}"; then
-    live_ids+="$(basename "$(dirname "$mnt")")"$'\n'
-  else
-    left+=("mount $mnt")
-  fi
-done < <(awk '{for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) == "overlay" && $5 ~ /\/bundles\/[^\/]+\/rootfs$/) print $5; break }}' /proc/self/mountinfo)
-while read -r name alias; do
-  [[ -n $name ]] || continue
-  [[ $alias == drover:* ]] && held "${alias#drover:}" && continue
-  left+=("link $name${alias:+ ($alias)}")
-done < <(ip -j link show | jq -r '.[] | select(.ifname | test("^(drv|dvh|dvc)")) | "\(.ifname) \(.ifalias // "")"')
-while read -r cg; do
-  [[ -n $cg ]] || continue
-  grep -qxF "${cg##*/}" <<<"$live_ids" && continue
-  left+=("cgroup $cg")
-done < <(find /sys/fs/cgroup -mindepth 2 -maxdepth 3 -type d -path '*/drover/*' 2>/dev/null)
-if ((${#left[@]})); then
-  printf '  %s\n' "${left[@]}" >&2
-  echo "the tests left these on the host (drover-agent cleanup --dry-run tells whose)" >&2
-  exit 1
-fi
-echo "nothing left behind"
+# Every test has ended: nothing Drover makes may remain.
+tests/leftovers-check.sh

@@ -344,3 +344,92 @@ fn routes_to_other_nodes_follow_the_set_and_go_at_teardown() {
         },
     );
 }
+
+fn drover_routes() -> String {
+    let out = Command::new("ip")
+        .args(["route", "show", "proto", "215"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn to(subnet: &str, via: &str) -> (String, String) {
+    (subnet.to_string(), via.to_string())
+}
+
+#[test]
+fn a_killed_agents_routes_go_with_its_bridge() {
+    in_fresh_netns("a_killed_agents_routes_go_with_its_bridge", || {
+        let gone = tempfile::tempdir().unwrap();
+        let own = tempfile::tempdir().unwrap();
+        bridge("uplink0", Some("192.168.77.1/24"), None);
+        let net = setup(gone.path()).unwrap();
+        net.sync_routes(&[to("10.9.1.0/24", "192.168.77.2")]);
+        // Killed: no teardown, and no lock held any more.
+        drop(net);
+        // Another agent on the host routes a subnet of its own.
+        ip(&[
+            "route",
+            "add",
+            "10.9.2.0/24",
+            "via",
+            "192.168.77.3",
+            "proto",
+            "215",
+        ]);
+        assert!(drover_routes().contains("10.9.1.0/24"));
+        let own_dir = std::fs::canonicalize(own.path()).unwrap();
+        let deleted = network::reclaim_gone(&own_dir).unwrap();
+        assert_eq!(deleted.len(), 1, "{deleted:?}");
+        let r = drover_routes();
+        assert!(!r.contains("10.9.1.0/24"), "the gone agent's route: {r}");
+        assert!(
+            r.contains("10.9.2.0/24"),
+            "a route it did not record stays: {r}"
+        );
+        assert!(network::routes::load(gone.path()).is_empty());
+    });
+}
+
+#[test]
+fn an_agent_restarting_on_its_state_dir_prunes_the_routes_it_made_before() {
+    in_fresh_netns(
+        "an_agent_restarting_on_its_state_dir_prunes_the_routes_it_made_before",
+        || {
+            let state = tempfile::tempdir().unwrap();
+            bridge("uplink0", Some("192.168.77.1/24"), None);
+            let net = setup(state.path()).unwrap();
+            net.sync_routes(&[
+                to("10.9.1.0/24", "192.168.77.2"),
+                to("10.9.2.0/24", "192.168.77.3"),
+            ]);
+            drop(net);
+            // While it was down, node 10.9.1.0/24 left and 10.9.2.0/24 moved.
+            let net = setup(state.path()).unwrap();
+            net.sync_routes(&[to("10.9.2.0/24", "192.168.77.4")]);
+            let r = drover_routes();
+            assert!(!r.contains("10.9.1.0/24"), "{r}");
+            assert!(r.contains("10.9.2.0/24 via 192.168.77.4"), "{r}");
+            net.teardown();
+            assert_eq!(drover_routes(), "");
+        },
+    );
+}
+
+#[test]
+fn cleanup_lists_and_removes_a_gone_agents_routes() {
+    in_fresh_netns("cleanup_lists_and_removes_a_gone_agents_routes", || {
+        let gone = tempfile::tempdir().unwrap();
+        bridge("uplink0", Some("192.168.77.1/24"), None);
+        let net = setup(gone.path()).unwrap();
+        net.sync_routes(&[to("10.9.1.0/24", "192.168.77.2")]);
+        drop(net);
+        let cgroups = drover_agent::cgroups::manager_for(Path::new("/sys/fs/cgroup"));
+        let plan = leftovers::cleanup::scan(&[gone.path().into()], cgroups.as_ref());
+        let listed = plan.to_string();
+        assert!(listed.contains("10.9.1.0/24 via 192.168.77.2"), "{listed}");
+        assert!(plan.remove(cgroups.as_ref()).is_empty());
+        assert_eq!(drover_routes(), "");
+        assert!(leftovers::cleanup::scan(&[gone.path().into()], cgroups.as_ref()).is_empty());
+    });
+}

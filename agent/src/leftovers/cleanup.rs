@@ -5,7 +5,7 @@
 //! overlay mounts at `<dir>/bundles/<id>/rootfs`, and the default state dir.
 //! A state dir whose lock a live agent holds is never touched; for every
 //! other one the plan lists its orphaned containers (see [`super::orphans`])
-//! and its marked links, and removing carries the plan out while holding the
+//! its marked links and the routes it recorded, and removing carries the plan out while holding the
 //! state dir's lock, so no agent starts on it meanwhile.
 
 use super::orphans::{self, Orphan};
@@ -25,6 +25,9 @@ pub struct Leftovers {
     pub orphans: Vec<Orphan>,
     /// Marked links and the state dir that made them.
     pub links: Vec<(Link, PathBuf)>,
+    /// Routes to other nodes' subnets a state dir's agent recorded (dir,
+    /// subnet, via).
+    pub routes: Vec<(PathBuf, String, String)>,
     /// State dirs skipped because their agent runs (dir, pid).
     pub live: Vec<(PathBuf, String)>,
 }
@@ -102,13 +105,16 @@ pub fn scan(state_dirs: &[PathBuf], cgroups: &dyn CgroupManager) -> Leftovers {
                 out.links.push((l.clone(), dir.clone()));
             }
         }
+        for (subnet, via) in network::routes::load(&dir) {
+            out.routes.push((dir.clone(), subnet, via));
+        }
     }
     out
 }
 
 impl Leftovers {
     pub fn is_empty(&self) -> bool {
-        self.orphans.is_empty() && self.links.is_empty()
+        self.orphans.is_empty() && self.links.is_empty() && self.routes.is_empty()
     }
 
     /// Removes everything listed; returns what could not be removed.
@@ -119,6 +125,7 @@ impl Leftovers {
             .iter()
             .map(|o| o.state_dir.as_path())
             .chain(self.links.iter().map(|(_, d)| d.as_path()))
+            .chain(self.routes.iter().map(|(d, ..)| d.as_path()))
             .collect();
         for dir in dirs {
             // Held while removing, so no agent starts on the dir meanwhile.
@@ -143,6 +150,26 @@ impl Leftovers {
                         message: e.to_string(),
                     });
                 }
+            }
+            for (subnet, via) in self
+                .routes
+                .iter()
+                .filter(|(d, ..)| d == dir)
+                .map(|(_, s, v)| (s, v))
+            {
+                if let Err(e) = network::routes::delete(subnet, via) {
+                    errors.push(LeftoverError::Link {
+                        link: format!("route {subnet} via {via}"),
+                        message: e.to_string(),
+                    });
+                }
+            }
+            if let Err(e) = network::routes::save(dir, &Default::default()) {
+                errors.push(LeftoverError::Io {
+                    op: "remove the routes record of",
+                    path: dir.into(),
+                    source: std::io::Error::other(e.to_string()),
+                });
             }
             if let Some(lock) = lock {
                 let path = lock.path.clone();
@@ -190,6 +217,13 @@ impl fmt::Display for Leftovers {
             writeln!(f, "{:<16} STATE DIR", "LINK")?;
             for (l, dir) in &self.links {
                 writeln!(f, "{:<16} {}", l.name, dir.display())?;
+            }
+        }
+        if !self.routes.is_empty() {
+            writeln!(f, "{:<32} STATE DIR", "ROUTE")?;
+            for (dir, subnet, via) in &self.routes {
+                let route = format!("{subnet} via {via}");
+                writeln!(f, "{route:<32} {}", dir.display())?;
             }
         }
         Ok(())

@@ -177,6 +177,13 @@ pub fn claim(
         match a {
             Action::DeleteLink(name) => {
                 delete_link(&name)?;
+                // A gone agent's routes go with its bridge (ours are pruned by sync).
+                let dir = links.iter().find(|l| l.name == name);
+                if let Some(dir) = dir.and_then(|l| l.alias.as_deref().and_then(parse_marker)) {
+                    if dir != own_dir {
+                        super::routes::forget(&dir)?;
+                    }
+                }
                 reclaimed.push(name);
             }
             Action::DeleteRoute(dst) => {
@@ -188,7 +195,8 @@ pub fn claim(
 }
 
 /// Deletes every Drover-marked link whose agent is gone for good (not the
-/// links of `own_dir`). Returns what it deleted.
+/// links of `own_dir`), and the routes that agent recorded. Returns the
+/// links it deleted.
 pub fn reclaim_gone(own_dir: &Path) -> Result<Vec<String>, NetworkError> {
     let mut deleted = Vec::new();
     for l in links()? {
@@ -200,6 +208,7 @@ pub fn reclaim_gone(own_dir: &Path) -> Result<Vec<String>, NetworkError> {
         }
         if Owner::of_state_dir(&dir).is_gone() {
             delete_link(&l.name)?;
+            super::routes::forget(&dir)?;
             deleted.push(l.name);
         }
     }

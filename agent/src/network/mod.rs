@@ -20,6 +20,7 @@
 pub mod conflict;
 pub mod inventory;
 mod ipam;
+pub mod routes;
 
 pub use conflict::{delete_link, links, reclaim_gone};
 pub use ipam::Ipam;
@@ -150,9 +151,9 @@ pub struct NodeNetwork {
     /// The agent's state dir, canonical (what the marker names).
     state_dir: PathBuf,
     marker: String,
-    /// Other nodes' subnets this agent routes (removed when they leave the
-    /// set, and at teardown).
-    routed: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Other nodes' subnets this agent routes, and via which node (removed
+    /// when they leave the set, and at teardown); recorded in the state dir.
+    routed: std::sync::Mutex<routes::Routes>,
 }
 
 impl NodeNetwork {
@@ -187,6 +188,8 @@ impl NodeNetwork {
             source,
         })?;
         let ipam = Ipam::open(&state_dir.join("ipam"), o)?;
+        // What this state dir's previous agent routed: the first sync prunes it.
+        let routed = routes::load(&own_dir);
         Ok(NodeNetwork {
             bridge,
             subnet: subnet.into(),
@@ -194,7 +197,7 @@ impl NodeNetwork {
             ipam,
             state_dir: own_dir,
             marker,
-            routed: Default::default(),
+            routed: std::sync::Mutex::new(routed),
         })
     }
 
@@ -250,15 +253,16 @@ impl NodeNetwork {
         self.ipam.release(alloc);
     }
 
-    /// Makes the routes to other nodes' subnets exactly `routes` (subnet, via).
+    /// Makes the routes to other nodes' subnets exactly `routes` (subnet, via),
+    /// and records them in the state dir.
     pub fn sync_routes(&self, routes: &[(String, String)]) {
         let mut routed = self.routed.lock().unwrap_or_else(|e| e.into_inner());
-        let wanted: std::collections::BTreeSet<&String> = routes.iter().map(|(s, _)| s).collect();
-        routed.retain(|subnet| {
-            if wanted.contains(subnet) {
+        let before = routed.clone();
+        routed.retain(|subnet, via| {
+            if routes.iter().any(|(s, v)| s == subnet && v == via) {
                 return true;
             }
-            let _ = ip_idempotent(&["route", "del", subnet, "proto", conflict::ROUTE_PROTO]);
+            let _ = routes::delete(subnet, via);
             false
         });
         for (subnet, via) in routes {
@@ -272,15 +276,27 @@ impl NodeNetwork {
             if local || via.starts_with("127.") {
                 continue;
             }
-            let proto = conflict::ROUTE_PROTO;
-            match ip(&["route", "replace", subnet, "via", via, "proto", proto]) {
-                Ok(_) => {
-                    routed.insert(subnet.clone());
-                }
-                Err(e) => {
-                    tracing::warn!(subnet = %subnet, via = %via, error = %e, "cannot route to a node's containers")
-                }
+            // Recorded first: a crash between the two leaves a record of a
+            // route that may not exist (deleting it is a no-op), never a
+            // route nobody knows about.
+            if routed.get(subnet) != Some(via) {
+                routed.insert(subnet.clone(), via.clone());
+                self.record(&routed);
             }
+            let proto = conflict::ROUTE_PROTO;
+            if let Err(e) = ip(&["route", "replace", subnet, "via", via, "proto", proto]) {
+                routed.remove(subnet);
+                tracing::warn!(subnet = %subnet, via = %via, error = %e, "cannot route to a node's containers")
+            }
+        }
+        if *routed != before {
+            self.record(&routed);
+        }
+    }
+
+    fn record(&self, routed: &routes::Routes) {
+        if let Err(e) = routes::save(&self.state_dir, routed) {
+            tracing::warn!(error = %e, "cannot record this node's routes: a crash would leave them behind");
         }
     }
 
@@ -288,9 +304,10 @@ impl NodeNetwork {
     /// node is shutting down with no containers).
     pub fn teardown(&self) {
         let mut routed = self.routed.lock().unwrap_or_else(|e| e.into_inner());
-        for subnet in std::mem::take(&mut *routed) {
-            let _ = ip_idempotent(&["route", "del", &subnet, "proto", conflict::ROUTE_PROTO]);
+        for (subnet, via) in std::mem::take(&mut *routed) {
+            let _ = routes::delete(&subnet, &via);
         }
+        self.record(&routed);
         let _ = ip_idempotent(&["link", "del", &self.bridge]);
     }
 

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Benchmark of hygiene (issue 20's goal): run the test suite, every bench
+# and the demo back to back on this machine, killing agents as the benches
+# do, and after each of them check that
+#   1. nothing of Drover is left on the host (tests/leftovers-check.sh
+#      --processes: links, mounts, cgroups, routes, processes), and
+#   2. a `drover dev` started afterwards (fresh state dir) serves a published
+#      port: demo-web x 2 on :18080 answers through the routing mesh.
+# One step is a crash on purpose: a `drover dev` with running replicas is
+# SIGKILLed, and the next `drover dev` (another state dir, the same subnet)
+# must serve; what the crash left is then removed by `drover-agent cleanup`.
+# Prints a table; exits non-zero if any step left something or broke dev.
+#
+#   sudo examples/bench/leftovers-goal.sh            # everything (~25 min on 2 cores)
+#   sudo examples/bench/leftovers-goal.sh --no-tests # skip tests/run.sh
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/../dev-lib.sh"
+cd "$ROOT"
+[[ $(id -u) == 0 ]] || { echo "run as root: containers need namespaces and cgroups" >&2; exit 1; }
+AGENT=$ROOT/target/release/drover-agent
+WORK=$(mktemp -d /tmp/drover-goal.XXXXXX)
+PORT_ADDR=127.0.0.1:7491
+rows=()
+
+say "building Drover (release) and the demo images"
+cargo build --release --bins --quiet
+"$ROOT/examples/images/build.sh" >/dev/null
+
+# A drover dev on a fresh state dir: serves demo-web on :18080 through the
+# mesh, then stops (SIGINT). Prints "yes (N ms)" or "no: why".
+dev_serves() {
+  local state=$WORK/dev-$1 t0 pid ok=no
+  mkdir -p "$state"
+  t0=$(date +%s%N)
+  setsid "$DROVER" dev --state-dir "$state" --listen "$PORT_ADDR" >"$state/dev.log" 2>&1 &
+  pid=$!
+  if DROVER_ADDR=$PORT_ADDR "$DROVER" job run --timeout 60s "$WORK/web.yaml" >"$state/run.log" 2>&1; then
+    for _ in $(seq 100); do
+      if curl -fsS -m 1 http://127.0.0.1:18080/ >/dev/null 2>&1; then ok=yes; break; fi
+      sleep 0.1
+    done
+  fi
+  local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  kill -INT "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  if [[ $ok == yes ]]; then
+    echo "yes (${ms} ms)"
+  else
+    echo "no: $(tail -n 3 "$state/run.log" "$state/dev.log" | tr '\n' ' ' | cut -c1-200)"
+  fi
+}
+
+# step NAME COMMAND...: runs it, then checks leftovers and a fresh drover dev.
+step() {
+  local name=$1; shift
+  say "$name: $*"
+  local rc=0
+  "$@" >"$WORK/$name.log" 2>&1 || rc=$?
+  local left=clean
+  tests/leftovers-check.sh --processes >"$WORK/$name.left" 2>&1 || left="LEFT: $(grep -c '^  ' "$WORK/$name.left") things"
+  local serves
+  serves=$(dev_serves "$name")
+  local after=clean
+  tests/leftovers-check.sh --processes >"$WORK/$name.after" 2>&1 || after="LEFT"
+  rows+=("$(printf '%-22s %-5s %-18s %-40s %s' "$name" "$rc" "$left" "$serves" "$after")")
+  printf '%s\n' "${rows[-1]}"
+}
+
+# demo-web x 2 published on 18080 (the demo's job, fewer replicas).
+sed -e 's/^replicas: .*/replicas: 2/' -e "s#oci:examples/#oci:$ROOT/examples/#" \
+  examples/jobs/web.yaml >"$WORK/web.yaml"
+
+tests_step() { tests/run.sh; }
+dev_benches() {
+  # job-run and rollout against a drover dev, stopped as a user stops it.
+  local state=$WORK/bench-dev pid
+  mkdir -p "$state"
+  setsid "$DROVER" dev --state-dir "$state" --listen "$PORT_ADDR" >"$state/dev.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do DROVER_ADDR=$PORT_ADDR "$DROVER" node ls 2>/dev/null | grep -q ready && break; sleep 0.1; done
+  DROVER_ADDR=$PORT_ADDR "$DROVER" bench job-run --replicas 20 --trials 2
+  DROVER_ADDR=$PORT_ADDR "$DROVER" bench rollout --replicas 10 --trials 1
+  kill -INT "$pid"; wait "$pid" || true
+}
+crash_dev() {
+  # A drover dev with running replicas, SIGKILLed: its monitors fence the
+  # containers; the next drover dev (another state dir) must serve.
+  local state=$WORK/crashed-dev pid
+  mkdir -p "$state"
+  setsid "$DROVER" dev --state-dir "$state" --listen "$PORT_ADDR" >"$state/dev.log" 2>&1 &
+  pid=$!
+  DROVER_ADDR=$PORT_ADDR "$DROVER" job run --timeout 60s "$WORK/web.yaml"
+  kill -KILL "$pid"; wait "$pid" || true
+  echo "crashed; next drover dev: $(dev_serves after-crash)"
+  "$AGENT" cleanup --dry-run || true
+  "$AGENT" cleanup
+}
+demo() {
+  examples/rolling-update-demo/run.sh
+  examples/rolling-update-demo/run.sh stop
+}
+
+[[ ${1:-} == --no-tests ]] || step tests tests_step
+step runtime-bench "$AGENT" runtime bench --runs 10
+step bench-commit "$DROVER" bench commit --seconds 5
+step bench-failover "$DROVER" bench failover --trials 3
+step bench-node-loss "$DROVER" bench node-loss --trials 2
+step dev-benches dev_benches
+step crash-dev crash_dev
+step demo demo
+
+say "after each step: exit code, what was left, whether a new drover dev served :18080, left after it"
+printf '%-22s %-5s %-18s %-40s %s\n' STEP EXIT LEFT "NEW DEV SERVES" "LEFT AFTER DEV"
+printf '%s\n' "${rows[@]}"
+echo "logs: $WORK"
+! printf '%s\n' "${rows[@]}" | grep -qE 'LEFT|  no: '
