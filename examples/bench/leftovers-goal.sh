@@ -27,6 +27,24 @@ say "building Drover (release) and the demo images"
 cargo build --release --bins --quiet
 "$ROOT/examples/images/build.sh" >/dev/null
 
+# Waits until the drover dev on PORT_ADDR has a ready node.
+dev_ready() {
+  for _ in $(seq 100); do
+    DROVER_ADDR=$PORT_ADDR "$DROVER" node ls 2>/dev/null | grep -q ready && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# Stops drover dev PID as a user does (SIGINT), SIGKILL if it has not
+# stopped in 60 s.
+dev_stop() {
+  kill -INT "$1" 2>/dev/null || true
+  for _ in $(seq 600); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
 # A drover dev on a fresh state dir: serves demo-web on :18080 through the
 # mesh, then stops (SIGINT). Prints "yes (N ms)" or "no: why".
 dev_serves() {
@@ -35,6 +53,7 @@ dev_serves() {
   t0=$(date +%s%N)
   setsid "$DROVER" dev --state-dir "$state" --listen "$PORT_ADDR" >"$state/dev.log" 2>&1 &
   pid=$!
+  dev_ready || true
   if DROVER_ADDR=$PORT_ADDR "$DROVER" job run --timeout 60s "$WORK/web.yaml" >"$state/run.log" 2>&1; then
     for _ in $(seq 100); do
       if curl -fsS -m 1 http://127.0.0.1:18080/ >/dev/null 2>&1; then ok=yes; break; fi
@@ -42,8 +61,7 @@ dev_serves() {
     done
   fi
   local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-  kill -INT "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  dev_stop "$pid"
   if [[ $ok == yes ]]; then
     echo "yes (${ms} ms)"
   else
@@ -78,10 +96,10 @@ dev_benches() {
   mkdir -p "$state"
   setsid "$DROVER" dev --state-dir "$state" --listen "$PORT_ADDR" >"$state/dev.log" 2>&1 &
   pid=$!
-  for _ in $(seq 100); do DROVER_ADDR=$PORT_ADDR "$DROVER" node ls 2>/dev/null | grep -q ready && break; sleep 0.1; done
+  dev_ready
   DROVER_ADDR=$PORT_ADDR "$DROVER" bench job-run --replicas 20 --trials 2
   DROVER_ADDR=$PORT_ADDR "$DROVER" bench rollout --replicas 10 --trials 1
-  kill -INT "$pid"; wait "$pid" || true
+  dev_stop "$pid"
 }
 crash_dev() {
   # A drover dev with running replicas, SIGKILLed: its monitors fence the
@@ -90,6 +108,7 @@ crash_dev() {
   mkdir -p "$state"
   setsid "$DROVER" dev --state-dir "$state" --listen "$PORT_ADDR" >"$state/dev.log" 2>&1 &
   pid=$!
+  dev_ready
   DROVER_ADDR=$PORT_ADDR "$DROVER" job run --timeout 60s "$WORK/web.yaml"
   kill -KILL "$pid"; wait "$pid" || true
   echo "crashed; next drover dev: $(dev_serves after-crash)"
