@@ -115,14 +115,12 @@ impl Recorder {
 }
 
 async fn connect(addr: &str) -> Option<DroverClient<Channel>> {
-    let ch = Endpoint::from_shared(format!("http://{addr}"))
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .ok()?
         .connect_timeout(Duration::from_secs(1))
         .http2_keep_alive_interval(Duration::from_secs(1))
-        .keep_alive_timeout(Duration::from_secs(1))
-        .connect()
-        .await
-        .ok()?;
+        .keep_alive_timeout(Duration::from_secs(1));
+    let ch = drover_e2e::client_tls(addr).connect(&endpoint).await.ok()?;
     Some(DroverClient::new(ch))
 }
 

@@ -324,6 +324,7 @@ fn bench_writes_after_the_leaders_host_goes_silent() {
         .unwrap()
         .to_json();
         c.must(&["silence", &format!("s{leader}")]);
+        let tls = drover_e2e::client_tls(&c.addr());
         let start = Instant::now();
         rt.block_on(async {
             let mut n = 0usize;
@@ -331,12 +332,11 @@ fn bench_writes_after_the_leaders_host_goes_silent() {
                 let addr = &others[n % others.len()];
                 n += 1;
                 let ok = async {
-                    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                        .ok()?
-                        .connect_timeout(Duration::from_millis(300))
-                        .connect()
-                        .await
-                        .ok()?;
+                    let endpoint =
+                        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                            .ok()?
+                            .connect_timeout(Duration::from_millis(300));
+                    let ch = tls.connect(&endpoint).await.ok()?;
                     let mut cl = drover_proto::pb::drover_client::DroverClient::new(ch);
                     let req = drover_proto::pb::SubmitJobRequest {
                         spec_json: spec.clone(),

@@ -155,9 +155,12 @@ fn bad_specs_are_rejected_with_the_field_and_change_nothing() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let addr = format!("http://{}", c.addr);
     let err = rt.block_on(async {
-        let mut client = drover_proto::pb::drover_client::DroverClient::connect(addr)
+        let endpoint = tonic::transport::Endpoint::from_shared(addr).unwrap();
+        let ch = drover_e2e::client_tls(&c.addr)
+            .connect(&endpoint)
             .await
             .unwrap();
+        let mut client = drover_proto::pb::drover_client::DroverClient::new(ch);
         client
             .submit_job(drover_proto::pb::SubmitJobRequest {
                 spec_json: r#"{"name":"Bad_Name","image":"oci:/x:v1","resources":{"cpu":"0"}}"#
@@ -330,6 +333,7 @@ fn drover_dev_runs_jobs_and_ctrl_c_stops_everything() {
     ])
     .arg("--state-dir")
     .arg(dir.path().join("state"));
+    drover_e2e::register_pki(&api, &dir.path().join("state/pki"));
     let mut dev = Proc::spawn("drover dev", &mut cmd, dir.path().join("dev.log"));
     wait_for(
         "drover dev to have a ready node",

@@ -241,9 +241,9 @@ fn submit_many(addr: &str, prefix: &str, n: usize) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         use drover_proto::pb;
-        let client = pb::drover_client::DroverClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+        let ch = drover_e2e::client_tls(addr).connect(&endpoint).await.unwrap();
+        let client = pb::drover_client::DroverClient::new(ch);
         let mut tasks = Vec::new();
         for w in 0..8 {
             let mut client = client.clone();

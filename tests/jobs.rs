@@ -273,7 +273,8 @@ fn extra_agent(c: &Cluster, name: &str) -> Proc {
         "500ms",
         "--state-dir",
     ])
-    .arg(c.dir.path().join(format!("agent-{name}")));
+    .arg(c.dir.path().join(format!("agent-{name}")))
+    .env("DROVER_JOIN_TOKEN", drover_e2e::join_token(&c.addr));
     let p = Proc::spawn(
         "drover-agent",
         &mut cmd,

@@ -233,7 +233,8 @@ fn extra_agent(c: &Cluster, name: &str) -> Proc {
     cmd.args(["run", "--name", name, "--scheduler", &c.addr])
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--heartbeat", "500ms", "--state-dir"])
-        .arg(c.dir.path().join(format!("agent-{name}")));
+        .arg(c.dir.path().join(format!("agent-{name}")))
+        .env("DROVER_JOIN_TOKEN", drover_e2e::join_token(&c.addr));
     let log = c.dir.path().join(format!("agent-{name}.log"));
     let p = Proc::spawn("drover-agent", &mut cmd, log);
     wait_for(
@@ -514,6 +515,7 @@ fn the_containers_of_a_crashed_drover_dev_are_orphans_cleanup_finds_and_removes(
         .args(["--agent-listen", &format!("127.0.0.1:{}", free_port())])
         .arg("--state-dir")
         .arg(dir.path().join("state"));
+    drover_e2e::register_pki(&api, &dir.path().join("state/pki"));
     let mut dev = Proc::spawn("drover dev", &mut cmd, dir.path().join("dev.log"));
     let spec = dir.path().join("sleeper.yaml");
     std::fs::write(&spec, sleeper(&images)).unwrap();

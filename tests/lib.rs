@@ -165,7 +165,7 @@ pub struct Cluster {
     pub scheduler: Option<Proc>,
     pub agent: Option<Proc>,
     scheduler_port: u16,
-    agent_port: u16,
+    pub agent_port: u16,
     /// The container address range (default: from `test_cidr`).
     cidr: Option<String>,
 }
@@ -225,6 +225,7 @@ impl Cluster {
             .unwrap_or_else(|| test_cidr(self.scheduler_port));
         cmd.env("DROVER_CLUSTER_CIDR", cidr);
         let log = self.dir.path().join("scheduler.log");
+        register_pki(&self.addr, &data.join("pki"));
         self.scheduler = Some(Proc::spawn("drover-scheduler", &mut cmd, log));
         let addr = self.addr.clone();
         wait_for("the scheduler to serve", Duration::from_secs(20), || {
@@ -254,6 +255,10 @@ impl Cluster {
         ])
         .arg(self.dir.path().join("agent"))
         .args(extra);
+        // The first start joins with a token; later ones have the certificate.
+        if !self.dir.path().join("agent/pki/node.pem").exists() {
+            cmd.env("DROVER_JOIN_TOKEN", join_token(&self.addr));
+        }
         let log = self.dir.path().join("agent.log");
         self.agent = Some(Proc::spawn("drover-agent", &mut cmd, log));
     }
@@ -335,10 +340,60 @@ impl Run {
     }
 }
 
+/// Scheduler addresses and the pki dir holding their cluster's CA and
+/// admin credential (`<data-dir>/pki` of the replica that made the CA).
+static PKI_DIRS: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// Makes `drover` invocations for any of `addrs` (comma-separated) use the
+/// credentials in `pki_dir`.
+pub fn register_pki(addrs: &str, pki_dir: &Path) {
+    let mut all = PKI_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    for a in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        all.retain(|(x, _)| x != a);
+        all.push((a.to_string(), pki_dir.to_path_buf()));
+    }
+}
+
+/// The pki dir registered for (the first known of) `addrs`.
+pub fn pki_dir_for(addrs: &str) -> Option<PathBuf> {
+    let all = PKI_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    addrs
+        .split(',')
+        .map(str::trim)
+        .find_map(|a| all.iter().find(|(x, _)| x == a).map(|(_, d)| d.clone()))
+}
+
+/// `drover` with `DROVER_ADDR=addrs` and the credentials of that cluster.
+pub fn drover_command(addrs: &str) -> Command {
+    let mut cmd = Command::new(bin_dir().join("drover"));
+    cmd.env("DROVER_ADDR", addrs);
+    if let Some(d) = pki_dir_for(addrs) {
+        cmd.env("DROVER_PKI_DIR", d);
+    }
+    cmd
+}
+
+/// How a test's own gRPC client dials the schedulers at `addrs`: TLS with
+/// the admin credential registered for them.
+pub fn client_tls(addrs: &str) -> drover_proto::pki::tls::ClientTls {
+    let dir = pki_dir_for(addrs).expect("a cluster registered with register_pki");
+    let m = drover_proto::pki::tls::TlsMaterial::load(&dir, "admin").expect("admin credential");
+    drover_proto::pki::tls::ClientTls::new(
+        m.client_config().expect("client config"),
+        drover_proto::pki::SCHEDULER_NAME,
+    )
+}
+
+/// A fresh join token for agents of the cluster at `addrs`.
+pub fn join_token(addrs: &str) -> String {
+    let r = run_drover(addrs, &["cluster", "join-token", "agent", "--ttl", "10m"]);
+    assert!(r.ok(), "join-token: {}", r.stderr);
+    r.stdout.trim().to_string()
+}
+
 pub fn run_drover(addr: &str, args: &[&str]) -> Run {
-    let out: Output = Command::new(bin_dir().join("drover"))
+    let out: Output = drover_command(addr)
         .args(args)
-        .env("DROVER_ADDR", addr)
         .current_dir(repo_root())
         .output()
         .expect("run drover");

@@ -231,7 +231,8 @@ fn containers_on_two_nodes_reach_each_other_by_address() {
         &format!("127.0.0.1:{}", free_port()),
         "--state-dir",
     ])
-    .arg(c.dir.path().join("agent-b"));
+    .arg(c.dir.path().join("agent-b"))
+    .env("DROVER_JOIN_TOKEN", drover_e2e::join_token(&c.addr));
     let _b = Proc::spawn("drover-agent", &mut cmd, c.dir.path().join("agent-b.log"));
     wait_for("node b", Duration::from_secs(20), || {
         c.json(&["node", "ls"])

@@ -3,7 +3,7 @@
 //! brought up, broken and torn down by `examples/cluster/cluster.sh` (the
 //! very script users run, not a copy).
 
-use crate::{bin_dir, repo_root, run_drover, wait_for, Run};
+use crate::{bin_dir, pki_dir_for, repo_root, run_drover, wait_for, Run};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
@@ -54,6 +54,12 @@ impl NetCluster {
         assert!(out
             .stdout
             .contains(&format!("export DROVER_ADDR={}", c.addr())));
+        let pki = out
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("export DROVER_PKI_DIR="))
+            .expect("cluster.sh up prints DROVER_PKI_DIR");
+        crate::register_pki(&c.addr(), std::path::Path::new(pki));
         c
     }
 
@@ -112,6 +118,7 @@ impl NetCluster {
             .arg(bin_dir().join("drover"))
             .args(args)
             .env("DROVER_ADDR", self.replica_addr(i))
+            .envs(pki_dir_for(&self.addr()).map(|d| ("DROVER_PKI_DIR", d)))
             .current_dir(repo_root())
             .output()
             .expect("run drover in a namespace");

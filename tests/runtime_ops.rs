@@ -90,7 +90,7 @@ fn oom_kills_usage_and_rotated_logs_are_visible_to_the_user() {
 
     // drover exec: inside the replica (its hostname, its pid namespace, its
     // seccomp filter), stdin in, stdout and stderr out, exit code through.
-    let mut exec = std::process::Command::new(bin_dir().join("drover"))
+    let mut exec = drover_e2e::drover_command(&c.addr)
         .args([
             "exec",
             "-e",

@@ -15,6 +15,7 @@ pub mod fence_clock;
 pub mod image;
 pub mod leftovers;
 pub mod network;
+pub mod pki;
 pub mod runtime;
 
 /// Errors of the agent library; each module's error rolls up here.

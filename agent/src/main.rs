@@ -211,6 +211,15 @@ struct DaemonArgs {
     /// ended stays on disk, for `drover logs`.
     #[arg(long, default_value = "1h")]
     ended_retention: String,
+    /// A token from `drover cluster join-token agent`: the first start uses
+    /// it to get this node's certificate (kept in <state-dir>/pki).
+    #[arg(long, env = "DROVER_JOIN_TOKEN")]
+    join: Option<String>,
+    /// Dial the schedulers and serve this node's API without TLS or any
+    /// check of who calls. For debugging only; the schedulers must run
+    /// with it too.
+    #[arg(long)]
+    insecure_plaintext: bool,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -342,9 +351,23 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         memory_bytes,
         heartbeat,
         registries,
+        security: drover_proto::pki::tls::Security::Plaintext,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
+        let mut config = config;
+        if !a.insecure_plaintext {
+            let m = drover_agent::pki::prepare(
+                &config.state_dir,
+                &config.name,
+                &config.schedulers,
+                a.join.as_deref(),
+            )
+            .await?;
+            config.security = drover_proto::pki::tls::Security::Tls(m);
+        } else {
+            tracing::warn!("--insecure-plaintext: no TLS; anyone who reaches this node's API can read its logs and exec into its containers");
+        }
         let agent = drover_agent::daemon::Agent::start(config).await?;
         println!("drover-agent serving on {}", agent.local_addr);
         use tokio::signal::unix::{signal, SignalKind};

@@ -21,8 +21,36 @@ pub struct Cli {
         default_value = "127.0.0.1:7400"
     )]
     pub addr: String,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Who `drover` is to the cluster: every connection is TLS, the server
+/// checked against the cluster CA, and `drover` presents a client
+/// certificate the CA signed. Without any of these, `drover` uses the
+/// first of /var/lib/drover/dev/pki (a local `drover dev`) and
+/// /var/lib/drover/scheduler/pki (a scheduler on this machine) that holds
+/// admin.pem.
+#[derive(Args, Debug, Clone, Default)]
+pub struct CredentialArgs {
+    /// A directory holding ca.pem, admin.pem and admin.key (what the
+    /// scheduler that made the CA, or `drover dev`, keeps in its pki dir).
+    #[arg(long, global = true, env = "DROVER_PKI_DIR")]
+    pub pki_dir: Option<PathBuf>,
+    /// The cluster CA's certificate (instead of <pki-dir>/ca.pem).
+    #[arg(long, global = true, env = "DROVER_CACERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// This client's certificate (instead of <pki-dir>/admin.pem).
+    #[arg(long, global = true, env = "DROVER_CLIENT_CERT")]
+    pub cert: Option<PathBuf>,
+    /// This client's key (instead of <pki-dir>/admin.key).
+    #[arg(long, global = true, env = "DROVER_CLIENT_KEY")]
+    pub key: Option<PathBuf>,
+    /// Talk to a cluster that runs with --insecure-plaintext (no TLS).
+    #[arg(long, global = true, env = "DROVER_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -111,6 +139,22 @@ pub enum ClusterCmd {
     Remove {
         /// The replica's id.
         id: u64,
+    },
+    /// Print a short-lived token that lets a new agent (or scheduler
+    /// replica) get its certificate from the cluster CA. It pins the CA's
+    /// fingerprint, so the joiner checks the cluster before trusting it.
+    ///
+    /// Examples:
+    ///   drover-agent run --name node-2 --scheduler 10.0.0.1:7400 --join "$(drover cluster join-token agent)"
+    ///   drover cluster join-token scheduler --ttl 10m
+    #[command(verbatim_doc_comment)]
+    JoinToken {
+        /// What the holder joins as.
+        #[arg(value_parser = ["agent", "scheduler"])]
+        role: String,
+        /// How long the token is valid (at most 7d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
     },
 }
 

@@ -5,8 +5,85 @@ use anyhow::{anyhow, Context, Result};
 use drover_proto::pb::{
     agent_api_client::AgentApiClient, cluster_client::ClusterClient, drover_client::DroverClient,
 };
+use drover_proto::pki::tls::ClientTls;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
+
+/// Where `drover` looks for credentials when given none.
+pub const DEFAULT_PKI_DIRS: &[&str] = &["/var/lib/drover/dev/pki", "/var/lib/drover/scheduler/pki"];
+
+/// How this process dials schedulers and agents (set once, from the
+/// command line, before the first connection).
+type Dial = Result<(ClientTls, ClientTls), String>;
+static DIAL: RwLock<Option<Dial>> = RwLock::new(None);
+
+/// Resolves the credentials the command line and environment name (see
+/// [`crate::cli::CredentialArgs`]); errors wait until a connection is made,
+/// so commands that connect nowhere work without any.
+pub fn set_credentials(args: &crate::cli::CredentialArgs) {
+    *DIAL.write().unwrap_or_else(|e| e.into_inner()) = Some(resolve(args));
+}
+
+/// Uses the admin credential in `dir` from now on (benches that start
+/// clusters of their own).
+pub fn use_pki_dir(dir: &Path) {
+    set_credentials(&crate::cli::CredentialArgs {
+        pki_dir: Some(dir.to_path_buf()),
+        ..Default::default()
+    })
+}
+
+fn resolve(a: &crate::cli::CredentialArgs) -> Result<(ClientTls, ClientTls), String> {
+    if a.insecure_plaintext {
+        return Ok((ClientTls::Plain, ClientTls::Plain));
+    }
+    let dir: Option<PathBuf> = a.pki_dir.clone().or_else(|| {
+        if a.ca_cert.is_some() && a.cert.is_some() && a.key.is_some() {
+            return None;
+        }
+        DEFAULT_PKI_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .find(|d| d.join("admin.pem").exists())
+    });
+    let pick = |given: &Option<PathBuf>, file: &str, flag: &str| -> Result<PathBuf, String> {
+        given
+            .clone()
+            .or_else(|| dir.as_ref().map(|d| d.join(file)))
+            .ok_or_else(|| {
+                format!(
+                "no {flag} given and no credentials found (looked in {}): set DROVER_PKI_DIR to \
+                 the pki dir of `drover dev` or of the scheduler that made the CA, or give \
+                 --ca-cert, --cert and --key",
+                DEFAULT_PKI_DIRS.join(", ")
+            )
+            })
+    };
+    let read = |p: &Path, what: &str| {
+        std::fs::read_to_string(p).map_err(|e| format!("{what} {}: {e}", p.display()))
+    };
+    let ca_pem = read(&pick(&a.ca_cert, "ca.pem", "--ca-cert")?, "CA certificate")?;
+    let credential = drover_proto::pki::Credential {
+        cert_pem: read(&pick(&a.cert, "admin.pem", "--cert")?, "client certificate")?,
+        key_pem: read(&pick(&a.key, "admin.key", "--key")?, "client key")?,
+    };
+    let config = drover_proto::pki::tls::client_config(&ca_pem, Some(&credential))
+        .map_err(|e| e.to_string())?;
+    Ok((
+        ClientTls::new(config.clone(), drover_proto::pki::SCHEDULER_NAME),
+        ClientTls::new(config, drover_proto::pki::AGENT_NAME),
+    ))
+}
+
+fn dial(agent: bool) -> Result<ClientTls, anyhow::Error> {
+    let mut d = DIAL.write().unwrap_or_else(|e| e.into_inner());
+    match d.get_or_insert_with(|| resolve(&Default::default())) {
+        Ok((s, a)) => Ok(if agent { a.clone() } else { s.clone() }),
+        Err(e) => Err(anyhow!("{e}")),
+    }
+}
 
 /// How long a replica may take to answer before the next one is tried.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -19,14 +96,13 @@ fn url(addr: &str) -> String {
     }
 }
 
-async fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Endpoint::from_shared(url(addr))?
+async fn channel(addr: &str, tls: &ClientTls) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(url(addr))?
         .connect_timeout(Duration::from_secs(2))
         .http2_keep_alive_interval(Duration::from_secs(2))
         .keep_alive_timeout(Duration::from_secs(2))
-        .keep_alive_while_idle(true)
-        .connect()
-        .await
+        .keep_alive_while_idle(true);
+    tls.connect(&endpoint).await
 }
 
 /// A client of the scheduler's API. Any replica will do: followers pass
@@ -53,9 +129,10 @@ pub async fn connect_any(addrs: &str) -> Result<Channel> {
         .map(str::trim)
         .filter(|a| !a.is_empty())
         .collect();
+    let tls = dial(false)?;
     let mut last = None;
     for addr in &list {
-        match channel(addr).await {
+        match channel(addr, &tls).await {
             Ok(ch) if list.len() == 1 => return Ok(ch),
             Ok(ch) => {
                 let mut probe = tonic::Request::new(drover_proto::pb::LocalStatusRequest {});
@@ -92,8 +169,9 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// A client of one agent's API.
 pub async fn agent(addr: &str) -> Result<AgentApiClient<Channel>> {
-    let ch = channel(addr)
+    let ch = channel(addr, &dial(true)?)
         .await
+        .map_err(|e| anyhow!("{}", chain(&e)))
         .with_context(|| format!("cannot reach the agent at {addr}"))?;
     Ok(AgentApiClient::new(ch))
 }
@@ -102,6 +180,8 @@ pub async fn agent(addr: &str) -> Result<AgentApiClient<Channel>> {
 pub fn status(s: tonic::Status) -> anyhow::Error {
     match s.code() {
         tonic::Code::InvalidArgument => anyhow!("invalid: {}", s.message()),
+        tonic::Code::Unauthenticated => anyhow!("not authenticated: {}", s.message()),
+        tonic::Code::PermissionDenied => anyhow!("permission denied: {}", s.message()),
         tonic::Code::Unavailable if s.message().is_empty() => {
             anyhow!("the scheduler is unavailable")
         }

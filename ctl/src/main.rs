@@ -10,6 +10,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let cli = cli::Cli::parse();
+    client::set_credentials(&cli.credentials);
     // `drover dev` clones containers (and exec'd commands) from this
     // process: it must run from a sealed in-memory copy of this binary,
     // never from the file on the host (CVE-2019-5736).

@@ -33,6 +33,8 @@ NAME=${DROVER_CLUSTER_NAME:-drv}
 NET=${DROVER_CLUSTER_NET:-10.77.0}
 DIR=${DROVER_CLUSTER_DIR:-/tmp/drover-cluster-$NAME}
 BR=${NAME}br
+# The cluster CA and the admin credential `drover` uses (made by `up`).
+export DROVER_PKI_DIR=$DIR/pki
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 if [[ -z ${DROVER_BIN:-} ]]; then
   for d in "${CARGO_TARGET_DIR:-$REPO/target}/debug" "$REPO/target/release"; do
@@ -82,6 +84,7 @@ start() {
 scheduler_cmd() {
   local i=${1#s} ip; ip=$(ip_of "$1")
   echo "$BIN/drover-scheduler --id $i --listen $ip:7400 --advertise $ip:7400 $2 --data-dir $DIR/$1/data" \
+    "--pki-dir $DIR/$1/pki" \
     "--snapshot-every ${DROVER_SNAPSHOT_EVERY:-1000} --node-timeout ${DROVER_NODE_TIMEOUT:-4s}"
 }
 
@@ -118,23 +121,30 @@ up() {
   ip link add "$BR" type bridge
   ip addr add "$NET.1/24" dev "$BR"
   ip link set "$BR" up
+  # One CA for every replica; agents join with a token from it.
+  "$BIN/drover-scheduler" ca init --pki-dir "$DIR/pki" >/dev/null
   for i in $(seq 1 "$s"); do
     make_ns "s$i"
+    mkdir -p "$DIR/s$i/pki"
+    cp "$DIR/pki/ca.pem" "$DIR/pki/ca.key" "$DIR/s$i/pki/"
     scheduler_cmd "s$i" "--peers $(peers)" >"$DIR/s$i/cmd"
     start "s$i"
   done
+  wait_until "a leader" 30 has_leader
+  local token=""
+  ((a == 0)) || token=$(DROVER_ADDR=$(sched_list) "$BIN/drover" cluster join-token agent --ttl 1h)
   for i in $(seq 1 "$a"); do
     [[ $a == 0 ]] && break
     local ip; ip=$(ip_of "a$i")
     make_ns "a$i"
     echo "$BIN/drover-agent run --name $NAME-a$i --scheduler $(sched_list) --listen $ip:7401" \
-      "--advertise $ip:7401 --state-dir $DIR/a$i/state --heartbeat 500ms" >"$DIR/a$i/cmd"
+      "--advertise $ip:7401 --state-dir $DIR/a$i/state --heartbeat 500ms --join $token" >"$DIR/a$i/cmd"
     start "a$i"
   done
-  wait_until "a leader" 30 has_leader
   ((a == 0)) || wait_until "$a agent(s) to register" 30 agents_ready
   echo "cluster $NAME is up: $s scheduler replica(s), $a agent(s)"
   echo "export DROVER_ADDR=$(sched_list)"
+  echo "export DROVER_PKI_DIR=$DROVER_PKI_DIR"
 }
 
 join() {
@@ -142,7 +152,9 @@ join() {
   [[ $node == s* ]] || die "join: only scheduler replicas (sN) join"
   [[ -e $DIR/$node/cmd ]] && die "$node exists already"
   make_ns "$node"
-  scheduler_cmd "$node" "--join" >"$DIR/$node/cmd"
+  local token
+  token=$(DROVER_ADDR=$(sched_list) "$BIN/drover" cluster join-token scheduler --ttl 10m)
+  scheduler_cmd "$node" "--join --join-token $token --join-via $(ip_of s1):7400" >"$DIR/$node/cmd"
   start "$node"
   echo "$node waits at $(ip_of "$node"):7400; add it with: drover cluster add ${node#s} $(ip_of "$node"):7400"
 }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fencing;
+pub mod pki;
 pub mod quantity;
 pub mod spec;
 

@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod controller;
+pub mod pki;
 pub mod placement;
 pub mod raft;
 pub mod reconcile;

@@ -18,10 +18,21 @@ use std::path::PathBuf;
 ///   drover-scheduler --id 2 --listen 0.0.0.0:7400 --advertise 10.0.0.2:7400 \
 ///       --peers 1=10.0.0.1:7400,2=10.0.0.2:7400,3=10.0.0.3:7400 --data-dir /var/lib/drover/scheduler
 ///   drover-scheduler --id 4 --listen 0.0.0.0:7400 --advertise 10.0.0.4:7400 --join \
+///       --join-token DRV1-scheduler-... --join-via 10.0.0.1:7400 \
 ///       --data-dir /var/lib/drover/scheduler    # then: drover cluster add 4 10.0.0.4:7400
+///
+/// Every connection is TLS with certificates of the cluster CA, kept in
+/// --pki-dir (default <data-dir>/pki). A one-replica bootstrap makes the CA
+/// itself, with the first administrator's credential (admin.pem, admin.key)
+/// for `drover`. A cluster of several initial replicas shares one CA: make
+/// it once with `drover-scheduler ca init --pki-dir DIR` and copy DIR to
+/// every replica's --pki-dir. A replica added later joins with a token
+/// from `drover cluster join-token scheduler`.
 #[derive(Parser, Debug)]
-#[command(version, verbatim_doc_comment)]
+#[command(version, verbatim_doc_comment, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// This replica's Raft id (unique in the cluster, not 0).
     #[arg(long, default_value_t = 1)]
     id: u64,
@@ -65,6 +76,41 @@ struct Args {
     /// A replica that hears no leader for this (up to twice this) starts an election.
     #[arg(long, default_value = "150ms", value_parser = parse_duration)]
     election_timeout: std::time::Duration,
+    /// Where the cluster CA and this replica's certificate live (default: <data-dir>/pki).
+    #[arg(long)]
+    pki_dir: Option<PathBuf>,
+    /// With --join: a token from `drover cluster join-token scheduler`, to
+    /// get this replica's certificate and the CA (needed once; they are kept).
+    #[arg(long, requires = "join_via", env = "DROVER_JOIN_TOKEN")]
+    join_token: Option<String>,
+    /// With --join-token: a replica of the cluster to join through (HOST:PORT).
+    #[arg(long)]
+    join_via: Option<String>,
+    /// Serve and dial without TLS and without checking who calls: anyone who
+    /// can reach the port controls the cluster. For debugging only.
+    #[arg(long)]
+    insecure_plaintext: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// The cluster certificate authority.
+    #[command(subcommand)]
+    Ca(CaCmd),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum CaCmd {
+    /// Make a new cluster CA (and the first administrator's credential) in a
+    /// directory, to copy to every initial replica's --pki-dir.
+    ///
+    /// Example:
+    ///   drover-scheduler ca init --pki-dir /tmp/drover-pki
+    #[command(verbatim_doc_comment)]
+    Init {
+        #[arg(long)]
+        pki_dir: PathBuf,
+    },
 }
 
 type Peers = std::collections::BTreeMap<u64, String>;
@@ -86,10 +132,34 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let a = Args::parse();
+    if let Some(Sub::Ca(CaCmd::Init { pki_dir })) = &a.command {
+        let ca = drover_scheduler::pki::init(pki_dir)?;
+        println!(
+            "cluster CA made in {} (fingerprint sha256:{}); copy the directory to every initial replica's --pki-dir",
+            pki_dir.display(),
+            ca.fingerprint()
+        );
+        return Ok(());
+    }
     if a.id == 0 {
         anyhow::bail!("--id must not be 0");
     }
+    let pki_dir = a.pki_dir.clone().unwrap_or_else(|| a.data_dir.join("pki"));
+    let pki = if a.insecure_plaintext {
+        tracing::warn!("--insecure-plaintext: no TLS, no authorization; anyone who reaches the port controls the cluster");
+        None
+    } else if let (Some(token), Some(via), false) = (
+        &a.join_token,
+        &a.join_via,
+        drover_proto::pki::ca::Ca::exists(&pki_dir),
+    ) {
+        Some(drover_scheduler::pki::Pki::join(&pki_dir, a.id, via, token).await?)
+    } else {
+        let bootstrap = a.peers.is_empty() && !a.join;
+        Some(drover_scheduler::pki::Pki::open(&pki_dir, a.id, bootstrap)?)
+    };
     let s = Scheduler::start(Config {
+        pki,
         id: a.id,
         listen: a.listen,
         advertise: a.advertise,

@@ -14,16 +14,50 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: broadcast::Receiver<()>) {
-    let svc = pb::agent_api_server::AgentApiServer::new(Api { shared });
+/// Only clients of the cluster (a certificate of the cluster CA naming a
+/// client: `drover logs`, `drover exec`) may call this node's API; nodes and
+/// replicas may not. Without TLS there is nobody to check.
+fn only_clients(tls: bool) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |req: Request<()>| {
+        if !tls {
+            return Ok(req);
+        }
+        match drover_proto::pki::tls::peer_identity(&req) {
+            Some(drover_proto::pki::Identity::Client(_)) => Ok(req),
+            Some(other) => Err(Status::permission_denied(format!(
+                "{other} may not call a node's API"
+            ))),
+            None => Err(Status::unauthenticated(
+                "a node's API needs a client certificate signed by the cluster CA",
+            )),
+        }
+    }
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    security: drover_proto::pki::tls::Security,
+    shared: Arc<Shared>,
+    mut stop: broadcast::Receiver<()>,
+) {
+    let tls = matches!(security, drover_proto::pki::tls::Security::Tls(_));
+    let incoming = match drover_proto::pki::tls::incoming(listener, &security) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "agent api cannot serve");
+            return;
+        }
+    };
+    let svc =
+        pb::agent_api_server::AgentApiServer::with_interceptor(Api { shared }, only_clients(tls));
     let r = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(2)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(2)))
         .add_service(svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.recv().await;
         })
         .await;

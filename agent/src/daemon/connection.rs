@@ -40,11 +40,14 @@ pub struct Links {
     /// Whether this agent process registered once (later sessions only
     /// register again when the scheduler does not know the node).
     registered: Arc<AtomicBool>,
+    /// TLS with this node's certificate, checking the schedulers' against the CA.
+    tls: drover_proto::pki::tls::ClientTls,
 }
 
 impl Links {
-    pub fn new(addrs: Vec<String>) -> Links {
+    pub fn new(addrs: Vec<String>, tls: drover_proto::pki::tls::ClientTls) -> Links {
         Links {
+            tls,
             addrs: Arc::new(addrs),
             current: Arc::new(AtomicUsize::new(rand::random::<u16>() as usize)),
             cached: Arc::new(Mutex::new(None)),
@@ -66,15 +69,14 @@ impl Links {
         } else {
             format!("http://{addr}")
         };
-        let channel = Endpoint::from_shared(url)?
+        let endpoint = Endpoint::from_shared(url)?
             .connect_timeout(Duration::from_secs(1))
             .timeout(CALL_TIMEOUT)
             .http2_keep_alive_interval(Duration::from_secs(1))
             .keep_alive_timeout(Duration::from_secs(1))
             .keep_alive_while_idle(true)
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
+            .tcp_nodelay(true);
+        let channel = self.tls.connect(&endpoint).await?;
         *self.cached.lock().expect("links lock") = Some((at, channel.clone()));
         Ok(NodeServiceClient::new(channel).max_decoding_message_size(64 << 20))
     }

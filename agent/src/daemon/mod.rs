@@ -59,10 +59,15 @@ pub struct Config {
     /// How long what an ended allocation leaves on disk (its log) is kept
     /// (see `retention`).
     pub ended_retention: Duration,
+    /// This node's certificate and the cluster CA (see `crate::pki`), or
+    /// plaintext for `--insecure-plaintext`.
+    pub security: drover_proto::pki::tls::Security,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    #[error("tls: {0}")]
+    Tls(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -347,7 +352,12 @@ impl Agent {
         } else {
             config.advertise.clone()
         };
-        let links = connection::Links::new(config.schedulers.clone());
+        let tls = drover_proto::pki::tls::ClientTls::from_security(
+            &config.security,
+            drover_proto::pki::SCHEDULER_NAME,
+        )
+        .map_err(|e| DaemonError::Tls(e.to_string()))?;
+        let links = connection::Links::new(config.schedulers.clone(), tls);
         let reporter = reporter::Reporter::new(config.name.clone());
         let shared = Arc::new(Shared {
             node: config.name.clone(),
@@ -389,7 +399,12 @@ impl Agent {
             memory_bytes: config.memory_bytes.unwrap_or(detected.memory_bytes),
         };
         let tasks = vec![
-            tokio::spawn(api::serve(listener, shared.clone(), stop.subscribe())),
+            tokio::spawn(api::serve(
+                listener,
+                config.security.clone(),
+                shared.clone(),
+                stop.subscribe(),
+            )),
             tokio::spawn(netwatch::run(
                 shared.clone(),
                 netwatch::RECHECK,

@@ -222,9 +222,14 @@ async fn in_process(dir: &Path) -> Result<Vec<Scheduler>> {
     for id in 1..=3u64 {
         peers.insert(id, format!("127.0.0.1:{}", free_port()?));
     }
+    let ca = drover_scheduler::pki::init(&dir.join("ca"))?;
+    crate::client::use_pki_dir(&dir.join("ca"));
     let mut all = Vec::new();
     for (id, addr) in &peers {
+        let pki =
+            drover_scheduler::pki::Pki::open_with_ca(&ca, &dir.join(format!("s{id}/pki")), *id)?;
         let s = Scheduler::start(Config {
+            pki: Some(pki),
             id: *id,
             listen: addr.parse()?,
             advertise: addr.clone(),

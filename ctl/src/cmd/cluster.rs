@@ -1,4 +1,5 @@
-//! `drover cluster members|add|remove`: the scheduler's replicas.
+//! `drover cluster members|add|remove|join-token`: the scheduler's replicas,
+//! and tokens for joining the cluster.
 
 use crate::cli::{ClusterCmd, Format};
 use crate::client::{self, status};
@@ -38,6 +39,20 @@ pub async fn run(addr: &str, cmd: ClusterCmd) -> Result<i32> {
                 .into_inner();
             println!("replica {id} removed");
             print_members(Format::Table, &r);
+        }
+        ClusterCmd::JoinToken { role, ttl } => {
+            let ttl = drover_proto::quantity::Duration::parse(&ttl)
+                .map_err(|e| anyhow::anyhow!("--ttl: {e}"))?
+                .std();
+            let r = c
+                .create_join_token(pb::CreateJoinTokenRequest {
+                    role,
+                    ttl_seconds: ttl.as_secs().max(1),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("{}", r.token);
         }
     }
     Ok(0)

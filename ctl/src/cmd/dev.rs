@@ -15,7 +15,35 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         .init();
     std::fs::create_dir_all(&a.state_dir)
         .with_context(|| format!("cannot create {}", a.state_dir.display()))?;
+    // One CA for the scheduler, the node and the CLI, all in <state>/pki
+    // (where `drover` looks for a local drover dev's credentials).
+    let pki_dir = a.state_dir.join("pki");
+    let pki = drover_scheduler::pki::Pki::open(&pki_dir, 1, true)
+        .with_context(|| format!("cannot prepare certificates in {}", pki_dir.display()))?;
+    let name = a.node_name.unwrap_or_else(node_name);
+    let node = drover_proto::pki::Identity::Node(name.clone());
+    let agent_dir = a.state_dir.join("agent");
+    let node_material = match drover_proto::pki::tls::TlsMaterial::load(
+        &agent_dir.join("pki"),
+        drover_agent::pki::OWN,
+    ) {
+        Ok(m)
+            if m.credential.identity().ok() == Some(node.clone())
+                && m.ca_pem == pki.ca.cert_pem =>
+        {
+            m
+        }
+        _ => {
+            let cred = pki.ca.issue(&node, drover_proto::pki::ca::LEAF_VALIDITY)?;
+            drover_agent::pki::install(&agent_dir, &pki.ca.cert_pem, &cred)?;
+            drover_proto::pki::tls::TlsMaterial::load(
+                &agent_dir.join("pki"),
+                drover_agent::pki::OWN,
+            )?
+        }
+    };
     let scheduler = Scheduler::start(SchedulerConfig {
+        pki: Some(pki),
         id: 1,
         listen: a.listen,
         advertise: String::new(),
@@ -28,13 +56,13 @@ pub async fn run(a: DevArgs) -> Result<i32> {
     })
     .await
     .context("cannot start the scheduler")?;
-    let name = a.node_name.unwrap_or_else(node_name);
     let agent = Agent::start(AgentConfig {
+        security: drover_proto::pki::tls::Security::Tls(node_material),
         name: name.clone(),
         schedulers: vec![scheduler.local_addr.to_string()],
         listen: a.agent_listen,
         advertise: String::new(),
-        state_dir: a.state_dir.join("agent"),
+        state_dir: agent_dir,
         cgroup_root: a.cgroup_root,
         cpu_millis: None,
         memory_bytes: None,
@@ -54,6 +82,10 @@ pub async fn run(a: DevArgs) -> Result<i32> {
     println!(
         "drover dev: state in {}; Ctrl-C stops every container and exits",
         a.state_dir.display()
+    );
+    println!(
+        "drover dev: TLS with the CA in {0}; drover finds it there for the default state dir, else: export DROVER_PKI_DIR={0}",
+        pki_dir.display()
     );
     shutdown_signal().await;
     println!("drover dev: stopping containers");

@@ -41,9 +41,19 @@ pub enum Leader {
 #[derive(Default)]
 pub struct Forwarder {
     channels: Mutex<HashMap<String, Channel>>,
+    tls: Option<drover_proto::pki::tls::ClientTls>,
 }
 
 impl Forwarder {
+    /// Dialling other replicas with `tls` (their certificates are checked
+    /// against the cluster CA; ours is presented).
+    pub fn new(tls: drover_proto::pki::tls::ClientTls) -> Forwarder {
+        Forwarder {
+            channels: Default::default(),
+            tls: Some(tls),
+        }
+    }
+
     fn channel(&self, addr: &str) -> Result<Channel, Status> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = channels.get(addr) {
@@ -56,8 +66,12 @@ impl Forwarder {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(crate::KEEPALIVE)
             .keep_alive_timeout(crate::KEEPALIVE)
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        let ch = self
+            .tls
+            .clone()
+            .unwrap_or(drover_proto::pki::tls::ClientTls::Plain)
+            .connect_lazy(&ch);
         channels.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

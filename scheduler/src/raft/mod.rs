@@ -119,6 +119,9 @@ pub struct RaftOptions {
     /// Entries kept in the log behind a snapshot, so a follower that lags a
     /// little catches up from the log instead of a whole snapshot.
     pub keep_after_snapshot: u64,
+    /// How this replica dials its peers (TLS with its certificate, in a
+    /// secured cluster).
+    pub tls: drover_proto::pki::tls::ClientTls,
 }
 
 impl Default for RaftOptions {
@@ -130,6 +133,7 @@ impl Default for RaftOptions {
             election_timeout_max: Duration::from_millis(600),
             snapshot_every: 1000,
             keep_after_snapshot: 100,
+            tls: drover_proto::pki::tls::ClientTls::Plain,
         }
     }
 }
@@ -206,7 +210,8 @@ pub async fn open(id: NodeId, dir: &Path, options: RaftOptions) -> Result<RaftHa
         Ok::<_, Error>((log_store, sm))
     })
     .await??;
-    let raft = Raft::new(id, config, Network::new(id), log_store, state_machine).await?;
+    let network = Network::new(id, options.tls.clone());
+    let raft = Raft::new(id, config, network, log_store, state_machine).await?;
     Ok(RaftHandle {
         id,
         raft,

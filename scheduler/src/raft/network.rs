@@ -22,6 +22,7 @@ use std::time::Duration;
 use drover_proto::pb::raft_service_client::RaftServiceClient;
 use drover_proto::pb::raft_service_server::{RaftService, RaftServiceServer};
 use drover_proto::pb::RaftPayload;
+use drover_proto::pki::tls::ClientTls;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
@@ -83,14 +84,16 @@ type Channels = Arc<Mutex<HashMap<NodeId, (String, Channel)>>>;
 pub struct Network {
     id: NodeId,
     channels: Channels,
+    tls: ClientTls,
 }
 
 impl Network {
-    /// A network for the replica `id`.
-    pub fn new(id: NodeId) -> Self {
+    /// A network for the replica `id`, dialling peers with `tls`.
+    pub fn new(id: NodeId, tls: ClientTls) -> Self {
         Self {
             id,
             channels: Arc::default(),
+            tls,
         }
     }
 }
@@ -104,6 +107,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             node: node.clone(),
             channels: self.channels.clone(),
+            tls: self.tls.clone(),
         }
     }
 }
@@ -114,6 +118,7 @@ pub struct Connection {
     target: NodeId,
     node: Node,
     channels: Channels,
+    tls: ClientTls,
 }
 
 impl Connection {
@@ -140,8 +145,8 @@ impl Connection {
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(crate::KEEPALIVE)
                     .keep_alive_timeout(crate::KEEPALIVE)
-                    .keep_alive_while_idle(true)
-                    .connect_lazy();
+                    .keep_alive_while_idle(true);
+                let ch = self.tls.connect_lazy(&ch);
                 channels.insert(self.target, (addr.clone(), ch.clone()));
                 ch
             }

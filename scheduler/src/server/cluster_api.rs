@@ -22,6 +22,8 @@ const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub struct ClusterApi {
     pub replica: Replica,
+    /// The cluster CA (signs join tokens); `None` on a plaintext cluster.
+    pub ca: Option<std::sync::Arc<drover_proto::pki::ca::Ca>>,
 }
 
 fn raft_status(e: raft::Error) -> Status {
@@ -280,6 +282,42 @@ impl Cluster for ClusterApi {
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
         let index = self.replica.read_index_here().await?;
         Ok(Response::new(pb::ReadIndexResponse { index }))
+    }
+
+    async fn create_join_token(
+        &self,
+        req: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
+        use drover_proto::pki::token::{JoinToken, Role, DEFAULT_TTL};
+        let r = req.into_inner();
+        let role = Role::parse(&r.role).ok_or_else(|| {
+            Status::invalid_argument(format!("role: {:?} is neither agent nor scheduler", r.role))
+        })?;
+        let ttl = match r.ttl_seconds {
+            0 => DEFAULT_TTL,
+            s if s > 7 * 24 * 3600 => {
+                return Err(Status::invalid_argument(
+                    "ttl_seconds: at most 7 days (604800)",
+                ))
+            }
+            s => Duration::from_secs(s),
+        };
+        let ca = self.ca.as_ref().ok_or_else(|| {
+            Status::failed_precondition("this cluster runs without TLS (--insecure-plaintext): there is nothing to join with")
+        })?;
+        let token = JoinToken::create(ca, role, ttl);
+        let expires_unix = JoinToken::parse(&token)
+            .map(|t| t.expires)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(
+            role = role.as_str(),
+            ttl_s = ttl.as_secs(),
+            "join token created"
+        );
+        Ok(Response::new(pb::CreateJoinTokenResponse {
+            token,
+            expires_unix,
+        }))
     }
 }
 

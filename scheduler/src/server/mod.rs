@@ -4,9 +4,11 @@
 //! `Scheduler::start` brings it all up and `Scheduler::shutdown` stops it in
 //! order (mini-redis style: a broadcast stop signal, then wait for every task).
 
+pub mod auth;
 pub mod client_api;
 pub mod cluster_api;
 pub mod convert;
+pub mod join_api;
 pub mod node_api;
 
 use crate::controller::Controller;
@@ -42,12 +44,18 @@ pub struct Config {
     pub cluster_cidr: String,
     /// Peers, joining, election timing (default: a one-replica cluster).
     pub cluster: crate::cluster::ClusterConfig,
+    /// The cluster CA and this replica's certificate: every connection is
+    /// TLS and every call is authorized. `None` only for
+    /// `--insecure-plaintext`.
+    pub pki: Option<crate::pki::Pki>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("raft: {0}")]
     Raft(String),
+    #[error("tls: {0}")]
+    Tls(#[from] drover_proto::pki::PkiError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -93,7 +101,14 @@ impl Scheduler {
             .cluster
             .initial_members(config.id, &advertise)
             .map_err(|e| ServerError::Raft(e.to_string()))?;
+        use drover_proto::pki::{tls, SCHEDULER_NAME};
+        let security = match &config.pki {
+            Some(p) => tls::Security::Tls(p.material.clone()),
+            None => tls::Security::Plaintext,
+        };
+        let client_tls = tls::ClientTls::from_security(&security, SCHEDULER_NAME)?;
         let opts = raft::RaftOptions {
+            tls: client_tls.clone(),
             snapshot_every: config.snapshot_every,
             heartbeat_interval: config.cluster.heartbeat,
             election_timeout_min: config.cluster.election_timeout,
@@ -117,7 +132,7 @@ impl Scheduler {
             raft: handle.raft.clone(),
             state: handle.state.clone(),
             applied: handle.applied.clone(),
-            forwarder: Default::default(),
+            forwarder: std::sync::Arc::new(crate::cluster::forward::Forwarder::new(client_tls)),
             contact: raft_svc.contact(),
             follow_leader: true,
             batcher: crate::cluster::batch::Batcher::start(handle.raft.clone()),
@@ -129,9 +144,17 @@ impl Scheduler {
         let max = 64 * 1024 * 1024;
         // HTTP/2 pings find a peer that vanished without a reset (a frozen
         // or unplugged host) in seconds rather than at the TCP timeout.
+        let ca = config.pki.as_ref().map(|p| p.ca.clone());
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(crate::KEEPALIVE))
             .http2_keepalive_timeout(Some(crate::KEEPALIVE))
+            .layer(tower::util::option_layer(
+                config.pki.as_ref().map(|_| auth::AuthLayer),
+            ))
+            .add_optional_service(
+                ca.clone()
+                    .map(|ca| pb::join_server::JoinServer::new(join_api::JoinApi { ca })),
+            )
             .add_service(
                 pb::drover_server::DroverServer::new(client_api::ClientApi {
                     replica: replica.clone(),
@@ -153,10 +176,11 @@ impl Scheduler {
             .add_service(pb::cluster_server::ClusterServer::new(
                 cluster_api::ClusterApi {
                     replica: replica.clone(),
+                    ca,
                 },
             ));
         let mut stop_rx = stop.subscribe();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = tls::incoming(listener, &security)?;
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop_rx.recv().await;

@@ -196,12 +196,30 @@ impl NodeApi {
     }
 }
 
+/// A node speaks only for itself: a call about node `name` must come with
+/// that node's certificate (or from a replica passing a heartbeat on, which
+/// checked it). Without TLS there is no identity to check.
+fn speaks_for<T>(req: &Request<T>, name: &str) -> Result<(), Status> {
+    use drover_proto::pki::Identity;
+    match drover_proto::pki::tls::peer_identity(req) {
+        None | Some(Identity::Scheduler(_)) => Ok(()),
+        Some(Identity::Node(n)) if n == name => Ok(()),
+        Some(other) => {
+            tracing::warn!(caller = %other, node = name, "refused: a caller spoke for another node");
+            Err(Status::permission_denied(format!(
+                "{other} may not speak for node {name}"
+            )))
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl NodeService for NodeApi {
     async fn register(
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        speaks_for(&req, &req.get_ref().name)?;
         let req = req.into_inner();
         drover_proto::spec::dns_label(&req.name)
             .map_err(|e| Status::invalid_argument(format!("name: {e}")))?;
@@ -239,6 +257,7 @@ impl NodeService for NodeApi {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        speaks_for(&req, &req.get_ref().name)?;
         let forwarded = req
             .metadata()
             .contains_key(crate::cluster::forward::FORWARDED);
@@ -262,6 +281,7 @@ impl NodeService for NodeApi {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        speaks_for(&req, &req.get_ref().name)?;
         let name = req.into_inner().name;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let replica = self.replica.clone();
@@ -310,6 +330,7 @@ impl NodeService for NodeApi {
         &self,
         req: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
+        speaks_for(&req, &req.get_ref().node)?;
         let req = req.into_inner();
         let mut reports = Vec::new();
         for r in req.allocations {

@@ -55,6 +55,12 @@ fn spawn(bin: &Path, args: &[&str], log: PathBuf) -> Result<Daemon> {
 
 fn agent(bin: &Path, dir: &Path, name: &str, addr: &str) -> Result<Daemon> {
     let state = dir.join(name);
+    // The node's certificate, straight from the CA beside the scheduler
+    // (what `--join` would fetch).
+    let ca = drover_proto::pki::ca::Ca::load(&dir.join("scheduler/pki"))?;
+    let node = drover_proto::pki::Identity::Node(name.into());
+    let cred = ca.issue(&node, drover_proto::pki::ca::LEAF_VALIDITY)?;
+    drover_agent::pki::install(&state, &ca.cert_pem, &cred)?;
     spawn(
         &bin.join("drover-agent"),
         &[
@@ -95,6 +101,9 @@ pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32>
         dir.join("scheduler.log"),
     )?;
     let mut c = loop {
+        if data.join("pki/admin.pem").exists() {
+            client::use_pki_dir(&data.join("pki"));
+        }
         if let Ok(c) = client::connect(&addr).await {
             if c.clone()
                 .list_jobs(pb::ListJobsRequest { read: None })

@@ -1,0 +1,173 @@
+//! Who may call what, checked before any work: a tower layer in front of
+//! every service of the listener, reading the identity the TLS handshake
+//! verified (`drover_proto::pki::tls::Peer`, from the client certificate).
+//!
+//! | service / method                 | callers                     |
+//! |----------------------------------|-----------------------------|
+//! | `Join/Join`                      | anyone (the token is checked inside) |
+//! | `Drover/*` (the client API)      | clients, replicas           |
+//! | `NodeService/*`                  | nodes (each only as itself: `node_api`); `Heartbeat` also replicas passing one on |
+//! | `RaftService/*`                  | replicas                    |
+//! | `Cluster/Forward`, `ReadIndex`   | replicas                    |
+//! | `Cluster/CreateJoinToken`        | clients                     |
+//! | `Cluster/*` (membership, status) | clients, replicas           |
+//!
+//! A call without a certificate, or from the wrong kind of caller, is
+//! answered `UNAUTHENTICATED` / `PERMISSION_DENIED` naming what was wrong,
+//! and logged.
+
+use drover_proto::pki::{tls::Peer, Identity};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tonic::Status;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Client,
+    Node,
+    Scheduler,
+}
+
+fn kind(id: &Identity) -> Kind {
+    match id {
+        Identity::Client(_) => Kind::Client,
+        Identity::Node(_) => Kind::Node,
+        Identity::Scheduler(_) => Kind::Scheduler,
+    }
+}
+
+/// The kinds of caller allowed on `path` (`/drover.v1.Service/Method`);
+/// `None`: no certificate needed.
+fn allowed(path: &str) -> Option<&'static [Kind]> {
+    use Kind::*;
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path, ""));
+    let service = service.strip_prefix("drover.v1.").unwrap_or("");
+    Some(match (service, method) {
+        ("Join", "Join") => return None,
+        ("Drover", _) => &[Client, Scheduler],
+        // A follower passes a node's heartbeat on to the leader.
+        ("NodeService", "Heartbeat") => &[Node, Scheduler],
+        ("NodeService", _) => &[Node],
+        ("RaftService", _) => &[Scheduler],
+        ("Cluster", "Forward" | "ReadIndex") => &[Scheduler],
+        ("Cluster", "CreateJoinToken") => &[Client],
+        ("Cluster", _) => &[Client, Scheduler],
+        _ => &[],
+    })
+}
+
+/// Decides a call on `path` from a peer with `identity`.
+pub fn check(path: &str, identity: Option<&Identity>) -> Result<(), Status> {
+    let Some(kinds) = allowed(path) else {
+        return Ok(());
+    };
+    let Some(id) = identity else {
+        return Err(Status::unauthenticated(format!(
+            "{path} needs a client certificate signed by the cluster CA (see `drover --help`: --ca-cert, --cert, --key)"
+        )));
+    };
+    if kinds.contains(&kind(id)) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "{id} may not call {path}"
+        )))
+    }
+}
+
+/// The layer: refuses calls [`check`] refuses, before the service sees them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AuthLayer;
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Auth<S> {
+    inner: S,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, R> tower::Service<http::Request<B>> for Auth<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let peer = req.extensions().get::<Peer>();
+        let identity = peer.and_then(|p| p.identity.as_ref());
+        if let Err(status) = check(req.uri().path(), identity) {
+            tracing::warn!(
+                peer = ?peer.and_then(|p| p.addr),
+                identity = ?identity,
+                path = req.uri().path(),
+                why = status.message(),
+                "call refused"
+            );
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        // The clone that was polled ready serves this call (tower's rule).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(inner.call(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_caller_reaches_only_its_services() {
+        let client = Identity::Client("admin".into());
+        let node = Identity::Node("n1".into());
+        let replica = Identity::Scheduler(2);
+        let submit = "/drover.v1.Drover/SubmitJob";
+        let heartbeat = "/drover.v1.NodeService/Heartbeat";
+        let append = "/drover.v1.RaftService/Append";
+        let forward = "/drover.v1.Cluster/Forward";
+        let members = "/drover.v1.Cluster/Members";
+        let token = "/drover.v1.Cluster/CreateJoinToken";
+        let join = "/drover.v1.Join/Join";
+        let ok = |p, i: &Identity| check(p, Some(i)).is_ok();
+        assert!(ok(submit, &client) && ok(submit, &replica) && !ok(submit, &node));
+        assert!(ok(heartbeat, &node) && ok(heartbeat, &replica) && !ok(heartbeat, &client));
+        let report = "/drover.v1.NodeService/Report";
+        assert!(ok(report, &node) && !ok(report, &replica) && !ok(report, &client));
+        assert!(ok(append, &replica) && !ok(append, &client) && !ok(append, &node));
+        assert!(ok(forward, &replica) && !ok(forward, &client));
+        assert!(ok(members, &client) && ok(members, &replica) && !ok(members, &node));
+        assert!(ok(token, &client) && !ok(token, &node) && !ok(token, &replica));
+        assert!(check(join, None).is_ok());
+        assert!(!ok("/drover.v1.Unknown/X", &client));
+        assert!(!ok("/grpc.health.v1.Health/Check", &client));
+        let e = check(submit, None).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        let e = check(submit, Some(&node)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(
+            e.message().contains("node n1 may not call"),
+            "{}",
+            e.message()
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! The join API (`drover.v1.Join`): an agent or a new replica without a
+//! certificate proves itself with a join token and gets one signed by the
+//! cluster CA for the name it joins as. The joiner verified this replica
+//! against the CA fingerprint in its token before sending anything.
+
+use drover_proto::pb::{self, join_server::Join};
+use drover_proto::pki::{
+    ca::{Ca, LEAF_VALIDITY},
+    token::{JoinToken, Role},
+    Identity,
+};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct JoinApi {
+    pub ca: Arc<Ca>,
+}
+
+impl JoinApi {
+    /// Checks the request and decides whom the certificate names.
+    fn admit(&self, r: &pb::JoinRequest) -> Result<(JoinToken, Identity), Status> {
+        let token =
+            JoinToken::parse(&r.token).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let identity = match token.role {
+            Role::Agent => {
+                drover_proto::spec::dns_label(&r.node_name)
+                    .map_err(|m| Status::invalid_argument(format!("node_name: {m}")))?;
+                Identity::Node(r.node_name.clone())
+            }
+            Role::Scheduler if r.scheduler_id == 0 => {
+                return Err(Status::invalid_argument("scheduler_id: must not be 0"))
+            }
+            Role::Scheduler => Identity::Scheduler(r.scheduler_id),
+        };
+        token
+            .verify(&self.ca, token.role, std::time::SystemTime::now())
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        Ok((token, identity))
+    }
+}
+
+#[tonic::async_trait]
+impl Join for JoinApi {
+    async fn join(
+        &self,
+        req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let peer = drover_proto::pki::tls::Peer::clone(
+            req.extensions().get().unwrap_or(&Default::default()),
+        );
+        let r = req.into_inner();
+        let (token, identity) = match self.admit(&r) {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::warn!(peer = ?peer.addr, why = e.message(), "join refused");
+                return Err(e);
+            }
+        };
+        let cert_pem = self
+            .ca
+            .sign_request(&r.csr_pem, &identity, LEAF_VALIDITY)
+            .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+        tracing::info!(peer = ?peer.addr, %identity, "joined: certificate issued");
+        Ok(Response::new(pb::JoinResponse {
+            cert_pem,
+            ca_pem: self.ca.cert_pem.clone(),
+            ca_key_pem: match token.role {
+                Role::Scheduler => self.ca.key_pem().to_string(),
+                Role::Agent => String::new(),
+            },
+        }))
+    }
+}

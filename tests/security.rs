@@ -1,0 +1,240 @@
+//! Nobody gets in who does not belong (issue 11), against a real scheduler
+//! and agent over real TLS: plaintext and foreign certificates are refused
+//! at every port, a node certificate can neither call the client API nor
+//! speak for another node, a forged join token gets nothing, and joining
+//! with a real one gives a node its certificate.
+
+use drover_e2e::{client_tls, pki_dir_for, Cluster};
+use drover_proto::pb;
+use drover_proto::pki::{ca::Ca, tls, Identity, AGENT_NAME, SCHEDULER_NAME};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+fn endpoint(addr: &str) -> Endpoint {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+}
+
+async fn dial(addr: &str, t: &tls::ClientTls) -> Result<Channel, String> {
+    t.connect(&endpoint(addr))
+        .await
+        .map_err(|e| drover_proto::pki::join::source_chain(&e))
+}
+
+/// A client presenting `id`'s certificate from the cluster's own CA.
+fn as_identity(c: &Cluster, id: Identity, server: &'static str) -> tls::ClientTls {
+    let ca = Ca::load(&pki_dir_for(&c.addr).unwrap()).unwrap();
+    let cred = ca.issue(&id, Duration::from_secs(600)).unwrap();
+    tls::ClientTls::new(
+        tls::client_config(&ca.cert_pem, Some(&cred)).unwrap(),
+        server,
+    )
+}
+
+async fn list_jobs(ch: Channel) -> Result<pb::ListJobsResponse, tonic::Status> {
+    pb::drover_client::DroverClient::new(ch)
+        .list_jobs(pb::ListJobsRequest { read: None })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[test]
+fn only_certificates_of_the_cluster_ca_get_in_and_each_only_where_it_belongs() {
+    if !drover_e2e::require_root(
+        "only_certificates_of_the_cluster_ca_get_in_and_each_only_where_it_belongs",
+    ) {
+        return;
+    }
+    let c = Cluster::start("sec-node");
+    let agent_addr = format!("127.0.0.1:{}", c.agent_port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // The admin credential works.
+        let ch = dial(&c.addr, &client_tls(&c.addr)).await.unwrap();
+        list_jobs(ch).await.unwrap();
+
+        // Plaintext: the handshake never completes, on either port.
+        for addr in [&c.addr, &agent_addr] {
+            let plain = dial(addr, &tls::ClientTls::Plain).await;
+            let r = match plain {
+                Ok(ch) => list_jobs(ch).await.map(|_| ()).map_err(|s| s.to_string()),
+                Err(e) => Err(e),
+            };
+            assert!(r.is_err(), "plaintext to {addr} was served");
+        }
+
+        // A certificate from another CA fails the handshake.
+        let other = Ca::generate("other").unwrap();
+        let cred = other
+            .issue(&Identity::Client("admin".into()), Duration::from_secs(600))
+            .unwrap();
+        let foreign = tls::ClientTls::new(
+            tls::client_config(
+                &std::fs::read_to_string(pki_dir_for(&c.addr).unwrap().join("ca.pem")).unwrap(),
+                Some(&cred),
+            )
+            .unwrap(),
+            SCHEDULER_NAME,
+        );
+        let r = match dial(&c.addr, &foreign).await {
+            Ok(ch) => list_jobs(ch).await.map(|_| ()).map_err(|s| s.to_string()),
+            Err(e) => Err(e),
+        };
+        assert!(r.is_err(), "a certificate of another CA was served");
+
+        // No client certificate at all: refused before any work, saying why.
+        let ca_pem = std::fs::read_to_string(pki_dir_for(&c.addr).unwrap().join("ca.pem")).unwrap();
+        let anonymous =
+            tls::ClientTls::new(tls::client_config(&ca_pem, None).unwrap(), SCHEDULER_NAME);
+        let e = list_jobs(dial(&c.addr, &anonymous).await.unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+        assert!(
+            e.message().contains("needs a client certificate"),
+            "{}",
+            e.message()
+        );
+
+        // A node certificate cannot use the client API...
+        let node = as_identity(&c, Identity::Node("sec-node".into()), SCHEDULER_NAME);
+        let ch = dial(&c.addr, &node).await.unwrap();
+        let e = pb::drover_client::DroverClient::new(ch.clone())
+            .submit_job(pb::SubmitJobRequest {
+                spec_json: r#"{"name":"x","image":"oci:/x:v1"}"#.into(),
+                request_id: "sec-1".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+        assert!(
+            e.message().contains("node sec-node may not call"),
+            "{}",
+            e.message()
+        );
+        // ...nor speak for another node, nor watch another node's allocations.
+        let mut nodes = pb::node_service_client::NodeServiceClient::new(ch);
+        let e = nodes
+            .heartbeat(pb::HeartbeatRequest {
+                name: "someone-else".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+        assert!(
+            e.message().contains("may not speak for node someone-else"),
+            "{}",
+            e.message()
+        );
+        let e = nodes
+            .watch(pb::WatchRequest {
+                name: "someone-else".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+        // It may heartbeat as itself.
+        nodes
+            .heartbeat(pb::HeartbeatRequest {
+                name: "sec-node".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+
+        // A client certificate cannot call Raft.
+        let ch = dial(&c.addr, &client_tls(&c.addr)).await.unwrap();
+        let e = pb::raft_service_client::RaftServiceClient::new(ch)
+            .vote(pb::RaftPayload::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+
+        // The agent's API: a node certificate is refused, a client's served.
+        let node_to_agent = as_identity(&c, Identity::Node("intruder".into()), AGENT_NAME);
+        let ch = dial(&agent_addr, &node_to_agent).await.unwrap();
+        let e = pb::agent_api_client::AgentApiClient::new(ch)
+            .usage(pb::UsageRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+        // A scheduler's name is not the agent's: the client refuses to talk
+        // to an agent presenting a certificate for another role.
+        let wrong_name = client_tls(&c.addr);
+        let r = match dial(&agent_addr, &wrong_name).await {
+            Ok(ch) => pb::agent_api_client::AgentApiClient::new(ch)
+                .usage(pb::UsageRequest::default())
+                .await
+                .map(|_| ())
+                .map_err(|s| s.to_string()),
+            Err(e) => Err(e),
+        };
+        assert!(r.is_err(), "an agent was trusted as a scheduler");
+    });
+}
+
+#[test]
+fn joining_needs_a_token_of_this_cluster_and_gives_the_node_its_certificate() {
+    if !drover_e2e::require_root(
+        "joining_needs_a_token_of_this_cluster_and_gives_the_node_its_certificate",
+    ) {
+        return;
+    }
+    let c = Cluster::start("sec-join");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let token = drover_e2e::join_token(&c.addr);
+    rt.block_on(async {
+        // Forged: a longer life breaks the signature.
+        let parts: Vec<&str> = token.split('-').collect();
+        let forged = format!("DRV1-agent-{}-{}-{}", u64::MAX / 4, parts[3], parts[4]);
+        let e = drover_proto::pki::join::join(&c.addr, &forged, "n2", 0)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("signature is wrong"), "{e}");
+        // Another cluster's token: the joiner stops at the handshake (the
+        // CA is not the one its token pins), before sending it.
+        let other = Ca::generate("other").unwrap();
+        let theirs = drover_proto::pki::token::JoinToken::create(
+            &other,
+            drover_proto::pki::token::Role::Agent,
+            Duration::from_secs(60),
+        );
+        let e = drover_proto::pki::join::join(&c.addr, &theirs, "n2", 0)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not the one the join token names"), "{e}");
+        // An agent token does not make a scheduler.
+        let e = drover_proto::pki::join::join(&c.addr, &token, "", 7)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("node_name"), "{e}");
+        // The real one: a certificate naming the node, from the cluster's CA.
+        let j = drover_proto::pki::join::join(&c.addr, &token, "n2", 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            j.credential.identity().unwrap(),
+            Identity::Node("n2".into())
+        );
+        assert!(j.ca_key_pem.is_none(), "an agent never gets the CA key");
+    });
+    // The CLI says which credential is missing.
+    let r = drover_e2e::drover_command(&c.addr)
+        .env_remove("DROVER_PKI_DIR")
+        .env("DROVER_CACERT", "/nonexistent/ca.pem")
+        .args(["job", "ls"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+}
