@@ -43,7 +43,7 @@ trap 'rm -rf "$scratch"' EXIT
 # Rebuild when the binary is missing or older than any source file.
 if [[ ! -x "$bin" ]] || [[ -n "$(find "$crate/src" "$crate/Cargo.toml" "$crate/Cargo.lock" -newer "$bin" -print -quit 2>/dev/null)" ]]; then
     log "building demo-web (static)"
-    (cd "$crate" && RUSTFLAGS="-C target-feature=+crt-static" \
+    (cd "$crate" && CARGO_TARGET_DIR="$crate/target" RUSTFLAGS="-C target-feature=+crt-static" \
         cargo build --release --target "$target" --quiet)
     touch "$bin"  # cargo keeps the old mtime when nothing changed
 fi
