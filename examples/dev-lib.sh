@@ -8,6 +8,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE=${DROVER_STATE:-/var/lib/drover/dev}
 PIDFILE=$STATE/dev.pid
 export DROVER_ADDR=${DROVER_ADDR:-127.0.0.1:7400}
+# drover dev keeps its CA and the admin credential here; drover uses them.
+export DROVER_PKI_DIR=$STATE/pki
 DROVER=$ROOT/target/release/drover
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }

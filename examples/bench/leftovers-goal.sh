@@ -27,8 +27,10 @@ say "building Drover (release) and the demo images"
 cargo build --release --bins --quiet
 "$ROOT/examples/images/build.sh" >/dev/null
 
-# Waits until the drover dev on PORT_ADDR has a ready node.
+# Waits until the drover dev on PORT_ADDR (state dir $1) has a ready node;
+# drover uses its credentials from then on.
 dev_ready() {
+  export DROVER_PKI_DIR=$1/pki
   for _ in $(seq 100); do
     DROVER_ADDR=$PORT_ADDR "$DROVER" node ls 2>/dev/null | grep -q ready && return 0
     sleep 0.1
@@ -53,7 +55,7 @@ dev_serves() {
   t0=$(date +%s%N)
   setsid "$DROVER" dev --state-dir "$state" --listen "$PORT_ADDR" >"$state/dev.log" 2>&1 &
   pid=$!
-  dev_ready || true
+  dev_ready "$state" || true
   if DROVER_ADDR=$PORT_ADDR "$DROVER" job run --timeout 60s "$WORK/web.yaml" >"$state/run.log" 2>&1; then
     for _ in $(seq 100); do
       if curl -fsS -m 1 http://127.0.0.1:18080/ >/dev/null 2>&1; then ok=yes; break; fi
@@ -96,7 +98,7 @@ dev_benches() {
   mkdir -p "$state"
   setsid "$DROVER" dev --state-dir "$state" --listen "$PORT_ADDR" >"$state/dev.log" 2>&1 &
   pid=$!
-  dev_ready
+  dev_ready "$state"
   DROVER_ADDR=$PORT_ADDR "$DROVER" bench job-run --replicas 20 --trials 2
   DROVER_ADDR=$PORT_ADDR "$DROVER" bench rollout --replicas 10 --trials 1
   dev_stop "$pid"
@@ -108,7 +110,7 @@ crash_dev() {
   mkdir -p "$state"
   setsid "$DROVER" dev --state-dir "$state" --listen "$PORT_ADDR" >"$state/dev.log" 2>&1 &
   pid=$!
-  dev_ready
+  dev_ready "$state"
   DROVER_ADDR=$PORT_ADDR "$DROVER" job run --timeout 60s "$WORK/web.yaml"
   kill -KILL "$pid"; wait "$pid" || true
   echo "crashed; next drover dev: $(dev_serves after-crash)"
