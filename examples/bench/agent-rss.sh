@@ -27,9 +27,12 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+# The scheduler makes the cluster CA and the admin credential here.
+export DROVER_PKI_DIR="$work/s/pki"
 until "$bin/drover" node ls >/dev/null 2>&1; do sleep 0.2; done
+token=$("$bin/drover" cluster join-token agent)
 "$bin/drover-agent" run --name rss --scheduler "$DROVER_ADDR" --listen "127.0.0.1:$ap" \
-    --state-dir "$work/a" --cpu 64 --memory 64Gi >"$work/a.log" 2>&1 &
+    --state-dir "$work/a" --cpu 64 --memory 64Gi --join "$token" >"$work/a.log" 2>&1 &
 apid=$!
 until "$bin/drover" node ls 2>/dev/null | grep -q ready; do sleep 0.2; done
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
