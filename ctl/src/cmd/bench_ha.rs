@@ -61,6 +61,8 @@ impl Processes {
             .args(["--election-timeout", &self.election_timeout])
             .arg("--data-dir")
             .arg(self.dir.join(format!("s{id}")))
+            .arg("--pki-dir")
+            .arg(self.dir.join(format!("s{id}/pki")))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -144,7 +146,14 @@ pub async fn failover(trials: usize, election_timeout: &str) -> Result<i32> {
         election_timeout: election_timeout.to_string(),
         children: BTreeMap::new(),
     };
+    // One cluster CA, copied to every replica; the CLI side uses its admin.
+    let ca = drover_scheduler::pki::init(&p.dir.join("ca"))?;
+    crate::client::use_pki_dir(&p.dir.join("ca"));
     for id in 1..=3 {
+        let dir = p.dir.join(format!("s{id}/pki"));
+        if !drover_proto::pki::ca::Ca::exists(&dir) {
+            ca.save(&dir)?;
+        }
         p.start(id)?;
     }
     let addrs = p.addrs();
