@@ -148,7 +148,12 @@ pub async fn connect_any(addrs: &str) -> Result<Channel> {
                     Err(_) => last = Some(anyhow!("{addr}: no answer within 1s")),
                 }
             }
-            Err(e) => last = Some(anyhow!("{addr}: {}", chain(&e))),
+            Err(e) => {
+                last = Some(anyhow!(
+                    "{addr}: {}",
+                    drover_proto::pki::join::source_chain(&e)
+                ))
+            }
         }
     }
     Err(last.unwrap_or_else(|| anyhow!("no scheduler address given"))).context(
@@ -156,22 +161,11 @@ pub async fn connect_any(addrs: &str) -> Result<Channel> {
     )
 }
 
-/// An error with its causes: tonic's "transport error" alone says little.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(&format!(": {c}"));
-        cur = c.source();
-    }
-    s
-}
-
 /// A client of one agent's API.
 pub async fn agent(addr: &str) -> Result<AgentApiClient<Channel>> {
     let ch = channel(addr, &dial(true)?)
         .await
-        .map_err(|e| anyhow!("{}", chain(&e)))
+        .map_err(|e| anyhow!("{}", drover_proto::pki::join::source_chain(&e)))
         .with_context(|| format!("cannot reach the agent at {addr}"))?;
     Ok(AgentApiClient::new(ch))
 }

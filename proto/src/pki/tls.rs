@@ -360,8 +360,9 @@ pub fn incoming(
 }
 
 /// How a client dials: plain, or TLS verifying the server as `server_name`.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub enum ClientTls {
+    #[default]
     Plain,
     Tls {
         config: Arc<ClientConfig>,

@@ -41,7 +41,7 @@ pub enum Leader {
 #[derive(Default)]
 pub struct Forwarder {
     channels: Mutex<HashMap<String, Channel>>,
-    tls: Option<drover_proto::pki::tls::ClientTls>,
+    tls: drover_proto::pki::tls::ClientTls,
 }
 
 impl Forwarder {
@@ -50,7 +50,7 @@ impl Forwarder {
     pub fn new(tls: drover_proto::pki::tls::ClientTls) -> Forwarder {
         Forwarder {
             channels: Default::default(),
-            tls: Some(tls),
+            tls,
         }
     }
 
@@ -67,11 +67,7 @@ impl Forwarder {
             .http2_keep_alive_interval(crate::KEEPALIVE)
             .keep_alive_timeout(crate::KEEPALIVE)
             .keep_alive_while_idle(true);
-        let ch = self
-            .tls
-            .clone()
-            .unwrap_or(drover_proto::pki::tls::ClientTls::Plain)
-            .connect_lazy(&ch);
+        let ch = self.tls.connect_lazy(&ch);
         channels.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

@@ -133,7 +133,7 @@ impl Default for RaftOptions {
             election_timeout_max: Duration::from_millis(600),
             snapshot_every: 1000,
             keep_after_snapshot: 100,
-            tls: drover_proto::pki::tls::ClientTls::Plain,
+            tls: Default::default(),
         }
     }
 }
