@@ -168,21 +168,28 @@ pub struct Cluster {
     pub agent_port: u16,
     /// The container address range (default: from `test_cidr`).
     cidr: Option<String>,
+    /// Extra flags for every start of the scheduler.
+    pub scheduler_args: Vec<String>,
 }
 
 impl Cluster {
     pub fn start(node: &str) -> Cluster {
-        Cluster::start_inner(node, None)
+        Cluster::start_inner(node, None, &[])
+    }
+
+    /// A cluster whose scheduler runs with extra command-line flags.
+    pub fn start_with_scheduler_args(node: &str, args: &[&str]) -> Cluster {
+        Cluster::start_inner(node, None, args)
     }
 
     /// A cluster whose nodes get their subnets from `cidr` (two clusters
     /// given one range hand out the same first /24, as two `drover dev`
     /// runs do).
     pub fn start_with_cidr(node: &str, cidr: &str) -> Cluster {
-        Cluster::start_inner(node, Some(cidr.to_string()))
+        Cluster::start_inner(node, Some(cidr.to_string()), &[])
     }
 
-    fn start_inner(node: &str, cidr: Option<String>) -> Cluster {
+    fn start_inner(node: &str, cidr: Option<String>, scheduler_args: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("drover-e2e")
             .tempdir()
@@ -198,6 +205,7 @@ impl Cluster {
             scheduler_port,
             agent_port,
             cidr,
+            scheduler_args: scheduler_args.iter().map(|a| a.to_string()).collect(),
         };
         c.start_scheduler();
         c.start_agent();
@@ -217,7 +225,8 @@ impl Cluster {
         let data = self.dir.path().join("scheduler");
         let mut cmd = Command::new(bin_dir().join("drover-scheduler"));
         cmd.args(["--id", "1", "--listen", &self.addr, "--data-dir"])
-            .arg(&data);
+            .arg(&data)
+            .args(&self.scheduler_args);
         // Clusters of parallel tests share this host's routing: give each its own range.
         let cidr = self
             .cidr

@@ -238,3 +238,105 @@ fn joining_needs_a_token_of_this_cluster_and_gives_the_node_its_certificate() {
     assert!(!r.status.success());
     assert!(err.contains("/nonexistent/ca.pem"), "{err}");
 }
+
+fn not_after(pem_path: &std::path::Path) -> std::time::SystemTime {
+    let pem = std::fs::read_to_string(pem_path).unwrap();
+    drover_proto::pki::ca::not_after(&drover_proto::pki::ca::pem_to_der(&pem).unwrap()).unwrap()
+}
+
+#[test]
+fn certificates_are_renewed_before_they_end_and_an_expired_one_is_refused() {
+    if !drover_e2e::require_root(
+        "certificates_are_renewed_before_they_end_and_an_expired_one_is_refused",
+    ) {
+        return;
+    }
+    // Certificates of 30 s: renewed about 20 s after they are issued.
+    let mut c = Cluster::start_with_scheduler_args("sec-renew", &["--cert-ttl", "30s"]);
+    let node_pem = c.agent_state_dir().join("pki/node.pem");
+    let own_pem = c.dir.path().join("scheduler/pki/scheduler.pem");
+    let (node_end, own_end) = (not_after(&node_pem), not_after(&own_pem));
+    let first_node = std::fs::read_to_string(&node_pem).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    // An expired certificate of the cluster's own CA is refused.
+    let ca = Ca::load(&pki_dir_for(&c.addr).unwrap()).unwrap();
+    let short = ca
+        .issue(&Identity::Client("admin".into()), Duration::from_secs(1))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let expired = tls::ClientTls::new(
+        tls::client_config(&ca.cert_pem, Some(&short)).unwrap(),
+        SCHEDULER_NAME,
+    );
+    let r = rt.block_on(async {
+        match dial(&c.addr, &expired).await {
+            Ok(ch) => list_jobs(ch).await.map(|_| ()).map_err(|s| s.to_string()),
+            Err(e) => Err(e),
+        }
+    });
+    assert!(r.is_err(), "an expired certificate was served");
+
+    // Both the node's and the replica's certificates are replaced before
+    // the first ones end.
+    drover_e2e::wait_for(
+        "both certificates to be renewed",
+        Duration::from_secs(40),
+        || (not_after(&node_pem) > node_end && not_after(&own_pem) > own_end).then_some(()),
+    );
+    let renewed =
+        drover_proto::pki::Credential::load(&c.agent_state_dir().join("pki"), "node").unwrap();
+    assert_ne!(renewed.cert_pem, first_node);
+    assert_eq!(
+        renewed.identity().unwrap(),
+        Identity::Node("sec-renew".into())
+    );
+
+    // Once the first certificates have ended, new connections in both
+    // directions use the renewed ones: restart the scheduler, and the agent
+    // (which kept running) reconnects to it and stays ready.
+    let wait = node_end
+        .max(own_end)
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    std::thread::sleep(wait + Duration::from_secs(1));
+    c.scheduler.as_ref().unwrap().signal("KILL");
+    c.scheduler.take();
+    c.start_scheduler();
+    let node_tls = tls::ClientTls::new(
+        tls::client_config(&ca.cert_pem, Some(&renewed)).unwrap(),
+        SCHEDULER_NAME,
+    );
+    rt.block_on(async {
+        let ch = dial(&c.addr, &node_tls).await.unwrap();
+        pb::node_service_client::NodeServiceClient::new(ch)
+            .heartbeat(pb::HeartbeatRequest {
+                name: "sec-renew".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("the renewed node certificate is accepted");
+    });
+    // The agent's own new connection (watch) brings it a new replica.
+    let spec = c.spec(
+        "renewed",
+        &format!(
+            "name: renewed\nimage: oci:{}/demo-web:v1\nenv: {{PORT: \"8080\"}}\n\
+             resources: {{cpu: 0.1, memory: 48Mi, pids: 64}}\n",
+            drover_e2e::images().display()
+        ),
+    );
+    let run = c.drover(&["job", "run", spec.to_str().unwrap()]);
+    assert!(
+        run.ok(),
+        "job run after renewal: {}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("all 1 replica(s) of version 1 running"),
+        "{}",
+        run.stdout
+    );
+    c.drover(&["job", "stop", "renewed"]);
+}

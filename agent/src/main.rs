@@ -364,7 +364,8 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
                 a.join.as_deref(),
             )
             .await?;
-            config.security = drover_proto::pki::tls::Security::Tls(m);
+            config.security =
+                drover_proto::pki::tls::Security::Tls(drover_proto::pki::tls::LiveTls::new(m)?);
         } else {
             tracing::warn!("--insecure-plaintext: no TLS; anyone who reaches this node's API can read its logs and exec into its containers");
         }

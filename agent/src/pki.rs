@@ -2,10 +2,15 @@
 //! CA) and `node.pem`/`node.key` (a certificate naming this node, which the
 //! schedulers require: a node speaks only for itself). The first start
 //! joins with a token from `drover cluster join-token agent`; later starts
-//! find the certificate here.
+//! find the certificate here, and [`keep_renewed`] replaces it two thirds
+//! into its life while the agent runs.
 
-use drover_proto::pki::{ca, tls::TlsMaterial, Credential, Identity, PkiError};
-use std::path::Path;
+use drover_proto::pki::{
+    ca, renew,
+    tls::{ClientTls, LiveTls, TlsMaterial},
+    Credential, Identity, PkiError,
+};
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 /// The name of the node's credential in the PKI dir.
@@ -75,4 +80,73 @@ pub fn install(state_dir: &Path, ca_pem: &str, credential: &Credential) -> Resul
     let dir = state_dir.join("pki");
     drover_proto::pki::write_public(&dir.join("ca.pem"), ca_pem.as_bytes())?;
     credential.save(&dir, OWN)
+}
+
+/// Renews the node's certificate through one of `schedulers` each time it
+/// is due, keeps it in `<state_dir>/pki` and presents it from the next
+/// handshake on, until `stop`. A failed renewal is retried, more often as
+/// the end nears; the old certificate serves until then.
+pub async fn keep_renewed(
+    state_dir: PathBuf,
+    name: String,
+    live: LiveTls,
+    schedulers: Vec<String>,
+    mut stop: tokio::sync::broadcast::Receiver<()>,
+) {
+    let dir = state_dir.join("pki");
+    let identity = Identity::Node(name);
+    let tls = ClientTls::live(live.clone(), drover_proto::pki::SCHEDULER_NAME);
+    let mut next = 0usize;
+    loop {
+        let cert = live.material().credential.cert_pem;
+        let wait = renew::wait(&cert, SystemTime::now());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.recv() => return,
+        }
+        if renew::due(&cert).is_some_and(|at| at > SystemTime::now()) {
+            continue; // woke early (the wait is capped): not due yet
+        }
+        let mut errors = Vec::new();
+        let mut renewed = false;
+        for _ in 0..schedulers.len() {
+            let addr = &schedulers[next % schedulers.len()];
+            match renew_through(addr, &tls, &identity, &dir, &live).await {
+                Ok(()) => {
+                    tracing::info!(node = %identity, via = %addr, "renewed this node's certificate");
+                    renewed = true;
+                    break;
+                }
+                Err(e) => errors.push(format!("{addr}: {e}")),
+            }
+            next += 1;
+        }
+        if !renewed {
+            let retry = renew::retry_wait(&cert, SystemTime::now());
+            tracing::warn!(errors = %errors.join("; "), ?retry, "cannot renew this node's certificate");
+            tokio::select! {
+                _ = tokio::time::sleep(retry) => {}
+                _ = stop.recv() => return,
+            }
+        }
+    }
+}
+
+async fn renew_through(
+    addr: &str,
+    tls: &ClientTls,
+    identity: &Identity,
+    dir: &Path,
+    live: &LiveTls,
+) -> Result<(), PkiError> {
+    let r = renew::renew(addr, tls, identity).await?;
+    let material = TlsMaterial {
+        ca_pem: r.ca_pem,
+        credential: r.credential,
+    };
+    // Checked before anything is written: a configuration that cannot be
+    // built is refused and the old files stay.
+    live.replace(material.clone())?;
+    drover_proto::pki::write_public(&dir.join("ca.pem"), material.ca_pem.as_bytes())?;
+    material.credential.save(dir, OWN)
 }

@@ -86,6 +86,12 @@ struct Args {
     /// With --join-token: a replica of the cluster to join through (HOST:PORT).
     #[arg(long)]
     join_via: Option<String>,
+    /// How long the certificates this replica signs are valid: its own,
+    /// and those of agents and replicas that join or renew through it.
+    /// Holders renew two thirds into the life, so a stolen key is useful
+    /// for this long at most. At least 30s (short lives are for tests).
+    #[arg(long, default_value = "720h", value_parser = parse_cert_ttl)]
+    cert_ttl: std::time::Duration,
     /// Serve and dial without TLS and without checking who calls: anyone who
     /// can reach the port controls the cluster. For debugging only.
     #[arg(long)]
@@ -123,6 +129,14 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     drover_proto::quantity::Duration::parse(s).map(|d| d.std())
 }
 
+fn parse_cert_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < std::time::Duration::from_secs(30) {
+        return Err(format!("{s}: must be at least 30s"));
+    }
+    Ok(d)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -153,10 +167,12 @@ async fn main() -> anyhow::Result<()> {
         &a.join_via,
         drover_proto::pki::ca::Ca::exists(&pki_dir),
     ) {
-        Some(drover_scheduler::pki::Pki::join(&pki_dir, a.id, via, token).await?)
+        Some(drover_scheduler::pki::Pki::join(&pki_dir, a.id, via, token, a.cert_ttl).await?)
     } else {
         let bootstrap = a.peers.is_empty() && !a.join;
-        Some(drover_scheduler::pki::Pki::open(&pki_dir, a.id, bootstrap)?)
+        Some(drover_scheduler::pki::Pki::open_for(
+            &pki_dir, a.id, bootstrap, a.cert_ttl,
+        )?)
     };
     let s = Scheduler::start(Config {
         pki,

@@ -44,13 +44,7 @@ pub async fn serve(
     mut stop: broadcast::Receiver<()>,
 ) {
     let tls = matches!(security, drover_proto::pki::tls::Security::Tls(_));
-    let incoming = match drover_proto::pki::tls::incoming(listener, &security) {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::error!(error = %e, "agent api cannot serve");
-            return;
-        }
-    };
+    let incoming = drover_proto::pki::tls::incoming(listener, &security);
     let svc =
         pb::agent_api_server::AgentApiServer::with_interceptor(Api { shared }, only_clients(tls));
     let r = tonic::transport::Server::builder()

@@ -355,8 +355,7 @@ impl Agent {
         let tls = drover_proto::pki::tls::ClientTls::from_security(
             &config.security,
             drover_proto::pki::SCHEDULER_NAME,
-        )
-        .map_err(|e| DaemonError::Tls(e.to_string()))?;
+        );
         let links = connection::Links::new(config.schedulers.clone(), tls);
         let reporter = reporter::Reporter::new(config.name.clone());
         let shared = Arc::new(Shared {
@@ -398,7 +397,7 @@ impl Agent {
             cpu_millis: config.cpu_millis.unwrap_or(detected.cpu_millis),
             memory_bytes: config.memory_bytes.unwrap_or(detected.memory_bytes),
         };
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(api::serve(
                 listener,
                 config.security.clone(),
@@ -424,6 +423,15 @@ impl Agent {
                 stop.subscribe(),
             )),
         ];
+        if let drover_proto::pki::tls::Security::Tls(live) = &config.security {
+            tasks.push(tokio::spawn(crate::pki::keep_renewed(
+                config.state_dir.clone(),
+                config.name.clone(),
+                live.clone(),
+                config.schedulers.clone(),
+                stop.subscribe(),
+            )));
+        }
         // The reporter stops last, so the final states of stopping containers get out.
         let (report_stop, _) = broadcast::channel(1);
         let reporter_task = tokio::spawn(reporter.run(links, report_stop.subscribe()));

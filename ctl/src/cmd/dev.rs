@@ -29,7 +29,9 @@ pub async fn run(a: DevArgs) -> Result<i32> {
     ) {
         Ok(m)
             if m.credential.identity().ok() == Some(node.clone())
-                && m.ca_pem == pki.ca.cert_pem =>
+                && m.ca_pem == pki.ca.cert_pem
+                && drover_proto::pki::renew::due(&m.credential.cert_pem)
+                    .is_some_and(|at| at > std::time::SystemTime::now()) =>
         {
             m
         }
@@ -57,7 +59,9 @@ pub async fn run(a: DevArgs) -> Result<i32> {
     .await
     .context("cannot start the scheduler")?;
     let agent = Agent::start(AgentConfig {
-        security: drover_proto::pki::tls::Security::Tls(node_material),
+        security: drover_proto::pki::tls::Security::Tls(drover_proto::pki::tls::LiveTls::new(
+            node_material,
+        )?),
         name: name.clone(),
         schedulers: vec![scheduler.local_addr.to_string()],
         listen: a.agent_listen,

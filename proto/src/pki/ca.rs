@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime};
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// How long the certificates it signs are valid (renewed before they end).
 pub const LEAF_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Certificates start this long in the past, for clocks a little behind.
+/// Certificates start this long in the past, for clocks a little behind
+/// (at most a tenth of their life, so that a short life stays short and
+/// renewal, due two thirds in, comes after the issue).
 const BACKDATE: Duration = Duration::from_secs(3600);
 
 /// The CA: its certificate and key.
@@ -143,7 +145,7 @@ impl Ca {
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.use_authority_key_identifier_extension = true;
         let now = SystemTime::now();
-        p.not_before = time(now - BACKDATE);
+        p.not_before = time(now - BACKDATE.min(validity / 10));
         p.not_after = time(now + validity);
         Ok(p)
     }
@@ -214,9 +216,19 @@ pub fn identity_of(der: &[u8]) -> Option<Identity> {
 
 /// When a certificate ends.
 pub fn not_after(der: &[u8]) -> Option<SystemTime> {
+    validity(der).map(|(_, end)| end)
+}
+
+/// When a certificate starts and ends.
+pub fn validity(der: &[u8]) -> Option<(SystemTime, SystemTime)> {
     let (_, x509) = x509_parser::parse_x509_certificate(der).ok()?;
-    let secs = x509.validity().not_after.timestamp();
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
+    let at = |t: &x509_parser::time::ASN1Time| {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
+    };
+    Some((
+        at(&x509.validity().not_before),
+        at(&x509.validity().not_after),
+    ))
 }
 
 #[cfg(test)]

@@ -16,11 +16,14 @@
 //!   ([`token::JoinToken`]) that pins the CA's fingerprint (no trust on
 //!   first use) and is signed with a key derived from the CA key, so any
 //!   replica can check it and nothing needs to be stored.
+//! - Certificates live a month and are **renewed** ([`renew`]) two thirds
+//!   into their life by the process holding them.
 //! - [`tls`] builds rustls configurations from all this and runs tonic
 //!   over them: servers learn the verified [`Identity`] of each peer.
 
 pub mod ca;
 pub mod join;
+pub mod renew;
 pub mod tls;
 pub mod token;
 

@@ -15,6 +15,10 @@
 //! certificate that is presented must chain to the cluster CA, or the
 //! handshake fails.
 //!
+//! Certificates are short-lived and renewed while the process serves, so
+//! the material is [`LiveTls`]: replacing it changes what the next
+//! handshake presents and trusts; established connections carry on.
+//!
 //! [`Security::Plaintext`] exists only for `--insecure-plaintext`.
 
 use super::{ca, Credential, Identity, PkiError};
@@ -25,7 +29,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -127,6 +131,66 @@ pub fn client_config(
     Ok(Arc::new(c))
 }
 
+/// TLS material that can be replaced while the process serves: a renewed
+/// certificate or a changed set of trusted CAs takes effect at the next
+/// handshake, in both directions, with no restart and no dropped connection.
+#[derive(Clone)]
+pub struct LiveTls(Arc<RwLock<Live>>);
+
+struct Live {
+    material: TlsMaterial,
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+}
+
+impl Live {
+    fn build(material: TlsMaterial) -> Result<Live, PkiError> {
+        Ok(Live {
+            server: material.server_config()?,
+            client: material.client_config()?,
+            material,
+        })
+    }
+}
+
+impl std::fmt::Debug for LiveTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveTls").finish_non_exhaustive()
+    }
+}
+
+impl LiveTls {
+    pub fn new(material: TlsMaterial) -> Result<LiveTls, PkiError> {
+        Ok(LiveTls(Arc::new(RwLock::new(Live::build(material)?))))
+    }
+
+    /// What is presented and trusted now.
+    pub fn material(&self) -> TlsMaterial {
+        self.read().material.clone()
+    }
+
+    /// Presents and trusts `material` from the next handshake on. Material
+    /// that does not make a working configuration is refused and the old
+    /// one kept.
+    pub fn replace(&self, material: TlsMaterial) -> Result<(), PkiError> {
+        let live = Live::build(material)?;
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = live;
+        Ok(())
+    }
+
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.read().server.clone()
+    }
+
+    pub fn client_config(&self) -> Arc<ClientConfig> {
+        self.read().client.clone()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Live> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// A client configuration for joining: no CA yet, only its fingerprint
 /// from the join token. The server must present a certificate chaining to a
 /// CA certificate (sent after its own) whose SHA-256 is `fingerprint`;
@@ -225,7 +289,7 @@ impl ServerCertVerifier for PinnedCa {
 /// (`--insecure-plaintext`, for nothing but debugging).
 #[derive(Clone, Debug)]
 pub enum Security {
-    Tls(TlsMaterial),
+    Tls(LiveTls),
     Plaintext,
 }
 
@@ -297,9 +361,9 @@ delegate_io!(ServerConn, Plain, Tls);
 pub fn incoming(
     listener: TcpListener,
     security: &Security,
-) -> Result<tokio_stream::wrappers::ReceiverStream<std::io::Result<ServerConn>>, PkiError> {
-    let acceptor = match security {
-        Security::Tls(m) => Some(tokio_rustls::TlsAcceptor::from(m.server_config()?)),
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<ServerConn>> {
+    let live = match security {
+        Security::Tls(live) => Some(live.clone()),
         Security::Plaintext => None,
     };
     let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -318,7 +382,10 @@ pub fn incoming(
                 _ = tx.closed() => return,
             };
             let _ = tcp.set_nodelay(true);
-            let Some(acceptor) = acceptor.clone() else {
+            let Some(acceptor) = live
+                .as_ref()
+                .map(|l| tokio_rustls::TlsAcceptor::from(l.server_config()))
+            else {
                 let peer = Peer {
                     addr: Some(addr),
                     identity: None,
@@ -356,7 +423,7 @@ pub fn incoming(
             });
         }
     });
-    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// How a client dials: plain, or TLS verifying the server as `server_name`.
@@ -365,9 +432,25 @@ pub enum ClientTls {
     #[default]
     Plain,
     Tls {
-        config: Arc<ClientConfig>,
+        config: ConfigSource,
         server_name: ServerName<'static>,
     },
+}
+
+/// Where a TLS client's configuration comes from at each dial.
+#[derive(Clone)]
+pub enum ConfigSource {
+    Fixed(Arc<ClientConfig>),
+    Live(LiveTls),
+}
+
+impl ConfigSource {
+    fn get(&self) -> Arc<ClientConfig> {
+        match self {
+            ConfigSource::Fixed(c) => c.clone(),
+            ConfigSource::Live(l) => l.client_config(),
+        }
+    }
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -384,20 +467,26 @@ impl ClientTls {
     /// ([`super::SCHEDULER_NAME`] or [`super::AGENT_NAME`]).
     pub fn new(config: Arc<ClientConfig>, server_name: &'static str) -> ClientTls {
         ClientTls::Tls {
-            config,
+            config: ConfigSource::Fixed(config),
+            server_name: ServerName::try_from(server_name).expect("a valid DNS name"),
+        }
+    }
+
+    /// TLS with whatever `live` holds at each dial (renewed certificates
+    /// are used on the next connection).
+    pub fn live(live: LiveTls, server_name: &'static str) -> ClientTls {
+        ClientTls::Tls {
+            config: ConfigSource::Live(live),
             server_name: ServerName::try_from(server_name).expect("a valid DNS name"),
         }
     }
 
     /// From `security`, to servers named `server_name`.
-    pub fn from_security(
-        security: &Security,
-        server_name: &'static str,
-    ) -> Result<ClientTls, PkiError> {
-        Ok(match security {
-            Security::Tls(m) => ClientTls::new(m.client_config()?, server_name),
+    pub fn from_security(security: &Security, server_name: &'static str) -> ClientTls {
+        match security {
+            Security::Tls(live) => ClientTls::live(live.clone(), server_name),
             Security::Plaintext => ClientTls::Plain,
-        })
+        }
     }
 
     /// Connects `endpoint` (an `http://HOST:PORT` endpoint: the scheme is
@@ -453,7 +542,7 @@ impl tower_service::Service<http::Uri> for Connector {
                     config,
                     server_name,
                 } => {
-                    let c = tokio_rustls::TlsConnector::from(config);
+                    let c = tokio_rustls::TlsConnector::from(config.get());
                     let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, c.connect(server_name, tcp))
                         .await
                         .map_err(|_| "TLS handshake timed out")??;

@@ -5,6 +5,7 @@
 //! | service / method                 | callers                     |
 //! |----------------------------------|-----------------------------|
 //! | `Join/Join`                      | anyone (the token is checked inside) |
+//! | `Join/Renew`                     | anyone with a certificate (renews that identity) |
 //! | `Drover/*` (the client API)      | clients, replicas           |
 //! | `NodeService/*`                  | nodes (each only as itself: `node_api`); `Heartbeat` also replicas passing one on |
 //! | `RaftService/*`                  | replicas                    |
@@ -48,6 +49,7 @@ fn allowed(path: &str) -> Option<&'static [Kind]> {
     let service = service.strip_prefix("drover.v1.").unwrap_or("");
     Some(match (service, method) {
         ("Join", "Join") => return None,
+        ("Join", "Renew") => &[Client, Node, Scheduler],
         ("Drover", _) => &[Client, Scheduler],
         // A follower passes a node's heartbeat on to the leader.
         ("NodeService", "Heartbeat") => &[Node, Scheduler],
@@ -158,6 +160,12 @@ mod tests {
         assert!(ok(members, &client) && ok(members, &replica) && !ok(members, &node));
         assert!(ok(token, &client) && !ok(token, &node) && !ok(token, &replica));
         assert!(check(join, None).is_ok());
+        let renew = "/drover.v1.Join/Renew";
+        assert!(ok(renew, &client) && ok(renew, &node) && ok(renew, &replica));
+        assert_eq!(
+            check(renew, None).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
         assert!(!ok("/drover.v1.Unknown/X", &client));
         assert!(!ok("/grpc.health.v1.Health/Check", &client));
         let e = check(submit, None).unwrap_err();

@@ -2,10 +2,14 @@
 //! certificate proves itself with a join token and gets one signed by the
 //! cluster CA for the name it joins as. The joiner verified this replica
 //! against the CA fingerprint in its token before sending anything.
+//!
+//! Renewing is the same signing for a caller that already has a valid
+//! certificate: the new one names whom the old one named, never what the
+//! request asks for.
 
 use drover_proto::pb::{self, join_server::Join};
 use drover_proto::pki::{
-    ca::{Ca, LEAF_VALIDITY},
+    ca::Ca,
     token::{JoinToken, Role},
     Identity,
 };
@@ -14,6 +18,8 @@ use tonic::{Request, Response, Status};
 
 pub struct JoinApi {
     pub ca: Arc<Ca>,
+    /// How long the certificates it signs are valid.
+    pub cert_ttl: std::time::Duration,
 }
 
 impl JoinApi {
@@ -58,7 +64,7 @@ impl Join for JoinApi {
         };
         let cert_pem = self
             .ca
-            .sign_request(&r.csr_pem, &identity, LEAF_VALIDITY)
+            .sign_request(&r.csr_pem, &identity, self.cert_ttl)
             .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
         tracing::info!(peer = ?peer.addr, %identity, "joined: certificate issued");
         Ok(Response::new(pb::JoinResponse {
@@ -68,6 +74,25 @@ impl Join for JoinApi {
                 Role::Scheduler => self.ca.key_pem().to_string(),
                 Role::Agent => String::new(),
             },
+        }))
+    }
+
+    async fn renew(
+        &self,
+        req: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        // The auth layer let only callers with a certificate through.
+        let identity = drover_proto::pki::tls::peer_identity(&req)
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("renewing needs a certificate"))?;
+        let cert_pem = self
+            .ca
+            .sign_request(&req.get_ref().csr_pem, &identity, self.cert_ttl)
+            .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+        tracing::info!(%identity, "certificate renewed");
+        Ok(Response::new(pb::RenewResponse {
+            cert_pem,
+            ca_pem: self.ca.cert_pem.clone(),
         }))
     }
 }

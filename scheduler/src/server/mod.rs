@@ -103,10 +103,10 @@ impl Scheduler {
             .map_err(|e| ServerError::Raft(e.to_string()))?;
         use drover_proto::pki::{tls, SCHEDULER_NAME};
         let security = match &config.pki {
-            Some(p) => tls::Security::Tls(p.material.clone()),
+            Some(p) => tls::Security::Tls(p.tls.clone()),
             None => tls::Security::Plaintext,
         };
-        let client_tls = tls::ClientTls::from_security(&security, SCHEDULER_NAME)?;
+        let client_tls = tls::ClientTls::from_security(&security, SCHEDULER_NAME);
         let opts = raft::RaftOptions {
             tls: client_tls.clone(),
             snapshot_every: config.snapshot_every,
@@ -151,10 +151,12 @@ impl Scheduler {
             .layer(tower::util::option_layer(
                 config.pki.as_ref().map(|_| auth::AuthLayer),
             ))
-            .add_optional_service(
-                ca.clone()
-                    .map(|ca| pb::join_server::JoinServer::new(join_api::JoinApi { ca })),
-            )
+            .add_optional_service(config.pki.as_ref().map(|p| {
+                pb::join_server::JoinServer::new(join_api::JoinApi {
+                    ca: p.ca.clone(),
+                    cert_ttl: p.cert_ttl,
+                })
+            }))
             .add_service(
                 pb::drover_server::DroverServer::new(client_api::ClientApi {
                     replica: replica.clone(),
@@ -180,7 +182,10 @@ impl Scheduler {
                 },
             ));
         let mut stop_rx = stop.subscribe();
-        let incoming = tls::incoming(listener, &security)?;
+        let incoming = tls::incoming(listener, &security);
+        if let Some(p) = &config.pki {
+            tasks.push(tokio::spawn(p.clone().keep_renewed(stop.subscribe())));
+        }
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop_rx.recv().await;
