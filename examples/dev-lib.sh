@@ -35,6 +35,7 @@ dev_up() {
   local missing=()
   command -v jq >/dev/null || missing+=(jq)
   command -v ip >/dev/null || missing+=(iproute2)
+  command -v nft >/dev/null || missing+=(nftables)
   [[ -x /usr/bin/busybox ]] && file -L /usr/bin/busybox | grep -q static || missing+=(busybox-static)
   if ((${#missing[@]})); then
     say "installing ${missing[*]}"

@@ -2,7 +2,9 @@
 # Fails, listing them, if Drover left anything on this host: links named
 # drv* (bridges), dvh*/dvc* (veths), overlay mounts of bundles
 # (<state-dir>/bundles/<id>/rootfs), cgroups under drover/, routes of
-# protocol 215 (to other nodes' subnets) and, with --processes, Drover
+# protocol 215 (to other nodes' subnets), nftables tables of bridges that
+# are gone (inet drv*: what keeps containers from the control plane) and,
+# with --processes, Drover
 # processes (drover dev, schedulers, agents, monitors). What a running agent
 # holds is not a leftover (its <state-dir>/agent.lock is locked: say a
 # developer's own `drover dev`). `drover-agent cleanup --dry-run` tells
@@ -15,6 +17,7 @@ command -v jq >/dev/null || need+=(jq)
 command -v ip >/dev/null || need+=(iproute2)
 command -v flock >/dev/null || need+=(util-linux)
 command -v pgrep >/dev/null || need+=(procps)
+command -v nft >/dev/null || need+=(nftables)
 if ((${#need[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -47,6 +50,13 @@ while read -r subnet via; do
   grep -qxF "$subnet $via" <<<"$held_routes" && continue
   left+=("route $subnet via $via")
 done < <(ip -j route show proto 215 | jq -r '.[] | "\(.dst) \(.gateway // "")"')
+# A bridge's guard table goes with the bridge (the link check covers a
+# bridge that is left); one whose bridge is gone is a leftover by itself.
+while read -r table; do
+  [[ -n $table ]] || continue
+  ip link show "$table" >/dev/null 2>&1 && continue
+  left+=("nftables table inet $table")
+done < <(nft -j list tables | jq -r '.nftables[] | .table // empty | select(.family == "inet") | .name | select(test("^drv"))')
 while read -r cg; do
   [[ -n $cg ]] || continue
   grep -qxF "${cg##*/}" <<<"$live_ids" && continue

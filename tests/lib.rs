@@ -170,26 +170,39 @@ pub struct Cluster {
     cidr: Option<String>,
     /// Extra flags for every start of the scheduler.
     pub scheduler_args: Vec<String>,
+    /// Where the scheduler and the agent listen (they are dialled at 127.0.0.1).
+    listen_ip: &'static str,
 }
 
 impl Cluster {
     pub fn start(node: &str) -> Cluster {
-        Cluster::start_inner(node, None, &[])
+        Cluster::start_inner(node, None, &[], "127.0.0.1")
     }
 
     /// A cluster whose scheduler runs with extra command-line flags.
     pub fn start_with_scheduler_args(node: &str, args: &[&str]) -> Cluster {
-        Cluster::start_inner(node, None, args)
+        Cluster::start_inner(node, None, args, "127.0.0.1")
+    }
+
+    /// A cluster whose scheduler and agent listen on every address of the
+    /// host, as on a real node (containers could reach them by network).
+    pub fn start_listening_everywhere(node: &str) -> Cluster {
+        Cluster::start_inner(node, None, &[], "0.0.0.0")
     }
 
     /// A cluster whose nodes get their subnets from `cidr` (two clusters
     /// given one range hand out the same first /24, as two `drover dev`
     /// runs do).
     pub fn start_with_cidr(node: &str, cidr: &str) -> Cluster {
-        Cluster::start_inner(node, Some(cidr.to_string()), &[])
+        Cluster::start_inner(node, Some(cidr.to_string()), &[], "127.0.0.1")
     }
 
-    fn start_inner(node: &str, cidr: Option<String>, scheduler_args: &[&str]) -> Cluster {
+    fn start_inner(
+        node: &str,
+        cidr: Option<String>,
+        scheduler_args: &[&str],
+        listen_ip: &'static str,
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("drover-e2e")
             .tempdir()
@@ -206,6 +219,7 @@ impl Cluster {
             agent_port,
             cidr,
             scheduler_args: scheduler_args.iter().map(|a| a.to_string()).collect(),
+            listen_ip,
         };
         c.start_scheduler();
         c.start_agent();
@@ -224,7 +238,9 @@ impl Cluster {
     pub fn start_scheduler(&mut self) {
         let data = self.dir.path().join("scheduler");
         let mut cmd = Command::new(bin_dir().join("drover-scheduler"));
-        cmd.args(["--id", "1", "--listen", &self.addr, "--data-dir"])
+        let listen = format!("{}:{}", self.listen_ip, self.scheduler_port);
+        cmd.args(["--id", "1", "--listen", &listen, "--advertise", &self.addr])
+            .arg("--data-dir")
             .arg(&data)
             .args(&self.scheduler_args);
         // Clusters of parallel tests share this host's routing: give each its own range.
@@ -257,6 +273,8 @@ impl Cluster {
             "--scheduler",
             &self.addr,
             "--listen",
+            &format!("{}:{}", self.listen_ip, self.agent_port),
+            "--advertise",
             &format!("127.0.0.1:{}", self.agent_port),
             "--heartbeat",
             "500ms",

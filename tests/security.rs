@@ -340,3 +340,75 @@ fn certificates_are_renewed_before_they_end_and_an_expired_one_is_refused() {
     );
     c.drover(&["job", "stop", "renewed"]);
 }
+
+/// Whether a TCP connection from inside the network namespace of `pid` to
+/// `ip:port` opens within 3 s.
+fn connects_from(pid: u64, ip: &str, port: u16) -> bool {
+    std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-n",
+            "--",
+            "timeout",
+            "3",
+            "bash",
+            "-c",
+        ])
+        .arg(format!("exec 3<>/dev/tcp/{ip}/{port}"))
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn a_container_cannot_reach_the_control_plane_unless_its_job_asks() {
+    if !drover_e2e::require_root("a_container_cannot_reach_the_control_plane_unless_its_job_asks") {
+        return;
+    }
+    let c = Cluster::start_listening_everywhere("sec-guard");
+    // Something else on the host, open to containers: proves the probe works.
+    let other = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    std::thread::spawn(move || for _ in other.incoming() {});
+    let sleeper = |name: &str, extra: &str| {
+        let spec = c.spec(
+            name,
+            &format!(
+                "name: {name}\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '1000']\n\
+                 resources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n{extra}",
+                drover_e2e::images().display()
+            ),
+        );
+        let run = c.drover(&["job", "run", spec.to_str().unwrap()]);
+        assert!(run.ok(), "{}{}", run.stdout, run.stderr);
+        let job = c.json(&["job", "status", name]);
+        let a = &job["allocations"][0];
+        let ip = a["ip"].as_str().unwrap().to_string();
+        let gateway = format!("{}.1", ip.rsplit_once('.').unwrap().0);
+        (a["pid"].as_u64().unwrap(), gateway)
+    };
+
+    let (pid, gw) = sleeper("boxed", "");
+    assert!(
+        connects_from(pid, &gw, other_port),
+        "the host is unreachable at all"
+    );
+    assert!(
+        !connects_from(pid, &gw, c.agent_port),
+        "a container reached the agent's API"
+    );
+    assert!(
+        !connects_from(pid, &gw, c.scheduler_port()),
+        "a container reached the scheduler"
+    );
+
+    let (pid, gw) = sleeper("trusted", "security: {control_plane_access: true}\n");
+    assert!(
+        connects_from(pid, &gw, c.scheduler_port()),
+        "a job that asked could not reach the scheduler"
+    );
+    assert!(connects_from(pid, &gw, c.agent_port));
+    c.drover(&["job", "stop", "boxed"]);
+    c.drover(&["job", "stop", "trusted"]);
+}

@@ -80,7 +80,12 @@ fn holders_of_gateway() -> Vec<String> {
 }
 
 fn setup(state: &Path) -> Result<NodeNetwork, NetworkError> {
-    NodeNetwork::setup("node-1", SUBNET, state)
+    NodeNetwork::setup(
+        "node-1",
+        SUBNET,
+        state,
+        &network::guard::ControlPlane::of(7401, &[]),
+    )
 }
 
 #[test]
@@ -260,7 +265,7 @@ fn a_conflict_that_appears_later_fails_the_check_before_an_attach() {
             bridge("late0", Some("10.9.0.1/32"), None);
             let err = net.check().unwrap_err().to_string();
             assert!(err.contains("interface late0, not made by drover"), "{err}");
-            assert!(net.attach("a1", std::process::id() as i32).is_err());
+            assert!(net.attach("a1", std::process::id() as i32, false).is_err());
             assert!(net.allocated().is_empty(), "no address handed out");
         },
     );
@@ -432,4 +437,62 @@ fn cleanup_lists_and_removes_a_gone_agents_routes() {
         assert_eq!(drover_routes(), "");
         assert!(leftovers::cleanup::scan(&[gone.path().into()], cgroups.as_ref()).is_empty());
     });
+}
+
+#[test]
+fn the_bridge_comes_with_its_guard_and_the_guard_goes_with_the_bridge() {
+    in_fresh_netns(
+        "the_bridge_comes_with_its_guard_and_the_guard_goes_with_the_bridge",
+        || {
+            use network::guard;
+            let state = tempfile::tempdir().unwrap();
+            let net = setup(state.path()).unwrap();
+            assert!(guard::exists(&net.bridge), "a network without its guard");
+            let rules = Command::new("nft")
+                .args(["list", "table", "inet", &net.bridge])
+                .output()
+                .unwrap();
+            let rules = String::from_utf8_lossy(&rules.stdout);
+            assert!(rules.contains("tcp dport 7401 drop"), "{rules}");
+            // Set up again (an agent restart): replaced, not doubled.
+            drop(net);
+            let net = setup(state.path()).unwrap();
+            let again = Command::new("nft")
+                .args(["list", "table", "inet", &net.bridge])
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&again.stdout), rules);
+            net.teardown();
+            assert!(!guard::exists(&net.bridge), "teardown left the guard");
+
+            // A gone agent's bridge takes its guard along when reclaimed.
+            let gone = tempfile::tempdir().unwrap();
+            bridge("drvgone0002", None, Some(&leftovers::marker(gone.path())));
+            guard::install("drvgone0002", &guard::ControlPlane::of(7401, &[]), &[]).unwrap();
+            let own = std::fs::canonicalize(state.path()).unwrap();
+            assert_eq!(network::reclaim_gone(&own).unwrap(), ["drvgone0002"]);
+            assert!(!guard::exists("drvgone0002"), "the sweep left the guard");
+        },
+    );
+}
+
+#[test]
+fn cleanup_lists_and_removes_a_guard_whose_bridge_is_gone() {
+    in_fresh_netns(
+        "cleanup_lists_and_removes_a_guard_whose_bridge_is_gone",
+        || {
+            use network::guard;
+            let cp = guard::ControlPlane::of(7401, &[]);
+            guard::install("drvorphan01", &cp, &[]).unwrap();
+            bridge("drvlive0002", None, None);
+            guard::install("drvlive0002", &cp, &[]).unwrap();
+            assert_eq!(guard::orphan_tables(), ["drvorphan01"]);
+            let cg = drover_agent::cgroups::manager_for("/sys/fs/cgroup");
+            let found = drover_agent::leftovers::cleanup::scan(&[], cg.as_ref());
+            assert!(found.to_string().contains("inet drvorphan01"), "{found}");
+            assert!(found.remove(cg.as_ref()).is_empty());
+            assert!(!guard::exists("drvorphan01"));
+            assert!(guard::exists("drvlive0002"), "a bridge's guard was taken");
+        },
+    );
 }

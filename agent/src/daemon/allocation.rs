@@ -294,8 +294,12 @@ impl Life {
         }
         let shared = self.shared.clone();
         let id = self.id.clone();
+        let access = self.spec.security.control_plane_access;
         let ip = tokio::task::spawn_blocking(move || match shared.private_network()? {
-            Some(net) => net.attach(&id, pid).map(Some).map_err(|e| e.to_string()),
+            Some(net) => net
+                .attach(&id, pid, access)
+                .map(Some)
+                .map_err(|e| e.to_string()),
             None => Ok(None),
         })
         .await

@@ -110,6 +110,8 @@ pub struct Shared {
     pub lock: crate::leftovers::StateLock,
     /// The address the routing mesh listens on.
     pub mesh_ip: std::net::IpAddr,
+    /// The ports and replicas containers are kept from (see `network::guard`).
+    pub control_plane: crate::network::guard::ControlPlane,
     pub monitor: Option<crate::runtime::MonitorConfig>,
     /// Containers a previous agent process left running, by allocation id,
     /// until a runner claims them or the first desired set disowns them.
@@ -194,7 +196,12 @@ impl Shared {
         if self.network.get().is_some() {
             return Ok(());
         }
-        match crate::network::NodeNetwork::setup(&self.node, subnet, &self.state_dir) {
+        match crate::network::NodeNetwork::setup(
+            &self.node,
+            subnet,
+            &self.state_dir,
+            &self.control_plane,
+        ) {
             Ok(net) => {
                 tracing::info!(subnet = %subnet, bridge = %net.bridge, "container network ready");
                 // Addresses of containers an earlier agent process left (and
@@ -332,6 +339,11 @@ impl Agent {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot look for links gone agents left"),
         }
+        // Guard tables whose bridge went without them (a crash in between).
+        for table in crate::network::guard::orphan_tables() {
+            crate::network::guard::remove(&table);
+            tracing::warn!(table = %table, "removed a guard table whose bridge is gone");
+        }
         warn_about_orphans(&own_dir, &config.cgroup_root);
         let runtime = Runtime::new(cgroups::manager_for(&config.cgroup_root))
             .with_defaults(config.resource_defaults);
@@ -378,6 +390,10 @@ impl Agent {
             network_problem: Default::default(),
             network_status: Default::default(),
             lock,
+            control_plane: crate::network::guard::ControlPlane::of(
+                local_addr.port(),
+                &config.schedulers,
+            ),
             mesh_ip: advertise
                 .rsplit_once(':')
                 .and_then(|(h, _)| h.trim_matches(['[', ']']).parse().ok())

@@ -30,6 +30,8 @@ pub struct Leftovers {
     pub routes: Vec<(PathBuf, String, String)>,
     /// State dirs skipped because their agent runs (dir, pid).
     pub live: Vec<(PathBuf, String)>,
+    /// Guard tables (`inet drv*`) whose bridge is gone: no agent uses them.
+    pub tables: Vec<String>,
 }
 
 /// State dirs something on this host points at.
@@ -109,17 +111,24 @@ pub fn scan(state_dirs: &[PathBuf], cgroups: &dyn CgroupManager) -> Leftovers {
             out.routes.push((dir.clone(), subnet, via));
         }
     }
+    out.tables = network::guard::orphan_tables();
     out
 }
 
 impl Leftovers {
     pub fn is_empty(&self) -> bool {
-        self.orphans.is_empty() && self.links.is_empty() && self.routes.is_empty()
+        self.orphans.is_empty()
+            && self.links.is_empty()
+            && self.routes.is_empty()
+            && self.tables.is_empty()
     }
 
     /// Removes everything listed; returns what could not be removed.
     pub fn remove(&self, cgroups: &dyn CgroupManager) -> Vec<LeftoverError> {
         let mut errors = Vec::new();
+        for t in &self.tables {
+            network::guard::remove(t);
+        }
         let dirs: BTreeSet<&Path> = self
             .orphans
             .iter()
@@ -225,6 +234,9 @@ impl fmt::Display for Leftovers {
                 let route = format!("{subnet} via {via}");
                 writeln!(f, "{route:<32} {}", dir.display())?;
             }
+        }
+        for t in &self.tables {
+            writeln!(f, "nftables table inet {t} (its bridge is gone)")?;
         }
         Ok(())
     }

@@ -43,7 +43,7 @@ fn parse_error(args: &[&str], source: serde_json::Error) -> NetworkError {
 }
 
 /// Deletes a link and, for a bridge, the veths plugged into it (their
-/// addresses and routes go with them). Idempotent.
+/// addresses and routes go with them) and its nftables table. Idempotent.
 pub fn delete_link(name: &str) -> Result<(), NetworkError> {
     for port in links()?
         .iter()
@@ -51,7 +51,11 @@ pub fn delete_link(name: &str) -> Result<(), NetworkError> {
     {
         ip_idempotent(&["link", "del", &port.name])?;
     }
-    ip_idempotent(&["link", "del", name])
+    ip_idempotent(&["link", "del", name])?;
+    if name.starts_with("drv") {
+        super::guard::remove(name);
+    }
+    Ok(())
 }
 
 /// Who owns link `name`, seen from the agent on `own_dir`: `None` for a

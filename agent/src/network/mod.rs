@@ -15,9 +15,14 @@
 //! [`conflict`]): what a killed agent left is reclaimed, anything else that
 //! holds the gateway or routes the subnet makes the network refuse to start.
 //!
-//! The kernel is driven through iproute2's `ip`, which every Linux node has.
+//! The bridge comes with an nftables table that keeps containers from the
+//! control plane's ports (see [`guard`]).
+//!
+//! The kernel is driven through iproute2's `ip`, which every Linux node
+//! has, and nftables' `nft`.
 
 pub mod conflict;
+pub mod guard;
 pub mod inventory;
 mod ipam;
 pub mod routes;
@@ -36,6 +41,8 @@ pub enum NetworkError {
     Ip { args: String, stderr: String },
     #[error("cannot run `ip`: {0}")]
     Spawn(std::io::Error),
+    #[error("`nft {args}` failed: {stderr}")]
+    Nft { args: String, stderr: String },
     #[error("{0:?} is not a /24 subnet")]
     Subnet(String),
     #[error("ipam: {0}")]
@@ -156,9 +163,35 @@ pub struct NodeNetwork {
     routed: std::sync::Mutex<routes::Routes>,
 }
 
+/// The addresses in the `allowed` set of `bridge`'s table now (empty if
+/// there is no table).
+fn allowed_now(bridge: &str) -> Vec<Ipv4Addr> {
+    let Ok(out) = Command::new("nft")
+        .args(["-j", "list", "set", "inet", bridge, "allowed"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["set"]["elem"].as_array())
+        .flatten()
+        .filter_map(|e| e.as_str()?.parse().ok())
+        .collect()
+}
+
 impl NodeNetwork {
-    /// Creates (or finds) the bridge for `subnet` and the IPAM under `state_dir`.
-    pub fn setup(node: &str, subnet: &str, state_dir: &Path) -> Result<NodeNetwork, NetworkError> {
+    /// Creates (or finds) the bridge for `subnet` and the IPAM under
+    /// `state_dir`, and keeps containers on it from `control_plane`.
+    pub fn setup(
+        node: &str,
+        subnet: &str,
+        state_dir: &Path,
+        control_plane: &guard::ControlPlane,
+    ) -> Result<NodeNetwork, NetworkError> {
         let (net, len) = subnet
             .split_once('/')
             .ok_or_else(|| NetworkError::Subnet(subnet.into()))?;
@@ -188,6 +221,12 @@ impl NodeNetwork {
             source,
         })?;
         let ipam = Ipam::open(&state_dir.join("ipam"), o)?;
+        // Replicas a previous agent process let through keep their pass
+        // while their address is still theirs.
+        let held: Vec<Ipv4Addr> = ipam.list().into_iter().map(|(a, _)| a).collect();
+        let mut allowed = allowed_now(&bridge);
+        allowed.retain(|a| held.contains(a));
+        guard::install(&bridge, control_plane, &allowed)?;
         // What this state dir's previous agent routed: the first sync prunes it.
         let routed = routes::load(&own_dir);
         Ok(NodeNetwork {
@@ -211,7 +250,13 @@ impl NodeNetwork {
     }
 
     /// Gives the container whose init is `pid` an `eth0` on the bridge; returns its address.
-    pub fn attach(&self, alloc: &str, pid: i32) -> Result<Ipv4Addr, NetworkError> {
+    /// With `control_plane_access` it may reach the control plane's ports.
+    pub fn attach(
+        &self,
+        alloc: &str,
+        pid: i32,
+        control_plane_access: bool,
+    ) -> Result<Ipv4Addr, NetworkError> {
         self.check()?;
         let addr = self.ipam.allocate(alloc)?;
         let host = container_link(alloc);
@@ -231,6 +276,9 @@ impl NodeNetwork {
             inside(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
             inside(&["link", "set", "eth0", "up"])?;
             inside(&["route", "add", "default", "via", &self.gateway.to_string()])?;
+            if control_plane_access {
+                guard::allow(&self.bridge, addr)?;
+            }
             Ok(())
         })();
         if let Err(e) = r {
@@ -248,6 +296,7 @@ impl NodeNetwork {
         for (addr, a) in self.ipam.list() {
             if a == alloc {
                 let _ = ip_idempotent(&["neigh", "del", &addr.to_string(), "dev", &self.bridge]);
+                guard::disallow(&self.bridge, addr);
             }
         }
         self.ipam.release(alloc);
@@ -309,6 +358,7 @@ impl NodeNetwork {
         }
         self.record(&routed);
         let _ = ip_idempotent(&["link", "del", &self.bridge]);
+        guard::remove(&self.bridge);
     }
 
     pub fn allocated(&self) -> Vec<(Ipv4Addr, String)> {

@@ -5,6 +5,8 @@
 //! `no_new_privs` and a seccomp filter (the agent decides those); the
 //! `security.capabilities` block adds to or drops from that set the way
 //! `docker run --cap-add/--cap-drop` and Kubernetes' `securityContext` do.
+//! Replicas cannot open connections to the control plane's ports unless
+//! `security.control_plane_access` says they may.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +16,11 @@ use serde::{Deserialize, Serialize};
 pub struct Security {
     #[serde(default)]
     pub capabilities: CapabilityChanges,
+    /// Let the replicas connect to the agent's and the schedulers' ports
+    /// (containers are kept from them by default; they still need a
+    /// certificate to be served).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub control_plane_access: bool,
 }
 
 impl Security {
@@ -133,6 +140,7 @@ mod tests {
                 add: vec!["sys_ptrace".into(), "CAP_NET_ADMIN".into(), "ALL".into()],
                 drop: vec!["ALL".into(), "FLY".into()],
             },
+            ..Default::default()
         };
         let p = problems(&s, None);
         assert_eq!(p.len(), 2, "{p:?}");

@@ -1,0 +1,255 @@
+//! Keeping containers away from the control plane.
+//!
+//! A container on the node's bridge could otherwise open connections to
+//! the agent's API and the schedulers' ports: mutual TLS refuses it, but
+//! an orchestrator should not rely on one wall where two are cheap (Docker
+//! and Kubernetes network policies put the same rule in front of the
+//! kubelet). So with the bridge comes an nftables table of the same name
+//! (`inet drvXXXXXXXX`) that drops, for packets coming in on the bridge:
+//!
+//! - those to the control-plane ports on this host (any of its addresses:
+//!   the gateway, the node's own, another bridge's), and
+//! - those forwarded to a scheduler replica's address and port elsewhere.
+//!
+//! Replicas of a job that asks for it (`security.control_plane_access`)
+//! have their address in the table's `allowed` set and pass. The table is
+//! replaced whole and atomically (one `nft -f` transaction) and goes with
+//! the bridge: whoever deletes the bridge deletes the table
+//! (`super::delete_link`, teardown), so the leftovers sweep that reclaims a
+//! gone agent's bridge reclaims its table too.
+
+use super::NetworkError;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::process::{Command, Stdio};
+
+/// What containers may not reach.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ControlPlane {
+    /// Ports on this host: the agent's API, the schedulers'.
+    pub ports: Vec<u16>,
+    /// Scheduler replicas elsewhere (IPv4: containers have no IPv6).
+    pub endpoints: Vec<(Ipv4Addr, u16)>,
+}
+
+impl ControlPlane {
+    /// The agent's own API port and its scheduler replicas (`HOST:PORT`,
+    /// resolved now; one that does not resolve is skipped with a warning:
+    /// its port is still closed on this host).
+    pub fn of(agent_port: u16, schedulers: &[String]) -> ControlPlane {
+        let mut cp = ControlPlane {
+            ports: vec![agent_port],
+            endpoints: Vec::new(),
+        };
+        for s in schedulers {
+            let s = s
+                .trim_start_matches("http://")
+                .trim_start_matches("https://");
+            match s.to_socket_addrs() {
+                Ok(addrs) => {
+                    for a in addrs {
+                        if let SocketAddr::V4(v4) = a {
+                            cp.endpoints.push((*v4.ip(), v4.port()));
+                        }
+                        cp.ports.push(a.port());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(scheduler = %s, error = %e, "cannot resolve a scheduler address to keep containers from it")
+                }
+            }
+        }
+        cp.ports.sort_unstable();
+        cp.ports.dedup();
+        cp.endpoints.sort_unstable();
+        cp.endpoints.dedup();
+        cp
+    }
+}
+
+/// The nftables script that makes the table for `bridge` exactly what
+/// `cp` says, with `allowed` in its set. Adding the table first makes the
+/// delete valid whether or not it existed; the whole script is one
+/// transaction, so there is never a moment without the rules.
+pub fn ruleset(bridge: &str, cp: &ControlPlane, allowed: &[Ipv4Addr]) -> String {
+    let mut s = String::new();
+    let list = |items: Vec<String>| items.join(", ");
+    let _ = writeln!(s, "table inet {bridge} {{}}");
+    let _ = writeln!(s, "delete table inet {bridge}");
+    let _ = writeln!(s, "table inet {bridge} {{");
+    let _ = writeln!(s, "  set allowed {{ type ipv4_addr; }}");
+    // Ahead of the usual filter chains (priority 0): a drop here is final
+    // whatever other tables accept.
+    let _ = writeln!(
+        s,
+        "  chain input {{ type filter hook input priority -10; policy accept;"
+    );
+    if !cp.ports.is_empty() {
+        let _ = writeln!(s, "    iifname \"{bridge}\" ip saddr @allowed accept");
+        let ports = list(cp.ports.iter().map(u16::to_string).collect());
+        let _ = writeln!(s, "    iifname \"{bridge}\" tcp dport {{ {ports} }} drop");
+    }
+    let _ = writeln!(s, "  }}");
+    let _ = writeln!(
+        s,
+        "  chain forward {{ type filter hook forward priority -10; policy accept;"
+    );
+    if !cp.endpoints.is_empty() {
+        let _ = writeln!(s, "    iifname \"{bridge}\" ip saddr @allowed accept");
+        let ends = list(
+            cp.endpoints
+                .iter()
+                .map(|(ip, port)| format!("{ip} . {port}"))
+                .collect(),
+        );
+        let _ = writeln!(
+            s,
+            "    iifname \"{bridge}\" ip daddr . tcp dport {{ {ends} }} drop"
+        );
+    }
+    let _ = writeln!(s, "  }}");
+    let _ = writeln!(s, "}}");
+    if !allowed.is_empty() {
+        let ips = list(allowed.iter().map(Ipv4Addr::to_string).collect());
+        let _ = writeln!(s, "add element inet {bridge} allowed {{ {ips} }}");
+    }
+    s
+}
+
+fn nft_script(script: &str) -> Result<(), NetworkError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| NetworkError::Nft {
+            args: "-f -".into(),
+            stderr: format!(
+                "cannot run nft ({e}): install nftables, which keeps containers from the control plane"
+            ),
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(script.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(NetworkError::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetworkError::Nft {
+            args: "-f -".into(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Installs (or replaces) the table for `bridge`, keeping the addresses
+/// already allowed.
+pub fn install(bridge: &str, cp: &ControlPlane, allowed: &[Ipv4Addr]) -> Result<(), NetworkError> {
+    nft_script(&ruleset(bridge, cp, allowed))
+}
+
+/// Lets the container at `ip` reach the control plane.
+pub fn allow(bridge: &str, ip: Ipv4Addr) -> Result<(), NetworkError> {
+    nft_script(&format!("add element inet {bridge} allowed {{ {ip} }}\n"))
+}
+
+/// Takes `ip` out of the allowed set (its container is gone; the address
+/// goes to another). Idempotent.
+pub fn disallow(bridge: &str, ip: Ipv4Addr) {
+    // `add` then `delete` in one transaction: valid whether or not it was there.
+    let _ = nft_script(&format!(
+        "add element inet {bridge} allowed {{ {ip} }}\ndelete element inet {bridge} allowed {{ {ip} }}\n"
+    ));
+}
+
+/// Removes the table for `bridge`, if there is one.
+pub fn remove(bridge: &str) {
+    let _ = nft_script(&format!(
+        "table inet {bridge} {{}}\ndelete table inet {bridge}\n"
+    ));
+}
+
+/// Whether the table for `bridge` is there.
+pub fn exists(bridge: &str) -> bool {
+    Command::new("nft")
+        .args(["list", "table", "inet", bridge])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Guard tables whose bridge is gone (a crash between removing the one
+/// and the other): nothing uses them.
+pub fn orphan_tables() -> Vec<String> {
+    let Ok(out) = Command::new("nft").args(["-j", "list", "tables"]).output() else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    // Without the list of links nothing can be called gone.
+    let Ok(links) = super::links() else {
+        return Vec::new();
+    };
+    let bridges: Vec<String> = links.into_iter().map(|l| l.name).collect();
+    v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| {
+            let t = &o["table"];
+            (t["family"] == "inet").then(|| t["name"].as_str())?
+        })
+        .filter(|n| n.starts_with("drv") && !bridges.iter().any(|b| b == n))
+        .map(String::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ruleset_drops_control_plane_ports_from_the_bridge_except_for_allowed_replicas() {
+        let cp = ControlPlane {
+            ports: vec![7400, 7401],
+            endpoints: vec![(Ipv4Addr::new(10, 0, 0, 1), 7400)],
+        };
+        let s = ruleset("drv0000abcd", &cp, &[Ipv4Addr::new(10, 88, 1, 5)]);
+        assert!(s.starts_with("table inet drv0000abcd {}\ndelete table inet drv0000abcd\n"));
+        assert!(
+            s.contains("iifname \"drv0000abcd\" tcp dport { 7400, 7401 } drop"),
+            "{s}"
+        );
+        assert!(
+            s.contains("iifname \"drv0000abcd\" ip daddr . tcp dport { 10.0.0.1 . 7400 } drop"),
+            "{s}"
+        );
+        // The allowed set is consulted before the drops, in both chains.
+        let accept = s.find("ip saddr @allowed accept").unwrap();
+        assert!(accept < s.find("tcp dport {").unwrap());
+        assert_eq!(s.matches("ip saddr @allowed accept").count(), 2);
+        assert!(s.ends_with("add element inet drv0000abcd allowed { 10.88.1.5 }\n"));
+    }
+
+    #[test]
+    fn the_control_plane_is_the_agent_port_and_every_scheduler() {
+        let cp = ControlPlane::of(
+            7401,
+            &[
+                "127.0.0.1:7400".into(),
+                "http://10.1.2.3:7500".into(),
+                "10.1.2.3:7500".into(),
+            ],
+        );
+        assert_eq!(cp.ports, [7400, 7401, 7500]);
+        assert_eq!(
+            cp.endpoints,
+            [
+                (Ipv4Addr::new(10, 1, 2, 3), 7500),
+                (Ipv4Addr::new(127, 0, 0, 1), 7400)
+            ]
+        );
+    }
+}
