@@ -412,3 +412,153 @@ fn a_container_cannot_reach_the_control_plane_unless_its_job_asks() {
     c.drover(&["job", "stop", "boxed"]);
     c.drover(&["job", "stop", "trusted"]);
 }
+
+#[test]
+fn a_burst_from_one_identity_is_limited_while_another_is_served() {
+    if !drover_e2e::require_root("a_burst_from_one_identity_is_limited_while_another_is_served") {
+        return;
+    }
+    let (rate, burst) = (100u64, 200u64);
+    let c = Cluster::start_with_scheduler_args(
+        "sec-limit",
+        &[
+            "--rate-limit",
+            &rate.to_string(),
+            "--rate-burst",
+            &burst.to_string(),
+        ],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let hog = as_identity(&c, Identity::Client("hog".into()), SCHEDULER_NAME);
+    let (served, limited, others_ok, secs) = rt.block_on(async {
+        let ch = dial(&c.addr, &hog).await.unwrap();
+        let start = std::time::Instant::now();
+        // Another client, calling all through the burst.
+        let other = dial(&c.addr, &client_tls(&c.addr)).await.unwrap();
+        let others = tokio::spawn(async move {
+            let mut ok = 0;
+            for _ in 0..20 {
+                list_jobs(other.clone())
+                    .await
+                    .expect("another client is served");
+                ok += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ok
+        });
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let ch = ch.clone();
+            tasks.push(tokio::spawn(async move {
+                let (mut served, mut limited) = (0u64, 0u64);
+                for _ in 0..200 {
+                    match list_jobs(ch.clone()).await {
+                        Ok(_) => served += 1,
+                        Err(s) => {
+                            assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s}");
+                            assert!(s.metadata().get("retry-after-ms").is_some());
+                            limited += 1;
+                        }
+                    }
+                }
+                (served, limited)
+            }));
+        }
+        let (mut served, mut limited) = (0, 0);
+        for t in tasks {
+            let (s, l) = t.await.unwrap();
+            served += s;
+            limited += l;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        (served, limited, others.await.unwrap(), secs)
+    });
+    assert_eq!(served + limited, 10_000);
+    let allowed = burst + (rate as f64 * secs).ceil() as u64 + 1;
+    assert!(
+        served <= allowed,
+        "{served} of 10000 served in {secs:.1}s: more than the burst and the rate allow ({allowed})"
+    );
+    assert!(limited > 0);
+    assert_eq!(others_ok, 20);
+
+    // The CLI, as the limited client, backs off, says so, and gets its answer.
+    let dir = c.dir.path().join("hog");
+    let ca = Ca::load(&pki_dir_for(&c.addr).unwrap()).unwrap();
+    ca.issue(&Identity::Client("hog".into()), Duration::from_secs(600))
+        .unwrap()
+        .save(&dir, "hog")
+        .unwrap();
+    // Keep the hog's bucket empty meanwhile: then the CLI's calls are
+    // limited (a token it catches at the very moment one comes free lets a
+    // call through, so a few runs are made).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammer = {
+        let (addr, hog, stop) = (c.addr.clone(), hog.clone(), stop.clone());
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(async move {
+                    let ch = dial(&addr, &hog).await.unwrap();
+                    let mut tasks = Vec::new();
+                    for _ in 0..8 {
+                        let (ch, stop) = (ch.clone(), stop.clone());
+                        tasks.push(tokio::spawn(async move {
+                            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                let _ = list_jobs(ch.clone()).await;
+                            }
+                        }));
+                    }
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let mut backed_off = 0;
+    for _ in 0..5 {
+        let out = drover_e2e::drover_command(&c.addr)
+            .env_remove("DROVER_PKI_DIR")
+            .env(
+                "DROVER_CACERT",
+                pki_dir_for(&c.addr).unwrap().join("ca.pem"),
+            )
+            .env("DROVER_CLIENT_CERT", dir.join("hog.pem"))
+            .env("DROVER_CLIENT_KEY", dir.join("hog.key"))
+            .args(["job", "ls"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "the CLI gave up: {err}");
+        if err.contains("rate-limiting this credential; retrying in") {
+            backed_off += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    hammer.join().unwrap();
+    assert!(
+        backed_off > 0,
+        "the CLI was never limited, or never said so"
+    );
+
+    // A request over the size limit is refused and changes nothing.
+    let big = format!(
+        r#"{{"name":"big","image":"oci:/x:v1","env":{{"X":"{}"}}}}"#,
+        "x".repeat(5 << 20)
+    );
+    let e = rt.block_on(async {
+        let ch = dial(&c.addr, &client_tls(&c.addr)).await.unwrap();
+        pb::drover_client::DroverClient::new(ch)
+            .max_encoding_message_size(usize::MAX)
+            .submit_job(pb::SubmitJobRequest {
+                spec_json: big,
+                request_id: "big-1".into(),
+            })
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(e.code(), tonic::Code::OutOfRange, "{e}");
+    let jobs = c.json(&["job", "ls"]);
+    assert_eq!(jobs.as_array().map(|a| a.len()), Some(0), "{jobs}");
+}

@@ -1,6 +1,7 @@
 //! Connecting to the scheduler (the first replica of `--addr` that answers)
 //! and to agents (for logs).
 
+pub use crate::backoff::Backoff;
 use anyhow::{anyhow, Context, Result};
 use drover_proto::pb::{
     agent_api_client::AgentApiClient, cluster_client::ClusterClient, drover_client::DroverClient,
@@ -106,15 +107,16 @@ async fn channel(addr: &str, tls: &ClientTls) -> Result<Channel, tonic::transpor
 }
 
 /// A client of the scheduler's API. Any replica will do: followers pass
-/// writes and linearizable reads on to the leader.
-pub async fn connect(addrs: &str) -> Result<DroverClient<Channel>> {
+/// writes and linearizable reads on to the leader. Calls the scheduler
+/// rate-limits are retried after the wait it names (see [`Backoff`]).
+pub async fn connect(addrs: &str) -> Result<DroverClient<Backoff>> {
     let ch = connect_any(addrs).await?;
-    Ok(DroverClient::new(ch).max_decoding_message_size(64 << 20))
+    Ok(DroverClient::new(Backoff::new(ch)).max_decoding_message_size(64 << 20))
 }
 
 /// A client of the scheduler replicas' cluster API (`drover cluster`).
-pub async fn cluster(addrs: &str) -> Result<ClusterClient<Channel>> {
-    Ok(ClusterClient::new(connect_any(addrs).await?))
+pub async fn cluster(addrs: &str) -> Result<ClusterClient<Backoff>> {
+    Ok(ClusterClient::new(Backoff::new(connect_any(addrs).await?)))
 }
 
 /// A channel to the first replica of the comma-separated `addrs` that answers.
@@ -176,6 +178,11 @@ pub fn status(s: tonic::Status) -> anyhow::Error {
         tonic::Code::InvalidArgument => anyhow!("invalid: {}", s.message()),
         tonic::Code::Unauthenticated => anyhow!("not authenticated: {}", s.message()),
         tonic::Code::PermissionDenied => anyhow!("permission denied: {}", s.message()),
+        tonic::Code::ResourceExhausted => anyhow!(
+            "{} (the CLI retried for {}s)",
+            s.message(),
+            crate::backoff::MAX_WAIT.as_secs()
+        ),
         tonic::Code::Unavailable if s.message().is_empty() => {
             anyhow!("the scheduler is unavailable")
         }

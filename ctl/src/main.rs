@@ -1,5 +1,6 @@
 //! `drover`: the Drover command line, and `drover dev`.
 
+mod backoff;
 mod cli;
 mod client;
 mod cmd;

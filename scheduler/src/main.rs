@@ -92,6 +92,14 @@ struct Args {
     /// for this long at most. At least 30s (short lives are for tests).
     #[arg(long, default_value = "720h", value_parser = parse_cert_ttl)]
     cert_ttl: std::time::Duration,
+    /// Requests a second each client or node may make (a token bucket per
+    /// certificate; replicas are not limited). Over it, calls are refused
+    /// with RESOURCE_EXHAUSTED and how long to wait. 0: no limit.
+    #[arg(long, default_value_t = 500)]
+    rate_limit: u32,
+    /// How many requests may come at once within the rate limit.
+    #[arg(long, default_value_t = 1000)]
+    rate_burst: u32,
     /// Serve and dial without TLS and without checking who calls: anyone who
     /// can reach the port controls the cluster. For debugging only.
     #[arg(long)]
@@ -174,8 +182,13 @@ async fn main() -> anyhow::Result<()> {
             &pki_dir, a.id, bootstrap, a.cert_ttl,
         )?)
     };
+    let rate_limits = (a.rate_limit > 0).then_some(drover_scheduler::server::limits::RateLimits {
+        rate: a.rate_limit,
+        burst: a.rate_burst.max(1),
+    });
     let s = Scheduler::start(Config {
         pki,
+        rate_limits,
         id: a.id,
         listen: a.listen,
         advertise: a.advertise,

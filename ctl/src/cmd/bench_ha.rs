@@ -239,6 +239,7 @@ async fn in_process(dir: &Path) -> Result<Vec<Scheduler>> {
             drover_scheduler::pki::Pki::open_with_ca(&ca, &dir.join(format!("s{id}/pki")), *id)?;
         let s = Scheduler::start(Config {
             pki: Some(pki),
+            rate_limits: Some(Default::default()),
             id: *id,
             listen: addr.parse()?,
             advertise: addr.clone(),

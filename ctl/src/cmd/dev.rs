@@ -46,6 +46,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
     };
     let scheduler = Scheduler::start(SchedulerConfig {
         pki: Some(pki),
+        rate_limits: Some(Default::default()),
         id: 1,
         listen: a.listen,
         advertise: String::new(),

@@ -217,7 +217,7 @@ fn spec_error(file: &std::path::Path, e: drover_proto::spec::SpecError) -> anyho
 }
 
 async fn wait_stopped(
-    c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>,
+    c: &mut pb::drover_client::DroverClient<crate::client::Backoff>,
     name: &str,
 ) -> Result<()> {
     let start = Instant::now();

@@ -84,7 +84,7 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<i32> {
 
 /// `drover node status NAME`.
 async fn show(
-    c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>,
+    c: &mut pb::drover_client::DroverClient<crate::client::Backoff>,
     name: &str,
     read: crate::cli::ReadArgs,
 ) -> Result<i32> {
@@ -155,7 +155,7 @@ fn network_notes(nodes: &[pb::Node]) -> String {
 }
 
 async fn schedulable(
-    c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>,
+    c: &mut pb::drover_client::DroverClient<crate::client::Backoff>,
     name: &str,
     schedulable: bool,
     drain: bool,

@@ -10,7 +10,6 @@ use pb::drover_client::DroverClient;
 use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 /// What the user asked of a job's rollout.
 pub enum Action {
@@ -86,7 +85,7 @@ pub async fn act(
 /// Follows the rollout of `version` until it ends; the exit code says how.
 /// `first`: nothing to replace, so all replicas running is enough.
 pub async fn wait(
-    c: &mut DroverClient<Channel>,
+    c: &mut DroverClient<crate::client::Backoff>,
     name: &str,
     version: u64,
     timeout: Duration,

@@ -9,6 +9,7 @@ pub mod client_api;
 pub mod cluster_api;
 pub mod convert;
 pub mod join_api;
+pub mod limits;
 pub mod node_api;
 
 use crate::controller::Controller;
@@ -48,7 +49,17 @@ pub struct Config {
     /// TLS and every call is authorized. `None` only for
     /// `--insecure-plaintext`.
     pub pki: Option<crate::pki::Pki>,
+    /// Per-caller request rates (`None`: unlimited).
+    pub rate_limits: Option<limits::RateLimits>,
 }
+
+/// The longest a request may take to be answered (a stream: to start).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most requests one connection may have in progress; more wait.
+pub const CONCURRENCY_PER_CONNECTION: usize = 1024;
+/// The largest request the client API accepts (Raft's carry snapshots and
+/// may be larger).
+pub const MAX_CLIENT_REQUEST: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -145,9 +156,27 @@ impl Scheduler {
         // HTTP/2 pings find a peer that vanished without a reset (a frozen
         // or unplugged host) in seconds rather than at the TCP timeout.
         let ca = config.pki.as_ref().map(|p| p.ca.clone());
+        let rate_limit = config.rate_limits.map(limits::RateLimitLayer::new);
+        if let Some(l) = rate_limit.clone() {
+            let mut stop = stop.subscribe();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => l.forget_idle(),
+                        _ = stop.recv() => return,
+                    }
+                }
+            }));
+        }
+        // Outermost first: the rate limit, then who may call what, and
+        // only then the services.
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(crate::KEEPALIVE))
             .http2_keepalive_timeout(Some(crate::KEEPALIVE))
+            .http2_max_header_list_size(64 << 10)
+            .timeout(REQUEST_TIMEOUT)
+            .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+            .layer(tower::util::option_layer(rate_limit))
             .layer(tower::util::option_layer(
                 config.pki.as_ref().map(|_| auth::AuthLayer),
             ))
@@ -161,7 +190,7 @@ impl Scheduler {
                 pb::drover_server::DroverServer::new(client_api::ClientApi {
                     replica: replica.clone(),
                 })
-                .max_decoding_message_size(max),
+                .max_decoding_message_size(MAX_CLIENT_REQUEST),
             )
             .add_service(pb::node_service_server::NodeServiceServer::new(
                 node_api::NodeApi {

@@ -54,7 +54,7 @@ fn resolve(image: &str) -> Result<String> {
 
 /// Submits `n` replicas, returns the time until all run, then stops and purges.
 async fn one(
-    c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>,
+    c: &mut pb::drover_client::DroverClient<crate::client::Backoff>,
     name: &str,
     n: u32,
     image: &str,
@@ -129,7 +129,7 @@ pub async fn rollout(addr: &str, replicas: u32, trials: usize, image: &str) -> R
                 "update":{{"max_surge":1,"max_unavailable":0,"min_healthy_time":"0s"}}}}"#
         )
     };
-    let submit = |c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>, v: usize| {
+    let submit = |c: &mut pb::drover_client::DroverClient<crate::client::Backoff>, v: usize| {
         let json = drover_proto::spec::from_json(&spec(v)).map(|s| s.to_json());
         let mut c = c.clone();
         async move {
@@ -196,7 +196,7 @@ pub async fn rollout(addr: &str, replicas: u32, trials: usize, image: &str) -> R
 }
 
 async fn wait_rollout(
-    c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>,
+    c: &mut pb::drover_client::DroverClient<crate::client::Backoff>,
     name: &str,
     version: u64,
 ) -> Result<()> {

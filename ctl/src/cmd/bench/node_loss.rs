@@ -208,7 +208,7 @@ fn remove_leftovers(state_dir: &Path) -> Result<()> {
 }
 
 async fn wait_nodes_ready(
-    c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>,
+    c: &mut pb::drover_client::DroverClient<crate::client::Backoff>,
     names: &[&str],
 ) -> Result<()> {
     let start = Instant::now();
@@ -233,7 +233,7 @@ async fn wait_nodes_ready(
 }
 
 async fn wait_until<T>(
-    c: &mut pb::drover_client::DroverClient<tonic::transport::Channel>,
+    c: &mut pb::drover_client::DroverClient<crate::client::Backoff>,
     job: &str,
     mut f: impl FnMut(&[pb::Allocation]) -> Option<T>,
 ) -> Result<T> {

@@ -1,0 +1,249 @@
+//! Rate limits: no one caller can take a replica's capacity from the rest.
+//!
+//! Each caller has a token bucket (the `governor` crate's GCRA): an
+//! identity from its certificate (a client or a node) gets `rate` requests
+//! a second with bursts of `burst`; a connection without a certificate
+//! (only joining is open to one) is limited by its address, more tightly.
+//! Replicas are never limited: Raft and forwarded calls are the cluster's
+//! own work. A call over the limit is answered `RESOURCE_EXHAUSTED` with
+//! how long to wait (in the message and in the `retry-after-ms` metadata)
+//! before anything else happens, so the caller loses nothing by retrying.
+//!
+//! This layer sits outside the authorization layer: a flood of calls that
+//! would be refused costs no more than a flood that would be served.
+
+use drover_proto::pki::{tls::Peer, Identity};
+use governor::{clock::Clock, DefaultKeyedRateLimiter, Quota};
+use std::future::Future;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tonic::Status;
+
+/// The metadata key carrying how long to wait, in milliseconds.
+pub const RETRY_AFTER: &str = "retry-after-ms";
+
+/// The limits, per caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Requests a second, per identity.
+    pub rate: u32,
+    /// How many may come at once.
+    pub burst: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            rate: 500,
+            burst: 1000,
+        }
+    }
+}
+
+/// Requests a second (and burst) for a caller without a certificate, per
+/// address: joining is rare, and a forged token should not get many tries.
+const ANONYMOUS: (u32, u32) = (5, 20);
+
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    identities: Arc<DefaultKeyedRateLimiter<Identity>>,
+    addresses: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    limits: RateLimits,
+}
+
+impl std::fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n.max(1)).expect("at least 1")
+}
+
+impl RateLimitLayer {
+    pub fn new(limits: RateLimits) -> RateLimitLayer {
+        let quota = |rate, burst| Quota::per_second(nonzero(rate)).allow_burst(nonzero(burst));
+        RateLimitLayer {
+            identities: Arc::new(DefaultKeyedRateLimiter::keyed(quota(
+                limits.rate,
+                limits.burst,
+            ))),
+            addresses: Arc::new(DefaultKeyedRateLimiter::keyed(quota(
+                ANONYMOUS.0,
+                ANONYMOUS.1,
+            ))),
+            limits,
+        }
+    }
+
+    /// Forgets callers whose buckets are full again (they would get a
+    /// fresh one anyway), so the maps hold only recent callers. Call it
+    /// now and then.
+    pub fn forget_idle(&self) {
+        self.identities.retain_recent();
+        self.identities.shrink_to_fit();
+        self.addresses.retain_recent();
+        self.addresses.shrink_to_fit();
+    }
+
+    /// Decides a call from `peer`: `Err` with the status to answer when it
+    /// is over its limit.
+    pub fn check(&self, peer: Option<&Peer>) -> Result<(), Status> {
+        let identity = peer.and_then(|p| p.identity.as_ref());
+        let (who, wait) = match identity {
+            Some(Identity::Scheduler(_)) => return Ok(()),
+            Some(id) => match self.identities.check_key(id) {
+                Ok(()) => return Ok(()),
+                Err(not_until) => (
+                    format!("{id}: more than {} requests a second", self.limits.rate),
+                    not_until.wait_time_from(self.identities.clock().now()),
+                ),
+            },
+            None => {
+                let Some(ip) = peer.and_then(|p| p.addr).map(|a| a.ip()) else {
+                    return Ok(());
+                };
+                match self.addresses.check_key(&ip) {
+                    Ok(()) => return Ok(()),
+                    Err(not_until) => (
+                        format!(
+                            "{ip} (no certificate): more than {} requests a second",
+                            ANONYMOUS.0
+                        ),
+                        not_until.wait_time_from(self.addresses.clock().now()),
+                    ),
+                }
+            }
+        };
+        Err(over_limit(&who, wait))
+    }
+}
+
+/// The answer to a call over its limit.
+fn over_limit(who: &str, wait: Duration) -> Status {
+    let ms = wait.as_millis().max(1) as u64;
+    let mut s = Status::resource_exhausted(format!(
+        "rate limited ({who}); nothing was done: retry in {ms}ms"
+    ));
+    if let Ok(v) = ms.to_string().parse() {
+        s.metadata_mut().insert(RETRY_AFTER, v);
+    }
+    s
+}
+
+impl<S> tower::Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RateLimit<S> {
+    inner: S,
+    layer: RateLimitLayer,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, R> tower::Service<http::Request<B>> for RateLimit<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if let Err(status) = self.layer.check(req.extensions().get::<Peer>()) {
+            tracing::debug!(
+                path = req.uri().path(),
+                why = status.message(),
+                "call limited"
+            );
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(inner.call(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: Option<Identity>, ip: &str) -> Peer {
+        Peer {
+            addr: Some(format!("{ip}:5000").parse().unwrap()),
+            identity: id,
+        }
+    }
+
+    #[test]
+    fn a_caller_over_its_burst_is_limited_and_others_are_not() {
+        let l = RateLimitLayer::new(RateLimits { rate: 1, burst: 3 });
+        let a = peer(Some(Identity::Client("a".into())), "10.0.0.1");
+        let b = peer(Some(Identity::Client("b".into())), "10.0.0.1");
+        for _ in 0..3 {
+            l.check(Some(&a)).unwrap();
+        }
+        let e = l.check(Some(&a)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            e.message()
+                .contains("client a: more than 1 requests a second"),
+            "{}",
+            e.message()
+        );
+        let ms: u64 = e
+            .metadata()
+            .get(RETRY_AFTER)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=1000).contains(&ms), "{ms}");
+        // Another identity, from the same address, has its own bucket.
+        l.check(Some(&b)).unwrap();
+        // Replicas are never limited.
+        let r = peer(Some(Identity::Scheduler(2)), "10.0.0.2");
+        for _ in 0..100 {
+            l.check(Some(&r)).unwrap();
+        }
+    }
+
+    #[test]
+    fn callers_without_a_certificate_are_limited_by_address() {
+        let l = RateLimitLayer::new(RateLimits::default());
+        let x = peer(None, "10.0.0.9");
+        for _ in 0..ANONYMOUS.1 {
+            l.check(Some(&x)).unwrap();
+        }
+        let e = l.check(Some(&x)).unwrap_err();
+        assert!(
+            e.message().contains("10.0.0.9 (no certificate)"),
+            "{}",
+            e.message()
+        );
+        l.check(Some(&peer(None, "10.0.0.10"))).unwrap();
+    }
+}
