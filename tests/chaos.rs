@@ -20,12 +20,12 @@ use drover_e2e::history::{
 };
 use drover_e2e::netcluster::NetCluster;
 use drover_e2e::*;
-use drover_proto::pb::{self, drover_client::DroverClient};
+use drover_proto::pb;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// Many jobs, so that each one's history (which the checker searches
 /// whole) stays short even in a long run.
@@ -114,18 +114,18 @@ impl Recorder {
     }
 }
 
-async fn connect(addr: &str) -> Option<DroverClient<Channel>> {
+async fn connect(addr: &str) -> Option<drover_e2e::Api> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .ok()?
         .connect_timeout(Duration::from_secs(1))
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(Duration::from_secs(1));
     let ch = drover_e2e::client_tls(addr).connect(&endpoint).await.ok()?;
-    Some(DroverClient::new(ch))
+    Some(drover_e2e::api(ch, addr))
 }
 
 async fn submit(
-    c: &mut DroverClient<Channel>,
+    c: &mut drover_e2e::Api,
     spec_json: &str,
     request_id: &str,
 ) -> Option<pb::SubmitJobResponse> {
@@ -139,7 +139,7 @@ async fn submit(
     }
 }
 
-async fn read(c: &mut DroverClient<Channel>, job: &str) -> Option<(u64, u32)> {
+async fn read(c: &mut drover_e2e::Api, job: &str) -> Option<(u64, u32)> {
     let req = pb::GetJobRequest {
         name: job.to_string(),
         read: None,
@@ -158,7 +158,7 @@ async fn client(id: u64, addrs: Vec<String>, deadline: Instant, rec: Arc<Recorde
     let mut rng = Rng(seed ^ (id + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut thread = id << 32;
     let mut at = rng.below(addrs.len() as u64) as usize;
-    let mut conn: Option<DroverClient<Channel>> = None;
+    let mut conn: Option<drover_e2e::Api> = None;
     let mut n = 0;
     while Instant::now() < deadline {
         let Some(c) = conn.as_mut() else {

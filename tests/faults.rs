@@ -337,7 +337,7 @@ fn bench_writes_after_the_leaders_host_goes_silent() {
                             .ok()?
                             .connect_timeout(Duration::from_millis(300));
                     let ch = tls.connect(&endpoint).await.ok()?;
-                    let mut cl = drover_proto::pb::drover_client::DroverClient::new(ch);
+                    let mut cl = drover_e2e::api(ch, addr);
                     let req = drover_proto::pb::SubmitJobRequest {
                         spec_json: spec.clone(),
                         request_id: format!("bench-silent-{t}"),

@@ -243,7 +243,7 @@ fn submit_many(addr: &str, prefix: &str, n: usize) {
         use drover_proto::pb;
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
         let ch = drover_e2e::client_tls(addr).connect(&endpoint).await.unwrap();
-        let client = pb::drover_client::DroverClient::new(ch);
+        let client = drover_e2e::api(ch, addr);
         let mut tasks = Vec::new();
         for w in 0..8 {
             let mut client = client.clone();

@@ -411,6 +411,34 @@ pub fn client_tls(addrs: &str) -> drover_proto::pki::tls::ClientTls {
     )
 }
 
+/// Puts the ACL token kept beside a cluster's admin credential (if the
+/// cluster has ACLs on) on every call of a test's own gRPC client.
+#[derive(Clone)]
+pub struct TokenInterceptor(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(r)
+    }
+}
+
+/// A test's own client of the client API.
+pub type Api = drover_proto::pb::drover_client::DroverClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TokenInterceptor>,
+>;
+
+/// The client API over `ch` (dialled with [`client_tls`]) to the cluster at
+/// `addrs`, with its ACL token if it has one.
+pub fn api(ch: tonic::transport::Channel, addrs: &str) -> Api {
+    let token = pki_dir_for(addrs)
+        .and_then(|d| std::fs::read_to_string(d.join("token")).ok())
+        .and_then(|t| format!("Bearer {}", t.trim()).parse().ok());
+    drover_proto::pb::drover_client::DroverClient::with_interceptor(ch, TokenInterceptor(token))
+}
+
 /// A fresh join token for agents of the cluster at `addrs`.
 pub fn join_token(addrs: &str) -> String {
     let r = run_drover(addrs, &["cluster", "join-token", "agent", "--ttl", "10m"]);

@@ -562,3 +562,188 @@ fn a_burst_from_one_identity_is_limited_while_another_is_served() {
     let jobs = c.json(&["job", "ls"]);
     assert_eq!(jobs.as_array().map(|a| a.len()), Some(0), "{jobs}");
 }
+
+/// `drover ARGS` presenting ACL token `token`.
+fn drover_as(c: &Cluster, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = drover_e2e::drover_command(&c.addr)
+        .env("DROVER_TOKEN", token)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tokens_bound_what_each_caller_may_do_and_agents_want_a_ticket() {
+    if !drover_e2e::require_root("tokens_bound_what_each_caller_may_do_and_agents_want_a_ticket") {
+        return;
+    }
+    let c = Cluster::start("sec-acl");
+    let sleeper = |name: &str| {
+        c.spec(
+            name,
+            &format!(
+                "name: {name}\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sh, -c, 'echo hello from {name}; exec sleep 1000']\n\
+                 resources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n",
+                drover_e2e::images().display()
+            ),
+        )
+    };
+    let web = sleeper("web-a");
+    let run = c.drover(&["job", "run", web.to_str().unwrap()]);
+    assert!(run.ok(), "{}{}", run.stdout, run.stderr);
+
+    // Before the bootstrap the certificate is enough; after it, not.
+    let b = c.drover(&["acl", "bootstrap"]);
+    assert!(b.ok(), "{}", b.stderr);
+    let admin = b.stdout.trim().to_string();
+    assert!(admin.starts_with("DRVT-"), "{admin}");
+    let again = drover_as(&c, &admin, &["acl", "bootstrap"]);
+    assert!(
+        !again.0 && again.2.contains("bootstrapped already"),
+        "{}",
+        again.2
+    );
+    let (ok, _, err) = drover_as(&c, "", &["job", "ls"]);
+    assert!(!ok && err.contains("requires an ACL token"), "{err}");
+    let forged = format!("{}{}", &admin[..admin.len() - 4], "0000");
+    let (ok, _, err) = drover_as(&c, &forged, &["job", "ls"]);
+    assert!(!ok && err.contains("is not known"), "{err}");
+    assert!(
+        !err.contains(&forged[22..]),
+        "a refusal repeated the secret: {err}"
+    );
+    // The harness's own calls use the admin token from here on.
+    std::fs::write(pki_dir_for(&c.addr).unwrap().join("token"), &admin).unwrap();
+
+    let create = |args: &[&str]| {
+        let mut a = vec!["acl", "token", "create"];
+        a.extend_from_slice(args);
+        let (ok, out, err) = drover_as(&c, &admin, &a);
+        assert!(ok, "{err}");
+        out.trim().to_string()
+    };
+    let reader = create(&["--name", "reader", "--role", "read"]);
+    let team = create(&["--name", "team", "--role", "operate", "--job", "team-"]);
+    let logs = create(&["--name", "oncall", "--role", "read", "--logs"]);
+
+    // read: inspects, cannot change, cannot read output.
+    let (ok, out, _) = drover_as(&c, &reader, &["job", "ls"]);
+    assert!(ok && out.contains("web-a"), "{out}");
+    let (ok, _, err) = drover_as(&c, &reader, &["job", "run", web.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("(reader, role read) may not submit job \"web-a\""),
+        "{err}"
+    );
+    let (ok, _, err) = drover_as(&c, &reader, &["logs", "web-a"]);
+    assert!(
+        !ok && err.contains("may not read the output of job \"web-a\""),
+        "{err}"
+    );
+    let alloc = c.json(&["job", "status", "web-a"])["allocations"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, _, err) = drover_as(&c, &reader, &["exec", &alloc, "--", "true"]);
+    assert!(
+        !ok && err.contains("may not run commands in replicas of job \"web-a\""),
+        "{err}"
+    );
+    // The admin token may, through the ticket the scheduler signs.
+    let (ok, out, err) = drover_as(&c, &admin, &["exec", &alloc, "--", "echo", "inside"]);
+    assert!(ok && out.contains("inside"), "{out}{err}");
+
+    // A token fenced to team-* sees and touches nothing else.
+    let (ok, out, _) = drover_as(&c, &team, &["job", "ls", "-o", "json"]);
+    assert!(ok && !out.contains("web-a"), "{out}");
+    let (ok, _, err) = drover_as(&c, &team, &["job", "stop", "web-a"]);
+    assert!(!ok && err.contains("may not stop job \"web-a\""), "{err}");
+    let (ok, _, err) = drover_as(&c, &team, &["node", "drain", "sec-acl"]);
+    assert!(!ok && err.contains("permission denied"), "{err}");
+    let (ok, out, _) = drover_as(&c, &team, &["acl", "whoami"]);
+    assert!(
+        ok && out.contains("role operate on jobs named team-*"),
+        "{out}"
+    );
+    let (ok, _, err) = drover_as(&c, &team, &["acl", "token", "ls"]);
+    assert!(!ok && err.contains("may not list ACL tokens"), "{err}");
+
+    // logs: the scheduler's ticket opens the agent's door for that call.
+    let (ok, out, err) = drover_as(&c, &logs, &["logs", "web-a"]);
+    assert!(ok && out.contains("hello from web-a"), "{out}{err}");
+
+    // Revoked: refused from then on.
+    let accessor = &reader[5..21];
+    let (ok, _, err) = drover_as(&c, &admin, &["acl", "token", "revoke", accessor]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = drover_as(&c, &reader, &["job", "ls"]);
+    assert!(!ok && err.contains("is not known"), "{err}");
+
+    // The agent takes nothing without a ticket, even from a client
+    // certificate, and a ticket opens only its own call.
+    let agent_addr = format!("127.0.0.1:{}", c.agent_port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let tls = tls::ClientTls::new(
+            drover_proto::pki::tls::TlsMaterial::load(&pki_dir_for(&c.addr).unwrap(), "admin")
+                .unwrap()
+                .client_config()
+                .unwrap(),
+            AGENT_NAME,
+        );
+        let ch = dial(&agent_addr, &tls).await.unwrap();
+        let mut agent = pb::agent_api_client::AgentApiClient::new(ch);
+        let e = agent
+            .usage(pb::UsageRequest {
+                alloc_id: alloc.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+        assert!(e.message().contains("no ticket"), "{}", e.message());
+        // A real ticket for usage, from the scheduler...
+        let mut api = pb::drover_client::DroverClient::new(
+            dial(&c.addr, &client_tls(&c.addr)).await.unwrap(),
+        );
+        let mut ask = tonic::Request::new(pb::AgentTicketRequest {
+            alloc_id: alloc.clone(),
+            action: "usage".into(),
+        });
+        ask.metadata_mut()
+            .insert("authorization", format!("Bearer {admin}").parse().unwrap());
+        let t = api.agent_ticket(ask).await.unwrap().into_inner();
+        fn with<M>(ticket: &str, m: M) -> tonic::Request<M> {
+            let mut r = tonic::Request::new(m);
+            r.metadata_mut()
+                .insert(drover_proto::pki::ticket::METADATA, ticket.parse().unwrap());
+            r
+        }
+        agent
+            .usage(with(
+                &t.ticket,
+                pb::UsageRequest {
+                    alloc_id: alloc.clone(),
+                },
+            ))
+            .await
+            .expect("a ticket for usage opens usage");
+        // ...does not open logs.
+        let e = agent
+            .logs(with(
+                &t.ticket,
+                pb::LogsRequest {
+                    alloc_id: alloc.clone(),
+                    follow: false,
+                    tail: -1,
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    });
+    c.drover(&["job", "stop", "web-a"]);
+}

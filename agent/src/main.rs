@@ -35,7 +35,7 @@ enum Command {
     ///
     /// Example:
     ///   drover-agent run --name node-1 --scheduler 10.0.0.1:7400,10.0.0.2:7400 \
-    ///       --listen 0.0.0.0:7401 --advertise 10.0.0.11:7401
+    ///       --join "$(drover cluster join-token agent)"
     #[command(verbatim_doc_comment)]
     Run(Box<DaemonArgs>),
     /// List or remove what agents that no longer run left on this machine.
@@ -159,9 +159,12 @@ struct DaemonArgs {
         value_delimiter = ','
     )]
     scheduler: Vec<String>,
-    /// Where this agent's API (logs) listens.
-    #[arg(long, default_value = "0.0.0.0:7401")]
-    listen: std::net::SocketAddr,
+    /// Where this agent's API (logs, exec) listens. Default: port 7401 on
+    /// the node's cluster address, the one it reaches the first
+    /// --scheduler from (not every address: containers and other networks
+    /// have no business there).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
     /// The address clients reach this agent's API at (default: the listen address).
     #[arg(long, default_value = "")]
     advertise: String,
@@ -342,8 +345,19 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         ended_retention,
         monitor: Some(monitor),
         name: a.name,
+        listen: match a.listen {
+            Some(l) => l,
+            None => {
+                let ip = drover_agent::daemon::cluster_address(&a.scheduler).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "cannot tell this node's cluster address from --scheduler {}: give --listen",
+                        a.scheduler.join(",")
+                    )
+                })?;
+                std::net::SocketAddr::new(ip, 7401)
+            }
+        },
         schedulers: a.scheduler,
-        listen: a.listen,
         advertise: a.advertise,
         state_dir: a.state_dir,
         cgroup_root: a.cgroup_root,

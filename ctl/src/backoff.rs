@@ -6,7 +6,8 @@
 //! scheduler and does that: it keeps each request's (small, unary) body,
 //! and when the answer is a rate limit it says so on stderr, waits as long
 //! as it was told, and sends the request again, up to [`MAX_WAIT`] in all.
-//! Every other answer passes through untouched.
+//! Every other answer passes through untouched. It also puts the ACL token
+//! in use (if any) on every call.
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -58,7 +59,12 @@ impl tower::Service<http::Request<Body>> for Backoff {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
+            if let Some(t) = crate::client::token() {
+                if let Ok(v) = format!("Bearer {t}").parse() {
+                    parts.headers.entry("authorization").or_insert(v);
+                }
+            }
             let bytes: Bytes = body.collect().await?.to_bytes();
             let make = |parts: &http::request::Parts| {
                 let mut r = http::Request::new(Body::new(http_body_util::Full::new(bytes.clone())));

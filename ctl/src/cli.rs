@@ -51,6 +51,10 @@ pub struct CredentialArgs {
     /// Talk to a cluster that runs with --insecure-plaintext (no TLS).
     #[arg(long, global = true, env = "DROVER_INSECURE_PLAINTEXT")]
     pub insecure_plaintext: bool,
+    /// The ACL token to present (`drover acl`; default: <pki-dir>/token
+    /// if there is one, as `drover dev` keeps its admin token there).
+    #[arg(long, global = true, env = "DROVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,6 +102,83 @@ pub enum Command {
     /// List, add and remove the scheduler's replicas (its Raft members).
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Access control: API tokens with roles (read, operate, admin).
+    #[command(subcommand)]
+    Acl(AclCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AclCmd {
+    /// Turn access control on and print the first admin token (once per
+    /// cluster). From then on every call needs a token (--token or
+    /// DROVER_TOKEN): keep this one safe, and make narrower ones with
+    /// `drover acl token create`.
+    ///
+    /// Example:
+    ///   export DROVER_TOKEN=$(drover acl bootstrap)
+    #[command(verbatim_doc_comment)]
+    Bootstrap,
+    /// Create, list and revoke API tokens (needs an admin token).
+    #[command(subcommand)]
+    Token(AclTokenCmd),
+    /// Show what the token in use may do.
+    ///
+    /// Example:
+    ///   drover acl whoami
+    #[command(verbatim_doc_comment)]
+    Whoami {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AclTokenCmd {
+    /// Create a token and print it (the only time its secret is shown).
+    ///
+    /// read: list and inspect; operate: also run, scale, stop, roll back
+    /// and restart jobs, drain and remove nodes; admin: everything,
+    /// membership and tokens included. --exec and --logs add those to a
+    /// read or operate token. --job fences it to jobs named with a prefix.
+    ///
+    /// Examples:
+    ///   drover acl token create --name ci --role operate --job web-
+    ///   drover acl token create --name oncall --role read --logs --ttl 12h
+    #[command(verbatim_doc_comment)]
+    Create {
+        /// What it is for (shown in `ls` and in refusals).
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["read", "operate", "admin"])]
+        role: String,
+        /// Only jobs whose names start with this.
+        #[arg(long, default_value = "")]
+        job: String,
+        /// May run commands in replicas (`drover exec`).
+        #[arg(long)]
+        exec: bool,
+        /// May read replicas' output (`drover logs`).
+        #[arg(long)]
+        logs: bool,
+        /// Expire after this long (default: never).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List the tokens (accessors, names, roles; never secrets).
+    ///
+    /// Example:
+    ///   drover acl token ls -o json
+    #[command(verbatim_doc_comment)]
+    Ls {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Revoke a token by its accessor (or a unique prefix, 4 digits at least).
+    ///
+    /// Example:
+    ///   drover acl token revoke 3f9a2c11
+    #[command(verbatim_doc_comment)]
+    Revoke { accessor: String },
 }
 
 #[derive(Subcommand, Debug)]

@@ -19,12 +19,41 @@ pub const DEFAULT_PKI_DIRS: &[&str] = &["/var/lib/drover/dev/pki", "/var/lib/dro
 /// command line, before the first connection).
 type Dial = Result<(ClientTls, ClientTls), String>;
 static DIAL: RwLock<Option<Dial>> = RwLock::new(None);
+/// The ACL token to present, if any (resolved with the credentials).
+static TOKEN: RwLock<Option<Option<String>>> = RwLock::new(None);
 
 /// Resolves the credentials the command line and environment name (see
 /// [`crate::cli::CredentialArgs`]); errors wait until a connection is made,
 /// so commands that connect nowhere work without any.
 pub fn set_credentials(args: &crate::cli::CredentialArgs) {
     *DIAL.write().unwrap_or_else(|e| e.into_inner()) = Some(resolve(args));
+    *TOKEN.write().unwrap_or_else(|e| e.into_inner()) = Some(resolve_token(args));
+}
+
+/// `--token`/`DROVER_TOKEN`, or the `token` file beside the credentials
+/// in use (`drover dev` keeps its admin token there).
+fn resolve_token(a: &crate::cli::CredentialArgs) -> Option<String> {
+    if let Some(t) = a.token.as_ref().filter(|t| !t.trim().is_empty()) {
+        return Some(t.trim().to_string());
+    }
+    let dir = a.pki_dir.clone().or_else(|| {
+        if a.cert.is_some() {
+            return None;
+        }
+        DEFAULT_PKI_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .find(|d| d.join("admin.pem").exists())
+    })?;
+    let t = std::fs::read_to_string(dir.join("token")).ok()?;
+    Some(t.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+/// The ACL token this process presents, if any.
+pub fn token() -> Option<String> {
+    let mut t = TOKEN.write().unwrap_or_else(|e| e.into_inner());
+    t.get_or_insert_with(|| resolve_token(&Default::default()))
+        .clone()
 }
 
 /// Uses the admin credential in `dir` from now on (benches that start
@@ -163,13 +192,47 @@ pub async fn connect_any(addrs: &str) -> Result<Channel> {
     )
 }
 
-/// A client of one agent's API.
-pub async fn agent(addr: &str) -> Result<AgentApiClient<Channel>> {
-    let ch = channel(addr, &dial(true)?)
+/// A client of one allocation's agent, for `action` (exec, logs, usage),
+/// and the ticket the call must carry: the scheduler at `api` checks the
+/// caller's token for the allocation's job and signs one.
+pub async fn agent(
+    api: &mut DroverClient<Backoff>,
+    alloc_id: &str,
+    action: &str,
+) -> Result<(AgentApiClient<Channel>, Ticket)> {
+    let t = api
+        .agent_ticket(drover_proto::pb::AgentTicketRequest {
+            alloc_id: alloc_id.to_string(),
+            action: action.to_string(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if t.node_address.is_empty() {
+        return Err(anyhow!("allocation {alloc_id} is not on a known node"));
+    }
+    let addr = t.node_address.clone();
+    let ch = channel(&addr, &dial(true)?)
         .await
         .map_err(|e| anyhow!("{}", drover_proto::pki::join::source_chain(&e)))
         .with_context(|| format!("cannot reach the agent at {addr}"))?;
-    Ok(AgentApiClient::new(ch))
+    Ok((AgentApiClient::new(ch), Ticket(t.ticket)))
+}
+
+/// A scheduler-signed ticket for one call to an agent.
+#[derive(Clone, Debug)]
+pub struct Ticket(String);
+
+impl Ticket {
+    /// `message` as a request carrying the ticket.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        if let Ok(v) = self.0.parse() {
+            r.metadata_mut()
+                .insert(drover_proto::pki::ticket::METADATA, v);
+        }
+        r
+    }
 }
 
 /// A gRPC status as a user-facing error: its message, not its debug form.

@@ -142,9 +142,14 @@ up() {
     start "a$i"
   done
   ((a == 0)) || wait_until "$a agent(s) to register" 30 agents_ready
+  # ACLs on: the admin token goes beside the admin certificate, where
+  # drover finds it (DROVER_PKI_DIR).
+  (umask 077; DROVER_ADDR=$(sched_list) "$BIN/drover" acl bootstrap 2>/dev/null >"$DIR/pki/token") ||
+    die "cannot bootstrap ACLs"
   echo "cluster $NAME is up: $s scheduler replica(s), $a agent(s)"
   echo "export DROVER_ADDR=$(sched_list)"
   echo "export DROVER_PKI_DIR=$DROVER_PKI_DIR"
+  echo "export DROVER_TOKEN=$(cat "$DIR/pki/token")"
 }
 
 join() {

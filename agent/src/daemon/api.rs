@@ -6,6 +6,10 @@
 //! size (`runtime::log`): reads start with the rotated generation, and
 //! `follow` polls the file for growth and switches to the new file when the
 //! old one has been rotated away.
+//!
+//! Exec, logs and usage each need a ticket a scheduler signed for that
+//! call (see `drover_proto::pki::ticket`): the schedulers know who may do
+//! what; this node only checks their signature.
 
 use super::Shared;
 use drover_proto::pb::{self, agent_api_server::AgentApi};
@@ -45,8 +49,14 @@ pub async fn serve(
 ) {
     let tls = matches!(security, drover_proto::pki::tls::Security::Tls(_));
     let incoming = drover_proto::pki::tls::incoming(listener, &security);
-    let svc =
-        pb::agent_api_server::AgentApiServer::with_interceptor(Api { shared }, only_clients(tls));
+    let tickets = match &security {
+        drover_proto::pki::tls::Security::Tls(live) => Some(live.clone()),
+        drover_proto::pki::tls::Security::Plaintext => None,
+    };
+    let svc = pb::agent_api_server::AgentApiServer::with_interceptor(
+        Api { shared, tickets },
+        only_clients(tls),
+    );
     let r = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(2)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(2)))
@@ -62,6 +72,41 @@ pub async fn serve(
 
 struct Api {
     shared: Arc<Shared>,
+    /// The node's TLS material, whose CA the schedulers' ticket
+    /// certificates must chain to (`None` without TLS: no tickets).
+    tickets: Option<drover_proto::pki::tls::LiveTls>,
+}
+
+impl Api {
+    /// Checks the ticket in `metadata` opens `action` on allocation `alloc` here.
+    fn admit(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        action: drover_proto::pki::ticket::Action,
+        alloc: &str,
+    ) -> Result<(), Status> {
+        use drover_proto::pki::ticket::{self, TicketError};
+        let Some(live) = &self.tickets else {
+            return Ok(());
+        };
+        let presented = metadata.get(ticket::METADATA).and_then(|v| v.to_str().ok());
+        ticket::verify(
+            presented,
+            &live.material().ca_pem,
+            action,
+            alloc,
+            &self.shared.node,
+            std::time::SystemTime::now(),
+        )
+        .map(|t| tracing::debug!(holder = %t.holder, %action, alloc, "ticket accepted"))
+        .map_err(|e| {
+            tracing::warn!(%action, alloc, why = %e, "call refused: ticket");
+            match e {
+                TicketError::Missing => Status::unauthenticated(e.to_string()),
+                _ => Status::permission_denied(e.to_string()),
+            }
+        })
+    }
 }
 
 /// The file now at `path`, if it is not the one `file` has open.
@@ -116,14 +161,22 @@ impl AgentApi for Api {
         &self,
         req: Request<tonic::Streaming<pb::ExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
-        super::exec::exec(self.shared.clone(), req.into_inner())
+        let metadata = req.metadata().clone();
+        let admit =
+            |alloc: &str| self.admit(&metadata, drover_proto::pki::ticket::Action::Exec, alloc);
+        super::exec::exec(self.shared.clone(), req.into_inner(), admit)
             .await
             .map(Response::new)
     }
 
     async fn usage(&self, req: Request<pb::UsageRequest>) -> Result<Response<pb::Usage>, Status> {
-        let id = req.into_inner().alloc_id;
+        let id = req.get_ref().alloc_id.clone();
         check_alloc_id(&id)?;
+        self.admit(
+            req.metadata(),
+            drover_proto::pki::ticket::Action::Usage,
+            &id,
+        )?;
         let cgroups = self.shared.runtime.cgroups();
         let not_running =
             || Status::not_found(format!("allocation {id} is not running on this node"));
@@ -153,12 +206,13 @@ impl AgentApi for Api {
         &self,
         req: Request<pb::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
+        check_alloc_id(&req.get_ref().alloc_id)?;
+        self.admit(
+            req.metadata(),
+            drover_proto::pki::ticket::Action::Logs,
+            &req.get_ref().alloc_id,
+        )?;
         let req = req.into_inner();
-        if req.alloc_id.is_empty() || !req.alloc_id.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(Status::invalid_argument(
-                "alloc_id: must be an allocation id",
-            ));
-        }
         let path = self.shared.log_path(&req.alloc_id);
         let not_found = || {
             Status::not_found(format!(

@@ -43,9 +43,11 @@ fn is_namespace_init(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// Runs the exec `input` starts, once `admit` accepted its allocation id.
 pub async fn exec(
     shared: Arc<Shared>,
     mut input: Streaming<pb::ExecInput>,
+    admit: impl FnOnce(&str) -> Result<(), Status>,
 ) -> Result<ExecStream, Status> {
     let first = input
         .message()
@@ -58,6 +60,7 @@ pub async fn exec(
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(invalid("alloc_id: must be an allocation id"));
     }
+    admit(&id)?;
     if start.command.is_empty() || start.command[0].is_empty() {
         return Err(invalid("command: must name a program"));
     }

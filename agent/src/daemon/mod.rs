@@ -84,6 +84,27 @@ pub enum DaemonError {
     StateDir(#[from] crate::leftovers::LeftoverError),
 }
 
+/// The address this host reaches the first of `schedulers` from (the
+/// kernel's choice of source address for that route): the node's address
+/// on the cluster's network.
+pub fn cluster_address(schedulers: &[String]) -> Option<std::net::IpAddr> {
+    use std::net::ToSocketAddrs;
+    let first = schedulers.first()?;
+    let first = first
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    let to = first.to_socket_addrs().ok()?.next()?;
+    let bind: std::net::SocketAddr = if to.is_ipv4() {
+        "0.0.0.0:0".parse().ok()?
+    } else {
+        "[::]:0".parse().ok()?
+    };
+    // A UDP "connection" sends nothing: it only asks the kernel for a route.
+    let s = std::net::UdpSocket::bind(bind).ok()?;
+    s.connect(to).ok()?;
+    Some(s.local_addr().ok()?.ip())
+}
+
 /// What every allocation runner shares.
 pub struct Shared {
     pub node: String,

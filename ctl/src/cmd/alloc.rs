@@ -55,7 +55,7 @@ pub async fn run(addr: &str, cmd: AllocCmd) -> Result<i32> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            let usage = usage(&a).await;
+            let usage = usage(&mut c, &a).await;
             let mut v = output::allocation(&a);
             if let (Some(u), Some(m)) = (&usage, v.as_object_mut()) {
                 m.insert(
@@ -119,16 +119,19 @@ pub async fn run(addr: &str, cmd: AllocCmd) -> Result<i32> {
 }
 
 /// Live usage from the allocation's agent, if it runs and the agent answers.
-async fn usage(a: &pb::Allocation) -> Option<pb::Usage> {
+async fn usage(
+    c: &mut pb::drover_client::DroverClient<client::Backoff>,
+    a: &pb::Allocation,
+) -> Option<pb::Usage> {
     if a.state != "running" || a.node_address.is_empty() {
         return None;
     }
     let ask = async {
-        let mut agent = client::agent(&a.node_address).await.ok()?;
+        let (mut agent, ticket) = client::agent(c, &a.id, "usage").await.ok()?;
         agent
-            .usage(pb::UsageRequest {
+            .usage(ticket.request(pb::UsageRequest {
                 alloc_id: a.id.clone(),
-            })
+            }))
             .await
             .ok()
             .map(|r| r.into_inner())

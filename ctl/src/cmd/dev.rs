@@ -59,6 +59,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
     })
     .await
     .context("cannot start the scheduler")?;
+    ensure_acl(&scheduler, &pki_dir).await?;
     let agent = Agent::start(AgentConfig {
         security: drover_proto::pki::tls::Security::Tls(drover_proto::pki::tls::LiveTls::new(
             node_material,
@@ -89,7 +90,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         a.state_dir.display()
     );
     println!(
-        "drover dev: TLS with the CA in {0}; drover finds it there for the default state dir, else: export DROVER_PKI_DIR={0}",
+        "drover dev: TLS with the CA in {0}, ACLs on with the admin token in {0}/token; drover finds both there for the default state dir, else: export DROVER_PKI_DIR={0}",
         pki_dir.display()
     );
     shutdown_signal().await;
@@ -124,5 +125,36 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// Turns ACLs on the first time, keeping the admin token in
+/// `<pki_dir>/token` (0600), where `drover` finds it. A dev cluster whose
+/// token file is gone keeps its ACLs; it says so.
+async fn ensure_acl(scheduler: &Scheduler, pki_dir: &std::path::Path) -> Result<()> {
+    let path = pki_dir.join("token");
+    if path.exists() {
+        return Ok(());
+    }
+    let start = std::time::Instant::now();
+    loop {
+        match drover_scheduler::server::acl_api::bootstrap(&scheduler.replica).await {
+            Ok(t) => {
+                drover_proto::pki::write_private(&path, format!("{}\n", t.secret).as_bytes())?;
+                return Ok(());
+            }
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                eprintln!(
+                    "drover dev: ACLs are on but {} is gone: give drover a token you kept (--token)",
+                    path.display()
+                );
+                return Ok(());
+            }
+            Err(s) if start.elapsed() < Duration::from_secs(20) => {
+                tracing::debug!(error = %s.message(), "waiting to bootstrap ACLs");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => anyhow::bail!("cannot bootstrap ACLs: {}", s.message()),
+        }
     }
 }

@@ -28,7 +28,7 @@ pub async fn run(addr: &str, a: ExecArgs) -> Result<i32> {
     let tty =
         a.tty || (!a.no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal());
     let size = terminal::size(std::io::stdin().as_fd()).unwrap_or((24, 80));
-    let mut agent = client::agent(&alloc.node_address).await?;
+    let (mut agent, ticket) = client::agent(&mut c, &alloc.id, "exec").await?;
     let (tx, rx) = mpsc::channel(16);
     let input = |i: Input| pb::ExecInput { input: Some(i) };
     tx.send(input(Input::Start(pb::ExecStart {
@@ -42,7 +42,7 @@ pub async fn run(addr: &str, a: ExecArgs) -> Result<i32> {
     })))
     .await?;
     let mut output = agent
-        .exec(ReceiverStream::new(rx))
+        .exec(ticket.request(ReceiverStream::new(rx)))
         .await
         .map_err(status)?
         .into_inner();

@@ -40,8 +40,9 @@ pub async fn run(addr: &str, a: LogsArgs) -> Result<i32> {
     for alloc in allocs {
         let follow = a.follow;
         let tail = a.tail.unwrap_or(-1);
+        let c = c.clone();
         tasks.push(tokio::spawn(async move {
-            stream(alloc, follow, tail, prefix).await
+            stream(c, alloc, follow, tail, prefix).await
         }));
     }
     let mut code = 0;
@@ -54,17 +55,23 @@ pub async fn run(addr: &str, a: LogsArgs) -> Result<i32> {
     Ok(code)
 }
 
-async fn stream(alloc: pb::Allocation, follow: bool, tail: i64, prefix: bool) -> Result<()> {
+async fn stream(
+    mut c: pb::drover_client::DroverClient<client::Backoff>,
+    alloc: pb::Allocation,
+    follow: bool,
+    tail: i64,
+    prefix: bool,
+) -> Result<()> {
     if alloc.node_address.is_empty() {
         bail!("allocation {} is not on a known node", alloc.name);
     }
-    let mut agent = client::agent(&alloc.node_address).await?;
+    let (mut agent, ticket) = client::agent(&mut c, &alloc.id, "logs").await?;
     let mut s = agent
-        .logs(pb::LogsRequest {
+        .logs(ticket.request(pb::LogsRequest {
             alloc_id: alloc.id.clone(),
             follow,
             tail,
-        })
+        }))
         .await
         .map_err(status)?
         .into_inner();

@@ -1,5 +1,6 @@
 //! One module per command group; `run` dispatches.
 
+mod acl;
 mod alloc;
 mod bench;
 mod bench_ha;
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Exec(a) => exec::run(&cli.addr, a).await,
         Command::Dev(a) => dev::run(a).await,
         Command::Cluster(c) => cluster::run(&cli.addr, c).await,
+        Command::Acl(c) => acl::run(&cli.addr, c).await,
         Command::Bench(BenchCmd::JobRun {
             replicas,
             trials,

@@ -18,12 +18,15 @@
 //!   replica can check it and nothing needs to be stored.
 //! - Certificates live a month and are **renewed** ([`renew`]) two thirds
 //!   into their life by the process holding them.
+//! - Agents serve exec, logs and usage only with a [`ticket`] a scheduler
+//!   signed after checking the caller's ACL token.
 //! - [`tls`] builds rustls configurations from all this and runs tonic
 //!   over them: servers learn the verified [`Identity`] of each peer.
 
 pub mod ca;
 pub mod join;
 pub mod renew;
+pub mod ticket;
 pub mod tls;
 pub mod token;
 

@@ -66,6 +66,16 @@ fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, PkiError> {
     Ok(Arc::new(roots))
 }
 
+/// A verifier of scheduler certificates (server name
+/// [`super::SCHEDULER_NAME`]) chaining to `ca_pem`.
+pub fn scheduler_verifier(
+    ca_pem: &str,
+) -> Result<Arc<rustls::client::WebPkiServerVerifier>, PkiError> {
+    rustls::client::WebPkiServerVerifier::builder_with_provider(roots(ca_pem)?, provider())
+        .build()
+        .map_err(|e| PkiError::Tls(e.to_string()))
+}
+
 /// What a process proves itself with and trusts: the cluster CA's
 /// certificate and its own credential.
 #[derive(Clone, Debug)]

@@ -12,6 +12,10 @@
 //! | `Cluster/Forward`, `ReadIndex`   | replicas                    |
 //! | `Cluster/CreateJoinToken`        | clients                     |
 //! | `Cluster/*` (membership, status) | clients, replicas           |
+//! | `Acl/*`                          | clients                     |
+//!
+//! Within what a certificate reaches, a client's ACL token decides (once
+//! ACLs are bootstrapped; see `super::access`).
 //!
 //! A call without a certificate, or from the wrong kind of caller, is
 //! answered `UNAUTHENTICATED` / `PERMISSION_DENIED` naming what was wrong,
@@ -58,6 +62,7 @@ fn allowed(path: &str) -> Option<&'static [Kind]> {
         ("Cluster", "Forward" | "ReadIndex") => &[Scheduler],
         ("Cluster", "CreateJoinToken") => &[Client],
         ("Cluster", _) => &[Client, Scheduler],
+        ("Acl", _) => &[Client],
         _ => &[],
     })
 }

@@ -2,20 +2,33 @@
 //!
 //! Writes go through Raft; reads are linearizable unless the request asks
 //! for a stale read. Specs are parsed and validated here again, before any
-//! command is proposed, so a bad request changes nothing.
+//! command is proposed, so a bad request changes nothing. Each call
+//! checks the caller's ACL token first (see `super::access`): `read` for
+//! inspecting, `operate` for changing, on the job it concerns; a token
+//! fenced to some jobs sees only those.
 
+use super::access;
 use super::convert;
 use crate::replica::Replica;
+use crate::state::acl::{Permission, Token};
 use crate::state::{Command, Desired};
 use drover_proto::pb::{self, drover_server::Drover};
 use tonic::{Request, Response, Status};
 
 pub struct ClientApi {
     pub replica: Replica,
+    /// This replica's certificate and key, which sign agent tickets
+    /// (`None` without TLS: agents then take calls without one).
+    pub signer: Option<drover_proto::pki::tls::LiveTls>,
 }
 
 fn stale(r: &Option<pb::ReadOptions>) -> bool {
     r.as_ref().is_some_and(|r| r.stale)
+}
+
+/// Whether a token (if any) sees job `job`.
+fn sees(token: &Option<Token>, job: &str) -> bool {
+    token.as_ref().is_none_or(|t| t.sees(job))
 }
 
 fn request_id(id: &str) -> String {
@@ -32,10 +45,20 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let req = req.into_inner();
-        let spec = drover_proto::spec::from_json(&req.spec_json)
+        // Who it is first: a caller without a token learns nothing, not
+        // even whether its spec is valid.
+        access::check(&self.replica, &req, Permission::Read, None, "submit jobs")?;
+        let spec = drover_proto::spec::from_json(&req.get_ref().spec_json)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let name = spec.name.clone();
+        access::check(
+            &self.replica,
+            &req,
+            Permission::Operate,
+            Some(&name),
+            &format!("submit job {name:?}"),
+        )?;
+        let req = req.into_inner();
         let r = self
             .replica
             .write(Command::SubmitJob {
@@ -61,11 +84,13 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let token = access::check(&self.replica, &req, Permission::Read, None, "list jobs")?;
         let (jobs, read) = self
             .replica
             .read(stale(&req.get_ref().read), |s| {
                 s.jobs
                     .values()
+                    .filter(|j| sees(&token, &j.name))
                     .map(|j| convert::job_summary(s, j))
                     .collect()
             })
@@ -80,6 +105,14 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::JobStatus>, Status> {
+        let name = req.get_ref().name.clone();
+        access::check(
+            &self.replica,
+            &req,
+            Permission::Read,
+            Some(&name),
+            &format!("read job {name:?}"),
+        )?;
         let req = req.into_inner();
         let (job, read) = self
             .replica
@@ -97,6 +130,14 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::StopJobRequest>,
     ) -> Result<Response<pb::StopJobResponse>, Status> {
+        let name = req.get_ref().name.clone();
+        access::check(
+            &self.replica,
+            &req,
+            Permission::Operate,
+            Some(&name),
+            &format!("stop job {name:?}"),
+        )?;
         let req = req.into_inner();
         let exists = self
             .replica
@@ -125,6 +166,17 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::ListAllocationsRequest>,
     ) -> Result<Response<pb::ListAllocationsResponse>, Status> {
+        let job = Some(req.get_ref().job.clone()).filter(|j| !j.is_empty());
+        let token = access::check(
+            &self.replica,
+            &req,
+            Permission::Read,
+            job.as_deref(),
+            &format!(
+                "list the allocations of job {:?}",
+                job.as_deref().unwrap_or("")
+            ),
+        )?;
         let req = req.into_inner();
         let (allocations, read) = self
             .replica
@@ -136,6 +188,7 @@ impl Drover for ClientApi {
                     .allocations
                     .values()
                     .filter(|a| req.job.is_empty() || a.job == req.job)
+                    .filter(|a| sees(&token, &a.job))
                     .filter(|a| req.all || a.desired == Desired::Run || !a.state.is_terminal())
                     .map(|a| convert::allocation(s, a))
                     .collect();
@@ -155,13 +208,25 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::GetAllocationRequest>,
     ) -> Result<Response<pb::Allocation>, Status> {
+        let token = access::check(
+            &self.replica,
+            &req,
+            Permission::Read,
+            None,
+            "read allocations",
+        )?;
         let req = req.into_inner();
         let (a, _) = self
             .replica
             .read(stale(&req.read), |s| {
-                s.find_allocation(&req.id)
-                    .map(|a| convert::allocation(s, a))
-                    .map_err(Status::not_found)
+                let a = s.find_allocation(&req.id).map_err(Status::not_found)?;
+                if !sees(&token, &a.job) {
+                    return Err(Status::permission_denied(format!(
+                        "this ACL token may not read allocations of job {:?}",
+                        a.job
+                    )));
+                }
+                Ok(convert::allocation(s, a))
             })
             .await?;
         Ok(Response::new(a?))
@@ -171,6 +236,7 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        access::check(&self.replica, &req, Permission::Read, None, "list nodes")?;
         let (nodes, read) = self
             .replica
             .read(stale(&req.get_ref().read), |s| {
@@ -187,6 +253,7 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::ScaleJobRequest>,
     ) -> Result<Response<pb::JobActionResponse>, Status> {
+        self.may_operate(&req, &req.get_ref().name, "scale")?;
         let req = req.into_inner();
         if req.replicas > 10_000 {
             return Err(Status::invalid_argument(format!(
@@ -207,6 +274,7 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::RollbackJobRequest>,
     ) -> Result<Response<pb::JobActionResponse>, Status> {
+        self.may_operate(&req, &req.get_ref().name, "roll back")?;
         let req = req.into_inner();
         self.job_action(Command::RollbackJob {
             request_id: request_id(&req.request_id),
@@ -223,6 +291,7 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::JobActionRequest>,
     ) -> Result<Response<pb::JobActionResponse>, Status> {
+        self.may_operate(&req, &req.get_ref().name, "promote")?;
         let req = req.into_inner();
         self.job_action(Command::PromoteJob {
             request_id: request_id(&req.request_id),
@@ -236,6 +305,7 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::PauseJobRequest>,
     ) -> Result<Response<pb::JobActionResponse>, Status> {
+        self.may_operate(&req, &req.get_ref().name, "pause")?;
         let req = req.into_inner();
         self.job_action(Command::PauseJob {
             request_id: request_id(&req.request_id),
@@ -250,6 +320,7 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::JobActionRequest>,
     ) -> Result<Response<pb::JobActionResponse>, Status> {
+        self.may_operate(&req, &req.get_ref().name, "restart")?;
         let req = req.into_inner();
         self.job_action(Command::RestartJob {
             request_id: request_id(&req.request_id),
@@ -263,6 +334,13 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        access::check(
+            &self.replica,
+            &req,
+            Permission::Operate,
+            None,
+            "remove nodes",
+        )?;
         let name = req.into_inner().name;
         let r = self
             .replica
@@ -287,6 +365,13 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::SetNodeSchedulableRequest>,
     ) -> Result<Response<pb::SetNodeSchedulableResponse>, Status> {
+        access::check(
+            &self.replica,
+            &req,
+            Permission::Operate,
+            None,
+            "cordon or drain nodes",
+        )?;
         let req = req.into_inner();
         let r = self
             .replica
@@ -313,9 +398,79 @@ impl Drover for ClientApi {
             allocations,
         }))
     }
+
+    async fn agent_ticket(
+        &self,
+        req: Request<pb::AgentTicketRequest>,
+    ) -> Result<Response<pb::AgentTicketResponse>, Status> {
+        use drover_proto::pki::ticket::{Action, Ticket};
+        let action = Action::parse(&req.get_ref().action).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "action: {:?} is not exec, logs or usage",
+                req.get_ref().action
+            ))
+        })?;
+        // Authenticated first; the job is known once the allocation is found.
+        access::check(&self.replica, &req, Permission::Read, None, "use agents")?;
+        let (found, _) = self
+            .replica
+            .read(false, |s| {
+                s.find_allocation(&req.get_ref().alloc_id)
+                    .map(|a| {
+                        let address = s
+                            .nodes
+                            .get(&a.node)
+                            .map(|n| n.address.clone())
+                            .unwrap_or_default();
+                        (a.id.clone(), a.job.clone(), a.node.clone(), address)
+                    })
+                    .map_err(Status::not_found)
+            })
+            .await?;
+        let (alloc, job, node, node_address) = found?;
+        let permission = match action {
+            Action::Exec => Permission::Exec,
+            Action::Logs => Permission::Logs,
+            Action::Usage => Permission::Read,
+        };
+        let what = match action {
+            Action::Exec => format!("run commands in replicas of job {job:?}"),
+            Action::Logs => format!("read the output of job {job:?}"),
+            Action::Usage => format!("read the usage of job {job:?}"),
+        };
+        access::check(&self.replica, &req, permission, Some(&job), &what)?;
+        let holder = match drover_proto::pki::tls::peer_identity(&req) {
+            Some(drover_proto::pki::Identity::Client(n)) => n.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        let ticket = match &self.signer {
+            Some(live) => Ticket::new(action, &alloc, &node, &holder, std::time::SystemTime::now())
+                .sign(&live.material().credential)
+                .map_err(|e| Status::internal(format!("cannot sign a ticket: {e}")))?,
+            None => String::new(),
+        };
+        Ok(Response::new(pb::AgentTicketResponse {
+            ticket,
+            alloc_id: alloc,
+            node_address,
+        }))
+    }
 }
 
 impl ClientApi {
+    /// Checks the caller may `verb` job `name`.
+    fn may_operate<T>(&self, req: &Request<T>, name: &str, verb: &str) -> Result<(), Status> {
+        access::check(
+            &self.replica,
+            req,
+            Permission::Operate,
+            Some(name),
+            &format!("{verb} job {name:?}"),
+        )
+        .map(|_| ())
+    }
+
     /// Proposes a job command; a refusal is the user's error, with its reason.
     async fn job_action(&self, cmd: Command) -> Result<Response<pb::JobActionResponse>, Status> {
         let r = self.replica.write(cmd).await?;

@@ -10,6 +10,7 @@
 use crate::cluster::forward::{self, FORWARDED};
 use crate::raft;
 use crate::replica::Replica;
+use crate::state::acl::Permission;
 use crate::state::Command;
 use drover_proto::pb::{self, cluster_server::Cluster};
 use openraft::{ChangeMembers, ServerState};
@@ -131,6 +132,7 @@ impl Cluster for ClusterApi {
         &self,
         req: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
+        super::access::check(&self.replica, &req, Permission::Read, None, "list members")?;
         let stale = req.get_ref().read.as_ref().is_some_and(|r| r.stale);
         if stale {
             return Ok(Response::new(self.members_here(true).await));
@@ -156,6 +158,7 @@ impl Cluster for ClusterApi {
         req: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
         refuse_second_hop(&self.replica, &req)?;
+        super::access::check(&self.replica, &req, Permission::Admin, None, "add members")?;
         let req = req.into_inner();
         if req.id == 0 {
             return Err(Status::invalid_argument("id: must not be 0"));
@@ -209,6 +212,13 @@ impl Cluster for ClusterApi {
         req: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
         refuse_second_hop(&self.replica, &req)?;
+        super::access::check(
+            &self.replica,
+            &req,
+            Permission::Admin,
+            None,
+            "remove members",
+        )?;
         let req = req.into_inner();
         forward::with_leader(&self.replica, |leader| async move {
             match leader {
@@ -289,6 +299,13 @@ impl Cluster for ClusterApi {
         req: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
         use drover_proto::pki::token::{JoinToken, Role, DEFAULT_TTL};
+        super::access::check(
+            &self.replica,
+            &req,
+            Permission::Admin,
+            None,
+            "create join tokens",
+        )?;
         let r = req.into_inner();
         let role = Role::parse(&r.role).ok_or_else(|| {
             Status::invalid_argument(format!("role: {:?} is neither agent nor scheduler", r.role))

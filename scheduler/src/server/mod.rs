@@ -4,6 +4,8 @@
 //! `Scheduler::start` brings it all up and `Scheduler::shutdown` stops it in
 //! order (mini-redis style: a broadcast stop signal, then wait for every task).
 
+pub mod access;
+pub mod acl_api;
 pub mod auth;
 pub mod client_api;
 pub mod cluster_api;
@@ -189,9 +191,13 @@ impl Scheduler {
             .add_service(
                 pb::drover_server::DroverServer::new(client_api::ClientApi {
                     replica: replica.clone(),
+                    signer: config.pki.as_ref().map(|p| p.tls.clone()),
                 })
                 .max_decoding_message_size(MAX_CLIENT_REQUEST),
             )
+            .add_service(pb::acl_server::AclServer::new(acl_api::AclApi {
+                replica: replica.clone(),
+            }))
             .add_service(pb::node_service_server::NodeServiceServer::new(
                 node_api::NodeApi {
                     replica: replica.clone(),

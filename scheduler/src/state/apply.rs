@@ -121,6 +121,21 @@ impl State {
                 reason,
                 at_ms,
             } => self.remove_node(name, reason, *at_ms),
+            Command::AclBootstrap { token } => match self.acl.bootstrap(token.clone()) {
+                Ok(()) => CommandResult::ok(true),
+                Err(e) => CommandResult::refused(e),
+            },
+            Command::CreateAclToken { token } => match self.acl.create(token.clone()) {
+                Ok(()) => CommandResult::ok(true),
+                Err(e) => CommandResult::refused(e),
+            },
+            Command::RevokeAclToken { accessor } => match self.acl.revoke(accessor) {
+                Ok(a) => CommandResult {
+                    note: a,
+                    ..CommandResult::ok(true)
+                },
+                Err(e) => CommandResult::refused(e),
+            },
             Command::Noop => CommandResult::ok(false),
             Command::Batch(cmds) => CommandResult {
                 ok: true,

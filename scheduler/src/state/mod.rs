@@ -7,6 +7,7 @@
 //! hold equal states. Commands are validated again at apply time against the
 //! state they meet, because a controller may have planned on an older view.
 
+pub mod acl;
 mod apply;
 mod model;
 pub mod subnet;
@@ -134,6 +135,13 @@ pub enum Command {
         reason: String,
         at_ms: i64,
     },
+    /// Turn access control on, with the first (admin) token. Refused
+    /// once done.
+    AclBootstrap { token: acl::Token },
+    /// A new ACL token (its secret's hash only).
+    CreateAclToken { token: acl::Token },
+    /// Revoke the ACL token with this accessor (or unique prefix of it).
+    RevokeAclToken { accessor: String },
     /// Does nothing; used by tests and to commit a marker entry.
     Noop,
     /// Commands proposed concurrently, applied in order as one log entry:
@@ -166,6 +174,9 @@ impl Command {
             Command::SetPendingReason { .. }
             | Command::PurgeJob { .. }
             | Command::SetRollout { .. }
+            | Command::AclBootstrap { .. }
+            | Command::CreateAclToken { .. }
+            | Command::RevokeAclToken { .. }
             | Command::Noop => {}
         }
     }

@@ -23,6 +23,9 @@ pub struct State {
     /// `--cluster-cidr` only matters for a cluster that has none yet).
     #[serde(default)]
     pub cluster_cidr: String,
+    /// API tokens, and whether they are required (see `super::acl`).
+    #[serde(default)]
+    pub acl: super::acl::Acl,
 }
 
 /// A job and every version of it that was submitted.
