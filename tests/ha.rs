@@ -458,3 +458,96 @@ fn agents_keep_their_containers_through_a_leader_change() {
     );
     assert!(out.stdout.contains("running"), "{}", out.stdout);
 }
+
+#[test]
+fn rotating_the_ca_of_three_replicas_and_two_nodes_stops_nothing() {
+    if !require_root("rotating_the_ca_of_three_replicas_and_two_nodes_stops_nothing") {
+        return;
+    }
+    let images = images();
+    let _turn = one_at_a_time();
+    let mut c = NetCluster::up("harot", 13, 3, 2, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |name: &str| {
+        let p = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &p,
+            format!(
+                "name: {name}\nreplicas: 2\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '1000']\nresources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n",
+                images.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let out = c.drover(&[
+        "job",
+        "run",
+        "--timeout",
+        "60s",
+        spec("steady").to_str().unwrap(),
+    ]);
+    assert!(out.ok(), "job run: {}{}", out.stdout, out.stderr);
+    let allocs = |c: &NetCluster| -> Vec<(String, u64, String)> {
+        let out = c.drover(&["alloc", "ls", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+        let mut a: Vec<_> = v
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|a| {
+                (
+                    a["id"].as_str().unwrap_or_default().to_string(),
+                    a["pid"].as_u64().unwrap_or(0),
+                    a["state"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        a.sort();
+        a
+    };
+    let before = allocs(&c);
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // The CLI here holds copies of the CA and the admin credential (as an
+    // operator's workstation would): rotate-ca keeps them current itself.
+    let out = c.drover(&["cluster", "rotate-ca", "--timeout", "3m"]);
+    assert!(out.ok(), "rotate-ca: {}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("CA rotation done"), "{}", out.stdout);
+    assert_eq!(allocs(&c), before, "a container was stopped or replaced");
+
+    // Every replica answers over the new certificates, and after the leader
+    // dies the others elect one and commit (new connections, new CA only).
+    let members = c.members().expect("members");
+    let roles: Vec<&str> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["role"].as_str())
+        .collect();
+    assert!(!roles.contains(&"unreachable"), "{members}");
+    let leader = c.leader();
+    c.must(&["kill", &format!("s{leader}")]);
+    wait_for("a new leader", Duration::from_secs(20), || {
+        let l = c.leader();
+        (l != 0 && l != leader).then_some(l)
+    });
+    let out = c.drover(&[
+        "job",
+        "run",
+        "--timeout",
+        "60s",
+        spec("after").to_str().unwrap(),
+    ]);
+    assert!(
+        out.ok(),
+        "job run after the rotation: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    let after = allocs(&c);
+    for a in &before {
+        assert!(after.contains(a), "{a:?} changed: {after:?}");
+    }
+}

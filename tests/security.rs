@@ -747,3 +747,116 @@ fn tokens_bound_what_each_caller_may_do_and_agents_want_a_ticket() {
     });
     c.drover(&["job", "stop", "web-a"]);
 }
+
+#[test]
+fn rotating_the_ca_keeps_every_container_running_and_ends_trusting_only_the_new_one() {
+    if !drover_e2e::require_root(
+        "rotating_the_ca_keeps_every_container_running_and_ends_trusting_only_the_new_one",
+    ) {
+        return;
+    }
+    let mut c = Cluster::start("sec-rotate");
+    let spec = c.spec(
+        "steady",
+        &format!(
+            "name: steady\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '1000']\n\
+             resources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n",
+            drover_e2e::images().display()
+        ),
+    );
+    let run = c.drover(&["job", "run", spec.to_str().unwrap()]);
+    assert!(run.ok(), "{}{}", run.stdout, run.stderr);
+    let before = c.json(&["job", "status", "steady"])["allocations"][0].clone();
+    let (alloc, pid) = (
+        before["id"].as_str().unwrap().to_string(),
+        before["pid"].as_u64().unwrap(),
+    );
+    let pki = pki_dir_for(&c.addr).unwrap();
+    let old = Ca::load(&pki).unwrap();
+
+    let r = c.drover(&["cluster", "rotate-ca", "--timeout", "3m"]);
+    assert!(r.ok(), "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("CA rotation done"), "{}", r.stdout);
+
+    // Nothing stopped: the same allocation, the same process.
+    let after = c.json(&["job", "status", "steady"])["allocations"][0].clone();
+    assert_eq!(after["id"].as_str(), Some(alloc.as_str()));
+    assert_eq!(after["state"], "running");
+    assert_eq!(after["pid"].as_u64(), Some(pid));
+    assert!(drover_e2e::pid_alive(pid as u32));
+
+    // Everyone holds the new CA's certificates and trusts it alone.
+    let new = Ca::load(&pki).unwrap();
+    assert_ne!(new.fingerprint(), old.fingerprint());
+    use drover_proto::pki::ca::{bundle_id, issuer};
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap();
+    assert_eq!(
+        bundle_id(&read(pki.join("ca.pem"))),
+        bundle_id(&new.cert_pem)
+    );
+    assert_eq!(
+        issuer(&read(pki.join("scheduler.pem"))),
+        Some(new.subject())
+    );
+    assert_eq!(issuer(&read(pki.join("admin.pem"))), Some(new.subject()));
+    let node = c.agent_state_dir().join("pki");
+    assert_eq!(issuer(&read(node.join("node.pem"))), Some(new.subject()));
+    // The node drops the old CA at its next heartbeat after the end.
+    drover_e2e::wait_for(
+        "the node to trust the new CA alone",
+        Duration::from_secs(10),
+        || (bundle_id(&read(node.join("ca.pem"))) == bundle_id(&new.cert_pem)).then_some(()),
+    );
+
+    // A certificate of the old CA gets nowhere now.
+    let stale = old
+        .issue(&Identity::Client("admin".into()), Duration::from_secs(600))
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt.block_on(async {
+        let t = tls::ClientTls::new(
+            tls::client_config(&old.cert_pem, Some(&stale)).unwrap(),
+            SCHEDULER_NAME,
+        );
+        match dial(&c.addr, &t).await {
+            Ok(ch) => list_jobs(ch).await.map(|_| ()).map_err(|s| s.to_string()),
+            Err(e) => Err(e),
+        }
+    });
+    assert!(r.is_err(), "the old CA is still trusted");
+
+    // From their files alone (new handshakes both ways), a restarted agent
+    // and scheduler find each other and the container is still there.
+    c.agent.as_ref().unwrap().signal("TERM");
+    c.agent.take();
+    c.scheduler.as_ref().unwrap().signal("KILL");
+    c.scheduler.take();
+    c.start_scheduler();
+    c.start_agent();
+    let more = c.spec(
+        "after",
+        &std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace("name: steady", "name: after"),
+    );
+    let run = c.drover(&["job", "run", more.to_str().unwrap()]);
+    assert!(
+        run.ok(),
+        "a job after the rotation and restarts: {}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("all 1 replica(s) of version 1 running"),
+        "{}",
+        run.stdout
+    );
+    let again = c.json(&["job", "status", "steady"])["allocations"][0].clone();
+    assert_eq!(
+        again["pid"].as_u64(),
+        Some(pid),
+        "the container was replaced"
+    );
+    c.drover(&["job", "stop", "steady"]);
+    c.drover(&["job", "stop", "after"]);
+}

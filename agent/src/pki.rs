@@ -83,14 +83,16 @@ pub fn install(state_dir: &Path, ca_pem: &str, credential: &Credential) -> Resul
 }
 
 /// Renews the node's certificate through one of `schedulers` each time it
-/// is due, keeps it in `<state_dir>/pki` and presents it from the next
-/// handshake on, until `stop`. A failed renewal is retried, more often as
+/// is due (or `now` is notified: the cluster's CAs changed), keeps it in
+/// `<state_dir>/pki` and presents it from the next handshake on, until
+/// `stop`. A failed renewal is retried, more often as
 /// the end nears; the old certificate serves until then.
 pub async fn keep_renewed(
     state_dir: PathBuf,
     name: String,
     live: LiveTls,
     schedulers: Vec<String>,
+    now: std::sync::Arc<tokio::sync::Notify>,
     mut stop: tokio::sync::broadcast::Receiver<()>,
 ) {
     let dir = state_dir.join("pki");
@@ -100,11 +102,12 @@ pub async fn keep_renewed(
     loop {
         let cert = live.material().credential.cert_pem;
         let wait = renew::wait(&cert, SystemTime::now());
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+        let asked = tokio::select! {
+            _ = tokio::time::sleep(wait) => false,
+            _ = now.notified() => true,
             _ = stop.recv() => return,
-        }
-        if renew::due(&cert).is_some_and(|at| at > SystemTime::now()) {
+        };
+        if !asked && renew::due(&cert).is_some_and(|at| at > SystemTime::now()) {
             continue; // woke early (the wait is capped): not due yet
         }
         let mut errors = Vec::new();

@@ -237,6 +237,37 @@ pub enum ClusterCmd {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
+    /// Replace the cluster CA without stopping anything (needs an admin
+    /// token). Every replica and node first trusts the old and the new CA,
+    /// then gets a certificate of the new one, then trusts only the new
+    /// one; each phase waits until everyone caught up. This CLI's own CA
+    /// file and certificate are updated as it goes (when writable); other
+    /// clients need the new CA certificate (`drover cluster ca`) before the
+    /// rotation ends. A node down throughout must join again.
+    ///
+    /// Examples:
+    ///   drover cluster rotate-ca
+    ///   drover cluster rotate-ca --no-wait && drover cluster ca --status
+    #[command(verbatim_doc_comment)]
+    RotateCa {
+        /// Start the rotation and return.
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this long (the rotation goes on).
+        #[arg(long, default_value = "10m")]
+        timeout: String,
+    },
+    /// Print the CA certificates clients should trust now (PEM), or with
+    /// --status the CA rotation's phase and what it waits for.
+    ///
+    /// Examples:
+    ///   drover cluster ca > ca.pem
+    ///   drover cluster ca --status
+    #[command(verbatim_doc_comment)]
+    Ca {
+        #[arg(long)]
+        status: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -19,6 +19,11 @@ pub const DEFAULT_PKI_DIRS: &[&str] = &["/var/lib/drover/dev/pki", "/var/lib/dro
 /// command line, before the first connection).
 type Dial = Result<(ClientTls, ClientTls), String>;
 static DIAL: RwLock<Option<Dial>> = RwLock::new(None);
+/// The files the credentials in use came from: CA certificates,
+/// certificate, key (`drover cluster rotate-ca` updates them).
+static PATHS: RwLock<Option<[PathBuf; 3]>> = RwLock::new(None);
+/// The arguments the credentials were resolved from (to resolve again).
+static ARGS: RwLock<Option<crate::cli::CredentialArgs>> = RwLock::new(None);
 /// The ACL token to present, if any (resolved with the credentials).
 static TOKEN: RwLock<Option<Option<String>>> = RwLock::new(None);
 
@@ -26,6 +31,7 @@ static TOKEN: RwLock<Option<Option<String>>> = RwLock::new(None);
 /// [`crate::cli::CredentialArgs`]); errors wait until a connection is made,
 /// so commands that connect nowhere work without any.
 pub fn set_credentials(args: &crate::cli::CredentialArgs) {
+    *ARGS.write().unwrap_or_else(|e| e.into_inner()) = Some(args.clone());
     *DIAL.write().unwrap_or_else(|e| e.into_inner()) = Some(resolve(args));
     *TOKEN.write().unwrap_or_else(|e| e.into_inner()) = Some(resolve_token(args));
 }
@@ -47,6 +53,22 @@ fn resolve_token(a: &crate::cli::CredentialArgs) -> Option<String> {
     })?;
     let t = std::fs::read_to_string(dir.join("token")).ok()?;
     Some(t.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+/// The files of the credentials in use: [CA certificates, certificate,
+/// key] (`None` without TLS, or before the first connection).
+pub fn credential_paths() -> Option<[PathBuf; 3]> {
+    PATHS.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Reads the credentials again (their files changed).
+pub fn reload_credentials() {
+    let args = ARGS
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_default();
+    set_credentials(&args);
 }
 
 /// The ACL token this process presents, if any.
@@ -94,11 +116,17 @@ fn resolve(a: &crate::cli::CredentialArgs) -> Result<(ClientTls, ClientTls), Str
     let read = |p: &Path, what: &str| {
         std::fs::read_to_string(p).map_err(|e| format!("{what} {}: {e}", p.display()))
     };
-    let ca_pem = read(&pick(&a.ca_cert, "ca.pem", "--ca-cert")?, "CA certificate")?;
+    let paths = [
+        pick(&a.ca_cert, "ca.pem", "--ca-cert")?,
+        pick(&a.cert, "admin.pem", "--cert")?,
+        pick(&a.key, "admin.key", "--key")?,
+    ];
+    let ca_pem = read(&paths[0], "CA certificate")?;
     let credential = drover_proto::pki::Credential {
-        cert_pem: read(&pick(&a.cert, "admin.pem", "--cert")?, "client certificate")?,
-        key_pem: read(&pick(&a.key, "admin.key", "--key")?, "client key")?,
+        cert_pem: read(&paths[1], "client certificate")?,
+        key_pem: read(&paths[2], "client key")?,
     };
+    *PATHS.write().unwrap_or_else(|e| e.into_inner()) = Some(paths);
     let config = drover_proto::pki::tls::client_config(&ca_pem, Some(&credential))
         .map_err(|e| e.to_string())?;
     Ok((

@@ -7,6 +7,12 @@
 //! A replica holds the CA key, so it renews its own certificate itself
 //! ([`Pki::keep_renewed`]): two thirds into its life it signs a new one,
 //! keeps it on disk and presents it from the next handshake on.
+//!
+//! The CA itself can be replaced while the cluster runs (`drover cluster
+//! rotate-ca`; see `crate::state::ca`): the [`Authority`] — the CA this
+//! replica signs with and the CA certificates it trusts — then changes
+//! under the running process, as the replicated state says
+//! ([`Pki::follow`]).
 
 use drover_proto::pki::{
     ca::Ca,
@@ -15,7 +21,7 @@ use drover_proto::pki::{
     Credential, Identity, PkiError,
 };
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 pub use drover_proto::pki::ca::LEAF_VALIDITY;
@@ -28,10 +34,36 @@ pub const ADMIN: &str = "admin";
 /// How long the first administrator's certificate is valid.
 pub const ADMIN_VALIDITY: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
+/// The CA a replica signs with, and the CA certificates (`ca.pem`: during
+/// a rotation, the old and the new) it trusts and hands out with every
+/// certificate. Shared by everything that signs; replaced as a whole.
+#[derive(Clone, Debug)]
+pub struct Authority(Arc<RwLock<(Arc<Ca>, String)>>);
+
+impl Authority {
+    pub fn new(signing: Ca, bundle: String) -> Authority {
+        Authority(Arc::new(RwLock::new((Arc::new(signing), bundle))))
+    }
+
+    /// The CA this replica signs with now.
+    pub fn signing(&self) -> Arc<Ca> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+    }
+
+    /// Every CA certificate trusted now, PEM.
+    pub fn bundle(&self) -> String {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).1.clone()
+    }
+
+    fn replace(&self, signing: Ca, bundle: String) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(signing), bundle);
+    }
+}
+
 /// The CA and this replica's TLS material.
 #[derive(Clone, Debug)]
 pub struct Pki {
-    pub ca: Arc<Ca>,
+    pub authority: Authority,
     pub tls: LiveTls,
     dir: PathBuf,
     id: u64,
@@ -49,6 +81,14 @@ fn needs_issue(dir: &Path, name: &str, identity: &Identity) -> bool {
         return true;
     }
     renew::due(&c.cert_pem).is_none_or(|at| at <= SystemTime::now())
+}
+
+/// Whether the certificate `name` in `dir` was signed by `ca`.
+fn signed_by(dir: &Path, name: &str, ca: &Ca) -> bool {
+    Credential::load(dir, name)
+        .ok()
+        .and_then(|c| drover_proto::pki::ca::issuer(&c.cert_pem))
+        .is_some_and(|i| i == ca.subject())
 }
 
 impl Pki {
@@ -79,24 +119,66 @@ impl Pki {
             init(dir)?;
         }
         let ca = Ca::load(dir)?;
+        let bundle = drover_proto::pki::read(&dir.join("ca.pem"))?;
         let identity = Identity::Scheduler(id);
-        if needs_issue(dir, OWN, &identity) {
+        if needs_issue(dir, OWN, &identity) || !signed_by(dir, OWN, &ca) {
             ca.issue(&identity, cert_ttl)?.save(dir, OWN)?;
         }
         Ok(Pki {
             tls: LiveTls::new(TlsMaterial::load(dir, OWN)?)?,
-            ca: Arc::new(ca),
+            authority: Authority::new(ca, bundle),
             dir: dir.to_path_buf(),
             id,
             cert_ttl,
         })
     }
 
+    /// Makes this replica's CA files, signing CA, trust and own certificate
+    /// what the cluster's CA rotation (if any) says they are now: the
+    /// rotation's new CA signs from its `sign` phase on, and the trusted
+    /// set is the old and the new until it is done. Idempotent; returns
+    /// whether anything changed. Files are written before anything is
+    /// used, and `Ca::load` finds the signing certificate by its key, so a
+    /// crash part way leaves a directory that loads (and the next call
+    /// finishes the job).
+    pub fn follow(&self, rotation: &crate::state::ca::CaRotation) -> Result<bool, PkiError> {
+        let current = self.authority.signing();
+        let (signing, bundle) = match rotation.signing() {
+            Some((cert, key)) => (
+                Ca::from_pem(cert.to_string(), key.to_string())?,
+                rotation.bundle(),
+            ),
+            None => (Ca::clone_of(&current)?, rotation.bundle()),
+        };
+        let same_signer = signing.fingerprint() == current.fingerprint();
+        let same_bundle = drover_proto::pki::ca::bundle_id(&bundle)
+            == drover_proto::pki::ca::bundle_id(&self.authority.bundle());
+        let own_ok = signed_by(&self.dir, OWN, &signing);
+        if same_signer && same_bundle && own_ok {
+            return Ok(false);
+        }
+        drover_proto::pki::write_public(&self.dir.join("ca.pem"), bundle.as_bytes())?;
+        drover_proto::pki::write_private(&self.dir.join("ca.key"), signing.key_pem().as_bytes())?;
+        if !own_ok {
+            signing
+                .issue(&Identity::Scheduler(self.id), self.cert_ttl)?
+                .save(&self.dir, OWN)?;
+        }
+        self.authority.replace(signing, bundle);
+        self.tls.replace(TlsMaterial::load(&self.dir, OWN)?)?;
+        tracing::info!(
+            phase = %rotation.phase,
+            "CA rotation: this replica's trust and certificate follow"
+        );
+        Ok(true)
+    }
+
     /// Signs a new certificate for this replica, keeps it, and presents it
     /// from the next handshake on.
     pub fn renew_own(&self) -> Result<(), PkiError> {
         let cred = self
-            .ca
+            .authority
+            .signing()
             .issue(&Identity::Scheduler(self.id), self.cert_ttl)?;
         cred.save(&self.dir, OWN)?;
         self.tls.replace(TlsMaterial::load(&self.dir, OWN)?)
@@ -149,8 +231,11 @@ impl Pki {
         let key = j.ca_key_pem.ok_or_else(|| {
             PkiError::Token("a scheduler replica needs a scheduler join token".into())
         })?;
-        let ca = Ca::from_pem(j.ca_pem, key)?;
-        ca.save(dir)?;
+        // During a rotation the CA certificates come as a bundle: the key
+        // finds its own among them.
+        drover_proto::pki::write_public(&dir.join("ca.pem"), j.ca_pem.as_bytes())?;
+        drover_proto::pki::write_private(&dir.join("ca.key"), key.as_bytes())?;
+        Ca::load(dir)?;
         j.credential.save(dir, OWN)?;
         Pki::open_for(dir, id, false, cert_ttl)
     }

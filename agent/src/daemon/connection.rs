@@ -131,9 +131,12 @@ async fn beat(
     shared: &super::Shared,
 ) -> Result<bool, String> {
     let sent = std::time::Instant::now();
+    let (ca_bundle_id, cert_issuer) = shared.trust_report();
     let mut req = tonic::Request::new(pb::HeartbeatRequest {
         name: me.name.clone(),
         network_error: shared.network_error(),
+        ca_bundle_id: ca_bundle_id.clone(),
+        cert_issuer: cert_issuer.clone(),
     });
     req.set_timeout(HEARTBEAT_DEADLINE);
     let r = tokio::time::timeout(HEARTBEAT_DEADLINE, client.heartbeat(req))
@@ -142,6 +145,12 @@ async fn beat(
         .map_err(|e| e.message().to_string())?
         .into_inner();
     shared.acknowledged(sent, r.node_timeout_ms);
+    // The cluster trusts other CAs now, or signs with another (a CA
+    // rotation): renew at once, which brings both.
+    if !r.ca_bundle_id.is_empty() && (r.ca_bundle_id != ca_bundle_id || r.signing_ca != cert_issuer)
+    {
+        shared.renew_now.notify_one();
+    }
     Ok(r.known)
 }
 

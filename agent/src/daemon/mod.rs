@@ -133,6 +133,11 @@ pub struct Shared {
     pub mesh_ip: std::net::IpAddr,
     /// The ports and replicas containers are kept from (see `network::guard`).
     pub control_plane: crate::network::guard::ControlPlane,
+    /// The node's certificate and the CAs it trusts (`None` without TLS).
+    pub tls: Option<drover_proto::pki::tls::LiveTls>,
+    /// Wakes the renewal of the node's certificate now (the cluster's CAs
+    /// changed: a CA rotation).
+    pub renew_now: Arc<tokio::sync::Notify>,
     pub monitor: Option<crate::runtime::MonitorConfig>,
     /// Containers a previous agent process left running, by allocation id,
     /// until a runner claims them or the first desired set disowns them.
@@ -143,6 +148,21 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// What the heartbeats say of this node's trust: the id of the CA set
+    /// it trusts and the CA that signed its certificate ("" without TLS).
+    pub fn trust_report(&self) -> (String, String) {
+        match &self.tls {
+            Some(l) => {
+                let m = l.material();
+                (
+                    drover_proto::pki::ca::bundle_id(&m.ca_pem),
+                    drover_proto::pki::ca::issuer(&m.credential.cert_pem).unwrap_or_default(),
+                )
+            }
+            None => Default::default(),
+        }
+    }
+
     /// Records a heartbeat sent at `sent` that a leader acknowledged, with
     /// the node timeout it answered (0: keep the one known).
     pub fn acknowledged(&self, sent: std::time::Instant, node_timeout_ms: u64) {
@@ -411,6 +431,11 @@ impl Agent {
             network_problem: Default::default(),
             network_status: Default::default(),
             lock,
+            tls: match &config.security {
+                drover_proto::pki::tls::Security::Tls(l) => Some(l.clone()),
+                drover_proto::pki::tls::Security::Plaintext => None,
+            },
+            renew_now: Default::default(),
             control_plane: crate::network::guard::ControlPlane::of(
                 local_addr.port(),
                 &config.schedulers,
@@ -466,6 +491,7 @@ impl Agent {
                 config.name.clone(),
                 live.clone(),
                 config.schedulers.clone(),
+                shared.renew_now.clone(),
                 stop.subscribe(),
             )));
         }

@@ -1,5 +1,5 @@
-//! `drover cluster members|add|remove|join-token`: the scheduler's replicas,
-//! and tokens for joining the cluster.
+//! `drover cluster members|add|remove|join-token|rotate-ca|ca`: the
+//! scheduler's replicas, tokens for joining the cluster, and its CA.
 
 use crate::cli::{ClusterCmd, Format};
 use crate::client::{self, status};
@@ -54,8 +54,139 @@ pub async fn run(addr: &str, cmd: ClusterCmd) -> Result<i32> {
                 .into_inner();
             println!("{}", r.token);
         }
+        ClusterCmd::RotateCa { no_wait, timeout } => {
+            let timeout = drover_proto::quantity::Duration::parse(&timeout)
+                .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?
+                .std();
+            let st = c
+                .rotate_ca(pb::RotateCaRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("CA rotation started: everyone trusts the old and the new CA first");
+            keep_own_credentials(addr, &st).await;
+            if !no_wait {
+                return wait_rotation(addr, st, timeout).await;
+            }
+        }
+        ClusterCmd::Ca { status: show } => {
+            let st = c
+                .get_ca_status(pb::CaStatusRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            if show {
+                println!("phase: {}", st.phase);
+                println!("signing CA: {}", st.signing_ca);
+                let n = drover_proto::pki::ca::split(&st.bundle_pem).len();
+                println!("trusted CA certificates: {n}");
+                if !st.waiting.is_empty() {
+                    println!("waiting for: {}", st.waiting.join(", "));
+                }
+            } else {
+                print!("{}", st.bundle_pem);
+            }
+        }
     }
     Ok(0)
+}
+
+/// Follows a CA rotation to its end, keeping this CLI's own credentials
+/// current, and says what each phase waits for.
+async fn wait_rotation(
+    addr: &str,
+    mut st: pb::CaStatus,
+    timeout: std::time::Duration,
+) -> Result<i32> {
+    let start = std::time::Instant::now();
+    let mut said = (String::new(), Vec::new());
+    loop {
+        let now = (st.phase.clone(), st.waiting.clone());
+        if now != said {
+            match st.phase.as_str() {
+                "trust" | "sign" if !st.waiting.is_empty() => {
+                    println!("phase {}: waiting for {}", st.phase, st.waiting.join(", "))
+                }
+                "sign" => println!("phase sign: replicas sign with the new CA; nodes renew"),
+                _ => {}
+            }
+            said = now;
+        }
+        if st.phase == "done" {
+            println!(
+                "CA rotation done: the cluster trusts only the new CA ({}); other clients need                  its certificate: drover cluster ca > ca.pem",
+                st.signing_ca
+            );
+            return Ok(0);
+        }
+        if start.elapsed() > timeout {
+            anyhow::bail!(
+                "the CA rotation is still in phase {} after {}s (it goes on; see `drover cluster ca --status`)",
+                st.phase,
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        // A new connection each time, with the credentials as the files
+        // hold them now (this CLI, or a replica sharing its directory, may
+        // have changed them): the servers' certificates change.
+        client::reload_credentials();
+        let mut c = client::cluster(addr).await?;
+        st = c
+            .get_ca_status(pb::CaStatusRequest {})
+            .await
+            .map_err(status)?
+            .into_inner();
+        keep_own_credentials(addr, &st).await;
+    }
+}
+
+/// Makes this CLI's CA file trust what the cluster trusts now, and, once the
+/// new CA signs, renews its own certificate with it (files it can write;
+/// it says so when it cannot).
+async fn keep_own_credentials(addr: &str, st: &pb::CaStatus) {
+    let Some([ca, cert, key]) = client::credential_paths() else {
+        return;
+    };
+    let mut changed = false;
+    let have = std::fs::read_to_string(&ca).unwrap_or_default();
+    if drover_proto::pki::ca::bundle_id(&have) != drover_proto::pki::ca::bundle_id(&st.bundle_pem) {
+        match drover_proto::pki::write_public(&ca, st.bundle_pem.as_bytes()) {
+            Ok(()) => changed = true,
+            Err(e) => eprintln!("drover: cannot update {}: {e}", ca.display()),
+        }
+    }
+    let mine = std::fs::read_to_string(&cert).unwrap_or_default();
+    let issuer = drover_proto::pki::ca::issuer(&mine).unwrap_or_default();
+    if st.phase != "trust" && !st.signing_ca.is_empty() && issuer != st.signing_ca {
+        match renew_own(addr, &cert, &key).await {
+            Ok(()) => {
+                changed = true;
+                println!(
+                    "renewed this CLI's certificate ({}) with the new CA",
+                    cert.display()
+                );
+            }
+            Err(e) => eprintln!("drover: cannot renew this CLI's certificate: {e:#}"),
+        }
+    }
+    if changed {
+        client::reload_credentials();
+    }
+}
+
+async fn renew_own(addr: &str, cert: &std::path::Path, key: &std::path::Path) -> Result<()> {
+    let pem = std::fs::read_to_string(cert)?;
+    let who = drover_proto::pki::Credential {
+        cert_pem: pem,
+        key_pem: String::new(),
+    }
+    .identity()?;
+    let ch = client::connect_any(addr).await?;
+    let r = drover_proto::pki::renew::renew_over(ch, &who).await?;
+    drover_proto::pki::write_private(key, r.credential.key_pem.as_bytes())?;
+    drover_proto::pki::write_public(cert, r.credential.cert_pem.as_bytes())?;
+    Ok(())
 }
 
 fn member(m: &pb::MemberStatus, leader: u64) -> Value {

@@ -29,15 +29,18 @@ pub async fn run(a: DevArgs) -> Result<i32> {
     ) {
         Ok(m)
             if m.credential.identity().ok() == Some(node.clone())
-                && m.ca_pem == pki.ca.cert_pem
+                && m.ca_pem == pki.authority.bundle()
                 && drover_proto::pki::renew::due(&m.credential.cert_pem)
                     .is_some_and(|at| at > std::time::SystemTime::now()) =>
         {
             m
         }
         _ => {
-            let cred = pki.ca.issue(&node, drover_proto::pki::ca::LEAF_VALIDITY)?;
-            drover_agent::pki::install(&agent_dir, &pki.ca.cert_pem, &cred)?;
+            let cred = pki
+                .authority
+                .signing()
+                .issue(&node, drover_proto::pki::ca::LEAF_VALIDITY)?;
+            drover_agent::pki::install(&agent_dir, &pki.authority.bundle(), &cred)?;
             drover_proto::pki::tls::TlsMaterial::load(
                 &agent_dir.join("pki"),
                 drover_agent::pki::OWN,

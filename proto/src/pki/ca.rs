@@ -35,6 +35,13 @@ impl std::fmt::Debug for Ca {
     }
 }
 
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .expect("the system's random source");
+    u32::from_le_bytes(b)
+}
+
 fn time(t: SystemTime) -> time::OffsetDateTime {
     time::OffsetDateTime::from(t)
 }
@@ -45,8 +52,11 @@ impl Ca {
         let key = KeyPair::generate().map_err(|e| PkiError::cert("CA key", e))?;
         let mut p = CertificateParams::default();
         p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name
-            .push(DnType::CommonName, format!("drover CA {name}"));
+        // A name of its own (a rotation's new CA is told from the old by it).
+        p.distinguished_name.push(
+            DnType::CommonName,
+            format!("drover CA {name} {:08x}", rand_u32()),
+        );
         p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let now = SystemTime::now();
@@ -62,11 +72,23 @@ impl Ca {
         })
     }
 
-    /// Loads `<dir>/ca.pem` and `<dir>/ca.key`.
+    /// Loads `<dir>/ca.key` and, from `<dir>/ca.pem` (during a rotation,
+    /// every trusted CA certificate: see [`bundle`]), the certificate that
+    /// key belongs to, wherever it is in the file.
     pub fn load(dir: &Path) -> Result<Ca, PkiError> {
-        let cert_pem = super::read(&dir.join("ca.pem"))?;
+        let bundle = super::read(&dir.join("ca.pem"))?;
         let key_pem = super::read(&dir.join("ca.key"))?;
-        Ca::from_pem(cert_pem, key_pem)
+        let certs = split(&bundle);
+        let mut first_error = None;
+        for cert in &certs {
+            match Ca::from_pem(cert.clone(), key_pem.clone()) {
+                Ok(ca) => return Ok(ca),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| PkiError::cert("CA certificate", "none in ca.pem")))
     }
 
     /// A CA from its certificate and key (checks they belong together).
@@ -88,6 +110,11 @@ impl Ca {
         })
     }
 
+    /// Another handle on the same CA.
+    pub fn clone_of(ca: &Ca) -> Result<Ca, PkiError> {
+        Ca::from_pem(ca.cert_pem.clone(), ca.key_pem.clone())
+    }
+
     /// Whether `dir` holds a CA.
     pub fn exists(dir: &Path) -> bool {
         dir.join("ca.key").exists()
@@ -107,6 +134,11 @@ impl Ca {
     /// SHA-256 of the CA certificate (DER), hex: what join tokens pin.
     pub fn fingerprint(&self) -> String {
         fingerprint(&self.cert_der)
+    }
+
+    /// The CA's name (its subject), as certificates it signs name their issuer.
+    pub fn subject(&self) -> String {
+        issuer_of_der(&self.cert_der, false).unwrap_or_default()
     }
 
     /// The secret join tokens are signed with: derived from the CA key, so
@@ -214,6 +246,50 @@ pub fn identity_of(der: &[u8]) -> Option<Identity> {
     })
 }
 
+/// The certificates in a PEM bundle, each as its own PEM.
+pub fn split(bundle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in bundle.lines() {
+        if line.starts_with("-----BEGIN ") {
+            cur.clear();
+        }
+        cur.push_str(line);
+        cur.push('\n');
+        if line.starts_with("-----END ") {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    out
+}
+
+/// A short name for a set of trusted CA certificates, whatever their
+/// order: agents and schedulers compare theirs by it during a rotation.
+pub fn bundle_id(bundle: &str) -> String {
+    let mut fps: Vec<String> = split(bundle)
+        .iter()
+        .filter_map(|c| pem_to_der(c).ok())
+        .map(|d| fingerprint(&d))
+        .collect();
+    fps.sort();
+    fps.dedup();
+    hex::encode(&Sha256::digest(fps.join(",").as_bytes())[..8])
+}
+
+fn issuer_of_der(der: &[u8], issuer: bool) -> Option<String> {
+    let (_, x509) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(if issuer {
+        x509.issuer().to_string()
+    } else {
+        x509.subject().to_string()
+    })
+}
+
+/// The name of the CA that signed the certificate in `cert_pem`.
+pub fn issuer(cert_pem: &str) -> Option<String> {
+    issuer_of_der(&pem_to_der(cert_pem).ok()?, true)
+}
+
 /// When a certificate ends.
 pub fn not_after(der: &[u8]) -> Option<SystemTime> {
     validity(der).map(|(_, end)| end)
@@ -292,6 +368,25 @@ mod tests {
         let other = Ca::generate("other").unwrap();
         let err = Ca::from_pem(ca.cert_pem.clone(), other.key_pem.clone()).unwrap_err();
         assert!(err.to_string().contains("does not belong"), "{err}");
+    }
+
+    #[test]
+    fn a_bundle_is_named_by_its_certificates_and_the_key_finds_its_own() {
+        let a = Ca::generate("a").unwrap();
+        let b = Ca::generate("b").unwrap();
+        let ab = format!("{}{}", a.cert_pem, b.cert_pem);
+        let ba = format!("{}{}", b.cert_pem, a.cert_pem);
+        assert_eq!(split(&ab).len(), 2);
+        assert_eq!(bundle_id(&ab), bundle_id(&ba));
+        assert_ne!(bundle_id(&ab), bundle_id(&a.cert_pem));
+        // The key of the second certificate in ca.pem finds it.
+        let d = tempfile::tempdir().unwrap();
+        write_public(&d.path().join("ca.pem"), ab.as_bytes()).unwrap();
+        write_private(&d.path().join("ca.key"), b.key_pem().as_bytes()).unwrap();
+        assert_eq!(Ca::load(d.path()).unwrap().fingerprint(), b.fingerprint());
+        let leaf = b.issue(&Identity::Node("n".into()), LEAF_VALIDITY).unwrap();
+        assert_eq!(issuer(&leaf.cert_pem).unwrap(), b.subject());
+        assert_ne!(a.subject(), b.subject());
     }
 
     pub(super) fn pem_body(pem: &str) -> Vec<u8> {

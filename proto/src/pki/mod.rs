@@ -143,7 +143,11 @@ fn write_mode(path: &Path, data: &[u8], mode: u32) -> Result<(), PkiError> {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("pki");
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    // Unique per writer: two processes (a replica and a CLI sharing a
+    // directory) may write the same file at once; the last rename wins.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_file_name(format!(".{name}.{}.{seq}.tmp", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -121,6 +121,7 @@ impl Controller {
                 .await?;
             network_changed = true;
         }
+        self.advance_ca_rotation(&state).await?;
         // Placement must see the change at once.
         let state = if network_changed {
             self.replica.snapshot()
@@ -134,6 +135,41 @@ impl Controller {
             self.propose(plan).await?;
         }
         Ok(())
+    }
+
+    /// Moves a CA rotation to its next phase once every replica and every
+    /// ready node caught up with this one (see `crate::state::ca`).
+    async fn advance_ca_rotation(&self, state: &crate::state::State) -> Result<(), tonic::Status> {
+        let Some(r) = &state.ca_rotation else {
+            return Ok(());
+        };
+        if r.phase == crate::state::ca::Phase::Done {
+            return Ok(());
+        }
+        let replicas_at = self.replicas_at();
+        let nodes: Vec<(String, crate::state::ca::NodeTrust)> = state
+            .nodes
+            .values()
+            .filter(|n| n.status == NodeStatus::Ready)
+            .map(|n| (n.name.clone(), self.liveness.trust(&n.name)))
+            .collect();
+        if let Ok(next) = r.may_advance(now_ms(), &replicas_at, &nodes) {
+            tracing::info!(from = %r.phase, to = %next, "CA rotation: everyone caught up; next phase");
+            self.replica
+                .write(Command::AdvanceCaRotation {
+                    from: r.phase,
+                    new_subject: r.new_subject.clone(),
+                    at_ms: now_ms(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The log index every voter has, as this leader knows it (itself: what
+    /// it applied).
+    pub fn replicas_at(&self) -> Vec<(u64, u64)> {
+        replicas_at(&self.replica)
     }
 
     async fn propose(&self, plan: Plan) -> Result<(), tonic::Status> {
@@ -189,4 +225,27 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+/// The log index every voter of `replica`'s cluster has, as the leader
+/// knows it (itself: what it applied; a voter it has no news of: 0).
+pub fn replicas_at(replica: &Replica) -> Vec<(u64, u64)> {
+    let m = replica.metrics().borrow().clone();
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    m.membership_config
+        .membership()
+        .voter_ids()
+        .map(|id| {
+            let at = if id == m.id {
+                applied
+            } else {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned().flatten())
+                    .map(|l| l.index)
+                    .unwrap_or(0)
+            };
+            (id, at)
+        })
+        .collect()
 }

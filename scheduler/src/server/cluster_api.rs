@@ -24,7 +24,15 @@ const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct ClusterApi {
     pub replica: Replica,
     /// The cluster CA (signs join tokens); `None` on a plaintext cluster.
-    pub ca: Option<std::sync::Arc<drover_proto::pki::ca::Ca>>,
+    pub authority: Option<crate::pki::Authority>,
+    /// What nodes told this replica (when it leads) of their trust.
+    pub liveness: Option<super::node_api::Liveness>,
+}
+
+fn plaintext() -> Status {
+    Status::failed_precondition(
+        "this cluster runs without TLS (--insecure-plaintext): it has no CA",
+    )
 }
 
 fn raft_status(e: raft::Error) -> Status {
@@ -319,10 +327,8 @@ impl Cluster for ClusterApi {
             }
             s => Duration::from_secs(s),
         };
-        let ca = self.ca.as_ref().ok_or_else(|| {
-            Status::failed_precondition("this cluster runs without TLS (--insecure-plaintext): there is nothing to join with")
-        })?;
-        let token = JoinToken::create(ca, role, ttl);
+        let ca = self.authority.as_ref().ok_or_else(plaintext)?.signing();
+        let token = JoinToken::create(&ca, role, ttl);
         let expires_unix = JoinToken::parse(&token)
             .map(|t| t.expires)
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -335,6 +341,98 @@ impl Cluster for ClusterApi {
             token,
             expires_unix,
         }))
+    }
+
+    async fn rotate_ca(
+        &self,
+        req: Request<pb::RotateCaRequest>,
+    ) -> Result<Response<pb::CaStatus>, Status> {
+        super::access::check(
+            &self.replica,
+            &req,
+            Permission::Admin,
+            None,
+            "rotate the CA",
+        )?;
+        let authority = self.authority.as_ref().ok_or_else(plaintext)?;
+        let new = drover_proto::pki::ca::Ca::generate("rotated")
+            .map_err(|e| Status::internal(format!("cannot make a CA: {e}")))?;
+        let r = self
+            .replica
+            .write(Command::RotateCa {
+                old_cert: authority.signing().cert_pem.clone(),
+                new_cert: new.cert_pem.clone(),
+                new_key: new.key_pem().to_string(),
+                new_subject: new.subject(),
+                at_ms: super::now_ms(),
+            })
+            .await?;
+        if !r.ok {
+            return Err(Status::failed_precondition(r.error.unwrap_or_default()));
+        }
+        tracing::info!(new = %new.subject(), "CA rotation started");
+        Ok(Response::new(self.ca_status().await?))
+    }
+
+    async fn get_ca_status(
+        &self,
+        req: Request<pb::CaStatusRequest>,
+    ) -> Result<Response<pb::CaStatus>, Status> {
+        super::access::check(
+            &self.replica,
+            &req,
+            Permission::Read,
+            None,
+            "read the CA status",
+        )?;
+        Ok(Response::new(self.ca_status().await?))
+    }
+}
+
+impl ClusterApi {
+    /// The rotation as the (linearizable) state says; what it waits for
+    /// only the leader knows, so a follower asks it.
+    async fn ca_status(&self) -> Result<pb::CaStatus, Status> {
+        let authority = self.authority.as_ref().ok_or_else(plaintext)?;
+        let (rotation, _) = self.replica.read(false, |s| s.ca_rotation.clone()).await?;
+        let mut status = pb::CaStatus {
+            phase: "none".into(),
+            bundle_pem: authority.bundle(),
+            signing_ca: authority.signing().subject(),
+            ..Default::default()
+        };
+        if let Some(r) = rotation {
+            status.phase = r.phase.to_string();
+            status.since_ms = r.since_ms;
+            // What this replica follows may lag the state by an apply: say
+            // what the state says.
+            status.bundle_pem = r.bundle();
+            if r.phase >= crate::state::ca::Phase::Sign {
+                status.signing_ca = r.new_subject.clone();
+            }
+            if self.replica.is_leader() {
+                let nodes: Vec<(String, crate::state::ca::NodeTrust)> = self
+                    .replica
+                    .snapshot()
+                    .nodes
+                    .values()
+                    .filter(|n| n.status == crate::state::NodeStatus::Ready)
+                    .map(|n| (n.name.clone(), self.trust_of(&n.name)))
+                    .collect();
+                let at = crate::controller::replicas_at(&self.replica);
+                if let Err(w) = r.may_advance(super::now_ms(), &at, &nodes) {
+                    status.waiting = w;
+                }
+            }
+        }
+        Ok(status)
+    }
+
+    fn trust_of(&self, node: &str) -> crate::state::ca::NodeTrust {
+        self.liveness
+            .as_ref()
+            .map(|l| l.trust(node))
+            .unwrap_or_default()
     }
 }
 

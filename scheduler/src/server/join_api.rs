@@ -7,17 +7,18 @@
 //! certificate: the new one names whom the old one named, never what the
 //! request asks for.
 
+use crate::pki::Authority;
 use drover_proto::pb::{self, join_server::Join};
 use drover_proto::pki::{
-    ca::Ca,
     token::{JoinToken, Role},
     Identity,
 };
-use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct JoinApi {
-    pub ca: Arc<Ca>,
+    /// The CA that signs, and the CA certificates handed out with every
+    /// certificate (during a rotation, the old and the new).
+    pub authority: Authority,
     /// How long the certificates it signs are valid.
     pub cert_ttl: std::time::Duration,
 }
@@ -39,7 +40,11 @@ impl JoinApi {
             Role::Scheduler => Identity::Scheduler(r.scheduler_id),
         };
         token
-            .verify(&self.ca, token.role, std::time::SystemTime::now())
+            .verify(
+                &self.authority.signing(),
+                token.role,
+                std::time::SystemTime::now(),
+            )
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
         Ok((token, identity))
     }
@@ -62,16 +67,16 @@ impl Join for JoinApi {
                 return Err(e);
             }
         };
-        let cert_pem = self
-            .ca
+        let ca = self.authority.signing();
+        let cert_pem = ca
             .sign_request(&r.csr_pem, &identity, self.cert_ttl)
             .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
         tracing::info!(peer = ?peer.addr, %identity, "joined: certificate issued");
         Ok(Response::new(pb::JoinResponse {
             cert_pem,
-            ca_pem: self.ca.cert_pem.clone(),
+            ca_pem: self.authority.bundle(),
             ca_key_pem: match token.role {
-                Role::Scheduler => self.ca.key_pem().to_string(),
+                Role::Scheduler => ca.key_pem().to_string(),
                 Role::Agent => String::new(),
             },
         }))
@@ -86,13 +91,14 @@ impl Join for JoinApi {
             .cloned()
             .ok_or_else(|| Status::unauthenticated("renewing needs a certificate"))?;
         let cert_pem = self
-            .ca
+            .authority
+            .signing()
             .sign_request(&req.get_ref().csr_pem, &identity, self.cert_ttl)
             .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
         tracing::info!(%identity, "certificate renewed");
         Ok(Response::new(pb::RenewResponse {
             cert_pem,
-            ca_pem: self.ca.cert_pem.clone(),
+            ca_pem: self.authority.bundle(),
         }))
     }
 }

@@ -157,7 +157,7 @@ impl Scheduler {
         let max = 64 * 1024 * 1024;
         // HTTP/2 pings find a peer that vanished without a reset (a frozen
         // or unplugged host) in seconds rather than at the TCP timeout.
-        let ca = config.pki.as_ref().map(|p| p.ca.clone());
+        let authority = config.pki.as_ref().map(|p| p.authority.clone());
         let rate_limit = config.rate_limits.map(limits::RateLimitLayer::new);
         if let Some(l) = rate_limit.clone() {
             let mut stop = stop.subscribe();
@@ -184,7 +184,7 @@ impl Scheduler {
             ))
             .add_optional_service(config.pki.as_ref().map(|p| {
                 pb::join_server::JoinServer::new(join_api::JoinApi {
-                    ca: p.ca.clone(),
+                    authority: p.authority.clone(),
                     cert_ttl: p.cert_ttl,
                 })
             }))
@@ -204,6 +204,7 @@ impl Scheduler {
                     liveness: liveness.clone(),
                     node_timeout: config.node_timeout,
                     cluster_cidr: config.cluster_cidr.clone(),
+                    authority: authority.clone(),
                 },
             ))
             .add_service(
@@ -213,13 +214,19 @@ impl Scheduler {
             .add_service(pb::cluster_server::ClusterServer::new(
                 cluster_api::ClusterApi {
                     replica: replica.clone(),
-                    ca,
+                    authority,
+                    liveness: Some(liveness.clone()),
                 },
             ));
         let mut stop_rx = stop.subscribe();
         let incoming = tls::incoming(listener, &security);
         if let Some(p) = &config.pki {
             tasks.push(tokio::spawn(p.clone().keep_renewed(stop.subscribe())));
+            tasks.push(tokio::spawn(follow_ca(
+                p.clone(),
+                replica.clone(),
+                stop.subscribe(),
+            )));
         }
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {
@@ -280,6 +287,38 @@ impl Scheduler {
         }
         if let Err(e) = self.replica.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// Keeps this replica's CA, trust and certificate where the replicated
+/// CA rotation says they are (see `crate::state::ca`), from the moment a
+/// phase is applied.
+async fn follow_ca(pki: crate::pki::Pki, replica: Replica, mut stop: broadcast::Receiver<()>) {
+    let mut applied = replica.applied.clone();
+    let mut followed = None;
+    loop {
+        let rotation = replica
+            .state
+            .read()
+            .expect("state lock poisoned")
+            .ca_rotation
+            .clone();
+        if let Some(r) = rotation {
+            let key = (r.phase, r.new_subject.clone());
+            if followed.as_ref() != Some(&key) {
+                match pki.follow(&r) {
+                    Ok(_) => followed = Some(key),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot follow the CA rotation; retrying")
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            r = applied.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.recv() => return,
         }
     }
 }

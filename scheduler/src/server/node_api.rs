@@ -26,6 +26,9 @@ pub struct Liveness {
     /// The `network_error` of each node's last heartbeat ("" when it works);
     /// the controller commits a change (`Command::SetNodeNetwork`).
     network: Arc<Mutex<HashMap<String, String>>>,
+    /// What each node's last heartbeat said of the CAs it trusts and the
+    /// one that signed its certificate (a CA rotation waits on them).
+    trust: Arc<Mutex<HashMap<String, crate::state::ca::NodeTrust>>>,
 }
 
 impl Liveness {
@@ -57,10 +60,29 @@ impl Liveness {
             .cloned()
     }
 
+    /// Records what a node's heartbeat said of its trust.
+    pub fn trust_reported(&self, node: &str, trust: crate::state::ca::NodeTrust) {
+        self.trust
+            .lock()
+            .expect("liveness lock")
+            .insert(node.to_string(), trust);
+    }
+
+    /// What the node's last heartbeat (to this leader) said of its trust.
+    pub fn trust(&self, node: &str) -> crate::state::ca::NodeTrust {
+        self.trust
+            .lock()
+            .expect("liveness lock")
+            .get(node)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Forget everything (a new leader starts every node's clock afresh).
     pub fn reset(&self) {
         self.seen.lock().expect("liveness lock").clear();
         self.network.lock().expect("liveness lock").clear();
+        self.trust.lock().expect("liveness lock").clear();
     }
 }
 
@@ -71,6 +93,8 @@ pub struct NodeApi {
     pub node_timeout: std::time::Duration,
     /// The container address range nodes get their subnets from.
     pub cluster_cidr: String,
+    /// The CAs this replica trusts and signs with (`None` without TLS).
+    pub authority: Option<crate::pki::Authority>,
 }
 
 /// The allocations desired on `node`, in the wire form agents converge to.
@@ -168,11 +192,8 @@ pub fn services(state: &State) -> Vec<pb::Service> {
 impl NodeApi {
     /// Records a heartbeat on the leader. Only a leader holding its quorum
     /// lease may: an acknowledgement keeps the agent's replicas running.
-    fn acknowledge(
-        &self,
-        name: &str,
-        network_error: &str,
-    ) -> Result<pb::HeartbeatResponse, Status> {
+    fn acknowledge(&self, beat: &pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse, Status> {
+        let (name, network_error) = (beat.name.as_str(), beat.network_error.as_str());
         if !self.replica.holds_lease() {
             return Err(Status::unavailable(
                 "this replica is not a leader a majority acknowledges; ask another replica",
@@ -188,10 +209,26 @@ impl NodeApi {
         if known {
             self.liveness.beat(name);
             self.liveness.network_reported(name, network_error);
+            self.liveness.trust_reported(
+                name,
+                crate::state::ca::NodeTrust {
+                    bundle_id: beat.ca_bundle_id.clone(),
+                    issuer: beat.cert_issuer.clone(),
+                },
+            );
         }
+        let (ca_bundle_id, signing_ca) = match &self.authority {
+            Some(a) => (
+                drover_proto::pki::ca::bundle_id(&a.bundle()),
+                a.signing().subject(),
+            ),
+            None => Default::default(),
+        };
         Ok(pb::HeartbeatResponse {
             known,
             node_timeout_ms: u64::try_from(self.node_timeout.as_millis()).unwrap_or(u64::MAX),
+            ca_bundle_id,
+            signing_ca,
         })
     }
 }
@@ -271,8 +308,7 @@ impl NodeService for NodeApi {
                 return Ok(Response::new(r));
             }
         }
-        self.acknowledge(&req.name, &req.network_error)
-            .map(Response::new)
+        self.acknowledge(&req).map(Response::new)
     }
 
     type WatchStream = ReceiverStream<Result<pb::DesiredAllocations, Status>>;

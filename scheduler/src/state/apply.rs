@@ -136,6 +136,50 @@ impl State {
                 },
                 Err(e) => CommandResult::refused(e),
             },
+            Command::RotateCa {
+                old_cert,
+                new_cert,
+                new_key,
+                new_subject,
+                at_ms,
+            } => match &self.ca_rotation {
+                Some(r) if r.phase != ca::Phase::Done => CommandResult::refused(format!(
+                    "a CA rotation is under way (phase {}): let it finish first",
+                    r.phase
+                )),
+                _ => {
+                    self.ca_rotation = Some(ca::CaRotation {
+                        phase: ca::Phase::Trust,
+                        old_cert: old_cert.clone(),
+                        new_cert: new_cert.clone(),
+                        new_key: new_key.clone(),
+                        new_subject: new_subject.clone(),
+                        since_index: index,
+                        since_ms: *at_ms,
+                    });
+                    CommandResult::ok(true)
+                }
+            },
+            Command::AdvanceCaRotation {
+                from,
+                new_subject,
+                at_ms,
+            } => match self.ca_rotation.as_mut() {
+                Some(r)
+                    if r.phase == *from
+                        && r.new_subject == *new_subject
+                        && r.phase != ca::Phase::Done =>
+                {
+                    r.phase = match r.phase {
+                        ca::Phase::Trust => ca::Phase::Sign,
+                        _ => ca::Phase::Done,
+                    };
+                    r.since_index = index;
+                    r.since_ms = *at_ms;
+                    CommandResult::ok(true)
+                }
+                _ => CommandResult::refused("the CA rotation is not in that phase any more"),
+            },
             Command::Noop => CommandResult::ok(false),
             Command::Batch(cmds) => CommandResult {
                 ok: true,

@@ -9,6 +9,7 @@
 
 pub mod acl;
 mod apply;
+pub mod ca;
 mod model;
 pub mod subnet;
 
@@ -142,6 +143,21 @@ pub enum Command {
     CreateAclToken { token: acl::Token },
     /// Revoke the ACL token with this accessor (or unique prefix of it).
     RevokeAclToken { accessor: String },
+    /// Start replacing the cluster CA (see `ca`): refused while a rotation
+    /// is under way.
+    RotateCa {
+        old_cert: String,
+        new_cert: String,
+        new_key: String,
+        new_subject: String,
+        at_ms: i64,
+    },
+    /// The leader saw everyone catch up with `from`: the next phase.
+    AdvanceCaRotation {
+        from: ca::Phase,
+        new_subject: String,
+        at_ms: i64,
+    },
     /// Does nothing; used by tests and to commit a marker entry.
     Noop,
     /// Commands proposed concurrently, applied in order as one log entry:
@@ -169,7 +185,9 @@ impl Command {
             | Command::PauseJob { at_ms, .. }
             | Command::RestartJob { at_ms, .. }
             | Command::SetNodeSchedulable { at_ms, .. }
-            | Command::RemoveNode { at_ms, .. } => *at_ms = now_ms,
+            | Command::RemoveNode { at_ms, .. }
+            | Command::RotateCa { at_ms, .. }
+            | Command::AdvanceCaRotation { at_ms, .. } => *at_ms = now_ms,
             Command::Batch(cmds) => cmds.iter_mut().for_each(|c| c.stamp(now_ms)),
             Command::SetPendingReason { .. }
             | Command::PurgeJob { .. }

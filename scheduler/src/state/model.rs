@@ -26,6 +26,9 @@ pub struct State {
     /// API tokens, and whether they are required (see `super::acl`).
     #[serde(default)]
     pub acl: super::acl::Acl,
+    /// The latest replacement of the cluster CA (see `super::ca`).
+    #[serde(default)]
+    pub ca_rotation: Option<super::ca::CaRotation>,
 }
 
 /// A job and every version of it that was submitted.
