@@ -379,6 +379,7 @@ pub enum BenchCmd {
     ///
     /// Example:
     ///   drover bench commit --proposers 64,256 --seconds 3
+    ///   drover bench commit --security tls      # only over mutual TLS
     #[command(verbatim_doc_comment)]
     Commit {
         /// Concurrent proposers to try, comma-separated.
@@ -387,6 +388,20 @@ pub enum BenchCmd {
         /// How long to measure each.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// Replication between the replicas: tls, plaintext, or both
+        /// (comma-separated; each on a fresh cluster, one after the other).
+        #[arg(long, value_delimiter = ',', default_value = "tls,plaintext")]
+        security: Vec<String>,
+    },
+    /// What mutual TLS adds to a new connection, beside plaintext: fresh
+    /// connections to an in-process replica of each kind, one call each.
+    ///
+    /// Example:
+    ///   drover bench handshake --connections 500
+    #[command(verbatim_doc_comment)]
+    Handshake {
+        #[arg(long, default_value_t = 300)]
+        connections: usize,
     },
 }
 
@@ -668,4 +683,9 @@ pub struct DevArgs {
     /// The container address range (the node gets a /24 of it).
     #[arg(long, default_value = "10.88.0.0/16")]
     pub cluster_cidr: String,
+    /// No TLS, no ACLs: anyone who reaches the ports controls it (for
+    /// debugging, and to measure what security costs; `drover
+    /// --insecure-plaintext` talks to it).
+    #[arg(long)]
+    pub insecure_plaintext: bool,
 }

@@ -225,8 +225,9 @@ pub async fn failover(trials: usize, election_timeout: &str) -> Result<i32> {
     Ok(0)
 }
 
-/// Three in-process replicas; returns them with the leader first.
-async fn in_process(dir: &Path) -> Result<Vec<Scheduler>> {
+/// Three in-process replicas (mutual TLS between them, or with `plaintext`
+/// none); returns them with the leader first.
+async fn in_process(dir: &Path, plaintext: bool) -> Result<Vec<Scheduler>> {
     let mut peers = BTreeMap::new();
     for id in 1..=3u64 {
         peers.insert(id, format!("127.0.0.1:{}", free_port()?));
@@ -238,7 +239,7 @@ async fn in_process(dir: &Path) -> Result<Vec<Scheduler>> {
         let pki =
             drover_scheduler::pki::Pki::open_with_ca(&ca, &dir.join(format!("s{id}/pki")), *id)?;
         let s = Scheduler::start(Config {
-            pki: Some(pki),
+            pki: (!plaintext).then_some(pki),
             rate_limits: Some(Default::default()),
             id: *id,
             listen: addr.parse()?,
@@ -307,47 +308,66 @@ async fn hammer(
     Ok(rate)
 }
 
-pub async fn commit(proposers: &[usize], secs: f64) -> Result<i32> {
-    let dir = scratch("commit")?;
-    let all = in_process(&dir).await?;
-    let leader = &all[0];
-    let term = |s: &Scheduler| s.replica.metrics().borrow().current_term;
-    let first_term = term(leader);
+pub async fn commit(proposers: &[usize], secs: f64, modes: &[String]) -> Result<i32> {
     let mut rows = Vec::new();
-    for &n in proposers {
-        let noop = hammer(leader, n, secs, |_| Command::Noop).await?;
-        println!("  {n} proposers, no-op commands: {noop:.0}/s");
-        let run = std::process::id();
-        let submit = hammer(leader, n, secs, move |i| Command::SubmitJob {
-            request_id: format!("bench-{run}-{n}-{i}"),
-            spec: Box::new(
-                drover_proto::spec::from_json(&format!(
-                    r#"{{"name":"c{n}-{i}","image":"oci:/bench:latest","resources":{{"cpu":"10m","memory":"16Mi"}}}}"#
-                ))
-                .expect("a valid spec"),
-            ),
-            at_ms: 0,
-        })
-        .await?;
-        println!("  {n} proposers, job submissions: {submit:.0}/s");
-        rows.push(vec![
-            "3".into(),
-            n.to_string(),
-            format!("{noop:.0}"),
-            format!("{submit:.0}"),
-        ]);
+    let mut notes = Vec::new();
+    for mode in modes {
+        let plaintext = match mode.as_str() {
+            "tls" => false,
+            "plaintext" => true,
+            other => bail!("--security: {other:?} is neither tls nor plaintext"),
+        };
+        println!("replication over {mode}:");
+        let dir = scratch(&format!("commit-{mode}"))?;
+        let all = in_process(&dir, plaintext).await?;
+        let leader = &all[0];
+        let term = |s: &Scheduler| s.replica.metrics().borrow().current_term;
+        let first_term = term(leader);
+        for &n in proposers {
+            let noop = hammer(leader, n, secs, |_| Command::Noop).await?;
+            println!("  {n} proposers, no-op commands: {noop:.0}/s");
+            let run = std::process::id();
+            let submit = hammer(leader, n, secs, move |i| Command::SubmitJob {
+                request_id: format!("bench-{run}-{n}-{i}"),
+                spec: Box::new(
+                    drover_proto::spec::from_json(&format!(
+                        r#"{{"name":"c{n}-{i}","image":"oci:/bench:latest","resources":{{"cpu":"10m","memory":"16Mi"}}}}"#
+                    ))
+                    .expect("a valid spec"),
+                ),
+                at_ms: 0,
+            })
+            .await?;
+            println!("  {n} proposers, job submissions: {submit:.0}/s");
+            rows.push(vec![
+                mode.clone(),
+                "3".into(),
+                n.to_string(),
+                format!("{noop:.0}"),
+                format!("{submit:.0}"),
+            ]);
+        }
+        let elections = all.iter().map(term).max().unwrap_or(0) - first_term;
+        let still_leader = leader.replica.is_leader();
+        for s in all {
+            s.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        notes.push(format!(
+            "{mode}: elections during the run: {elections}{}",
+            if still_leader {
+                ""
+            } else {
+                " (the leader changed: figures after that went through a follower)"
+            }
+        ));
     }
-    let elections = all.iter().map(term).max().unwrap_or(0) - first_term;
-    let still_leader = leader.replica.is_leader();
-    for s in all {
-        s.shutdown().await;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
     println!();
     print!(
         "{}",
         table(
             &[
+                "REPLICATION",
                 "REPLICAS",
                 "PROPOSERS",
                 "NOOP_COMMITS_S",
@@ -356,13 +376,95 @@ pub async fn commit(proposers: &[usize], secs: f64) -> Result<i32> {
             &rows
         )
     );
-    println!(
-        "elections during the run: {elections}{}",
-        if still_leader {
-            ""
-        } else {
-            " (the leader changed: figures after that went through a follower)"
+    for n in notes {
+        println!("{n}");
+    }
+    Ok(0)
+}
+
+/// `drover bench handshake`: what a new CLI connection costs with mutual
+/// TLS, beside plaintext, in one run: a one-replica scheduler of each kind
+/// in this process, and `connections` fresh connections to each (TCP and,
+/// for TLS, the handshake with the client certificate), each making one
+/// call. Connections alternate between the two so both see the same
+/// machine.
+pub async fn handshake(connections: usize) -> Result<i32> {
+    let dir = scratch("handshake")?;
+    let ca = drover_scheduler::pki::init(&dir.join("ca"))?;
+    let mut servers = Vec::new();
+    for (i, plaintext) in [false, true].into_iter().enumerate() {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let pki = drover_scheduler::pki::Pki::open_with_ca(&ca, &dir.join(format!("s{i}/pki")), 1)?;
+        servers.push(
+            Scheduler::start(Config {
+                pki: (!plaintext).then_some(pki),
+                rate_limits: None,
+                id: 1,
+                listen: addr.parse()?,
+                advertise: addr.clone(),
+                data_dir: dir.join(format!("s{i}")),
+                node_timeout: Duration::from_secs(5),
+                node_gc_after: None,
+                snapshot_every: 10_000,
+                cluster_cidr: "10.88.0.0/16".into(),
+                cluster: ClusterConfig::default(),
+            })
+            .await?,
+        );
+    }
+    let material = drover_proto::pki::tls::TlsMaterial::load(&dir.join("ca"), "admin")?;
+    let tls = drover_proto::pki::tls::ClientTls::new(
+        material.client_config()?,
+        drover_proto::pki::SCHEDULER_NAME,
+    );
+    let kinds = [("mutual TLS", tls), ("plaintext", Default::default())];
+    let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    // One warm-up each (first-use costs are not a connection's).
+    for round in 0..=connections {
+        for (k, (_, t)) in kinds.iter().enumerate() {
+            let addr = servers[k].local_addr.to_string();
+            let start = Instant::now();
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?;
+            let ch = t.connect(&endpoint).await?;
+            pb::cluster_client::ClusterClient::new(ch)
+                .local_status(pb::LocalStatusRequest {})
+                .await
+                .map_err(status)?;
+            if round > 0 {
+                times[k].push(start.elapsed());
+            }
         }
+    }
+    for s in servers {
+        s.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    };
+    let mut rows = Vec::new();
+    let mut medians = Vec::new();
+    for (k, (name, _)) in kinds.iter().enumerate() {
+        let v = &mut times[k];
+        let (p50, p90, p99) = (pct(v, 0.5), pct(v, 0.9), pct(v, 0.99));
+        medians.push(p50);
+        rows.push(vec![
+            name.to_string(),
+            connections.to_string(),
+            ms(p50),
+            ms(p90),
+            ms(p99),
+        ]);
+    }
+    print!(
+        "{}",
+        table(&["CONNECTION", "N", "MEDIAN_MS", "P90_MS", "P99_MS"], &rows)
+    );
+    println!(
+        "mutual TLS adds {} ms to a new connection and its first call (median; goal: at most 5 ms)",
+        ms(medians[0].saturating_sub(medians[1]))
     );
     Ok(0)
 }

@@ -47,8 +47,19 @@ pub async fn run(a: DevArgs) -> Result<i32> {
             )?
         }
     };
+    let (pki, security) = if a.insecure_plaintext {
+        tracing::warn!("--insecure-plaintext: no TLS, no ACLs; anyone who reaches the ports controls this cluster");
+        (None, drover_proto::pki::tls::Security::Plaintext)
+    } else {
+        (
+            Some(pki),
+            drover_proto::pki::tls::Security::Tls(drover_proto::pki::tls::LiveTls::new(
+                node_material,
+            )?),
+        )
+    };
     let scheduler = Scheduler::start(SchedulerConfig {
-        pki: Some(pki),
+        pki,
         rate_limits: Some(Default::default()),
         id: 1,
         listen: a.listen,
@@ -62,11 +73,11 @@ pub async fn run(a: DevArgs) -> Result<i32> {
     })
     .await
     .context("cannot start the scheduler")?;
-    ensure_acl(&scheduler, &pki_dir).await?;
+    if !a.insecure_plaintext {
+        ensure_acl(&scheduler, &pki_dir).await?;
+    }
     let agent = Agent::start(AgentConfig {
-        security: drover_proto::pki::tls::Security::Tls(drover_proto::pki::tls::LiveTls::new(
-            node_material,
-        )?),
+        security,
         name: name.clone(),
         schedulers: vec![scheduler.local_addr.to_string()],
         listen: a.agent_listen,
@@ -92,10 +103,16 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         "drover dev: state in {}; Ctrl-C stops every container and exits",
         a.state_dir.display()
     );
-    println!(
-        "drover dev: TLS with the CA in {0}, ACLs on with the admin token in {0}/token; drover finds both there for the default state dir, else: export DROVER_PKI_DIR={0}",
-        pki_dir.display()
-    );
+    if a.insecure_plaintext {
+        println!(
+            "drover dev: NO TLS, NO ACLs (--insecure-plaintext): use drover --insecure-plaintext"
+        );
+    } else {
+        println!(
+            "drover dev: TLS with the CA in {0}, ACLs on with the admin token in {0}/token; drover finds both there for the default state dir, else: export DROVER_PKI_DIR={0}",
+            pki_dir.display()
+        );
+    }
     shutdown_signal().await;
     println!("drover dev: stopping containers");
     agent.shutdown().await;

@@ -58,8 +58,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
             trials,
             election_timeout,
         }) => bench_ha::failover(trials, &election_timeout).await,
-        Command::Bench(BenchCmd::Commit { proposers, seconds }) => {
-            bench_ha::commit(&proposers, seconds).await
+        Command::Bench(BenchCmd::Commit {
+            proposers,
+            seconds,
+            security,
+        }) => bench_ha::commit(&proposers, seconds, &security).await,
+        Command::Bench(BenchCmd::Handshake { connections }) => {
+            bench_ha::handshake(connections).await
         }
     }
 }

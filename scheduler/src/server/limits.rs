@@ -9,6 +9,9 @@
 //! how long to wait (in the message and in the `retry-after-ms` metadata)
 //! before anything else happens, so the caller loses nothing by retrying.
 //!
+//! Without TLS (`--insecure-plaintext`) there are no identities to key
+//! buckets by, and replicas could not be told from clients: no limits.
+//!
 //! This layer sits outside the authorization layer: a flood of calls that
 //! would be refused costs no more than a flood that would be served.
 

@@ -158,7 +158,12 @@ impl Scheduler {
         // HTTP/2 pings find a peer that vanished without a reset (a frozen
         // or unplugged host) in seconds rather than at the TCP timeout.
         let authority = config.pki.as_ref().map(|p| p.authority.clone());
-        let rate_limit = config.rate_limits.map(limits::RateLimitLayer::new);
+        // Limits are per certificate: without TLS nobody can be told apart
+        // (replicas included, whose Raft traffic must never wait), so none.
+        let rate_limit = config
+            .rate_limits
+            .filter(|_| config.pki.is_some())
+            .map(limits::RateLimitLayer::new);
         if let Some(l) = rate_limit.clone() {
             let mut stop = stop.subscribe();
             tasks.push(tokio::spawn(async move {
