@@ -672,6 +672,51 @@ fn tokens_bound_what_each_caller_may_do_and_agents_want_a_ticket() {
     let (ok, _, err) = drover_as(&c, &team, &["acl", "token", "ls"]);
     assert!(!ok && err.contains("may not list ACL tokens"), "{err}");
 
+    // A context in the CLI's config file stands in for the environment.
+    let cfg = c.dir.path().join("drover-config.yaml");
+    let plain = |args: &[&str]| {
+        let out = std::process::Command::new(drover_e2e::bin_dir().join("drover"))
+            .env_remove("DROVER_ADDR")
+            .env_remove("DROVER_PKI_DIR")
+            .env_remove("DROVER_TOKEN")
+            .env("DROVER_CONFIG", &cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let pki = pki_dir_for(&c.addr).unwrap();
+    let (ok, _, err) = plain(&[
+        "config",
+        "set-context",
+        "team",
+        "--addr",
+        &c.addr,
+        "--ca-cert",
+        pki.join("ca.pem").to_str().unwrap(),
+        "--cert",
+        pki.join("admin.pem").to_str().unwrap(),
+        "--key",
+        pki.join("admin.key").to_str().unwrap(),
+        "--token",
+        &team,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = plain(&["acl", "whoami"]);
+    assert!(
+        ok && out.contains("role operate on jobs named team-*"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = plain(&["--context", "prod", "job", "ls"]);
+    assert!(
+        !ok && err.contains("no context \"prod\"") && err.contains("there are: team"),
+        "{err}"
+    );
+
     // logs: the scheduler's ticket opens the agent's door for that call.
     let (ok, out, err) = drover_as(&c, &logs, &["logs", "web-a"]);
     assert!(ok && out.contains("hello from web-a"), "{out}{err}");

@@ -13,14 +13,14 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(name = "drover", version, verbatim_doc_comment)]
 pub struct Cli {
-    /// Scheduler addresses, comma-separated.
-    #[arg(
-        long,
-        global = true,
-        env = "DROVER_ADDR",
-        default_value = "127.0.0.1:7400"
-    )]
-    pub addr: String,
+    /// Scheduler addresses, comma-separated (default: the context's, else
+    /// 127.0.0.1:7400).
+    #[arg(long, global = true, env = "DROVER_ADDR")]
+    pub addr: Option<String>,
+    /// The context of ~/.config/drover/config.yaml to use (default: its
+    /// current one; see `drover config`).
+    #[arg(long, global = true, env = "DROVER_CONTEXT")]
+    pub context: Option<String>,
     #[command(flatten)]
     pub credentials: CredentialArgs,
     #[command(subcommand)]
@@ -105,6 +105,47 @@ pub enum Command {
     /// Access control: API tokens with roles (read, operate, admin).
     #[command(subcommand)]
     Acl(AclCmd),
+    /// Named contexts (cluster address and credentials) in
+    /// ~/.config/drover/config.yaml, like kubeconfig's.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Add or change a context from the global flags given with it
+    /// (--addr, --pki-dir, --ca-cert, --cert, --key, --token, and their
+    /// environment variables); given fields replace the context's.
+    ///
+    /// Examples:
+    ///   drover config set-context prod --addr 10.0.0.1:7400,10.0.0.2:7400 \
+    ///       --ca-cert ~/prod/ca.pem --cert ~/prod/me.pem --key ~/prod/me.key --token DRVT-…
+    ///   drover config set-context dev --pki-dir /var/lib/drover/dev/pki --use
+    #[command(verbatim_doc_comment)]
+    SetContext {
+        name: String,
+        /// Make it the current context too.
+        #[arg(long = "use")]
+        use_it: bool,
+    },
+    /// Make a context the current one.
+    ///
+    /// Example:
+    ///   drover config use-context prod
+    #[command(verbatim_doc_comment)]
+    UseContext { name: String },
+    /// List the contexts (the current one marked *; tokens never shown).
+    ///
+    /// Example:
+    ///   drover config get-contexts
+    #[command(verbatim_doc_comment)]
+    GetContexts,
+    /// Remove a context.
+    ///
+    /// Example:
+    ///   drover config delete-context old
+    #[command(verbatim_doc_comment)]
+    DeleteContext { name: String },
 }
 
 #[derive(Subcommand, Debug)]

@@ -4,13 +4,46 @@ mod backoff;
 mod cli;
 mod client;
 mod cmd;
+mod config;
 mod output;
 
 use clap::Parser;
 
 #[tokio::main]
 async fn main() {
-    let cli = cli::Cli::parse();
+    let mut cli = cli::Cli::parse();
+    // The context (if any) fills in what the command line and environment
+    // leave out.
+    let is_config = matches!(cli.command, cli::Command::Config(_));
+    let picked = config::Config::load(&config::path()).and_then(|c| {
+        if is_config {
+            // `drover config` works on the file; the flags are its input.
+            return Ok((
+                cli.addr.clone().unwrap_or_default(),
+                cli.credentials.clone(),
+            ));
+        }
+        let ctx = c.pick(cli.context.as_deref())?.map(|(_, x)| x.clone());
+        Ok(config::apply(
+            cli.addr.take(),
+            &cli.credentials,
+            ctx.as_ref(),
+        ))
+    });
+    let (addr, credentials) = match picked {
+        Ok(p) => p,
+        Err(e) if is_config => {
+            // `drover config` must work to repair a broken file.
+            eprintln!("warning: {e:#}");
+            (config::DEFAULT_ADDR.to_string(), cli.credentials.clone())
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    cli.addr = Some(addr).filter(|a| !a.is_empty());
+    cli.credentials = credentials;
     client::set_credentials(&cli.credentials);
     // `drover dev` clones containers (and exec'd commands) from this
     // process: it must run from a sealed in-memory copy of this binary,

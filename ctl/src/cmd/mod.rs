@@ -5,6 +5,7 @@ mod alloc;
 mod bench;
 mod bench_ha;
 mod cluster;
+mod config;
 mod dev;
 mod exec;
 mod job;
@@ -17,25 +18,33 @@ use anyhow::Result;
 
 /// Runs the command; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32> {
+    if let Command::Config(c) = cli.command {
+        return config::run(c, cli.addr, &cli.credentials);
+    }
+    let addr = cli
+        .addr
+        .clone()
+        .unwrap_or_else(|| crate::config::DEFAULT_ADDR.to_string());
     match cli.command {
-        Command::Job(c) => job::run(&cli.addr, c).await,
-        Command::Alloc(c) => alloc::run(&cli.addr, c).await,
-        Command::Node(c) => node::run(&cli.addr, c).await,
-        Command::Logs(a) => logs::run(&cli.addr, a).await,
-        Command::Exec(a) => exec::run(&cli.addr, a).await,
+        Command::Job(c) => job::run(&addr, c).await,
+        Command::Alloc(c) => alloc::run(&addr, c).await,
+        Command::Node(c) => node::run(&addr, c).await,
+        Command::Logs(a) => logs::run(&addr, a).await,
+        Command::Exec(a) => exec::run(&addr, a).await,
         Command::Dev(a) => dev::run(a).await,
-        Command::Cluster(c) => cluster::run(&cli.addr, c).await,
-        Command::Acl(c) => acl::run(&cli.addr, c).await,
+        Command::Cluster(c) => cluster::run(&addr, c).await,
+        Command::Acl(c) => acl::run(&addr, c).await,
+        Command::Config(_) => unreachable!("handled above"),
         Command::Bench(BenchCmd::JobRun {
             replicas,
             trials,
             image,
-        }) => bench::job_run(&cli.addr, &replicas, trials, &image).await,
+        }) => bench::job_run(&addr, &replicas, trials, &image).await,
         Command::Bench(BenchCmd::Rollout {
             replicas,
             trials,
             image,
-        }) => bench::rollout(&cli.addr, replicas, trials, &image).await,
+        }) => bench::rollout(&addr, replicas, trials, &image).await,
         Command::Bench(BenchCmd::Load {
             url,
             rate,
