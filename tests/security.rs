@@ -136,6 +136,14 @@ fn only_certificates_of_the_cluster_ca_get_in_and_each_only_where_it_belongs() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+        let e = nodes
+            .report(pb::ReportRequest {
+                node: "someone-else".into(),
+                allocations: vec![],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
         // It may heartbeat as itself.
         nodes
             .heartbeat(pb::HeartbeatRequest {
@@ -413,9 +421,21 @@ fn a_container_cannot_reach_the_control_plane_unless_its_job_asks() {
     c.drover(&["job", "stop", "trusted"]);
 }
 
+/// `ListJobs` over `ch` presenting ACL token `token`.
+async fn list_jobs_as(ch: Channel, token: &str) -> Result<pb::ListJobsResponse, tonic::Status> {
+    let mut req = tonic::Request::new(pb::ListJobsRequest { read: None });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    pb::drover_client::DroverClient::new(ch)
+        .list_jobs(req)
+        .await
+        .map(|r| r.into_inner())
+}
+
 #[test]
-fn a_burst_from_one_identity_is_limited_while_another_is_served() {
-    if !drover_e2e::require_root("a_burst_from_one_identity_is_limited_while_another_is_served") {
+fn a_burst_from_one_token_is_limited_while_another_token_is_served() {
+    if !drover_e2e::require_root("a_burst_from_one_token_is_limited_while_another_token_is_served")
+    {
         return;
     }
     let (rate, burst) = (100u64, 200u64);
@@ -428,19 +448,30 @@ fn a_burst_from_one_identity_is_limited_while_another_is_served() {
             &burst.to_string(),
         ],
     );
+    let b = c.drover(&["acl", "bootstrap"]);
+    assert!(b.ok(), "{}", b.stderr);
+    let admin = b.stdout.trim().to_string();
+    let pki = pki_dir_for(&c.addr).unwrap();
+    std::fs::write(pki.join("token"), &admin).unwrap();
+    let token = |name: &str| {
+        let r = c.drover(&["acl", "token", "create", "--name", name, "--role", "read"]);
+        assert!(r.ok(), "{}", r.stderr);
+        r.stdout.trim().to_string()
+    };
+    let (hog, other) = (token("hog"), token("other"));
+    // Both over the same client certificate: the token is the identity.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let hog = as_identity(&c, Identity::Client("hog".into()), SCHEDULER_NAME);
     let (served, limited, others_ok, secs) = rt.block_on(async {
-        let ch = dial(&c.addr, &hog).await.unwrap();
+        let ch = dial(&c.addr, &client_tls(&c.addr)).await.unwrap();
         let start = std::time::Instant::now();
-        // Another client, calling all through the burst.
-        let other = dial(&c.addr, &client_tls(&c.addr)).await.unwrap();
+        // Another token, calling all through the burst.
+        let (och, other) = (ch.clone(), other.clone());
         let others = tokio::spawn(async move {
             let mut ok = 0;
             for _ in 0..20 {
-                list_jobs(other.clone())
+                list_jobs_as(och.clone(), &other)
                     .await
-                    .expect("another client is served");
+                    .expect("another token is served");
                 ok += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -448,11 +479,11 @@ fn a_burst_from_one_identity_is_limited_while_another_is_served() {
         });
         let mut tasks = Vec::new();
         for _ in 0..50 {
-            let ch = ch.clone();
+            let (ch, hog) = (ch.clone(), hog.clone());
             tasks.push(tokio::spawn(async move {
                 let (mut served, mut limited) = (0u64, 0u64);
                 for _ in 0..200 {
-                    match list_jobs(ch.clone()).await {
+                    match list_jobs_as(ch.clone(), &hog).await {
                         Ok(_) => served += 1,
                         Err(s) => {
                             assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s}");
@@ -482,16 +513,10 @@ fn a_burst_from_one_identity_is_limited_while_another_is_served() {
     assert!(limited > 0);
     assert_eq!(others_ok, 20);
 
-    // The CLI, as the limited client, backs off, says so, and gets its answer.
-    let dir = c.dir.path().join("hog");
-    let ca = Ca::load(&pki_dir_for(&c.addr).unwrap()).unwrap();
-    ca.issue(&Identity::Client("hog".into()), Duration::from_secs(600))
-        .unwrap()
-        .save(&dir, "hog")
-        .unwrap();
-    // Keep the hog's bucket empty meanwhile: then the CLI's calls are
-    // limited (a token it catches at the very moment one comes free lets a
-    // call through, so a few runs are made).
+    // The CLI, with the limited token, backs off, says so, and gets its
+    // answer. The hog's bucket is kept empty meanwhile, so the CLI's calls
+    // are limited (one that catches a token the moment it comes free gets
+    // through, so a few runs are made).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let hammer = {
         let (addr, hog, stop) = (c.addr.clone(), hog.clone(), stop.clone());
@@ -499,13 +524,13 @@ fn a_burst_from_one_identity_is_limited_while_another_is_served() {
             tokio::runtime::Runtime::new()
                 .unwrap()
                 .block_on(async move {
-                    let ch = dial(&addr, &hog).await.unwrap();
+                    let ch = dial(&addr, &client_tls(&addr)).await.unwrap();
                     let mut tasks = Vec::new();
                     for _ in 0..8 {
-                        let (ch, stop) = (ch.clone(), stop.clone());
+                        let (ch, stop, hog) = (ch.clone(), stop.clone(), hog.clone());
                         tasks.push(tokio::spawn(async move {
                             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                                let _ = list_jobs(ch.clone()).await;
+                                let _ = list_jobs_as(ch.clone(), &hog).await;
                             }
                         }));
                     }
@@ -518,19 +543,8 @@ fn a_burst_from_one_identity_is_limited_while_another_is_served() {
     std::thread::sleep(Duration::from_millis(300));
     let mut backed_off = 0;
     for _ in 0..5 {
-        let out = drover_e2e::drover_command(&c.addr)
-            .env_remove("DROVER_PKI_DIR")
-            .env(
-                "DROVER_CACERT",
-                pki_dir_for(&c.addr).unwrap().join("ca.pem"),
-            )
-            .env("DROVER_CLIENT_CERT", dir.join("hog.pem"))
-            .env("DROVER_CLIENT_KEY", dir.join("hog.key"))
-            .args(["job", "ls"])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "the CLI gave up: {err}");
+        let (ok, _, err) = drover_as(&c, &hog, &["job", "ls"]);
+        assert!(ok, "the CLI gave up: {err}");
         if err.contains("rate-limiting this credential; retrying in") {
             backed_off += 1;
         }
@@ -549,7 +563,7 @@ fn a_burst_from_one_identity_is_limited_while_another_is_served() {
     );
     let e = rt.block_on(async {
         let ch = dial(&c.addr, &client_tls(&c.addr)).await.unwrap();
-        pb::drover_client::DroverClient::new(ch)
+        drover_e2e::api(ch, &c.addr)
             .max_encoding_message_size(usize::MAX)
             .submit_job(pb::SubmitJobRequest {
                 spec_json: big,

@@ -1,9 +1,12 @@
 //! Rate limits: no one caller can take a replica's capacity from the rest.
 //!
-//! Each caller has a token bucket (the `governor` crate's GCRA): an
-//! identity from its certificate (a client or a node) gets `rate` requests
-//! a second with bursts of `burst`; a connection without a certificate
-//! (only joining is open to one) is limited by its address, more tightly.
+//! Each caller has a token bucket (the `governor` crate's GCRA) of `rate`
+//! requests a second with bursts of `burst`: an ACL token (by its public
+//! accessor, when it is one the cluster knows: several users may share a
+//! client certificate, each with a token of their own), else the identity
+//! of its certificate (a client or a node). A connection without a
+//! certificate (only joining is open to one) is limited by its address,
+//! more tightly.
 //! Replicas are never limited: Raft and forwarded calls are the cluster's
 //! own work. A call over the limit is answered `RESOURCE_EXHAUSTED` with
 //! how long to wait (in the message and in the `retry-after-ms` metadata)
@@ -51,9 +54,14 @@ impl Default for RateLimits {
 /// address: joining is rare, and a forged token should not get many tries.
 const ANONYMOUS: (u32, u32) = (5, 20);
 
+/// Whether an accessor names an ACL token of the cluster (the secret is
+/// checked later, by the call: an unknown accessor must not buy a bucket).
+pub type KnownToken = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 #[derive(Clone)]
 pub struct RateLimitLayer {
-    identities: Arc<DefaultKeyedRateLimiter<Identity>>,
+    identities: Arc<DefaultKeyedRateLimiter<String>>,
+    known_token: Option<KnownToken>,
     addresses: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     limits: RateLimits,
 }
@@ -72,6 +80,11 @@ fn nonzero(n: u32) -> NonZeroU32 {
 
 impl RateLimitLayer {
     pub fn new(limits: RateLimits) -> RateLimitLayer {
+        RateLimitLayer::with_tokens(limits, None)
+    }
+
+    /// Keys calls that carry a known ACL token by that token.
+    pub fn with_tokens(limits: RateLimits, known_token: Option<KnownToken>) -> RateLimitLayer {
         let quota = |rate, burst| Quota::per_second(nonzero(rate)).allow_burst(nonzero(burst));
         RateLimitLayer {
             identities: Arc::new(DefaultKeyedRateLimiter::keyed(quota(
@@ -83,6 +96,7 @@ impl RateLimitLayer {
                 ANONYMOUS.1,
             ))),
             limits,
+            known_token,
         }
     }
 
@@ -96,19 +110,31 @@ impl RateLimitLayer {
         self.addresses.shrink_to_fit();
     }
 
-    /// Decides a call from `peer`: `Err` with the status to answer when it
-    /// is over its limit.
-    pub fn check(&self, peer: Option<&Peer>) -> Result<(), Status> {
+    /// Decides a call from `peer` presenting `token` (the `authorization`
+    /// value, if any): `Err` with the status to answer when it is over its
+    /// limit.
+    pub fn check(&self, peer: Option<&Peer>, token: Option<&str>) -> Result<(), Status> {
         let identity = peer.and_then(|p| p.identity.as_ref());
         let (who, wait) = match identity {
             Some(Identity::Scheduler(_)) => return Ok(()),
-            Some(id) => match self.identities.check_key(id) {
-                Ok(()) => return Ok(()),
-                Err(not_until) => (
-                    format!("{id}: more than {} requests a second", self.limits.rate),
-                    not_until.wait_time_from(self.identities.clock().now()),
-                ),
-            },
+            Some(id) => {
+                let accessor = token
+                    .map(|t| t.trim().trim_start_matches("Bearer ").trim())
+                    .and_then(|t| crate::state::acl::parse(t).ok())
+                    .map(|(a, _)| a.to_ascii_lowercase())
+                    .filter(|a| self.known_token.as_ref().is_some_and(|k| k(a)));
+                let (key, who) = match accessor {
+                    Some(a) => (format!("token:{a}"), format!("ACL token {a}")),
+                    None => (format!("cert:{}", id.uri()), id.to_string()),
+                };
+                match self.identities.check_key(&key) {
+                    Ok(()) => return Ok(()),
+                    Err(not_until) => (
+                        format!("{who}: more than {} requests a second", self.limits.rate),
+                        not_until.wait_time_from(self.identities.clock().now()),
+                    ),
+                }
+            }
             None => {
                 let Some(ip) = peer.and_then(|p| p.addr).map(|a| a.ip()) else {
                     return Ok(());
@@ -175,7 +201,11 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if let Err(status) = self.layer.check(req.extensions().get::<Peer>()) {
+        let token = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if let Err(status) = self.layer.check(req.extensions().get::<Peer>(), token) {
             tracing::debug!(
                 path = req.uri().path(),
                 why = status.message(),
@@ -206,9 +236,9 @@ mod tests {
         let a = peer(Some(Identity::Client("a".into())), "10.0.0.1");
         let b = peer(Some(Identity::Client("b".into())), "10.0.0.1");
         for _ in 0..3 {
-            l.check(Some(&a)).unwrap();
+            l.check(Some(&a), None).unwrap();
         }
-        let e = l.check(Some(&a)).unwrap_err();
+        let e = l.check(Some(&a), None).unwrap_err();
         assert_eq!(e.code(), tonic::Code::ResourceExhausted);
         assert!(
             e.message()
@@ -226,11 +256,11 @@ mod tests {
             .unwrap();
         assert!((1..=1000).contains(&ms), "{ms}");
         // Another identity, from the same address, has its own bucket.
-        l.check(Some(&b)).unwrap();
+        l.check(Some(&b), None).unwrap();
         // Replicas are never limited.
         let r = peer(Some(Identity::Scheduler(2)), "10.0.0.2");
         for _ in 0..100 {
-            l.check(Some(&r)).unwrap();
+            l.check(Some(&r), None).unwrap();
         }
     }
 
@@ -239,14 +269,38 @@ mod tests {
         let l = RateLimitLayer::new(RateLimits::default());
         let x = peer(None, "10.0.0.9");
         for _ in 0..ANONYMOUS.1 {
-            l.check(Some(&x)).unwrap();
+            l.check(Some(&x), None).unwrap();
         }
-        let e = l.check(Some(&x)).unwrap_err();
+        let e = l.check(Some(&x), None).unwrap_err();
         assert!(
             e.message().contains("10.0.0.9 (no certificate)"),
             "{}",
             e.message()
         );
-        l.check(Some(&peer(None, "10.0.0.10"))).unwrap();
+        l.check(Some(&peer(None, "10.0.0.10")), None).unwrap();
+    }
+
+    #[test]
+    fn known_tokens_have_buckets_of_their_own_and_unknown_ones_do_not() {
+        let known: KnownToken = Arc::new(|a: &str| a == "000000000000000a");
+        let l = RateLimitLayer::with_tokens(RateLimits { rate: 1, burst: 2 }, Some(known));
+        let admin = peer(Some(Identity::Client("admin".into())), "10.0.0.1");
+        let a = crate::state::acl::format("000000000000000a", &"1".repeat(32));
+        let forged = crate::state::acl::format("000000000000000f", &"1".repeat(32));
+        for _ in 0..2 {
+            l.check(Some(&admin), Some(&format!("Bearer {a}"))).unwrap();
+        }
+        let e = l.check(Some(&admin), Some(&a)).unwrap_err();
+        assert!(
+            e.message().contains("ACL token 000000000000000a"),
+            "{}",
+            e.message()
+        );
+        // The certificate without a token (or with one the cluster does
+        // not know) still has its own bucket, shared by all such calls.
+        l.check(Some(&admin), None).unwrap();
+        l.check(Some(&admin), Some(&forged)).unwrap();
+        let e = l.check(Some(&admin), Some(&forged)).unwrap_err();
+        assert!(e.message().contains("client admin"), "{}", e.message());
     }
 }

@@ -163,7 +163,16 @@ impl Scheduler {
         let rate_limit = config
             .rate_limits
             .filter(|_| config.pki.is_some())
-            .map(limits::RateLimitLayer::new);
+            .map(|l| {
+                let state = replica.state.clone();
+                let known: limits::KnownToken = std::sync::Arc::new(move |accessor: &str| {
+                    state
+                        .read()
+                        .map(|s| s.acl.tokens.contains_key(accessor))
+                        .unwrap_or(false)
+                });
+                limits::RateLimitLayer::with_tokens(l, Some(known))
+            });
         if let Some(l) = rate_limit.clone() {
             let mut stop = stop.subscribe();
             tasks.push(tokio::spawn(async move {
