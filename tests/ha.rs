@@ -19,6 +19,41 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A job of two sleeping replicas (toolbox) named `name`, written to `dir`.
+fn two_sleepers(dir: &std::path::Path, images: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name: {name}\nreplicas: 2\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '1000']\nresources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n",
+            images.display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Every allocation of the cluster as (id, pid, state), sorted.
+fn allocs(c: &NetCluster) -> Vec<(String, u64, String)> {
+    let out = c.drover(&["alloc", "ls", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    let mut a: Vec<_> = v
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap_or_default().to_string(),
+                a["pid"].as_u64().unwrap_or(0),
+                a["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    a.sort();
+    a
+}
+
 /// A job that needs no agent: with no nodes it simply stays pending.
 fn spec_file(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let p = dir.join(format!("{name}.yaml"));
@@ -386,40 +421,10 @@ fn agents_keep_their_containers_through_a_leader_change() {
     let _turn = one_at_a_time();
     let mut c = NetCluster::up("haagent", 6, 3, 1, &[("DROVER_NODE_TIMEOUT", "2s")]);
     let dir = tempfile::tempdir().unwrap();
-    let spec = |name: &str| {
-        let p = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(
-            &p,
-            format!(
-                "name: {name}\nreplicas: 2\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '1000']\nresources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n",
-                images.display()
-            ),
-        )
-        .unwrap();
-        p
-    };
+    let spec = |name: &str| two_sleepers(dir.path(), &images, name);
     let first = spec("before");
     let out = c.drover(&["job", "run", "--timeout", "60s", first.to_str().unwrap()]);
     assert!(out.ok(), "job run: {}{}", out.stdout, out.stderr);
-    let allocs = |c: &NetCluster| -> Vec<(String, u64, String)> {
-        let out = c.drover(&["alloc", "ls", "-o", "json"]);
-        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-        let mut a: Vec<_> = v
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|a| {
-                (
-                    a["id"].as_str().unwrap_or_default().to_string(),
-                    a["pid"].as_u64().unwrap_or(0),
-                    a["state"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
-        a.sort();
-        a
-    };
     let before = allocs(&c);
     assert_eq!(before.len(), 2, "{before:?}");
     assert!(before
@@ -468,18 +473,7 @@ fn rotating_the_ca_of_three_replicas_and_two_nodes_stops_nothing() {
     let _turn = one_at_a_time();
     let mut c = NetCluster::up("harot", 13, 3, 2, &[]);
     let dir = tempfile::tempdir().unwrap();
-    let spec = |name: &str| {
-        let p = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(
-            &p,
-            format!(
-                "name: {name}\nreplicas: 2\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '1000']\nresources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n",
-                images.display()
-            ),
-        )
-        .unwrap();
-        p
-    };
+    let spec = |name: &str| two_sleepers(dir.path(), &images, name);
     let out = c.drover(&[
         "job",
         "run",
@@ -488,25 +482,6 @@ fn rotating_the_ca_of_three_replicas_and_two_nodes_stops_nothing() {
         spec("steady").to_str().unwrap(),
     ]);
     assert!(out.ok(), "job run: {}{}", out.stdout, out.stderr);
-    let allocs = |c: &NetCluster| -> Vec<(String, u64, String)> {
-        let out = c.drover(&["alloc", "ls", "-o", "json"]);
-        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-        let mut a: Vec<_> = v
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|a| {
-                (
-                    a["id"].as_str().unwrap_or_default().to_string(),
-                    a["pid"].as_u64().unwrap_or(0),
-                    a["state"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
-        a.sort();
-        a
-    };
     let before = allocs(&c);
     assert_eq!(before.len(), 2, "{before:?}");
 

@@ -33,6 +33,27 @@ fn as_identity(c: &Cluster, id: Identity, server: &'static str) -> tls::ClientTl
     )
 }
 
+/// Runs a one-replica job `name` of the toolbox image running `command`
+/// (a shell line), with `extra` spec lines, and waits for it.
+fn run_toolbox(c: &Cluster, name: &str, command: &str, extra: &str) -> std::path::PathBuf {
+    let spec = c.spec(
+        name,
+        &format!(
+            "name: {name}\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sh, -c, '{command}']\n\
+             resources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n{extra}",
+            drover_e2e::images().display()
+        ),
+    );
+    let run = c.drover(&["job", "run", spec.to_str().unwrap()]);
+    assert!(run.ok(), "job run {name}: {}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("all 1 replica(s) of version 1 running"),
+        "{}",
+        run.stdout
+    );
+    spec
+}
+
 async fn list_jobs(ch: Channel) -> Result<pb::ListJobsResponse, tonic::Status> {
     pb::drover_client::DroverClient::new(ch)
         .list_jobs(pb::ListJobsRequest { read: None })
@@ -326,26 +347,7 @@ fn certificates_are_renewed_before_they_end_and_an_expired_one_is_refused() {
             .expect("the renewed node certificate is accepted");
     });
     // The agent's own new connection (watch) brings it a new replica.
-    let spec = c.spec(
-        "renewed",
-        &format!(
-            "name: renewed\nimage: oci:{}/demo-web:v1\nenv: {{PORT: \"8080\"}}\n\
-             resources: {{cpu: 0.1, memory: 48Mi, pids: 64}}\n",
-            drover_e2e::images().display()
-        ),
-    );
-    let run = c.drover(&["job", "run", spec.to_str().unwrap()]);
-    assert!(
-        run.ok(),
-        "job run after renewal: {}{}",
-        run.stdout,
-        run.stderr
-    );
-    assert!(
-        run.stdout.contains("all 1 replica(s) of version 1 running"),
-        "{}",
-        run.stdout
-    );
+    run_toolbox(&c, "renewed", "exec sleep 1000", "");
     c.drover(&["job", "stop", "renewed"]);
 }
 
@@ -380,16 +382,7 @@ fn a_container_cannot_reach_the_control_plane_unless_its_job_asks() {
     let other_port = other.local_addr().unwrap().port();
     std::thread::spawn(move || for _ in other.incoming() {});
     let sleeper = |name: &str, extra: &str| {
-        let spec = c.spec(
-            name,
-            &format!(
-                "name: {name}\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '1000']\n\
-                 resources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n{extra}",
-                drover_e2e::images().display()
-            ),
-        );
-        let run = c.drover(&["job", "run", spec.to_str().unwrap()]);
-        assert!(run.ok(), "{}{}", run.stdout, run.stderr);
+        run_toolbox(&c, name, "exec sleep 1000", extra);
         let job = c.json(&["job", "status", name]);
         let a = &job["allocations"][0];
         let ip = a["ip"].as_str().unwrap().to_string();
@@ -597,19 +590,7 @@ fn tokens_bound_what_each_caller_may_do_and_agents_want_a_ticket() {
         return;
     }
     let c = Cluster::start("sec-acl");
-    let sleeper = |name: &str| {
-        c.spec(
-            name,
-            &format!(
-                "name: {name}\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sh, -c, 'echo hello from {name}; exec sleep 1000']\n\
-                 resources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n",
-                drover_e2e::images().display()
-            ),
-        )
-    };
-    let web = sleeper("web-a");
-    let run = c.drover(&["job", "run", web.to_str().unwrap()]);
-    assert!(run.ok(), "{}{}", run.stdout, run.stderr);
+    let web = run_toolbox(&c, "web-a", "echo hello from web-a; exec sleep 1000", "");
 
     // Before the bootstrap the certificate is enough; after it, not.
     let b = c.drover(&["acl", "bootstrap"]);
@@ -815,16 +796,7 @@ fn rotating_the_ca_keeps_every_container_running_and_ends_trusting_only_the_new_
         return;
     }
     let mut c = Cluster::start("sec-rotate");
-    let spec = c.spec(
-        "steady",
-        &format!(
-            "name: steady\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '1000']\n\
-             resources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n",
-            drover_e2e::images().display()
-        ),
-    );
-    let run = c.drover(&["job", "run", spec.to_str().unwrap()]);
-    assert!(run.ok(), "{}{}", run.stdout, run.stderr);
+    run_toolbox(&c, "steady", "exec sleep 1000", "");
     let before = c.json(&["job", "status", "steady"])["allocations"][0].clone();
     let (alloc, pid) = (
         before["id"].as_str().unwrap().to_string(),
@@ -892,24 +864,8 @@ fn rotating_the_ca_keeps_every_container_running_and_ends_trusting_only_the_new_
     c.scheduler.take();
     c.start_scheduler();
     c.start_agent();
-    let more = c.spec(
-        "after",
-        &std::fs::read_to_string(&spec)
-            .unwrap()
-            .replace("name: steady", "name: after"),
-    );
-    let run = c.drover(&["job", "run", more.to_str().unwrap()]);
-    assert!(
-        run.ok(),
-        "a job after the rotation and restarts: {}{}",
-        run.stdout,
-        run.stderr
-    );
-    assert!(
-        run.stdout.contains("all 1 replica(s) of version 1 running"),
-        "{}",
-        run.stdout
-    );
+    // A new job: the agent's new watch brings it, over the new CA only.
+    run_toolbox(&c, "after", "exec sleep 1000", "");
     let again = c.json(&["job", "status", "steady"])["allocations"][0].clone();
     assert_eq!(
         again["pid"].as_u64(),

@@ -22,9 +22,6 @@
 //! and logged.
 
 use drover_proto::pki::{tls::Peer, Identity};
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use tonic::Status;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,56 +83,29 @@ pub fn check(path: &str, identity: Option<&Identity>) -> Result<(), Status> {
     }
 }
 
-/// The layer: refuses calls [`check`] refuses, before the service sees them.
+/// The gate: refuses calls [`check`] refuses, before the service sees
+/// them, and logs who tried.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct AuthLayer;
+pub struct Authorize;
 
-impl<S> tower::Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-    fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Auth<S> {
-    inner: S,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S, B, R> tower::Service<http::Request<B>> for Auth<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-    R: Default + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let peer = req.extensions().get::<Peer>();
+impl super::gate::Gate for Authorize {
+    fn check(
+        &self,
+        path: &str,
+        _headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<(), Status> {
+        let peer = extensions.get::<Peer>();
         let identity = peer.and_then(|p| p.identity.as_ref());
-        if let Err(status) = check(req.uri().path(), identity) {
+        check(path, identity).inspect_err(|status| {
             tracing::warn!(
                 peer = ?peer.and_then(|p| p.addr),
                 identity = ?identity,
-                path = req.uri().path(),
+                path,
                 why = status.message(),
                 "call refused"
-            );
-            return Box::pin(async move { Ok(status.into_http()) });
-        }
-        // The clone that was polled ready serves this call (tower's rule).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(inner.call(req))
+            )
+        })
     }
 }
 

@@ -20,12 +20,9 @@
 
 use drover_proto::pki::{tls::Peer, Identity};
 use governor::{clock::Clock, DefaultKeyedRateLimiter, Quota};
-use std::future::Future;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tonic::Status;
 
@@ -59,16 +56,16 @@ const ANONYMOUS: (u32, u32) = (5, 20);
 pub type KnownToken = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 #[derive(Clone)]
-pub struct RateLimitLayer {
+pub struct RateLimiter {
     identities: Arc<DefaultKeyedRateLimiter<String>>,
     known_token: Option<KnownToken>,
     addresses: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     limits: RateLimits,
 }
 
-impl std::fmt::Debug for RateLimitLayer {
+impl std::fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimitLayer")
+        f.debug_struct("RateLimiter")
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
@@ -78,15 +75,15 @@ fn nonzero(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n.max(1)).expect("at least 1")
 }
 
-impl RateLimitLayer {
-    pub fn new(limits: RateLimits) -> RateLimitLayer {
-        RateLimitLayer::with_tokens(limits, None)
+impl RateLimiter {
+    pub fn new(limits: RateLimits) -> RateLimiter {
+        RateLimiter::with_tokens(limits, None)
     }
 
     /// Keys calls that carry a known ACL token by that token.
-    pub fn with_tokens(limits: RateLimits, known_token: Option<KnownToken>) -> RateLimitLayer {
+    pub fn with_tokens(limits: RateLimits, known_token: Option<KnownToken>) -> RateLimiter {
         let quota = |rate, burst| Quota::per_second(nonzero(rate)).allow_burst(nonzero(burst));
-        RateLimitLayer {
+        RateLimiter {
             identities: Arc::new(DefaultKeyedRateLimiter::keyed(quota(
                 limits.rate,
                 limits.burst,
@@ -113,7 +110,7 @@ impl RateLimitLayer {
     /// Decides a call from `peer` presenting `token` (the `authorization`
     /// value, if any): `Err` with the status to answer when it is over its
     /// limit.
-    pub fn check(&self, peer: Option<&Peer>, token: Option<&str>) -> Result<(), Status> {
+    pub fn admit(&self, peer: Option<&Peer>, token: Option<&str>) -> Result<(), Status> {
         let identity = peer.and_then(|p| p.identity.as_ref());
         let (who, wait) = match identity {
             Some(Identity::Scheduler(_)) => return Ok(()),
@@ -167,55 +164,16 @@ fn over_limit(who: &str, wait: Duration) -> Status {
     s
 }
 
-impl<S> tower::Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
-    fn layer(&self, inner: S) -> RateLimit<S> {
-        RateLimit {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct RateLimit<S> {
-    inner: S,
-    layer: RateLimitLayer,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S, B, R> tower::Service<http::Request<B>> for RateLimit<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-    R: Default + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let token = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        if let Err(status) = self.layer.check(req.extensions().get::<Peer>(), token) {
-            tracing::debug!(
-                path = req.uri().path(),
-                why = status.message(),
-                "call limited"
-            );
-            return Box::pin(async move { Ok(status.into_http()) });
-        }
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(inner.call(req))
+impl super::gate::Gate for RateLimiter {
+    fn check(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<(), Status> {
+        let token = headers.get("authorization").and_then(|v| v.to_str().ok());
+        self.admit(extensions.get::<Peer>(), token)
+            .inspect_err(|status| tracing::debug!(path, why = status.message(), "call limited"))
     }
 }
 
@@ -232,13 +190,13 @@ mod tests {
 
     #[test]
     fn a_caller_over_its_burst_is_limited_and_others_are_not() {
-        let l = RateLimitLayer::new(RateLimits { rate: 1, burst: 3 });
+        let l = RateLimiter::new(RateLimits { rate: 1, burst: 3 });
         let a = peer(Some(Identity::Client("a".into())), "10.0.0.1");
         let b = peer(Some(Identity::Client("b".into())), "10.0.0.1");
         for _ in 0..3 {
-            l.check(Some(&a), None).unwrap();
+            l.admit(Some(&a), None).unwrap();
         }
-        let e = l.check(Some(&a), None).unwrap_err();
+        let e = l.admit(Some(&a), None).unwrap_err();
         assert_eq!(e.code(), tonic::Code::ResourceExhausted);
         assert!(
             e.message()
@@ -256,41 +214,41 @@ mod tests {
             .unwrap();
         assert!((1..=1000).contains(&ms), "{ms}");
         // Another identity, from the same address, has its own bucket.
-        l.check(Some(&b), None).unwrap();
+        l.admit(Some(&b), None).unwrap();
         // Replicas are never limited.
         let r = peer(Some(Identity::Scheduler(2)), "10.0.0.2");
         for _ in 0..100 {
-            l.check(Some(&r), None).unwrap();
+            l.admit(Some(&r), None).unwrap();
         }
     }
 
     #[test]
     fn callers_without_a_certificate_are_limited_by_address() {
-        let l = RateLimitLayer::new(RateLimits::default());
+        let l = RateLimiter::new(RateLimits::default());
         let x = peer(None, "10.0.0.9");
         for _ in 0..ANONYMOUS.1 {
-            l.check(Some(&x), None).unwrap();
+            l.admit(Some(&x), None).unwrap();
         }
-        let e = l.check(Some(&x), None).unwrap_err();
+        let e = l.admit(Some(&x), None).unwrap_err();
         assert!(
             e.message().contains("10.0.0.9 (no certificate)"),
             "{}",
             e.message()
         );
-        l.check(Some(&peer(None, "10.0.0.10")), None).unwrap();
+        l.admit(Some(&peer(None, "10.0.0.10")), None).unwrap();
     }
 
     #[test]
     fn known_tokens_have_buckets_of_their_own_and_unknown_ones_do_not() {
         let known: KnownToken = Arc::new(|a: &str| a == "000000000000000a");
-        let l = RateLimitLayer::with_tokens(RateLimits { rate: 1, burst: 2 }, Some(known));
+        let l = RateLimiter::with_tokens(RateLimits { rate: 1, burst: 2 }, Some(known));
         let admin = peer(Some(Identity::Client("admin".into())), "10.0.0.1");
         let a = crate::state::acl::format("000000000000000a", &"1".repeat(32));
         let forged = crate::state::acl::format("000000000000000f", &"1".repeat(32));
         for _ in 0..2 {
-            l.check(Some(&admin), Some(&format!("Bearer {a}"))).unwrap();
+            l.admit(Some(&admin), Some(&format!("Bearer {a}"))).unwrap();
         }
-        let e = l.check(Some(&admin), Some(&a)).unwrap_err();
+        let e = l.admit(Some(&admin), Some(&a)).unwrap_err();
         assert!(
             e.message().contains("ACL token 000000000000000a"),
             "{}",
@@ -298,9 +256,9 @@ mod tests {
         );
         // The certificate without a token (or with one the cluster does
         // not know) still has its own bucket, shared by all such calls.
-        l.check(Some(&admin), None).unwrap();
-        l.check(Some(&admin), Some(&forged)).unwrap();
-        let e = l.check(Some(&admin), Some(&forged)).unwrap_err();
+        l.admit(Some(&admin), None).unwrap();
+        l.admit(Some(&admin), Some(&forged)).unwrap();
+        let e = l.admit(Some(&admin), Some(&forged)).unwrap_err();
         assert!(e.message().contains("client admin"), "{}", e.message());
     }
 }

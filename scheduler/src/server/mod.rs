@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client_api;
 pub mod cluster_api;
 pub mod convert;
+pub mod gate;
 pub mod join_api;
 pub mod limits;
 pub mod node_api;
@@ -171,7 +172,7 @@ impl Scheduler {
                         .map(|s| s.acl.tokens.contains_key(accessor))
                         .unwrap_or(false)
                 });
-                limits::RateLimitLayer::with_tokens(l, Some(known))
+                limits::RateLimiter::with_tokens(l, Some(known))
             });
         if let Some(l) = rate_limit.clone() {
             let mut stop = stop.subscribe();
@@ -192,9 +193,12 @@ impl Scheduler {
             .http2_max_header_list_size(64 << 10)
             .timeout(REQUEST_TIMEOUT)
             .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
-            .layer(tower::util::option_layer(rate_limit))
+            .layer(tower::util::option_layer(rate_limit.map(gate::GateLayer)))
             .layer(tower::util::option_layer(
-                config.pki.as_ref().map(|_| auth::AuthLayer),
+                config
+                    .pki
+                    .as_ref()
+                    .map(|_| gate::GateLayer(auth::Authorize)),
             ))
             .add_optional_service(config.pki.as_ref().map(|p| {
                 pb::join_server::JoinServer::new(join_api::JoinApi {
