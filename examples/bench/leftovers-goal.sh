@@ -19,6 +19,14 @@ source "$HERE/../dev-lib.sh"
 cd "$ROOT"
 [[ $(id -u) == 0 ]] || { echo "run as root: containers need namespaces and cgroups" >&2; exit 1; }
 AGENT=$ROOT/target/release/drover-agent
+need=()
+command -v jq >/dev/null || need+=(jq)
+command -v skopeo >/dev/null || need+=(skopeo)
+[[ -x /usr/bin/docker-registry ]] || need+=(docker-registry)
+command -v curl >/dev/null || need+=(curl)
+if ((${#need[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 WORK=$(mktemp -d /tmp/drover-goal.XXXXXX)
 PORT_ADDR=127.0.0.1:7491
 rows=()
@@ -121,6 +129,34 @@ demo() {
   examples/rolling-update-demo/run.sh
   examples/rolling-update-demo/run.sh stop
 }
+mesh_bench() {
+  # The routing mesh against one replica directly, on a drover dev.
+  local state=$WORK/mesh-dev pid ip
+  mkdir -p "$state"
+  setsid "$DROVER" dev --state-dir "$state" --listen "$PORT_ADDR" >"$state/dev.log" 2>&1 &
+  pid=$!
+  dev_ready "$state"
+  DROVER_ADDR=$PORT_ADDR "$DROVER" job run --timeout 60s "$WORK/web.yaml"
+  ip=$(DROVER_ADDR=$PORT_ADDR "$DROVER" alloc ls -o json | jq -r '[.[] | select(.state == "running")][0].ip')
+  DROVER_ADDR=$PORT_ADDR "$DROVER" bench mesh --mesh http://127.0.0.1:18080/ --direct "http://$ip:8080/"
+  dev_stop "$pid"
+}
+pull_bench() {
+  # Pulls from a real registry (docker-registry, the image pushed by skopeo),
+  # beside skopeo copy of the same image.
+  local reg=$WORK/registry port=5391 rpid rc=0
+  mkdir -p "$reg"
+  printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+    "$reg/data" "$port" >"$reg/config.yml"
+  /usr/bin/docker-registry serve "$reg/config.yml" >"$reg/registry.log" 2>&1 &
+  rpid=$!
+  for _ in $(seq 100); do curl -fsS -m 1 "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+  skopeo copy --quiet --dest-tls-verify=false "oci:$ROOT/examples/images/out/demo-web:v1" \
+    "docker://127.0.0.1:$port/demo-web:v1"
+  "$AGENT" runtime bench-pull "127.0.0.1:$port/demo-web:v1" --insecure-registry "127.0.0.1:$port" || rc=$?
+  kill "$rpid"; wait "$rpid" 2>/dev/null || true
+  return "$rc"
+}
 
 [[ ${1:-} == --no-tests ]] || step tests tests_step
 step runtime-bench "$AGENT" runtime bench --runs 10
@@ -129,6 +165,8 @@ step bench-failover "$DROVER" bench failover --trials 3
 step bench-node-loss "$DROVER" bench node-loss --trials 2
 step dev-benches dev_benches
 step crash-dev crash_dev
+step bench-mesh mesh_bench
+step bench-pull pull_bench
 step demo demo
 
 say "after each step: exit code, what was left, whether a new drover dev served :18080, left after it"
