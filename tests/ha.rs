@@ -487,7 +487,14 @@ fn rotating_the_ca_of_three_replicas_and_two_nodes_stops_nothing() {
 
     // The CLI here holds copies of the CA and the admin credential (as an
     // operator's workstation would): rotate-ca keeps them current itself.
-    let out = c.drover(&["cluster", "rotate-ca", "--timeout", "3m"]);
+    let out = c.drover(&[
+        "cluster",
+        "rotate-ca",
+        "--min-phase",
+        "3s",
+        "--timeout",
+        "3m",
+    ]);
     assert!(out.ok(), "rotate-ca: {}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("CA rotation done"), "{}", out.stdout);
     assert_eq!(allocs(&c), before, "a container was stopped or replaced");

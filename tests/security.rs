@@ -174,6 +174,19 @@ fn only_certificates_of_the_cluster_ca_get_in_and_each_only_where_it_belongs() {
             .await
             .unwrap();
 
+        // A node the cluster does not know cannot renew its certificate
+        // (a removed node's runs out).
+        let stranger = Identity::Node("stranger".into());
+        let ch = dial(&c.addr, &as_identity(&c, stranger.clone(), SCHEDULER_NAME))
+            .await
+            .unwrap();
+        let e = drover_proto::pki::renew::renew_over(ch, &stranger)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not part of the cluster"), "{e}");
+
         // A client certificate cannot call Raft.
         let ch = dial(&c.addr, &client_tls(&c.addr)).await.unwrap();
         let e = pb::raft_service_client::RaftServiceClient::new(ch)
@@ -657,6 +670,19 @@ fn tokens_bound_what_each_caller_may_do_and_agents_want_a_ticket() {
     assert!(ok && !out.contains("web-a"), "{out}");
     let (ok, _, err) = drover_as(&c, &team, &["job", "stop", "web-a"]);
     assert!(!ok && err.contains("may not stop job \"web-a\""), "{err}");
+    // Nor may it reach past a container's walls, even for its own jobs.
+    let host = c.spec(
+        "team-host",
+        &format!(
+            "name: team-host\nimage: oci:{}/toolbox:latest\nnetwork: host\n",
+            drover_e2e::images().display()
+        ),
+    );
+    let (ok, _, err) = drover_as(&c, &team, &["job", "run", host.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("may not submit job \"team-host\" with network: host"),
+        "{err}"
+    );
     let (ok, _, err) = drover_as(&c, &team, &["node", "drain", "sec-acl"]);
     assert!(!ok && err.contains("permission denied"), "{err}");
     let (ok, out, _) = drover_as(&c, &team, &["acl", "whoami"]);
@@ -771,6 +797,23 @@ fn tokens_bound_what_each_caller_may_do_and_agents_want_a_ticket() {
             ))
             .await
             .expect("a ticket for usage opens usage");
+        // The ticket is the admin client's: another client cannot use it.
+        let ch = dial(
+            &agent_addr,
+            &as_identity(&c, Identity::Client("eve".into()), AGENT_NAME),
+        )
+        .await
+        .unwrap();
+        let e = pb::agent_api_client::AgentApiClient::new(ch)
+            .usage(with(
+                &t.ticket,
+                pb::UsageRequest {
+                    alloc_id: alloc.clone(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
         // ...does not open logs.
         let e = agent
             .logs(with(
@@ -805,7 +848,14 @@ fn rotating_the_ca_keeps_every_container_running_and_ends_trusting_only_the_new_
     let pki = pki_dir_for(&c.addr).unwrap();
     let old = Ca::load(&pki).unwrap();
 
-    let r = c.drover(&["cluster", "rotate-ca", "--timeout", "3m"]);
+    let r = c.drover(&[
+        "cluster",
+        "rotate-ca",
+        "--min-phase",
+        "3s",
+        "--timeout",
+        "3m",
+    ]);
     assert!(r.ok(), "{}{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("CA rotation done"), "{}", r.stdout);
 

@@ -281,23 +281,38 @@ pub enum ClusterCmd {
     /// Replace the cluster CA without stopping anything (needs an admin
     /// token). Every replica and node first trusts the old and the new CA,
     /// then gets a certificate of the new one, then trusts only the new
-    /// one; each phase waits until everyone caught up. This CLI's own CA
-    /// file and certificate are updated as it goes (when writable); other
-    /// clients need the new CA certificate (`drover cluster ca`) before the
-    /// rotation ends. A node down throughout must join again.
+    /// one; each phase waits until everyone caught up, and lasts at least
+    /// --min-phase. This CLI's own CA file and certificate are updated as it
+    /// goes (when writable). Every other client must, meanwhile, fetch the
+    /// new CA (`drover cluster ca > ca.pem`, in the first phase) and renew
+    /// its certificate (`drover cluster renew-cert`, in the second), or be
+    /// locked out when the rotation ends. A node down throughout must join
+    /// again.
     ///
     /// Examples:
-    ///   drover cluster rotate-ca
+    ///   drover cluster rotate-ca --min-phase 10m
     ///   drover cluster rotate-ca --no-wait && drover cluster ca --status
     #[command(verbatim_doc_comment)]
     RotateCa {
-        /// Start the rotation and return.
+        /// Start the rotation and return (then renew this CLI's certificate
+        /// with `drover cluster renew-cert` once the new CA signs).
         #[arg(long)]
         no_wait: bool,
+        /// The least each of the two phases lasts.
+        #[arg(long, default_value = "1m")]
+        min_phase: String,
         /// Give up waiting after this long (the rotation goes on).
         #[arg(long, default_value = "10m")]
         timeout: String,
     },
+    /// Renew this CLI's certificate (signed by the CA that signs now: during
+    /// a CA rotation, the new one) and bring its CA file up to date; the
+    /// files it uses are rewritten.
+    ///
+    /// Example:
+    ///   drover cluster renew-cert
+    #[command(verbatim_doc_comment)]
+    RenewCert,
     /// Print the CA certificates clients should trust now (PEM), or with
     /// --status the CA rotation's phase and what it waits for.
     ///

@@ -110,8 +110,9 @@ impl Config {
 }
 
 /// The scheduler addresses and credentials to use: what the command line
-/// and environment give, the rest from `ctx`. A context that names
-/// certificate files is not mixed with a pki dir from elsewhere.
+/// and environment give, the rest from `ctx`. Given certificate files take
+/// none of the context's files, and a given address or files take none of
+/// its token (a secret for its own cluster only).
 pub fn apply(
     addr: Option<String>,
     args: &CredentialArgs,
@@ -128,7 +129,7 @@ pub fn apply(
         a.cert = ctx.cert.clone();
         a.key = ctx.key.clone();
     }
-    if a.token.is_none() {
+    if a.token.is_none() && !given_files && addr.is_none() {
         a.token = ctx.token.clone();
     }
     a.insecure_plaintext |= ctx.insecure_plaintext;
@@ -167,6 +168,14 @@ mod tests {
             "files from the command line are not mixed with the context's"
         );
         assert_eq!(a.token.as_deref(), Some("DRVT-mine"));
+        // Another cluster's address: the context's token does not go there.
+        let (_, a) = apply(
+            Some("1.2.3.4:7400".into()),
+            &CredentialArgs::default(),
+            Some(&ctx),
+        );
+        assert_eq!(a.token, None);
+        assert_eq!(a.pki_dir, Some("/ctx/pki".into()));
         let (addr, _) = apply(None, &CredentialArgs::default(), None);
         assert_eq!(addr, DEFAULT_ADDR);
     }

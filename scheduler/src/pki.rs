@@ -69,6 +69,9 @@ pub struct Pki {
     id: u64,
     /// How long the certificates this replica signs (its own included) are valid.
     pub cert_ttl: Duration,
+    /// Held while this replica's own files change (a renewal and a CA
+    /// rotation must not interleave their writes).
+    writing: Arc<std::sync::Mutex<()>>,
 }
 
 /// Whether a certificate is missing, not for `identity`, or past two thirds
@@ -130,6 +133,7 @@ impl Pki {
             dir: dir.to_path_buf(),
             id,
             cert_ttl,
+            writing: Default::default(),
         })
     }
 
@@ -142,6 +146,7 @@ impl Pki {
     /// crash part way leaves a directory that loads (and the next call
     /// finishes the job).
     pub fn follow(&self, rotation: &crate::state::ca::CaRotation) -> Result<bool, PkiError> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.authority.signing();
         let (signing, bundle) = match rotation.signing() {
             Some((cert, key)) => (
@@ -176,6 +181,7 @@ impl Pki {
     /// Signs a new certificate for this replica, keeps it, and presents it
     /// from the next handshake on.
     pub fn renew_own(&self) -> Result<(), PkiError> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let cred = self
             .authority
             .signing()

@@ -78,10 +78,12 @@ struct Api {
 }
 
 impl Api {
-    /// Checks the ticket in `metadata` opens `action` on allocation `alloc` here.
+    /// Checks the ticket in `metadata` opens `action` on allocation `alloc`
+    /// here, for the client `peer` (the one it was issued to).
     fn admit(
         &self,
         metadata: &tonic::metadata::MetadataMap,
+        peer: Option<&drover_proto::pki::Identity>,
         action: drover_proto::pki::ticket::Action,
         alloc: &str,
     ) -> Result<(), Status> {
@@ -98,6 +100,12 @@ impl Api {
             &self.shared.node,
             std::time::SystemTime::now(),
         )
+        .and_then(|t| match peer {
+            Some(drover_proto::pki::Identity::Client(name)) if *name != t.holder => {
+                Err(TicketError::Mismatch(format!("client {}", t.holder)))
+            }
+            _ => Ok(t),
+        })
         .map(|t| tracing::debug!(holder = %t.holder, %action, alloc, "ticket accepted"))
         .map_err(|e| {
             tracing::warn!(%action, alloc, why = %e, "call refused: ticket");
@@ -162,8 +170,15 @@ impl AgentApi for Api {
         req: Request<tonic::Streaming<pb::ExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
         let metadata = req.metadata().clone();
-        let admit =
-            |alloc: &str| self.admit(&metadata, drover_proto::pki::ticket::Action::Exec, alloc);
+        let peer = drover_proto::pki::tls::peer_identity(&req).cloned();
+        let admit = |alloc: &str| {
+            self.admit(
+                &metadata,
+                peer.as_ref(),
+                drover_proto::pki::ticket::Action::Exec,
+                alloc,
+            )
+        };
         super::exec::exec(self.shared.clone(), req.into_inner(), admit)
             .await
             .map(Response::new)
@@ -174,6 +189,7 @@ impl AgentApi for Api {
         check_alloc_id(&id)?;
         self.admit(
             req.metadata(),
+            drover_proto::pki::tls::peer_identity(&req),
             drover_proto::pki::ticket::Action::Usage,
             &id,
         )?;
@@ -209,6 +225,7 @@ impl AgentApi for Api {
         check_alloc_id(&req.get_ref().alloc_id)?;
         self.admit(
             req.metadata(),
+            drover_proto::pki::tls::peer_identity(&req),
             drover_proto::pki::ticket::Action::Logs,
             &req.get_ref().alloc_id,
         )?;

@@ -54,20 +54,53 @@ pub async fn run(addr: &str, cmd: ClusterCmd) -> Result<i32> {
                 .into_inner();
             println!("{}", r.token);
         }
-        ClusterCmd::RotateCa { no_wait, timeout } => {
+        ClusterCmd::RotateCa {
+            no_wait,
+            min_phase,
+            timeout,
+        } => {
             let timeout = drover_proto::quantity::Duration::parse(&timeout)
                 .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?
                 .std();
+            let min_phase = drover_proto::quantity::Duration::parse(&min_phase)
+                .map_err(|e| anyhow::anyhow!("--min-phase: {e}"))?
+                .std();
             let st = c
-                .rotate_ca(pb::RotateCaRequest {})
+                .rotate_ca(pb::RotateCaRequest {
+                    min_phase_seconds: min_phase.as_secs(),
+                })
                 .await
                 .map_err(status)?
                 .into_inner();
             println!("CA rotation started: everyone trusts the old and the new CA first");
             keep_own_credentials(addr, &st).await;
-            if !no_wait {
+            if no_wait {
+                eprintln!(
+                    "the rotation goes on; once its phase is sign (`drover cluster ca --status`), \
+                     run `drover cluster renew-cert`, or this CLI is locked out when it ends"
+                );
+            } else {
                 return wait_rotation(addr, st, timeout).await;
             }
+        }
+        ClusterCmd::RenewCert => {
+            let st = c
+                .get_ca_status(pb::CaStatusRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            let Some([ca, cert, key]) = client::credential_paths() else {
+                anyhow::bail!("this CLI uses no certificate files (--insecure-plaintext?)");
+            };
+            drover_proto::pki::write_public(&ca, st.bundle_pem.as_bytes())?;
+            client::reload_credentials();
+            renew_own(addr, &cert, &key).await?;
+            println!(
+                "renewed {} (signed by {}); {} trusts what the cluster trusts",
+                cert.display(),
+                st.signing_ca,
+                ca.display()
+            );
         }
         ClusterCmd::Ca { status: show } => {
             let st = c

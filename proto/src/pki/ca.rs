@@ -246,6 +246,16 @@ pub fn identity_of(der: &[u8]) -> Option<Identity> {
     })
 }
 
+/// Whether the key in `key_pem` is the one certificate `cert_pem` names.
+pub fn pair_matches(cert_pem: &str, key_pem: &str) -> bool {
+    let (Ok(der), Ok(key)) = (pem_to_der(cert_pem), KeyPair::from_pem(key_pem)) else {
+        return false;
+    };
+    x509_parser::parse_x509_certificate(&der).is_ok_and(|(_, x509)| {
+        x509.public_key().raw == rcgen::PublicKeyData::subject_public_key_info(&key).as_slice()
+    })
+}
+
 /// The certificates in a PEM bundle, each as its own PEM.
 pub fn split(bundle: &str) -> Vec<String> {
     let mut out = Vec::new();

@@ -182,17 +182,53 @@ impl fmt::Debug for Credential {
 }
 
 impl Credential {
-    /// `<dir>/<name>.pem` and `<dir>/<name>.key`.
+    /// `<dir>/<name>.pem` and `<dir>/<name>.key`. A pair that does not
+    /// belong together (a crash in the middle of [`Credential::save`]) is
+    /// finished from the new certificate `save` left beside it.
     pub fn load(dir: &Path, name: &str) -> Result<Credential, PkiError> {
-        Ok(Credential {
-            cert_pem: read(&dir.join(format!("{name}.pem")))?,
+        let cert = dir.join(format!("{name}.pem"));
+        let c = Credential {
+            cert_pem: read(&cert)?,
             key_pem: read(&dir.join(format!("{name}.key")))?,
-        })
+        };
+        if ca::pair_matches(&c.cert_pem, &c.key_pem) {
+            return Ok(c);
+        }
+        let next = dir.join(format!("{name}.next.pem"));
+        match read(&next) {
+            Ok(cert_pem) if ca::pair_matches(&cert_pem, &c.key_pem) => {
+                std::fs::rename(&next, &cert).map_err(|source| PkiError::Io {
+                    path: cert.clone(),
+                    source,
+                })?;
+                Ok(Credential {
+                    cert_pem,
+                    key_pem: c.key_pem,
+                })
+            }
+            _ => Err(PkiError::cert(
+                cert.display().to_string(),
+                format!("does not belong to the key in {name}.key"),
+            )),
+        }
     }
 
+    /// Writes the pair so that a crash at any point leaves one that loads:
+    /// both new files are written aside first, then the key and then the
+    /// certificate are renamed into place ([`Credential::load`] finishes a
+    /// pair whose key moved and certificate did not).
     pub fn save(&self, dir: &Path, name: &str) -> Result<(), PkiError> {
-        write_private(&dir.join(format!("{name}.key")), self.key_pem.as_bytes())?;
-        write_public(&dir.join(format!("{name}.pem")), self.cert_pem.as_bytes())
+        let next_key = dir.join(format!("{name}.next.key"));
+        let next_cert = dir.join(format!("{name}.next.pem"));
+        write_private(&next_key, self.key_pem.as_bytes())?;
+        write_public(&next_cert, self.cert_pem.as_bytes())?;
+        for (from, to) in [
+            (next_key, dir.join(format!("{name}.key"))),
+            (next_cert, dir.join(format!("{name}.pem"))),
+        ] {
+            std::fs::rename(&from, &to).map_err(|source| PkiError::Io { path: to, source })?;
+        }
+        Ok(())
     }
 
     /// Whom the certificate names.
@@ -226,6 +262,26 @@ mod tests {
         ] {
             assert_eq!(Identity::from_uri(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_pair_torn_by_a_crash_loads_as_the_new_pair() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = ca::Ca::generate("t").unwrap();
+        let id = Identity::Node("n".into());
+        let old = ca.issue(&id, std::time::Duration::from_secs(600)).unwrap();
+        old.save(d.path(), "node").unwrap();
+        let new = ca.issue(&id, std::time::Duration::from_secs(600)).unwrap();
+        // The crash: the new key is in place, the new certificate beside it.
+        write_public(&d.path().join("node.next.pem"), new.cert_pem.as_bytes()).unwrap();
+        write_private(&d.path().join("node.key"), new.key_pem.as_bytes()).unwrap();
+        let back = Credential::load(d.path(), "node").unwrap();
+        assert_eq!(back.cert_pem, new.cert_pem);
+        assert_eq!(read(&d.path().join("node.pem")).unwrap(), new.cert_pem);
+        // Without the new certificate, the mismatch is an error that says so.
+        write_private(&d.path().join("node.key"), old.key_pem.as_bytes()).unwrap();
+        let e = Credential::load(d.path(), "node").unwrap_err().to_string();
+        assert!(e.contains("does not belong to the key"), "{e}");
     }
 
     #[test]

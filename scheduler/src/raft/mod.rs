@@ -205,6 +205,17 @@ pub async fn open(id: NodeId, dir: &Path, options: RaftOptions) -> Result<RaftHa
             path: dir.clone(),
             source,
         })?;
+        // The log and the snapshots hold the cluster's secrets (a rotated
+        // CA's key, ACL token hashes, jobs' environments): the owner only.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(
+                |source| Error::Dir {
+                    path: dir.clone(),
+                    source,
+                },
+            )?;
+        }
         let log_store = LogStore::open(&dir.join("raft.redb"))?;
         let sm = StateMachine::open(&dir.join("snapshots"), sm_state, applied_tx)?;
         Ok::<_, Error>((log_store, sm))

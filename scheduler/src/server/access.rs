@@ -14,17 +14,20 @@ use crate::state::acl::{AclError, Permission, Token};
 use drover_proto::pki::{tls::peer_identity, Identity};
 use tonic::{Request, Status};
 
+/// The token in an `authorization` value (`Bearer TOKEN`, any case, or
+/// the bare token).
+pub fn bearer(value: &str) -> &str {
+    let v = value.trim();
+    match v.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("bearer ") => v[7..].trim(),
+        _ => v,
+    }
+}
+
 /// The token a request presents, if any.
 pub fn presented<T>(req: &Request<T>) -> Option<String> {
     let v = req.metadata().get("authorization")?.to_str().ok()?;
-    let v = v.trim();
-    Some(
-        v.strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-            .unwrap_or(v)
-            .trim()
-            .to_string(),
-    )
+    Some(bearer(v).to_string())
 }
 
 /// What an ACL refusal is on the wire.

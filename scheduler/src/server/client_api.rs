@@ -58,6 +58,28 @@ impl Drover for ClientApi {
             Some(&name),
             &format!("submit job {name:?}"),
         )?;
+        // What reaches past a container's walls (the node's network, the
+        // control plane, capabilities beyond the default set) is for
+        // administrators, as Kubernetes keeps privileged pods for them.
+        let mut privileged = Vec::new();
+        if spec.network == drover_proto::spec::Network::Host {
+            privileged.push("network: host");
+        }
+        if spec.security.control_plane_access {
+            privileged.push("security.control_plane_access");
+        }
+        if !spec.security.capabilities.add.is_empty() {
+            privileged.push("security.capabilities.add");
+        }
+        if !privileged.is_empty() {
+            access::check(
+                &self.replica,
+                &req,
+                Permission::Admin,
+                Some(&name),
+                &format!("submit job {name:?} with {}", privileged.join(", ")),
+            )?;
+        }
         let req = req.into_inner();
         let r = self
             .replica
@@ -220,10 +242,12 @@ impl Drover for ClientApi {
             .replica
             .read(stale(&req.read), |s| {
                 let a = s.find_allocation(&req.id).map_err(Status::not_found)?;
+                // Another team's allocation is as absent as one that never
+                // was: its job's name is not this token's to learn.
                 if !sees(&token, &a.job) {
-                    return Err(Status::permission_denied(format!(
-                        "this ACL token may not read allocations of job {:?}",
-                        a.job
+                    return Err(Status::not_found(format!(
+                        "no allocation with id {:?}",
+                        req.id
                     )));
                 }
                 Ok(convert::allocation(s, a))
@@ -411,7 +435,7 @@ impl Drover for ClientApi {
             ))
         })?;
         // Authenticated first; the job is known once the allocation is found.
-        access::check(&self.replica, &req, Permission::Read, None, "use agents")?;
+        let token = access::check(&self.replica, &req, Permission::Read, None, "use agents")?;
         let (found, _) = self
             .replica
             .read(false, |s| {
@@ -428,6 +452,12 @@ impl Drover for ClientApi {
             })
             .await?;
         let (alloc, job, node, node_address) = found?;
+        if !sees(&token, &job) {
+            return Err(Status::not_found(format!(
+                "no allocation with id {:?}",
+                req.get_ref().alloc_id
+            )));
+        }
         let permission = match action {
             Action::Exec => Permission::Exec,
             Action::Logs => Permission::Logs,

@@ -362,8 +362,10 @@ impl Cluster for ClusterApi {
             .write(Command::RotateCa {
                 old_cert: authority.signing().cert_pem.clone(),
                 new_cert: new.cert_pem.clone(),
-                new_key: new.key_pem().to_string(),
+                new_key: crate::state::ca::SecretPem(new.key_pem().to_string()),
                 new_subject: new.subject(),
+                min_phase_ms: i64::try_from(req.get_ref().min_phase_seconds.saturating_mul(1000))
+                    .unwrap_or(i64::MAX),
                 at_ms: super::now_ms(),
             })
             .await?;

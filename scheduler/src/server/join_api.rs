@@ -5,7 +5,8 @@
 //!
 //! Renewing is the same signing for a caller that already has a valid
 //! certificate: the new one names whom the old one named, never what the
-//! request asks for.
+//! request asks for, and only while that node or replica is still part of
+//! the cluster (a removed one's certificate runs out; it joins again).
 
 use crate::pki::Authority;
 use drover_proto::pb::{self, join_server::Join};
@@ -21,6 +22,40 @@ pub struct JoinApi {
     pub authority: Authority,
     /// How long the certificates it signs are valid.
     pub cert_ttl: std::time::Duration,
+    /// The cluster, to tell whether a renewing node or replica is in it.
+    pub replica: crate::replica::Replica,
+}
+
+impl JoinApi {
+    /// Whether `identity` may renew: a node the cluster knows, a replica
+    /// of its membership, or a client.
+    fn still_member(&self, identity: &Identity) -> Result<(), Status> {
+        let known = match identity {
+            Identity::Node(n) => self
+                .replica
+                .state
+                .read()
+                .expect("state lock poisoned")
+                .nodes
+                .contains_key(n),
+            Identity::Scheduler(id) => self
+                .replica
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .any(|(m, _)| m == id),
+            Identity::Client(_) => true,
+        };
+        if known {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "{identity} is not part of the cluster (removed?): it joins again with a token"
+            )))
+        }
+    }
 }
 
 impl JoinApi {
@@ -90,10 +125,17 @@ impl Join for JoinApi {
         let identity = drover_proto::pki::tls::peer_identity(&req)
             .cloned()
             .ok_or_else(|| Status::unauthenticated("renewing needs a certificate"))?;
+        self.still_member(&identity)
+            .inspect_err(|e| tracing::warn!(%identity, why = e.message(), "renewal refused"))?;
+        // A client keeps the long life its first certificate had.
+        let ttl = match identity {
+            Identity::Client(_) => crate::pki::ADMIN_VALIDITY,
+            _ => self.cert_ttl,
+        };
         let cert_pem = self
             .authority
             .signing()
-            .sign_request(&req.get_ref().csr_pem, &identity, self.cert_ttl)
+            .sign_request(&req.get_ref().csr_pem, &identity, ttl)
             .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
         tracing::info!(%identity, "certificate renewed");
         Ok(Response::new(pb::RenewResponse {

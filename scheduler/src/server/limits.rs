@@ -51,9 +51,10 @@ impl Default for RateLimits {
 /// address: joining is rare, and a forged token should not get many tries.
 const ANONYMOUS: (u32, u32) = (5, 20);
 
-/// Whether an accessor names an ACL token of the cluster (the secret is
-/// checked later, by the call: an unknown accessor must not buy a bucket).
-pub type KnownToken = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// The accessor of a token (the whole string) if it is a valid ACL token
+/// of the cluster, secret and all: neither an unknown accessor nor someone
+/// else's accessor with a wrong secret buys (or drains) a bucket.
+pub type KnownToken = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct RateLimiter {
@@ -116,10 +117,8 @@ impl RateLimiter {
             Some(Identity::Scheduler(_)) => return Ok(()),
             Some(id) => {
                 let accessor = token
-                    .map(|t| t.trim().trim_start_matches("Bearer ").trim())
-                    .and_then(|t| crate::state::acl::parse(t).ok())
-                    .map(|(a, _)| a.to_ascii_lowercase())
-                    .filter(|a| self.known_token.as_ref().is_some_and(|k| k(a)));
+                    .map(super::access::bearer)
+                    .and_then(|t| self.known_token.as_ref().and_then(|k| k(t)));
                 let (key, who) = match accessor {
                     Some(a) => (format!("token:{a}"), format!("ACL token {a}")),
                     None => (format!("cert:{}", id.uri()), id.to_string()),
@@ -240,13 +239,17 @@ mod tests {
 
     #[test]
     fn known_tokens_have_buckets_of_their_own_and_unknown_ones_do_not() {
-        let known: KnownToken = Arc::new(|a: &str| a == "000000000000000a");
+        let known: KnownToken = Arc::new(|t: &str| {
+            let (a, secret) = crate::state::acl::parse(t).ok()?;
+            (a == "000000000000000a" && secret == "1".repeat(32)).then(|| a.to_string())
+        });
         let l = RateLimiter::with_tokens(RateLimits { rate: 1, burst: 2 }, Some(known));
         let admin = peer(Some(Identity::Client("admin".into())), "10.0.0.1");
         let a = crate::state::acl::format("000000000000000a", &"1".repeat(32));
-        let forged = crate::state::acl::format("000000000000000f", &"1".repeat(32));
+        // Someone else's accessor with a wrong secret: not that token's bucket.
+        let forged = crate::state::acl::format("000000000000000a", &"2".repeat(32));
         for _ in 0..2 {
-            l.admit(Some(&admin), Some(&format!("Bearer {a}"))).unwrap();
+            l.admit(Some(&admin), Some(&format!("bearer {a}"))).unwrap();
         }
         let e = l.admit(Some(&admin), Some(&a)).unwrap_err();
         assert!(

@@ -166,11 +166,10 @@ impl Scheduler {
             .filter(|_| config.pki.is_some())
             .map(|l| {
                 let state = replica.state.clone();
-                let known: limits::KnownToken = std::sync::Arc::new(move |accessor: &str| {
-                    state
-                        .read()
-                        .map(|s| s.acl.tokens.contains_key(accessor))
-                        .unwrap_or(false)
+                let known: limits::KnownToken = std::sync::Arc::new(move |token: &str| {
+                    let s = state.read().ok()?;
+                    let t = s.acl.authenticate(Some(token), now_ms()).ok()??;
+                    Some(t.accessor.clone())
                 });
                 limits::RateLimiter::with_tokens(l, Some(known))
             });
@@ -204,6 +203,7 @@ impl Scheduler {
                 pb::join_server::JoinServer::new(join_api::JoinApi {
                     authority: p.authority.clone(),
                     cert_ttl: p.cert_ttl,
+                    replica: replica.clone(),
                 })
             }))
             .add_service(

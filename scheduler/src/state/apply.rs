@@ -141,21 +141,29 @@ impl State {
                 new_cert,
                 new_key,
                 new_subject,
+                min_phase_ms,
                 at_ms,
             } => match &self.ca_rotation {
                 Some(r) if r.phase != ca::Phase::Done => CommandResult::refused(format!(
                     "a CA rotation is under way (phase {}): let it finish first",
                     r.phase
                 )),
-                _ => {
+                previous => {
+                    // After a rotation the CA in force is its new one,
+                    // whatever the proposing replica had loaded (it may lag).
+                    let old_cert = previous
+                        .as_ref()
+                        .map(|r| r.new_cert.clone())
+                        .unwrap_or_else(|| old_cert.clone());
                     self.ca_rotation = Some(ca::CaRotation {
                         phase: ca::Phase::Trust,
-                        old_cert: old_cert.clone(),
+                        old_cert,
                         new_cert: new_cert.clone(),
                         new_key: new_key.clone(),
                         new_subject: new_subject.clone(),
                         since_index: index,
                         since_ms: *at_ms,
+                        min_phase_ms: *min_phase_ms,
                     });
                     CommandResult::ok(true)
                 }

@@ -41,6 +41,17 @@ impl fmt::Display for Phase {
     }
 }
 
+/// A private key (PEM) in the state: never in debug output or logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretPem(pub String);
+
+impl fmt::Debug for SecretPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<private key>")
+    }
+}
+
 /// The latest CA rotation (kept once done, so a replica that was away
 /// catches up with it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,13 +59,16 @@ pub struct CaRotation {
     pub phase: Phase,
     pub old_cert: String,
     pub new_cert: String,
-    pub new_key: String,
+    pub new_key: SecretPem,
     /// The new CA's subject: what a certificate it signed names as issuer.
     pub new_subject: String,
     /// The log index at which the phase began (every replica must have
     /// applied it before the next), and when.
     pub since_index: u64,
     pub since_ms: i64,
+    /// The least each phase lasts, as asked (never under [`MIN_PHASE_MS`]).
+    #[serde(default)]
+    pub min_phase_ms: i64,
 }
 
 /// The shortest a phase lasts: long enough for a heartbeat of every node.
@@ -71,7 +85,7 @@ pub struct NodeTrust {
 impl CaRotation {
     /// The CA replicas sign with in this phase, if not their old one.
     pub fn signing(&self) -> Option<(&str, &str)> {
-        (self.phase >= Phase::Sign).then_some((&self.new_cert, &self.new_key))
+        (self.phase >= Phase::Sign).then_some((&self.new_cert, &self.new_key.0))
     }
 
     /// The CA certificates trusted in this phase, the signing one first.
@@ -112,7 +126,7 @@ impl CaRotation {
                 waiting.push(format!("node {name}"));
             }
         }
-        if waiting.is_empty() && now_ms - self.since_ms < MIN_PHASE_MS {
+        if waiting.is_empty() && now_ms - self.since_ms < self.min_phase_ms.max(MIN_PHASE_MS) {
             waiting.push("the phase's minimum time".into());
         }
         if waiting.is_empty() {
@@ -136,10 +150,11 @@ mod tests {
             phase: Phase::Trust,
             old_cert: old.cert_pem.clone(),
             new_cert: new.cert_pem.clone(),
-            new_key: new.key_pem().to_string(),
+            new_key: SecretPem(new.key_pem().to_string()),
             new_subject: new.subject(),
             since_index: 10,
             since_ms: 0,
+            min_phase_ms: 0,
         };
         assert_eq!(r.signing(), None);
         let both = bundle_id(&r.bundle());

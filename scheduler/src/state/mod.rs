@@ -148,8 +148,10 @@ pub enum Command {
     RotateCa {
         old_cert: String,
         new_cert: String,
-        new_key: String,
+        new_key: ca::SecretPem,
         new_subject: String,
+        #[serde(default)]
+        min_phase_ms: i64,
         at_ms: i64,
     },
     /// The leader saw everyone catch up with `from`: the next phase.
