@@ -55,3 +55,30 @@ dev_up() {
     for _ in $(seq 100); do "$DROVER" node ls 2>/dev/null | grep -q ready && break; sleep 0.1; done
   fi
 }
+
+# dev_start STATE ADDR [FLAGS...]: a drover dev on state dir STATE serving
+# ADDR, in a session of its own (DEV_PID is its pid); waits up to 20 s
+# until its node is ready. drover uses its credentials from then on.
+dev_start() {
+  local state=$1 addr=$2 flags=()
+  shift 2
+  mkdir -p "$state"
+  setsid "$DROVER" dev --state-dir "$state" --listen "$addr" "$@" >"$state/dev.log" 2>&1 &
+  DEV_PID=$!
+  export DROVER_PKI_DIR=$state/pki
+  [[ " $* " == *" --insecure-plaintext "* ]] && flags=(--insecure-plaintext)
+  for _ in $(seq 200); do
+    DROVER_ADDR=$addr "$DROVER" "${flags[@]}" node ls 2>/dev/null | grep -q ready && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# dev_stop PID: stops a drover dev as a user does (SIGINT), SIGKILL if it
+# has not stopped in 60 s.
+dev_stop() {
+  kill -INT "$1" 2>/dev/null || true
+  for _ in $(seq 600); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}

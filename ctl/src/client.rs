@@ -122,10 +122,8 @@ fn resolve(a: &crate::cli::CredentialArgs) -> Result<(ClientTls, ClientTls), Str
         pick(&a.key, "admin.key", "--key")?,
     ];
     let ca_pem = read(&paths[0], "CA certificate")?;
-    let credential = drover_proto::pki::Credential {
-        cert_pem: read(&paths[1], "client certificate")?,
-        key_pem: read(&paths[2], "client key")?,
-    };
+    let credential = drover_proto::pki::Credential::load_files(&paths[1], &paths[2])
+        .map_err(|e| format!("client certificate and key: {e}"))?;
     *PATHS.write().unwrap_or_else(|e| e.into_inner()) = Some(paths);
     let config = drover_proto::pki::tls::client_config(&ca_pem, Some(&credential))
         .map_err(|e| e.to_string())?;

@@ -35,35 +35,13 @@ say "building Drover (release) and the demo images"
 cargo build --release --bins --quiet
 "$ROOT/examples/images/build.sh" >/dev/null
 
-# Waits until the drover dev on PORT_ADDR (state dir $1) has a ready node;
-# drover uses its credentials from then on.
-dev_ready() {
-  export DROVER_PKI_DIR=$1/pki
-  for _ in $(seq 100); do
-    DROVER_ADDR=$PORT_ADDR "$DROVER" node ls 2>/dev/null | grep -q ready && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-# Stops drover dev PID as a user does (SIGINT), SIGKILL if it has not
-# stopped in 60 s.
-dev_stop() {
-  kill -INT "$1" 2>/dev/null || true
-  for _ in $(seq 600); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
-
 # A drover dev on a fresh state dir: serves demo-web on :18080 through the
 # mesh, then stops (SIGINT). Prints "yes (N ms)" or "no: why".
 dev_serves() {
   local state=$WORK/dev-$1 t0 pid ok=no
-  mkdir -p "$state"
   t0=$(date +%s%N)
-  setsid "$DROVER" dev --state-dir "$state" --listen "$PORT_ADDR" >"$state/dev.log" 2>&1 &
-  pid=$!
-  dev_ready "$state" || true
+  dev_start "$state" "$PORT_ADDR" || true
+  pid=$DEV_PID
   if DROVER_ADDR=$PORT_ADDR "$DROVER" job run --timeout 60s "$WORK/web.yaml" >"$state/run.log" 2>&1; then
     for _ in $(seq 100); do
       if curl -fsS -m 1 http://127.0.0.1:18080/ >/dev/null 2>&1; then ok=yes; break; fi
@@ -103,10 +81,8 @@ tests_step() { tests/run.sh; }
 dev_benches() {
   # job-run and rollout against a drover dev, stopped as a user stops it.
   local state=$WORK/bench-dev pid
-  mkdir -p "$state"
-  setsid "$DROVER" dev --state-dir "$state" --listen "$PORT_ADDR" >"$state/dev.log" 2>&1 &
-  pid=$!
-  dev_ready "$state"
+  dev_start "$state" "$PORT_ADDR"
+  pid=$DEV_PID
   DROVER_ADDR=$PORT_ADDR "$DROVER" bench job-run --replicas 20 --trials 2
   DROVER_ADDR=$PORT_ADDR "$DROVER" bench rollout --replicas 10 --trials 1
   dev_stop "$pid"
@@ -115,10 +91,8 @@ crash_dev() {
   # A drover dev with running replicas, SIGKILLed: its monitors fence the
   # containers; the next drover dev (another state dir) must serve.
   local state=$WORK/crashed-dev pid
-  mkdir -p "$state"
-  setsid "$DROVER" dev --state-dir "$state" --listen "$PORT_ADDR" >"$state/dev.log" 2>&1 &
-  pid=$!
-  dev_ready "$state"
+  dev_start "$state" "$PORT_ADDR"
+  pid=$DEV_PID
   DROVER_ADDR=$PORT_ADDR "$DROVER" job run --timeout 60s "$WORK/web.yaml"
   kill -KILL "$pid"; wait "$pid" || true
   echo "crashed; next drover dev: $(dev_serves after-crash)"
@@ -132,10 +106,8 @@ demo() {
 mesh_bench() {
   # The routing mesh against one replica directly, on a drover dev.
   local state=$WORK/mesh-dev pid ip
-  mkdir -p "$state"
-  setsid "$DROVER" dev --state-dir "$state" --listen "$PORT_ADDR" >"$state/dev.log" 2>&1 &
-  pid=$!
-  dev_ready "$state"
+  dev_start "$state" "$PORT_ADDR"
+  pid=$DEV_PID
   DROVER_ADDR=$PORT_ADDR "$DROVER" job run --timeout 60s "$WORK/web.yaml"
   ip=$(DROVER_ADDR=$PORT_ADDR "$DROVER" alloc ls -o json | jq -r '[.[] | select(.state == "running")][0].ip')
   DROVER_ADDR=$PORT_ADDR "$DROVER" bench mesh --mesh http://127.0.0.1:18080/ --direct "http://$ip:8080/"

@@ -31,21 +31,11 @@ say "2. durable commits, replication over mutual TLS and over plaintext"
 job_run() {
   local mode=$1 state=$WORK/dev-$1 pid flags=()
   [[ $mode == plaintext ]] && flags=(--insecure-plaintext)
-  mkdir -p "$state"
-  setsid "$DROVER" dev --state-dir "$state" --listen "$ADDR" --agent-listen 127.0.0.1:7493 \
-    "${flags[@]}" >"$state/dev.log" 2>&1 &
-  pid=$!
-  export DROVER_PKI_DIR=$state/pki
-  for _ in $(seq 200); do
-    DROVER_ADDR=$ADDR "$DROVER" "${flags[@]}" node ls 2>/dev/null | grep -q ready && break
-    sleep 0.1
-  done
+  dev_start "$state" "$ADDR" --agent-listen 127.0.0.1:7493 "${flags[@]}" || true
+  pid=$DEV_PID
   say "3. job-run of 20 replicas, drover dev over $mode"
   DROVER_ADDR=$ADDR "$DROVER" "${flags[@]}" bench job-run --replicas 20 --trials 5 || true
-  kill -INT "$pid" 2>/dev/null || true
-  for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  dev_stop "$pid"
 }
 job_run tls
 job_run plaintext

@@ -181,27 +181,46 @@ pub fn exists(bridge: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Guard tables whose bridge is gone (a crash between removing the one
-/// and the other): nothing uses them.
-pub fn orphan_tables() -> Vec<String> {
-    let Ok(out) = Command::new("nft").args(["-j", "list", "tables"]).output() else {
+/// What `nft -j ARGS` lists (its `nftables` array); empty when nft fails.
+fn nft_json(args: &[&str]) -> Vec<serde_json::Value> {
+    let Ok(out) = Command::new("nft").arg("-j").args(args).output() else {
         return Vec::new();
     };
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    match v {
+        serde_json::Value::Object(mut m) => match m.remove("nftables") {
+            Some(serde_json::Value::Array(a)) => a,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// The addresses in the `allowed` set of `bridge`'s table now (none if
+/// there is no table).
+pub fn allowed(bridge: &str) -> Vec<Ipv4Addr> {
+    nft_json(&["list", "set", "inet", bridge, "allowed"])
+        .iter()
+        .filter_map(|o| o["set"]["elem"].as_array())
+        .flatten()
+        .filter_map(|e| e.as_str()?.parse().ok())
+        .collect()
+}
+
+/// Guard tables whose bridge is gone (a crash between removing the one
+/// and the other): nothing uses them.
+pub fn orphan_tables() -> Vec<String> {
     // Without the list of links nothing can be called gone.
     let Ok(links) = super::links() else {
         return Vec::new();
     };
-    let bridges: Vec<String> = links.into_iter().map(|l| l.name).collect();
-    v["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    nft_json(&["list", "tables"])
+        .iter()
         .filter_map(|o| {
             let t = &o["table"];
             (t["family"] == "inet").then(|| t["name"].as_str())?
         })
-        .filter(|n| n.starts_with("drv") && !bridges.iter().any(|b| b == n))
+        .filter(|n| n.starts_with("drv") && !links.iter().any(|l| l.name == *n))
         .map(String::from)
         .collect()
 }

@@ -163,26 +163,6 @@ pub struct NodeNetwork {
     routed: std::sync::Mutex<routes::Routes>,
 }
 
-/// The addresses in the `allowed` set of `bridge`'s table now (empty if
-/// there is no table).
-fn allowed_now(bridge: &str) -> Vec<Ipv4Addr> {
-    let Ok(out) = Command::new("nft")
-        .args(["-j", "list", "set", "inet", bridge, "allowed"])
-        .output()
-    else {
-        return Vec::new();
-    };
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o["set"]["elem"].as_array())
-        .flatten()
-        .filter_map(|e| e.as_str()?.parse().ok())
-        .collect()
-}
-
 impl NodeNetwork {
     /// Creates (or finds) the bridge for `subnet` and the IPAM under
     /// `state_dir`, and keeps containers on it from `control_plane`.
@@ -224,7 +204,7 @@ impl NodeNetwork {
         // Replicas a previous agent process let through keep their pass
         // while their address is still theirs.
         let held: Vec<Ipv4Addr> = ipam.list().into_iter().map(|(a, _)| a).collect();
-        let mut allowed = allowed_now(&bridge);
+        let mut allowed = guard::allowed(&bridge);
         allowed.retain(|a| held.contains(a));
         guard::install(&bridge, control_plane, &allowed)?;
         // What this state dir's previous agent routed: the first sync prunes it.

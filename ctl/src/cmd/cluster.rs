@@ -217,8 +217,7 @@ async fn renew_own(addr: &str, cert: &std::path::Path, key: &std::path::Path) ->
     .identity()?;
     let ch = client::connect_any(addr).await?;
     let r = drover_proto::pki::renew::renew_over(ch, &who).await?;
-    drover_proto::pki::write_private(key, r.credential.key_pem.as_bytes())?;
-    drover_proto::pki::write_public(cert, r.credential.cert_pem.as_bytes())?;
+    r.credential.save_files(cert, key)?;
     Ok(())
 }
 

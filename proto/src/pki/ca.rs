@@ -138,7 +138,9 @@ impl Ca {
 
     /// The CA's name (its subject), as certificates it signs name their issuer.
     pub fn subject(&self) -> String {
-        issuer_of_der(&self.cert_der, false).unwrap_or_default()
+        x509_parser::parse_x509_certificate(&self.cert_der)
+            .map(|(_, x)| x.subject().to_string())
+            .unwrap_or_default()
     }
 
     /// The secret join tokens are signed with: derived from the CA key, so
@@ -286,18 +288,11 @@ pub fn bundle_id(bundle: &str) -> String {
     hex::encode(&Sha256::digest(fps.join(",").as_bytes())[..8])
 }
 
-fn issuer_of_der(der: &[u8], issuer: bool) -> Option<String> {
-    let (_, x509) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(if issuer {
-        x509.issuer().to_string()
-    } else {
-        x509.subject().to_string()
-    })
-}
-
 /// The name of the CA that signed the certificate in `cert_pem`.
 pub fn issuer(cert_pem: &str) -> Option<String> {
-    issuer_of_der(&pem_to_der(cert_pem).ok()?, true)
+    let der = pem_to_der(cert_pem).ok()?;
+    let (_, x509) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some(x509.issuer().to_string())
 }
 
 /// When a certificate ends.

@@ -160,6 +160,17 @@ fn write_mode(path: &Path, data: &[u8], mode: u32) -> Result<(), PkiError> {
     std::fs::rename(&tmp, path).map_err(io)
 }
 
+/// Where a new version of `path` is written before it replaces it:
+/// `dir/admin.pem` → `dir/admin.next.pem`.
+fn staged(path: &Path) -> PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("file");
+    let name = match path.extension().and_then(|e| e.to_str()) {
+        Some(ext) => format!("{stem}.next.{ext}"),
+        None => format!("{stem}.next"),
+    };
+    path.with_file_name(name)
+}
+
 /// Reads a file of key or certificate material.
 pub fn read(path: &Path) -> Result<String, PkiError> {
     std::fs::read_to_string(path).map_err(|source| PkiError::Io {
@@ -182,23 +193,38 @@ impl fmt::Debug for Credential {
 }
 
 impl Credential {
-    /// `<dir>/<name>.pem` and `<dir>/<name>.key`. A pair that does not
-    /// belong together (a crash in the middle of [`Credential::save`]) is
-    /// finished from the new certificate `save` left beside it.
+    /// `<dir>/<name>.pem` and `<dir>/<name>.key` (see [`Credential::load_files`]).
     pub fn load(dir: &Path, name: &str) -> Result<Credential, PkiError> {
-        let cert = dir.join(format!("{name}.pem"));
+        Credential::load_files(
+            &dir.join(format!("{name}.pem")),
+            &dir.join(format!("{name}.key")),
+        )
+    }
+
+    /// Writes `<dir>/<name>.pem` and `<dir>/<name>.key` (see [`Credential::save_files`]).
+    pub fn save(&self, dir: &Path, name: &str) -> Result<(), PkiError> {
+        self.save_files(
+            &dir.join(format!("{name}.pem")),
+            &dir.join(format!("{name}.key")),
+        )
+    }
+
+    /// The certificate at `cert` and the key at `key`. A pair that does not
+    /// belong together (a crash in the middle of [`Credential::save_files`])
+    /// is finished from the new certificate `save_files` left beside it.
+    pub fn load_files(cert: &Path, key: &Path) -> Result<Credential, PkiError> {
         let c = Credential {
-            cert_pem: read(&cert)?,
-            key_pem: read(&dir.join(format!("{name}.key")))?,
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
         };
         if ca::pair_matches(&c.cert_pem, &c.key_pem) {
             return Ok(c);
         }
-        let next = dir.join(format!("{name}.next.pem"));
+        let next = staged(cert);
         match read(&next) {
             Ok(cert_pem) if ca::pair_matches(&cert_pem, &c.key_pem) => {
-                std::fs::rename(&next, &cert).map_err(|source| PkiError::Io {
-                    path: cert.clone(),
+                std::fs::rename(&next, cert).map_err(|source| PkiError::Io {
+                    path: cert.to_path_buf(),
                     source,
                 })?;
                 Ok(Credential {
@@ -208,25 +234,25 @@ impl Credential {
             }
             _ => Err(PkiError::cert(
                 cert.display().to_string(),
-                format!("does not belong to the key in {name}.key"),
+                format!("does not belong to the key in {}", key.display()),
             )),
         }
     }
 
     /// Writes the pair so that a crash at any point leaves one that loads:
-    /// both new files are written aside first, then the key and then the
-    /// certificate are renamed into place ([`Credential::load`] finishes a
-    /// pair whose key moved and certificate did not).
-    pub fn save(&self, dir: &Path, name: &str) -> Result<(), PkiError> {
-        let next_key = dir.join(format!("{name}.next.key"));
-        let next_cert = dir.join(format!("{name}.next.pem"));
+    /// both new files are written aside first (`<stem>.next.<ext>`), then
+    /// the key and then the certificate are renamed into place
+    /// ([`Credential::load_files`] finishes a pair whose key moved and
+    /// certificate did not).
+    pub fn save_files(&self, cert: &Path, key: &Path) -> Result<(), PkiError> {
+        let (next_cert, next_key) = (staged(cert), staged(key));
         write_private(&next_key, self.key_pem.as_bytes())?;
         write_public(&next_cert, self.cert_pem.as_bytes())?;
-        for (from, to) in [
-            (next_key, dir.join(format!("{name}.key"))),
-            (next_cert, dir.join(format!("{name}.pem"))),
-        ] {
-            std::fs::rename(&from, &to).map_err(|source| PkiError::Io { path: to, source })?;
+        for (from, to) in [(next_key, key), (next_cert, cert)] {
+            std::fs::rename(&from, to).map_err(|source| PkiError::Io {
+                path: to.to_path_buf(),
+                source,
+            })?;
         }
         Ok(())
     }

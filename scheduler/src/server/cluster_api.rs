@@ -26,7 +26,7 @@ pub struct ClusterApi {
     /// The cluster CA (signs join tokens); `None` on a plaintext cluster.
     pub authority: Option<crate::pki::Authority>,
     /// What nodes told this replica (when it leads) of their trust.
-    pub liveness: Option<super::node_api::Liveness>,
+    pub liveness: super::node_api::Liveness,
 }
 
 fn plaintext() -> Status {
@@ -419,7 +419,7 @@ impl ClusterApi {
                     .nodes
                     .values()
                     .filter(|n| n.status == crate::state::NodeStatus::Ready)
-                    .map(|n| (n.name.clone(), self.trust_of(&n.name)))
+                    .map(|n| (n.name.clone(), self.liveness.trust(&n.name)))
                     .collect();
                 let at = crate::controller::replicas_at(&self.replica);
                 if let Err(w) = r.may_advance(super::now_ms(), &at, &nodes) {
@@ -428,13 +428,6 @@ impl ClusterApi {
             }
         }
         Ok(status)
-    }
-
-    fn trust_of(&self, node: &str) -> crate::state::ca::NodeTrust {
-        self.liveness
-            .as_ref()
-            .map(|l| l.trust(node))
-            .unwrap_or_default()
     }
 }
 

@@ -233,7 +233,7 @@ impl Scheduler {
                 cluster_api::ClusterApi {
                     replica: replica.clone(),
                     authority,
-                    liveness: Some(liveness.clone()),
+                    liveness: liveness.clone(),
                 },
             ));
         let mut stop_rx = stop.subscribe();
