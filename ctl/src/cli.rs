@@ -431,11 +431,15 @@ pub enum BenchCmd {
     /// Durable commits per second of 3 in-process replicas on loopback.
     ///
     /// Each commit is fsynced on a majority before it is acknowledged;
-    /// concurrent proposals are batched into shared appends.
+    /// concurrent proposals are batched into shared appends. Each proposer
+    /// count runs no-ops, then job submissions (new versions of 1000 jobs),
+    /// each for --seconds; failed writes and elections are reported.
     ///
     /// Example:
     ///   drover bench commit --proposers 64,256 --seconds 3
     ///   drover bench commit --security tls      # only over mutual TLS
+    ///   # 10 minutes at full load: there should be no election
+    ///   drover bench commit --proposers 256 --seconds 300 --security tls
     #[command(verbatim_doc_comment)]
     Commit {
         /// Concurrent proposers to try, comma-separated.

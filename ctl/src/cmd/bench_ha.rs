@@ -274,7 +274,7 @@ async fn hammer(
     proposers: usize,
     secs: f64,
     make: impl Fn(u64) -> Command + Send + Sync + 'static,
-) -> Result<f64> {
+) -> Result<Hammered> {
     let make = Arc::new(make);
     let done = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(0));
@@ -289,12 +289,19 @@ async fn hammer(
             stop.clone(),
         );
         tasks.push(tokio::spawn(async move {
+            // A failed write is counted and reported, not fatal: a long run
+            // should show how many failed and why, not stop at the first.
+            let mut failed = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let cmd = make(next.fetch_add(1, Ordering::Relaxed));
-                replica.write(cmd).await?;
-                done.fetch_add(1, Ordering::Relaxed);
+                match replica.write(cmd).await {
+                    Ok(_) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failed.push(e.message().to_string()),
+                }
             }
-            Ok::<_, tonic::Status>(())
+            failed
         }));
     }
     let start = Instant::now();
@@ -302,13 +309,35 @@ async fn hammer(
     let n = done.load(Ordering::Relaxed);
     let rate = n as f64 / start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
+    let mut failed = Vec::new();
     for t in tasks {
-        t.await?.map_err(status)?;
+        failed.extend(t.await?);
     }
-    Ok(rate)
+    Ok(Hammered { rate, failed })
 }
 
+/// What [`hammer`] measured.
+struct Hammered {
+    /// Acknowledged commits per second.
+    rate: f64,
+    /// The error of every write that failed.
+    failed: Vec<String>,
+}
+
+/// Jobs the submission phase cycles over: each submission is a new version
+/// of one of them, so a long run measures a busy cluster, not one whose
+/// state grows by a job per commit.
+const BENCH_JOBS: u64 = 1000;
+
 pub async fn commit(proposers: &[usize], secs: f64, modes: &[String]) -> Result<i32> {
+    // Warnings only, unless RUST_LOG asks for more: an election or a
+    // lagging follower under load should be visible beside the figures.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for mode in modes {
@@ -329,26 +358,34 @@ pub async fn commit(proposers: &[usize], secs: f64, modes: &[String]) -> Result<
         let first_term = all.iter().map(term).max().unwrap_or(0);
         for &n in proposers {
             let noop = hammer(leader, n, secs, |_| Command::Noop).await?;
-            println!("  {n} proposers, no-op commands: {noop:.0}/s");
+            println!("  {n} proposers, no-op commands: {:.0}/s", noop.rate);
             let run = std::process::id();
             let submit = hammer(leader, n, secs, move |i| Command::SubmitJob {
                 request_id: format!("bench-{run}-{n}-{i}"),
                 spec: Box::new(
                     drover_proto::spec::from_json(&format!(
-                        r#"{{"name":"c{n}-{i}","image":"oci:/bench:latest","resources":{{"cpu":"10m","memory":"16Mi"}}}}"#
+                        r#"{{"name":"c{n}-{}","image":"oci:/bench:v{i}","resources":{{"cpu":"10m","memory":"16Mi"}}}}"#,
+                        i % BENCH_JOBS
                     ))
                     .expect("a valid spec"),
                 ),
                 at_ms: 0,
             })
             .await?;
-            println!("  {n} proposers, job submissions: {submit:.0}/s");
+            println!("  {n} proposers, job submissions: {:.0}/s", submit.rate);
+            let failed = noop.failed.len() + submit.failed.len();
+            if let Some(e) = noop.failed.first().or(submit.failed.first()) {
+                notes.push(format!(
+                    "{mode}, {n} proposers: {failed} writes failed, the first: {e}"
+                ));
+            }
             rows.push(vec![
                 mode.clone(),
                 "3".into(),
                 n.to_string(),
-                format!("{noop:.0}"),
-                format!("{submit:.0}"),
+                format!("{:.0}", noop.rate),
+                format!("{:.0}", submit.rate),
+                failed.to_string(),
             ]);
         }
         let elections = all.iter().map(term).max().unwrap_or(0) - first_term;
@@ -375,7 +412,8 @@ pub async fn commit(proposers: &[usize], secs: f64, modes: &[String]) -> Result<
                 "REPLICAS",
                 "PROPOSERS",
                 "NOOP_COMMITS_S",
-                "SUBMIT_COMMITS_S"
+                "SUBMIT_COMMITS_S",
+                "FAILED"
             ],
             &rows
         )

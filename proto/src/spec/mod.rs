@@ -448,6 +448,18 @@ pub struct Update {
     pub auto_rollback: bool,
     #[serde(default)]
     pub canary: u32,
+    /// Past versions the job keeps (for `job history` and `rollout undo
+    /// --to`), beside any still running: like Kubernetes'
+    /// `revisionHistoryLimit`. 1 to 1000.
+    #[serde(default = "default_keep_versions")]
+    pub keep_versions: u32,
+}
+
+/// Versions a job keeps unless its spec says otherwise.
+pub const DEFAULT_KEEP_VERSIONS: u32 = 10;
+
+fn default_keep_versions() -> u32 {
+    DEFAULT_KEEP_VERSIONS
 }
 
 fn default_surge() -> Amount {
@@ -484,6 +496,7 @@ impl Default for Update {
             progress_deadline: default_progress_deadline(),
             auto_rollback: true,
             canary: 0,
+            keep_versions: DEFAULT_KEEP_VERSIONS,
         }
     }
 }

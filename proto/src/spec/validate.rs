@@ -366,6 +366,12 @@ fn update(e: &mut Errors, spec: &JobSpec) {
             "max_surge and max_unavailable must not both be 0 (the rollout could never make progress)",
         );
     }
+    if !(1..=1000).contains(&u.keep_versions) {
+        e.add(
+            "update.keep_versions",
+            format!("{} must be between 1 and 1000", u.keep_versions),
+        );
+    }
     if u.canary > spec.replicas.max(1) {
         e.add(
             "update.canary",
@@ -622,6 +628,10 @@ mod tests {
     fn update_rules() {
         assert!(one("update: {max_surge: 0, max_unavailable: 0%}\n")
             .starts_with("update: max_surge and max_unavailable must not both be 0"));
+        assert_eq!(
+            one("update: {keep_versions: 0}\n"),
+            "update.keep_versions: 0 must be between 1 and 1000"
+        );
         assert_eq!(
             one("update: {canary: 5}\n"),
             "update.canary: 5 is more than replicas (1)"

@@ -30,12 +30,22 @@ impl Controller {
     pub async fn run(self, mut stop: broadcast::Receiver<()>) {
         let mut applied = self.replica.applied.clone();
         let mut leading_since: Option<Instant> = None;
+        // Under a stream of writes every apply wakes the controller: rest
+        // as long as the last pass took, so planning (which copies and
+        // walks the state) never takes more than half the time, and the
+        // changes that arrive meanwhile are planned for in one pass.
+        let mut rest = Duration::ZERO;
         loop {
+            tokio::select! {
+                _ = stop.recv() => return,
+                _ = tokio::time::sleep(rest) => {}
+            }
             tokio::select! {
                 _ = stop.recv() => return,
                 r = applied.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
+            rest = Duration::ZERO;
             if !self.replica.is_leader() {
                 leading_since = None;
                 continue;
@@ -53,9 +63,11 @@ impl Controller {
                     *leading_since.insert(Instant::now())
                 }
             };
+            let started = Instant::now();
             if let Err(e) = self.tick(since).await {
                 tracing::debug!(error = %e, "controller step failed; retrying");
             }
+            rest = started.elapsed();
         }
     }
 

@@ -226,6 +226,8 @@ pub struct SnapshotBuilder {
     /// poisoned when the copy was taken.
     state: Option<State>,
     snapshots: Arc<SnapshotDir>,
+    /// How long copying the state took (it blocks applying meanwhile).
+    copied_in: std::time::Duration,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -246,6 +248,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             state,
         };
         let snapshots = self.snapshots.clone();
+        let encoding = std::time::Instant::now();
         // Encoding a large state and fsyncing are both too slow for a
         // runtime worker.
         let bytes = tokio::task::spawn_blocking(move || {
@@ -256,6 +259,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .await
         .map_err(|e| err(e.into()))?
         .map_err(err)?;
+        tracing::info!(
+            index = self.meta.last_log_id.map_or(0, |l| l.index),
+            bytes = bytes.len(),
+            copied_ms = self.copied_in.as_millis() as u64,
+            saved_ms = encoding.elapsed().as_millis() as u64,
+            "snapshot taken"
+        );
         Ok(Snapshot {
             meta: self.meta.clone(),
             snapshot: Box::new(Cursor::new(bytes)),
@@ -307,8 +317,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         // openraft runs the builder concurrently with later applies, so copy
         // the state now, while it matches `last_applied`.
+        let copying = std::time::Instant::now();
         let state = self.state.read().ok().map(|s| s.clone());
+        let copied_in = copying.elapsed();
         SnapshotBuilder {
+            copied_in,
             meta: SnapshotMeta {
                 last_log_id: self.last_applied,
                 last_membership: self.membership.clone(),

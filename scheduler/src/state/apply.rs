@@ -258,7 +258,7 @@ impl State {
                 name: spec.name.clone(),
                 versions: vec![JobVersion {
                     version: 1,
-                    spec: spec.clone(),
+                    spec: std::sync::Arc::new(spec.clone()),
                     submitted_at_ms: at_ms,
                     outcome: None,
                 }],
@@ -329,16 +329,23 @@ impl State {
         let version = job.versions.last().map(|v| v.version).unwrap_or(0) + 1;
         job.versions.push(JobVersion {
             version,
-            spec: spec.clone(),
+            spec: std::sync::Arc::new(spec.clone()),
             submitted_at_ms: at_ms,
             outcome: None,
         });
         job.current = version;
         job.submitted_at_ms = at_ms;
         let has_old = self_has_running(&self.allocations, &spec.name);
+        let in_use = self
+            .allocations
+            .values()
+            .filter(|a| a.job == spec.name)
+            .map(|a| a.version)
+            .collect();
         let job = self.jobs.get_mut(&spec.name).expect("job exists");
         let promoted = spec.update.canary == 0 || !has_old;
         job.rollout = Some(Rollout::start(job, RolloutKind::Update, promoted, at_ms));
+        job.prune_versions(&in_use);
         CommandResult {
             version,
             note: format!("submitted version {version}"),

@@ -31,6 +31,28 @@ pub struct State {
     pub ca_rotation: Option<super::ca::CaRotation>,
 }
 
+impl State {
+    /// A copy of everything but the results of recent requests, which only
+    /// applying needs: for the controllers, which copy the state on every
+    /// change they plan from. Under a full load of writes the request table
+    /// (up to 200,000 entries) is most of the state, and copying it for
+    /// every pass starved the replica of the CPU Raft needs.
+    pub fn for_planning(&self) -> State {
+        State {
+            jobs: self.jobs.clone(),
+            allocations: self.allocations.clone(),
+            nodes: self.nodes.clone(),
+            requests: BTreeMap::new(),
+            request_order: VecDeque::new(),
+            request_at_ms: VecDeque::new(),
+            last_index: self.last_index,
+            cluster_cidr: self.cluster_cidr.clone(),
+            acl: self.acl.clone(),
+            ca_rotation: self.ca_rotation.clone(),
+        }
+    }
+}
+
 /// A job and every version of it that was submitted.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Job {
@@ -61,6 +83,33 @@ pub struct Job {
 }
 
 impl Job {
+    /// Forgets versions older than the last `keep` (the current spec's
+    /// `update.keep_versions`), except the current one, the stable one
+    /// (auto-rollback's target), the one rolling out, and any that `in_use`
+    /// (versions allocations still name). Kubernetes keeps 10 revisions,
+    /// Nomad 6: a job updated all day must not grow the state without bound.
+    pub fn prune_versions(&mut self, in_use: &std::collections::BTreeSet<u64>) {
+        let keep = self.current_spec().update.keep_versions.max(1) as usize;
+        let Some(first_kept) = self
+            .versions
+            .len()
+            .checked_sub(keep)
+            .map(|i| self.versions[i].version)
+        else {
+            return;
+        };
+        let keep = [
+            Some(self.current),
+            self.stable_version,
+            self.rollout.as_ref().map(|r| r.version),
+        ];
+        self.versions.retain(|v| {
+            v.version >= first_kept
+                || keep.contains(&Some(v.version))
+                || in_use.contains(&v.version)
+        });
+    }
+
     pub fn version(&self, v: u64) -> Option<&JobVersion> {
         self.versions.iter().find(|x| x.version == v)
     }
@@ -83,7 +132,9 @@ impl Job {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct JobVersion {
     pub version: u64,
-    pub spec: JobSpec,
+    /// Shared, not copied, when the state is (the controllers copy it on
+    /// every change they plan from); serialized as the spec itself.
+    pub spec: std::sync::Arc<JobSpec>,
     pub submitted_at_ms: i64,
     /// How its rollout ended, once it has.
     #[serde(default)]

@@ -75,6 +75,34 @@ fn submit_creates_versions_and_unchanged_is_noop() {
 }
 
 #[test]
+fn a_job_keeps_its_last_ten_versions_and_any_still_running() {
+    let mut s = State::default();
+    node(&mut s, "n1");
+    submit(&mut s, "v1", WEB);
+    // Version 1 runs on n1: it stays however many versions follow.
+    assert!(place(&mut s, "a1", "web", 1, 0, "n1").ok);
+    for v in 2..=30 {
+        let yaml = format!("name: web\nreplicas: 2\nimage: oci:/x:v{v}\n");
+        let r = submit(&mut s, &format!("v{v}"), &yaml);
+        assert_eq!(r.version, v, "{r:?}");
+    }
+    let kept: Vec<u64> = s.jobs["web"].versions.iter().map(|v| v.version).collect();
+    assert_eq!(kept, [1, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30]);
+    // Numbers are never reused after pruning.
+    let r = submit(&mut s, "v31", "name: web\nreplicas: 2\nimage: oci:/x:v31\n");
+    assert_eq!(r.version, 31);
+    assert!(s.jobs["web"].version(21).is_none());
+
+    // A spec may keep fewer (or more): `update.keep_versions`.
+    for v in 1..=6 {
+        let yaml = format!("name: few\nimage: oci:/x:v{v}\nupdate: {{keep_versions: 3}}\n");
+        submit(&mut s, &format!("few{v}"), &yaml);
+    }
+    let kept: Vec<u64> = s.jobs["few"].versions.iter().map(|v| v.version).collect();
+    assert_eq!(kept, [4, 5, 6]);
+}
+
+#[test]
 fn retried_request_applies_once() {
     let mut s = State::default();
     let first = submit(&mut s, "same", WEB);
