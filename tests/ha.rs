@@ -239,6 +239,93 @@ fn a_partitioned_minority_cannot_commit_and_converges_after_healing() {
     }
 }
 
+/// A leader cut off from its peers (the CLI still reaches it) refuses
+/// writes within seconds, naming why, instead of holding them until they
+/// time out; and the CLI given every replica, that leader first, moves on
+/// to the majority and its write lands there.
+#[test]
+fn the_cli_moves_past_a_leader_cut_off_from_its_peers() {
+    if !require_root("the_cli_moves_past_a_leader_cut_off_from_its_peers") {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let mut c = NetCluster::up("hacut", 14, 3, 0, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let leader = c.leader();
+    let others: Vec<u32> = (1..=3).filter(|i| *i != leader).collect();
+    c.must(&["isolate", &format!("s{leader}")]);
+
+    // Straight to the cut-off leader: refused, and said so, in seconds.
+    let alone = spec_file(dir.path(), "alone");
+    let start = Instant::now();
+    let out = c.drover_on(leader, &["job", "run", "-d", alone.to_str().unwrap()]);
+    let took = start.elapsed();
+    assert!(
+        !out.ok(),
+        "a cut-off leader accepted a write: {}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("cut off from its peers"),
+        "{}",
+        out.stderr
+    );
+    assert!(took < Duration::from_secs(6), "refused only after {took:?}");
+
+    // Every replica, the cut-off leader first: the write lands.
+    let addrs = std::iter::once(leader)
+        .chain(others.iter().copied())
+        .map(|i| c.replica_addr(i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let moved = spec_file(dir.path(), "moved");
+    let start = Instant::now();
+    let out = run_drover(&addrs, &["job", "run", "-d", moved.to_str().unwrap()]);
+    let took = start.elapsed();
+    assert!(out.ok(), "{}{}", out.stdout, out.stderr);
+    assert!(took < Duration::from_secs(10), "the write took {took:?}");
+    eprintln!("through {addrs}: {took:?}; stderr: {}", out.stderr.trim());
+    let jobs = wait_holds(&c, others[0], &["moved".to_string()]);
+    assert!(jobs.iter().all(|(n, _)| n != "alone"), "{jobs:?}");
+
+    c.must(&["heal", &format!("s{leader}")]);
+    let jobs = wait_holds(&c, leader, &["moved".to_string()]);
+    assert!(
+        jobs.iter().all(|(n, _)| n != "alone"),
+        "the cut-off leader's refused write was committed: {jobs:?}"
+    );
+
+    // The replica a command is using dies under it (here a follower, so no
+    // election muddles it): the command goes on through another. With no
+    // nodes the rollout `job run` follows never ends, so it polls until
+    // its timeout, and says where it moved.
+    let leader = c.leader();
+    let f = (1..=3).find(|i| *i != leader).unwrap();
+    let addrs = std::iter::once(f)
+        .chain((1..=3).filter(|i| *i != f))
+        .map(|i| c.replica_addr(i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let waiting = spec_file(dir.path(), "waiting");
+    let child = drover_command(&addrs)
+        .args(["job", "run", "--timeout", "8s", waiting.to_str().unwrap()])
+        .current_dir(repo_root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    c.must(&["kill", &format!("s{f}")]);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{} cannot serve", c.replica_addr(f)))
+            && stderr.contains("trying"),
+        "the CLI did not move on from the dead replica: {stderr}"
+    );
+    c.must(&["restart", &format!("s{f}")]);
+}
+
 #[test]
 fn five_replicas_keep_accepting_writes_with_two_down() {
     if !require_root("five_replicas_keep_accepting_writes_with_two_down") {

@@ -1,4 +1,5 @@
-//! Backing off when the scheduler says "too many requests".
+//! Backing off when the scheduler says "too many requests", and moving on
+//! when a replica cannot serve.
 //!
 //! A scheduler answers a caller over its rate limit with
 //! `RESOURCE_EXHAUSTED` and a `retry-after-ms` before doing anything, so
@@ -6,13 +7,20 @@
 //! scheduler and does that: it keeps each request's (small, unary) body,
 //! and when the answer is a rate limit it says so on stderr, waits as long
 //! as it was told, and sends the request again, up to [`MAX_WAIT`] in all.
-//! Every other answer passes through untouched. It also puts the ACL token
-//! in use (if any) on every call.
+//!
+//! Given the other replicas, it also moves on when the replica in use
+//! answers `UNAVAILABLE` (a leader cut off from its peers, a follower that
+//! reaches no leader) or the connection fails: it picks the next replica
+//! that can serve and sends the same request there, each replica once.
+//! Writes carry request ids, so a write that did commit before the error is
+//! not applied twice. Every other answer passes through untouched. It also
+//! puts the ACL token in use (if any) on every call.
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tonic::body::Body;
@@ -22,15 +30,55 @@ use tonic::transport::Channel;
 /// gives the rate-limit error to the user.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// A channel that retries calls the scheduler rate-limited.
+/// A channel that retries calls the scheduler rate-limited, and calls a
+/// replica could not serve on the next one.
 #[derive(Clone, Debug)]
 pub struct Backoff {
     inner: Channel,
+    /// The replicas to move on to, shared by the clones of one client.
+    replicas: Option<Arc<Failover>>,
+}
+
+/// Every replica given, and the one in use with its channel (which replaces
+/// `inner`: a client that moved on stays moved).
+#[derive(Debug)]
+struct Failover {
+    list: Vec<String>,
+    current: std::sync::Mutex<(String, Channel)>,
 }
 
 impl Backoff {
+    /// Retries rate-limited calls on `inner` only.
     pub fn new(inner: Channel) -> Backoff {
-        Backoff { inner }
+        Backoff {
+            inner,
+            replicas: None,
+        }
+    }
+
+    /// Also moves on from `current` to another of `replicas`.
+    pub fn with_failover(inner: Channel, replicas: Vec<String>, current: String) -> Backoff {
+        Backoff {
+            inner: inner.clone(),
+            replicas: (replicas.len() > 1).then(|| {
+                Arc::new(Failover {
+                    list: replicas,
+                    current: std::sync::Mutex::new((current, inner)),
+                })
+            }),
+        }
+    }
+}
+
+/// Why a call to a replica should be made at another: it answered
+/// `UNAVAILABLE`, or could not be reached.
+fn cannot_serve(res: &Result<http::Response<Body>, tonic::transport::Error>) -> Option<String> {
+    match res {
+        Err(e) => Some(drover_proto::pki::join::source_chain(e)),
+        Ok(r) => match tonic::Status::from_header_map(r.headers()) {
+            Some(s) if s.code() == tonic::Code::Unavailable => Some(s.message().to_string()),
+            _ => None,
+        },
     }
 }
 
@@ -58,6 +106,7 @@ impl tower::Service<http::Request<Body>> for Backoff {
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let replicas = self.replicas.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             if let Some(t) = crate::client::token() {
@@ -76,9 +125,33 @@ impl tower::Service<http::Request<Body>> for Backoff {
                 r
             };
             let mut waited = Duration::ZERO;
+            let mut tried = Vec::new();
+            if let Some(r) = &replicas {
+                let (addr, ch) = r.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                tried.push(addr);
+                inner = ch;
+            }
             loop {
-                tower::ServiceExt::ready(&mut inner).await?;
-                let res = inner.call(make(&parts)).await?;
+                let res = match tower::ServiceExt::ready(&mut inner).await {
+                    Ok(_) => inner.call(make(&parts)).await,
+                    Err(e) => Err(e),
+                };
+                if let (Some(why), Some(r)) = (cannot_serve(&res), &replicas) {
+                    if tried.len() < r.list.len() {
+                        if let Ok((next, ch)) = crate::client::pick(&r.list, &tried).await {
+                            eprintln!(
+                                "drover: {} cannot serve ({why}); trying {next}",
+                                tried.last().map_or("the replica", |s| s.as_str())
+                            );
+                            *r.current.lock().unwrap_or_else(|e| e.into_inner()) =
+                                (next.clone(), ch.clone());
+                            tried.push(next);
+                            inner = ch;
+                            continue;
+                        }
+                    }
+                }
+                let res = res?;
                 match retry_after(&res) {
                     Some(wait) if waited + wait <= MAX_WAIT => {
                         eprintln!(
@@ -92,5 +165,40 @@ impl tower::Service<http::Request<Body>> for Backoff {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: Option<&str>) -> Result<http::Response<Body>, tonic::transport::Error> {
+        let mut r = http::Response::new(Body::empty());
+        if let Some(code) = status {
+            r.headers_mut()
+                .insert("grpc-status", code.parse().expect("a header value"));
+            r.headers_mut()
+                .insert("grpc-message", "cut%20off".parse().expect("a header value"));
+        }
+        Ok(r)
+    }
+
+    #[test]
+    fn only_unavailable_answers_move_on() {
+        assert_eq!(
+            cannot_serve(&answer(Some("14"))).as_deref(),
+            Some("cut off")
+        );
+        // Rate limits are waited out on the same replica; refusals and
+        // answers are the caller's.
+        for code in ["0", "3", "7", "8", "16"] {
+            assert_eq!(
+                cannot_serve(&answer(Some(code))),
+                None,
+                "grpc-status {code}"
+            );
+        }
+        // A stream's first answer carries no status yet.
+        assert_eq!(cannot_serve(&answer(None)), None);
     }
 }

@@ -163,34 +163,56 @@ async fn channel(addr: &str, tls: &ClientTls) -> Result<Channel, tonic::transpor
 
 /// A client of the scheduler's API. Any replica will do: followers pass
 /// writes and linearizable reads on to the leader. Calls the scheduler
-/// rate-limits are retried after the wait it names (see [`Backoff`]).
+/// rate-limits are retried after the wait it names, and a call a replica
+/// cannot serve moves on to the next (see [`Backoff`]).
 pub async fn connect(addrs: &str) -> Result<DroverClient<Backoff>> {
-    let ch = connect_any(addrs).await?;
-    Ok(DroverClient::new(Backoff::new(ch)).max_decoding_message_size(64 << 20))
+    Ok(DroverClient::new(failover(addrs).await?).max_decoding_message_size(64 << 20))
 }
 
 /// A client of the scheduler replicas' cluster API (`drover cluster`).
 pub async fn cluster(addrs: &str) -> Result<ClusterClient<Backoff>> {
-    Ok(ClusterClient::new(Backoff::new(connect_any(addrs).await?)))
+    Ok(ClusterClient::new(failover(addrs).await?))
 }
 
-/// A channel to the first replica of the comma-separated `addrs` that answers.
-///
-/// "Answers" means a call, not a TCP handshake: the kernel of a frozen host
-/// (or of a stopped process) still completes handshakes, and a CLI that
-/// picked such a replica would hang. With one address there is nothing to
-/// choose, so no probe is made.
-pub async fn connect_any(addrs: &str) -> Result<Channel> {
-    let list: Vec<&str> = addrs
+/// A channel to the best replica of `addrs` that moves on to another when
+/// the one in use cannot serve.
+async fn failover(addrs: &str) -> Result<Backoff> {
+    let list = split(addrs);
+    let (addr, ch) = pick(&list, &[]).await?;
+    Ok(Backoff::with_failover(ch, list, addr))
+}
+
+fn split(addrs: &str) -> Vec<String> {
+    addrs
         .split(',')
         .map(str::trim)
         .filter(|a| !a.is_empty())
-        .collect();
+        .map(str::to_string)
+        .collect()
+}
+
+/// A channel to the first replica of the comma-separated `addrs` that
+/// answers and can serve (see [`pick`]).
+pub async fn connect_any(addrs: &str) -> Result<Channel> {
+    Ok(pick(&split(addrs), &[]).await?.1)
+}
+
+/// The first replica of `list`, other than those in `skip`, that answers
+/// and is in touch with a leader; failing that, the first that answers.
+///
+/// "Answers" means a call, not a TCP handshake: the kernel of a frozen host
+/// (or of a stopped process) still completes handshakes, and a CLI that
+/// picked such a replica would hang. "In touch" matters because a leader cut
+/// off from its peers still answers, and still says it leads, but cannot
+/// commit anything. With one address there is nothing to choose, so no probe
+/// is made.
+pub async fn pick(list: &[String], skip: &[String]) -> Result<(String, Channel)> {
     let tls = dial(false)?;
     let mut last = None;
-    for addr in &list {
+    let mut answered = None;
+    for addr in list.iter().filter(|a| !skip.contains(a)) {
         match channel(addr, &tls).await {
-            Ok(ch) if list.len() == 1 => return Ok(ch),
+            Ok(ch) if list.len() == 1 => return Ok((addr.clone(), ch)),
             Ok(ch) => {
                 let mut probe = tonic::Request::new(drover_proto::pb::LocalStatusRequest {});
                 probe.set_timeout(PROBE_TIMEOUT);
@@ -200,7 +222,11 @@ pub async fn connect_any(addrs: &str) -> Result<Channel> {
                 )
                 .await;
                 match answer {
-                    Ok(Ok(_)) => return Ok(ch),
+                    Ok(Ok(s)) if s.get_ref().in_touch => return Ok((addr.clone(), ch)),
+                    Ok(Ok(_)) => {
+                        last = Some(anyhow!("{addr}: not in touch with a leader"));
+                        answered.get_or_insert((addr.clone(), ch));
+                    }
                     Ok(Err(s)) => last = Some(anyhow!("{addr}: {}", s.message())),
                     Err(_) => last = Some(anyhow!("{addr}: no answer within 1s")),
                 }
@@ -212,6 +238,9 @@ pub async fn connect_any(addrs: &str) -> Result<Channel> {
                 ))
             }
         }
+    }
+    if let Some(found) = answered {
+        return Ok(found);
     }
     Err(last.unwrap_or_else(|| anyhow!("no scheduler address given"))).context(
         "cannot reach a Drover scheduler (is `drover dev` running? set --addr or DROVER_ADDR)",

@@ -20,6 +20,12 @@ use tonic::Status;
 /// How long a write may wait to commit before the caller is told so.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a leader may go without its quorum lease before writes and
+/// linearizable reads waiting on it are refused as cut off (a lapse under
+/// load lasts well under this), and how recently a follower must have
+/// heard from a leader to count as in touch.
+pub const CUT_OFF: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct Replica {
     pub id: u64,
@@ -71,7 +77,11 @@ impl Replica {
     /// Returns the log index it committed at and what applying it answered.
     pub async fn write_here(&self, mut cmd: Command) -> Result<(u64, CommandResult), Status> {
         cmd.stamp(crate::server::now_ms());
-        match tokio::time::timeout(COMMIT_TIMEOUT, self.batcher.propose(cmd)).await {
+        let proposed = tokio::select! {
+            r = tokio::time::timeout(COMMIT_TIMEOUT, self.batcher.propose(cmd)) => r,
+            s = self.cut_off() => return Err(s),
+        };
+        match proposed {
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "not committed within {}s (a majority may be unreachable); the write may still be applied, and retrying it is safe",
                 COMMIT_TIMEOUT.as_secs()
@@ -88,7 +98,11 @@ impl Replica {
     /// Confirms this replica leads and waits until it applied everything
     /// committed before the call; returns that index.
     pub async fn read_index_here(&self) -> Result<u64, Status> {
-        match self.raft.ensure_linearizable().await {
+        let confirmed = tokio::select! {
+            r = self.raft.ensure_linearizable() => r,
+            s = self.cut_off() => return Err(s),
+        };
+        match confirmed {
             Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(not_leader(
@@ -155,6 +169,28 @@ impl Replica {
         }
     }
 
+    /// Resolves (with the error to answer) once this replica has led
+    /// without its quorum lease for [`CUT_OFF`]: openraft would keep such a
+    /// leader's writes waiting until their timeout, while a majority
+    /// elsewhere may already serve. The caller moves on to another replica.
+    async fn cut_off(&self) -> Status {
+        let mut lost_since: Option<std::time::Instant> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if !self.is_leader() || self.lease.held() {
+                lost_since = None;
+                continue;
+            }
+            let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= CUT_OFF {
+                return Status::unavailable(format!(
+                    "this replica leads but no majority of replicas has acknowledged it for {}s: it may be cut off from its peers (try another replica); a write may still be applied, and retrying it is safe",
+                    CUT_OFF.as_secs()
+                ));
+            }
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
@@ -180,9 +216,13 @@ impl Replica {
         self.raft.metrics()
     }
 
-    /// A clone of the current state (for controllers; they must not hold the lock).
+    /// A copy of the current state to plan from, without the request table
+    /// (for controllers; they must not hold the lock).
     pub fn snapshot(&self) -> State {
-        self.state.read().expect("state lock poisoned").clone()
+        self.state
+            .read()
+            .expect("state lock poisoned")
+            .for_planning()
     }
 }
 

@@ -5,8 +5,11 @@
 //! replica's Raft metrics, run the call there (or here, if this replica
 //! leads), and on a failure that means "that was not, or is no longer, the
 //! leader" wait briefly for the metrics to change and try again, until
-//! [`PATIENCE`] has passed. Retrying is safe: client commands carry a request
-//! id the state machine de-duplicates, and the others are idempotent.
+//! [`PATIENCE`] has passed. A forwarded call still waiting when another
+//! leader becomes known is abandoned and made again there: a frozen leader
+//! would otherwise hold it until the connection's keepalive gives up.
+//! Retrying is safe: client commands carry a request id the state machine
+//! de-duplicates, and the others are idempotent.
 
 use crate::replica::Replica;
 use crate::state::{Command, CommandResult};
@@ -153,9 +156,23 @@ where
             Leader::Unknown => None,
         };
         if let Some(target) = target {
-            match call(target).await {
-                Err(s) if retryable(&s) => last_err = Some(s),
-                r => return r,
+            let outcome = match target.clone() {
+                // A call forwarded to a leader that loses its place while
+                // the call waits (it froze, or was cut off) may never be
+                // answered: once a new leader is known, ask that one.
+                Some(addr) => tokio::select! {
+                    r = call(target) => Some(r),
+                    _ = leader_moves_from(replica, &addr) => None,
+                },
+                None => Some(call(target).await),
+            };
+            match outcome {
+                Some(Err(s)) if retryable(&s) => last_err = Some(s),
+                Some(r) => return r,
+                None => {
+                    last_err = Some(Status::unavailable("the leader changed during the call"));
+                    continue;
+                }
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -168,6 +185,22 @@ where
         }
         // Wake on a leadership change, or poll: a leader may be known but dead.
         let _ = tokio::time::timeout(left.min(Duration::from_millis(25)), metrics.changed()).await;
+    }
+}
+
+/// Resolves once `replica` knows of a leader other than the one at `addr`
+/// (an election in progress does not count: the old leader may win it).
+async fn leader_moves_from(replica: &Replica, addr: &str) {
+    let mut metrics = replica.raft.metrics();
+    loop {
+        match leader(replica) {
+            Leader::At(a) if a == addr => {}
+            Leader::Unknown => {}
+            _ => return,
+        }
+        if metrics.changed().await.is_err() {
+            return std::future::pending().await;
+        }
     }
 }
 

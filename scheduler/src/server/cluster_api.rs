@@ -71,6 +71,7 @@ impl ClusterApi {
             leader_id: m.current_leader.unwrap_or(0),
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
             purged_index: m.purged.map_or(0, |l| l.index),
+            in_touch: self.replica.in_touch(crate::replica::CUT_OFF),
         }
     }
 
