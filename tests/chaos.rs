@@ -59,11 +59,13 @@ fn job_name(i: usize) -> String {
     format!("c{i}")
 }
 
+/// The spec of `job` with argument `arg`. It keeps 1000 versions, not the
+/// default 10, so the lost-write check can find every acknowledged one.
 fn spec_json(job: &str, arg: u32) -> String {
     let yaml = format!(
         "name: {job}\nreplicas: 1\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '{arg}']\n\
          resources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n\
-         update: {{max_surge: 0, max_unavailable: 1}}\n",
+         update: {{max_surge: 0, max_unavailable: 1, keep_versions: 1000}}\n",
         images().display()
     );
     drover_proto::spec::from_yaml(&yaml).unwrap().to_json()
@@ -84,6 +86,10 @@ struct Recorder {
     unknown: Mutex<Vec<(u64, String, String, String)>>,
     ok_ops: AtomicU64,
     failed_ops: AtomicU64,
+    /// Failed submits answered when sent again.
+    retried_ops: AtomicU64,
+    /// Every submit answered at the first try: (sent, answered).
+    writes: Mutex<Vec<(Instant, Instant)>>,
 }
 
 impl Recorder {
@@ -176,19 +182,43 @@ async fn client(id: u64, addrs: Vec<String>, deadline: Instant, rec: Arc<Recorde
             let spec = spec_json(&job, arg);
             let rid = format!("chaos-{seed}-{id}-{n}");
             rec.push(rec.next(), thread, &job, EventKind::Invoke(Op::Submit(arg)));
+            let invoked = Instant::now();
             match submit(c, &spec, &rid).await {
                 Some(r) => {
                     rec.submitted(thread, job, &r);
                     rec.ok_ops.fetch_add(1, Ordering::Relaxed);
+                    rec.writes.lock().unwrap().push((invoked, Instant::now()));
                 }
                 None => {
-                    // Maybe applied, maybe not: settled after the run by
-                    // sending it again (same request id, applied once).
-                    rec.unknown.lock().unwrap().push((thread, job, spec, rid));
+                    // Maybe applied, maybe not: send it again, to the next
+                    // replica, with the same request id (applied once), as
+                    // a careful client does; the operation stays pending
+                    // meanwhile. Only one still unanswered after a minute is
+                    // settled after the run.
                     rec.failed_ops.fetch_add(1, Ordering::Relaxed);
-                    thread += 1;
                     conn = None;
-                    at += 1;
+                    let give_up = Instant::now() + Duration::from_secs(60);
+                    let mut answer = None;
+                    while answer.is_none() && Instant::now() < give_up {
+                        at += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if let Some(mut again) = connect(&addrs[at % addrs.len()]).await {
+                            answer = submit(&mut again, &spec, &rid).await;
+                            if answer.is_some() {
+                                conn = Some(again);
+                            }
+                        }
+                    }
+                    match answer {
+                        Some(r) => {
+                            rec.submitted(thread, job, &r);
+                            rec.retried_ops.fetch_add(1, Ordering::Relaxed);
+                        }
+                        None => {
+                            rec.unknown.lock().unwrap().push((thread, job, spec, rid));
+                            thread += 1;
+                        }
+                    }
                 }
             }
         } else {
@@ -216,9 +246,11 @@ async fn client(id: u64, addrs: Vec<String>, deadline: Instant, rec: Arc<Recorde
     }
 }
 
-/// Injects one fault into replica `s` (or the leader) and returns how to undo it.
-fn inject(c: &mut NetCluster, rng: &mut Rng, replicas: u32) -> (String, Vec<String>) {
-    let target = format!("s{}", 1 + rng.below(replicas as u64));
+/// Injects one fault into a replica (or the leader); returns what it was,
+/// the replica it hit, and how to undo it.
+fn inject(c: &mut NetCluster, rng: &mut Rng, replicas: u32) -> (String, u32, Vec<String>) {
+    let mut hit = 1 + rng.below(replicas as u64) as u32;
+    let target = format!("s{hit}");
     let (what, args, undo): (&str, Vec<String>, Vec<String>) = match rng.below(5) {
         0 => (
             "silence",
@@ -241,7 +273,8 @@ fn inject(c: &mut NetCluster, rng: &mut Rng, replicas: u32) -> (String, Vec<Stri
             vec!["heal".into(), target],
         ),
         _ => {
-            let leader = format!("s{}", c.leader());
+            hit = c.leader();
+            let leader = format!("s{hit}");
             (
                 "isolate-leader",
                 vec!["isolate".into(), leader.clone()],
@@ -252,7 +285,38 @@ fn inject(c: &mut NetCluster, rng: &mut Rng, replicas: u32) -> (String, Vec<Stri
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     c.must(&a);
     eprintln!("chaos: {}", args.join(" "));
-    (what.to_string(), undo)
+    (what.to_string(), hit, undo)
+}
+
+/// For each kind of fault, the time from each injection to the first write
+/// that was sent after it and acknowledged: (kind, count, median, max).
+fn write_gaps(
+    injected: &[(String, Instant)],
+    writes: &[(Instant, Instant)],
+) -> Vec<(String, usize, Duration, Duration)> {
+    let mut by_kind: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    for (kind, at) in injected {
+        let first = writes
+            .iter()
+            .filter(|(sent, _)| sent >= at)
+            .map(|(_, answered)| *answered - *at)
+            .min();
+        if let Some(gap) = first {
+            by_kind.entry(kind).or_default().push(gap);
+        }
+    }
+    by_kind
+        .into_iter()
+        .map(|(kind, mut gaps)| {
+            gaps.sort();
+            (
+                kind.to_string(),
+                gaps.len(),
+                gaps[gaps.len() / 2],
+                gaps[gaps.len() - 1],
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -323,10 +387,19 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
 
     let mut rng = Rng(seed);
     let mut faults: BTreeMap<String, u32> = BTreeMap::new();
+    let mut injected: Vec<(String, Instant)> = Vec::new();
     while Instant::now() + Duration::from_secs(6) < deadline {
         std::thread::sleep(Duration::from_millis(1000 + rng.below(2000)));
-        let (what, undo) = inject(&mut c, &mut rng, replicas);
-        *faults.entry(what).or_default() += 1;
+        let leader = c.leader();
+        let (what, target, undo) = inject(&mut c, &mut rng, replicas);
+        let at = Instant::now();
+        *faults.entry(what.clone()).or_default() += 1;
+        let role = if target == leader {
+            "leader"
+        } else {
+            "follower"
+        };
+        injected.push((format!("{what} ({role})"), at));
         std::thread::sleep(Duration::from_millis(2000 + rng.below(2000)));
         let u: Vec<&str> = undo.iter().map(String::as_str).collect();
         c.must(&u);
@@ -444,9 +517,10 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
     eprintln!("chaos: seed {seed}, {secs}s, {replicas} scheduler replicas, 3 agents");
     eprintln!("| faults injected | {faults:?} |");
     eprintln!(
-        "| operations | {} answered, {} failed or timed out ({settled} submits settled afterwards) |",
+        "| operations | {} answered, {} failed or timed out ({} submits answered when sent again, {settled} settled after the run) |",
         rec.ok_ops.load(Ordering::Relaxed),
-        rec.failed_ops.load(Ordering::Relaxed)
+        rec.failed_ops.load(Ordering::Relaxed),
+        rec.retried_ops.load(Ordering::Relaxed)
     );
     eprintln!("| writes acknowledged (new versions) | {} |", acked.len());
     eprintln!(
@@ -471,6 +545,14 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
         "| containers stopped on healthy nodes | {} |",
         lost_on_healthy.len()
     );
+    let writes = rec.writes.lock().unwrap().clone();
+    for (kind, n, median, max) in write_gaps(&injected, &writes) {
+        eprintln!(
+            "| first write after {kind}, {n} faults | median {:.2}s, max {:.2}s |",
+            median.as_secs_f64(),
+            max.as_secs_f64()
+        );
+    }
     lost.unwrap();
     linear.unwrap();
     double.unwrap();

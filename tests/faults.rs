@@ -293,82 +293,121 @@ fn a_node_behind_a_deposed_leader_never_runs_a_replica_twice() {
     assert!(!running.contains(&first_id), "the old replica came back");
 }
 
-/// A benchmark, not run in CI: how long writes are unavailable after the
-/// leader's host goes silent (every packet dropped, no resets), measured
-/// from the fault to the first acknowledged write through any other replica.
+/// A benchmark, not run in CI: how long writes are unavailable after each
+/// kind of fault hits the leader, measured from the fault to the first
+/// acknowledged write through any other replica (a client trying each in
+/// turn, 500 ms per try):
 ///
-///   DROVER_BENCH_TRIALS=10 cargo test -p drover-e2e --test faults -- --ignored --nocapture
+/// - `kill`: SIGKILL (the kernel resets its connections);
+/// - `silence`: its host drops every packet, no resets (a dead host);
+/// - `pause`: SIGSTOP (a frozen process; its kernel still answers TCP);
+/// - `isolate`: cut off from the other replicas only.
+///
+/// Run it with `DROVER_BENCH_TRIALS=10 DROVER_BENCH_FAULTS=kill,silence,pause,isolate
+/// cargo test -p drover-e2e --test faults -- --ignored --nocapture`.
 #[test]
 #[ignore = "a benchmark: run with --ignored --nocapture"]
-fn bench_writes_after_the_leaders_host_goes_silent() {
-    if !require_root("bench_writes_after_the_leaders_host_goes_silent") {
+fn bench_first_write_after_each_leader_fault() {
+    if !require_root("bench_first_write_after_each_leader_fault") {
         return;
     }
     let trials: usize = std::env::var("DROVER_BENCH_TRIALS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    let kinds = std::env::var("DROVER_BENCH_FAULTS")
+        .unwrap_or_else(|_| "kill,silence,pause,isolate".into());
     let _turn = one_at_a_time();
     let mut c = NetCluster::up("flbench", 11, 3, 0, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut took = Vec::new();
-    for t in 0..trials {
-        let leader = c.leader();
-        let others: Vec<String> = (1..=3)
-            .filter(|i| *i != leader)
-            .map(|i| c.replica_addr(i))
-            .collect();
-        let spec = drover_proto::spec::from_yaml(&format!(
-            "name: bench-{t}\nimage: oci:/nowhere:latest\nreplicas: 0\n"
-        ))
-        .unwrap()
-        .to_json();
-        c.must(&["silence", &format!("s{leader}")]);
-        let tls = drover_e2e::client_tls(&c.addr());
-        let start = Instant::now();
-        rt.block_on(async {
-            let mut n = 0usize;
-            loop {
-                let addr = &others[n % others.len()];
-                n += 1;
-                let ok = async {
-                    let endpoint =
-                        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                            .ok()?
-                            .connect_timeout(Duration::from_millis(300));
-                    let ch = tls.connect(&endpoint).await.ok()?;
-                    let mut cl = drover_e2e::api(ch, addr);
-                    let req = drover_proto::pb::SubmitJobRequest {
-                        spec_json: spec.clone(),
-                        request_id: format!("bench-silent-{t}"),
-                    };
-                    tokio::time::timeout(Duration::from_millis(500), cl.submit_job(req))
-                        .await
-                        .ok()?
-                        .ok()
-                };
-                if ok.await.is_some() {
-                    return;
-                }
-                assert!(
-                    start.elapsed() < Duration::from_secs(30),
-                    "no write for 30s"
-                );
-            }
-        });
-        let d = start.elapsed();
-        eprintln!("trial {t}: leader s{leader} silent, first write after {d:?}");
-        took.push(d);
-        c.must(&["heal", &format!("s{leader}")]);
-        // Let the healed replica rejoin before the next trial.
-        std::thread::sleep(Duration::from_secs(2));
+    let mut rows = Vec::new();
+    for kind in kinds.split(',').map(str::trim) {
+        let (fault, undo) = match kind {
+            "kill" => ("kill", "restart"),
+            "silence" => ("silence", "heal"),
+            "pause" => ("pause", "heal"),
+            "isolate" => ("isolate", "heal"),
+            other => panic!("DROVER_BENCH_FAULTS: unknown fault {other:?}"),
+        };
+        let mut took = Vec::new();
+        for t in 0..trials {
+            let leader = c.leader();
+            let others: Vec<String> = (1..=3)
+                .filter(|i| *i != leader)
+                .map(|i| c.replica_addr(i))
+                .collect();
+            let spec = drover_proto::spec::from_yaml(&format!(
+                "name: bench-{kind}-{t}\nimage: oci:/nowhere:latest\nreplicas: 0\n"
+            ))
+            .unwrap()
+            .to_json();
+            c.must(&[fault, &format!("s{leader}")]);
+            let tls = drover_e2e::client_tls(&c.addr());
+            let start = Instant::now();
+            rt.block_on(first_write(
+                &tls,
+                &others,
+                &spec,
+                &format!("bench-{kind}-{t}"),
+            ));
+            let d = start.elapsed();
+            eprintln!("{kind} trial {t}: leader s{leader}, first write after {d:?}");
+            took.push(d);
+            c.must(&[undo, &format!("s{leader}")]);
+            // Let the replica rejoin before the next trial.
+            wait_for("three replicas in touch", Duration::from_secs(30), || {
+                let m = c.members()?;
+                let all = m["members"].as_array()?;
+                (all.len() == 3 && all.iter().all(|r| r["role"] != "unreachable")).then_some(())
+            });
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        took.sort();
+        rows.push(format!(
+            "| leader {kind} → first write, {trials} trials | median {:.2}s | max {:.2}s |",
+            took[took.len() / 2].as_secs_f64(),
+            took[took.len() - 1].as_secs_f64()
+        ));
     }
-    took.sort();
-    eprintln!(
-        "| leader's host silent → first write, {trials} trials | median {:?} | max {:?} |",
-        took[took.len() / 2],
-        took[took.len() - 1]
-    );
+    for r in rows {
+        eprintln!("{r}");
+    }
+}
+
+/// Submits `spec` through each of `addrs` in turn (500 ms per try) until
+/// one acknowledges it; panics after 30 s.
+async fn first_write(
+    tls: &drover_proto::pki::tls::ClientTls,
+    addrs: &[String],
+    spec: &str,
+    request_id: &str,
+) {
+    let start = Instant::now();
+    for n in 0.. {
+        let addr = &addrs[n % addrs.len()];
+        let ok = async {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .ok()?
+                .connect_timeout(Duration::from_millis(300));
+            let ch = tls.connect(&endpoint).await.ok()?;
+            let mut cl = drover_e2e::api(ch, addr);
+            let req = drover_proto::pb::SubmitJobRequest {
+                spec_json: spec.to_string(),
+                request_id: request_id.to_string(),
+            };
+            tokio::time::timeout(Duration::from_millis(500), cl.submit_job(req))
+                .await
+                .ok()?
+                .ok()
+        };
+        if ok.await.is_some() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no write for 30s"
+        );
+    }
 }
 
 /// An agent killed for good (SIGKILL, never restarted) leaves its
