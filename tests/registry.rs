@@ -24,6 +24,12 @@ struct Registry {
 impl Registry {
     /// Starts a registry; with `htpasswd`, it demands basic auth for that user.
     fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+        Registry::start_with(htpasswd, None)
+    }
+
+    /// Starts a registry; with `tls` (certificate and key PEM files), over
+    /// HTTPS only.
+    fn start_with(htpasswd: Option<(&str, &str)>, tls: Option<(&Path, &Path)>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("drover-reg")
             .tempdir()
@@ -49,8 +55,13 @@ impl Registry {
             format!(
                 "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: {host}\n{auth}",
-                dir.path().join("data").display()
+                 http:\n  addr: {host}\n{tls}{auth}",
+                dir.path().join("data").display(),
+                tls = tls.map_or(String::new(), |(cert, key)| format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    cert.display(),
+                    key.display()
+                )),
             ),
         )
         .unwrap();
@@ -289,9 +300,15 @@ fn basic_auth_from_htpasswd() {
 /// `/token` realm, which hands out the token for alice's basic credentials;
 /// authorized requests are forwarded to the real registry.
 fn bearer_front(upstream: String) -> String {
+    bearer_front_with_realm(upstream, None)
+}
+
+/// `bearer_front`, naming `realm` (when given) as its token realm instead
+/// of its own `/token`.
+fn bearer_front_with_realm(upstream: String, realm: Option<String>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let realm = format!("http://{addr}/token");
+    let realm = realm.unwrap_or_else(|| format!("http://{addr}/token"));
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
@@ -391,6 +408,142 @@ fn bearer_tokens_from_the_challenge_realm() {
             password: "s3cret".into(),
         },
     );
+    let image = store(dir.path(), config).pull(&r).unwrap();
+    assert!(!image.layers.is_empty());
+}
+
+/// A token realm that records the Authorization header of every request
+/// (empty when there was none) and refuses them all.
+fn recording_realm() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut auth = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if line.to_ascii_lowercase().starts_with("authorization:") {
+                    auth = line.trim().to_string();
+                }
+            }
+            log.lock().unwrap().push(auth);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (addr, seen)
+}
+
+/// A registry's answer names the token realm: one on another host (here
+/// another port) never receives the registry's credentials, even over plain
+/// HTTP to a host the operator made insecure, unless the operator allows
+/// that host; the refusal says why.
+#[test]
+fn credentials_never_go_to_a_foreign_token_realm() {
+    if !require_root("credentials_never_go_to_a_foreign_token_realm") {
+        return;
+    }
+    let reg = Registry::start(None);
+    reg.push("demo-web:v1", None);
+    let (evil, seen) = recording_realm();
+    let front = bearer_front_with_realm(reg.host.clone(), Some(format!("http://{evil}/token")));
+    let dir = tempfile::tempdir().unwrap();
+    let r: ImageRef = format!("{front}/demo-web:v1").parse().unwrap();
+    let mut config = RegistryConfig {
+        insecure: [front.clone(), evil.clone()].into(),
+        ..Default::default()
+    };
+    config.credentials.insert(
+        front.clone(),
+        Credentials {
+            username: "alice".into(),
+            password: "s3cret".into(),
+        },
+    );
+    let err = store(dir.path(), config.clone()).pull(&r).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(
+            err,
+            ImageError::Registry(RegistryError::CredentialsWithheld { .. })
+        ),
+        "{text}"
+    );
+    assert!(text.contains("--registry-token-host"), "{text}");
+    let asked = seen.lock().unwrap().clone();
+    assert!(!asked.is_empty(), "the realm was not asked at all");
+    assert!(
+        asked.iter().all(String::is_empty),
+        "credentials reached a foreign realm: {asked:?}"
+    );
+
+    // Allowed by the operator (and made insecure by them): now it is sent.
+    config.token_hosts.insert(evil.clone());
+    let _ = store(dir.path(), config).pull(&r).unwrap_err();
+    let asked = seen.lock().unwrap().clone();
+    assert_eq!(
+        asked.last().map(String::as_str),
+        Some("Authorization: Basic YWxpY2U6czNjcmV0"),
+        "{asked:?}"
+    );
+}
+
+/// A CA of our own and a certificate for 127.0.0.1 it signed, as PEM files
+/// in `dir`: (ca.pem, cert.pem, key.pem).
+fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    (paths.0, paths.1, paths.2)
+}
+
+/// A registry over HTTPS with a certificate from a private CA: refused,
+/// naming the flag to use, until that CA is trusted; then pulled.
+#[test]
+fn pulls_over_https_trusting_a_private_ca() {
+    if !require_root("pulls_over_https_trusting_a_private_ca") {
+        return;
+    }
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = private_ca(pki.path());
+    let reg = Registry::start_with(None, Some((&cert, &key)));
+    reg.push("demo-web:v1", None);
+    let dir = tempfile::tempdir().unwrap();
+    let r: ImageRef = format!("{}/demo-web:v1", reg.host).parse().unwrap();
+    let err = store(dir.path(), RegistryConfig::default())
+        .pull(&r)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--registry-ca"), "{err}");
+    let mut config = RegistryConfig::default();
+    config
+        .trust_ca_pem(&std::fs::read_to_string(&ca).unwrap())
+        .unwrap();
     let image = store(dir.path(), config).pull(&r).unwrap();
     assert!(!image.layers.is_empty());
 }

@@ -199,6 +199,17 @@ struct DaemonArgs {
     /// ignored), so passwords stay out of the process list.
     #[arg(long, value_name = "PATH")]
     registry_auth_file: Option<PathBuf>,
+    /// A PEM file of CA certificates to trust for registries over HTTPS,
+    /// beside the public web roots (a registry with a private CA).
+    /// Repeatable.
+    #[arg(long = "registry-ca", value_name = "PATH")]
+    registry_ca: Vec<PathBuf>,
+    /// A host (`HOST` or `HOST:PORT`) that may receive a registry's
+    /// credentials as its bearer-token realm, beside the registry's own host
+    /// (e.g. auth.docker.io). Credentials go to a realm only over HTTPS.
+    /// Repeatable.
+    #[arg(long = "registry-token-host", value_name = "HOST[:PORT]")]
+    registry_token_host: Vec<String>,
     /// Refuse an image layer larger than this once uncompressed (a
     /// decompression bomb stops here, not when the disk is full).
     #[arg(long, default_value = "10Gi")]
@@ -312,8 +323,16 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
     };
     let mut registries = drover_agent::image::RegistryConfig {
         insecure: a.insecure_registry.into_iter().collect(),
+        token_hosts: a.registry_token_host.into_iter().collect(),
         ..Default::default()
     };
+    for path in &a.registry_ca {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("--registry-ca {}", path.display()))?;
+        registries
+            .trust_ca_pem(&pem)
+            .map_err(|e| anyhow::anyhow!("--registry-ca {}: {e}", path.display()))?;
+    }
     let mut auth_lines = a.registry_auth;
     if let Some(path) = &a.registry_auth_file {
         let text = std::fs::read_to_string(path)

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 pub use reference::{ImageRef, RegistryRef};
-pub use registry::{Credentials, RegistryConfig, RegistryError};
+pub use registry::{Credentials, RegistryConfig, RegistryError, RegistryTrust};
 use unpack::BlobSource;
 
 /// Errors from resolving, verifying and unpacking images.

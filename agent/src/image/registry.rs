@@ -9,8 +9,17 @@
 //! handed to the layer cache. Registries may demand credentials: we send basic
 //! credentials from the agent's config, and answer a
 //! `WWW-Authenticate: Bearer realm=…,service=…,scope=…` challenge by fetching a
-//! token from the realm (with those credentials, if any) and retrying.
-//! Registries are reached over HTTPS unless listed as insecure.
+//! token from the realm and retrying.
+//!
+//! The realm is named by the registry's answer, so it is not trusted with the
+//! registry's credentials unless it is on the registry's own host (or a host
+//! the operator allows with `--registry-token-host`) and reached over HTTPS
+//! (or the operator made that host `--insecure-registry`). Elsewhere the
+//! token is asked for anonymously. Redirects (to blob storage) never carry
+//! credentials.
+//!
+//! Registries are reached over HTTPS unless listed as insecure, trusting the
+//! public web roots and any private CA given with `--registry-ca`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -43,6 +52,12 @@ pub enum RegistryError {
     Http { url: String, reason: String },
     #[error("GET {url}: unauthorized (configure credentials with --registry-auth)")]
     Unauthorized { url: String },
+    #[error("GET {realm}: unauthorized; the credentials for {registry} were not sent to this token realm: {why}")]
+    CredentialsWithheld {
+        realm: String,
+        registry: String,
+        why: String,
+    },
     #[error("GET {url}: content has digest sha256:{actual}, expected sha256:{expected}")]
     DigestMismatch {
         url: String,
@@ -78,9 +93,83 @@ pub struct Credentials {
 pub struct RegistryConfig {
     pub insecure: HashSet<String>,
     pub credentials: HashMap<String, Credentials>,
+    /// Hosts (`host` or `host:port`) besides a registry's own that may
+    /// receive its credentials as its bearer-token realm (e.g. Docker Hub's
+    /// `auth.docker.io` for `registry-1.docker.io`).
+    pub token_hosts: HashSet<String>,
+    /// The CAs trusted over HTTPS (add one with [`Self::trust_ca_pem`]).
+    pub trust: RegistryTrust,
+}
+
+/// What HTTPS to registries trusts: the public web roots, and private CAs.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryTrust {
+    /// TLS trusting the public web roots and `extra_roots` (`None`: the
+    /// public roots only).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Every CA certificate trusted beside the public roots.
+    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl RegistryConfig {
+    /// Trusts the CA certificates in `pem` (a PEM bundle, the
+    /// `--registry-ca` flag) for registries and token realms over HTTPS, in
+    /// addition to the public web roots.
+    pub fn trust_ca_pem(&mut self, pem: &str) -> Result<(), String> {
+        use rustls::pki_types::pem::PemObject as _;
+        let mut found = 0;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            self.trust
+                .extra_roots
+                .push(cert.map_err(|e| format!("not a PEM certificate: {e}"))?);
+            found += 1;
+        }
+        if found == 0 {
+            return Err("no PEM certificate in it".into());
+        }
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        for c in &self.trust.extra_roots {
+            roots
+                .add(c.clone())
+                .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        self.trust.tls = Some(std::sync::Arc::new(config));
+        Ok(())
+    }
+
+    /// Whether `registry`'s credentials may go to the token realm at
+    /// `realm`; `Err` says why not.
+    fn may_send_credentials(&self, registry: &str, realm: &str) -> Result<(), String> {
+        let (scheme, rest) = realm
+            .split_once("://")
+            .ok_or_else(|| "the realm is not a URL".to_string())?;
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if host.contains('@') {
+            return Err("the realm URL carries a user name".into());
+        }
+        if host != registry && !self.token_hosts.contains(host) {
+            return Err(format!(
+                "{host} is not the registry's host (allow it with --registry-token-host {host})"
+            ));
+        }
+        match scheme.to_ascii_lowercase().as_str() {
+            "https" => Ok(()),
+            "http" if self.insecure.contains(host) => Ok(()),
+            _ => Err(format!(
+                "{realm} is not HTTPS (and {host} is not an --insecure-registry)"
+            )),
+        }
+    }
+
     /// Parses a `HOST=USER:PASSWORD` credential (the `--registry-auth` flag).
     pub fn parse_auth(s: &str) -> Result<(String, Credentials), String> {
         let (host, login) = s
@@ -115,6 +204,8 @@ pub(crate) struct Client<'a> {
     agent: ureq::Agent,
     base: String,
     name: &'a str,
+    config: &'a RegistryConfig,
+    host: &'a str,
     credentials: Option<&'a Credentials>,
     /// A bearer token from the last challenge, reused for later requests.
     token: Mutex<Option<String>>,
@@ -127,13 +218,21 @@ impl<'a> Client<'a> {
         } else {
             "https"
         };
+        let mut agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(10))
+            .timeout_read(Duration::from_secs(60))
+            // The default, said out loud: a redirect (to blob storage,
+            // often another host) never carries our Authorization header.
+            .redirect_auth_headers(ureq::RedirectAuthHeaders::Never);
+        if let Some(tls) = &config.trust.tls {
+            agent = agent.tls_config(tls.clone());
+        }
         Client {
-            agent: ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_secs(10))
-                .timeout_read(Duration::from_secs(60))
-                .build(),
+            agent: agent.build(),
             base: format!("{scheme}://{}/v2/{}", r.host, r.name),
             name: &r.name,
+            config,
+            host: &r.host,
             credentials: config.credentials.get(&r.host),
             token: Mutex::new(None),
         }
@@ -308,14 +407,28 @@ impl<'a> Client<'a> {
             .cloned()
             .unwrap_or_else(|| format!("repository:{}:pull", self.name));
         req = req.query("scope", &scope);
+        let mut withheld = None;
         if let Some(c) = self.credentials {
-            req = req.set("Authorization", &basic(c));
+            match self.config.may_send_credentials(self.host, realm) {
+                Ok(()) => req = req.set("Authorization", &basic(c)),
+                Err(why) => {
+                    tracing::warn!(registry = %self.host, %realm, %why, "not sending registry credentials to its token realm");
+                    withheld = Some(why);
+                }
+            }
         }
         let resp = match req.call() {
             Ok(resp) => resp,
             Err(ureq::Error::Status(401 | 403, _)) => {
-                return Err(RegistryError::Unauthorized {
-                    url: realm.to_string(),
+                return Err(match withheld {
+                    Some(why) => RegistryError::CredentialsWithheld {
+                        realm: realm.to_string(),
+                        registry: self.host.to_string(),
+                        why,
+                    },
+                    None => RegistryError::Unauthorized {
+                        url: realm.to_string(),
+                    },
                 })
             }
             Err(e) => return Err(http(realm, e)),
@@ -365,9 +478,13 @@ fn bearer_challenge(header: &str) -> Option<HashMap<String, String>> {
 }
 
 fn http(url: &str, e: impl std::fmt::Display) -> RegistryError {
+    let mut reason = e.to_string();
+    if reason.contains("UnknownIssuer") {
+        reason.push_str(" (a registry with a private CA: trust it with --registry-ca)");
+    }
     RegistryError::Http {
         url: url.to_string(),
-        reason: e.to_string(),
+        reason,
     }
 }
 
@@ -454,6 +571,58 @@ mod tests {
         assert_eq!(p["service"], "reg");
         assert_eq!(p["scope"], "repository:web:pull");
         assert!(bearer_challenge(r#"Basic realm="x""#).is_none());
+    }
+
+    #[test]
+    fn credentials_go_only_to_a_realm_on_the_registry_over_https() {
+        let mut c = RegistryConfig::default();
+        let reg = "registry.example:5000";
+        assert!(c
+            .may_send_credentials(reg, "https://registry.example:5000/token")
+            .is_ok());
+        // Another host, another port, a user name smuggled into the host.
+        for realm in [
+            "https://evil.example/token",
+            "https://registry.example/token",
+            "https://registry.example:5000@evil.example/token",
+            "https://evil.example/registry.example:5000",
+        ] {
+            let why = c.may_send_credentials(reg, realm).unwrap_err();
+            assert!(
+                why.contains("not the registry's host") || why.contains("user name"),
+                "{realm}: {why}"
+            );
+        }
+        // Plain HTTP, unless the operator made that host insecure.
+        let why = c
+            .may_send_credentials(reg, "http://registry.example:5000/token")
+            .unwrap_err();
+        assert!(why.contains("not HTTPS"), "{why}");
+        c.insecure.insert(reg.into());
+        assert!(c
+            .may_send_credentials(reg, "http://registry.example:5000/token")
+            .is_ok());
+        // An allowed token host, over HTTPS only.
+        c.token_hosts.insert("auth.example".into());
+        assert!(c
+            .may_send_credentials(reg, "https://auth.example/token")
+            .is_ok());
+        assert!(c
+            .may_send_credentials(reg, "http://auth.example/token")
+            .is_err());
+        assert!(c
+            .may_send_credentials(reg, "ftp://registry.example:5000/x")
+            .is_err());
+        assert!(c
+            .may_send_credentials(reg, "registry.example:5000/x")
+            .is_err());
+    }
+
+    #[test]
+    fn a_private_ca_must_be_a_certificate() {
+        let mut c = RegistryConfig::default();
+        assert!(c.trust_ca_pem("not pem").is_err());
+        assert!(c.trust.tls.is_none());
     }
 
     #[test]
