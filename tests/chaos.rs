@@ -198,6 +198,7 @@ async fn client(id: u64, addrs: Vec<String>, deadline: Instant, rec: Arc<Recorde
                     rec.failed_ops.fetch_add(1, Ordering::Relaxed);
                     conn = None;
                     let give_up = Instant::now() + Duration::from_secs(60);
+                    at += rng.below(addrs.len() as u64) as usize;
                     let mut answer = None;
                     while answer.is_none() && Instant::now() < give_up {
                         at += 1;
@@ -238,7 +239,10 @@ async fn client(id: u64, addrs: Vec<String>, deadline: Instant, rec: Arc<Recorde
                 None => {
                     rec.failed_ops.fetch_add(1, Ordering::Relaxed);
                     conn = None;
-                    at += 1;
+                    // A random other replica: clients that all stepped to the
+                    // next one would end up together on one replica, and a
+                    // fault there would stall every client at once.
+                    at += 1 + rng.below(addrs.len() as u64 - 1) as usize;
                 }
             }
         }
@@ -391,8 +395,10 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
     while Instant::now() + Duration::from_secs(6) < deadline {
         std::thread::sleep(Duration::from_millis(1000 + rng.below(2000)));
         let leader = c.leader();
-        let (what, target, undo) = inject(&mut c, &mut rng, replicas);
+        // From the fault command's start (`cluster.sh kill` returns only
+        // once the process is reaped, long after it died).
         let at = Instant::now();
+        let (what, target, undo) = inject(&mut c, &mut rng, replicas);
         *faults.entry(what.clone()).or_default() += 1;
         let role = if target == leader {
             "leader"

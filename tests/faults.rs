@@ -341,9 +341,25 @@ fn bench_first_write_after_each_leader_fault() {
             ))
             .unwrap()
             .to_json();
-            c.must(&[fault, &format!("s{leader}")]);
             let tls = drover_e2e::client_tls(&c.addr());
-            let start = Instant::now();
+            let start = if kind == "kill" {
+                // Here, not through `cluster.sh kill`: it returns only once
+                // the process is reaped, long after it died.
+                let pid =
+                    std::fs::read_to_string(format!("/tmp/drover-cluster-flbench/s{leader}/pid"))
+                        .unwrap();
+                let start = Instant::now();
+                let killed = std::process::Command::new("kill")
+                    .args(["-9", pid.trim()])
+                    .status()
+                    .unwrap();
+                assert!(killed.success(), "kill -9 {pid}");
+                start
+            } else {
+                // The fault takes effect as the script ends.
+                c.must(&[fault, &format!("s{leader}")]);
+                Instant::now()
+            };
             rt.block_on(first_write(
                 &tls,
                 &others,
@@ -353,6 +369,9 @@ fn bench_first_write_after_each_leader_fault() {
             let d = start.elapsed();
             eprintln!("{kind} trial {t}: leader s{leader}, first write after {d:?}");
             took.push(d);
+            if kind == "kill" {
+                c.must(&["kill", &format!("s{leader}")]);
+            }
             c.must(&[undo, &format!("s{leader}")]);
             // Let the replica rejoin before the next trial.
             wait_for("three replicas in touch", Duration::from_secs(30), || {
