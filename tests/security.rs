@@ -268,6 +268,14 @@ fn joining_needs_a_token_of_this_cluster_and_gives_the_node_its_certificate() {
             Identity::Node("n2".into())
         );
         assert!(j.ca_key_pem.is_none(), "an agent never gets the CA key");
+        // Not under the name of a node that is up: the token would let its
+        // holder speak for that node.
+        let e = drover_proto::pki::join::join(&c.addr, &token, "sec-join", 0)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("is a node that is up"), "{e}");
     });
     // The CLI says which credential is missing.
     let r = drover_e2e::drover_command(&c.addr)

@@ -59,6 +59,22 @@ impl JoinApi {
 }
 
 impl JoinApi {
+    /// A join token lets its holder name the node it joins as; it must not
+    /// let it take the name of a node that is up (and then speak for it).
+    /// A node that lost its state and joins again waits until it is marked
+    /// down, or for `drover node rm`.
+    fn name_is_free(&self, name: &str) -> Result<(), Status> {
+        let state = self.replica.state.read().expect("state lock poisoned");
+        match state.nodes.get(name) {
+            Some(n) if n.status == crate::state::NodeStatus::Ready => {
+                Err(Status::already_exists(format!(
+                    "node_name: {name:?} is a node that is up: a second agent cannot join under its name (if this is that node, back without its state, wait until it is marked down or run `drover node rm {name}`)"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Checks the request and decides whom the certificate names.
     fn admit(&self, r: &pb::JoinRequest) -> Result<(JoinToken, Identity), Status> {
         let token =
@@ -67,6 +83,7 @@ impl JoinApi {
             Role::Agent => {
                 drover_proto::spec::dns_label(&r.node_name)
                     .map_err(|m| Status::invalid_argument(format!("node_name: {m}")))?;
+                self.name_is_free(&r.node_name)?;
                 Identity::Node(r.node_name.clone())
             }
             Role::Scheduler if r.scheduler_id == 0 => {
