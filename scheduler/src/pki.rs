@@ -257,8 +257,32 @@ pub fn init(dir: &Path) -> Result<Ca, PkiError> {
         });
     }
     let ca = Ca::generate("cluster")?;
-    ca.save(dir)?;
+    // The administrator's credential first, the CA (its key last) after:
+    // a crash part way leaves no CA, and the next init starts over.
     ca.issue(&Identity::Client(ADMIN.into()), ADMIN_VALIDITY)?
         .save(dir, ADMIN)?;
+    ca.save(dir)?;
     Ok(ca)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A crash while the CA is first written (its certificate there, its key
+    /// not yet) leaves a directory the next start makes a CA in, rather than
+    /// one that fails to load for ever.
+    #[test]
+    fn a_crash_while_the_ca_is_first_written_leaves_a_fresh_start() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("pki");
+        let ca = Ca::generate("cluster").unwrap();
+        drover_proto::pki::write_public(&dir.join("ca.pem"), ca.cert_pem.as_bytes()).unwrap();
+        assert!(!Ca::exists(&dir));
+        let pki = Pki::open(&dir, 1, true).expect("a fresh CA over the half-written one");
+        assert_ne!(pki.authority.signing().fingerprint(), ca.fingerprint());
+        // And it loads again after a restart, with the admin credential made.
+        Pki::open(&dir, 1, false).unwrap();
+        assert!(dir.join("admin.pem").exists() && dir.join("admin.key").exists());
+    }
 }

@@ -115,15 +115,19 @@ impl Ca {
         Ca::from_pem(ca.cert_pem.clone(), ca.key_pem.clone())
     }
 
-    /// Whether `dir` holds a CA.
+    /// Whether `dir` holds a CA: its key is written last (see [`Ca::save`]),
+    /// so a directory with the key has the certificate too.
     pub fn exists(dir: &Path) -> bool {
         dir.join("ca.key").exists()
     }
 
-    /// Writes `<dir>/ca.pem` and `<dir>/ca.key` (0600).
+    /// Writes `<dir>/ca.pem`, then `<dir>/ca.key` (0600). The key is the
+    /// commit point: a crash before it leaves a directory that does not
+    /// count as having a CA, so the next start makes one afresh instead of
+    /// failing on a missing certificate.
     pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
-        write_private(&dir.join("ca.key"), self.key_pem.as_bytes())?;
-        write_public(&dir.join("ca.pem"), self.cert_pem.as_bytes())
+        write_public(&dir.join("ca.pem"), self.cert_pem.as_bytes())?;
+        write_private(&dir.join("ca.key"), self.key_pem.as_bytes())
     }
 
     /// The key, PEM (for a new scheduler replica only).
