@@ -287,6 +287,15 @@ fn joining_needs_a_token_of_this_cluster_and_gives_the_node_its_certificate() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success());
     assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    // A plaintext CLI against this TLS scheduler is told so, not only
+    // "transport error".
+    let r = drover_e2e::drover_command(&c.addr)
+        .args(["--insecure-plaintext", "job", "ls"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(err.contains("drop --insecure-plaintext"), "{err}");
 }
 
 fn not_after(pem_path: &std::path::Path) -> std::time::SystemTime {

@@ -232,10 +232,13 @@ pub async fn pick(list: &[String], skip: &[String]) -> Result<(String, Channel)>
                 }
             }
             Err(e) => {
-                last = Some(anyhow!(
-                    "{addr}: {}",
-                    drover_proto::pki::join::source_chain(&e)
-                ))
+                let mut why = drover_proto::pki::join::source_chain(&e);
+                if why.contains("InvalidContentType") {
+                    why.push_str(
+                        " (it does not speak TLS: a scheduler started with --insecure-plaintext needs --insecure-plaintext here too)",
+                    );
+                }
+                last = Some(anyhow!("{addr}: {why}"))
             }
         }
     }
@@ -303,6 +306,30 @@ pub fn status(s: tonic::Status) -> anyhow::Error {
         ),
         tonic::Code::Unavailable if s.message().is_empty() => {
             anyhow!("the scheduler is unavailable")
+        }
+        // The connection itself failed (the status came from the transport,
+        // not from a scheduler): say how, and what usually causes it.
+        _ if std::error::Error::source(&s).is_some() => {
+            let why = match std::error::Error::source(&s) {
+                Some(e) => {
+                    let chain = drover_proto::pki::join::source_chain(e);
+                    if chain.starts_with(s.message()) {
+                        chain
+                    } else {
+                        format!("{}: {chain}", s.message())
+                    }
+                }
+                None => s.message().to_string(),
+            };
+            let plaintext = matches!(
+                DIAL.read().unwrap_or_else(|e| e.into_inner()).as_ref(),
+                Some(Ok((ClientTls::Plain, _)))
+            );
+            if plaintext {
+                anyhow!("{why} (this CLI speaks plaintext: a scheduler that requires mutual TLS closes such connections; drop --insecure-plaintext)")
+            } else {
+                anyhow!("{why} (a scheduler started with --insecure-plaintext, such as `drover dev --insecure-plaintext`, needs --insecure-plaintext here too)")
+            }
         }
         _ => anyhow!("{}", s.message()),
     }
