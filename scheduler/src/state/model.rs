@@ -2,7 +2,7 @@
 
 use drover_proto::spec::JobSpec;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 /// Everything the cluster has agreed on.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -10,12 +10,16 @@ pub struct State {
     pub jobs: BTreeMap<String, Job>,
     pub allocations: BTreeMap<String, Allocation>,
     pub nodes: BTreeMap<String, Node>,
-    /// Results of recent client requests by request id, so a retried write applies once.
-    pub requests: BTreeMap<String, super::CommandResult>,
-    pub request_order: VecDeque<String>,
+    /// Results of recent client requests by request id, so a retried write
+    /// applies once. Up to 200,000 of them under a full load of writes:
+    /// persistent (structurally shared) collections, so the copy a snapshot
+    /// takes under the state lock costs nothing, not a deep copy that holds
+    /// up applying. They serialize as a map and lists, as before.
+    pub requests: imbl::OrdMap<String, super::CommandResult>,
+    pub request_order: imbl::Vector<String>,
     /// When each request in `request_order` was made (leader time, ms).
     #[serde(default)]
-    pub request_at_ms: VecDeque<i64>,
+    pub request_at_ms: imbl::Vector<i64>,
     /// The log index of the last command applied.
     pub last_index: u64,
     /// The container address range node subnets come from: the first one a
@@ -42,9 +46,9 @@ impl State {
             jobs: self.jobs.clone(),
             allocations: self.allocations.clone(),
             nodes: self.nodes.clone(),
-            requests: BTreeMap::new(),
-            request_order: VecDeque::new(),
-            request_at_ms: VecDeque::new(),
+            requests: Default::default(),
+            request_order: Default::default(),
+            request_at_ms: Default::default(),
             last_index: self.last_index,
             cluster_cidr: self.cluster_cidr.clone(),
             acl: self.acl.clone(),

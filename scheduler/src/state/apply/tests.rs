@@ -102,6 +102,23 @@ fn a_job_keeps_its_last_ten_versions_and_any_still_running() {
     assert_eq!(kept, [4, 5, 6]);
 }
 
+/// The request table is written to snapshots as a map and two lists (the
+/// format it had as std collections), and a retry after a restore still
+/// applies once.
+#[test]
+fn remembered_requests_round_trip_through_a_snapshot() {
+    let mut s = State::default();
+    submit(&mut s, "once", WEB);
+    let json = serde_json::to_value(&s).unwrap();
+    assert!(json["requests"]["once"].is_object(), "{json}");
+    assert_eq!(json["request_order"], serde_json::json!(["once"]));
+    assert!(json["request_at_ms"].is_array());
+    let mut back: State = serde_json::from_value(json).unwrap();
+    let again = submit(&mut back, "once", "name: web\nimage: oci:/x:v9\n");
+    assert_eq!(again.version, 1, "{again:?}");
+    assert_eq!(back.jobs["web"].versions.len(), 1);
+}
+
 #[test]
 fn retried_request_applies_once() {
     let mut s = State::default();
