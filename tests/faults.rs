@@ -345,12 +345,10 @@ fn bench_first_write_after_each_leader_fault() {
             let start = if kind == "kill" {
                 // Here, not through `cluster.sh kill`: it returns only once
                 // the process is reaped, long after it died.
-                let pid =
-                    std::fs::read_to_string(format!("/tmp/drover-cluster-flbench/s{leader}/pid"))
-                        .unwrap();
+                let pid = c.pid(&format!("s{leader}")).to_string();
                 let start = Instant::now();
                 let killed = std::process::Command::new("kill")
-                    .args(["-9", pid.trim()])
+                    .args(["-9", &pid])
                     .status()
                     .unwrap();
                 assert!(killed.success(), "kill -9 {pid}");

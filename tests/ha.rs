@@ -239,6 +239,11 @@ fn a_partitioned_minority_cannot_commit_and_converges_after_healing() {
     }
 }
 
+/// The addresses of replicas `ids`, in that order: a `DROVER_ADDR`.
+fn in_order(c: &NetCluster, ids: impl Iterator<Item = u32>) -> String {
+    ids.map(|i| c.replica_addr(i)).collect::<Vec<_>>().join(",")
+}
+
 /// A leader cut off from its peers (the CLI still reaches it) refuses
 /// writes within seconds, naming why, instead of holding them until they
 /// time out; and the CLI given every replica, that leader first, moves on
@@ -273,11 +278,7 @@ fn the_cli_moves_past_a_leader_cut_off_from_its_peers() {
     assert!(took < Duration::from_secs(6), "refused only after {took:?}");
 
     // Every replica, the cut-off leader first: the write lands.
-    let addrs = std::iter::once(leader)
-        .chain(others.iter().copied())
-        .map(|i| c.replica_addr(i))
-        .collect::<Vec<_>>()
-        .join(",");
+    let addrs = in_order(&c, std::iter::once(leader).chain(others.iter().copied()));
     let moved = spec_file(dir.path(), "moved");
     let start = Instant::now();
     let out = run_drover(&addrs, &["job", "run", "-d", moved.to_str().unwrap()]);
@@ -301,11 +302,7 @@ fn the_cli_moves_past_a_leader_cut_off_from_its_peers() {
     // its timeout, and says where it moved.
     let leader = c.leader();
     let f = (1..=3).find(|i| *i != leader).unwrap();
-    let addrs = std::iter::once(f)
-        .chain((1..=3).filter(|i| *i != f))
-        .map(|i| c.replica_addr(i))
-        .collect::<Vec<_>>()
-        .join(",");
+    let addrs = in_order(&c, std::iter::once(f).chain((1..=3).filter(|i| *i != f)));
     let waiting = spec_file(dir.path(), "waiting");
     let child = drover_command(&addrs)
         .args(["job", "run", "--timeout", "8s", waiting.to_str().unwrap()])

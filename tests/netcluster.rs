@@ -96,6 +96,23 @@ impl NetCluster {
         format!("{}.{}:7400", self.net, 10 + i)
     }
 
+    /// The pid of node `node`'s process (e.g. "s1"), from cluster.sh's
+    /// directory for this cluster.
+    pub fn pid(&self, node: &str) -> u32 {
+        let dir = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "DROVER_CLUSTER_DIR")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| format!("/tmp/drover-cluster-{}", self.name));
+        let path = format!("{dir}/{node}/pid");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
     /// Every replica's address: the `DROVER_ADDR` to use.
     pub fn addr(&self) -> String {
         (1..=self.schedulers)

@@ -216,13 +216,10 @@ impl Replica {
         self.raft.metrics()
     }
 
-    /// A copy of the current state to plan from, without the request table
-    /// (for controllers; they must not hold the lock).
+    /// A copy of the current state (for controllers; they must not hold the
+    /// lock). Cheap: specs and the request table are shared, not copied.
     pub fn snapshot(&self) -> State {
-        self.state
-            .read()
-            .expect("state lock poisoned")
-            .for_planning()
+        self.state.read().expect("state lock poisoned").clone()
     }
 }
 

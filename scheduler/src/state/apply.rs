@@ -335,13 +335,12 @@ impl State {
         });
         job.current = version;
         job.submitted_at_ms = at_ms;
-        let has_old = self_has_running(&self.allocations, &spec.name);
-        let in_use = self
-            .allocations
-            .values()
-            .filter(|a| a.job == spec.name)
-            .map(|a| a.version)
-            .collect();
+        let mut has_old = false;
+        let mut in_use = std::collections::BTreeSet::new();
+        for a in self.allocations.values().filter(|a| a.job == spec.name) {
+            has_old |= a.desired == Desired::Run;
+            in_use.insert(a.version);
+        }
         let job = self.jobs.get_mut(&spec.name).expect("job exists");
         let promoted = spec.update.canary == 0 || !has_old;
         job.rollout = Some(Rollout::start(job, RolloutKind::Update, promoted, at_ms));

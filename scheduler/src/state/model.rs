@@ -35,28 +35,6 @@ pub struct State {
     pub ca_rotation: Option<super::ca::CaRotation>,
 }
 
-impl State {
-    /// A copy of everything but the results of recent requests, which only
-    /// applying needs: for the controllers, which copy the state on every
-    /// change they plan from. Under a full load of writes the request table
-    /// (up to 200,000 entries) is most of the state, and copying it for
-    /// every pass starved the replica of the CPU Raft needs.
-    pub fn for_planning(&self) -> State {
-        State {
-            jobs: self.jobs.clone(),
-            allocations: self.allocations.clone(),
-            nodes: self.nodes.clone(),
-            requests: Default::default(),
-            request_order: Default::default(),
-            request_at_ms: Default::default(),
-            last_index: self.last_index,
-            cluster_cidr: self.cluster_cidr.clone(),
-            acl: self.acl.clone(),
-            ca_rotation: self.ca_rotation.clone(),
-        }
-    }
-}
-
 /// A job and every version of it that was submitted.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Job {
@@ -161,13 +139,6 @@ impl Rollout {
             reason: String::new(),
         }
     }
-}
-
-/// Whether any allocation of `job` is wanted running.
-pub fn self_has_running(allocations: &BTreeMap<String, Allocation>, job: &str) -> bool {
-    allocations
-        .values()
-        .any(|a| a.job == job && a.desired == Desired::Run)
 }
 
 /// Why a rollout replaces allocations.
