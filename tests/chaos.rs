@@ -130,6 +130,41 @@ async fn connect(addr: &str) -> Option<drover_e2e::Api> {
     Some(drover_e2e::api(ch, addr))
 }
 
+/// A connection to whichever replica answers first, trying each in turn for
+/// up to a minute: right after the faults heal, one replica may still be
+/// restarting or catching up, and the checks must not depend on which.
+async fn connect_any(addrs: &[String]) -> drover_e2e::Api {
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut at = 0;
+    loop {
+        if let Some(c) = connect(&addrs[at % addrs.len()]).await {
+            return c;
+        }
+        assert!(
+            Instant::now() < until,
+            "no replica of {addrs:?} accepted a connection for a minute after the faults healed"
+        );
+        at += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `read`, moving to another replica until one answers (for up to a minute).
+async fn read_any(c: &mut drover_e2e::Api, addrs: &[String], job: &str) -> (u64, u32) {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(r) = read(c, job).await {
+            return r;
+        }
+        assert!(
+            Instant::now() < until,
+            "no replica answered a read of {job} for a minute after the faults healed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        *c = connect_any(addrs).await;
+    }
+}
+
 async fn submit(
     c: &mut drover_e2e::Api,
     spec_json: &str,
@@ -436,11 +471,13 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
             rec.submitted(thread, job, &r);
             settled += 1;
         }
-        let mut cl = connect(&addrs[0]).await.expect("connect after the faults");
+        let mut cl = connect_any(&addrs).await;
         for i in 0..JOBS {
             let job = job_name(i);
+            // A read has no effect, so retrying it elsewhere is safe; its
+            // window opens before the first attempt.
             let invoked = rec.next();
-            let (version, arg) = read(&mut cl, &job).await.expect("final read");
+            let (version, arg) = read_any(&mut cl, &addrs, &job).await;
             rec.push(invoked, final_thread, &job, EventKind::Invoke(Op::Read));
             rec.push(
                 rec.next(),
@@ -467,7 +504,7 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
 
     // What the scheduler says about every allocation and version.
     let (slot_of, versions, lost_on_healthy) = rt.block_on(async {
-        let mut cl = connect(&addrs[0]).await.expect("connect");
+        let mut cl = connect_any(&addrs).await;
         let allocs = cl
             .list_allocations(pb::ListAllocationsRequest {
                 job: String::new(),
