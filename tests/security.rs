@@ -444,6 +444,52 @@ fn a_container_cannot_reach_the_control_plane_unless_its_job_asks() {
     c.drover(&["job", "stop", "trusted"]);
 }
 
+#[test]
+fn a_jobs_seccomp_setting_reaches_its_replicas() {
+    if !drover_e2e::require_root("a_jobs_seccomp_setting_reaches_its_replicas") {
+        return;
+    }
+    let c = Cluster::start("sec-seccomp");
+    let exec = |job: &str, script: &str| {
+        let id = c.json(&["job", "status", job])["allocations"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let out = c.drover(&["exec", &id, "--", "/bin/sh", "-c", script]);
+        format!("{}{}", out.stdout, out.stderr)
+    };
+    let status = "grep ^Seccomp: /proc/self/status; mkdir /tmp/d && echo made";
+    run_toolbox(&c, "filtered", "exec sleep 1000", "");
+    run_toolbox(
+        &c,
+        "unconfined",
+        "exec sleep 1000",
+        "security: {seccomp: unconfined}\n",
+    );
+    // A profile of the job's own, in Docker's format: mkdir fails with EACCES.
+    run_toolbox(
+        &c,
+        "own-profile",
+        "exec sleep 1000",
+        "security:\n  seccomp_profile:\n    defaultAction: SCMP_ACT_ALLOW\n    syscalls:\n      \
+         - {names: [mkdir, mkdirat], action: SCMP_ACT_ERRNO, errnoRet: 13}\n",
+    );
+    let out = exec("filtered", status);
+    assert!(out.contains("Seccomp:\t2") && out.contains("made"), "{out}");
+    let out = exec("unconfined", status);
+    assert!(out.contains("Seccomp:\t0") && out.contains("made"), "{out}");
+    let out = exec("own-profile", status);
+    assert!(
+        out.contains("Seccomp:\t2") && out.contains("Permission denied") && !out.contains("made"),
+        "{out}"
+    );
+    // (What each profile allows and denies call by call, beside runc, is
+    // agent/tests/runtime_trust.rs.)
+    for job in ["filtered", "unconfined", "own-profile"] {
+        assert!(c.drover(&["job", "stop", job]).ok());
+    }
+}
+
 /// `ListJobs` over `ch` presenting ACL token `token`.
 async fn list_jobs_as(ch: Channel, token: &str) -> Result<pb::ListJobsResponse, tonic::Status> {
     let mut req = tonic::Request::new(pb::ListJobsRequest { read: None });
@@ -700,6 +746,16 @@ fn tokens_bound_what_each_caller_may_do_and_agents_want_a_ticket() {
         !ok && err.contains("may not submit job \"team-host\" with network: host"),
         "{err}"
     );
+    // Nor weaken the seccomp filter.
+    let unconfined = c.spec(
+        "team-unconfined",
+        &format!(
+            "name: team-unconfined\nimage: oci:{}/toolbox:latest\nsecurity: {{seccomp: unconfined}}\n",
+            drover_e2e::images().display()
+        ),
+    );
+    let (ok, _, err) = drover_as(&c, &team, &["job", "run", unconfined.to_str().unwrap()]);
+    assert!(!ok && err.contains("with security.seccomp"), "{err}");
     let (ok, _, err) = drover_as(&c, &team, &["node", "drain", "sec-acl"]);
     assert!(!ok && err.contains("permission denied"), "{err}");
     let (ok, out, _) = drover_as(&c, &team, &["acl", "whoami"]);

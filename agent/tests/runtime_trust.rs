@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use drover_agent::bundle::{Bundle, CapabilityChanges, ContainerRequest};
+use drover_agent::bundle::{Bundle, CapabilityChanges, ContainerRequest, Seccomp};
 use drover_agent::cgroups;
 use drover_agent::image::{Image, ImageConfig};
 use drover_agent::runtime::{ExecRequest, ExitStatus, MonitorConfig, Runtime};
@@ -41,10 +41,33 @@ fn can_run(needs: &[(&str, bool)]) -> bool {
     false
 }
 
+/// The system call probe (`syscall_probe.c`), built static once per run.
+fn syscall_probe() -> Option<&'static Path> {
+    static PROBE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            let out =
+                std::env::temp_dir().join(format!("drover-syscall-probe-{}", std::process::id()));
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/syscall_probe.c");
+            let built = std::process::Command::new("cc")
+                .args(["-static", "-O2", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .status()
+                .is_ok_and(|s| s.success());
+            built.then_some(out)
+        })
+        .as_deref()
+}
+
 fn requirements(runc: bool) -> Vec<(&'static str, bool)> {
     let mut needs = vec![
         ("root", nix::unistd::geteuid().is_root()),
         ("a static busybox", Path::new(BUSYBOX).exists()),
+        (
+            "a C compiler with a static libc (cc -static, for the syscall probe)",
+            syscall_probe().is_some(),
+        ),
         (
             "cgroup v1 (memory, pids, devices)",
             Path::new("/sys/fs/cgroup/devices").exists(),
@@ -71,6 +94,9 @@ fn busybox_image(dir: &Path) -> Image {
         std::fs::create_dir_all(layer.join(d)).unwrap();
     }
     std::fs::copy(BUSYBOX, layer.join("bin/busybox")).unwrap();
+    if let Some(probe) = syscall_probe() {
+        std::fs::copy(probe, layer.join("bin/syscall-probe")).unwrap();
+    }
     for applet in APPLETS {
         std::os::unix::fs::symlink("busybox", layer.join("bin").join(applet)).unwrap();
     }
@@ -166,6 +192,7 @@ echo "timer_list=$(cat /proc/timer_list | wc -c)"
 (echo x > /proc/sys/kernel/hostname) 2>/dev/null && echo procsys=writable || echo procsys=denied
 sort /proc/self/cgroup
 awk '{ split($0, s, " - "); n = split(s[1], l, " "); split(s[2], r, " "); print l[5], l[6], r[1], r[2], r[3] }' /proc/self/mountinfo | sort
+syscall-probe
 echo END
 sleep 60
 "#;
@@ -244,6 +271,19 @@ fn drover_and_runc_isolate_the_same_bundle_the_same_way() {
         "sysrq=denied",
         "procsys=denied",
         "/proc/sys ro,",
+        // Docker's default seccomp profile, as libseccomp builds it for runc.
+        "getpid=ok",
+        "inet=ok",
+        "vsock=errno:1",
+        "alg=errno:1",
+        "personality=errno:1",
+        "clone3=errno:38",
+        "io_uring=errno:1",
+        "userfaultfd=errno:1",
+        "keyctl=errno:1",
+        "mkdir=ok",
+        "x32=killed:31",
+        "i386=killed:31",
     ] {
         assert!(drover.contains(want), "{want:?} not in:\n{drover}");
     }
@@ -264,12 +304,71 @@ fn drover_and_runc_isolate_the_same_bundle_the_same_way() {
         !drover_limits[5].contains("a *:* rwm") && drover_limits[5].contains("c 1:3 rwm"),
         "{drover_limits:?}"
     );
-    // Line by line, so a difference is easy to read.
+    assert_same_report(&drover, &runc);
+}
+
+/// Line by line, so a difference is easy to read.
+fn assert_same_report(drover: &str, runc: &str) {
     let (d, r): (Vec<&str>, Vec<&str>) = (drover.lines().collect(), runc.lines().collect());
     for (i, (a, b)) in d.iter().zip(&r).enumerate() {
         assert_eq!(a, b, "line {i} differs\ndrover:\n{drover}\nrunc:\n{runc}");
     }
     assert_eq!(d.len(), r.len(), "drover:\n{drover}\nrunc:\n{runc}");
+}
+
+#[test]
+fn a_jobs_seccomp_choice_applies_as_under_runc() {
+    if !can_run(&requirements(true)) {
+        return;
+    }
+    // A deny list in Docker's format, as a job would bring it.
+    let profile: drover_proto::spec::SeccompProfile = serde_json::from_value(serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+            {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 97,
+             "args": [{"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["keyctl"], "action": "SCMP_ACT_KILL_PROCESS"},
+            {"names": ["personality"], "action": "SCMP_ACT_ERRNO",
+             "includes": {"caps": ["CAP_SYS_ADMIN"]}}
+        ]
+    }))
+    .unwrap();
+    let cases: [(&str, Seccomp, &[&str]); 2] = [
+        (
+            "it-unconfined",
+            Seccomp::Unconfined,
+            &[
+                "Seccomp:\t0",
+                "personality=ok",
+                "clone3=errno:22",
+                "mkdir=ok",
+            ],
+        ),
+        (
+            "it-custom",
+            Seccomp::Profile(Box::new(profile)),
+            &[
+                "Seccomp:\t2",
+                "mkdir=errno:13",
+                "inet=errno:97",
+                "keyctl=killed:31",
+                // The rule needs CAP_SYS_ADMIN, which the container lacks.
+                "personality=ok",
+                "getpid=ok",
+                "x32=killed:31",
+            ],
+        ),
+    ];
+    for (id, choice, want) in cases {
+        let f = fixture(id, PROBE, |r| r.seccomp = choice);
+        let (drover, _) = probe_drover(&f, id);
+        let (runc, _) = probe_runc(&f, id);
+        for w in want {
+            assert!(drover.contains(w), "{id}: {w:?} not in:\n{drover}");
+        }
+        assert_same_report(&drover, &runc);
+    }
 }
 
 const ESCAPES: &str = r#"

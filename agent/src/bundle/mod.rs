@@ -14,7 +14,7 @@ mod user;
 
 use std::path::{Path, PathBuf};
 
-pub use security::CapabilityChanges;
+pub use security::{CapabilityChanges, Seccomp};
 pub use spec::{build_spec, limits, resolve_process, ProcessPlan};
 pub use user::Ids;
 
@@ -94,6 +94,8 @@ pub struct ContainerRequest {
     pub read_only_rootfs: bool,
     /// Changes to Docker's default capability set.
     pub capabilities: CapabilityChanges,
+    /// The seccomp filter: Docker's default, none, or the job's profile.
+    pub seccomp: Seccomp,
 }
 
 /// A bundle on disk with its rootfs mounted.

@@ -7,25 +7,25 @@
 //! `setuid`), runs with `no_new_privs`, sees the kernel's dangerous
 //! interfaces under `/proc` and `/sys` masked or read-only, may touch only
 //! the few device nodes a minimal `/dev` holds (a device cgroup denies the
-//! rest), and runs under a seccomp filter. The filter is a deny list: every
-//! call Docker's default profile refuses to an unprivileged container
-//! (kernel modules, kexec, reboot, mount and the new mount API, pivot_root,
-//! unshare/setns, keyctl, bpf, perf_event_open, open_by_handle_at, clock and
-//! swap control, NUMA policy, ...) fails with EPERM, `clone` with a
-//! namespace flag fails with EPERM, and `clone3` fails with ENOSYS (its flags
-//! live in memory a filter cannot read; libc then falls back to `clone`).
-//! Docker's profile is an allow list of ~350 calls; a deny list of the
-//! dangerous ones gives the same answers for everything a program can do
-//! with the default capabilities, and stays readable. The filter is built
-//! for x86_64 only (other architectures, x32 and the i386 entry point are
-//! refused by the runtime that compiles it).
-//! Pure: no files, no syscalls.
+//! rest), and runs under a seccomp filter. The filter is Docker's default
+//! profile (`seccomp_default.json`, in Docker's own format): an allow list of
+//! ~360 calls, everything else failing with EPERM; argument filters on
+//! `socket` (no AF_VSOCK, AF_ALG, ...), `personality` and `clone` (no
+//! namespace flags); `clone3` failing with ENOSYS (its flags live in memory a
+//! filter cannot read, so libc falls back to `clone`); and the calls that need
+//! a capability (mount, bpf, ptrace before 4.8, ...) allowed only when the
+//! container has it. A job may run unconfined or bring its own profile in
+//! the same format; `seccomp_for` resolves a profile's capability,
+//! architecture and kernel conditions for one container, and the runtime
+//! compiles the result for the machine's architecture.
+//! Pure but for `HostFacts::current` (uname, once).
 
+use drover_proto::spec::seccomp::{SeccompAction, SeccompOp, SeccompRule};
+use drover_proto::spec::SeccompProfile;
 use oci_spec::runtime::{
     Arch, Capability, LinuxCapabilities, LinuxCapabilitiesBuilder, LinuxDeviceCgroup,
     LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxSeccomp, LinuxSeccompAction,
-    LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall,
-    LinuxSyscallBuilder,
+    LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscallBuilder,
 };
 use std::collections::HashSet;
 
@@ -48,90 +48,6 @@ pub const DEFAULT_CAPABILITIES: [&str; 14] = [
     "KILL",
     "AUDIT_WRITE",
 ];
-
-/// Calls refused with EPERM: what Docker's default profile does not allow a
-/// container without extra capabilities (names as in the x86_64 syscall table).
-pub const DENIED_SYSCALLS: &[&str] = &[
-    // kernel modules
-    "init_module",
-    "finit_module",
-    "delete_module",
-    "create_module",
-    "query_module",
-    "get_kernel_syms",
-    // replacing or stopping the kernel
-    "kexec_load",
-    "kexec_file_load",
-    "reboot",
-    // filesystems and namespaces
-    "mount",
-    "umount2",
-    "pivot_root",
-    "move_mount",
-    "open_tree",
-    "fsopen",
-    "fsconfig",
-    "fsmount",
-    "fspick",
-    "mount_setattr",
-    "unshare",
-    "setns",
-    "name_to_handle_at",
-    "open_by_handle_at",
-    "quotactl",
-    "quotactl_fd",
-    "nfsservctl",
-    "uselib",
-    "ustat",
-    "sysfs",
-    "_sysctl",
-    "acct",
-    "swapon",
-    "swapoff",
-    // kernel keyring
-    "keyctl",
-    "add_key",
-    "request_key",
-    // tracing and introspection of the host
-    "bpf",
-    "perf_event_open",
-    "lookup_dcookie",
-    "kcmp",
-    "syslog",
-    "userfaultfd",
-    "fanotify_init",
-    // clocks
-    "settimeofday",
-    "clock_settime",
-    "clock_adjtime",
-    // raw hardware access
-    "iopl",
-    "ioperm",
-    // NUMA policy (CAP_SYS_NICE in Docker's profile)
-    "mbind",
-    "set_mempolicy",
-    "get_mempolicy",
-    "move_pages",
-    "migrate_pages",
-    // io_uring bypasses the filter for the calls it submits
-    "io_uring_setup",
-    "io_uring_enter",
-    "io_uring_register",
-];
-
-/// `clone` flags that create namespaces: refused like `unshare`.
-pub const CLONE_NAMESPACE_FLAGS: [u64; 7] = [
-    0x0002_0000, // CLONE_NEWNS
-    0x0200_0000, // CLONE_NEWCGROUP
-    0x0400_0000, // CLONE_NEWUTS
-    0x0800_0000, // CLONE_NEWIPC
-    0x1000_0000, // CLONE_NEWUSER
-    0x2000_0000, // CLONE_NEWPID
-    0x4000_0000, // CLONE_NEWNET
-];
-
-const EPERM: u32 = 1;
-const ENOSYS: u32 = 38;
 
 /// The device cgroup rules of every container, runc's and Docker's default:
 /// deny all, allow creating any node (`m`) but opening only the ones the
@@ -249,35 +165,153 @@ pub fn capabilities(names: &[String], uid: u32) -> Result<LinuxCapabilities, Bun
         .build()?)
 }
 
-/// The default seccomp profile in OCI form (what `runc` hands to libseccomp).
-pub fn seccomp_profile() -> Result<LinuxSeccomp, BundleError> {
-    let deny = |names: Vec<String>, errno: u32| -> Result<LinuxSyscall, BundleError> {
-        Ok(LinuxSyscallBuilder::default()
-            .names(names)
-            .action(LinuxSeccompAction::ScmpActErrno)
-            .errno_ret(errno)
-            .build()?)
-    };
-    let mut syscalls = vec![deny(
-        DENIED_SYSCALLS.iter().map(|s| s.to_string()).collect(),
-        EPERM,
-    )?];
-    for flag in CLONE_NAMESPACE_FLAGS {
-        let mut rule = deny(vec!["clone".into()], EPERM)?;
-        rule.set_args(Some(vec![LinuxSeccompArgBuilder::default()
-            .index(0usize)
-            .value(flag)
-            .value_two(flag)
-            .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
-            .build()?]));
-        syscalls.push(rule);
+/// Which seccomp filter a container runs under.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Seccomp {
+    /// Docker's default profile (`seccomp_default.json`).
+    #[default]
+    Default,
+    /// No filter.
+    Unconfined,
+    /// A profile in Docker's format, from the job spec.
+    Profile(Box<SeccompProfile>),
+}
+
+/// What a profile's `includes`/`excludes` are resolved against besides the
+/// container's capabilities: the machine's architecture (Go's name, as
+/// Docker's profiles use it) and kernel version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFacts {
+    pub arch: &'static str,
+    pub kernel: (u32, u32),
+}
+
+impl HostFacts {
+    /// This machine (read once).
+    pub fn current() -> &'static HostFacts {
+        static FACTS: std::sync::OnceLock<HostFacts> = std::sync::OnceLock::new();
+        FACTS.get_or_init(|| HostFacts {
+            arch: if cfg!(target_arch = "aarch64") {
+                "arm64"
+            } else {
+                "amd64"
+            },
+            kernel: nix::sys::utsname::uname()
+                .ok()
+                .and_then(|u| {
+                    drover_proto::spec::seccomp::parse_kernel_version(
+                        &u.release().to_string_lossy(),
+                    )
+                })
+                .unwrap_or((0, 0)),
+        })
     }
-    syscalls.push(deny(vec!["clone3".into()], ENOSYS)?);
-    Ok(LinuxSeccompBuilder::default()
-        .default_action(LinuxSeccompAction::ScmpActAllow)
-        .architectures(vec![Arch::ScmpArchX86_64])
-        .syscalls(syscalls)
-        .build()?)
+}
+
+/// Docker's default profile, in Docker's format.
+pub fn default_seccomp_profile() -> SeccompProfile {
+    serde_json::from_str(include_str!("seccomp_default.json"))
+        .expect("the built-in profile parses (a unit test checks)")
+}
+
+/// The OCI `linux.seccomp` for a container with `caps` (its bounding set,
+/// `CAP_` names) on `host`, or none when unconfined: each rule of the profile
+/// whose `includes` hold and whose `excludes` do not, as Docker resolves them.
+pub fn seccomp_for(
+    choice: &Seccomp,
+    caps: &[String],
+    host: &HostFacts,
+) -> Result<Option<LinuxSeccomp>, BundleError> {
+    let default;
+    let profile = match choice {
+        Seccomp::Unconfined => return Ok(None),
+        Seccomp::Default => {
+            default = default_seccomp_profile();
+            &default
+        }
+        Seccomp::Profile(p) => p.as_ref(),
+    };
+    let has_cap = |c: &String| {
+        let want = format!("CAP_{}", c.to_ascii_uppercase().trim_start_matches("CAP_"));
+        caps.contains(&want)
+    };
+    let applies = |r: &SeccompRule| {
+        let inc = &r.includes;
+        let exc = &r.excludes;
+        inc.caps.iter().all(has_cap)
+            && (inc.arches.is_empty() || inc.arches.iter().any(|a| a == host.arch))
+            && inc.min_kernel.as_deref().is_none_or(|v| {
+                drover_proto::spec::seccomp::parse_kernel_version(v)
+                    .is_some_and(|min| host.kernel >= min)
+            })
+            && !exc.caps.iter().any(has_cap)
+            && !exc.arches.iter().any(|a| a == host.arch)
+    };
+    let mut syscalls = Vec::new();
+    for r in profile.syscalls.iter().filter(|r| applies(r)) {
+        let mut b = LinuxSyscallBuilder::default()
+            .names(r.all_names().map(str::to_string).collect::<Vec<_>>())
+            .action(action(r.action));
+        if let Some(e) = r.errno_ret {
+            b = b.errno_ret(e);
+        }
+        if !r.args.is_empty() {
+            let args = r
+                .args
+                .iter()
+                .map(|a| {
+                    LinuxSeccompArgBuilder::default()
+                        .index(a.index as usize)
+                        .value(a.value)
+                        .value_two(a.value_two)
+                        .op(operator(a.op))
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            b = b.args(args);
+        }
+        syscalls.push(b.build()?);
+    }
+    let mut out = LinuxSeccompBuilder::default()
+        .default_action(action(profile.default_action))
+        .architectures(vec![if cfg!(target_arch = "aarch64") {
+            Arch::ScmpArchAarch64
+        } else {
+            Arch::ScmpArchX86_64
+        }])
+        .syscalls(syscalls);
+    if let Some(e) = profile.default_errno_ret {
+        out = out.default_errno_ret(e);
+    }
+    Ok(Some(out.build()?))
+}
+
+fn action(a: SeccompAction) -> LinuxSeccompAction {
+    use LinuxSeccompAction as L;
+    match a {
+        SeccompAction::Allow => L::ScmpActAllow,
+        SeccompAction::Errno => L::ScmpActErrno,
+        SeccompAction::Kill => L::ScmpActKill,
+        SeccompAction::KillThread => L::ScmpActKillThread,
+        SeccompAction::KillProcess => L::ScmpActKillProcess,
+        SeccompAction::Trap => L::ScmpActTrap,
+        SeccompAction::Trace => L::ScmpActTrace,
+        SeccompAction::Log => L::ScmpActLog,
+        SeccompAction::Notify => L::ScmpActNotify,
+    }
+}
+
+fn operator(op: SeccompOp) -> LinuxSeccompOperator {
+    use LinuxSeccompOperator as L;
+    match op {
+        SeccompOp::NotEqual => L::ScmpCmpNe,
+        SeccompOp::LessThan => L::ScmpCmpLt,
+        SeccompOp::LessOrEqual => L::ScmpCmpLe,
+        SeccompOp::Equal => L::ScmpCmpEq,
+        SeccompOp::GreaterOrEqual => L::ScmpCmpGe,
+        SeccompOp::GreaterThan => L::ScmpCmpGt,
+        SeccompOp::MaskedEqual => L::ScmpCmpMaskedEq,
+    }
 }
 
 /// Paths hidden from the container: the OCI defaults plus Docker's extras.
@@ -339,15 +373,59 @@ mod tests {
     }
 
     #[test]
-    fn seccomp_profile_denies_the_dangerous_calls() {
-        let p = seccomp_profile().unwrap();
-        let rules = p.syscalls().as_ref().unwrap();
-        let denied: Vec<&String> = rules[0].names().iter().collect();
-        for name in ["mount", "unshare", "setns", "init_module", "bpf", "keyctl"] {
-            assert!(denied.iter().any(|d| *d == name), "{name}");
+    fn default_profile_resolves_by_capability_arch_and_kernel() {
+        let host = HostFacts {
+            arch: "amd64",
+            kernel: (6, 1),
+        };
+        let names_for = |caps: &[&str], host: &HostFacts| {
+            let caps: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+            let p = seccomp_for(&Seccomp::Default, &caps, host)
+                .unwrap()
+                .unwrap();
+            assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActErrno);
+            assert_eq!(p.default_errno_ret(), Some(1));
+            p.syscalls()
+                .iter()
+                .flatten()
+                .map(|r| (r.names().join(","), r.action(), r.errno_ret()))
+                .collect::<Vec<_>>()
+        };
+        let allows = |rules: &[(String, LinuxSeccompAction, Option<u32>)], call: &str| {
+            rules.iter().any(|(n, a, _)| {
+                *a == LinuxSeccompAction::ScmpActAllow && n.split(',').any(|x| x == call)
+            })
+        };
+        let plain = names_for(&["CAP_CHOWN", "CAP_SYS_CHROOT"], &host);
+        assert!(allows(&plain, "read") && allows(&plain, "arch_prctl"));
+        assert!(allows(&plain, "chroot"), "CAP_SYS_CHROOT allows chroot");
+        assert!(allows(&plain, "ptrace"), "kernel 6.1 >= 4.8");
+        for denied in [
+            "mount",
+            "unshare",
+            "bpf",
+            "reboot",
+            "open_by_handle_at",
+            "keyctl",
+        ] {
+            assert!(!allows(&plain, denied), "{denied}");
         }
-        assert_eq!(rules.iter().filter(|r| r.names() == &["clone"]).count(), 7);
-        assert_eq!(rules.last().unwrap().errno_ret(), Some(ENOSYS));
+        assert!(plain
+            .iter()
+            .any(|(n, _, e)| n == "clone3" && *e == Some(38)));
+        let admin = names_for(&["CAP_SYS_ADMIN"], &host);
+        assert!(allows(&admin, "mount") && allows(&admin, "clone3"));
+        assert!(!admin.iter().any(|(n, _, e)| n == "clone3" && e.is_some()));
+        let old_arm = names_for(
+            &[],
+            &HostFacts {
+                arch: "arm64",
+                kernel: (4, 4),
+            },
+        );
+        assert!(!allows(&old_arm, "ptrace") && !allows(&old_arm, "arch_prctl"));
+        assert!(allows(&old_arm, "cacheflush"));
+        assert_eq!(seccomp_for(&Seccomp::Unconfined, &[], &host).unwrap(), None);
     }
 
     #[test]

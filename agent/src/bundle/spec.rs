@@ -199,14 +199,18 @@ pub fn build_spec(
         resources = resources.pids(LinuxPidsBuilder::default().limit(pids).build()?);
     }
     resources = resources.devices(security::device_rules());
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources.build()?)
         .cgroups_path(format!("/{}/{}", crate::cgroups::PARENT, req.id))
         .masked_paths(security::masked_paths())
         .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
-        .seccomp(security::seccomp_profile()?)
         .build()?;
+    linux.set_seccomp(security::seccomp_for(
+        &req.seccomp,
+        &caps,
+        security::HostFacts::current(),
+    )?);
 
     Ok(SpecBuilder::default()
         .version("1.0.2")

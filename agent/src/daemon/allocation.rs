@@ -465,6 +465,13 @@ impl Life {
                 add: s.security.capabilities.add.clone(),
                 drop: s.security.capabilities.drop.clone(),
             },
+            seccomp: match (&s.security.seccomp, &s.security.seccomp_profile) {
+                (drover_proto::spec::SeccompMode::Unconfined, _) => {
+                    crate::bundle::Seccomp::Unconfined
+                }
+                (_, Some(p)) => crate::bundle::Seccomp::Profile(p.clone()),
+                (_, None) => crate::bundle::Seccomp::Default,
+            },
         }
     }
 

@@ -406,7 +406,7 @@ fn become_process(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
         cwd_is_inside_root().map_err(|e| (Stage::CwdOutsideRoot, 0, e))?;
         // Last, so that none of the setup above runs under the filter; with
         // no_new_privs set this needs no capability.
-        if let Some(filter) = &p.seccomp {
+        for (i, filter) in p.seccomp.iter().flatten().enumerate() {
             let prog = libc::sock_fprog {
                 len: filter.len() as u16,
                 filter: filter.as_ptr() as *mut libc::sock_filter,
@@ -420,7 +420,7 @@ fn become_process(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
                     0 as c_ulong,
                 ),
                 Stage::Seccomp,
-                0,
+                i as u32,
             )?;
         }
 

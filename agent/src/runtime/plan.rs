@@ -64,8 +64,8 @@ pub(crate) struct LaunchPlan {
     pub limits: Limits,
     /// Device cgroup rules, `(allow, "type major:minor access")`, in order.
     pub device_rules: Vec<(bool, String)>,
-    /// The compiled seccomp filter, installed just before exec.
-    pub seccomp: Option<Vec<super::seccomp::Insn>>,
+    /// The compiled seccomp filters, installed in order just before exec.
+    pub seccomp: Option<super::seccomp::Filters>,
 }
 
 /// Capability sets as kernel bit masks (bit n = capability number n).
@@ -563,7 +563,10 @@ mod tests {
         assert_eq!(caps.effective, caps.inheritable);
         assert!(caps.drop_bounding.contains(&21) && !caps.drop_bounding.contains(&5));
         assert!(caps.ambient.is_empty());
-        assert!(p.seccomp.as_ref().is_some_and(|f| f.len() > 50));
+        assert!(p
+            .seccomp
+            .as_ref()
+            .is_some_and(|f| f.len() >= 2 && f.iter().any(|p| p.len() > 300)));
         assert_eq!(p.device_rules[0], (false, "a *:* rwm".to_string()));
         assert!(p.masked_paths.contains(&c"/proc/kcore".to_owned()));
         assert!(p.readonly_paths.contains(&c"/proc/sys".to_owned()));

@@ -9,11 +9,13 @@
 //! it is the authority. On the wire a spec travels as canonical JSON.
 
 mod parse;
+pub mod seccomp;
 mod security;
 mod validate;
 
 pub use parse::{from_json, from_yaml, from_yaml_in};
-pub use security::{CapabilityChanges, Security, CAPABILITIES};
+pub use seccomp::SeccompProfile;
+pub use security::{CapabilityChanges, SeccompMode, Security, CAPABILITIES};
 pub use validate::{dns_label, validate};
 
 use crate::quantity::{Cpu, Duration, Size};

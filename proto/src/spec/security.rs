@@ -6,9 +6,13 @@
 //! `security.capabilities` block adds to or drops from that set the way
 //! `docker run --cap-add/--cap-drop` and Kubernetes' `securityContext` do.
 //! Replicas cannot open connections to the control plane's ports unless
-//! `security.control_plane_access` says they may.
+//! `security.control_plane_access` says they may. `security.seccomp:
+//! unconfined` turns the seccomp filter off, and `security.seccomp_profile`
+//! replaces the default filter with a profile in Docker's JSON format.
 
 use serde::{Deserialize, Serialize};
+
+use super::seccomp::SeccompProfile;
 
 /// The `security` block.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +25,28 @@ pub struct Security {
     /// certificate to be served).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub control_plane_access: bool,
+    /// `default` (Docker's default profile, what the agent has built in) or
+    /// `unconfined` (no filter).
+    #[serde(default, skip_serializing_if = "SeccompMode::is_default")]
+    pub seccomp: SeccompMode,
+    /// A profile in Docker's JSON format, used instead of the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<Box<SeccompProfile>>,
+}
+
+/// Whether a replica runs under a seccomp filter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompMode {
+    #[default]
+    Default,
+    Unconfined,
+}
+
+impl SeccompMode {
+    pub fn is_default(&self) -> bool {
+        *self == SeccompMode::Default
+    }
 }
 
 impl Security {
@@ -107,6 +133,18 @@ pub(crate) fn problems(security: &Security, user: Option<&str>) -> Vec<(String, 
                 ));
             }
         }
+    }
+    if let Some(profile) = &security.seccomp_profile {
+        if security.seccomp == SeccompMode::Unconfined {
+            out.push((
+                "security.seccomp_profile".into(),
+                "cannot be combined with seccomp: unconfined".into(),
+            ));
+        }
+        out.extend(super::seccomp::problems(
+            profile,
+            "security.seccomp_profile",
+        ));
     }
     if let Some(user) = user {
         let ok_part = |p: &str| {

@@ -692,6 +692,29 @@ mod tests {
     }
 
     #[test]
+    fn seccomp_rules() {
+        assert!(errors("security: {seccomp: unconfined}\n").is_empty());
+        assert_eq!(
+            one("security: {seccomp: off}\n"),
+            "security.seccomp: unknown value `off`, expected `default` or `unconfined`"
+        );
+        let profile = "security:\n  seccomp_profile:\n    defaultAction: SCMP_ACT_ERRNO\n    syscalls:\n      - {names: [read, write, exit_group], action: SCMP_ACT_ALLOW}\n";
+        assert!(errors(profile).is_empty(), "{:?}", errors(profile));
+        assert_eq!(
+            one("security:\n  seccomp_profile:\n    defaultAction: SCMP_ACT_ALLOW\n    syscalls:\n      - {names: [mount], action: SCMP_ACT_DENY}\n"),
+            "security.seccomp_profile.syscalls[0].action: unknown value `SCMP_ACT_DENY` (use one of `SCMP_ACT_ALLOW`, `SCMP_ACT_ERRNO`, `SCMP_ACT_KILL`, `SCMP_ACT_KILL_THREAD`, `SCMP_ACT_KILL_PROCESS`, `SCMP_ACT_TRAP`, `SCMP_ACT_TRACE`, `SCMP_ACT_LOG`, `SCMP_ACT_NOTIFY`)"
+        );
+        assert_eq!(
+            one("security:\n  seccomp: unconfined\n  seccomp_profile: {defaultAction: SCMP_ACT_ALLOW}\n"),
+            "security.seccomp_profile: cannot be combined with seccomp: unconfined"
+        );
+        assert_eq!(
+            one("security:\n  seccomp_profile:\n    defaultAction: SCMP_ACT_ALLOW\n    syscalls: [{names: [Mount], action: SCMP_ACT_ERRNO}]\n"),
+            "security.seccomp_profile.syscalls[0].names[0]: \"Mount\" is not a system call name (lower case, digits, _)"
+        );
+    }
+
+    #[test]
     fn all_problems_reported_at_once() {
         let errs = errors("replicas: 20000\nresources: {cpu: 0, pids: 0}\nworkdir: x\n");
         assert_eq!(errs.len(), 4, "{errs:?}");

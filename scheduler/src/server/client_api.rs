@@ -59,7 +59,8 @@ impl Drover for ClientApi {
             &format!("submit job {name:?}"),
         )?;
         // What reaches past a container's walls (the node's network, the
-        // control plane, capabilities beyond the default set) is for
+        // control plane, capabilities beyond the default set, a weaker
+        // seccomp filter) is for
         // administrators, as Kubernetes keeps privileged pods for them.
         let mut privileged = Vec::new();
         if spec.network == drover_proto::spec::Network::Host {
@@ -70,6 +71,14 @@ impl Drover for ClientApi {
         }
         if !spec.security.capabilities.add.is_empty() {
             privileged.push("security.capabilities.add");
+        }
+        // Without the default filter a replica reaches more of the kernel;
+        // a custom profile may allow anything.
+        if !spec.security.seccomp.is_default() {
+            privileged.push("security.seccomp");
+        }
+        if spec.security.seccomp_profile.is_some() {
+            privileged.push("security.seccomp_profile");
         }
         if !privileged.is_empty() {
             access::check(
