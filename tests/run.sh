@@ -5,7 +5,8 @@
 #
 # Unit and property tests need nothing; the end-to-end and runtime tests need
 # root (namespaces, cgroups, overlayfs) and Debian's busybox-static, runc,
-# jq, iproute2, nftables, docker-registry, skopeo, umoci and apache2-utils (htpasswd), which are
+# jq, iproute2, nftables, docker-registry, skopeo, umoci, apache2-utils (htpasswd)
+# and gcc with libc6-dev (a static probe), which are
 # installed when missing. Under CI=true a test that would skip
 # (e.g. not root) fails instead.
 set -euo pipefail
@@ -25,6 +26,9 @@ command -v ss >/dev/null || need+=(iproute2)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v umoci >/dev/null || need+=(umoci)
+# The runtime trust tests build a static C probe of system calls.
+command -v cc >/dev/null || need+=(gcc)
+[[ -e /usr/lib/$(uname -m)-linux-gnu/libc.a ]] || need+=(libc6-dev)
 if ((${#need[@]})); then
   if [[ $(id -u) == 0 ]]; then
     echo "installing ${need[*]}"
