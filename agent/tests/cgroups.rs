@@ -135,3 +135,70 @@ fn real_cgroup_v2_membership_and_kill() {
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     assert!(!root.join("drover").join(id).exists());
 }
+
+/// On cgroup v2 the device rules are an eBPF program on the container's
+/// cgroup: a process in it may open /dev/null, may create any node (as with
+/// runc), but may not open a disk (loop0) or /dev/kmsg through a node it made.
+#[test]
+fn real_cgroup_v2_device_program_denies_what_the_rules_deny() {
+    let root = [
+        Path::new("/sys/fs/cgroup"),
+        Path::new("/sys/fs/cgroup/unified"),
+    ]
+    .into_iter()
+    .find(|r| cgroups::detect_version(r) == cgroups::Version::V2);
+    let is_root = nix::unistd::geteuid().is_root();
+    let Some(root) = root.filter(|_| is_root && Path::new("/usr/bin/busybox").exists()) else {
+        let why = "skipping: needs root, busybox and a mounted cgroup2 hierarchy";
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI=true and {why}"
+        );
+        eprintln!("{why}");
+        return;
+    };
+    use cgroups::CgroupManager;
+    let rules: Vec<(bool, String)> = drover_agent::bundle::security::device_rules()
+        .iter()
+        .map(|r| (r.allow(), r.to_string()))
+        .collect();
+    let script = r#"
+read go
+d=$(mktemp -d)
+head -c 0 /dev/null && echo null=ok || echo null=denied
+mknod $d/disk b 7 0 && echo mknod=ok || echo mknod=denied
+head -c 0 $d/disk 2>/dev/null && echo disk=ok || echo disk=denied
+mknod $d/kmsg c 1 11 && head -c 0 $d/kmsg 2>/dev/null && echo kmsg=ok || echo kmsg=denied
+rm -rf $d
+"#;
+    let run = |id: &str, with_rules: bool| -> String {
+        let cg = cgroups::CgroupV2::new(root);
+        cg.create(id, &Limits::default()).unwrap();
+        if with_rules {
+            cg.set_devices(id, &rules).unwrap();
+        }
+        let mut child = std::process::Command::new("/usr/bin/busybox")
+            .args(["sh", "-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        cg.add_process(id, child.id() as i32).unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        cg.remove(id).unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The same script without the program: the probe itself works.
+    let open = run("it-cgroup-v2-nodev", false);
+    assert!(
+        open.contains("disk=ok") && open.contains("kmsg=ok"),
+        "{open}"
+    );
+    let denied = run("it-cgroup-v2-dev", true);
+    for want in ["null=ok", "mknod=ok", "disk=denied", "kmsg=denied"] {
+        assert!(denied.contains(want), "{want} not in:\n{denied}");
+    }
+}

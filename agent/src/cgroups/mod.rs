@@ -7,7 +7,10 @@
 //! single unified tree (`<root>/drover/<id>`) where a parent must enable a
 //! controller in `cgroup.subtree_control` before children can use it. Both sit
 //! behind [`CgroupManager`]; the root is a path so tests can run on a fake tree.
+//! Device access is the `devices` controller on v1 and an eBPF program on v2
+//! (`device_bpf`).
 
+mod device_bpf;
 mod v1;
 mod v2;
 
@@ -37,6 +40,18 @@ pub enum CgroupError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("device rule {rule:?}: {reason}")]
+    DeviceRule { rule: String, reason: String },
+    #[error("{op} the device program (cgroup v2): {source} {detail}")]
+    DeviceProgram {
+        op: &'static str,
+        source: std::io::Error,
+        detail: String,
+    },
+    #[error(
+        "the devices controller is not mounted under {root}: containers could open any device node, so none are started"
+    )]
+    NoDevicesController { root: PathBuf },
     #[error("cgroup {path} still has processes {pids:?} after {waited:?}")]
     NotEmpty {
         path: PathBuf,
@@ -86,7 +101,8 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     /// How many processes of the cgroup the kernel's OOM killer has killed.
     fn oom_kills(&self, id: &str) -> u64;
     /// Applies device access rules, `(allow, "type major:minor access")` in
-    /// order (the first is usually "deny everything").
+    /// order (the first is usually "deny everything"): v1's `devices` files,
+    /// or v2's eBPF program. Fails rather than leave devices open.
     fn set_devices(&self, id: &str, rules: &[(bool, String)]) -> Result<(), CgroupError>;
 }
 

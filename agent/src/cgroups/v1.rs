@@ -151,8 +151,11 @@ impl CgroupManager for CgroupV1 {
 
     fn set_devices(&self, id: &str, rules: &[(bool, String)]) -> Result<(), CgroupError> {
         check_id(id)?;
+        // Fail closed: without the controller every device would be open.
         if !self.root.join("devices").exists() {
-            return Ok(());
+            return Err(CgroupError::NoDevicesController {
+                root: self.root.clone(),
+            });
         }
         let dir = self.dir("devices", id);
         for (allow, rule) in rules {
@@ -221,5 +224,24 @@ mod tests {
         assert!(!root.path().join("memory/drover/a").exists());
         assert!(cg.procs("a").is_empty());
         assert_eq!(cg.memory_limit("a"), None);
+    }
+
+    #[test]
+    fn device_rules_fail_closed_without_the_devices_controller() {
+        let root = fake_root();
+        let cg = CgroupV1::new(root.path());
+        cg.create("d", &Limits::default()).unwrap();
+        let rules = [
+            (false, "a *:* rwm".to_string()),
+            (true, "c 1:3 rwm".to_string()),
+        ];
+        cg.set_devices("d", &rules).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("devices/drover/d/devices.allow")).unwrap(),
+            "c 1:3 rwm"
+        );
+        std::fs::remove_dir_all(root.path().join("devices")).unwrap();
+        let err = cg.set_devices("d", &rules).unwrap_err().to_string();
+        assert!(err.contains("devices controller is not mounted"), "{err}");
     }
 }

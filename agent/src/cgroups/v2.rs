@@ -110,12 +110,15 @@ impl CgroupManager for CgroupV2 {
         read_key(&self.dir(id).join("memory.events"), "oom_kill").unwrap_or(0)
     }
 
-    /// cgroup v2 has no device files: device access is a BPF program
-    /// (`BPF_CGROUP_DEVICE`) attached to the cgroup, which Drover does not
-    /// build yet. On v2 a container is limited to the minimal `/dev` the
-    /// runtime creates; a node it makes itself with CAP_MKNOD is not denied.
-    fn set_devices(&self, id: &str, _rules: &[(bool, String)]) -> Result<(), CgroupError> {
-        check_id(id)
+    /// cgroup v2 has no device files: device access is an eBPF program
+    /// attached to the cgroup (see `device_bpf`).
+    fn set_devices(&self, id: &str, rules: &[(bool, String)]) -> Result<(), CgroupError> {
+        check_id(id)?;
+        let rules = rules
+            .iter()
+            .map(|(allow, rule)| super::device_bpf::parse(*allow, rule))
+            .collect::<Result<Vec<_>, _>>()?;
+        super::device_bpf::attach(&self.dir(id), &rules)
     }
 }
 
