@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use drover_agent::bundle::{Bundle, ContainerRequest};
+use drover_agent::bundle::{Bundle, ContainerRequest, IdRange};
 use drover_agent::cgroups;
 use drover_agent::image::{Image, ImageConfig};
 use drover_agent::runtime::{ExecRequest, ExitStatus, Runtime, RuntimeError};
@@ -27,6 +27,10 @@ fn can_run() -> bool {
 }
 
 fn bundle(dir: &Path, id: &str) -> Bundle {
+    bundle_with(dir, id, None)
+}
+
+fn bundle_with(dir: &Path, id: &str, userns: Option<IdRange>) -> Bundle {
     let layer = dir.join("layer");
     for d in ["bin", "tmp", "work"] {
         std::fs::create_dir_all(layer.join(d)).unwrap();
@@ -51,6 +55,7 @@ fn bundle(dir: &Path, id: &str) -> Bundle {
         hostname: "inside".into(),
         command: Some(vec!["sleep".into(), "60".into()]),
         memory_bytes: Some(32 << 20),
+        user_namespace: userns,
         ..Default::default()
     };
     Bundle::create(&dir.join("bundle"), &image, &req).unwrap()
@@ -143,6 +148,63 @@ fn exec_runs_inside_the_container_with_its_isolation() {
         Err(RuntimeError::Exec { program, .. }) => assert_eq!(program, "/bin/nope"),
         other => panic!("{other:?}"),
     }
+    c.stop_blocking(Duration::from_millis(100)).unwrap();
+    b.cleanup().unwrap();
+}
+
+#[test]
+fn exec_joins_the_containers_user_namespace() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // The container's root must reach its rootfs (see the runtime's docs).
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let id = "it-exec-userns";
+    let range = IdRange {
+        start: (1 << 30) + 65536 * 4001,
+        size: 65536,
+    };
+    let b = bundle_with(tmp.path(), id, Some(range));
+    let rt = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
+    let c = rt
+        .start(
+            b.dir(),
+            id,
+            std::fs::File::create(tmp.path().join("log")).unwrap(),
+        )
+        .unwrap();
+    let req = ExecRequest {
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            "cat /proc/self/uid_map; id -u; echo hi > /work/file && echo wrote".into(),
+        ],
+        env: vec![],
+        tty: None,
+    };
+    let mut p = rt.exec(b.dir(), id, c.pid(), &req).unwrap();
+    drop(p.stdin.take());
+    let out = read(Some(&mut p.stdout));
+    let err = read(p.stderr.as_mut());
+    assert_eq!(
+        p.wait_blocking().unwrap(),
+        ExitStatus::Exited(0),
+        "{out}{err}"
+    );
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(
+        words,
+        ["0", &range.start.to_string(), "65536", "0", "wrote"],
+        "{out}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(b.dir().join("upper/work/file")).unwrap();
+    assert_eq!(meta.uid(), range.start);
     c.stop_blocking(Duration::from_millis(100)).unwrap();
     b.cleanup().unwrap();
 }

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use drover_agent::bundle::{Bundle, CapabilityChanges, ContainerRequest, Seccomp};
+use drover_agent::bundle::{Bundle, CapabilityChanges, ContainerRequest, IdRange, Seccomp};
 use drover_agent::cgroups;
 use drover_agent::image::{Image, ImageConfig};
 use drover_agent::runtime::{ExecRequest, ExitStatus, MonitorConfig, Runtime};
@@ -82,10 +82,10 @@ fn requirements(runc: bool) -> Vec<(&'static str, bool)> {
     needs
 }
 
-const APPLETS: [&str; 24] = [
+const APPLETS: [&str; 25] = [
     "sh", "cat", "grep", "echo", "mount", "insmod", "unshare", "head", "tr", "sleep", "hostname",
     "id", "ls", "wc", "mknod", "touch", "awk", "sort", "pwd", "dd", "nsenter", "chroot", "stat",
-    "readlink",
+    "readlink", "sed",
 ];
 
 fn busybox_image(dir: &Path) -> Image {
@@ -123,6 +123,13 @@ impl Drop for Fixture {
 
 fn fixture(id: &str, script: &str, tweak: impl FnOnce(&mut ContainerRequest)) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
+    // Traversable, as the agent's state dir is: a container in a user
+    // namespace must reach its rootfs (its bundle dir stays 0710).
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
     let image = busybox_image(tmp.path());
     let mut req = ContainerRequest {
         id: id.into(),
@@ -470,6 +477,12 @@ fn report_value(out: &str, key: &str) -> String {
 
 /// What `ESCAPES` must report: every attempt refused by the kernel.
 fn assert_break_outs_failed(out: &str) {
+    assert_break_outs_failed_as(out, false)
+}
+
+/// As `assert_break_outs_failed`; in a user namespace (`userns`) even
+/// creating a device node fails.
+fn assert_break_outs_failed_as(out: &str, userns: bool) {
     let value = |key: &str| report_value(out, key);
     for attempt in [
         "mount",
@@ -489,16 +502,45 @@ fn assert_break_outs_failed(out: &str) {
     assert!(out.contains("insmod: can't insert"), "{out}");
     assert!(out.contains("Read-only file system"), "{out}");
     assert_eq!(value("kcore"), "0");
-    // Creating a device node is allowed (CAP_MKNOD), opening it is not: the
-    // device cgroup (v1) or program (v2) refuses it.
-    assert_eq!(value("mknod"), "0", "{out}");
     assert_ne!(value("open-disk"), "0", "{out}");
-    assert!(
-        out.contains("can't open '/tmp/loop0': Operation not permitted"),
-        "{out}"
-    );
+    if userns {
+        assert_ne!(value("mknod"), "0", "{out}");
+    } else {
+        // Creating a device node is allowed (CAP_MKNOD), opening it is not:
+        // the device cgroup (v1) or program (v2) refuses it.
+        assert_eq!(value("mknod"), "0", "{out}");
+        assert!(
+            out.contains("can't open '/tmp/loop0': Operation not permitted"),
+            "{out}"
+        );
+    }
     // Only stdio (and ls's own directory fd) are open: nothing leaked in.
     assert_eq!(value("fds"), "0 1 2 3 ", "{out}");
+}
+
+/// The same break-outs and limits from a container in a user namespace.
+#[test]
+fn escape_attempts_fail_in_a_user_namespace() {
+    if !can_run(&requirements(false)) {
+        return;
+    }
+    let id = "it-escape-userns";
+    let f = fixture(id, &escapes(true), |r| {
+        r.pids = Some(16);
+        r.memory_bytes = Some(32 << 20);
+        r.cpu_millis = None;
+        r.user_namespace = Some(TEST_IDS);
+    });
+    let log = f.tmp.path().join("log");
+    let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
+    let c = runtime
+        .start(f.bundle.dir(), id, std::fs::File::create(&log).unwrap())
+        .unwrap();
+    let out = wait_for_end(&log);
+    c.stop_blocking(Duration::from_millis(100)).unwrap();
+    assert_break_outs_failed_as(&out, true);
+    assert!(out.contains("can't fork"), "{out}");
+    assert_eq!(report_value(&out, "hog"), "137", "{out}");
 }
 
 /// The same break-outs on cgroup v2, where device access is an eBPF
@@ -550,6 +592,90 @@ fn escape_attempts_fail_on_cgroup_v2() {
         assert!(out.contains("can't fork"), "{out}");
         assert_eq!(report_value(&out, "hog"), "137", "{out}");
     }
+}
+
+/// Host ids of the test's user namespace: above any real user, as the
+/// agent's own ranges are.
+const TEST_IDS: IdRange = IdRange {
+    start: (1 << 30) + 65536 * 4000,
+    size: 65536,
+};
+
+#[test]
+fn a_user_namespace_maps_root_to_an_unprivileged_range() {
+    if !can_run(&requirements(false)) {
+        return;
+    }
+    let id = "it-userns";
+    let script = r#"
+exec 2>&1
+echo "uid_map=$(cat /proc/self/uid_map | tr -s ' ' | sed 's/^ //')"
+echo "gid_map=$(cat /proc/self/gid_map | tr -s ' ' | sed 's/^ //')"
+echo "id=$(id -u):$(id -g)"
+echo "owner=$(stat -c %u:%g /bin/busybox)"
+mkdir /made && echo made=ok
+echo data > /bin/written && echo write-image-dir=ok
+head -c 0 /dev/null && echo devnull=ok
+echo x > /dev/null && echo devnull-write=ok
+mknod /tmp/null2 c 1 3; echo "mknod=$?"
+mount -t tmpfs none /mnt; echo "mount=$?"
+echo "kcore=$(cat /proc/kcore | wc -c)"
+echo "hostname=$(hostname)"
+grep -E '^(CapEff|Seccomp):' /proc/self/status
+echo END
+exec sleep 60
+"#;
+    let f = fixture(id, script, |r| r.user_namespace = Some(TEST_IDS));
+    let log = f.tmp.path().join("log");
+    let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
+    let c = runtime
+        .start(f.bundle.dir(), id, std::fs::File::create(&log).unwrap())
+        .unwrap();
+    let out = wait_for_end(&log);
+    // The host's view of the container's init: an unprivileged id.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid())).unwrap();
+    let upper = f.bundle.dir().join("upper");
+    let made = std::fs::metadata(upper.join("made"));
+    let layer_file = std::fs::metadata(f.tmp.path().join("layer/bin/busybox")).unwrap();
+    c.stop_blocking(Duration::from_millis(100)).unwrap();
+
+    let start = TEST_IDS.start;
+    for want in [
+        format!("uid_map=0 {start} 65536"),
+        format!("gid_map=0 {start} 65536"),
+        "id=0:0".to_string(),
+        // Layer files, root's in the cache, are root's inside too.
+        "owner=0:0".to_string(),
+        "made=ok".to_string(),
+        "write-image-dir=ok".to_string(),
+        "devnull=ok".to_string(),
+        "devnull-write=ok".to_string(),
+        "kcore=0".to_string(),
+        "hostname=probe".to_string(),
+        "CapEff:\t00000000a80425fb".to_string(),
+        "Seccomp:\t2".to_string(),
+    ] {
+        assert!(out.contains(&want), "{want:?} not in:\n{out}");
+    }
+    // A user namespace may not make device nodes, nor mount.
+    assert_ne!(report_value(&out, "mknod"), "0", "{out}");
+    assert_ne!(report_value(&out, "mount"), "0", "{out}");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line
+            .split_whitespace()
+            .skip(1)
+            .all(|u| u == start.to_string()),
+        "{uid_line}"
+    );
+    // What it wrote is the mapped root's on the host; the shared layer
+    // keeps its owner and its content.
+    use std::os::unix::fs::MetadataExt;
+    let made = made.unwrap();
+    assert_eq!((made.uid(), made.gid()), (start, start));
+    assert_eq!((layer_file.uid(), layer_file.gid()), (0, 0));
+    assert!(!f.tmp.path().join("layer/bin/written").exists());
+    assert!(upper.join("bin/written").exists());
 }
 
 #[test]

@@ -96,6 +96,15 @@ pub struct ContainerRequest {
     pub capabilities: CapabilityChanges,
     /// The seccomp filter: Docker's default, none, or the job's profile.
     pub seccomp: Seccomp,
+    /// Run in a user namespace, container ids 0.. mapped to these host ids.
+    pub user_namespace: Option<IdRange>,
+}
+
+/// Host ids a user namespace maps container ids `0..size` to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub start: u32,
+    pub size: u32,
 }
 
 /// A bundle on disk with its rootfs mounted.
@@ -116,6 +125,22 @@ impl Bundle {
         check_id(&req.id)?;
         std::fs::create_dir_all(dir).map_err(BundleError::io("create", dir))?;
         let dir = std::fs::canonicalize(dir).map_err(BundleError::io("resolve", dir))?;
+        // Private to root; in a user namespace the container's root (its
+        // group) may pass through to the rootfs, as moby does for
+        // CVE-2021-41091 with remapped roots.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = match req.user_namespace {
+                Some(r) => {
+                    std::os::unix::fs::chown(&dir, Some(0), Some(r.start))
+                        .map_err(BundleError::io("chown", &dir))?;
+                    0o710
+                }
+                None => 0o700,
+            };
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                .map_err(BundleError::io("chmod", &dir))?;
+        }
         let bundle = Bundle {
             dir,
             id: req.id.clone(),
@@ -131,7 +156,7 @@ impl Bundle {
 
     fn populate(&self, image: &Image, req: &ContainerRequest) -> Result<(), BundleError> {
         let rootfs = self.rootfs();
-        overlay::mount(&self.dir, &image.layers)?;
+        overlay::mount(&self.dir, &image.layers, req.user_namespace)?;
         let process = resolve_process(&image.config, req)?;
         let user = req.user.as_deref().or(image.config.user.as_deref());
         let ids = user::resolve(&rootfs, user).map_err(|user| BundleError::UnknownUser {
@@ -172,6 +197,7 @@ impl Bundle {
     /// Unmounts the rootfs and removes the bundle directory. Idempotent.
     pub fn cleanup(&self) -> Result<(), BundleError> {
         overlay::unmount(&self.rootfs())?;
+        overlay::unmount_layers(&self.dir)?;
         match std::fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -4,13 +4,21 @@
 //! kernel limits to a page. Images with many layers in a deep cache path
 //! overflow it, so each layer is reached through a short symlink
 //! `<bundle>/l/<n>` (overlayfs follows symlinks when it resolves lowerdir).
+//!
+//! For a container in a user namespace, `<bundle>/l/<n>` is instead a
+//! read-only idmapped mount of the layer (`open_tree` + `mount_setattr`
+//! with `MOUNT_ATTR_IDMAP`): files the cache holds as host root are seen as
+//! the container's root, without copying or chowning the shared layers.
+//! The upper directory belongs to the container's root on the host, so what
+//! it writes is its own there too.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount as sys_mount, umount2, MntFlags, MsFlags};
 
-use super::BundleError;
+use super::{BundleError, IdRange};
 
 /// The kernel copies mount data into a single page.
 const MAX_OPTIONS: usize = 4095;
@@ -46,8 +54,13 @@ pub(crate) fn options(bundle: &Path, layer_count: usize) -> Result<String, Bundl
     Ok(opts)
 }
 
-/// Creates the link farm, upper/work dirs, and mounts `<bundle>/rootfs`.
-pub(crate) fn mount(bundle: &Path, layers: &[PathBuf]) -> Result<(), BundleError> {
+/// Creates the link farm (or idmapped layer mounts), upper/work dirs, and
+/// mounts `<bundle>/rootfs`.
+pub(crate) fn mount(
+    bundle: &Path,
+    layers: &[PathBuf],
+    idmap: Option<IdRange>,
+) -> Result<(), BundleError> {
     let opts = options(bundle, layers.len())?;
     let links = bundle.join("l");
     for dir in [
@@ -62,11 +75,23 @@ pub(crate) fn mount(bundle: &Path, layers: &[PathBuf]) -> Result<(), BundleError
         let empty = bundle.join("empty");
         std::fs::create_dir_all(&empty).map_err(BundleError::io("create", &empty))?;
     }
+    let userns = idmap.map(user_namespace).transpose()?;
     for (i, layer) in layers.iter().enumerate() {
         let link = links.join(i.to_string());
         let _ = std::fs::remove_file(&link);
         let target = std::fs::canonicalize(layer).map_err(BundleError::io("resolve", layer))?;
-        symlink(&target, &link).map_err(BundleError::io("symlink", &link))?;
+        match &userns {
+            Some(ns) => {
+                std::fs::create_dir_all(&link).map_err(BundleError::io("create", &link))?;
+                idmapped_mount(&target, &link, ns)?;
+            }
+            None => symlink(&target, &link).map_err(BundleError::io("symlink", &link))?,
+        }
+    }
+    if let Some(r) = idmap {
+        let upper = bundle.join("upper");
+        std::os::unix::fs::chown(&upper, Some(r.start), Some(r.start))
+            .map_err(BundleError::io("chown", &upper))?;
     }
     let rootfs = bundle.join("rootfs");
     sys_mount(
@@ -100,6 +125,144 @@ pub(crate) fn unmount(rootfs: &Path) -> Result<(), BundleError> {
             }
         }
     }
+}
+
+/// Unmounts the idmapped layer mounts under `<bundle>/l` (a no-op for
+/// symlinks), so that removing the bundle cannot reach into the layers.
+pub(crate) fn unmount_layers(bundle: &Path) -> Result<(), BundleError> {
+    let links = bundle.join("l");
+    let Ok(entries) = std::fs::read_dir(&links) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            unmount(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// A user namespace with `range` mapped (uids and gids), held by an fd: a
+/// child is cloned into a new one, its maps are written, its namespace is
+/// opened, and it exits.
+fn user_namespace(range: IdRange) -> Result<OwnedFd, BundleError> {
+    let io = |op: &'static str| {
+        move |e: std::io::Error| BundleError::Io {
+            op,
+            path: PathBuf::from("/proc/self/ns/user"),
+            source: e,
+        }
+    };
+    let (r, w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
+    // SAFETY: a fork-like clone (no new stack, no CLONE_VM); the child only
+    // closes, reads and exits, which is safe after fork in a threaded process.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid == 0 {
+        // SAFETY: in the child: wait for the parent to close its end, exit.
+        unsafe {
+            libc::close(w.as_raw_fd());
+            let mut b = [0u8; 1];
+            libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    if pid < 0 {
+        return Err(io("clone a user namespace")(std::io::Error::last_os_error()));
+    }
+    let pid = pid as i32;
+    let result = (|| {
+        let map = format!("0 {} {}\n", range.start, range.size);
+        for file in ["uid_map", "gid_map"] {
+            std::fs::write(format!("/proc/{pid}/{file}"), &map).map_err(io("write id map"))?;
+        }
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/user")).map_err(io("open"))?;
+        Ok(OwnedFd::from(ns))
+    })();
+    drop((r, w));
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    result
+}
+
+/// Mounts a read-only clone of `source` at `target`, its ids seen through
+/// `userns`.
+fn idmapped_mount(source: &Path, target: &Path, userns: &OwnedFd) -> Result<(), BundleError> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_IDMAP: u64 = 0x10_0000;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let cpath = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| {
+            BundleError::UnsafeOverlayPath {
+                path: p.to_path_buf(),
+            }
+        })
+    };
+    let (src, dst) = (cpath(source)?, cpath(target)?);
+    let fail = |op: &'static str, path: &Path| BundleError::Io {
+        op,
+        path: path.to_path_buf(),
+        source: std::io::Error::last_os_error(),
+    };
+    // SAFETY: raw mount-API syscalls on NUL-terminated paths we own, a
+    // `repr(C)` mount_attr passed with its size, and fds we own.
+    unsafe {
+        let tree = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        );
+        if tree < 0 {
+            return Err(fail("clone the mount of layer", source));
+        }
+        let tree = OwnedFd::from_raw_fd(tree as i32);
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        };
+        if libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        ) < 0
+        {
+            return Err(fail("idmap the mount of layer", source));
+        }
+        if libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ) < 0
+        {
+            return Err(fail("mount the idmapped layer on", target));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,9 +2,9 @@
 //! container request. Pure: no files, no syscalls.
 
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
-    Spec, SpecBuilder, UserBuilder,
+    LinuxBuilder, LinuxCpuBuilder, LinuxIdMappingBuilder, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use super::security;
@@ -169,6 +169,9 @@ pub fn build_spec(
     if req.network == Network::Private {
         namespaces.push(LinuxNamespaceType::Network);
     }
+    if req.user_namespace.is_some() {
+        namespaces.push(LinuxNamespaceType::User);
+    }
     let namespaces = namespaces
         .into_iter()
         .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
@@ -206,6 +209,15 @@ pub fn build_spec(
         .masked_paths(security::masked_paths())
         .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
         .build()?;
+    if let Some(r) = req.user_namespace {
+        let map = vec![LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(r.start)
+            .size(r.size)
+            .build()?];
+        linux.set_uid_mappings(Some(map.clone()));
+        linux.set_gid_mappings(Some(map));
+    }
     linux.set_seccomp(security::seccomp_for(
         &req.seccomp,
         &caps,

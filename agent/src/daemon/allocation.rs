@@ -472,6 +472,7 @@ impl Life {
                 (_, Some(p)) => crate::bundle::Seccomp::Profile(p.clone()),
                 (_, None) => crate::bundle::Seccomp::Default,
             },
+            user_namespace: None,
         }
     }
 

@@ -209,6 +209,17 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
     let p = a.plan;
     reset_signals()?;
     wait_for_parent(a.sync_fd)?;
+    if p.clone_flags & libc::CLONE_NEWUSER as u64 != 0 {
+        // Become the namespace's root: until then this process keeps the
+        // host's root ids, which mean nothing in here (files it made would
+        // have no owner). Capabilities in the namespace stay.
+        // SAFETY: plain id syscalls; the maps were written before release.
+        unsafe {
+            check(libc::setgroups(0, std::ptr::null()), Stage::Groups, 0)?;
+            check(libc::setresgid(0, 0, 0), Stage::Gid, 0)?;
+            check(libc::setresuid(0, 0, 0), Stage::Uid, 0)?;
+        }
+    }
     // SAFETY: setsid takes no arguments.
     check(unsafe { libc::setsid() }, Stage::Session, 0)?;
 
@@ -228,6 +239,14 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
             Stage::MakePrivate,
             0,
         )?;
+        // In a user namespace: what can only be reached or made while the
+        // host's tree is still in view (see `prepare_userns`).
+        let userns = p.clone_flags & libc::CLONE_NEWUSER as u64 != 0;
+        let mut detached = [-1 as c_int; MAX_DETACHED];
+        let mut dev_fds = [-1 as c_int; DEVICES.len()];
+        if userns {
+            prepare_userns(p, &mut detached, &mut dev_fds)?;
+        }
         check(
             libc::mount(
                 p.rootfs.as_ptr(),
@@ -286,6 +305,23 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
             for d in &m.mkdirs {
                 mkdir(d.as_ptr(), i as u32)?;
             }
+            if m.detached.is_some() {
+                let fd = detached.get(i).copied().unwrap_or(-1);
+                check_long(
+                    libc::syscall(
+                        libc::SYS_move_mount,
+                        fd,
+                        c"".as_ptr(),
+                        libc::AT_FDCWD,
+                        m.target.as_ptr(),
+                        MOVE_MOUNT_F_EMPTY_PATH,
+                    ),
+                    Stage::Mount,
+                    i as u32,
+                )?;
+                libc::close(fd);
+                continue;
+            }
             let data = m
                 .data
                 .as_ref()
@@ -303,7 +339,11 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
             )?;
         }
         if p.populate_dev {
-            make_devices()?;
+            if userns {
+                bind_devices(&dev_fds)?;
+            } else {
+                make_devices()?;
+            }
         }
         for d in &p.cwd_mkdirs {
             // Errors surface as a failed chdir below, with a clearer stage.
@@ -790,6 +830,132 @@ fn make_devices() -> Result<(), Failure> {
             }
         }
         libc::umask(old);
+        for (target, link) in DEV_LINKS {
+            let rc = libc::symlink(target.as_ptr(), link.as_ptr());
+            if rc == -1 && errno() != libc::EEXIST {
+                return Err((Stage::Devices, 100, errno()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The most proc/sysfs mounts a user-namespaced container may have.
+pub(crate) const MAX_DETACHED: usize = 8;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// Before `pivot_root`, for a container in a user namespace: makes its proc
+/// and sysfs mounts, detached (`fsopen`/`fsmount`; the kernel refuses them
+/// once no full proc/sysfs of the host is in view), and clones binds of the
+/// host's device nodes, which a user namespace may not `mknod`.
+/// Slots are by mount index; the fds are close-on-exec.
+fn prepare_userns(
+    p: &LaunchPlan,
+    detached: &mut [c_int; MAX_DETACHED],
+    dev_fds: &mut [c_int; DEVICES.len()],
+) -> Result<(), Failure> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    // SAFETY: raw syscalls on NUL-terminated strings owned by the plan and
+    // on fds this function opened.
+    unsafe {
+        for (i, m) in p.mounts.iter().enumerate() {
+            let Some(super::plan::Detached { attrs, options }) = &m.detached else {
+                continue;
+            };
+            if i >= MAX_DETACHED {
+                return Err((Stage::Mount, i as u32, libc::E2BIG));
+            }
+            let fs = libc::syscall(libc::SYS_fsopen, m.fstype.as_ptr(), FSOPEN_CLOEXEC);
+            check_long(fs, Stage::Mount, i as u32)?;
+            for (key, value) in options {
+                let rc = match value {
+                    Some(v) => libc::syscall(
+                        libc::SYS_fsconfig,
+                        fs,
+                        FSCONFIG_SET_STRING,
+                        key.as_ptr(),
+                        v.as_ptr(),
+                        0,
+                    ),
+                    None => libc::syscall(
+                        libc::SYS_fsconfig,
+                        fs,
+                        FSCONFIG_SET_FLAG,
+                        key.as_ptr(),
+                        std::ptr::null::<c_char>(),
+                        0,
+                    ),
+                };
+                check_long(rc, Stage::Mount, i as u32)?;
+            }
+            check_long(
+                libc::syscall(
+                    libc::SYS_fsconfig,
+                    fs,
+                    FSCONFIG_CMD_CREATE,
+                    std::ptr::null::<c_char>(),
+                    std::ptr::null::<c_char>(),
+                    0,
+                ),
+                Stage::Mount,
+                i as u32,
+            )?;
+            let mnt = libc::syscall(libc::SYS_fsmount, fs, FSMOUNT_CLOEXEC, *attrs);
+            libc::close(fs as c_int);
+            check_long(mnt, Stage::Mount, i as u32)?;
+            detached[i] = mnt as c_int;
+        }
+        if p.populate_dev {
+            // Detached clones of the host's nodes: binds from the old root
+            // would fail once it is unmounted.
+            const OPEN_TREE_CLONE: libc::c_uint = 1;
+            for (i, (path, _, _)) in DEVICES.iter().enumerate() {
+                let fd = libc::syscall(
+                    libc::SYS_open_tree,
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+                );
+                check_long(fd, Stage::Devices, i as u32)?;
+                dev_fds[i] = fd as c_int;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// In a user namespace: binds the host's device nodes (cloned before
+/// `pivot_root`) onto empty files in the new `/dev`, as runc does.
+fn bind_devices(fds: &[c_int; DEVICES.len()]) -> Result<(), Failure> {
+    // SAFETY: static NUL-terminated paths and mount fds `prepare_userns`
+    // opened.
+    unsafe {
+        for (i, ((path, _, _), fd)) in DEVICES.iter().zip(fds).enumerate() {
+            let f = libc::open(
+                path.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o666,
+            );
+            check(f, Stage::Devices, i as u32)?;
+            libc::close(f);
+            check_long(
+                libc::syscall(
+                    libc::SYS_move_mount,
+                    *fd,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                ),
+                Stage::Devices,
+                i as u32,
+            )?;
+            libc::close(*fd);
+        }
         for (target, link) in DEV_LINKS {
             let rc = libc::symlink(target.as_ptr(), link.as_ptr());
             if rc == -1 && errno() != libc::EEXIST {

@@ -284,6 +284,19 @@ impl Runtime {
 
         // From here on, dropping `container` kills and reaps the child.
         self.cgroups.add_process(id, pid)?;
+        if let Some(maps) = &plan.id_maps {
+            // The child waits for these before any setup (it has no mapped
+            // ids until then); root here may map any range.
+            for (file, map) in [("uid_map", &maps.uid_map), ("gid_map", &maps.gid_map)] {
+                std::fs::write(format!("/proc/{pid}/{file}"), map).map_err(|source| {
+                    RuntimeError::Sys {
+                        id: id.into(),
+                        op: "write the user namespace's id map",
+                        source,
+                    }
+                })?;
+            }
+        }
         nix::unistd::write(&sync_w, &[1]).map_err(sys("release child"))?;
         drop(sync_w);
 

@@ -29,11 +29,35 @@ pub(crate) struct MountPlan {
     pub data: Option<CString>,
     /// The spec's destination, for error messages.
     pub destination: String,
+    /// In a user namespace, proc and sysfs are made before `pivot_root`
+    /// with the new mount API (the kernel lets a user namespace mount them
+    /// only while a full view of the host's is still in sight) and moved
+    /// into place after it.
+    pub detached: Option<Detached>,
+}
+
+/// How to make a detached mount: `MOUNT_ATTR_*` flags and the filesystem's
+/// `key[=value]` options.
+#[derive(Debug)]
+pub(crate) struct Detached {
+    pub attrs: u64,
+    pub options: Vec<(CString, Option<CString>)>,
+}
+
+/// A user namespace's id mappings, as written to `/proc/PID/uid_map` and
+/// `gid_map` ("inside outside count" lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IdMaps {
+    pub uid_map: String,
+    pub gid_map: String,
 }
 
 #[derive(Debug)]
 pub(crate) struct LaunchPlan {
     pub clone_flags: u64,
+    /// With a user namespace (`CLONE_NEWUSER` in `clone_flags`): the maps
+    /// the parent writes before releasing the child.
+    pub id_maps: Option<IdMaps>,
     pub rootfs: CString,
     pub readonly_root: bool,
     pub binds: Vec<MountPlan>,
@@ -296,6 +320,7 @@ pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, Runtime
             LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
             LinuxNamespaceType::Network => libc::CLONE_NEWNET,
             LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+            LinuxNamespaceType::User => libc::CLONE_NEWUSER,
             other => {
                 return Err(invalid(
                     "linux.namespaces",
@@ -306,6 +331,16 @@ pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, Runtime
     }
     if clone_flags & libc::CLONE_NEWNS as u64 == 0 {
         return Err(invalid("linux.namespaces", "a mount namespace is required"));
+    }
+    let userns = clone_flags & libc::CLONE_NEWUSER as u64 != 0;
+    let id_maps = id_maps(linux, userns)?;
+    if userns && clone_flags & libc::CLONE_NEWNET as u64 == 0 {
+        // sysfs may be mounted in a user namespace only for a network
+        // namespace it owns.
+        return Err(invalid(
+            "linux.namespaces",
+            "a user namespace needs a network namespace of its own",
+        ));
     }
 
     let mut binds = Vec::new();
@@ -359,7 +394,25 @@ pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, Runtime
         if dest == Path::new("/dev") && fstype == "tmpfs" {
             populate_dev = true;
         }
+        let detached = (userns && !bind && matches!(fstype.as_str(), "proc" | "sysfs"))
+            .then(|| -> Result<_, RuntimeError> {
+                let options = data
+                    .iter()
+                    .map(|o| match o.split_once('=') {
+                        Some((k, v)) => {
+                            Ok((cstr("mounts.options", k)?, Some(cstr("mounts.options", v)?)))
+                        }
+                        None => Ok((cstr("mounts.options", o)?, None)),
+                    })
+                    .collect::<Result<Vec<_>, RuntimeError>>()?;
+                Ok(Detached {
+                    attrs: mount_attributes(flags),
+                    options,
+                })
+            })
+            .transpose()?;
         let plan = MountPlan {
+            detached,
             target,
             mkdirs,
             source: cstr("mounts.source", &source)?,
@@ -427,6 +480,7 @@ pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, Runtime
     let user = process.user();
     Ok(LaunchPlan {
         clone_flags,
+        id_maps,
         rootfs: cstr("root.path", &rootfs)?,
         readonly_root: root.readonly() == Some(true),
         binds,
@@ -493,6 +547,74 @@ pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, Runtime
         device_rules,
         seccomp,
     })
+}
+
+/// `linux.uidMappings`/`gidMappings` in `/proc/PID/uid_map` form: present
+/// exactly when there is a user namespace.
+fn id_maps(linux: &oci_spec::runtime::Linux, userns: bool) -> Result<Option<IdMaps>, RuntimeError> {
+    let render = |field: &'static str,
+                  maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>|
+     -> Result<String, RuntimeError> {
+        let maps = maps.as_deref().unwrap_or_default();
+        if maps.is_empty() {
+            return Err(invalid(field, "a user namespace needs id mappings"));
+        }
+        // The kernel takes at most 340 lines; Drover writes one.
+        if maps.len() > 340 {
+            return Err(invalid(field, "more than 340 mappings"));
+        }
+        let mut out = String::new();
+        for m in maps {
+            if m.size() == 0 {
+                return Err(invalid(field, "a mapping of size 0"));
+            }
+            out.push_str(&format!(
+                "{} {} {}\n",
+                m.container_id(),
+                m.host_id(),
+                m.size()
+            ));
+        }
+        Ok(out)
+    };
+    if !userns {
+        if linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+            || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+        {
+            return Err(invalid(
+                "linux.uidMappings",
+                "id mappings need a user namespace",
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(IdMaps {
+        uid_map: render("linux.uidMappings", linux.uid_mappings())?,
+        gid_map: render("linux.gidMappings", linux.gid_mappings())?,
+    }))
+}
+
+/// `MS_*` flags as the new mount API's `MOUNT_ATTR_*`.
+fn mount_attributes(flags: c_ulong) -> u64 {
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+    const MOUNT_ATTR_NOATIME: u64 = 0x10;
+    const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+    const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+    [
+        (libc::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (libc::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (libc::MS_NODEV, MOUNT_ATTR_NODEV),
+        (libc::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+        (libc::MS_NOATIME, MOUNT_ATTR_NOATIME),
+        (libc::MS_STRICTATIME, MOUNT_ATTR_STRICTATIME),
+        (libc::MS_NODIRATIME, MOUNT_ATTR_NODIRATIME),
+    ]
+    .iter()
+    .filter(|(ms, _)| flags & ms != 0)
+    .fold(0, |a, (_, attr)| a | attr)
 }
 
 #[cfg(test)]
