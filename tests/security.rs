@@ -490,6 +490,59 @@ fn a_jobs_seccomp_setting_reaches_its_replicas() {
     }
 }
 
+#[test]
+fn a_job_in_a_user_namespace_runs_as_an_unprivileged_host_id() {
+    if !drover_e2e::require_root("a_job_in_a_user_namespace_runs_as_an_unprivileged_host_id") {
+        return;
+    }
+    let c = Cluster::start("sec-userns");
+    // A user namespace's root must pass through the state dir's parents.
+    std::fs::set_permissions(
+        c.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    run_toolbox(
+        &c,
+        "mapped",
+        "echo hi > /made; exec sleep 1000",
+        "security: {user_namespace: true}\n",
+    );
+    let job = c.json(&["job", "status", "mapped"]);
+    let a = &job["allocations"][0];
+    let (id, pid) = (
+        a["id"].as_str().unwrap().to_string(),
+        a["pid"].as_u64().unwrap(),
+    );
+    let out = c.drover(&[
+        "exec",
+        &id,
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat /proc/self/uid_map; id -u; cat /made",
+    ]);
+    let words: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert_eq!(
+        words,
+        ["0", "1073741824", "65536", "0", "hi"],
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid.ends_with("1073741824"), "{uid}");
+    let ranges = c.agent_state_dir().join("userns");
+    assert_eq!(std::fs::read_dir(&ranges).unwrap().count(), 1);
+    assert!(c.drover(&["job", "stop", "mapped"]).ok());
+    drover_e2e::wait_for(
+        "the id range to be released",
+        Duration::from_secs(20),
+        || (std::fs::read_dir(&ranges).ok()?.count() == 0).then_some(()),
+    );
+}
+
 /// `ListJobs` over `ch` presenting ACL token `token`.
 async fn list_jobs_as(ch: Channel, token: &str) -> Result<pb::ListJobsResponse, tonic::Status> {
     let mut req = tonic::Request::new(pb::ListJobsRequest { read: None });

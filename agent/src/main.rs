@@ -225,6 +225,11 @@ struct DaemonArgs {
     /// ended stays on disk, for `drover logs`.
     #[arg(long, default_value = "1h")]
     ended_retention: String,
+    /// Run every private-network replica in a user namespace of its own
+    /// (container root is an unprivileged host id), unless its job sets
+    /// `security.user_namespace: false`.
+    #[arg(long)]
+    user_namespaces: bool,
     /// A token from `drover cluster join-token agent`: the first start uses
     /// it to get this node's certificate (kept in <state-dir>/pki).
     #[arg(long, env = "DROVER_JOIN_TOKEN")]
@@ -359,6 +364,7 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         max_image_bytes: size("--max-image-size", &a.max_image_size)?,
     };
     let config = drover_agent::daemon::Config {
+        user_namespaces: a.user_namespaces,
         image_limits,
         resource_defaults,
         ended_retention,

@@ -33,6 +33,10 @@ pub enum BundleError {
     InvalidEnv { id: String, name: String },
     #[error("invalid container id {id:?}: use 1-64 characters from [A-Za-z0-9_.-]")]
     InvalidId { id: String },
+    #[error(
+        "{dir}: a container in a user namespace cannot reach its bundle, {blocker} may not be traversed by others (chmod o+x it, or move the state dir)"
+    )]
+    Unreachable { dir: PathBuf, blocker: PathBuf },
     #[error("container {id}: unknown user {user:?} in the image's /etc/passwd or /etc/group")]
     UnknownUser { id: String, user: String },
     #[error("bundle path {path} contains ',' or ':' which overlayfs options cannot express")]
@@ -128,6 +132,9 @@ impl Bundle {
         // Private to root; in a user namespace the container's root (its
         // group) may pass through to the rootfs, as moby does for
         // CVE-2021-41091 with remapped roots.
+        if let Some(r) = req.user_namespace {
+            reachable_by(&dir, r.start)?;
+        }
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = match req.user_namespace {
@@ -208,6 +215,26 @@ impl Bundle {
             }),
         }
     }
+}
+
+/// Whether a process with host uid and gid `id` (a user namespace's root)
+/// may pass through every directory above `dir` to reach it.
+fn reachable_by(dir: &Path, id: u32) -> Result<(), BundleError> {
+    use std::os::unix::fs::MetadataExt;
+    for up in dir.ancestors().skip(1) {
+        let meta = std::fs::metadata(up).map_err(BundleError::io("stat", up))?;
+        let mode = meta.mode();
+        let passes = mode & 0o001 != 0
+            || (meta.gid() == id && mode & 0o010 != 0)
+            || (meta.uid() == id && mode & 0o100 != 0);
+        if !passes {
+            return Err(BundleError::Unreachable {
+                dir: dir.to_path_buf(),
+                blocker: up.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_id(id: &str) -> Result<(), BundleError> {

@@ -82,6 +82,10 @@ pub(crate) fn mount(
         let target = std::fs::canonicalize(layer).map_err(BundleError::io("resolve", layer))?;
         match &userns {
             Some(ns) => {
+                // The link says which layer is in use (image gc reads it).
+                let marker = links.join(format!("{i}.layer"));
+                let _ = std::fs::remove_file(&marker);
+                symlink(&target, &marker).map_err(BundleError::io("symlink", &marker))?;
                 std::fs::create_dir_all(&link).map_err(BundleError::io("create", &link))?;
                 idmapped_mount(&target, &link, ns)?;
             }

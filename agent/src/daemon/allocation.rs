@@ -395,7 +395,17 @@ impl Life {
     async fn prepare(&self) -> Result<Bundle, String> {
         let shared = self.shared.clone();
         let image = self.spec.image.clone();
-        let req = self.request();
+        let mut req = self.request();
+        let private = self.spec.network == drover_proto::spec::Network::Private;
+        if private
+            && self
+                .spec
+                .security
+                .user_namespace
+                .unwrap_or(shared.user_namespaces)
+        {
+            req.user_namespace = Some(shared.id_ranges.allocate(&self.id)?);
+        }
         let dir = shared.bundle_dir(&self.id);
         tokio::task::spawn_blocking(move || {
             let r: ImageRef = image.parse().map_err(|e| format!("image: {e}"))?;
@@ -507,11 +517,13 @@ impl Life {
                 .map_err(|e| e.to_string())?;
             let b = bundle.unwrap_or_else(|| Bundle::at(shared.bundle_dir(&id), id.clone()));
             if let Err(e) = b.cleanup() {
-                // Retention removes it later (see `retention`).
+                // Retention removes it later (see `retention`); its id range
+                // is free again at the agent's next start.
                 let mark = super::retention::ended_mark(&shared.state_dir.join("bundles"), &id);
                 let _ = std::fs::write(mark, "");
                 return Err(e.to_string());
             }
+            shared.id_ranges.release(&id);
             match shared.gc_images() {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "freed image layers no container uses"),

@@ -19,6 +19,7 @@ pub mod reporter;
 pub mod resources;
 pub mod retention;
 pub mod supervisor;
+pub mod userns;
 
 use crate::cgroups;
 use crate::image::ImageStore;
@@ -56,6 +57,9 @@ pub struct Config {
     pub image_limits: crate::image::ImageLimits,
     /// Limits a container gets where its job sets none.
     pub resource_defaults: crate::runtime::ResourceDefaults,
+    /// Run private-network replicas in user namespaces unless their job
+    /// says `security.user_namespace: false`.
+    pub user_namespaces: bool,
     /// How long what an ended allocation leaves on disk (its log) is kept
     /// (see `retention`).
     pub ended_retention: Duration,
@@ -107,6 +111,10 @@ pub fn cluster_address(schedulers: &[String]) -> Option<std::net::IpAddr> {
 
 /// What every allocation runner shares.
 pub struct Shared {
+    /// Host id ranges of containers in user namespaces.
+    pub id_ranges: userns::IdRanges,
+    /// The agent-wide default for `security.user_namespace`.
+    pub user_namespaces: bool,
     pub node: String,
     pub state_dir: PathBuf,
     pub images: ImageStore,
@@ -199,7 +207,8 @@ impl Shared {
     }
 
     /// Removes cached image layers that no bundle on this node links to
-    /// (bundles reach their layers through `<bundle>/l/<n>` symlinks).
+    /// (bundles reach their layers through `<bundle>/l/<n>` symlinks, or
+    /// idmapped mounts beside a `<bundle>/l/<n>.layer` symlink).
     /// Blocking; the agent runs it after an allocation's bundle is removed.
     pub fn gc_images(&self) -> Result<usize, crate::image::ImageError> {
         let _exclusive = self.image_use.write().unwrap_or_else(|e| e.into_inner());
@@ -368,6 +377,29 @@ impl Agent {
                 source: std::io::Error::other(e.to_string()),
             })?;
         }
+        // ... except that a container in a user namespace (its root is not
+        // the host's) must pass through to its rootfs: the state dir and
+        // bundles may be traversed, not listed (0711, as moby's root dir
+        // with remapped roots); each bundle stays 0700, or 0710 to its
+        // container's root group.
+        for sub in ["", "bundles"] {
+            let p = config.state_dir.join(sub);
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711)).map_err(
+                |source| DaemonError::Io {
+                    path: p.clone(),
+                    source,
+                },
+            )?;
+        }
+        let id_ranges = userns::IdRanges::load(
+            &config.state_dir.join("userns"),
+            &config.state_dir.join("bundles"),
+        )
+        .map_err(|source| DaemonError::Io {
+            path: config.state_dir.join("userns"),
+            source,
+        })?;
         // One agent per state dir; the lock also tells others we are alive.
         let lock = crate::leftovers::StateLock::acquire(&config.state_dir)?;
         // Links agents that are gone for good left on this host.
@@ -412,6 +444,8 @@ impl Agent {
         let links = connection::Links::new(config.schedulers.clone(), tls);
         let reporter = reporter::Reporter::new(config.name.clone());
         let shared = Arc::new(Shared {
+            id_ranges,
+            user_namespaces: config.user_namespaces,
             node: config.name.clone(),
             state_dir: config.state_dir.clone(),
             images: ImageStore::new(config.state_dir.join("images"))

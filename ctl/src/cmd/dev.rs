@@ -91,6 +91,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         registries: Default::default(),
         image_limits: Default::default(),
         resource_defaults: Default::default(),
+        user_namespaces: false,
         ended_retention: Duration::from_secs(3600),
     })
     .await

@@ -32,6 +32,11 @@ pub struct Security {
     /// A profile in Docker's JSON format, used instead of the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp_profile: Option<Box<SeccompProfile>>,
+    /// Run in a user namespace of its own: container root is an
+    /// unprivileged id on the host. Unset: the agent's default
+    /// (`drover-agent run --user-namespaces`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_namespace: Option<bool>,
 }
 
 /// Whether a replica runs under a seccomp filter.
@@ -113,8 +118,19 @@ pub const CAPABILITIES: [&str; 41] = [
 ];
 
 /// Problems with `security`, `user` and `read_only_rootfs` as (path, rule).
-pub(crate) fn problems(security: &Security, user: Option<&str>) -> Vec<(String, String)> {
+pub(crate) fn problems(
+    security: &Security,
+    user: Option<&str>,
+    host_network: bool,
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
+    if security.user_namespace == Some(true) && host_network {
+        out.push((
+            "security.user_namespace".into(),
+            "needs network: private (a user namespace cannot mount /sys for the host's network)"
+                .into(),
+        ));
+    }
     for (field, list) in [
         ("add", &security.capabilities.add),
         ("drop", &security.capabilities.drop),
@@ -180,7 +196,7 @@ mod tests {
             },
             ..Default::default()
         };
-        let p = problems(&s, None);
+        let p = problems(&s, None, false);
         assert_eq!(p.len(), 2, "{p:?}");
         assert_eq!(p[0].0, "security.capabilities.add[2]");
         assert_eq!(p[1].0, "security.capabilities.drop[1]");
@@ -190,10 +206,13 @@ mod tests {
     #[test]
     fn user_is_uid_and_optional_gid() {
         for ok in ["1000", "1000:1000", "nobody", "app:staff"] {
-            assert!(problems(&Security::default(), Some(ok)).is_empty(), "{ok}");
+            assert!(
+                problems(&Security::default(), Some(ok), false).is_empty(),
+                "{ok}"
+            );
         }
         for bad in ["", ":", "1000:", "a b", "x:y:z"] {
-            let p = problems(&Security::default(), Some(bad));
+            let p = problems(&Security::default(), Some(bad), false);
             assert_eq!(p.len(), 1, "{bad}");
             assert_eq!(p[0].0, "user");
         }

@@ -97,7 +97,11 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
     health(&mut e, spec);
     update(&mut e, spec);
     ports(&mut e, spec);
-    for (path, rule) in super::security::problems(&spec.security, spec.user.as_deref()) {
+    for (path, rule) in super::security::problems(
+        &spec.security,
+        spec.user.as_deref(),
+        spec.network == super::Network::Host,
+    ) {
         e.add(path, rule);
     }
     if e.0.is_empty() {
@@ -703,6 +707,11 @@ mod tests {
         assert_eq!(
             one("security:\n  seccomp_profile:\n    defaultAction: SCMP_ACT_ALLOW\n    syscalls:\n      - {names: [mount], action: SCMP_ACT_DENY}\n"),
             "security.seccomp_profile.syscalls[0].action: unknown value `SCMP_ACT_DENY` (use one of `SCMP_ACT_ALLOW`, `SCMP_ACT_ERRNO`, `SCMP_ACT_KILL`, `SCMP_ACT_KILL_THREAD`, `SCMP_ACT_KILL_PROCESS`, `SCMP_ACT_TRAP`, `SCMP_ACT_TRACE`, `SCMP_ACT_LOG`, `SCMP_ACT_NOTIFY`)"
+        );
+        assert!(errors("security: {user_namespace: true}\n").is_empty());
+        assert_eq!(
+            one("network: host\nsecurity: {user_namespace: true}\n"),
+            "security.user_namespace: needs network: private (a user namespace cannot mount /sys for the host's network)"
         );
         assert_eq!(
             one("security:\n  seccomp: unconfined\n  seccomp_profile: {defaultAction: SCMP_ACT_ALLOW}\n"),

@@ -80,6 +80,10 @@ impl Drover for ClientApi {
         if spec.security.seccomp_profile.is_some() {
             privileged.push("security.seccomp_profile");
         }
+        // Opting out of the agents' user namespaces.
+        if spec.security.user_namespace == Some(false) {
+            privileged.push("security.user_namespace: false");
+        }
         if !privileged.is_empty() {
             access::check(
                 &self.replica,
