@@ -125,6 +125,10 @@ enum RuntimeCommand {
         /// Skip the row for starts under a monitor process (as the agent does).
         #[arg(long)]
         no_monitor: bool,
+        /// Start the container in a user namespace (the last of the agent's
+        /// id ranges), as `--user-namespaces` does; runc runs the same bundle.
+        #[arg(long)]
+        user_namespace: bool,
         #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
         cgroup_root: PathBuf,
     },
@@ -480,6 +484,7 @@ fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
             no_runc,
             host_network,
             no_monitor,
+            user_namespace,
             cgroup_root,
         } => {
             let monitor = if no_monitor {
@@ -507,6 +512,13 @@ fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
                     Network::Private
                 },
                 monitor,
+                user_namespace: user_namespace.then(|| {
+                    use drover_agent::daemon::userns::{FIRST_ID, RANGE_SIZE, SLOTS};
+                    drover_agent::bundle::IdRange {
+                        start: FIRST_ID + (SLOTS - 1) * RANGE_SIZE,
+                        size: RANGE_SIZE,
+                    }
+                }),
             };
             let report = bench::run(&runtime, &opts)?;
             print!("{report}");

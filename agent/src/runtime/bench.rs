@@ -52,6 +52,8 @@ pub struct BenchOptions {
     pub network: Network,
     /// Also time starts under a monitor process.
     pub monitor: Option<MonitorConfig>,
+    /// Start in a user namespace mapped to these host ids.
+    pub user_namespace: Option<crate::bundle::IdRange>,
 }
 
 /// Latency samples of one runtime.
@@ -175,11 +177,21 @@ pub fn run(runtime: &Runtime, opts: &BenchOptions) -> Result<BenchReport, BenchE
         None => busybox_image(&opts.work_dir.join("busybox-layer"), &opts.busybox)?,
     };
     let id = format!("drover-bench-{}", std::process::id());
+    if opts.user_namespace.is_some() {
+        // The namespace's root must pass through to the bundle.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&opts.work_dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(|source| BenchError::Io {
+                path: opts.work_dir.clone(),
+                source,
+            })?;
+    }
     let req = ContainerRequest {
         id: id.clone(),
         hostname: "bench".into(),
         command: Some(opts.command.clone()),
         network: opts.network,
+        user_namespace: opts.user_namespace,
         ..Default::default()
     };
     let bundle = Bundle::create(&opts.work_dir.join("bundle"), &image, &req)?;
