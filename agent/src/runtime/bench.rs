@@ -180,11 +180,12 @@ pub fn run(runtime: &Runtime, opts: &BenchOptions) -> Result<BenchReport, BenchE
     if opts.user_namespace.is_some() {
         // The namespace's root must pass through to the bundle.
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&opts.work_dir, std::fs::Permissions::from_mode(0o711))
-            .map_err(|source| BenchError::Io {
+        std::fs::set_permissions(&opts.work_dir, std::fs::Permissions::from_mode(0o711)).map_err(
+            |source| BenchError::Io {
                 path: opts.work_dir.clone(),
                 source,
-            })?;
+            },
+        )?;
     }
     let req = ContainerRequest {
         id: id.clone(),
