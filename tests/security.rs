@@ -535,6 +535,40 @@ fn a_job_in_a_user_namespace_runs_as_an_unprivileged_host_id() {
     assert!(uid.ends_with("1073741824"), "{uid}");
     let ranges = c.agent_state_dir().join("userns");
     assert_eq!(std::fs::read_dir(&ranges).unwrap().count(), 1);
+
+    // The README's hardened example: a user, no capabilities, a read-only
+    // root and a profile of its own, in its own range.
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/jobs/hardened.yaml"),
+    )
+    .unwrap()
+    .replace(
+        "oci:examples/images/out/toolbox:latest",
+        &format!("oci:{}/toolbox:latest", drover_e2e::images().display()),
+    );
+    let spec = c.spec("hardened", &example);
+    let run = c.drover(&["job", "run", spec.to_str().unwrap()]);
+    assert!(run.ok(), "{}{}", run.stdout, run.stderr);
+    let id = c.json(&["job", "status", "hardened"])["allocations"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = c.drover(&[
+        "exec",
+        &id,
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat /proc/self/uid_map; id -u; grep CapEff /proc/self/status; mkdir /tmp/x",
+    ]);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("1073807360"), "the second range: {text}");
+    assert!(
+        text.contains("1000") && text.contains("CapEff:\t0000000000000000"),
+        "{text}"
+    );
+    assert!(text.contains("Permission denied"), "{text}");
+    assert!(c.drover(&["job", "stop", "hardened"]).ok());
     assert!(c.drover(&["job", "stop", "mapped"]).ok());
     drover_e2e::wait_for(
         "the id range to be released",

@@ -724,6 +724,26 @@ mod tests {
     }
 
     #[test]
+    fn every_example_job_but_the_bad_one_is_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/jobs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            // As the CLI reads them, from the repository root.
+            let parsed =
+                crate::spec::from_yaml_in(&text, Some(dir.parent().unwrap().parent().unwrap()));
+            if path.file_name().unwrap() == "bad.yaml" {
+                assert!(parsed.is_err(), "bad.yaml parses");
+            } else {
+                parsed.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 5, "{seen} examples");
+    }
+
+    #[test]
     fn all_problems_reported_at_once() {
         let errs = errors("replicas: 20000\nresources: {cpu: 0, pids: 0}\nworkdir: x\n");
         assert_eq!(errs.len(), 4, "{errs:?}");
