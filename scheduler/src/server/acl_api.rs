@@ -96,9 +96,7 @@ pub async fn bootstrap(replica: &Replica) -> Result<pb::AclTokenSecret, Status> 
             token: token.clone(),
         })
         .await?;
-    if !r.ok {
-        return Err(Status::failed_precondition(r.error.unwrap_or_default()));
-    }
+    r.accepted()?;
     tracing::info!(accessor = %token.accessor, "ACLs bootstrapped");
     Ok(pb::AclTokenSecret {
         token: Some(wire(&token)),
@@ -138,9 +136,7 @@ impl Acl for AclApi {
                 token: token.clone(),
             })
             .await?;
-        if !w.ok {
-            return Err(Status::failed_precondition(w.error.unwrap_or_default()));
-        }
+        w.accepted()?;
         Ok(Response::new(pb::AclTokenSecret {
             token: Some(wire(&token)),
             secret,
@@ -181,9 +177,7 @@ impl Acl for AclApi {
             .replica
             .write(Command::RevokeAclToken { accessor })
             .await?;
-        if !r.ok {
-            return Err(Status::not_found(r.error.unwrap_or_default()));
-        }
+        let r = r.accepted()?;
         tracing::info!(accessor = %r.note, "ACL token revoked");
         Ok(Response::new(pb::RevokeAclTokenResponse {
             accessor: r.note,

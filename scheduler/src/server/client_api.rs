@@ -102,9 +102,7 @@ impl Drover for ClientApi {
                 at_ms: super::now_ms(),
             })
             .await?;
-        if !r.ok {
-            return Err(Status::invalid_argument(r.error.unwrap_or_default()));
-        }
+        let r = r.accepted()?;
         let index = *self.replica.applied.borrow();
         Ok(Response::new(pb::SubmitJobResponse {
             name,
@@ -191,9 +189,7 @@ impl Drover for ClientApi {
                 at_ms: super::now_ms(),
             })
             .await?;
-        if !r.ok {
-            return Err(Status::failed_precondition(r.error.unwrap_or_default()));
-        }
+        let r = r.accepted()?;
         Ok(Response::new(pb::StopJobResponse { stopping: r.count }))
     }
 
@@ -387,14 +383,7 @@ impl Drover for ClientApi {
                 at_ms: super::now_ms(),
             })
             .await?;
-        if !r.ok {
-            let msg = r.error.unwrap_or_default();
-            return Err(if msg.starts_with("no node") {
-                Status::not_found(msg)
-            } else {
-                Status::failed_precondition(msg)
-            });
-        }
+        let r = r.accepted()?;
         Ok(Response::new(pb::RemoveNodeResponse { replaced: r.count }))
     }
 
@@ -419,9 +408,7 @@ impl Drover for ClientApi {
                 at_ms: super::now_ms(),
             })
             .await?;
-        if !r.ok {
-            return Err(Status::not_found(r.error.unwrap_or_default()));
-        }
+        r.accepted()?;
         let (allocations, _) = self
             .replica
             .read(false, |s| {
@@ -516,15 +503,7 @@ impl ClientApi {
 
     /// Proposes a job command; a refusal is the user's error, with its reason.
     async fn job_action(&self, cmd: Command) -> Result<Response<pb::JobActionResponse>, Status> {
-        let r = self.replica.write(cmd).await?;
-        if !r.ok {
-            let msg = r.error.unwrap_or_default();
-            return Err(if msg.starts_with("no job") {
-                Status::not_found(msg)
-            } else {
-                Status::failed_precondition(msg)
-            });
-        }
+        let r = self.replica.write(cmd).await?.accepted()?;
         Ok(Response::new(pb::JobActionResponse {
             version: r.version,
             note: r.note,

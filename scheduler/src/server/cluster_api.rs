@@ -370,9 +370,7 @@ impl Cluster for ClusterApi {
                 at_ms: super::now_ms(),
             })
             .await?;
-        if !r.ok {
-            return Err(Status::failed_precondition(r.error.unwrap_or_default()));
-        }
+        r.accepted()?;
         tracing::info!(new = %new.subject(), "CA rotation started");
         Ok(Response::new(self.ca_status().await?))
     }

@@ -14,6 +14,7 @@ pub mod gate;
 pub mod join_api;
 pub mod limits;
 pub mod node_api;
+mod refusal;
 
 use crate::controller::Controller;
 use crate::raft;

@@ -276,9 +276,7 @@ impl NodeService for NodeApi {
                 cluster_cidr: self.cluster_cidr.clone(),
             })
             .await?;
-        if !r.ok {
-            return Err(Status::invalid_argument(r.error.unwrap_or_default()));
-        }
+        let r = r.accepted()?;
         // Only the leader keeps liveness; through a follower, the agent's
         // next heartbeat (sent right after registering) reaches it.
         if self.replica.holds_lease() {

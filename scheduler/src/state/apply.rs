@@ -1,5 +1,6 @@
 //! `State::apply`: how each command changes the state.
 
+use super::Refusal;
 use super::*;
 use drover_proto::spec::OnDisconnect;
 use std::collections::BTreeSet;
@@ -84,7 +85,7 @@ impl State {
                     CommandResult::ok(true)
                 }
                 Some(_) => CommandResult::ok(false),
-                None => CommandResult::refused(format!("no job {job:?}")),
+                None => CommandResult::refused(Refusal::NoJob(job.clone())),
             },
             Command::ReportAllocations {
                 node,
@@ -123,18 +124,18 @@ impl State {
             } => self.remove_node(name, reason, *at_ms),
             Command::AclBootstrap { token } => match self.acl.bootstrap(token.clone()) {
                 Ok(()) => CommandResult::ok(true),
-                Err(e) => CommandResult::refused(e),
+                Err(e) => CommandResult::refused(Refusal::Conflict(e)),
             },
             Command::CreateAclToken { token } => match self.acl.create(token.clone()) {
                 Ok(()) => CommandResult::ok(true),
-                Err(e) => CommandResult::refused(e),
+                Err(e) => CommandResult::refused(Refusal::Conflict(e)),
             },
             Command::RevokeAclToken { accessor } => match self.acl.revoke(accessor) {
                 Ok(a) => CommandResult {
                     note: a,
                     ..CommandResult::ok(true)
                 },
-                Err(e) => CommandResult::refused(e),
+                Err(e) => CommandResult::refused(Refusal::NotFound(e)),
             },
             Command::RotateCa {
                 old_cert,
@@ -144,10 +145,12 @@ impl State {
                 min_phase_ms,
                 at_ms,
             } => match &self.ca_rotation {
-                Some(r) if r.phase != ca::Phase::Done => CommandResult::refused(format!(
-                    "a CA rotation is under way (phase {}): let it finish first",
-                    r.phase
-                )),
+                Some(r) if r.phase != ca::Phase::Done => {
+                    CommandResult::refused(Refusal::Conflict(format!(
+                        "a CA rotation is under way (phase {}): let it finish first",
+                        r.phase
+                    )))
+                }
                 previous => {
                     // After a rotation the CA in force is its new one,
                     // whatever the proposing replica had loaded (it may lag).
@@ -186,7 +189,9 @@ impl State {
                     r.since_ms = *at_ms;
                     CommandResult::ok(true)
                 }
-                _ => CommandResult::refused("the CA rotation is not in that phase any more"),
+                _ => CommandResult::refused(Refusal::Conflict(
+                    "the CA rotation is not in that phase any more".into(),
+                )),
             },
             Command::Noop => CommandResult::ok(false),
             Command::Batch(cmds) => CommandResult {
@@ -234,7 +239,7 @@ impl State {
     fn submit_job(&mut self, spec: &JobSpec, at_ms: i64) -> CommandResult {
         // The proposer validated; validate again so no replica ever holds a bad spec.
         if let Err(e) = drover_proto::spec::validate(spec) {
-            return CommandResult::refused(e.to_string());
+            return CommandResult::refused(Refusal::Invalid(e.to_string()));
         }
         // A published port is the same on every node: one job per port.
         if let Some(x) = &spec.expose {
@@ -247,10 +252,10 @@ impl State {
                         .is_some_and(|o| o.port == x.port)
             });
             if let Some(other) = clash {
-                return CommandResult::refused(format!(
+                return CommandResult::refused(Refusal::Invalid(format!(
                     "expose.port: {} is already published by job {:?}",
                     x.port, other.name
-                ));
+                )));
             }
         }
         let Some(job) = self.jobs.get_mut(&spec.name) else {
@@ -354,15 +359,17 @@ impl State {
 
     fn scale_job(&mut self, name: &str, replicas: u32) -> CommandResult {
         let Some(job) = self.jobs.get_mut(name) else {
-            return CommandResult::refused(format!("no job named {name:?}"));
+            return CommandResult::refused(Refusal::NoJob(name.to_string()));
         };
         if replicas > 10_000 {
-            return CommandResult::refused(format!(
+            return CommandResult::refused(Refusal::Invalid(format!(
                 "replicas: {replicas} is more than the maximum of 10000"
-            ));
+            )));
         }
         if job.stopped {
-            return CommandResult::refused(format!("job {name:?} is stopped: run it again first"));
+            return CommandResult::refused(Refusal::Conflict(format!(
+                "job {name:?} is stopped: run it again first"
+            )));
         }
         let changed = job.replicas != replicas;
         job.replicas = replicas;
@@ -375,7 +382,7 @@ impl State {
 
     fn set_rollout(&mut self, name: &str, rollout: &Rollout) -> CommandResult {
         let Some(job) = self.jobs.get_mut(name) else {
-            return CommandResult::refused(format!("no job named {name:?}"));
+            return CommandResult::refused(Refusal::NoJob(name.to_string()));
         };
         let current = job.rollout.as_ref();
         // Only the rollout in force may be updated: a stale controller's view is refused.
@@ -386,7 +393,7 @@ impl State {
         });
         if !matches || job.current != rollout.version || current.is_some_and(|r| r.state.is_done())
         {
-            return CommandResult::refused("not the rollout in force");
+            return CommandResult::refused(Refusal::Conflict("not the rollout in force".into()));
         }
         match rollout.state {
             RolloutState::Succeeded => {
@@ -413,7 +420,7 @@ impl State {
         expect: Option<(u64, u64, i64)>,
     ) -> CommandResult {
         let Some(job) = self.jobs.get_mut(name) else {
-            return CommandResult::refused(format!("no job named {name:?}"));
+            return CommandResult::refused(Refusal::NoJob(name.to_string()));
         };
         if let Some((version, generation, started)) = expect {
             let same = job.rollout.as_ref().is_some_and(|r| {
@@ -423,7 +430,9 @@ impl State {
                     && !r.state.is_done()
             });
             if !same || job.stopped {
-                return CommandResult::refused("the failed rollout is no longer in force");
+                return CommandResult::refused(Refusal::Conflict(
+                    "the failed rollout is no longer in force".into(),
+                ));
             }
         }
         let target = match to {
@@ -439,18 +448,23 @@ impl State {
                 {
                     Some(v) => v,
                     None => {
-                        return CommandResult::refused(format!(
+                        return CommandResult::refused(Refusal::Conflict(format!(
                             "job {name:?} has no earlier version to roll back to"
-                        ))
+                        )))
                     }
                 },
             },
         };
         if job.version(target).is_none() {
-            return CommandResult::refused(format!("job {name:?} has no version {target}"));
+            return CommandResult::refused(Refusal::NoVersion {
+                job: name.to_string(),
+                version: target,
+            });
         }
         if target == job.current {
-            return CommandResult::refused(format!("job {name:?} already runs version {target}"));
+            return CommandResult::refused(Refusal::Conflict(format!(
+                "job {name:?} already runs version {target}"
+            )));
         }
         let from = job.current;
         // `reason` is set when the rollout controller rolls back a failed version.
@@ -484,7 +498,7 @@ impl State {
 
     fn promote_job(&mut self, name: &str, at_ms: i64) -> CommandResult {
         let Some(job) = self.jobs.get_mut(name) else {
-            return CommandResult::refused(format!("no job named {name:?}"));
+            return CommandResult::refused(Refusal::NoJob(name.to_string()));
         };
         match &mut job.rollout {
             Some(r) if !r.state.is_done() && !r.promoted => {
@@ -497,15 +511,15 @@ impl State {
                     ..CommandResult::ok(true)
                 }
             }
-            _ => CommandResult::refused(format!(
+            _ => CommandResult::refused(Refusal::Conflict(format!(
                 "job {name:?} has no canaries waiting for promotion"
-            )),
+            ))),
         }
     }
 
     fn pause_job(&mut self, name: &str, paused: bool, at_ms: i64) -> CommandResult {
         let Some(job) = self.jobs.get_mut(name) else {
-            return CommandResult::refused(format!("no job named {name:?}"));
+            return CommandResult::refused(Refusal::NoJob(name.to_string()));
         };
         match &mut job.rollout {
             Some(r) if !r.state.is_done() => {
@@ -529,16 +543,18 @@ impl State {
                     ..CommandResult::ok(was != r.state)
                 }
             }
-            _ => CommandResult::refused(format!("job {name:?} has no rollout in progress")),
+            _ => CommandResult::refused(Refusal::Conflict(format!(
+                "job {name:?} has no rollout in progress"
+            ))),
         }
     }
 
     fn restart_job(&mut self, name: &str, at_ms: i64) -> CommandResult {
         let Some(job) = self.jobs.get_mut(name) else {
-            return CommandResult::refused(format!("no job named {name:?}"));
+            return CommandResult::refused(Refusal::NoJob(name.to_string()));
         };
         if job.stopped {
-            return CommandResult::refused(format!("job {name:?} is stopped"));
+            return CommandResult::refused(Refusal::Conflict(format!("job {name:?} is stopped")));
         }
         if let Some(r) = &job.rollout {
             if !r.state.is_done() && r.kind == RolloutKind::Update {
@@ -563,7 +579,7 @@ impl State {
         at_ms: i64,
     ) -> CommandResult {
         let Some(node) = self.nodes.get_mut(name) else {
-            return CommandResult::refused(format!("no node named {name:?}"));
+            return CommandResult::refused(Refusal::NoNode(name.to_string()));
         };
         let changed = node.schedulable != schedulable || node.draining != drain;
         node.schedulable = schedulable;
@@ -574,7 +590,7 @@ impl State {
 
     fn stop_job(&mut self, name: &str, purge: bool, at_ms: i64) -> CommandResult {
         let Some(job) = self.jobs.get_mut(name) else {
-            return CommandResult::refused(format!("no job named {name:?}"));
+            return CommandResult::refused(Refusal::NoJob(name.to_string()));
         };
         let changed = !job.stopped || (purge && !job.purge);
         job.stopped = true;
@@ -600,7 +616,7 @@ impl State {
         cluster_cidr: &str,
     ) -> CommandResult {
         if name.is_empty() {
-            return CommandResult::refused("a node needs a name");
+            return CommandResult::refused(Refusal::Invalid("a node needs a name".into()));
         }
         // One range for the whole cluster: the first proposed wins.
         if self.cluster_cidr.is_empty() && !cluster_cidr.is_empty() {
@@ -615,11 +631,11 @@ impl State {
             match super::subnet::next_free(&cluster_cidr, &taken) {
                 Some(s) => Some(s),
                 None => {
-                    return CommandResult::refused(format!(
+                    return CommandResult::refused(Refusal::Conflict(format!(
                         "no free /24 left in the cluster range {cluster_cidr} ({} nodes hold one): \
                          remove nodes that are gone with `drover node rm`",
                         taken.len()
-                    ))
+                    )))
                 }
             }
         };
@@ -652,13 +668,13 @@ impl State {
 
     fn remove_node(&mut self, name: &str, reason: &str, at_ms: i64) -> CommandResult {
         let Some(node) = self.nodes.get(name) else {
-            return CommandResult::refused(format!("no node named {name:?}"));
+            return CommandResult::refused(Refusal::NoNode(name.to_string()));
         };
         if node.status != NodeStatus::Down {
-            return CommandResult::refused(format!(
+            return CommandResult::refused(Refusal::Conflict(format!(
                 "node {name} is {}: only a node that is down can be removed (stop its agent first; a running agent registers again)",
                 node.status.as_str()
-            ));
+            )));
         }
         self.nodes.remove(name);
         let mut count = 0;
@@ -682,7 +698,7 @@ impl State {
 
     fn set_node_status(&mut self, name: &str, status: NodeStatus, at_ms: i64) -> CommandResult {
         let Some(node) = self.nodes.get_mut(name) else {
-            return CommandResult::refused(format!("no node named {name:?}"));
+            return CommandResult::refused(Refusal::NoNode(name.to_string()));
         };
         if node.status == status {
             return CommandResult::ok(false);
@@ -721,7 +737,7 @@ impl State {
 
     fn set_node_network(&mut self, name: &str, error: &str) -> CommandResult {
         let Some(node) = self.nodes.get_mut(name) else {
-            return CommandResult::refused(format!("no node named {name:?}"));
+            return CommandResult::refused(Refusal::NoNode(name.to_string()));
         };
         if node.network_error == error {
             return CommandResult::ok(false);
@@ -910,7 +926,9 @@ impl State {
         };
         let live = self.job_allocations(name).any(|a| !a.state.is_terminal());
         if !job.stopped || live {
-            return CommandResult::refused(format!("job {name:?} still has allocations"));
+            return CommandResult::refused(Refusal::Conflict(format!(
+                "job {name:?} still has allocations"
+            )));
         }
         self.jobs.remove(name);
         self.allocations.retain(|_, a| a.job != name);

@@ -11,9 +11,11 @@ pub mod acl;
 mod apply;
 pub mod ca;
 mod model;
+mod refusal;
 pub mod subnet;
 
 pub use model::*;
+pub use refusal::Refusal;
 
 use drover_proto::spec::JobSpec;
 use serde::{Deserialize, Serialize};
@@ -205,9 +207,12 @@ impl Command {
 /// What applying a command answered.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct CommandResult {
-    /// False when the command was refused at apply time; `error` says why.
+    /// False when the command was refused at apply time; `refusal` says
+    /// why (and `error` in words, as results remembered before said it).
     pub ok: bool,
     pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
     /// The job version a submission created or matched.
     pub version: u64,
     /// Whether the command changed anything.
@@ -231,11 +236,23 @@ impl CommandResult {
         }
     }
 
-    fn refused(error: impl Into<String>) -> Self {
+    pub(crate) fn refused(refusal: Refusal) -> Self {
         CommandResult {
             ok: false,
-            error: Some(error.into()),
+            error: Some(refusal.to_string()),
+            refusal: Some(refusal),
             ..Default::default()
         }
+    }
+
+    /// The result if the command was taken, its refusal if not.
+    pub fn accepted(self) -> Result<CommandResult, Refusal> {
+        if self.ok {
+            return Ok(self);
+        }
+        Err(match self.refusal {
+            Some(r) => r,
+            None => Refusal::Conflict(self.error.unwrap_or_default()),
+        })
     }
 }
