@@ -274,6 +274,39 @@ fn exits_are_reported_and_unplaceable_jobs_say_why() {
     assert!(st.get("pid").is_none(), "an ended allocation has no pid");
     assert!(c.drover(&["logs", &id]).stdout.contains("bye"));
 
+    // One that crashes and restarts says how it ended and when it restarts.
+    let looping = c.spec(
+        "looping",
+        &format!(
+            "name: looping\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sh, -c, 'exit 4']\n\
+             restart: {{policy: always, backoff: {{initial: 30s, max: 30s}}}}\n",
+            images.display()
+        ),
+    );
+    let out = c.drover(&["job", "run", "--detach", looping.to_str().unwrap()]);
+    assert!(out.ok(), "{}", out.stderr);
+    let id = c.json(&["alloc", "ls", "--job", "looping"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let st = wait_for(
+        "the replica to wait to restart",
+        Duration::from_secs(10),
+        || {
+            let st = c.json(&["alloc", "status", &id]);
+            (st["restarting_at_ms"].as_i64().unwrap_or(0) > 0).then_some(st)
+        },
+    );
+    assert_eq!(st["reason"], "exited with code 4", "{st}");
+    assert_eq!(st["state"], "failed", "{st}");
+    let human = c.drover(&["alloc", "status", &id]).stdout;
+    assert!(
+        human.contains("exited with code 4; restarting in 30s")
+            || human.contains("exited with code 4; restarting in 29s"),
+        "{human}"
+    );
+    assert!(c.drover(&["job", "stop", "looping"]).ok());
+
     // A replica that can never start fails `job run`, with the reason.
     let broken = c.spec(
         "broken",

@@ -80,12 +80,31 @@ pub fn cpu(m: u64) -> String {
     drover_proto::quantity::Cpu(m).to_string()
 }
 
-/// The scheduler's reason (why it stops it) and the node's (what happened), in one cell.
+/// The scheduler's reason (why it stops it) and the node's (what happened,
+/// and when it restarts), in one cell.
 pub fn reason(a: &pb::Allocation) -> String {
-    match (a.desired_reason.is_empty(), a.reason.is_empty()) {
-        (true, _) => a.reason.clone(),
+    let node = node_reason(a);
+    match (a.desired_reason.is_empty(), node.is_empty()) {
+        (true, _) => node,
         (false, true) => a.desired_reason.clone(),
-        (false, false) => format!("{}; {}", a.desired_reason, a.reason),
+        (false, false) => format!("{}; {}", a.desired_reason, node),
+    }
+}
+
+/// What the node said, with "restarting in ..." while it waits to restart.
+pub fn node_reason(a: &pb::Allocation) -> String {
+    if a.restarting_at_ms == 0 {
+        return a.reason.clone();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    // Whole seconds, rounded up: "restarting in 2s", not "1s734ms".
+    let left_ms = (a.restarting_at_ms - now).max(0) as u64;
+    let left = drover_proto::quantity::Duration(left_ms.div_ceil(1000) * 1000);
+    match a.reason.is_empty() {
+        true => format!("restarting in {left}"),
+        false => format!("{}; restarting in {left}", a.reason),
     }
 }
 
@@ -106,6 +125,12 @@ pub fn allocation(a: &pb::Allocation) -> Value {
         m.insert("exit_code".into(), json!(c));
     }
     m.insert("reason".into(), json!(a.reason));
+    if a.restarting_at_ms != 0 {
+        m.insert("restarting_at_ms".into(), json!(a.restarting_at_ms));
+    }
+    if !a.health_detail.is_empty() {
+        m.insert("health_detail".into(), json!(a.health_detail));
+    }
     if !a.desired_reason.is_empty() {
         m.insert("desired_reason".into(), json!(a.desired_reason));
     }

@@ -395,10 +395,13 @@ impl JobPlan<'_> {
         let update = &self.job.current_spec().update;
         for a in cur.iter().filter(|a| a.created_at_ms >= r.started_at_ms) {
             let what = format!("replica {} of version {}", a.name, a.version);
-            let detail = a.reason.split("; restarting in").next().unwrap_or_default();
-            if let Some(check) = detail.strip_prefix("unhealthy: ") {
-                return Some(format!("{what} failed its health check: {check}"));
+            if !a.health_detail.is_empty() {
+                return Some(format!(
+                    "{what} failed its health check: {}",
+                    a.health_detail
+                ));
             }
+            let detail = &a.reason;
             if a.health == HealthState::Unhealthy {
                 return Some(format!("{what} failed its health check: {detail}"));
             }

@@ -113,7 +113,21 @@ enum RunEnd {
 
 impl Life {
     fn report(&self, state: &str, pid: u32, exit_code: Option<i32>, reason: impl Into<String>) {
+        self.report_with(state, pid, exit_code, reason, Typed::default());
+    }
+
+    /// `report`, with what the scheduler decides by in typed fields.
+    fn report_with(
+        &self,
+        state: &str,
+        pid: u32,
+        exit_code: Option<i32>,
+        reason: impl Into<String>,
+        typed: Typed,
+    ) {
         self.shared.reporter.update(pb::AllocationReport {
+            health_detail: typed.health_detail,
+            restarting_at_ms: typed.restarting_at_ms,
             id: self.id.clone(),
             state: state.into(),
             pid,
@@ -152,6 +166,7 @@ impl Life {
             }
             let started = Instant::now();
             let end = self.run_once(&mut bundle).await;
+            let mut typed = Typed::default();
             let (exit_code, reason, clean) = match &end {
                 RunEnd::Stopped(reason) => {
                     self.finish(bundle.take(), "stopped", None, reason.clone())
@@ -164,6 +179,7 @@ impl Life {
                 RunEnd::OomKilled(status) => (Some(status.code()), "oom-killed".into(), false),
                 RunEnd::StartFailed(e) => (None, e.clone(), false),
                 RunEnd::Unhealthy(why, status) => {
+                    typed.health_detail = why.clone();
                     (status.map(|s| s.code()), format!("unhealthy: {why}"), false)
                 }
             };
@@ -180,12 +196,10 @@ impl Life {
             if started.elapsed() >= backoff.max.std() {
                 delay = backoff.initial.std();
             }
-            self.report(
-                "failed",
-                0,
-                exit_code,
-                format!("{reason}; restarting in {}", human(delay)),
-            );
+            typed.restarting_at_ms = wall_ms() + delay.as_millis() as i64;
+            // The words stay how it ended; `restarting_at_ms` says when it
+            // starts again (the CLI shows "restarting in ...").
+            self.report_with("failed", 0, exit_code, reason, typed);
             let mut stop = self.stop.clone();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -353,7 +367,13 @@ impl Life {
                     }
                     (Some(false), Err(why)) => {
                         self.health.store(2, Ordering::Relaxed);
-                        self.report("running", pid as u32, None, format!("unhealthy: {why}"));
+                        self.report_with(
+                            "running",
+                            pid as u32,
+                            None,
+                            format!("unhealthy: {why}"),
+                            Typed::unhealthy(&why),
+                        );
                         return why;
                     }
                     _ => {}
@@ -378,7 +398,13 @@ impl Life {
             if verdict.record(&probe, REACH_THRESHOLD) && verdict.healthy == Some(false) {
                 let why = probe.err().unwrap_or_default();
                 self.health.store(2, Ordering::Relaxed);
-                self.report("running", pid as u32, None, format!("unhealthy: {why}"));
+                self.report_with(
+                    "running",
+                    pid as u32,
+                    None,
+                    format!("unhealthy: {why}"),
+                    Typed::unhealthy(&why),
+                );
                 return why;
             }
         }
@@ -541,6 +567,30 @@ impl Life {
     }
 }
 
+/// What a report says in typed fields besides its words, for the scheduler
+/// to decide by (it parses no prose).
+#[derive(Debug, Default)]
+struct Typed {
+    health_detail: String,
+    restarting_at_ms: i64,
+}
+
+/// Now, in ms since the epoch (what the scheduler's times are in).
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Typed {
+    fn unhealthy(why: &str) -> Typed {
+        Typed {
+            health_detail: why.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
 /// How often a published replica without a health check is connected to
 /// from the node, how long each try may take, and how many failures in a
 /// row make it unhealthy.
@@ -567,8 +617,4 @@ fn describe(s: ExitStatus) -> String {
             format!("killed by {name}")
         }
     }
-}
-
-fn human(d: Duration) -> String {
-    drover_proto::quantity::Duration(d.as_millis() as u64).to_string()
 }

@@ -105,8 +105,8 @@ pub async fn run(addr: &str, cmd: AllocCmd) -> Result<i32> {
                 if !a.desired_reason.is_empty() {
                     kv("stopped because:", a.desired_reason.clone());
                 }
-                if !a.reason.is_empty() {
-                    kv("reason:", a.reason.clone());
+                if !a.reason.is_empty() || a.restarting_at_ms != 0 {
+                    kv("reason:", output::node_reason(&a));
                 }
                 kv("restarts:", a.restarts.to_string());
                 kv("created:", time(a.created_at_ms));

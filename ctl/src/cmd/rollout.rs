@@ -188,7 +188,7 @@ pub async fn wait(
             a.desired == "run"
                 && a.version == version
                 && (a.state == "failed" || a.state == "stopped")
-                && !a.reason.contains("restarting in")
+                && a.restarting_at_ms == 0
         });
         if let Some(a) = dead {
             end_line(tty);
@@ -236,7 +236,7 @@ fn progress(j: &pb::JobStatus, r: &pb::Rollout, tty: bool) -> String {
             && a.version == r.version
             && (a.state == "failed" || a.health == "unhealthy")
     }) {
-        s.push_str(&format!(" — {}: {}", a.name, a.reason));
+        s.push_str(&format!(" — {}: {}", a.name, crate::output::node_reason(a)));
     }
     s
 }

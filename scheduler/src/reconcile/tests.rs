@@ -113,6 +113,8 @@ impl Sim {
                     restarts: 0,
                     health: h,
                     ip: String::new(),
+                    health_detail: String::new(),
+                    restarting_at_ms: 0,
                 });
         }
         for (node, reports) in by_node {
@@ -286,6 +288,54 @@ fn failing_health_rolls_back_to_the_stable_version() {
     assert!(
         min_healthy >= 4,
         "availability dropped during the failed rollout: {min_healthy}"
+    );
+}
+
+#[test]
+fn a_failed_check_the_node_reports_fails_the_rollout_in_its_own_words() {
+    let mut sim = Sim::new(&[("a", 4000, 4096)]);
+    sim.submit(&web("oci:/x:v1"));
+    settle(&mut sim, "web", &always_healthy, |_| {});
+    sim.submit(&web("oci:/x:v2"));
+    sim.step();
+    let new = sim
+        .run("web")
+        .into_iter()
+        .find(|a| a.version == 2)
+        .expect("a replica of version 2")
+        .clone();
+    // The node: its check failed, it ended, it restarts in 2 s. The words
+    // are for people; the scheduler goes by the typed fields.
+    sim.cmd(Command::ReportAllocations {
+        node: new.node.clone(),
+        reports: vec![AllocationReport {
+            id: new.id.clone(),
+            state: AllocState::Failed,
+            pid: 0,
+            exit_code: Some(137),
+            reason: "unhealthy: GET /healthz answered 500".into(),
+            restarts: 0,
+            health: HealthState::Unknown,
+            ip: String::new(),
+            health_detail: "GET /healthz answered 500".into(),
+            restarting_at_ms: sim.now + 2000,
+        }],
+        at_ms: sim.now,
+    });
+    assert_eq!(sim.s.allocations[&new.id].restarting_at_ms, sim.now + 2000);
+    sim.step();
+    let v2 = sim.s.jobs["web"]
+        .version(2)
+        .unwrap()
+        .outcome
+        .clone()
+        .unwrap();
+    assert_eq!(
+        v2,
+        format!(
+            "failed: replica {} of version 2 failed its health check: GET /healthz answered 500; rolled back to version 1",
+            new.name
+        )
     );
 }
 
@@ -523,10 +573,12 @@ fn a_replica_that_cannot_start_for_its_node_s_network_is_replaced_elsewhere() {
                 state,
                 pid: 0,
                 exit_code: None,
-                reason: "node network unavailable: x; restarting in 1s".into(),
+                reason: "node network unavailable: x".into(),
                 restarts,
                 health: HealthState::Unknown,
                 ip: String::new(),
+                health_detail: String::new(),
+                restarting_at_ms: 0,
             }],
             at_ms: sim.now,
         });
@@ -621,6 +673,8 @@ fn ended_allocation_under_restart_never_is_not_replaced() {
             restarts: 0,
             health: HealthState::Unknown,
             ip: String::new(),
+            health_detail: String::new(),
+            restarting_at_ms: 0,
         }],
         at_ms: sim.now,
     });

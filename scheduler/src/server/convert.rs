@@ -24,6 +24,8 @@ pub fn allocation(state: &State, a: &Allocation) -> pb::Allocation {
         health: a.health.as_str().into(),
         canary: a.canary,
         ip: a.ip.clone(),
+        health_detail: a.health_detail.clone(),
+        restarting_at_ms: a.restarting_at_ms,
         restarts: a.restarts,
         created_at_ms: a.created_at_ms,
         updated_at_ms: a.updated_at_ms,

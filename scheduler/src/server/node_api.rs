@@ -380,6 +380,8 @@ impl NodeService for NodeApi {
                 restarts: r.restarts,
                 health: crate::state::HealthState::parse(&r.health),
                 ip: r.ip,
+                health_detail: r.health_detail,
+                restarting_at_ms: r.restarting_at_ms,
             });
         }
         // Skip the write when nothing is new: agents re-send reports freely.

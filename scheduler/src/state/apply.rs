@@ -802,6 +802,8 @@ impl State {
                     healthy_since_ms: None,
                     canary: n.canary,
                     ip: String::new(),
+                    health_detail: String::new(),
+                    restarting_at_ms: 0,
                     restarts: 0,
                     cpu_millis: spec.resources.cpu.millis(),
                     memory_bytes: spec.resources.memory.bytes(),
@@ -878,6 +880,8 @@ impl State {
                 || a.restarts != r.restarts
                 || a.health != r.health
                 || a.ip != r.ip
+                || a.health_detail != r.health_detail
+                || a.restarting_at_ms != r.restarting_at_ms
                 || (a.reason != r.reason && !r.reason.is_empty());
             if !changed {
                 continue;
@@ -911,6 +915,8 @@ impl State {
             if !r.reason.is_empty() {
                 a.reason = r.reason.clone();
             }
+            a.health_detail = r.health_detail.clone();
+            a.restarting_at_ms = r.restarting_at_ms;
             a.updated_at_ms = at_ms;
             count += 1;
         }

@@ -291,6 +291,14 @@ pub struct Allocation {
     /// Its address on the node's container network, as the node reported it.
     #[serde(default)]
     pub ip: String,
+    /// Why its health check fails, while it does (the node's words after
+    /// "unhealthy: " in `reason`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub health_detail: String,
+    /// When its node starts it again after it ended (ms since the epoch, the
+    /// node's clock); 0 when it is not waiting to restart.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarting_at_ms: i64,
 }
 
 /// The node's health verdict on an allocation.
@@ -356,6 +364,16 @@ pub struct AllocationReport {
     pub health: HealthState,
     #[serde(default)]
     pub ip: String,
+    /// Why its health check fails, while it does.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub health_detail: String,
+    /// When the node starts it again (ms since the epoch); 0: not waiting.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarting_at_ms: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
