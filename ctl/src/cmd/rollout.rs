@@ -115,15 +115,20 @@ pub async fn wait(
             }
             Err(s) => return Err(status(s)),
         };
-        let outcome = j
+        let (outcome, failed) = j
             .versions
             .iter()
             .find(|v| v.version == version)
-            .map(|v| v.outcome.clone())
+            .map(|v| {
+                (
+                    v.outcome.clone(),
+                    v.outcome_kind() == pb::VersionOutcome::Failed,
+                )
+            })
             .unwrap_or_default();
         if j.version != version {
             end_line(tty && !last.is_empty());
-            if outcome.starts_with("failed") {
+            if failed {
                 eprintln!("{name}: version {version} {outcome}");
                 Box::pin(wait(c, name, j.version, timeout, false)).await?;
                 eprintln!("{name}: rollout of version {version} failed");

@@ -1,5 +1,5 @@
 use super::*;
-use crate::state::{AllocationReport, Command};
+use crate::state::{AllocationReport, Command, VersionOutcome};
 use drover_proto::spec::from_yaml;
 use proptest::prelude::*;
 
@@ -246,7 +246,11 @@ fn rolling_update_keeps_bounds_and_ends_on_the_new_version() {
     assert!(sim.run("web").iter().all(|a| a.version == 2));
     let j = &sim.s.jobs["web"];
     assert_eq!(j.stable_version, Some(2));
-    assert_eq!(j.version(2).unwrap().outcome.as_deref(), Some("succeeded"));
+    assert_eq!(
+        j.version(2).unwrap().outcome,
+        Some(VersionOutcome::Succeeded)
+    );
+    assert_eq!(VersionOutcome::Succeeded.to_string(), "succeeded");
     let old_reasons: BTreeSet<String> = sim
         .s
         .job_allocations("web")
@@ -280,7 +284,18 @@ fn failing_health_rolls_back_to_the_stable_version() {
         (r.kind, r.state),
         (RolloutKind::Rollback, RolloutState::Succeeded)
     );
-    let outcome = j.version(2).unwrap().outcome.clone().unwrap();
+    let kind = j.version(2).unwrap().outcome.clone().unwrap();
+    assert!(
+        matches!(
+            &kind,
+            VersionOutcome::Failed {
+                rolled_back_to: Some(1),
+                ..
+            }
+        ),
+        "{kind:?}"
+    );
+    let outcome = kind.to_string();
     assert!(outcome.starts_with("failed: replica web-"), "{outcome}");
     assert!(outcome.contains("failed its health check"), "{outcome}");
     assert!(outcome.ends_with("rolled back to version 1"), "{outcome}");
@@ -329,7 +344,8 @@ fn a_failed_check_the_node_reports_fails_the_rollout_in_its_own_words() {
         .unwrap()
         .outcome
         .clone()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert_eq!(
         v2,
         format!(

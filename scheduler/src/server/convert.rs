@@ -1,6 +1,8 @@
 //! Conversions from the state machine's types to wire types, in one place.
 
-use crate::state::{AllocState, Allocation, Desired, Job, Node, RolloutKind, State};
+use crate::state::{
+    AllocState, Allocation, Desired, Job, Node, RolloutKind, State, VersionOutcome,
+};
 use drover_proto::pb;
 use drover_proto::spec::JobSpec;
 
@@ -107,7 +109,18 @@ pub fn job(state: &State, job: &Job) -> pb::JobStatus {
                 version: v.version,
                 submitted_at_ms: v.submitted_at_ms,
                 image: v.spec.image.clone(),
-                outcome: v.outcome.clone().unwrap_or_default(),
+                outcome: v
+                    .outcome
+                    .as_ref()
+                    .map(|o| o.to_string())
+                    .unwrap_or_default(),
+                outcome_kind: match &v.outcome {
+                    Some(VersionOutcome::Succeeded) => pb::VersionOutcome::Succeeded,
+                    Some(VersionOutcome::Failed { .. }) => pb::VersionOutcome::Failed,
+                    Some(VersionOutcome::Superseded { .. }) => pb::VersionOutcome::Superseded,
+                    Some(VersionOutcome::RolledBack { .. }) => pb::VersionOutcome::RolledBack,
+                    Some(VersionOutcome::Other(_)) | None => pb::VersionOutcome::Unspecified,
+                } as i32,
                 changes: match i.checked_sub(1).map(|p| &job.versions[p]) {
                     Some(prev) => spec_changes(&prev.spec, &v.spec),
                     None => vec!["first version".into()],

@@ -328,7 +328,12 @@ impl State {
         if let Some(r) = &job.rollout {
             if !r.state.is_done() {
                 let v = r.version;
-                job.set_outcome(v, "superseded by a newer version".into());
+                job.set_outcome(
+                    v,
+                    VersionOutcome::Superseded {
+                        by: "a newer version".into(),
+                    },
+                );
             }
         }
         let version = job.versions.last().map(|v| v.version).unwrap_or(0) + 1;
@@ -399,12 +404,16 @@ impl State {
             RolloutState::Succeeded => {
                 job.stable_version = Some(rollout.version);
                 if rollout.kind != RolloutKind::Rollback {
-                    job.set_outcome(rollout.version, "succeeded".into());
+                    job.set_outcome(rollout.version, VersionOutcome::Succeeded);
                 }
             }
-            RolloutState::Failed if rollout.kind == RolloutKind::Update => {
-                job.set_outcome(rollout.version, format!("failed: {}", rollout.reason))
-            }
+            RolloutState::Failed if rollout.kind == RolloutKind::Update => job.set_outcome(
+                rollout.version,
+                VersionOutcome::Failed {
+                    reason: rollout.reason.clone(),
+                    rolled_back_to: None,
+                },
+            ),
             _ => {}
         }
         job.rollout = Some(rollout.clone());
@@ -470,12 +479,16 @@ impl State {
         // `reason` is set when the rollout controller rolls back a failed version.
         let prior = job.version(from).and_then(|v| v.outcome.clone());
         let outcome = match (reason.is_empty(), prior) {
-            (false, _) => Some(format!("failed: {reason}; rolled back to version {target}")),
-            (true, Some(p)) if p.starts_with("failed") => {
-                Some(format!("{p}; rolled back to version {target}"))
-            }
-            (true, Some(p)) if p == "succeeded" => None,
-            (true, _) => Some(format!("rolled back to version {target} by hand")),
+            (false, _) => Some(VersionOutcome::Failed {
+                reason: reason.to_string(),
+                rolled_back_to: Some(target),
+            }),
+            (true, Some(VersionOutcome::Failed { reason, .. })) => Some(VersionOutcome::Failed {
+                reason,
+                rolled_back_to: Some(target),
+            }),
+            (true, Some(VersionOutcome::Succeeded)) => None,
+            (true, _) => Some(VersionOutcome::RolledBack { to: target }),
         };
         if let Some(o) = outcome {
             job.set_outcome(from, o);
@@ -559,7 +572,12 @@ impl State {
         if let Some(r) = &job.rollout {
             if !r.state.is_done() && r.kind == RolloutKind::Update {
                 let v = r.version;
-                job.set_outcome(v, "superseded by a restart".into());
+                job.set_outcome(
+                    v,
+                    VersionOutcome::Superseded {
+                        by: "a restart".into(),
+                    },
+                );
             }
         }
         job.generation += 1;

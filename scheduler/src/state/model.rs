@@ -97,7 +97,7 @@ impl Job {
     }
 
     /// Records how a version's rollout ended (first word wins: it is history).
-    pub fn set_outcome(&mut self, version: u64, outcome: String) {
+    pub fn set_outcome(&mut self, version: u64, outcome: VersionOutcome) {
         if let Some(v) = self.versions.iter_mut().find(|v| v.version == version) {
             v.outcome = Some(outcome);
         }
@@ -120,7 +120,92 @@ pub struct JobVersion {
     pub submitted_at_ms: i64,
     /// How its rollout ended, once it has.
     #[serde(default)]
-    pub outcome: Option<String>,
+    pub outcome: Option<VersionOutcome>,
+}
+
+/// How a version's rollout ended. Decisions go by the kind; the words are
+/// for people. Stored as the words (what snapshots have always held, so
+/// replicas of either version read each other's), and read back into the
+/// kind; words this version does not recognise are kept as they are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum VersionOutcome {
+    Succeeded,
+    /// Failed for `reason`, and was rolled back to a version, if it was.
+    Failed {
+        reason: String,
+        rolled_back_to: Option<u64>,
+    },
+    /// Replaced before its rollout ended, by `by` ("a newer version").
+    Superseded {
+        by: String,
+    },
+    /// Rolled back from by hand.
+    RolledBack {
+        to: u64,
+    },
+    Other(String),
+}
+
+impl VersionOutcome {
+    pub fn is_failed(&self) -> bool {
+        matches!(self, VersionOutcome::Failed { .. })
+    }
+}
+
+impl std::fmt::Display for VersionOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionOutcome::Succeeded => f.write_str("succeeded"),
+            VersionOutcome::Failed {
+                reason,
+                rolled_back_to: None,
+            } => write!(f, "failed: {reason}"),
+            VersionOutcome::Failed {
+                reason,
+                rolled_back_to: Some(v),
+            } => write!(f, "failed: {reason}; rolled back to version {v}"),
+            VersionOutcome::Superseded { by } => write!(f, "superseded by {by}"),
+            VersionOutcome::RolledBack { to } => write!(f, "rolled back to version {to} by hand"),
+            VersionOutcome::Other(words) => f.write_str(words),
+        }
+    }
+}
+
+impl From<VersionOutcome> for String {
+    fn from(o: VersionOutcome) -> String {
+        o.to_string()
+    }
+}
+
+impl From<String> for VersionOutcome {
+    /// Reads the words `Display` writes.
+    fn from(words: String) -> VersionOutcome {
+        if words == "succeeded" {
+            return VersionOutcome::Succeeded;
+        }
+        if let Some(rest) = words.strip_prefix("failed: ") {
+            let (reason, rolled_back_to) = match rest.rsplit_once("; rolled back to version ") {
+                Some((r, v)) if v.parse::<u64>().is_ok() => (r, v.parse().ok()),
+                _ => (rest, None),
+            };
+            return VersionOutcome::Failed {
+                reason: reason.to_string(),
+                rolled_back_to,
+            };
+        }
+        if let Some(by) = words.strip_prefix("superseded by ") {
+            return VersionOutcome::Superseded { by: by.to_string() };
+        }
+        if let Some(v) = words
+            .strip_prefix("rolled back to version ")
+            .and_then(|r| r.strip_suffix(" by hand"))
+            .and_then(|v| v.parse().ok())
+        {
+            return VersionOutcome::RolledBack { to: v };
+        }
+        VersionOutcome::Other(words)
+    }
 }
 
 impl Rollout {
@@ -463,6 +548,45 @@ impl State {
             n => Err(format!(
                 "{n} allocations start with {prefix:?}: give more of the id"
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_stored_as_their_words_and_read_back_into_kinds() {
+        for (o, words) in [
+            (VersionOutcome::Succeeded, "succeeded"),
+            (
+                VersionOutcome::Failed {
+                    reason: "replica web-2 of version 3 crashed: exited with code 1".into(),
+                    rolled_back_to: Some(2),
+                },
+                "failed: replica web-2 of version 3 crashed: exited with code 1; rolled back to version 2",
+            ),
+            (
+                VersionOutcome::Failed {
+                    reason: "no progress within 2m".into(),
+                    rolled_back_to: None,
+                },
+                "failed: no progress within 2m",
+            ),
+            (
+                VersionOutcome::Superseded {
+                    by: "a newer version".into(),
+                },
+                "superseded by a newer version",
+            ),
+            (VersionOutcome::RolledBack { to: 4 }, "rolled back to version 4 by hand"),
+            (VersionOutcome::Other("cancelled".into()), "cancelled"),
+        ] {
+            assert_eq!(o.to_string(), words);
+            let json = serde_json::to_string(&o).unwrap();
+            assert_eq!(json, serde_json::to_string(words).unwrap(), "stored as words");
+            assert_eq!(serde_json::from_str::<VersionOutcome>(&json).unwrap(), o);
         }
     }
 }
