@@ -12,7 +12,7 @@ use super::{health, Shared};
 use crate::bundle::{Bundle, ContainerRequest, Network};
 use crate::image::ImageRef;
 use crate::runtime::{Container, ExitStatus};
-use drover_proto::pb;
+use drover_proto::pb::{self, AllocationPhase};
 use drover_proto::spec::{JobSpec, OnDisconnect, RestartPolicy};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -112,34 +112,42 @@ enum RunEnd {
 }
 
 impl Life {
-    fn report(&self, state: &str, pid: u32, exit_code: Option<i32>, reason: impl Into<String>) {
-        self.report_with(state, pid, exit_code, reason, Typed::default());
+    fn report(
+        &self,
+        phase: AllocationPhase,
+        pid: u32,
+        exit_code: Option<i32>,
+        reason: impl Into<String>,
+    ) {
+        self.report_with(phase, pid, exit_code, reason, Typed::default());
     }
 
     /// `report`, with what the scheduler decides by in typed fields.
     fn report_with(
         &self,
-        state: &str,
+        phase: AllocationPhase,
         pid: u32,
         exit_code: Option<i32>,
         reason: impl Into<String>,
         typed: Typed,
     ) {
+        let health = match self.health.load(Ordering::Relaxed) {
+            1 => pb::Health::Healthy,
+            2 => pb::Health::Unhealthy,
+            _ => pb::Health::Unknown,
+        };
         self.shared.reporter.update(pb::AllocationReport {
             health_detail: typed.health_detail,
             restarting_at_ms: typed.restarting_at_ms,
             id: self.id.clone(),
-            state: state.into(),
+            state: phase.word().into(),
+            phase: phase as i32,
             pid,
             exit_code,
             reason: reason.into(),
             restarts: self.restarts,
-            health: match self.health.load(Ordering::Relaxed) {
-                1 => "healthy",
-                2 => "unhealthy",
-                _ => "",
-            }
-            .into(),
+            health: health.word().into(),
+            health_state: health as i32,
             ip: self.ip.lock().expect("ip lock").clone(),
         });
     }
@@ -161,7 +169,8 @@ impl Life {
         let mut bundle: Option<Bundle> = None;
         loop {
             if let Some(reason) = self.stop_requested() {
-                self.finish(bundle.take(), "stopped", None, reason).await;
+                self.finish(bundle.take(), AllocationPhase::Stopped, None, reason)
+                    .await;
                 return;
             }
             let started = Instant::now();
@@ -169,8 +178,13 @@ impl Life {
             let mut typed = Typed::default();
             let (exit_code, reason, clean) = match &end {
                 RunEnd::Stopped(reason) => {
-                    self.finish(bundle.take(), "stopped", None, reason.clone())
-                        .await;
+                    self.finish(
+                        bundle.take(),
+                        AllocationPhase::Stopped,
+                        None,
+                        reason.clone(),
+                    )
+                    .await;
                     return;
                 }
                 RunEnd::Exited(status) => {
@@ -189,8 +203,12 @@ impl Life {
                 RestartPolicy::Never => false,
             };
             if !again {
-                let state = if clean { "stopped" } else { "failed" };
-                self.finish(bundle.take(), state, exit_code, reason).await;
+                let phase = if clean {
+                    AllocationPhase::Stopped
+                } else {
+                    AllocationPhase::Failed
+                };
+                self.finish(bundle.take(), phase, exit_code, reason).await;
                 return;
             }
             if started.elapsed() >= backoff.max.std() {
@@ -199,7 +217,7 @@ impl Life {
             typed.restarting_at_ms = wall_ms() + delay.as_millis() as i64;
             // The words stay how it ended; `restarting_at_ms` says when it
             // starts again (the CLI shows "restarting in ...").
-            self.report_with("failed", 0, exit_code, reason, typed);
+            self.report_with(AllocationPhase::Failed, 0, exit_code, reason, typed);
             let mut stop = self.stop.clone();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -222,7 +240,7 @@ impl Life {
                 Arc::new(adopted.container)
             }
             None => {
-                self.report("starting", 0, None, "");
+                self.report(AllocationPhase::Starting, 0, None, "");
                 if let Err(e) = self.network_ready().await {
                     return RunEnd::StartFailed(e);
                 }
@@ -262,7 +280,7 @@ impl Life {
             let _ = container.stop(std::time::Duration::ZERO).await;
             return RunEnd::StartFailed(format!("network: {e}"));
         }
-        self.report("running", pid, None, "");
+        self.report(AllocationPhase::Running, pid, None, "");
         let mut stop = self.stop.clone();
         tokio::select! {
             status = container.wait() => match status {
@@ -285,7 +303,7 @@ impl Life {
             }
             _ = stop_signal(&mut stop) => {
                 let reason = self.stop_requested().unwrap_or_default();
-                self.report("stopping", pid, None, reason.clone());
+                self.report(AllocationPhase::Stopping, pid, None, reason.clone());
                 let grace = self.stop_grace();
                 if self.spec.expose.is_some() {
                     // Out of service first: the scheduler already took it out of the
@@ -363,12 +381,12 @@ impl Life {
                 match (verdict.healthy, probe) {
                     (Some(true), _) => {
                         self.health.store(1, Ordering::Relaxed);
-                        self.report("running", pid as u32, None, "");
+                        self.report(AllocationPhase::Running, pid as u32, None, "");
                     }
                     (Some(false), Err(why)) => {
                         self.health.store(2, Ordering::Relaxed);
                         self.report_with(
-                            "running",
+                            AllocationPhase::Running,
                             pid as u32,
                             None,
                             format!("unhealthy: {why}"),
@@ -399,7 +417,7 @@ impl Life {
                 let why = probe.err().unwrap_or_default();
                 self.health.store(2, Ordering::Relaxed);
                 self.report_with(
-                    "running",
+                    AllocationPhase::Running,
                     pid as u32,
                     None,
                     format!("unhealthy: {why}"),
@@ -516,7 +534,7 @@ impl Life {
     async fn finish(
         &self,
         bundle: Option<Bundle>,
-        state: &str,
+        phase: AllocationPhase,
         exit_code: Option<i32>,
         reason: String,
     ) {
@@ -563,7 +581,7 @@ impl Life {
             Ok(Err(e)) => format!("{reason}; cleanup: {e}"),
             Err(e) => format!("{reason}; cleanup: {e}"),
         };
-        self.report(state, 0, exit_code, reason);
+        self.report(phase, 0, exit_code, reason);
     }
 }
 

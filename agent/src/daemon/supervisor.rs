@@ -110,7 +110,8 @@ fn never_started(shared: &Arc<Shared>, runners: &HashMap<String, Runner>, stoppi
         }
         shared.reporter.update(pb::AllocationReport {
             id: id.clone(),
-            state: "stopped".into(),
+            state: pb::AllocationPhase::Stopped.word().into(),
+            phase: pb::AllocationPhase::Stopped as i32,
             reason: "not running on this node".into(),
             ..Default::default()
         });
@@ -151,7 +152,8 @@ fn converge(
                 tracing::error!(alloc = %id, error = %e, "cannot run allocation");
                 shared.reporter.update(pb::AllocationReport {
                     id: id.clone(),
-                    state: "failed".into(),
+                    state: pb::AllocationPhase::Failed.word().into(),
+                    phase: pb::AllocationPhase::Failed as i32,
                     reason: e,
                     ..Default::default()
                 });
@@ -197,7 +199,8 @@ pub fn adopt_leftovers(shared: &Shared) {
         // Tell the scheduler, so an allocation it still thinks is stopping ends.
         shared.reporter.update(pb::AllocationReport {
             id: id.clone(),
-            state: "stopped".into(),
+            state: pb::AllocationPhase::Stopped.word().into(),
+            phase: pb::AllocationPhase::Stopped as i32,
             reason: "stopped by a restarted agent (it could not re-adopt it)".into(),
             ..Default::default()
         });

@@ -123,7 +123,7 @@ async fn usage(
     c: &mut pb::drover_client::DroverClient<client::Backoff>,
     a: &pb::Allocation,
 ) -> Option<pb::Usage> {
-    if a.state != "running" || a.node_address.is_empty() {
+    if a.typed_phase() != pb::AllocationPhase::Running || a.node_address.is_empty() {
         return None;
     }
     let ask = async {

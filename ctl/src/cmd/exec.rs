@@ -22,7 +22,7 @@ pub async fn run(addr: &str, a: ExecArgs) -> Result<i32> {
         .await
         .map_err(status)?
         .into_inner();
-    if alloc.state != "running" || alloc.node_address.is_empty() {
+    if alloc.typed_phase() != pb::AllocationPhase::Running || alloc.node_address.is_empty() {
         bail!("allocation {} is {}, not running", alloc.name, alloc.state);
     }
     let tty =

@@ -190,9 +190,9 @@ pub async fn wait(
         // A replica that ended for good will never run: say so and stop waiting.
         // (In an update the rollout itself fails, and may roll back: let it say so.)
         let dead = j.allocations.iter().filter(|_| first).find(|a| {
-            a.desired == "run"
+            a.typed_desired() == pb::Desired::Run
                 && a.version == version
-                && (a.state == "failed" || a.state == "stopped")
+                && a.typed_phase().is_ended()
                 && a.restarting_at_ms == 0
         });
         if let Some(a) = dead {
@@ -237,9 +237,10 @@ fn progress(j: &pb::JobStatus, r: &pb::Rollout, tty: bool) -> String {
         s.push_str(&format!(" — pending: {}", j.pending_reason));
     }
     if let Some(a) = j.allocations.iter().find(|a| {
-        a.desired == "run"
+        a.typed_desired() == pb::Desired::Run
             && a.version == r.version
-            && (a.state == "failed" || a.health == "unhealthy")
+            && (a.typed_phase() == pb::AllocationPhase::Failed
+                || a.typed_health() == pb::Health::Unhealthy)
     }) {
         s.push_str(&format!(" — {}: {}", a.name, crate::output::node_reason(a)));
     }

@@ -14,11 +14,11 @@ pub fn allocation(state: &State, a: &Allocation) -> pb::Allocation {
         version: a.version,
         replica: a.replica,
         node: a.node.clone(),
-        desired: match a.desired {
-            Desired::Run => "run".into(),
-            Desired::Stop => "stop".into(),
-        },
+        desired: desired(a.desired).word().into(),
+        desired_state: desired(a.desired) as i32,
         state: a.state.as_str().into(),
+        phase: a.state.phase() as i32,
+        health_state: a.health.wire() as i32,
         pid: if a.state.is_terminal() { 0 } else { a.pid },
         exit_code: a.exit_code,
         reason: a.reason.clone(),
@@ -36,6 +36,13 @@ pub fn allocation(state: &State, a: &Allocation) -> pb::Allocation {
             .get(&a.node)
             .map(|n| n.address.clone())
             .unwrap_or_default(),
+    }
+}
+
+fn desired(d: Desired) -> pb::Desired {
+    match d {
+        Desired::Run => pb::Desired::Run,
+        Desired::Stop => pb::Desired::Stop,
     }
 }
 

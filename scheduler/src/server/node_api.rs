@@ -368,21 +368,7 @@ impl NodeService for NodeApi {
         let req = req.into_inner();
         let mut reports = Vec::new();
         for r in req.allocations {
-            let state = AllocState::parse(&r.state).ok_or_else(|| {
-                Status::invalid_argument(format!("allocations.state: {:?} is not a state", r.state))
-            })?;
-            reports.push(AllocationReport {
-                id: r.id,
-                state,
-                pid: r.pid,
-                exit_code: r.exit_code,
-                reason: r.reason,
-                restarts: r.restarts,
-                health: crate::state::HealthState::parse(&r.health),
-                ip: r.ip,
-                health_detail: r.health_detail,
-                restarting_at_ms: r.restarting_at_ms,
-            });
+            reports.push(report_from_wire(r)?);
         }
         // Skip the write when nothing is new: agents re-send reports freely.
         {
@@ -411,5 +397,68 @@ impl NodeService for NodeApi {
                 .await?;
         }
         Ok(Response::new(pb::ReportResponse {}))
+    }
+}
+
+/// An agent's report in the state machine's terms. The typed phase and
+/// health decide; agents of the release before send the words only.
+fn report_from_wire(r: pb::AllocationReport) -> Result<AllocationReport, Status> {
+    let phase = match r.phase() {
+        pb::AllocationPhase::Unspecified => pb::AllocationPhase::from_word(&r.state),
+        p => Some(p),
+    };
+    let state = phase.and_then(AllocState::from_phase).ok_or_else(|| {
+        Status::invalid_argument(format!("allocations.state: {:?} is not a state", r.state))
+    })?;
+    let health = match r.health_state() {
+        pb::Health::Unknown => pb::Health::from_word(&r.health),
+        h => h,
+    };
+    Ok(AllocationReport {
+        id: r.id,
+        state,
+        pid: r.pid,
+        exit_code: r.exit_code,
+        reason: r.reason,
+        restarts: r.restarts,
+        health: crate::state::HealthState::from_wire(health),
+        ip: r.ip,
+        health_detail: r.health_detail,
+        restarting_at_ms: r.restarting_at_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_go_by_the_typed_phase_and_read_old_agents_words() {
+        let typed = pb::AllocationReport {
+            id: "a1".into(),
+            state: "words an old scheduler would read".into(),
+            phase: pb::AllocationPhase::Running as i32,
+            health_state: pb::Health::Unhealthy as i32,
+            ..Default::default()
+        };
+        let r = report_from_wire(typed).unwrap();
+        assert_eq!(r.state, AllocState::Running);
+        assert_eq!(r.health, crate::state::HealthState::Unhealthy);
+        let old = pb::AllocationReport {
+            id: "a1".into(),
+            state: "failed".into(),
+            health: "healthy".into(),
+            ..Default::default()
+        };
+        let r = report_from_wire(old).unwrap();
+        assert_eq!(r.state, AllocState::Failed);
+        assert_eq!(r.health, crate::state::HealthState::Healthy);
+        let neither = pb::AllocationReport {
+            id: "a1".into(),
+            state: "sleeping".into(),
+            ..Default::default()
+        };
+        let e = report_from_wire(neither).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
     }
 }

@@ -332,6 +332,31 @@ impl AllocState {
     pub fn is_terminal(self) -> bool {
         matches!(self, AllocState::Stopped | AllocState::Failed)
     }
+
+    pub fn from_phase(p: drover_proto::pb::AllocationPhase) -> Option<AllocState> {
+        use drover_proto::pb::AllocationPhase as P;
+        Some(match p {
+            P::Unspecified => return None,
+            P::Pending => AllocState::Pending,
+            P::Starting => AllocState::Starting,
+            P::Running => AllocState::Running,
+            P::Stopping => AllocState::Stopping,
+            P::Stopped => AllocState::Stopped,
+            P::Failed => AllocState::Failed,
+        })
+    }
+
+    pub fn phase(self) -> drover_proto::pb::AllocationPhase {
+        use drover_proto::pb::AllocationPhase as P;
+        match self {
+            AllocState::Pending => P::Pending,
+            AllocState::Starting => P::Starting,
+            AllocState::Running => P::Running,
+            AllocState::Stopping => P::Stopping,
+            AllocState::Stopped => P::Stopped,
+            AllocState::Failed => P::Failed,
+        }
+    }
 }
 
 /// One replica of one job version placed on one node.
@@ -398,6 +423,22 @@ pub enum HealthState {
 }
 
 impl HealthState {
+    pub fn from_wire(h: drover_proto::pb::Health) -> HealthState {
+        match h {
+            drover_proto::pb::Health::Unknown => HealthState::Unknown,
+            drover_proto::pb::Health::Healthy => HealthState::Healthy,
+            drover_proto::pb::Health::Unhealthy => HealthState::Unhealthy,
+        }
+    }
+
+    pub fn wire(self) -> drover_proto::pb::Health {
+        match self {
+            HealthState::Unknown => drover_proto::pb::Health::Unknown,
+            HealthState::Healthy => drover_proto::pb::Health::Healthy,
+            HealthState::Unhealthy => drover_proto::pb::Health::Unhealthy,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             HealthState::Unknown => "",

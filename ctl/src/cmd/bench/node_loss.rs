@@ -134,11 +134,14 @@ pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32>
         let on_b = wait_until(&mut c, &name, |allocs| {
             let running = allocs
                 .iter()
-                .filter(|a| a.desired == "run" && a.state == "running")
+                .filter(|a| {
+                    a.typed_desired() == pb::Desired::Run
+                        && a.typed_phase() == pb::AllocationPhase::Running
+                })
                 .count();
             let on_b = allocs
                 .iter()
-                .filter(|a| a.desired == "run" && a.node == "bench-b")
+                .filter(|a| a.typed_desired() == pb::Desired::Run && a.node == "bench-b")
                 .count();
             (running == replicas as usize).then_some(on_b)
         })
@@ -153,7 +156,11 @@ pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32>
         wait_until(&mut c, &name, |allocs| {
             let ok = allocs
                 .iter()
-                .filter(|a| a.desired == "run" && a.state == "running" && a.node == "bench-a")
+                .filter(|a| {
+                    a.typed_desired() == pb::Desired::Run
+                        && a.typed_phase() == pb::AllocationPhase::Running
+                        && a.node == "bench-a"
+                })
                 .count();
             (ok == replicas as usize).then_some(())
         })
