@@ -20,7 +20,10 @@
 //! last stable version is rolled back in under the same bounds. The same
 //! rules move replicas off a draining node and restore a scaled count.
 
-use crate::placement::{self, Ask, Candidate};
+mod place;
+mod rollout;
+
+use crate::placement::Candidate;
 use crate::state::{
     AllocState, Allocation, Desired, HealthState, Job, NewAllocation, NodeStatus, Rollout,
     RolloutKind, RolloutState, State,
@@ -223,206 +226,77 @@ impl JobPlan<'_> {
             !r.state.is_done() && r.version == job.current && r.generation == job.generation
         });
 
-        if let Some(r) = active {
-            if r.state != RolloutState::Paused {
-                if let Some(reason) = self.failure(r, &cur) {
-                    let target = job.stable_version.filter(|s| *s != job.current);
-                    let roll_back = update.auto_rollback && r.kind != RolloutKind::Rollback;
-                    match (roll_back, target) {
-                        // One command records the failure and starts the rollback, so
-                        // nobody ever sees a failed rollout that is not rolling back.
-                        (true, Some(to)) => plan.rollbacks.push((
-                            job.name.clone(),
-                            to,
-                            reason,
-                            (r.version, r.generation, r.started_at_ms),
-                        )),
-                        _ => {
-                            let mut failed = r.clone();
-                            failed.state = RolloutState::Failed;
-                            failed.finished_at_ms = Some(self.now_ms);
-                            failed.reason = reason;
-                            plan.rollouts.push((job.name.clone(), failed));
-                        }
+        if let Some(r) = active.filter(|r| r.state != RolloutState::Paused) {
+            if let Some(reason) = rollout::failure(job, r, &cur, self.now_ms) {
+                let target = job.stable_version.filter(|s| *s != job.current);
+                let roll_back = update.auto_rollback && r.kind != RolloutKind::Rollback;
+                match (roll_back, target) {
+                    // One command records the failure and starts the rollback, so
+                    // nobody ever sees a failed rollout that is not rolling back.
+                    (true, Some(to)) => plan.rollbacks.push((
+                        job.name.clone(),
+                        to,
+                        reason,
+                        (r.version, r.generation, r.started_at_ms),
+                    )),
+                    _ => {
+                        let mut failed = r.clone();
+                        failed.state = RolloutState::Failed;
+                        failed.finished_at_ms = Some(self.now_ms);
+                        failed.reason = reason;
+                        plan.rollouts.push((job.name.clone(), failed));
                     }
-                    return;
                 }
+                return;
             }
         }
 
-        let mut record = active.cloned();
-        if let Some(r) = record.as_mut() {
-            if healthy_cur > r.healthy {
-                r.healthy = healthy_cur;
-                r.progress_at_ms = self.now_ms;
-            }
-        }
-
-        // A failed rollout without a rollback holds: nothing moves until the user acts.
-        let held = job.rollout.as_ref().is_some_and(|r| {
-            r.version == job.current
-                && r.generation == job.generation
-                && r.state == RolloutState::Failed
-        });
-        let paused = active.is_some_and(|r| r.state == RolloutState::Paused);
-        let want_place: u32;
-        let mut canary = false;
-        // Old replicas told to stop still run until their grace period ends: they
-        // count against the surge bound until they are gone.
-        let stopping = self
-            .state
-            .job_allocations(&job.name)
-            .filter(|a| a.desired == Desired::Stop && !a.state.is_terminal())
-            .count() as u32;
-        if held || paused {
-            // Still replace what the job lost and honour a scale-down, without
-            // moving the rollout on.
-            want_place = n
-                .saturating_sub((cur.len() + old.len()) as u32)
-                .min(n.saturating_sub(cur.len() as u32));
-            if cur.len() as u32 > n {
-                self.scale_down(plan, &cur, cur.len() - n as usize);
-            }
-        } else if active.is_some_and(|r| !r.promoted) {
-            let c = update.canary.min(n);
-            // The canaries, and replacements for anything lost meanwhile.
-            want_place = c
-                .saturating_sub(cur.len() as u32)
-                .max(n.saturating_sub((cur.len() + old.len()) as u32));
-            canary = true;
-            if let Some(r) = record.as_mut() {
-                if healthy_cur >= c && r.state == RolloutState::Running {
-                    r.state = RolloutState::WaitingPromotion;
-                    r.reason = format!(
-                        "{c} canary replica(s) healthy: run `drover job promote {}`",
-                        job.name
-                    );
-                }
-            }
-        } else {
-            let total = (cur.len() + old.len()) as u32 + stopping;
-            want_place = n
-                .saturating_sub(cur.len() as u32)
-                .min((n + surge).saturating_sub(total));
+        let mode = rollout::mode(job, active);
+        let counts = rollout::Counts {
+            replicas: n,
+            cur: cur.len() as u32,
+            old: old.len() as u32,
+            healthy_cur,
+            stopping: self
+                .state
+                .job_allocations(&job.name)
+                .filter(|a| a.desired == Desired::Stop && !a.state.is_terminal())
+                .count() as u32,
+            surge,
+        };
+        let step = rollout::step(mode, &counts);
+        if step.stop_old {
             self.stop_old(plan, &old, healthy_cur, n.saturating_sub(unavailable));
-            if cur.len() as u32 > n {
-                self.scale_down(plan, &cur, cur.len() - n as usize);
-            }
-            if let Some(r) = record.as_mut() {
-                if cur.len() as u32 == n && healthy_cur >= n && old.is_empty() {
-                    r.state = RolloutState::Succeeded;
-                    r.finished_at_ms = Some(self.now_ms);
-                    r.reason = match r.kind {
-                        RolloutKind::Update => {
-                            format!("all {n} replica(s) of version {} healthy", r.version)
-                        }
-                        RolloutKind::Rollback => format!("{}; done", r.reason),
-                        RolloutKind::Restart => format!("all {n} replica(s) restarted"),
-                    };
-                }
-            }
         }
-        if let (Some(before), Some(after)) = (active, record) {
+        if step.scale_down > 0 {
+            self.scale_down(plan, &cur, step.scale_down as usize);
+        }
+        if let Some(before) = active {
+            let mut after = before.clone();
+            rollout::advance(&mut after, mode, &counts, &job.name, self.now_ms);
             if *before != after {
                 plan.rollouts.push((job.name.clone(), after));
             }
         }
 
         let mut reason = None;
-        if want_place > 0 {
-            let host_ports = if spec.network == drover_proto::spec::Network::Host {
-                spec.ports.iter().map(|p| p.container as u16).collect()
-            } else {
-                vec![]
-            };
-            let ask = Ask {
-                cpu_millis: spec.resources.cpu.millis(),
-                memory_bytes: spec.resources.memory.bytes(),
-                host_ports,
-                private_network: spec.network == drover_proto::spec::Network::Private,
-            };
-            let mut per_node: BTreeMap<&str, u32> = BTreeMap::new();
-            for a in cur.iter().chain(old.iter()) {
-                *per_node.entry(a.node.as_str()).or_default() += 1;
-            }
-            for c in candidates.iter_mut() {
-                c.job_replicas = per_node.get(c.name.as_str()).copied().unwrap_or(0);
-            }
-            let p = placement::place(candidates, &ask, want_place);
-            let taken: BTreeSet<u32> = self
-                .state
-                .job_allocations(&job.name)
-                .filter(|a| {
-                    a.desired == Desired::Run
-                        && a.version == job.current
-                        && a.generation == job.generation
-                })
-                .map(|a| a.replica)
-                .collect();
-            let mut free = (0u32..).filter(|i| !taken.contains(i));
-            for node in &p.nodes {
-                let c = candidates
-                    .iter_mut()
-                    .find(|c| &c.name == node)
-                    .expect("placement returns known nodes");
-                c.cpu_used += ask.cpu_millis;
-                c.memory_used += ask.memory_bytes;
-                plan.place.push(NewAllocation {
-                    id: new_id(),
-                    job: job.name.clone(),
-                    version: job.current,
-                    replica: free.next().expect("endless"),
-                    node: node.clone(),
-                    generation: job.generation,
-                    canary,
-                });
-            }
-            reason = p.reason.map(|r| {
-                let n = p.unplaced;
-                format!(
-                    "{n} replica{} not placed: {r}",
-                    if n == 1 { "" } else { "s" }
-                )
-            });
+        if step.place > 0 {
+            let existing: Vec<&Allocation> = cur.iter().chain(old.iter()).copied().collect();
+            let (placed, why) = place::place(
+                self.state,
+                job,
+                step.place,
+                step.canary,
+                &existing,
+                candidates,
+                new_id,
+            );
+            plan.place.extend(placed);
+            reason = why;
         }
         if reason != job.pending_reason {
             plan.pending.push((job.name.clone(), reason));
         }
-    }
-
-    /// Why the active rollout has failed, if it has.
-    fn failure(&self, r: &Rollout, cur: &[&Allocation]) -> Option<String> {
-        let update = &self.job.current_spec().update;
-        for a in cur.iter().filter(|a| a.created_at_ms >= r.started_at_ms) {
-            let what = format!("replica {} of version {}", a.name, a.version);
-            if !a.health_detail.is_empty() {
-                return Some(format!(
-                    "{what} failed its health check: {}",
-                    a.health_detail
-                ));
-            }
-            let detail = &a.reason;
-            if a.health == HealthState::Unhealthy {
-                return Some(format!("{what} failed its health check: {detail}"));
-            }
-            if a.state == AllocState::Failed || a.restarts > 0 {
-                return Some(format!("{what} crashed: {detail}"));
-            }
-            let age = self.now_ms - a.created_at_ms;
-            if !is_healthy(self.job, a, self.now_ms, Duration(0))
-                && age > update.healthy_deadline.millis() as i64
-            {
-                return Some(format!(
-                    "{what} was not healthy within {}",
-                    update.healthy_deadline
-                ));
-            }
-        }
-        let waiting = r.state == RolloutState::WaitingPromotion;
-        if !waiting && self.now_ms - r.progress_at_ms > update.progress_deadline.millis() as i64 {
-            return Some(format!("no progress within {}", update.progress_deadline));
-        }
-        None
     }
 
     /// Stops old allocations: the unavailable ones at once, the available ones
