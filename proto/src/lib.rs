@@ -80,6 +80,39 @@ pub mod pb {
         }
     }
 
+    impl RolloutPhase {
+        pub fn word(self) -> &'static str {
+            match self {
+                RolloutPhase::Unspecified => "",
+                RolloutPhase::Running => "running",
+                RolloutPhase::Paused => "paused",
+                RolloutPhase::WaitingPromotion => "waiting-promotion",
+                RolloutPhase::Succeeded => "succeeded",
+                RolloutPhase::Failed => "failed",
+            }
+        }
+    }
+
+    impl Rollout {
+        /// The typed phase, or the word read into it (from a scheduler of the
+        /// release before).
+        pub fn typed_phase(&self) -> RolloutPhase {
+            match self.phase() {
+                RolloutPhase::Unspecified => [
+                    RolloutPhase::Running,
+                    RolloutPhase::Paused,
+                    RolloutPhase::WaitingPromotion,
+                    RolloutPhase::Succeeded,
+                    RolloutPhase::Failed,
+                ]
+                .into_iter()
+                .find(|p| p.word() == self.state)
+                .unwrap_or_default(),
+                p => p,
+            }
+        }
+    }
+
     /// The typed fields, or (from a scheduler of the release before, which
     /// sends the words only) the words read into them.
     impl Allocation {
@@ -106,5 +139,46 @@ pub mod pb {
                 (d, _) => d,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod wire_words {
+    use super::pb;
+
+    #[test]
+    fn typed_fields_win_and_words_alone_still_read() {
+        let typed = pb::Allocation {
+            state: "ignored".into(),
+            phase: pb::AllocationPhase::Stopping as i32,
+            health_state: pb::Health::Healthy as i32,
+            desired_state: pb::Desired::Stop as i32,
+            ..Default::default()
+        };
+        assert_eq!(typed.typed_phase(), pb::AllocationPhase::Stopping);
+        assert_eq!(typed.typed_health(), pb::Health::Healthy);
+        assert_eq!(typed.typed_desired(), pb::Desired::Stop);
+        let words = pb::Allocation {
+            state: "failed".into(),
+            health: "unhealthy".into(),
+            desired: "run".into(),
+            ..Default::default()
+        };
+        assert_eq!(words.typed_phase(), pb::AllocationPhase::Failed);
+        assert!(words.typed_phase().is_ended());
+        assert_eq!(words.typed_health(), pb::Health::Unhealthy);
+        assert_eq!(words.typed_desired(), pb::Desired::Run);
+        for p in [
+            pb::AllocationPhase::Pending,
+            pb::AllocationPhase::Running,
+            pb::AllocationPhase::Failed,
+        ] {
+            assert_eq!(pb::AllocationPhase::from_word(p.word()), Some(p));
+        }
+        let rollout = pb::Rollout {
+            state: "waiting-promotion".into(),
+            ..Default::default()
+        };
+        assert_eq!(rollout.typed_phase(), pb::RolloutPhase::WaitingPromotion);
     }
 }

@@ -151,8 +151,8 @@ pub async fn wait(
             }
             last = line;
         }
-        match r.state.as_str() {
-            "succeeded" => {
+        match r.typed_phase() {
+            pb::RolloutPhase::Succeeded => {
                 end_line(tty);
                 println!(
                     "{name}: {} ({:.2}s)",
@@ -161,17 +161,17 @@ pub async fn wait(
                 );
                 return Ok(0);
             }
-            "failed" => {
+            pb::RolloutPhase::Failed => {
                 end_line(tty);
                 eprintln!("{name}: rollout of version {version} failed: {}", r.reason);
                 return Ok(1);
             }
-            "waiting-promotion" => {
+            pb::RolloutPhase::WaitingPromotion => {
                 end_line(tty);
                 println!("{name}: {}", r.reason);
                 return Ok(0);
             }
-            "paused" => {
+            pb::RolloutPhase::Paused => {
                 end_line(tty);
                 println!("{name}: rollout paused; `drover job resume {name}` continues it");
                 return Ok(0);

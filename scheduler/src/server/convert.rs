@@ -1,7 +1,7 @@
 //! Conversions from the state machine's types to wire types, in one place.
 
 use crate::state::{
-    AllocState, Allocation, Desired, Job, Node, RolloutKind, State, VersionOutcome,
+    AllocState, Allocation, Desired, Job, Node, RolloutKind, RolloutState, State, VersionOutcome,
 };
 use drover_proto::pb;
 use drover_proto::spec::JobSpec;
@@ -186,6 +186,13 @@ pub fn rollout(state: &State, job: &Job, r: &crate::state::Rollout) -> pb::Rollo
         }
         .into(),
         state: r.state.as_str().into(),
+        phase: match r.state {
+            RolloutState::Running => pb::RolloutPhase::Running,
+            RolloutState::Paused => pb::RolloutPhase::Paused,
+            RolloutState::WaitingPromotion => pb::RolloutPhase::WaitingPromotion,
+            RolloutState::Succeeded => pb::RolloutPhase::Succeeded,
+            RolloutState::Failed => pb::RolloutPhase::Failed,
+        } as i32,
         promoted: r.promoted,
         started_at_ms: r.started_at_ms,
         finished_at_ms: r.finished_at_ms,

@@ -211,9 +211,9 @@ async fn wait_rollout(
             .map_err(status)?
             .into_inner();
         if let Some(r) = j.rollout.as_ref().filter(|r| r.version == version) {
-            match r.state.as_str() {
-                "succeeded" => return Ok(()),
-                "failed" => bail!("{name}: rollout failed: {}", r.reason),
+            match r.typed_phase() {
+                pb::RolloutPhase::Succeeded => return Ok(()),
+                pb::RolloutPhase::Failed => bail!("{name}: rollout failed: {}", r.reason),
                 _ => {}
             }
         }
