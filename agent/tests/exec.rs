@@ -2,6 +2,8 @@
 //! namespaces, cgroup and root, with its capabilities, no_new_privs and
 //! seccomp filter; stdio and the exit code come back; a tty works.
 
+mod common;
+
 use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
@@ -11,20 +13,7 @@ use drover_agent::cgroups;
 use drover_agent::image::{Image, ImageConfig};
 use drover_agent::runtime::{ExecRequest, ExitStatus, Runtime, RuntimeError};
 
-const BUSYBOX: &str = "/usr/bin/busybox";
-
-fn can_run() -> bool {
-    let ok = nix::unistd::geteuid().is_root() && Path::new(BUSYBOX).exists();
-    if !ok {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CI=true and not root or no busybox"
-        );
-        eprintln!("skipping: needs root and a static busybox");
-    }
-    ok
-}
+use common::BUSYBOX;
 
 fn bundle(dir: &Path, id: &str) -> Bundle {
     bundle_with(dir, id, None)
@@ -71,7 +60,7 @@ fn read(f: Option<&mut std::fs::File>) -> String {
 
 #[test]
 fn exec_runs_inside_the_container_with_its_isolation() {
-    if !can_run() {
+    if !common::root_and_busybox() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -154,7 +143,7 @@ fn exec_runs_inside_the_container_with_its_isolation() {
 
 #[test]
 fn exec_joins_the_containers_user_namespace() {
-    if !can_run() {
+    if !common::root_and_busybox() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

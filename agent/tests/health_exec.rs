@@ -14,20 +14,6 @@ use drover_agent::runtime::Runtime;
 use drover_proto::spec::{Health, Network};
 
 mod common;
-use common::BUSYBOX;
-
-fn can_run() -> bool {
-    let ok = nix::unistd::geteuid().is_root() && Path::new(BUSYBOX).exists();
-    if !ok {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CI=true and not root or no busybox"
-        );
-        eprintln!("skipping: needs root and a static busybox");
-    }
-    ok
-}
 
 fn bundle(dir: &Path, id: &str, user: Option<&str>) -> Bundle {
     let image = common::busybox_image(
@@ -94,7 +80,7 @@ fn start(id: &str, user: Option<&str>) -> Running {
 
 #[tokio::test]
 async fn an_exec_probe_runs_as_the_spec_user_inside_the_container() {
-    if !can_run() {
+    if !common::root_and_busybox() {
         return;
     }
     let id = "it-probe-user";
@@ -125,7 +111,7 @@ async fn an_exec_probe_runs_as_the_spec_user_inside_the_container() {
 
 #[tokio::test]
 async fn a_hanging_probe_is_killed_at_its_timeout() {
-    if !can_run() {
+    if !common::root_and_busybox() {
         return;
     }
     let id = "it-probe-hang";
@@ -151,7 +137,7 @@ async fn a_hanging_probe_is_killed_at_its_timeout() {
 
 #[tokio::test]
 async fn a_chatty_probe_keeps_a_bounded_reason() {
-    if !can_run() {
+    if !common::root_and_busybox() {
         return;
     }
     let id = "it-probe-chatty";

@@ -7,6 +7,8 @@
 //! checks two things: the pull is refused or the entry neutralised with a
 //! clear reason, and a canary directory outside the cache is unchanged.
 
+mod common;
+
 use std::ffi::CString;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -15,16 +17,6 @@ use std::path::{Path, PathBuf};
 
 use drover_agent::image::{ImageError, ImageLimits, ImageStore};
 use sha2::{Digest, Sha256};
-
-fn require_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    let why = "skipping: unpacking owners, whiteouts and xattrs needs root";
-    assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI=true: {why}");
-    eprintln!("{why}");
-    false
-}
 
 /// One raw tar entry; names and link targets are written byte for byte so
 /// that the archive can say anything an attacker's could.
@@ -227,7 +219,7 @@ fn assert_refused(result: Result<drover_agent::image::Image, ImageError>, what: 
 
 #[test]
 fn symlink_then_whiteout_cannot_delete_a_host_file() {
-    if !require_root() {
+    if !common::can_run(&[common::root()]) {
         return;
     }
     let canary = Canary::new();
@@ -244,7 +236,7 @@ fn symlink_then_whiteout_cannot_delete_a_host_file() {
 
 #[test]
 fn symlink_then_opaque_whiteout_cannot_mark_a_host_directory() {
-    if !require_root() {
+    if !common::can_run(&[common::root()]) {
         return;
     }
     let canary = Canary::new();
@@ -260,7 +252,7 @@ fn symlink_then_opaque_whiteout_cannot_mark_a_host_directory() {
 
 #[test]
 fn symlink_then_file_cannot_write_a_host_file() {
-    if !require_root() {
+    if !common::can_run(&[common::root()]) {
         return;
     }
     let canary = Canary::new();
@@ -275,7 +267,7 @@ fn symlink_then_file_cannot_write_a_host_file() {
 
 #[test]
 fn relative_symlink_chains_and_dotdot_targets_stay_inside() {
-    if !require_root() {
+    if !common::can_run(&[common::root()]) {
         return;
     }
     let canary = Canary::new();
@@ -312,7 +304,7 @@ fn relative_symlink_chains_and_dotdot_targets_stay_inside() {
 
 #[test]
 fn hard_links_cannot_reach_outside_the_layer() {
-    if !require_root() {
+    if !common::can_run(&[common::root()]) {
         return;
     }
     let canary = Canary::new();
@@ -345,7 +337,7 @@ fn hard_links_cannot_reach_outside_the_layer() {
 
 #[test]
 fn dotdot_entry_paths_are_refused() {
-    if !require_root() {
+    if !common::can_run(&[common::root()]) {
         return;
     }
     let canary = Canary::new();
@@ -359,7 +351,7 @@ fn dotdot_entry_paths_are_refused() {
 
 #[test]
 fn device_nodes_are_not_created_but_whiteouts_are() {
-    if !require_root() {
+    if !common::can_run(&[common::root()]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -379,7 +371,7 @@ fn device_nodes_are_not_created_but_whiteouts_are() {
 
 #[test]
 fn setuid_bits_are_kept_inside_a_private_cache() {
-    if !require_root() {
+    if !common::can_run(&[common::root()]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -397,7 +389,7 @@ fn setuid_bits_are_kept_inside_a_private_cache() {
 
 #[test]
 fn layer_xattrs_cannot_forge_overlay_metadata() {
-    if !require_root() {
+    if !common::can_run(&[common::root()]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -422,7 +414,7 @@ fn layer_xattrs_cannot_forge_overlay_metadata() {
 
 #[test]
 fn decompression_bombs_stop_at_the_size_limit() {
-    if !require_root() {
+    if !common::can_run(&[common::root()]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -459,7 +451,7 @@ fn decompression_bombs_stop_at_the_size_limit() {
 
 #[test]
 fn a_blob_that_is_not_its_digest_is_refused_before_unpacking() {
-    if !require_root() {
+    if !common::can_run(&[common::root()]) {
         return;
     }
     let canary = Canary::new();

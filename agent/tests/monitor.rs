@@ -12,20 +12,6 @@ use drover_agent::cgroups;
 use drover_agent::runtime::{log, ExitStatus, MonitorConfig, Runtime};
 
 mod common;
-use common::BUSYBOX;
-
-fn can_run() -> bool {
-    let ok = nix::unistd::geteuid().is_root() && Path::new(BUSYBOX).exists();
-    if !ok {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CI=true and not root or no busybox"
-        );
-        eprintln!("skipping: needs root and a static busybox");
-    }
-    ok
-}
 
 fn bundle(dir: &Path, id: &str, script: &str, memory: u64) -> Bundle {
     let image = common::busybox_image(dir, &["sh", "echo", "sleep", "seq", "head", "tr", "true"]);
@@ -62,7 +48,7 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn a_monitored_container_outlives_its_runtime_and_is_readopted() {
-    if !can_run() {
+    if !common::root_and_busybox() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -101,7 +87,7 @@ fn a_monitored_container_outlives_its_runtime_and_is_readopted() {
 
 #[test]
 fn logs_rotate_by_size_and_an_oom_kill_is_counted() {
-    if !can_run() {
+    if !common::root_and_busybox() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -10,23 +10,7 @@ use drover_agent::cgroups;
 use drover_agent::runtime::{ResourceDefaults, Runtime, DEFAULT_PIDS_LIMIT};
 
 mod common;
-use common::BUSYBOX;
 const CG: &str = "/sys/fs/cgroup";
-
-fn can_run() -> bool {
-    let ok = nix::unistd::geteuid().is_root()
-        && Path::new(BUSYBOX).exists()
-        && Path::new(CG).join("pids").exists();
-    if !ok {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CI=true and not root, no busybox or no cgroup v1 pids hierarchy"
-        );
-        eprintln!("skipping: needs root, a static busybox and cgroup v1 (pids, memory)");
-    }
-    ok
-}
 
 fn bundle(dir: &Path, id: &str, script: &str) -> Bundle {
     let image = common::busybox_image(dir, &["sh", "sleep", "cat", "echo"]);
@@ -78,7 +62,7 @@ fn run(id: &str, script: &str, defaults: ResourceDefaults) -> (String, [String; 
 
 #[test]
 fn a_container_without_limits_gets_the_defaults() {
-    if !can_run() {
+    if !common::root_and_busybox() {
         return;
     }
     let (_, seen) = run("it-default-pids", "true", ResourceDefaults::default());
@@ -94,7 +78,7 @@ fn a_container_without_limits_gets_the_defaults() {
 
 #[test]
 fn a_fork_bomb_stops_at_the_default_pids_limit() {
-    if !can_run() {
+    if !common::root_and_busybox() {
         return;
     }
     // A failed fork ends a busybox shell, so the bomb runs in a subshell.
@@ -109,7 +93,7 @@ fn a_fork_bomb_stops_at_the_default_pids_limit() {
 /// processes, told by flag).
 #[test]
 fn monitors_apply_the_agents_default() {
-    if !can_run() {
+    if !common::root_and_busybox() {
         return;
     }
     let id = "it-default-monitor";

@@ -4,6 +4,8 @@
 //! whose cgroup still holds a process, a running allocation's quiet log, an
 //! adopted container's log) stays.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -12,19 +14,6 @@ use drover_agent::cgroups::{self, Limits};
 use drover_agent::daemon::retention;
 
 const CG: &str = "/sys/fs/cgroup";
-
-fn can_run() -> bool {
-    let ok = nix::unistd::geteuid().is_root() && Path::new(CG).join("pids").exists();
-    if !ok {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CI=true and not root or no cgroup v1 pids hierarchy"
-        );
-        eprintln!("skipping: needs root and cgroup v1 (pids)");
-    }
-    ok
-}
 
 fn set_mtime(path: &Path, age: Duration) {
     std::fs::File::open(path)
@@ -35,7 +24,7 @@ fn set_mtime(path: &Path, age: Duration) {
 
 #[test]
 fn retention_removes_only_what_ended_allocations_left() {
-    if !can_run() {
+    if !common::root_and_busybox() {
         return;
     }
     const HOUR: Duration = Duration::from_secs(3600);

@@ -2,6 +2,8 @@
 //! what a user of the runtime relies on: namespaces, PID 1, hostname,
 //! cgroup limits, clear exec errors, and nothing left behind after stop.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,35 +12,12 @@ use drover_agent::cgroups;
 use drover_agent::image::{Image, ImageConfig};
 use drover_agent::runtime::{ExitStatus, Runtime, RuntimeError};
 
-const BUSYBOX: &str = "/usr/bin/busybox";
-
-/// True if the test can run; otherwise says why (and fails under CI=true).
-fn can_run(needs: &[(&str, bool)]) -> bool {
-    let missing: Vec<&str> = needs
-        .iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(what, _)| *what)
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("skipping: missing {}", missing.join(", "));
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "CI=true and {why}"
-    );
-    eprintln!("{why}");
-    false
-}
+use common::BUSYBOX;
 
 fn requirements() -> Vec<(&'static str, bool)> {
     vec![
-        ("root", nix::unistd::geteuid().is_root()),
-        (
-            "a static busybox at /usr/bin/busybox",
-            Path::new(BUSYBOX).exists(),
-        ),
+        common::root(),
+        common::busybox(),
         (
             "overlayfs",
             std::fs::read_to_string("/proc/filesystems")
@@ -137,7 +116,7 @@ fn mounted(path: &Path) -> bool {
 
 #[tokio::test]
 async fn container_is_isolated_limited_and_fully_removed_by_stop() {
-    if !can_run(&requirements()) {
+    if !common::can_run(&requirements()) {
         return;
     }
     let f = fixture("it-isolated", &["/bin/sleep", "30"], |r| {
@@ -201,7 +180,7 @@ async fn container_is_isolated_limited_and_fully_removed_by_stop() {
 
 #[tokio::test]
 async fn hostname_env_cwd_loopback_and_exit_code() {
-    if !can_run(&requirements()) {
+    if !common::can_run(&requirements()) {
         return;
     }
     let script = "hostname; echo $GREETING; pwd; cat /sys/class/net/lo/flags; ls /dev; \
@@ -233,7 +212,7 @@ async fn hostname_env_cwd_loopback_and_exit_code() {
 
 #[tokio::test]
 async fn host_network_shares_the_net_namespace() {
-    if !can_run(&requirements()) {
+    if !common::can_run(&requirements()) {
         return;
     }
     let f = fixture("it-hostnet", &["/bin/sleep", "30"], |r| {
@@ -247,7 +226,7 @@ async fn host_network_shares_the_net_namespace() {
 
 #[test]
 fn missing_binary_is_a_clear_error_and_leaves_nothing() {
-    if !can_run(&requirements()) {
+    if !common::can_run(&requirements()) {
         return;
     }
     let f = fixture("it-nope", &["/bin/nope"], |_| {});
@@ -272,7 +251,7 @@ fn runc_runs_the_same_bundle() {
     let runc = Path::new("/usr/sbin/runc").exists() || Path::new("/usr/bin/runc").exists();
     let mut needs = requirements();
     needs.push(("runc", runc));
-    if !can_run(&needs) {
+    if !common::can_run(&needs) {
         return;
     }
     let f = fixture("it-runc", &["sh", "-c", "hostname; exit 3"], |r| {
@@ -297,7 +276,7 @@ fn runc_runs_the_same_bundle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_starts_from_a_multithreaded_runtime() {
-    if !can_run(&requirements()) {
+    if !common::can_run(&requirements()) {
         return;
     }
     let fixtures: Vec<_> = (0..6)
@@ -329,7 +308,7 @@ async fn concurrent_starts_from_a_multithreaded_runtime() {
 
 #[tokio::test]
 async fn image_user_is_applied_without_effective_capabilities() {
-    if !can_run(&requirements()) {
+    if !common::can_run(&requirements()) {
         return;
     }
     let script = "id -u; id -g; grep -E 'Cap(Eff|Bnd)' /proc/self/status";

@@ -11,6 +11,8 @@
 //! paths, mounts with their options, cgroup membership) and the cgroup limits
 //! read from the host (memory, cpu, pids, device rules) must be equal.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,26 +22,7 @@ use drover_agent::cgroups;
 use drover_agent::image::{Image, ImageConfig};
 use drover_agent::runtime::{ExecRequest, ExitStatus, MonitorConfig, Runtime};
 
-const BUSYBOX: &str = "/usr/bin/busybox";
-
-fn can_run(needs: &[(&str, bool)]) -> bool {
-    let missing: Vec<&str> = needs
-        .iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(what, _)| *what)
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("skipping: missing {}", missing.join(", "));
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "CI=true and {why}"
-    );
-    eprintln!("{why}");
-    false
-}
+use common::BUSYBOX;
 
 /// The system call probe (`syscall_probe.c`), built static once per run.
 fn syscall_probe() -> Option<&'static Path> {
@@ -62,8 +45,8 @@ fn syscall_probe() -> Option<&'static Path> {
 
 fn requirements(runc: bool) -> Vec<(&'static str, bool)> {
     let mut needs = vec![
-        ("root", nix::unistd::geteuid().is_root()),
-        ("a static busybox", Path::new(BUSYBOX).exists()),
+        common::root(),
+        common::busybox(),
         (
             "a C compiler with a static libc (cc -static, for the syscall probe)",
             syscall_probe().is_some(),
@@ -256,7 +239,7 @@ fn probe_runc(f: &Fixture, id: &str) -> (String, Vec<String>) {
 
 #[test]
 fn drover_and_runc_isolate_the_same_bundle_the_same_way() {
-    if !can_run(&requirements(true)) {
+    if !common::can_run(&requirements(true)) {
         return;
     }
     let id = "it-parity";
@@ -325,7 +308,7 @@ fn assert_same_report(drover: &str, runc: &str) {
 
 #[test]
 fn a_jobs_seccomp_choice_applies_as_under_runc() {
-    if !can_run(&requirements(true)) {
+    if !common::can_run(&requirements(true)) {
         return;
     }
     // A deny list in Docker's format, as a job would bring it.
@@ -416,7 +399,7 @@ sh -c 'dd if=/dev/zero of=/dev/null bs=100M count=1 2>/dev/null && echo survived
 
 #[test]
 fn escape_attempts_fail() {
-    if !can_run(&requirements(false)) {
+    if !common::can_run(&requirements(false)) {
         return;
     }
     let id = "it-escape";
@@ -521,7 +504,7 @@ fn assert_break_outs_failed_as(out: &str, userns: bool) {
 /// The same break-outs and limits from a container in a user namespace.
 #[test]
 fn escape_attempts_fail_in_a_user_namespace() {
-    if !can_run(&requirements(false)) {
+    if !common::can_run(&requirements(false)) {
         return;
     }
     let id = "it-escape-userns";
@@ -559,7 +542,7 @@ fn escape_attempts_fail_on_cgroup_v2() {
     let mut needs = requirements(false);
     needs.retain(|(what, _)| !what.starts_with("cgroup v1"));
     needs.push(("a mounted cgroup2 hierarchy", v2.is_some()));
-    if !can_run(&needs) {
+    if !common::can_run(&needs) {
         return;
     }
     let root = v2.unwrap();
@@ -603,7 +586,7 @@ const TEST_IDS: IdRange = IdRange {
 
 #[test]
 fn a_user_namespace_maps_root_to_an_unprivileged_range() {
-    if !can_run(&requirements(false)) {
+    if !common::can_run(&requirements(false)) {
         return;
     }
     let id = "it-userns";
@@ -680,7 +663,7 @@ exec sleep 60
 
 #[test]
 fn spec_user_read_only_root_and_capability_changes_apply() {
-    if !can_run(&requirements(false)) {
+    if !common::can_run(&requirements(false)) {
         return;
     }
     let id = "it-hardened";
@@ -718,7 +701,7 @@ fn spec_user_read_only_root_and_capability_changes_apply() {
 /// container's working directory, and `..` would walk the host.
 #[test]
 fn a_cwd_through_an_inherited_fd_is_refused() {
-    if !can_run(&requirements(false)) {
+    if !common::can_run(&requirements(false)) {
         return;
     }
     let id = "it-fd-cwd";
@@ -909,7 +892,7 @@ fn assert_attack_failed(out: &str) {
 /// starts them: the container's init is a clone of the monitor.
 #[test]
 fn a_container_cannot_reach_the_runtime_binary_under_a_monitor() {
-    if !can_run(&requirements(false)) {
+    if !common::can_run(&requirements(false)) {
         return;
     }
     let id = "it-exe-monitor";
@@ -947,7 +930,7 @@ fn a_container_cannot_reach_the_runtime_binary_under_a_monitor() {
 /// for every container when it runs without monitors).
 #[test]
 fn a_container_cannot_reach_the_runtime_binary_of_runtime_run() {
-    if !can_run(&requirements(false)) {
+    if !common::can_run(&requirements(false)) {
         return;
     }
     let id = "it-exe-run";
@@ -972,7 +955,7 @@ fn a_container_cannot_reach_the_runtime_binary_of_runtime_run() {
 /// the operator's keys or type into their shell with TIOCSTI.
 #[test]
 fn a_container_cannot_reach_the_terminal_it_was_started_from() {
-    if !can_run(&requirements(false)) {
+    if !common::can_run(&requirements(false)) {
         return;
     }
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -92,8 +92,11 @@ pub enum Command {
     /// State (the Raft log, images, logs) lives in --state-dir. Ctrl-C stops
     /// every container it started and exits.
     ///
+    /// Run it as root (it makes namespaces, cgroups and a bridge); the API
+    /// listens on 127.0.0.1:7400, state is in /var/lib/drover/dev.
+    ///
     /// Example:
-    ///   sudo drover dev
+    ///   drover dev                 # in a root shell
     #[command(verbatim_doc_comment)]
     Dev(DevArgs),
     /// Benchmarks against a running cluster.

@@ -6,8 +6,11 @@
 //! pidfd. The child blocks on a pipe until the parent has moved it into the
 //! cgroup, so nothing the container runs ever escapes its limits; it then
 //! builds its root and execs (see [`child`]). A second, close-on-exec pipe
-//! carries a setup failure back as (stage, errno), or EOF when exec succeeded,
-//! which is how `start` tells "running" from "failed" synchronously.
+//! carries a setup failure back as three native-endian u32s (stage, index of
+//! the mount, path or candidate it failed on, errno), or EOF when exec
+//! succeeded, which is how `start` tells "running" from "failed"
+//! synchronously. With a user namespace the parent also writes the child's
+//! id maps before releasing it.
 
 pub mod bench;
 mod bounded;

@@ -1,11 +1,50 @@
-//! What several agent test binaries share: a one-layer image made of the
+//! What several agent test binaries share: the one way a test skips when
+//! the machine lacks what it needs, and a one-layer image made of the
 //! host's static busybox, with the applets a test needs.
+#![allow(dead_code)] // each test binary uses its own part
 
 use std::path::Path;
 
 use drover_agent::image::{Image, ImageConfig};
 
 pub const BUSYBOX: &str = "/usr/bin/busybox";
+
+/// True if every need holds; otherwise says which do not and skips, except
+/// under `CI=true`, where a skip is a failure.
+pub fn can_run(needs: &[(&str, bool)]) -> bool {
+    let missing: Vec<&str> = needs
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(what, _)| *what)
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("skipping: missing {}", missing.join(", "));
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "CI=true and {why}"
+    );
+    eprintln!("{why}");
+    false
+}
+
+pub fn root() -> (&'static str, bool) {
+    ("root", nix::unistd::geteuid().is_root())
+}
+
+pub fn busybox() -> (&'static str, bool) {
+    (
+        "a static busybox at /usr/bin/busybox",
+        Path::new(BUSYBOX).exists(),
+    )
+}
+
+/// Root and a static busybox: what most runtime tests need.
+pub fn root_and_busybox() -> bool {
+    can_run(&[root(), busybox()])
+}
 
 /// An image whose one layer (`<dir>/layer`) holds busybox as `/bin/busybox`,
 /// `applets` linked to it, and an empty `/tmp`; `PATH=/bin`.

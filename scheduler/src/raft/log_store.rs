@@ -3,9 +3,10 @@
 //! Raft's safety rests on two promises a replica makes to its peers: a vote it
 //! granted stays granted, and an entry it acknowledged stays in its log. Both
 //! must therefore be on disk before openraft is told they are. Every write here
-//! is a redb transaction committed with [`Durability::Immediate`] (an fsync),
-//! and only after that commit returns is openraft's flush callback invoked.
-//! A batch of entries is one transaction, so one fsync covers the batch.
+//! reaches disk in a redb transaction committed with
+//! [`Durability::Immediate`] (an fsync), and only after that commit returns is
+//! openraft's flush callback invoked; one transaction carries every write
+//! queued meanwhile (group commit, below).
 //!
 //! Layout: table `logs` maps the entry index (u64, big-endian in redb's key
 //! order) to the JSON entry; table `meta` holds the vote, the last purged log
