@@ -1,0 +1,195 @@
+//! Applying the commands that change allocations: placing, stopping, and
+//! what nodes report of them.
+
+use super::*;
+
+impl State {
+    pub(super) fn place(&mut self, allocations: &[NewAllocation], at_ms: i64) -> CommandResult {
+        let mut placed = 0;
+        let mut touched_jobs = BTreeSet::new();
+        for n in allocations {
+            // Refuse what no longer makes sense: the reconciler may have planned on an
+            // older state than this one.
+            let Some(job) = self.jobs.get(&n.job) else {
+                continue;
+            };
+            if job.stopped || job.current != n.version || job.generation != n.generation {
+                continue;
+            }
+            let Some(node) = self.nodes.get(&n.node) else {
+                continue;
+            };
+            if node.status != NodeStatus::Ready || self.allocations.contains_key(&n.id) {
+                continue;
+            }
+            // Its container network broke after the plan was made.
+            let private = job.current_spec().network == drover_proto::spec::Network::Private;
+            if private && !node.network_error.is_empty() {
+                continue;
+            }
+            let slot_taken = self.allocations.values().any(|a| {
+                a.job == n.job
+                    && a.replica == n.replica
+                    && a.version == n.version
+                    && a.generation == n.generation
+                    && a.desired == Desired::Run
+            });
+            if slot_taken {
+                continue;
+            }
+            let spec = job.current_spec();
+            self.allocations.insert(
+                n.id.clone(),
+                Allocation {
+                    id: n.id.clone(),
+                    name: format!("{}-{}", n.job, n.replica),
+                    job: n.job.clone(),
+                    version: n.version,
+                    replica: n.replica,
+                    node: n.node.clone(),
+                    desired: Desired::Run,
+                    state: AllocState::Pending,
+                    pid: 0,
+                    exit_code: None,
+                    reason: String::new(),
+                    desired_reason: String::new(),
+                    generation: n.generation,
+                    health: HealthState::Unknown,
+                    running_since_ms: None,
+                    healthy_since_ms: None,
+                    canary: n.canary,
+                    ip: String::new(),
+                    health_detail: String::new(),
+                    restarting_at_ms: 0,
+                    restarts: 0,
+                    cpu_millis: spec.resources.cpu.millis(),
+                    memory_bytes: spec.resources.memory.bytes(),
+                    created_at_ms: at_ms,
+                    updated_at_ms: at_ms,
+                },
+            );
+            touched_jobs.insert(n.job.clone());
+            placed += 1;
+        }
+        for job in touched_jobs {
+            self.forget_old_allocations(&job);
+        }
+        CommandResult {
+            count: placed,
+            ..CommandResult::ok(placed > 0)
+        }
+    }
+
+    /// Keeps the history of ended allocations of a job bounded.
+    pub(super) fn forget_old_allocations(&mut self, job: &str) {
+        let mut ended: Vec<(i64, String)> = self
+            .job_allocations(job)
+            .filter(|a| a.desired == Desired::Stop && a.state.is_terminal())
+            .map(|a| (a.updated_at_ms, a.id.clone()))
+            .collect();
+        if ended.len() > ENDED_ALLOCATIONS_KEPT {
+            ended.sort();
+            for (_, id) in &ended[..ended.len() - ENDED_ALLOCATIONS_KEPT] {
+                self.allocations.remove(id);
+            }
+        }
+    }
+
+    pub(super) fn stop_allocations(
+        &mut self,
+        ids: &[String],
+        reason: &str,
+        at_ms: i64,
+    ) -> CommandResult {
+        let mut count = 0;
+        for id in ids {
+            if let Some(a) = self.allocations.get_mut(id) {
+                if a.desired == Desired::Run {
+                    a.desired = Desired::Stop;
+                    a.desired_reason = reason.to_string();
+                    a.updated_at_ms = at_ms;
+                    // Even a replica no report has shown started may be
+                    // starting on its node right now: it ends only when the
+                    // node says so (the agent reports never-started ones as
+                    // stopped; see `DesiredAllocations.stopping`). Replacing
+                    // it sooner could run it twice.
+                    count += 1;
+                }
+            }
+        }
+        CommandResult {
+            count,
+            ..CommandResult::ok(count > 0)
+        }
+    }
+
+    pub(super) fn report(
+        &mut self,
+        node: &str,
+        reports: &[AllocationReport],
+        at_ms: i64,
+    ) -> CommandResult {
+        let mut count = 0;
+        for r in reports {
+            let Some(a) = self.allocations.get_mut(&r.id) else {
+                continue;
+            };
+            if a.node != node {
+                continue;
+            }
+            // An ended allocation stays ended: a late report cannot revive it.
+            if a.state.is_terminal() && !r.state.is_terminal() && a.desired == Desired::Stop {
+                continue;
+            }
+            let changed = a.state != r.state
+                || a.pid != r.pid
+                || a.exit_code != r.exit_code
+                || a.restarts != r.restarts
+                || a.health != r.health
+                || a.ip != r.ip
+                || a.health_detail != r.health_detail
+                || a.restarting_at_ms != r.restarting_at_ms
+                || (a.reason != r.reason && !r.reason.is_empty());
+            if !changed {
+                continue;
+            }
+            let new_run = r.state == AllocState::Running
+                && (a.state != AllocState::Running || a.pid != r.pid);
+            if new_run {
+                a.running_since_ms = Some(at_ms);
+            } else if r.state != AllocState::Running {
+                a.running_since_ms = None;
+            }
+            if r.health == HealthState::Healthy && r.state == AllocState::Running {
+                if a.health != HealthState::Healthy || new_run {
+                    a.healthy_since_ms = Some(at_ms);
+                }
+            } else {
+                a.healthy_since_ms = None;
+            }
+            if !r.ip.is_empty() || r.state.is_terminal() {
+                a.ip = r.ip.clone();
+            }
+            a.health = if r.state == AllocState::Running {
+                r.health
+            } else {
+                HealthState::Unknown
+            };
+            a.state = r.state;
+            a.pid = r.pid;
+            a.exit_code = r.exit_code;
+            a.restarts = r.restarts;
+            if !r.reason.is_empty() {
+                a.reason = r.reason.clone();
+            }
+            a.health_detail = r.health_detail.clone();
+            a.restarting_at_ms = r.restarting_at_ms;
+            a.updated_at_ms = at_ms;
+            count += 1;
+        }
+        CommandResult {
+            count,
+            ..CommandResult::ok(count > 0)
+        }
+    }
+}

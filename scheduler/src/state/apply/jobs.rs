@@ -1,0 +1,187 @@
+//! Applying the commands that change jobs: submit, scale, stop, purge.
+
+use super::*;
+
+impl State {
+    pub(super) fn submit_job(&mut self, spec: &JobSpec, at_ms: i64) -> CommandResult {
+        // The proposer validated; validate again so no replica ever holds a bad spec.
+        if let Err(e) = drover_proto::spec::validate(spec) {
+            return CommandResult::refused(Refusal::Invalid(e.to_string()));
+        }
+        // A published port is the same on every node: one job per port.
+        if let Some(x) = &spec.expose {
+            let clash = self.jobs.values().find(|j| {
+                j.name != spec.name
+                    && !j.stopped
+                    && j.current_spec()
+                        .expose
+                        .as_ref()
+                        .is_some_and(|o| o.port == x.port)
+            });
+            if let Some(other) = clash {
+                return CommandResult::refused(Refusal::Invalid(format!(
+                    "expose.port: {} is already published by job {:?}",
+                    x.port, other.name
+                )));
+            }
+        }
+        let Some(job) = self.jobs.get_mut(&spec.name) else {
+            let mut job = Job {
+                name: spec.name.clone(),
+                versions: vec![JobVersion {
+                    version: 1,
+                    spec: std::sync::Arc::new(spec.clone()),
+                    submitted_at_ms: at_ms,
+                    outcome: None,
+                }],
+                current: 1,
+                replicas: spec.replicas,
+                spec_replicas: spec.replicas,
+                stopped: false,
+                purge: false,
+                pending_reason: None,
+                submitted_at_ms: at_ms,
+                generation: 0,
+                stable_version: None,
+                rollout: None,
+            };
+            job.rollout = Some(Rollout::start(
+                &job,
+                RolloutKind::Update,
+                spec.update.canary == 0,
+                at_ms,
+            ));
+            self.jobs.insert(spec.name.clone(), job);
+            return CommandResult {
+                version: 1,
+                note: format!("submitted version 1 ({} replicas)", spec.replicas),
+                ..CommandResult::ok(true)
+            };
+        };
+        // `replicas` is the count in force only when the user edits it: re-running a
+        // spec whose `replicas` did not change keeps a count set by `job scale`.
+        let replicas_edited = spec.replicas != job.spec_replicas;
+        if replicas_edited {
+            job.replicas = spec.replicas;
+            job.spec_replicas = spec.replicas;
+        }
+        let mut unchanged = job.current_spec().clone();
+        unchanged.replicas = spec.replicas;
+        let same_version = unchanged == *spec;
+        let was_stopped = job.stopped;
+        job.stopped = false;
+        job.purge = false;
+        if same_version {
+            if was_stopped {
+                job.rollout = Some(Rollout::start(job, RolloutKind::Update, true, at_ms));
+            }
+            let note = match (was_stopped, replicas_edited) {
+                (true, _) => format!("started again at version {}", job.current),
+                (false, true) => format!(
+                    "scaled to {} (version {} unchanged)",
+                    job.replicas, job.current
+                ),
+                (false, false) => format!(
+                    "unchanged (version {} is already the current spec)",
+                    job.current
+                ),
+            };
+            return CommandResult {
+                version: job.current,
+                note,
+                ..CommandResult::ok(was_stopped || replicas_edited)
+            };
+        }
+        if let Some(r) = &job.rollout {
+            if !r.state.is_done() {
+                let v = r.version;
+                job.set_outcome(
+                    v,
+                    VersionOutcome::Superseded {
+                        by: "a newer version".into(),
+                    },
+                );
+            }
+        }
+        let version = job.versions.last().map(|v| v.version).unwrap_or(0) + 1;
+        job.versions.push(JobVersion {
+            version,
+            spec: std::sync::Arc::new(spec.clone()),
+            submitted_at_ms: at_ms,
+            outcome: None,
+        });
+        job.current = version;
+        job.submitted_at_ms = at_ms;
+        let mut has_old = false;
+        let mut in_use = std::collections::BTreeSet::new();
+        for a in self.allocations.values().filter(|a| a.job == spec.name) {
+            has_old |= a.desired == Desired::Run;
+            in_use.insert(a.version);
+        }
+        let job = self.jobs.get_mut(&spec.name).expect("job exists");
+        let promoted = spec.update.canary == 0 || !has_old;
+        job.rollout = Some(Rollout::start(job, RolloutKind::Update, promoted, at_ms));
+        job.prune_versions(&in_use);
+        CommandResult {
+            version,
+            note: format!("submitted version {version}"),
+            ..CommandResult::ok(true)
+        }
+    }
+
+    pub(super) fn scale_job(&mut self, name: &str, replicas: u32) -> CommandResult {
+        let Some(job) = self.jobs.get_mut(name) else {
+            return CommandResult::refused(Refusal::NoJob(name.to_string()));
+        };
+        if replicas > 10_000 {
+            return CommandResult::refused(Refusal::Invalid(format!(
+                "replicas: {replicas} is more than the maximum of 10000"
+            )));
+        }
+        if job.stopped {
+            return CommandResult::refused(Refusal::Conflict(format!(
+                "job {name:?} is stopped: run it again first"
+            )));
+        }
+        let changed = job.replicas != replicas;
+        job.replicas = replicas;
+        CommandResult {
+            version: job.current,
+            note: format!("scaled to {replicas}"),
+            ..CommandResult::ok(changed)
+        }
+    }
+
+    pub(super) fn stop_job(&mut self, name: &str, purge: bool, at_ms: i64) -> CommandResult {
+        let Some(job) = self.jobs.get_mut(name) else {
+            return CommandResult::refused(Refusal::NoJob(name.to_string()));
+        };
+        let changed = !job.stopped || (purge && !job.purge);
+        job.stopped = true;
+        job.purge |= purge;
+        job.pending_reason = None;
+        let ids: Vec<String> = self
+            .job_allocations(name)
+            .filter(|a| a.desired == Desired::Run)
+            .map(|a| a.id.clone())
+            .collect();
+        let mut r = self.stop_allocations(&ids, "job stopped", at_ms);
+        r.changed |= changed;
+        r
+    }
+
+    pub(super) fn purge_job(&mut self, name: &str) -> CommandResult {
+        let Some(job) = self.jobs.get(name) else {
+            return CommandResult::ok(false);
+        };
+        let live = self.job_allocations(name).any(|a| !a.state.is_terminal());
+        if !job.stopped || live {
+            return CommandResult::refused(Refusal::Conflict(format!(
+                "job {name:?} still has allocations"
+            )));
+        }
+        self.jobs.remove(name);
+        self.allocations.retain(|_, a| a.job != name);
+        CommandResult::ok(true)
+    }
+}

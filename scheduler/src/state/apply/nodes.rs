@@ -1,0 +1,169 @@
+//! Applying the commands that change nodes: registering, status,
+//! schedulability, network health, removal.
+
+use super::*;
+
+impl State {
+    pub(super) fn set_schedulable(
+        &mut self,
+        name: &str,
+        schedulable: bool,
+        drain: bool,
+        at_ms: i64,
+    ) -> CommandResult {
+        let Some(node) = self.nodes.get_mut(name) else {
+            return CommandResult::refused(Refusal::NoNode(name.to_string()));
+        };
+        let changed = node.schedulable != schedulable || node.draining != drain;
+        node.schedulable = schedulable;
+        node.draining = drain;
+        node.updated_at_ms = at_ms;
+        CommandResult::ok(changed)
+    }
+
+    pub(super) fn register_node(
+        &mut self,
+        name: &str,
+        address: &str,
+        cpu_millis: u64,
+        memory_bytes: u64,
+        at_ms: i64,
+        cluster_cidr: &str,
+    ) -> CommandResult {
+        if name.is_empty() {
+            return CommandResult::refused(Refusal::Invalid("a node needs a name".into()));
+        }
+        // One range for the whole cluster: the first proposed wins.
+        if self.cluster_cidr.is_empty() && !cluster_cidr.is_empty() {
+            self.cluster_cidr = cluster_cidr.to_string();
+        }
+        let cluster_cidr = self.cluster_cidr.clone();
+        let has_subnet = self.nodes.get(name).is_some_and(|n| !n.subnet.is_empty());
+        let subnet = if has_subnet || cluster_cidr.is_empty() {
+            None
+        } else {
+            let taken: Vec<&str> = self.nodes.values().map(|n| n.subnet.as_str()).collect();
+            match super::subnet::next_free(&cluster_cidr, &taken) {
+                Some(s) => Some(s),
+                None => {
+                    return CommandResult::refused(Refusal::Conflict(format!(
+                        "no free /24 left in the cluster range {cluster_cidr} ({} nodes hold one): \
+                         remove nodes that are gone with `drover node rm`",
+                        taken.len()
+                    )))
+                }
+            }
+        };
+        let node = self.nodes.entry(name.to_string()).or_insert_with(|| Node {
+            name: name.to_string(),
+            address: String::new(),
+            cpu_millis: 0,
+            memory_bytes: 0,
+            status: NodeStatus::Ready,
+            schedulable: true,
+            draining: false,
+            subnet: String::new(),
+            network_error: String::new(),
+            registered_at_ms: at_ms,
+            updated_at_ms: at_ms,
+        });
+        node.address = address.to_string();
+        node.cpu_millis = cpu_millis;
+        node.memory_bytes = memory_bytes;
+        node.status = NodeStatus::Ready;
+        node.updated_at_ms = at_ms;
+        if let Some(s) = subnet {
+            node.subnet = s;
+        }
+        CommandResult {
+            note: node.subnet.clone(),
+            ..CommandResult::ok(true)
+        }
+    }
+
+    pub(super) fn remove_node(&mut self, name: &str, reason: &str, at_ms: i64) -> CommandResult {
+        let Some(node) = self.nodes.get(name) else {
+            return CommandResult::refused(Refusal::NoNode(name.to_string()));
+        };
+        if node.status != NodeStatus::Down {
+            return CommandResult::refused(Refusal::Conflict(format!(
+                "node {name} is {}: only a node that is down can be removed (stop its agent first; a running agent registers again)",
+                node.status.as_str()
+            )));
+        }
+        self.nodes.remove(name);
+        let mut count = 0;
+        for a in self.allocations.values_mut().filter(|a| a.node == name) {
+            if a.desired == Desired::Run {
+                a.desired = Desired::Stop;
+                a.desired_reason = format!("node removed: {reason}");
+                a.updated_at_ms = at_ms;
+                count += 1;
+            }
+            if !a.state.is_terminal() {
+                a.state = AllocState::Failed;
+                a.pid = 0;
+            }
+        }
+        CommandResult {
+            count,
+            ..CommandResult::ok(true)
+        }
+    }
+
+    pub(super) fn set_node_status(
+        &mut self,
+        name: &str,
+        status: NodeStatus,
+        at_ms: i64,
+    ) -> CommandResult {
+        let Some(node) = self.nodes.get_mut(name) else {
+            return CommandResult::refused(Refusal::NoNode(name.to_string()));
+        };
+        if node.status == status {
+            return CommandResult::ok(false);
+        }
+        node.status = status;
+        node.updated_at_ms = at_ms;
+        if status == NodeStatus::Down {
+            // Its allocations are lost: the reconciler replaces them elsewhere. When the
+            // node returns, its agent sees they are no longer desired and stops them.
+            let jobs = &self.jobs;
+            let keeps_running = |job: &str, version: u64| {
+                jobs.get(job)
+                    .and_then(|j| j.version(version))
+                    .is_some_and(|v| v.spec.on_disconnect == OnDisconnect::KeepRunning)
+            };
+            for a in self.allocations.values_mut().filter(|a| a.node == name) {
+                // Replicas that asked to keep running were not stopped by their
+                // agent, so they must not be started elsewhere: they stay, and
+                // count, until the node is back or removed.
+                if keeps_running(&a.job, a.version) {
+                    continue;
+                }
+                if a.desired == Desired::Run {
+                    a.desired = Desired::Stop;
+                    a.desired_reason = "node down: replaced".into();
+                    a.updated_at_ms = at_ms;
+                }
+                if !a.state.is_terminal() {
+                    a.state = AllocState::Failed;
+                    a.pid = 0;
+                }
+            }
+        }
+        CommandResult::ok(true)
+    }
+
+    pub(super) fn set_node_network(&mut self, name: &str, error: &str) -> CommandResult {
+        let Some(node) = self.nodes.get_mut(name) else {
+            return CommandResult::refused(Refusal::NoNode(name.to_string()));
+        };
+        if node.network_error == error {
+            return CommandResult::ok(false);
+        }
+        // Not `updated_at_ms`: that dates the node's status (how long it has been down).
+        node.network_error = error.to_string();
+        CommandResult::ok(true)
+    }
+}
