@@ -168,7 +168,8 @@ impl Runtime {
         process.set_env(Some(env));
         process.set_terminal(None);
         spec.set_process(Some(process));
-        let plan = plan::plan(&spec, bundle_dir)?;
+        let rootfs = plan::resolve_rootfs(&spec, bundle_dir)?;
+        let plan = plan::plan(&spec, &rootfs, &plan::HostFacts::read())?;
 
         let target = pidfd_open(container_pid).map_err(sys("open container pidfd"))?;
         let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(errno("pipe"))?;

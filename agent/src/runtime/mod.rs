@@ -195,7 +195,8 @@ impl Runtime {
             path: config,
             source,
         })?;
-        let mut plan = plan::plan(&spec, bundle_dir)?;
+        let rootfs = plan::resolve_rootfs(&spec, bundle_dir)?;
+        let mut plan = plan::plan(&spec, &rootfs, &plan::HostFacts::read())?;
         plan.limits = self.defaults.apply(plan.limits);
         self.cgroups.create(id, &plan.limits)?;
         let launched = self

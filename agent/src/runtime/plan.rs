@@ -4,6 +4,10 @@
 //! After `clone` the child of a multi-threaded process may not allocate or
 //! take locks (another thread may have held the allocator's lock at the
 //! moment of the fork), so all of this work happens here, before it.
+//!
+//! `plan` is pure: what it needs of the machine (cgroup version, the last
+//! capability, the resolved rootfs) its caller reads with `HostFacts::read`
+//! and `resolve_rootfs` and passes in, so tests can plan for any host.
 
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
@@ -141,13 +145,44 @@ fn caps_plan(
     })
 }
 
-/// The highest capability number this kernel knows.
-fn last_cap() -> usize {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(CAP_NAMES.len() - 1)
-        .min(63)
+/// What `plan` needs to know of the machine, read by its caller, so that
+/// `plan` itself reads nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HostFacts {
+    /// cgroup v2 is mounted at /sys/fs/cgroup (runc's `cgroup` mount is
+    /// cgroup2 there).
+    pub unified_cgroup: bool,
+    /// The highest capability number the kernel knows.
+    pub last_cap: usize,
+}
+
+impl HostFacts {
+    /// This machine.
+    pub(crate) fn read() -> HostFacts {
+        HostFacts {
+            unified_cgroup: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+            last_cap: std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(CAP_NAMES.len() - 1)
+                .min(63),
+        }
+    }
+}
+
+/// The bundle's root filesystem, every link in its path resolved (what
+/// `plan` takes: the child binds and pivots into exactly this directory).
+pub(crate) fn resolve_rootfs(spec: &Spec, bundle_dir: &Path) -> Result<PathBuf, RuntimeError> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| invalid("root", "missing"))?;
+    let rootfs = bundle_dir.join(root.path());
+    std::fs::canonicalize(&rootfs).map_err(|source| RuntimeError::Io {
+        op: "resolve rootfs",
+        path: rootfs,
+        source,
+    })
 }
 
 /// NULL-terminated pointer arrays over `strings`; valid while `strings` lives.
@@ -242,7 +277,13 @@ fn mkdir_chain(base: &Path, dest: &Path) -> Result<Vec<CString>, RuntimeError> {
 }
 
 /// Builds the plan for the bundle at `bundle_dir` described by `spec`.
-pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, RuntimeError> {
+/// The launch plan for `spec`, whose root filesystem is `rootfs` (see
+/// `resolve_rootfs`), on a machine like `host`. Pure: it reads no files.
+pub(crate) fn plan(
+    spec: &Spec,
+    rootfs: &Path,
+    host: &HostFacts,
+) -> Result<LaunchPlan, RuntimeError> {
     let process = spec
         .process()
         .as_ref()
@@ -262,12 +303,7 @@ pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, Runtime
         .root()
         .as_ref()
         .ok_or_else(|| invalid("root", "missing"))?;
-    let rootfs = bundle_dir.join(root.path());
-    let rootfs = std::fs::canonicalize(&rootfs).map_err(|source| RuntimeError::Io {
-        op: "resolve rootfs",
-        path: rootfs,
-        source,
-    })?;
+    let rootfs = rootfs.to_path_buf();
 
     let linux = spec
         .linux()
@@ -368,7 +404,7 @@ pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, Runtime
             // runc's `cgroup` mount. On a unified host that is cgroup2; a v1
             // host would need one mount per controller, which Drover does not
             // expose: the container gets an empty read-only tmpfs there.
-            if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            if host.unified_cgroup {
                 fstype = "cgroup2".into();
             } else {
                 fstype = "tmpfs".into();
@@ -515,7 +551,7 @@ pub(crate) fn plan(spec: &Spec, bundle_dir: &Path) -> Result<LaunchPlan, Runtime
         caps: process
             .capabilities()
             .as_ref()
-            .map(|c| caps_plan(c, last_cap()))
+            .map(|c| caps_plan(c, host.last_cap))
             .transpose()?,
         masked_paths: linux
             .masked_paths()
@@ -620,6 +656,11 @@ fn mount_attributes(flags: c_ulong) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOST: HostFacts = HostFacts {
+        unified_cgroup: false,
+        last_cap: 40,
+    };
     use crate::bundle::{build_spec, resolve_process, ContainerRequest, Network};
     use crate::image::ImageConfig;
 
@@ -627,6 +668,7 @@ mod tests {
     fn plan_from_bundle_spec() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+        let rootfs = dir.path().join("rootfs");
         let req = ContainerRequest {
             id: "c1".into(),
             hostname: "box".into(),
@@ -645,7 +687,7 @@ mod tests {
         )
         .unwrap();
         let spec = build_spec(&process, &Default::default(), &req).unwrap();
-        let p = plan(&spec, dir.path()).unwrap();
+        let p = plan(&spec, &rootfs, &HOST).unwrap();
         let expect = libc::CLONE_NEWPID
             | libc::CLONE_NEWNS
             | libc::CLONE_NEWUTS
@@ -699,7 +741,7 @@ mod tests {
         profile.set_default_action(oci_spec::runtime::LinuxSeccompAction::ScmpActNotify);
         linux.set_seccomp(Some(profile));
         with_notify.set_linux(Some(linux));
-        let err = plan(&with_notify, dir.path()).unwrap_err();
+        let err = plan(&with_notify, &rootfs, &HOST).unwrap_err();
         assert!(err.to_string().contains("linux.seccomp"), "{err}");
 
         let host = ContainerRequest {
@@ -707,6 +749,53 @@ mod tests {
             ..req
         };
         let spec = build_spec(&process, &Default::default(), &host).unwrap();
-        assert!(!plan(&spec, dir.path()).unwrap().loopback_up);
+        assert!(!plan(&spec, &rootfs, &HOST).unwrap().loopback_up);
+    }
+
+    #[test]
+    fn runcs_cgroup_mount_follows_the_hosts_cgroup_version() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+        let rootfs = dir.path().join("rootfs");
+        let req = ContainerRequest {
+            id: "c1".into(),
+            command: Some(vec!["/bin/true".into()]),
+            ..Default::default()
+        };
+        let process = resolve_process(&ImageConfig::default(), &req).unwrap();
+        let mut spec = build_spec(&process, &Default::default(), &req).unwrap();
+        let mut mounts = spec.mounts().clone().unwrap();
+        mounts.push(
+            oci_spec::runtime::MountBuilder::default()
+                .destination("/sys/fs/cgroup")
+                .typ("cgroup")
+                .source("cgroup")
+                .options(vec!["ro".to_string()])
+                .build()
+                .unwrap(),
+        );
+        spec.set_mounts(Some(mounts));
+        let fstype = |unified| {
+            let host = HostFacts {
+                unified_cgroup: unified,
+                last_cap: 40,
+            };
+            let p = plan(&spec, &rootfs, &host).unwrap();
+            let m = p
+                .mounts
+                .iter()
+                .find(|m| m.destination == "/sys/fs/cgroup")
+                .unwrap();
+            m.fstype.to_string_lossy().into_owned()
+        };
+        assert_eq!(fstype(true), "cgroup2");
+        assert_eq!(fstype(false), "tmpfs");
+        // The capability bound comes from the facts, not from /proc.
+        let host = HostFacts {
+            unified_cgroup: false,
+            last_cap: 35,
+        };
+        let caps = plan(&spec, &rootfs, &host).unwrap().caps.unwrap();
+        assert!(caps.drop_bounding.iter().all(|c| *c <= 35));
     }
 }
