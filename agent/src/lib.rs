@@ -17,22 +17,3 @@ pub mod leftovers;
 pub mod network;
 pub mod pki;
 pub mod runtime;
-
-/// Errors of the agent library; each module's error rolls up here.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Image(#[from] image::ImageError),
-    #[error(transparent)]
-    Bundle(#[from] bundle::BundleError),
-    #[error(transparent)]
-    Cgroup(#[from] cgroups::CgroupError),
-    #[error(transparent)]
-    Runtime(#[from] runtime::RuntimeError),
-    #[error(transparent)]
-    Bench(#[from] runtime::bench::BenchError),
-    #[error(transparent)]
-    Leftover(#[from] leftovers::LeftoverError),
-    #[error(transparent)]
-    Network(#[from] network::NetworkError),
-}

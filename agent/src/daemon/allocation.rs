@@ -8,6 +8,7 @@
 //! after the job's `stop_grace_period`, and removes the cgroup, the overlay
 //! mount and the bundle directory before reporting `stopped`.
 
+use super::error::StartError;
 use super::{health, Shared};
 use crate::bundle::{Bundle, ContainerRequest, Network};
 use crate::image::ImageRef;
@@ -31,9 +32,11 @@ pub struct Runner {
 }
 
 impl Runner {
-    pub fn spawn(shared: Arc<Shared>, desired: pb::DesiredAllocation) -> Result<Runner, String> {
-        let spec =
-            drover_proto::spec::from_json(&desired.spec_json).map_err(|e| format!("spec: {e}"))?;
+    pub fn spawn(
+        shared: Arc<Shared>,
+        desired: pb::DesiredAllocation,
+    ) -> Result<Runner, StartError> {
+        let spec = drover_proto::spec::from_json(&desired.spec_json)?;
         let (stop, stop_rx) = watch::channel(None);
         let grace_cap = Arc::new(AtomicU64::new(u64::MAX));
         let on_disconnect = spec.on_disconnect;
@@ -105,7 +108,7 @@ enum RunEnd {
     Exited(ExitStatus),
     /// Killed by the kernel for exceeding its memory limit.
     OomKilled(ExitStatus),
-    StartFailed(String),
+    StartFailed(StartError),
     Stopped(String),
     /// Its health check failed `failure_threshold` times in a row; it was stopped.
     Unhealthy(String, Option<ExitStatus>),
@@ -191,7 +194,7 @@ impl Life {
                     (Some(status.code()), describe(*status), status.success())
                 }
                 RunEnd::OomKilled(status) => (Some(status.code()), "oom-killed".into(), false),
-                RunEnd::StartFailed(e) => (None, e.clone(), false),
+                RunEnd::StartFailed(e) => (None, e.to_string(), false),
                 RunEnd::Unhealthy(why, status) => {
                     typed.health_detail = why.clone();
                     (status.map(|s| s.code()), format!("unhealthy: {why}"), false)
@@ -278,7 +281,7 @@ impl Life {
                 return RunEnd::Exited(status);
             }
             let _ = container.stop(std::time::Duration::ZERO).await;
-            return RunEnd::StartFailed(format!("network: {e}"));
+            return RunEnd::StartFailed(e);
         }
         self.report(AllocationPhase::Running, pid, None, "");
         let mut stop = self.stop.clone();
@@ -294,7 +297,7 @@ impl Life {
                         RunEnd::Exited(s)
                     }
                 }
-                Err(e) => RunEnd::StartFailed(format!("wait: {e}")),
+                Err(e) => RunEnd::StartFailed(StartError::Wait(e)),
             },
             why = self.watch_health(pid as i32) => {
                 let grace = self.spec.stop_grace_period.std();
@@ -320,22 +323,25 @@ impl Life {
     }
 
     /// Gives a private-network container its address on the node's bridge.
-    async fn attach_network(&self, pid: i32) -> Result<(), String> {
+    async fn attach_network(&self, pid: i32) -> Result<(), StartError> {
         if self.spec.network != drover_proto::spec::Network::Private {
             return Ok(());
         }
         let shared = self.shared.clone();
         let id = self.id.clone();
         let access = self.spec.security.control_plane_access;
-        let ip = tokio::task::spawn_blocking(move || match shared.private_network()? {
-            Some(net) => net
-                .attach(&id, pid, access)
-                .map(Some)
-                .map_err(|e| e.to_string()),
-            None => Ok(None),
+        let ip = tokio::task::spawn_blocking(move || {
+            // As before: "network: " and the node's recorded problem.
+            let net = shared
+                .private_network()
+                .map_err(|e| StartError::NodeNetwork(format!("network: {e}")))?;
+            match net {
+                Some(net) => Ok::<_, StartError>(Some(net.attach(&id, pid, access)?)),
+                None => Ok(None),
+            }
         })
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(StartError::task("network"))??;
         if let Some(ip) = ip {
             *self.ip.lock().expect("ip lock") = ip.to_string();
         }
@@ -344,14 +350,15 @@ impl Life {
 
     /// Refuses to start a container with private networking while the
     /// node's network cannot be set up (see `Shared::private_network`).
-    async fn network_ready(&self) -> Result<(), String> {
+    async fn network_ready(&self) -> Result<(), StartError> {
         if self.spec.network != drover_proto::spec::Network::Private {
             return Ok(());
         }
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || shared.private_network().map(|_| ()))
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(StartError::task("network"))?
+            .map_err(StartError::NodeNetwork)
     }
 
     /// Probes the container per its health check; returns why once it is unhealthy.
@@ -436,7 +443,7 @@ impl Life {
         Some(std::net::SocketAddr::new(ip, port))
     }
 
-    async fn prepare(&self) -> Result<Bundle, String> {
+    async fn prepare(&self) -> Result<Bundle, StartError> {
         let shared = self.shared.clone();
         let image = self.spec.image.clone();
         let mut req = self.request();
@@ -452,24 +459,23 @@ impl Life {
         }
         let dir = shared.bundle_dir(&self.id);
         tokio::task::spawn_blocking(move || {
-            let r: ImageRef = image.parse().map_err(|e| format!("image: {e}"))?;
+            let r: ImageRef = image.parse()?;
             let _in_use = shared.image_use.read().unwrap_or_else(|e| e.into_inner());
-            let img = shared.images.pull(&r).map_err(|e| format!("image: {e}"))?;
-            Bundle::create(&dir, &img, &req).map_err(|e| format!("bundle: {e}"))
+            let img = shared.images.pull(&r)?;
+            Ok(Bundle::create(&dir, &img, &req)?)
         })
         .await
-        .map_err(|e| format!("prepare: {e}"))?
+        .map_err(StartError::task("prepare"))?
     }
 
-    async fn launch(&self, bundle: &Bundle) -> Result<Container, String> {
+    async fn launch(&self, bundle: &Bundle) -> Result<Container, StartError> {
         let fenced_job = self.spec.on_disconnect == OnDisconnect::Stop;
         let since = self.shared.since_acknowledged();
         if fenced_job && drover_proto::fencing::must_fence(since, self.shared.node_timeout()) {
             // Never start a replica the scheduler may be starting elsewhere.
-            return Err(format!(
-                "not started: no leader acknowledged this node for {:.1}s (fencing)",
-                since.as_secs_f64()
-            ));
+            return Err(StartError::Fenced {
+                secs: since.as_secs_f64(),
+            });
         }
         let fence_clock = fenced_job.then(|| crate::fence_clock::file(&self.shared.state_dir));
         let shared = self.shared.clone();
@@ -478,23 +484,26 @@ impl Life {
         let log_path = shared.log_path(&self.id);
         tokio::task::spawn_blocking(move || {
             if let Some(monitor) = &shared.monitor {
-                return shared
-                    .runtime
-                    .start_monitored(monitor, &dir, &id, &log_path, fence_clock.as_deref())
-                    .map_err(|e| e.to_string());
+                return Ok(shared.runtime.start_monitored(
+                    monitor,
+                    &dir,
+                    &id,
+                    &log_path,
+                    fence_clock.as_deref(),
+                )?);
             }
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&log_path)
-                .map_err(|e| format!("log {}: {e}", log_path.display()))?;
-            shared
-                .runtime
-                .start(&dir, &id, log)
-                .map_err(|e| e.to_string())
+                .map_err(|source| StartError::Log {
+                    path: log_path.clone(),
+                    source,
+                })?;
+            Ok(shared.runtime.start(&dir, &id, log)?)
         })
         .await
-        .map_err(|e| format!("start: {e}"))?
+        .map_err(StartError::task("start"))?
     }
 
     fn request(&self) -> ContainerRequest {

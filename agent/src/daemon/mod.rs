@@ -11,6 +11,7 @@
 pub mod allocation;
 pub mod api;
 pub mod connection;
+pub mod error;
 pub mod exec;
 pub mod health;
 pub mod mesh;

@@ -154,7 +154,7 @@ fn converge(
                     id: id.clone(),
                     state: pb::AllocationPhase::Failed.word().into(),
                     phase: pb::AllocationPhase::Failed as i32,
-                    reason: e,
+                    reason: e.to_string(),
                     ..Default::default()
                 });
             }

@@ -22,6 +22,18 @@ pub const RANGE_SIZE: u32 = 65_536;
 /// How many containers can hold a range at once.
 pub const SLOTS: u32 = 16_384;
 
+/// Why no id range could be given.
+#[derive(Debug, thiserror::Error)]
+pub enum IdRangeError {
+    #[error("all {SLOTS} user namespace id ranges are in use")]
+    Exhausted,
+    #[error("record the id range in {path}: {source}")]
+    Record {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 #[derive(Debug)]
 pub struct IdRanges {
     dir: PathBuf,
@@ -64,17 +76,19 @@ impl IdRanges {
     }
 
     /// The range of `alloc`: the one it holds, or the lowest free one.
-    pub fn allocate(&self, alloc: &str) -> Result<IdRange, String> {
+    pub fn allocate(&self, alloc: &str) -> Result<IdRange, IdRangeError> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((slot, _)) = held.iter().find(|(_, a)| *a == alloc) {
             return Ok(range(*slot));
         }
         let slot = (0..SLOTS)
             .find(|s| !held.contains_key(s))
-            .ok_or_else(|| format!("all {SLOTS} user namespace id ranges are in use"))?;
+            .ok_or(IdRangeError::Exhausted)?;
         let file = self.dir.join(slot.to_string());
-        std::fs::write(&file, alloc)
-            .map_err(|e| format!("record the id range in {}: {e}", file.display()))?;
+        std::fs::write(&file, alloc).map_err(|source| IdRangeError::Record {
+            path: file.clone(),
+            source,
+        })?;
         held.insert(slot, alloc.to_string());
         Ok(range(slot))
     }

@@ -1,0 +1,72 @@
+//! Why an allocation could not be started. Typed inside the agent; its
+//! words become the reason the node reports (the scheduler decides by the
+//! reported phase, not by these words).
+
+use crate::bundle::BundleError;
+use crate::image::ImageError;
+use crate::network::NetworkError;
+use crate::runtime::RuntimeError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("spec: {0}")]
+    Spec(#[from] drover_proto::spec::SpecError),
+    #[error("image: {0}")]
+    Image(#[from] ImageError),
+    #[error("bundle: {0}")]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// Waiting for the container failed (it was started).
+    #[error("wait: {0}")]
+    Wait(RuntimeError),
+    /// The node's container network is not usable (its recorded problem).
+    #[error("{0}")]
+    NodeNetwork(String),
+    #[error("network: {0}")]
+    Attach(#[from] NetworkError),
+    #[error("log {path}: {source}")]
+    Log {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("not started: no leader acknowledged this node for {secs:.1}s (fencing)")]
+    Fenced { secs: f64 },
+    #[error(transparent)]
+    IdRanges(#[from] super::userns::IdRangeError),
+    /// The blocking task that did the work panicked or was cancelled.
+    #[error("{stage}: {source}")]
+    Task {
+        stage: &'static str,
+        source: tokio::task::JoinError,
+    },
+}
+
+impl StartError {
+    pub(super) fn task(stage: &'static str) -> impl FnOnce(tokio::task::JoinError) -> StartError {
+        move |source| StartError::Task { stage, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_words_nodes_report_stay_as_they_were() {
+        assert_eq!(
+            StartError::Fenced { secs: 4.25 }.to_string(),
+            "not started: no leader acknowledged this node for 4.2s (fencing)"
+        );
+        let spec = drover_proto::spec::from_json("{").unwrap_err();
+        assert!(StartError::from(spec).to_string().starts_with("spec: "));
+        let image: ImageError = "no such:image:ref:"
+            .parse::<crate::image::ImageRef>()
+            .unwrap_err();
+        assert!(StartError::from(image).to_string().starts_with("image: "));
+        assert_eq!(
+            StartError::from(super::super::userns::IdRangeError::Exhausted).to_string(),
+            "all 16384 user namespace id ranges are in use"
+        );
+    }
+}
