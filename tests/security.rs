@@ -523,18 +523,33 @@ fn a_job_in_a_user_namespace_runs_as_an_unprivileged_host_id() {
         "cat /proc/self/uid_map; id -u; cat /made",
     ]);
     let words: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert_eq!(words.len(), 5, "{}{}", out.stdout, out.stderr);
     assert_eq!(
-        words,
-        ["0", "1073741824", "65536", "0", "hi"],
-        "{}{}",
-        out.stdout,
-        out.stderr
+        [words[0], words[2], words[3], words[4]],
+        ["0", "65536", "0", "hi"]
+    );
+    // A range of its own from the host's pool: from 2^30, 65,536 apart.
+    let start: u64 = words[1].parse().unwrap();
+    assert!(
+        start >= 1 << 30 && (start - (1 << 30)).is_multiple_of(65536),
+        "{start}"
     );
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    assert!(uid.ends_with("1073741824"), "{uid}");
-    let ranges = c.agent_state_dir().join("userns");
-    assert_eq!(std::fs::read_dir(&ranges).unwrap().count(), 1);
+    assert!(uid.ends_with(&start.to_string()), "{uid}");
+    // The host's registry names this agent's state dir for the range.
+    let owner = std::fs::canonicalize(c.agent_state_dir()).unwrap();
+    let held = || {
+        std::fs::read_dir("/run/drover/userns")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_to_string(e.path())
+                    .is_ok_and(|t| t.starts_with(&format!("{}\n", owner.display())))
+            })
+            .count()
+    };
+    assert_eq!(held(), 1);
 
     // The README's hardened example: a user, no capabilities, a read-only
     // root and a profile of its own, in its own range.
@@ -562,7 +577,10 @@ fn a_job_in_a_user_namespace_runs_as_an_unprivileged_host_id() {
         "cat /proc/self/uid_map; id -u; grep CapEff /proc/self/status; mkdir /tmp/x",
     ]);
     let text = format!("{}{}", out.stdout, out.stderr);
-    assert!(text.contains("1073807360"), "the second range: {text}");
+    assert!(
+        !text.contains(&format!(" {start} ")),
+        "a range of its own: {text}"
+    );
     assert!(
         text.contains("1000") && text.contains("CapEff:\t0000000000000000"),
         "{text}"
@@ -571,9 +589,9 @@ fn a_job_in_a_user_namespace_runs_as_an_unprivileged_host_id() {
     assert!(c.drover(&["job", "stop", "hardened"]).ok());
     assert!(c.drover(&["job", "stop", "mapped"]).ok());
     drover_e2e::wait_for(
-        "the id range to be released",
+        "the id ranges to be released",
         Duration::from_secs(20),
-        || (std::fs::read_dir(&ranges).ok()?.count() == 0).then_some(()),
+        || (held() == 0).then_some(()),
     );
 }
 

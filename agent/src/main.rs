@@ -499,6 +499,15 @@ fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
             };
             let runtime = Runtime::new(cgroups::manager_for(cgroup_root));
             let work = tempfile::Builder::new().prefix("drover-bench").tempdir()?;
+            // A range from the host's pool, as the agent's containers get.
+            let ranges = user_namespace
+                .then(|| {
+                    drover_agent::daemon::userns::IdRanges::open(
+                        std::path::Path::new(drover_agent::daemon::userns::REGISTRY),
+                        work.path(),
+                    )
+                })
+                .transpose()?;
             let opts = bench::BenchOptions {
                 runs,
                 image: bundle_from.map(|r| r.parse::<ImageRef>()).transpose()?,
@@ -512,15 +521,16 @@ fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
                     Network::Private
                 },
                 monitor,
-                user_namespace: user_namespace.then(|| {
-                    use drover_agent::daemon::userns::{FIRST_ID, RANGE_SIZE, SLOTS};
-                    drover_agent::bundle::IdRange {
-                        start: FIRST_ID + (SLOTS - 1) * RANGE_SIZE,
-                        size: RANGE_SIZE,
-                    }
-                }),
+                user_namespace: match &ranges {
+                    Some(r) => Some(r.allocate("bench")?),
+                    None => None,
+                },
             };
-            let report = bench::run(&runtime, &opts)?;
+            let report = bench::run(&runtime, &opts);
+            if let Some(r) = &ranges {
+                r.release("bench");
+            }
+            let report = report?;
             print!("{report}");
             Ok(ExitCode::SUCCESS)
         }

@@ -12,6 +12,7 @@ pub mod security;
 mod spec;
 mod user;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 pub use security::{CapabilityChanges, Seccomp};
@@ -127,32 +128,24 @@ impl Bundle {
         req: &ContainerRequest,
     ) -> Result<Bundle, BundleError> {
         check_id(&req.id)?;
-        std::fs::create_dir_all(dir).map_err(BundleError::io("create", dir))?;
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(BundleError::io("create", parent))?;
+        }
+        // Private from its first moment (config.json will hold secrets).
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(BundleError::io("create", dir)(e)),
+        }
         let dir = std::fs::canonicalize(dir).map_err(BundleError::io("resolve", dir))?;
-        // Private to root; in a user namespace the container's root (its
-        // group) may pass through to the rootfs, as moby does for
-        // CVE-2021-41091 with remapped roots.
-        if let Some(r) = req.user_namespace {
-            reachable_by(&dir, r.start)?;
-        }
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = match req.user_namespace {
-                Some(r) => {
-                    std::os::unix::fs::chown(&dir, Some(0), Some(r.start))
-                        .map_err(BundleError::io("chown", &dir))?;
-                    0o710
-                }
-                None => 0o700,
-            };
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
-                .map_err(BundleError::io("chmod", &dir))?;
-        }
         let bundle = Bundle {
             dir,
             id: req.id.clone(),
         };
-        match bundle.populate(image, req) {
+        match bundle
+            .share_with(req)
+            .and_then(|()| bundle.populate(image, req))
+        {
             Ok(()) => Ok(bundle),
             Err(e) => {
                 let _ = bundle.cleanup();
@@ -173,7 +166,30 @@ impl Bundle {
         let spec = build_spec(&process, &ids, req)?;
         let config = self.config_path();
         spec.save(&config)?;
+        // The environment it holds is the job's secrets.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))
+            .map_err(BundleError::io("chmod", &config))?;
         Ok(())
+    }
+
+    /// Private to root; in a user namespace the container's root (its
+    /// group) may pass through to the rootfs, as moby does for
+    /// CVE-2021-41091 with remapped roots.
+    fn share_with(&self, req: &ContainerRequest) -> Result<(), BundleError> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = &self.dir;
+        let mode = match req.user_namespace {
+            Some(r) => {
+                reachable_by(dir, r.start)?;
+                std::os::unix::fs::chown(dir, Some(0), Some(r.start))
+                    .map_err(BundleError::io("chown", dir))?;
+                0o710
+            }
+            None => 0o700,
+        };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(BundleError::io("chmod", dir))
     }
 
     /// A handle on an existing bundle directory (e.g. after an agent restart),

@@ -148,7 +148,9 @@ pub(crate) fn unmount_layers(bundle: &Path) -> Result<(), BundleError> {
 
 /// A user namespace with `range` mapped (uids and gids), held by an fd: a
 /// child is cloned into a new one, its maps are written, its namespace is
-/// opened, and it exits.
+/// opened, and it is killed. (It waits in `pause`, not on a pipe: it holds a
+/// copy of every fd of the agent, other starts' pipes among them, so no
+/// end-of-file could be relied on.)
 fn user_namespace(range: IdRange) -> Result<OwnedFd, BundleError> {
     let io = |op: &'static str| {
         move |e: std::io::Error| BundleError::Io {
@@ -157,10 +159,9 @@ fn user_namespace(range: IdRange) -> Result<OwnedFd, BundleError> {
             source: e,
         }
     };
-    let (r, w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
     // SAFETY: a fork-like clone (no new stack, no CLONE_VM); the child only
-    // closes, reads and exits, which is safe after fork in a threaded process.
+    // makes raw `pause` calls until it is killed, which is safe after a fork
+    // of a threaded process.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -172,12 +173,9 @@ fn user_namespace(range: IdRange) -> Result<OwnedFd, BundleError> {
         )
     };
     if pid == 0 {
-        // SAFETY: in the child: wait for the parent to close its end, exit.
-        unsafe {
-            libc::close(w.as_raw_fd());
-            let mut b = [0u8; 1];
-            libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 1);
-            libc::_exit(0);
+        loop {
+            // SAFETY: pause takes no arguments; the parent SIGKILLs us.
+            unsafe { libc::syscall(libc::SYS_pause) };
         }
     }
     if pid < 0 {
@@ -192,8 +190,9 @@ fn user_namespace(range: IdRange) -> Result<OwnedFd, BundleError> {
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/user")).map_err(io("open"))?;
         Ok(OwnedFd::from(ns))
     })();
-    drop((r, w));
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    let child = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(child, None);
     result
 }
 

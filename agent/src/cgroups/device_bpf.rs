@@ -121,6 +121,7 @@ const ALU32_RSH_K: u8 = 0x74; // BPF_ALU | BPF_RSH | BPF_K
 const ALU32_MOV_X: u8 = 0xbc; // BPF_ALU | BPF_MOV | BPF_X
 const ALU64_MOV_K: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
 const JNE_K: u8 = 0x55; // BPF_JMP | BPF_JNE | BPF_K
+const JEQ_K: u8 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
 const EXIT: u8 = 0x95; // BPF_JMP | BPF_EXIT
 
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
@@ -159,12 +160,20 @@ pub(crate) fn program(rules: &[Rule]) -> Vec<Insn> {
         if let Some(kind) = r.kind {
             checks.push(vec![insn(JNE_K, 2, 0, 0, kind as i32)]);
         }
-        if r.access != ACC_ALL {
-            // Every access asked for must be in the rule's.
+        if r.access != ACC_ALL && r.allow {
+            // An allow covers the access only if every part asked for is in it.
             checks.push(vec![
                 insn(ALU32_MOV_X, 6, 3, 0, 0),
                 insn(ALU32_AND_K, 6, 0, 0, (!r.access & ACC_ALL) as i32),
                 insn(JNE_K, 6, 0, 0, 0),
+            ]);
+        } else if r.access != ACC_ALL {
+            // A deny refuses the access if any part asked for is in it (as
+            // v1 does): read+write is refused by a deny of write.
+            checks.push(vec![
+                insn(ALU32_MOV_X, 6, 3, 0, 0),
+                insn(ALU32_AND_K, 6, 0, 0, r.access as i32),
+                insn(JEQ_K, 6, 0, 0, 0),
             ]);
         }
         if let Some(major) = r.major {
@@ -178,7 +187,7 @@ pub(crate) fn program(rules: &[Rule]) -> Vec<Insn> {
         block.push(insn(EXIT, 0, 0, 0, 0));
         let len = block.len();
         for (i, ins) in block.iter_mut().enumerate() {
-            if ins.code == JNE_K {
+            if ins.code == JNE_K || ins.code == JEQ_K {
                 ins.off = (len - i - 1) as i16;
             }
         }
@@ -270,8 +279,12 @@ fn load(prog: &[Insn]) -> Result<OwnedFd, CgroupError> {
         // SAFETY: a successful BPF_PROG_LOAD returns a new fd we now own.
         Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
         Err(first) => {
-            // Again with the verifier's log, for the error message.
-            let _ = attempt(true);
+            // Again with the verifier's log, for the error message (a
+            // program that loads this time is not the one to attach).
+            if let Ok(fd) = attempt(true) {
+                // SAFETY: the fd BPF_PROG_LOAD just returned; nothing else has it.
+                drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+            }
             let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
             let text = String::from_utf8_lossy(&log[..end]);
             Err(CgroupError::DeviceProgram {
@@ -335,6 +348,11 @@ fn run(prog: &[Insn], kind: u32, major: u32, minor: u32, access: u32) -> u64 {
                     pc += i.off as usize;
                 }
             }
+            JEQ_K => {
+                if r[dst] == i.imm as i64 as u64 {
+                    pc += i.off as usize;
+                }
+            }
             EXIT => return r[0],
             c => panic!("unexpected opcode {c:#x}"),
         }
@@ -384,6 +402,11 @@ mod tests {
         let prog = p(&[(true, "a *:* rwm"), (false, "c 1:3 w")]);
         assert_eq!(run(&prog, DEV_CHAR, 1, 3, ACC_WRITE), 0);
         assert_eq!(run(&prog, DEV_CHAR, 1, 3, ACC_READ), 1);
+        assert_eq!(
+            run(&prog, DEV_CHAR, 1, 3, ACC_READ | ACC_WRITE),
+            0,
+            "read+write is refused by a deny of write"
+        );
         assert_eq!(run(&prog, DEV_BLOCK, 8, 0, ACC_READ), 1);
         let prog = p(&[(true, "c 1:3 rwm"), (false, "a *:* rwm")]);
         assert_eq!(run(&prog, DEV_CHAR, 1, 3, ACC_READ), 0, "reset forgets");

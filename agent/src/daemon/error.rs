@@ -66,7 +66,7 @@ mod tests {
         assert!(StartError::from(image).to_string().starts_with("image: "));
         assert_eq!(
             StartError::from(super::super::userns::IdRangeError::Exhausted).to_string(),
-            "all 16384 user namespace id ranges are in use"
+            "all 16384 user namespace id ranges of this host are in use"
         );
     }
 }

@@ -393,16 +393,15 @@ impl Agent {
                 },
             )?;
         }
-        let id_ranges = userns::IdRanges::load(
-            &config.state_dir.join("userns"),
-            &config.state_dir.join("bundles"),
-        )
-        .map_err(|source| DaemonError::Io {
-            path: config.state_dir.join("userns"),
-            source,
-        })?;
         // One agent per state dir; the lock also tells others we are alive.
         let lock = crate::leftovers::StateLock::acquire(&config.state_dir)?;
+        // After the lock: only this agent frees this state dir's id ranges.
+        let id_ranges =
+            userns::IdRanges::open(std::path::Path::new(userns::REGISTRY), &config.state_dir)
+                .map_err(|source| DaemonError::Io {
+                    path: userns::REGISTRY.into(),
+                    source,
+                })?;
         // Links agents that are gone for good left on this host.
         let own_dir =
             std::fs::canonicalize(&config.state_dir).unwrap_or_else(|_| config.state_dir.clone());

@@ -3,13 +3,15 @@
 //! 2^30 up, above any real user of the host, 16,384 ranges in all (as
 //! Kubernetes gives each pod its own range).
 //!
-//! A range is slot `s` (host ids `2^30 + s * 65536 ..`). Which allocation
-//! holds which slot is kept in memory and, to outlive an agent restart while
-//! its containers run on, as one file per slot in `<state>/userns/`, holding
-//! the allocation's id. On load a slot whose allocation has no bundle left
-//! is free again.
+//! A range is slot `s` (host ids `2^30 + s * 65536 ..`). Slots are recorded
+//! host-wide, one file per slot in [`REGISTRY`] (a tmpfs: a reboot, which
+//! ends every container, frees them all), so that every agent on the host
+//! (each with its own state dir) and `drover-agent runtime bench` draw from
+//! one pool: a slot is taken by creating its file (`O_EXCL`), which two
+//! processes cannot both do. A file names the state dir and the allocation
+//! holding the slot; an agent frees its own slots whose bundle is gone,
+//! when it starts and whenever it takes a new one.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -19,13 +21,15 @@ use crate::bundle::IdRange;
 pub const FIRST_ID: u32 = 1 << 30;
 /// Ids per container.
 pub const RANGE_SIZE: u32 = 65_536;
-/// How many containers can hold a range at once.
+/// How many containers can hold a range at once, on the whole host.
 pub const SLOTS: u32 = 16_384;
+/// Where the slots in use on this host are recorded.
+pub const REGISTRY: &str = "/run/drover/userns";
 
 /// Why no id range could be given.
 #[derive(Debug, thiserror::Error)]
 pub enum IdRangeError {
-    #[error("all {SLOTS} user namespace id ranges are in use")]
+    #[error("all {SLOTS} user namespace id ranges of this host are in use")]
     Exhausted,
     #[error("record the id range in {path}: {source}")]
     Record {
@@ -36,8 +40,13 @@ pub enum IdRangeError {
 
 #[derive(Debug)]
 pub struct IdRanges {
-    dir: PathBuf,
-    held: Mutex<BTreeMap<u32, String>>,
+    registry: PathBuf,
+    /// Whose slots these are: the (resolved) state dir.
+    owner: String,
+    bundles: PathBuf,
+    /// One allocation at a time in this process (others are kept out by
+    /// `O_EXCL`).
+    lock: Mutex<()>,
 }
 
 fn range(slot: u32) -> IdRange {
@@ -48,62 +57,95 @@ fn range(slot: u32) -> IdRange {
 }
 
 impl IdRanges {
-    /// The ranges recorded in `dir`; those whose allocation has no
-    /// directory in `bundles` any more are released.
-    pub fn load(dir: &Path, bundles: &Path) -> std::io::Result<IdRanges> {
-        crate::image::private_dir(dir).map_err(std::io::Error::other)?;
-        let mut held = BTreeMap::new();
-        for entry in std::fs::read_dir(dir)?.flatten() {
-            let path = entry.path();
-            let slot = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok());
-            let alloc = std::fs::read_to_string(&path).unwrap_or_default();
-            match slot {
-                Some(s) if s < SLOTS && !alloc.is_empty() && bundles.join(&alloc).exists() => {
-                    held.insert(s, alloc);
-                }
-                _ => {
-                    let _ = std::fs::remove_file(&path);
-                }
+    /// The slots of the agent whose state dir is `state_dir`, recorded in
+    /// `registry`; those whose bundle is gone are freed.
+    pub fn open(registry: &Path, state_dir: &Path) -> std::io::Result<IdRanges> {
+        crate::image::private_dir(registry).map_err(std::io::Error::other)?;
+        let owner = std::fs::canonicalize(state_dir)
+            .unwrap_or_else(|_| state_dir.to_path_buf())
+            .to_string_lossy()
+            .into_owned();
+        let r = IdRanges {
+            registry: registry.to_path_buf(),
+            owner,
+            bundles: state_dir.join("bundles"),
+            lock: Mutex::new(()),
+        };
+        r.reclaim();
+        Ok(r)
+    }
+
+    /// Every recorded slot: (slot, owner, allocation).
+    fn entries(&self) -> Vec<(u32, String, String)> {
+        let Ok(dir) = std::fs::read_dir(&self.registry) else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| {
+                let slot = e.file_name().to_str()?.parse::<u32>().ok()?;
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                let (owner, alloc) = text.split_once('\n')?;
+                Some((slot, owner.to_string(), alloc.to_string()))
+            })
+            .collect()
+    }
+
+    /// Frees this agent's slots whose allocation has no bundle any more,
+    /// and any slot of a state dir that is gone.
+    fn reclaim(&self) {
+        for (slot, owner, alloc) in self.entries() {
+            let stale = if owner == self.owner {
+                !self.bundles.join(&alloc).exists()
+            } else {
+                !Path::new(&owner).exists()
+            };
+            if stale {
+                let _ = std::fs::remove_file(self.registry.join(slot.to_string()));
             }
         }
-        Ok(IdRanges {
-            dir: dir.to_path_buf(),
-            held: Mutex::new(held),
-        })
     }
 
     /// The range of `alloc`: the one it holds, or the lowest free one.
     pub fn allocate(&self, alloc: &str) -> Result<IdRange, IdRangeError> {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((slot, _)) = held.iter().find(|(_, a)| *a == alloc) {
+        let _one_at_a_time = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries();
+        if let Some((slot, _, _)) = entries
+            .iter()
+            .find(|(_, o, a)| *o == self.owner && a == alloc)
+        {
             return Ok(range(*slot));
         }
-        let slot = (0..SLOTS)
-            .find(|s| !held.contains_key(s))
-            .ok_or(IdRangeError::Exhausted)?;
-        let file = self.dir.join(slot.to_string());
-        std::fs::write(&file, alloc).map_err(|source| IdRangeError::Record {
-            path: file.clone(),
-            source,
-        })?;
-        held.insert(slot, alloc.to_string());
-        Ok(range(slot))
+        self.reclaim();
+        for slot in 0..SLOTS {
+            let path = self.registry.join(slot.to_string());
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path);
+            match file {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    let record = format!("{}\n{alloc}", self.owner);
+                    if let Err(source) = f.write_all(record.as_bytes()) {
+                        let _ = std::fs::remove_file(&path);
+                        return Err(IdRangeError::Record { path, source });
+                    }
+                    return Ok(range(slot));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(source) => return Err(IdRangeError::Record { path, source }),
+            }
+        }
+        Err(IdRangeError::Exhausted)
     }
 
     /// Frees the range of `alloc`, if it holds one.
     pub fn release(&self, alloc: &str) {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.retain(|slot, a| {
-            if a == alloc {
-                let _ = std::fs::remove_file(self.dir.join(slot.to_string()));
-                false
-            } else {
-                true
+        for (slot, owner, a) in self.entries() {
+            if owner == self.owner && a == alloc {
+                let _ = std::fs::remove_file(self.registry.join(slot.to_string()));
             }
-        });
+        }
     }
 }
 
@@ -112,14 +154,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges_are_distinct_reused_after_release_and_survive_a_reload() {
+    fn ranges_are_distinct_across_agents_reused_after_release_and_survive_a_restart() {
         let tmp = tempfile::tempdir().unwrap();
-        let (dir, bundles) = (tmp.path().join("userns"), tmp.path().join("bundles"));
-        std::fs::create_dir_all(bundles.join("a")).unwrap();
-        std::fs::create_dir_all(bundles.join("b")).unwrap();
-        let r = IdRanges::load(&dir, &bundles).unwrap();
-        let a = r.allocate("a").unwrap();
-        let b = r.allocate("b").unwrap();
+        let registry = tmp.path().join("registry");
+        let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+        for b in ["a", "b"] {
+            std::fs::create_dir_all(one.join("bundles").join(b)).unwrap();
+        }
+        std::fs::create_dir_all(two.join("bundles/a")).unwrap();
+        let r1 = IdRanges::open(&registry, &one).unwrap();
+        let r2 = IdRanges::open(&registry, &two).unwrap();
+        let a = r1.allocate("a").unwrap();
         assert_eq!(
             a,
             IdRange {
@@ -127,17 +172,33 @@ mod tests {
                 size: 65536
             }
         );
-        assert_eq!(b.start, (1 << 30) + 65536);
-        assert_eq!(r.allocate("a").unwrap(), a, "idempotent");
-        // A restart keeps both while their bundles exist...
-        let again = IdRanges::load(&dir, &bundles).unwrap();
+        // Another agent on the host, even for an allocation of the same
+        // name, gets another range.
+        let other = r2.allocate("a").unwrap();
+        assert_eq!(other.start, (1 << 30) + 65536);
+        let b = r1.allocate("b").unwrap();
+        assert_eq!(b.start, (1 << 30) + 2 * 65536);
+        assert_eq!(r1.allocate("a").unwrap(), a, "idempotent");
+        // A restart keeps what still has a bundle and frees the rest, its own only.
+        std::fs::remove_dir(one.join("bundles/a")).unwrap();
+        std::fs::remove_dir(two.join("bundles/a")).unwrap();
+        let again = IdRanges::open(&registry, &one).unwrap();
         assert_eq!(again.allocate("b").unwrap(), b);
-        // ... and frees a range whose bundle is gone.
-        std::fs::remove_dir(bundles.join("a")).unwrap();
-        let after = IdRanges::load(&dir, &bundles).unwrap();
-        assert_eq!(after.allocate("c").unwrap(), a);
-        after.release("b");
-        assert!(!dir.join("1").exists());
-        assert_eq!(after.allocate("d").unwrap(), b);
+        assert_eq!(again.allocate("c").unwrap(), a, "a's slot was freed");
+        assert_eq!(
+            r2.entries()
+                .iter()
+                .filter(|(_, o, _)| *o == r2.owner)
+                .count(),
+            1,
+            "the other agent's slot is its own to free"
+        );
+        again.release("b");
+        assert!(!registry.join("2").exists());
+        // An agent whose state dir is gone frees nothing itself: the next
+        // one to take a slot does.
+        std::fs::remove_dir_all(&two).unwrap();
+        again.allocate("d").unwrap();
+        assert!(r2.entries().iter().all(|(_, o, _)| *o != r2.owner));
     }
 }

@@ -7,13 +7,16 @@
 //! uses raw `setresuid`/`setresgid`/`setgroups` syscalls because glibc's
 //! wrappers would try to signal the parent's (now absent) threads.
 //!
-//! Sequence: reset signals; wait until the parent has put us in our cgroup;
-//! start a session of our own (so no terminal of whoever started the
+//! Sequence: reset signals; wait until the parent has put us in our cgroup
+//! (and, with a user namespace, written our id maps: then become the
+//! namespace's root); start a session of our own (so no terminal of whoever started the
 //! runtime is the container's: its `/dev/tty` would open that terminal, and
-//! TIOCSTI type into it); make all mounts private; bind the rootfs onto itself; bind mounts;
+//! TIOCSTI type into it); make all mounts private; in a user namespace, make
+//! proc and sysfs detached and clone the host's device nodes, while the
+//! host's tree is still in view; bind the rootfs onto itself; bind mounts;
 //! `pivot_root` into it and detach the old root; mount /proc, /dev, /sys...
 //! inside the new root (so image symlinks resolve inside it, not on the
-//! host); create device nodes; hostname; loopback; rlimits; credentials;
+//! host); create device nodes (bind the cloned ones in a user namespace); hostname; loopback; rlimits; credentials;
 //! stdio; close every other fd; cwd, checked to lie inside the new root;
 //! seccomp filter; exec. A failure is written to the error pipe as (stage,
 //! index, errno) and the child exits 127.
@@ -213,11 +216,17 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
         // Become the namespace's root: until then this process keeps the
         // host's root ids, which mean nothing in here (files it made would
         // have no owner). Capabilities in the namespace stay.
-        // SAFETY: plain id syscalls; the maps were written before release.
+        // SAFETY: raw id syscalls, not glibc's wrappers (which would
+        // synchronise with the agent's other threads, gone in this child);
+        // the maps were written before release.
         unsafe {
-            check(libc::setgroups(0, std::ptr::null()), Stage::Groups, 0)?;
-            check(libc::setresgid(0, 0, 0), Stage::Gid, 0)?;
-            check(libc::setresuid(0, 0, 0), Stage::Uid, 0)?;
+            check_long(
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
+                Stage::Groups,
+                0,
+            )?;
+            check_long(libc::syscall(libc::SYS_setresgid, 0, 0, 0), Stage::Gid, 0)?;
+            check_long(libc::syscall(libc::SYS_setresuid, 0, 0, 0), Stage::Uid, 0)?;
         }
     }
     // SAFETY: setsid takes no arguments.

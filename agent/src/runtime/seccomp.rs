@@ -16,11 +16,14 @@
 //! - on x86_64: a guard that kills a process making an x32 call (numbers
 //!   with bit 30 set, the same architecture word), as libseccomp does for an
 //!   ABI the filter was not built for;
-//! - the allow rules, matching -> allow, otherwise -> the default action;
+//! - the allow rules and the calls of every other rule, matching -> allow,
+//!   otherwise -> the default action (so a rule's own action is not lost
+//!   under a more restrictive default);
 //! - one filter per other action in the profile (each errno its own),
-//!   matching -> that action, otherwise -> allow: more restrictive than the
-//!   allow rules, and installed later, so it wins for the calls it names
-//!   (Docker's `clone3` -> ENOSYS over the default EPERM).
+//!   matching -> that action, otherwise -> allow, installed later: for the
+//!   calls it names it is the most restrictive answer (Docker's `clone3` ->
+//!   ENOSYS rather than the default EPERM; a LOG rule under a KILL default
+//!   logs).
 //!
 //! Argument conditions are 64-bit comparisons, as libseccomp's `SCMP_CMP`.
 //! A name the machine's table lacks is skipped if some architecture has it
@@ -281,11 +284,21 @@ pub(crate) fn compile_for(profile: &LinuxSeccomp, target: Target) -> Result<Filt
         .position(|(a, _)| *a == SeccompAction::Allow)
         .map(|i| groups.remove(i).1);
     if default != SeccompAction::Allow {
-        filters.push(build(
-            allow.unwrap_or_default(),
-            SeccompAction::Allow,
-            default,
-        )?);
+        // What the allow filter lets through: the allow rules, and every
+        // other rule's calls (under the same conditions), whose own filter
+        // then gives their action.
+        let mut through = allow.unwrap_or_default();
+        for (_, calls) in &groups {
+            for (nr, rules) in calls {
+                let entry = through.entry(*nr).or_insert_with(|| Some(Vec::new()));
+                match (entry.as_mut(), rules) {
+                    (Some(_), None) => *entry = None,
+                    (Some(have), Some(more)) => have.extend(more.iter().cloned()),
+                    (None, _) => {}
+                }
+            }
+        }
+        filters.push(build(through, SeccompAction::Allow, default)?);
     }
     for (act, calls) in groups {
         if !calls.is_empty() {
@@ -545,6 +558,25 @@ mod tests {
             RET_KILL_PROCESS,
             "x32 mkdir"
         );
+    }
+
+    #[test]
+    fn a_rule_keeps_its_action_under_a_more_restrictive_default() {
+        let profile: LinuxSeccomp = serde_json::from_value(serde_json::json!({
+            "defaultAction": "SCMP_ACT_KILL_PROCESS",
+            "syscalls": [
+                {"names": ["read", "write", "exit_group"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+                {"names": ["getpid"], "action": "SCMP_ACT_LOG"}
+            ]
+        }))
+        .unwrap();
+        let filters = compile_for(&profile, Target::X86_64).unwrap();
+        let run = |nr: i64| evaluate(&filters, AUDIT_ARCH_X86_64, nr as u32, NO_ARGS);
+        assert_eq!(run(libc::SYS_clone3), RET_ERRNO | 38, "ENOSYS, not killed");
+        assert_eq!(run(libc::SYS_getpid), 0x7ffc_0000, "logged, not killed");
+        assert_eq!(run(libc::SYS_read), RET_ALLOW);
+        assert_eq!(run(libc::SYS_mount), RET_KILL_PROCESS);
     }
 
     #[test]
