@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fails, listing them, if Drover left anything on this host: links named
 # drv* (bridges), dvh*/dvc* (veths), overlay mounts of bundles
-# (<state-dir>/bundles/<id>/rootfs), cgroups under drover/, routes of
+# (<state-dir>/bundles/<id>/rootfs) and their idmapped layers (.../l/<n>,
+# user namespaces), cgroups under drover/, routes of
 # protocol 215 (to other nodes' subnets), nftables tables of bridges that
 # are gone (inet drv*: what keeps containers from the control plane) and,
 # with --processes, Drover
@@ -28,11 +29,12 @@ live_ids=""
 while read -r mnt; do
   [[ -n $mnt ]] || continue
   if held "${mnt%/bundles/*}"; then
-    live_ids+="$(basename "$(dirname "$mnt")")"$'\n'
+    id=${mnt#*/bundles/}
+    live_ids+="${id%%/*}"$'\n'
   else
     left+=("mount $mnt")
   fi
-done < <(awk '{for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) == "overlay" && $5 ~ /\/bundles\/[^\/]+\/rootfs$/) print $5; break }}' /proc/self/mountinfo)
+done < <(awk '{for (i = 7; i <= NF; i++) if ($i == "-") { if (($(i+1) == "overlay" && $5 ~ /\/bundles\/[^\/]+\/rootfs$/) || $5 ~ /\/bundles\/[^\/]+\/l\/[0-9]+$/) print $5; break }}' /proc/self/mountinfo)
 while read -r name alias; do
   [[ -n $name ]] || continue
   [[ $alias == drover:* ]] && held "${alias#drover:}" && continue
