@@ -444,6 +444,22 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
         std::thread::sleep(Duration::from_millis(2000 + rng.below(2000)));
         let u: Vec<&str> = undo.iter().map(String::as_str).collect();
         c.must(&u);
+        // One failure at a time is the promise: a replica that was killed is
+        // back (restarted, reachable, following a leader) before the next
+        // fault, or the next one would be a second failure on top of it.
+        wait_for(
+            "every scheduler replica back in touch after the fault",
+            Duration::from_secs(20),
+            || {
+                let m = c.members()?;
+                let all_back = m["leader_id"].as_u64()? != 0
+                    && m["members"]
+                        .as_array()?
+                        .iter()
+                        .all(|r| r["role"] != "unreachable");
+                all_back.then_some(())
+            },
+        );
     }
     rt.block_on(async {
         for h in clients {
