@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+mod common;
+
 use drover_agent::cgroups::{self, Limits};
 
 #[test]
@@ -101,23 +103,14 @@ fn real_cgroup_limits_membership_and_removal() {
 /// only); on a v2 host it is `/sys/fs/cgroup` itself.
 #[test]
 fn real_cgroup_v2_membership_and_kill() {
-    let root = [
-        Path::new("/sys/fs/cgroup"),
-        Path::new("/sys/fs/cgroup/unified"),
-    ]
-    .into_iter()
-    .find(|r| cgroups::detect_version(r) == cgroups::Version::V2);
-    let is_root = nix::unistd::geteuid().is_root();
-    let Some(root) = root.filter(|_| is_root) else {
-        let why = "skipping: needs root and a mounted cgroup2 hierarchy";
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CI=true and {why}"
-        );
-        eprintln!("{why}");
+    let v2 = common::cgroup_v2_root();
+    if !common::can_run(&[
+        common::root(),
+        ("a mounted cgroup2 hierarchy", v2.is_some()),
+    ]) {
         return;
-    };
+    }
+    let root = v2.unwrap();
     let cg = cgroups::CgroupV2::new(root);
     let id = "it-cgroup-v2";
     use cgroups::CgroupManager;
@@ -141,23 +134,15 @@ fn real_cgroup_v2_membership_and_kill() {
 /// runc), but may not open a disk (loop0) or /dev/kmsg through a node it made.
 #[test]
 fn real_cgroup_v2_device_program_denies_what_the_rules_deny() {
-    let root = [
-        Path::new("/sys/fs/cgroup"),
-        Path::new("/sys/fs/cgroup/unified"),
-    ]
-    .into_iter()
-    .find(|r| cgroups::detect_version(r) == cgroups::Version::V2);
-    let is_root = nix::unistd::geteuid().is_root();
-    let Some(root) = root.filter(|_| is_root && Path::new("/usr/bin/busybox").exists()) else {
-        let why = "skipping: needs root, busybox and a mounted cgroup2 hierarchy";
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CI=true and {why}"
-        );
-        eprintln!("{why}");
+    let v2 = common::cgroup_v2_root();
+    if !common::can_run(&[
+        common::root(),
+        common::busybox(),
+        ("a mounted cgroup2 hierarchy", v2.is_some()),
+    ]) {
         return;
-    };
+    }
+    let root = v2.unwrap();
     use cgroups::CgroupManager;
     let rules: Vec<(bool, String)> = drover_agent::bundle::security::device_rules()
         .iter()

@@ -50,6 +50,24 @@ fn bundle_with(dir: &Path, id: &str, userns: Option<IdRange>) -> Bundle {
     Bundle::create(&dir.join("bundle"), &image, &req).unwrap()
 }
 
+/// Runs `req` in the container with no input; its stdout and stderr, once
+/// it exited with `want`.
+fn exec_to_end(
+    rt: &Runtime,
+    b: &Bundle,
+    id: &str,
+    pid: i32,
+    req: &ExecRequest,
+    want: ExitStatus,
+) -> (String, String) {
+    let mut p = rt.exec(b.dir(), id, pid, req).unwrap();
+    drop(p.stdin.take());
+    let out = read(Some(&mut p.stdout));
+    let err = read(p.stderr.as_mut());
+    assert_eq!(p.wait_blocking().unwrap(), want, "{out}{err}");
+    (out, err)
+}
+
 fn read(f: Option<&mut std::fs::File>) -> String {
     let mut s = String::new();
     if let Some(f) = f {
@@ -83,15 +101,7 @@ fn exec_runs_inside_the_container_with_its_isolation() {
         env: vec!["EXTRA=2".into()],
         tty: None,
     };
-    let mut p = rt.exec(b.dir(), id, c.pid(), &req).unwrap();
-    drop(p.stdin.take());
-    let out = read(Some(&mut p.stdout));
-    let err = read(p.stderr.as_mut());
-    assert_eq!(
-        p.wait_blocking().unwrap(),
-        ExitStatus::Exited(3),
-        "{out}{err}"
-    );
+    let (out, err) = exec_to_end(&rt, &b, id, c.pid(), &req, ExitStatus::Exited(3));
     let lines: Vec<&str> = out.lines().collect();
     let pid: u32 = lines[0].strip_prefix("pid=").unwrap().parse().unwrap();
     assert!(
@@ -176,15 +186,7 @@ fn exec_joins_the_containers_user_namespace() {
         env: vec![],
         tty: None,
     };
-    let mut p = rt.exec(b.dir(), id, c.pid(), &req).unwrap();
-    drop(p.stdin.take());
-    let out = read(Some(&mut p.stdout));
-    let err = read(p.stderr.as_mut());
-    assert_eq!(
-        p.wait_blocking().unwrap(),
-        ExitStatus::Exited(0),
-        "{out}{err}"
-    );
+    let (out, _) = exec_to_end(&rt, &b, id, c.pid(), &req, ExitStatus::Exited(0));
     let words: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(
         words,

@@ -361,6 +361,13 @@ fn a_jobs_seccomp_choice_applies_as_under_runc() {
     }
 }
 
+/// The limits `LIMIT_ATTEMPTS` runs into: 16 pids, 32 MiB.
+fn limited(r: &mut ContainerRequest) {
+    r.pids = Some(16);
+    r.memory_bytes = Some(32 << 20);
+    r.cpu_millis = None;
+}
+
 /// Break-out attempts, then (`with_limits`) a memory hog and a fork bomb.
 fn escapes(with_limits: bool) -> String {
     let mut script = String::from(ESCAPES);
@@ -403,11 +410,7 @@ fn escape_attempts_fail() {
         return;
     }
     let id = "it-escape";
-    let f = fixture(id, &escapes(true), |r| {
-        r.pids = Some(16);
-        r.memory_bytes = Some(32 << 20);
-        r.cpu_millis = None;
-    });
+    let f = fixture(id, &escapes(true), limited);
     // A descriptor the test process leaks on purpose (no O_CLOEXEC).
     let secret = f.tmp.path().join("secret");
     std::fs::write(&secret, "agent secret").unwrap();
@@ -509,9 +512,7 @@ fn escape_attempts_fail_in_a_user_namespace() {
     }
     let id = "it-escape-userns";
     let f = fixture(id, &escapes(true), |r| {
-        r.pids = Some(16);
-        r.memory_bytes = Some(32 << 20);
-        r.cpu_millis = None;
+        limited(r);
         r.user_namespace = Some(TEST_IDS);
     });
     let log = f.tmp.path().join("log");
@@ -533,12 +534,7 @@ fn escape_attempts_fail_in_a_user_namespace() {
 /// the break-outs here.
 #[test]
 fn escape_attempts_fail_on_cgroup_v2() {
-    let v2 = [
-        Path::new("/sys/fs/cgroup"),
-        Path::new("/sys/fs/cgroup/unified"),
-    ]
-    .into_iter()
-    .find(|r| cgroups::detect_version(r) == cgroups::Version::V2);
+    let v2 = common::cgroup_v2_root();
     let mut needs = requirements(false);
     needs.retain(|(what, _)| !what.starts_with("cgroup v1"));
     needs.push(("a mounted cgroup2 hierarchy", v2.is_some()));

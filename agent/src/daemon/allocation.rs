@@ -155,6 +155,18 @@ impl Life {
         });
     }
 
+    /// It runs, and its check (or the mesh's path to it) fails: `why`.
+    fn report_unhealthy(&self, pid: i32, why: &str) {
+        self.health.store(2, Ordering::Relaxed);
+        self.report_with(
+            AllocationPhase::Running,
+            pid as u32,
+            None,
+            format!("unhealthy: {why}"),
+            Typed::unhealthy(why),
+        );
+    }
+
     fn stop_requested(&self) -> Option<String> {
         self.stop.borrow().clone()
     }
@@ -391,14 +403,7 @@ impl Life {
                         self.report(AllocationPhase::Running, pid as u32, None, "");
                     }
                     (Some(false), Err(why)) => {
-                        self.health.store(2, Ordering::Relaxed);
-                        self.report_with(
-                            AllocationPhase::Running,
-                            pid as u32,
-                            None,
-                            format!("unhealthy: {why}"),
-                            Typed::unhealthy(&why),
-                        );
+                        self.report_unhealthy(pid, &why);
                         return why;
                     }
                     _ => {}
@@ -422,14 +427,7 @@ impl Life {
             }
             if verdict.record(&probe, REACH_THRESHOLD) && verdict.healthy == Some(false) {
                 let why = probe.err().unwrap_or_default();
-                self.health.store(2, Ordering::Relaxed);
-                self.report_with(
-                    AllocationPhase::Running,
-                    pid as u32,
-                    None,
-                    format!("unhealthy: {why}"),
-                    Typed::unhealthy(&why),
-                );
+                self.report_unhealthy(pid, &why);
                 return why;
             }
         }

@@ -41,6 +41,17 @@ pub fn busybox() -> (&'static str, bool) {
     )
 }
 
+/// Where a cgroup2 hierarchy is mounted: `/sys/fs/cgroup` on a v2 host,
+/// `/sys/fs/cgroup/unified` on a hybrid one (with no controllers there).
+pub fn cgroup_v2_root() -> Option<&'static Path> {
+    [
+        Path::new("/sys/fs/cgroup"),
+        Path::new("/sys/fs/cgroup/unified"),
+    ]
+    .into_iter()
+    .find(|r| drover_agent::cgroups::detect_version(r) == drover_agent::cgroups::Version::V2)
+}
+
 /// Root and a static busybox: what most runtime tests need.
 pub fn root_and_busybox() -> bool {
     can_run(&[root(), busybox()])
