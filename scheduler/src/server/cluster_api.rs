@@ -57,6 +57,10 @@ fn role(state: ServerState) -> &'static str {
 
 impl ClusterApi {
     fn local_status(&self) -> pb::MemberStatus {
+        // Before the borrow below: `in_touch` borrows the metrics too, and a
+        // second read of that lock while openraft waits to write it
+        // deadlocks the thread (parking_lot lets the writer go first).
+        let in_touch = self.replica.in_touch(crate::replica::CUT_OFF);
         let m = self.replica.metrics();
         let m = m.borrow();
         let membership = m.membership_config.membership();
@@ -71,7 +75,7 @@ impl ClusterApi {
             leader_id: m.current_leader.unwrap_or(0),
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
             purged_index: m.purged.map_or(0, |l| l.index),
-            in_touch: self.replica.in_touch(crate::replica::CUT_OFF),
+            in_touch,
         }
     }
 
