@@ -232,11 +232,7 @@ fn joining_needs_a_token_of_this_cluster_and_gives_the_node_its_certificate() {
         // Forged: a longer life breaks the signature.
         let parts: Vec<&str> = token.split('-').collect();
         let forged = format!("DRV1-agent-{}-{}-{}", u64::MAX / 4, parts[3], parts[4]);
-        let e = drover_proto::pki::join::join(&c.addr, &forged, "n2", 0)
-            .await
-            .err()
-            .unwrap()
-            .to_string();
+        let e = join_refused(&c.addr, &forged, "n2").await;
         assert!(e.contains("signature is wrong"), "{e}");
         // Another cluster's token: the joiner stops at the handshake (the
         // CA is not the one its token pins), before sending it.
@@ -246,11 +242,7 @@ fn joining_needs_a_token_of_this_cluster_and_gives_the_node_its_certificate() {
             drover_proto::pki::token::Role::Agent,
             Duration::from_secs(60),
         );
-        let e = drover_proto::pki::join::join(&c.addr, &theirs, "n2", 0)
-            .await
-            .err()
-            .unwrap()
-            .to_string();
+        let e = join_refused(&c.addr, &theirs, "n2").await;
         assert!(e.contains("not the one the join token names"), "{e}");
         // An agent token does not make a scheduler.
         let e = drover_proto::pki::join::join(&c.addr, &token, "", 7)
@@ -270,11 +262,7 @@ fn joining_needs_a_token_of_this_cluster_and_gives_the_node_its_certificate() {
         assert!(j.ca_key_pem.is_none(), "an agent never gets the CA key");
         // Not under the name of a node that is up: the token would let its
         // holder speak for that node.
-        let e = drover_proto::pki::join::join(&c.addr, &token, "sec-join", 0)
-            .await
-            .err()
-            .unwrap()
-            .to_string();
+        let e = join_refused(&c.addr, &token, "sec-join").await;
         assert!(e.contains("is a node that is up"), "{e}");
     });
     // The CLI says which credential is missing.
@@ -593,6 +581,15 @@ fn a_job_in_a_user_namespace_runs_as_an_unprivileged_host_id() {
         Duration::from_secs(20),
         || (held() == 0).then_some(()),
     );
+}
+
+/// Why a join with `token` under `name` is refused.
+async fn join_refused(addr: &str, token: &str, name: &str) -> String {
+    drover_proto::pki::join::join(addr, token, name, 0)
+        .await
+        .err()
+        .expect("the join is refused")
+        .to_string()
 }
 
 /// `ListJobs` over `ch` presenting ACL token `token`.

@@ -68,6 +68,12 @@ fn exec_to_end(
     (out, err)
 }
 
+/// Starts the bundle, its output going to `<dir>/log`.
+fn start(rt: &Runtime, b: &Bundle, id: &str, dir: &Path) -> drover_agent::runtime::Container {
+    rt.start(b.dir(), id, std::fs::File::create(dir.join("log")).unwrap())
+        .unwrap()
+}
+
 fn read(f: Option<&mut std::fs::File>) -> String {
     let mut s = String::new();
     if let Some(f) = f {
@@ -85,13 +91,7 @@ fn exec_runs_inside_the_container_with_its_isolation() {
     let id = "it-exec";
     let b = bundle(tmp.path(), id);
     let rt = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
-    let c = rt
-        .start(
-            b.dir(),
-            id,
-            std::fs::File::create(tmp.path().join("log")).unwrap(),
-        )
-        .unwrap();
+    let c = start(&rt, &b, id, tmp.path());
     let script = "echo pid=$$; hostname; pwd; echo $FROM_IMAGE $EXTRA; \
                   grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
                   cat /proc/1/cmdline; echo; grep -c drover/it-exec /proc/self/cgroup; \
@@ -170,13 +170,7 @@ fn exec_joins_the_containers_user_namespace() {
     };
     let b = bundle_with(tmp.path(), id, Some(range));
     let rt = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
-    let c = rt
-        .start(
-            b.dir(),
-            id,
-            std::fs::File::create(tmp.path().join("log")).unwrap(),
-        )
-        .unwrap();
+    let c = start(&rt, &b, id, tmp.path());
     let req = ExecRequest {
         argv: vec![
             "sh".into(),

@@ -128,6 +128,13 @@ fn fixture(id: &str, script: &str, tweak: impl FnOnce(&mut ContainerRequest)) ->
     Fixture { tmp, bundle }
 }
 
+/// Starts the fixture's bundle, its output going to `log`.
+fn start(runtime: &Runtime, f: &Fixture, id: &str, log: &Path) -> drover_agent::runtime::Container {
+    runtime
+        .start(f.bundle.dir(), id, std::fs::File::create(log).unwrap())
+        .unwrap()
+}
+
 /// Waits until `log` holds a line "END"; returns its content up to there.
 fn wait_for_end(log: &Path) -> String {
     // Generous: the machine may be busy with other builds and tests.
@@ -191,9 +198,7 @@ sleep 60
 fn probe_drover(f: &Fixture, id: &str) -> (String, Vec<String>) {
     let log = f.tmp.path().join("drover.log");
     let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
-    let c = runtime
-        .start(f.bundle.dir(), id, std::fs::File::create(&log).unwrap())
-        .unwrap();
+    let c = start(&runtime, f, id, &log);
     let report = wait_for_end(&log);
     let limits = host_limits(id);
     c.stop_blocking(Duration::from_millis(100)).unwrap();
@@ -421,9 +426,7 @@ fn escape_attempts_fail() {
 
     let log = f.tmp.path().join("log");
     let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
-    let c = runtime
-        .start(f.bundle.dir(), id, std::fs::File::create(&log).unwrap())
-        .unwrap();
+    let c = start(&runtime, &f, id, &log);
     let out = wait_for_end(&log);
     let pids_peak =
         std::fs::read_to_string(format!("/sys/fs/cgroup/pids/drover/{id}/pids.current")).unwrap();
@@ -517,9 +520,7 @@ fn escape_attempts_fail_in_a_user_namespace() {
     });
     let log = f.tmp.path().join("log");
     let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
-    let c = runtime
-        .start(f.bundle.dir(), id, std::fs::File::create(&log).unwrap())
-        .unwrap();
+    let c = start(&runtime, &f, id, &log);
     let out = wait_for_end(&log);
     c.stop_blocking(Duration::from_millis(100)).unwrap();
     assert_break_outs_failed_as(&out, true);
@@ -561,9 +562,7 @@ fn escape_attempts_fail_on_cgroup_v2() {
     let log = f.tmp.path().join("log");
     let runtime = Runtime::new(Box::new(cgroups::CgroupV2::new(root)))
         .with_defaults(drover_agent::runtime::ResourceDefaults::with_pids(0));
-    let c = runtime
-        .start(f.bundle.dir(), id, std::fs::File::create(&log).unwrap())
-        .unwrap();
+    let c = start(&runtime, &f, id, &log);
     let out = wait_for_end(&log);
     c.stop_blocking(Duration::from_millis(100)).unwrap();
     assert_break_outs_failed(&out);
@@ -607,9 +606,7 @@ exec sleep 60
     let f = fixture(id, script, |r| r.user_namespace = Some(TEST_IDS));
     let log = f.tmp.path().join("log");
     let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
-    let c = runtime
-        .start(f.bundle.dir(), id, std::fs::File::create(&log).unwrap())
-        .unwrap();
+    let c = start(&runtime, &f, id, &log);
     let out = wait_for_end(&log);
     // The host's view of the container's init: an unprivileged id.
     let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid())).unwrap();
@@ -675,9 +672,7 @@ fn spec_user_read_only_root_and_capability_changes_apply() {
     });
     let log: PathBuf = f.tmp.path().join("log");
     let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
-    let c = runtime
-        .start(f.bundle.dir(), id, std::fs::File::create(&log).unwrap())
-        .unwrap();
+    let c = start(&runtime, &f, id, &log);
     let status = c.wait_blocking().unwrap();
     c.stop_blocking(Duration::from_millis(100)).unwrap();
     let out = std::fs::read_to_string(&log).unwrap();

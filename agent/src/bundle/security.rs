@@ -209,9 +209,13 @@ impl HostFacts {
 }
 
 /// Docker's default profile, in Docker's format.
-pub fn default_seccomp_profile() -> SeccompProfile {
-    serde_json::from_str(include_str!("seccomp_default.json"))
-        .expect("the built-in profile parses (a unit test checks)")
+/// Parsed once, not for every container.
+pub fn default_seccomp_profile() -> &'static SeccompProfile {
+    static PROFILE: std::sync::OnceLock<SeccompProfile> = std::sync::OnceLock::new();
+    PROFILE.get_or_init(|| {
+        serde_json::from_str(include_str!("seccomp_default.json"))
+            .expect("the built-in profile parses (a unit test checks)")
+    })
 }
 
 /// The OCI `linux.seccomp` for a container with `caps` (its bounding set,
@@ -222,13 +226,9 @@ pub fn seccomp_for(
     caps: &[String],
     host: &HostFacts,
 ) -> Result<Option<LinuxSeccomp>, BundleError> {
-    let default;
     let profile = match choice {
         Seccomp::Unconfined => return Ok(None),
-        Seccomp::Default => {
-            default = default_seccomp_profile();
-            &default
-        }
+        Seccomp::Default => default_seccomp_profile(),
         Seccomp::Profile(p) => p.as_ref(),
     };
     let has_cap = |c: &String| {

@@ -305,27 +305,9 @@ pub enum AllocState {
 }
 
 impl AllocState {
+    /// Its word (the proto crate's vocabulary).
     pub fn as_str(self) -> &'static str {
-        match self {
-            AllocState::Pending => "pending",
-            AllocState::Starting => "starting",
-            AllocState::Running => "running",
-            AllocState::Stopping => "stopping",
-            AllocState::Stopped => "stopped",
-            AllocState::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<AllocState> {
-        Some(match s {
-            "pending" => AllocState::Pending,
-            "starting" => AllocState::Starting,
-            "running" => AllocState::Running,
-            "stopping" => AllocState::Stopping,
-            "stopped" => AllocState::Stopped,
-            "failed" => AllocState::Failed,
-            _ => return None,
-        })
+        self.phase().word()
     }
 
     /// The allocation's process is gone for good.
@@ -439,20 +421,9 @@ impl HealthState {
         }
     }
 
+    /// Its word (the proto crate's vocabulary).
     pub fn as_str(self) -> &'static str {
-        match self {
-            HealthState::Unknown => "",
-            HealthState::Healthy => "healthy",
-            HealthState::Unhealthy => "unhealthy",
-        }
-    }
-
-    pub fn parse(s: &str) -> HealthState {
-        match s {
-            "healthy" => HealthState::Healthy,
-            "unhealthy" => HealthState::Unhealthy,
-            _ => HealthState::Unknown,
-        }
+        self.wire().word()
     }
 }
 

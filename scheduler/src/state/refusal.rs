@@ -32,19 +32,6 @@ pub enum Refusal {
     Conflict(String),
 }
 
-impl Refusal {
-    /// Whether it names something that does not exist.
-    pub fn is_not_found(&self) -> bool {
-        matches!(
-            self,
-            Refusal::NoJob(_)
-                | Refusal::NoNode(_)
-                | Refusal::NoVersion { .. }
-                | Refusal::NotFound(_)
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,8 +57,6 @@ mod tests {
             let json = serde_json::to_string(&r).unwrap();
             assert_eq!(serde_json::from_str::<Refusal>(&json).unwrap(), r);
         }
-        assert!(Refusal::NoNode("x".into()).is_not_found());
-        assert!(!Refusal::Invalid("x".into()).is_not_found());
     }
 
     #[test]
