@@ -42,6 +42,19 @@ pub enum StartError {
     },
 }
 
+/// Why removing what an ended allocation left failed. Its words are added to
+/// the reason the node reports ("...; cleanup: <words>").
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The blocking task that did the work panicked or was cancelled.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
 impl StartError {
     pub(super) fn task(stage: &'static str) -> impl FnOnce(tokio::task::JoinError) -> StartError {
         move |source| StartError::Task { stage, source }

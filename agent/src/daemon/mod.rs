@@ -4,20 +4,28 @@
 //! `connection` talks to the scheduler (register, heartbeat, watch, report),
 //! `supervisor` turns each new desired set into started and stopped
 //! allocations, `allocation` runs one allocation's life (image, bundle,
-//! container, restarts, stop), `reporter` batches what they observe back to
+//! container, restarts, stop) through a `driver` (`node_driver` on a real
+//! node), `reporter` batches what they observe back to
 //! the scheduler, `netwatch` keeps what the heartbeats say of the node's
 //! container network current, and `api` serves this node's own API (logs).
 
 pub mod allocation;
 pub mod api;
 pub mod connection;
+pub mod driver;
 pub mod error;
 pub mod exec;
+#[cfg(test)]
+mod fake_driver;
 pub mod health;
+#[cfg(test)]
+mod life_tests;
 pub mod mesh;
 pub mod netwatch;
+pub mod node_driver;
 pub mod reporter;
 pub mod resources;
+pub mod restart;
 pub mod retention;
 pub mod supervisor;
 pub mod userns;
@@ -150,7 +158,7 @@ pub struct Shared {
     pub monitor: Option<crate::runtime::MonitorConfig>,
     /// Containers a previous agent process left running, by allocation id,
     /// until a runner claims them or the first desired set disowns them.
-    pub adopted: std::sync::Mutex<std::collections::HashMap<String, supervisor::Adopted>>,
+    pub adopted: std::sync::Mutex<std::collections::HashMap<String, node_driver::Adopted>>,
     /// Held shared from pulling an image until its bundle links the layers,
     /// and exclusively by layer GC, so GC never frees a layer in between.
     pub image_use: std::sync::RwLock<()>,
@@ -324,7 +332,7 @@ impl Shared {
     }
 
     /// The re-adopted container of allocation `id`, if there is one.
-    pub fn take_adopted(&self, id: &str) -> Option<supervisor::Adopted> {
+    pub fn take_adopted(&self, id: &str) -> Option<node_driver::Adopted> {
         self.adopted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -482,7 +490,7 @@ impl Agent {
             image_use: std::sync::RwLock::new(()),
             adopted: Default::default(),
         });
-        supervisor::adopt_leftovers(&shared);
+        node_driver::adopt_leftovers(&shared);
 
         let (stop, _) = broadcast::channel(1);
         let (desired_tx, desired_rx) = watch::channel(None);

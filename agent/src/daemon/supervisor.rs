@@ -11,16 +11,18 @@
 //! the same allocation picks its container up instead of starting a new
 //! one; an adopted container no desired set asks for is stopped.
 
-use super::allocation::{self, Runner};
+use super::allocation::Runner;
+use super::driver::Driver;
 use super::mesh::Mesh;
+use super::node_driver::NodeDriver;
+use super::reporter::Reporter;
 use super::Shared;
-use crate::bundle::Bundle;
-use crate::runtime::Container;
 use drover_proto::fencing;
 use drover_proto::pb;
 use drover_proto::spec::OnDisconnect;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 pub async fn run(
@@ -28,7 +30,8 @@ pub async fn run(
     mut desired: watch::Receiver<Option<pb::DesiredAllocations>>,
     mut stop: broadcast::Receiver<()>,
 ) {
-    let mut runners: HashMap<String, Runner> = HashMap::new();
+    let driver = Arc::new(NodeDriver::new(shared.clone()));
+    let mut allocations = Supervisor::new(driver, shared.reporter.clone());
     let mut mesh = Mesh::new(shared.mesh_ip);
     // Fenced: no leader has acknowledged this node for the node timeout, so
     // the scheduler is about to replace its replicas elsewhere. Desired sets
@@ -37,8 +40,8 @@ pub async fn run(
     loop {
         let set = desired.borrow_and_update().clone();
         if let (Some(set), false) = (set, fenced) {
-            converge(&shared, &mut runners, set.allocations);
-            never_started(&shared, &runners, &set.stopping);
+            allocations.converge(set.allocations);
+            allocations.never_started(&set.stopping);
             mesh.sync(&set.services).await;
             let routes: Vec<(String, String)> =
                 set.routes.into_iter().map(|r| (r.subnet, r.via)).collect();
@@ -61,171 +64,123 @@ pub async fn run(
                     fenced = false;
                 } else if !fenced && must {
                     fenced = true;
-                    fence(&mut runners, since).await;
+                    allocations.fence(since).await;
                 }
             }
         }
     }
     mesh.close();
-    // Shutting down: stop every container we run, all at once, and wait.
-    for r in runners.values() {
-        r.stop("agent shutting down");
-    }
-    for (_, r) in runners.drain() {
-        r.join().await;
-    }
+    allocations.shutdown().await;
 }
 
-/// Stops every replica whose job did not opt out, within the fencing bound,
-/// and forgets their runners so that they start again if the same
-/// allocations are still desired once a leader is back.
-async fn fence(runners: &mut HashMap<String, Runner>, since: std::time::Duration) {
-    let why = format!(
-        "no leader acknowledged this node for {:.1}s: stopped so that it cannot run on two nodes (fencing)",
-        since.as_secs_f64()
-    );
-    tracing::warn!(silent = ?since, "{why}");
-    let fenced: Vec<String> = runners
-        .iter()
-        .filter(|(_, r)| r.on_disconnect == OnDisconnect::Stop)
-        .map(|(id, _)| id.clone())
-        .collect();
-    for id in &fenced {
-        runners[id].stop_within(&why, fencing::FENCE_STOP_GRACE);
+/// The runners of this node's allocations, converged to each desired set.
+pub struct Supervisor<D: Driver> {
+    driver: Arc<D>,
+    reporter: Reporter,
+    runners: HashMap<String, Runner>,
+}
+
+impl<D: Driver> Supervisor<D> {
+    pub fn new(driver: Arc<D>, reporter: Reporter) -> Supervisor<D> {
+        Supervisor {
+            driver,
+            reporter,
+            runners: HashMap::new(),
+        }
     }
-    for id in fenced {
-        if let Some(r) = runners.remove(&id) {
+
+    /// Starts a runner for every allocation in `wanted` that has none, and
+    /// stops every runner whose allocation is not in it.
+    pub fn converge(&mut self, wanted: Vec<pb::DesiredAllocation>) {
+        let wanted_ids: HashSet<String> = wanted.iter().map(|a| a.id.clone()).collect();
+        // Stop first: the set may be replacing these elsewhere.
+        for (id, r) in self.runners.iter() {
+            if !wanted_ids.contains(id) {
+                r.stop("no longer desired on this node");
+            }
+        }
+        let reporter = &self.reporter;
+        self.runners.retain(|id, r| {
+            let keep = wanted_ids.contains(id) || !r.is_finished();
+            if !keep {
+                reporter.forget(id);
+            }
+            keep
+        });
+        self.driver.disown_except(&wanted_ids);
+        for a in wanted {
+            if self.runners.contains_key(&a.id) {
+                continue;
+            }
+            let id = a.id.clone();
+            match Runner::spawn(self.driver.clone(), self.reporter.clone(), a) {
+                Ok(r) => {
+                    self.runners.insert(id, r);
+                }
+                Err(e) => {
+                    tracing::error!(alloc = %id, error = %e, "cannot run allocation");
+                    self.reporter.update(pb::AllocationReport {
+                        id: id.clone(),
+                        state: pb::AllocationPhase::Failed.word().into(),
+                        phase: pb::AllocationPhase::Failed as i32,
+                        reason: e.to_string(),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reports as stopped the allocations the scheduler is waiting on that
+    /// this node never ran (it stopped them before their desired set
+    /// arrived here), or whose runner already ended and was forgotten.
+    pub fn never_started(&self, stopping: &[String]) {
+        for id in stopping {
+            if self.runners.contains_key(id) || self.driver.has_traces(id) {
+                continue; // its runner reports how it ends
+            }
+            self.reporter.update(pb::AllocationReport {
+                id: id.clone(),
+                state: pb::AllocationPhase::Stopped.word().into(),
+                phase: pb::AllocationPhase::Stopped as i32,
+                reason: "not running on this node".into(),
+                ..Default::default()
+            });
+        }
+    }
+
+    /// Stops every replica whose job did not opt out, within the fencing
+    /// bound, and forgets their runners so that they start again if the
+    /// same allocations are still desired once a leader is back.
+    pub async fn fence(&mut self, since: Duration) {
+        let why = format!(
+            "no leader acknowledged this node for {:.1}s: stopped so that it cannot run on two nodes (fencing)",
+            since.as_secs_f64()
+        );
+        tracing::warn!(silent = ?since, "{why}");
+        let fenced: Vec<String> = self
+            .runners
+            .iter()
+            .filter(|(_, r)| r.on_disconnect == OnDisconnect::Stop)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &fenced {
+            self.runners[id].stop_within(&why, fencing::FENCE_STOP_GRACE);
+        }
+        for id in fenced {
+            if let Some(r) = self.runners.remove(&id) {
+                r.join().await;
+            }
+        }
+    }
+
+    /// Shutting down: stops every container, all at once, and waits.
+    pub async fn shutdown(mut self) {
+        for r in self.runners.values() {
+            r.stop("agent shutting down");
+        }
+        for (_, r) in self.runners.drain() {
             r.join().await;
         }
-    }
-}
-
-/// Reports as stopped the allocations the scheduler is waiting on that this
-/// node never ran (it stopped them before their desired set arrived here),
-/// or whose runner already ended and was forgotten.
-fn never_started(shared: &Arc<Shared>, runners: &HashMap<String, Runner>, stopping: &[String]) {
-    for id in stopping {
-        if runners.contains_key(id) || shared.bundle_dir(id).exists() {
-            continue; // its runner reports how it ends
-        }
-        shared.reporter.update(pb::AllocationReport {
-            id: id.clone(),
-            state: pb::AllocationPhase::Stopped.word().into(),
-            phase: pb::AllocationPhase::Stopped as i32,
-            reason: "not running on this node".into(),
-            ..Default::default()
-        });
-    }
-}
-
-fn converge(
-    shared: &Arc<Shared>,
-    runners: &mut HashMap<String, Runner>,
-    wanted: Vec<pb::DesiredAllocation>,
-) {
-    let wanted_ids: std::collections::HashSet<String> =
-        wanted.iter().map(|a| a.id.clone()).collect();
-    // Stop first: the set may be replacing these elsewhere.
-    for (id, r) in runners.iter() {
-        if !wanted_ids.contains(id) {
-            r.stop("no longer desired on this node");
-        }
-    }
-    runners.retain(|id, r| {
-        let keep = wanted_ids.contains(id) || !r.is_finished();
-        if !keep {
-            shared.reporter.forget(id);
-        }
-        keep
-    });
-    disown_unwanted(shared, &wanted_ids);
-    for a in wanted {
-        if runners.contains_key(&a.id) {
-            continue;
-        }
-        let id = a.id.clone();
-        match allocation::Runner::spawn(shared.clone(), a) {
-            Ok(r) => {
-                runners.insert(id, r);
-            }
-            Err(e) => {
-                tracing::error!(alloc = %id, error = %e, "cannot run allocation");
-                shared.reporter.update(pb::AllocationReport {
-                    id: id.clone(),
-                    state: pb::AllocationPhase::Failed.word().into(),
-                    phase: pb::AllocationPhase::Failed as i32,
-                    reason: e.to_string(),
-                    ..Default::default()
-                });
-            }
-        }
-    }
-}
-
-/// A container a previous agent process started, found running (or with its
-/// exit status recorded) at start.
-pub struct Adopted {
-    pub bundle: Bundle,
-    pub container: Container,
-}
-
-/// Re-adopts the containers a previous agent process left behind; removes
-/// whatever cannot be adopted (no monitor state, or its monitor died without
-/// recording an exit), so nothing runs beside what the scheduler asks for.
-pub fn adopt_leftovers(shared: &Shared) {
-    let dir = shared.state_dir.join("bundles");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let id = e.file_name().to_string_lossy().into_owned();
-        let bundle = Bundle::at(e.path(), id.clone());
-        if let Some(container) = shared.runtime.adopt(bundle.dir(), &id) {
-            tracing::info!(alloc = %id, pid = container.pid(), "re-adopted a running container");
-            shared
-                .adopted
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, Adopted { bundle, container });
-            continue;
-        }
-        tracing::warn!(alloc = %id, "cleaning up a container left by an earlier agent");
-        if let Err(err) = shared.runtime.cgroups().remove(&id) {
-            tracing::warn!(alloc = %id, error = %err, "cgroup cleanup");
-        }
-        if let Err(err) = bundle.cleanup() {
-            tracing::warn!(alloc = %id, error = %err, "bundle cleanup");
-        }
-        // Tell the scheduler, so an allocation it still thinks is stopping ends.
-        shared.reporter.update(pb::AllocationReport {
-            id: id.clone(),
-            state: pb::AllocationPhase::Stopped.word().into(),
-            phase: pb::AllocationPhase::Stopped as i32,
-            reason: "stopped by a restarted agent (it could not re-adopt it)".into(),
-            ..Default::default()
-        });
-    }
-}
-
-/// Stops the adopted containers whose allocations are not in `wanted`.
-fn disown_unwanted(shared: &Arc<Shared>, wanted: &std::collections::HashSet<String>) {
-    let unwanted: Vec<Adopted> = {
-        let mut adopted = shared.adopted.lock().unwrap_or_else(|e| e.into_inner());
-        let ids: Vec<String> = adopted
-            .keys()
-            .filter(|id| !wanted.contains(*id))
-            .cloned()
-            .collect();
-        ids.iter().filter_map(|id| adopted.remove(id)).collect()
-    };
-    for a in unwanted {
-        let id = a.bundle.id().to_string();
-        tracing::info!(alloc = %id, "stopping an adopted container no longer desired here");
-        tokio::spawn(async move {
-            let _ = a.container.stop(std::time::Duration::from_secs(10)).await;
-            if let Err(err) = a.bundle.cleanup() {
-                tracing::warn!(alloc = %id, error = %err, "bundle cleanup");
-            }
-        });
     }
 }

@@ -1,0 +1,309 @@
+//! The agent's driver: allocations as real containers on this node (OCI
+//! images, bundles on overlayfs, namespaces and cgroups, an address on the
+//! node's bridge). See `driver` for the seam it implements.
+
+use super::driver::{Adoption, Alloc, Driver};
+use super::error::{CleanupError, StartError};
+use super::{health, Shared};
+use crate::bundle::{Bundle, ContainerRequest, Network};
+use crate::image::ImageRef;
+use crate::runtime::{Container, ExitStatus};
+use drover_proto::pb;
+use drover_proto::spec::{self, Health, JobSpec, OnDisconnect};
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs allocations as containers on this node.
+#[derive(Clone)]
+pub struct NodeDriver {
+    shared: Arc<Shared>,
+}
+
+impl NodeDriver {
+    pub fn new(shared: Arc<Shared>) -> NodeDriver {
+        NodeDriver { shared }
+    }
+}
+
+/// A container a previous agent process started, found running (or with its
+/// exit status recorded) at start.
+pub struct Adopted {
+    pub bundle: Bundle,
+    pub container: Container,
+}
+
+impl Driver for NodeDriver {
+    type Prepared = Bundle;
+    type Task = Container;
+
+    async fn network_ready(&self, alloc: &Alloc) -> Result<(), StartError> {
+        if alloc.spec.network != spec::Network::Private {
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.private_network().map(|_| ()))
+            .await
+            .map_err(StartError::task("network"))?
+            .map_err(StartError::NodeNetwork)
+    }
+
+    async fn prepare(&self, alloc: &Alloc) -> Result<Bundle, StartError> {
+        let shared = self.shared.clone();
+        let image = alloc.spec.image.clone();
+        let mut req = request(alloc);
+        let private = alloc.spec.network == spec::Network::Private;
+        if private
+            && alloc
+                .spec
+                .security
+                .user_namespace
+                .unwrap_or(shared.user_namespaces)
+        {
+            req.user_namespace = Some(shared.id_ranges.allocate(&alloc.id)?);
+        }
+        let dir = shared.bundle_dir(&alloc.id);
+        tokio::task::spawn_blocking(move || {
+            let r: ImageRef = image.parse()?;
+            let _in_use = shared.image_use.read().unwrap_or_else(|e| e.into_inner());
+            let img = shared.images.pull(&r)?;
+            Ok(Bundle::create(&dir, &img, &req)?)
+        })
+        .await
+        .map_err(StartError::task("prepare"))?
+    }
+
+    async fn start(&self, alloc: &Alloc, bundle: &Bundle) -> Result<Container, StartError> {
+        let fenced_job = alloc.spec.on_disconnect == OnDisconnect::Stop;
+        let fence_clock = fenced_job.then(|| crate::fence_clock::file(&self.shared.state_dir));
+        let shared = self.shared.clone();
+        let dir = bundle.dir().to_path_buf();
+        let id = alloc.id.clone();
+        let log_path = shared.log_path(&alloc.id);
+        tokio::task::spawn_blocking(move || {
+            if let Some(monitor) = &shared.monitor {
+                return Ok(shared.runtime.start_monitored(
+                    monitor,
+                    &dir,
+                    &id,
+                    &log_path,
+                    fence_clock.as_deref(),
+                )?);
+            }
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(|source| StartError::Log {
+                    path: log_path.clone(),
+                    source,
+                })?;
+            Ok(shared.runtime.start(&dir, &id, log)?)
+        })
+        .await
+        .map_err(StartError::task("start"))?
+    }
+
+    async fn attach_network(&self, alloc: &Alloc, pid: i32) -> Result<Option<IpAddr>, StartError> {
+        if alloc.spec.network != spec::Network::Private {
+            return Ok(None);
+        }
+        let shared = self.shared.clone();
+        let id = alloc.id.clone();
+        let access = alloc.spec.security.control_plane_access;
+        tokio::task::spawn_blocking(move || {
+            // As before: "network: " and the node's recorded problem.
+            let net = shared
+                .private_network()
+                .map_err(|e| StartError::NodeNetwork(format!("network: {e}")))?;
+            match net {
+                Some(net) => Ok(Some(IpAddr::from(net.attach(&id, pid, access)?))),
+                None => Ok(None),
+            }
+        })
+        .await
+        .map_err(StartError::task("network"))?
+    }
+
+    fn reap(&self, id: &str, status: ExitStatus) -> bool {
+        let cgroups = self.shared.runtime.cgroups();
+        let oom = status == ExitStatus::Signaled(9) && cgroups.oom_kills(id) > 0;
+        let _ = cgroups.remove(id);
+        oom
+    }
+
+    async fn probe(&self, check: &Health, alloc: &Alloc, pid: i32) -> health::Probe {
+        let target = health::Target {
+            pid,
+            id: alloc.id.clone(),
+            bundle: self.shared.bundle_dir(&alloc.id),
+            runtime: self.shared.runtime.clone(),
+        };
+        health::probe(check, &target, alloc.spec.network).await
+    }
+
+    async fn reach(&self, addr: SocketAddr, timeout: Duration) -> health::Probe {
+        health::reach(addr, timeout).await
+    }
+
+    async fn cleanup(&self, id: &str, bundle: Option<Bundle>) -> Result<(), CleanupError> {
+        let shared = self.shared.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || {
+            // The log's mtime is when the allocation ended: its retention
+            // counts from there (see `retention`). Before the bundle goes,
+            // which is what marks the log as no longer in use.
+            if let Ok(log) = std::fs::OpenOptions::new()
+                .append(true)
+                .open(shared.log_path(&id))
+            {
+                let _ = log.set_modified(std::time::SystemTime::now());
+            }
+            if let Some(net) = shared.network.get() {
+                net.detach(&id);
+            }
+            shared.runtime.cgroups().remove(&id)?;
+            let b = bundle.unwrap_or_else(|| Bundle::at(shared.bundle_dir(&id), id.clone()));
+            if let Err(e) = b.cleanup() {
+                // Retention removes it later (see `retention`); its id range
+                // is free again at the agent's next start.
+                let mark = super::retention::ended_mark(&shared.state_dir.join("bundles"), &id);
+                let _ = std::fs::write(mark, "");
+                return Err(e.into());
+            }
+            shared.id_ranges.release(&id);
+            match shared.gc_images() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "freed image layers no container uses"),
+                Err(e) => tracing::warn!("image layer gc: {e}"),
+            }
+            Ok(())
+        })
+        .await?
+    }
+
+    fn adopt(&self, id: &str) -> Option<Adoption<Self>> {
+        let adopted = self.shared.take_adopted(id)?;
+        // Its network was set up by the agent that started it: keep it.
+        let ip = self.shared.network.get().and_then(|net| {
+            net.allocated()
+                .into_iter()
+                .find(|(_, a)| a == id)
+                .map(|(ip, _)| IpAddr::from(ip))
+        });
+        Some(Adoption {
+            prepared: adopted.bundle,
+            task: adopted.container,
+            ip,
+        })
+    }
+
+    fn disown_except(&self, wanted: &HashSet<String>) {
+        let unwanted: Vec<Adopted> = {
+            let mut adopted = self
+                .shared
+                .adopted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let ids: Vec<String> = adopted
+                .keys()
+                .filter(|id| !wanted.contains(*id))
+                .cloned()
+                .collect();
+            ids.iter().filter_map(|id| adopted.remove(id)).collect()
+        };
+        for a in unwanted {
+            let id = a.bundle.id().to_string();
+            tracing::info!(alloc = %id, "stopping an adopted container no longer desired here");
+            tokio::spawn(async move {
+                let _ = a.container.stop(Duration::from_secs(10)).await;
+                if let Err(err) = a.bundle.cleanup() {
+                    tracing::warn!(alloc = %id, error = %err, "bundle cleanup");
+                }
+            });
+        }
+    }
+
+    fn has_traces(&self, id: &str) -> bool {
+        self.shared.bundle_dir(id).exists()
+    }
+
+    fn since_acknowledged(&self) -> Duration {
+        self.shared.since_acknowledged()
+    }
+
+    fn node_timeout(&self) -> Duration {
+        self.shared.node_timeout()
+    }
+}
+
+/// Re-adopts the containers a previous agent process left behind; removes
+/// whatever cannot be adopted (no monitor state, or its monitor died without
+/// recording an exit), so nothing runs beside what the scheduler asks for.
+pub fn adopt_leftovers(shared: &Shared) {
+    let dir = shared.state_dir.join("bundles");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let id = e.file_name().to_string_lossy().into_owned();
+        let bundle = Bundle::at(e.path(), id.clone());
+        if let Some(container) = shared.runtime.adopt(bundle.dir(), &id) {
+            tracing::info!(alloc = %id, pid = container.pid(), "re-adopted a running container");
+            shared
+                .adopted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, Adopted { bundle, container });
+            continue;
+        }
+        tracing::warn!(alloc = %id, "cleaning up a container left by an earlier agent");
+        if let Err(err) = shared.runtime.cgroups().remove(&id) {
+            tracing::warn!(alloc = %id, error = %err, "cgroup cleanup");
+        }
+        if let Err(err) = bundle.cleanup() {
+            tracing::warn!(alloc = %id, error = %err, "bundle cleanup");
+        }
+        // Tell the scheduler, so an allocation it still thinks is stopping ends.
+        shared.reporter.update(pb::AllocationReport {
+            id: id.clone(),
+            state: pb::AllocationPhase::Stopped.word().into(),
+            phase: pb::AllocationPhase::Stopped as i32,
+            reason: "stopped by a restarted agent (it could not re-adopt it)".into(),
+            ..Default::default()
+        });
+    }
+}
+
+/// What the container of an allocation is asked to be.
+fn request(alloc: &Alloc) -> ContainerRequest {
+    let s: &JobSpec = &alloc.spec;
+    ContainerRequest {
+        id: alloc.id.clone(),
+        hostname: alloc.name.clone(),
+        command: s.command.clone(),
+        args: s.args.clone(),
+        env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        workdir: s.workdir.clone(),
+        cpu_millis: Some(s.resources.cpu.millis()),
+        memory_bytes: Some(s.resources.memory.bytes()),
+        pids: s.resources.pids.map(i64::from),
+        network: match s.network {
+            spec::Network::Private => Network::Private,
+            spec::Network::Host => Network::Host,
+        },
+        user: s.user.clone(),
+        read_only_rootfs: s.read_only_rootfs,
+        capabilities: crate::bundle::CapabilityChanges {
+            add: s.security.capabilities.add.clone(),
+            drop: s.security.capabilities.drop.clone(),
+        },
+        seccomp: match (&s.security.seccomp, &s.security.seccomp_profile) {
+            (spec::SeccompMode::Unconfined, _) => crate::bundle::Seccomp::Unconfined,
+            (_, Some(p)) => crate::bundle::Seccomp::Profile(p.clone()),
+            (_, None) => crate::bundle::Seccomp::Default,
+        },
+        user_namespace: None,
+    }
+}
