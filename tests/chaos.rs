@@ -376,7 +376,7 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
     let seed = env_u64("DROVER_CHAOS_SEED", if ci { CI_SEED } else { fresh });
     eprintln!("chaos: seed {seed} (DROVER_CHAOS_SEED={seed} replays the faults), {secs}s, {replicas} replicas");
     let mut c = NetCluster::up("chaos", 10, replicas, 3, &[]);
-    let addrs: Vec<String> = (1..=replicas).map(|i| c.replica_addr(i)).collect();
+    let addrs: Vec<String> = (1..=replicas).map(|i| c.peer_addr(i)).collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     // Every job starts at version 1 with argument 1000, running.

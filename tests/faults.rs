@@ -1,5 +1,5 @@
 //! Faults that real clusters see, injected into a cluster of network
-//! namespaces (`examples/cluster/cluster.sh`): a scheduler replica that goes
+//! namespaces (`examples/cluster/cluster.sh`): a scheduler peer that goes
 //! silent without a single TCP reset, one that freezes (SIGSTOP), and a
 //! leader cut off from its peers while a node can still reach only it.
 //!
@@ -85,7 +85,7 @@ fn node_status(c: &NetCluster) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The scheduler replica (1-based) agent `agent` (e.g. "a1") is connected
+/// The scheduler peer (1-based) agent `agent` (e.g. "a1") is connected
 /// to, from the agent namespace's own socket table.
 fn replica_of(c: &mut NetCluster, agent: &str) -> u32 {
     wait_for(
@@ -123,8 +123,8 @@ fn job_spec(dir: &std::path::Path, name: &str, replicas: u32) -> std::path::Path
 /// one: no node is marked down, no container stopped or restarted, and
 /// writes keep working.
 #[test]
-fn a_silent_or_frozen_scheduler_replica_costs_no_container() {
-    if !require_root("a_silent_or_frozen_scheduler_replica_costs_no_container") {
+fn a_silent_or_frozen_scheduler_peer_costs_no_container() {
+    if !require_root("a_silent_or_frozen_scheduler_peer_costs_no_container") {
         return;
     }
     let _turn = one_at_a_time();
@@ -256,7 +256,7 @@ fn a_node_behind_a_deposed_leader_never_runs_a_replica_twice() {
         .collect();
     let majority: String = (1..=3)
         .filter(|i| *i != leader)
-        .map(|i| c.replica_addr(i))
+        .map(|i| c.peer_addr(i))
         .collect::<Vec<_>>()
         .join(",");
     eprintln!("isolating s{leader} from {peers:?}; {agent} (running solo) reaches only s{leader}");
@@ -334,7 +334,7 @@ fn bench_first_write_after_each_leader_fault() {
             let leader = c.leader();
             let others: Vec<String> = (1..=3)
                 .filter(|i| *i != leader)
-                .map(|i| c.replica_addr(i))
+                .map(|i| c.peer_addr(i))
                 .collect();
             let spec = drover_proto::spec::from_yaml(&format!(
                 "name: bench-{kind}-{t}\nimage: oci:/nowhere:latest\nreplicas: 0\n"

@@ -1,10 +1,10 @@
-//! The highly available scheduler, end to end: 3- and 5-replica clusters
+//! The highly available scheduler, end to end: 3- and 5-peer clusters
 //! whose every node is a network namespace on a bridge
 //! (`examples/cluster/cluster.sh`), real processes killed with SIGKILL,
 //! real partitions, the real `drover` CLI.
 //!
 //! The tests take turns (one cluster at a time): each starts several
-//! replicas, and on a small machine concurrent clusters would only measure
+//! peers, and on a small machine concurrent clusters would only measure
 //! each other.
 
 use drover_e2e::netcluster::NetCluster;
@@ -101,10 +101,10 @@ fn submit_until(
     })
 }
 
-/// Waits until replica `i` holds every job in `names` (read from it alone).
+/// Waits until peer `i` holds every job in `names` (read from it alone).
 fn wait_holds(c: &NetCluster, i: u32, names: &[String]) -> Vec<(String, u64)> {
     wait_for(
-        &format!("replica {i} to hold all {} jobs", names.len()),
+        &format!("peer {i} to hold all {} jobs", names.len()),
         Duration::from_secs(30),
         || {
             let jobs = c.jobs_on(i)?;
@@ -157,20 +157,17 @@ fn acknowledged_submissions_survive_the_leader_being_killed() {
         // de-duplicated by its request id).
         let mut seen = BTreeMap::new();
         for (name, version) in &jobs {
-            assert_eq!(
-                *version, 1,
-                "replica {i}: {name} was applied more than once"
-            );
+            assert_eq!(*version, 1, "peer {i}: {name} was applied more than once");
             *seen.entry(name.clone()).or_insert(0) += 1;
         }
         assert!(
             seen.values().all(|n| *n == 1),
-            "replica {i}: duplicates {seen:?}"
+            "peer {i}: duplicates {seen:?}"
         );
         let known: BTreeSet<&String> = acked.iter().chain(failed.iter()).collect();
         assert!(
             seen.keys().all(|n| known.contains(n)),
-            "replica {i} holds a job nobody submitted"
+            "peer {i} holds a job nobody submitted"
         );
     }
 }
@@ -201,7 +198,7 @@ fn a_partitioned_minority_cannot_commit_and_converges_after_healing() {
     let out = c.drover_on(f, &["job", "run", "-d", minority.to_str().unwrap()]);
     assert!(
         !out.ok(),
-        "a partitioned replica accepted a write: {}",
+        "a partitioned peer accepted a write: {}",
         out.stdout
     );
     assert!(out.stderr.contains("no leader reachable"), "{}", out.stderr);
@@ -235,18 +232,18 @@ fn a_partitioned_minority_cannot_commit_and_converges_after_healing() {
     );
     for i in 1..=3 {
         let jobs = wait_holds(&c, i, &["before".into(), "majority".into()]);
-        assert_eq!(jobs.len(), 2, "replica {i}: {jobs:?}");
+        assert_eq!(jobs.len(), 2, "peer {i}: {jobs:?}");
     }
 }
 
-/// The addresses of replicas `ids`, in that order: a `DROVER_ADDR`.
+/// The addresses of peers `ids`, in that order: a `DROVER_ADDR`.
 fn in_order(c: &NetCluster, ids: impl Iterator<Item = u32>) -> String {
-    ids.map(|i| c.replica_addr(i)).collect::<Vec<_>>().join(",")
+    ids.map(|i| c.peer_addr(i)).collect::<Vec<_>>().join(",")
 }
 
 /// A leader cut off from its peers (the CLI still reaches it) refuses
 /// writes within seconds, naming why, instead of holding them until they
-/// time out; and the CLI given every replica, that leader first, moves on
+/// time out; and the CLI given every peer, that leader first, moves on
 /// to the majority and its write lands there.
 #[test]
 fn the_cli_moves_past_a_leader_cut_off_from_its_peers() {
@@ -277,7 +274,7 @@ fn the_cli_moves_past_a_leader_cut_off_from_its_peers() {
     );
     assert!(took < Duration::from_secs(6), "refused only after {took:?}");
 
-    // Every replica, the cut-off leader first: the write lands.
+    // Every peer, the cut-off leader first: the write lands.
     let addrs = in_order(&c, std::iter::once(leader).chain(others.iter().copied()));
     let moved = spec_file(dir.path(), "moved");
     let start = Instant::now();
@@ -296,7 +293,7 @@ fn the_cli_moves_past_a_leader_cut_off_from_its_peers() {
         "the cut-off leader's refused write was committed: {jobs:?}"
     );
 
-    // The replica a command is using dies under it (here a follower, so no
+    // The peer a command is using dies under it (here a follower, so no
     // election muddles it): the command goes on through another. With no
     // nodes the rollout `job run` follows never ends, so it polls until
     // its timeout, and says where it moved.
@@ -316,16 +313,15 @@ fn the_cli_moves_past_a_leader_cut_off_from_its_peers() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("{} cannot serve", c.replica_addr(f)))
-            && stderr.contains("trying"),
-        "the CLI did not move on from the dead replica: {stderr}"
+        stderr.contains(&format!("{} cannot serve", c.peer_addr(f))) && stderr.contains("trying"),
+        "the CLI did not move on from the dead peer: {stderr}"
     );
     c.must(&["restart", &format!("s{f}")]);
 }
 
 #[test]
-fn five_replicas_keep_accepting_writes_with_two_down() {
-    if !require_root("five_replicas_keep_accepting_writes_with_two_down") {
+fn five_peers_keep_accepting_writes_with_two_down() {
+    if !require_root("five_peers_keep_accepting_writes_with_two_down") {
         return;
     }
     let _turn = one_at_a_time();
@@ -339,7 +335,7 @@ fn five_replicas_keep_accepting_writes_with_two_down() {
         let name = format!("with-two-down-{n}");
         let spec = spec_file(dir.path(), &name);
         let out = c.drover(&["job", "run", "-d", spec.to_str().unwrap()]);
-        assert!(out.ok(), "write {n} with two replicas down: {}", out.stderr);
+        assert!(out.ok(), "write {n} with two peers down: {}", out.stderr);
     }
     let out = c.drover(&["job", "ls", "-o", "json"]);
     assert!(out.ok(), "{}", out.stderr);
@@ -391,15 +387,15 @@ fn submit_many(addr: &str, prefix: &str, n: usize) {
 }
 
 #[test]
-fn a_replica_added_after_many_writes_catches_up_through_a_snapshot() {
-    if !require_root("a_replica_added_after_many_writes_catches_up_through_a_snapshot") {
+fn a_peer_added_after_many_writes_catches_up_through_a_snapshot() {
+    if !require_root("a_peer_added_after_many_writes_catches_up_through_a_snapshot") {
         return;
     }
     let _turn = one_at_a_time();
     let mut c = NetCluster::up("hasnap", 4, 3, 0, &[("DROVER_SNAPSHOT_EVERY", "50")]);
-    submit_many(&c.replica_addr(1), "many", 400);
+    submit_many(&c.peer_addr(1), "many", 400);
     // The leader has snapshotted and purged the start of its log: a new
-    // replica can only get those entries through a snapshot.
+    // peer can only get those entries through a snapshot.
     let members = c.members().unwrap();
     let leader = members["leader_id"].as_u64().unwrap();
     let lm = members["members"]
@@ -415,10 +411,10 @@ fn a_replica_added_after_many_writes_catches_up_through_a_snapshot() {
     );
 
     c.must(&["join", "s4"]);
-    let add = c.drover(&["cluster", "add", "4", &c.replica_addr(4)]);
+    let add = c.drover(&["cluster", "add", "4", &c.peer_addr(4)]);
     assert!(add.ok(), "cluster add: {}{}", add.stdout, add.stderr);
     assert!(
-        add.stdout.contains("replica 4 is a voter now"),
+        add.stdout.contains("peer 4 is a voter now"),
         "{}",
         add.stdout
     );
@@ -451,8 +447,8 @@ fn a_replica_added_after_many_writes_catches_up_through_a_snapshot() {
 }
 
 #[test]
-fn a_replica_killed_at_any_moment_restarts_intact_and_rejoins() {
-    if !require_root("a_replica_killed_at_any_moment_restarts_intact_and_rejoins") {
+fn a_peer_killed_at_any_moment_restarts_intact_and_rejoins() {
+    if !require_root("a_peer_killed_at_any_moment_restarts_intact_and_rejoins") {
         return;
     }
     let _turn = one_at_a_time();
@@ -473,7 +469,7 @@ fn a_replica_killed_at_any_moment_restarts_intact_and_rejoins() {
     let reference = wait_holds(&c, 1, &acked);
     for i in 2..=3 {
         wait_for(
-            &format!("replica {i} to hold the same jobs as replica 1"),
+            &format!("peer {i} to hold the same jobs as peer 1"),
             Duration::from_secs(30),
             || {
                 let mut mine = c.jobs_on(i)?;
@@ -484,8 +480,8 @@ fn a_replica_killed_at_any_moment_restarts_intact_and_rejoins() {
             },
         );
     }
-    // Every replica is a healthy member again.
-    let members = wait_for("every replica to answer", Duration::from_secs(20), || {
+    // Every peer is a healthy member again.
+    let members = wait_for("every peer to answer", Duration::from_secs(20), || {
         let m = c.members()?;
         m["members"]
             .as_array()?
@@ -523,7 +519,7 @@ fn agents_keep_their_containers_through_a_leader_change() {
     });
     assert_ne!(new_leader, leader);
     // Longer than the node timeout: the new leader must not call the node
-    // down, because the agent now heartbeats through a live replica.
+    // down, because the agent now heartbeats through a live peer.
     std::thread::sleep(Duration::from_secs(4));
     let nodes = c.drover(&["node", "ls", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&nodes.stdout).unwrap();
@@ -549,8 +545,8 @@ fn agents_keep_their_containers_through_a_leader_change() {
 }
 
 #[test]
-fn rotating_the_ca_of_three_replicas_and_two_nodes_stops_nothing() {
-    if !require_root("rotating_the_ca_of_three_replicas_and_two_nodes_stops_nothing") {
+fn rotating_the_ca_of_three_peers_and_two_nodes_stops_nothing() {
+    if !require_root("rotating_the_ca_of_three_peers_and_two_nodes_stops_nothing") {
         return;
     }
     let images = images();
@@ -583,7 +579,7 @@ fn rotating_the_ca_of_three_replicas_and_two_nodes_stops_nothing() {
     assert!(out.stdout.contains("CA rotation done"), "{}", out.stdout);
     assert_eq!(allocs(&c), before, "a container was stopped or replaced");
 
-    // Every replica answers over the new certificates, and after the leader
+    // Every peer answers over the new certificates, and after the leader
     // dies the others elect one and commit (new connections, new CA only).
     let members = c.members().expect("members");
     let roles: Vec<&str> = members["members"]

@@ -91,8 +91,8 @@ impl NetCluster {
         );
     }
 
-    /// The address of scheduler replica `i` (1-based).
-    pub fn replica_addr(&self, i: u32) -> String {
+    /// The address of scheduler peer `i` (1-based).
+    pub fn peer_addr(&self, i: u32) -> String {
         format!("{}.{}:7400", self.net, 10 + i)
     }
 
@@ -116,7 +116,7 @@ impl NetCluster {
     /// Every replica's address: the `DROVER_ADDR` to use.
     pub fn addr(&self) -> String {
         (1..=self.schedulers)
-            .map(|i| self.replica_addr(i))
+            .map(|i| self.peer_addr(i))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -134,7 +134,7 @@ impl NetCluster {
             .arg("--")
             .arg(bin_dir().join("drover"))
             .args(args)
-            .env("DROVER_ADDR", self.replica_addr(i))
+            .env("DROVER_ADDR", self.peer_addr(i))
             .envs(pki_dir_for(&self.addr()).map(|d| ("DROVER_PKI_DIR", d)))
             .current_dir(repo_root())
             .output()

@@ -1,5 +1,5 @@
 //! Backing off when the scheduler says "too many requests", and moving on
-//! when a replica cannot serve.
+//! when a peer cannot serve.
 //!
 //! A scheduler answers a caller over its rate limit with
 //! `RESOURCE_EXHAUSTED` and a `retry-after-ms` before doing anything, so

@@ -102,7 +102,7 @@ pub enum Command {
     /// Benchmarks against a running cluster.
     #[command(subcommand)]
     Bench(BenchCmd),
-    /// List, add and remove the scheduler's replicas (its Raft members).
+    /// List, add and remove the scheduler's peers (its Raft members).
     #[command(subcommand)]
     Cluster(ClusterCmd),
     /// Access control: API tokens with roles (read, operate, admin).
@@ -227,10 +227,10 @@ pub enum AclTokenCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCmd {
-    /// List the scheduler replicas: id, address, role, applied index, leader.
+    /// List the scheduler peers: id, address, role, applied index, leader.
     ///
-    /// Every replica is asked for its own status; one that does not answer
-    /// shows as unreachable. --stale lists the membership as the replica
+    /// Every peer is asked for its own status; one that does not answer
+    /// shows as unreachable. --stale lists the membership as the peer
     /// asked knows it, without the leader.
     ///
     /// Examples:
@@ -241,9 +241,9 @@ pub enum ClusterCmd {
         #[command(flatten)]
         read: ReadArgs,
     },
-    /// Add a replica: it joins as a learner, catches up, then votes.
+    /// Add a peer: it joins as a learner, catches up, then votes.
     ///
-    /// Start the new replica first with --join (it then waits to be added);
+    /// Start the new peer first with --join (it then waits to be added);
     /// this returns once it has caught up and become a voter.
     ///
     /// Example:
@@ -251,22 +251,22 @@ pub enum ClusterCmd {
     ///   drover cluster add 4 10.0.0.4:7400
     #[command(verbatim_doc_comment)]
     Add {
-        /// The new replica's id (its --id).
+        /// The new peer's id (its --id).
         id: u64,
-        /// The address the other replicas reach it at (its --advertise).
+        /// The address the other peers reach it at (its --advertise).
         address: String,
     },
-    /// Remove a replica from the cluster (stop its process afterwards).
+    /// Remove a peer from the cluster (stop its process afterwards).
     ///
     /// Example:
     ///   drover cluster remove 4
     #[command(verbatim_doc_comment)]
     Remove {
-        /// The replica's id.
+        /// The peer's id.
         id: u64,
     },
     /// Print a short-lived token that lets a new agent (or scheduler
-    /// replica) get its certificate from the cluster CA. It pins the CA's
+    /// peer) get its certificate from the cluster CA. It pins the CA's
     /// fingerprint, so the joiner checks the cluster before trusting it.
     ///
     /// Examples:
@@ -282,7 +282,7 @@ pub enum ClusterCmd {
         ttl: String,
     },
     /// Replace the cluster CA without stopping anything (needs an admin
-    /// token). Every replica and node first trusts the old and the new CA,
+    /// token). Every peer and node first trusts the old and the new CA,
     /// then gets a certificate of the new one, then trusts only the new
     /// one; each phase waits until everyone caught up, and lasts at least
     /// --min-phase. This CLI's own CA file and certificate are updated as it
@@ -414,12 +414,12 @@ pub enum BenchCmd {
         #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
         image: String,
     },
-    /// Kill the leader of 3 local replicas, time the first write that succeeds.
+    /// Kill the leader of 3 local peers, time the first write that succeeds.
     ///
     /// Starts three `drover-scheduler` processes on loopback (the binary next
     /// to this one), then per trial: SIGKILL the leader, retry a job
     /// submission through the CLI's client until it succeeds, restart the
-    /// killed replica. Prints the median and max.
+    /// killed peer. Prints the median and max.
     ///
     /// Example:
     ///   drover bench failover --trials 10
@@ -427,11 +427,11 @@ pub enum BenchCmd {
     Failover {
         #[arg(long, default_value_t = 10)]
         trials: usize,
-        /// The replicas' --election-timeout.
+        /// The peers' --election-timeout.
         #[arg(long, default_value = "150ms")]
         election_timeout: String,
     },
-    /// Durable commits per second of 3 in-process replicas on loopback.
+    /// Durable commits per second of 3 in-process peers on loopback.
     ///
     /// Each commit is fsynced on a majority before it is acknowledged;
     /// concurrent proposals are batched into shared appends. Each proposer
@@ -451,13 +451,13 @@ pub enum BenchCmd {
         /// How long to measure each.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
-        /// Replication between the replicas: tls, plaintext, or both
+        /// Replication between the peers: tls, plaintext, or both
         /// (comma-separated; each on a fresh cluster, one after the other).
         #[arg(long, value_delimiter = ',', default_value = "tls,plaintext")]
         security: Vec<String>,
     },
     /// What mutual TLS adds to a new connection, beside plaintext: fresh
-    /// connections to an in-process replica of each kind, one call each.
+    /// connections to an in-process peer of each kind, one call each.
     ///
     /// Example:
     ///   drover bench handshake --connections 500
@@ -481,7 +481,7 @@ pub struct ReadArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
     pub output: Format,
-    /// Read from the replica asked, without confirming it leads (may be behind).
+    /// Read from the peer asked, without confirming it leads (may be behind).
     #[arg(long)]
     pub stale: bool,
 }

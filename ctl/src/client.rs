@@ -1,4 +1,4 @@
-//! Connecting to the scheduler (the first replica of `--addr` that answers)
+//! Connecting to the scheduler (the first peer of `--addr` that answers)
 //! and to agents (for logs).
 
 pub use crate::backoff::Backoff;
@@ -141,7 +141,7 @@ fn dial(agent: bool) -> Result<ClientTls, anyhow::Error> {
     }
 }
 
-/// How long a replica may take to answer before the next one is tried.
+/// How long a peer may take to answer before the next one is tried.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn url(addr: &str) -> String {
@@ -161,20 +161,20 @@ async fn channel(addr: &str, tls: &ClientTls) -> Result<Channel, tonic::transpor
     tls.connect(&endpoint).await
 }
 
-/// A client of the scheduler's API. Any replica will do: followers pass
+/// A client of the scheduler's API. Any peer will do: followers pass
 /// writes and linearizable reads on to the leader. Calls the scheduler
-/// rate-limits are retried after the wait it names, and a call a replica
+/// rate-limits are retried after the wait it names, and a call a peer
 /// cannot serve moves on to the next (see [`Backoff`]).
 pub async fn connect(addrs: &str) -> Result<DroverClient<Backoff>> {
     Ok(DroverClient::new(failover(addrs).await?).max_decoding_message_size(64 << 20))
 }
 
-/// A client of the scheduler replicas' cluster API (`drover cluster`).
+/// A client of the scheduler peers' cluster API (`drover cluster`).
 pub async fn cluster(addrs: &str) -> Result<ClusterClient<Backoff>> {
     Ok(ClusterClient::new(failover(addrs).await?))
 }
 
-/// A channel to the best replica of `addrs` that moves on to another when
+/// A channel to the best peer of `addrs` that moves on to another when
 /// the one in use cannot serve.
 async fn failover(addrs: &str) -> Result<Backoff> {
     let list = split(addrs);
@@ -191,18 +191,18 @@ fn split(addrs: &str) -> Vec<String> {
         .collect()
 }
 
-/// A channel to the first replica of the comma-separated `addrs` that
+/// A channel to the first peer of the comma-separated `addrs` that
 /// answers and can serve (see [`pick`]).
 pub async fn connect_any(addrs: &str) -> Result<Channel> {
     Ok(pick(&split(addrs), &[]).await?.1)
 }
 
-/// The first replica of `list`, other than those in `skip`, that answers
+/// The first peer of `list`, other than those in `skip`, that answers
 /// and is in touch with a leader; failing that, the first that answers.
 ///
 /// "Answers" means a call, not a TCP handshake: the kernel of a frozen host
 /// (or of a stopped process) still completes handshakes, and a CLI that
-/// picked such a replica would hang. "In touch" matters because a leader cut
+/// picked such a peer would hang. "In touch" matters because a leader cut
 /// off from its peers still answers, and still says it leads, but cannot
 /// commit anything. With one address there is nothing to choose, so no probe
 /// is made.

@@ -1,15 +1,15 @@
-//! `drover-scheduler`: one replica of Drover's scheduler.
+//! `drover-scheduler`: one peer of Drover's scheduler.
 
 use clap::Parser;
 use drover_scheduler::cluster::ClusterConfig;
 use drover_scheduler::server::{Config, Scheduler};
 use std::path::PathBuf;
 
-/// One replica of Drover's Raft-replicated scheduler.
+/// One peer of Drover's Raft-replicated scheduler.
 ///
-/// With --peers, a fresh data dir initializes a cluster of those replicas
-/// (give every replica the same list; initializing on each is harmless);
-/// without, it bootstraps a one-replica cluster; with --join it waits to be
+/// With --peers, a fresh data dir initializes a cluster of those peers
+/// (give every peer the same list; initializing on each is harmless);
+/// without, it bootstraps a one-peer cluster; with --join it waits to be
 /// added by `drover cluster add`. A data dir from an earlier run rejoins with
 /// everything it had.
 ///
@@ -22,24 +22,24 @@ use std::path::PathBuf;
 ///       --data-dir /var/lib/drover/scheduler    # then: drover cluster add 4 10.0.0.4:7400
 ///
 /// Every connection is TLS with certificates of the cluster CA, kept in
-/// --pki-dir (default <data-dir>/pki). A one-replica bootstrap makes the CA
+/// --pki-dir (default <data-dir>/pki). A one-peer bootstrap makes the CA
 /// itself, with the first administrator's credential (admin.pem, admin.key)
-/// for `drover`. A cluster of several initial replicas shares one CA: make
+/// for `drover`. A cluster of several initial peers shares one CA: make
 /// it once with `drover-scheduler ca init --pki-dir DIR` and copy DIR to
-/// every replica's --pki-dir. A replica added later joins with a token
+/// every peer's --pki-dir. A peer added later joins with a token
 /// from `drover cluster join-token scheduler`.
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment, args_conflicts_with_subcommands = true)]
 struct Args {
     #[command(subcommand)]
     command: Option<Sub>,
-    /// This replica's Raft id (unique in the cluster, not 0).
+    /// This peer's Raft id (unique in the cluster, not 0).
     #[arg(long, default_value_t = 1)]
     id: u64,
     /// Address to serve the client API, node API and Raft on.
     #[arg(long, default_value = "127.0.0.1:7400")]
     listen: std::net::SocketAddr,
-    /// Address others reach this replica at (default: the listen address).
+    /// Address others reach this peer at (default: the listen address).
     #[arg(long, default_value = "")]
     advertise: String,
     /// Where the Raft log, vote and snapshots live.
@@ -64,36 +64,36 @@ struct Args {
     /// The container address range; each node gets a /24 of it.
     #[arg(long, default_value = "10.88.0.0/16", env = "DROVER_CLUSTER_CIDR")]
     cluster_cidr: String,
-    /// The initial replicas of the cluster, as ID=HOST:PORT,... (this one included).
+    /// The initial peers of the cluster, as ID=HOST:PORT,... (this one included).
     #[arg(long, default_value = "", value_parser = parse_peers)]
     peers: Peers,
     /// Start without forming a cluster; wait to be added by `drover cluster add`.
     #[arg(long, conflicts_with = "peers")]
     join: bool,
-    /// How often the leader heartbeats the other replicas.
+    /// How often the leader heartbeats the other peers.
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     raft_heartbeat: std::time::Duration,
-    /// A replica that hears no leader for this (up to twice this) starts an election.
+    /// A peer that hears no leader for this (up to twice this) starts an election.
     #[arg(long, default_value = "150ms", value_parser = parse_duration)]
     election_timeout: std::time::Duration,
-    /// Where the cluster CA and this replica's certificate live (default: <data-dir>/pki).
+    /// Where the cluster CA and this peer's certificate live (default: <data-dir>/pki).
     #[arg(long)]
     pki_dir: Option<PathBuf>,
     /// With --join: a token from `drover cluster join-token scheduler`, to
-    /// get this replica's certificate and the CA (needed once; they are kept).
+    /// get this peer's certificate and the CA (needed once; they are kept).
     #[arg(long, requires = "join_via", env = "DROVER_JOIN_TOKEN")]
     join_token: Option<String>,
-    /// With --join-token: a replica of the cluster to join through (HOST:PORT).
+    /// With --join-token: a peer of the cluster to join through (HOST:PORT).
     #[arg(long)]
     join_via: Option<String>,
-    /// How long the certificates this replica signs are valid: its own,
-    /// and those of agents and replicas that join or renew through it.
+    /// How long the certificates this peer signs are valid: its own,
+    /// and those of agents and peers that join or renew through it.
     /// Holders renew two thirds into the life, so a stolen key is useful
     /// for this long at most. At least 30s (short lives are for tests).
     #[arg(long, default_value = "720h", value_parser = parse_cert_ttl)]
     cert_ttl: std::time::Duration,
     /// Requests a second each client or node may make (a token bucket per
-    /// certificate; replicas are not limited). Over it, calls are refused
+    /// certificate; peers are not limited). Over it, calls are refused
     /// with RESOURCE_EXHAUSTED and how long to wait. 0: no limit.
     #[arg(long, default_value_t = 500)]
     rate_limit: u32,
@@ -116,7 +116,7 @@ enum Sub {
 #[derive(clap::Subcommand, Debug)]
 enum CaCmd {
     /// Make a new cluster CA (and the first administrator's credential) in a
-    /// directory, to copy to every initial replica's --pki-dir.
+    /// directory, to copy to every initial peer's --pki-dir.
     ///
     /// Example:
     ///   drover-scheduler ca init --pki-dir /tmp/drover-pki
@@ -157,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Sub::Ca(CaCmd::Init { pki_dir })) = &a.command {
         let ca = drover_scheduler::pki::init(pki_dir)?;
         println!(
-            "cluster CA made in {} (fingerprint sha256:{}); copy the directory to every initial replica's --pki-dir",
+            "cluster CA made in {} (fingerprint sha256:{}); copy the directory to every initial peer's --pki-dir",
             pki_dir.display(),
             ca.fingerprint()
         );
@@ -212,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
     };
     if let Some(why) = failed {
         // Serving on would answer from a state that never moves again.
-        tracing::error!(reason = %why, "raft stopped: this replica stops serving and exits");
+        tracing::error!(reason = %why, "raft stopped: this peer stops serving and exits");
         s.shutdown().await;
         anyhow::bail!("raft stopped: {why}");
     }

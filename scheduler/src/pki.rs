@@ -1,16 +1,16 @@
-//! This replica's keys and certificates, in `<pki-dir>` (default
-//! `<data-dir>/pki`): the cluster CA (`ca.pem`, `ca.key`), this replica's
+//! This peer's keys and certificates, in `<pki-dir>` (default
+//! `<data-dir>/pki`): the cluster CA (`ca.pem`, `ca.key`), this peer's
 //! certificate (`scheduler.pem`, `scheduler.key`) and, where the CA was
 //! made, the first administrator's (`admin.pem`, `admin.key`: what `drover`
 //! uses until API tokens exist).
 //!
-//! A replica holds the CA key, so it renews its own certificate itself
+//! A peer holds the CA key, so it renews its own certificate itself
 //! ([`Pki::keep_renewed`]): two thirds into its life it signs a new one,
 //! keeps it on disk and presents it from the next handshake on.
 //!
 //! The CA itself can be replaced while the cluster runs (`drover cluster
 //! rotate-ca`; see `crate::state::ca`): the [`Authority`] — the CA this
-//! replica signs with and the CA certificates it trusts — then changes
+//! peer signs with and the CA certificates it trusts — then changes
 //! under the running process, as the replicated state says
 //! ([`Pki::follow`]).
 
@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 
 pub use drover_proto::pki::ca::LEAF_VALIDITY;
 
-/// The name of this replica's credential in the PKI dir.
+/// The name of this peer's credential in the PKI dir.
 pub const OWN: &str = "scheduler";
 /// The name of the first administrator's credential.
 pub const ADMIN: &str = "admin";
@@ -34,7 +34,7 @@ pub const ADMIN: &str = "admin";
 /// How long the first administrator's certificate is valid.
 pub const ADMIN_VALIDITY: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
-/// The CA a replica signs with, and the CA certificates (`ca.pem`: during
+/// The CA a peer signs with, and the CA certificates (`ca.pem`: during
 /// a rotation, the old and the new) it trusts and hands out with every
 /// certificate. Shared by everything that signs; replaced as a whole.
 #[derive(Clone, Debug)]
@@ -45,7 +45,7 @@ impl Authority {
         Authority(Arc::new(RwLock::new((Arc::new(signing), bundle))))
     }
 
-    /// The CA this replica signs with now.
+    /// The CA this peer signs with now.
     pub fn signing(&self) -> Arc<Ca> {
         self.0.read().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
@@ -60,16 +60,16 @@ impl Authority {
     }
 }
 
-/// The CA and this replica's TLS material.
+/// The CA and this peer's TLS material.
 #[derive(Clone, Debug)]
 pub struct Pki {
     pub authority: Authority,
     pub tls: LiveTls,
     dir: PathBuf,
     id: u64,
-    /// How long the certificates this replica signs (its own included) are valid.
+    /// How long the certificates this peer signs (its own included) are valid.
     pub cert_ttl: Duration,
-    /// Held while this replica's own files change (a renewal and a CA
+    /// Held while this peer's own files change (a renewal and a CA
     /// rotation must not interleave their writes).
     writing: Arc<std::sync::Mutex<()>>,
 }
@@ -95,8 +95,8 @@ fn signed_by(dir: &Path, name: &str, ca: &Ca) -> bool {
 }
 
 impl Pki {
-    /// The PKI in `dir` for replica `id`. Without a CA there, one is made
-    /// if `bootstrap` (this replica starts a new cluster), with an admin
+    /// The PKI in `dir` for peer `id`. Without a CA there, one is made
+    /// if `bootstrap` (this peer starts a new cluster), with an admin
     /// credential beside it; otherwise it is an error saying how to get one.
     pub fn open(dir: &Path, id: u64, bootstrap: bool) -> Result<Pki, PkiError> {
         Pki::open_for(dir, id, bootstrap, LEAF_VALIDITY)
@@ -113,7 +113,7 @@ impl Pki {
             if !bootstrap {
                 return Err(PkiError::Cert {
                     what: format!("{}", dir.display()),
-                    message: "no cluster CA here: give every initial replica a copy of one \
+                    message: "no cluster CA here: give every initial peer a copy of one \
                               (`drover-scheduler ca init --pki-dir DIR`), or join with \
                               --join-token"
                         .into(),
@@ -137,7 +137,7 @@ impl Pki {
         })
     }
 
-    /// Makes this replica's CA files, signing CA, trust and own certificate
+    /// Makes this peer's CA files, signing CA, trust and own certificate
     /// what the cluster's CA rotation (if any) says they are now: the
     /// rotation's new CA signs from its `sign` phase on, and the trusted
     /// set is the old and the new until it is done. Idempotent; returns
@@ -173,12 +173,12 @@ impl Pki {
         self.tls.replace(TlsMaterial::load(&self.dir, OWN)?)?;
         tracing::info!(
             phase = %rotation.phase,
-            "CA rotation: this replica's trust and certificate follow"
+            "CA rotation: this peer's trust and certificate follow"
         );
         Ok(true)
     }
 
-    /// Signs a new certificate for this replica, keeps it, and presents it
+    /// Signs a new certificate for this peer, keeps it, and presents it
     /// from the next handshake on.
     pub fn renew_own(&self) -> Result<(), PkiError> {
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
@@ -190,7 +190,7 @@ impl Pki {
         self.tls.replace(TlsMaterial::load(&self.dir, OWN)?)
     }
 
-    /// Renews this replica's certificate each time it is due, until `stop`.
+    /// Renews this peer's certificate each time it is due, until `stop`.
     pub async fn keep_renewed(self, mut stop: tokio::sync::broadcast::Receiver<()>) {
         loop {
             let cert = self.tls.material().credential.cert_pem;
@@ -203,9 +203,9 @@ impl Pki {
                 continue; // woke early (the wait is capped): not due yet
             }
             match self.renew_own() {
-                Ok(()) => tracing::info!(id = self.id, "renewed this replica's certificate"),
+                Ok(()) => tracing::info!(id = self.id, "renewed this peer's certificate"),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot renew this replica's certificate; retrying");
+                    tracing::warn!(error = %e, "cannot renew this peer's certificate; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(renew::retry_wait(&cert, SystemTime::now())) => {}
                         _ = stop.recv() => return,
@@ -215,8 +215,8 @@ impl Pki {
         }
     }
 
-    /// The PKI in `dir` for replica `id` of the cluster whose CA is `ca`
-    /// (copied into `dir`): how one machine runs several replicas.
+    /// The PKI in `dir` for peer `id` of the cluster whose CA is `ca`
+    /// (copied into `dir`): how one machine runs several peers.
     pub fn open_with_ca(ca: &Ca, dir: &Path, id: u64) -> Result<Pki, PkiError> {
         if !Ca::exists(dir) {
             ca.save(dir)?;
@@ -224,7 +224,7 @@ impl Pki {
         Pki::open(dir, id, false)
     }
 
-    /// Joins the cluster through the replica at `addr` with a scheduler
+    /// Joins the cluster through the peer at `addr` with a scheduler
     /// join token, and keeps what it gets in `dir` (CA key included).
     pub async fn join(
         dir: &Path,
@@ -235,7 +235,7 @@ impl Pki {
     ) -> Result<Pki, PkiError> {
         let j = drover_proto::pki::join::join(addr, token, "", id).await?;
         let key = j.ca_key_pem.ok_or_else(|| {
-            PkiError::Token("a scheduler replica needs a scheduler join token".into())
+            PkiError::Token("a scheduler peer needs a scheduler join token".into())
         })?;
         // During a rotation the CA certificates come as a bundle: the key
         // finds its own among them.

@@ -258,13 +258,13 @@ async fn in_process(dir: &Path, plaintext: bool) -> Result<Vec<Scheduler>> {
         all.push(s);
     }
     let start = Instant::now();
-    while !all.iter().any(|s| s.replica.is_leader()) {
+    while !all.iter().any(|s| s.peer.is_leader()) {
         if start.elapsed() > Duration::from_secs(20) {
             bail!("no leader elected within 20s");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    all.sort_by_key(|s| !s.replica.is_leader());
+    all.sort_by_key(|s| !s.peer.is_leader());
     Ok(all)
 }
 
@@ -282,7 +282,7 @@ async fn hammer(
     let mut tasks = Vec::new();
     for _ in 0..proposers {
         let (replica, make, done, next, stop) = (
-            s.replica.clone(),
+            s.peer.clone(),
             make.clone(),
             done.clone(),
             next.clone(),
@@ -298,7 +298,7 @@ async fn hammer(
                     Ok(_) => {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => failed.push(e.message().to_string()),
+                    Err(e) => failed.push(e.to_string()),
                 }
             }
             failed
@@ -351,7 +351,7 @@ pub async fn commit(proposers: &[usize], secs: f64, modes: &[String]) -> Result<
         let dir = scratch(&format!("commit-{mode}"))?;
         let all = in_process(&dir, plaintext).await?;
         let leader = &all[0];
-        let term = |s: &Scheduler| s.replica.metrics().borrow().current_term;
+        let term = |s: &Scheduler| s.peer.metrics().borrow().current_term;
         // The first election may take a second round (replicas that all
         // start at once split their votes): count from a settled cluster,
         // so the figure is elections under load and nothing else.
@@ -390,7 +390,7 @@ pub async fn commit(proposers: &[usize], secs: f64, modes: &[String]) -> Result<
             ]);
         }
         let elections = all.iter().map(term).max().unwrap_or(0) - first_term;
-        let still_leader = leader.replica.is_leader();
+        let still_leader = leader.peer.is_leader();
         for s in all {
             s.shutdown().await;
         }

@@ -1,5 +1,5 @@
 //! `drover cluster members|add|remove|join-token|rotate-ca|ca`: the
-//! scheduler's replicas, tokens for joining the cluster, and its CA.
+//! scheduler's peers, tokens for joining the cluster, and its CA.
 
 use crate::cli::{ClusterCmd, Format};
 use crate::client::{self, status};
@@ -22,13 +22,13 @@ pub async fn run(addr: &str, cmd: ClusterCmd) -> Result<i32> {
             print_members(read.output, &r);
         }
         ClusterCmd::Add { id, address } => {
-            println!("adding replica {id} at {address}: joining as a learner, catching up");
+            println!("adding peer {id} at {address}: joining as a learner, catching up");
             let r = c
                 .add_member(pb::AddMemberRequest { id, address })
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!("replica {id} is a voter now");
+            println!("peer {id} is a voter now");
             print_members(Format::Table, &r);
         }
         ClusterCmd::Remove { id } => {
@@ -37,7 +37,7 @@ pub async fn run(addr: &str, cmd: ClusterCmd) -> Result<i32> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!("replica {id} removed");
+            println!("peer {id} removed");
             print_members(Format::Table, &r);
         }
         ClusterCmd::JoinToken { role, ttl } => {
@@ -140,7 +140,7 @@ async fn wait_rotation(
                 "trust" | "sign" if !st.waiting.is_empty() => {
                     println!("phase {}: waiting for {}", st.phase, st.waiting.join(", "))
                 }
-                "sign" => println!("phase sign: replicas sign with the new CA; nodes renew"),
+                "sign" => println!("phase sign: peers sign with the new CA; nodes renew"),
                 _ => {}
             }
             said = now;
@@ -161,7 +161,7 @@ async fn wait_rotation(
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         // A new connection each time, with the credentials as the files
-        // hold them now (this CLI, or a replica sharing its directory, may
+        // hold them now (this CLI, or a peer sharing its directory, may
         // have changed them): the servers' certificates change.
         client::reload_credentials();
         let mut c = client::cluster(addr).await?;

@@ -159,7 +159,7 @@ async fn ensure_acl(scheduler: &Scheduler, pki_dir: &std::path::Path) -> Result<
     }
     let start = std::time::Instant::now();
     loop {
-        match drover_scheduler::server::acl_api::bootstrap(&scheduler.replica).await {
+        match drover_scheduler::server::acl_api::bootstrap(&scheduler.peer).await {
             Ok(t) => {
                 drover_proto::pki::write_private(&path, format!("{}\n", t.secret).as_bytes())?;
                 return Ok(());

@@ -6,7 +6,7 @@
 //! while up to [`IN_FLIGHT`] batches are being committed, lets the next ones
 //! accumulate; each batch is proposed as one `Command::Batch` entry and each
 //! proposer gets its own command's result back. A lone proposal on an idle
-//! replica goes out at once, so batching costs no latency.
+//! peer goes out at once, so batching costs no latency.
 
 use crate::raft::Raft;
 use crate::state::{Command, CommandResult};
@@ -26,7 +26,7 @@ pub type Outcome =
 
 type Proposal = (Command, oneshot::Sender<Outcome>);
 
-/// A handle to the batching task of one replica.
+/// A handle to the batching task of one peer.
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::UnboundedSender<Proposal>,

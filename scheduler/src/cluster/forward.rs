@@ -1,8 +1,8 @@
 //! How a follower gets the leader to act: forwarded commands, read indexes
-//! and heartbeats, over one cached gRPC channel per replica address.
+//! and heartbeats, over one cached gRPC channel per peer address.
 //!
 //! Every forwarded call goes through [`with_leader`]: find the leader in this
-//! replica's Raft metrics, run the call there (or here, if this replica
+//! peer's Raft metrics, run the call there (or here, if this peer
 //! leads), and on a failure that means "that was not, or is no longer, the
 //! leader" wait briefly for the metrics to change and try again, until
 //! [`PATIENCE`] has passed. A forwarded call still waiting when another
@@ -11,7 +11,8 @@
 //! Retrying is safe: client commands carry a request id the state machine
 //! de-duplicates, and the others are idempotent.
 
-use crate::replica::Replica;
+use super::PeerError;
+use crate::cluster::peer::Peer;
 use crate::state::{Command, CommandResult};
 use drover_proto::pb;
 use drover_proto::pb::cluster_client::ClusterClient;
@@ -21,9 +22,8 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
 
-/// How long a replica keeps trying to reach a leader before giving up.
+/// How long a peer keeps trying to reach a leader before giving up.
 pub const PATIENCE: Duration = Duration::from_secs(5);
 /// How long a forwarded call may take: longer than the leader's own commit
 /// timeout, so a forwarded write is never reported failed while the leader
@@ -32,7 +32,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(12);
 /// Marks a request already forwarded once, so it is never forwarded again.
 pub const FORWARDED: &str = "drover-forwarded";
 
-/// Where this replica believes the leader is.
+/// Where this peer believes the leader is.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Leader {
     Here,
@@ -40,7 +40,7 @@ pub enum Leader {
     Unknown,
 }
 
-/// Channels to other replicas, by address.
+/// Channels to other peers, by address.
 #[derive(Default)]
 pub struct Forwarder {
     channels: Mutex<HashMap<String, Channel>>,
@@ -48,7 +48,7 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Dialling other replicas with `tls` (their certificates are checked
+    /// Dialling other peers with `tls` (their certificates are checked
     /// against the cluster CA; ours is presented).
     pub fn new(tls: drover_proto::pki::tls::ClientTls) -> Forwarder {
         Forwarder {
@@ -57,13 +57,16 @@ impl Forwarder {
         }
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, Status> {
+    fn channel(&self, addr: &str) -> Result<Channel, PeerError> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = channels.get(addr) {
             return Ok(ch.clone());
         }
         let ch = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Status::internal(format!("replica address {addr:?}: {e}")))?
+            .map_err(|e| PeerError::BadAddress {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?
             .connect_timeout(Duration::from_millis(500))
             .timeout(CALL_TIMEOUT)
             .tcp_nodelay(true)
@@ -75,26 +78,24 @@ impl Forwarder {
         Ok(ch)
     }
 
-    /// A client of the cluster API on the replica at `addr`.
-    pub fn cluster(&self, addr: &str) -> Result<ClusterClient<Channel>, Status> {
+    /// A client of the cluster API on the peer at `addr`.
+    pub fn cluster(&self, addr: &str) -> Result<ClusterClient<Channel>, PeerError> {
         Ok(ClusterClient::new(self.channel(addr)?).max_decoding_message_size(64 << 20))
     }
 
-    /// Has the replica at `addr` (the leader) propose `cmd`.
-    pub async fn command(&self, addr: &str, cmd: &Command) -> Result<CommandResult, Status> {
-        let command_json = serde_json::to_vec(cmd)
-            .map_err(|e| Status::internal(format!("encoding a command: {e}")))?;
+    /// Has the peer at `addr` (the leader) propose `cmd`.
+    pub async fn command(&self, addr: &str, cmd: &Command) -> Result<CommandResult, PeerError> {
+        let command_json = serde_json::to_vec(cmd).map_err(PeerError::Encode)?;
         let r = self
             .cluster(addr)?
             .forward(pb::ForwardRequest { command_json })
             .await?
             .into_inner();
-        serde_json::from_slice(&r.result_json)
-            .map_err(|e| Status::internal(format!("decoding a command result: {e}")))
+        serde_json::from_slice(&r.result_json).map_err(PeerError::Decode)
     }
 
     /// The commit index of the leader at `addr`, once it confirmed it leads.
-    pub async fn read_index(&self, addr: &str) -> Result<u64, Status> {
+    pub async fn read_index(&self, addr: &str) -> Result<u64, PeerError> {
         let r = self
             .cluster(addr)?
             .read_index(pb::ReadIndexRequest {})
@@ -107,7 +108,7 @@ impl Forwarder {
         &self,
         addr: &str,
         req: pb::HeartbeatRequest,
-    ) -> Result<pb::HeartbeatResponse, Status> {
+    ) -> Result<pb::HeartbeatResponse, PeerError> {
         let mut req = tonic::Request::new(req);
         req.metadata_mut()
             .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
@@ -119,13 +120,13 @@ impl Forwarder {
     }
 }
 
-/// The leader as `replica`'s Raft metrics show it.
-pub fn leader(replica: &Replica) -> Leader {
-    let m = replica.raft.metrics();
+/// The leader as `peer`'s Raft metrics show it.
+pub fn leader(peer: &Peer) -> Leader {
+    let m = peer.raft.metrics();
     let m = m.borrow();
     match m.current_leader {
-        Some(id) if id == replica.id && m.state.is_leader() => Leader::Here,
-        Some(id) if id == replica.id => Leader::Unknown,
+        Some(id) if id == peer.id && m.state.is_leader() => Leader::Here,
+        Some(id) if id == peer.id => Leader::Unknown,
         Some(id) => match m.membership_config.membership().get_node(&id) {
             Some(n) => Leader::At(n.addr.clone()),
             None => Leader::Unknown,
@@ -134,23 +135,37 @@ pub fn leader(replica: &Replica) -> Leader {
     }
 }
 
-/// Whether a failed call may succeed against a (new) leader.
-fn retryable(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::Cancelled)
+/// An error of a call made through [`with_leader`]: it says whether the
+/// call may succeed against a (new) leader, and holds [`PeerError`]s.
+pub trait CallError: From<PeerError> {
+    fn retryable(&self) -> bool;
+    /// What went wrong, in words (for the error that gives up).
+    fn why(&self) -> String;
 }
 
-/// Runs `call` with the leader's address (`None`: this replica leads),
+impl CallError for PeerError {
+    fn retryable(&self) -> bool {
+        PeerError::retryable(self)
+    }
+
+    fn why(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// Runs `call` with the leader's address (`None`: this peer leads),
 /// waiting out elections and following leader changes for up to [`PATIENCE`].
-pub async fn with_leader<T, F, Fut>(replica: &Replica, mut call: F) -> Result<T, Status>
+pub async fn with_leader<T, E, F, Fut>(peer: &Peer, mut call: F) -> Result<T, E>
 where
+    E: CallError,
     F: FnMut(Option<String>) -> Fut,
-    Fut: Future<Output = Result<T, Status>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let deadline = Instant::now() + PATIENCE;
-    let mut metrics = replica.raft.metrics();
+    let mut metrics = peer.raft.metrics();
     let mut last_err = None;
     loop {
-        let target = match leader(replica) {
+        let target = match leader(peer) {
             Leader::Here => Some(None),
             Leader::At(addr) => Some(Some(addr)),
             Leader::Unknown => None,
@@ -162,38 +177,38 @@ where
                 // answered: once a new leader is known, ask that one.
                 Some(addr) => tokio::select! {
                     r = call(target) => Some(r),
-                    _ = leader_moves_from(replica, &addr) => None,
+                    _ = leader_moves_from(peer, &addr) => None,
                 },
                 None => Some(call(target).await),
             };
             match outcome {
-                Some(Err(s)) if retryable(&s) => last_err = Some(s),
+                Some(Err(e)) if e.retryable() => last_err = Some(e),
                 Some(r) => return r,
                 None => {
-                    last_err = Some(Status::unavailable("the leader changed during the call"));
+                    last_err = Some(E::from(PeerError::LeaderChanged));
                     continue;
                 }
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            let why = last_err.map_or("no leader elected".to_string(), |s| s.message().to_string());
-            return Err(Status::unavailable(format!(
-                "no leader reachable from this replica for {}s (is a majority of replicas up and connected?): {why}",
-                PATIENCE.as_secs()
-            )));
+            let why = last_err.map_or("no leader elected".to_string(), |e| e.why());
+            return Err(E::from(PeerError::NoLeader {
+                secs: PATIENCE.as_secs(),
+                why,
+            }));
         }
         // Wake on a leadership change, or poll: a leader may be known but dead.
         let _ = tokio::time::timeout(left.min(Duration::from_millis(25)), metrics.changed()).await;
     }
 }
 
-/// Resolves once `replica` knows of a leader other than the one at `addr`
+/// Resolves once `peer` knows of a leader other than the one at `addr`
 /// (an election in progress does not count: the old leader may win it).
-async fn leader_moves_from(replica: &Replica, addr: &str) {
-    let mut metrics = replica.raft.metrics();
+async fn leader_moves_from(peer: &Peer, addr: &str) {
+    let mut metrics = peer.raft.metrics();
     loop {
-        match leader(replica) {
+        match leader(peer) {
             Leader::At(a) if a == addr => {}
             Leader::Unknown => {}
             _ => return,
@@ -205,18 +220,18 @@ async fn leader_moves_from(replica: &Replica, addr: &str) {
 }
 
 /// Serves an agent's heartbeat on a follower by passing it to the leader,
-/// which keeps node liveness. Returns `None` if this replica became the
+/// which keeps node liveness. Returns `None` if this peer became the
 /// leader meanwhile: the caller then answers it itself.
 pub async fn heartbeat_via_leader(
-    replica: &Replica,
+    peer: &Peer,
     req: pb::HeartbeatRequest,
-) -> Result<Option<pb::HeartbeatResponse>, Status> {
-    with_leader(replica, |leader| {
+) -> Result<Option<pb::HeartbeatResponse>, PeerError> {
+    with_leader(peer, |leader| {
         let req = req.clone();
         async move {
             match leader {
                 None => Ok(None),
-                Some(addr) => replica.forwarder.heartbeat(&addr, req).await.map(Some),
+                Some(addr) => peer.forwarder.heartbeat(&addr, req).await.map(Some),
             }
         }
     })

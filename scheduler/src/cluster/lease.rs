@@ -14,7 +14,7 @@
 //! simply runs out.
 //!
 //! The same watcher notices when openraft's core has stopped (a storage
-//! error is fatal to it): the replica must then stop serving rather than
+//! error is fatal to it): the peer must then stop serving rather than
 //! answer from a state that will never move again.
 
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,7 @@ use crate::raft::Raft;
 #[derive(Debug)]
 pub struct Lease {
     length: Duration,
-    /// When a majority last acknowledged this replica as leader.
+    /// When a majority last acknowledged this peer as leader.
     acked_at: Mutex<Option<Instant>>,
 }
 
@@ -74,7 +74,7 @@ impl Lease {
         lease
     }
 
-    /// Whether a majority acknowledged this replica as leader within the lease.
+    /// Whether a majority acknowledged this peer as leader within the lease.
     pub fn held(&self) -> bool {
         self.acked_at
             .lock()

@@ -1,10 +1,10 @@
-//! The scheduler as a group of replicas: who the members are, where the
+//! The scheduler as a group of peers: who the members are, where the
 //! leader is, and how a follower gets work done by it.
 //!
-//! A cluster forms from a list of initial members given to every replica
+//! A cluster forms from a list of initial members given to every peer
 //! (`--peers 1=a,2=b,3=c`); initializing on every member, or again after a
-//! restart, is harmless, because a replica that already has a log ignores it.
-//! Clients and agents may talk to any replica: a follower forwards writes to
+//! restart, is harmless, because a peer that already has a log ignores it.
+//! Clients and agents may talk to any peer: a follower forwards writes to
 //! the leader as commands ([`forward`]), confirms linearizable reads with the
 //! leader's read index before answering from its own state, and serves stale
 //! reads alone, saying how far behind the leader it was last known to be.
@@ -14,10 +14,14 @@
 //! ([`batch`]).
 
 pub mod batch;
+pub mod error;
 pub mod forward;
 pub mod lease;
+pub mod peer;
 
+pub use error::PeerError;
 pub use forward::Forwarder;
+pub use peer::Peer;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,14 +33,14 @@ pub enum Error {
     BadPeer { entry: String, reason: String },
     #[error("peer id {0} is listed twice")]
     DuplicatePeer(u64),
-    #[error("--id {0} is not one of --peers; to add a replica to a running cluster start it with --join and run `drover cluster add`")]
+    #[error("--id {0} is not one of --peers; to add a peer to a running cluster start it with --join and run `drover cluster add`")]
     NotAPeer(u64),
 }
 
-/// How a replica takes part in a cluster.
+/// How a peer takes part in a cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
-    /// The initial voters by id and address; empty for a one-replica cluster.
+    /// The initial voters by id and address; empty for a one-peer cluster.
     pub peers: BTreeMap<u64, String>,
     /// Start without initializing anything: wait to be added by a leader.
     pub join: bool,
@@ -64,7 +68,7 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// The initial members when this replica, `id`, should initialize the
+    /// The initial members when this peer, `id`, should initialize the
     /// cluster; `None` when it must wait to be added.
     pub fn initial_members(
         &self,

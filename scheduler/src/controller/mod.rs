@@ -1,6 +1,6 @@
 //! Leader-only controllers: node liveness and job reconciliation.
 //!
-//! They run on every replica but act only while it leads, and change state
+//! They run on every peer but act only while it leads, and change state
 //! only by proposing commands; everything they need is in the replicated
 //! state, so a new leader picks up where the old one stood. Liveness is the
 //! exception by design: heartbeats live in the leader's memory, and a new
@@ -10,16 +10,19 @@
 //! change is committed (`Command::SetNodeNetwork`), because placement must
 //! see it in the replicated state.
 
+mod liveness;
+
+pub use liveness::{node_transitions, Liveness};
+
+use crate::clock::now_ms;
+use crate::cluster::{Peer, PeerError};
 use crate::reconcile::{reconcile, Plan};
-use crate::replica::Replica;
-use crate::server::node_api::Liveness;
-use crate::server::now_ms;
 use crate::state::{Command, NodeStatus};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 pub struct Controller {
-    pub replica: Replica,
+    pub peer: Peer,
     pub liveness: Liveness,
     pub node_timeout: Duration,
     /// Forget nodes down for longer than this (`None`: never).
@@ -28,7 +31,7 @@ pub struct Controller {
 
 impl Controller {
     pub async fn run(self, mut stop: broadcast::Receiver<()>) {
-        let mut applied = self.replica.applied.clone();
+        let mut applied = self.peer.applied.clone();
         let mut leading_since: Option<Instant> = None;
         // Under a stream of writes every apply wakes the controller: rest
         // as long as the last pass took, so planning (which copies and
@@ -46,7 +49,7 @@ impl Controller {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
             rest = Duration::ZERO;
-            if !self.replica.is_leader() {
+            if !self.peer.is_leader() {
                 leading_since = None;
                 continue;
             }
@@ -55,7 +58,7 @@ impl Controller {
                 None => {
                     // Plan on nothing older than this term: confirm leadership
                     // and apply everything committed before acting.
-                    if let Err(e) = self.replica.read_index_here().await {
+                    if let Err(e) = self.peer.read_index_here().await {
                         tracing::debug!(error = %e, "new leader not caught up yet");
                         continue;
                     }
@@ -71,23 +74,22 @@ impl Controller {
         }
     }
 
-    async fn tick(&self, leading_since: Instant) -> Result<(), tonic::Status> {
-        let state = self.replica.snapshot();
-        for node in state.nodes.values() {
-            let seen = self.liveness.last_seen(&node.name);
-            let last = seen.unwrap_or(leading_since).max(leading_since);
+    async fn tick(&self, leading_since: Instant) -> Result<(), PeerError> {
+        let state = self.peer.snapshot();
+        let changes = node_transitions(
+            state.nodes.values(),
+            |name| self.liveness.last_seen(name),
+            leading_since,
+            Instant::now(),
             // Not before the node has certainly stopped its replicas
             // (see `drover_proto::fencing`).
-            let silent = last.elapsed() > drover_proto::fencing::replace_after(self.node_timeout);
-            let status = match (node.status, silent, seen.is_some()) {
-                (NodeStatus::Ready, true, _) => NodeStatus::Down,
-                (NodeStatus::Down, false, true) => NodeStatus::Ready,
-                _ => continue,
-            };
-            tracing::info!(node = %node.name, status = status.as_str(), "node status changed");
-            self.replica
+            drover_proto::fencing::replace_after(self.node_timeout),
+        );
+        for (name, status) in changes {
+            tracing::info!(node = %name, status = status.as_str(), "node status changed");
+            self.peer
                 .write(Command::SetNodeStatus {
-                    name: node.name.clone(),
+                    name,
                     status,
                     at_ms: now_ms(),
                 })
@@ -98,7 +100,7 @@ impl Controller {
             for node in state.nodes.values() {
                 if node.status == NodeStatus::Down && now_ms() - node.updated_at_ms > gc_ms {
                     tracing::info!(node = %node.name, "forgetting a node down for longer than --node-gc-after");
-                    self.replica
+                    self.peer
                         .write(Command::RemoveNode {
                             name: node.name.clone(),
                             reason: format!("down for longer than {}s", gc.as_secs()),
@@ -124,7 +126,7 @@ impl Controller {
             } else {
                 tracing::warn!(node = %node.name, error = %error, "node's container network is unavailable; no private-network replicas go there");
             }
-            self.replica
+            self.peer
                 .write(Command::SetNodeNetwork {
                     name: node.name.clone(),
                     error,
@@ -136,7 +138,7 @@ impl Controller {
         self.advance_ca_rotation(&state).await?;
         // Placement must see the change at once.
         let state = if network_changed {
-            self.replica.snapshot()
+            self.peer.snapshot()
         } else {
             state
         };
@@ -149,25 +151,25 @@ impl Controller {
         Ok(())
     }
 
-    /// Moves a CA rotation to its next phase once every replica and every
+    /// Moves a CA rotation to its next phase once every peer and every
     /// ready node caught up with this one (see `crate::state::ca`).
-    async fn advance_ca_rotation(&self, state: &crate::state::State) -> Result<(), tonic::Status> {
+    async fn advance_ca_rotation(&self, state: &crate::state::State) -> Result<(), PeerError> {
         let Some(r) = &state.ca_rotation else {
             return Ok(());
         };
         if r.phase == crate::state::ca::Phase::Done {
             return Ok(());
         }
-        let replicas_at = self.replicas_at();
+        let peers_at = self.peers_at();
         let nodes: Vec<(String, crate::state::ca::NodeTrust)> = state
             .nodes
             .values()
             .filter(|n| n.status == NodeStatus::Ready)
             .map(|n| (n.name.clone(), self.liveness.trust(&n.name)))
             .collect();
-        if let Ok(next) = r.may_advance(now_ms(), &replicas_at, &nodes) {
+        if let Ok(next) = r.may_advance(now_ms(), &peers_at, &nodes) {
             tracing::info!(from = %r.phase, to = %next, "CA rotation: everyone caught up; next phase");
-            self.replica
+            self.peer
                 .write(Command::AdvanceCaRotation {
                     from: r.phase,
                     new_subject: r.new_subject.clone(),
@@ -180,11 +182,11 @@ impl Controller {
 
     /// The log index every voter has, as this leader knows it (itself: what
     /// it applied).
-    pub fn replicas_at(&self) -> Vec<(u64, u64)> {
-        replicas_at(&self.replica)
+    pub fn peers_at(&self) -> Vec<(u64, u64)> {
+        peers_at(&self.peer)
     }
 
-    async fn propose(&self, plan: Plan) -> Result<(), tonic::Status> {
+    async fn propose(&self, plan: Plan) -> Result<(), PeerError> {
         let at_ms = now_ms();
         if !plan.stop.is_empty() {
             // One command per reason keeps each allocation's reason exact.
@@ -193,13 +195,13 @@ impl Controller {
                 by_reason.entry(reason).or_default().push(id);
             }
             for (reason, ids) in by_reason {
-                self.replica
+                self.peer
                     .write(Command::StopAllocations { ids, reason, at_ms })
                     .await?;
             }
         }
         if !plan.place.is_empty() {
-            self.replica
+            self.peer
                 .write(Command::PlaceAllocations {
                     allocations: plan.place,
                     at_ms,
@@ -207,24 +209,24 @@ impl Controller {
                 .await?;
         }
         for (job, reason) in plan.pending {
-            self.replica
+            self.peer
                 .write(Command::SetPendingReason { job, reason })
                 .await?;
         }
         for name in plan.purge {
-            self.replica.write(Command::PurgeJob { name }).await?;
+            self.peer.write(Command::PurgeJob { name }).await?;
         }
         for (job, rollout) in plan.rollouts {
             if rollout.state.is_done() {
                 tracing::info!(job = %job, version = rollout.version, state = rollout.state.as_str(), reason = %rollout.reason, "rollout ended");
             }
-            self.replica
+            self.peer
                 .write(Command::SetRollout { job, rollout })
                 .await?;
         }
         for (name, to, reason, expect) in plan.rollbacks {
             tracing::warn!(job = %name, to, reason = %reason, "rolling back");
-            self.replica
+            self.peer
                 .write(Command::RollbackJob {
                     request_id: String::new(),
                     name,
@@ -239,10 +241,10 @@ impl Controller {
     }
 }
 
-/// The log index every voter of `replica`'s cluster has, as the leader
+/// The log index every voter of `peer`'s cluster has, as the leader
 /// knows it (itself: what it applied; a voter it has no news of: 0).
-pub fn replicas_at(replica: &Replica) -> Vec<(u64, u64)> {
-    let m = replica.metrics().borrow().clone();
+pub fn peers_at(peer: &Peer) -> Vec<(u64, u64)> {
+    let m = peer.metrics().borrow().clone();
     let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
     m.membership_config
         .membership()

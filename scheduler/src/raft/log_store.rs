@@ -1,6 +1,6 @@
 //! The durable Raft log: entries, the vote and log pointers, kept in redb.
 //!
-//! Raft's safety rests on two promises a replica makes to its peers: a vote it
+//! Raft's safety rests on two promises a peer makes to the others: a vote it
 //! granted stays granted, and an entry it acknowledged stays in its log. Both
 //! must therefore be on disk before openraft is told they are. Every write here
 //! reaches disk in a redb transaction committed with
@@ -415,7 +415,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     /// The committed pointer may lag what is really committed without harm: on
-    /// restart the replica re-applies up to the saved pointer and learns the
+    /// restart the peer re-applies up to the saved pointer and learns the
     /// rest from the leader. So it is queued without waiting and rides along
     /// with the writer's next transaction.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {

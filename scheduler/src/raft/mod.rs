@@ -2,16 +2,16 @@
 //!
 //! Every change to the cluster's desired or observed state is a `Command`
 //! appended to an openraft log, replicated to a quorum of scheduler
-//! replicas, and then applied, in log order, to each replica's `State`.
+//! peers, and then applied, in log order, to each peer's `State`.
 //! This module wires openraft's pieces together: the durable log
 //! ([`log_store`]), the state machine and its snapshots ([`state_machine`]),
-//! and the gRPC transport between replicas ([`network`]). The rest of the
+//! and the gRPC transport between peers ([`network`]). The rest of the
 //! scheduler only calls [`open`], [`initialize`] or [`bootstrap_single`],
 //! [`propose`] and [`ensure_linearizable`] (and [`add_voter`] /
-//! [`remove_voter`] to change the replica set), and reads the shared state
+//! [`remove_voter`] to change the peer set), and reads the shared state
 //! (waking on the applied index) through a [`RaftHandle`].
 //!
-//! On disk a replica keeps `raft.redb` (log, vote, committed pointer) and
+//! On disk a peer keeps `raft.redb` (log, vote, committed pointer) and
 //! `snapshots/current.json` under its data directory.
 
 pub mod log_store;
@@ -39,7 +39,7 @@ pub use self::state_machine::{StateMachine, StateMachineError};
 pub use self::types::{LogId, Node, NodeId, Raft, TypeConfig};
 use crate::state::{Command, CommandResult, State};
 
-/// What can go wrong running this replica's Raft.
+/// What can go wrong running this peer's Raft.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -55,7 +55,7 @@ pub enum Error {
     Initialize(Box<InitializeError<NodeId, Node>>),
     /// Writes and linearizable reads must go to the leader; forward them to
     /// `leader_addr` if it is known.
-    #[error("this replica is not the leader (leader: {})", describe_leader(*.leader_id, .leader_addr.as_deref()))]
+    #[error("this peer is not the leader (leader: {})", describe_leader(*.leader_id, .leader_addr.as_deref()))]
     NotLeader {
         leader_id: Option<NodeId>,
         leader_addr: Option<String>,
@@ -102,11 +102,11 @@ impl From<ForwardToLeader<NodeId, Node>> for Error {
     }
 }
 
-/// Tunables for a replica. The defaults suit a LAN: fast failover, a
+/// Tunables for a peer. The defaults suit a LAN: fast failover, a
 /// snapshot every 1000 entries, and a short log tail kept after it.
 #[derive(Clone, Debug)]
 pub struct RaftOptions {
-    /// Name shared by all replicas of one cluster.
+    /// Name shared by all peers of one cluster.
     pub cluster_name: String,
     /// How often the leader heartbeats its followers.
     pub heartbeat_interval: Duration,
@@ -119,7 +119,7 @@ pub struct RaftOptions {
     /// Entries kept in the log behind a snapshot, so a follower that lags a
     /// little catches up from the log instead of a whole snapshot.
     pub keep_after_snapshot: u64,
-    /// How this replica dials its peers (TLS with its certificate, in a
+    /// How this peer dials its peers (TLS with its certificate, in a
     /// secured cluster).
     pub tls: drover_proto::pki::tls::ClientTls,
 }
@@ -158,10 +158,10 @@ impl RaftOptions {
     }
 }
 
-/// A running replica: the Raft node and the state it replicates.
+/// A running peer: the Raft node and the state it replicates.
 #[derive(Clone)]
 pub struct RaftHandle {
-    /// This replica's id.
+    /// This peer's id.
     pub id: NodeId,
     /// The openraft node; pass it to [`propose`] and friends.
     pub raft: Raft,
@@ -174,7 +174,7 @@ pub struct RaftHandle {
 }
 
 impl RaftHandle {
-    /// The gRPC service peers call to reach this replica's Raft.
+    /// The gRPC service peers call to reach this peer's Raft.
     pub fn service(&self) -> drover_proto::pb::raft_service_server::RaftServiceServer<RaftServer> {
         RaftServer::new(self.raft.clone()).into_service()
     }
@@ -187,11 +187,11 @@ impl RaftHandle {
     }
 }
 
-/// Open replica `id`'s storage under `dir` and start its Raft node.
+/// Open peer `id`'s storage under `dir` and start its Raft node.
 ///
 /// The node starts from the last snapshot plus the log, re-applying entries
 /// up to the saved committed index, so the state is back as it was before a
-/// restart. A brand-new replica does nothing until it is initialized
+/// restart. A brand-new peer does nothing until it is initialized
 /// ([`initialize`], [`bootstrap_single`]) or added by a leader.
 pub async fn open(id: NodeId, dir: &Path, options: RaftOptions) -> Result<RaftHandle, Error> {
     let config = Arc::new(options.to_config()?);
@@ -232,7 +232,7 @@ pub async fn open(id: NodeId, dir: &Path, options: RaftOptions) -> Result<RaftHa
 }
 
 /// Initialize a new cluster with `members` as its voters. Harmless on a
-/// replica that is already initialized (for instance after a restart).
+/// peer that is already initialized (for instance after a restart).
 pub async fn initialize(raft: &Raft, members: BTreeMap<NodeId, Node>) -> Result<(), Error> {
     match raft.initialize(members).await {
         Ok(()) => Ok(()),
@@ -242,7 +242,7 @@ pub async fn initialize(raft: &Raft, members: BTreeMap<NodeId, Node>) -> Result<
     }
 }
 
-/// Initialize a one-replica cluster of replica `id`, reachable at `addr`.
+/// Initialize a one-peer cluster of peer `id`, reachable at `addr`.
 pub async fn bootstrap_single(raft: &Raft, id: NodeId, addr: &str) -> Result<(), Error> {
     initialize(raft, BTreeMap::from([(id, Node::new(addr))])).await
 }
@@ -255,7 +255,7 @@ pub async fn propose(raft: &Raft, cmd: Command) -> Result<(u64, CommandResult), 
     Ok((resp.log_id.index, resp.data))
 }
 
-/// Add replica `id`, serving Raft at `addr`, as a voter: it joins as a
+/// Add peer `id`, serving Raft at `addr`, as a voter: it joins as a
 /// learner, catches up, and is then promoted. Leader only.
 pub async fn add_voter(raft: &Raft, id: NodeId, addr: &str) -> Result<(), Error> {
     raft.add_learner(id, Node::new(addr), true)
@@ -267,7 +267,7 @@ pub async fn add_voter(raft: &Raft, id: NodeId, addr: &str) -> Result<(), Error>
     Ok(())
 }
 
-/// Remove replica `id` from the cluster. Leader only.
+/// Remove peer `id` from the cluster. Leader only.
 pub async fn remove_voter(raft: &Raft, id: NodeId) -> Result<(), Error> {
     raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
         .await
@@ -275,7 +275,8 @@ pub async fn remove_voter(raft: &Raft, id: NodeId) -> Result<(), Error> {
     Ok(())
 }
 
-fn write_error(e: openraft::error::RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> Error {
+/// A write's error in this module's terms (a follower's names the leader).
+pub fn write_error(e: openraft::error::RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> Error {
     match e {
         openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => f.into(),
         openraft::error::RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
@@ -285,18 +286,25 @@ fn write_error(e: openraft::error::RaftError<NodeId, ClientWriteError<NodeId, No
     }
 }
 
-/// Confirm this replica is still the leader and wait until the state holds
+/// Confirm this peer is still the leader and wait until the state holds
 /// everything committed before the call, so a read that follows is
 /// linearizable. Returns the applied index the read will observe.
 pub async fn ensure_linearizable(raft: &Raft) -> Result<u64, Error> {
     match raft.ensure_linearizable().await {
         Ok(read_log_id) => Ok(read_log_id.map_or(0, |l| l.index)),
-        Err(openraft::error::RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-            Err(f.into())
+        Err(e) => Err(leader_check_error(e)),
+    }
+}
+
+/// A leadership check's error in this module's terms.
+pub fn leader_check_error(
+    e: openraft::error::RaftError<NodeId, CheckIsLeaderError<NodeId, Node>>,
+) -> Error {
+    match e {
+        openraft::error::RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => f.into(),
+        openraft::error::RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => {
+            Error::NoQuorum(Box::new(q))
         }
-        Err(openraft::error::RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
-            Err(Error::NoQuorum(Box::new(q)))
-        }
-        Err(openraft::error::RaftError::Fatal(f)) => Err(f.into()),
+        openraft::error::RaftError::Fatal(f) => f.into(),
     }
 }

@@ -1,6 +1,6 @@
-//! Raft RPCs between scheduler replicas, over gRPC.
+//! Raft RPCs between scheduler peers, over gRPC.
 //!
-//! openraft needs three calls between replicas: append entries (which is
+//! openraft needs three calls between peers: append entries (which is
 //! also the heartbeat), request a vote, and install a snapshot chunk. Drover
 //! carries them over the `RaftService` gRPC service. Each payload is opaque
 //! JSON: the request is openraft's own request type, the answer is
@@ -88,7 +88,7 @@ pub struct Network {
 }
 
 impl Network {
-    /// A network for the replica `id`, dialling peers with `tls`.
+    /// A network for the peer `id`, dialling peers with `tls`.
     pub fn new(id: NodeId, tls: ClientTls) -> Self {
         Self {
             id,
@@ -112,7 +112,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
-/// RPCs from this replica to one peer.
+/// RPCs from this peer to one peer.
 pub struct Connection {
     id: NodeId,
     target: NodeId,
@@ -293,7 +293,7 @@ impl RaftServer {
         }
     }
 
-    /// What this replica last heard from a leader through this server.
+    /// What this peer last heard from a leader through this server.
     pub fn contact(&self) -> Arc<LeaderContact> {
         self.contact.clone()
     }

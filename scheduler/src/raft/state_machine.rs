@@ -11,7 +11,7 @@
 //! applied log id and the membership (and its own id, so the file alone
 //! describes it). The current snapshot is kept as `current.json` in the
 //! snapshot directory, replaced atomically (write a temp file, fsync, rename,
-//! fsync the directory), and loaded on startup so a restarted replica begins
+//! fsync the directory), and loaded on startup so a restarted peer begins
 //! from it and replays only the log after it.
 //!
 //! openraft builds snapshots in a task of its own while applying continues,

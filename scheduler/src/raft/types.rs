@@ -2,7 +2,7 @@
 //!
 //! openraft is generic over the application data it replicates. Drover's log
 //! entries carry a [`Command`](crate::state::Command), applying one yields a
-//! [`CommandResult`](crate::state::CommandResult), replicas are named by a `u64`
+//! [`CommandResult`](crate::state::CommandResult), peers are named by a `u64`
 //! id and reached at the gRPC address stored in their [`BasicNode`], and a
 //! snapshot travels as an in-memory byte buffer. Everything else in
 //! `crate::raft` names these aliases instead of spelling the generics.
@@ -13,7 +13,7 @@ use openraft::BasicNode;
 
 use crate::state::{Command, CommandResult};
 
-/// A replica's id within the Raft group.
+/// A peer's id within the Raft group.
 pub type NodeId = u64;
 
 openraft::declare_raft_types!(
@@ -28,7 +28,7 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-/// A running Raft replica.
+/// A running Raft peer.
 pub type Raft = openraft::Raft<TypeConfig>;
 /// The position of an entry in the log: leader term, leader id and index.
 pub type LogId = openraft::LogId<NodeId>;
@@ -44,5 +44,5 @@ pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, BasicNode>;
 pub type Snapshot = openraft::storage::Snapshot<TypeConfig>;
 /// openraft's storage error for our type configuration.
 pub type StorageError = openraft::StorageError<NodeId>;
-/// A replica's membership entry: its gRPC address.
+/// A peer's membership entry: its gRPC address.
 pub use openraft::BasicNode as Node;

@@ -3,13 +3,13 @@
 //! which asks here before doing anything.
 //!
 //! The token comes from the `authorization: Bearer DRVT-…` metadata. The
-//! token table is read from this replica's state, without a round trip to
-//! the leader: a token revoked a moment ago stops working on each replica
+//! token table is read from this peer's state, without a round trip to
+//! the leader: a token revoked a moment ago stops working on each peer
 //! as soon as it applied the revocation (milliseconds behind the leader).
-//! Other replicas' calls (forwarded ones) carry no token and pass: they
+//! Other peers' calls (forwarded ones) carry no token and pass: they
 //! were checked where they came in.
 
-use crate::replica::Replica;
+use crate::cluster::peer::Peer;
 use crate::state::acl::{AclError, Permission, Token};
 use drover_proto::pki::{tls::peer_identity, Identity};
 use tonic::{Request, Status};
@@ -41,10 +41,10 @@ pub fn status(e: AclError) -> Status {
 
 /// Whether the caller of `req` may do `permission` on `job` (`None`:
 /// cluster-wide); `what` names the call for the refusal. `Ok(None)` when
-/// no token is needed (ACLs not bootstrapped, or another replica calling);
+/// no token is needed (ACLs not bootstrapped, or another peer calling);
 /// the token otherwise, for handlers that filter what it sees.
 pub fn check<T>(
-    replica: &Replica,
+    peer: &Peer,
     req: &Request<T>,
     permission: Permission,
     job: Option<&str>,
@@ -54,10 +54,16 @@ pub fn check<T>(
         return Ok(None);
     }
     let token = presented(req);
-    let state = replica.state.read().expect("state lock poisoned");
+    let state = peer.state.read().expect("state lock poisoned");
     let r = state
         .acl
-        .authorize(token.as_deref(), super::now_ms(), permission, job, what)
+        .authorize(
+            token.as_deref(),
+            crate::clock::now_ms(),
+            permission,
+            job,
+            what,
+        )
         .map(|t| t.cloned());
     drop(state);
     r.map_err(|e| {

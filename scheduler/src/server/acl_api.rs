@@ -1,19 +1,19 @@
 //! The ACL API (`drover.v1.Acl`): bootstrapping access control and
 //! managing API tokens (see `crate::state::acl` for what they allow).
 //!
-//! A token's secret is made here, on the replica the call reached, from
+//! A token's secret is made here, on the peer the call reached, from
 //! the operating system's random source; only its hash is proposed to Raft,
 //! and the secret goes back to the caller once, in the answer.
 
 use super::access;
-use crate::replica::Replica;
+use crate::cluster::peer::Peer;
 use crate::state::acl::{self, Permission, Role, Token};
 use crate::state::Command;
 use drover_proto::pb::{self, acl_server::Acl};
 use tonic::{Request, Response, Status};
 
 pub struct AclApi {
-    pub replica: Replica,
+    pub peer: Peer,
 }
 
 fn wire(t: &Token) -> pb::AclToken {
@@ -48,7 +48,7 @@ fn mint(
         job_prefix,
         exec,
         logs,
-        created_ms: super::now_ms(),
+        created_ms: crate::clock::now_ms(),
         expires_ms,
     };
     (token, acl::format(&accessor, &secret))
@@ -80,9 +80,9 @@ fn validate(r: &pb::CreateAclTokenRequest) -> Result<Role, Status> {
     }
 }
 
-/// Bootstraps ACLs through `replica`: the first admin token, and its
+/// Bootstraps ACLs through `peer`: the first admin token, and its
 /// secret. Refused (`FAILED_PRECONDITION`) once done.
-pub async fn bootstrap(replica: &Replica) -> Result<pb::AclTokenSecret, Status> {
+pub async fn bootstrap(peer: &Peer) -> Result<pb::AclTokenSecret, Status> {
     let (token, secret) = mint(
         "bootstrap".into(),
         Role::Admin,
@@ -91,7 +91,7 @@ pub async fn bootstrap(replica: &Replica) -> Result<pb::AclTokenSecret, Status> 
         true,
         None,
     );
-    let r = replica
+    let r = peer
         .write(Command::AclBootstrap {
             token: token.clone(),
         })
@@ -112,7 +112,7 @@ impl Acl for AclApi {
     ) -> Result<Response<pb::AclTokenSecret>, Status> {
         // The auth layer let only client certificates through: holders of
         // the cluster's admin credential.
-        bootstrap(&self.replica).await.map(Response::new)
+        bootstrap(&self.peer).await.map(Response::new)
     }
 
     async fn create_token(
@@ -120,7 +120,7 @@ impl Acl for AclApi {
         req: Request<pb::CreateAclTokenRequest>,
     ) -> Result<Response<pb::AclTokenSecret>, Status> {
         access::check(
-            &self.replica,
+            &self.peer,
             &req,
             Permission::Admin,
             None,
@@ -128,10 +128,11 @@ impl Acl for AclApi {
         )?;
         let r = req.into_inner();
         let role = validate(&r)?;
-        let expires = (r.ttl_seconds > 0).then(|| super::now_ms() + r.ttl_seconds as i64 * 1000);
+        let expires =
+            (r.ttl_seconds > 0).then(|| crate::clock::now_ms() + r.ttl_seconds as i64 * 1000);
         let (token, secret) = mint(r.name, role, r.job_prefix, r.exec, r.logs, expires);
         let w = self
-            .replica
+            .peer
             .write(Command::CreateAclToken {
                 token: token.clone(),
             })
@@ -147,15 +148,9 @@ impl Acl for AclApi {
         &self,
         req: Request<pb::ListAclTokensRequest>,
     ) -> Result<Response<pb::ListAclTokensResponse>, Status> {
-        access::check(
-            &self.replica,
-            &req,
-            Permission::Admin,
-            None,
-            "list ACL tokens",
-        )?;
+        access::check(&self.peer, &req, Permission::Admin, None, "list ACL tokens")?;
         let (tokens, _) = self
-            .replica
+            .peer
             .read(false, |s| s.acl.tokens.values().map(wire).collect())
             .await?;
         Ok(Response::new(pb::ListAclTokensResponse { tokens }))
@@ -166,7 +161,7 @@ impl Acl for AclApi {
         req: Request<pb::RevokeAclTokenRequest>,
     ) -> Result<Response<pb::RevokeAclTokenResponse>, Status> {
         access::check(
-            &self.replica,
+            &self.peer,
             &req,
             Permission::Admin,
             None,
@@ -174,7 +169,7 @@ impl Acl for AclApi {
         )?;
         let accessor = req.into_inner().accessor;
         let r = self
-            .replica
+            .peer
             .write(Command::RevokeAclToken { accessor })
             .await?;
         let r = r.accepted()?;
@@ -189,10 +184,10 @@ impl Acl for AclApi {
         req: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::AclToken>, Status> {
         let presented = access::presented(&req);
-        let state = self.replica.state.read().expect("state lock poisoned");
+        let state = self.peer.state.read().expect("state lock poisoned");
         let token = state
             .acl
-            .authenticate(presented.as_deref(), super::now_ms())
+            .authenticate(presented.as_deref(), crate::clock::now_ms())
             .map_err(access::status)?;
         Ok(Response::new(match token {
             Some(t) => wire(t),

@@ -6,12 +6,12 @@
 //! |----------------------------------|-----------------------------|
 //! | `Join/Join`                      | anyone (the token is checked inside) |
 //! | `Join/Renew`                     | anyone with a certificate (renews that identity) |
-//! | `Drover/*` (the client API)      | clients, replicas           |
-//! | `NodeService/*`                  | nodes (each only as itself: `node_api`); `Heartbeat` also replicas passing one on |
-//! | `RaftService/*`                  | replicas                    |
-//! | `Cluster/Forward`, `ReadIndex`   | replicas                    |
+//! | `Drover/*` (the client API)      | clients, peers           |
+//! | `NodeService/*`                  | nodes (each only as itself: `node_api`); `Heartbeat` also peers passing one on |
+//! | `RaftService/*`                  | peers                    |
+//! | `Cluster/Forward`, `ReadIndex`   | peers                    |
 //! | `Cluster/CreateJoinToken`        | clients                     |
-//! | `Cluster/*` (membership, status) | clients, replicas           |
+//! | `Cluster/*` (membership, status) | clients, peers           |
 //! | `Acl/*`                          | clients                     |
 //!
 //! Within what a certificate reaches, a client's ACL token decides (once
@@ -117,7 +117,7 @@ mod tests {
     fn each_kind_of_caller_reaches_only_its_services() {
         let client = Identity::Client("admin".into());
         let node = Identity::Node("n1".into());
-        let replica = Identity::Scheduler(2);
+        let peer = Identity::Scheduler(2);
         let submit = "/drover.v1.Drover/SubmitJob";
         let heartbeat = "/drover.v1.NodeService/Heartbeat";
         let append = "/drover.v1.RaftService/Append";
@@ -126,17 +126,17 @@ mod tests {
         let token = "/drover.v1.Cluster/CreateJoinToken";
         let join = "/drover.v1.Join/Join";
         let ok = |p, i: &Identity| check(p, Some(i)).is_ok();
-        assert!(ok(submit, &client) && ok(submit, &replica) && !ok(submit, &node));
-        assert!(ok(heartbeat, &node) && ok(heartbeat, &replica) && !ok(heartbeat, &client));
+        assert!(ok(submit, &client) && ok(submit, &peer) && !ok(submit, &node));
+        assert!(ok(heartbeat, &node) && ok(heartbeat, &peer) && !ok(heartbeat, &client));
         let report = "/drover.v1.NodeService/Report";
-        assert!(ok(report, &node) && !ok(report, &replica) && !ok(report, &client));
-        assert!(ok(append, &replica) && !ok(append, &client) && !ok(append, &node));
-        assert!(ok(forward, &replica) && !ok(forward, &client));
-        assert!(ok(members, &client) && ok(members, &replica) && !ok(members, &node));
-        assert!(ok(token, &client) && !ok(token, &node) && !ok(token, &replica));
+        assert!(ok(report, &node) && !ok(report, &peer) && !ok(report, &client));
+        assert!(ok(append, &peer) && !ok(append, &client) && !ok(append, &node));
+        assert!(ok(forward, &peer) && !ok(forward, &client));
+        assert!(ok(members, &client) && ok(members, &peer) && !ok(members, &node));
+        assert!(ok(token, &client) && !ok(token, &node) && !ok(token, &peer));
         assert!(check(join, None).is_ok());
         let renew = "/drover.v1.Join/Renew";
-        assert!(ok(renew, &client) && ok(renew, &node) && ok(renew, &replica));
+        assert!(ok(renew, &client) && ok(renew, &node) && ok(renew, &peer));
         assert_eq!(
             check(renew, None).unwrap_err().code(),
             tonic::Code::Unauthenticated

@@ -9,15 +9,15 @@
 
 use super::access;
 use super::convert;
-use crate::replica::Replica;
+use crate::cluster::Peer;
 use crate::state::acl::{Permission, Token};
 use crate::state::{Command, Desired};
 use drover_proto::pb::{self, drover_server::Drover};
 use tonic::{Request, Response, Status};
 
 pub struct ClientApi {
-    pub replica: Replica,
-    /// This replica's certificate and key, which sign agent tickets
+    pub peer: Peer,
+    /// This peer's certificate and key, which sign agent tickets
     /// (`None` without TLS: agents then take calls without one).
     pub signer: Option<drover_proto::pki::tls::LiveTls>,
 }
@@ -47,12 +47,12 @@ impl Drover for ClientApi {
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         // Who it is first: a caller without a token learns nothing, not
         // even whether its spec is valid.
-        access::check(&self.replica, &req, Permission::Read, None, "submit jobs")?;
+        access::check(&self.peer, &req, Permission::Read, None, "submit jobs")?;
         let spec = drover_proto::spec::from_json(&req.get_ref().spec_json)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let name = spec.name.clone();
         access::check(
-            &self.replica,
+            &self.peer,
             &req,
             Permission::Operate,
             Some(&name),
@@ -86,7 +86,7 @@ impl Drover for ClientApi {
         }
         if !privileged.is_empty() {
             access::check(
-                &self.replica,
+                &self.peer,
                 &req,
                 Permission::Admin,
                 Some(&name),
@@ -95,15 +95,15 @@ impl Drover for ClientApi {
         }
         let req = req.into_inner();
         let r = self
-            .replica
+            .peer
             .write(Command::SubmitJob {
                 request_id: request_id(&req.request_id),
                 spec: Box::new(spec),
-                at_ms: super::now_ms(),
+                at_ms: crate::clock::now_ms(),
             })
             .await?;
         let r = r.accepted()?;
-        let index = *self.replica.applied.borrow();
+        let index = *self.peer.applied.borrow();
         Ok(Response::new(pb::SubmitJobResponse {
             name,
             version: r.version,
@@ -117,9 +117,9 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let token = access::check(&self.replica, &req, Permission::Read, None, "list jobs")?;
+        let token = access::check(&self.peer, &req, Permission::Read, None, "list jobs")?;
         let (jobs, read) = self
-            .replica
+            .peer
             .read(stale(&req.get_ref().read), |s| {
                 s.jobs
                     .values()
@@ -140,7 +140,7 @@ impl Drover for ClientApi {
     ) -> Result<Response<pb::JobStatus>, Status> {
         let name = req.get_ref().name.clone();
         access::check(
-            &self.replica,
+            &self.peer,
             &req,
             Permission::Read,
             Some(&name),
@@ -148,7 +148,7 @@ impl Drover for ClientApi {
         )?;
         let req = req.into_inner();
         let (job, read) = self
-            .replica
+            .peer
             .read(stale(&req.read), |s| {
                 s.jobs.get(&req.name).map(|j| convert::job(s, j))
             })
@@ -165,7 +165,7 @@ impl Drover for ClientApi {
     ) -> Result<Response<pb::StopJobResponse>, Status> {
         let name = req.get_ref().name.clone();
         access::check(
-            &self.replica,
+            &self.peer,
             &req,
             Permission::Operate,
             Some(&name),
@@ -173,7 +173,7 @@ impl Drover for ClientApi {
         )?;
         let req = req.into_inner();
         let exists = self
-            .replica
+            .peer
             .read(false, |s| s.jobs.contains_key(&req.name))
             .await?
             .0;
@@ -181,12 +181,12 @@ impl Drover for ClientApi {
             return Err(Status::not_found(format!("no job named {:?}", req.name)));
         }
         let r = self
-            .replica
+            .peer
             .write(Command::StopJob {
                 request_id: request_id(&req.request_id),
                 name: req.name.clone(),
                 purge: req.purge,
-                at_ms: super::now_ms(),
+                at_ms: crate::clock::now_ms(),
             })
             .await?;
         let r = r.accepted()?;
@@ -199,7 +199,7 @@ impl Drover for ClientApi {
     ) -> Result<Response<pb::ListAllocationsResponse>, Status> {
         let job = Some(req.get_ref().job.clone()).filter(|j| !j.is_empty());
         let token = access::check(
-            &self.replica,
+            &self.peer,
             &req,
             Permission::Read,
             job.as_deref(),
@@ -210,7 +210,7 @@ impl Drover for ClientApi {
         )?;
         let req = req.into_inner();
         let (allocations, read) = self
-            .replica
+            .peer
             .read(stale(&req.read), |s| {
                 if !req.job.is_empty() && !s.jobs.contains_key(&req.job) {
                     return Err(Status::not_found(format!("no job named {:?}", req.job)));
@@ -239,16 +239,10 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::GetAllocationRequest>,
     ) -> Result<Response<pb::Allocation>, Status> {
-        let token = access::check(
-            &self.replica,
-            &req,
-            Permission::Read,
-            None,
-            "read allocations",
-        )?;
+        let token = access::check(&self.peer, &req, Permission::Read, None, "read allocations")?;
         let req = req.into_inner();
         let (a, _) = self
-            .replica
+            .peer
             .read(stale(&req.read), |s| {
                 let a = s.find_allocation(&req.id).map_err(Status::not_found)?;
                 // Another team's allocation is as absent as one that never
@@ -269,9 +263,9 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        access::check(&self.replica, &req, Permission::Read, None, "list nodes")?;
+        access::check(&self.peer, &req, Permission::Read, None, "list nodes")?;
         let (nodes, read) = self
-            .replica
+            .peer
             .read(stale(&req.get_ref().read), |s| {
                 s.nodes.values().map(|n| convert::node(s, n)).collect()
             })
@@ -298,7 +292,7 @@ impl Drover for ClientApi {
             request_id: request_id(&req.request_id),
             name: req.name,
             replicas: req.replicas,
-            at_ms: super::now_ms(),
+            at_ms: crate::clock::now_ms(),
         })
         .await
     }
@@ -314,7 +308,7 @@ impl Drover for ClientApi {
             name: req.name,
             to: req.to,
             reason: String::new(),
-            at_ms: super::now_ms(),
+            at_ms: crate::clock::now_ms(),
             expect: None,
         })
         .await
@@ -329,7 +323,7 @@ impl Drover for ClientApi {
         self.job_action(Command::PromoteJob {
             request_id: request_id(&req.request_id),
             name: req.name,
-            at_ms: super::now_ms(),
+            at_ms: crate::clock::now_ms(),
         })
         .await
     }
@@ -344,7 +338,7 @@ impl Drover for ClientApi {
             request_id: request_id(&req.request_id),
             name: req.name,
             paused: req.paused,
-            at_ms: super::now_ms(),
+            at_ms: crate::clock::now_ms(),
         })
         .await
     }
@@ -358,7 +352,7 @@ impl Drover for ClientApi {
         self.job_action(Command::RestartJob {
             request_id: request_id(&req.request_id),
             name: req.name,
-            at_ms: super::now_ms(),
+            at_ms: crate::clock::now_ms(),
         })
         .await
     }
@@ -367,20 +361,14 @@ impl Drover for ClientApi {
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
-        access::check(
-            &self.replica,
-            &req,
-            Permission::Operate,
-            None,
-            "remove nodes",
-        )?;
+        access::check(&self.peer, &req, Permission::Operate, None, "remove nodes")?;
         let name = req.into_inner().name;
         let r = self
-            .replica
+            .peer
             .write(Command::RemoveNode {
                 name: name.clone(),
                 reason: "removed by a user".into(),
-                at_ms: super::now_ms(),
+                at_ms: crate::clock::now_ms(),
             })
             .await?;
         let r = r.accepted()?;
@@ -392,7 +380,7 @@ impl Drover for ClientApi {
         req: Request<pb::SetNodeSchedulableRequest>,
     ) -> Result<Response<pb::SetNodeSchedulableResponse>, Status> {
         access::check(
-            &self.replica,
+            &self.peer,
             &req,
             Permission::Operate,
             None,
@@ -400,17 +388,17 @@ impl Drover for ClientApi {
         )?;
         let req = req.into_inner();
         let r = self
-            .replica
+            .peer
             .write(Command::SetNodeSchedulable {
                 name: req.name.clone(),
                 schedulable: req.schedulable,
                 drain: req.drain,
-                at_ms: super::now_ms(),
+                at_ms: crate::clock::now_ms(),
             })
             .await?;
         r.accepted()?;
         let (allocations, _) = self
-            .replica
+            .peer
             .read(false, |s| {
                 s.allocations
                     .values()
@@ -435,9 +423,9 @@ impl Drover for ClientApi {
             ))
         })?;
         // Authenticated first; the job is known once the allocation is found.
-        let token = access::check(&self.replica, &req, Permission::Read, None, "use agents")?;
+        let token = access::check(&self.peer, &req, Permission::Read, None, "use agents")?;
         let (found, _) = self
-            .replica
+            .peer
             .read(false, |s| {
                 s.find_allocation(&req.get_ref().alloc_id)
                     .map(|a| {
@@ -468,7 +456,7 @@ impl Drover for ClientApi {
             Action::Logs => format!("read the output of job {job:?}"),
             Action::Usage => format!("read the usage of job {job:?}"),
         };
-        access::check(&self.replica, &req, permission, Some(&job), &what)?;
+        access::check(&self.peer, &req, permission, Some(&job), &what)?;
         let holder = match drover_proto::pki::tls::peer_identity(&req) {
             Some(drover_proto::pki::Identity::Client(n)) => n.clone(),
             Some(other) => other.to_string(),
@@ -492,7 +480,7 @@ impl ClientApi {
     /// Checks the caller may `verb` job `name`.
     fn may_operate<T>(&self, req: &Request<T>, name: &str, verb: &str) -> Result<(), Status> {
         access::check(
-            &self.replica,
+            &self.peer,
             req,
             Permission::Operate,
             Some(name),
@@ -503,7 +491,7 @@ impl ClientApi {
 
     /// Proposes a job command; a refusal is the user's error, with its reason.
     async fn job_action(&self, cmd: Command) -> Result<Response<pb::JobActionResponse>, Status> {
-        let r = self.replica.write(cmd).await?.accepted()?;
+        let r = self.peer.write(cmd).await?.accepted()?;
         Ok(Response::new(pb::JobActionResponse {
             version: r.version,
             note: r.note,

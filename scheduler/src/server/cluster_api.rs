@@ -1,15 +1,15 @@
-//! The cluster API (`drover.v1.Cluster`): the replicas themselves.
+//! The cluster API (`drover.v1.Cluster`): the peers themselves.
 //!
-//! Operators list, add and remove replicas (`drover cluster ...`); a
+//! Operators list, add and remove peers (`drover cluster ...`); a
 //! membership change is made by the leader, so a follower passes it on.
-//! Replicas call each other's `Forward` (have the leader propose a command)
+//! Peers call each other's `Forward` (have the leader propose a command)
 //! and `ReadIndex` (have the leader confirm a linearizable read); both act
-//! only on this replica and are never forwarded again, so a request can
-//! never loop between replicas.
+//! only on this peer and are never forwarded again, so a request can
+//! never loop between peers.
 
 use crate::cluster::forward::{self, FORWARDED};
+use crate::cluster::peer::Peer;
 use crate::raft;
-use crate::replica::Replica;
 use crate::state::acl::Permission;
 use crate::state::Command;
 use drover_proto::pb::{self, cluster_server::Cluster};
@@ -18,15 +18,15 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
-/// How long `members` waits for each replica's own status.
+/// How long `members` waits for each peer's own status.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub struct ClusterApi {
-    pub replica: Replica,
+    pub peer: Peer,
     /// The cluster CA (signs join tokens); `None` on a plaintext cluster.
     pub authority: Option<crate::pki::Authority>,
-    /// What nodes told this replica (when it leads) of their trust.
-    pub liveness: super::node_api::Liveness,
+    /// What nodes told this peer (when it leads) of their trust.
+    pub liveness: crate::controller::Liveness,
 }
 
 fn plaintext() -> Status {
@@ -37,9 +37,8 @@ fn plaintext() -> Status {
 
 fn raft_status(e: raft::Error) -> Status {
     match e {
-        raft::Error::NotLeader { .. } | raft::Error::NoQuorum(_) => {
-            Status::unavailable(e.to_string())
-        }
+        raft::Error::NotLeader { .. } => crate::cluster::PeerError::from(e).into(),
+        raft::Error::NoQuorum(_) => Status::unavailable(e.to_string()),
         raft::Error::Membership(_) => Status::failed_precondition(e.to_string()),
         e => Status::internal(e.to_string()),
     }
@@ -60,15 +59,15 @@ impl ClusterApi {
         // Before the borrow below: `in_touch` borrows the metrics too, and a
         // second read of that lock while openraft waits to write it
         // deadlocks the thread (parking_lot lets the writer go first).
-        let in_touch = self.replica.in_touch(crate::replica::CUT_OFF);
-        let m = self.replica.metrics();
+        let in_touch = self.peer.in_touch(crate::cluster::peer::CUT_OFF);
+        let m = self.peer.metrics();
         let m = m.borrow();
         let membership = m.membership_config.membership();
         pb::MemberStatus {
-            id: self.replica.id,
-            address: self.replica.addr.clone(),
+            id: self.peer.id,
+            address: self.peer.addr.clone(),
             role: role(m.state).to_string(),
-            voter: membership.voter_ids().any(|v| v == self.replica.id),
+            voter: membership.voter_ids().any(|v| v == self.peer.id),
             applied_index: m.last_applied.map_or(0, |l| l.index),
             last_log_index: m.last_log_index.unwrap_or(0),
             term: m.current_term,
@@ -79,10 +78,10 @@ impl ClusterApi {
         }
     }
 
-    /// Every member of this replica's membership with its own status.
+    /// Every member of this peer's membership with its own status.
     async fn members_here(&self, stale: bool) -> pb::MembersResponse {
         let (nodes, voters) = {
-            let m = self.replica.metrics();
+            let m = self.peer.metrics();
             let m = m.borrow();
             let membership = m.membership_config.membership();
             let nodes: Vec<(u64, String)> = membership
@@ -95,7 +94,7 @@ impl ClusterApi {
         let asks = nodes.into_iter().map(|(id, addr)| {
             let voter = voters.contains(&id);
             async move {
-                if id == self.replica.id {
+                if id == self.peer.id {
                     return self.local_status();
                 }
                 let unreachable = pb::MemberStatus {
@@ -105,7 +104,7 @@ impl ClusterApi {
                     voter,
                     ..Default::default()
                 };
-                let Ok(mut c) = self.replica.forwarder.cluster(&addr) else {
+                let Ok(mut c) = self.peer.forwarder.cluster(&addr) else {
                     return unreachable;
                 };
                 let mut req = Request::new(pb::LocalStatusRequest {});
@@ -120,10 +119,10 @@ impl ClusterApi {
             }
         });
         let members = futures::future::join_all(asks).await;
-        let leader_id = self.replica.metrics().borrow().current_leader.unwrap_or(0);
-        let applied = *self.replica.applied.borrow();
+        let leader_id = self.peer.metrics().borrow().current_leader.unwrap_or(0);
+        let applied = *self.peer.applied.borrow();
         let (_, read) = self
-            .replica
+            .peer
             .read(true, |_| ())
             .await
             .unwrap_or(((), pb::ReadInfo::default()));
@@ -145,16 +144,16 @@ impl Cluster for ClusterApi {
         &self,
         req: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
-        super::access::check(&self.replica, &req, Permission::Read, None, "list members")?;
+        super::access::check(&self.peer, &req, Permission::Read, None, "list members")?;
         let stale = req.get_ref().read.as_ref().is_some_and(|r| r.stale);
         if stale {
             return Ok(Response::new(self.members_here(true).await));
         }
-        let r = forward::with_leader(&self.replica, |leader| async move {
+        let r = forward::with_leader(&self.peer, |leader| async move {
             match leader {
-                None => Ok(self.members_here(false).await),
+                None => Ok::<_, Status>(self.members_here(false).await),
                 Some(addr) => Ok(self
-                    .replica
+                    .peer
                     .forwarder
                     .cluster(&addr)?
                     .members(pb::MembersRequest { read: None })
@@ -170,8 +169,8 @@ impl Cluster for ClusterApi {
         &self,
         req: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
-        refuse_second_hop(&self.replica, &req)?;
-        super::access::check(&self.replica, &req, Permission::Admin, None, "add members")?;
+        refuse_second_hop(&self.peer, &req)?;
+        super::access::check(&self.peer, &req, Permission::Admin, None, "add members")?;
         let req = req.into_inner();
         if req.id == 0 {
             return Err(Status::invalid_argument("id: must not be 0"));
@@ -182,12 +181,12 @@ impl Cluster for ClusterApi {
                 req.address
             )));
         }
-        forward::with_leader(&self.replica, |leader| {
+        forward::with_leader(&self.peer, |leader| {
             let req = req.clone();
             async move {
                 match leader {
                     Some(addr) => {
-                        self.replica
+                        self.peer
                             .forwarder
                             .cluster(&addr)?
                             .add_member(forwarded(req))
@@ -195,7 +194,7 @@ impl Cluster for ClusterApi {
                     }
                     None => {
                         let is_voter = self
-                            .replica
+                            .peer
                             .metrics()
                             .borrow()
                             .membership_config
@@ -204,12 +203,12 @@ impl Cluster for ClusterApi {
                             .any(|v| v == req.id);
                         if is_voter {
                             return Err(Status::already_exists(format!(
-                                "replica {} is already a voting member",
+                                "peer {} is already a voting member",
                                 req.id
                             )));
                         }
-                        tracing::info!(id = req.id, addr = %req.address, "adding a replica");
-                        raft::add_voter(&self.replica.raft, req.id, &req.address)
+                        tracing::info!(id = req.id, addr = %req.address, "adding a peer");
+                        raft::add_voter(&self.peer.raft, req.id, &req.address)
                             .await
                             .map_err(raft_status)?;
                         Ok(Response::new(self.members_here(false).await))
@@ -224,19 +223,13 @@ impl Cluster for ClusterApi {
         &self,
         req: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
-        refuse_second_hop(&self.replica, &req)?;
-        super::access::check(
-            &self.replica,
-            &req,
-            Permission::Admin,
-            None,
-            "remove members",
-        )?;
+        refuse_second_hop(&self.peer, &req)?;
+        super::access::check(&self.peer, &req, Permission::Admin, None, "remove members")?;
         let req = req.into_inner();
-        forward::with_leader(&self.replica, |leader| async move {
+        forward::with_leader(&self.peer, |leader| async move {
             match leader {
                 Some(addr) => {
-                    self.replica
+                    self.peer
                         .forwarder
                         .cluster(&addr)?
                         .remove_member(forwarded(req))
@@ -244,7 +237,7 @@ impl Cluster for ClusterApi {
                 }
                 None => {
                     let (member, voter) = {
-                        let m = self.replica.metrics();
+                        let m = self.peer.metrics();
                         let m = m.borrow();
                         let ms = m.membership_config.membership();
                         (
@@ -254,17 +247,17 @@ impl Cluster for ClusterApi {
                     };
                     if !member {
                         return Err(Status::not_found(format!(
-                            "replica {} is not a member",
+                            "peer {} is not a member",
                             req.id
                         )));
                     }
-                    tracing::info!(id = req.id, "removing a replica");
+                    tracing::info!(id = req.id, "removing a peer");
                     if voter {
-                        raft::remove_voter(&self.replica.raft, req.id)
+                        raft::remove_voter(&self.peer.raft, req.id)
                             .await
                             .map_err(raft_status)?;
                     } else {
-                        self.replica
+                        self.peer
                             .raft
                             .change_membership(
                                 ChangeMembers::RemoveNodes(BTreeSet::from([req.id])),
@@ -293,7 +286,7 @@ impl Cluster for ClusterApi {
     ) -> Result<Response<pb::ForwardResponse>, Status> {
         let cmd: Command = serde_json::from_slice(&req.into_inner().command_json)
             .map_err(|e| Status::invalid_argument(format!("command_json: {e}")))?;
-        let (index, result) = self.replica.write_here(cmd).await?;
+        let (index, result) = self.peer.write_here(cmd).await?;
         let result_json = serde_json::to_vec(&result)
             .map_err(|e| Status::internal(format!("encoding a command result: {e}")))?;
         Ok(Response::new(pb::ForwardResponse { result_json, index }))
@@ -303,7 +296,7 @@ impl Cluster for ClusterApi {
         &self,
         _req: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
-        let index = self.replica.read_index_here().await?;
+        let index = self.peer.read_index_here().await?;
         Ok(Response::new(pb::ReadIndexResponse { index }))
     }
 
@@ -313,7 +306,7 @@ impl Cluster for ClusterApi {
     ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
         use drover_proto::pki::token::{JoinToken, Role, DEFAULT_TTL};
         super::access::check(
-            &self.replica,
+            &self.peer,
             &req,
             Permission::Admin,
             None,
@@ -352,18 +345,12 @@ impl Cluster for ClusterApi {
         &self,
         req: Request<pb::RotateCaRequest>,
     ) -> Result<Response<pb::CaStatus>, Status> {
-        super::access::check(
-            &self.replica,
-            &req,
-            Permission::Admin,
-            None,
-            "rotate the CA",
-        )?;
+        super::access::check(&self.peer, &req, Permission::Admin, None, "rotate the CA")?;
         let authority = self.authority.as_ref().ok_or_else(plaintext)?;
         let new = drover_proto::pki::ca::Ca::generate("rotated")
             .map_err(|e| Status::internal(format!("cannot make a CA: {e}")))?;
         let r = self
-            .replica
+            .peer
             .write(Command::RotateCa {
                 old_cert: authority.signing().cert_pem.clone(),
                 new_cert: new.cert_pem.clone(),
@@ -371,7 +358,7 @@ impl Cluster for ClusterApi {
                 new_subject: new.subject(),
                 min_phase_ms: i64::try_from(req.get_ref().min_phase_seconds.saturating_mul(1000))
                     .unwrap_or(i64::MAX),
-                at_ms: super::now_ms(),
+                at_ms: crate::clock::now_ms(),
             })
             .await?;
         r.accepted()?;
@@ -384,7 +371,7 @@ impl Cluster for ClusterApi {
         req: Request<pb::CaStatusRequest>,
     ) -> Result<Response<pb::CaStatus>, Status> {
         super::access::check(
-            &self.replica,
+            &self.peer,
             &req,
             Permission::Read,
             None,
@@ -399,7 +386,7 @@ impl ClusterApi {
     /// only the leader knows, so a follower asks it.
     async fn ca_status(&self) -> Result<pb::CaStatus, Status> {
         let authority = self.authority.as_ref().ok_or_else(plaintext)?;
-        let (rotation, _) = self.replica.read(false, |s| s.ca_rotation.clone()).await?;
+        let (rotation, _) = self.peer.read(false, |s| s.ca_rotation.clone()).await?;
         let mut status = pb::CaStatus {
             phase: "none".into(),
             bundle_pem: authority.bundle(),
@@ -409,23 +396,23 @@ impl ClusterApi {
         if let Some(r) = rotation {
             status.phase = r.phase.to_string();
             status.since_ms = r.since_ms;
-            // What this replica follows may lag the state by an apply: say
+            // What this peer follows may lag the state by an apply: say
             // what the state says.
             status.bundle_pem = r.bundle();
             if r.phase >= crate::state::ca::Phase::Sign {
                 status.signing_ca = r.new_subject.clone();
             }
-            if self.replica.is_leader() {
+            if self.peer.is_leader() {
                 let nodes: Vec<(String, crate::state::ca::NodeTrust)> = self
-                    .replica
+                    .peer
                     .snapshot()
                     .nodes
                     .values()
                     .filter(|n| n.status == crate::state::NodeStatus::Ready)
                     .map(|n| (n.name.clone(), self.liveness.trust(&n.name)))
                     .collect();
-                let at = crate::controller::replicas_at(&self.replica);
-                if let Err(w) = r.may_advance(super::now_ms(), &at, &nodes) {
+                let at = crate::controller::peers_at(&self.peer);
+                if let Err(w) = r.may_advance(crate::clock::now_ms(), &at, &nodes) {
                     status.waiting = w;
                 }
             }
@@ -434,9 +421,9 @@ impl ClusterApi {
     }
 }
 
-/// A membership change passed on to the leader, marked so that a replica
+/// A membership change passed on to the leader, marked so that a peer
 /// that is no longer the leader answers instead of passing it on again
-/// (requests must not bounce between replicas during an election).
+/// (requests must not bounce between peers during an election).
 fn forwarded<T>(msg: T) -> Request<T> {
     let mut req = Request::new(msg);
     req.metadata_mut()
@@ -444,10 +431,10 @@ fn forwarded<T>(msg: T) -> Request<T> {
     req
 }
 
-/// Refuses a forwarded request on a replica that does not lead: the
-/// replica that forwarded it finds the leader again itself.
-fn refuse_second_hop<T>(replica: &Replica, req: &Request<T>) -> Result<(), Status> {
-    if was_forwarded(req) && !replica.is_leader() {
+/// Refuses a forwarded request on a peer that does not lead: the
+/// peer that forwarded it finds the leader again itself.
+fn refuse_second_hop<T>(peer: &Peer, req: &Request<T>) -> Result<(), Status> {
+    if was_forwarded(req) && !peer.is_leader() {
         return Err(Status::unavailable(
             "not the leader (a forwarded request is not forwarded again)",
         ));
@@ -455,7 +442,7 @@ fn refuse_second_hop<T>(replica: &Replica, req: &Request<T>) -> Result<(), Statu
     Ok(())
 }
 
-/// Whether a request was already forwarded by another replica.
+/// Whether a request was already forwarded by another peer.
 pub fn was_forwarded<T>(req: &Request<T>) -> bool {
     req.metadata().contains_key(FORWARDED)
 }

@@ -163,7 +163,7 @@ pub fn rollout(state: &State, job: &Job, r: &crate::state::Rollout) -> pb::Rollo
     let mut updated = 0;
     let mut healthy = 0;
     let mut old = 0;
-    let now = super::now_ms();
+    let now = crate::clock::now_ms();
     for a in state
         .job_allocations(&job.name)
         .filter(|a| a.desired == Desired::Run)

@@ -1,11 +1,11 @@
-//! The join API (`drover.v1.Join`): an agent or a new replica without a
+//! The join API (`drover.v1.Join`): an agent or a new peer without a
 //! certificate proves itself with a join token and gets one signed by the
-//! cluster CA for the name it joins as. The joiner verified this replica
+//! cluster CA for the name it joins as. The joiner verified this peer
 //! against the CA fingerprint in its token before sending anything.
 //!
 //! Renewing is the same signing for a caller that already has a valid
 //! certificate: the new one names whom the old one named, never what the
-//! request asks for, and only while that node or replica is still part of
+//! request asks for, and only while that node or peer is still part of
 //! the cluster (a removed one's certificate runs out; it joins again).
 
 use crate::pki::Authority;
@@ -22,24 +22,24 @@ pub struct JoinApi {
     pub authority: Authority,
     /// How long the certificates it signs are valid.
     pub cert_ttl: std::time::Duration,
-    /// The cluster, to tell whether a renewing node or replica is in it.
-    pub replica: crate::replica::Replica,
+    /// The cluster, to tell whether a renewing node or peer is in it.
+    pub peer: crate::cluster::peer::Peer,
 }
 
 impl JoinApi {
-    /// Whether `identity` may renew: a node the cluster knows, a replica
+    /// Whether `identity` may renew: a node the cluster knows, a peer
     /// of its membership, or a client.
     fn still_member(&self, identity: &Identity) -> Result<(), Status> {
         let known = match identity {
             Identity::Node(n) => self
-                .replica
+                .peer
                 .state
                 .read()
                 .expect("state lock poisoned")
                 .nodes
                 .contains_key(n),
             Identity::Scheduler(id) => self
-                .replica
+                .peer
                 .metrics()
                 .borrow()
                 .membership_config
@@ -64,7 +64,7 @@ impl JoinApi {
     /// A node that lost its state and joins again waits until it is marked
     /// down, or for `drover node rm`.
     fn name_is_free(&self, name: &str) -> Result<(), Status> {
-        let state = self.replica.state.read().expect("state lock poisoned");
+        let state = self.peer.state.read().expect("state lock poisoned");
         match state.nodes.get(name) {
             Some(n) if n.status == crate::state::NodeStatus::Ready => {
                 Err(Status::already_exists(format!(

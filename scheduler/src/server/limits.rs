@@ -1,4 +1,4 @@
-//! Rate limits: no one caller can take a replica's capacity from the rest.
+//! Rate limits: no one caller can take a peer's capacity from the rest.
 //!
 //! Each caller has a token bucket (the `governor` crate's GCRA) of `rate`
 //! requests a second with bursts of `burst`: an ACL token (by its public
@@ -7,13 +7,13 @@
 //! of its certificate (a client or a node). A connection without a
 //! certificate (only joining is open to one) is limited by its address,
 //! more tightly.
-//! Replicas are never limited: Raft and forwarded calls are the cluster's
+//! Peers are never limited: Raft and forwarded calls are the cluster's
 //! own work. A call over the limit is answered `RESOURCE_EXHAUSTED` with
 //! how long to wait (in the message and in the `retry-after-ms` metadata)
 //! before anything else happens, so the caller loses nothing by retrying.
 //!
 //! Without TLS (`--insecure-plaintext`) there are no identities to key
-//! buckets by, and replicas could not be told from clients: no limits.
+//! buckets by, and peers could not be told from clients: no limits.
 //!
 //! This layer sits outside the authorization layer: a flood of calls that
 //! would be refused costs no more than a flood that would be served.
@@ -214,7 +214,7 @@ mod tests {
         assert!((1..=1000).contains(&ms), "{ms}");
         // Another identity, from the same address, has its own bucket.
         l.admit(Some(&b), None).unwrap();
-        // Replicas are never limited.
+        // Peers are never limited.
         let r = peer(Some(Identity::Scheduler(2)), "10.0.0.2");
         for _ in 0..100 {
             l.admit(Some(&r), None).unwrap();

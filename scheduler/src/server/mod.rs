@@ -1,4 +1,4 @@
-//! A scheduler replica's process: Raft, the gRPC services, the controllers.
+//! A scheduler peer's process: Raft, the gRPC services, the controllers.
 //!
 //! One listener serves the client API, the node API and the Raft transport.
 //! `Scheduler::start` brings it all up and `Scheduler::shutdown` stops it in
@@ -14,11 +14,12 @@ pub mod gate;
 pub mod join_api;
 pub mod limits;
 pub mod node_api;
+mod peer_error;
 mod refusal;
 
+use crate::cluster::peer::Peer;
 use crate::controller::Controller;
 use crate::raft;
-use crate::replica::Replica;
 use drover_proto::pb;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,19 +27,11 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-/// Milliseconds since the Unix epoch (proposers stamp commands with it).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 #[derive(Clone, Debug)]
 pub struct Config {
     pub id: u64,
     pub listen: SocketAddr,
-    /// The address other replicas and clients reach this one at.
+    /// The address other peers and clients reach this one at.
     pub advertise: String,
     pub data_dir: PathBuf,
     pub node_timeout: Duration,
@@ -47,9 +40,9 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Containers' addresses come from here: each node gets a /24 of it.
     pub cluster_cidr: String,
-    /// Peers, joining, election timing (default: a one-replica cluster).
+    /// Peers, joining, election timing (default: a one-peer cluster).
     pub cluster: crate::cluster::ClusterConfig,
-    /// The cluster CA and this replica's certificate: every connection is
+    /// The cluster CA and this peer's certificate: every connection is
     /// TLS and every call is authorized. `None` only for
     /// `--insecure-plaintext`.
     pub pki: Option<crate::pki::Pki>,
@@ -79,7 +72,7 @@ pub enum ServerError {
 }
 
 pub struct Scheduler {
-    pub replica: Replica,
+    pub peer: Peer,
     pub local_addr: SocketAddr,
     stop: broadcast::Sender<()>,
     tasks: Vec<JoinHandle<()>>,
@@ -88,7 +81,7 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Opens the replica's storage, starts Raft and serves. A fresh data dir
+    /// Opens the peer's storage, starts Raft and serves. A fresh data dir
     /// initializes the cluster from the configured peers (or a one-member
     /// cluster without any, or nothing when joining); an existing one
     /// rejoins from disk.
@@ -140,7 +133,7 @@ impl Scheduler {
             config.cluster.election_timeout * 2,
             fatal_tx,
         );
-        let replica = Replica {
+        let peer = Peer {
             lease,
             id: config.id,
             addr: advertise.clone(),
@@ -153,7 +146,7 @@ impl Scheduler {
             batcher: crate::cluster::batch::Batcher::start(handle.raft.clone()),
         };
         let (stop, _) = broadcast::channel(1);
-        let liveness = node_api::Liveness::default();
+        let liveness = crate::controller::Liveness::default();
         let mut tasks = Vec::new();
 
         let max = 64 * 1024 * 1024;
@@ -161,15 +154,18 @@ impl Scheduler {
         // or unplugged host) in seconds rather than at the TCP timeout.
         let authority = config.pki.as_ref().map(|p| p.authority.clone());
         // Limits are per certificate: without TLS nobody can be told apart
-        // (replicas included, whose Raft traffic must never wait), so none.
+        // (peers included, whose Raft traffic must never wait), so none.
         let rate_limit = config
             .rate_limits
             .filter(|_| config.pki.is_some())
             .map(|l| {
-                let state = replica.state.clone();
+                let state = peer.state.clone();
                 let known: limits::KnownToken = std::sync::Arc::new(move |token: &str| {
                     let s = state.read().ok()?;
-                    let t = s.acl.authenticate(Some(token), now_ms()).ok()??;
+                    let t = s
+                        .acl
+                        .authenticate(Some(token), crate::clock::now_ms())
+                        .ok()??;
                     Some(t.accessor.clone())
                 });
                 limits::RateLimiter::with_tokens(l, Some(known))
@@ -204,22 +200,22 @@ impl Scheduler {
                 pb::join_server::JoinServer::new(join_api::JoinApi {
                     authority: p.authority.clone(),
                     cert_ttl: p.cert_ttl,
-                    replica: replica.clone(),
+                    peer: peer.clone(),
                 })
             }))
             .add_service(
                 pb::drover_server::DroverServer::new(client_api::ClientApi {
-                    replica: replica.clone(),
+                    peer: peer.clone(),
                     signer: config.pki.as_ref().map(|p| p.tls.clone()),
                 })
                 .max_decoding_message_size(MAX_CLIENT_REQUEST),
             )
             .add_service(pb::acl_server::AclServer::new(acl_api::AclApi {
-                replica: replica.clone(),
+                peer: peer.clone(),
             }))
             .add_service(pb::node_service_server::NodeServiceServer::new(
                 node_api::NodeApi {
-                    replica: replica.clone(),
+                    peer: peer.clone(),
                     liveness: liveness.clone(),
                     node_timeout: config.node_timeout,
                     cluster_cidr: config.cluster_cidr.clone(),
@@ -232,7 +228,7 @@ impl Scheduler {
             )
             .add_service(pb::cluster_server::ClusterServer::new(
                 cluster_api::ClusterApi {
-                    replica: replica.clone(),
+                    peer: peer.clone(),
                     authority,
                     liveness: liveness.clone(),
                 },
@@ -243,7 +239,7 @@ impl Scheduler {
             tasks.push(tokio::spawn(p.clone().keep_renewed(stop.subscribe())));
             tasks.push(tokio::spawn(follow_ca(
                 p.clone(),
-                replica.clone(),
+                peer.clone(),
                 stop.subscribe(),
             )));
         }
@@ -270,15 +266,15 @@ impl Scheduler {
         }
 
         let controller = Controller {
-            replica: replica.leader_only(),
+            peer: peer.leader_only(),
             liveness,
             node_timeout: config.node_timeout,
             node_gc_after: config.node_gc_after,
         };
         tasks.push(tokio::spawn(controller.run(stop.subscribe())));
-        tracing::info!(id = config.id, addr = %local_addr, "scheduler replica serving");
+        tracing::info!(id = config.id, addr = %local_addr, "scheduler peer serving");
         Ok(Scheduler {
-            replica,
+            peer,
             local_addr,
             stop,
             tasks,
@@ -286,7 +282,7 @@ impl Scheduler {
         })
     }
 
-    /// Resolves, with the reason, if Raft stops while the replica serves (a
+    /// Resolves, with the reason, if Raft stops while the peer serves (a
     /// log write failed, say). The process must then stop serving and exit:
     /// its state will never move again.
     pub async fn raft_failed(&self) -> String {
@@ -304,20 +300,20 @@ impl Scheduler {
         for t in self.tasks {
             let _ = t.await;
         }
-        if let Err(e) = self.replica.raft.shutdown().await {
+        if let Err(e) = self.peer.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
 }
 
-/// Keeps this replica's CA, trust and certificate where the replicated
+/// Keeps this peer's CA, trust and certificate where the replicated
 /// CA rotation says they are (see `crate::state::ca`), from the moment a
 /// phase is applied.
-async fn follow_ca(pki: crate::pki::Pki, replica: Replica, mut stop: broadcast::Receiver<()>) {
-    let mut applied = replica.applied.clone();
+async fn follow_ca(pki: crate::pki::Pki, peer: Peer, mut stop: broadcast::Receiver<()>) {
+    let mut applied = peer.applied.clone();
     let mut followed = None;
     loop {
-        let rotation = replica
+        let rotation = peer
             .state
             .read()
             .expect("state lock poisoned")

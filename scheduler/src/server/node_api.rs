@@ -6,94 +6,24 @@
 //! streams the complete set of allocations desired on a node whenever it
 //! changes (level-triggered, DESIGN decision 3).
 
-use crate::replica::Replica;
+use crate::cluster::Peer;
+use crate::controller::Liveness;
 use crate::state::{AllocState, AllocationReport, Command, Desired, HealthState, State};
 use drover_proto::pb::{self, node_service_server::NodeService};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-/// How often a watch stream checks that its replica is still in touch.
+/// How often a watch stream checks that its peer is still in touch.
 const WATCH_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// When the leader last heard from each node, and what its last heartbeat
-/// said of its container network.
-#[derive(Clone, Default)]
-pub struct Liveness {
-    seen: Arc<Mutex<HashMap<String, Instant>>>,
-    /// The `network_error` of each node's last heartbeat ("" when it works);
-    /// the controller commits a change (`Command::SetNodeNetwork`).
-    network: Arc<Mutex<HashMap<String, String>>>,
-    /// What each node's last heartbeat said of the CAs it trusts and the
-    /// one that signed its certificate (a CA rotation waits on them).
-    trust: Arc<Mutex<HashMap<String, crate::state::ca::NodeTrust>>>,
-}
-
-impl Liveness {
-    pub fn beat(&self, node: &str) {
-        self.seen
-            .lock()
-            .expect("liveness lock")
-            .insert(node.to_string(), Instant::now());
-    }
-
-    pub fn last_seen(&self, node: &str) -> Option<Instant> {
-        self.seen.lock().expect("liveness lock").get(node).copied()
-    }
-
-    /// Records what a node's heartbeat said of its container network.
-    pub fn network_reported(&self, node: &str, error: &str) {
-        let mut network = self.network.lock().expect("liveness lock");
-        if network.get(node).map(String::as_str) != Some(error) {
-            network.insert(node.to_string(), error.to_string());
-        }
-    }
-
-    /// What the node's last heartbeat (to this leader) said of its network.
-    pub fn network(&self, node: &str) -> Option<String> {
-        self.network
-            .lock()
-            .expect("liveness lock")
-            .get(node)
-            .cloned()
-    }
-
-    /// Records what a node's heartbeat said of its trust.
-    pub fn trust_reported(&self, node: &str, trust: crate::state::ca::NodeTrust) {
-        self.trust
-            .lock()
-            .expect("liveness lock")
-            .insert(node.to_string(), trust);
-    }
-
-    /// What the node's last heartbeat (to this leader) said of its trust.
-    pub fn trust(&self, node: &str) -> crate::state::ca::NodeTrust {
-        self.trust
-            .lock()
-            .expect("liveness lock")
-            .get(node)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Forget everything (a new leader starts every node's clock afresh).
-    pub fn reset(&self) {
-        self.seen.lock().expect("liveness lock").clear();
-        self.network.lock().expect("liveness lock").clear();
-        self.trust.lock().expect("liveness lock").clear();
-    }
-}
-
 pub struct NodeApi {
-    pub replica: Replica,
+    pub peer: Peer,
     pub liveness: Liveness,
     /// The node timeout agents fence themselves by (see `drover_proto::fencing`).
     pub node_timeout: std::time::Duration,
     /// The container address range nodes get their subnets from.
     pub cluster_cidr: String,
-    /// The CAs this replica trusts and signs with (`None` without TLS).
+    /// The CAs this peer trusts and signs with (`None` without TLS).
     pub authority: Option<crate::pki::Authority>,
 }
 
@@ -194,13 +124,13 @@ impl NodeApi {
     /// lease may: an acknowledgement keeps the agent's replicas running.
     fn acknowledge(&self, beat: &pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse, Status> {
         let (name, network_error) = (beat.name.as_str(), beat.network_error.as_str());
-        if !self.replica.holds_lease() {
+        if !self.peer.holds_lease() {
             return Err(Status::unavailable(
-                "this replica is not a leader a majority acknowledges; ask another replica",
+                "this peer is not a leader a majority acknowledges; ask another peer",
             ));
         }
         let known = self
-            .replica
+            .peer
             .state
             .read()
             .expect("state lock")
@@ -234,7 +164,7 @@ impl NodeApi {
 }
 
 /// A node speaks only for itself: a call about node `name` must come with
-/// that node's certificate (or from a replica passing a heartbeat on, which
+/// that node's certificate (or from a peer passing a heartbeat on, which
 /// checked it). Without TLS there is no identity to check.
 fn speaks_for<T>(req: &Request<T>, name: &str) -> Result<(), Status> {
     use drover_proto::pki::Identity;
@@ -266,20 +196,20 @@ impl NodeService for NodeApi {
             ));
         }
         let r = self
-            .replica
+            .peer
             .write(Command::RegisterNode {
                 name: req.name.clone(),
                 address: req.address,
                 cpu_millis: req.cpu_millis,
                 memory_bytes: req.memory_bytes,
-                at_ms: super::now_ms(),
+                at_ms: crate::clock::now_ms(),
                 cluster_cidr: self.cluster_cidr.clone(),
             })
             .await?;
         let r = r.accepted()?;
         // Only the leader keeps liveness; through a follower, the agent's
         // next heartbeat (sent right after registering) reaches it.
-        if self.replica.holds_lease() {
+        if self.peer.holds_lease() {
             self.liveness.beat(&req.name);
         }
         Ok(Response::new(pb::RegisterResponse {
@@ -297,11 +227,11 @@ impl NodeService for NodeApi {
             .metadata()
             .contains_key(crate::cluster::forward::FORWARDED);
         let req = req.into_inner();
-        if !self.replica.is_leader() {
+        if !self.peer.is_leader() {
             if forwarded {
                 return Err(Status::unavailable("not the leader"));
             }
-            let via = crate::cluster::forward::heartbeat_via_leader(&self.replica, req.clone());
+            let via = crate::cluster::forward::heartbeat_via_leader(&self.peer, req.clone());
             if let Some(r) = via.await? {
                 return Ok(Response::new(r));
             }
@@ -318,8 +248,8 @@ impl NodeService for NodeApi {
         speaks_for(&req, &req.get_ref().name)?;
         let name = req.into_inner().name;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let replica = self.replica.clone();
-        let mut applied = replica.applied.clone();
+        let peer = self.peer.clone();
+        let mut applied = peer.applied.clone();
         tokio::spawn(async move {
             type View = (
                 Vec<pb::DesiredAllocation>,
@@ -329,7 +259,7 @@ impl NodeService for NodeApi {
             );
             let mut last: Option<View> = None;
             loop {
-                let desired = desired_on(&replica.state.read().expect("state lock"), &name);
+                let desired = desired_on(&peer.state.read().expect("state lock"), &name);
                 let view = (
                     desired.allocations.clone(),
                     desired.services.clone(),
@@ -346,10 +276,10 @@ impl NodeService for NodeApi {
                     changed = applied.changed() => if changed.is_err() { return },
                     _ = tx.closed() => return,
                     _ = tokio::time::sleep(WATCH_CHECK) => {
-                        // A replica cut off from the leader (or a leader cut off
+                        // A peer cut off from the leader (or a leader cut off
                         // from its majority) must not look like a live link.
-                        if !replica.in_touch(WATCH_CHECK * 2) {
-                            let why = "this replica lost touch with the cluster's majority; reconnect to another";
+                        if !peer.in_touch(WATCH_CHECK * 2) {
+                            let why = "this peer lost touch with the cluster's majority; reconnect to another";
                             let _ = tx.send(Err(Status::unavailable(why))).await;
                             return;
                         }
@@ -372,7 +302,7 @@ impl NodeService for NodeApi {
         }
         // Skip the write when nothing is new: agents re-send reports freely.
         {
-            let s = self.replica.state.read().expect("state lock");
+            let s = self.peer.state.read().expect("state lock");
             reports.retain(|r| match s.allocations.get(&r.id) {
                 Some(a) => {
                     a.node == req.node
@@ -388,11 +318,11 @@ impl NodeService for NodeApi {
             });
         }
         if !reports.is_empty() {
-            self.replica
+            self.peer
                 .write(Command::ReportAllocations {
                     node: req.node,
                     reports,
-                    at_ms: super::now_ms(),
+                    at_ms: crate::clock::now_ms(),
                 })
                 .await?;
         }

@@ -1,4 +1,4 @@
-//! Real Raft replicas over real gRPC sockets on loopback.
+//! Real Raft peers over real gRPC sockets on loopback.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,16 +16,16 @@ use crate::state::Command;
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 
-/// A replica serving its Raft service on a loopback socket.
-struct Replica {
+/// A peer serving its Raft service on a loopback socket.
+struct Peer {
     handle: RaftHandle,
     addr: String,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
 
-impl Replica {
-    /// Start replica `id` on `listener`'s socket with storage under `dir`.
+impl Peer {
+    /// Start peer `id` on `listener`'s socket with storage under `dir`.
     async fn start(id: NodeId, dir: &Path, listener: TcpListener, options: RaftOptions) -> Self {
         let addr = listener.local_addr().unwrap().to_string();
         let handle = raft::open(id, dir, options).await.expect("open raft");
@@ -84,9 +84,8 @@ fn options(snapshot_every: u64) -> RaftOptions {
     }
 }
 
-async fn wait_leader(replica: &Replica) {
-    replica
-        .handle
+async fn wait_leader(peer: &Peer) {
+    peer.handle
         .raft
         .wait(WAIT)
         .state(ServerState::Leader, "becomes leader")
@@ -97,7 +96,7 @@ async fn wait_leader(replica: &Replica) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_replica_survives_restart_and_compacts() {
     let dir = TempDir::new().unwrap();
-    let mut r = Replica::start(1, dir.path(), listener().await, options(20)).await;
+    let mut r = Peer::start(1, dir.path(), listener().await, options(20)).await;
     raft::bootstrap_single(&r.handle.raft, 1, &r.addr)
         .await
         .unwrap();
@@ -123,7 +122,7 @@ async fn single_replica_survives_restart_and_compacts() {
     r.stop().await;
 
     // Restart from the same directory: the commands are applied again.
-    let mut r = Replica::start(1, dir.path(), listener().await, options(20)).await;
+    let mut r = Peer::start(1, dir.path(), listener().await, options(20)).await;
     r.wait_applied(last).await;
     assert_eq!(r.counter(), 5);
     wait_leader(&r).await;
@@ -149,7 +148,7 @@ async fn single_replica_survives_restart_and_compacts() {
 
     // Restart again: the state machine starts from the snapshot and replays
     // only the tail of the log.
-    let r = Replica::start(1, dir.path(), listener().await, options(20)).await;
+    let r = Peer::start(1, dir.path(), listener().await, options(20)).await;
     let applied_at_open = *r.handle.applied.borrow();
     assert!(
         applied_at_open >= snapshot,
@@ -159,12 +158,12 @@ async fn single_replica_survives_restart_and_compacts() {
     assert_eq!(r.counter(), 50);
 }
 
-/// Index of the replica that currently leads, as seen by all live replicas.
-async fn find_leader(replicas: &[Replica], live: &[usize]) -> usize {
+/// Index of the peer that currently leads, as seen by all live peers.
+async fn find_leader(peers: &[Peer], live: &[usize]) -> usize {
     let deadline = tokio::time::Instant::now() + WAIT.unwrap();
     loop {
         for &i in live {
-            let m = replicas[i].handle.raft.metrics().borrow().clone();
+            let m = peers[i].handle.raft.metrics().borrow().clone();
             if m.state == ServerState::Leader {
                 return i;
             }
@@ -185,36 +184,36 @@ async fn three_replicas_elect_replicate_and_fail_over() {
         .iter()
         .map(|l| l.local_addr().unwrap().to_string())
         .collect();
-    let mut replicas = Vec::new();
+    let mut peers = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
-        replicas.push(Replica::start(i as NodeId + 1, dirs[i].path(), l, options(10)).await);
+        peers.push(Peer::start(i as NodeId + 1, dirs[i].path(), l, options(10)).await);
     }
     let members: BTreeMap<NodeId, Node> = addrs
         .iter()
         .enumerate()
         .map(|(i, a)| (i as NodeId + 1, Node::new(a.clone())))
         .collect();
-    raft::initialize(&replicas[0].handle.raft, members)
+    raft::initialize(&peers[0].handle.raft, members)
         .await
         .unwrap();
 
     let all = [0, 1, 2];
-    let leader = find_leader(&replicas, &all).await;
+    let leader = find_leader(&peers, &all).await;
     let mut last = 0;
     for _ in 0..8 {
-        last = raft::propose(&replicas[leader].handle.raft, counted())
+        last = raft::propose(&peers[leader].handle.raft, counted())
             .await
             .unwrap()
             .0;
     }
-    for r in &replicas {
+    for r in &peers {
         r.wait_applied(last).await;
         assert_eq!(r.counter(), 8);
     }
 
     // A follower refuses writes and names the leader.
     let follower = (leader + 1) % 3;
-    match raft::propose(&replicas[follower].handle.raft, counted()).await {
+    match raft::propose(&peers[follower].handle.raft, counted()).await {
         Err(Error::NotLeader {
             leader_id,
             leader_addr,
@@ -227,24 +226,24 @@ async fn three_replicas_elect_replicate_and_fail_over() {
 
     // Kill the leader; the other two elect a new one and keep going.
     let killed_at = last;
-    replicas[leader].stop().await;
+    peers[leader].stop().await;
     let live: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
-    let new_leader = find_leader(&replicas, &live).await;
+    let new_leader = find_leader(&peers, &live).await;
     assert_ne!(new_leader, leader);
     for _ in 0..30 {
-        last = raft::propose(&replicas[new_leader].handle.raft, counted())
+        last = raft::propose(&peers[new_leader].handle.raft, counted())
             .await
             .unwrap()
             .0;
     }
     for &i in &live {
-        replicas[i].wait_applied(last).await;
-        assert_eq!(replicas[i].counter(), 38);
+        peers[i].wait_applied(last).await;
+        assert_eq!(peers[i].counter(), 38);
     }
 
     // The old leader comes back on its address. The survivors have purged
     // the log it missed, so it catches up by installing a snapshot.
-    replicas[new_leader]
+    peers[new_leader]
         .handle
         .raft
         .wait(WAIT)
@@ -255,17 +254,16 @@ async fn three_replicas_elect_replicate_and_fail_over() {
         .await
         .expect("leader purged its log");
     let l = TcpListener::bind(&addrs[leader]).await.unwrap();
-    replicas[leader] =
-        Replica::start(leader as NodeId + 1, dirs[leader].path(), l, options(10)).await;
-    replicas[leader].wait_applied(last).await;
-    assert_eq!(replicas[leader].counter(), 38);
-    let installed = replicas[leader].handle.raft.metrics().borrow().snapshot;
+    peers[leader] = Peer::start(leader as NodeId + 1, dirs[leader].path(), l, options(10)).await;
+    peers[leader].wait_applied(last).await;
+    assert_eq!(peers[leader].counter(), 38);
+    let installed = peers[leader].handle.raft.metrics().borrow().snapshot;
     assert!(
         installed.is_some_and(|s| s.index > killed_at),
         "caught up without a snapshot: {installed:?}"
     );
 
-    for r in &mut replicas {
+    for r in &mut peers {
         r.stop().await;
     }
 }
@@ -273,32 +271,30 @@ async fn three_replicas_elect_replicate_and_fail_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_grows_from_one_replica_and_shrinks() {
     let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
-    let mut replicas = Vec::new();
+    let mut peers = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
-        replicas.push(
-            Replica::start(i as NodeId + 1, dir.path(), listener().await, options(1000)).await,
-        );
+        peers.push(Peer::start(i as NodeId + 1, dir.path(), listener().await, options(1000)).await);
     }
-    raft::bootstrap_single(&replicas[0].handle.raft, 1, &replicas[0].addr)
+    raft::bootstrap_single(&peers[0].handle.raft, 1, &peers[0].addr)
         .await
         .unwrap();
-    wait_leader(&replicas[0]).await;
+    wait_leader(&peers[0]).await;
     for _ in 0..3 {
-        raft::propose(&replicas[0].handle.raft, counted())
+        raft::propose(&peers[0].handle.raft, counted())
             .await
             .unwrap();
     }
 
     for i in 1..3 {
-        raft::add_voter(&replicas[0].handle.raft, i as NodeId + 1, &replicas[i].addr)
+        raft::add_voter(&peers[0].handle.raft, i as NodeId + 1, &peers[i].addr)
             .await
             .unwrap();
     }
-    let last = raft::propose(&replicas[0].handle.raft, counted())
+    let last = raft::propose(&peers[0].handle.raft, counted())
         .await
         .unwrap()
         .0;
-    for r in &replicas {
+    for r in &peers {
         r.wait_applied(last).await;
         assert_eq!(r.counter(), 4);
         let voters: Vec<NodeId> = r
@@ -312,10 +308,8 @@ async fn cluster_grows_from_one_replica_and_shrinks() {
         assert_eq!(voters, vec![1, 2, 3]);
     }
 
-    raft::remove_voter(&replicas[0].handle.raft, 3)
-        .await
-        .unwrap();
-    let voters: Vec<NodeId> = replicas[0]
+    raft::remove_voter(&peers[0].handle.raft, 3).await.unwrap();
+    let voters: Vec<NodeId> = peers[0]
         .handle
         .raft
         .metrics()
@@ -325,14 +319,14 @@ async fn cluster_grows_from_one_replica_and_shrinks() {
         .collect();
     assert_eq!(voters, vec![1, 2]);
     // Writes still commit with the two remaining voters.
-    let last = raft::propose(&replicas[0].handle.raft, counted())
+    let last = raft::propose(&peers[0].handle.raft, counted())
         .await
         .unwrap()
         .0;
-    replicas[1].wait_applied(last).await;
-    assert_eq!(replicas[1].counter(), 5);
+    peers[1].wait_applied(last).await;
+    assert_eq!(peers[1].counter(), 5);
 
-    for r in &mut replicas {
+    for r in &mut peers {
         r.stop().await;
     }
 }

@@ -1,21 +1,20 @@
-//! A scheduler replica as the API and controllers see it: propose a command,
+//! A scheduler peer as the API and controllers see it: propose a command,
 //! read the state (linearizable or stale), know whether it leads.
 //!
 //! On a follower, writes and linearizable reads are carried out with the
-//! leader's help (see `crate::cluster`), unless the replica was made
-//! [`Replica::leader_only`] for the controllers, which must never act from
-//! a replica that no longer leads.
+//! leader's help (see `crate::cluster`), unless the peer was made
+//! [`Peer::leader_only`] for the controllers, which must never act from
+//! a peer that no longer leads.
 
+use super::PeerError;
 use crate::cluster::batch::Batcher;
 use crate::cluster::forward::{self, Forwarder};
-use crate::raft::{LeaderContact, Raft};
+use crate::raft::{self, LeaderContact, Raft};
 use crate::state::{Command, CommandResult, State};
 use drover_proto::pb;
-use openraft::error::{ClientWriteError, RaftError};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
-use tonic::Status;
 
 /// How long a write may wait to commit before the caller is told so.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,29 +26,29 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CUT_OFF: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
-pub struct Replica {
+pub struct Peer {
     pub id: u64,
     pub addr: String,
     pub raft: Raft,
     pub state: Arc<RwLock<State>>,
     pub applied: watch::Receiver<u64>,
-    /// Channels to the other replicas.
+    /// Channels to the other peers.
     pub forwarder: Arc<Forwarder>,
-    /// What this replica last heard from a leader.
+    /// What this peer last heard from a leader.
     pub contact: Arc<LeaderContact>,
     /// Whether a follower hands writes and reads to the leader (API
     /// handlers) or refuses them (controllers).
     pub follow_leader: bool,
     /// Batches concurrent proposals into one log entry.
     pub batcher: Batcher,
-    /// Whether a majority acknowledged this replica as leader just now.
+    /// Whether a majority acknowledged this peer as leader just now.
     pub lease: Arc<crate::cluster::lease::Lease>,
 }
 
-impl Replica {
-    /// The same replica, refusing writes unless it leads (for controllers).
-    pub fn leader_only(&self) -> Replica {
-        Replica {
+impl Peer {
+    /// The same peer, refusing writes unless it leads (for controllers).
+    pub fn leader_only(&self) -> Peer {
+        Peer {
             follow_leader: false,
             ..self.clone()
         }
@@ -57,7 +56,7 @@ impl Replica {
 
     /// Proposes a command and waits until it is committed (and, on the
     /// leader, applied). A follower forwards it to the leader.
-    pub async fn write(&self, cmd: Command) -> Result<CommandResult, Status> {
+    pub async fn write(&self, cmd: Command) -> Result<CommandResult, PeerError> {
         if !self.follow_leader {
             return self.write_here(cmd).await.map(|(_, r)| r);
         }
@@ -73,54 +72,45 @@ impl Replica {
         .await
     }
 
-    /// Proposes a command on this replica only; fails unless it leads.
+    /// Proposes a command on this peer only; fails unless it leads.
     /// Returns the log index it committed at and what applying it answered.
-    pub async fn write_here(&self, mut cmd: Command) -> Result<(u64, CommandResult), Status> {
-        cmd.stamp(crate::server::now_ms());
+    pub async fn write_here(&self, mut cmd: Command) -> Result<(u64, CommandResult), PeerError> {
+        cmd.stamp(crate::clock::now_ms());
         let proposed = tokio::select! {
             r = tokio::time::timeout(COMMIT_TIMEOUT, self.batcher.propose(cmd)) => r,
             s = self.cut_off() => return Err(s),
         };
         match proposed {
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "not committed within {}s (a majority may be unreachable); the write may still be applied, and retrying it is safe",
-                COMMIT_TIMEOUT.as_secs()
-            ))),
-            Ok(None) => Err(Status::unavailable("this replica is shutting down")),
+            Err(_) => Err(PeerError::CommitTimeout {
+                secs: COMMIT_TIMEOUT.as_secs(),
+            }),
+            Ok(None) => Err(PeerError::ShuttingDown),
             Ok(Some(Ok(committed))) => Ok(committed),
-            Ok(Some(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))) => Err(
-                not_leader(f.leader_node.map(|n| n.addr).unwrap_or_default()),
-            ),
-            Ok(Some(Err(e))) => Err(Status::unavailable(format!("raft: {e}"))),
+            Ok(Some(Err(e))) => Err(raft::write_error(e).into()),
         }
     }
 
-    /// Confirms this replica leads and waits until it applied everything
+    /// Confirms this peer leads and waits until it applied everything
     /// committed before the call; returns that index.
-    pub async fn read_index_here(&self) -> Result<u64, Status> {
+    pub async fn read_index_here(&self) -> Result<u64, PeerError> {
         let confirmed = tokio::select! {
             r = self.raft.ensure_linearizable() => r,
             s = self.cut_off() => return Err(s),
         };
         match confirmed {
             Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(not_leader(
-                    f.leader_node.map(|n| n.addr).unwrap_or_default(),
-                ))
-            }
-            Err(e) => Err(Status::unavailable(format!("raft: {e}"))),
+            Err(e) => Err(raft::leader_check_error(e).into()),
         }
     }
 
     /// Reads the state. Linearizable unless `stale`: the leader confirms it
-    /// leads and this replica has applied everything committed before the
+    /// leads and this peer has applied everything committed before the
     /// read began (a follower asks the leader for that index, then waits).
     pub async fn read<T>(
         &self,
         stale: bool,
         f: impl FnOnce(&State) -> T,
-    ) -> Result<(T, pb::ReadInfo), Status> {
+    ) -> Result<(T, pb::ReadInfo), PeerError> {
         if !stale {
             if !self.follow_leader {
                 self.read_index_here().await?;
@@ -138,9 +128,7 @@ impl Replica {
                         .await
                         .is_ok_and(|r| r.is_ok());
                 if !caught_up {
-                    return Err(Status::unavailable(format!(
-                        "this replica has not caught up with the leader's index {index}"
-                    )));
+                    return Err(PeerError::Behind { index });
                 }
             }
         }
@@ -169,11 +157,11 @@ impl Replica {
         }
     }
 
-    /// Resolves (with the error to answer) once this replica has led
+    /// Resolves (with the error to answer) once this peer has led
     /// without its quorum lease for [`CUT_OFF`]: openraft would keep such a
     /// leader's writes waiting until their timeout, while a majority
-    /// elsewhere may already serve. The caller moves on to another replica.
-    async fn cut_off(&self) -> Status {
+    /// elsewhere may already serve. The caller moves on to another peer.
+    async fn cut_off(&self) -> PeerError {
         let mut lost_since: Option<std::time::Instant> = None;
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -183,10 +171,9 @@ impl Replica {
             }
             let since = *lost_since.get_or_insert_with(std::time::Instant::now);
             if since.elapsed() >= CUT_OFF {
-                return Status::unavailable(format!(
-                    "this replica leads but no majority of replicas has acknowledged it for {}s: it may be cut off from its peers (try another replica); a write may still be applied, and retrying it is safe",
-                    CUT_OFF.as_secs()
-                ));
+                return PeerError::CutOff {
+                    secs: CUT_OFF.as_secs(),
+                };
             }
         }
     }
@@ -221,16 +208,4 @@ impl Replica {
     pub fn snapshot(&self) -> State {
         self.state.read().expect("state lock poisoned").clone()
     }
-}
-
-fn not_leader(leader: String) -> Status {
-    let mut s = Status::unavailable(if leader.is_empty() {
-        "no leader elected yet".to_string()
-    } else {
-        format!("not the leader; the leader is {leader}")
-    });
-    if let Ok(v) = leader.parse() {
-        s.metadata_mut().insert("drover-leader", v);
-    }
-    s
 }
