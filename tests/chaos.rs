@@ -5,7 +5,7 @@
 //! and no container on a healthy node stopped because of a scheduler fault.
 //!
 //! The faults (chosen by a seeded generator; the seed is printed, and
-//! `DROVER_CHAOS_SEED` replays it) hit the scheduler replicas: a replica
+//! `DROVER_CHAOS_SEED` replays it) hit the scheduler peers: a replica
 //! silenced without resets, frozen (SIGSTOP), killed and restarted, made
 //! to drop a fifth of its packets, or the leader isolated from its peers.
 //!
@@ -448,7 +448,7 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
         // back (restarted, reachable, following a leader) before the next
         // fault, or the next one would be a second failure on top of it.
         wait_for(
-            "every scheduler replica back in touch after the fault",
+            "every scheduler peer back in touch after the fault",
             Duration::from_secs(20),
             || {
                 let m = c.members()?;
@@ -573,7 +573,7 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
             eprintln!("chaos: history written to {}", path.display());
         }
     }
-    eprintln!("chaos: seed {seed}, {secs}s, {replicas} scheduler replicas, 3 agents");
+    eprintln!("chaos: seed {seed}, {secs}s, {replicas} scheduler peers, 3 agents");
     eprintln!("| faults injected | {faults:?} |");
     eprintln!(
         "| operations | {} answered, {} failed or timed out ({} submits answered when sent again, {settled} settled after the run) |",

@@ -20,7 +20,7 @@
 #   examples/cluster/cluster.sh addr             # the DROVER_ADDR to use
 #   examples/cluster/cluster.sh down             # remove everything it made
 #
-# Nodes are s1..s5 (scheduler replicas, NET.11-15, port 7400) and a1..aN
+# Nodes are s1..s5 (scheduler peers, NET.11-15, port 7400) and a1..aN
 # (agents, NET.21.., port 7401). Several clusters can live side by side:
 #   DROVER_CLUSTER_NAME  short name, prefix of every namespace and link (default drv)
 #   DROVER_CLUSTER_NET   the /24 on the bridge, first three octets (default 10.77.0)
@@ -146,7 +146,7 @@ up() {
   # drover finds it (DROVER_PKI_DIR).
   (umask 077; DROVER_ADDR=$(sched_list) "$BIN/drover" acl bootstrap 2>/dev/null >"$DIR/pki/token") ||
     die "cannot bootstrap ACLs"
-  echo "cluster $NAME is up: $s scheduler replica(s), $a agent(s)"
+  echo "cluster $NAME is up: $s scheduler peer(s), $a agent(s)"
   echo "export DROVER_ADDR=$(sched_list)"
   echo "export DROVER_PKI_DIR=$DROVER_PKI_DIR"
   echo "export DROVER_TOKEN=$(cat "$DIR/pki/token")"
@@ -154,7 +154,7 @@ up() {
 
 join() {
   local node=$1
-  [[ $node == s* ]] || die "join: only scheduler replicas (sN) join"
+  [[ $node == s* ]] || die "join: only scheduler peers (sN) join"
   [[ -e $DIR/$node/cmd ]] && die "$node exists already"
   make_ns "$node"
   local token
@@ -190,7 +190,7 @@ fault_table() { # node input-rules output-rules
   printf 'table inet drover_fault {\n  chain in { type filter hook input priority -10; %s }\n  chain out { type filter hook output priority -10; %s }\n}\n' "$2" "$3" |
     nsx "$node" nft -f -
 }
-isolate() { # node [other nodes; default: the other scheduler replicas]
+isolate() { # node [other nodes; default: the other scheduler peers]
   local node=$1 peers=() i; shift
   if (($#)); then
     for i in "$@"; do peers+=("$(ip_of "$i")"); done

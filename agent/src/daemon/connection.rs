@@ -1,12 +1,12 @@
 //! The agent's link to the scheduler: register, heartbeat, watch.
 //!
-//! The agent knows a list of scheduler replicas and uses one at a time,
-//! starting at a random one (so that agents spread over the replicas) and
+//! The agent knows a list of scheduler peers and uses one at a time,
+//! starting at a random one (so that agents spread over the peers) and
 //! moving to the next when a call fails. The watch stream delivers the
 //! complete desired set, so after any reconnect the agent simply converges to
 //! the newest set it has seen; nothing is replayed.
 //!
-//! A replica that vanishes without a TCP reset (a frozen host, a pulled
+//! A peer that vanishes without a TCP reset (a frozen host, a pulled
 //! cable) must cost the node nothing, so nothing here waits long: a
 //! heartbeat has a deadline of [`HEARTBEAT_DEADLINE`], far under the node
 //! timeout, a new session heartbeats before anything else, and HTTP/2 pings
@@ -14,9 +14,10 @@
 //! about a heartbeat interval plus the deadline plus an election; the node
 //! timeout must leave room for it (the default 4 s does, with 1 s beats).
 //! Only heartbeats a leader acknowledged move the fencing clock (see
-//! `drover_proto::fencing`); a watch stream, which any replica serves, does
+//! `drover_proto::fencing`); a watch stream, which any peer serves, does
 //! not.
 
+use super::error::LinkError;
 use drover_proto::pb::{self, node_service_client::NodeServiceClient};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,18 +25,18 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tonic::transport::{Channel, Endpoint};
 
-/// How long a heartbeat may take before the replica is given up on.
+/// How long a heartbeat may take before the peer is given up on.
 pub const HEARTBEAT_DEADLINE: Duration = Duration::from_millis(500);
 
 /// How long other calls (registration and reports are Raft writes) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The scheduler replicas and which one is in use.
+/// The scheduler peers and which one is in use.
 #[derive(Clone)]
 pub struct Links {
     addrs: Arc<Vec<String>>,
     current: Arc<AtomicUsize>,
-    /// The channel to the replica in use, by position in `addrs`.
+    /// The channel to the peer in use, by position in `addrs`.
     cached: Arc<Mutex<Option<(usize, Channel)>>>,
     /// Whether this agent process registered once (later sessions only
     /// register again when the scheduler does not know the node).
@@ -55,7 +56,7 @@ impl Links {
         }
     }
 
-    /// A client for the replica in use (its channel is kept and reused).
+    /// A client for the peer in use (its channel is kept and reused).
     pub async fn client(&self) -> Result<NodeServiceClient<Channel>, tonic::transport::Error> {
         let at = self.current.load(Ordering::Relaxed) % self.addrs.len();
         if let Some((i, ch)) = self.cached.lock().expect("links lock").as_ref() {
@@ -81,12 +82,12 @@ impl Links {
         Ok(NodeServiceClient::new(channel).max_decoding_message_size(64 << 20))
     }
 
-    /// How many replicas there are.
-    pub fn replicas(&self) -> usize {
+    /// How many peers there are.
+    pub fn peers(&self) -> usize {
         self.addrs.len()
     }
 
-    /// Moves on to the next replica after a failure.
+    /// Moves on to the next peer after a failure.
     pub fn next(&self) {
         self.current.fetch_add(1, Ordering::Relaxed);
     }
@@ -129,7 +130,7 @@ async fn beat(
     client: &mut NodeServiceClient<Channel>,
     me: &Identity,
     shared: &super::Shared,
-) -> Result<bool, String> {
+) -> Result<bool, LinkError> {
     let sent = std::time::Instant::now();
     let (ca_bundle_id, cert_issuer) = shared.trust_report();
     let mut req = tonic::Request::new(pb::HeartbeatRequest {
@@ -141,8 +142,7 @@ async fn beat(
     req.set_timeout(HEARTBEAT_DEADLINE);
     let r = tokio::time::timeout(HEARTBEAT_DEADLINE, client.heartbeat(req))
         .await
-        .map_err(|_| "heartbeat not acknowledged in time".to_string())?
-        .map_err(|e| e.message().to_string())?
+        .map_err(|_| LinkError::HeartbeatDeadline)??
         .into_inner();
     shared.acknowledged(sent, r.node_timeout_ms);
     // The cluster trusts other CAs now, or signs with another (a CA
@@ -164,7 +164,7 @@ pub async fn run(
     mut stop: broadcast::Receiver<()>,
 ) {
     // A failover must fit in the node timeout (the agent fences itself
-    // after it), so the other replicas are tried at once, one after the
+    // after it), so the other peers are tried at once, one after the
     // other; only a whole round of failures backs off.
     let mut backoff = Duration::from_millis(200);
     let mut failed_in_a_row = 0usize;
@@ -180,14 +180,14 @@ pub async fn run(
             }
         }
         // A session that lasted was a working link: after a leader change or
-        // a replica loss, reconnect quickly rather than at the old backoff.
+        // a peer loss, reconnect quickly rather than at the old backoff.
         if began.elapsed() > Duration::from_secs(5) {
             backoff = Duration::from_millis(200);
             failed_in_a_row = 0;
         }
         failed_in_a_row += 1;
         links.next();
-        let pause = if failed_in_a_row.is_multiple_of(links.replicas()) {
+        let pause = if failed_in_a_row.is_multiple_of(links.peers()) {
             let b = backoff;
             backoff = (backoff * 2).min(Duration::from_secs(2));
             b
@@ -208,15 +208,13 @@ async fn session(
     heartbeat: Duration,
     desired: &watch::Sender<Option<pb::DesiredAllocations>>,
     shared: &super::Shared,
-) -> Result<(), String> {
-    let mut client = links.client().await.map_err(|e| e.to_string())?;
+) -> Result<(), LinkError> {
+    let mut client = links.client().await?;
     // A heartbeat first: after a failover it is all a leader needs to hear,
     // and it moves the fencing clock before anything slower is tried.
     let known = beat(&mut client, me, shared).await?;
     if !known || !links.registered.load(Ordering::Relaxed) {
-        register(&mut client, me, shared)
-            .await
-            .map_err(|e| e.message().to_string())?;
+        register(&mut client, me, shared).await?;
         links.registered.store(true, Ordering::Relaxed);
         tracing::info!(node = %me.name, "registered with the scheduler");
     }
@@ -224,17 +222,14 @@ async fn session(
         .watch(pb::WatchRequest {
             name: me.name.clone(),
         })
-        .await
-        .map_err(|e| e.message().to_string())?
+        .await?
         .into_inner();
     let mut beat_client = client.clone();
     let beats = async {
         loop {
             tokio::time::sleep(heartbeat).await;
             if !beat(&mut beat_client, me, shared).await? {
-                register(&mut beat_client, me, shared)
-                    .await
-                    .map_err(|e| e.message().to_string())?;
+                register(&mut beat_client, me, shared).await?;
             }
         }
     };
@@ -250,8 +245,8 @@ async fn session(
                         let _ = desired.send(Some(set));
                     }
                 }
-                Ok(None) => return Err::<(), String>("watch stream ended".into()),
-                Err(e) => return Err(e.message().to_string()),
+                Ok(None) => return Err::<(), LinkError>(LinkError::WatchEnded),
+                Err(e) => return Err(e.into()),
             }
         }
     };

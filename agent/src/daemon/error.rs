@@ -55,6 +55,21 @@ pub enum CleanupError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// Why a connected period with the scheduler ended (the agent then moves
+/// on to the next scheduler peer).
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{0}")]
+    Connect(#[from] tonic::transport::Error),
+    /// What the scheduler answered a call.
+    #[error("{}", .0.message())]
+    Call(#[from] tonic::Status),
+    #[error("heartbeat not acknowledged in time")]
+    HeartbeatDeadline,
+    #[error("watch stream ended")]
+    WatchEnded,
+}
+
 impl StartError {
     pub(super) fn task(stage: &'static str) -> impl FnOnce(tokio::task::JoinError) -> StartError {
         move |source| StartError::Task { stage, source }

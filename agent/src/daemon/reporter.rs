@@ -6,6 +6,7 @@
 //! scheduler ignores ones that change nothing), so re-sending is always safe.
 
 use super::connection::Links;
+use super::error::LinkError;
 use drover_proto::pb;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -87,7 +88,7 @@ impl Reporter {
         }
     }
 
-    async fn flush(&self, links: &Links, everything: bool) -> Result<(), String> {
+    async fn flush(&self, links: &Links, everything: bool) -> Result<(), LinkError> {
         let batch: Vec<pb::AllocationReport> = {
             let latest = self.inner.latest.lock().expect("reporter lock");
             latest
@@ -99,14 +100,13 @@ impl Reporter {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut client = links.client().await.map_err(|e| e.to_string())?;
+        let mut client = links.client().await?;
         client
             .report(pb::ReportRequest {
                 node: self.node.clone(),
                 allocations: batch.clone(),
             })
-            .await
-            .map_err(|e| e.message().to_string())?;
+            .await?;
         let mut latest = self.inner.latest.lock().expect("reporter lock");
         for sent in batch {
             if let Some((r, acked)) = latest.get_mut(&sent.id) {

@@ -9,7 +9,7 @@
 //!
 //! - those to the control-plane ports on this host (any of its addresses:
 //!   the gateway, the node's own, another bridge's), and
-//! - those forwarded to a scheduler replica's address and port elsewhere.
+//! - those forwarded to a scheduler peer's address and port elsewhere.
 //!
 //! Replicas of a job that asks for it (`security.control_plane_access`)
 //! have their address in the table's `allowed` set and pass. The table is
@@ -34,7 +34,7 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// The agent's own API port and its scheduler replicas (`HOST:PORT`,
+    /// The agent's own API port and its scheduler peers (`HOST:PORT`,
     /// resolved now; one that does not resolve is skipped with a warning:
     /// its port is still closed on this host).
     pub fn of(agent_port: u16, schedulers: &[String]) -> ControlPlane {

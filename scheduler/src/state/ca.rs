@@ -2,10 +2,10 @@
 //! rotate-ca`), without a moment where two parties do not trust each
 //! other, so no connection fails and no container stops:
 //!
-//! | phase   | replicas sign with | everyone trusts | advances when                                   |
+//! | phase   | peers sign with | everyone trusts | advances when                                   |
 //! |---------|--------------------|-----------------|-------------------------------------------------|
-//! | `trust` | the old CA         | old and new     | every replica has it, every ready node trusts both |
-//! | `sign`  | the new CA         | new and old     | every replica has it, every ready node's certificate is the new CA's |
+//! | `trust` | the old CA         | old and new     | every peer has it, every ready node trusts both |
+//! | `sign`  | the new CA         | new and old     | every peer has it, every ready node's certificate is the new CA's |
 //! | `done`  | the new CA         | the new         | —                                               |
 //!
 //! Replicas follow the phase as they apply it (`crate::pki::Pki::follow`):
@@ -18,7 +18,7 @@
 //! again with a token.
 //!
 //! The new CA's key travels in the replicated log and snapshots, which live
-//! only on scheduler replicas, beside the CA key they hold anyway.
+//! only on scheduler peers, beside the CA key they hold anyway.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -52,7 +52,7 @@ impl fmt::Debug for SecretPem {
     }
 }
 
-/// The latest CA rotation (kept once done, so a replica that was away
+/// The latest CA rotation (kept once done, so a peer that was away
 /// catches up with it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CaRotation {
@@ -62,7 +62,7 @@ pub struct CaRotation {
     pub new_key: SecretPem,
     /// The new CA's subject: what a certificate it signed names as issuer.
     pub new_subject: String,
-    /// The log index at which the phase began (every replica must have
+    /// The log index at which the phase began (every peer must have
     /// applied it before the next), and when.
     pub since_index: u64,
     pub since_ms: i64,
@@ -83,7 +83,7 @@ pub struct NodeTrust {
 }
 
 impl CaRotation {
-    /// The CA replicas sign with in this phase, if not their old one.
+    /// The CA peers sign with in this phase, if not their old one.
     pub fn signing(&self) -> Option<(&str, &str)> {
         (self.phase >= Phase::Sign).then_some((&self.new_cert, &self.new_key.0))
     }
@@ -97,14 +97,14 @@ impl CaRotation {
         }
     }
 
-    /// The phase after this one, if every replica applied this phase
-    /// (`replicas_at`: the log index each voter has, as the leader sees
+    /// The phase after this one, if every peer applied this phase
+    /// (`peers_at`: the log index each voter has, as the leader sees
     /// it), every ready node caught up (`nodes`), and the phase lasted
     /// [`MIN_PHASE_MS`]. Names what it waits for otherwise.
     pub fn may_advance(
         &self,
         now_ms: i64,
-        replicas_at: &[(u64, u64)],
+        peers_at: &[(u64, u64)],
         nodes: &[(String, NodeTrust)],
     ) -> Result<Phase, Vec<String>> {
         let next = match self.phase {
@@ -114,9 +114,9 @@ impl CaRotation {
         };
         let bundle = drover_proto::pki::ca::bundle_id(&self.bundle());
         let mut waiting = Vec::new();
-        for (id, at) in replicas_at {
+        for (id, at) in peers_at {
             if *at < self.since_index {
-                waiting.push(format!("replica {id}"));
+                waiting.push(format!("peer {id}"));
             }
         }
         for (name, t) in nodes {
@@ -143,7 +143,7 @@ mod tests {
     use drover_proto::pki::ca::{bundle_id, Ca};
 
     #[test]
-    fn a_rotation_advances_only_when_every_replica_and_ready_node_caught_up() {
+    fn a_rotation_advances_only_when_every_peer_and_ready_node_caught_up() {
         let old = Ca::generate("old").unwrap();
         let new = Ca::generate("new").unwrap();
         let mut r = CaRotation {
@@ -163,10 +163,10 @@ mod tests {
             issuer: old.subject(),
         };
         let n = |t: &NodeTrust| vec![("n1".to_string(), t.clone())];
-        // A replica behind, a node that does not trust both yet, too soon.
+        // A peer behind, a node that does not trust both yet, too soon.
         assert_eq!(
             r.may_advance(5000, &[(1, 10), (2, 9)], &n(&trusting)),
-            Err(vec!["replica 2".to_string()])
+            Err(vec!["peer 2".to_string()])
         );
         let stale = NodeTrust {
             bundle_id: bundle_id(&old.cert_pem),
