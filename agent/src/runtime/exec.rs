@@ -19,7 +19,6 @@
 //! [`ExecProcess::terminate`]) makes it SIGKILL that whole process group,
 //! which is how a probe's deadline is enforced (see [`super::bounded`]).
 
-use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -28,8 +27,9 @@ use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
 use oci_spec::runtime::Spec;
 
-use super::child::{self, ChildArgs, ExecJoin, Stage};
+use super::child::{self, ChildArgs, ExecJoin};
 use super::plan::{self, ptr_array};
+use super::spawn;
 use super::{ExitStatus, Runtime, RuntimeError};
 
 /// What to run in the container.
@@ -172,8 +172,7 @@ impl Runtime {
         let plan = plan::plan(&spec, &rootfs, &plan::HostFacts::read())?;
 
         let target = pidfd_open(container_pid).map_err(sys("open container pidfd"))?;
-        let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(errno("pipe"))?;
-        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(errno("pipe"))?;
+        let handshake = spawn::Handshake::new().map_err(errno("pipe"))?;
         // The child's ends (dup'd onto 0..2 there) and ours.
         let (child_in, child_out, child_err, ours) = match req.tty {
             Some((rows, cols)) => {
@@ -239,12 +238,7 @@ impl Runtime {
                 )
             }
         };
-        // Numbers >= 3 so the child's dup2 onto 0..2 cannot clobber a source.
-        let high = |fd: &OwnedFd| -> Result<OwnedFd, RuntimeError> {
-            let new = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
-                .map_err(errno("dup stdio"))?;
-            Ok(owned(new))
-        };
+        let high = |fd: &OwnedFd| spawn::high_fd(fd.as_raw_fd()).map_err(errno("dup stdio"));
         let (stdin, stdout, stderr) = (high(&child_in)?, high(&child_out)?, high(&child_err)?);
         drop((child_in, child_out, child_err));
 
@@ -254,8 +248,8 @@ impl Runtime {
             plan: &plan,
             argv: &argv,
             envp: &envp,
-            sync_fd: sync_r.as_raw_fd(),
-            error_fd: err_w.as_raw_fd(),
+            sync_fd: handshake.sync_fd(),
+            error_fd: handshake.error_fd(),
             stdin_fd: stdin.as_raw_fd(),
             stdout_fd: stdout.as_raw_fd(),
             stderr_fd: stderr.as_raw_fd(),
@@ -266,32 +260,12 @@ impl Runtime {
             tty: req.tty.is_some(),
         };
 
-        let mut pidfd: libc::c_int = -1;
-        // SAFETY: clone_args is plain data; zero is the documented default.
-        let mut cl: libc::clone_args = unsafe { std::mem::zeroed() };
-        cl.flags = libc::CLONE_PIDFD as u64;
-        cl.pidfd = &mut pidfd as *mut libc::c_int as u64;
-        cl.exit_signal = libc::SIGCHLD as u64;
-        // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack): the child
-        // runs only `child::run_exec`, which never returns and only makes
-        // raw syscalls on data prepared above.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &cl as *const libc::clone_args,
-                std::mem::size_of::<libc::clone_args>(),
-            )
-        };
-        if ret == 0 {
-            // SAFETY: we are the child of the clone above.
-            unsafe { child::run_exec(&args, &join) }
-        }
-        if ret < 0 {
-            return Err(sys("clone3")(std::io::Error::last_os_error()));
-        }
-        let pid = ret as i32;
-        let pidfd = owned(pidfd);
-        drop((sync_r, err_w, stdin, stdout, stderr));
+        // SAFETY: `child::run_exec` never returns and only makes raw
+        // syscalls on data prepared above (see `child`).
+        let (pid, pidfd) =
+            unsafe { spawn::clone3(0, || child::run_exec(&args, &join)) }.map_err(sys("clone3"))?;
+        let parent = handshake.into_parent();
+        drop((stdin, stdout, stderr));
         let process = ExecProcess {
             pid,
             pidfd,
@@ -317,63 +291,16 @@ impl Runtime {
             kill();
             return Err(e.into());
         }
-        nix::unistd::write(&sync_w, &[1]).map_err(errno("release child"))?;
-        drop(sync_w);
-
-        let mut msg = [0u8; 12];
-        let mut got = 0;
-        let mut err_file = File::from(err_r);
-        while got < msg.len() {
-            match std::io::Read::read(&mut err_file, &mut msg[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    kill();
-                    return Err(sys("read setup status")(e));
-                }
+        match parent.release() {
+            Ok(None) => Ok(process),
+            Ok(Some(failure)) => {
+                kill();
+                Err(failure.into_error(id, &plan, spawn::Launch::Exec))
+            }
+            Err(e) => {
+                kill();
+                Err(sys(e.op)(e.source))
             }
         }
-        if got == 0 {
-            return Ok(process);
-        }
-        kill();
-        let word = |i: usize| u32::from_ne_bytes(msg[i..i + 4].try_into().unwrap_or_default());
-        let (stage, index, errno) = (Stage::from_u32(word(0)), word(4), word(8) as i32);
-        let source = std::io::Error::from_raw_os_error(errno);
-        Err(match stage {
-            Some(Stage::Exec) => RuntimeError::Exec {
-                id: id.into(),
-                program: plan
-                    .exec_candidates
-                    .get(index as usize)
-                    .map_or(plan.program.clone(), |c: &CString| {
-                        c.to_string_lossy().into_owned()
-                    }),
-                source,
-            },
-            Some(s @ Stage::Chdir) => RuntimeError::Setup {
-                id: id.into(),
-                stage: s.describe(),
-                detail: format!(" {}", plan.cwd.to_string_lossy()),
-                source,
-            },
-            Some(Stage::CwdOutsideRoot) => RuntimeError::CwdOutsideRoot {
-                id: id.into(),
-                cwd: plan.cwd.to_string_lossy().into_owned(),
-            },
-            Some(s) => RuntimeError::Setup {
-                id: id.into(),
-                stage: s.describe(),
-                detail: format!(" (exec step {index})"),
-                source,
-            },
-            None => RuntimeError::Setup {
-                id: id.into(),
-                stage: "exec",
-                detail: format!(" (stage {})", word(0)),
-                source,
-            },
-        })
     }
 }

@@ -3,11 +3,11 @@
 //! `start` reads `config.json`, turns it into a [`plan::LaunchPlan`] (all
 //! allocation happens there), creates the container's cgroup and `clone3`s a
 //! child into new pid, mount, uts, ipc (and net) namespaces, receiving a
-//! pidfd. The child blocks on a pipe until the parent has moved it into the
-//! cgroup, so nothing the container runs ever escapes its limits; it then
-//! builds its root and execs (see [`child`]). A second, close-on-exec pipe
-//! carries a setup failure back as three native-endian u32s (stage, index of
-//! the mount, path or candidate it failed on, errno), or EOF when exec
+//! pidfd (see [`spawn`]). The child blocks on a pipe until the parent has
+//! moved it into the cgroup, so nothing the container runs ever escapes its
+//! limits; it then builds its root and execs (see [`child`]). A second,
+//! close-on-exec pipe carries a setup failure back (its step, the index of
+//! the mount or exec candidate it failed on, and errno), or EOF when exec
 //! succeeded, which is how `start` tells "running" from "failed"
 //! synchronously. With a user namespace the parent also writes the child's
 //! id maps before releasing it.
@@ -23,15 +23,14 @@ mod plan;
 pub mod pull_bench;
 pub mod sealed_exe;
 mod seccomp;
+mod spawn;
 pub mod terminal;
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::unistd::pipe2;
 use oci_spec::runtime::Spec;
 
 pub use bounded::BoundedOutput;
@@ -40,7 +39,7 @@ pub use exec::{ExecProcess, ExecRequest};
 pub use monitor::MonitorConfig;
 
 use crate::cgroups::{CgroupError, CgroupManager, Limits};
-use child::{ChildArgs, Stage};
+use child::ChildArgs;
 use plan::{ptr_array, LaunchPlan};
 
 /// Errors from starting and controlling containers.
@@ -221,19 +220,13 @@ impl Runtime {
                 source: e.into(),
             }
         };
-        let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
-        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+        let handshake = spawn::Handshake::new().map_err(sys("pipe"))?;
         let devnull = File::open("/dev/null").map_err(|source| RuntimeError::Sys {
             id: id.into(),
             op: "open /dev/null",
             source,
         })?;
-        // Numbers >= 3 so the child's dup2 onto 0..2 cannot clobber a source.
-        let high = |fd: RawFd| -> Result<OwnedFd, RuntimeError> {
-            let new = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(3)).map_err(sys("dup stdio"))?;
-            // SAFETY: F_DUPFD_CLOEXEC returned a fresh fd that nothing else owns.
-            Ok(unsafe { OwnedFd::from_raw_fd(new) })
-        };
+        let high = |fd: RawFd| spawn::high_fd(fd).map_err(sys("dup stdio"));
         let (stdin, stdout, stderr) = (
             high(devnull.as_raw_fd())?,
             high(stdio.stdout.as_raw_fd())?,
@@ -245,45 +238,22 @@ impl Runtime {
             plan,
             argv: &argv,
             envp: &envp,
-            sync_fd: sync_r.as_raw_fd(),
-            error_fd: err_w.as_raw_fd(),
+            sync_fd: handshake.sync_fd(),
+            error_fd: handshake.error_fd(),
             stdin_fd: stdin.as_raw_fd(),
             stdout_fd: stdout.as_raw_fd(),
             stderr_fd: stderr.as_raw_fd(),
         };
-
-        let mut pidfd: libc::c_int = -1;
-        // SAFETY: clone_args is plain data; zero is the documented default for
-        // every field we do not set.
-        let mut cl: libc::clone_args = unsafe { std::mem::zeroed() };
-        cl.flags = plan.clone_flags | libc::CLONE_PIDFD as u64;
-        cl.pidfd = &mut pidfd as *mut libc::c_int as u64;
-        cl.exit_signal = libc::SIGCHLD as u64;
-        // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack): the child
-        // gets a private copy of this address space, runs only `child::run`,
-        // which never returns and only makes raw syscalls on `args`.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &cl as *const libc::clone_args,
-                std::mem::size_of::<libc::clone_args>(),
-            )
-        };
-        if ret == 0 {
-            // SAFETY: we are the child of the clone above.
-            unsafe { child::run(&args) }
-        }
-        if ret < 0 {
-            return Err(RuntimeError::Sys {
+        // SAFETY: `child::run` never returns and only makes raw syscalls on
+        // `args`, which the parent prepared (see `child`).
+        let (pid, pidfd) = unsafe { spawn::clone3(plan.clone_flags, || child::run(&args)) }
+            .map_err(|source| RuntimeError::Sys {
                 id: id.into(),
                 op: "clone3",
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        let pid = ret as i32;
-        // SAFETY: CLONE_PIDFD stored a new pidfd owned by nobody else.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-        drop((sync_r, err_w, stdin, stdout, stderr, devnull, stdio));
+                source,
+            })?;
+        let parent = handshake.into_parent();
+        drop((stdin, stdout, stderr, devnull, stdio));
         let container = Container::new(id.to_string(), pid, pidfd, self.cgroups.clone());
 
         // From here on, dropping `container` kills and reaps the child.
@@ -301,84 +271,18 @@ impl Runtime {
                 })?;
             }
         }
-        nix::unistd::write(&sync_w, &[1]).map_err(sys("release child"))?;
-        drop(sync_w);
-
-        let mut msg = [0u8; 12];
-        let mut got = 0;
-        let mut err_file = File::from(err_r);
-        while got < msg.len() {
-            match std::io::Read::read(&mut err_file, &mut msg[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(RuntimeError::Sys {
-                        id: id.into(),
-                        op: "read setup status",
-                        source,
-                    })
-                }
+        let failed = parent.release().map_err(|e| RuntimeError::Sys {
+            id: id.into(),
+            op: e.op,
+            source: e.source,
+        })?;
+        match failed {
+            None => Ok(container),
+            Some(failure) => {
+                let _ = container.wait_blocking();
+                Err(failure.into_error(id, plan, spawn::Launch::Start))
             }
         }
-        if got == 0 {
-            return Ok(container);
-        }
-        let word = |i: usize| u32::from_ne_bytes(msg[i..i + 4].try_into().unwrap_or_default());
-        let (stage, index, errno) = (Stage::from_u32(word(0)), word(4), word(8) as i32);
-        let source = std::io::Error::from_raw_os_error(errno);
-        let _ = container.wait_blocking();
-        let id = id.to_string();
-        Err(match stage {
-            Some(Stage::Exec) => RuntimeError::Exec {
-                id,
-                program: plan
-                    .exec_candidates
-                    .get(index as usize)
-                    .map_or(plan.program.clone(), |c| c.to_string_lossy().into_owned()),
-                source,
-            },
-            Some(s @ (Stage::Mount | Stage::Mkdir)) => RuntimeError::Setup {
-                id,
-                stage: s.describe(),
-                detail: plan
-                    .mounts
-                    .get(index as usize)
-                    .map_or(String::new(), |m| format!(" {}", m.destination)),
-                source,
-            },
-            Some(s @ Stage::Chdir) => RuntimeError::Setup {
-                id,
-                stage: s.describe(),
-                detail: format!(" {}", plan.cwd.to_string_lossy()),
-                source,
-            },
-            Some(Stage::CwdOutsideRoot) => RuntimeError::CwdOutsideRoot {
-                id,
-                cwd: plan.cwd.to_string_lossy().into_owned(),
-            },
-            Some(s @ Stage::BindMount) => RuntimeError::Setup {
-                id,
-                stage: s.describe(),
-                detail: plan
-                    .binds
-                    .get(index as usize)
-                    .map_or(String::new(), |m| format!(" {}", m.destination)),
-                source,
-            },
-            Some(s) => RuntimeError::Setup {
-                id,
-                stage: s.describe(),
-                detail: format!(" (step {index})"),
-                source,
-            },
-            None => RuntimeError::Setup {
-                id,
-                stage: "setup",
-                detail: format!(" (stage {})", word(0)),
-                source,
-            },
-        })
     }
 }
 
