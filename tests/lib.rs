@@ -1,6 +1,7 @@
 //! Helpers for Drover's end-to-end tests: they start the real binaries
 //! (`drover-scheduler`, `drover-agent`, `drover`) as processes on real
 //! sockets and run real containers, then assert on what a user would see.
+//! `drover-bench` starts its daemons with the same helpers.
 //!
 //! The binaries come from the same target directory as the test; build the
 //! workspace first (`cargo build --workspace`, as `.ci/run` does).
@@ -33,15 +34,17 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
-/// The directory holding the workspace's binaries.
+/// The directory holding the workspace's binaries: the caller's own
+/// (`drover-bench`, beside them) or, for a test in `target/<profile>/deps`,
+/// the one above it.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/<test> -> target/<profile>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf();
+    let exe = std::env::current_exe().expect("own binary path");
+    let own = exe.parent().expect("binary dir").to_path_buf();
+    let dir = if own.join("drover-scheduler").exists() {
+        own
+    } else {
+        own.parent().expect("target dir").to_path_buf()
+    };
     for b in ["drover", "drover-scheduler", "drover-agent"] {
         assert!(
             dir.join(b).exists(),

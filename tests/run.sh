@@ -46,6 +46,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== build (the end-to-end tests run these binaries)"
 cargo build --workspace --bins --quiet
 
+echo "== the CLI alone builds without the scheduler and the agent (as on macOS)"
+cargo check -p drover-ctl --no-default-features --quiet
+
 echo "== demo-web unit tests"
 (cd examples/demo-web && cargo test --quiet 2>&1 | tail -3)
 

@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use drover_agent::bundle::Network;
 use drover_agent::cgroups;
-use drover_agent::image::ImageRef;
-use drover_agent::runtime::{bench, Runtime, Stdio};
+use drover_agent::runtime::{Runtime, Stdio};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -101,52 +99,6 @@ enum RuntimeCommand {
         id: String,
         #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
         cgroup_root: PathBuf,
-    },
-    /// Time container starts of Drover's runtime against `runc run`.
-    Bench {
-        #[arg(long, default_value_t = 20)]
-        runs: usize,
-        /// Image to benchmark instead of a busybox rootfs, e.g. oci:/images/alpine:3
-        #[arg(long)]
-        bundle_from: Option<String>,
-        /// Command to run in the container.
-        #[arg(long, num_args = 1.., default_values_t = ["/bin/true".to_string()])]
-        command: Vec<String>,
-        #[arg(long, default_value = "/usr/bin/busybox")]
-        busybox: PathBuf,
-        #[arg(long, default_value = "runc")]
-        runc: String,
-        /// Benchmark Drover only.
-        #[arg(long)]
-        no_runc: bool,
-        /// Use the host network namespace (no per-start network namespace).
-        #[arg(long)]
-        host_network: bool,
-        /// Skip the row for starts under a monitor process (as the agent does).
-        #[arg(long)]
-        no_monitor: bool,
-        /// Start the container in a user namespace (the last of the agent's
-        /// id ranges), as `--user-namespaces` does; runc runs the same bundle.
-        #[arg(long)]
-        user_namespace: bool,
-        #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
-        cgroup_root: PathBuf,
-    },
-    /// Time pulling a registry image into a fresh layer cache against
-    /// `skopeo copy` of it into an OCI layout.
-    BenchPull {
-        /// A registry image, e.g. 127.0.0.1:5000/demo-web:v1.
-        image: String,
-        #[arg(long, default_value_t = 10)]
-        runs: usize,
-        /// Reach this registry over plain HTTP. Repeatable.
-        #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-        insecure_registry: Vec<String>,
-        #[arg(long, default_value = "skopeo")]
-        skopeo: String,
-        /// Benchmark Drover only.
-        #[arg(long)]
-        no_skopeo: bool,
     },
 }
 
@@ -254,7 +206,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Run(_)
             | Command::Monitor { .. }
             | Command::Runtime {
-                command: RuntimeCommand::Run { .. } | RuntimeCommand::Bench { .. }
+                command: RuntimeCommand::Run { .. }
             }
     ) {
         drover_agent::runtime::sealed_exe::reexec_sealed()
@@ -474,89 +426,6 @@ fn runtime(command: RuntimeCommand) -> anyhow::Result<ExitCode> {
                 .build()?;
             let code = rt.block_on(run_foreground(&runtime, bundle, &id))?;
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
-        }
-        RuntimeCommand::Bench {
-            runs,
-            bundle_from,
-            command,
-            busybox,
-            runc,
-            no_runc,
-            host_network,
-            no_monitor,
-            user_namespace,
-            cgroup_root,
-        } => {
-            let monitor = if no_monitor {
-                None
-            } else {
-                Some(drover_agent::runtime::MonitorConfig {
-                    exe: PathBuf::from("/proc/self/exe"),
-                    cgroup_root: cgroup_root.clone(),
-                    log_max_bytes: 0,
-                    defaults: Default::default(),
-                })
-            };
-            let runtime = Runtime::new(cgroups::manager_for(cgroup_root));
-            let work = tempfile::Builder::new().prefix("drover-bench").tempdir()?;
-            // A range from the host's pool, as the agent's containers get.
-            let ranges = user_namespace
-                .then(|| {
-                    drover_agent::daemon::userns::IdRanges::open(
-                        std::path::Path::new(drover_agent::daemon::userns::REGISTRY),
-                        work.path(),
-                    )
-                })
-                .transpose()?;
-            let opts = bench::BenchOptions {
-                runs,
-                image: bundle_from.map(|r| r.parse::<ImageRef>()).transpose()?,
-                command,
-                work_dir: work.path().to_path_buf(),
-                busybox,
-                runc: (!no_runc).then(|| PathBuf::from(runc)),
-                network: if host_network {
-                    Network::Host
-                } else {
-                    Network::Private
-                },
-                monitor,
-                user_namespace: match &ranges {
-                    Some(r) => Some(r.allocate("bench")?),
-                    None => None,
-                },
-            };
-            let report = bench::run(&runtime, &opts);
-            if let Some(r) = &ranges {
-                r.release("bench");
-            }
-            let report = report?;
-            print!("{report}");
-            Ok(ExitCode::SUCCESS)
-        }
-        RuntimeCommand::BenchPull {
-            image,
-            runs,
-            insecure_registry,
-            skopeo,
-            no_skopeo,
-        } => {
-            use drover_agent::runtime::pull_bench;
-            let work = tempfile::Builder::new()
-                .prefix("drover-bench-pull")
-                .tempdir()?;
-            let opts = pull_bench::PullBenchOptions {
-                image: image.parse()?,
-                registries: drover_agent::image::RegistryConfig {
-                    insecure: insecure_registry.into_iter().collect(),
-                    ..Default::default()
-                },
-                runs,
-                skopeo: (!no_skopeo).then_some(skopeo),
-                work_dir: work.path().to_path_buf(),
-            };
-            print!("{}", pull_bench::run(&opts)?);
-            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -97,11 +97,21 @@ pub enum Command {
     ///
     /// Example:
     ///   drover dev                 # in a root shell
+    #[cfg(feature = "dev")]
     #[command(verbatim_doc_comment)]
     Dev(DevArgs),
-    /// Benchmarks against a running cluster.
-    #[command(subcommand)]
-    Bench(BenchCmd),
+    /// Benchmarks, beside their peers: runs `drover-bench` (built next to
+    /// `drover`) with these arguments.
+    ///
+    /// Examples:
+    ///   drover bench job-run --replicas 20,100 --trials 5
+    ///   drover bench help            # every benchmark
+    #[command(verbatim_doc_comment)]
+    Bench {
+        /// The benchmark and its flags (see `drover-bench --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// List, add and remove the scheduler's peers (its Raft members).
     #[command(subcommand)]
     Cluster(ClusterCmd),
@@ -326,145 +336,6 @@ pub enum ClusterCmd {
     Ca {
         #[arg(long)]
         status: bool,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum BenchCmd {
-    /// Time `job run` of N replicas until all run (image cached), and print a table.
-    ///
-    /// Example (with `drover dev` running, from the repository root):
-    ///   drover bench job-run --replicas 20,100 --trials 5
-    #[command(verbatim_doc_comment)]
-    JobRun {
-        /// Replica counts to try, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "20,100")]
-        replicas: Vec<u32>,
-        /// Runs per replica count.
-        #[arg(long, default_value_t = 5)]
-        trials: usize,
-        /// The image to run (`sleep` must be in it).
-        #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
-        image: String,
-    },
-    /// Time rolling updates of N replicas (one at a time, start-first, no
-    /// health gating: Docker Swarm's settings) and print a table.
-    ///
-    /// Example (with `drover dev` running, from the repository root):
-    ///   drover bench rollout --replicas 10 --trials 5
-    #[command(verbatim_doc_comment)]
-    Rollout {
-        #[arg(long, default_value_t = 10)]
-        replicas: u32,
-        #[arg(long, default_value_t = 5)]
-        trials: usize,
-        /// The image to run (`sleep` must be in it).
-        #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
-        image: String,
-    },
-    /// Send HTTP requests at a fixed rate and record every result per second:
-    /// ok, failed, which version answered. Exits non-zero if any failed.
-    ///
-    /// Example:
-    ///   drover bench load --url http://127.0.0.1:18080/ --rate 250 --duration 30s --svg timeline.svg
-    #[command(verbatim_doc_comment)]
-    Load {
-        /// Only http://host:port/path on loopback or the cluster's own addresses.
-        #[arg(long)]
-        url: String,
-        #[arg(long, default_value_t = 200)]
-        rate: u32,
-        /// Stop after this long (or at Ctrl-C / SIGTERM).
-        #[arg(long, default_value = "10m")]
-        duration: String,
-        /// Write the timeline as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Write the timeline as an SVG chart here.
-        #[arg(long)]
-        svg: Option<PathBuf>,
-    },
-    /// Throughput and latency through the routing mesh vs straight to one replica.
-    ///
-    /// Example:
-    ///   drover bench mesh --mesh http://127.0.0.1:18080/ --direct http://10.88.0.2:8080/
-    #[command(verbatim_doc_comment)]
-    Mesh {
-        #[arg(long)]
-        mesh: String,
-        #[arg(long)]
-        direct: String,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        #[arg(long, default_value_t = 16)]
-        concurrency: usize,
-    },
-    /// Time how long replicas of a lost node take to run elsewhere: starts its
-    /// own scheduler and two agents, kills one agent, repeats; prints a table.
-    ///
-    /// Example (as root, from the repository root):
-    ///   drover bench node-loss --trials 5
-    #[command(verbatim_doc_comment)]
-    NodeLoss {
-        #[arg(long, default_value_t = 5)]
-        trials: usize,
-        #[arg(long, default_value_t = 4)]
-        replicas: u32,
-        /// The image to run (`sleep` must be in it).
-        #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
-        image: String,
-    },
-    /// Kill the leader of 3 local peers, time the first write that succeeds.
-    ///
-    /// Starts three `drover-scheduler` processes on loopback (the binary next
-    /// to this one), then per trial: SIGKILL the leader, retry a job
-    /// submission through the CLI's client until it succeeds, restart the
-    /// killed peer. Prints the median and max.
-    ///
-    /// Example:
-    ///   drover bench failover --trials 10
-    #[command(verbatim_doc_comment)]
-    Failover {
-        #[arg(long, default_value_t = 10)]
-        trials: usize,
-        /// The peers' --election-timeout.
-        #[arg(long, default_value = "150ms")]
-        election_timeout: String,
-    },
-    /// Durable commits per second of 3 in-process peers on loopback.
-    ///
-    /// Each commit is fsynced on a majority before it is acknowledged;
-    /// concurrent proposals are batched into shared appends. Each proposer
-    /// count runs no-ops, then job submissions (new versions of 1000 jobs),
-    /// each for --seconds; failed writes and elections are reported.
-    ///
-    /// Example:
-    ///   drover bench commit --proposers 64,256 --seconds 3
-    ///   drover bench commit --security tls      # only over mutual TLS
-    ///   # 10 minutes at full load: there should be no election
-    ///   drover bench commit --proposers 256 --seconds 300 --security tls
-    #[command(verbatim_doc_comment)]
-    Commit {
-        /// Concurrent proposers to try, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "1,64,256")]
-        proposers: Vec<usize>,
-        /// How long to measure each.
-        #[arg(long, default_value_t = 3.0)]
-        seconds: f64,
-        /// Replication between the peers: tls, plaintext, or both
-        /// (comma-separated; each on a fresh cluster, one after the other).
-        #[arg(long, value_delimiter = ',', default_value = "tls,plaintext")]
-        security: Vec<String>,
-    },
-    /// What mutual TLS adds to a new connection, beside plaintext: fresh
-    /// connections to an in-process peer of each kind, one call each.
-    ///
-    /// Example:
-    ///   drover bench handshake --connections 500
-    #[command(verbatim_doc_comment)]
-    Handshake {
-        #[arg(long, default_value_t = 300)]
-        connections: usize,
     },
 }
 

@@ -1,13 +1,7 @@
 //! `drover`: the Drover command line, and `drover dev`.
 
-mod backoff;
-mod cli;
-mod client;
-mod cmd;
-mod config;
-mod output;
-
 use clap::Parser;
+use drover_ctl::{cli, client, cmd, config};
 
 #[tokio::main]
 async fn main() {
@@ -48,6 +42,7 @@ async fn main() {
     // `drover dev` clones containers (and exec'd commands) from this
     // process: it must run from a sealed in-memory copy of this binary,
     // never from the file on the host (CVE-2019-5736).
+    #[cfg(feature = "dev")]
     if matches!(cli.command, cli::Command::Dev(_)) {
         if let Err(e) = drover_agent::runtime::sealed_exe::reexec_sealed() {
             eprintln!("error: run from a sealed copy of drover: {e}");

@@ -19,6 +19,7 @@ source "$HERE/../dev-lib.sh"
 cd "$ROOT"
 [[ $(id -u) == 0 ]] || { echo "run as root: containers need namespaces and cgroups" >&2; exit 1; }
 AGENT=$ROOT/target/release/drover-agent
+BENCH=$ROOT/target/release/drover-bench
 need=()
 command -v jq >/dev/null || need+=(jq)
 command -v skopeo >/dev/null || need+=(skopeo)
@@ -125,13 +126,13 @@ pull_bench() {
   for _ in $(seq 100); do curl -fsS -m 1 "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
   skopeo copy --quiet --dest-tls-verify=false "oci:$ROOT/examples/images/out/demo-web:v1" \
     "docker://127.0.0.1:$port/demo-web:v1"
-  "$AGENT" runtime bench-pull "127.0.0.1:$port/demo-web:v1" --insecure-registry "127.0.0.1:$port" || rc=$?
+  "$BENCH" pull "127.0.0.1:$port/demo-web:v1" --insecure-registry "127.0.0.1:$port" || rc=$?
   kill "$rpid"; wait "$rpid" 2>/dev/null || true
   return "$rc"
 }
 
 [[ ${1:-} == --no-tests ]] || step tests tests_step
-step runtime-bench "$AGENT" runtime bench --runs 10
+step runtime-bench "$BENCH" runtime --runs 10
 step bench-commit "$DROVER" bench commit --seconds 5
 step bench-failover "$DROVER" bench failover --trials 3
 step bench-node-loss "$DROVER" bench node-loss --trials 2

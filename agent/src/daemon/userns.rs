@@ -6,7 +6,7 @@
 //! A range is slot `s` (host ids `2^30 + s * 65536 ..`). Slots are recorded
 //! host-wide, one file per slot in [`REGISTRY`] (a tmpfs: a reboot, which
 //! ends every container, frees them all), so that every agent on the host
-//! (each with its own state dir) and `drover-agent runtime bench` draw from
+//! (each with its own state dir) and `drover-bench runtime` draw from
 //! one pool: a slot is taken by creating its file (`O_EXCL`), which two
 //! processes cannot both do. A file names the state dir and the allocation
 //! holding the slot; an agent frees its own slots whose bundle is gone,

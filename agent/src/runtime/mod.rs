@@ -12,7 +12,6 @@
 //! synchronously. With a user namespace the parent also writes the child's
 //! id maps before releasing it.
 
-pub mod bench;
 mod bounded;
 mod child;
 mod container;
@@ -20,11 +19,9 @@ pub mod exec;
 pub mod log;
 pub mod monitor;
 mod plan;
-pub mod pull_bench;
 pub mod sealed_exe;
 mod seccomp;
 mod spawn;
-pub mod terminal;
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

@@ -4,8 +4,8 @@
 
 use crate::cli::ExecArgs;
 use crate::client::{self, status};
+use crate::terminal;
 use anyhow::{bail, Result};
-use drover_agent::runtime::terminal;
 use drover_proto::pb::{self, exec_input::Input, exec_output::Output};
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsFd;

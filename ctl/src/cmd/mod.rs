@@ -2,18 +2,17 @@
 
 mod acl;
 mod alloc;
-mod bench;
-mod bench_ha;
 mod cluster;
 mod config;
+#[cfg(feature = "dev")]
 mod dev;
 mod exec;
-mod job;
+pub mod job;
 mod logs;
 mod node;
 mod rollout;
 
-use crate::cli::{BenchCmd, Cli, Command};
+use crate::cli::{Cli, Command};
 use anyhow::Result;
 
 /// Runs the command; returns the process exit code.
@@ -31,49 +30,47 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Node(c) => node::run(&addr, c).await,
         Command::Logs(a) => logs::run(&addr, a).await,
         Command::Exec(a) => exec::run(&addr, a).await,
+        #[cfg(feature = "dev")]
         Command::Dev(a) => dev::run(a).await,
         Command::Cluster(c) => cluster::run(&addr, c).await,
         Command::Acl(c) => acl::run(&addr, c).await,
         Command::Config(_) => unreachable!("handled above"),
-        Command::Bench(BenchCmd::JobRun {
-            replicas,
-            trials,
-            image,
-        }) => bench::job_run(&addr, &replicas, trials, &image).await,
-        Command::Bench(BenchCmd::Rollout {
-            replicas,
-            trials,
-            image,
-        }) => bench::rollout(&addr, replicas, trials, &image).await,
-        Command::Bench(BenchCmd::Load {
-            url,
-            rate,
-            duration,
-            json,
-            svg,
-        }) => bench::load_cmd(&url, rate, &duration, json, svg).await,
-        Command::Bench(BenchCmd::Mesh {
-            mesh,
-            direct,
-            seconds,
-            concurrency,
-        }) => bench::mesh(&mesh, &direct, seconds, concurrency).await,
-        Command::Bench(BenchCmd::NodeLoss {
-            trials,
-            replicas,
-            image,
-        }) => bench::node_loss(trials, replicas, &image).await,
-        Command::Bench(BenchCmd::Failover {
-            trials,
-            election_timeout,
-        }) => bench_ha::failover(trials, &election_timeout).await,
-        Command::Bench(BenchCmd::Commit {
-            proposers,
-            seconds,
-            security,
-        }) => bench_ha::commit(&proposers, seconds, &security).await,
-        Command::Bench(BenchCmd::Handshake { connections }) => {
-            bench_ha::handshake(connections).await
+        Command::Bench { args } => bench(&addr, &cli.credentials, &args),
+    }
+}
+
+/// `drover bench ...`: `drover-bench ...`, from beside this binary or the
+/// PATH, given the cluster and credentials this command was given.
+fn bench(addr: &str, credentials: &crate::cli::CredentialArgs, args: &[String]) -> Result<i32> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("drover-bench")))
+        .filter(|p| p.exists());
+    let program = beside.unwrap_or_else(|| "drover-bench".into());
+    let mut cmd = std::process::Command::new(&program);
+    cmd.args(args).env("DROVER_ADDR", addr);
+    let paths = [
+        ("DROVER_PKI_DIR", &credentials.pki_dir),
+        ("DROVER_CACERT", &credentials.ca_cert),
+        ("DROVER_CLIENT_CERT", &credentials.cert),
+        ("DROVER_CLIENT_KEY", &credentials.key),
+    ];
+    for (var, path) in paths {
+        if let Some(p) = path {
+            cmd.env(var, p);
         }
     }
+    if let Some(t) = &credentials.token {
+        cmd.env("DROVER_TOKEN", t);
+    }
+    if credentials.insecure_plaintext {
+        cmd.env("DROVER_INSECURE_PLAINTEXT", "true");
+    }
+    let status = cmd.status().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot run {}: {e} (build it with `cargo build --release -p drover-bench`)",
+            program.display()
+        )
+    })?;
+    Ok(status.code().unwrap_or(1))
 }

@@ -1,17 +1,16 @@
-//! `drover bench job-run`: how long `job run` of N replicas takes until all run.
+//! `drover-bench job-run`, `rollout`, `load` and `mesh`: against a live
+//! cluster.
+//!
+//! `job-run` is how long `job run` of N replicas takes until all run.
 //!
 //! Runs against a live cluster (`drover dev` or any other) through the same
 //! API the CLI uses: submit a job of N replicas, poll until all N run, stop
 //! and purge it, repeat. A one-replica warm-up first puts the image in the
 //! agent's layer cache, so the figures are for a cached image.
 
-pub mod load;
-mod node_loss;
-
-pub use node_loss::node_loss;
-
-use crate::client::{self, status};
 use anyhow::{bail, Result};
+use drover_ctl::client::{self, status};
+use drover_ctl::cmd::job::new_request_id;
 use drover_proto::pb;
 use std::time::{Duration, Instant};
 
@@ -40,12 +39,12 @@ pub async fn job_run(addr: &str, replicas: &[u32], trials: usize, image: &str) -
     println!();
     print!(
         "{}",
-        crate::output::table(&["REPLICAS", "TRIALS", "MEDIAN_S", "MIN_S", "MAX_S"], &rows)
+        drover_ctl::output::table(&["REPLICAS", "TRIALS", "MEDIAN_S", "MIN_S", "MAX_S"], &rows)
     );
     Ok(0)
 }
 
-fn resolve(image: &str) -> Result<String> {
+pub(crate) fn resolve(image: &str) -> Result<String> {
     let mut spec = drover_proto::spec::from_json(r#"{"name":"x","image":"oci:/x"}"#)?;
     spec.image = image.to_string();
     spec.resolve_paths(&std::env::current_dir()?);
@@ -54,7 +53,7 @@ fn resolve(image: &str) -> Result<String> {
 
 /// Submits `n` replicas, returns the time until all run, then stops and purges.
 async fn one(
-    c: &mut pb::drover_client::DroverClient<crate::client::Backoff>,
+    c: &mut pb::drover_client::DroverClient<drover_ctl::client::Backoff>,
     name: &str,
     n: u32,
     image: &str,
@@ -67,7 +66,7 @@ async fn one(
     let start = Instant::now();
     c.submit_job(pb::SubmitJobRequest {
         spec_json: spec.to_json(),
-        request_id: super::job::new_request_id(),
+        request_id: new_request_id(),
     })
     .await
     .map_err(status)?;
@@ -94,7 +93,7 @@ async fn one(
     let took = start.elapsed();
     c.stop_job(pb::StopJobRequest {
         name: name.into(),
-        request_id: super::job::new_request_id(),
+        request_id: new_request_id(),
         purge: true,
     })
     .await
@@ -129,14 +128,15 @@ pub async fn rollout(addr: &str, replicas: u32, trials: usize, image: &str) -> R
                 "update":{{"max_surge":1,"max_unavailable":0,"min_healthy_time":"0s"}}}}"#
         )
     };
-    let submit = |c: &mut pb::drover_client::DroverClient<crate::client::Backoff>, v: usize| {
+    let submit = |c: &mut pb::drover_client::DroverClient<drover_ctl::client::Backoff>,
+                  v: usize| {
         let json = drover_proto::spec::from_json(&spec(v)).map(|s| s.to_json());
         let mut c = c.clone();
         async move {
             let r = c
                 .submit_job(pb::SubmitJobRequest {
                     spec_json: json?,
-                    request_id: super::job::new_request_id(),
+                    request_id: new_request_id(),
                 })
                 .await
                 .map_err(status)?
@@ -160,7 +160,7 @@ pub async fn rollout(addr: &str, replicas: u32, trials: usize, image: &str) -> R
     }
     c.stop_job(pb::StopJobRequest {
         name: name.into(),
-        request_id: super::job::new_request_id(),
+        request_id: new_request_id(),
         purge: true,
     })
     .await
@@ -170,7 +170,7 @@ pub async fn rollout(addr: &str, replicas: u32, trials: usize, image: &str) -> R
     println!();
     print!(
         "{}",
-        crate::output::table(
+        drover_ctl::output::table(
             &[
                 "REPLICAS",
                 "STEPS",
@@ -196,7 +196,7 @@ pub async fn rollout(addr: &str, replicas: u32, trials: usize, image: &str) -> R
 }
 
 async fn wait_rollout(
-    c: &mut pb::drover_client::DroverClient<crate::client::Backoff>,
+    c: &mut pb::drover_client::DroverClient<drover_ctl::client::Backoff>,
     name: &str,
     version: u64,
 ) -> Result<()> {
@@ -232,11 +232,11 @@ pub async fn load_cmd(
     json: Option<std::path::PathBuf>,
     svg: Option<std::path::PathBuf>,
 ) -> Result<i32> {
-    let (target, path) = load::split_url(url)?;
+    let (target, path) = crate::load::split_url(url)?;
     let duration = drover_proto::quantity::Duration::parse(duration)
         .map_err(|e| anyhow::anyhow!("--duration: {e}"))?
         .std();
-    let o = load::Options {
+    let o = crate::load::Options {
         target,
         path,
         rate,
@@ -253,8 +253,8 @@ pub async fn load_cmd(
             _ = term.recv() => {}
         }
     };
-    let timeline = load::run(&o, stop).await;
-    let (_, failed) = load::report(&o, &timeline)?;
+    let timeline = crate::load::run(&o, stop).await;
+    let (_, failed) = crate::load::report(&o, &timeline)?;
     Ok(if failed == 0 { 0 } else { 1 })
 }
 
@@ -264,7 +264,7 @@ pub async fn mesh(mesh: &str, direct: &str, seconds: u64, concurrency: usize) ->
     let mut rows = Vec::new();
     let mut results = Vec::new();
     for (name, url) in [("direct", direct), ("mesh", mesh)] {
-        let (target, path) = load::split_url(url)?;
+        let (target, path) = crate::load::split_url(url)?;
         let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
         let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let start = Instant::now();
@@ -287,12 +287,12 @@ pub async fn mesh(mesh: &str, direct: &str, seconds: u64, concurrency: usize) ->
         let mut lat = done.lock().expect("lock").clone();
         lat.sort_unstable();
         let rps = lat.len() as f64 / start.elapsed().as_secs_f64();
-        let p99 = load::percentile(&lat, 0.99) as f64 / 1000.0;
+        let p99 = crate::load::percentile(&lat, 0.99) as f64 / 1000.0;
         results.push((rps, p99));
         rows.push(vec![
             name.to_string(),
             format!("{rps:.0}"),
-            format!("{:.2}", load::percentile(&lat, 0.5) as f64 / 1000.0),
+            format!("{:.2}", crate::load::percentile(&lat, 0.5) as f64 / 1000.0),
             format!("{p99:.2}"),
             failed
                 .load(std::sync::atomic::Ordering::Relaxed)
@@ -301,7 +301,7 @@ pub async fn mesh(mesh: &str, direct: &str, seconds: u64, concurrency: usize) ->
     }
     print!(
         "{}",
-        crate::output::table(&["PATH", "REQ_PER_S", "P50_MS", "P99_MS", "FAILED"], &rows)
+        drover_ctl::output::table(&["PATH", "REQ_PER_S", "P50_MS", "P99_MS", "FAILED"], &rows)
     );
     let (d, m) = (results[0], results[1]);
     println!(

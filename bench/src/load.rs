@@ -155,7 +155,7 @@ pub fn report(o: &Options, timeline: &[Second]) -> Result<(u64, u64)> {
     }
     print!(
         "{}",
-        crate::output::table(
+        drover_ctl::output::table(
             &["SECOND", "OK", "FAILED", "SLOW", "ANSWERED BY", "ERRORS"],
             &rows
         )

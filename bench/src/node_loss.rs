@@ -1,4 +1,4 @@
-//! `drover bench node-loss`: a node is lost → how long until every one of its
+//! `drover-bench node-loss`: a node is lost → how long until every one of its
 //! replicas runs elsewhere, at default settings (1 s heartbeats, 5 s node
 //! timeout). The benchmark starts its own scheduler and two agents on
 //! loopback, next to this binary, and kills one agent per trial with SIGKILL.
@@ -7,53 +7,25 @@
 //! trial the way an operator would, with `drover-agent cleanup`'s library;
 //! the other daemons are stopped with SIGINT, which stops their containers.
 
-use crate::client::{self, status};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use drover_ctl::client::{self, status};
+use drover_ctl::cmd::job::new_request_id;
+use drover_e2e::{free_port, Proc};
 use drover_proto::pb;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SIGINT: an agent stops its containers and removes its network on
-        // the way out (SIGTERM would leave them for a next agent to adopt).
-        let _ = Command::new("kill")
-            .args(["-INT", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts `bin` with `args`, its output in `log`; stopped with SIGINT when
+/// dropped (an agent then stops its containers and removes its network).
+fn spawn(bin: &Path, args: &[&str], log: PathBuf) -> Proc {
+    let name = bin
+        .file_name()
+        .map_or("daemon".into(), |n| n.to_string_lossy());
+    Proc::spawn(&name, Command::new(bin).args(args), log)
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn spawn(bin: &Path, args: &[&str], log: PathBuf) -> Result<Daemon> {
-    let f = std::fs::File::create(&log)?;
-    let child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(f.try_clone()?)
-        .stderr(f)
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    Ok(Daemon(child))
-}
-
-fn agent(bin: &Path, dir: &Path, name: &str, addr: &str) -> Result<Daemon> {
+fn agent(bin: &Path, dir: &Path, name: &str, addr: &str) -> Result<Proc> {
     let state = dir.join(name);
     // The node's certificate, straight from the CA beside the scheduler
     // (what `--join` would fetch).
@@ -61,7 +33,7 @@ fn agent(bin: &Path, dir: &Path, name: &str, addr: &str) -> Result<Daemon> {
     let node = drover_proto::pki::Identity::Node(name.into());
     let cred = ca.issue(&node, drover_proto::pki::ca::LEAF_VALIDITY)?;
     drover_agent::pki::install(&state, &ca.cert_pem, &cred)?;
-    spawn(
+    Ok(spawn(
         &bin.join("drover-agent"),
         &[
             "run",
@@ -70,23 +42,20 @@ fn agent(bin: &Path, dir: &Path, name: &str, addr: &str) -> Result<Daemon> {
             "--scheduler",
             addr,
             "--listen",
-            &format!("127.0.0.1:{}", free_port()?),
+            &format!("127.0.0.1:{}", free_port()),
             "--state-dir",
             state.to_str().expect("utf-8 path"),
         ],
         dir.join(format!("{name}.log")),
-    )
+    ))
 }
 
 pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32> {
-    let bin = std::env::current_exe()?
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
+    let bin = drover_e2e::bin_dir();
     let dir = std::env::temp_dir().join(format!("drover-bench-node-loss-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let image = super::resolve(image)?;
-    let addr = format!("127.0.0.1:{}", free_port()?);
+    let image = crate::cluster::resolve(image)?;
+    let addr = format!("127.0.0.1:{}", free_port());
     let data = dir.join("scheduler");
     let _scheduler = spawn(
         &bin.join("drover-scheduler"),
@@ -99,7 +68,7 @@ pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32>
             data.to_str().expect("utf-8 path"),
         ],
         dir.join("scheduler.log"),
-    )?;
+    );
     let mut c = loop {
         if data.join("pki/admin.pem").exists() {
             client::use_pki_dir(&data.join("pki"));
@@ -127,7 +96,7 @@ pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32>
         ))?;
         c.submit_job(pb::SubmitJobRequest {
             spec_json: spec.to_json(),
-            request_id: super::super::job::new_request_id(),
+            request_id: new_request_id(),
         })
         .await
         .map_err(status)?;
@@ -149,9 +118,9 @@ pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32>
         if on_b == 0 {
             bail!("no replica was placed on bench-b");
         }
-        let _ = b.0.kill();
-        let _ = b.0.wait();
-        std::mem::forget(b);
+        // Lost: SIGKILL, and its containers live on under their monitors.
+        let _ = b.child.kill();
+        let _ = b.child.wait();
         let start = Instant::now();
         wait_until(&mut c, &name, |allocs| {
             let ok = allocs
@@ -174,7 +143,7 @@ pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32>
         times.push(took);
         c.stop_job(pb::StopJobRequest {
             name,
-            request_id: super::super::job::new_request_id(),
+            request_id: new_request_id(),
             purge: true,
         })
         .await
@@ -185,7 +154,7 @@ pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32>
     println!();
     print!(
         "{}",
-        crate::output::table(
+        drover_ctl::output::table(
             &["TRIALS", "REPLICAS", "MEDIAN_S", "MIN_S", "MAX_S"],
             &[vec![
                 trials.to_string(),
@@ -215,7 +184,7 @@ fn remove_leftovers(state_dir: &Path) -> Result<()> {
 }
 
 async fn wait_nodes_ready(
-    c: &mut pb::drover_client::DroverClient<crate::client::Backoff>,
+    c: &mut pb::drover_client::DroverClient<drover_ctl::client::Backoff>,
     names: &[&str],
 ) -> Result<()> {
     let start = Instant::now();
@@ -240,7 +209,7 @@ async fn wait_nodes_ready(
 }
 
 async fn wait_until<T>(
-    c: &mut pb::drover_client::DroverClient<crate::client::Backoff>,
+    c: &mut pb::drover_client::DroverClient<drover_ctl::client::Backoff>,
     job: &str,
     mut f: impl FnMut(&[pb::Allocation]) -> Option<T>,
 ) -> Result<T> {

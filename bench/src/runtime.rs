@@ -4,17 +4,17 @@
 //! One sample is the wall time from "start the container" to "it has exited
 //! and its cgroup is gone", which is what `runc run` does for a short-lived
 //! command like `/bin/true`. The `monitored` row times the way the agent
-//! starts containers: through a monitor process (see [`super::monitor`]),
-//! which adds one exec of the agent binary to every start.
+//! starts containers: through a monitor process (`drover-agent monitor`,
+//! beside this binary), which adds one exec of the agent binary to every
+//! start.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::bundle::{Bundle, BundleError, ContainerRequest, Network};
-use crate::image::{Image, ImageConfig, ImageError, ImageRef, ImageStore};
-
-use super::{MonitorConfig, Runtime, RuntimeError};
+use drover_agent::bundle::{Bundle, BundleError, ContainerRequest, Network};
+use drover_agent::image::{Image, ImageConfig, ImageError, ImageRef, ImageStore};
+use drover_agent::runtime::{MonitorConfig, Runtime, RuntimeError};
 
 /// Errors from preparing or running the benchmark.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +53,7 @@ pub struct BenchOptions {
     /// Also time starts under a monitor process.
     pub monitor: Option<MonitorConfig>,
     /// Start in a user namespace mapped to these host ids.
-    pub user_namespace: Option<crate::bundle::IdRange>,
+    pub user_namespace: Option<drover_agent::bundle::IdRange>,
 }
 
 /// Latency samples of one runtime.
@@ -302,6 +302,76 @@ fn time_runc(runc: &Path, bundle: &Bundle, id: &str) -> Result<Duration, BenchEr
         )));
     }
     Ok(elapsed)
+}
+
+/// What `drover-bench runtime` was asked (see its `--help`).
+pub struct Args {
+    pub runs: usize,
+    pub bundle_from: Option<String>,
+    pub command: Vec<String>,
+    pub busybox: PathBuf,
+    pub runc: String,
+    pub no_runc: bool,
+    pub host_network: bool,
+    pub no_monitor: bool,
+    pub user_namespace: bool,
+    pub cgroup_root: PathBuf,
+}
+
+/// `drover-bench runtime`: prints the table.
+pub fn command(c: Args) -> anyhow::Result<i32> {
+    use drover_agent::daemon::userns::{IdRanges, REGISTRY};
+    let monitor = if c.no_monitor {
+        None
+    } else {
+        // The agent's monitors: `drover-agent monitor`, from beside this binary.
+        let exe = std::env::current_exe()?;
+        let agent = std::fs::canonicalize(&exe)
+            .unwrap_or(exe)
+            .parent()
+            .map(|d| d.join("drover-agent"))
+            .filter(|p| p.exists())
+            .ok_or_else(|| {
+                anyhow::anyhow!("drover-agent is not beside drover-bench (build the workspace)")
+            })?;
+        Some(MonitorConfig {
+            exe: agent,
+            cgroup_root: c.cgroup_root.clone(),
+            log_max_bytes: 0,
+            defaults: Default::default(),
+        })
+    };
+    let runtime = Runtime::new(drover_agent::cgroups::manager_for(c.cgroup_root));
+    let work = tempfile::Builder::new().prefix("drover-bench").tempdir()?;
+    // A range from the host's pool, as the agent's containers get.
+    let ranges = c
+        .user_namespace
+        .then(|| IdRanges::open(Path::new(REGISTRY), work.path()))
+        .transpose()?;
+    let opts = BenchOptions {
+        runs: c.runs,
+        image: c.bundle_from.map(|r| r.parse::<ImageRef>()).transpose()?,
+        command: c.command,
+        work_dir: work.path().to_path_buf(),
+        busybox: c.busybox,
+        runc: (!c.no_runc).then(|| PathBuf::from(c.runc)),
+        network: if c.host_network {
+            Network::Host
+        } else {
+            Network::Private
+        },
+        monitor,
+        user_namespace: match &ranges {
+            Some(r) => Some(r.allocate("bench")?),
+            None => None,
+        },
+    };
+    let report = run(&runtime, &opts);
+    if let Some(r) = &ranges {
+        r.release("bench");
+    }
+    print!("{}", report?);
+    Ok(0)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `drover bench failover` and `drover bench commit`: the replicated
+//! `drover-bench failover`, `commit` and `handshake`: the replicated
 //! scheduler's two headline numbers, each on a fresh 3-replica cluster on
 //! loopback with real durable storage.
 //!
@@ -10,24 +10,20 @@
 //! many proposers at once (openraft batches concurrent proposals into one
 //! log append, one fsync per replica).
 
-use crate::client::{self, status};
-use crate::output::table;
 use anyhow::{bail, Context, Result};
+use drover_ctl::client::{self, status};
+use drover_ctl::output::table;
+use drover_e2e::free_port;
 use drover_proto::pb;
 use drover_scheduler::cluster::ClusterConfig;
 use drover_scheduler::server::{Config, Scheduler};
 use drover_scheduler::state::Command;
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 fn scratch(what: &str) -> Result<PathBuf> {
     let d = std::env::temp_dir().join(format!("drover-bench-{what}-{}", std::process::id()));
@@ -130,14 +126,10 @@ fn job(name: &str) -> Result<String> {
 }
 
 pub async fn failover(trials: usize, election_timeout: &str) -> Result<i32> {
-    let here = std::env::current_exe()?;
-    let bin = here.with_file_name("drover-scheduler");
-    if !bin.exists() {
-        bail!("{} is missing (build the workspace)", bin.display());
-    }
+    let bin = drover_e2e::bin_dir().join("drover-scheduler");
     let mut peers = BTreeMap::new();
     for id in 1..=3u64 {
-        peers.insert(id, format!("127.0.0.1:{}", free_port()?));
+        peers.insert(id, format!("127.0.0.1:{}", free_port()));
     }
     let mut p = Processes {
         bin,
@@ -148,7 +140,7 @@ pub async fn failover(trials: usize, election_timeout: &str) -> Result<i32> {
     };
     // One cluster CA, copied to every replica; the CLI side uses its admin.
     let ca = drover_scheduler::pki::init(&p.dir.join("ca"))?;
-    crate::client::use_pki_dir(&p.dir.join("ca"));
+    drover_ctl::client::use_pki_dir(&p.dir.join("ca"));
     for id in 1..=3 {
         let dir = p.dir.join(format!("s{id}/pki"));
         if !drover_proto::pki::ca::Ca::exists(&dir) {
@@ -230,10 +222,10 @@ pub async fn failover(trials: usize, election_timeout: &str) -> Result<i32> {
 async fn in_process(dir: &Path, plaintext: bool) -> Result<Vec<Scheduler>> {
     let mut peers = BTreeMap::new();
     for id in 1..=3u64 {
-        peers.insert(id, format!("127.0.0.1:{}", free_port()?));
+        peers.insert(id, format!("127.0.0.1:{}", free_port()));
     }
     let ca = drover_scheduler::pki::init(&dir.join("ca"))?;
-    crate::client::use_pki_dir(&dir.join("ca"));
+    drover_ctl::client::use_pki_dir(&dir.join("ca"));
     let mut all = Vec::new();
     for (id, addr) in &peers {
         let pki =
@@ -436,7 +428,7 @@ pub async fn handshake(connections: usize) -> Result<i32> {
     let ca = drover_scheduler::pki::init(&dir.join("ca"))?;
     let mut servers = Vec::new();
     for (i, plaintext) in [false, true].into_iter().enumerate() {
-        let addr = format!("127.0.0.1:{}", free_port()?);
+        let addr = format!("127.0.0.1:{}", free_port());
         let pki = drover_scheduler::pki::Pki::open_with_ca(&ca, &dir.join(format!("s{i}/pki")), 1)?;
         servers.push(
             Scheduler::start(Config {

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use crate::image::{ImageError, ImageRef, ImageStore, RegistryConfig};
+use drover_agent::image::{ImageError, ImageRef, ImageStore, RegistryConfig};
 
-use super::bench::Samples;
+use crate::runtime::Samples;
 
 /// Errors from the pull benchmark.
 #[derive(Debug, thiserror::Error)]
@@ -137,4 +137,28 @@ impl std::fmt::Display for PullBenchReport {
         }
         Ok(())
     }
+}
+/// `drover-bench pull`: prints the table.
+pub fn command(
+    image: &str,
+    runs: usize,
+    insecure_registry: Vec<String>,
+    skopeo: String,
+    no_skopeo: bool,
+) -> anyhow::Result<i32> {
+    let work = tempfile::Builder::new()
+        .prefix("drover-bench-pull")
+        .tempdir()?;
+    let opts = PullBenchOptions {
+        image: image.parse()?,
+        registries: RegistryConfig {
+            insecure: insecure_registry.into_iter().collect(),
+            ..Default::default()
+        },
+        runs,
+        skopeo: (!no_skopeo).then_some(skopeo),
+        work_dir: work.path().to_path_buf(),
+    };
+    print!("{}", run(&opts)?);
+    Ok(0)
 }

@@ -1,0 +1,338 @@
+//! `drover-bench`: Drover's benchmarks, each beside its peer where one
+//! runs here (runc, skopeo) and printing a table. Kept out of the product's
+//! binaries; `drover bench ...` runs this one.
+
+mod cluster;
+mod ha;
+mod load;
+mod node_loss;
+mod pull;
+mod runtime;
+
+use clap::{Parser, Subcommand};
+use drover_ctl::cli::CredentialArgs;
+use drover_ctl::{client, config};
+use std::path::PathBuf;
+
+/// Drover's benchmarks, each beside its peer.
+///
+/// Examples:
+///   drover-bench runtime --runs 50                  # container starts vs runc (root)
+///   drover-bench job-run --replicas 20,100          # against `drover dev`
+///   drover-bench failover --trials 10               # leader killed -> first write
+#[derive(Parser, Debug)]
+#[command(name = "drover-bench", version, verbatim_doc_comment)]
+struct Cli {
+    /// Scheduler addresses, comma-separated (default: the context's, else
+    /// 127.0.0.1:7400), for the benchmarks against a live cluster.
+    #[arg(long, global = true, env = "DROVER_ADDR")]
+    addr: Option<String>,
+    /// The context of ~/.config/drover/config.yaml to use.
+    #[arg(long, global = true, env = "DROVER_CONTEXT")]
+    context: Option<String>,
+    #[command(flatten)]
+    credentials: CredentialArgs,
+    #[command(subcommand)]
+    command: BenchCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// Time `job run` of N replicas until all run (image cached), and print a table.
+    ///
+    /// Example (with `drover dev` running, from the repository root):
+    ///   drover-bench job-run --replicas 20,100 --trials 5
+    #[command(verbatim_doc_comment)]
+    JobRun {
+        /// Replica counts to try, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "20,100")]
+        replicas: Vec<u32>,
+        /// Runs per replica count.
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        /// The image to run (`sleep` must be in it).
+        #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
+        image: String,
+    },
+    /// Time rolling updates of N replicas (one at a time, start-first, no
+    /// health gating: Docker Swarm's settings) and print a table.
+    ///
+    /// Example (with `drover dev` running, from the repository root):
+    ///   drover-bench rollout --replicas 10 --trials 5
+    #[command(verbatim_doc_comment)]
+    Rollout {
+        #[arg(long, default_value_t = 10)]
+        replicas: u32,
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        /// The image to run (`sleep` must be in it).
+        #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
+        image: String,
+    },
+    /// Send HTTP requests at a fixed rate and record every result per second:
+    /// ok, failed, which version answered. Exits non-zero if any failed.
+    ///
+    /// Example:
+    ///   drover-bench load --url http://127.0.0.1:18080/ --rate 250 --duration 30s --svg timeline.svg
+    #[command(verbatim_doc_comment)]
+    Load {
+        /// Only http://host:port/path on loopback or the cluster's own addresses.
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// Stop after this long (or at Ctrl-C / SIGTERM).
+        #[arg(long, default_value = "10m")]
+        duration: String,
+        /// Write the timeline as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the timeline as an SVG chart here.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+    /// Throughput and latency through the routing mesh vs straight to one replica.
+    ///
+    /// Example:
+    ///   drover-bench mesh --mesh http://127.0.0.1:18080/ --direct http://10.88.0.2:8080/
+    #[command(verbatim_doc_comment)]
+    Mesh {
+        #[arg(long)]
+        mesh: String,
+        #[arg(long)]
+        direct: String,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
+    /// Time how long replicas of a lost node take to run elsewhere: starts its
+    /// own scheduler and two agents, kills one agent, repeats; prints a table.
+    ///
+    /// Example (as root, from the repository root):
+    ///   drover-bench node-loss --trials 5
+    #[command(verbatim_doc_comment)]
+    NodeLoss {
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        #[arg(long, default_value_t = 4)]
+        replicas: u32,
+        /// The image to run (`sleep` must be in it).
+        #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
+        image: String,
+    },
+    /// Kill the leader of 3 local peers, time the first write that succeeds.
+    ///
+    /// Starts three `drover-scheduler` processes on loopback (the binary next
+    /// to this one), then per trial: SIGKILL the leader, retry a job
+    /// submission through the CLI's client until it succeeds, restart the
+    /// killed peer. Prints the median and max.
+    ///
+    /// Example:
+    ///   drover-bench failover --trials 10
+    #[command(verbatim_doc_comment)]
+    Failover {
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
+        /// The peers' --election-timeout.
+        #[arg(long, default_value = "150ms")]
+        election_timeout: String,
+    },
+    /// Durable commits per second of 3 in-process peers on loopback.
+    ///
+    /// Each commit is fsynced on a majority before it is acknowledged;
+    /// concurrent proposals are batched into shared appends. Each proposer
+    /// count runs no-ops, then job submissions (new versions of 1000 jobs),
+    /// each for --seconds; failed writes and elections are reported.
+    ///
+    /// Example:
+    ///   drover-bench commit --proposers 64,256 --seconds 3
+    ///   drover-bench commit --security tls      # only over mutual TLS
+    ///   # 10 minutes at full load: there should be no election
+    ///   drover-bench commit --proposers 256 --seconds 300 --security tls
+    #[command(verbatim_doc_comment)]
+    Commit {
+        /// Concurrent proposers to try, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,64,256")]
+        proposers: Vec<usize>,
+        /// How long to measure each.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Replication between the peers: tls, plaintext, or both
+        /// (comma-separated; each on a fresh cluster, one after the other).
+        #[arg(long, value_delimiter = ',', default_value = "tls,plaintext")]
+        security: Vec<String>,
+    },
+    /// What mutual TLS adds to a new connection, beside plaintext: fresh
+    /// connections to an in-process peer of each kind, one call each.
+    ///
+    /// Example:
+    ///   drover-bench handshake --connections 500
+    #[command(verbatim_doc_comment)]
+    Handshake {
+        #[arg(long, default_value_t = 300)]
+        connections: usize,
+    },
+    /// Time container starts of Drover's runtime against `runc run` on the
+    /// same bundle, interleaved; rows for direct starts, starts under a
+    /// monitor process (`drover-agent monitor`, as the agent starts them)
+    /// and runc.
+    ///
+    /// Example (as root):
+    ///   drover-bench runtime --runs 50
+    ///   drover-bench runtime --runs 50 --user-namespace
+    #[command(verbatim_doc_comment)]
+    Runtime {
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Image to benchmark instead of a busybox rootfs, e.g. oci:/images/alpine:3
+        #[arg(long)]
+        bundle_from: Option<String>,
+        /// Command to run in the container.
+        #[arg(long, num_args = 1.., default_values_t = ["/bin/true".to_string()])]
+        command: Vec<String>,
+        #[arg(long, default_value = "/usr/bin/busybox")]
+        busybox: PathBuf,
+        #[arg(long, default_value = "runc")]
+        runc: String,
+        /// Benchmark Drover only.
+        #[arg(long)]
+        no_runc: bool,
+        /// Use the host network namespace (no per-start network namespace).
+        #[arg(long)]
+        host_network: bool,
+        /// Skip the row for starts under a monitor process (as the agent does).
+        #[arg(long)]
+        no_monitor: bool,
+        /// Start the container in a user namespace (the last of the agent's
+        /// id ranges), as `--user-namespaces` does; runc runs the same bundle.
+        #[arg(long)]
+        user_namespace: bool,
+        #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
+        cgroup_root: PathBuf,
+    },
+    /// Time pulling a registry image into a fresh layer cache against
+    /// `skopeo copy` of it into an OCI layout.
+    ///
+    /// Example:
+    ///   drover-bench pull 127.0.0.1:5000/demo-web:v1 --insecure-registry 127.0.0.1:5000
+    #[command(verbatim_doc_comment)]
+    Pull {
+        /// A registry image, e.g. 127.0.0.1:5000/demo-web:v1.
+        image: String,
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Reach this registry over plain HTTP. Repeatable.
+        #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+        insecure_registry: Vec<String>,
+        #[arg(long, default_value = "skopeo")]
+        skopeo: String,
+        /// Benchmark Drover only.
+        #[arg(long)]
+        no_skopeo: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    // Containers are cloned from this process: from a sealed in-memory copy
+    // of this binary, as the agent does (CVE-2019-5736).
+    if matches!(cli.command, BenchCmd::Runtime { .. }) {
+        if let Err(e) = drover_agent::runtime::sealed_exe::reexec_sealed() {
+            eprintln!("error: run from a sealed copy of drover-bench: {e}");
+            std::process::exit(1);
+        }
+    }
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let code = match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run(mut cli: Cli) -> anyhow::Result<i32> {
+    let ctx = config::Config::load(&config::path())?
+        .pick(cli.context.as_deref())?
+        .map(|(_, c)| c.clone());
+    let (addr, credentials) = config::apply(cli.addr.take(), &cli.credentials, ctx.as_ref());
+    client::set_credentials(&credentials);
+    let addr = if addr.is_empty() {
+        config::DEFAULT_ADDR.to_string()
+    } else {
+        addr
+    };
+    match cli.command {
+        BenchCmd::JobRun {
+            replicas,
+            trials,
+            image,
+        } => cluster::job_run(&addr, &replicas, trials, &image).await,
+        BenchCmd::Rollout {
+            replicas,
+            trials,
+            image,
+        } => cluster::rollout(&addr, replicas, trials, &image).await,
+        BenchCmd::Load {
+            url,
+            rate,
+            duration,
+            json,
+            svg,
+        } => cluster::load_cmd(&url, rate, &duration, json, svg).await,
+        BenchCmd::Mesh {
+            mesh,
+            direct,
+            seconds,
+            concurrency,
+        } => cluster::mesh(&mesh, &direct, seconds, concurrency).await,
+        BenchCmd::NodeLoss {
+            trials,
+            replicas,
+            image,
+        } => node_loss::node_loss(trials, replicas, &image).await,
+        BenchCmd::Failover {
+            trials,
+            election_timeout,
+        } => ha::failover(trials, &election_timeout).await,
+        BenchCmd::Commit {
+            proposers,
+            seconds,
+            security,
+        } => ha::commit(&proposers, seconds, &security).await,
+        BenchCmd::Handshake { connections } => ha::handshake(connections).await,
+        BenchCmd::Runtime {
+            runs,
+            bundle_from,
+            command,
+            busybox,
+            runc,
+            no_runc,
+            host_network,
+            no_monitor,
+            user_namespace,
+            cgroup_root,
+        } => runtime::command(runtime::Args {
+            runs,
+            bundle_from,
+            command,
+            busybox,
+            runc,
+            no_runc,
+            host_network,
+            no_monitor,
+            user_namespace,
+            cgroup_root,
+        }),
+        BenchCmd::Pull {
+            image,
+            runs,
+            insecure_registry,
+            skopeo,
+            no_skopeo,
+        } => pull::command(&image, runs, insecure_registry, skopeo, no_skopeo),
+    }
+}
