@@ -248,8 +248,8 @@ fn restarting_the_scheduler_keeps_every_job_and_running_containers() {
 }
 
 #[test]
-fn exits_are_reported_and_unplaceable_jobs_say_why() {
-    if !require_root("exits_are_reported_and_unplaceable_jobs_say_why") {
+fn an_ended_replica_reports_its_exit_code_and_keeps_its_output() {
+    if !require_root("an_ended_replica_reports_its_exit_code_and_keeps_its_output") {
         return;
     }
     let images = images();
@@ -273,8 +273,15 @@ fn exits_are_reported_and_unplaceable_jobs_say_why() {
     assert_eq!(st["exit_code"], 3);
     assert!(st.get("pid").is_none(), "an ended allocation has no pid");
     assert!(c.drover(&["logs", &id]).stdout.contains("bye"));
+}
 
-    // One that crashes and restarts says how it ended and when it restarts.
+#[test]
+fn a_crashing_replica_says_how_it_ended_and_when_it_restarts() {
+    if !require_root("a_crashing_replica_says_how_it_ended_and_when_it_restarts") {
+        return;
+    }
+    let images = images();
+    let c = Cluster::start("e2e-crash");
     let looping = c.spec(
         "looping",
         &format!(
@@ -306,8 +313,15 @@ fn exits_are_reported_and_unplaceable_jobs_say_why() {
         "{human}"
     );
     assert!(c.drover(&["job", "stop", "looping"]).ok());
+}
 
-    // A replica that can never start fails `job run`, with the reason.
+#[test]
+fn a_replica_that_cannot_start_fails_job_run_with_the_reason() {
+    if !require_root("a_replica_that_cannot_start_fails_job_run_with_the_reason") {
+        return;
+    }
+    let images = images();
+    let c = Cluster::start("e2e-broken");
     let broken = c.spec(
         "broken",
         &format!(
@@ -322,7 +336,15 @@ fn exits_are_reported_and_unplaceable_jobs_say_why() {
         "{}",
         out.stderr
     );
+}
 
+#[test]
+fn an_unplaceable_job_says_why_it_is_pending() {
+    if !require_root("an_unplaceable_job_says_why_it_is_pending") {
+        return;
+    }
+    let images = images();
+    let c = Cluster::start("e2e-big");
     let big = c.spec(
         "big",
         &format!(

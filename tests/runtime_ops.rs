@@ -8,61 +8,62 @@
 use drover_e2e::*;
 use std::time::Duration;
 
+/// Submits the job `yaml` (with `{images}` for the example images) and
+/// returns the id of its first allocation.
+fn run_job(c: &Cluster, name: &str, yaml: &str) -> String {
+    let spec = c.spec(
+        name,
+        &yaml.replace("{images}", &images().display().to_string()),
+    );
+    let out = c.drover(&["job", "run", "--detach", spec.to_str().unwrap()]);
+    assert!(out.ok(), "{}", out.stderr);
+    wait_for("an allocation", Duration::from_secs(10), || {
+        let v = c.json(&["alloc", "ls", "--job", name]);
+        Some(v.as_array()?.first()?["id"].as_str()?.to_string())
+    })
+}
+
+/// A busy loop under a half-core quota that first prints 3000 lines.
+const CHATTY: &str = "name: chatty\nimage: oci:{images}/toolbox:latest\n\
+    command: [/bin/sh, -c, 'seq 1 3000; while true; do :; done']\n\
+    resources: {cpu: 0.5, memory: 32Mi}\nstop_grace_period: 1s\n";
+
+fn running(c: &Cluster, id: &str) -> serde_json::Value {
+    wait_for("it to run", Duration::from_secs(20), || {
+        let st = c.json(&["alloc", "status", id]);
+        (st["state"] == "running").then_some(st)
+    })
+}
+
 #[test]
-fn oom_kills_usage_and_rotated_logs_are_visible_to_the_user() {
-    if !require_root("oom_kills_usage_and_rotated_logs_are_visible_to_the_user") {
+fn a_replica_over_its_memory_limit_ends_oom_killed() {
+    if !require_root("a_replica_over_its_memory_limit_ends_oom_killed") {
         return;
     }
-    let images = images();
-    let mut c = Cluster::start("e2e-ops");
-    // The same node, now with a small log limit.
-    let mut agent = c.agent.take().unwrap();
-    agent.signal("INT");
-    agent.wait(Duration::from_secs(10)).expect("agent stops");
-    c.start_agent_with(&["--log-max-size", "4Ki"]);
-
-    let hog = c.spec(
+    let c = Cluster::start("e2e-oom");
+    let hog_id = run_job(
+        &c,
         "hog",
-        &format!(
-            "name: hog\nimage: oci:{}/toolbox:latest\n\
-             command: [/bin/sh, -c, 'x=$(head -c 100000000 /dev/zero | tr \"\\\\0\" a)']\n\
-             resources: {{memory: 16Mi}}\nrestart: never\n",
-            images.display()
-        ),
+        "name: hog\nimage: oci:{images}/toolbox:latest\n\
+         command: [/bin/sh, -c, 'x=$(head -c 100000000 /dev/zero | tr \"\\\\0\" a)']\n\
+         resources: {memory: 16Mi}\nrestart: never\n",
     );
-    let chatty = c.spec(
-        "chatty",
-        &format!(
-            "name: chatty\nimage: oci:{}/toolbox:latest\n\
-             command: [/bin/sh, -c, 'seq 1 3000; while true; do :; done']\n\
-             resources: {{cpu: 0.5, memory: 32Mi}}\nstop_grace_period: 1s\n",
-            images.display()
-        ),
-    );
-    for spec in [&hog, &chatty] {
-        let out = c.drover(&["job", "run", "--detach", spec.to_str().unwrap()]);
-        assert!(out.ok(), "{}", out.stderr);
-    }
-    let id = |job: &str| {
-        wait_for("an allocation", Duration::from_secs(10), || {
-            let v = c.json(&["alloc", "ls", "--job", job]);
-            Some(v.as_array()?.first()?["id"].as_str()?.to_string())
-        })
-    };
-    let (hog_id, chatty_id) = (id("hog"), id("chatty"));
-
     let st = wait_for("the hog to be killed", Duration::from_secs(20), || {
         let st = c.json(&["alloc", "status", &hog_id]);
         (st["state"] == "failed").then_some(st)
     });
     assert_eq!(st["reason"], "oom-killed", "{st}");
     assert_eq!(st["exit_code"], 137, "{st}");
+}
 
-    // A busy loop under a half-core quota: cpu use shows, near the limit.
-    let st = wait_for("chatty to run", Duration::from_secs(20), || {
-        let st = c.json(&["alloc", "status", &chatty_id]);
-        (st["state"] == "running").then_some(st)
-    });
+#[test]
+fn a_running_replica_shows_its_cpu_and_memory_use() {
+    if !require_root("a_running_replica_shows_its_cpu_and_memory_use") {
+        return;
+    }
+    let c = Cluster::start("e2e-usage");
+    let chatty_id = run_job(&c, "chatty", CHATTY);
+    let st = running(&c, &chatty_id);
     let usage = &st["usage"];
     let cpu = usage["cpu_millis"].as_u64().expect("cpu usage");
     assert!((100..=700).contains(&cpu), "{st}");
@@ -73,7 +74,27 @@ fn oom_kills_usage_and_rotated_logs_are_visible_to_the_user() {
         text.contains("cpu:") && text.contains("memory:") && text.contains("of 32.0Mi"),
         "{text}"
     );
+}
 
+#[test]
+fn logs_rotated_by_size_still_read_in_order_to_the_last_line() {
+    if !require_root("logs_rotated_by_size_still_read_in_order_to_the_last_line") {
+        return;
+    }
+    let mut c = Cluster::start("e2e-logs");
+    // The same node, now with a small log limit.
+    let mut agent = c.agent.take().unwrap();
+    agent.signal("INT");
+    agent.wait(Duration::from_secs(10)).expect("agent stops");
+    c.start_agent_with(&["--log-max-size", "4Ki"]);
+    let chatty_id = run_job(&c, "chatty", CHATTY);
+    running(&c, &chatty_id);
+    wait_for("all 3000 lines", Duration::from_secs(20), || {
+        c.drover(&["logs", "--tail", "1", &chatty_id])
+            .stdout
+            .eq("3000\n")
+            .then_some(())
+    });
     // 3000 lines (about 14 KiB) through a 4 KiB log: rotated, and still read
     // in order up to the last line.
     let logs = c.agent_state_dir().join("logs");
@@ -87,7 +108,25 @@ fn oom_kills_usage_and_rotated_logs_are_visible_to_the_user() {
         c.drover(&["logs", "--tail", "1", &chatty_id]).stdout,
         "3000\n"
     );
+}
 
+#[test]
+fn exec_runs_a_command_inside_a_replica_with_its_stdio_and_exit_code() {
+    if !require_root("exec_runs_a_command_inside_a_replica_with_its_stdio_and_exit_code") {
+        return;
+    }
+    let c = Cluster::start("e2e-exec");
+    let chatty_id = run_job(&c, "chatty", CHATTY);
+    running(&c, &chatty_id);
+    let ended_id = run_job(
+        &c,
+        "ended",
+        "name: ended\nimage: oci:{images}/toolbox:latest\ncommand: [/bin/true]\nrestart: never\n",
+    );
+    wait_for("it to end", Duration::from_secs(20), || {
+        let st = c.json(&["alloc", "status", &ended_id]);
+        (st["state"] == "stopped").then_some(())
+    });
     // drover exec: inside the replica (its hostname, its pid namespace, its
     // seccomp filter), stdin in, stdout and stderr out, exit code through.
     let mut exec = drover_e2e::drover_command(&c.addr)
@@ -122,9 +161,8 @@ fn oom_kills_usage_and_rotated_logs_are_visible_to_the_user() {
     assert!(stderr.contains("Operation not permitted"), "{stderr}");
     assert!(stderr.contains("to-stderr"), "{stderr}");
     // Not running: a clear error.
-    let out = c.drover(&["exec", &hog_id, "--", "true"]);
+    let out = c.drover(&["exec", &ended_id, "--", "true"]);
     assert!(!out.ok());
     assert!(out.stderr.contains("not running"), "{}", out.stderr);
-
     assert!(c.drover(&["job", "stop", "chatty"]).ok());
 }
