@@ -182,62 +182,25 @@ enum BenchCmd {
     ///   drover-bench runtime --runs 50
     ///   drover-bench runtime --runs 50 --user-namespace
     #[command(verbatim_doc_comment)]
-    Runtime {
-        #[arg(long, default_value_t = 20)]
-        runs: usize,
-        /// Image to benchmark instead of a busybox rootfs, e.g. oci:/images/alpine:3
-        #[arg(long)]
-        bundle_from: Option<String>,
-        /// Command to run in the container.
-        #[arg(long, num_args = 1.., default_values_t = ["/bin/true".to_string()])]
-        command: Vec<String>,
-        #[arg(long, default_value = "/usr/bin/busybox")]
-        busybox: PathBuf,
-        #[arg(long, default_value = "runc")]
-        runc: String,
-        /// Benchmark Drover only.
-        #[arg(long)]
-        no_runc: bool,
-        /// Use the host network namespace (no per-start network namespace).
-        #[arg(long)]
-        host_network: bool,
-        /// Skip the row for starts under a monitor process (as the agent does).
-        #[arg(long)]
-        no_monitor: bool,
-        /// Start the container in a user namespace (the last of the agent's
-        /// id ranges), as `--user-namespaces` does; runc runs the same bundle.
-        #[arg(long)]
-        user_namespace: bool,
-        #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
-        cgroup_root: PathBuf,
-    },
+    Runtime(runtime::Args),
     /// Time pulling a registry image into a fresh layer cache against
     /// `skopeo copy` of it into an OCI layout.
     ///
     /// Example:
     ///   drover-bench pull 127.0.0.1:5000/demo-web:v1 --insecure-registry 127.0.0.1:5000
     #[command(verbatim_doc_comment)]
-    Pull {
-        /// A registry image, e.g. 127.0.0.1:5000/demo-web:v1.
-        image: String,
-        #[arg(long, default_value_t = 10)]
-        runs: usize,
-        /// Reach this registry over plain HTTP. Repeatable.
-        #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-        insecure_registry: Vec<String>,
-        #[arg(long, default_value = "skopeo")]
-        skopeo: String,
-        /// Benchmark Drover only.
-        #[arg(long)]
-        no_skopeo: bool,
-    },
+    Pull(pull::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     // Containers are cloned from this process: from a sealed in-memory copy
     // of this binary, as the agent does (CVE-2019-5736).
-    if matches!(cli.command, BenchCmd::Runtime { .. }) {
+    if matches!(cli.command, BenchCmd::Runtime(_)) {
+        // Found before the re-exec: after it this binary is a memfd.
+        if let Some(agent) = runtime::agent_beside_this_binary() {
+            std::env::set_var(runtime::AGENT_ENV, agent);
+        }
         if let Err(e) = drover_agent::runtime::sealed_exe::reexec_sealed() {
             eprintln!("error: run from a sealed copy of drover-bench: {e}");
             std::process::exit(1);
@@ -304,35 +267,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<i32> {
             security,
         } => ha::commit(&proposers, seconds, &security).await,
         BenchCmd::Handshake { connections } => ha::handshake(connections).await,
-        BenchCmd::Runtime {
-            runs,
-            bundle_from,
-            command,
-            busybox,
-            runc,
-            no_runc,
-            host_network,
-            no_monitor,
-            user_namespace,
-            cgroup_root,
-        } => runtime::command(runtime::Args {
-            runs,
-            bundle_from,
-            command,
-            busybox,
-            runc,
-            no_runc,
-            host_network,
-            no_monitor,
-            user_namespace,
-            cgroup_root,
-        }),
-        BenchCmd::Pull {
-            image,
-            runs,
-            insecure_registry,
-            skopeo,
-            no_skopeo,
-        } => pull::command(&image, runs, insecure_registry, skopeo, no_skopeo),
+        BenchCmd::Runtime(args) => runtime::command(args),
+        BenchCmd::Pull(args) => pull::command(args),
     }
 }

@@ -138,25 +138,36 @@ impl std::fmt::Display for PullBenchReport {
         Ok(())
     }
 }
+/// What `drover-bench pull` was asked.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A registry image, e.g. 127.0.0.1:5000/demo-web:v1.
+    pub image: String,
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// Reach this registry over plain HTTP. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+    #[arg(long, default_value = "skopeo")]
+    pub skopeo: String,
+    /// Benchmark Drover only.
+    #[arg(long)]
+    pub no_skopeo: bool,
+}
+
 /// `drover-bench pull`: prints the table.
-pub fn command(
-    image: &str,
-    runs: usize,
-    insecure_registry: Vec<String>,
-    skopeo: String,
-    no_skopeo: bool,
-) -> anyhow::Result<i32> {
+pub fn command(a: Args) -> anyhow::Result<i32> {
     let work = tempfile::Builder::new()
         .prefix("drover-bench-pull")
         .tempdir()?;
     let opts = PullBenchOptions {
-        image: image.parse()?,
+        image: a.image.parse()?,
         registries: RegistryConfig {
-            insecure: insecure_registry.into_iter().collect(),
+            insecure: a.insecure_registry.into_iter().collect(),
             ..Default::default()
         },
-        runs,
-        skopeo: (!no_skopeo).then_some(skopeo),
+        runs: a.runs,
+        skopeo: (!a.no_skopeo).then_some(a.skopeo),
         work_dir: work.path().to_path_buf(),
     };
     print!("{}", run(&opts)?);

@@ -304,18 +304,49 @@ fn time_runc(runc: &Path, bundle: &Bundle, id: &str) -> Result<Duration, BenchEr
     Ok(elapsed)
 }
 
-/// What `drover-bench runtime` was asked (see its `--help`).
+/// What `drover-bench runtime` was asked.
+#[derive(clap::Args, Debug)]
 pub struct Args {
+    #[arg(long, default_value_t = 20)]
     pub runs: usize,
+    /// Image to benchmark instead of a busybox rootfs, e.g. oci:/images/alpine:3
+    #[arg(long)]
     pub bundle_from: Option<String>,
+    /// Command to run in the container.
+    #[arg(long, num_args = 1.., default_values_t = ["/bin/true".to_string()])]
     pub command: Vec<String>,
+    #[arg(long, default_value = "/usr/bin/busybox")]
     pub busybox: PathBuf,
+    #[arg(long, default_value = "runc")]
     pub runc: String,
+    /// Benchmark Drover only.
+    #[arg(long)]
     pub no_runc: bool,
+    /// Use the host network namespace (no per-start network namespace).
+    #[arg(long)]
     pub host_network: bool,
+    /// Skip the row for starts under a monitor process (as the agent does).
+    #[arg(long)]
     pub no_monitor: bool,
+    /// Start the container in a user namespace (the last of the agent's
+    /// id ranges), as `--user-namespaces` does; runc runs the same bundle.
+    #[arg(long)]
     pub user_namespace: bool,
+    #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
     pub cgroup_root: PathBuf,
+}
+
+/// Where `main` leaves the path of `drover-agent` across its re-exec.
+pub const AGENT_ENV: &str = "DROVER_BENCH_AGENT";
+
+/// `drover-agent` in this binary's directory, if it is there.
+pub fn agent_beside_this_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let agent = std::fs::canonicalize(&exe)
+        .ok()?
+        .parent()?
+        .join("drover-agent");
+    agent.exists().then_some(agent)
 }
 
 /// `drover-bench runtime`: prints the table.
@@ -325,12 +356,9 @@ pub fn command(c: Args) -> anyhow::Result<i32> {
         None
     } else {
         // The agent's monitors: `drover-agent monitor`, from beside this binary.
-        let exe = std::env::current_exe()?;
-        let agent = std::fs::canonicalize(&exe)
-            .unwrap_or(exe)
-            .parent()
-            .map(|d| d.join("drover-agent"))
-            .filter(|p| p.exists())
+        let agent = std::env::var_os(AGENT_ENV)
+            .map(PathBuf::from)
+            .or_else(agent_beside_this_binary)
             .ok_or_else(|| {
                 anyhow::anyhow!("drover-agent is not beside drover-bench (build the workspace)")
             })?;

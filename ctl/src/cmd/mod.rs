@@ -35,13 +35,18 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Cluster(c) => cluster::run(&addr, c).await,
         Command::Acl(c) => acl::run(&addr, c).await,
         Command::Config(_) => unreachable!("handled above"),
-        Command::Bench { args } => bench(&addr, &cli.credentials, &args),
+        Command::Bench { args } => bench(&addr, cli.context.as_deref(), &cli.credentials, &args),
     }
 }
 
 /// `drover bench ...`: `drover-bench ...`, from beside this binary or the
-/// PATH, given the cluster and credentials this command was given.
-fn bench(addr: &str, credentials: &crate::cli::CredentialArgs, args: &[String]) -> Result<i32> {
+/// PATH, given the cluster, context and credentials this command was given.
+fn bench(
+    addr: &str,
+    context: Option<&str>,
+    credentials: &crate::cli::CredentialArgs,
+    args: &[String],
+) -> Result<i32> {
     let beside = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(|d| d.join("drover-bench")))
@@ -49,6 +54,9 @@ fn bench(addr: &str, credentials: &crate::cli::CredentialArgs, args: &[String]) 
     let program = beside.unwrap_or_else(|| "drover-bench".into());
     let mut cmd = std::process::Command::new(&program);
     cmd.args(args).env("DROVER_ADDR", addr);
+    if let Some(c) = context {
+        cmd.env("DROVER_CONTEXT", c);
+    }
     let paths = [
         ("DROVER_PKI_DIR", &credentials.pki_dir),
         ("DROVER_CACERT", &credentials.ca_cert),
@@ -66,11 +74,12 @@ fn bench(addr: &str, credentials: &crate::cli::CredentialArgs, args: &[String]) 
     if credentials.insecure_plaintext {
         cmd.env("DROVER_INSECURE_PLAINTEXT", "true");
     }
-    let status = cmd.status().map_err(|e| {
-        anyhow::anyhow!(
-            "cannot run {}: {e} (build it with `cargo build --release -p drover-bench`)",
-            program.display()
-        )
-    })?;
-    Ok(status.code().unwrap_or(1))
+    // Exec'd, not waited for: the same process, so signals (Ctrl-C, the
+    // SIGINT that ends `bench load`) reach the benchmark itself.
+    use std::os::unix::process::CommandExt;
+    let e = cmd.exec();
+    anyhow::bail!(
+        "cannot run {}: {e} (build it with `cargo build --release -p drover-bench`)",
+        program.display()
+    )
 }

@@ -76,24 +76,28 @@ impl Controller {
 
     async fn tick(&self, leading_since: Instant) -> Result<(), PeerError> {
         let state = self.peer.snapshot();
-        let changes = node_transitions(
-            state.nodes.values(),
-            |name| self.liveness.last_seen(name),
-            leading_since,
-            Instant::now(),
-            // Not before the node has certainly stopped its replicas
-            // (see `drover_proto::fencing`).
-            drover_proto::fencing::replace_after(self.node_timeout),
-        );
-        for (name, status) in changes {
-            tracing::info!(node = %name, status = status.as_str(), "node status changed");
-            self.peer
-                .write(Command::SetNodeStatus {
-                    name,
-                    status,
-                    at_ms: now_ms(),
-                })
-                .await?;
+        // One node at a time, each judged as its write begins: writes may
+        // take long, and a node heard from meanwhile is not marked down.
+        for node in state.nodes.values() {
+            let due = node_transitions(
+                std::iter::once(node),
+                |name| self.liveness.last_seen(name),
+                leading_since,
+                Instant::now(),
+                // Not before the node has certainly stopped its replicas
+                // (see `drover_proto::fencing`).
+                drover_proto::fencing::replace_after(self.node_timeout),
+            );
+            for (name, status) in due {
+                tracing::info!(node = %name, status = status.as_str(), "node status changed");
+                self.peer
+                    .write(Command::SetNodeStatus {
+                        name,
+                        status,
+                        at_ms: now_ms(),
+                    })
+                    .await?;
+            }
         }
         if let Some(gc) = self.node_gc_after {
             let gc_ms = i64::try_from(gc.as_millis()).unwrap_or(i64::MAX);

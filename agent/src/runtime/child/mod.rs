@@ -241,7 +241,9 @@ fn exec_setup(a: &ChildArgs, join: &ExecJoin) -> Result<std::convert::Infallible
         Stage::JoinNamespaces,
         0,
     )?;
-    sys::close(join.target_pidfd);
+    // SAFETY: the pidfd is the parent's, used once for setns above; this
+    // copy of it is ours to close before the process becomes the command.
+    unsafe { sys::close(join.target_pidfd) };
     // SAFETY: this child keeps to `sys`'s calls, as a forked one must.
     let pid = unsafe { sys::fork() };
     check_long(pid, Stage::Fork, 0)?;

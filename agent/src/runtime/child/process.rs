@@ -38,16 +38,24 @@ pub(super) fn become_process(a: &ChildArgs) -> Result<std::convert::Infallible, 
         .into_iter()
         .enumerate()
     {
-        check(sys::dup2(from, to), Stage::Stdio, i as u32)?;
+        // SAFETY: 0..2 of the parent's copy are given up for the container's
+        // stdio; the sources are 3 or above (see `spawn::high_fd`).
+        check(unsafe { sys::dup2(from, to) }, Stage::Stdio, i as u32)?;
     }
     // Closed, not close-on-exec: /proc/self/fd/N must name nothing of the
     // agent's by the time the cwd is resolved. The error pipe stays (it is
     // close-on-exec, and chdir into a pipe fails).
     let (err, max) = (a.error_fd as libc::c_uint, c_int::MAX as libc::c_uint);
     if err > 3 {
-        check(sys::close_range(3, err - 1), Stage::CloseFds, 0)?;
+        // SAFETY: nothing after this uses an fd but 0..2 and the error pipe.
+        check(unsafe { sys::close_range(3, err - 1) }, Stage::CloseFds, 0)?;
     }
-    check(sys::close_range(err.max(2) + 1, max), Stage::CloseFds, 1)?;
+    check(
+        // SAFETY: as above.
+        unsafe { sys::close_range(err.max(2) + 1, max) },
+        Stage::CloseFds,
+        1,
+    )?;
     check(sys::chdir(&p.cwd), Stage::Chdir, 0)?;
     cwd_is_inside_root().map_err(|e| (Stage::CwdOutsideRoot, 0, e))?;
     // Last, so that none of the setup above runs under the filter; with

@@ -137,7 +137,8 @@ fn mounts(p: &LaunchPlan, detached: &[c_int; MAX_DETACHED]) -> Result<(), Failur
         if m.detached.is_some() {
             let fd = detached.get(i).copied().unwrap_or(-1);
             check_long(sys::move_mount(fd, &m.target), Stage::Mount, i as u32)?;
-            sys::close(fd);
+            // SAFETY: `prepare_userns` opened it for this mount alone.
+            unsafe { sys::close(fd) };
             continue;
         }
         check(
@@ -260,7 +261,8 @@ fn prepare_userns(
         }
         check_long(sys::fsconfig_create(fs), Stage::Mount, i as u32)?;
         let mnt = sys::fsmount(fs, *attrs);
-        sys::close(fs);
+        // SAFETY: opened above, used for this mount alone.
+        unsafe { sys::close(fs) };
         check_long(mnt, Stage::Mount, i as u32)?;
         detached[i] = mnt as c_int;
     }
@@ -282,9 +284,11 @@ fn bind_devices(fds: &[c_int; DEVICES.len()]) -> Result<(), Failure> {
     for (i, ((path, _, _), fd)) in DEVICES.iter().zip(fds).enumerate() {
         let f = sys::create_file(path);
         check(f, Stage::Devices, i as u32)?;
-        sys::close(f);
+        // SAFETY: opened above, only to make the file.
+        unsafe { sys::close(f) };
         check_long(sys::move_mount(*fd, path), Stage::Devices, i as u32)?;
-        sys::close(*fd);
+        // SAFETY: `prepare_userns` opened it for this device alone.
+        unsafe { sys::close(*fd) };
     }
     dev_links()
 }
@@ -306,6 +310,7 @@ fn loopback_up() -> Result<(), Failure> {
         let set = unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &ifr as *const libc::ifreq) };
         check(set, Stage::Loopback, 2)
     });
-    sys::close(sock);
+    // SAFETY: opened above for these two ioctls.
+    unsafe { sys::close(sock) };
     res
 }

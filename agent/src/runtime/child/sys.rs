@@ -95,9 +95,11 @@ pub(super) fn create_file(path: &CStr) -> c_int {
     }
 }
 
-pub(super) fn close(fd: c_int) {
-    // SAFETY: closes an fd this process opened; nothing else in the child
-    // uses it afterwards.
+/// # Safety
+/// `fd` must be one the caller opened and owns: nothing (no `OwnedFd` or
+/// `File` of the parent's copy) may use it afterwards.
+pub(super) unsafe fn close(fd: c_int) {
+    // SAFETY: the caller owns `fd`.
     unsafe { libc::close(fd) };
 }
 
@@ -308,14 +310,17 @@ pub(super) fn install_seccomp(filter: &[crate::runtime::seccomp::Insn]) -> c_int
     }
 }
 
-pub(super) fn dup2(from: RawFd, to: RawFd) -> c_int {
-    // SAFETY: integer arguments only.
+/// # Safety
+/// Whatever `to` was is replaced: nothing may use the old `to` afterwards.
+pub(super) unsafe fn dup2(from: RawFd, to: RawFd) -> c_int {
+    // SAFETY: the caller gives up the old `to`.
     unsafe { libc::dup2(from, to) }
 }
 
-pub(super) fn close_range(first: c_uint, last: c_uint) -> c_int {
-    // SAFETY: integer arguments only; closes fds of this process, none of
-    // which the child uses afterwards.
+/// # Safety
+/// Nothing may use an fd in `first..=last` afterwards.
+pub(super) unsafe fn close_range(first: c_uint, last: c_uint) -> c_int {
+    // SAFETY: the caller gives up every fd in the range.
     unsafe { libc::close_range(first, last, 0) }
 }
 
