@@ -22,7 +22,10 @@ pub enum StartError {
     Wait(RuntimeError),
     /// The node's container network is not usable (its recorded problem).
     #[error("{0}")]
-    NodeNetwork(String),
+    NodeNetwork(NetworkUnavailable),
+    /// ... and found so when attaching a started container to it.
+    #[error("network: {0}")]
+    AttachUnavailable(NetworkUnavailable),
     #[error("network: {0}")]
     Attach(#[from] NetworkError),
     #[error("log {path}: {source}")]
@@ -54,6 +57,12 @@ pub enum CleanupError {
     #[error(transparent)]
     Task(#[from] tokio::task::JoinError),
 }
+
+/// The node's container network cannot be set up for the subnet the
+/// scheduler gave (the setup's error, shared with the recorded problem).
+#[derive(Debug, thiserror::Error)]
+#[error("node network unavailable: {0}")]
+pub struct NetworkUnavailable(pub std::sync::Arc<NetworkError>);
 
 /// Why a connected period with the scheduler ended (the agent then moves
 /// on to the next scheduler peer).
@@ -92,6 +101,19 @@ mod tests {
             .parse::<crate::image::ImageRef>()
             .unwrap_err();
         assert!(StartError::from(image).to_string().starts_with("image: "));
+        let unavailable = || {
+            NetworkUnavailable(std::sync::Arc::new(NetworkError::Subnet(
+                "10.0.0.0/8".into(),
+            )))
+        };
+        assert_eq!(
+            StartError::NodeNetwork(unavailable()).to_string(),
+            "node network unavailable: \"10.0.0.0/8\" is not a /24 subnet"
+        );
+        assert_eq!(
+            StartError::AttachUnavailable(unavailable()).to_string(),
+            "network: node network unavailable: \"10.0.0.0/8\" is not a /24 subnet"
+        );
         assert_eq!(
             StartError::from(super::super::userns::IdRangeError::Exhausted).to_string(),
             "all 16384 user namespace id ranges of this host are in use"

@@ -6,6 +6,7 @@
 use super::driver::{Adoption, Alloc, Driver, Task};
 use super::error::{CleanupError, StartError};
 use super::health::Probe;
+use crate::network::NetworkError;
 use crate::runtime::{ExitStatus, RuntimeError};
 use drover_proto::spec::Health;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -292,9 +293,10 @@ impl Driver for FakeDriver {
         }
         // The namespace of a container that already exited is gone.
         if self.state.lock().unwrap().gone.contains(&pid) {
-            return Err(StartError::NodeNetwork(format!(
-                "network: no network namespace of pid {pid}"
-            )));
+            return Err(StartError::Attach(NetworkError::Io {
+                path: format!("/proc/{pid}/ns/net"),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            }));
         }
         Ok(Some(IpAddr::from([10, 0, 0, (pid % 250) as u8])))
     }

@@ -32,6 +32,7 @@ pub mod userns;
 
 use crate::cgroups;
 use crate::image::ImageStore;
+use crate::network::NetworkError;
 use crate::runtime::Runtime;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -247,7 +248,7 @@ impl Shared {
     /// Sets up the node's container network for `subnet` unless it is up;
     /// on failure records why, for the allocations it refuses meanwhile.
     /// Blocking.
-    pub fn setup_network(&self, subnet: &str) -> Result<(), String> {
+    pub fn setup_network(&self, subnet: &str) -> Result<(), std::sync::Arc<NetworkError>> {
         let mut problem = self
             .network_problem
             .lock()
@@ -276,13 +277,14 @@ impl Shared {
                 Ok(())
             }
             Err(e) => {
+                let e = std::sync::Arc::new(e);
                 let now = Some((subnet.to_string(), e.to_string()));
                 if *problem != now {
                     tracing::error!(subnet = %subnet, error = %e, "cannot set up the container network; refusing containers with private networking");
                 }
                 *problem = now;
                 self.set_network_error(&e.to_string());
-                Err(e.to_string())
+                Err(e)
             }
         }
     }
@@ -290,7 +292,9 @@ impl Shared {
     /// The node's network for a container with private networking: `None`
     /// before the scheduler gave a subnet; an error (after one more try)
     /// while the network cannot be set up. Blocking.
-    pub fn private_network(&self) -> Result<Option<&crate::network::NodeNetwork>, String> {
+    pub fn private_network(
+        &self,
+    ) -> Result<Option<&crate::network::NodeNetwork>, error::NetworkUnavailable> {
         if let Some(n) = self.network.get() {
             return Ok(Some(n));
         }
@@ -304,7 +308,7 @@ impl Shared {
             None => Ok(None),
             Some(subnet) => match self.setup_network(&subnet) {
                 Ok(()) => Ok(self.network.get()),
-                Err(e) => Err(format!("node network unavailable: {e}")),
+                Err(e) => Err(error::NetworkUnavailable(e)),
             },
         }
     }

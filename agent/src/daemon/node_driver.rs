@@ -116,7 +116,7 @@ impl Driver for NodeDriver {
             // As before: "network: " and the node's recorded problem.
             let net = shared
                 .private_network()
-                .map_err(|e| StartError::NodeNetwork(format!("network: {e}")))?;
+                .map_err(StartError::AttachUnavailable)?;
             match net {
                 Some(net) => Ok(Some(IpAddr::from(net.attach(&id, pid, access)?))),
                 None => Ok(None),
