@@ -133,6 +133,7 @@ fn rollouts_under_load_drop_no_request_and_stopping_cleans_the_network() {
             .arg(&timeline),
         c.dir.path().join("load.log"),
     );
+    let load_began = std::time::Instant::now();
     std::thread::sleep(Duration::from_secs(1));
     let v2 = c.spec("v2", &web(&images, "v2", port, ""));
     let out = c.drover(&["job", "run", v2.to_str().unwrap()]);
@@ -145,7 +146,11 @@ fn rollouts_under_load_drop_no_request_and_stopping_cleans_the_network() {
         "{}",
         out.stderr
     );
+    // A second of load after the rollback, and ten at least in all (the
+    // rollouts may take less).
     std::thread::sleep(Duration::from_secs(1));
+    let least = Duration::from_secs(11);
+    std::thread::sleep(least.saturating_sub(load_began.elapsed()));
     load.signal("INT");
     let status = load
         .wait(Duration::from_secs(15))

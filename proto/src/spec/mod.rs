@@ -455,6 +455,22 @@ pub struct Update {
     /// `revisionHistoryLimit`. 1 to 1000.
     #[serde(default = "default_keep_versions")]
     pub keep_versions: u32,
+    /// Start a replica's successor only once the replica has stopped
+    /// (stopping replicas then count against `max_surge`). Off by default,
+    /// as Kubernetes does for terminating pods: once its node has begun to
+    /// stop it, a replica has left every load balancer, and placement still
+    /// waits, on its node, for the resources it holds. Jobs on the host network that
+    /// declare ports always wait: the port is the old replica's until it exits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait_for_stop: bool,
+}
+
+impl Update {
+    /// Whether the successor of a stopping replica of `spec` waits for it
+    /// to be gone (see `wait_for_stop`).
+    pub fn waits_for_stop(spec: &JobSpec) -> bool {
+        spec.update.wait_for_stop || (spec.network == Network::Host && !spec.ports.is_empty())
+    }
 }
 
 /// Versions a job keeps unless its spec says otherwise.
@@ -499,6 +515,7 @@ impl Default for Update {
             auto_rollback: true,
             canary: 0,
             keep_versions: DEFAULT_KEEP_VERSIONS,
+            wait_for_stop: false,
         }
     }
 }

@@ -257,11 +257,17 @@ impl JobPlan<'_> {
             cur: cur.len() as u32,
             old: old.len() as u32,
             healthy_cur,
-            stopping: self
-                .state
-                .job_allocations(&job.name)
-                .filter(|a| a.desired == Desired::Stop && !a.state.is_terminal())
-                .count() as u32,
+            // Told to stop and not gone: counted against the surge while its
+            // node has not acted on the stop yet (it may still be starting
+            // it), and until it is gone where the job waits for stops.
+            stopping: {
+                let waits = drover_proto::spec::Update::waits_for_stop(job.current_spec());
+                self.state
+                    .job_allocations(&job.name)
+                    .filter(|a| a.desired == Desired::Stop && !a.state.is_terminal())
+                    .filter(|a| waits || a.state != AllocState::Stopping)
+                    .count() as u32
+            },
             surge,
         };
         let step = rollout::step(mode, &counts);

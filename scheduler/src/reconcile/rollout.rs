@@ -88,7 +88,8 @@ pub(super) fn step(mode: Mode, c: &Counts) -> Step {
             ..Step::default()
         },
         // Old replicas told to stop still run until their grace period
-        // ends: they count against the surge bound until they are gone.
+        // ends; where the job waits for them (`update.wait_for_stop`), they
+        // count against the surge bound until they are gone.
         Mode::Rolling => Step {
             place: n
                 .saturating_sub(c.cur)
