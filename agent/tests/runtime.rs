@@ -329,3 +329,56 @@ async fn image_user_is_applied_without_effective_capabilities() {
     assert_eq!(lines[2], "CapEff:\t0000000000000000", "{log}");
     assert_eq!(lines[3], "CapBnd:\t00000000a80425fb", "{log}");
 }
+
+/// `init: true`: a shell as the command now stops on SIGTERM (PID 1 is the
+/// runtime's init, which passes the signal on), exiting as a shell reports
+/// it; its orphans are reaped; without the init, the same shell waits out
+/// the grace and is killed.
+#[tokio::test]
+async fn with_init_a_shell_stops_on_sigterm_and_orphans_are_reaped() {
+    if !common::can_run(&requirements()) {
+        return;
+    }
+    // An orphan (the inner shell exits at once, leaving `sleep` to PID 1)
+    // that ends after 0.2 s: only an init that reaps leaves no zombie.
+    let script = "echo pid $$; sh -c 'sleep 0.2 &'; sleep 1; \
+                  for s in /proc/[0-9]*/stat; do cat $s; echo; done; sleep 1000";
+    let with = fixture("it-init", &["sh", "-c", script], |r| r.init = true);
+    let c = with.start().unwrap();
+    let grace = Duration::from_secs(10);
+    // The process list is printed 1 s in, after the orphan (reparented to
+    // PID 1, the init) has ended.
+    for _ in 0..50 {
+        if with.log().lines().count() > 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = with.log();
+    assert!(
+        log.starts_with("pid 2\n"),
+        "the command is not PID 1's child: {log}"
+    );
+    assert!(!log.contains(") Z "), "a zombie was left: {log}");
+    let t = std::time::Instant::now();
+    let exit = c.stop(grace).await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(exit, ExitStatus::Exited(128 + libc::SIGTERM));
+
+    let without = fixture("it-no-init", &["sh", "-c", "sleep 1000"], |_| {});
+    let c = without.start().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = std::time::Instant::now();
+    let exit = c.stop(Duration::from_millis(800)).await.unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(800),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(exit, ExitStatus::Signaled(libc::SIGKILL));
+}

@@ -16,7 +16,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 pub use security::{CapabilityChanges, Seccomp};
-pub use spec::{build_spec, limits, resolve_process, ProcessPlan};
+pub use spec::{build_spec, limits, resolve_process, ProcessPlan, INIT_ANNOTATION};
 pub use user::Ids;
 
 use crate::image::Image;
@@ -101,6 +101,8 @@ pub struct ContainerRequest {
     pub capabilities: CapabilityChanges,
     /// The seccomp filter: Docker's default, none, or the job's profile.
     pub seccomp: Seccomp,
+    /// Run the runtime's init as PID 1, the command as its child.
+    pub init: bool,
     /// Run in a user namespace, container ids 0.. mapped to these host ids.
     pub user_namespace: Option<IdRange>,
 }

@@ -7,6 +7,10 @@ use oci_spec::runtime::{
     MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
+/// The annotation of `config.json` that asks the runtime for an init as
+/// PID 1 (OCI has no field for it; Docker's `--init` is outside runc).
+pub const INIT_ANNOTATION: &str = "org.drover.init";
+
 use super::security;
 use super::user::Ids;
 use super::{BundleError, ContainerRequest, Network};
@@ -224,8 +228,13 @@ pub fn build_spec(
         security::HostFacts::current(),
     )?);
 
+    let mut annotations = std::collections::HashMap::new();
+    if req.init {
+        annotations.insert(INIT_ANNOTATION.to_string(), "true".to_string());
+    }
     Ok(SpecBuilder::default()
         .version("1.0.2")
+        .annotations(annotations)
         .root(
             RootBuilder::default()
                 .path("rootfs")

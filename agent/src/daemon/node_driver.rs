@@ -305,5 +305,6 @@ fn request(alloc: &Alloc) -> ContainerRequest {
             (_, None) => crate::bundle::Seccomp::Default,
         },
         user_namespace: None,
+        init: s.init,
     }
 }

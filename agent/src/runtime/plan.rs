@@ -94,6 +94,8 @@ pub(crate) struct LaunchPlan {
     pub device_rules: Vec<(bool, String)>,
     /// The compiled seccomp filters, installed in order just before exec.
     pub seccomp: Option<super::seccomp::Filters>,
+    /// PID 1 is the runtime's init; the command runs as its child.
+    pub init: bool,
 }
 
 /// Capability sets as kernel bit masks (bit n = capability number n).
@@ -514,7 +516,13 @@ pub(crate) fn plan(
         .collect();
 
     let user = process.user();
+    let init = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::bundle::INIT_ANNOTATION))
+        .is_some_and(|v| v == "true");
     Ok(LaunchPlan {
+        init,
         clone_flags,
         id_maps,
         rootfs: cstr("root.path", &rootfs)?,

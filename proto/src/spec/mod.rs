@@ -102,6 +102,12 @@ pub struct JobSpec {
     /// Mount the container's root filesystem read-only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only_rootfs: bool,
+    /// Run a tiny init as the container's PID 1 (Docker's `--init`): it
+    /// passes signals on to the command and reaps orphaned processes, so a
+    /// shell-wrapped command stops on SIGTERM. Built into the runtime: the
+    /// image needs nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
     #[serde(default, skip_serializing_if = "Security::is_default")]
     pub security: Security,
     /// Named container ports.

@@ -18,6 +18,7 @@
 //! `runtime::spawn`). An exec'd process joins a running container's
 //! namespaces instead of building a root ([`run_exec`]).
 
+mod init;
 mod process;
 mod rootfs;
 mod sys;
@@ -62,12 +63,13 @@ pub(crate) enum Stage {
     Terminal,
     Session,
     Exec,
+    Init,
 }
 
 impl Stage {
     pub(crate) fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        const ALL: [Stage; 30] = [
+        const ALL: [Stage; 31] = [
             Signals,
             WaitParent,
             MakePrivate,
@@ -98,6 +100,7 @@ impl Stage {
             Terminal,
             Session,
             Exec,
+            Init,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
     }
@@ -135,6 +138,7 @@ impl Stage {
             Terminal => "set up the terminal",
             Session => "start a session",
             Exec => "exec",
+            Init => "start the init",
         }
     }
 }
@@ -194,7 +198,7 @@ fn setup(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
     }
     check(sys::setsid(), Stage::Session, 0)?;
     rootfs::build(p)?;
-    process::become_process(a)
+    process::become_process(a, p.init)
 }
 
 /// How an exec'd process joins a running container.
@@ -256,7 +260,8 @@ fn exec_setup(a: &ChildArgs, join: &ExecJoin) -> Result<std::convert::Infallible
     if join.tty {
         check(sys::set_controlling_tty(a.stdin_fd), Stage::Terminal, 1)?;
     }
-    process::become_process(a)
+    // An exec'd command is never an init: the container has its own.
+    process::become_process(a, false)
 }
 
 /// The exec helper after the fork: hold no fd at all (a copy of the
@@ -321,12 +326,12 @@ mod tests {
 
     #[test]
     fn every_stage_round_trips_through_its_wire_number() {
-        for v in 1..=Stage::Exec as u32 {
+        for v in 1..=Stage::Init as u32 {
             let stage = Stage::from_u32(v).unwrap_or_else(|| panic!("stage {v} unknown"));
             assert_eq!(stage as u32, v);
         }
         assert_eq!(Stage::from_u32(0), None);
-        assert_eq!(Stage::from_u32(Stage::Exec as u32 + 1), None);
+        assert_eq!(Stage::from_u32(Stage::Init as u32 + 1), None);
     }
 
     #[test]

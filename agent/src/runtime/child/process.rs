@@ -16,8 +16,12 @@ use super::sys::{self, CapData};
 use super::{check, check_long, ChildArgs, Failure, Stage};
 use crate::runtime::plan::CapsPlan;
 
-/// Becomes the process `a` describes; returns only why it could not.
-pub(super) fn become_process(a: &ChildArgs) -> Result<std::convert::Infallible, Failure> {
+/// Becomes the process `a` describes (under the runtime's init as PID 1
+/// with `init`); returns only why it could not.
+pub(super) fn become_process(
+    a: &ChildArgs,
+    init: bool,
+) -> Result<std::convert::Infallible, Failure> {
     let p = a.plan;
     for (i, (resource, limit)) in p.rlimits.iter().enumerate() {
         check(sys::setrlimit(*resource, limit), Stage::Rlimit, i as u32)?;
@@ -62,6 +66,10 @@ pub(super) fn become_process(a: &ChildArgs) -> Result<std::convert::Infallible, 
     // no_new_privs set this needs no capability.
     for (i, filter) in p.seccomp.iter().flatten().enumerate() {
         check(sys::install_seccomp(filter), Stage::Seccomp, i as u32)?;
+    }
+    if init {
+        // Returns in the command; PID 1 stays in `init` for good.
+        super::init::split(a.error_fd)?;
     }
     let mut last = (0, libc::ENOENT);
     for (i, path) in p.exec_candidates.iter().enumerate() {

@@ -377,6 +377,57 @@ pub(super) fn reset_signals() -> c_int {
     0
 }
 
+fn all_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigfillset fills the local.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        set
+    }
+}
+
+/// Blocks every signal (SIGKILL and SIGSTOP cannot be).
+pub(super) fn block_all_signals() -> c_int {
+    let set = all_signals();
+    // SAFETY: reads the local set.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) }
+}
+
+pub(super) fn unblock_all_signals() -> c_int {
+    let set = all_signals();
+    // SAFETY: reads the local set.
+    unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) }
+}
+
+/// Waits for any (blocked) signal and returns its number, or -1.
+pub(super) fn wait_for_signal() -> c_int {
+    let set = all_signals();
+    // SAFETY: reads the local set; no siginfo or timeout is passed. The
+    // kernel's sigset is 8 bytes (glibc's sigset_t is larger).
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigtimedwait,
+            &set as *const libc::sigset_t,
+            std::ptr::null_mut::<libc::siginfo_t>(),
+            std::ptr::null::<libc::timespec>(),
+            8usize,
+        ) as c_int
+    }
+}
+
+/// Reaps one exited child, if any has exited: its pid and wait status.
+pub(super) fn reap_any() -> Option<(libc::pid_t, c_int)> {
+    let mut status: c_int = 0;
+    // SAFETY: waitpid writes the status into a local.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    (pid > 0).then_some((pid, status))
+}
+
+pub(super) fn kill(pid: libc::pid_t, sig: c_int) -> c_int {
+    // SAFETY: integer arguments only.
+    unsafe { libc::kill(pid, sig) }
+}
+
 /// A fork-like clone: 0 in the child, its pid in the parent, -1.
 ///
 /// # Safety
