@@ -2,7 +2,7 @@
 //! processes on loopback, the real `drover` CLI, real containers.
 
 use drover_e2e::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn web_spec(images: &std::path::Path, name: &str, replicas: u32) -> String {
     format!(
@@ -449,5 +449,49 @@ fn drover_dev_runs_jobs_and_ctrl_c_stops_everything() {
         assert!(!pid_alive(pid), "container {id} survived drover dev");
         assert!(!cgroup_exists(&id), "cgroup of {id} survived drover dev");
         assert!(!mounted(&id), "a mount of {id} survived drover dev");
+    }
+}
+
+#[test]
+fn a_replica_that_needed_sigkill_is_flagged_and_init_stops_it_on_sigterm() {
+    if !require_root("a_replica_that_needed_sigkill_is_flagged_and_init_stops_it_on_sigterm") {
+        return;
+    }
+    let images = images();
+    let c = Cluster::start("e2e-pid1");
+    // sleep as PID 1 ignores SIGTERM; under `init: true` it is PID 2 and does not.
+    for (name, init) in [("stubborn", false), ("polite", true)] {
+        let spec = c.spec(
+            name,
+            &format!(
+                "name: {name}\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '1000']\n\
+                 stop_grace_period: 3s\ninit: {init}\n",
+                images.display()
+            ),
+        );
+        let out = c.drover(&["job", "run", spec.to_str().unwrap()]);
+        assert!(out.ok(), "{}{}", out.stdout, out.stderr);
+        let began = Instant::now();
+        let out = c.drover(&["job", "stop", name]);
+        assert!(out.ok(), "{}{}", out.stdout, out.stderr);
+        let took = began.elapsed();
+        let status = c.json(&["job", "status", name]);
+        let killed = status["allocations"][0]["killed_at_grace"] == true;
+        let human = c.drover(&["job", "status", name]).stdout;
+        if init {
+            assert!(
+                took < Duration::from_secs(3),
+                "{name} took {took:?} to stop"
+            );
+            assert!(!killed, "{status}");
+            assert!(!human.contains("warning:"), "{human}");
+        } else {
+            assert!(took >= Duration::from_secs(3), "{name} stopped in {took:?}");
+            assert!(killed, "{status}");
+            assert!(
+                human.contains("warning:   stubborn-0 needed SIGKILL to stop"),
+                "{human}"
+            );
+        }
     }
 }

@@ -128,6 +128,9 @@ pub fn allocation(a: &pb::Allocation) -> Value {
     if a.restarting_at_ms != 0 {
         m.insert("restarting_at_ms".into(), json!(a.restarting_at_ms));
     }
+    if a.killed_at_grace {
+        m.insert("killed_at_grace".into(), json!(true));
+    }
     if !a.health_detail.is_empty() {
         m.insert("health_detail".into(), json!(a.health_detail));
     }

@@ -120,7 +120,11 @@ enum RunEnd {
     /// Killed by the kernel for exceeding its memory limit.
     OomKilled(ExitStatus),
     StartFailed(StartError),
-    Stopped(String),
+    /// Stopped as asked; `killed`: only SIGKILL at the end of the grace did.
+    Stopped {
+        reason: String,
+        killed: bool,
+    },
     /// Its health check failed `failure_threshold` times in a row; it was stopped.
     Unhealthy(String, Option<ExitStatus>),
 }
@@ -151,6 +155,7 @@ impl<D: Driver> Life<D> {
             _ => pb::Health::Unknown,
         };
         self.reporter.update(pb::AllocationReport {
+            killed_at_grace: typed.killed_at_grace,
             health_detail: typed.health_detail,
             restarting_at_ms: typed.restarting_at_ms,
             id: self.alloc.id.clone(),
@@ -193,22 +198,21 @@ impl<D: Driver> Life<D> {
         let mut prepared: Option<D::Prepared> = None;
         loop {
             if let Some(reason) = self.stop_requested() {
-                self.finish(prepared.take(), AllocationPhase::Stopped, None, reason)
-                    .await;
+                let end = (AllocationPhase::Stopped, None, reason);
+                self.finish(prepared.take(), end, Typed::default()).await;
                 return;
             }
             let started = Instant::now();
             let end = self.run_once(&mut prepared).await;
             let mut typed = Typed::default();
             let (exit_code, reason, clean) = match &end {
-                RunEnd::Stopped(reason) => {
-                    self.finish(
-                        prepared.take(),
-                        AllocationPhase::Stopped,
-                        None,
-                        reason.clone(),
-                    )
-                    .await;
+                RunEnd::Stopped { reason, killed } => {
+                    let typed = Typed {
+                        killed_at_grace: *killed,
+                        ..Typed::default()
+                    };
+                    let end = (AllocationPhase::Stopped, None, reason.clone());
+                    self.finish(prepared.take(), end, typed).await;
                     return;
                 }
                 RunEnd::Exited(status) => {
@@ -223,7 +227,8 @@ impl<D: Driver> Life<D> {
             };
             let delay = match restarts.after(clean, started.elapsed()) {
                 AfterRun::End(phase) => {
-                    self.finish(prepared.take(), phase, exit_code, reason).await;
+                    let end = (phase, exit_code, reason);
+                    self.finish(prepared.take(), end, Typed::default()).await;
                     return;
                 }
                 AfterRun::Restart { after } => after,
@@ -267,7 +272,10 @@ impl<D: Driver> Life<D> {
                 }
                 // Pulling can take long; never start what was called off meanwhile.
                 if let Some(reason) = self.stop_requested() {
-                    return RunEnd::Stopped(reason);
+                    return RunEnd::Stopped {
+                        reason,
+                        killed: false,
+                    };
                 }
                 if let Err(e) = self.may_start() {
                     return RunEnd::StartFailed(e);
@@ -324,8 +332,14 @@ impl<D: Driver> Life<D> {
                     tokio::time::sleep(DEREGISTRATION_DELAY.min(grace)).await;
                 }
                 match task.stop(grace).await {
-                    Ok(s) => RunEnd::Stopped(format!("{reason} ({})", describe(s))),
-                    Err(e) => RunEnd::Stopped(format!("{reason} (stop: {e})")),
+                    Ok(s) => RunEnd::Stopped {
+                        reason: format!("{reason} ({})", describe(s)),
+                        killed: s == ExitStatus::Signaled(libc::SIGKILL),
+                    },
+                    Err(e) => RunEnd::Stopped {
+                        reason: format!("{reason} (stop: {e})"),
+                        killed: false,
+                    },
                 }
             }
         }
@@ -409,20 +423,19 @@ impl<D: Driver> Life<D> {
         Some(std::net::SocketAddr::new(ip, port))
     }
 
-    /// Removes everything of the container and reports the final state.
+    /// Removes everything of the container and reports how it ended.
     async fn finish(
         &self,
         prepared: Option<D::Prepared>,
-        phase: AllocationPhase,
-        exit_code: Option<i32>,
-        reason: String,
+        (phase, exit_code, reason): (AllocationPhase, Option<i32>, String),
+        typed: Typed,
     ) {
         self.ip.lock().expect("ip lock").clear();
         let reason = match self.driver.cleanup(&self.alloc.id, prepared).await {
             Ok(()) => reason,
             Err(e) => format!("{reason}; cleanup: {e}"),
         };
-        self.report(phase, 0, exit_code, reason);
+        self.report_with(phase, 0, exit_code, reason, typed);
     }
 }
 
@@ -432,6 +445,8 @@ impl<D: Driver> Life<D> {
 struct Typed {
     health_detail: String,
     restarting_at_ms: i64,
+    /// Stopped only by SIGKILL at the end of its grace.
+    killed_at_grace: bool,
 }
 
 /// Now, in ms since the epoch (what the scheduler's times are in).

@@ -127,6 +127,7 @@ async fn an_allocation_left_out_of_the_set_is_stopped_and_cleaned_up() {
         "no longer desired on this node (killed by SIGTERM)"
     );
     assert_eq!(a.pid, 0);
+    assert!(!a.killed_at_grace);
     let log = node.driver.log().entries();
     let term = log
         .iter()
@@ -158,6 +159,7 @@ async fn a_container_ignoring_sigterm_is_killed_when_its_grace_runs_out() {
         a.reason,
         "no longer desired on this node (killed by SIGKILL)"
     );
+    assert!(a.killed_at_grace, "the scheduler is told it needed SIGKILL");
     let log = node.driver.log();
     let waited = log.times_of("kill a")[0] - log.times_of("term a")[0];
     assert_eq!(waited, Duration::from_secs(7));

@@ -109,6 +109,27 @@ pub async fn run(addr: &str, cmd: JobCmd) -> Result<i32> {
     }
 }
 
+/// Says so when replicas needed SIGKILL to stop: their command outlasts the
+/// stop grace after SIGTERM (a shell as PID 1 ignores it), so every stop and
+/// every rollout step waits the grace out.
+fn sigkill_warning(allocations: &[pb::Allocation]) -> Option<String> {
+    let mut names: Vec<&str> = allocations
+        .iter()
+        .filter(|a| a.killed_at_grace)
+        .map(|a| a.name.as_str())
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} needed SIGKILL to stop: the command ignores SIGTERM; set `init: true` \
+         (a shell as PID 1 ignores it) or make it exit on TERM",
+        names.join(", ")
+    ))
+}
+
 fn status_table(j: &pb::JobStatus) -> String {
     let mut s = String::new();
     s.push_str(&format!("name:      {}\n", j.name));
@@ -120,6 +141,9 @@ fn status_table(j: &pb::JobStatus) -> String {
     ));
     if !j.pending_reason.is_empty() {
         s.push_str(&format!("pending:   {}\n", j.pending_reason));
+    }
+    if let Some(w) = sigkill_warning(&j.allocations) {
+        s.push_str(&format!("warning:   {w}\n"));
     }
     s.push_str(&format!("submitted: {}\n", time(j.submitted_at_ms)));
     if let Some(r) = &j.rollout {
@@ -240,5 +264,29 @@ async fn wait_stopped(
             bail!("{name}: still stopping after 10m");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_that_needed_sigkill_are_named_once_with_what_to_do() {
+        let alloc = |name: &str, killed: bool| pb::Allocation {
+            name: name.into(),
+            killed_at_grace: killed,
+            ..Default::default()
+        };
+        assert_eq!(sigkill_warning(&[alloc("web-0", false)]), None);
+        let w = sigkill_warning(&[
+            alloc("web-1", true),
+            alloc("web-0", true),
+            alloc("web-1", true),
+            alloc("web-2", false),
+        ])
+        .unwrap();
+        assert!(w.starts_with("web-0, web-1 needed SIGKILL to stop"), "{w}");
+        assert!(w.contains("init: true"), "{w}");
     }
 }

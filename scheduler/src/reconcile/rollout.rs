@@ -304,6 +304,7 @@ mod tests {
                 ip: String::new(),
                 health_detail: String::new(),
                 restarting_at_ms: 0,
+                killed_at_grace: false,
             };
             f(&mut a);
             a

@@ -115,6 +115,7 @@ impl Sim {
                     ip: String::new(),
                     health_detail: String::new(),
                     restarting_at_ms: 0,
+                    killed_at_grace: false,
                 });
         }
         for (node, reports) in by_node {
@@ -381,6 +382,7 @@ fn a_failed_check_the_node_reports_fails_the_rollout_in_its_own_words() {
             ip: String::new(),
             health_detail: "GET /healthz answered 500".into(),
             restarting_at_ms: sim.now + 2000,
+            killed_at_grace: false,
         }],
         at_ms: sim.now,
     });
@@ -642,6 +644,7 @@ fn a_replica_that_cannot_start_for_its_node_s_network_is_replaced_elsewhere() {
                 ip: String::new(),
                 health_detail: String::new(),
                 restarting_at_ms: 0,
+                killed_at_grace: false,
             }],
             at_ms: sim.now,
         });
@@ -738,6 +741,7 @@ fn ended_allocation_under_restart_never_is_not_replaced() {
             ip: String::new(),
             health_detail: String::new(),
             restarting_at_ms: 0,
+            killed_at_grace: false,
         }],
         at_ms: sim.now,
     });

@@ -28,6 +28,7 @@ pub fn allocation(state: &State, a: &Allocation) -> pb::Allocation {
         ip: a.ip.clone(),
         health_detail: a.health_detail.clone(),
         restarting_at_ms: a.restarting_at_ms,
+        killed_at_grace: a.killed_at_grace,
         restarts: a.restarts,
         created_at_ms: a.created_at_ms,
         updated_at_ms: a.updated_at_ms,

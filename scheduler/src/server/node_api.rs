@@ -355,6 +355,7 @@ fn report_from_wire(r: pb::AllocationReport) -> Result<AllocationReport, Status>
         ip: r.ip,
         health_detail: r.health_detail,
         restarting_at_ms: r.restarting_at_ms,
+        killed_at_grace: r.killed_at_grace,
     })
 }
 

@@ -391,6 +391,9 @@ pub struct Allocation {
     /// node's clock); 0 when it is not waiting to restart.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub restarting_at_ms: i64,
+    /// Asked to stop, it outlasted its stop grace and was killed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub killed_at_grace: bool,
 }
 
 /// The node's health verdict on an allocation.
@@ -467,6 +470,9 @@ pub struct AllocationReport {
     /// When the node starts it again (ms since the epoch); 0: not waiting.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub restarting_at_ms: i64,
+    /// Asked to stop, it outlasted its stop grace and was killed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub killed_at_grace: bool,
 }
 
 fn is_zero(v: &i64) -> bool {

@@ -61,6 +61,7 @@ impl State {
                     ip: String::new(),
                     health_detail: String::new(),
                     restarting_at_ms: 0,
+                    killed_at_grace: false,
                     restarts: 0,
                     cpu_millis: spec.resources.cpu.millis(),
                     memory_bytes: spec.resources.memory.bytes(),
@@ -149,6 +150,7 @@ impl State {
                 || a.ip != r.ip
                 || a.health_detail != r.health_detail
                 || a.restarting_at_ms != r.restarting_at_ms
+                || a.killed_at_grace != r.killed_at_grace
                 || (a.reason != r.reason && !r.reason.is_empty());
             if !changed {
                 continue;
@@ -184,6 +186,7 @@ impl State {
             }
             a.health_detail = r.health_detail.clone();
             a.restarting_at_ms = r.restarting_at_ms;
+            a.killed_at_grace = r.killed_at_grace;
             a.updated_at_ms = at_ms;
             count += 1;
         }

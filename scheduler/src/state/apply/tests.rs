@@ -281,6 +281,7 @@ fn reports_update_observed_state_idempotently() {
             ip: String::new(),
             health_detail: String::new(),
             restarting_at_ms: 0,
+            killed_at_grace: false,
         }],
         at_ms: 20,
     };
@@ -330,6 +331,7 @@ fn stop_job_stops_allocations_and_late_reports_do_not_revive() {
             ip: String::new(),
             health_detail: String::new(),
             restarting_at_ms: 0,
+            killed_at_grace: false,
         }],
         at_ms,
     };
@@ -350,6 +352,7 @@ fn stop_job_stops_allocations_and_late_reports_do_not_revive() {
                 ip: String::new(),
                 health_detail: String::new(),
                 restarting_at_ms: 0,
+                killed_at_grace: false,
             }],
             at_ms: 31,
         },
@@ -589,6 +592,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 ip: String::new(),
                 health_detail: String::new(),
                 restarting_at_ms: 0,
+                killed_at_grace: false,
             }],
             at_ms: 7,
         }),
