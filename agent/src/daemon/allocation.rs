@@ -328,8 +328,10 @@ impl<D: Driver> Life<D> {
                 if self.alloc.spec.expose.is_some() {
                     // Out of service first: the scheduler already took it out of the
                     // endpoint sets; give every node's mesh a moment to stop sending
-                    // new connections before it is asked to finish.
-                    tokio::time::sleep(DEREGISTRATION_DELAY.min(grace)).await;
+                    // new connections before it is asked to finish, unless it has
+                    // none open (a mesh that has not heard yet and connects now is
+                    // refused once it stops listening, and tries another replica).
+                    self.deregister(pid, DEREGISTRATION_DELAY.min(grace)).await;
                 }
                 match task.stop(grace).await {
                     Ok(s) => RunEnd::Stopped {
@@ -342,6 +344,18 @@ impl<D: Driver> Life<D> {
                     },
                 }
             }
+        }
+    }
+
+    /// Waits up to `most` for the published replica `pid` to have no
+    /// connection open to its target port.
+    async fn deregister(&self, pid: i32, most: Duration) {
+        let Some((_, port)) = self.alloc.spec.exposed_target() else {
+            return;
+        };
+        let until = Instant::now() + most;
+        while Instant::now() < until && self.driver.open_connections(pid, port) > 0 {
+            tokio::time::sleep(DEREGISTRATION_POLL.min(until - Instant::now())).await;
         }
     }
 
@@ -472,9 +486,12 @@ const REACH_INTERVAL: Duration = Duration::from_secs(5);
 const REACH_TIMEOUT: Duration = Duration::from_secs(2);
 const REACH_THRESHOLD: u32 = 3;
 
-/// How long a published replica stays up after leaving the endpoint sets,
-/// before it is signalled: enough for every node's mesh to hear of it.
+/// How long a published replica with open connections stays up after
+/// leaving the endpoint sets, before it is signalled: enough for every
+/// node's mesh to hear of it (it is signalled sooner once it has none).
 const DEREGISTRATION_DELAY: std::time::Duration = std::time::Duration::from_millis(1000);
+/// How often a leaving replica's open connections are counted meanwhile.
+const DEREGISTRATION_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Resolves once a stop was requested (holding no borrow of the channel).
 async fn stop_signal(stop: &mut watch::Receiver<Option<String>>) {

@@ -77,6 +77,10 @@ pub trait Driver: Send + Sync + 'static {
     /// Connects to where the routing mesh sends the container's traffic.
     fn reach(&self, addr: SocketAddr, timeout: Duration) -> impl Future<Output = Probe> + Send;
 
+    /// How many connections to `port` the container (its init `pid`) has
+    /// open or opening now.
+    fn open_connections(&self, pid: i32, port: u16) -> usize;
+
     /// Removes everything the allocation left (bundle, cgroup, address),
     /// once its container is gone.
     fn cleanup(

@@ -47,11 +47,15 @@ struct State {
     traces: HashSet<String>,
     /// Allocations whose last exit was an OOM kill, until reaped.
     oom: HashSet<String>,
+    /// Until when each allocation's container has connections open.
+    connected_until: HashMap<String, Instant>,
     /// Pids of containers that exited before their network was attached.
     gone: HashSet<i32>,
     since_acknowledged: Duration,
     node_timeout: Duration,
     next_pid: i32,
+    /// Which allocation each pid is.
+    pids: HashMap<i32, String>,
 }
 
 /// See the module doc.
@@ -128,6 +132,12 @@ impl FakeDriver {
             .extend(probes.iter().cloned());
     }
 
+    /// Allocation `id` has connections open for `d` from now.
+    pub fn connected_for(&self, id: &str, d: Duration) {
+        let mut s = self.state.lock().unwrap();
+        s.connected_until.insert(id.into(), Instant::now() + d);
+    }
+
     pub fn set_prepare_takes(&self, d: Duration) {
         self.state.lock().unwrap().prepare_takes = d;
     }
@@ -163,7 +173,9 @@ impl FakeDriver {
         let pid = {
             let mut s = self.state.lock().unwrap();
             s.next_pid += 1;
-            s.next_pid
+            let pid = s.next_pid;
+            s.pids.insert(pid, id.to_string());
+            pid
         };
         let (exit, _) = watch::channel(None);
         let task = FakeTask {
@@ -314,6 +326,15 @@ impl Driver for FakeDriver {
 
     async fn reach(&self, _addr: SocketAddr, _timeout: Duration) -> Probe {
         Ok(())
+    }
+
+    fn open_connections(&self, pid: i32, _port: u16) -> usize {
+        let s = self.state.lock().unwrap();
+        let id = s.pids.get(&pid);
+        let open = id
+            .and_then(|id| s.connected_until.get(id))
+            .is_some_and(|until| Instant::now() < *until);
+        usize::from(open)
     }
 
     async fn cleanup(&self, id: &str, _prepared: Option<String>) -> Result<(), CleanupError> {

@@ -174,12 +174,37 @@ async fn a_published_replica_leaves_the_load_balancers_before_it_is_signalled() 
         .converge(vec![alloc("a", published), alloc("b", "")]);
     node.until("a", AllocationPhase::Running).await;
     node.until("b", AllocationPhase::Running).await;
+    // a has connections open for 5 s: it waits out the whole delay.
+    node.driver.connected_for("a", Duration::from_secs(5));
     let asked = Instant::now();
     node.supervisor.converge(vec![]);
     node.until("a", AllocationPhase::Stopped).await;
     node.until("b", AllocationPhase::Stopped).await;
     let log = node.driver.log();
     assert_eq!(log.times_of("term a")[0] - asked, Duration::from_secs(1));
+    assert!(log.times_of("term b")[0] - asked < Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_published_replica_is_signalled_once_its_last_connection_ends() {
+    let mut node = Node::new();
+    let published = "ports: [{name: http, container: 8080}]\nexpose: {port: 80, target: http}\n";
+    node.supervisor
+        .converge(vec![alloc("a", published), alloc("b", published)]);
+    node.until("a", AllocationPhase::Running).await;
+    node.until("b", AllocationPhase::Running).await;
+    node.driver.connected_for("a", Duration::from_millis(300));
+    let asked = Instant::now();
+    node.supervisor.converge(vec![]);
+    node.until("a", AllocationPhase::Stopped).await;
+    node.until("b", AllocationPhase::Stopped).await;
+    let log = node.driver.log();
+    let a = log.times_of("term a")[0] - asked;
+    assert!(
+        a >= Duration::from_millis(300) && a < Duration::from_millis(400),
+        "{a:?}"
+    );
+    // No connection open: no wait at all.
     assert!(log.times_of("term b")[0] - asked < Duration::from_millis(100));
 }
 

@@ -147,6 +147,16 @@ impl Driver for NodeDriver {
         health::reach(addr, timeout).await
     }
 
+    fn open_connections(&self, pid: i32, port: u16) -> usize {
+        // The tables of the container's own network namespace. Unreadable
+        // (it has just exited): none.
+        ["tcp", "tcp6"]
+            .iter()
+            .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
+            .map(|table| connections_to(&table, port))
+            .sum()
+    }
+
     async fn cleanup(&self, id: &str, bundle: Option<Bundle>) -> Result<(), CleanupError> {
         let shared = self.shared.clone();
         let id = id.to_string();
@@ -306,5 +316,50 @@ fn request(alloc: &Alloc) -> ContainerRequest {
         },
         user_namespace: None,
         init: s.init,
+    }
+}
+
+/// Connections to local `port` that are established or being established,
+/// in a `/proc/net/tcp` (or `tcp6`) table.
+fn connections_to(table: &str, port: u16) -> usize {
+    const ESTABLISHED: &str = "01";
+    const SYN_RECV: &str = "03";
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1).unwrap_or_default();
+            let state = fields.nth(1).unwrap_or_default();
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            local_port == Some(port) && (state == ESTABLISHED || state == SYN_RECV)
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_live_connections_to_the_port_count() {
+        // A listener on 8080, two connections to it (one established, one
+        // in TIME_WAIT), one established from it to elsewhere, and an IPv6
+        // one established to 8080.
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 0200580A:1F90 0100580A:D431 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1
+   2: 0200580A:1F90 0100580A:D432 06 00000000:00000000 03:00000D2B 00000000     0        0 0 3 0
+   3: 0200580A:A2C4 0100580A:1F90 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1
+";
+        assert_eq!(connections_to(v4, 8080), 1);
+        assert_eq!(connections_to(v4, 9090), 0);
+        let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue
+   0: 0000000000000000FFFF00000200580A:1F90 0000000000000000FFFF00000100580A:D431 01 00000000:00000000
+";
+        assert_eq!(connections_to(v6, 8080), 1);
+        assert_eq!(connections_to("", 8080), 0);
     }
 }
