@@ -465,8 +465,10 @@ pub struct Update {
     /// (stopping replicas then count against `max_surge`). Off by default,
     /// as Kubernetes does for terminating pods: once its node has begun to
     /// stop it, a replica has left every load balancer, and placement still
-    /// waits, on its node, for the resources it holds. Jobs on the host network that
-    /// declare ports always wait: the port is the old replica's until it exits.
+    /// waits, on its node, for the resources it holds. Jobs on the host
+    /// network that declare ports always wait (the port is the old
+    /// replica's until it exits), and so do jobs with `max_surge: 0`, which
+    /// asked never to run more than `replicas`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub wait_for_stop: bool,
 }

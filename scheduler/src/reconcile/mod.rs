@@ -259,9 +259,12 @@ impl JobPlan<'_> {
             healthy_cur,
             // Told to stop and not gone: counted against the surge while its
             // node has not acted on the stop yet (it may still be starting
-            // it), and until it is gone where the job waits for stops.
+            // it), and until it is gone where the job waits for stops, or
+            // allows no surge at all (it asked never to run more than
+            // `replicas`: a successor replaces its predecessor in place).
             stopping: {
-                let waits = drover_proto::spec::Update::waits_for_stop(job.current_spec());
+                let waits =
+                    surge == 0 || drover_proto::spec::Update::waits_for_stop(job.current_spec());
                 self.state
                     .job_allocations(&job.name)
                     .filter(|a| a.desired == Desired::Stop && !a.state.is_terminal())

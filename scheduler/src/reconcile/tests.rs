@@ -309,6 +309,26 @@ fn a_successor_starts_while_its_predecessor_stops_unless_the_job_waits_for_stops
 }
 
 #[test]
+fn with_no_surge_a_successor_waits_for_its_predecessor_to_be_gone() {
+    let mut sim = Sim::new(&[("a", 4000, 4096), ("b", 4000, 4096)]);
+    let spec = |v: u32| {
+        format!(
+            "name: web\nreplicas: 2\nimage: oci:/x:v{v}\n\
+             update: {{max_surge: 0, max_unavailable: 1, min_healthy_time: 0s}}\n"
+        )
+    };
+    sim.submit(&spec(1));
+    settle(&mut sim, "web", &always_healthy, |_| {});
+    sim.submit(&spec(2));
+    let mut most = 0;
+    settle(&mut sim, "web", &always_healthy, |sim| {
+        most = most.max(sim.live("web"));
+    });
+    assert_eq!(most, 2, "never more than replicas, stopping ones included");
+    assert!(sim.run("web").iter().all(|a| a.version == 2));
+}
+
+#[test]
 fn failing_health_rolls_back_to_the_stable_version() {
     let mut sim = Sim::new(&[("a", 4000, 4096)]);
     sim.submit(&web("oci:/x:v1"));
@@ -799,7 +819,7 @@ fn a_stopped_replica_no_report_showed_started_is_replaced_only_once_its_node_rep
 proptest! {
     /// For any replica count and update bounds, a rollout never wants more
     /// than replicas + max_surge running (nor has more processes, stopping
-    /// ones included, with `wait_for_stop`) nor drops below replicas -
+    /// ones included, with `wait_for_stop` or no surge) nor drops below replicas -
     /// max_unavailable healthy, and ends with every replica on the new version.
     #[test]
     fn rollouts_stay_within_bounds(n in 1u32..7, surge in 0u32..3, unavailable in 0u32..3, nodes in 1usize..4, wait in proptest::bool::ANY) {
@@ -819,7 +839,7 @@ proptest! {
             // Wanted running, always within the surge; with `wait_for_stop`,
             // the replicas still stopping too.
             ok &= sim.run("web").len() as u32 <= n + surge;
-            ok &= !wait || sim.live("web") as u32 <= n + surge;
+            ok &= !(wait || surge == 0) || sim.live("web") as u32 <= n + surge;
             ok &= sim.healthy("web") as u32 + unavailable >= n;
         });
         prop_assert!(ok);
