@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn scratch(what: &str) -> Result<PathBuf> {
+pub(crate) fn scratch(what: &str) -> Result<PathBuf> {
     let d = std::env::temp_dir().join(format!("drover-bench-{what}-{}", std::process::id()));
     std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     Ok(d)
@@ -35,12 +35,14 @@ fn seconds(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64())
 }
 
-/// Three replica processes on loopback.
-struct Processes {
+/// Three peer processes on loopback.
+pub(crate) struct Processes {
     bin: PathBuf,
     dir: PathBuf,
     peers: BTreeMap<u64, String>,
     election_timeout: String,
+    /// More flags for every peer.
+    extra: Vec<String>,
     children: BTreeMap<u64, Child>,
 }
 
@@ -55,6 +57,7 @@ impl Processes {
             .args(["--id", &id.to_string(), "--listen", &self.peers[&id]])
             .args(["--peers", &peers.join(",")])
             .args(["--election-timeout", &self.election_timeout])
+            .args(&self.extra)
             .arg("--data-dir")
             .arg(self.dir.join(format!("s{id}")))
             .arg("--pki-dir")
@@ -75,7 +78,7 @@ impl Processes {
         }
     }
 
-    fn addrs(&self) -> String {
+    pub(crate) fn addrs(&self) -> String {
         self.peers.values().cloned().collect::<Vec<_>>().join(",")
     }
 }
@@ -125,7 +128,14 @@ fn job(name: &str) -> Result<String> {
     .to_json())
 }
 
-pub async fn failover(trials: usize, election_timeout: &str) -> Result<i32> {
+/// Starts three `drover-scheduler` peers on loopback, over mutual TLS with
+/// one cluster CA (this process uses its admin credential), and waits until
+/// they are a healthy cluster.
+pub(crate) async fn three_peers(
+    what: &str,
+    election_timeout: &str,
+    extra: &[&str],
+) -> Result<Processes> {
     let bin = drover_e2e::bin_dir().join("drover-scheduler");
     let mut peers = BTreeMap::new();
     for id in 1..=3u64 {
@@ -133,12 +143,13 @@ pub async fn failover(trials: usize, election_timeout: &str) -> Result<i32> {
     }
     let mut p = Processes {
         bin,
-        dir: scratch("failover")?,
+        dir: scratch(what)?,
         peers,
         election_timeout: election_timeout.to_string(),
+        extra: extra.iter().map(|a| a.to_string()).collect(),
         children: BTreeMap::new(),
     };
-    // One cluster CA, copied to every replica; the CLI side uses its admin.
+    // One cluster CA, copied to every peer; the CLI side uses its admin.
     let ca = drover_scheduler::pki::init(&p.dir.join("ca"))?;
     drover_ctl::client::use_pki_dir(&p.dir.join("ca"));
     for id in 1..=3 {
@@ -148,6 +159,12 @@ pub async fn failover(trials: usize, election_timeout: &str) -> Result<i32> {
         }
         p.start(id)?;
     }
+    wait_healthy(&p.addrs()).await?;
+    Ok(p)
+}
+
+pub async fn failover(trials: usize, election_timeout: &str) -> Result<i32> {
+    let mut p = three_peers("failover", election_timeout, &[]).await?;
     let addrs = p.addrs();
     let first_term = wait_healthy(&addrs).await?.members[0].term;
     let mut times = Vec::new();

@@ -8,6 +8,7 @@ mod load;
 mod node_loss;
 mod pull;
 mod runtime;
+mod writes;
 
 use clap::{Parser, Subcommand};
 use drover_ctl::cli::CredentialArgs;
@@ -163,6 +164,27 @@ enum BenchCmd {
         #[arg(long, value_delimiter = ',', default_value = "tls,plaintext")]
         security: Vec<String>,
     },
+    /// Durable writes per second as clients see them: three
+    /// `drover-scheduler` peers as processes on loopback (mutual TLS), N
+    /// clients over gRPC from this process, each submitting a new job version
+    /// and waiting for its acknowledgement; then, if etcd is installed, three
+    /// etcd members and `etcdctl check perf --load l` beside it (a minute).
+    ///
+    /// Example:
+    ///   drover-bench writes --clients 16,64,256 --seconds 10
+    ///   drover-bench writes --no-etcd
+    #[command(verbatim_doc_comment)]
+    Writes {
+        /// Concurrent clients to try, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "16,64,256")]
+        clients: Vec<usize>,
+        /// How long to measure each.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Skip etcd (it is measured only where `etcd` and `etcdctl` run).
+        #[arg(long)]
+        no_etcd: bool,
+    },
     /// What mutual TLS adds to a new connection, beside plaintext: fresh
     /// connections to an in-process peer of each kind, one call each.
     ///
@@ -267,6 +289,11 @@ async fn run(mut cli: Cli) -> anyhow::Result<i32> {
             security,
         } => ha::commit(&proposers, seconds, &security).await,
         BenchCmd::Handshake { connections } => ha::handshake(connections).await,
+        BenchCmd::Writes {
+            clients,
+            seconds,
+            no_etcd,
+        } => writes::writes(&clients, seconds, !no_etcd).await,
         BenchCmd::Runtime(args) => runtime::command(args),
         BenchCmd::Pull(args) => pull::command(args),
     }
