@@ -222,6 +222,8 @@ impl<D: Driver> Life<D> {
                 RunEnd::StartFailed(e) => (None, e.to_string(), false),
                 RunEnd::Unhealthy(why, status) => {
                     typed.health_detail = why.clone();
+                    // Stopped for failing its check: it too may have needed SIGKILL.
+                    typed.killed_at_grace = *status == Some(ExitStatus::Signaled(libc::SIGKILL));
                     (status.map(|s| s.code()), format!("unhealthy: {why}"), false)
                 }
             };

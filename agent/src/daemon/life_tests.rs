@@ -385,6 +385,7 @@ async fn a_replica_failing_its_health_check_is_stopped_and_started_again() {
         .until_report("a", "a restarting", |r| r.restarting_at_ms > 0)
         .await;
     assert_eq!(restarting.health_detail, "exit 1");
+    assert!(!restarting.killed_at_grace, "SIGTERM stopped it");
     assert_eq!(node.driver.log().count("term a"), 1);
     // The new run starts with no verdict, then passes (the script is used up).
     let again = node
@@ -513,4 +514,25 @@ async fn shutting_down_stops_every_container() {
         assert_eq!(r.reason, "agent shutting down (killed by SIGTERM)");
         assert_eq!(driver.log().count(&format!("cleanup {id}")), 1);
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unhealthy_replica_that_needed_sigkill_to_stop_is_flagged() {
+    let mut node = Node::new();
+    node.driver.script("a", &[Run::IgnoresTerm]);
+    node.driver.probes("a", &[Err("exit 1".into())]);
+    let check =
+        "health: {exec: {command: [check]}, interval: 1s, timeout: 1s, failure_threshold: 1}\n\
+                 stop_grace_period: 2s\n";
+    node.supervisor.converge(vec![alloc("a", check)]);
+    let restarting = node
+        .until_report("a", "a restarting", |r| r.restarting_at_ms > 0)
+        .await;
+    assert_eq!(restarting.health_detail, "exit 1");
+    assert!(restarting.killed_at_grace, "{restarting:?}");
+    let log = node.driver.log();
+    assert_eq!(
+        log.times_of("kill a")[0] - log.times_of("term a")[0],
+        Duration::from_secs(2)
+    );
 }
