@@ -29,118 +29,67 @@ use libc::{c_char, c_int};
 
 use super::plan::LaunchPlan;
 
-/// Setup steps, as reported over the error pipe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub(crate) enum Stage {
-    Signals = 1,
-    WaitParent,
-    MakePrivate,
-    BindRootfs,
-    BindMount,
-    PivotRoot,
-    Mkdir,
-    Mount,
-    Devices,
-    ReadonlyRoot,
-    Hostname,
-    Loopback,
-    MaskPath,
-    ReadonlyPath,
-    Rlimit,
-    Capabilities,
-    Groups,
-    Gid,
-    Uid,
-    NoNewPrivileges,
-    Chdir,
-    CwdOutsideRoot,
-    Stdio,
-    CloseFds,
-    Seccomp,
-    JoinNamespaces,
-    Fork,
-    Terminal,
-    Session,
-    Exec,
-    Init,
+/// Declares the setup steps once: the enum (numbered from 1 in order, as
+/// reported over the error pipe), its wire table and its words.
+macro_rules! stages {
+    ($first:ident => $first_words:literal, $($name:ident => $words:literal,)+) => {
+        /// Setup steps, as reported over the error pipe.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u32)]
+        pub(crate) enum Stage {
+            $first = 1,
+            $($name,)+
+        }
+
+        impl Stage {
+            const ALL: &'static [Stage] = &[Stage::$first, $(Stage::$name,)+];
+
+            pub(crate) fn from_u32(v: u32) -> Option<Stage> {
+                Stage::ALL.iter().copied().find(|s| *s as u32 == v)
+            }
+
+            pub(crate) fn describe(self) -> &'static str {
+                match self {
+                    Stage::$first => $first_words,
+                    $(Stage::$name => $words,)+
+                }
+            }
+        }
+    };
 }
 
-impl Stage {
-    pub(crate) fn from_u32(v: u32) -> Option<Stage> {
-        use Stage::*;
-        const ALL: [Stage; 31] = [
-            Signals,
-            WaitParent,
-            MakePrivate,
-            BindRootfs,
-            BindMount,
-            PivotRoot,
-            Mkdir,
-            Mount,
-            Devices,
-            ReadonlyRoot,
-            Hostname,
-            Loopback,
-            MaskPath,
-            ReadonlyPath,
-            Rlimit,
-            Capabilities,
-            Groups,
-            Gid,
-            Uid,
-            NoNewPrivileges,
-            Chdir,
-            CwdOutsideRoot,
-            Stdio,
-            CloseFds,
-            Seccomp,
-            JoinNamespaces,
-            Fork,
-            Terminal,
-            Session,
-            Exec,
-            Init,
-        ];
-        ALL.into_iter().find(|s| *s as u32 == v)
-    }
-
-    pub(crate) fn describe(self) -> &'static str {
-        use Stage::*;
-        match self {
-            Signals => "reset signals",
-            WaitParent => "wait for parent",
-            MakePrivate => "make mounts private",
-            BindRootfs => "bind rootfs",
-            BindMount => "bind mount",
-            PivotRoot => "pivot_root",
-            Mkdir => "create mount point",
-            Mount => "mount",
-            Devices => "create device nodes",
-            ReadonlyRoot => "remount root read-only",
-            Hostname => "set hostname",
-            Loopback => "bring up loopback",
-            MaskPath => "mask path",
-            ReadonlyPath => "make path read-only",
-            Rlimit => "set rlimit",
-            Capabilities => "set capabilities",
-            Groups => "setgroups",
-            Gid => "setresgid",
-            Uid => "setresuid",
-            NoNewPrivileges => "set no_new_privs",
-            Chdir => "chdir to cwd",
-            CwdOutsideRoot => "check cwd is inside the root",
-            Stdio => "set up stdio",
-            CloseFds => "close inherited fds",
-            Seccomp => "install seccomp filter",
-            JoinNamespaces => "join the container's namespaces",
-            Fork => "fork into the pid namespace",
-            Terminal => "set up the terminal",
-            Session => "start a session",
-            Exec => "exec",
-            Init => "start the init",
-        }
-    }
+stages! {
+    Signals => "reset signals",
+    WaitParent => "wait for parent",
+    MakePrivate => "make mounts private",
+    BindRootfs => "bind rootfs",
+    BindMount => "bind mount",
+    PivotRoot => "pivot_root",
+    Mkdir => "create mount point",
+    Mount => "mount",
+    Devices => "create device nodes",
+    ReadonlyRoot => "remount root read-only",
+    Hostname => "set hostname",
+    Loopback => "bring up loopback",
+    MaskPath => "mask path",
+    ReadonlyPath => "make path read-only",
+    Rlimit => "set rlimit",
+    Capabilities => "set capabilities",
+    Groups => "setgroups",
+    Gid => "setresgid",
+    Uid => "setresuid",
+    NoNewPrivileges => "set no_new_privs",
+    Chdir => "chdir to cwd",
+    CwdOutsideRoot => "check cwd is inside the root",
+    Stdio => "set up stdio",
+    CloseFds => "close inherited fds",
+    Seccomp => "install seccomp filter",
+    JoinNamespaces => "join the container's namespaces",
+    Fork => "fork into the pid namespace",
+    Terminal => "set up the terminal",
+    Session => "start a session",
+    Exec => "exec",
+    Init => "start the init",
 }
 
 /// A failed step: stage, index (of the mount or exec candidate) and errno.
