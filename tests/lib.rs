@@ -227,14 +227,38 @@ impl Cluster {
         c.start_scheduler();
         c.start_agent();
         let name = node.to_string();
-        wait_for("the node to register", Duration::from_secs(20), || {
+        // Generous: on 2 cores, ten clusters of one test file start at once.
+        let registered = || {
             let out = c.drover(&["node", "ls", "-o", "json"]);
             let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
             v.as_array()?
                 .iter()
                 .any(|n| n["name"] == name.as_str() && n["status"] == "ready")
                 .then_some(())
-        });
+        };
+        let start = Instant::now();
+        while registered().is_none() {
+            if start.elapsed() > Duration::from_secs(60) {
+                let log = |p: &Option<Proc>| p.as_ref().map(Proc::output).unwrap_or_default();
+                let tail = |s: String| {
+                    s.lines()
+                        .rev()
+                        .take(20)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                panic!(
+                    "timed out after 60s waiting for node {name} to register\n\
+                     agent log (last lines):\n{}\nscheduler log (last lines):\n{}",
+                    tail(log(&c.agent)),
+                    tail(log(&c.scheduler))
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         c
     }
 
