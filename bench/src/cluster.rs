@@ -71,14 +71,7 @@ async fn one(
     .await
     .map_err(status)?;
     loop {
-        let j = c
-            .get_job(pb::GetJobRequest {
-                name: name.into(),
-                read: None,
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
+        let j = job_status(c, name).await?;
         if j.running >= n {
             break;
         }
@@ -217,14 +210,7 @@ async fn wait_rollout(
 ) -> Result<()> {
     let start = Instant::now();
     loop {
-        let j = c
-            .get_job(pb::GetJobRequest {
-                name: name.into(),
-                read: None,
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
+        let j = job_status(c, name).await?;
         if let Some(r) = j.rollout.as_ref().filter(|r| r.version == version) {
             match r.typed_phase() {
                 pb::RolloutPhase::Succeeded => return Ok(()),
@@ -338,4 +324,18 @@ async fn load_request(target: &str, path: &str) -> bool {
     }
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.is_ok() && buf.starts_with(b"HTTP/1.1 200")
+}
+
+/// The job's status, as `drover job status` reads it.
+async fn job_status(
+    c: &mut pb::drover_client::DroverClient<drover_ctl::client::Backoff>,
+    name: &str,
+) -> Result<pb::JobStatus> {
+    Ok(c.get_job(pb::GetJobRequest {
+        name: name.into(),
+        read: None,
+    })
+    .await
+    .map_err(status)?
+    .into_inner())
 }

@@ -1,14 +1,14 @@
 //! `drover-bench failover`, `commit` and `handshake`: the replicated
-//! scheduler's two headline numbers, each on a fresh 3-replica cluster on
+//! scheduler's two headline numbers, each on a fresh 3-peer cluster on
 //! loopback with real durable storage.
 //!
 //! Failover starts real `drover-scheduler` processes (found next to this
 //! binary), kills the leader with SIGKILL and times the first write that then
-//! succeeds through the CLI's own client (any replica; followers forward).
-//! Commit runs three replicas in this process and measures how many
+//! succeeds through the CLI's own client (any peer; followers forward).
+//! Commit runs three peers in this process and measures how many
 //! durable, quorum-replicated commands per second the leader commits with
 //! many proposers at once (openraft batches concurrent proposals into one
-//! log append, one fsync per replica).
+//! log append, one fsync per peer).
 
 use anyhow::{bail, Context, Result};
 use drover_ctl::client::{self, status};
@@ -92,7 +92,7 @@ impl Drop for Processes {
     }
 }
 
-/// The members as the leader sees them, once every replica answers.
+/// The members as the leader sees them, once every peer answers.
 async fn healthy(addrs: &str) -> Option<pb::MembersResponse> {
     let mut c = client::cluster(addrs).await.ok()?;
     let r = c
@@ -130,12 +130,12 @@ fn job(name: &str) -> Result<String> {
 
 /// Starts three `drover-scheduler` peers on loopback, over mutual TLS with
 /// one cluster CA (this process uses its admin credential), and waits until
-/// they are a healthy cluster.
+/// they are a healthy cluster; returns them and their members then.
 pub(crate) async fn three_peers(
     what: &str,
     election_timeout: &str,
     extra: &[&str],
-) -> Result<Processes> {
+) -> Result<(Processes, pb::MembersResponse)> {
     let bin = drover_e2e::bin_dir().join("drover-scheduler");
     let mut peers = BTreeMap::new();
     for id in 1..=3u64 {
@@ -159,14 +159,14 @@ pub(crate) async fn three_peers(
         }
         p.start(id)?;
     }
-    wait_healthy(&p.addrs()).await?;
-    Ok(p)
+    let members = wait_healthy(&p.addrs()).await?;
+    Ok((p, members))
 }
 
 pub async fn failover(trials: usize, election_timeout: &str) -> Result<i32> {
-    let mut p = three_peers("failover", election_timeout, &[]).await?;
+    let (mut p, members) = three_peers("failover", election_timeout, &[]).await?;
     let addrs = p.addrs();
-    let first_term = wait_healthy(&addrs).await?.members[0].term;
+    let first_term = members.members[0].term;
     let mut times = Vec::new();
     for t in 0..trials {
         let members = wait_healthy(&addrs).await?;
@@ -177,7 +177,7 @@ pub async fn failover(trials: usize, election_timeout: &str) -> Result<i32> {
         let start = Instant::now();
         loop {
             // Exactly what `drover job run` does: connect to the first
-            // replica that answers, submit; a retry keeps the request id.
+            // peer that answers, submit; a retry keeps the request id.
             let r = match client::connect(&addrs).await {
                 Ok(mut c) => c
                     .submit_job(pb::SubmitJobRequest {
@@ -213,7 +213,7 @@ pub async fn failover(trials: usize, election_timeout: &str) -> Result<i32> {
         "{}",
         table(
             &[
-                "REPLICAS",
+                "PEERS",
                 "TRIALS",
                 "MEDIAN_S",
                 "MIN_S",
@@ -234,7 +234,7 @@ pub async fn failover(trials: usize, election_timeout: &str) -> Result<i32> {
     Ok(0)
 }
 
-/// Three in-process replicas (mutual TLS between them, or with `plaintext`
+/// Three in-process peers (mutual TLS between them, or with `plaintext`
 /// none); returns them with the leader first.
 async fn in_process(dir: &Path, plaintext: bool) -> Result<Vec<Scheduler>> {
     let mut peers = BTreeMap::new();
@@ -290,7 +290,7 @@ async fn hammer(
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..proposers {
-        let (replica, make, done, next, stop) = (
+        let (peer, make, done, next, stop) = (
             s.peer.clone(),
             make.clone(),
             done.clone(),
@@ -303,7 +303,7 @@ async fn hammer(
             let mut failed = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let cmd = make(next.fetch_add(1, Ordering::Relaxed));
-                match replica.write(cmd).await {
+                match peer.write(cmd).await {
                     Ok(_) => {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
@@ -361,7 +361,7 @@ pub async fn commit(proposers: &[usize], secs: f64, modes: &[String]) -> Result<
         let all = in_process(&dir, plaintext).await?;
         let leader = &all[0];
         let term = |s: &Scheduler| s.peer.metrics().borrow().current_term;
-        // The first election may take a second round (replicas that all
+        // The first election may take a second round (peers that all
         // start at once split their votes): count from a settled cluster,
         // so the figure is elections under load and nothing else.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -419,7 +419,7 @@ pub async fn commit(proposers: &[usize], secs: f64, modes: &[String]) -> Result<
         table(
             &[
                 "REPLICATION",
-                "REPLICAS",
+                "PEERS",
                 "PROPOSERS",
                 "NOOP_COMMITS_S",
                 "SUBMIT_COMMITS_S",
@@ -435,7 +435,7 @@ pub async fn commit(proposers: &[usize], secs: f64, modes: &[String]) -> Result<
 }
 
 /// `drover bench handshake`: what a new CLI connection costs with mutual
-/// TLS, beside plaintext, in one run: a one-replica scheduler of each kind
+/// TLS, beside plaintext, in one run: a one-peer scheduler of each kind
 /// in this process, and `connections` fresh connections to each (TCP and,
 /// for TLS, the handshake with the client certificate), each making one
 /// call. Connections alternate between the two so both see the same

@@ -30,7 +30,7 @@ struct Run {
 pub async fn writes(clients: &[usize], secs: f64, etcd: bool) -> Result<i32> {
     // Every client here presents the one admin certificate, which the
     // per-credential rate limit would hold to 500 requests a second: off.
-    let peers = crate::ha::three_peers("writes", "150ms", &["--rate-limit", "0"]).await?;
+    let (peers, _) = crate::ha::three_peers("writes", "150ms", &["--rate-limit", "0"]).await?;
     let addrs = peers.addrs();
     let mut runs = Vec::new();
     for &n in clients {
