@@ -8,13 +8,46 @@
 //! and purge it, repeat. A one-replica warm-up first puts the image in the
 //! agent's layer cache, so the figures are for a cached image.
 
+use crate::stats::{secs, Samples};
 use anyhow::{bail, Result};
 use drover_ctl::client::{self, status};
 use drover_ctl::cmd::job::new_request_id;
 use drover_proto::pb;
+use drover_proto::spec::JobSpec;
 use std::time::{Duration, Instant};
 
+/// The CLI's client, as every benchmark here uses it.
+pub(crate) type Client = pb::drover_client::DroverClient<drover_ctl::client::Backoff>;
+
 pub async fn job_run(addr: &str, replicas: &[u32], trials: usize, image: &str) -> Result<i32> {
+    let rows: Vec<Vec<String>> = job_run_report(addr, replicas, trials, image)
+        .await?
+        .iter()
+        .map(|(n, t)| {
+            vec![
+                n.to_string(),
+                t.durations.len().to_string(),
+                secs(t.median()),
+                secs(t.min()),
+                secs(t.max()),
+            ]
+        })
+        .collect();
+    println!();
+    print!(
+        "{}",
+        drover_ctl::output::table(&["REPLICAS", "TRIALS", "MEDIAN_S", "MIN_S", "MAX_S"], &rows)
+    );
+    Ok(0)
+}
+
+/// `trials` runs of each replica count: the time from `job run` until all run.
+pub async fn job_run_report(
+    addr: &str,
+    replicas: &[u32],
+    trials: usize,
+    image: &str,
+) -> Result<Vec<(u32, Samples)>> {
     let mut c = client::connect(addr).await?;
     let image = resolve(image)?;
     println!("warming the image cache ({image})");
@@ -27,21 +60,15 @@ pub async fn job_run(addr: &str, replicas: &[u32], trials: usize, image: &str) -
             println!("  {n} replicas, trial {}: {:.3}s", t + 1, d.as_secs_f64());
             times.push(d);
         }
-        times.sort();
-        rows.push(vec![
-            n.to_string(),
-            trials.to_string(),
-            format!("{:.3}", times[times.len() / 2].as_secs_f64()),
-            format!("{:.3}", times[0].as_secs_f64()),
-            format!("{:.3}", times[times.len() - 1].as_secs_f64()),
-        ]);
+        rows.push((
+            n,
+            Samples {
+                name: "job run",
+                durations: times,
+            },
+        ));
     }
-    println!();
-    print!(
-        "{}",
-        drover_ctl::output::table(&["REPLICAS", "TRIALS", "MEDIAN_S", "MIN_S", "MAX_S"], &rows)
-    );
-    Ok(0)
+    Ok(rows)
 }
 
 pub(crate) fn resolve(image: &str) -> Result<String> {
@@ -52,12 +79,7 @@ pub(crate) fn resolve(image: &str) -> Result<String> {
 }
 
 /// Submits `n` replicas, returns the time until all run, then stops and purges.
-async fn one(
-    c: &mut pb::drover_client::DroverClient<drover_ctl::client::Backoff>,
-    name: &str,
-    n: u32,
-    image: &str,
-) -> Result<Duration> {
+async fn one(c: &mut Client, name: &str, n: u32, image: &str) -> Result<Duration> {
     let spec = format!(
         r#"{{"name":"{name}","replicas":{n},"image":"{image}","command":["/bin/sleep","3600"],
             "resources":{{"cpu":"10m","memory":"16Mi"}},"stop_grace_period":"1s"}}"#
@@ -107,68 +129,29 @@ async fn one(
     Ok(took)
 }
 
+/// What a run of `drover bench rollout` measured.
+pub struct RolloutReport {
+    pub replicas: u32,
+    /// Each rollout, from submitting the new version until it succeeded.
+    pub times: Samples,
+    /// One replica's start to running (the fastest of five or more): a
+    /// step's lower bound.
+    pub step: Duration,
+}
+
+impl RolloutReport {
+    /// The strategy's lower bound: `replicas` sequential steps.
+    pub fn lower_bound(&self) -> Duration {
+        self.step * self.replicas
+    }
+}
+
 /// `drover bench rollout`: how long a rolling update of N replicas takes at
 /// Docker Swarm's settings (one at a time, start-first, no health gating),
 /// against the lower bound of ceil(N / max_surge) sequential steps.
 pub async fn rollout(addr: &str, replicas: u32, trials: usize, image: &str) -> Result<i32> {
-    let mut c = client::connect(addr).await?;
-    let image = resolve(image)?;
-    let name = "bench-rollout";
-    let spec = |v: usize| {
-        format!(
-            r#"{{"name":"{name}","replicas":{replicas},"image":"{image}","command":["/bin/sleep","3600"],
-                "env":{{"BENCH_VERSION":"{v}"}},"resources":{{"cpu":"10m","memory":"16Mi"}},"stop_grace_period":"1s",
-                "update":{{"max_surge":1,"max_unavailable":0,"min_healthy_time":"0s"}}}}"#
-        )
-    };
-    let submit = |c: &mut pb::drover_client::DroverClient<drover_ctl::client::Backoff>,
-                  v: usize| {
-        let json = drover_proto::spec::from_json(&spec(v)).map(|s| s.to_json());
-        let mut c = c.clone();
-        async move {
-            let r = c
-                .submit_job(pb::SubmitJobRequest {
-                    spec_json: json?,
-                    request_id: new_request_id(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            Ok::<u64, anyhow::Error>(r.version)
-        }
-    };
-    // The lower bound: each of the `replicas` sequential steps starts one
-    // replica and waits until it runs, which alone takes what `job run` of
-    // one replica does.
-    let mut one_start = Vec::new();
-    for _ in 0..trials.max(3) {
-        one_start.push(one(&mut c, "bench-rollout-step", 1, &image).await?);
-    }
-    one_start.sort();
-    let step = one_start[one_start.len() / 2].as_secs_f64();
-    let v = submit(&mut c, 0).await?;
-    wait_rollout(&mut c, name, v).await?;
-    let mut times = Vec::new();
-    for t in 1..=trials {
-        let start = Instant::now();
-        let v = submit(&mut c, t).await?;
-        wait_rollout(&mut c, name, v).await?;
-        let d = start.elapsed();
-        println!(
-            "  rollout {t}: {replicas} replicas in {:.3}s",
-            d.as_secs_f64()
-        );
-        times.push(d);
-    }
-    c.stop_job(pb::StopJobRequest {
-        name: name.into(),
-        request_id: new_request_id(),
-        purge: true,
-    })
-    .await
-    .map_err(status)?;
-    times.sort();
-    let median = times[times.len() / 2].as_secs_f64();
+    let r = rollout_report(addr, replicas, trials, image).await?;
+    let median = r.times.median().as_secs_f64();
     println!();
     print!(
         "{}",
@@ -188,34 +171,128 @@ pub async fn rollout(addr: &str, replicas: u32, trials: usize, image: &str) -> R
                 replicas.to_string(),
                 trials.to_string(),
                 format!("{median:.3}"),
-                format!("{:.3}", times[0].as_secs_f64()),
-                format!("{:.3}", times[times.len() - 1].as_secs_f64()),
+                secs(r.times.min()),
+                secs(r.times.max()),
                 format!("{:.0}", median * 1000.0 / replicas.max(1) as f64),
-                format!("{:.3}", step * replicas as f64),
+                secs(r.lower_bound()),
             ]]
         )
     );
     println!(
         "(max_surge 1, max_unavailable 0, min_healthy_time 0s: {replicas} sequential start-then-stop steps; \
-         the lower bound is {replicas} x one replica's start to running, {:.0} ms, measured here)",
-        step * 1000.0
+         the lower bound is {replicas} x one replica's fastest start to running, {:.0} ms, measured here)",
+        r.step.as_secs_f64() * 1000.0
     );
     Ok(0)
 }
 
-async fn wait_rollout(
-    c: &mut pb::drover_client::DroverClient<drover_ctl::client::Backoff>,
-    name: &str,
-    version: u64,
-) -> Result<()> {
+/// `trials` rolling updates of a job of `replicas`, and one replica's start.
+pub async fn rollout_report(
+    addr: &str,
+    replicas: u32,
+    trials: usize,
+    image: &str,
+) -> Result<RolloutReport> {
+    let mut c = client::connect(addr).await?;
+    let image = resolve(image)?;
+    let name = "bench-rollout";
+    let spec = |v: usize| {
+        format!(
+            r#"{{"name":"{name}","replicas":{replicas},"image":"{image}","command":["/bin/sleep","3600"],
+                "env":{{"BENCH_VERSION":"{v}"}},"resources":{{"cpu":"10m","memory":"16Mi"}},"stop_grace_period":"1s",
+                "update":{{"max_surge":1,"max_unavailable":0,"min_healthy_time":"0s"}}}}"#
+        )
+    };
+    // The lower bound: each of the `replicas` sequential steps starts one
+    // replica and waits until it runs, which alone takes what `job run` of
+    // one replica does at its fastest.
+    let mut one_start = Vec::new();
+    for _ in 0..trials.max(5) {
+        one_start.push(one(&mut c, "bench-rollout-step", 1, &image).await?);
+    }
+    let step = Samples {
+        name: "one replica",
+        durations: one_start,
+    }
+    .min();
+    let v = submit(&mut c, &drover_proto::spec::from_json(&spec(0))?).await?;
+    wait_rollout(&mut c, name, v).await?;
+    let mut times = Vec::new();
+    for t in 1..=trials {
+        let start = Instant::now();
+        let v = submit(&mut c, &drover_proto::spec::from_json(&spec(t))?).await?;
+        wait_rollout(&mut c, name, v).await?;
+        let d = start.elapsed();
+        println!(
+            "  rollout {t}: {replicas} replicas in {:.3}s",
+            d.as_secs_f64()
+        );
+        times.push(d);
+    }
+    stop_purge(&mut c, name).await?;
+    Ok(RolloutReport {
+        replicas,
+        times: Samples {
+            name: "rollout",
+            durations: times,
+        },
+        step,
+    })
+}
+
+/// Submits a spec, as `drover job run` does; returns its version.
+pub(crate) async fn submit(c: &mut Client, spec: &JobSpec) -> Result<u64> {
+    Ok(c.submit_job(pb::SubmitJobRequest {
+        spec_json: spec.to_json(),
+        request_id: new_request_id(),
+    })
+    .await
+    .map_err(status)?
+    .into_inner()
+    .version)
+}
+
+/// Stops a job and purges it.
+pub(crate) async fn stop_purge(c: &mut Client, name: &str) -> Result<()> {
+    c.stop_job(pb::StopJobRequest {
+        name: name.into(),
+        request_id: new_request_id(),
+        purge: true,
+    })
+    .await
+    .map_err(status)?;
+    Ok(())
+}
+
+async fn wait_rollout(c: &mut Client, name: &str, version: u64) -> Result<()> {
+    match wait_phase(c, name, version).await? {
+        pb::RolloutPhase::Succeeded => Ok(()),
+        _ => bail!("{name}: the rollout of version {version} failed"),
+    }
+}
+
+/// Waits until the rollout of `version` has succeeded or failed; which.
+/// A version that failed and was rolled back (a newer version is then
+/// current) counts as failed.
+async fn wait_phase(c: &mut Client, name: &str, version: u64) -> Result<pb::RolloutPhase> {
     let start = Instant::now();
     loop {
         let j = job_status(c, name).await?;
+        if j.versions
+            .iter()
+            .any(|v| v.version == version && v.outcome_kind() == pb::VersionOutcome::Failed)
+        {
+            return Ok(pb::RolloutPhase::Failed);
+        }
+        if j.version > version {
+            bail!(
+                "{name}: version {} became current while version {version} rolled out",
+                j.version
+            );
+        }
         if let Some(r) = j.rollout.as_ref().filter(|r| r.version == version) {
-            match r.typed_phase() {
-                pb::RolloutPhase::Succeeded => return Ok(()),
-                pb::RolloutPhase::Failed => bail!("{name}: rollout failed: {}", r.reason),
-                _ => {}
+            if let p @ (pb::RolloutPhase::Succeeded | pb::RolloutPhase::Failed) = r.typed_phase() {
+                return Ok(p);
             }
         }
         if start.elapsed() > Duration::from_secs(300) {
@@ -223,6 +300,88 @@ async fn wait_rollout(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// What the demo's traffic saw through its rollouts.
+pub struct TrafficReport {
+    pub ok: u64,
+    pub failed: u64,
+    /// The rollout to v2 succeeded and the broken v3 failed (and was rolled back).
+    pub as_expected: bool,
+}
+
+/// The rolling-update demo, measured: `web` v1 (examples/jobs/web.yaml)
+/// published through the mesh, `rate` requests a second through it, a
+/// health-gated rollout to v2, then a broken v3 that fails its health
+/// checks and is rolled back; every request counted.
+pub async fn traffic_report(
+    addr: &str,
+    jobs: &std::path::Path,
+    rate: u32,
+) -> Result<TrafficReport> {
+    let mut c = client::connect(addr).await?;
+    // The specs' `oci:` paths are relative to the repository root, as for
+    // the CLI run from there.
+    let cwd = std::env::current_dir()?;
+    let spec = |file: &str| -> Result<JobSpec> {
+        let text = std::fs::read_to_string(jobs.join(file))?;
+        Ok(drover_proto::spec::from_yaml_in(&text, Some(&cwd))?)
+    };
+    let v1 = spec("web.yaml")?;
+    let (name, replicas) = (v1.name.clone(), v1.replicas);
+    let v = submit(&mut c, &v1).await?;
+    wait_rollout(&mut c, &name, v).await?;
+    let start = Instant::now();
+    loop {
+        if job_status(&mut c, &name).await?.running >= replicas {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("{name}: v1 not running after 60s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let port = v1
+        .expose
+        .as_ref()
+        .map(|e| e.port)
+        .ok_or_else(|| anyhow::anyhow!("web.yaml exposes no port"))?;
+    let o = crate::load::Options {
+        target: format!("127.0.0.1:{port}"),
+        path: "/".into(),
+        rate,
+        duration: Duration::from_secs(600),
+        json: None,
+        svg: None,
+        title: String::new(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let load = tokio::spawn(async move {
+        crate::load::run(&o, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let v2 = submit(&mut c, &spec("web-v2.yaml")?).await?;
+    let rolled = wait_phase(&mut c, &name, v2).await? == pb::RolloutPhase::Succeeded;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let v3 = submit(&mut c, &spec("web-v2-broken.yaml")?).await?;
+    let refused = wait_phase(&mut c, &name, v3).await? == pb::RolloutPhase::Failed;
+    // The rollback makes the last stable version (v2) current again, with
+    // a rollout of its own: wait until that is done.
+    let back = job_status(&mut c, &name).await?.version;
+    let rolled_back =
+        back == v2 && wait_phase(&mut c, &name, back).await? == pb::RolloutPhase::Succeeded;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = stop.send(());
+    let timeline = load.await?;
+    stop_purge(&mut c, &name).await?;
+    Ok(TrafficReport {
+        ok: timeline.iter().map(|s| s.ok).sum(),
+        failed: timeline.iter().map(|s| s.failed).sum(),
+        as_expected: rolled && refused && rolled_back,
+    })
 }
 
 /// `drover bench load`: fixed-rate load until the duration ends or Ctrl-C.
@@ -259,12 +418,52 @@ pub async fn load_cmd(
     Ok(if failed == 0 { 0 } else { 1 })
 }
 
+/// One side of the mesh benchmark: closed-loop load on one URL.
+pub struct PathLoad {
+    pub requests_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub failed: u64,
+}
+
 /// `drover bench mesh`: the same load straight to one replica and through the
 /// routing mesh, closed loop, one after the other; a table of both.
 pub async fn mesh(mesh: &str, direct: &str, seconds: u64, concurrency: usize) -> Result<i32> {
-    let mut rows = Vec::new();
+    let (d, m) = mesh_report(mesh, direct, seconds, concurrency).await?;
+    let row = |name: &str, p: &PathLoad| {
+        vec![
+            name.to_string(),
+            format!("{:.0}", p.requests_per_s),
+            format!("{:.2}", p.p50_ms),
+            format!("{:.2}", p.p99_ms),
+            p.failed.to_string(),
+        ]
+    };
+    print!(
+        "{}",
+        drover_ctl::output::table(
+            &["PATH", "REQ_PER_S", "P50_MS", "P99_MS", "FAILED"],
+            &[row("direct", &d), row("mesh", &m)]
+        )
+    );
+    println!(
+        "mesh/direct: throughput {:.0}%, p99 +{:.0}%",
+        m.requests_per_s / d.requests_per_s * 100.0,
+        (m.p99_ms / d.p99_ms - 1.0) * 100.0
+    );
+    Ok(0)
+}
+
+/// Closed-loop load of `concurrency` connections straight to `direct`, then
+/// through `mesh`, `seconds` each: (direct, mesh).
+pub async fn mesh_report(
+    mesh: &str,
+    direct: &str,
+    seconds: u64,
+    concurrency: usize,
+) -> Result<(PathLoad, PathLoad)> {
     let mut results = Vec::new();
-    for (name, url) in [("direct", direct), ("mesh", mesh)] {
+    for url in [direct, mesh] {
         let (target, path) = crate::load::split_url(url)?;
         let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
         let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -287,30 +486,16 @@ pub async fn mesh(mesh: &str, direct: &str, seconds: u64, concurrency: usize) ->
         while set.join_next().await.is_some() {}
         let mut lat = done.lock().expect("lock").clone();
         lat.sort_unstable();
-        let rps = lat.len() as f64 / start.elapsed().as_secs_f64();
-        let p99 = crate::load::percentile(&lat, 0.99) as f64 / 1000.0;
-        results.push((rps, p99));
-        rows.push(vec![
-            name.to_string(),
-            format!("{rps:.0}"),
-            format!("{:.2}", crate::load::percentile(&lat, 0.5) as f64 / 1000.0),
-            format!("{p99:.2}"),
-            failed
-                .load(std::sync::atomic::Ordering::Relaxed)
-                .to_string(),
-        ]);
+        results.push(PathLoad {
+            requests_per_s: lat.len() as f64 / start.elapsed().as_secs_f64(),
+            p50_ms: crate::load::percentile(&lat, 0.5) as f64 / 1000.0,
+            p99_ms: crate::load::percentile(&lat, 0.99) as f64 / 1000.0,
+            failed: failed.load(std::sync::atomic::Ordering::Relaxed),
+        });
     }
-    print!(
-        "{}",
-        drover_ctl::output::table(&["PATH", "REQ_PER_S", "P50_MS", "P99_MS", "FAILED"], &rows)
-    );
-    let (d, m) = (results[0], results[1]);
-    println!(
-        "mesh/direct: throughput {:.0}%, p99 +{:.0}%",
-        m.0 / d.0 * 100.0,
-        (m.1 / d.1 - 1.0) * 100.0
-    );
-    Ok(0)
+    let m = results.pop().expect("two runs");
+    let d = results.pop().expect("two runs");
+    Ok((d, m))
 }
 
 async fn load_request(target: &str, path: &str) -> bool {
@@ -327,10 +512,7 @@ async fn load_request(target: &str, path: &str) -> bool {
 }
 
 /// The job's status, as `drover job status` reads it.
-async fn job_status(
-    c: &mut pb::drover_client::DroverClient<drover_ctl::client::Backoff>,
-    name: &str,
-) -> Result<pb::JobStatus> {
+async fn job_status(c: &mut Client, name: &str) -> Result<pb::JobStatus> {
     Ok(c.get_job(pb::GetJobRequest {
         name: name.into(),
         read: None,

@@ -25,14 +25,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::stats::{secs, Samples};
+
 pub(crate) fn scratch(what: &str) -> Result<PathBuf> {
     let d = std::env::temp_dir().join(format!("drover-bench-{what}-{}", std::process::id()));
     std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     Ok(d)
-}
-
-fn seconds(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64())
 }
 
 /// Three peer processes on loopback.
@@ -163,7 +161,62 @@ pub(crate) async fn three_peers(
     Ok((p, members))
 }
 
-pub async fn failover(trials: usize, election_timeout: &str) -> Result<i32> {
+/// What `drover bench failover` measured.
+pub struct FailoverReport {
+    /// Each trial: from SIGKILL to the first acknowledged write.
+    pub times: Samples,
+    /// Elections during the run (one per trial when nothing else caused one).
+    pub elections: u64,
+}
+
+pub async fn failover(trials: usize, election_timeout: &str, etcd: bool) -> Result<i32> {
+    let r = failover_report(trials, election_timeout).await?;
+    let mut rows = vec![vec![
+        "drover".into(),
+        "3".into(),
+        trials.to_string(),
+        secs(r.times.median()),
+        secs(r.times.min()),
+        secs(r.times.max()),
+        r.elections.to_string(),
+    ]];
+    if etcd {
+        let e = async { crate::etcd::Etcd::start().await?.failover(trials).await };
+        match e.await {
+            Ok(t) => rows.push(vec![
+                "etcd (defaults)".into(),
+                "3".into(),
+                trials.to_string(),
+                secs(t.median()),
+                secs(t.min()),
+                secs(t.max()),
+                "-".into(),
+            ]),
+            Err(e) => eprintln!("etcd: {e:#}"),
+        }
+    }
+    println!();
+    print!(
+        "{}",
+        table(
+            &[
+                "SYSTEM",
+                "PEERS",
+                "TRIALS",
+                "MEDIAN_S",
+                "MIN_S",
+                "MAX_S",
+                "TERMS_USED"
+            ],
+            &rows
+        )
+    );
+    println!("(TERMS_USED = {trials} when every failover took exactly one election and nothing else caused one)");
+    Ok(0)
+}
+
+/// `trials` leader kills on three peer processes.
+pub async fn failover_report(trials: usize, election_timeout: &str) -> Result<FailoverReport> {
     let (mut p, members) = three_peers("failover", election_timeout, &[]).await?;
     let addrs = p.addrs();
     let first_term = members.members[0].term;
@@ -200,38 +253,19 @@ pub async fn failover(trials: usize, election_timeout: &str) -> Result<i32> {
         println!(
             "  trial {}: killed leader {leader}, first write after {}s",
             t + 1,
-            seconds(took)
+            secs(took)
         );
         times.push(took);
         p.start(leader)?;
     }
     let last = wait_healthy(&addrs).await?;
-    let elections = last.members.iter().map(|m| m.term).max().unwrap_or(0) - first_term;
-    times.sort();
-    println!();
-    print!(
-        "{}",
-        table(
-            &[
-                "PEERS",
-                "TRIALS",
-                "MEDIAN_S",
-                "MIN_S",
-                "MAX_S",
-                "TERMS_USED"
-            ],
-            &[vec![
-                "3".into(),
-                trials.to_string(),
-                seconds(times[times.len() / 2]),
-                seconds(times[0]),
-                seconds(times[times.len() - 1]),
-                elections.to_string(),
-            ]]
-        )
-    );
-    println!("(TERMS_USED = {trials} when every failover took exactly one election and nothing else caused one)");
-    Ok(0)
+    Ok(FailoverReport {
+        times: Samples {
+            name: "failover",
+            durations: times,
+        },
+        elections: last.members.iter().map(|m| m.term).max().unwrap_or(0) - first_term,
+    })
 }
 
 /// Three in-process peers (mutual TLS between them, or with `plaintext`
@@ -338,7 +372,72 @@ struct Hammered {
 /// state grows by a job per commit.
 const BENCH_JOBS: u64 = 1000;
 
+/// One row of `drover bench commit`.
+pub struct CommitRow {
+    /// "tls" or "plaintext": replication between the peers.
+    pub mode: String,
+    pub proposers: usize,
+    pub noop_per_s: f64,
+    pub submit_per_s: f64,
+    pub failed: usize,
+}
+
+/// What `drover bench commit` measured: its rows and what happened.
+pub struct CommitReport {
+    pub rows: Vec<CommitRow>,
+    /// Elections per mode during its run.
+    pub elections: Vec<(String, u64)>,
+    /// Notes: failed writes (the first error), a leader that changed.
+    pub notes: Vec<String>,
+}
+
 pub async fn commit(proposers: &[usize], secs: f64, modes: &[String]) -> Result<i32> {
+    let r = commit_report(proposers, secs, modes).await?;
+    let rows: Vec<Vec<String>> = r
+        .rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.mode.clone(),
+                "3".into(),
+                r.proposers.to_string(),
+                format!("{:.0}", r.noop_per_s),
+                format!("{:.0}", r.submit_per_s),
+                r.failed.to_string(),
+            ]
+        })
+        .collect();
+    println!();
+    print!(
+        "{}",
+        table(
+            &[
+                "REPLICATION",
+                "PEERS",
+                "PROPOSERS",
+                "NOOP_COMMITS_S",
+                "SUBMIT_COMMITS_S",
+                "FAILED"
+            ],
+            &rows
+        )
+    );
+    for (mode, n) in &r.elections {
+        println!("{mode}: elections during the run: {n}");
+    }
+    for n in r.notes {
+        println!("{n}");
+    }
+    Ok(0)
+}
+
+/// Each mode on a fresh in-process cluster, each proposer count for `secs`
+/// of no-ops and `secs` of job submissions.
+pub async fn commit_report(
+    proposers: &[usize],
+    secs: f64,
+    modes: &[String],
+) -> Result<CommitReport> {
     // The table says how many writes failed and how many elections there
     // were; RUST_LOG=warn shows why (Raft's own warnings, e.g. a follower's
     // AppendEntries timing out), drover_scheduler::raft=info each snapshot.
@@ -348,8 +447,11 @@ pub async fn commit(proposers: &[usize], secs: f64, modes: &[String]) -> Result<
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let mut rows = Vec::new();
-    let mut notes = Vec::new();
+    let mut report = CommitReport {
+        rows: Vec::new(),
+        elections: Vec::new(),
+        notes: Vec::new(),
+    };
     for mode in modes {
         let plaintext = match mode.as_str() {
             "tls" => false,
@@ -385,53 +487,31 @@ pub async fn commit(proposers: &[usize], secs: f64, modes: &[String]) -> Result<
             println!("  {n} proposers, job submissions: {:.0}/s", submit.rate);
             let failed = noop.failed.len() + submit.failed.len();
             if let Some(e) = noop.failed.first().or(submit.failed.first()) {
-                notes.push(format!(
+                report.notes.push(format!(
                     "{mode}, {n} proposers: {failed} writes failed, the first: {e}"
                 ));
             }
-            rows.push(vec![
-                mode.clone(),
-                "3".into(),
-                n.to_string(),
-                format!("{:.0}", noop.rate),
-                format!("{:.0}", submit.rate),
-                failed.to_string(),
-            ]);
+            report.rows.push(CommitRow {
+                mode: mode.clone(),
+                proposers: n,
+                noop_per_s: noop.rate,
+                submit_per_s: submit.rate,
+                failed,
+            });
         }
         let elections = all.iter().map(term).max().unwrap_or(0) - first_term;
-        let still_leader = leader.peer.is_leader();
+        if !leader.peer.is_leader() {
+            report.notes.push(format!(
+                "{mode}: the leader changed: figures after that went through a follower"
+            ));
+        }
         for s in all {
             s.shutdown().await;
         }
         let _ = std::fs::remove_dir_all(&dir);
-        notes.push(format!(
-            "{mode}: elections during the run: {elections}{}",
-            if still_leader {
-                ""
-            } else {
-                " (the leader changed: figures after that went through a follower)"
-            }
-        ));
+        report.elections.push((mode.clone(), elections));
     }
-    println!();
-    print!(
-        "{}",
-        table(
-            &[
-                "REPLICATION",
-                "PEERS",
-                "PROPOSERS",
-                "NOOP_COMMITS_S",
-                "SUBMIT_COMMITS_S",
-                "FAILED"
-            ],
-            &rows
-        )
-    );
-    for n in notes {
-        println!("{n}");
-    }
-    Ok(0)
+    Ok(report)
 }
 
 /// `drover bench handshake`: what a new CLI connection costs with mutual
@@ -441,6 +521,33 @@ pub async fn commit(proposers: &[usize], secs: f64, modes: &[String]) -> Result<
 /// call. Connections alternate between the two so both see the same
 /// machine.
 pub async fn handshake(connections: usize) -> Result<i32> {
+    let [tls, plain] = handshake_report(connections).await?;
+    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
+    let rows: Vec<Vec<String>> = [("mutual TLS", &tls), ("plaintext", &plain)]
+        .iter()
+        .map(|(name, s)| {
+            vec![
+                name.to_string(),
+                connections.to_string(),
+                ms(s.median()),
+                ms(s.percentile(90)),
+                ms(s.percentile(99)),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["CONNECTION", "N", "MEDIAN_MS", "P90_MS", "P99_MS"], &rows)
+    );
+    println!(
+        "mutual TLS adds {} ms to a new connection and its first call (median; goal: at most 5 ms)",
+        ms(tls.median().saturating_sub(plain.median()))
+    );
+    Ok(0)
+}
+
+/// `connections` fresh connections and first calls of each kind: [mutual TLS, plaintext].
+pub async fn handshake_report(connections: usize) -> Result<[Samples; 2]> {
     let dir = scratch("handshake")?;
     let ca = drover_scheduler::pki::init(&dir.join("ca"))?;
     let mut servers = Vec::new();
@@ -491,32 +598,15 @@ pub async fn handshake(connections: usize) -> Result<i32> {
         s.shutdown().await;
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
-    let pct = |v: &mut Vec<Duration>, p: f64| {
-        v.sort();
-        v[((v.len() as f64 - 1.0) * p).round() as usize]
-    };
-    let mut rows = Vec::new();
-    let mut medians = Vec::new();
-    for (k, (name, _)) in kinds.iter().enumerate() {
-        let v = &mut times[k];
-        let (p50, p90, p99) = (pct(v, 0.5), pct(v, 0.9), pct(v, 0.99));
-        medians.push(p50);
-        rows.push(vec![
-            name.to_string(),
-            connections.to_string(),
-            ms(p50),
-            ms(p90),
-            ms(p99),
-        ]);
-    }
-    print!(
-        "{}",
-        table(&["CONNECTION", "N", "MEDIAN_MS", "P90_MS", "P99_MS"], &rows)
-    );
-    println!(
-        "mutual TLS adds {} ms to a new connection and its first call (median; goal: at most 5 ms)",
-        ms(medians[0].saturating_sub(medians[1]))
-    );
-    Ok(0)
+    let [tls, plain] = times;
+    Ok([
+        Samples {
+            name: "mutual TLS",
+            durations: tls,
+        },
+        Samples {
+            name: "plaintext",
+            durations: plain,
+        },
+    ])
 }

@@ -1,13 +1,20 @@
 //! `drover-bench`: Drover's benchmarks, each beside its peer where one
-//! runs here (runc, skopeo) and printing a table. Kept out of the product's
-//! binaries; `drover bench ...` runs this one.
+//! runs here (runc, Docker Swarm, etcd, skopeo) and printing a table; and
+//! `figures`, which runs them all and writes the README's table. Kept out
+//! of the product's binaries; `drover bench ...` runs this one.
 
 mod cluster;
+mod etcd;
+mod faults;
+mod figures;
 mod ha;
 mod load;
 mod node_loss;
 mod pull;
+mod rss;
 mod runtime;
+mod stats;
+mod swarm;
 mod writes;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +25,7 @@ use std::path::PathBuf;
 /// Drover's benchmarks, each beside its peer.
 ///
 /// Examples:
+///   examples/bench/figures.sh                       # every README figure, peers beside (root)
 ///   drover-bench runtime --runs 50                  # container starts vs runc (root)
 ///   drover-bench job-run --replicas 20,100          # against `drover dev`
 ///   drover-bench failover --trials 10               # leader killed -> first write
@@ -122,7 +130,8 @@ enum BenchCmd {
         #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
         image: String,
     },
-    /// Kill the leader of 3 local peers, time the first write that succeeds.
+    /// Kill the leader of 3 local peers, time the first write that succeeds;
+    /// then the same with 3 etcd members, if etcd is installed.
     ///
     /// Starts three `drover-scheduler` processes on loopback (the binary next
     /// to this one), then per trial: SIGKILL the leader, retry a job
@@ -131,6 +140,7 @@ enum BenchCmd {
     ///
     /// Example:
     ///   drover-bench failover --trials 10
+    ///   drover-bench failover --no-etcd
     #[command(verbatim_doc_comment)]
     Failover {
         #[arg(long, default_value_t = 10)]
@@ -138,6 +148,9 @@ enum BenchCmd {
         /// The peers' --election-timeout.
         #[arg(long, default_value = "150ms")]
         election_timeout: String,
+        /// Skip etcd (it is measured only where `etcd` and `etcdctl` run).
+        #[arg(long)]
+        no_etcd: bool,
     },
     /// Durable commits per second of 3 in-process peers on loopback.
     ///
@@ -205,6 +218,50 @@ enum BenchCmd {
     ///   drover-bench runtime --runs 50 --user-namespace
     #[command(verbatim_doc_comment)]
     Runtime(runtime::Args),
+    /// The node side's memory with N containers running: the agent (a
+    /// process of its own, beside its own scheduler) and its per-container
+    /// monitors, RSS and PSS.
+    ///
+    /// Example (as root, from the repository root):
+    ///   drover-bench memory --containers 50
+    #[command(verbatim_doc_comment)]
+    Memory {
+        #[arg(long, default_value_t = 50)]
+        containers: u32,
+        /// The image to run (`sleep` must be in it).
+        #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
+        image: String,
+    },
+    /// Faults at the leader of 3 peers in network namespaces (a
+    /// `cluster.sh` cluster): killed, silent (every packet dropped, no
+    /// resets), frozen (SIGSTOP), isolated from its peers; the time to the
+    /// first write acknowledged through another peer.
+    ///
+    /// Example (as root, from the repository root):
+    ///   drover-bench leader-faults --trials 10 --faults kill,silence,pause,isolate
+    #[command(verbatim_doc_comment)]
+    LeaderFaults {
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "kill,silence,pause,isolate"
+        )]
+        faults: Vec<String>,
+    },
+    /// Every figure the README shows, in one run on the current code, each
+    /// beside its peer (runc; Docker Swarm from a dockerd of its own; etcd;
+    /// skopeo and docker-registry), written into the README between its
+    /// `figures:begin` and `figures:end` markers with the date, the commit,
+    /// the machine and the peers' versions. About 35 minutes with the soak.
+    /// `examples/bench/figures.sh` installs the peers, builds and runs this.
+    ///
+    /// Example (as root, from the repository root, after a release build):
+    ///   drover-bench figures                          # writes README.md
+    ///   drover-bench figures --dry-run --trials 3 --soak-seconds 0
+    #[command(verbatim_doc_comment)]
+    Figures(figures::Args),
     /// Time pulling a registry image into a fresh layer cache against
     /// `skopeo copy` of it into an OCI layout.
     ///
@@ -282,7 +339,8 @@ async fn run(mut cli: Cli) -> anyhow::Result<i32> {
         BenchCmd::Failover {
             trials,
             election_timeout,
-        } => ha::failover(trials, &election_timeout).await,
+            no_etcd,
+        } => ha::failover(trials, &election_timeout, !no_etcd).await,
         BenchCmd::Commit {
             proposers,
             seconds,
@@ -294,6 +352,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<i32> {
             seconds,
             no_etcd,
         } => writes::writes(&clients, seconds, !no_etcd).await,
+        BenchCmd::Memory { containers, image } => rss::command(containers, &image).await,
+        BenchCmd::LeaderFaults { trials, faults } => faults::command(&faults, trials).await,
+        BenchCmd::Figures(args) => figures::command(args).await,
         BenchCmd::Runtime(args) => runtime::command(args),
         BenchCmd::Pull(args) => pull::command(args),
     }

@@ -7,6 +7,7 @@
 //! trial the way an operator would, with `drover-agent cleanup`'s library;
 //! the other daemons are stopped with SIGINT, which stops their containers.
 
+use crate::stats::Samples;
 use anyhow::{bail, Result};
 use drover_ctl::client::{self, status};
 use drover_ctl::cmd::job::new_request_id;
@@ -25,7 +26,7 @@ fn spawn(bin: &Path, args: &[&str], log: PathBuf) -> Proc {
     Proc::spawn(&name, Command::new(bin).args(args), log)
 }
 
-fn agent(bin: &Path, dir: &Path, name: &str, addr: &str) -> Result<Proc> {
+pub(crate) fn agent(bin: &Path, dir: &Path, name: &str, addr: &str) -> Result<Proc> {
     let state = dir.join(name);
     // The node's certificate, straight from the CA beside the scheduler
     // (what `--join` would fetch).
@@ -50,15 +51,13 @@ fn agent(bin: &Path, dir: &Path, name: &str, addr: &str) -> Result<Proc> {
     ))
 }
 
-pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32> {
-    let bin = drover_e2e::bin_dir();
-    let dir = std::env::temp_dir().join(format!("drover-bench-node-loss-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let image = crate::cluster::resolve(image)?;
+/// A one-peer `drover-scheduler` process with its state in `dir/scheduler`;
+/// it and its address.
+pub(crate) fn scheduler(dir: &Path) -> Result<(Proc, String)> {
     let addr = format!("127.0.0.1:{}", free_port());
     let data = dir.join("scheduler");
-    let _scheduler = spawn(
-        &bin.join("drover-scheduler"),
+    let p = spawn(
+        &drover_e2e::bin_dir().join("drover-scheduler"),
         &[
             "--id",
             "1",
@@ -69,21 +68,62 @@ pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32>
         ],
         dir.join("scheduler.log"),
     );
-    let mut c = loop {
-        if data.join("pki/admin.pem").exists() {
-            client::use_pki_dir(&data.join("pki"));
+    Ok((p, addr))
+}
+
+/// The CLI's client to the [`scheduler`] in `dir`, with the admin
+/// credential it made, once it answers.
+pub(crate) async fn connect(dir: &Path, addr: &str) -> Result<crate::cluster::Client> {
+    let pki = dir.join("scheduler/pki");
+    let start = Instant::now();
+    loop {
+        if pki.join("admin.pem").exists() {
+            client::use_pki_dir(&pki);
         }
-        if let Ok(c) = client::connect(&addr).await {
+        if let Ok(c) = client::connect(addr).await {
             if c.clone()
                 .list_jobs(pb::ListJobsRequest { read: None })
                 .await
                 .is_ok()
             {
-                break c;
+                return Ok(c);
             }
         }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("the scheduler at {addr} did not answer within 30s");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
+}
+
+pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32> {
+    let times = node_loss_report(trials, replicas, image).await?;
+    println!();
+    print!(
+        "{}",
+        drover_ctl::output::table(
+            &["TRIALS", "REPLICAS", "MEDIAN_S", "MIN_S", "MAX_S"],
+            &[vec![
+                trials.to_string(),
+                replicas.to_string(),
+                format!("{:.2}", times.median().as_secs_f64()),
+                format!("{:.2}", times.min().as_secs_f64()),
+                format!("{:.2}", times.max().as_secs_f64()),
+            ]]
+        )
+    );
+    println!("(the defaults: heartbeat 1s, node timeout 4s; replicas move 4s + 3s of fencing after the last heartbeat)");
+    Ok(0)
+}
+
+/// `trials` node losses: from the SIGKILL until the lost node's replicas run elsewhere.
+pub async fn node_loss_report(trials: usize, replicas: u32, image: &str) -> Result<Samples> {
+    let bin = drover_e2e::bin_dir();
+    let dir = std::env::temp_dir().join(format!("drover-bench-node-loss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let image = crate::cluster::resolve(image)?;
+    let (_scheduler, addr) = scheduler(&dir)?;
+    let mut c = connect(&dir, &addr).await?;
     let _a = agent(&bin, &dir, "bench-a", &addr)?;
     let mut times = Vec::new();
     for t in 0..trials {
@@ -150,24 +190,11 @@ pub async fn node_loss(trials: usize, replicas: u32, image: &str) -> Result<i32>
         .map_err(status)?;
         remove_leftovers(&dir.join("bench-b"))?;
     }
-    times.sort();
-    println!();
-    print!(
-        "{}",
-        drover_ctl::output::table(
-            &["TRIALS", "REPLICAS", "MEDIAN_S", "MIN_S", "MAX_S"],
-            &[vec![
-                trials.to_string(),
-                replicas.to_string(),
-                format!("{:.2}", times[times.len() / 2].as_secs_f64()),
-                format!("{:.2}", times[0].as_secs_f64()),
-                format!("{:.2}", times[times.len() - 1].as_secs_f64()),
-            ]]
-        )
-    );
-    println!("(the defaults: heartbeat 1s, node timeout 4s; replicas move 4s + 3s of fencing after the last heartbeat)");
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(0)
+    Ok(Samples {
+        name: "node loss",
+        durations: times,
+    })
 }
 
 /// Removes what the killed agent on `state_dir` left: its replicas (still
@@ -183,10 +210,7 @@ fn remove_leftovers(state_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn wait_nodes_ready(
-    c: &mut pb::drover_client::DroverClient<drover_ctl::client::Backoff>,
-    names: &[&str],
-) -> Result<()> {
+pub(crate) async fn wait_nodes_ready(c: &mut crate::cluster::Client, names: &[&str]) -> Result<()> {
     let start = Instant::now();
     loop {
         let nodes = c
@@ -209,7 +233,7 @@ async fn wait_nodes_ready(
 }
 
 async fn wait_until<T>(
-    c: &mut pb::drover_client::DroverClient<drover_ctl::client::Backoff>,
+    c: &mut crate::cluster::Client,
     job: &str,
     mut f: impl FnMut(&[pb::Allocation]) -> Option<T>,
 ) -> Result<T> {

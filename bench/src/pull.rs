@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use drover_agent::image::{ImageError, ImageRef, ImageStore, RegistryConfig};
 
-use crate::runtime::Samples;
+use crate::stats::Samples;
 
 /// Errors from the pull benchmark.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +157,12 @@ pub struct Args {
 
 /// `drover-bench pull`: prints the table.
 pub fn command(a: Args) -> anyhow::Result<i32> {
+    print!("{}", report(a)?);
+    Ok(0)
+}
+
+/// Runs the benchmark `a` asks for.
+pub fn report(a: Args) -> anyhow::Result<PullBenchReport> {
     let work = tempfile::Builder::new()
         .prefix("drover-bench-pull")
         .tempdir()?;
@@ -170,6 +176,5 @@ pub fn command(a: Args) -> anyhow::Result<i32> {
         skopeo: (!a.no_skopeo).then_some(a.skopeo),
         work_dir: work.path().to_path_buf(),
     };
-    print!("{}", run(&opts)?);
-    Ok(0)
+    Ok(run(&opts)?)
 }

@@ -16,6 +16,8 @@ use drover_agent::bundle::{Bundle, BundleError, ContainerRequest, Network};
 use drover_agent::image::{Image, ImageConfig, ImageError, ImageRef, ImageStore};
 use drover_agent::runtime::{MonitorConfig, Runtime, RuntimeError};
 
+pub use crate::stats::Samples;
+
 /// Errors from preparing or running the benchmark.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -54,39 +56,6 @@ pub struct BenchOptions {
     pub monitor: Option<MonitorConfig>,
     /// Start in a user namespace mapped to these host ids.
     pub user_namespace: Option<drover_agent::bundle::IdRange>,
-}
-
-/// Latency samples of one runtime.
-#[derive(Debug, Clone)]
-pub struct Samples {
-    pub name: &'static str,
-    pub durations: Vec<Duration>,
-}
-
-impl Samples {
-    fn sorted(&self) -> Vec<Duration> {
-        let mut d = self.durations.clone();
-        d.sort();
-        d
-    }
-
-    /// Nearest-rank percentile, `p` in 0..=100.
-    pub fn percentile(&self, p: usize) -> Duration {
-        let d = self.sorted();
-        if d.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = (p * d.len()).div_ceil(100).clamp(1, d.len());
-        d[rank - 1]
-    }
-
-    pub fn median(&self) -> Duration {
-        self.percentile(50)
-    }
-
-    pub fn min(&self) -> Duration {
-        self.sorted().first().copied().unwrap_or_default()
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -334,6 +303,30 @@ pub struct Args {
     pub user_namespace: bool,
     #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
     pub cgroup_root: PathBuf,
+    /// Print the medians as JSON (for `drover-bench figures`), not the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The medians of a run, as `--json` prints them.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Medians {
+    pub runs: usize,
+    pub drover_ms: f64,
+    pub monitored_ms: Option<f64>,
+    pub runc_ms: Option<f64>,
+}
+
+impl From<&BenchReport> for Medians {
+    fn from(r: &BenchReport) -> Medians {
+        let ms = |s: &Samples| s.median().as_secs_f64() * 1e3;
+        Medians {
+            runs: r.drover.durations.len(),
+            drover_ms: ms(&r.drover),
+            monitored_ms: r.monitored.as_ref().map(ms),
+            runc_ms: r.runc.as_ref().map(ms),
+        }
+    }
 }
 
 /// Where `main` leaves the path of `drover-agent` across its re-exec.
@@ -349,8 +342,20 @@ pub fn agent_beside_this_binary() -> Option<PathBuf> {
     agent.exists().then_some(agent)
 }
 
-/// `drover-bench runtime`: prints the table.
+/// `drover-bench runtime`: prints the table (or, with `--json`, the medians).
 pub fn command(c: Args) -> anyhow::Result<i32> {
+    let json = c.json;
+    let report = report(c)?;
+    if json {
+        println!("{}", serde_json::to_string(&Medians::from(&report))?);
+    } else {
+        print!("{report}");
+    }
+    Ok(0)
+}
+
+/// Runs the benchmark `c` asks for.
+pub fn report(c: Args) -> anyhow::Result<BenchReport> {
     use drover_agent::daemon::userns::{IdRanges, REGISTRY};
     let monitor = if c.no_monitor {
         None
@@ -398,30 +403,5 @@ pub fn command(c: Args) -> anyhow::Result<i32> {
     if let Some(r) = &ranges {
         r.release("bench");
     }
-    print!("{}", report?);
-    Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_use_nearest_rank() {
-        let s = Samples {
-            name: "x",
-            durations: (1..=10).rev().map(Duration::from_millis).collect(),
-        };
-        assert_eq!(s.median(), Duration::from_millis(5));
-        assert_eq!(s.percentile(90), Duration::from_millis(9));
-        assert_eq!(s.min(), Duration::from_millis(1));
-        assert_eq!(
-            Samples {
-                name: "e",
-                durations: vec![]
-            }
-            .median(),
-            Duration::ZERO
-        );
-    }
+    Ok(report?)
 }
