@@ -327,6 +327,9 @@ fn runtime_medians(runs: usize, extra: &[&str]) -> Result<crate::runtime::Median
 /// Runs every benchmark and writes the table.
 pub async fn command(a: Args) -> Result<i32> {
     let started = Instant::now();
+    // The code measured is what was built before the run: read it now,
+    // not after half an hour in which the tree may have changed.
+    let code = code_version();
     let toolbox = "oci:examples/images/out/toolbox:latest";
     let demo_v1 = "oci:examples/images/out/demo-web:v1";
     for layout in [
@@ -826,7 +829,7 @@ pub async fn command(a: Args) -> Result<i32> {
         .iter()
         .filter(|r| r.drover.starts_with("failed") || r.peer.contains("failed:"))
         .count();
-    let section = render(&rows, started.elapsed());
+    let section = render(&rows, &code, started.elapsed());
     println!("\n{section}");
     if !dry_run {
         let readme = std::fs::read_to_string(&a.readme)?;
@@ -944,7 +947,7 @@ fn splice(readme: &str, section: &str) -> Result<String> {
 }
 
 /// The section: when, on what, then the table.
-fn render(rows: &[Row], took: Duration) -> String {
+fn render(rows: &[Row], code: &str, took: Duration) -> String {
     let date = Command::new("date")
         .arg("+%Y-%m-%d")
         .output()
@@ -956,7 +959,7 @@ fn render(rows: &[Row], took: Duration) -> String {
          on {}. Every row is from this one run, each peer beside Drover: {}.\n\n\
          | benchmark | Drover | peer, same run |\n|---|---|---|\n",
         took.as_secs_f64() / 60.0,
-        code_version(),
+        code,
         machine(),
         peers()
     );
