@@ -524,3 +524,42 @@ fn a_published_replica_without_a_check_is_unhealthy_once_the_node_cannot_reach_i
         "{reason}"
     );
 }
+
+/// A private-network replica's network is in place before its command's
+/// first instruction: a command that reads its routing table at once (as
+/// one that connects out at once would use it) finds `eth0` and the default
+/// route via the node's bridge, not only loopback.
+#[test]
+fn a_private_replica_has_its_network_before_its_command_runs() {
+    if !require_root("a_private_replica_has_its_network_before_its_command_runs") {
+        return;
+    }
+    let images = images();
+    let c = Cluster::start("e2e-net-early");
+    let spec = c.spec(
+        "early",
+        &format!(
+            "name: early\nimage: oci:{}/toolbox:latest\n\
+             command: [/bin/sh, -c, 'cat /proc/net/route; echo routes-read; exec sleep 3600']\n\
+             resources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n",
+            images.display()
+        ),
+    );
+    assert!(c.drover(&["job", "run", spec.to_str().unwrap()]).ok());
+    let logs = wait_for(
+        "the routes the command read",
+        Duration::from_secs(20),
+        || {
+            let out = c.drover(&["logs", "early"]);
+            out.stdout.contains("routes-read").then_some(out.stdout)
+        },
+    );
+    // /proc/net/route: Iface, Destination, Gateway (hex, host order), ...
+    let default = logs
+        .lines()
+        .find(|l| l.split_whitespace().take(2).eq(["eth0", "00000000"]));
+    assert!(
+        default.is_some(),
+        "no default route via eth0 when the command started:\n{logs}"
+    );
+}

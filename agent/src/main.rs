@@ -86,6 +86,10 @@ enum Command {
         /// `<state-dir>/fence-clock`), even if the agent is gone.
         #[arg(long)]
         fence_clock: Option<PathBuf>,
+        /// Say when the container exists and wait for `go` on stdin before
+        /// its command runs (the agent sets up its network in between).
+        #[arg(long)]
+        ask_before_start: bool,
         id: String,
     },
 }
@@ -227,6 +231,7 @@ fn main() -> anyhow::Result<ExitCode> {
             log_max_bytes,
             default_pids_limit,
             fence_clock,
+            ask_before_start,
             id,
         } => {
             let runtime = Runtime::new(cgroups::manager_for(cgroup_root)).with_defaults(
@@ -239,6 +244,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 &log,
                 log_max_bytes,
                 fence_clock,
+                ask_before_start,
             );
             Ok(ExitCode::from(code as u8))
         }

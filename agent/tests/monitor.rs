@@ -61,7 +61,7 @@ fn a_monitored_container_outlives_its_runtime_and_is_readopted() {
     );
     let log_path = tmp.path().join("c.log");
     let first = runtime()
-        .start_monitored(&monitor(0), b.dir(), id, &log_path, None)
+        .start_monitored(&monitor(0), b.dir(), id, &log_path, None, None)
         .unwrap();
     let pid = first.pid();
     let monitor_pid = first.monitor_pid().unwrap();
@@ -97,7 +97,7 @@ fn logs_rotate_by_size_and_an_oom_kill_is_counted() {
     let log_path = tmp.path().join("c.log");
     let rt = runtime();
     let c = rt
-        .start_monitored(&monitor(4096), b.dir(), id, &log_path, None)
+        .start_monitored(&monitor(4096), b.dir(), id, &log_path, None, None)
         .unwrap();
     assert_eq!(c.wait_blocking().unwrap(), ExitStatus::Signaled(9));
     assert!(rt.cgroups().oom_kills(id) >= 1);

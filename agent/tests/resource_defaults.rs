@@ -108,7 +108,7 @@ fn monitors_apply_the_agents_default() {
     };
     let runtime = Runtime::new(cgroups::manager_for(CG)).with_defaults(defaults);
     let c = runtime
-        .start_monitored(&monitor, b.dir(), id, &tmp.path().join("log"), None)
+        .start_monitored(&monitor, b.dir(), id, &tmp.path().join("log"), None, None)
         .unwrap();
     let pids_max = read(&format!("{CG}/pids/drover/{id}/pids.max"));
     c.stop_blocking(Duration::ZERO).unwrap();

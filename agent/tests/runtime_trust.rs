@@ -896,7 +896,7 @@ fn a_container_cannot_reach_the_runtime_binary_under_a_monitor() {
             defaults: Default::default(),
         };
         let c = runtime
-            .start_monitored(&monitor, bundle.dir(), id, &dir.join("log"), None)
+            .start_monitored(&monitor, bundle.dir(), id, &dir.join("log"), None, None)
             .unwrap();
         // The monitor itself runs from the sealed copy too.
         let monitor_exe = std::fs::read_link(format!("/proc/{}/exe", c.monitor_pid().unwrap()));

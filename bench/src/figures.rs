@@ -40,15 +40,16 @@ pub struct Args {
     #[arg(long, default_value_t = 600)]
     pub soak_seconds: u64,
     /// Measure only these groups, comma-separated, and print them (the
-    /// README is written only by a whole run): runtime, dev (job run,
+    /// README is written only by a whole run): runtime, attach, dev (job run,
     /// rollout, mesh, the demo's traffic), memory, swarm, node-loss,
     /// failover, faults, commit, writes, soak, handshake, pull.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }
 
-const GROUPS: [&str; 12] = [
+const GROUPS: [&str; 13] = [
     "runtime",
+    "attach",
     "dev",
     "memory",
     "swarm",
@@ -407,6 +408,27 @@ pub async fn command(a: Args) -> Result<i32> {
         }
         Err(e) => row("container start", e.clone(), "-"),
     });
+
+    let attach = sel
+        .attempt("attach", "network attach per container", async {
+            crate::attach::report(50)
+        })
+        .await;
+    rows.push(row(
+        "network attach per container (veth on the bridge, address and default route inside), median of 50",
+        match &attach {
+            Ok((nl, _)) => format!("{} over netlink (p90 {})", ms2(nl.median()), ms2(nl.percentile(90))),
+            Err(e) => e.clone(),
+        },
+        match &attach {
+            Ok((_, ip)) => format!(
+                "the same steps as `ip` and `nsenter ip` commands (Drover before): {} (p90 {})",
+                ms2(ip.median()),
+                ms2(ip.percentile(90))
+            ),
+            Err(_) => "-".into(),
+        },
+    ));
 
     // Against a drover dev: job run, rollout, the mesh, the demo's traffic.
     let (job_run, rollout, mesh, traffic) =

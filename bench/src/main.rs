@@ -3,6 +3,7 @@
 //! `figures`, which runs them all and writes the README's table. Kept out
 //! of the product's binaries; `drover bench ...` runs this one.
 
+mod attach;
 mod cluster;
 mod etcd;
 mod faults;
@@ -218,6 +219,17 @@ enum BenchCmd {
     ///   drover-bench runtime --runs 50 --user-namespace
     #[command(verbatim_doc_comment)]
     Runtime(runtime::Args),
+    /// What giving a container its network costs: the agent's attach
+    /// (netlink) beside the same steps as `ip`/`nsenter ip` commands, on
+    /// one bridge, alternating; each "container" a `unshare --net` process.
+    ///
+    /// Example (as root):
+    ///   drover-bench attach --containers 50
+    #[command(verbatim_doc_comment)]
+    Attach {
+        #[arg(long, default_value_t = 50)]
+        containers: usize,
+    },
     /// The node side's memory with N containers running: the agent (a
     /// process of its own, beside its own scheduler) and its per-container
     /// monitors, RSS and PSS.
@@ -352,6 +364,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<i32> {
             seconds,
             no_etcd,
         } => writes::writes(&clients, seconds, !no_etcd).await,
+        BenchCmd::Attach { containers } => attach::command(containers),
         BenchCmd::Memory { containers, image } => rss::command(containers, &image).await,
         BenchCmd::LeaderFaults { trials, faults } => faults::command(&faults, trials).await,
         BenchCmd::Figures(args) => figures::command(args).await,

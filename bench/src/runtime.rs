@@ -236,7 +236,9 @@ fn time_drover(
     let log = devnull(Path::new("/dev/null"))?;
     let start = Instant::now();
     let container = match monitor {
-        Some(m) => runtime.start_monitored(m, bundle.dir(), id, Path::new("/dev/null"), None)?,
+        Some(m) => {
+            runtime.start_monitored(m, bundle.dir(), id, Path::new("/dev/null"), None, None)?
+        }
         None => runtime.start(bundle.dir(), id, log)?,
     };
     container.wait_blocking()?;

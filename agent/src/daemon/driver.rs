@@ -60,7 +60,9 @@ pub trait Driver: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Task, StartError>> + Send;
 
     /// Gives a started container its address on the node's network (`None`:
-    /// it has none of its own, as with host networking).
+    /// it has none of its own, as with host networking). A driver may have
+    /// attached it during `start`, before its command ran (the node's does):
+    /// then this reports the address it got.
     fn attach_network(
         &self,
         alloc: &Alloc,

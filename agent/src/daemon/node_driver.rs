@@ -10,20 +10,30 @@ use crate::image::ImageRef;
 use crate::runtime::{Container, ExitStatus};
 use drover_proto::pb;
 use drover_proto::spec::{self, Health, JobSpec, OnDisconnect};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Runs allocations as containers on this node.
+///
+/// A container with `network: private` gets its `eth0` while it is being
+/// started, after its namespaces exist and before its command runs (see
+/// `Runtime::start_then`): a command that connects out at once finds its
+/// network there. `attach_network` then reports the address it got.
 #[derive(Clone)]
 pub struct NodeDriver {
     shared: Arc<Shared>,
+    /// Addresses given during `start`, until `attach_network` reports them.
+    attached: Arc<Mutex<HashMap<String, IpAddr>>>,
 }
 
 impl NodeDriver {
     pub fn new(shared: Arc<Shared>) -> NodeDriver {
-        NodeDriver { shared }
+        NodeDriver {
+            shared,
+            attached: Default::default(),
+        }
     }
 }
 
@@ -81,49 +91,73 @@ impl Driver for NodeDriver {
         let dir = bundle.dir().to_path_buf();
         let id = alloc.id.clone();
         let log_path = shared.log_path(&alloc.id);
+        let private = (alloc.spec.network == spec::Network::Private)
+            .then_some(alloc.spec.security.control_plane_access);
+        let attached = self.attached.clone();
         tokio::task::spawn_blocking(move || {
-            if let Some(monitor) = &shared.monitor {
-                return Ok(shared.runtime.start_monitored(
-                    monitor,
-                    &dir,
-                    &id,
-                    &log_path,
-                    fence_clock.as_deref(),
-                )?);
-            }
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .map_err(|source| StartError::Log {
-                    path: log_path.clone(),
-                    source,
-                })?;
-            Ok(shared.runtime.start(&dir, &id, log)?)
+            // The network, between the container's creation and its command;
+            // its error as the network's, not the runtime's.
+            let mut failure = None;
+            let started = {
+                let mut attach = |pid: i32| {
+                    let Some(access) = private else {
+                        return Ok(());
+                    };
+                    let net = shared
+                        .private_network()
+                        .map_err(StartError::AttachUnavailable);
+                    let ip = net.and_then(|net| match net {
+                        Some(net) => Ok(Some(net.attach(&id, pid, access)?)),
+                        None => Ok(None),
+                    });
+                    match ip {
+                        Ok(ip) => {
+                            if let Some(ip) = ip {
+                                let mut a = attached.lock().unwrap_or_else(|e| e.into_inner());
+                                a.insert(id.clone(), IpAddr::from(ip));
+                            }
+                            Ok(())
+                        }
+                        Err(e) => {
+                            let message = e.to_string();
+                            failure = Some(e);
+                            Err(message)
+                        }
+                    }
+                };
+                match &shared.monitor {
+                    Some(monitor) => shared.runtime.start_monitored(
+                        monitor,
+                        &dir,
+                        &id,
+                        &log_path,
+                        fence_clock.as_deref(),
+                        Some(&mut attach),
+                    ),
+                    None => {
+                        let log = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&log_path)
+                            .and_then(crate::runtime::Stdio::log)
+                            .map_err(|source| StartError::Log {
+                                path: log_path.clone(),
+                                source,
+                            })?;
+                        shared.runtime.start_then(&dir, &id, log, &mut attach)
+                    }
+                }
+            };
+            started.map_err(|e| failure.take().unwrap_or_else(|| e.into()))
         })
         .await
         .map_err(StartError::task("start"))?
     }
 
-    async fn attach_network(&self, alloc: &Alloc, pid: i32) -> Result<Option<IpAddr>, StartError> {
-        if alloc.spec.network != spec::Network::Private {
-            return Ok(None);
-        }
-        let shared = self.shared.clone();
-        let id = alloc.id.clone();
-        let access = alloc.spec.security.control_plane_access;
-        tokio::task::spawn_blocking(move || {
-            // As before: "network: " and the node's recorded problem.
-            let net = shared
-                .private_network()
-                .map_err(StartError::AttachUnavailable)?;
-            match net {
-                Some(net) => Ok(Some(IpAddr::from(net.attach(&id, pid, access)?))),
-                None => Ok(None),
-            }
-        })
-        .await
-        .map_err(StartError::task("network"))?
+    async fn attach_network(&self, alloc: &Alloc, _pid: i32) -> Result<Option<IpAddr>, StartError> {
+        // Attached during `start`, before the command ran.
+        let mut a = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(a.remove(&alloc.id))
     }
 
     fn reap(&self, id: &str, status: ExitStatus) -> bool {

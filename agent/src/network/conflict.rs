@@ -10,48 +10,40 @@
 //! a gone agent's bridge whose containers still run) is refused with an
 //! error naming the interface and its owner.
 
-use super::inventory::{Address, Link, Route};
-use super::{ip, ip_idempotent, NetworkError};
+use super::inventory::{parse_prefix, within, Address, Link, Route};
+use super::NetworkError;
 use crate::leftovers::{parse_marker, Owner};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 /// The routing protocol number Drover marks its routes to other nodes' subnets with.
-pub const ROUTE_PROTO: &str = "215";
+pub const ROUTE_PROTO: u8 = 215;
 
 pub fn links() -> Result<Vec<Link>, NetworkError> {
-    let args = ["-j", "link", "show"];
-    super::inventory::parse_links(&ip(&args)?).map_err(|e| parse_error(&args, e))
-}
-
-fn addresses() -> Result<Vec<Address>, NetworkError> {
-    let args = ["-j", "-4", "addr", "show"];
-    super::inventory::parse_addresses(&ip(&args)?).map_err(|e| parse_error(&args, e))
+    Ok(super::host()?.links()?)
 }
 
 /// Routes for `subnet` or any prefix inside it.
-fn routes_within(subnet: &str) -> Result<Vec<Route>, NetworkError> {
-    let args = ["-j", "route", "show", "root", subnet];
-    super::inventory::parse_routes(&ip(&args)?).map_err(|e| parse_error(&args, e))
-}
-
-fn parse_error(args: &[&str], source: serde_json::Error) -> NetworkError {
-    NetworkError::Parse {
-        args: args.join(" "),
-        source,
-    }
+fn routes_within(routes: Vec<Route>, subnet: &str) -> Result<Vec<Route>, NetworkError> {
+    let net = parse_prefix(subnet).ok_or_else(|| NetworkError::Subnet(subnet.into()))?;
+    Ok(routes
+        .into_iter()
+        .filter(|r| parse_prefix(&r.dst).is_some_and(|p| within(p, net)))
+        .collect())
 }
 
 /// Deletes a link and, for a bridge, the veths plugged into it (their
 /// addresses and routes go with them) and its nftables table. Idempotent.
 pub fn delete_link(name: &str) -> Result<(), NetworkError> {
-    for port in links()?
+    let mut nl = super::host()?;
+    for port in nl
+        .links()?
         .iter()
         .filter(|l| l.master.as_deref() == Some(name))
     {
-        ip_idempotent(&["link", "del", &port.name])?;
+        nl.delete_link(&port.name)?;
     }
-    ip_idempotent(&["link", "del", name])?;
+    nl.delete_link(name)?;
     if name.starts_with("drv") {
         super::guard::remove(name);
     }
@@ -137,7 +129,7 @@ pub fn plan(
         if dev == bridge || deleted(&actions, &dev) {
             continue;
         }
-        if r.protocol.as_deref() == Some(ROUTE_PROTO) {
+        if r.protocol.as_deref() == Some(ROUTE_PROTO.to_string().as_str()) {
             actions.push(Action::DeleteRoute(r.dst.clone()));
             continue;
         }
@@ -166,13 +158,15 @@ pub fn claim(
     subnet: &str,
     gateway: Ipv4Addr,
 ) -> Result<Vec<String>, NetworkError> {
-    let links = links()?;
+    let mut nl = super::host()?;
+    let inventory = nl.inventory()?;
+    let links = inventory.links;
     let actions = plan(
         bridge,
         subnet,
         gateway,
-        &addresses()?,
-        &routes_within(subnet)?,
+        &inventory.addresses,
+        &routes_within(inventory.routes, subnet)?,
         links.iter().any(|l| l.name == bridge),
         &|name| owner(&links, name, own_dir),
     )?;
@@ -191,7 +185,9 @@ pub fn claim(
                 reclaimed.push(name);
             }
             Action::DeleteRoute(dst) => {
-                ip_idempotent(&["route", "del", &dst, "proto", ROUTE_PROTO])?;
+                if let Some((net, len)) = parse_prefix(&dst) {
+                    nl.delete_route(net, len, None, ROUTE_PROTO)?;
+                }
             }
         }
     }
@@ -338,7 +334,7 @@ mod tests {
     #[test]
     fn routes_into_the_subnet_are_drovers_to_replace_or_refused() {
         let routes = [
-            route("10.88.0.0/24", "eth0", ROUTE_PROTO),
+            route("10.88.0.0/24", "eth0", "215"),
             route("10.88.0.64/26", "eth1", "boot"),
         ];
         let e = plan("drvme", SUBNET, GW, &[], &routes, false, &owners(&[])).unwrap_err();

@@ -1,10 +1,9 @@
 //! What the host's network holds, as plain data: links (with the alias
 //! Drover marks its own with and the bridge they hang off), IPv4 addresses
-//! and routes, read from iproute2's JSON output (`ip -j`). Conflict checks
-//! and reclaiming work on these values, so they are parsed in one place and
-//! unit-tested against captured output rather than against the live kernel.
+//! and routes, read from the kernel's rtnetlink dumps (see
+//! [`super::netlink`]). Conflict checks and reclaiming work on these values,
+//! so they are unit-tested on data rather than against the live kernel.
 
-use serde::Deserialize;
 use std::net::Ipv4Addr;
 
 /// One network interface.
@@ -50,85 +49,18 @@ impl Route {
     }
 }
 
-#[derive(Deserialize)]
-struct RawLink {
-    ifname: String,
-    #[serde(default)]
-    ifalias: Option<String>,
-    #[serde(default)]
-    master: Option<String>,
-    #[serde(default)]
-    addr_info: Vec<RawAddr>,
-}
-
-#[derive(Deserialize)]
-struct RawAddr {
-    #[serde(default)]
-    family: String,
-    #[serde(default)]
-    local: Option<String>,
-    #[serde(default)]
-    prefixlen: u8,
-}
-
-#[derive(Deserialize)]
-struct RawRoute {
-    dst: String,
-    #[serde(default)]
-    dev: Option<String>,
-    #[serde(default)]
-    gateway: Option<String>,
-    #[serde(default)]
-    protocol: Option<serde_json::Value>,
-}
-
-/// Parses `ip -j link show`.
-pub fn parse_links(json: &str) -> Result<Vec<Link>, serde_json::Error> {
-    let raw: Vec<RawLink> = serde_json::from_str(json)?;
-    Ok(raw
-        .into_iter()
-        .map(|l| Link {
-            name: l.ifname,
-            alias: l.ifalias.filter(|a| !a.is_empty()),
-            master: l.master,
-        })
-        .collect())
-}
-
-/// Parses `ip -j addr show` into its IPv4 addresses.
-pub fn parse_addresses(json: &str) -> Result<Vec<Address>, serde_json::Error> {
-    let raw: Vec<RawLink> = serde_json::from_str(json)?;
-    let mut out = Vec::new();
-    for l in raw {
-        for a in l.addr_info {
-            let ip = a.local.as_deref().and_then(|s| s.parse().ok());
-            if let (true, Some(ip)) = (a.family == "inet", ip) {
-                out.push(Address {
-                    interface: l.ifname.clone(),
-                    ip,
-                    prefix_len: a.prefixlen,
-                });
-            }
-        }
+/// `10.88.1.0/24` (or a host address, a /32) as address and length.
+pub fn parse_prefix(s: &str) -> Option<(Ipv4Addr, u8)> {
+    match s.split_once('/') {
+        Some((a, l)) => Some((a.parse().ok()?, l.parse().ok().filter(|l| *l <= 32)?)),
+        None => Some((s.parse().ok()?, 32)),
     }
-    Ok(out)
 }
 
-/// Parses `ip -j route show`.
-pub fn parse_routes(json: &str) -> Result<Vec<Route>, serde_json::Error> {
-    let raw: Vec<RawRoute> = serde_json::from_str(json)?;
-    Ok(raw
-        .into_iter()
-        .map(|r| Route {
-            dst: r.dst,
-            dev: r.dev,
-            gateway: r.gateway,
-            protocol: r.protocol.map(|p| match p {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            }),
-        })
-        .collect())
+/// Whether prefix `inner` lies inside `outer` (or is it).
+pub fn within(inner: (Ipv4Addr, u8), outer: (Ipv4Addr, u8)) -> bool {
+    let mask = |len: u8| if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    inner.1 >= outer.1 && u32::from(inner.0) & mask(outer.1) == u32::from(outer.0) & mask(outer.1)
 }
 
 #[cfg(test)]
@@ -136,48 +68,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn links_carry_alias_and_master() {
-        let json = r#"[{"ifindex":5,"ifname":"drv3d661eba","flags":["UP"],"ifalias":"drover:/var/lib/drover/agent"},
-            {"ifindex":6,"ifname":"dvh0011aabb","master":"drv3d661eba","flags":[]},
-            {"ifindex":1,"ifname":"lo","flags":[]}]"#;
-        let links = parse_links(json).unwrap();
-        assert_eq!(links.len(), 3);
+    fn prefixes_parse_and_nest() {
+        let net = parse_prefix("10.88.1.0/24").unwrap();
+        assert_eq!(net, (Ipv4Addr::new(10, 88, 1, 0), 24));
         assert_eq!(
-            links[0].alias.as_deref(),
-            Some("drover:/var/lib/drover/agent")
+            parse_prefix("10.88.1.7"),
+            Some((Ipv4Addr::new(10, 88, 1, 7), 32))
         );
-        assert_eq!(links[1].master.as_deref(), Some("drv3d661eba"));
-        assert_eq!(links[2].alias, None);
-    }
-
-    #[test]
-    fn addresses_keep_ipv4_only() {
-        let json = r#"[{"ifname":"foo0","addr_info":[
-            {"family":"inet","local":"10.88.0.1","prefixlen":24},
-            {"family":"inet6","local":"fe80::1","prefixlen":64}]}]"#;
-        assert_eq!(
-            parse_addresses(json).unwrap(),
-            vec![Address {
-                interface: "foo0".into(),
-                ip: Ipv4Addr::new(10, 88, 0, 1),
-                prefix_len: 24
-            }]
-        );
-    }
-
-    #[test]
-    fn routes_read_numeric_and_named_protocols() {
-        let json = r#"[{"dst":"10.88.0.0/24","dev":"drv1","protocol":"kernel","scope":"link","flags":[]},
-            {"dst":"10.88.1.0/24","gateway":"192.0.2.7","dev":"eth0","protocol":215,"flags":[]}]"#;
-        let r = parse_routes(json).unwrap();
-        assert_eq!(r[0].protocol.as_deref(), Some("kernel"));
-        assert_eq!(r[1].protocol.as_deref(), Some("215"));
-        assert_eq!(r[1].describe(), "10.88.1.0/24 via 192.0.2.7 dev eth0");
-    }
-
-    #[test]
-    fn bad_output_is_an_error_not_a_panic() {
-        assert!(parse_links("not json").is_err());
-        assert!(parse_routes("[{}]").is_err());
+        assert_eq!(parse_prefix("10.88.1.0/33"), None);
+        assert_eq!(parse_prefix("default"), None);
+        assert!(within(parse_prefix("10.88.1.128/25").unwrap(), net));
+        assert!(within(parse_prefix("10.88.1.7").unwrap(), net));
+        assert!(within(net, net));
+        assert!(!within(parse_prefix("10.88.0.0/16").unwrap(), net));
+        assert!(!within(parse_prefix("10.88.2.0/24").unwrap(), net));
     }
 }

@@ -18,28 +18,34 @@
 //! The bridge comes with an nftables table that keeps containers from the
 //! control plane's ports (see [`guard`]).
 //!
-//! The kernel is driven through iproute2's `ip`, which every Linux node
-//! has, and nftables' `nft`.
+//! Links, addresses and routes are made over rtnetlink ([`netlink`]): a
+//! container's veth is created with its peer already in the container's
+//! network namespace, and configured there through a socket opened inside
+//! it, with no process started. The control-plane guard is nftables'
+//! (`nft`).
 
 pub mod conflict;
 pub mod guard;
 pub mod inventory;
 mod ipam;
+pub mod netlink;
 pub mod routes;
 
 pub use conflict::{delete_link, links, reclaim_gone};
 pub use ipam::Ipam;
 
 use crate::leftovers::Owner;
+use netlink::{Netlink, NetlinkError};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
-    #[error("`ip {args}` failed: {stderr}")]
-    Ip { args: String, stderr: String },
-    #[error("cannot run `ip`: {0}")]
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("cannot open a netlink socket: {0}")]
+    Socket(std::io::Error),
+    #[error("cannot run `nft`: {0}")]
     Spawn(std::io::Error),
     #[error("`nft {args}` failed: {stderr}")]
     Nft { args: String, stderr: String },
@@ -51,11 +57,6 @@ pub enum NetworkError {
     Io {
         path: String,
         source: std::io::Error,
-    },
-    #[error("`ip {args}` printed output drover cannot read: {source}")]
-    Parse {
-        args: String,
-        source: serde_json::Error,
     },
     #[error("gateway {gateway} of subnet {subnet} is already on interface {interface}, {owner}")]
     AddressTaken {
@@ -79,40 +80,20 @@ pub enum NetworkError {
     },
 }
 
-/// Runs `ip ARGS`; `Ok(stdout)` when it succeeds.
-fn ip(args: &[&str]) -> Result<String, NetworkError> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(NetworkError::Spawn)?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(NetworkError::Ip {
-            args: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+/// A netlink socket in the agent's network namespace.
+fn host() -> Result<Netlink, NetworkError> {
+    Netlink::open().map_err(NetworkError::Socket)
 }
 
-/// `ip` where "already there" / "not there" is fine.
-fn ip_idempotent(args: &[&str]) -> Result<(), NetworkError> {
-    match ip(args) {
-        Ok(_) => Ok(()),
-        Err(NetworkError::Ip { stderr, .. })
-            if [
-                "File exists",
-                "already assigned",
-                "Cannot find device",
-                "No such process",
-            ]
-            .iter()
-            .any(|m| stderr.contains(m)) =>
-        {
-            Ok(())
+/// The index of link `name`, which must exist.
+fn index_of(nl: &mut Netlink, name: &str) -> Result<u32, NetworkError> {
+    nl.index(name)?.ok_or_else(|| {
+        NetlinkError {
+            what: format!("find link {name}"),
+            source: std::io::Error::from_raw_os_error(libc::ENODEV),
         }
-        Err(e) => Err(e),
-    }
+        .into()
+    })
 }
 
 /// A short, stable name from `seed` (interface names are at most 15 bytes).
@@ -140,7 +121,7 @@ pub fn container_link(alloc: &str) -> String {
 /// Removes what the network holds for a container of the agent on
 /// `state_dir` that no agent runs any more: its veth and its address.
 pub fn forget_container(state_dir: &Path, alloc: &str) -> Result<(), NetworkError> {
-    ip_idempotent(&["link", "del", &container_link(alloc)])?;
+    host()?.delete_link(&container_link(alloc))?;
     let dir = state_dir.join("ipam");
     if dir.exists() {
         Ipam::open(&dir, [0; 4])?.release(alloc);
@@ -189,10 +170,11 @@ impl NodeNetwork {
         for name in conflict::claim(&bridge, &own_dir, subnet, gateway)? {
             tracing::warn!(link = %name, subnet = %subnet, "reclaimed a link a gone agent left holding this node's subnet");
         }
-        ip_idempotent(&["link", "add", &bridge, "type", "bridge"])?;
-        ip(&["link", "set", "dev", &bridge, "alias", &marker])?;
-        ip_idempotent(&["addr", "add", &format!("{gateway}/24"), "dev", &bridge])?;
-        ip(&["link", "set", &bridge, "up"])?;
+        let mut nl = host()?;
+        nl.add_bridge(&bridge)?;
+        let index = index_of(&mut nl, &bridge)?;
+        nl.set_link(index, true, None, Some(&marker))?;
+        nl.add_address(index, gateway, 24)?;
         // Containers of different nodes (and of bridges on one host) reach each
         // other through this host's routing.
         let fwd = "/proc/sys/net/ipv4/ip_forward";
@@ -239,30 +221,40 @@ impl NodeNetwork {
     ) -> Result<Ipv4Addr, NetworkError> {
         self.check()?;
         let addr = self.ipam.allocate(alloc)?;
-        let host = container_link(alloc);
-        let peer = short("dvc", alloc);
-        let netns = format!("/proc/{pid}/ns/net");
+        let host_link = container_link(alloc);
+        let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
         let r = (|| {
+            let mut nl = host()?;
+            let bridge = index_of(&mut nl, &self.bridge)?;
             // The address may have belonged to a container that just went: forget
             // its old MAC, or packets go to a port that no longer exists.
-            let _ = ip_idempotent(&["neigh", "del", &addr.to_string(), "dev", &self.bridge]);
-            ip_idempotent(&["link", "del", &host])?;
-            ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer])?;
-            ip(&["link", "set", "dev", &host, "alias", &self.marker])?;
-            ip(&["link", "set", &host, "master", &self.bridge, "up"])?;
-            ip(&["link", "set", &peer, "netns", &pid.to_string()])?;
-            let inside = |args: &[&str]| nsenter_ip(&netns, args);
-            inside(&["link", "set", &peer, "name", "eth0"])?;
-            inside(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
-            inside(&["link", "set", "eth0", "up"])?;
-            inside(&["route", "add", "default", "via", &self.gateway.to_string()])?;
+            let _ = nl.delete_neighbour(bridge, addr);
+            nl.delete_link(&host_link)?;
+            // The peer is made inside the container's namespace as its eth0.
+            let ns = std::fs::File::open(&netns).map_err(|e| NetworkError::Io {
+                path: netns.display().to_string(),
+                source: e,
+            })?;
+            nl.add_veth(&host_link, "eth0", &ns)?;
+            let index = index_of(&mut nl, &host_link)?;
+            nl.set_link(index, true, Some(bridge), Some(&self.marker))?;
+            let mut inside = Netlink::open_in(&netns).map_err(|e| NetworkError::Io {
+                path: netns.display().to_string(),
+                source: e,
+            })?;
+            let eth0 = index_of(&mut inside, "eth0")?;
+            inside.add_address(eth0, addr, 24)?;
+            inside.set_link(eth0, true, None, None)?;
+            inside.replace_route(Ipv4Addr::UNSPECIFIED, 0, self.gateway, netlink::RTPROT_BOOT)?;
             if control_plane_access {
                 guard::allow(&self.bridge, addr)?;
             }
             Ok(())
         })();
         if let Err(e) = r {
-            let _ = ip_idempotent(&["link", "del", &host]);
+            if let Ok(mut nl) = host() {
+                let _ = nl.delete_link(&host_link);
+            }
             self.ipam.release(alloc);
             return Err(e);
         }
@@ -272,11 +264,16 @@ impl NodeNetwork {
     /// Releases the container's address and removes its link (gone already
     /// when its network namespace ended). Idempotent.
     pub fn detach(&self, alloc: &str) {
-        let _ = ip_idempotent(&["link", "del", &container_link(alloc)]);
-        for (addr, a) in self.ipam.list() {
-            if a == alloc {
-                let _ = ip_idempotent(&["neigh", "del", &addr.to_string(), "dev", &self.bridge]);
-                guard::disallow(&self.bridge, addr);
+        if let Ok(mut nl) = host() {
+            let _ = nl.delete_link(&container_link(alloc));
+            let bridge = nl.index(&self.bridge).ok().flatten();
+            for (addr, a) in self.ipam.list() {
+                if a == alloc {
+                    if let Some(b) = bridge {
+                        let _ = nl.delete_neighbour(b, addr);
+                    }
+                    guard::disallow(&self.bridge, addr);
+                }
             }
         }
         self.ipam.release(alloc);
@@ -294,15 +291,22 @@ impl NodeNetwork {
             let _ = routes::delete(subnet, via);
             false
         });
+        // A node on this same host (tests, drover dev) is reached through
+        // its bridge: the kernel routes its subnet already.
+        let kernel: Vec<String> = host()
+            .and_then(|mut nl| Ok(nl.routes()?))
+            .map(|all| {
+                all.into_iter()
+                    .filter(|r| r.protocol.as_deref() == Some("kernel"))
+                    .map(|r| r.dst)
+                    .collect()
+            })
+            .unwrap_or_default();
         for (subnet, via) in routes {
             if subnet == &self.subnet || via.is_empty() {
                 continue;
             }
-            // A node on this same host (tests, drover dev) is reached through its bridge.
-            let local = ip(&["route", "show", subnet])
-                .map(|s| s.contains("proto kernel"))
-                .unwrap_or(false);
-            if local || via.starts_with("127.") {
+            if kernel.contains(subnet) || via.starts_with("127.") {
                 continue;
             }
             // Recorded first: a crash between the two leaves a record of a
@@ -312,8 +316,13 @@ impl NodeNetwork {
                 routed.insert(subnet.clone(), via.clone());
                 self.record(&routed);
             }
-            let proto = conflict::ROUTE_PROTO;
-            if let Err(e) = ip(&["route", "replace", subnet, "via", via, "proto", proto]) {
+            let route = match (inventory::parse_prefix(subnet), via.parse::<Ipv4Addr>()) {
+                (Some((net, len)), Ok(gw)) => host().and_then(|mut nl| {
+                    Ok(nl.replace_route(net, len, gw, conflict::ROUTE_PROTO)?)
+                }),
+                _ => Err(NetworkError::Subnet(format!("{subnet} via {via}"))),
+            };
+            if let Err(e) = route {
                 routed.remove(subnet);
                 tracing::warn!(subnet = %subnet, via = %via, error = %e, "cannot route to a node's containers")
             }
@@ -337,30 +346,14 @@ impl NodeNetwork {
             let _ = routes::delete(&subnet, &via);
         }
         self.record(&routed);
-        let _ = ip_idempotent(&["link", "del", &self.bridge]);
+        if let Ok(mut nl) = host() {
+            let _ = nl.delete_link(&self.bridge);
+        }
         guard::remove(&self.bridge);
     }
 
     pub fn allocated(&self) -> Vec<(Ipv4Addr, String)> {
         self.ipam.list()
-    }
-}
-
-/// Runs `ip ARGS` inside the network namespace at `netns`.
-fn nsenter_ip(netns: &str, args: &[&str]) -> Result<(), NetworkError> {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={netns}"))
-        .arg("ip")
-        .args(args)
-        .output()
-        .map_err(NetworkError::Spawn)?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetworkError::Ip {
-            args: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
     }
 }
 

@@ -9,8 +9,10 @@
 //! removes the routes its file lists ([`forget`]); an agent that restarts on
 //! the same state dir picks up its own list and prunes it on the first sync.
 
-use super::{conflict::ROUTE_PROTO, ip_idempotent, NetworkError};
+use super::inventory::parse_prefix;
+use super::{conflict::ROUTE_PROTO, NetworkError};
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 /// The file under a state dir that lists its agent's routes.
@@ -70,7 +72,11 @@ pub fn save(state_dir: &Path, routes: &Routes) -> Result<(), NetworkError> {
 /// Deletes one route this agent made (only a Drover route to that subnet
 /// via that node: a route someone else put there since is left alone).
 pub fn delete(subnet: &str, via: &str) -> Result<(), NetworkError> {
-    ip_idempotent(&["route", "del", subnet, "via", via, "proto", ROUTE_PROTO])
+    let (Some((net, len)), Ok(via)) = (parse_prefix(subnet), via.parse::<Ipv4Addr>()) else {
+        // Not a route this agent could have made: nothing to delete.
+        return Ok(());
+    };
+    Ok(super::host()?.delete_route(net, len, Some(via), ROUTE_PROTO)?)
 }
 
 /// Removes every route the (gone) agent on `state_dir` recorded, then its

@@ -73,6 +73,8 @@ pub enum RuntimeError {
     },
     #[error("container {id}: {message}")]
     Monitor { id: String, message: String },
+    #[error("container {id}: before its command ran: {message}")]
+    BeforeStart { id: String, message: String },
     #[error("container {id}: process.cwd {cwd}: resolves outside the container's root")]
     CwdOutsideRoot { id: String, cwd: String },
     #[error("container {id}: {stage}{detail}: {source}")]
@@ -139,6 +141,11 @@ impl ResourceDefaults {
     }
 }
 
+/// Run between a container's creation and its command (see
+/// [`Runtime::start_then`]), given its init's pid; an error calls the
+/// start off.
+pub type BeforeStart<'a> = &'a mut dyn FnMut(i32) -> Result<(), String>;
+
 /// Starts containers from OCI bundles; cgroups through the given manager.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -186,6 +193,21 @@ impl Runtime {
         id: &str,
         stdio: Stdio,
     ) -> Result<Container, RuntimeError> {
+        self.start_then(bundle_dir, id, stdio, &mut |_| Ok(()))
+    }
+
+    /// As [`Runtime::start_with_stdio`], with `before` run once the
+    /// container exists and before any of it runs: its namespaces are made
+    /// (`/proc/PID/ns/*` are the container's) and its init waits, so what
+    /// `before` sets up there (its network) is in place when the command's
+    /// first instruction runs. An error from `before` stops the start.
+    pub fn start_then(
+        &self,
+        bundle_dir: &Path,
+        id: &str,
+        stdio: Stdio,
+        before: BeforeStart<'_>,
+    ) -> Result<Container, RuntimeError> {
         let config = bundle_dir.join("config.json");
         let spec = Spec::load(&config).map_err(|source| RuntimeError::LoadSpec {
             path: config,
@@ -199,7 +221,7 @@ impl Runtime {
             .cgroups
             .set_devices(id, &plan.device_rules)
             .map_err(RuntimeError::from)
-            .and_then(|()| self.launch(&plan, id, stdio));
+            .and_then(|()| self.launch(&plan, id, stdio, before));
         match launched {
             Ok(container) => Ok(container),
             Err(e) => {
@@ -209,7 +231,13 @@ impl Runtime {
         }
     }
 
-    fn launch(&self, plan: &LaunchPlan, id: &str, stdio: Stdio) -> Result<Container, RuntimeError> {
+    fn launch(
+        &self,
+        plan: &LaunchPlan,
+        id: &str,
+        stdio: Stdio,
+        before: BeforeStart<'_>,
+    ) -> Result<Container, RuntimeError> {
         let sys = |op: &'static str| {
             move |e: nix::errno::Errno| RuntimeError::Sys {
                 id: id.into(),
@@ -267,6 +295,13 @@ impl Runtime {
                     }
                 })?;
             }
+        }
+        if let Err(message) = before(pid) {
+            // Dropping `container` kills the waiting child and reaps it.
+            return Err(RuntimeError::BeforeStart {
+                id: id.into(),
+                message,
+            });
         }
         let failed = parent.release().map_err(|e| RuntimeError::Sys {
             id: id.into(),

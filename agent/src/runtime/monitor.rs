@@ -143,6 +143,16 @@ struct Hello {
     error: Option<String>,
 }
 
+/// What a monitor asked to (`--ask-before-start`) says once the container
+/// exists and waits: `{"created":PID}`, or why it could not make it.
+#[derive(serde::Deserialize)]
+struct Created {
+    #[serde(default)]
+    created: Option<i32>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
 /// How to start monitors: the binary that has the `monitor` subcommand.
 #[derive(Debug, Clone)]
 pub struct MonitorConfig {
@@ -164,6 +174,10 @@ impl Runtime {
     /// With `fence_clock`, the monitor also fences the container: it stops
     /// it once that clock (see `crate::fence_clock`) says no leader has
     /// acknowledged the node for the node timeout, even if the agent is gone.
+    ///
+    /// With `before`, the monitor stops once the container exists, says so
+    /// (`{"created":PID}`), and goes on only when told to (`go` on its
+    /// stdin): `before` runs in between (see [`Runtime::start_then`]).
     pub fn start_monitored(
         &self,
         monitor: &MonitorConfig,
@@ -171,6 +185,7 @@ impl Runtime {
         id: &str,
         log: &Path,
         fence_clock: Option<&Path>,
+        before: Option<super::BeforeStart<'_>>,
     ) -> Result<Container, RuntimeError> {
         let state = bundle_dir.join(STATE_FILE);
         let _ = std::fs::remove_file(&state);
@@ -179,6 +194,9 @@ impl Runtime {
         cmd.arg0("drover-agent").arg("monitor");
         if let Some(clock) = fence_clock {
             cmd.arg("--fence-clock").arg(clock);
+        }
+        if before.is_some() {
+            cmd.arg("--ask-before-start");
         }
         let mut child = cmd
             .arg("--bundle")
@@ -192,16 +210,47 @@ impl Runtime {
             .arg("--default-pids-limit")
             .arg(monitor.defaults.pids.unwrap_or(0).to_string())
             .arg(id)
-            .stdin(Stdio::null())
+            .stdin(if before.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(io("start monitor", &monitor.exe))?;
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        if let Some(before) = before {
+            let mut stdin = child.stdin.take().expect("piped");
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut out, &mut line);
+            let created: Created = serde_json::from_str(&line).unwrap_or(Created {
+                created: None,
+                error: Some(format!(
+                    "monitor said {line:?} where it should say it made the container"
+                )),
+            });
+            let Some(pid) = created.created else {
+                drop(stdin);
+                let _ = child.wait();
+                return Err(RuntimeError::Monitor {
+                    id: id.into(),
+                    message: created.error.unwrap_or_default(),
+                });
+            };
+            let verdict = before(pid);
+            let _ = writeln!(stdin, "{}", if verdict.is_ok() { "go" } else { "abort" });
+            drop(stdin);
+            if let Err(message) = verdict {
+                let _ = child.wait();
+                return Err(RuntimeError::BeforeStart {
+                    id: id.into(),
+                    message,
+                });
+            }
+        }
         let mut line = String::new();
-        let read = std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().expect("piped")),
-            &mut line,
-        );
+        let read = std::io::BufRead::read_line(&mut out, &mut line);
         let hello: Hello = serde_json::from_str(&line).unwrap_or(Hello {
             pid: None,
             error: Some(format!(
@@ -285,6 +334,10 @@ impl Runtime {
 
 /// The monitor process's main: start the container, report, copy its
 /// output into the log, wait, record. Returns the monitor's exit code.
+///
+/// With `ask`, the monitor says when the container exists
+/// (`{"created":PID}`) and waits for `go` on stdin before its command may
+/// run (anything else calls the start off).
 pub fn serve(
     runtime: &Runtime,
     bundle_dir: &Path,
@@ -292,6 +345,7 @@ pub fn serve(
     log: &Path,
     log_max: u64,
     fence_clock: Option<PathBuf>,
+    ask: bool,
 ) -> i32 {
     // Our own session: no terminal signal of the agent's reaches us.
     let _ = nix::unistd::setsid();
@@ -317,7 +371,21 @@ pub fn serve(
         Ok(p) => p,
         Err(e) => return fail(&mut out, format!("pipe: {e}")),
     };
-    let container = match runtime.start_with_stdio(bundle_dir, id, stdio) {
+    let mut ask_agent = |pid: i32| {
+        if !ask {
+            return Ok(());
+        }
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{{\"created\":{pid}}}");
+        let _ = out.flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        match answer.trim() {
+            "go" => Ok(()),
+            _ => Err("the agent called the start off".to_string()),
+        }
+    };
+    let container = match runtime.start_then(bundle_dir, id, stdio, &mut ask_agent) {
         Ok(c) => c,
         Err(e) => return fail(&mut out, e.to_string()),
     };
