@@ -10,6 +10,10 @@ use std::path::Path;
 use std::process::Command;
 
 const SUBNET: &str = "10.9.0.0/24";
+const NO_EXTRAS: network::Access = network::Access {
+    control_plane: false,
+    egress: false,
+};
 const GATEWAY: &str = "10.9.0.1";
 
 /// Runs `f` on a thread of its own in a new network namespace (the `ip`
@@ -265,7 +269,9 @@ fn a_conflict_that_appears_later_fails_the_check_before_an_attach() {
             bridge("late0", Some("10.9.0.1/32"), None);
             let err = net.check().unwrap_err().to_string();
             assert!(err.contains("interface late0, not made by drover"), "{err}");
-            assert!(net.attach("a1", std::process::id() as i32, false).is_err());
+            assert!(net
+                .attach("a1", std::process::id() as i32, NO_EXTRAS)
+                .is_err());
             assert!(net.allocated().is_empty(), "no address handed out");
         },
     );
@@ -468,7 +474,13 @@ fn the_bridge_comes_with_its_guard_and_the_guard_goes_with_the_bridge() {
             // A gone agent's bridge takes its guard along when reclaimed.
             let gone = tempfile::tempdir().unwrap();
             bridge("drvgone0002", None, Some(&leftovers::marker(gone.path())));
-            guard::install("drvgone0002", &guard::ControlPlane::of(7401, &[]), &[]).unwrap();
+            guard::install(
+                "drvgone0002",
+                "10.9.1.0/24",
+                &guard::ControlPlane::of(7401, &[]),
+                &Default::default(),
+            )
+            .unwrap();
             let own = std::fs::canonicalize(state.path()).unwrap();
             assert_eq!(network::reclaim_gone(&own).unwrap(), ["drvgone0002"]);
             assert!(!guard::exists("drvgone0002"), "the sweep left the guard");
@@ -483,9 +495,9 @@ fn cleanup_lists_and_removes_a_guard_whose_bridge_is_gone() {
         || {
             use network::guard;
             let cp = guard::ControlPlane::of(7401, &[]);
-            guard::install("drvorphan01", &cp, &[]).unwrap();
+            guard::install("drvorphan01", "10.9.2.0/24", &cp, &Default::default()).unwrap();
             bridge("drvlive0002", None, None);
-            guard::install("drvlive0002", &cp, &[]).unwrap();
+            guard::install("drvlive0002", "10.9.3.0/24", &cp, &Default::default()).unwrap();
             assert_eq!(guard::orphan_tables(), ["drvorphan01"]);
             let cg = drover_agent::cgroups::manager_for("/sys/fs/cgroup");
             let found = drover_agent::leftovers::cleanup::scan(&[], cg.as_ref());
@@ -493,6 +505,133 @@ fn cleanup_lists_and_removes_a_guard_whose_bridge_is_gone() {
             assert!(found.remove(cg.as_ref()).is_empty());
             assert!(!guard::exists("drvorphan01"));
             assert!(guard::exists("drvlive0002"), "a bridge's guard was taken");
+        },
+    );
+}
+
+/// A process in a network namespace of its own (`unshare --net sleep`),
+/// made from the calling thread's namespace; killed when dropped.
+struct Ns(std::process::Child);
+
+impl Ns {
+    fn new() -> Ns {
+        let child = Command::new("unshare")
+            .args(["--net", "sleep", "600"])
+            .spawn()
+            .unwrap();
+        let ours = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        while std::fs::read_link(format!("/proc/{}/ns/net", child.id())).unwrap() == ours {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ns(child)
+    }
+
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    /// Runs `f` on a thread inside this namespace.
+    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/proc/{}/ns/net", self.pid());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path).unwrap();
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// From inside `ns`, connects to `to` and reads what it says (None: no connection).
+fn fetch(ns: &Ns, to: std::net::SocketAddr) -> Option<String> {
+    use std::io::Read;
+    ns.run(|| {
+        let mut s =
+            std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(2)).ok()?;
+        let mut got = String::new();
+        s.read_to_string(&mut got).ok()?;
+        Some(got)
+    })
+}
+
+#[test]
+fn containers_reach_outside_from_the_nodes_address_unless_egress_is_none() {
+    in_fresh_netns(
+        "containers_reach_outside_from_the_nodes_address_unless_egress_is_none",
+        || {
+            let state = tempfile::tempdir().unwrap();
+            let net = setup(state.path()).unwrap();
+            // "Outside": a host at 203.0.113.2, one link away from this node
+            // (203.0.113.1), with no route back to the containers' subnet.
+            let outside = Ns::new();
+            ip(&[
+                "link", "add", "out0", "type", "veth", "peer", "name", "out1",
+            ]);
+            ip(&["link", "set", "out1", "netns", &outside.pid().to_string()]);
+            ip(&["addr", "add", "203.0.113.1/24", "dev", "out0"]);
+            ip(&["link", "set", "out0", "up"]);
+            let server = outside.run(|| {
+                ip(&["addr", "add", "203.0.113.2/24", "dev", "out1"]);
+                ip(&["link", "set", "out1", "up"]);
+                std::net::TcpListener::bind("203.0.113.2:9000").unwrap()
+            });
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let log = seen.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                for conn in server.incoming().flatten() {
+                    log.lock().unwrap().push(conn.peer_addr().unwrap().ip());
+                    let _ = (&conn).write_all(b"hello from outside");
+                }
+            });
+            let to: std::net::SocketAddr = "203.0.113.2:9000".parse().unwrap();
+
+            let open = Ns::new();
+            let access = network::Access {
+                control_plane: false,
+                egress: true,
+            };
+            let addr = net.attach("open", open.pid(), access).unwrap();
+            assert_eq!(fetch(&open, to).as_deref(), Some("hello from outside"));
+            // Masqueraded: the outside saw the node, not the container.
+            assert_eq!(
+                *seen.lock().unwrap(),
+                vec![std::net::IpAddr::from([203, 0, 113, 1])],
+                "the container is {addr}"
+            );
+
+            let closed = Ns::new();
+            net.attach("closed", closed.pid(), NO_EXTRAS).unwrap();
+            assert_eq!(fetch(&closed, to), None, "egress: none got out");
+            assert_eq!(seen.lock().unwrap().len(), 1);
+            // Inside the cluster it still reaches the other container... no
+            // listener there, so a refusal (not a drop) says it got through.
+            let refused = closed.run(|| {
+                std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from((addr, 9)),
+                    std::time::Duration::from_secs(2),
+                )
+                .unwrap_err()
+                .kind()
+            });
+            assert_eq!(refused, std::io::ErrorKind::ConnectionRefused);
+
+            // Gone, its address leaves the set (its next holder may get out).
+            let held = network::guard::members(&net.bridge, "no_egress");
+            assert_eq!(held.len(), 1);
+            net.detach("closed");
+            assert!(network::guard::members(&net.bridge, "no_egress").is_empty());
+            net.teardown();
         },
     );
 }

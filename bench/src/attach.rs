@@ -104,7 +104,14 @@ pub fn report(n: usize) -> Result<(Samples, Samples)> {
             let a = Netns::start()?;
             let id = format!("bench-{i}");
             let start = Instant::now();
-            net.attach(&id, a.pid(), false)?;
+            net.attach(
+                &id,
+                a.pid(),
+                drover_agent::network::Access {
+                    control_plane: false,
+                    egress: true,
+                },
+            )?;
             netlink.push(start.elapsed());
             net.detach(&id);
             let b = Netns::start()?;

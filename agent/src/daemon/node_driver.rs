@@ -91,8 +91,11 @@ impl Driver for NodeDriver {
         let dir = bundle.dir().to_path_buf();
         let id = alloc.id.clone();
         let log_path = shared.log_path(&alloc.id);
-        let private = (alloc.spec.network == spec::Network::Private)
-            .then_some(alloc.spec.security.control_plane_access);
+        let private =
+            (alloc.spec.network == spec::Network::Private).then_some(crate::network::Access {
+                control_plane: alloc.spec.security.control_plane_access,
+                egress: alloc.spec.egress == spec::Egress::All,
+            });
         let attached = self.attached.clone();
         tokio::task::spawn_blocking(move || {
             // The network, between the container's creation and its command;

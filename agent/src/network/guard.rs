@@ -12,7 +12,14 @@
 //! - those forwarded to a scheduler peer's address and port elsewhere.
 //!
 //! Replicas of a job that asks for it (`security.control_plane_access`)
-//! have their address in the table's `allowed` set and pass. The table is
+//! have their address in the table's `allowed` set and pass.
+//!
+//! The same table lets containers out: traffic from the node's subnet that
+//! leaves the node for anything but another node's containers (the `nodes`
+//! set: every node's subnet, kept in step with the routes) is masqueraded
+//! to the node's address. Replicas of a job with `egress: none` have their
+//! address in the `no_egress` set, whose traffic to anything outside the
+//! cluster's containers is dropped. The table is
 //! replaced whole and atomically (one `nft -f` transaction) and goes with
 //! the bridge: whoever deletes the bridge deletes the table
 //! (`super::delete_link`, teardown), so the leftovers sweep that reclaims a
@@ -68,17 +75,30 @@ impl ControlPlane {
     }
 }
 
-/// The nftables script that makes the table for `bridge` exactly what
-/// `cp` says, with `allowed` in its set. Adding the table first makes the
-/// delete valid whether or not it existed; the whole script is one
+/// What a bridge's table holds besides the control plane's rules.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sets {
+    /// Replicas let through to the control plane.
+    pub allowed: Vec<Ipv4Addr>,
+    /// Replicas kept inside the cluster (`egress: none`).
+    pub no_egress: Vec<Ipv4Addr>,
+    /// Every node's container subnet (this node's first).
+    pub nodes: Vec<String>,
+}
+
+/// The nftables script that makes the table for `bridge` (whose subnet is
+/// `subnet`) exactly what `cp` and `sets` say. Adding the table first makes
+/// the delete valid whether or not it existed; the whole script is one
 /// transaction, so there is never a moment without the rules.
-pub fn ruleset(bridge: &str, cp: &ControlPlane, allowed: &[Ipv4Addr]) -> String {
+pub fn ruleset(bridge: &str, subnet: &str, cp: &ControlPlane, sets: &Sets) -> String {
     let mut s = String::new();
     let list = |items: Vec<String>| items.join(", ");
     let _ = writeln!(s, "table inet {bridge} {{}}");
     let _ = writeln!(s, "delete table inet {bridge}");
     let _ = writeln!(s, "table inet {bridge} {{");
     let _ = writeln!(s, "  set allowed {{ type ipv4_addr; }}");
+    let _ = writeln!(s, "  set no_egress {{ type ipv4_addr; }}");
+    let _ = writeln!(s, "  set nodes {{ type ipv4_addr; flags interval; }}");
     // Ahead of the usual filter chains (priority 0): a drop here is final
     // whatever other tables accept.
     let _ = writeln!(
@@ -95,6 +115,10 @@ pub fn ruleset(bridge: &str, cp: &ControlPlane, allowed: &[Ipv4Addr]) -> String 
         s,
         "  chain forward {{ type filter hook forward priority -10; policy accept;"
     );
+    let _ = writeln!(
+        s,
+        "    iifname \"{bridge}\" ip saddr @no_egress ip daddr != @nodes drop"
+    );
     if !cp.endpoints.is_empty() {
         let _ = writeln!(s, "    iifname \"{bridge}\" ip saddr @allowed accept");
         let ends = list(
@@ -109,10 +133,42 @@ pub fn ruleset(bridge: &str, cp: &ControlPlane, allowed: &[Ipv4Addr]) -> String 
         );
     }
     let _ = writeln!(s, "  }}");
+    let _ = writeln!(
+        s,
+        "  chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;"
+    );
+    let _ = writeln!(
+        s,
+        "    ip saddr {subnet} ip daddr != @nodes oifname != \"drv*\" masquerade"
+    );
+    let _ = writeln!(s, "  }}");
     let _ = writeln!(s, "}}");
-    if !allowed.is_empty() {
-        let ips = list(allowed.iter().map(Ipv4Addr::to_string).collect());
-        let _ = writeln!(s, "add element inet {bridge} allowed {{ {ips} }}");
+    for (set, ips) in [("allowed", &sets.allowed), ("no_egress", &sets.no_egress)] {
+        if !ips.is_empty() {
+            let ips = list(ips.iter().map(Ipv4Addr::to_string).collect());
+            let _ = writeln!(s, "add element inet {bridge} {set} {{ {ips} }}");
+        }
+    }
+    let mut nodes = sets.nodes.clone();
+    if !nodes.iter().any(|n| n == subnet) {
+        nodes.insert(0, subnet.to_string());
+    }
+    let _ = writeln!(s, "add element inet {bridge} nodes {{ {} }}", list(nodes));
+    s
+}
+
+/// The script that makes `bridge`'s `nodes` set exactly `subnets`.
+pub fn nodes_script(bridge: &str, subnets: &[String]) -> String {
+    let mut s = format!(
+        "flush set inet {bridge} nodes
+"
+    );
+    if !subnets.is_empty() {
+        let _ = writeln!(
+            s,
+            "add element inet {bridge} nodes {{ {} }}",
+            subnets.join(", ")
+        );
     }
     s
 }
@@ -144,10 +200,25 @@ fn nft_script(script: &str) -> Result<(), NetworkError> {
     }
 }
 
-/// Installs (or replaces) the table for `bridge`, keeping the addresses
-/// already allowed.
-pub fn install(bridge: &str, cp: &ControlPlane, allowed: &[Ipv4Addr]) -> Result<(), NetworkError> {
-    nft_script(&ruleset(bridge, cp, allowed))
+/// Installs (or replaces) the table for `bridge`.
+pub fn install(
+    bridge: &str,
+    subnet: &str,
+    cp: &ControlPlane,
+    sets: &Sets,
+) -> Result<(), NetworkError> {
+    nft_script(&ruleset(bridge, subnet, cp, sets))
+}
+
+/// Makes the `nodes` set of `bridge`'s table exactly `subnets` (every
+/// node's container subnet, this node's among them).
+pub fn set_nodes(bridge: &str, subnets: &[String]) -> Result<(), NetworkError> {
+    nft_script(&nodes_script(bridge, subnets))
+}
+
+/// Keeps the container at `ip` inside the cluster (`egress: none`).
+pub fn deny_egress(bridge: &str, ip: Ipv4Addr) -> Result<(), NetworkError> {
+    nft_script(&format!("add element inet {bridge} no_egress {{ {ip} }}\n"))
 }
 
 /// Lets the container at `ip` reach the control plane.
@@ -159,9 +230,14 @@ pub fn allow(bridge: &str, ip: Ipv4Addr) -> Result<(), NetworkError> {
 /// goes to another). Idempotent.
 pub fn disallow(bridge: &str, ip: Ipv4Addr) {
     // `add` then `delete` in one transaction: valid whether or not it was there.
-    let _ = nft_script(&format!(
-        "add element inet {bridge} allowed {{ {ip} }}\ndelete element inet {bridge} allowed {{ {ip} }}\n"
-    ));
+    let mut script = String::new();
+    for set in ["allowed", "no_egress"] {
+        let _ = writeln!(
+            script,
+            "add element inet {bridge} {set} {{ {ip} }}\ndelete element inet {bridge} {set} {{ {ip} }}"
+        );
+    }
+    let _ = nft_script(&script);
 }
 
 /// Removes the table for `bridge`, if there is one.
@@ -196,10 +272,10 @@ fn nft_json(args: &[&str]) -> Vec<serde_json::Value> {
     }
 }
 
-/// The addresses in the `allowed` set of `bridge`'s table now (none if
-/// there is no table).
-pub fn allowed(bridge: &str) -> Vec<Ipv4Addr> {
-    nft_json(&["list", "set", "inet", bridge, "allowed"])
+/// The addresses in set `set` (`allowed`, `no_egress`) of `bridge`'s
+/// table now (none if there is no table).
+pub fn members(bridge: &str, set: &str) -> Vec<Ipv4Addr> {
+    nft_json(&["list", "set", "inet", bridge, set])
         .iter()
         .filter_map(|o| o["set"]["elem"].as_array())
         .flatten()
@@ -235,7 +311,11 @@ mod tests {
             ports: vec![7400, 7401],
             endpoints: vec![(Ipv4Addr::new(10, 0, 0, 1), 7400)],
         };
-        let s = ruleset("drv0000abcd", &cp, &[Ipv4Addr::new(10, 88, 1, 5)]);
+        let sets = Sets {
+            allowed: vec![Ipv4Addr::new(10, 88, 1, 5)],
+            ..Default::default()
+        };
+        let s = ruleset("drv0000abcd", "10.88.1.0/24", &cp, &sets);
         assert!(s.starts_with("table inet drv0000abcd {}\ndelete table inet drv0000abcd\n"));
         assert!(
             s.contains("iifname \"drv0000abcd\" tcp dport { 7400, 7401 } drop"),
@@ -249,7 +329,38 @@ mod tests {
         let accept = s.find("ip saddr @allowed accept").unwrap();
         assert!(accept < s.find("tcp dport {").unwrap());
         assert_eq!(s.matches("ip saddr @allowed accept").count(), 2);
-        assert!(s.ends_with("add element inet drv0000abcd allowed { 10.88.1.5 }\n"));
+        assert!(s.contains("add element inet drv0000abcd allowed { 10.88.1.5 }\n"));
+        assert!(s.ends_with("add element inet drv0000abcd nodes { 10.88.1.0/24 }\n"));
+    }
+
+    #[test]
+    fn traffic_leaving_the_cluster_is_masqueraded_and_kept_in_for_egress_none() {
+        let sets = Sets {
+            no_egress: vec![Ipv4Addr::new(10, 88, 1, 9)],
+            nodes: vec!["10.88.2.0/24".into()],
+            ..Default::default()
+        };
+        let s = ruleset(
+            "drv0000abcd",
+            "10.88.1.0/24",
+            &ControlPlane::default(),
+            &sets,
+        );
+        assert!(
+            s.contains("ip saddr 10.88.1.0/24 ip daddr != @nodes oifname != \"drv*\" masquerade"),
+            "{s}"
+        );
+        assert!(
+            s.contains("iifname \"drv0000abcd\" ip saddr @no_egress ip daddr != @nodes drop"),
+            "{s}"
+        );
+        assert!(s.contains("add element inet drv0000abcd no_egress { 10.88.1.9 }\n"));
+        // This node's subnet is always among the nodes.
+        assert!(s.ends_with("add element inet drv0000abcd nodes { 10.88.1.0/24, 10.88.2.0/24 }\n"));
+        assert_eq!(
+            nodes_script("drv0000abcd", &["10.88.1.0/24".into(), "10.88.2.0/24".into()]),
+            "flush set inet drv0000abcd nodes\nadd element inet drv0000abcd nodes { 10.88.1.0/24, 10.88.2.0/24 }\n"
+        );
     }
 
     #[test]

@@ -80,6 +80,15 @@ pub enum NetworkError {
     },
 }
 
+/// What a container on the bridge may reach besides the cluster's containers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// The control plane's ports (`security.control_plane_access`).
+    pub control_plane: bool,
+    /// Beyond the cluster, through the node (`egress`, on by default).
+    pub egress: bool,
+}
+
 /// A netlink socket in the agent's network namespace.
 fn host() -> Result<Netlink, NetworkError> {
     Netlink::open().map_err(NetworkError::Socket)
@@ -142,6 +151,9 @@ pub struct NodeNetwork {
     /// Other nodes' subnets this agent routes, and via which node (removed
     /// when they leave the set, and at teardown); recorded in the state dir.
     routed: std::sync::Mutex<routes::Routes>,
+    /// Every node's subnet, as the guard's `nodes` set holds them (traffic
+    /// to these is the cluster's: neither masqueraded nor egress).
+    nodes: std::sync::Mutex<Vec<String>>,
 }
 
 impl NodeNetwork {
@@ -186,11 +198,19 @@ impl NodeNetwork {
         // Replicas a previous agent process let through keep their pass
         // while their address is still theirs.
         let held: Vec<Ipv4Addr> = ipam.list().into_iter().map(|(a, _)| a).collect();
-        let mut allowed = guard::allowed(&bridge);
-        allowed.retain(|a| held.contains(a));
-        guard::install(&bridge, control_plane, &allowed)?;
+        let mut sets = guard::Sets {
+            allowed: guard::members(&bridge, "allowed"),
+            no_egress: guard::members(&bridge, "no_egress"),
+            nodes: Vec::new(),
+        };
+        sets.allowed.retain(|a| held.contains(a));
+        sets.no_egress.retain(|a| held.contains(a));
         // What this state dir's previous agent routed: the first sync prunes it.
         let routed = routes::load(&own_dir);
+        sets.nodes = std::iter::once(subnet.to_string())
+            .chain(routed.keys().cloned())
+            .collect();
+        guard::install(&bridge, subnet, control_plane, &sets)?;
         Ok(NodeNetwork {
             bridge,
             subnet: subnet.into(),
@@ -199,6 +219,7 @@ impl NodeNetwork {
             state_dir: own_dir,
             marker,
             routed: std::sync::Mutex::new(routed),
+            nodes: std::sync::Mutex::new(sets.nodes),
         })
     }
 
@@ -211,14 +232,10 @@ impl NodeNetwork {
         Ok(())
     }
 
-    /// Gives the container whose init is `pid` an `eth0` on the bridge; returns its address.
-    /// With `control_plane_access` it may reach the control plane's ports.
-    pub fn attach(
-        &self,
-        alloc: &str,
-        pid: i32,
-        control_plane_access: bool,
-    ) -> Result<Ipv4Addr, NetworkError> {
+    /// Gives the container whose init is `pid` an `eth0` on the bridge, a
+    /// default route through the node and what `access` allows; returns
+    /// its address.
+    pub fn attach(&self, alloc: &str, pid: i32, access: Access) -> Result<Ipv4Addr, NetworkError> {
         self.check()?;
         let addr = self.ipam.allocate(alloc)?;
         let host_link = container_link(alloc);
@@ -246,8 +263,11 @@ impl NodeNetwork {
             inside.add_address(eth0, addr, 24)?;
             inside.set_link(eth0, true, None, None)?;
             inside.replace_route(Ipv4Addr::UNSPECIFIED, 0, self.gateway, netlink::RTPROT_BOOT)?;
-            if control_plane_access {
+            if access.control_plane {
                 guard::allow(&self.bridge, addr)?;
+            }
+            if !access.egress {
+                guard::deny_egress(&self.bridge, addr)?;
             }
             Ok(())
         })();
@@ -329,6 +349,22 @@ impl NodeNetwork {
         }
         if *routed != before {
             self.record(&routed);
+        }
+        // The guard's `nodes` set: this node's subnet and every other's,
+        // local ones included (their traffic is the cluster's).
+        let mut nodes: Vec<String> = std::iter::once(self.subnet.clone())
+            .chain(routes.iter().map(|(s, _)| s.clone()))
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        let mut known = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        if *known != nodes {
+            match guard::set_nodes(&self.bridge, &nodes) {
+                Ok(()) => *known = nodes,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot tell the guard the nodes' subnets: traffic to some may be masqueraded")
+                }
+            }
         }
     }
 

@@ -92,6 +92,11 @@ pub struct JobSpec {
     pub stop_grace_period: Duration,
     #[serde(default)]
     pub network: Network,
+    /// Whether a private-network replica may reach beyond the cluster
+    /// (through the node, its address masqueraded); `none` keeps it to
+    /// the cluster's containers and the node.
+    #[serde(default, skip_serializing_if = "Egress::is_default")]
+    pub egress: Egress,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
     #[serde(default)]
@@ -291,11 +296,29 @@ impl<'de> Deserialize<'de> for Restart {
     }
 }
 
+/// Where a private-network replica's traffic may go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Egress {
+    /// Anywhere the node reaches, from the node's address (masquerade).
+    #[default]
+    All,
+    /// Only the cluster's containers and the node.
+    None,
+}
+
+impl Egress {
+    pub fn is_default(&self) -> bool {
+        *self == Egress::All
+    }
+}
+
 /// Which network namespace a replica runs in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Network {
-    /// Its own network namespace (loopback only for now).
+    /// Its own network namespace: `eth0` on the node's bridge, a default
+    /// route out through the node (see [`Egress`]).
     #[default]
     Private,
     /// The node's network namespace.

@@ -97,6 +97,12 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
     health(&mut e, spec);
     update(&mut e, spec);
     ports(&mut e, spec);
+    if spec.egress == super::Egress::None && spec.network == super::Network::Host {
+        e.add(
+            "egress",
+            "none needs network: private (a host-network replica has the node's own network)",
+        );
+    }
     for (path, rule) in super::security::problems(
         &spec.security,
         spec.user.as_deref(),
@@ -429,6 +435,16 @@ mod tests {
         let errs = errors(extra);
         assert_eq!(errs.len(), 1, "{errs:?}");
         errs[0].clone()
+    }
+
+    #[test]
+    fn egress_none_needs_a_private_network() {
+        assert_eq!(
+            one("network: host\negress: none\n"),
+            "egress: none needs network: private (a host-network replica has the node's own network)"
+        );
+        assert!(errors("egress: none\n").is_empty());
+        assert!(errors("network: host\negress: all\n").is_empty());
     }
 
     #[test]
