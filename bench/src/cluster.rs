@@ -56,7 +56,7 @@ pub async fn job_run_report(
     for &n in replicas {
         let mut times = Vec::new();
         for t in 0..trials {
-            let d = one(&mut c, &format!("bench-{n}-{t}"), n, &image).await?;
+            let (d, _) = one(&mut c, &format!("bench-{n}-{t}"), n, &image).await?;
             println!("  {n} replicas, trial {}: {:.3}s", t + 1, d.as_secs_f64());
             times.push(d);
         }
@@ -79,7 +79,9 @@ pub(crate) fn resolve(image: &str) -> Result<String> {
 }
 
 /// Submits `n` replicas, returns the time until all run, then stops and purges.
-async fn one(c: &mut Client, name: &str, n: u32, image: &str) -> Result<Duration> {
+/// Submits `n` replicas; returns the time until all run and, after that,
+/// the time from stopping (and purging) the job until it is gone.
+async fn one(c: &mut Client, name: &str, n: u32, image: &str) -> Result<(Duration, Duration)> {
     let spec = format!(
         r#"{{"name":"{name}","replicas":{n},"image":"{image}","command":["/bin/sleep","3600"],
             "resources":{{"cpu":"10m","memory":"16Mi"}},"stop_grace_period":"1s"}}"#
@@ -106,6 +108,7 @@ async fn one(c: &mut Client, name: &str, n: u32, image: &str) -> Result<Duration
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let took = start.elapsed();
+    let stopping = Instant::now();
     c.stop_job(pb::StopJobRequest {
         name: name.into(),
         request_id: new_request_id(),
@@ -113,6 +116,8 @@ async fn one(c: &mut Client, name: &str, n: u32, image: &str) -> Result<Duration
     })
     .await
     .map_err(status)?;
+    // Stopped once every replica has ended (the purge may take longer).
+    let mut stopped = None;
     loop {
         match c
             .get_job(pb::GetJobRequest {
@@ -123,34 +128,78 @@ async fn one(c: &mut Client, name: &str, n: u32, image: &str) -> Result<Duration
         {
             Err(s) if s.code() == tonic::Code::NotFound => break,
             Err(s) => return Err(status(s)),
-            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(j) => {
+                let j = j.into_inner();
+                if stopped.is_none() && j.allocations.iter().all(|a| a.typed_phase().is_ended()) {
+                    stopped = Some(stopping.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
         }
     }
-    Ok(took)
+    Ok((took, stopped.unwrap_or_else(|| stopping.elapsed())))
+}
+
+/// A rolling update's strategy: how many replicas above the count may
+/// run (`max_surge`) and how many below it may be (`max_unavailable`).
+#[derive(Clone, Copy, Debug)]
+pub struct Strategy {
+    pub max_surge: u32,
+    pub max_unavailable: u32,
+}
+
+impl Strategy {
+    /// Docker Swarm's defaults: one at a time, the new one started first.
+    pub const SWARM: Strategy = Strategy {
+        max_surge: 1,
+        max_unavailable: 0,
+    };
 }
 
 /// What a run of `drover bench rollout` measured.
 pub struct RolloutReport {
     pub replicas: u32,
+    pub strategy: Strategy,
     /// Each rollout, from submitting the new version until it succeeded.
     pub times: Samples,
-    /// One replica's start to running (the fastest of five or more): a
-    /// step's lower bound.
+    /// One replica's start to running (the fastest of five or more).
     pub step: Duration,
+    /// One replica's stop until it is gone (the fastest of five or more).
+    pub stop: Duration,
 }
 
 impl RolloutReport {
-    /// The strategy's lower bound: `replicas` sequential steps.
+    /// How many waves the strategy needs: each replaces up to
+    /// `max_surge + max_unavailable` replicas at once.
+    pub fn waves(&self) -> u32 {
+        let per = (self.strategy.max_surge + self.strategy.max_unavailable).max(1);
+        self.replicas.div_ceil(per)
+    }
+
+    /// The strategy's lower bound. With a surge, a wave's new replicas start
+    /// while the old ones stop: a wave takes one start. Without one, the
+    /// old replicas must be gone first: a wave takes a stop and a start.
     pub fn lower_bound(&self) -> Duration {
-        self.step * self.replicas
+        let wave = if self.strategy.max_surge > 0 {
+            self.step
+        } else {
+            self.step + self.stop
+        };
+        wave * self.waves()
     }
 }
 
 /// `drover bench rollout`: how long a rolling update of N replicas takes at
 /// Docker Swarm's settings (one at a time, start-first, no health gating),
 /// against the lower bound of ceil(N / max_surge) sequential steps.
-pub async fn rollout(addr: &str, replicas: u32, trials: usize, image: &str) -> Result<i32> {
-    let r = rollout_report(addr, replicas, trials, image).await?;
+pub async fn rollout(
+    addr: &str,
+    replicas: u32,
+    trials: usize,
+    image: &str,
+    strategy: Strategy,
+) -> Result<i32> {
+    let r = rollout_report(addr, replicas, trials, image, strategy).await?;
     let median = r.times.median().as_secs_f64();
     println!();
     print!(
@@ -158,7 +207,9 @@ pub async fn rollout(addr: &str, replicas: u32, trials: usize, image: &str) -> R
         drover_ctl::output::table(
             &[
                 "REPLICAS",
-                "STEPS",
+                "SURGE",
+                "UNAVAILABLE",
+                "WAVES",
                 "TRIALS",
                 "MEDIAN_S",
                 "MIN_S",
@@ -168,20 +219,29 @@ pub async fn rollout(addr: &str, replicas: u32, trials: usize, image: &str) -> R
             ],
             &[vec![
                 replicas.to_string(),
-                replicas.to_string(),
+                strategy.max_surge.to_string(),
+                strategy.max_unavailable.to_string(),
+                r.waves().to_string(),
                 trials.to_string(),
                 format!("{median:.3}"),
                 secs(r.times.min()),
                 secs(r.times.max()),
-                format!("{:.0}", median * 1000.0 / replicas.max(1) as f64),
+                format!("{:.0}", median * 1000.0 / r.waves().max(1) as f64),
                 secs(r.lower_bound()),
             ]]
         )
     );
     println!(
-        "(max_surge 1, max_unavailable 0, min_healthy_time 0s: {replicas} sequential start-then-stop steps; \
-         the lower bound is {replicas} x one replica's fastest start to running, {:.0} ms, measured here)",
-        r.step.as_secs_f64() * 1000.0
+        "(no health gating; the lower bound is {} waves x {}, measured here: one replica's fastest start \
+         to running {:.0} ms, its fastest stop {:.0} ms)",
+        r.waves(),
+        if strategy.max_surge > 0 {
+            "one start (the old stop meanwhile)"
+        } else {
+            "(one stop, then one start)"
+        },
+        r.step.as_secs_f64() * 1000.0,
+        r.stop.as_secs_f64() * 1000.0
     );
     Ok(0)
 }
@@ -192,6 +252,7 @@ pub async fn rollout_report(
     replicas: u32,
     trials: usize,
     image: &str,
+    strategy: Strategy,
 ) -> Result<RolloutReport> {
     let mut c = client::connect(addr).await?;
     let image = resolve(image)?;
@@ -200,21 +261,27 @@ pub async fn rollout_report(
         format!(
             r#"{{"name":"{name}","replicas":{replicas},"image":"{image}","command":["/bin/sleep","3600"],
                 "env":{{"BENCH_VERSION":"{v}"}},"resources":{{"cpu":"10m","memory":"16Mi"}},"stop_grace_period":"1s",
-                "update":{{"max_surge":1,"max_unavailable":0,"min_healthy_time":"0s"}}}}"#
+                "update":{{"max_surge":{},"max_unavailable":{},"min_healthy_time":"0s"}}}}"#,
+            strategy.max_surge, strategy.max_unavailable
         )
     };
     // The lower bound: each of the `replicas` sequential steps starts one
     // replica and waits until it runs, which alone takes what `job run` of
     // one replica does at its fastest.
-    let mut one_start = Vec::new();
+    let (mut starts, mut stops) = (Vec::new(), Vec::new());
     for _ in 0..trials.max(5) {
-        one_start.push(one(&mut c, "bench-rollout-step", 1, &image).await?);
+        let (start, stop) = one(&mut c, "bench-rollout-step", 1, &image).await?;
+        starts.push(start);
+        stops.push(stop);
     }
-    let step = Samples {
-        name: "one replica",
-        durations: one_start,
-    }
-    .min();
+    let fastest = |durations| {
+        Samples {
+            name: "one replica",
+            durations,
+        }
+        .min()
+    };
+    let (step, stop) = (fastest(starts), fastest(stops));
     let v = submit(&mut c, &drover_proto::spec::from_json(&spec(0))?).await?;
     wait_rollout(&mut c, name, v).await?;
     let mut times = Vec::new();
@@ -232,6 +299,8 @@ pub async fn rollout_report(
     stop_purge(&mut c, name).await?;
     Ok(RolloutReport {
         replicas,
+        strategy,
+        stop,
         times: Samples {
             name: "rollout",
             durations: times,

@@ -445,7 +445,13 @@ pub async fn command(a: Args) -> Result<i32> {
                     .attempt(
                         "dev",
                         "drover: rollout of 10 replicas",
-                        crate::cluster::rollout_report(&dev.addr, 10, trials, toolbox),
+                        crate::cluster::rollout_report(
+                            &dev.addr,
+                            10,
+                            trials,
+                            toolbox,
+                            crate::cluster::Strategy::SWARM,
+                        ),
                     )
                     .await;
                 let mesh = sel
@@ -513,16 +519,7 @@ pub async fn command(a: Args) -> Result<i32> {
     };
     for (i, n, swarm) in [(0, 20, &swarm_20), (1, 100, &swarm_100)] {
         let drover = match &job_run {
-            Ok(r) => {
-                let t = &r[i].1;
-                format!(
-                    "{} (median of {}; {}–{})",
-                    s(t.median()),
-                    t.durations.len(),
-                    s(t.min()),
-                    s(t.max())
-                )
-            }
+            Ok(r) => spread(&r[i].1),
             Err(e) => e.clone(),
         };
         rows.push(row(
@@ -535,11 +532,8 @@ pub async fn command(a: Args) -> Result<i32> {
         "rolling update of 10 replicas (surge 1, start first, no health gating)",
         match &rollout {
             Ok(r) => format!(
-                "{} (median of {}; {}–{}); its lower bound, 10 × one replica's fastest start to running, {}",
-                s(r.times.median()),
-                r.times.durations.len(),
-                s(r.times.min()),
-                s(r.times.max()),
+                "{}; its lower bound, 10 × one replica's fastest start to running, {}",
+                spread(&r.times),
                 s(r.lower_bound())
             ),
             Err(e) => e.clone(),
@@ -615,11 +609,8 @@ pub async fn command(a: Args) -> Result<i32> {
         "node lost (agent SIGKILLed) → its replicas running elsewhere, defaults (heartbeat 1 s, node timeout 4 s, fencing on)",
         match &node_loss {
             Ok(t) => format!(
-                "{} (median of {}; {}–{}): node timeout 4 s + 3 s of fencing, by design",
-                s(t.median()),
-                t.durations.len(),
-                s(t.min()),
-                s(t.max())
+                "{}: node timeout 4 s + 3 s of fencing, by design",
+                spread(t)
             ),
             Err(e) => e.clone(),
         },
@@ -877,16 +868,21 @@ fn minutes(secs: u64) -> String {
     }
 }
 
-/// "median of N; min–max" of a peer's samples, or why there are none.
+/// "M s (median of N; min–max)" of samples in seconds.
+fn spread(t: &Samples) -> String {
+    format!(
+        "{} (median of {}; {}–{})",
+        s(t.median()),
+        t.durations.len(),
+        s(t.min()),
+        s(t.max())
+    )
+}
+
+/// The [`spread`] of a peer's samples, or why there are none.
 fn peer_spread(what: &str, got: &Got<Samples>) -> String {
     match got {
-        Ok(t) => format!(
-            "{what}: {} (median of {}; {}–{})",
-            s(t.median()),
-            t.durations.len(),
-            s(t.min()),
-            s(t.max())
-        ),
+        Ok(t) => format!("{what}: {}", spread(t)),
         Err(e) => format!("{what}: {e}"),
     }
 }

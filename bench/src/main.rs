@@ -64,17 +64,26 @@ enum BenchCmd {
         #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
         image: String,
     },
-    /// Time rolling updates of N replicas (one at a time, start-first, no
-    /// health gating: Docker Swarm's settings) and print a table.
+    /// Time rolling updates of N replicas (no health gating; by default
+    /// one at a time, start-first: Docker Swarm's settings) beside the
+    /// strategy's lower bound, and print a table.
     ///
     /// Example (with `drover dev` running, from the repository root):
     ///   drover-bench rollout --replicas 10 --trials 5
+    ///   drover-bench rollout --max-surge 0 --max-unavailable 1   # stop first
+    ///   drover-bench rollout --max-surge 2 --max-unavailable 1
     #[command(verbatim_doc_comment)]
     Rollout {
         #[arg(long, default_value_t = 10)]
         replicas: u32,
         #[arg(long, default_value_t = 5)]
         trials: usize,
+        /// The update's max_surge.
+        #[arg(long, default_value_t = 1)]
+        max_surge: u32,
+        /// The update's max_unavailable.
+        #[arg(long, default_value_t = 0)]
+        max_unavailable: u32,
         /// The image to run (`sleep` must be in it).
         #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
         image: String,
@@ -328,8 +337,16 @@ async fn run(mut cli: Cli) -> anyhow::Result<i32> {
         BenchCmd::Rollout {
             replicas,
             trials,
+            max_surge,
+            max_unavailable,
             image,
-        } => cluster::rollout(&addr, replicas, trials, &image).await,
+        } => {
+            let strategy = cluster::Strategy {
+                max_surge,
+                max_unavailable,
+            };
+            cluster::rollout(&addr, replicas, trials, &image, strategy).await
+        }
         BenchCmd::Load {
             url,
             rate,
