@@ -48,32 +48,30 @@ impl Drop for Netns {
     }
 }
 
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output()?;
+/// Runs `cmd`, an error with what it printed if it fails.
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd.output()?;
     if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
 
+fn ip(args: &[&str]) -> Result<()> {
+    run(
+        Command::new("ip").args(args),
+        &format!("ip {}", args.join(" ")),
+    )
+}
+
 fn nsenter_ip(pid: i32, args: &[&str]) -> Result<()> {
-    let out = Command::new("nsenter")
-        .arg(format!("--net=/proc/{pid}/ns/net"))
-        .arg("ip")
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "nsenter ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    run(
+        Command::new("nsenter")
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .arg("ip")
+            .args(args),
+        &format!("nsenter ip {}", args.join(" ")),
+    )
 }
 
 /// The attach as iproute2 commands, as the agent ran them before netlink.

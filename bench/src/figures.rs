@@ -572,27 +572,17 @@ pub async fn command(a: Args) -> Result<i32> {
     rows.push(row(
         "node-side memory with 50 containers running (PSS: shared pages split between processes)",
         match &memory {
-            Ok((idle, m)) => format!(
-                "{:.1} MiB in all: the agent {:.1} MiB (RSS {:.1} MiB; {:.1} MiB idle), {} monitors {:.1} MiB (RSS {:.2} MiB each)",
-                m.total_pss_mib(),
-                m.daemons_pss as f64 / 1024.0,
-                m.daemons_rss as f64 / 1024.0,
-                *idle as f64 / 1024.0,
-                m.helpers,
-                m.helpers_pss as f64 / 1024.0,
-                m.helper_rss_median as f64 / 1024.0
+            Ok((idle, m)) => m.describe(
+                "the agent",
+                &format!("; {:.1} MiB idle", *idle as f64 / 1024.0),
+                "monitors",
             ),
             Err(e) => e.clone(),
         },
         match &swarm_memory {
             Ok(m) => format!(
-                "Docker: {:.1} MiB in all: dockerd and containerd {:.1} MiB (RSS {:.1} MiB), {} shims {:.1} MiB (RSS {:.2} MiB each)",
-                m.total_pss_mib(),
-                m.daemons_pss as f64 / 1024.0,
-                m.daemons_rss as f64 / 1024.0,
-                m.helpers,
-                m.helpers_pss as f64 / 1024.0,
-                m.helper_rss_median as f64 / 1024.0
+                "Docker: {}",
+                m.describe("dockerd and containerd", "", "shims")
             ),
             Err(e) => format!("Docker: {e}"),
         },

@@ -40,6 +40,21 @@ impl Memory {
         }
     }
 
+    /// "N MiB in all: DAEMONS D MiB (RSS R MiB{extra}), H HELPERS M MiB
+    /// (RSS R MiB each)", as the figures table says it.
+    pub fn describe(&self, daemons: &str, extra: &str, helpers: &str) -> String {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        format!(
+            "{:.1} MiB in all: {daemons} {:.1} MiB (RSS {:.1} MiB{extra}), {} {helpers} {:.1} MiB (RSS {:.2} MiB each)",
+            self.total_pss_mib(),
+            mib(self.daemons_pss),
+            mib(self.daemons_rss),
+            self.helpers,
+            mib(self.helpers_pss),
+            mib(self.helper_rss_median)
+        )
+    }
+
     /// Daemons and helpers together (PSS), in MiB.
     pub fn total_pss_mib(&self) -> f64 {
         (self.daemons_pss + self.helpers_pss) as f64 / 1024.0
