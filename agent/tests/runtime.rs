@@ -382,3 +382,90 @@ async fn with_init_a_shell_stops_on_sigterm_and_orphans_are_reaped() {
     );
     assert_eq!(exit, ExitStatus::Signaled(libc::SIGKILL));
 }
+
+/// Files the agent binds in (resolv.conf, hosts) land inside the container
+/// whatever the image holds at their paths: an `/etc` that is a symlink to a
+/// host directory, or a `resolv.conf` that is a symlink to a host file, is
+/// resolved inside the container's root, never on the host. The same with a
+/// user namespace, where the binds are cloned by an unprivileged root.
+#[tokio::test]
+async fn bound_files_never_follow_an_images_symlinks_to_the_host() {
+    if !common::can_run(&requirements()) {
+        return;
+    }
+    for userns in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let tag = format!("drover-bind-canary-{}-{userns}", std::process::id());
+        // On the host: an empty directory and a file an escape would change.
+        let canary_dir = Path::new("/tmp").join(&tag);
+        std::fs::create_dir_all(&canary_dir).unwrap();
+        let canary_file = Path::new("/tmp").join(format!("{tag}.hosts"));
+        std::fs::write(&canary_file, "host file\n").unwrap();
+        let image = common::busybox_image(tmp.path(), &["sh", "cat"]);
+        let layer = &image.layers[0];
+        // The image: /etc -> /tmp/<tag> (absolute, so on the host it would
+        // be the canary directory), a directory of that name inside it, and
+        // /tmp/<tag>/hosts -> the host file's absolute path.
+        std::fs::create_dir_all(layer.join("tmp").join(&tag)).unwrap();
+        std::os::unix::fs::symlink(&canary_dir, layer.join("etc")).unwrap();
+        std::os::unix::fs::symlink(&canary_file, layer.join("tmp").join(&tag).join("hosts"))
+            .unwrap();
+        let id = format!("it-bind-{userns}");
+        let req = ContainerRequest {
+            id: id.clone(),
+            hostname: "box".into(),
+            command: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                "cat /etc/resolv.conf /etc/hosts".into(),
+            ]),
+            files: vec![
+                drover_agent::bundle::ContainerFile {
+                    path: "/etc/resolv.conf".into(),
+                    contents: "nameserver 10.9.9.1\n".into(),
+                    read_only: false,
+                },
+                drover_agent::bundle::ContainerFile {
+                    path: "/etc/hosts".into(),
+                    contents: "10.9.9.2 box\n".into(),
+                    read_only: true,
+                },
+            ],
+            user_namespace: userns.then_some(drover_agent::bundle::IdRange {
+                start: 3_800_000,
+                size: 65536,
+            }),
+            ..Default::default()
+        };
+        let bundle = Bundle::create(&tmp.path().join("bundle"), &image, &req).unwrap();
+        let log = tmp.path().join("log");
+        let runtime = Runtime::new(cgroups::manager_for("/sys/fs/cgroup"));
+        let c = runtime
+            .start(bundle.dir(), &id, std::fs::File::create(&log).unwrap())
+            .unwrap();
+        assert_eq!(
+            c.wait().await.unwrap(),
+            ExitStatus::Exited(0),
+            "userns {userns}: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        c.stop(Duration::from_millis(50)).await.unwrap();
+        let out = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            out, "nameserver 10.9.9.1\n10.9.9.2 box\n",
+            "userns {userns}"
+        );
+        bundle.cleanup().unwrap();
+        let left: Vec<_> = std::fs::read_dir(&canary_dir).unwrap().collect();
+        assert!(
+            left.is_empty(),
+            "userns {userns}: a bind reached the host directory: {left:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&canary_file).unwrap(),
+            "host file\n"
+        );
+        std::fs::remove_dir(&canary_dir).unwrap();
+        std::fs::remove_file(&canary_file).unwrap();
+    }
+}

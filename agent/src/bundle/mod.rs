@@ -105,6 +105,20 @@ pub struct ContainerRequest {
     pub init: bool,
     /// Run in a user namespace, container ids 0.. mapped to these host ids.
     pub user_namespace: Option<IdRange>,
+    /// Files written into the bundle and bound in (resolv.conf, hosts).
+    pub files: Vec<ContainerFile>,
+}
+
+/// A file the agent writes for a container and binds in at `path`, as
+/// Docker does with `/etc/resolv.conf` and `/etc/hosts`. It is bound in
+/// after the container's root is in place, so a symlink in the image at
+/// `path` is replaced, never followed to the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerFile {
+    /// Absolute path inside the container.
+    pub path: String,
+    pub contents: String,
+    pub read_only: bool,
 }
 
 /// Host ids a user namespace maps container ids `0..size` to.
@@ -165,7 +179,13 @@ impl Bundle {
             id: req.id.clone(),
             user,
         })?;
-        let spec = build_spec(&process, &ids, req)?;
+        let mut spec = build_spec(&process, &ids, req)?;
+        let files = self.write_files(req)?;
+        if !files.is_empty() {
+            let mut mounts = spec.mounts().clone().unwrap_or_default();
+            mounts.extend(files);
+            spec.set_mounts(Some(mounts));
+        }
         let config = self.config_path();
         spec.save(&config)?;
         // The environment it holds is the job's secrets.
@@ -173,6 +193,45 @@ impl Bundle {
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))
             .map_err(BundleError::io("chmod", &config))?;
         Ok(())
+    }
+
+    /// Writes the request's files into the bundle (owned by the container's
+    /// root) and returns their bind mounts.
+    fn write_files(
+        &self,
+        req: &ContainerRequest,
+    ) -> Result<Vec<oci_spec::runtime::Mount>, BundleError> {
+        let mut mounts = Vec::new();
+        for f in &req.files {
+            let source = Bundle::file_at(&self.dir, &f.path);
+            if let Some(dir) = source.parent() {
+                std::fs::create_dir_all(dir).map_err(BundleError::io("create", dir))?;
+            }
+            std::fs::write(&source, &f.contents).map_err(BundleError::io("write", &source))?;
+            if let Some(r) = req.user_namespace {
+                std::os::unix::fs::chown(&source, Some(r.start), Some(r.start))
+                    .map_err(BundleError::io("chown", &source))?;
+            }
+            let mut options = vec!["bind", "nosuid", "nodev", "noexec"];
+            if f.read_only {
+                options.push("ro");
+            }
+            let source = source.to_str().ok_or_else(|| BundleError::Io {
+                op: "use",
+                path: source.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not UTF-8"),
+            })?;
+            mounts.push(spec::mount(&f.path, "bind", source, &options)?);
+        }
+        Ok(mounts)
+    }
+
+    /// Where the bundle at `dir` keeps the file bound in at `path` (see
+    /// `ContainerFile`); rewriting it before the container starts changes
+    /// what the container sees.
+    pub fn file_at(dir: &Path, path: &str) -> PathBuf {
+        dir.join("files")
+            .join(path.trim_start_matches('/').replace('/', "_"))
     }
 
     /// Private to root; in a user namespace the container's root (its

@@ -88,7 +88,12 @@ pub fn limits(req: &ContainerRequest) -> Limits {
     }
 }
 
-fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, BundleError> {
+pub(super) fn mount(
+    dest: &str,
+    typ: &str,
+    source: &str,
+    options: &[&str],
+) -> Result<Mount, BundleError> {
     Ok(MountBuilder::default()
         .destination(dest)
         .typ(typ)

@@ -22,8 +22,8 @@ use crate::cgroups::Limits;
 /// One filesystem to mount in the child.
 #[derive(Debug)]
 pub(crate) struct MountPlan {
-    /// Absolute path; inside the new root for filesystems, under the rootfs
-    /// (host view) for bind mounts, which happen before `pivot_root`.
+    /// Absolute path inside the new root (binds are attached after
+    /// `pivot_root`, from clones of their sources taken before it).
     pub target: CString,
     /// Directories to create first, outermost first.
     pub mkdirs: Vec<CString>,
@@ -419,12 +419,9 @@ pub(crate) fn plan(
             "cgroup2" | "tmpfs" if m.typ().as_deref() == Some("cgroup") => PathBuf::from(&fstype),
             _ => m.source().clone().unwrap_or_else(|| PathBuf::from(&fstype)),
         };
-        let base = if bind {
-            rootfs.clone()
-        } else {
-            PathBuf::from("/")
-        };
-        let mkdirs = mkdir_chain(&base, dest)?;
+        // Inside the new root, for binds too: they are attached after
+        // `pivot_root`, where no image symlink leads out.
+        let mkdirs = mkdir_chain(Path::new("/"), dest)?;
         let target = mkdirs
             .last()
             .cloned()
@@ -464,6 +461,12 @@ pub(crate) fn plan(
             destination: dest.display().to_string(),
         };
         if bind {
+            if binds.len() == super::child::MAX_BINDS {
+                return Err(invalid(
+                    "mounts",
+                    format!("more than {} bind mounts", super::child::MAX_BINDS),
+                ));
+            }
             binds.push(plan);
         } else {
             mounts.push(plan);

@@ -23,6 +23,8 @@ mod process;
 mod rootfs;
 mod sys;
 
+pub(crate) use rootfs::MAX_BINDS;
+
 use std::os::fd::RawFd;
 
 use libc::{c_char, c_int};

@@ -1,10 +1,11 @@
 //! The container's root, built in the child before it becomes the process:
 //! private mounts; in a user namespace, detached proc/sysfs and clones of
 //! the host's device nodes made while the host's tree is still in view;
-//! the rootfs bound onto itself; bind mounts; `pivot_root` into it and the
-//! old root detached; /proc, /dev, /sys... mounted inside the new root (so
-//! image symlinks resolve inside it, not on the host); device nodes; masked
-//! and read-only paths; a read-only root; hostname; loopback.
+//! detached clones of the bind mounts' sources; the rootfs bound onto
+//! itself; `pivot_root` into it and the old root detached; /proc, /dev,
+//! /sys... mounted and the binds attached inside the new root (so image
+//! symlinks resolve inside it, never on the host); device nodes; masked and
+//! read-only paths; a read-only root; hostname; loopback.
 
 use libc::{c_char, c_int};
 
@@ -32,6 +33,9 @@ const DEV_LINKS: [(&std::ffi::CStr, &std::ffi::CStr); 5] = [
 /// The most proc/sysfs mounts a user-namespaced container may have.
 const MAX_DETACHED: usize = 8;
 
+/// The most bind mounts a container may have (checked by the plan).
+pub(crate) const MAX_BINDS: usize = 64;
+
 /// Builds the root per `p` and leaves the child in it, at `/`.
 pub(super) fn build(p: &LaunchPlan) -> Result<(), Failure> {
     check(
@@ -47,6 +51,8 @@ pub(super) fn build(p: &LaunchPlan) -> Result<(), Failure> {
     if userns {
         prepare_userns(p, &mut detached, &mut dev_fds)?;
     }
+    let mut binds = [-1 as c_int; MAX_BINDS];
+    clone_binds(p, &mut binds)?;
     check(
         sys::mount(
             Some(&p.rootfs),
@@ -58,7 +64,6 @@ pub(super) fn build(p: &LaunchPlan) -> Result<(), Failure> {
         Stage::BindRootfs,
         0,
     )?;
-    bind_mounts(p)?;
     // pivot_root(".", ".") stacks the old root on top of the new one; the
     // detach-unmount then removes it, leaving the new root at "/".
     check(sys::chdir(&p.rootfs), Stage::PivotRoot, 0)?;
@@ -66,6 +71,7 @@ pub(super) fn build(p: &LaunchPlan) -> Result<(), Failure> {
     check(sys::umount_detach(c"."), Stage::PivotRoot, 2)?;
     check(sys::chdir(c"/"), Stage::PivotRoot, 3)?;
     mounts(p, &detached)?;
+    attach_binds(p, &binds)?;
     if p.populate_dev {
         if userns {
             bind_devices(&dev_fds)?;
@@ -100,27 +106,52 @@ pub(super) fn build(p: &LaunchPlan) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The spec's bind mounts, onto paths inside the rootfs (before pivot_root).
-fn bind_mounts(p: &LaunchPlan) -> Result<(), Failure> {
+/// Detached clones of the bind mounts' sources, taken while the host's tree
+/// is in view. Nothing is mounted yet: a destination is only ever resolved
+/// inside the new root (an image's symlink cannot point a bind at the host).
+fn clone_binds(p: &LaunchPlan, fds: &mut [c_int; MAX_BINDS]) -> Result<(), Failure> {
     for (i, m) in p.binds.iter().enumerate() {
-        for d in &m.mkdirs {
-            mkdir(d, i as u32)?;
+        let slot = fds
+            .get_mut(i)
+            .ok_or((Stage::BindMount, i as u32, libc::E2BIG))?;
+        let fd = sys::open_tree_clone(&m.source, m.flags & libc::MS_REC != 0);
+        check_long(fd, Stage::BindMount, i as u32)?;
+        *slot = fd as c_int;
+    }
+    Ok(())
+}
+
+/// Attaches the cloned binds at their destinations inside the new root:
+/// missing directories are made, a file's mount point is made a plain empty
+/// file (an image's symlink there is replaced, not followed).
+fn attach_binds(p: &LaunchPlan, fds: &[c_int; MAX_BINDS]) -> Result<(), Failure> {
+    for (i, (m, fd)) in p.binds.iter().zip(fds).enumerate() {
+        let index = i as u32;
+        // The last of `mkdirs` is the mount point itself.
+        for d in &m.mkdirs[..m.mkdirs.len().saturating_sub(1)] {
+            mkdir(d, index)?;
         }
-        let flags = m.flags & !libc::MS_RDONLY;
-        check(
-            sys::mount(Some(&m.source), &m.target, None, flags, None),
-            Stage::BindMount,
-            i as u32,
-        )?;
-        if m.flags & libc::MS_RDONLY != 0 {
-            let ro = libc::MS_REMOUNT
-                | libc::MS_BIND
-                | libc::MS_RDONLY
-                | (m.flags & (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC));
+        if sys::is_dir_fd(*fd) {
+            mkdir(&m.target, index)?;
+        } else {
+            if sys::is_symlink(&m.target) {
+                check(sys::unlink(&m.target), Stage::Mkdir, index)?;
+            }
+            let f = sys::create_file(&m.target);
+            check(f, Stage::Mkdir, index)?;
+            // SAFETY: opened above, only to make the file.
+            unsafe { sys::close(f) };
+        }
+        check_long(sys::move_mount(*fd, &m.target), Stage::BindMount, index)?;
+        // SAFETY: `clone_binds` opened it for this bind alone.
+        unsafe { sys::close(*fd) };
+        let keep = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY;
+        if m.flags & keep != 0 {
+            let flags = libc::MS_REMOUNT | libc::MS_BIND | (m.flags & keep);
             check(
-                sys::mount(None, &m.target, None, ro, None),
+                sys::mount(None, &m.target, None, flags, None),
                 Stage::BindMount,
-                i as u32,
+                index,
             )?;
         }
     }
@@ -270,7 +301,7 @@ fn prepare_userns(
         // Detached clones of the host's nodes: binds from the old root
         // would fail once it is unmounted.
         for (i, (path, _, _)) in DEVICES.iter().enumerate() {
-            let fd = sys::open_tree_clone(path);
+            let fd = sys::open_tree_clone(path, false);
             check_long(fd, Stage::Devices, i as u32)?;
             dev_fds[i] = fd as c_int;
         }

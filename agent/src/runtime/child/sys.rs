@@ -162,17 +162,46 @@ pub(super) fn fsmount(fs: c_int, attrs: u64) -> c_long {
     unsafe { libc::syscall(libc::SYS_fsmount, fs, FSMOUNT_CLOEXEC, attrs) }
 }
 
-/// A detached clone of the mount at `path`.
-pub(super) fn open_tree_clone(path: &CStr) -> c_long {
+/// A detached clone of the mount tree at `path` (the whole tree under it
+/// when `recursive`), for a bind.
+pub(super) fn open_tree_clone(path: &CStr, recursive: bool) -> c_long {
+    let recursive = if recursive {
+        libc::AT_RECURSIVE as c_uint
+    } else {
+        0
+    };
     // SAFETY: a NUL-terminated path and integer flags.
     unsafe {
         libc::syscall(
             libc::SYS_open_tree,
             libc::AT_FDCWD,
             path.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as c_uint,
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as c_uint | recursive,
         )
     }
+}
+
+/// Whether `fd` is a directory.
+pub(super) fn is_dir_fd(fd: c_int) -> bool {
+    // SAFETY: stat is plain data; all zeroes is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: an fd and a struct the kernel fills in.
+    let rc = unsafe { libc::fstat(fd, &mut st) };
+    rc == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// Whether `path` itself (not what it points to) is a symbolic link.
+pub(super) fn is_symlink(path: &CStr) -> bool {
+    // SAFETY: stat is plain data; all zeroes is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a struct the kernel fills in.
+    let rc = unsafe { libc::lstat(path.as_ptr(), &mut st) };
+    rc == 0 && st.st_mode & libc::S_IFMT == libc::S_IFLNK
+}
+
+pub(super) fn unlink(path: &CStr) -> c_int {
+    // SAFETY: a NUL-terminated path.
+    unsafe { libc::unlink(path.as_ptr()) }
 }
 
 pub(super) fn sethostname(name: &CStr) -> c_int {
