@@ -563,3 +563,147 @@ fn a_private_replica_has_its_network_before_its_command_runs() {
         "no default route via eth0 when the command started:\n{logs}"
     );
 }
+
+/// One DNS query for `name`'s A records to `server` (UDP port 53): the
+/// addresses answered, or the rcode when it is not NOERROR.
+fn dns_a(server: &str, name: &str) -> Result<Vec<String>, u8> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut q = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    sock.send_to(&q, (server, 53)).unwrap();
+    let mut buf = [0u8; 1500];
+    let n = sock.recv(&mut buf).expect("the node's DNS server answers");
+    let p = &buf[..n];
+    assert_eq!(&p[..2], &[0x42, 0x42]);
+    if p[3] & 0xF != 0 {
+        return Err(p[3] & 0xF);
+    }
+    let count = u16::from_be_bytes([p[6], p[7]]);
+    // Past the header and the question (echoed as sent).
+    let mut at = q.len();
+    let mut out = Vec::new();
+    for _ in 0..count {
+        at += 2; // a pointer to the question's name
+        let (typ, len) = (
+            u16::from_be_bytes([p[at], p[at + 1]]),
+            u16::from_be_bytes([p[at + 8], p[at + 9]]) as usize,
+        );
+        if typ == 1 && len == 4 {
+            let a = &p[at + 10..at + 14];
+            out.push(format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3]));
+        }
+        at += 10 + len;
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[test]
+fn containers_find_serving_replicas_by_name_and_an_unhealthy_one_leaves_the_answers() {
+    if !require_root(
+        "containers_find_serving_replicas_by_name_and_an_unhealthy_one_leaves_the_answers",
+    ) {
+        return;
+    }
+    let images = images();
+    let c = Cluster::start("e2e-dns");
+    let mut web_spec = web(&images, "v1", free_port(), "");
+    web_spec = web_spec.replace("replicas: 4", "replicas: 3");
+    let web_spec = c.spec("web", &web_spec);
+    assert!(c.drover(&["job", "run", web_spec.to_str().unwrap()]).ok());
+    let client = c.spec(
+        "client",
+        &format!(
+            "name: client\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '3600']\n\
+             resources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n",
+            images.display()
+        ),
+    );
+    assert!(c.drover(&["job", "run", client.to_str().unwrap()]).ok());
+    let replicas = wait_for("3 healthy replicas", Duration::from_secs(30), || {
+        let r = running(&c);
+        (r.len() == 3).then_some(r)
+    });
+    let mut ips: Vec<String> = replicas
+        .iter()
+        .map(|a| a["ip"].as_str().unwrap().to_string())
+        .collect();
+    ips.sort();
+    let client = wait_for("the client running", Duration::from_secs(20), || {
+        let all = c.json(&["alloc", "ls", "--job", "client"]);
+        all.as_array()?
+            .iter()
+            .find(|a| a["state"] == "running" && a["ip"].as_str().is_some_and(|ip| !ip.is_empty()))
+            .cloned()
+    });
+    let client_id = client["id"].as_str().unwrap().to_string();
+    let client_ip = client["ip"].as_str().unwrap().to_string();
+    let exec = |script: &str| {
+        let out = c.drover(&["exec", &client_id, "--", "/bin/sh", "-c", script]);
+        assert!(out.ok(), "{script}: {}{}", out.stdout, out.stderr);
+        out.stdout
+    };
+
+    // Inside a container: the bare job name resolves through the search
+    // list to every serving replica; a replica by its name; the named port
+    // as SRV; the container's own name from its hosts file.
+    let resolv = exec("cat /etc/resolv.conf");
+    let gateway = client_ip.rsplit_once('.').unwrap().0.to_string() + ".1";
+    assert!(
+        resolv.contains(&format!("nameserver {gateway}")),
+        "{resolv}"
+    );
+    assert!(resolv.contains("search service.drover"), "{resolv}");
+    let out = exec("nslookup web");
+    for ip in &ips {
+        assert!(out.contains(ip), "nslookup web has no {ip}:\n{out}");
+    }
+    let one = &replicas[0];
+    let out = exec(&format!(
+        "nslookup {}.web.service.drover",
+        one["name"].as_str().unwrap()
+    ));
+    assert!(out.contains(one["ip"].as_str().unwrap()), "{out}");
+    let out = exec("nslookup -type=srv _http._tcp.web.service.drover");
+    assert!(
+        out.contains("8080") && out.contains(".web.service.drover"),
+        "{out}"
+    );
+    let out = exec("nslookup nosuch.service.drover || true");
+    assert!(out.contains("NXDOMAIN"), "{out}");
+    let hosts = exec("cat /etc/hosts");
+    assert!(hosts.contains(&format!("{client_ip}\tclient-0")), "{hosts}");
+    // Over the wire: the same answers the host sees at the bridge address.
+    assert_eq!(dns_a(&gateway, "web.service.drover"), Ok(ips.clone()));
+
+    // Freeze one replica: its check fails twice (2 × 500 ms, each up to
+    // 400 ms) and it must leave the answers within one interval + 1 s more.
+    let victim = &replicas[1];
+    let victim_ip = victim["ip"].as_str().unwrap().to_string();
+    let pid = victim["pid"].as_u64().unwrap().to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let frozen = std::time::Instant::now();
+    let left = wait_for(
+        "the frozen replica to leave",
+        Duration::from_secs(10),
+        || {
+            let now = dns_a(&gateway, "web").ok()?;
+            (!now.contains(&victim_ip)).then(|| (frozen.elapsed(), now))
+        },
+    );
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    let bound = Duration::from_millis(2 * 500 + 400 + 500 + 1000);
+    eprintln!(
+        "the frozen replica left DNS answers {:?} after SIGSTOP (bound {bound:?})",
+        left.0
+    );
+    assert!(left.0 <= bound, "left after {:?}, over {bound:?}", left.0);
+    assert_eq!(left.1.len(), 2, "{:?}", left.1);
+    assert!(c.drover(&["job", "stop", "client"]).ok());
+    assert!(c.drover(&["job", "stop", "web"]).ok());
+}

@@ -430,8 +430,9 @@ pub async fn command(a: Args) -> Result<i32> {
         },
     ));
 
-    // Against a drover dev: job run, rollout, the mesh, the demo's traffic.
-    let (job_run, rollout, mesh, traffic) =
+    // Against a drover dev: job run, rollout, the mesh, the demo's
+    // traffic, DNS.
+    let (job_run, rollout, mesh, traffic, dns) =
         match sel.attempt("dev", "drover dev", Dev::start(&work)).await {
             Ok(dev) => {
                 let job_run = sel
@@ -468,9 +469,22 @@ pub async fn command(a: Args) -> Result<i32> {
                         crate::cluster::traffic_report(&dev.addr, Path::new("examples/jobs"), 250),
                     )
                     .await;
-                (job_run, rollout, mesh, traffic)
+                let dns = sel
+                    .attempt(
+                        "dev",
+                        "drover: DNS from inside a container",
+                        crate::dns::dns_report(&dev.addr, demo_v1, 5000),
+                    )
+                    .await;
+                (job_run, rollout, mesh, traffic, dns)
             }
-            Err(e) => (Err(e.clone()), Err(e.clone()), Err(e.clone()), Err(e)),
+            Err(e) => (
+                Err(e.clone()),
+                Err(e.clone()),
+                Err(e.clone()),
+                Err(e.clone()),
+                Err(e),
+            ),
         };
     let memory = sel
         .attempt(
@@ -568,6 +582,20 @@ pub async fn command(a: Args) -> Result<i32> {
             Err(e) => e.clone(),
         },
         "goal: ≥ 80% of the throughput, p99 < +20%",
+    ));
+    rows.push(row(
+        "DNS from inside a container: 5,000 queries for a job's name, one at a time; then a replica frozen (SIGSTOP, 500 ms check, 2 failures)",
+        match &dns {
+            Ok(d) => format!(
+                "p50 {}, p99 {}; the frozen replica left the answers after {} (its check's verdict by {})",
+                ms2(d.answers.median()),
+                ms2(d.answers.percentile(99)),
+                s(d.left_after),
+                s(d.verdict_by)
+            ),
+            Err(e) => e.clone(),
+        },
+        "goal: p99 ≤ 1 ms; gone by the verdict + 1.5 s",
     ));
     rows.push(row(
         "node-side memory with 50 containers running (PSS: shared pages split between processes)",

@@ -5,6 +5,7 @@
 
 mod attach;
 mod cluster;
+mod dns;
 mod etcd;
 mod faults;
 mod figures;
@@ -283,6 +284,20 @@ enum BenchCmd {
     ///   drover-bench figures --dry-run --trials 3 --soak-seconds 0
     #[command(verbatim_doc_comment)]
     Figures(figures::Args),
+    /// The node's DNS server from inside a container: each answer's round
+    /// trip for a job's name, and how soon a frozen replica leaves the
+    /// answers (demo-web replicas with a 500 ms HTTP check).
+    ///
+    /// Example (as root, with `drover dev` running, from the repository root):
+    ///   drover-bench dns --queries 5000
+    #[command(verbatim_doc_comment)]
+    Dns {
+        #[arg(long, default_value_t = 5000)]
+        queries: usize,
+        /// demo-web, or an image like it (HTTP 200 at /healthz on $PORT).
+        #[arg(long, default_value = "oci:examples/images/out/demo-web:v1")]
+        image: String,
+    },
     /// Time pulling a registry image into a fresh layer cache against
     /// `skopeo copy` of it into an OCI layout.
     ///
@@ -387,5 +402,6 @@ async fn run(mut cli: Cli) -> anyhow::Result<i32> {
         BenchCmd::Figures(args) => figures::command(args).await,
         BenchCmd::Runtime(args) => runtime::command(args),
         BenchCmd::Pull(args) => pull::command(args),
+        BenchCmd::Dns { queries, image } => dns::command(&addr, &image, queries).await,
     }
 }

@@ -12,6 +12,7 @@
 pub mod allocation;
 pub mod api;
 pub mod connection;
+pub mod dns;
 pub mod driver;
 pub mod error;
 pub mod exec;
@@ -40,6 +41,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
+
+/// The node's own resolver configuration: where the DNS server forwards
+/// names outside the cluster, and what host-network containers get.
+pub const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -149,6 +154,9 @@ pub struct Shared {
     pub lock: crate::leftovers::StateLock,
     /// The address the routing mesh listens on.
     pub mesh_ip: std::net::IpAddr,
+    /// The node's DNS server (service discovery by name), serving on the
+    /// bridge address once the network is set up.
+    pub dns: dns::Dns,
     /// The ports and replicas containers are kept from (see `network::guard`).
     pub control_plane: crate::network::guard::ControlPlane,
     /// The node's certificate and the CAs it trusts (`None` without TLS).
@@ -248,6 +256,29 @@ impl Shared {
     /// Sets up the node's container network for `subnet` unless it is up;
     /// on failure records why, for the allocations it refuses meanwhile.
     /// Blocking.
+    /// Starts the node's DNS server on the bridge address of `net`. A node
+    /// where it cannot listen still runs containers: they get the node's
+    /// own resolvers instead (see `node_driver`).
+    fn serve_dns(&self, net: &crate::network::NodeNetwork) {
+        if self.dns.serving() {
+            return;
+        }
+        let Some(subnet) = crate::network::inventory::parse_prefix(&net.subnet) else {
+            return;
+        };
+        // Containers an earlier agent process left keep their `egress: none`.
+        for ip in crate::network::guard::members(&net.bridge, "no_egress") {
+            self.dns.set_egress(ip.into(), Some(false));
+        }
+        let addr = std::net::SocketAddr::from((net.gateway, 53));
+        if let Err(e) = self
+            .dns
+            .serve(addr, subnet, PathBuf::from(HOST_RESOLV_CONF))
+        {
+            tracing::warn!(%addr, error = %e, "cannot serve DNS on the bridge: containers get the node's resolvers, and no names of the cluster's");
+        }
+    }
+
     pub fn setup_network(&self, subnet: &str) -> Result<(), std::sync::Arc<NetworkError>> {
         let mut problem = self
             .network_problem
@@ -271,6 +302,7 @@ impl Shared {
                         net.detach(&alloc);
                     }
                 }
+                self.serve_dns(&net);
                 let _ = self.network.set(net);
                 *problem = None;
                 self.set_network_error("");
@@ -490,6 +522,7 @@ impl Agent {
                 .rsplit_once(':')
                 .and_then(|(h, _)| h.trim_matches(['[', ']']).parse().ok())
                 .unwrap_or(local_addr.ip()),
+            dns: dns::Dns::new(),
             monitor: config.monitor.clone(),
             image_use: std::sync::RwLock::new(()),
             adopted: Default::default(),
@@ -569,6 +602,7 @@ impl Agent {
             }
             net.teardown();
         }
+        self.shared.dns.close();
         let _ = self.report_stop.send(());
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.reporter_task).await;
         for t in self.tasks {

@@ -5,7 +5,7 @@
 use super::driver::{Adoption, Alloc, Driver};
 use super::error::{CleanupError, StartError};
 use super::{health, Shared};
-use crate::bundle::{Bundle, ContainerRequest, Network};
+use crate::bundle::{Bundle, ContainerFile, ContainerRequest, Network};
 use crate::image::ImageRef;
 use crate::runtime::{Container, ExitStatus};
 use drover_proto::pb;
@@ -74,7 +74,9 @@ impl Driver for NodeDriver {
             req.user_namespace = Some(shared.id_ranges.allocate(&alloc.id)?);
         }
         let dir = shared.bundle_dir(&alloc.id);
+        let hostname = alloc.name.clone();
         tokio::task::spawn_blocking(move || {
+            req.files = container_files(&shared, private, &hostname);
             let r: ImageRef = image.parse()?;
             let _in_use = shared.image_use.read().unwrap_or_else(|e| e.into_inner());
             let img = shared.images.pull(&r)?;
@@ -97,6 +99,7 @@ impl Driver for NodeDriver {
                 egress: alloc.spec.egress == spec::Egress::All,
             });
         let attached = self.attached.clone();
+        let hostname = alloc.name.clone();
         tokio::task::spawn_blocking(move || {
             // The network, between the container's creation and its command;
             // its error as the network's, not the runtime's.
@@ -115,9 +118,13 @@ impl Driver for NodeDriver {
                     });
                     match ip {
                         Ok(ip) => {
-                            if let Some(ip) = ip {
+                            if let Some(ip) = ip.map(IpAddr::from) {
+                                // Its own name at its address, before its command runs.
+                                let hosts = Bundle::file_at(&dir, "/etc/hosts");
+                                let _ = std::fs::write(hosts, hosts_file(&hostname, Some(ip)));
+                                shared.dns.set_egress(ip, Some(access.egress));
                                 let mut a = attached.lock().unwrap_or_else(|e| e.into_inner());
-                                a.insert(id.clone(), IpAddr::from(ip));
+                                a.insert(id.clone(), ip);
                             }
                             Ok(())
                         }
@@ -208,6 +215,9 @@ impl Driver for NodeDriver {
                 let _ = log.set_modified(std::time::SystemTime::now());
             }
             if let Some(net) = shared.network.get() {
+                for (ip, _) in net.allocated().into_iter().filter(|(_, a)| *a == id) {
+                    shared.dns.set_egress(ip.into(), None);
+                }
                 net.detach(&id);
             }
             shared.runtime.cgroups().remove(&id)?;
@@ -353,7 +363,54 @@ fn request(alloc: &Alloc) -> ContainerRequest {
         },
         user_namespace: None,
         init: s.init,
+        files: Vec::new(),
     }
+}
+
+/// The `/etc/resolv.conf` and `/etc/hosts` a container gets. With private
+/// networking: the node's DNS server (see `dns`), or, where it does not
+/// serve, the node's resolvers that a container can reach (not loopback
+/// ones); its hosts file names it at its address once it has one (see
+/// `hosts_file`). With host networking: the node's own files, as Docker does.
+fn container_files(shared: &Shared, private: bool, hostname: &str) -> Vec<ContainerFile> {
+    let host_resolv = std::fs::read_to_string(super::HOST_RESOLV_CONF).unwrap_or_default();
+    let (resolv, hosts) = if private {
+        let resolv = match shared.network.get() {
+            Some(net) if shared.dns.serving() => super::dns::resolv_conf(net.gateway, &host_resolv),
+            _ => host_resolv
+                .lines()
+                .filter(|l| {
+                    !super::dns::nameservers(l)
+                        .first()
+                        .is_some_and(|ip| ip.is_loopback())
+                })
+                .map(|l| format!("{l}\n"))
+                .collect(),
+        };
+        (resolv, hosts_file(hostname, None))
+    } else {
+        let hosts =
+            std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| hosts_file(hostname, None));
+        (host_resolv, hosts)
+    };
+    [("/etc/resolv.conf", resolv), ("/etc/hosts", hosts)]
+        .into_iter()
+        .map(|(path, contents)| ContainerFile {
+            path: path.into(),
+            contents,
+            read_only: false,
+        })
+        .collect()
+}
+
+/// A private-network container's `/etc/hosts`: loopback, and its own name
+/// at its address.
+fn hosts_file(hostname: &str, ip: Option<IpAddr>) -> String {
+    let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    if let Some(ip) = ip {
+        s.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    s
 }
 
 /// Connections to local `port` that are established or being established,

@@ -43,6 +43,7 @@ pub async fn run(
             allocations.converge(set.allocations);
             allocations.never_started(&set.stopping);
             mesh.sync(&set.services).await;
+            shared.dns.update(&set.names);
             let routes: Vec<(String, String)> =
                 set.routes.into_iter().map(|r| (r.subnet, r.via)).collect();
             let net = shared.clone();

@@ -10,6 +10,7 @@ use crate::cluster::Peer;
 use crate::controller::Liveness;
 use crate::state::{AllocState, AllocationReport, Command, Desired, HealthState, State};
 use drover_proto::pb::{self, node_service_server::NodeService};
+use drover_proto::spec::JobSpec;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -56,6 +57,7 @@ pub fn desired_on(state: &State, node: &str) -> pb::DesiredAllocations {
         stopping,
         allocations,
         services: services(state),
+        names: names(state),
         routes: state
             .nodes
             .values()
@@ -81,31 +83,46 @@ fn host_of(addr: &str) -> String {
     }
 }
 
-/// Every published service with its healthy replicas that are not being
-/// stopped: a replica leaves the set the moment the scheduler decides to stop it.
+/// The replicas of `job` that take traffic: running, healthy (or with no
+/// check and no verdict against them), and not being stopped. A replica
+/// leaves the moment the scheduler decides to stop it. Each comes with its
+/// spec and the address it is reached at (its container's, or its node's
+/// with host networking).
+fn serving<'a>(
+    state: &'a State,
+    job: &'a crate::state::Job,
+) -> impl Iterator<Item = (&'a crate::state::Allocation, &'a JobSpec, String)> + 'a {
+    state
+        .job_allocations(&job.name)
+        .filter(|a| a.desired == Desired::Run && a.state == AllocState::Running)
+        .filter_map(move |a| {
+            let spec = &job.version(a.version)?.spec;
+            let checked = spec.health.is_some();
+            let healthy = a.health == HealthState::Healthy
+                || (!checked && a.health != HealthState::Unhealthy);
+            if !healthy {
+                return None;
+            }
+            let host = if spec.network == drover_proto::spec::Network::Host || a.ip.is_empty() {
+                host_of(&state.nodes.get(&a.node)?.address)
+            } else {
+                a.ip.clone()
+            };
+            Some((a, &**spec, host))
+        })
+}
+
+/// Every published service with the replicas that take its traffic (see
+/// `serving`).
 pub fn services(state: &State) -> Vec<pb::Service> {
     let mut out = Vec::new();
     for job in state.jobs.values().filter(|j| !j.stopped) {
         let Some((port, _)) = job.current_spec().exposed_target() else {
             continue;
         };
-        let mut endpoints: Vec<String> = state
-            .job_allocations(&job.name)
-            .filter(|a| a.desired == Desired::Run && a.state == AllocState::Running)
-            .filter_map(|a| {
-                let spec = &job.version(a.version)?.spec;
-                let checked = spec.health.is_some();
-                let healthy = a.health == HealthState::Healthy
-                    || (!checked && a.health != HealthState::Unhealthy);
-                if !healthy {
-                    return None;
-                }
+        let mut endpoints: Vec<String> = serving(state, job)
+            .filter_map(|(_, spec, host)| {
                 let (_, target) = spec.exposed_target()?;
-                let host = if spec.network == drover_proto::spec::Network::Host || a.ip.is_empty() {
-                    host_of(&state.nodes.get(&a.node)?.address)
-                } else {
-                    a.ip.clone()
-                };
                 Some(format!("{host}:{target}"))
             })
             .collect();
@@ -117,6 +134,40 @@ pub fn services(state: &State) -> Vec<pb::Service> {
         });
     }
     out
+}
+
+/// Every running job's name with the replicas that take its traffic (see
+/// `serving`) and its current version's named ports: what nodes' DNS
+/// servers answer.
+pub fn names(state: &State) -> Vec<pb::ServiceName> {
+    state
+        .jobs
+        .values()
+        .filter(|j| !j.stopped)
+        .map(|job| {
+            let mut replicas: Vec<pb::NamedReplica> = serving(state, job)
+                .map(|(a, _, ip)| pb::NamedReplica {
+                    name: a.name.clone(),
+                    ip,
+                })
+                .collect();
+            replicas.sort_by(|a, b| a.name.cmp(&b.name));
+            let ports = job
+                .current_spec()
+                .ports
+                .iter()
+                .map(|p| pb::NamedPort {
+                    name: p.name.clone(),
+                    port: p.container,
+                })
+                .collect();
+            pb::ServiceName {
+                job: job.name.clone(),
+                replicas,
+                ports,
+            }
+        })
+        .collect()
 }
 
 impl NodeApi {
@@ -251,21 +302,15 @@ impl NodeService for NodeApi {
         let peer = self.peer.clone();
         let mut applied = peer.applied.clone();
         tokio::spawn(async move {
-            type View = (
-                Vec<pb::DesiredAllocation>,
-                Vec<pb::Service>,
-                Vec<pb::NodeRoute>,
-                Vec<String>,
-            );
-            let mut last: Option<View> = None;
+            // What was last sent, but for its index: a set is sent again
+            // only when something in it changed.
+            let mut last: Option<pb::DesiredAllocations> = None;
             loop {
                 let desired = desired_on(&peer.state.read().expect("state lock"), &name);
-                let view = (
-                    desired.allocations.clone(),
-                    desired.services.clone(),
-                    desired.routes.clone(),
-                    desired.stopping.clone(),
-                );
+                let view = pb::DesiredAllocations {
+                    index: 0,
+                    ..desired.clone()
+                };
                 if last.as_ref() != Some(&view) {
                     last = Some(view);
                     if tx.send(Ok(desired)).await.is_err() {
