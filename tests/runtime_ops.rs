@@ -166,3 +166,113 @@ fn exec_runs_a_command_inside_a_replica_with_its_stdio_and_exit_code() {
     assert!(out.stderr.contains("not running"), "{}", out.stderr);
     assert!(c.drover(&["job", "stop", "chatty"]).ok());
 }
+
+/// Host volumes: a job that mounts one is placed only on a node whose
+/// agent offers it (read-only offers take read-only mounts only), and sees
+/// the host directory there, read-only as asked; a tmpfs of its own with
+/// its size; and a replica that writes more than `resources.disk` to its
+/// root filesystem is stopped with the reason.
+#[test]
+fn volumes_tmpfs_and_the_disk_limit() {
+    if !require_root("volumes_tmpfs_and_the_disk_limit") {
+        return;
+    }
+    let mut c = Cluster::start("e2e-vol");
+    let reader = "name: reader\nimage: oci:{images}/toolbox:latest\n\
+        command: [/bin/sh, -c, 'cat /data/hello; touch /data/new 2>/dev/null || echo read-only; \
+        echo scratch > /scratch/f && cat /scratch/f; grep \" /scratch \" /proc/mounts; exec sleep 3600']\n\
+        volumes: [{name: data, path: /data, read_only: true}]\n\
+        tmpfs: [{path: /scratch, size: 1Mi}]\n\
+        resources: {cpu: 10m, memory: 16Mi}\nstop_grace_period: 1s\n";
+    let spec = c.spec(
+        "reader",
+        &reader.replace("{images}", &images().display().to_string()),
+    );
+    assert!(c
+        .drover(&["job", "run", "--detach", spec.to_str().unwrap()])
+        .ok());
+    wait_for("the pending reason", Duration::from_secs(10), || {
+        let st = c.json(&["job", "status", "reader"]);
+        let reason = st["pending_reason"].as_str()?.to_string();
+        reason
+            .contains("no node has host volume \"data\"")
+            .then_some(())
+    });
+
+    // The agent comes back offering the volume, read-only.
+    let vol = c.dir.path().join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("hello"), "from the host\n").unwrap();
+    let mut agent = c.agent.take().unwrap();
+    agent.signal("TERM");
+    assert!(agent.wait(Duration::from_secs(10)).is_some());
+    let offer = format!("data={}:ro", vol.display());
+    c.start_agent_with(&["--volume", &offer]);
+    let id = wait_for("reader to run", Duration::from_secs(30), || {
+        let v = c.json(&["alloc", "ls", "--job", "reader"]);
+        let a = v
+            .as_array()?
+            .iter()
+            .find(|a| a["state"] == "running")?
+            .clone();
+        Some(a["id"].as_str()?.to_string())
+    });
+    let logs = wait_for("its output", Duration::from_secs(10), || {
+        let out = c.drover(&["logs", &id]);
+        out.stdout.contains("/scratch").then_some(out.stdout)
+    });
+    assert!(
+        logs.starts_with("from the host\nread-only\nscratch\n"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("tmpfs /scratch tmpfs rw,nosuid,nodev") && logs.contains("size=1024k"),
+        "{logs}"
+    );
+    assert!(!vol.join("new").exists());
+    let node = c.json(&["node", "status", "e2e-vol"]);
+    assert_eq!(node["volumes"][0]["name"], "data", "{node}");
+    assert_eq!(node["volumes"][0]["read_only"], true, "{node}");
+
+    // A writable mount of a volume offered read-only goes nowhere.
+    let writer = reader
+        .replace("name: reader", "name: writer")
+        .replace(", read_only: true", "");
+    let spec = c.spec(
+        "writer",
+        &writer.replace("{images}", &images().display().to_string()),
+    );
+    assert!(c
+        .drover(&["job", "run", "--detach", spec.to_str().unwrap()])
+        .ok());
+    wait_for(
+        "the writer's pending reason",
+        Duration::from_secs(10),
+        || {
+            let st = c.json(&["job", "status", "writer"]);
+            st["pending_reason"]
+                .as_str()?
+                .contains("no node has writable host volume \"data\"")
+                .then_some(())
+        },
+    );
+
+    // Over its disk limit: stopped, with the reason.
+    let filler = run_job(
+        &c,
+        "filler",
+        "name: filler\nimage: oci:{images}/toolbox:latest\n\
+         command: [/bin/sh, -c, 'dd if=/dev/zero of=/big bs=1M count=4; exec sleep 3600']\n\
+         resources: {cpu: 10m, memory: 16Mi, disk: 2Mi}\nrestart: never\nstop_grace_period: 1s\n",
+    );
+    let st = wait_for("the filler to be stopped", Duration::from_secs(30), || {
+        let st = c.json(&["alloc", "status", &filler]);
+        (st["state"] == "failed").then_some(st)
+    });
+    let reason = st["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("ephemeral disk limit: wrote ")
+            && reason.ends_with("to its root filesystem, over resources.disk 2Mi"),
+        "{st}"
+    );
+}

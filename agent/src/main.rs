@@ -33,7 +33,7 @@ enum Command {
     ///
     /// Example:
     ///   drover-agent run --name node-1 --scheduler 10.0.0.1:7400,10.0.0.2:7400 \
-    ///       --join "$(drover cluster join-token agent)"
+    ///       --join "$(drover cluster join-token agent)" --volume data=/srv/data
     #[command(verbatim_doc_comment)]
     Run(Box<DaemonArgs>),
     /// List or remove what agents that no longer run left on this machine.
@@ -190,6 +190,12 @@ struct DaemonArgs {
     /// `security.user_namespace: false`.
     #[arg(long)]
     user_namespaces: bool,
+    /// A host directory jobs may mount by name (Nomad's host volumes):
+    /// `NAME=PATH`, or `NAME=PATH:ro` to offer it read-only. Jobs say
+    /// `volumes: [{name: NAME, path: /in/container}]` and are placed only
+    /// on nodes that offer it; no job names a host path. Repeatable.
+    #[arg(long = "volume", value_name = "NAME=PATH[:ro]")]
+    volumes: Vec<String>,
     /// A token from `drover cluster join-token agent`: the first start uses
     /// it to get this node's certificate (kept in <state-dir>/pki).
     #[arg(long, env = "DROVER_JOIN_TOKEN")]
@@ -325,7 +331,14 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         max_layer_bytes: size("--max-layer-size", &a.max_layer_size)?,
         max_image_bytes: size("--max-image-size", &a.max_image_size)?,
     };
+    let volumes = a
+        .volumes
+        .iter()
+        .map(|v| drover_agent::daemon::HostVolume::parse(v))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--volume {e}"))?;
     let config = drover_agent::daemon::Config {
+        volumes,
         user_namespaces: a.user_namespaces,
         image_limits,
         resource_defaults,

@@ -401,15 +401,25 @@ async fn bound_files_never_follow_an_images_symlinks_to_the_host() {
         std::fs::create_dir_all(&canary_dir).unwrap();
         let canary_file = Path::new("/tmp").join(format!("{tag}.hosts"));
         std::fs::write(&canary_file, "host file\n").unwrap();
-        let image = common::busybox_image(tmp.path(), &["sh", "cat"]);
+        let image = common::busybox_image(tmp.path(), &["sh", "cat", "echo", "grep"]);
+        let volume = tmp.path().join("volume");
+        std::fs::create_dir_all(volume.join("sub")).unwrap();
         let layer = &image.layers[0];
         // The image: /etc -> /tmp/<tag> (absolute, so on the host it would
         // be the canary directory), a directory of that name inside it, and
         // /tmp/<tag>/hosts -> the host file's absolute path.
         std::fs::create_dir_all(layer.join("tmp").join(&tag)).unwrap();
         std::os::unix::fs::symlink(&canary_dir, layer.join("etc")).unwrap();
-        std::os::unix::fs::symlink(&canary_file, layer.join("tmp").join(&tag).join("hosts"))
-            .unwrap();
+        // hosts: a symlink to the host file; in the second round a FIFO
+        // (opening one to make a mount point would block).
+        let hosts = layer.join("tmp").join(&tag).join("hosts");
+        if userns {
+            let path = std::ffi::CString::new(hosts.to_str().unwrap()).unwrap();
+            // SAFETY: a NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
+        } else {
+            std::os::unix::fs::symlink(&canary_file, &hosts).unwrap();
+        }
         let id = format!("it-bind-{userns}");
         let req = ContainerRequest {
             id: id.clone(),
@@ -417,8 +427,16 @@ async fn bound_files_never_follow_an_images_symlinks_to_the_host() {
             command: Some(vec![
                 "sh".into(),
                 "-c".into(),
-                "cat /etc/resolv.conf /etc/hosts".into(),
+                "cat /etc/resolv.conf /etc/hosts; echo t > /data/sub/x && grep -c ' /data/sub tmpfs ' /proc/mounts".into(),
             ]),
+            // A host directory, and a tmpfs inside it after it in the spec:
+            // mounted in that order, the tmpfs on top.
+            binds: vec![drover_agent::bundle::HostBind {
+                source: volume.clone(),
+                destination: "/data".into(),
+                read_only: false,
+            }],
+            tmpfs: vec![("/data/sub".into(), 1 << 20)],
             files: vec![
                 drover_agent::bundle::ContainerFile {
                     path: "/etc/resolv.conf".into(),
@@ -452,8 +470,12 @@ async fn bound_files_never_follow_an_images_symlinks_to_the_host() {
         c.stop(Duration::from_millis(50)).await.unwrap();
         let out = std::fs::read_to_string(&log).unwrap();
         assert_eq!(
-            out, "nameserver 10.9.9.1\n10.9.9.2 box\n",
+            out, "nameserver 10.9.9.1\n10.9.9.2 box\n1\n",
             "userns {userns}"
+        );
+        assert!(
+            !volume.join("sub/x").exists(),
+            "the tmpfs is under the bind"
         );
         bundle.cleanup().unwrap();
         let left: Vec<_> = std::fs::read_dir(&canary_dir).unwrap().collect();

@@ -617,6 +617,10 @@ pub struct DevArgs {
     /// The container address range (the node gets a /24 of it).
     #[arg(long, default_value = "10.88.0.0/16")]
     pub cluster_cidr: String,
+    /// A host directory jobs may mount by name, `NAME=PATH` (`:ro` to
+    /// offer it read-only), as `drover-agent run --volume`. Repeatable.
+    #[arg(long = "volume", value_name = "NAME=PATH[:ro]")]
+    pub volumes: Vec<String>,
     /// No TLS, no ACLs: anyone who reaches the ports controls it (for
     /// debugging, and to measure what security costs; `drover
     /// --insecure-plaintext` talks to it).

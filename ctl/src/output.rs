@@ -190,6 +190,8 @@ pub fn node(n: &pb::Node) -> Value {
         "cpu_allocated_millis": n.cpu_allocated_millis, "memory_allocated_bytes": n.memory_allocated_bytes,
         "allocations": n.allocations, "registered_at_ms": n.registered_at_ms,
         "draining": n.draining, "subnet": n.subnet, "network_error": n.network_error,
+        "volumes": n.volumes.iter().map(|v| json!({"name": v.name, "read_only": v.read_only})).collect::<Vec<_>>(),
+        "disk_bytes": n.disk_bytes, "disk_allocated_bytes": n.disk_allocated_bytes,
     })
 }
 

@@ -29,6 +29,11 @@ pub struct Candidate {
     pub host_ports: std::collections::BTreeSet<u16>,
     /// Why the node's container network is unavailable ("" when it works).
     pub network_error: String,
+    /// Host volumes it offers: name, read-only.
+    pub volumes: BTreeMap<String, bool>,
+    /// Disk for writable layers (0: not said, not checked) and reserved.
+    pub disk_total: u64,
+    pub disk_used: u64,
 }
 
 /// What one replica needs.
@@ -41,6 +46,9 @@ pub struct Ask {
     /// The replica gets its own network namespace on the node's container
     /// network (not the node's own network).
     pub private_network: bool,
+    /// Host volumes it mounts: name, read-only.
+    pub volumes: Vec<(String, bool)>,
+    pub disk_bytes: u64,
 }
 
 /// The outcome: a node for each replica that fits, and why the rest do not.
@@ -70,6 +78,7 @@ pub fn place(candidates: &[Candidate], ask: &Ask, count: u32) -> Placement {
             Some(n) => {
                 n.cpu_used += ask.cpu_millis;
                 n.memory_used += ask.memory_bytes;
+                n.disk_used += ask.disk_bytes;
                 n.job_replicas += 1;
                 n.host_ports.extend(ask.host_ports.iter().copied());
                 chosen.push(n.name.clone());
@@ -100,6 +109,9 @@ enum Misfit {
     Port(u16),
     Cpu,
     Memory,
+    /// It lacks the `volumes[i]` the ask names (or offers it read-only only).
+    Volume(usize),
+    Disk,
 }
 
 fn fits(n: &Candidate, ask: &Ask) -> Result<(), Misfit> {
@@ -114,6 +126,16 @@ fn fits(n: &Candidate, ask: &Ask) -> Result<(), Misfit> {
     }
     if let Some(p) = ask.host_ports.iter().find(|p| n.host_ports.contains(p)) {
         return Err(Misfit::Port(*p));
+    }
+    for (i, (name, read_only)) in ask.volumes.iter().enumerate() {
+        match n.volumes.get(name) {
+            Some(true) if !read_only => return Err(Misfit::Volume(i)),
+            Some(_) => {}
+            None => return Err(Misfit::Volume(i)),
+        }
+    }
+    if n.disk_total > 0 && n.disk_total.saturating_sub(n.disk_used) < ask.disk_bytes {
+        return Err(Misfit::Disk);
     }
     if n.memory_total.saturating_sub(n.memory_used) < ask.memory_bytes {
         return Err(Misfit::Memory);
@@ -148,6 +170,8 @@ fn explain(nodes: &[Candidate], ask: &Ask) -> String {
         Misfit::Port(p) => format!("has port {p} in use"),
         Misfit::Cpu => format!("lacks {} cpu", Cpu(ask.cpu_millis)),
         Misfit::Memory => format!("lacks {} memory", Size(ask.memory_bytes)),
+        Misfit::Volume(i) => format!("lacks {}", volume_words(ask, i)),
+        Misfit::Disk => format!("lacks {} disk", Size(ask.disk_bytes)),
     };
     if by.len() == 1 {
         let (m, _) = by.iter().next().expect("one entry");
@@ -158,6 +182,8 @@ fn explain(nodes: &[Candidate], ask: &Ask) -> String {
             Misfit::Port(p) => format!("no node has port {p} free"),
             Misfit::Cpu => format!("no node has {} cpu free", Cpu(ask.cpu_millis)),
             Misfit::Memory => format!("no node has {} free memory", Size(ask.memory_bytes)),
+            Misfit::Volume(i) => format!("no node has {}", volume_words(ask, *i)),
+            Misfit::Disk => format!("no node has {} disk free", Size(ask.disk_bytes)),
         };
         return format!(
             "{head}: {checked} node{plural} checked{}",
@@ -173,6 +199,16 @@ fn explain(nodes: &[Candidate], ask: &Ask) -> String {
         parts.join(", "),
         networks(nodes, ask)
     )
+}
+
+/// `host volume "data"` (`writable host volume "data"` for a mount that
+/// writes: a node offering it read-only does not do).
+fn volume_words(ask: &Ask, i: usize) -> String {
+    match ask.volumes.get(i) {
+        Some((name, true)) => format!("host volume {name:?}"),
+        Some((name, false)) => format!("writable host volume {name:?}"),
+        None => "a host volume".into(),
+    }
 }
 
 /// How many nodes' network errors an explanation quotes.
@@ -219,6 +255,9 @@ mod tests {
             job_replicas: 0,
             host_ports: Default::default(),
             network_error: String::new(),
+            volumes: Default::default(),
+            disk_total: 0,
+            disk_used: 0,
         }
     }
 
@@ -228,6 +267,8 @@ mod tests {
             memory_bytes: 64 << 20,
             host_ports: vec![],
             private_network: true,
+            volumes: vec![],
+            disk_bytes: 0,
         }
     }
 
@@ -285,6 +326,8 @@ mod tests {
             memory_bytes: 512 << 20,
             host_ports: vec![],
             private_network: true,
+            volumes: vec![],
+            disk_bytes: 0,
         };
         let p = place(&nodes, &big, 2);
         assert_eq!(p.unplaced, 2);
@@ -333,6 +376,39 @@ mod tests {
         );
     }
 
+    #[test]
+    fn volumes_and_disk_decide_where_a_replica_may_go() {
+        let mut ro = node("a", 4000, 4096);
+        ro.volumes.insert("data".into(), true);
+        let mut rw = node("b", 4000, 4096);
+        rw.volumes.insert("data".into(), false);
+        let none = node("c", 4000, 4096);
+        let mut ask = small();
+        ask.volumes = vec![("data".into(), true)];
+        // Read-only mounts go where the volume is, either way offered.
+        let p = place(&[ro.clone(), rw.clone(), none.clone()], &ask, 2);
+        assert_eq!(p.nodes, vec!["a", "b"]);
+        // A writable mount needs the volume offered writable.
+        ask.volumes = vec![("data".into(), false)];
+        let p = place(&[ro.clone(), none.clone()], &ask, 1);
+        assert_eq!(
+            p.reason.as_deref(),
+            Some("no node has writable host volume \"data\": 2 nodes checked")
+        );
+        assert_eq!(place(&[ro, rw.clone(), none], &ask, 1).nodes, vec!["b"]);
+        // Disk: reserved as it is placed; a node that did not say is not checked.
+        let mut disk = rw.clone();
+        disk.disk_total = 3 << 30;
+        ask.disk_bytes = 1 << 30;
+        let p = place(&[disk.clone()], &ask, 4);
+        assert_eq!((p.nodes.len(), p.unplaced), (3, 1));
+        assert_eq!(
+            p.reason.as_deref(),
+            Some("no node has 1Gi disk free: 1 node checked")
+        );
+        assert_eq!(place(&[rw], &ask, 4).unplaced, 0);
+    }
+
     const BR0: &str =
         "gateway 10.88.0.1 of subnet 10.88.0.0/24 is already on interface br0, not made by drover";
 
@@ -372,6 +448,8 @@ mod tests {
         // Host-network replicas do not use the container network.
         let host = Ask {
             private_network: false,
+            volumes: vec![],
+            disk_bytes: 0,
             ..small()
         };
         assert_eq!(place(&[broken], &host, 1).nodes, vec!["a"]);
@@ -416,7 +494,7 @@ mod tests {
         ) {
             let nodes: Vec<Candidate> = caps.iter().enumerate()
                 .map(|(i, (c, m))| node(&format!("n{i}"), *c, *m)).collect();
-            let ask = Ask { cpu_millis: cpu, memory_bytes: mem_mi << 20, host_ports: vec![], private_network: true };
+            let ask = Ask { cpu_millis: cpu, memory_bytes: mem_mi << 20, host_ports: vec![], private_network: true, volumes: vec![], disk_bytes: 0 };
             let p = place(&nodes, &ask, count);
             prop_assert_eq!(p.nodes.len() as u32 + p.unplaced, count);
             prop_assert_eq!(p.unplaced > 0, p.reason.is_some());

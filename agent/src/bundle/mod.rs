@@ -107,6 +107,20 @@ pub struct ContainerRequest {
     pub user_namespace: Option<IdRange>,
     /// Files written into the bundle and bound in (resolv.conf, hosts).
     pub files: Vec<ContainerFile>,
+    /// Host directories bound in (the node's volumes the job mounts).
+    pub binds: Vec<HostBind>,
+    /// A tmpfs of its own at each path, of at most so many bytes.
+    pub tmpfs: Vec<(String, u64)>,
+}
+
+/// A host directory bound into the container (see `ContainerFile` for how
+/// its destination is resolved: inside the container, never on the host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostBind {
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub destination: String,
+    pub read_only: bool,
 }
 
 /// A file the agent writes for a container and binds in at `path`, as
@@ -180,7 +194,8 @@ impl Bundle {
             user,
         })?;
         let mut spec = build_spec(&process, &ids, req)?;
-        let files = self.write_files(req)?;
+        let mut files = self.write_files(req)?;
+        files.extend(extra_mounts(req)?);
         if !files.is_empty() {
             let mut mounts = spec.mounts().clone().unwrap_or_default();
             mounts.extend(files);
@@ -206,6 +221,10 @@ impl Bundle {
             let source = Bundle::file_at(&self.dir, &f.path);
             if let Some(dir) = source.parent() {
                 std::fs::create_dir_all(dir).map_err(BundleError::io("create", dir))?;
+                // Whatever the umask: a user namespace's root passes through.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                    .map_err(BundleError::io("chmod", dir))?;
             }
             std::fs::write(&source, &f.contents).map_err(BundleError::io("write", &source))?;
             if let Some(r) = req.user_namespace {
@@ -292,6 +311,29 @@ impl Bundle {
             }),
         }
     }
+}
+
+/// The request's host binds and tmpfs mounts.
+fn extra_mounts(req: &ContainerRequest) -> Result<Vec<oci_spec::runtime::Mount>, BundleError> {
+    let mut mounts = Vec::new();
+    for b in &req.binds {
+        let source = b.source.to_str().ok_or_else(|| BundleError::Io {
+            op: "use",
+            path: b.source.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not UTF-8"),
+        })?;
+        let mut options = vec!["rbind", "nosuid", "nodev"];
+        if b.read_only {
+            options.push("ro");
+        }
+        mounts.push(spec::mount(&b.destination, "bind", source, &options)?);
+    }
+    for (path, size) in &req.tmpfs {
+        let size = format!("size={size}");
+        let options = ["nosuid", "nodev", "mode=1777", size.as_str()];
+        mounts.push(spec::mount(path, "tmpfs", "tmpfs", &options)?);
+    }
+    Ok(mounts)
 }
 
 /// Whether a process with host uid and gid `id` (a user namespace's root)

@@ -127,6 +127,9 @@ enum RunEnd {
     },
     /// Its health check failed `failure_threshold` times in a row; it was stopped.
     Unhealthy(String, Option<ExitStatus>),
+    /// It wrote more than `resources.disk` to its root filesystem; it was
+    /// stopped, and starts again (if at all) from a fresh one.
+    DiskFull(String, Option<ExitStatus>),
 }
 
 impl<D: Driver> Life<D> {
@@ -220,6 +223,18 @@ impl<D: Driver> Life<D> {
                 }
                 RunEnd::OomKilled(status) => (Some(status.code()), "oom-killed".into(), false),
                 RunEnd::StartFailed(e) => (None, e.to_string(), false),
+                RunEnd::DiskFull(why, status) => {
+                    typed.killed_at_grace = *status == Some(ExitStatus::Signaled(libc::SIGKILL));
+                    // What it wrote goes: a fresh root at the next start.
+                    if let Err(e) = self.driver.cleanup(&self.alloc.id, prepared.take()).await {
+                        tracing::warn!(alloc = %self.alloc.id, error = %e, "cleanup after the disk limit");
+                    }
+                    (
+                        status.map(|s| s.code()),
+                        format!("ephemeral disk limit: {why}"),
+                        false,
+                    )
+                }
                 RunEnd::Unhealthy(why, status) => {
                     typed.health_detail = why.clone();
                     // Stopped for failing its check: it too may have needed SIGKILL.
@@ -323,6 +338,12 @@ impl<D: Driver> Life<D> {
                 let status = task.stop(grace).await.ok();
                 RunEnd::Unhealthy(why, status)
             }
+            why = self.watch_disk() => {
+                self.report(AllocationPhase::Stopping, pid as u32, None, why.clone());
+                let grace = self.alloc.spec.stop_grace_period.std();
+                let status = task.stop(grace).await.ok();
+                RunEnd::DiskFull(why, status)
+            }
             _ = stop_signal(&mut stop) => {
                 let reason = self.stop_requested().unwrap_or_default();
                 self.report(AllocationPhase::Stopping, pid as u32, None, reason.clone());
@@ -411,6 +432,26 @@ impl<D: Driver> Life<D> {
         }
     }
 
+    /// With `resources.disk`, measures what the container wrote to its root
+    /// filesystem every [`DISK_CHECK`]; returns why once it is over.
+    /// Without the limit it never returns.
+    async fn watch_disk(&self) -> String {
+        let Some(limit) = self.alloc.spec.resources.disk else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(DISK_CHECK).await;
+            if let Some(used) = self.driver.disk_used(&self.alloc.id, limit.bytes()).await {
+                if used > limit.bytes() {
+                    return format!(
+                        "wrote {} or more to its root filesystem, over resources.disk {limit}",
+                        drover_proto::quantity::Size(used)
+                    );
+                }
+            }
+        }
+    }
+
     /// Without a health check, a published replica is still watched on the
     /// mesh's path: once it has answered there, [`REACH_THRESHOLD`] failed
     /// connections in a row make it unhealthy. Never before its first
@@ -480,6 +521,9 @@ impl Typed {
         }
     }
 }
+
+/// How often what a container with `resources.disk` wrote is measured.
+const DISK_CHECK: Duration = Duration::from_secs(5);
 
 /// How often a published replica without a health check is connected to
 /// from the node, how long each try may take, and how many failures in a

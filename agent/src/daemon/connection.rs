@@ -100,6 +100,8 @@ pub struct Identity {
     pub address: String,
     pub cpu_millis: u64,
     pub memory_bytes: u64,
+    pub volumes: Vec<pb::HostVolume>,
+    pub disk_bytes: u64,
 }
 
 async fn register(
@@ -113,6 +115,8 @@ async fn register(
             address: me.address.clone(),
             cpu_millis: me.cpu_millis,
             memory_bytes: me.memory_bytes,
+            volumes: me.volumes.clone(),
+            disk_bytes: me.disk_bytes,
         })
         .await?
         .into_inner();

@@ -83,6 +83,10 @@ pub trait Driver: Send + Sync + 'static {
     /// open or opening now.
     fn open_connections(&self, pid: i32, port: u16) -> usize;
 
+    /// The disk its writable layer takes (counting may stop once past
+    /// `stop_after`); `None` when it cannot be told.
+    fn disk_used(&self, id: &str, stop_after: u64) -> impl Future<Output = Option<u64>> + Send;
+
     /// Removes everything the allocation left (bundle, cgroup, address),
     /// once its container is gone.
     fn cleanup(

@@ -33,6 +33,9 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    /// The job mounts a host volume this node's agent does not offer (as asked).
+    #[error("volume {name:?}: {why}")]
+    Volume { name: String, why: String },
     #[error("not started: no leader acknowledged this node for {secs:.1}s (fencing)")]
     Fenced { secs: f64 },
     #[error(transparent)]

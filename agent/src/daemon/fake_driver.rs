@@ -47,6 +47,8 @@ struct State {
     traces: HashSet<String>,
     /// Allocations whose last exit was an OOM kill, until reaped.
     oom: HashSet<String>,
+    /// What each allocation's writable layer takes, from its next start on.
+    disk: HashMap<String, u64>,
     /// Until when each allocation's container has connections open.
     connected_until: HashMap<String, Instant>,
     /// Pids of containers that exited before their network was attached.
@@ -136,6 +138,11 @@ impl FakeDriver {
     pub fn connected_for(&self, id: &str, d: Duration) {
         let mut s = self.state.lock().unwrap();
         s.connected_until.insert(id.into(), Instant::now() + d);
+    }
+
+    /// `id`'s container has written `bytes` (until its bundle is cleaned up).
+    pub fn set_disk_used(&self, id: &str, bytes: u64) {
+        self.state.lock().unwrap().disk.insert(id.into(), bytes);
     }
 
     pub fn set_prepare_takes(&self, d: Duration) {
@@ -337,9 +344,23 @@ impl Driver for FakeDriver {
         usize::from(open)
     }
 
+    async fn disk_used(&self, id: &str, _stop_after: u64) -> Option<u64> {
+        Some(
+            self.state
+                .lock()
+                .unwrap()
+                .disk
+                .get(id)
+                .copied()
+                .unwrap_or(0),
+        )
+    }
+
     async fn cleanup(&self, id: &str, _prepared: Option<String>) -> Result<(), CleanupError> {
         self.log.add(format!("cleanup {id}"));
-        self.state.lock().unwrap().traces.remove(id);
+        let mut s = self.state.lock().unwrap();
+        s.traces.remove(id);
+        s.disk.remove(id);
         Ok(())
     }
 

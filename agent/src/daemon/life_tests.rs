@@ -321,6 +321,33 @@ async fn an_oom_kill_is_reported_as_one() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_replica_over_its_disk_limit_is_stopped_and_starts_again_from_a_fresh_root() {
+    let mut node = Node::new();
+    node.driver.set_disk_used("a", 3 << 20);
+    node.supervisor.converge(vec![alloc(
+        "a",
+        "resources: {disk: 2Mi}\nstop_grace_period: 1s\n",
+    )]);
+    let failed = node.until("a", AllocationPhase::Failed).await;
+    assert_eq!(
+        failed.reason,
+        "ephemeral disk limit: wrote 3Mi or more to its root filesystem, over resources.disk 2Mi"
+    );
+    // Within the limit now (the fake's usage went with the bundle): it runs on.
+    node.until("a", AllocationPhase::Running).await;
+    // Its bundle went before the restart: a fresh root, a new prepare.
+    let log = node.driver.log().entries();
+    let cleanup = log
+        .iter()
+        .position(|e| e == "cleanup a")
+        .expect("cleaned up");
+    assert!(log[cleanup..].iter().any(|e| e == "prepare a"), "{log:?}");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(node.report("a").phase(), AllocationPhase::Running);
+    assert_eq!(node.driver.log().count("start a"), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failed_start_is_reported_and_tried_again_with_the_same_bundle() {
     let mut node = Node::new();
     node.driver.script("a", &[Run::FailsToStart]);

@@ -42,6 +42,47 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+/// A host directory the agent offers jobs under a name (Nomad's host
+/// volumes): `drover-agent run --volume data=/srv/data[:ro]`. A job mounts
+/// it by name; it never names a host path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostVolume {
+    pub name: String,
+    /// Resolved (every link followed) when the agent starts.
+    pub path: PathBuf,
+    /// Offered read-only: jobs may only mount it read-only.
+    pub read_only: bool,
+}
+
+impl HostVolume {
+    /// `NAME=PATH` or `NAME=PATH:ro`; PATH must be an existing directory.
+    pub fn parse(s: &str) -> Result<HostVolume, String> {
+        let (name, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: expected NAME=PATH or NAME=PATH:ro"))?;
+        drover_proto::spec::dns_label(name).map_err(|e| format!("{s:?}: the name {e}"))?;
+        let (path, read_only) = match rest.strip_suffix(":ro") {
+            Some(p) => (p, true),
+            None => (rest.strip_suffix(":rw").unwrap_or(rest), false),
+        };
+        if !path.starts_with('/') {
+            return Err(format!("{s:?}: {path:?} must be an absolute path"));
+        }
+        let path = std::fs::canonicalize(path).map_err(|e| format!("{s:?}: {path}: {e}"))?;
+        if !path.is_dir() {
+            return Err(format!("{s:?}: {} is not a directory", path.display()));
+        }
+        if path == std::path::Path::new("/") {
+            return Err(format!("{s:?}: the host's root cannot be a volume"));
+        }
+        Ok(HostVolume {
+            name: name.to_string(),
+            path,
+            read_only,
+        })
+    }
+}
+
 /// The node's own resolver configuration: where the DNS server forwards
 /// names outside the cluster, and what host-network containers get.
 pub const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -81,6 +122,8 @@ pub struct Config {
     /// This node's certificate and the cluster CA (see `crate::pki`), or
     /// plaintext for `--insecure-plaintext`.
     pub security: drover_proto::pki::tls::Security,
+    /// Host volumes offered to jobs.
+    pub volumes: Vec<HostVolume>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +200,10 @@ pub struct Shared {
     /// The node's DNS server (service discovery by name), serving on the
     /// bridge address once the network is set up.
     pub dns: dns::Dns,
+    /// Host volumes offered to jobs.
+    pub volumes: Vec<HostVolume>,
+    /// Why the DNS server could not listen, last time it was tried ("").
+    pub dns_error: std::sync::Mutex<String>,
     /// The ports and replicas containers are kept from (see `network::guard`).
     pub control_plane: crate::network::guard::ControlPlane,
     /// The node's certificate and the CAs it trusts (`None` without TLS).
@@ -253,13 +300,11 @@ impl Shared {
         self.state_dir.join("logs").join(format!("{id}.log"))
     }
 
-    /// Sets up the node's container network for `subnet` unless it is up;
-    /// on failure records why, for the allocations it refuses meanwhile.
-    /// Blocking.
-    /// Starts the node's DNS server on the bridge address of `net`. A node
-    /// where it cannot listen still runs containers: they get the node's
-    /// own resolvers instead (see `node_driver`).
-    fn serve_dns(&self, net: &crate::network::NodeNetwork) {
+    /// Starts the node's DNS server on the bridge address of `net` unless
+    /// it serves (`netwatch` tries again while it cannot). A node where it
+    /// cannot listen still runs containers: they get the node's own
+    /// resolvers instead (see `node_driver`).
+    pub fn serve_dns(&self, net: &crate::network::NodeNetwork) {
         if self.dns.serving() {
             return;
         }
@@ -271,14 +316,20 @@ impl Shared {
             self.dns.set_egress(ip.into(), Some(false));
         }
         let addr = std::net::SocketAddr::from((net.gateway, 53));
-        if let Err(e) = self
+        let result = self
             .dns
-            .serve(addr, subnet, PathBuf::from(HOST_RESOLV_CONF))
-        {
-            tracing::warn!(%addr, error = %e, "cannot serve DNS on the bridge: containers get the node's resolvers, and no names of the cluster's");
+            .serve(addr, subnet, PathBuf::from(HOST_RESOLV_CONF));
+        let now = result.err().map(|e| e.to_string()).unwrap_or_default();
+        let mut last = self.dns_error.lock().unwrap_or_else(|e| e.into_inner());
+        if now != *last && !now.is_empty() {
+            tracing::warn!(%addr, error = %now, "cannot serve DNS on the bridge: containers get the node's resolvers, and no names of the cluster's");
         }
+        *last = now;
     }
 
+    /// Sets up the node's container network for `subnet` unless it is up;
+    /// on failure records why, for the allocations it refuses meanwhile.
+    /// Blocking.
     pub fn setup_network(&self, subnet: &str) -> Result<(), std::sync::Arc<NetworkError>> {
         let mut problem = self
             .network_problem
@@ -523,6 +574,8 @@ impl Agent {
                 .and_then(|(h, _)| h.trim_matches(['[', ']']).parse().ok())
                 .unwrap_or(local_addr.ip()),
             dns: dns::Dns::new(),
+            volumes: config.volumes.clone(),
+            dns_error: Default::default(),
             monitor: config.monitor.clone(),
             image_use: std::sync::RwLock::new(()),
             adopted: Default::default(),
@@ -537,6 +590,15 @@ impl Agent {
             address: advertise,
             cpu_millis: config.cpu_millis.unwrap_or(detected.cpu_millis),
             memory_bytes: config.memory_bytes.unwrap_or(detected.memory_bytes),
+            volumes: config
+                .volumes
+                .iter()
+                .map(|v| drover_proto::pb::HostVolume {
+                    name: v.name.clone(),
+                    read_only: v.read_only,
+                })
+                .collect(),
+            disk_bytes: resources::disk_bytes(&config.state_dir),
         };
         let mut tasks = vec![
             tokio::spawn(api::serve(

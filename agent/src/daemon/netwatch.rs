@@ -8,7 +8,8 @@
 //! replica start retries the setup. This task does, every
 //! [`RECHECK`]; once the network is up it checks instead that the subnet is
 //! still this node's alone (another interface may take the gateway address
-//! later), and records what it finds for the next heartbeat.
+//! later), and records what it finds for the next heartbeat. It also starts
+//! the node's DNS server if it could not listen before.
 
 use super::Shared;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub async fn run(shared: Arc<Shared>, every: Duration, mut stop: broadcast::Rece
 /// One round: set the network up again if it is down, else check it. Blocking.
 fn recheck(shared: &Shared) {
     if let Some(net) = shared.network.get() {
+        shared.serve_dns(net);
         let now = net.check().err().map(|e| e.to_string());
         if shared.set_network_error(now.as_deref().unwrap_or_default()) {
             match &now {

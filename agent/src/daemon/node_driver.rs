@@ -63,6 +63,7 @@ impl Driver for NodeDriver {
         let shared = self.shared.clone();
         let image = alloc.spec.image.clone();
         let mut req = request(alloc);
+        req.binds = host_binds(&shared.volumes, &alloc.spec)?;
         let private = alloc.spec.network == spec::Network::Private;
         if private
             && alloc
@@ -199,6 +200,18 @@ impl Driver for NodeDriver {
             .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
             .map(|table| connections_to(&table, port))
             .sum()
+    }
+
+    async fn disk_used(&self, id: &str, stop_after: u64) -> Option<u64> {
+        let upper = self.shared.bundle_dir(id).join("upper");
+        tokio::task::spawn_blocking(move || {
+            upper
+                .exists()
+                .then(|| super::resources::disk_used(&upper, stop_after))
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     async fn cleanup(&self, id: &str, bundle: Option<Bundle>) -> Result<(), CleanupError> {
@@ -354,7 +367,15 @@ fn request(alloc: &Alloc) -> ContainerRequest {
         read_only_rootfs: s.read_only_rootfs,
         capabilities: crate::bundle::CapabilityChanges {
             add: s.security.capabilities.add.clone(),
-            drop: s.security.capabilities.drop.clone(),
+            drop: {
+                let mut drop = s.security.capabilities.drop.clone();
+                // No raw sockets: it must not send as another container's
+                // address, one that may leave (see `network::guard`).
+                if s.egress == spec::Egress::None {
+                    drop.push("NET_RAW".into());
+                }
+                drop
+            },
         },
         seccomp: match (&s.security.seccomp, &s.security.seccomp_profile) {
             (spec::SeccompMode::Unconfined, _) => crate::bundle::Seccomp::Unconfined,
@@ -364,7 +385,45 @@ fn request(alloc: &Alloc) -> ContainerRequest {
         user_namespace: None,
         init: s.init,
         files: Vec::new(),
+        binds: Vec::new(),
+        tmpfs: s
+            .tmpfs
+            .iter()
+            .map(|t| (t.path.clone(), t.size.bytes()))
+            .collect(),
     }
+}
+
+/// The node's volumes the job mounts, as binds; an error names a volume
+/// this agent does not offer, or offers read-only to a mount that writes
+/// (the scheduler places by what agents offer: this is a node whose agent
+/// restarted with other volumes since).
+fn host_binds(
+    offered: &[super::HostVolume],
+    spec: &JobSpec,
+) -> Result<Vec<crate::bundle::HostBind>, StartError> {
+    spec.volumes
+        .iter()
+        .map(|v| {
+            let err = |why: &str| StartError::Volume {
+                name: v.name.clone(),
+                why: why.into(),
+            };
+            let host = offered.iter().find(|h| h.name == v.name).ok_or_else(|| {
+                err("this node's agent offers no such volume (drover-agent run --volume NAME=PATH)")
+            })?;
+            if host.read_only && !v.read_only {
+                return Err(err(
+                    "this node offers it read-only; mount it with read_only: true",
+                ));
+            }
+            Ok(crate::bundle::HostBind {
+                source: host.path.clone(),
+                destination: v.path.clone(),
+                read_only: v.read_only || host.read_only,
+            })
+        })
+        .collect()
 }
 
 /// The `/etc/resolv.conf` and `/etc/hosts` a container gets. With private
@@ -377,7 +436,16 @@ fn container_files(shared: &Shared, private: bool, hostname: &str) -> Vec<Contai
     let (resolv, hosts) = if private {
         let resolv = match shared.network.get() {
             Some(net) if shared.dns.serving() => super::dns::resolv_conf(net.gateway, &host_resolv),
-            _ => host_resolv
+            // A host whose resolv.conf names only a local stub (systemd-resolved):
+            // the stub's own upstreams, as Docker does.
+            _ => std::fs::read_to_string(SYSTEMD_RESOLV_CONF)
+                .ok()
+                .filter(|_| {
+                    super::dns::nameservers(&host_resolv)
+                        .iter()
+                        .all(|ip| ip.is_loopback())
+                })
+                .unwrap_or(host_resolv.clone())
                 .lines()
                 .filter(|l| {
                     !super::dns::nameservers(l)
@@ -402,6 +470,9 @@ fn container_files(shared: &Shared, private: bool, hostname: &str) -> Vec<Contai
         })
         .collect()
 }
+
+/// systemd-resolved's list of the upstream servers behind its local stub.
+const SYSTEMD_RESOLV_CONF: &str = "/run/systemd/resolve/resolv.conf";
 
 /// A private-network container's `/etc/hosts`: loopback, and its own name
 /// at its address.

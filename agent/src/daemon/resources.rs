@@ -1,4 +1,5 @@
-//! What this machine offers: cpu cores and memory, detected.
+//! What this machine offers: cpu cores, memory and disk, detected; and
+//! what a container has written to its root filesystem.
 
 #[derive(Clone, Copy, Debug)]
 pub struct Detected {
@@ -14,6 +15,45 @@ pub fn detect() -> Detected {
         cpu_millis: cpus * 1000,
         memory_bytes: mem_total().unwrap_or(1 << 30),
     }
+}
+
+/// The size of the filesystem holding `state_dir` (containers' writable
+/// layers live there); 0 when it cannot be read.
+pub fn disk_bytes(state_dir: &std::path::Path) -> u64 {
+    let dir = std::iter::successors(Some(state_dir), |p| p.parent()).find(|p| p.exists());
+    dir.and_then(|d| nix::sys::statvfs::statvfs(d).ok())
+        .map_or(0, |s| s.blocks() * s.fragment_size())
+}
+
+/// The disk space the files under `dir` take (allocated blocks, each hard
+/// link counted once, symlinks not followed), counting stops once past
+/// `stop_after`: enough to say a limit is exceeded.
+pub fn disk_used(dir: &std::path::Path, stop_after: u64) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0u64;
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
+                continue;
+            }
+            total += m.blocks() * 512;
+            if m.is_dir() {
+                todo.push(e.path());
+            }
+            if total > stop_after {
+                return total;
+            }
+        }
+    }
+    total
 }
 
 fn mem_total() -> Option<u64> {
@@ -35,5 +75,19 @@ mod tests {
         assert_eq!(super::parse_mem_total(text), Some(24572212 * 1024));
         assert_eq!(super::parse_mem_total("nothing"), None);
         assert!(super::detect().cpu_millis >= 1000);
+    }
+
+    #[test]
+    fn disk_used_counts_blocks_once_and_stops_past_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::create_dir(&a).unwrap();
+        std::fs::write(a.join("big"), vec![1u8; 1 << 20]).unwrap();
+        std::fs::hard_link(a.join("big"), dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("etc")).unwrap();
+        let used = super::disk_used(dir.path(), u64::MAX);
+        assert!((1 << 20..(1 << 20) + (64 << 10)).contains(&used), "{used}");
+        assert!(super::disk_used(dir.path(), 1000) > 1000);
+        assert!(super::disk_bytes(dir.path()) > 1 << 20);
     }
 }

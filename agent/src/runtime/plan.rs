@@ -33,6 +33,9 @@ pub(crate) struct MountPlan {
     pub data: Option<CString>,
     /// The spec's destination, for error messages.
     pub destination: String,
+    /// Its place among all the spec's mounts: binds and other mounts are
+    /// made in the spec's order (a tmpfs inside a bound volume is on top).
+    pub order: usize,
     /// In a user namespace, proc and sysfs are made before `pivot_root`
     /// with the new mount API (the kernel lets a user namespace mount them
     /// only while a full view of the host's is still in sight) and moved
@@ -384,7 +387,13 @@ pub(crate) fn plan(
     let mut binds = Vec::new();
     let mut mounts = Vec::new();
     let mut populate_dev = false;
-    for m in spec.mounts().as_deref().unwrap_or_default() {
+    for (order, m) in spec
+        .mounts()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         let dest = m.destination();
         if !dest.is_absolute() {
             return Err(invalid(
@@ -459,6 +468,7 @@ pub(crate) fn plan(
                 Some(cstr("mounts.options", data.join(","))?)
             },
             destination: dest.display().to_string(),
+            order,
         };
         if bind {
             if binds.len() == super::child::MAX_BINDS {

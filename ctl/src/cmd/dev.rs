@@ -58,6 +58,12 @@ pub async fn run(a: DevArgs) -> Result<i32> {
             )?),
         )
     };
+    let volumes = a
+        .volumes
+        .iter()
+        .map(|v| drover_agent::daemon::HostVolume::parse(v))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--volume {e}"))?;
     let scheduler = Scheduler::start(SchedulerConfig {
         pki,
         rate_limits: Some(Default::default()),
@@ -93,6 +99,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         resource_defaults: Default::default(),
         user_namespaces: false,
         ended_retention: Duration::from_secs(3600),
+        volumes,
     })
     .await
     .context("cannot start the agent")?;

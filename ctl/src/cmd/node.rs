@@ -114,7 +114,7 @@ async fn show(
         format!(
             "name:        {}\nstatus:      {}\nschedulable: {schedulable}\naddress:     {}\n\
              cpu:         {}/{}\nmemory:      {}/{}\nallocations: {}\nsubnet:      {}\n\
-             network:     {network}\nregistered:  {}\n",
+             disk:        {}\nvolumes:     {}\nnetwork:     {network}\nregistered:  {}\n",
             n.name,
             n.status,
             n.address,
@@ -124,10 +124,30 @@ async fn show(
             bytes(n.memory_bytes),
             n.allocations,
             if n.subnet.is_empty() { "-" } else { &n.subnet },
+            match n.disk_bytes {
+                0 => "-".to_string(),
+                d => format!("{}/{} reserved", bytes(n.disk_allocated_bytes), bytes(d)),
+            },
+            volumes(n),
             time(n.registered_at_ms),
         ) + &output::stale_note(&r.read)
     });
     Ok(0)
+}
+
+/// The host volumes a node offers: `data, logs (read-only)`, or `-`.
+fn volumes(n: &pb::Node) -> String {
+    if n.volumes.is_empty() {
+        return "-".into();
+    }
+    n.volumes
+        .iter()
+        .map(|v| match v.read_only {
+            true => format!("{} (read-only)", v.name),
+            false => v.name.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The NETWORK column: the node's container network, `ok` or `unavailable`

@@ -121,6 +121,15 @@ pub struct JobSpec {
     /// Publish one port as a service on every node (the routing mesh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expose: Option<Expose>,
+    /// Host volumes to mount, by the names nodes' agents declare them
+    /// under (`drover-agent run --volume data=/srv/data`): replicas go only
+    /// to nodes that have them. A job never names a host path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
+    /// Scratch space in memory (tmpfs), each replica its own, empty at
+    /// every start; what is written counts against `resources.memory`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<Tmpfs>,
     /// What a replica does when its node loses the scheduler (see
     /// `crate::fencing`).
     #[serde(default, skip_serializing_if = "OnDisconnect::is_default")]
@@ -152,6 +161,27 @@ impl OnDisconnect {
 pub struct Port {
     pub name: String,
     pub container: u32,
+}
+
+/// A host volume mounted into each replica.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    /// The volume's name on the node (`drover-agent run --volume NAME=PATH`).
+    pub name: String,
+    /// Where it appears in the container.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+/// A replica's own tmpfs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tmpfs {
+    pub path: String,
+    /// Its most bytes.
+    pub size: Size,
 }
 
 /// A published service: every node accepts connections on `port` and
@@ -190,6 +220,11 @@ pub struct Resources {
     pub memory: Size,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<u32>,
+    /// The most a replica may write to its root filesystem (its writable
+    /// layer), reserved on its node: one that writes more is stopped, as
+    /// Kubernetes evicts a pod over its ephemeral-storage limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<Size>,
 }
 
 fn default_cpu() -> Cpu {
@@ -206,6 +241,7 @@ impl Default for Resources {
             cpu: default_cpu(),
             memory: default_memory(),
             pids: None,
+            disk: None,
         }
     }
 }

@@ -97,6 +97,22 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
     health(&mut e, spec);
     update(&mut e, spec);
     ports(&mut e, spec);
+    mounts(&mut e, spec);
+    if spec.egress == super::Egress::None {
+        // A raw socket, or its own addresses, would let it send as another
+        // container (one with egress) and so leave after all.
+        let forged = spec.security.capabilities.add.iter().find(|c| {
+            let c = c.to_ascii_uppercase();
+            let c = c.strip_prefix("CAP_").unwrap_or(&c).to_string();
+            matches!(c.as_str(), "ALL" | "NET_RAW" | "NET_ADMIN")
+        });
+        if let Some(c) = forged {
+            e.add(
+                "security.capabilities.add",
+                format!("{c} cannot be given with egress: none (it could send as another container's address)"),
+            );
+        }
+    }
     if spec.egress == super::Egress::None && spec.network == super::Network::Host {
         e.add(
             "egress",
@@ -265,6 +281,90 @@ fn resources(e: &mut Errors, spec: &JobSpec) {
     }
     if r.pids == Some(0) {
         e.add("resources.pids", "must be at least 1");
+    }
+    if let Some(d) = r.disk {
+        if d.bytes() < MIN_DISK {
+            e.add(
+                "resources.disk",
+                format!("{d} is less than the minimum of 1Mi"),
+            );
+        } else if d.bytes() > MAX_DISK {
+            e.add("resources.disk", format!("{d} is more than 1Pi"));
+        }
+    }
+}
+
+/// Where nothing may be mounted: what the runtime mounts itself, and the
+/// files the agent writes for each container.
+const RESERVED_PATHS: [&str; 5] = ["/proc", "/sys", "/dev", "/etc/resolv.conf", "/etc/hosts"];
+const MAX_MOUNTS: usize = 32;
+const MIN_DISK: u64 = 1 << 20;
+const MAX_DISK: u64 = 1 << 50;
+
+/// Why `path` cannot be a mount point in a container, if it cannot.
+fn mount_path(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return Some(format!("{path:?} must be an absolute path"));
+    }
+    if path.len() > 1024 || path.contains('\0') {
+        return Some(format!("{path:?} must be at most 1024 bytes, with no NUL"));
+    }
+    let parts: Vec<&str> = path.split('/').skip(1).collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return Some(format!(
+            "{path:?} must be a plain path: no empty, \".\" or \"..\" parts, no trailing /"
+        ));
+    }
+    if let Some(r) = RESERVED_PATHS
+        .iter()
+        .find(|r| path == **r || path.starts_with(&format!("{r}/")))
+    {
+        return Some(format!("{path:?} is under {r}, which the runtime provides"));
+    }
+    None
+}
+
+fn mounts(e: &mut Errors, spec: &JobSpec) {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut check_path = |e: &mut Errors, field: String, path: &str| {
+        if path == "/" {
+            e.add(&field, "\"/\" cannot be mounted over");
+        } else if let Some(m) = mount_path(path) {
+            e.add(&field, m);
+        } else if let Some((other, _)) = seen.iter().find(|(_, p)| p == path) {
+            e.add(&field, format!("{path:?} is already mounted by {other}"));
+        }
+        seen.push((
+            field.trim_end_matches(".path").to_string(),
+            path.to_string(),
+        ));
+    };
+    for (i, v) in spec.volumes.iter().enumerate() {
+        if let Err(m) = dns_label(&v.name) {
+            e.add(format!("volumes[{i}].name"), m);
+        }
+        check_path(e, format!("volumes[{i}].path"), &v.path);
+    }
+    for (i, t) in spec.tmpfs.iter().enumerate() {
+        check_path(e, format!("tmpfs[{i}].path"), &t.path);
+        if t.size.bytes() == 0 {
+            e.add(format!("tmpfs[{i}].size"), "must be more than 0");
+        } else if t.size.bytes() > MAX_MEMORY {
+            e.add(
+                format!("tmpfs[{i}].size"),
+                format!("{} is more than 1Ti", t.size),
+            );
+        }
+    }
+    let n = spec.volumes.len() + spec.tmpfs.len();
+    if n > MAX_MOUNTS {
+        e.add(
+            "volumes",
+            format!("{n} volumes and tmpfs mounts are more than the maximum of {MAX_MOUNTS}"),
+        );
     }
 }
 
@@ -438,12 +538,62 @@ mod tests {
     }
 
     #[test]
+    fn volume_and_tmpfs_rules() {
+        assert!(errors(
+            "volumes: [{name: data, path: /data, read_only: true}]\ntmpfs: [{path: /scratch, size: 64Mi}]\nresources: {disk: 1Gi}\n"
+        )
+        .is_empty());
+        assert_eq!(
+            one("volumes: [{name: Data, path: /data}]\n"),
+            "volumes[0].name: \"Data\" is not a DNS-1123 label (lower-case letters, digits and '-', starting and ending with a letter or digit)"
+        );
+        assert_eq!(
+            one("volumes: [{name: data, path: data}]\n"),
+            "volumes[0].path: \"data\" must be an absolute path"
+        );
+        assert_eq!(
+            one("volumes: [{name: data, path: /a/../etc}]\n"),
+            "volumes[0].path: \"/a/../etc\" must be a plain path: no empty, \".\" or \"..\" parts, no trailing /"
+        );
+        assert_eq!(
+            one("volumes: [{name: data, path: /}]\n"),
+            "volumes[0].path: \"/\" cannot be mounted over"
+        );
+        assert_eq!(
+            one("tmpfs: [{path: /proc/sys, size: 1Mi}]\n"),
+            "tmpfs[0].path: \"/proc/sys\" is under /proc, which the runtime provides"
+        );
+        assert_eq!(
+            one("tmpfs: [{path: /etc/resolv.conf, size: 1Mi}]\n"),
+            "tmpfs[0].path: \"/etc/resolv.conf\" is under /etc/resolv.conf, which the runtime provides"
+        );
+        assert_eq!(
+            one("volumes: [{name: data, path: /d}]\ntmpfs: [{path: /d, size: 1Mi}]\n"),
+            "tmpfs[0].path: \"/d\" is already mounted by volumes[0]"
+        );
+        assert_eq!(
+            one("tmpfs: [{path: /t, size: 0}]\n"),
+            "tmpfs[0].size: must be more than 0"
+        );
+        assert_eq!(
+            one("resources: {disk: 10Ki}\n"),
+            "resources.disk: 10Ki is less than the minimum of 1Mi"
+        );
+        // A job names a volume, never a host path.
+        assert!(!errors("volumes: [{name: data, path: /d, host_path: /etc}]\n").is_empty());
+    }
+
+    #[test]
     fn egress_none_needs_a_private_network() {
         assert_eq!(
             one("network: host\negress: none\n"),
             "egress: none needs network: private (a host-network replica has the node's own network)"
         );
         assert!(errors("egress: none\n").is_empty());
+        assert_eq!(
+            one("egress: none\nsecurity: {capabilities: {add: [cap_net_raw]}}\n"),
+            "security.capabilities.add: cap_net_raw cannot be given with egress: none (it could send as another container's address)"
+        );
         assert!(errors("network: host\negress: all\n").is_empty());
     }
 

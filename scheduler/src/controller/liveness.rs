@@ -116,6 +116,8 @@ mod tests {
             draining: false,
             subnet: String::new(),
             network_error: String::new(),
+            volumes: Default::default(),
+            disk_bytes: 0,
             registered_at_ms: 0,
             updated_at_ms: 0,
         }

@@ -97,6 +97,9 @@ pub fn reconcile(state: &State, now_ms: i64, new_id: &mut dyn FnMut() -> String)
                 job_replicas: 0,
                 host_ports: ports_by_node.remove(n.name.as_str()).unwrap_or_default(),
                 network_error: n.network_error.clone(),
+                volumes: n.volumes.clone(),
+                disk_total: n.disk_bytes,
+                disk_used: u.disk_bytes,
             }
         })
         .collect();

@@ -29,6 +29,12 @@ pub(super) fn place(
         memory_bytes: spec.resources.memory.bytes(),
         host_ports,
         private_network: spec.network == drover_proto::spec::Network::Private,
+        volumes: spec
+            .volumes
+            .iter()
+            .map(|v| (v.name.clone(), v.read_only))
+            .collect(),
+        disk_bytes: spec.resources.disk.map_or(0, |d| d.bytes()),
     };
     let mut per_node: BTreeMap<&str, u32> = BTreeMap::new();
     for a in existing {
@@ -54,6 +60,7 @@ pub(super) fn place(
             .expect("placement returns known nodes");
         c.cpu_used += ask.cpu_millis;
         c.memory_used += ask.memory_bytes;
+        c.disk_used += ask.disk_bytes;
         placed.push(NewAllocation {
             id: new_id(),
             job: job.name.clone(),
@@ -91,6 +98,9 @@ mod tests {
             job_replicas: 0,
             host_ports: Default::default(),
             network_error: String::new(),
+            volumes: Default::default(),
+            disk_total: 0,
+            disk_used: 0,
         }
     }
 

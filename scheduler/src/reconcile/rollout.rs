@@ -294,6 +294,7 @@ mod tests {
                 restarts: 0,
                 cpu_millis: 0,
                 memory_bytes: 0,
+                disk_bytes: 0,
                 created_at_ms: 1_000,
                 updated_at_ms: 1_000,
                 generation: 0,

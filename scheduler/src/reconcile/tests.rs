@@ -25,6 +25,8 @@ impl Sim {
                 memory_bytes: mem_mi << 20,
                 at_ms: 0,
                 cluster_cidr: String::new(),
+                volumes: Default::default(),
+                disk_bytes: 0,
             });
         }
         sim

@@ -156,6 +156,16 @@ pub fn node(state: &State, n: &Node) -> pb::Node {
         draining: n.draining,
         subnet: n.subnet.clone(),
         network_error: n.network_error.clone(),
+        volumes: n
+            .volumes
+            .iter()
+            .map(|(name, read_only)| pb::HostVolume {
+                name: name.clone(),
+                read_only: *read_only,
+            })
+            .collect(),
+        disk_bytes: n.disk_bytes,
+        disk_allocated_bytes: usage.disk_bytes,
     }
 }
 

@@ -241,6 +241,10 @@ impl NodeService for NodeApi {
         let req = req.into_inner();
         drover_proto::spec::dns_label(&req.name)
             .map_err(|e| Status::invalid_argument(format!("name: {e}")))?;
+        for v in &req.volumes {
+            drover_proto::spec::dns_label(&v.name)
+                .map_err(|e| Status::invalid_argument(format!("volumes: {e}")))?;
+        }
         if req.cpu_millis == 0 || req.memory_bytes == 0 {
             return Err(Status::invalid_argument(
                 "cpu_millis and memory_bytes must be more than 0",
@@ -255,6 +259,12 @@ impl NodeService for NodeApi {
                 memory_bytes: req.memory_bytes,
                 at_ms: crate::clock::now_ms(),
                 cluster_cidr: self.cluster_cidr.clone(),
+                volumes: req
+                    .volumes
+                    .iter()
+                    .map(|v| (v.name.clone(), v.read_only))
+                    .collect(),
+                disk_bytes: req.disk_bytes,
             })
             .await?;
         let r = r.accepted()?;

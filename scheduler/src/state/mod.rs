@@ -46,6 +46,12 @@ pub enum Command {
         /// The cluster's container range; the node gets the lowest free /24 of it.
         #[serde(default)]
         cluster_cidr: String,
+        /// Host volumes its agent offers: name, read-only.
+        #[serde(default)]
+        volumes: std::collections::BTreeMap<String, bool>,
+        /// Disk for containers' writable layers (0: not said).
+        #[serde(default)]
+        disk_bytes: u64,
     },
     /// The leader saw a node stop (or resume) heartbeating.
     SetNodeStatus {

@@ -363,6 +363,9 @@ pub struct Allocation {
     pub restarts: u32,
     pub cpu_millis: u64,
     pub memory_bytes: u64,
+    /// Disk it reserves for its writable layer (`resources.disk`).
+    #[serde(default)]
+    pub disk_bytes: u64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     /// The job's generation when placed (see `Job::generation`).
@@ -516,6 +519,12 @@ pub struct Node {
     /// ("" when it works): no private-network replica is placed here meanwhile.
     #[serde(default)]
     pub network_error: String,
+    /// Host volumes its agent offers jobs: name, read-only.
+    #[serde(default)]
+    pub volumes: BTreeMap<String, bool>,
+    /// Disk for containers' writable layers (0: its agent did not say).
+    #[serde(default)]
+    pub disk_bytes: u64,
     pub registered_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -525,6 +534,7 @@ pub struct Node {
 pub struct Usage {
     pub cpu_millis: u64,
     pub memory_bytes: u64,
+    pub disk_bytes: u64,
     pub allocations: u32,
 }
 
@@ -536,6 +546,7 @@ impl State {
             let u = out.entry(a.node.clone()).or_default();
             u.cpu_millis += a.cpu_millis;
             u.memory_bytes += a.memory_bytes;
+            u.disk_bytes += a.disk_bytes;
             u.allocations += 1;
         }
         out

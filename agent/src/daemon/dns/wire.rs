@@ -107,7 +107,8 @@ pub fn parse(packet: &[u8]) -> Result<Query, Malformed> {
         }
         let label = packet.get(at..at + len).ok_or(Malformed::Question)?;
         at += len;
-        if at - HEADER > 255 {
+        // With the root's zero byte still to come: at most 255 in all.
+        if at - HEADER >= 255 {
             return Err(Malformed::Question);
         }
         if !name.is_empty() {

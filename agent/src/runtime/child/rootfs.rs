@@ -11,7 +11,7 @@ use libc::{c_char, c_int};
 
 use super::sys;
 use super::{check, check_long, Failure, Stage};
-use crate::runtime::plan::{Detached, LaunchPlan};
+use crate::runtime::plan::{Detached, LaunchPlan, MountPlan};
 
 const DEVICES: [(&std::ffi::CStr, u32, u32); 6] = [
     (c"/dev/null", 1, 3),
@@ -70,8 +70,7 @@ pub(super) fn build(p: &LaunchPlan) -> Result<(), Failure> {
     check_long(sys::pivot_root(c".", c"."), Stage::PivotRoot, 1)?;
     check(sys::umount_detach(c"."), Stage::PivotRoot, 2)?;
     check(sys::chdir(c"/"), Stage::PivotRoot, 3)?;
-    mounts(p, &detached)?;
-    attach_binds(p, &binds)?;
+    mounts(p, &detached, &binds)?;
     if p.populate_dev {
         if userns {
             bind_devices(&dev_fds)?;
@@ -121,70 +120,121 @@ fn clone_binds(p: &LaunchPlan, fds: &mut [c_int; MAX_BINDS]) -> Result<(), Failu
     Ok(())
 }
 
-/// Attaches the cloned binds at their destinations inside the new root:
-/// missing directories are made, a file's mount point is made a plain empty
-/// file (an image's symlink there is replaced, not followed).
-fn attach_binds(p: &LaunchPlan, fds: &[c_int; MAX_BINDS]) -> Result<(), Failure> {
-    for (i, (m, fd)) in p.binds.iter().zip(fds).enumerate() {
-        let index = i as u32;
-        // The last of `mkdirs` is the mount point itself.
-        for d in &m.mkdirs[..m.mkdirs.len().saturating_sub(1)] {
-            mkdir(d, index)?;
-        }
-        if sys::is_dir_fd(*fd) {
-            mkdir(&m.target, index)?;
+/// The spec's mounts inside the new root, in the spec's order: other
+/// filesystems (detached ones, made by `prepare_userns`, attached by their
+/// slot) and the binds cloned by `clone_binds`.
+fn mounts(
+    p: &LaunchPlan,
+    detached: &[c_int; MAX_DETACHED],
+    binds: &[c_int; MAX_BINDS],
+) -> Result<(), Failure> {
+    let (mut i, mut j) = (0, 0);
+    while i < p.mounts.len() || j < p.binds.len() {
+        let bind_next = match (p.mounts.get(i), p.binds.get(j)) {
+            (Some(m), Some(b)) => b.order < m.order,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if bind_next {
+            attach_bind(&p.binds[j], binds[j], j as u32)?;
+            j += 1;
         } else {
-            if sys::is_symlink(&m.target) {
-                check(sys::unlink(&m.target), Stage::Mkdir, index)?;
-            }
-            let f = sys::create_file(&m.target);
-            check(f, Stage::Mkdir, index)?;
-            // SAFETY: opened above, only to make the file.
-            unsafe { sys::close(f) };
-        }
-        check_long(sys::move_mount(*fd, &m.target), Stage::BindMount, index)?;
-        // SAFETY: `clone_binds` opened it for this bind alone.
-        unsafe { sys::close(*fd) };
-        let keep = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY;
-        if m.flags & keep != 0 {
-            let flags = libc::MS_REMOUNT | libc::MS_BIND | (m.flags & keep);
-            check(
-                sys::mount(None, &m.target, None, flags, None),
-                Stage::BindMount,
-                index,
-            )?;
+            mount_one(&p.mounts[i], detached, i)?;
+            i += 1;
         }
     }
     Ok(())
 }
 
-/// The spec's other mounts, inside the new root; detached ones (made by
-/// `prepare_userns`) are attached by their slot.
-fn mounts(p: &LaunchPlan, detached: &[c_int; MAX_DETACHED]) -> Result<(), Failure> {
-    for (i, m) in p.mounts.iter().enumerate() {
-        for d in &m.mkdirs {
-            mkdir(d, i as u32)?;
-        }
-        if m.detached.is_some() {
-            let fd = detached.get(i).copied().unwrap_or(-1);
-            check_long(sys::move_mount(fd, &m.target), Stage::Mount, i as u32)?;
-            // SAFETY: `prepare_userns` opened it for this mount alone.
-            unsafe { sys::close(fd) };
-            continue;
-        }
-        check(
-            sys::mount(
-                Some(&m.source),
-                &m.target,
-                Some(&m.fstype),
-                m.flags,
-                m.data.as_deref(),
-            ),
+fn mount_one(m: &MountPlan, detached: &[c_int; MAX_DETACHED], i: usize) -> Result<(), Failure> {
+    for d in &m.mkdirs {
+        mkdir(d, i as u32)?;
+    }
+    if m.detached.is_some() {
+        let fd = detached.get(i).copied().unwrap_or(-1);
+        check_long(
+            sys::move_mount(fd, &m.target, false),
             Stage::Mount,
             i as u32,
         )?;
+        // SAFETY: `prepare_userns` opened it for this mount alone.
+        unsafe { sys::close(fd) };
+        return Ok(());
+    }
+    check(
+        sys::mount(
+            Some(&m.source),
+            &m.target,
+            Some(&m.fstype),
+            m.flags,
+            m.data.as_deref(),
+        ),
+        Stage::Mount,
+        i as u32,
+    )
+}
+
+/// Attaches a cloned bind at its destination inside the new root: missing
+/// directories are made; a directory's mount point may be an image's
+/// symlink (followed, inside the root); a file's is made a plain empty file
+/// (anything else there, a symlink or a FIFO, is replaced: opening a FIFO
+/// would block). The flags it asks for are added to those of its source.
+fn attach_bind(m: &MountPlan, fd: c_int, index: u32) -> Result<(), Failure> {
+    // The last of `mkdirs` is the mount point itself.
+    for d in &m.mkdirs[..m.mkdirs.len().saturating_sub(1)] {
+        mkdir(d, index)?;
+    }
+    let dir = sys::is_dir_fd(fd);
+    if dir {
+        mkdir(&m.target, index)?;
+    } else {
+        match sys::lstat_mode(&m.target) {
+            Some(mode) if mode & libc::S_IFMT == libc::S_IFREG => {}
+            Some(_) => check(sys::unlink(&m.target), Stage::Mkdir, index)?,
+            None => {}
+        }
+        let f = sys::make_file(&m.target);
+        if f == -1 && sys::errno() != libc::EEXIST {
+            return Err((Stage::Mkdir, index, sys::errno()));
+        }
+        if f >= 0 {
+            // SAFETY: opened above, only to make the file.
+            unsafe { sys::close(f) };
+        }
+    }
+    check_long(sys::move_mount(fd, &m.target, dir), Stage::BindMount, index)?;
+    // SAFETY: `clone_binds` opened it for this bind alone.
+    unsafe { sys::close(fd) };
+    let asked = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY;
+    if m.flags & asked != 0 {
+        let flags = libc::MS_BIND | (m.flags & asked);
+        check(remount_adding(&m.target, flags), Stage::BindMount, index)?;
     }
     Ok(())
+}
+
+/// Remounts the mount at `path` with `flags` (MS_BIND and the MS_* flags
+/// to set) added to the flags it has: a remount sets all of them at once,
+/// and in a user namespace the ones its source has are locked (as runc
+/// does).
+fn remount_adding(path: &std::ffi::CStr, flags: libc::c_ulong) -> c_int {
+    let mut flags = flags | libc::MS_REMOUNT;
+    if let Some(st_flags) = sys::statvfs_flags(path) {
+        for (st_flag, ms_flag) in [
+            (libc::ST_RDONLY, libc::MS_RDONLY),
+            (libc::ST_NOSUID, libc::MS_NOSUID),
+            (libc::ST_NODEV, libc::MS_NODEV),
+            (libc::ST_NOEXEC, libc::MS_NOEXEC),
+            (libc::ST_NOATIME, libc::MS_NOATIME),
+            (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+            (libc::ST_RELATIME, libc::MS_RELATIME),
+        ] {
+            if st_flags & st_flag != 0 {
+                flags |= ms_flag;
+            }
+        }
+    }
+    sys::mount(None, path, None, flags, None)
 }
 
 /// Hides `path`: /dev/null over a file, an empty read-only tmpfs over a directory.
@@ -212,25 +262,10 @@ fn readonly_path(path: &std::ffi::CStr, index: u32) -> Result<(), Failure> {
             Err((Stage::ReadonlyPath, index, sys::errno()))
         };
     }
-    // Keep the flags the mount already has (nosuid, nodev, noexec on
-    // /proc), as runc does: a remount sets all of them at once.
-    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC;
-    if let Some(st_flags) = sys::statvfs_flags(path) {
-        for (st_flag, ms_flag) in [
-            (libc::ST_NOSUID, libc::MS_NOSUID),
-            (libc::ST_NODEV, libc::MS_NODEV),
-            (libc::ST_NOEXEC, libc::MS_NOEXEC),
-            (libc::ST_NOATIME, libc::MS_NOATIME),
-            (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-            (libc::ST_RELATIME, libc::MS_RELATIME),
-        ] {
-            if st_flags & st_flag != 0 {
-                flags |= ms_flag;
-            }
-        }
-    }
+    // Keeping the flags the mount already has (nosuid, nodev, noexec on
+    // /proc), as runc does.
     check(
-        sys::mount(Some(path), path, None, flags, None),
+        remount_adding(path, libc::MS_BIND | libc::MS_RDONLY | libc::MS_REC),
         Stage::ReadonlyPath,
         index,
     )
@@ -317,7 +352,7 @@ fn bind_devices(fds: &[c_int; DEVICES.len()]) -> Result<(), Failure> {
         check(f, Stage::Devices, i as u32)?;
         // SAFETY: opened above, only to make the file.
         unsafe { sys::close(f) };
-        check_long(sys::move_mount(*fd, path), Stage::Devices, i as u32)?;
+        check_long(sys::move_mount(*fd, path, false), Stage::Devices, i as u32)?;
         // SAFETY: `prepare_userns` opened it for this device alone.
         unsafe { sys::close(*fd) };
     }

@@ -104,9 +104,12 @@ pub(super) unsafe fn close(fd: c_int) {
 }
 
 const MOVE_MOUNT_F_EMPTY_PATH: c_uint = 0x4;
+const MOVE_MOUNT_T_SYMLINKS: c_uint = 0x10;
 
-/// Attaches the detached mount `fd` at `target`.
-pub(super) fn move_mount(fd: c_int, target: &CStr) -> c_long {
+/// Attaches the detached mount `fd` at `target` (a symlink there followed
+/// when `follow`).
+pub(super) fn move_mount(fd: c_int, target: &CStr, follow: bool) -> c_long {
+    let flags = MOVE_MOUNT_F_EMPTY_PATH | if follow { MOVE_MOUNT_T_SYMLINKS } else { 0 };
     // SAFETY: an fd, an empty and a NUL-terminated path.
     unsafe {
         libc::syscall(
@@ -115,7 +118,7 @@ pub(super) fn move_mount(fd: c_int, target: &CStr) -> c_long {
             c"".as_ptr(),
             libc::AT_FDCWD,
             target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
+            flags,
         )
     }
 }
@@ -190,13 +193,26 @@ pub(super) fn is_dir_fd(fd: c_int) -> bool {
     rc == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
 
-/// Whether `path` itself (not what it points to) is a symbolic link.
-pub(super) fn is_symlink(path: &CStr) -> bool {
+/// The mode of `path` itself (not what a symlink there points to).
+pub(super) fn lstat_mode(path: &CStr) -> Option<libc::mode_t> {
     // SAFETY: stat is plain data; all zeroes is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: a NUL-terminated path and a struct the kernel fills in.
     let rc = unsafe { libc::lstat(path.as_ptr(), &mut st) };
-    rc == 0 && st.st_mode & libc::S_IFMT == libc::S_IFLNK
+    (rc == 0).then_some(st.st_mode)
+}
+
+/// Makes an empty regular file at `path` (EEXIST if something is there),
+/// never following a symlink or blocking on a FIFO.
+pub(super) fn make_file(path: &CStr) -> c_int {
+    let flags = libc::O_CREAT
+        | libc::O_EXCL
+        | libc::O_NOFOLLOW
+        | libc::O_NONBLOCK
+        | libc::O_RDONLY
+        | libc::O_CLOEXEC;
+    // SAFETY: a NUL-terminated path and integer flags; O_CREAT takes the mode.
+    unsafe { libc::open(path.as_ptr(), flags, 0o644) }
 }
 
 pub(super) fn unlink(path: &CStr) -> c_int {

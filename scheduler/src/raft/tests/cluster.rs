@@ -342,5 +342,7 @@ fn counted() -> Command {
         memory_bytes: 1 << 30,
         at_ms: 0,
         cluster_cidr: String::new(),
+        volumes: Default::default(),
+        disk_bytes: 0,
     }
 }

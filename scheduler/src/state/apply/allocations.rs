@@ -27,6 +27,15 @@ impl State {
             if private && !node.network_error.is_empty() {
                 continue;
             }
+            // Or its agent came back without a volume the job mounts.
+            let volumes_there = job.current_spec().volumes.iter().all(|v| {
+                node.volumes
+                    .get(&v.name)
+                    .is_some_and(|read_only| v.read_only || !read_only)
+            });
+            if !volumes_there {
+                continue;
+            }
             let slot_taken = self.allocations.values().any(|a| {
                 a.job == n.job
                     && a.replica == n.replica
@@ -65,6 +74,7 @@ impl State {
                     restarts: 0,
                     cpu_millis: spec.resources.cpu.millis(),
                     memory_bytes: spec.resources.memory.bytes(),
+                    disk_bytes: spec.resources.disk.map_or(0, |d| d.bytes()),
                     created_at_ms: at_ms,
                     updated_at_ms: at_ms,
                 },

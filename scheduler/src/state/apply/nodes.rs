@@ -25,8 +25,8 @@ impl State {
         &mut self,
         name: &str,
         address: &str,
-        cpu_millis: u64,
-        memory_bytes: u64,
+        (cpu_millis, memory_bytes, disk_bytes): (u64, u64, u64),
+        volumes: &std::collections::BTreeMap<String, bool>,
         at_ms: i64,
         cluster_cidr: &str,
     ) -> CommandResult {
@@ -64,12 +64,16 @@ impl State {
             draining: false,
             subnet: String::new(),
             network_error: String::new(),
+            volumes: Default::default(),
+            disk_bytes: 0,
             registered_at_ms: at_ms,
             updated_at_ms: at_ms,
         });
         node.address = address.to_string();
         node.cpu_millis = cpu_millis;
         node.memory_bytes = memory_bytes;
+        node.disk_bytes = disk_bytes;
+        node.volumes = volumes.clone();
         node.status = NodeStatus::Ready;
         node.updated_at_ms = at_ms;
         if let Some(s) = subnet {

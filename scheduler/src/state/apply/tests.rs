@@ -29,6 +29,8 @@ fn node(s: &mut State, name: &str) {
             memory_bytes: 1 << 30,
             at_ms: 0,
             cluster_cidr: String::new(),
+            volumes: Default::default(),
+            disk_bytes: 0,
         },
     );
 }
@@ -425,6 +427,8 @@ fn removing_a_down_node_replaces_everything_and_frees_its_subnet() {
                 memory_bytes: 1 << 30,
                 at_ms: 0,
                 cluster_cidr: "10.88.0.0/23".into(),
+                volumes: Default::default(),
+                disk_bytes: 0,
             },
         )
     };
@@ -489,6 +493,8 @@ fn the_cluster_range_is_the_first_one_proposed() {
                 memory_bytes: 1 << 30,
                 at_ms: 0,
                 cluster_cidr: cidr.to_string(),
+                volumes: Default::default(),
+                disk_bytes: 0,
             },
         );
     }
@@ -534,6 +540,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
             memory_bytes: 1 << 30,
             at_ms: 3,
             cluster_cidr: String::new(),
+            volumes: Default::default(),
+            disk_bytes: 0,
         }),
         (node.clone(), any::<bool>()).prop_map(|(n, up)| Command::SetNodeStatus {
             name: n.into(),
