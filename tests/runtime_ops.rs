@@ -276,3 +276,191 @@ fn volumes_tmpfs_and_the_disk_limit() {
         "{st}"
     );
 }
+
+/// Every file under `dir` on its filesystem (mounted ones, such as a
+/// bundle's secrets tmpfs or a container's root, are not walked) that holds
+/// `needle`.
+fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir).unwrap().dev();
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.dev() != dev {
+                continue;
+            }
+            if m.is_dir() {
+                todo.push(e.path());
+            } else if m.is_file() {
+                let data = std::fs::read(e.path()).unwrap_or_default();
+                if data.windows(needle.len()).any(|w| w == needle) {
+                    found.push(e.path());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Secrets: a replica reads its secret at /run/secrets/NAME (on a memory
+/// filesystem, with the mode asked) and its config where asked; updating
+/// the secret restarts the job onto the new value; a job naming a secret
+/// that does not exist is refused, one in use cannot be deleted; and no
+/// byte of any value is in any status, history, listing, log or file the
+/// scheduler or the agent keeps on disk (the Raft log holds it sealed).
+#[test]
+fn secrets_reach_their_replicas_and_nothing_else() {
+    if !require_root("secrets_reach_their_replicas_and_nothing_else") {
+        return;
+    }
+    let c = Cluster::start("e2e-secret");
+    let random = || {
+        let mut b = [0u8; 16];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut b)
+            .unwrap();
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    };
+    let first = format!("first-{}", random());
+    let second = format!("second-{}", random());
+    // The user's own file, outside everything Drover keeps.
+    let input = tempfile::tempdir().unwrap();
+    let value = input.path().join("value");
+    std::fs::write(&value, &first).unwrap();
+    let mut outputs = Vec::new();
+    let mut ok = |args: &[&str]| {
+        let out = c.drover(args);
+        assert!(out.ok(), "{args:?}: {}{}", out.stdout, out.stderr);
+        outputs.push(format!("{args:?}\n{}{}", out.stdout, out.stderr));
+        out.stdout
+    };
+    ok(&[
+        "secret",
+        "create",
+        "db",
+        "--from-file",
+        value.to_str().unwrap(),
+    ]);
+    let config = c.dir.path().join("app.conf");
+    std::fs::write(&config, "setting=1\n").unwrap();
+    ok(&[
+        "configmap",
+        "create",
+        "app",
+        "--from-file",
+        config.to_str().unwrap(),
+    ]);
+
+    // A job naming a secret that does not exist is refused.
+    let missing = c.spec(
+        "missing",
+        &format!(
+            "name: missing\nimage: oci:{}/toolbox:latest\nsecrets: [{{name: nope}}]\n",
+            images().display()
+        ),
+    );
+    let out = c.drover(&["job", "run", "--detach", missing.to_str().unwrap()]);
+    assert!(!out.ok());
+    assert!(
+        out.stderr.contains("secrets[0].name: no secret \"nope\""),
+        "{}",
+        out.stderr
+    );
+
+    let reader = run_job(
+        &c,
+        "reader",
+        "name: reader\nimage: oci:{images}/toolbox:latest\ncommand: [/bin/sleep, '3600']\n\
+         secrets: [{name: db, mode: \"0400\"}]\nconfigs: [{name: app, path: /etc/app.conf}]\n\
+         resources: {cpu: 10m, memory: 16Mi}\nstop_grace_period: 1s\n",
+    );
+    running(&c, &reader);
+    let exec = |id: &str, script: &str| {
+        let out = c.drover(&["exec", id, "--", "/bin/sh", "-c", script]);
+        assert!(out.ok(), "{script}: {}{}", out.stdout, out.stderr);
+        out.stdout
+    };
+    assert_eq!(exec(&reader, "cat /run/secrets/db"), first);
+    assert_eq!(exec(&reader, "stat -c %a /run/secrets/db"), "400\n");
+    assert_eq!(exec(&reader, "cat /etc/app.conf"), "setting=1\n");
+    let mounts = exec(
+        &reader,
+        "grep -E ' /run/secrets/db | /etc/app.conf ' /proc/mounts",
+    );
+    assert!(mounts.contains("/run/secrets/db tmpfs ro,"), "{mounts}");
+    assert!(
+        mounts.contains("/etc/app.conf ") && mounts.contains(" ro,"),
+        "{mounts}"
+    );
+
+    // In use: not deleted.
+    let out = c.drover(&["secret", "rm", "db"]);
+    assert!(!out.ok());
+    assert!(
+        out.stderr.contains("mounted by job reader"),
+        "{}",
+        out.stderr
+    );
+
+    // On disk, while it runs: nowhere (the bundle's secrets are on a tmpfs).
+    let held = files_holding(c.dir.path(), first.as_bytes());
+    assert!(held.is_empty(), "the secret is on disk in {held:?}");
+
+    // A new value: the job restarts onto it.
+    std::fs::write(&value, &second).unwrap();
+    let out = ok(&[
+        "secret",
+        "update",
+        "db",
+        "--from-file",
+        value.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("restarting the jobs that mount it: reader"),
+        "{out}"
+    );
+    let replaced = wait_for(
+        "a replica with the new value",
+        Duration::from_secs(30),
+        || {
+            let v = c.json(&["alloc", "ls", "--job", "reader"]);
+            let a = v
+                .as_array()?
+                .iter()
+                .find(|a| a["state"] == "running" && a["id"] != reader.as_str())?
+                .clone();
+            Some(a["id"].as_str()?.to_string())
+        },
+    );
+    assert_eq!(exec(&replaced, "cat /run/secrets/db"), second);
+
+    // Everything a user or operator reads, and every file left on disk
+    // once the job is gone: no value, old or new.
+    ok(&["job", "status", "reader", "-o", "json"]);
+    ok(&["job", "history", "reader"]);
+    ok(&["alloc", "ls", "--job", "reader", "--all", "-o", "json"]);
+    ok(&["alloc", "status", &replaced, "-o", "json"]);
+    ok(&["secret", "ls", "-o", "json"]);
+    ok(&["logs", "reader"]);
+    ok(&["job", "stop", "reader", "--purge"]);
+    // Purged once every replica ended.
+    wait_for("the job gone", Duration::from_secs(30), || {
+        (!c.drover(&["job", "status", "reader"]).ok()).then_some(())
+    });
+    ok(&["secret", "rm", "db"]);
+    for v in [&first, &second] {
+        for o in &outputs {
+            assert!(!o.contains(v.as_str()), "a value in the output of {o}");
+        }
+        let held = files_holding(c.dir.path(), v.as_bytes());
+        assert!(held.is_empty(), "a value on disk in {held:?}");
+    }
+    let logs = c.scheduler.as_ref().unwrap().output() + &c.agent.as_ref().unwrap().output();
+    assert!(!logs.contains(&first) && !logs.contains(&second));
+}

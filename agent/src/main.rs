@@ -337,6 +337,8 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         .map(|v| drover_agent::daemon::HostVolume::parse(v))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("--volume {e}"))?;
+    drover_agent::daemon::HostVolume::check_all(&volumes, &a.state_dir)
+        .map_err(|e| anyhow::anyhow!("--volume {e}"))?;
     let config = drover_agent::daemon::Config {
         volumes,
         user_namespaces: a.user_namespaces,

@@ -441,12 +441,13 @@ async fn bound_files_never_follow_an_images_symlinks_to_the_host() {
                 drover_agent::bundle::ContainerFile {
                     path: "/etc/resolv.conf".into(),
                     contents: "nameserver 10.9.9.1\n".into(),
-                    read_only: false,
+                    ..Default::default()
                 },
                 drover_agent::bundle::ContainerFile {
                     path: "/etc/hosts".into(),
                     contents: "10.9.9.2 box\n".into(),
                     read_only: true,
+                    ..Default::default()
                 },
             ],
             user_namespace: userns.then_some(drover_agent::bundle::IdRange {

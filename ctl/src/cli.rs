@@ -68,6 +68,15 @@ pub enum Command {
     /// Inspect nodes.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Secrets: values jobs mount as files (`secrets:` in a spec), sealed
+    /// at rest in the scheduler's state, delivered only to nodes running a
+    /// replica that mounts them, never shown again.
+    #[command(subcommand)]
+    Secret(SecretCmd),
+    /// Configs: non-secret files jobs mount (`configs:` in a spec), as
+    /// Kubernetes' ConfigMaps and Swarm's configs.
+    #[command(subcommand)]
+    Configmap(SecretCmd),
     /// Print an allocation's output, or every allocation's of a job.
     ///
     /// Examples:
@@ -508,6 +517,49 @@ pub enum AllocCmd {
         #[command(flatten)]
         read: ReadArgs,
     },
+}
+
+/// `drover secret ...` and `drover configmap ...`.
+#[derive(Subcommand, Debug)]
+pub enum SecretCmd {
+    /// Store a new one from a file (`-`: standard input).
+    ///
+    /// Examples:
+    ///   drover secret create db-password --from-file ./db-password.txt
+    ///   printf %s "$TOKEN" | drover secret create api-token --from-file -
+    ///   drover configmap create app-toml --from-file app.toml
+    #[command(verbatim_doc_comment)]
+    Create {
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        from_file: PathBuf,
+    },
+    /// Give one a new value; every job mounting it restarts, replica by
+    /// replica per its update strategy, to pick it up.
+    ///
+    /// Example:
+    ///   drover secret update db-password --from-file ./new-password.txt
+    #[command(verbatim_doc_comment)]
+    Update {
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        from_file: PathBuf,
+    },
+    /// List them: name, version, size, the jobs mounting them (never values).
+    ///
+    /// Example:
+    ///   drover secret ls -o json
+    #[command(verbatim_doc_comment)]
+    Ls {
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Delete one no job mounts.
+    ///
+    /// Example:
+    ///   drover secret rm db-password
+    #[command(verbatim_doc_comment)]
+    Rm { name: String },
 }
 
 #[derive(Subcommand, Debug)]

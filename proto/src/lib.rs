@@ -16,6 +16,29 @@ pub mod pb {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("drover.v1");
 
+    // A secret's value never reaches a log through `{:?}`.
+    impl std::fmt::Debug for SecretData {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("SecretData")
+                .field("name", &self.name)
+                .field("kind", &self.kind)
+                .field("version", &self.version)
+                .field("data", &format_args!("<{} bytes>", self.data.len()))
+                .finish()
+        }
+    }
+
+    impl std::fmt::Debug for PutSecretRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("PutSecretRequest")
+                .field("name", &self.name)
+                .field("kind", &self.kind)
+                .field("data", &format_args!("<{} bytes>", self.data.len()))
+                .field("mode", &self.mode)
+                .finish()
+        }
+    }
+
     /// The words of the typed allocation fields, as the string fields and
     /// the CLI's output have always said them: one vocabulary for every
     /// crate, so none parses another's.

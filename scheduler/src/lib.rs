@@ -14,6 +14,7 @@ pub mod pki;
 pub mod placement;
 pub mod raft;
 pub mod reconcile;
+pub mod secrets;
 pub mod server;
 pub mod state;
 

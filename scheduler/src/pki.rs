@@ -178,6 +178,11 @@ impl Pki {
         Ok(true)
     }
 
+    /// Where this peer's keys and certificates are.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Signs a new certificate for this peer, keeps it, and presents it
     /// from the next handshake on.
     pub fn renew_own(&self) -> Result<(), PkiError> {
@@ -241,6 +246,9 @@ impl Pki {
         // finds its own among them.
         drover_proto::pki::write_public(&dir.join("ca.pem"), j.ca_pem.as_bytes())?;
         drover_proto::pki::write_private(&dir.join("ca.key"), key.as_bytes())?;
+        if let Some(k) = &j.secrets_key {
+            drover_proto::pki::write_private(&dir.join(crate::secrets::KEY_FILE), k.as_bytes())?;
+        }
         Ca::load(dir)?;
         j.credential.save(dir, OWN)?;
         Pki::open_for(dir, id, false, cert_ttl)

@@ -127,12 +127,29 @@ pub struct HostBind {
 /// Docker does with `/etc/resolv.conf` and `/etc/hosts`. It is bound in
 /// after the container's root is in place, so a symlink in the image at
 /// `path` is replaced, never followed to the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct ContainerFile {
     /// Absolute path inside the container.
     pub path: String,
-    pub contents: String,
+    pub contents: Vec<u8>,
     pub read_only: bool,
+    /// Its permission bits (0: 0644).
+    pub mode: u32,
+    /// A secret's value: kept only on a memory filesystem of the bundle's
+    /// (`<bundle>/secrets`), never on disk, and never printed.
+    pub secret: bool,
+}
+
+impl std::fmt::Debug for ContainerFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerFile")
+            .field("path", &self.path)
+            .field("contents", &format_args!("<{} bytes>", self.contents.len()))
+            .field("read_only", &self.read_only)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("secret", &self.secret)
+            .finish()
+    }
 }
 
 /// Host ids a user namespace maps container ids `0..size` to.
@@ -217,9 +234,14 @@ impl Bundle {
         req: &ContainerRequest,
     ) -> Result<Vec<oci_spec::runtime::Mount>, BundleError> {
         let mut mounts = Vec::new();
+        self.mount_secrets(req)?;
         for f in &req.files {
-            let source = Bundle::file_at(&self.dir, &f.path);
-            if let Some(dir) = source.parent() {
+            let source = if f.secret {
+                self.dir.join(SECRETS_DIR).join(file_name(&f.path))
+            } else {
+                Bundle::file_at(&self.dir, &f.path)
+            };
+            if let Some(dir) = source.parent().filter(|_| !f.secret) {
                 std::fs::create_dir_all(dir).map_err(BundleError::io("create", dir))?;
                 // Whatever the umask: a user namespace's root passes through.
                 use std::os::unix::fs::PermissionsExt;
@@ -230,6 +252,11 @@ impl Bundle {
             if let Some(r) = req.user_namespace {
                 std::os::unix::fs::chown(&source, Some(r.start), Some(r.start))
                     .map_err(BundleError::io("chown", &source))?;
+            }
+            if f.mode != 0 {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&source, std::fs::Permissions::from_mode(f.mode))
+                    .map_err(BundleError::io("chmod", &source))?;
             }
             let mut options = vec!["bind", "nosuid", "nodev", "noexec"];
             if f.read_only {
@@ -245,12 +272,46 @@ impl Bundle {
         Ok(mounts)
     }
 
+    /// A memory filesystem at `<bundle>/secrets` for the request's
+    /// secrets, just large enough, open to root (and a user namespace's)
+    /// only. None without secrets.
+    fn mount_secrets(&self, req: &ContainerRequest) -> Result<(), BundleError> {
+        let secrets: Vec<&ContainerFile> = req.files.iter().filter(|f| f.secret).collect();
+        if secrets.is_empty() {
+            return Ok(());
+        }
+        let dir = self.dir.join(SECRETS_DIR);
+        std::fs::create_dir_all(&dir).map_err(BundleError::io("create", &dir))?;
+        // Room for each file's pages, and the directory's.
+        let size: usize = secrets
+            .iter()
+            .map(|f| f.contents.len().div_ceil(4096) * 4096 + 4096)
+            .sum::<usize>()
+            + 4096;
+        let gid = req.user_namespace.map_or(0, |r| r.start);
+        let options = format!("size={size},mode=0710,uid=0,gid={gid}");
+        let flags = nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC;
+        nix::mount::mount(
+            Some("tmpfs"),
+            &dir,
+            Some("tmpfs"),
+            flags,
+            Some(options.as_str()),
+        )
+        .map_err(|e| BundleError::Io {
+            op: "mount a tmpfs on",
+            path: dir.clone(),
+            source: e.into(),
+        })
+    }
+
     /// Where the bundle at `dir` keeps the file bound in at `path` (see
     /// `ContainerFile`); rewriting it before the container starts changes
     /// what the container sees.
     pub fn file_at(dir: &Path, path: &str) -> PathBuf {
-        dir.join("files")
-            .join(path.trim_start_matches('/').replace('/', "_"))
+        dir.join("files").join(file_name(path))
     }
 
     /// Private to root; in a user namespace the container's root (its
@@ -300,6 +361,7 @@ impl Bundle {
     /// Unmounts the rootfs and removes the bundle directory. Idempotent.
     pub fn cleanup(&self) -> Result<(), BundleError> {
         overlay::unmount(&self.rootfs())?;
+        overlay::unmount(&self.dir.join(SECRETS_DIR))?;
         overlay::unmount_layers(&self.dir)?;
         match std::fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
@@ -313,6 +375,15 @@ impl Bundle {
     }
 }
 
+/// Where a bundle keeps its secrets: a memory filesystem (see
+/// `Bundle::mount_secrets`).
+const SECRETS_DIR: &str = "secrets";
+
+/// A file name for the container path `path`, unique per path.
+fn file_name(path: &str) -> String {
+    path.trim_start_matches('/').replace('/', "_")
+}
+
 /// The request's host binds and tmpfs mounts.
 fn extra_mounts(req: &ContainerRequest) -> Result<Vec<oci_spec::runtime::Mount>, BundleError> {
     let mut mounts = Vec::new();
@@ -322,7 +393,9 @@ fn extra_mounts(req: &ContainerRequest) -> Result<Vec<oci_spec::runtime::Mount>,
             path: b.source.clone(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not UTF-8"),
         })?;
-        let mut options = vec!["rbind", "nosuid", "nodev"];
+        // Not recursive: what is mounted under the host directory stays
+        // out (a read-only remount would not reach it).
+        let mut options = vec!["bind", "nosuid", "nodev"];
         if b.read_only {
             options.push("ro");
         }

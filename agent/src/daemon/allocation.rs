@@ -225,9 +225,12 @@ impl<D: Driver> Life<D> {
                 RunEnd::StartFailed(e) => (None, e.to_string(), false),
                 RunEnd::DiskFull(why, status) => {
                     typed.killed_at_grace = *status == Some(ExitStatus::Signaled(libc::SIGKILL));
-                    // What it wrote goes: a fresh root at the next start.
-                    if let Err(e) = self.driver.cleanup(&self.alloc.id, prepared.take()).await {
-                        tracing::warn!(alloc = %self.alloc.id, error = %e, "cleanup after the disk limit");
+                    // What it wrote goes: a fresh root at the next start
+                    // (the image stays). Not while it may still run.
+                    if status.is_some() {
+                        if let Err(e) = self.driver.discard(&self.alloc.id, prepared.take()).await {
+                            tracing::warn!(alloc = %self.alloc.id, error = %e, "discarding a root over its disk limit");
+                        }
                     }
                     (
                         status.map(|s| s.code()),
@@ -442,6 +445,11 @@ impl<D: Driver> Life<D> {
         loop {
             tokio::time::sleep(DISK_CHECK).await;
             if let Some(used) = self.driver.disk_used(&self.alloc.id, limit.bytes()).await {
+                if used == super::resources::TOO_DEEP {
+                    return format!(
+                        "its root filesystem is nested too deep to measure against resources.disk {limit}"
+                    );
+                }
                 if used > limit.bytes() {
                     return format!(
                         "wrote {} or more to its root filesystem, over resources.disk {limit}",

@@ -83,6 +83,14 @@ pub trait Driver: Send + Sync + 'static {
     /// open or opening now.
     fn open_connections(&self, pid: i32, port: u16) -> usize;
 
+    /// Removes what a stopped container left (as `cleanup`), keeping its
+    /// image: it starts again at once from a fresh root.
+    fn discard(
+        &self,
+        id: &str,
+        prepared: Option<Self::Prepared>,
+    ) -> impl Future<Output = Result<(), CleanupError>> + Send;
+
     /// The disk its writable layer takes (counting may stop once past
     /// `stop_after`); `None` when it cannot be told.
     fn disk_used(&self, id: &str, stop_after: u64) -> impl Future<Output = Option<u64>> + Send;

@@ -33,6 +33,9 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    /// The scheduler sent no value for a secret or config the job mounts.
+    #[error("{kind} {name:?} was not delivered to this node (a scheduler peer could not unseal it: see its log)")]
+    Secret { kind: &'static str, name: String },
     /// The job mounts a host volume this node's agent does not offer (as asked).
     #[error("volume {name:?}: {why}")]
     Volume { name: String, why: String },

@@ -344,6 +344,10 @@ impl Driver for FakeDriver {
         usize::from(open)
     }
 
+    async fn discard(&self, id: &str, prepared: Option<String>) -> Result<(), CleanupError> {
+        self.cleanup(id, prepared).await
+    }
+
     async fn disk_used(&self, id: &str, _stop_after: u64) -> Option<u64> {
         Some(
             self.state

@@ -52,6 +52,9 @@ pub struct HostVolume {
     pub path: PathBuf,
     /// Offered read-only: jobs may only mount it read-only.
     pub read_only: bool,
+    /// The directory's device and inode when the agent started: a path
+    /// that leads elsewhere since (a symlink put in its place) is refused.
+    pub identity: (u64, u64),
 }
 
 impl HostVolume {
@@ -75,12 +78,60 @@ impl HostVolume {
         if path == std::path::Path::new("/") {
             return Err(format!("{s:?}: the host's root cannot be a volume"));
         }
+        let identity = dir_identity(&path).map_err(|e| format!("{s:?}: {e}"))?;
         Ok(HostVolume {
             name: name.to_string(),
             path,
             read_only,
+            identity,
         })
     }
+
+    /// Checks a set of volumes: names unique, and no volume inside another
+    /// or the agent's state dir (or holding it): a job writing to one must
+    /// not reach what another, or the agent, holds.
+    pub fn check_all(volumes: &[HostVolume], state_dir: &std::path::Path) -> Result<(), String> {
+        let state_dir =
+            std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+        for (i, a) in volumes.iter().enumerate() {
+            if a.path.starts_with(&state_dir) || state_dir.starts_with(&a.path) {
+                return Err(format!(
+                    "{}: {} overlaps the state dir {}",
+                    a.name,
+                    a.path.display(),
+                    state_dir.display()
+                ));
+            }
+            for b in &volumes[i + 1..] {
+                if a.name == b.name {
+                    return Err(format!("{}: offered twice", a.name));
+                }
+                if a.path.starts_with(&b.path) || b.path.starts_with(&a.path) {
+                    return Err(format!(
+                        "{} ({}) and {} ({}) overlap: one is inside the other",
+                        a.name,
+                        a.path.display(),
+                        b.name,
+                        b.path.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether its path still leads to the directory offered at start.
+    pub fn unchanged(&self) -> bool {
+        std::fs::canonicalize(&self.path).is_ok_and(|p| p == self.path)
+            && dir_identity(&self.path).is_ok_and(|id| id == self.identity)
+    }
+}
+
+/// A directory's device and inode.
+fn dir_identity(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path)?;
+    Ok((m.dev(), m.ino()))
 }
 
 /// The node's own resolver configuration: where the DNS server forwards
@@ -204,6 +255,10 @@ pub struct Shared {
     pub volumes: Vec<HostVolume>,
     /// Why the DNS server could not listen, last time it was tried ("").
     pub dns_error: std::sync::Mutex<String>,
+    /// The secrets and configs the last desired set carried, by (kind,
+    /// name): what replicas starting here mount. Held in memory only.
+    pub secrets:
+        std::sync::Mutex<std::collections::HashMap<(String, String), drover_proto::pb::SecretData>>,
     /// The ports and replicas containers are kept from (see `network::guard`).
     pub control_plane: crate::network::guard::ControlPlane,
     /// The node's certificate and the CAs it trusts (`None` without TLS).
@@ -576,6 +631,7 @@ impl Agent {
             dns: dns::Dns::new(),
             volumes: config.volumes.clone(),
             dns_error: Default::default(),
+            secrets: Default::default(),
             monitor: config.monitor.clone(),
             image_use: std::sync::RwLock::new(()),
             adopted: Default::default(),

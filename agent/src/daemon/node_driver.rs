@@ -76,8 +76,10 @@ impl Driver for NodeDriver {
         }
         let dir = shared.bundle_dir(&alloc.id);
         let hostname = alloc.name.clone();
+        let spec = alloc.spec.clone();
         tokio::task::spawn_blocking(move || {
             req.files = container_files(&shared, private, &hostname);
+            req.files.extend(secret_files(&shared, &spec)?);
             let r: ImageRef = image.parse()?;
             let _in_use = shared.image_use.read().unwrap_or_else(|e| e.into_inner());
             let img = shared.images.pull(&r)?;
@@ -215,42 +217,11 @@ impl Driver for NodeDriver {
     }
 
     async fn cleanup(&self, id: &str, bundle: Option<Bundle>) -> Result<(), CleanupError> {
-        let shared = self.shared.clone();
-        let id = id.to_string();
-        tokio::task::spawn_blocking(move || {
-            // The log's mtime is when the allocation ended: its retention
-            // counts from there (see `retention`). Before the bundle goes,
-            // which is what marks the log as no longer in use.
-            if let Ok(log) = std::fs::OpenOptions::new()
-                .append(true)
-                .open(shared.log_path(&id))
-            {
-                let _ = log.set_modified(std::time::SystemTime::now());
-            }
-            if let Some(net) = shared.network.get() {
-                for (ip, _) in net.allocated().into_iter().filter(|(_, a)| *a == id) {
-                    shared.dns.set_egress(ip.into(), None);
-                }
-                net.detach(&id);
-            }
-            shared.runtime.cgroups().remove(&id)?;
-            let b = bundle.unwrap_or_else(|| Bundle::at(shared.bundle_dir(&id), id.clone()));
-            if let Err(e) = b.cleanup() {
-                // Retention removes it later (see `retention`); its id range
-                // is free again at the agent's next start.
-                let mark = super::retention::ended_mark(&shared.state_dir.join("bundles"), &id);
-                let _ = std::fs::write(mark, "");
-                return Err(e.into());
-            }
-            shared.id_ranges.release(&id);
-            match shared.gc_images() {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "freed image layers no container uses"),
-                Err(e) => tracing::warn!("image layer gc: {e}"),
-            }
-            Ok(())
-        })
-        .await?
+        self.remove(id, bundle, true).await
+    }
+
+    async fn discard(&self, id: &str, bundle: Option<Bundle>) -> Result<(), CleanupError> {
+        self.remove(id, bundle, false).await
     }
 
     fn adopt(&self, id: &str) -> Option<Adoption<Self>> {
@@ -305,6 +276,52 @@ impl Driver for NodeDriver {
 
     fn node_timeout(&self) -> Duration {
         self.shared.node_timeout()
+    }
+}
+
+impl NodeDriver {
+    /// Everything of a stopped container: its network, cgroup, bundle and
+    /// id range; with `gc`, image layers no container uses any more.
+    async fn remove(&self, id: &str, bundle: Option<Bundle>, gc: bool) -> Result<(), CleanupError> {
+        let shared = self.shared.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || {
+            // The log's mtime is when the allocation ended: its retention
+            // counts from there (see `retention`). Before the bundle goes,
+            // which is what marks the log as no longer in use.
+            if let Ok(log) = std::fs::OpenOptions::new()
+                .append(true)
+                .open(shared.log_path(&id))
+            {
+                let _ = log.set_modified(std::time::SystemTime::now());
+            }
+            if let Some(net) = shared.network.get() {
+                for (ip, _) in net.allocated().into_iter().filter(|(_, a)| *a == id) {
+                    shared.dns.set_egress(ip.into(), None);
+                }
+                net.detach(&id);
+            }
+            shared.runtime.cgroups().remove(&id)?;
+            let b = bundle.unwrap_or_else(|| Bundle::at(shared.bundle_dir(&id), id.clone()));
+            if let Err(e) = b.cleanup() {
+                // Retention removes it later (see `retention`); its id range
+                // is free again at the agent's next start.
+                let mark = super::retention::ended_mark(&shared.state_dir.join("bundles"), &id);
+                let _ = std::fs::write(mark, "");
+                return Err(e.into());
+            }
+            shared.id_ranges.release(&id);
+            if !gc {
+                return Ok(());
+            }
+            match shared.gc_images() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "freed image layers no container uses"),
+                Err(e) => tracing::warn!("image layer gc: {e}"),
+            }
+            Ok(())
+        })
+        .await?
     }
 }
 
@@ -417,6 +434,9 @@ fn host_binds(
                     "this node offers it read-only; mount it with read_only: true",
                 ));
             }
+            if !host.unchanged() {
+                return Err(err("its host directory is no longer the one offered when the agent started (replaced, or a symlink now): restart the agent to offer it again"));
+            }
             Ok(crate::bundle::HostBind {
                 source: host.path.clone(),
                 destination: v.path.clone(),
@@ -465,10 +485,38 @@ fn container_files(shared: &Shared, private: bool, hostname: &str) -> Vec<Contai
         .into_iter()
         .map(|(path, contents)| ContainerFile {
             path: path.into(),
-            contents,
-            read_only: false,
+            contents: contents.into_bytes(),
+            ..Default::default()
         })
         .collect()
+}
+
+/// The secrets and configs the job mounts, as files, from what the
+/// scheduler sent with the desired set; an error names one it did not send.
+fn secret_files(shared: &Shared, spec: &JobSpec) -> Result<Vec<ContainerFile>, StartError> {
+    let delivered = shared.secrets.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = Vec::new();
+    for (kind, list, dir) in [
+        ("secret", &spec.secrets, spec::SECRETS_DIR),
+        ("config", &spec.configs, ""),
+    ] {
+        for f in list {
+            let data = delivered
+                .get(&(kind.to_string(), f.name.clone()))
+                .ok_or_else(|| StartError::Secret {
+                    kind,
+                    name: f.name.clone(),
+                })?;
+            out.push(ContainerFile {
+                path: f.path_or(dir),
+                contents: data.data.clone(),
+                read_only: true,
+                mode: f.mode_bits(),
+                secret: kind == "secret",
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// systemd-resolved's list of the upstream servers behind its local stub.

@@ -25,26 +25,38 @@ pub fn disk_bytes(state_dir: &std::path::Path) -> u64 {
         .map_or(0, |s| s.blocks() * s.fragment_size())
 }
 
-/// The disk space the files under `dir` take (allocated blocks, each hard
-/// link counted once, symlinks not followed), counting stops once past
-/// `stop_after`: enough to say a limit is exceeded.
+/// What `disk_used` says of a tree too deep to measure by path: over any
+/// limit.
+pub const TOO_DEEP: u64 = u64::MAX;
+
+/// The disk space the files under `dir` take: allocated blocks, at least
+/// one 4 KiB block per entry (empty files still take an inode), each hard
+/// link once, symlinks not followed. Counting stops once past
+/// `stop_after`, so a tree of millions of entries costs no more than the
+/// limit allows. A path too long to reach is [`TOO_DEEP`]. Files deleted
+/// while open are not seen (as by `du`, and Kubernetes' check).
 pub fn disk_used(dir: &std::path::Path, stop_after: u64) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0u64;
     let mut seen = std::collections::HashSet::new();
     let mut todo = vec![dir.to_path_buf()];
+    let too_long = |e: &std::io::Error| e.raw_os_error() == Some(libc::ENAMETOOLONG);
     while let Some(d) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if too_long(&e) => return TOO_DEEP,
+            Err(_) => continue,
         };
         for e in entries.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else {
-                continue;
+            let m = match e.path().symlink_metadata() {
+                Ok(m) => m,
+                Err(e) if too_long(&e) => return TOO_DEEP,
+                Err(_) => continue,
             };
             if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
                 continue;
             }
-            total += m.blocks() * 512;
+            total += (m.blocks() * 512).max(4096);
             if m.is_dir() {
                 todo.push(e.path());
             }

@@ -40,6 +40,12 @@ pub async fn run(
     loop {
         let set = desired.borrow_and_update().clone();
         if let (Some(set), false) = (set, fenced) {
+            // Before any runner starts: what they mount comes from here.
+            *shared.secrets.lock().unwrap_or_else(|e| e.into_inner()) = set
+                .secrets
+                .iter()
+                .map(|s| ((s.kind.clone(), s.name.clone()), s.clone()))
+                .collect();
             allocations.converge(set.allocations);
             allocations.never_started(&set.stopping);
             mesh.sync(&set.services).await;

@@ -11,6 +11,7 @@ pub mod job;
 mod logs;
 mod node;
 mod rollout;
+mod secret;
 
 use crate::cli::{Cli, Command};
 use anyhow::Result;
@@ -28,6 +29,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Job(c) => job::run(&addr, c).await,
         Command::Alloc(c) => alloc::run(&addr, c).await,
         Command::Node(c) => node::run(&addr, c).await,
+        Command::Secret(c) => secret::run(&addr, "secret", c).await,
+        Command::Configmap(c) => secret::run(&addr, "config", c).await,
         Command::Logs(a) => logs::run(&addr, a).await,
         Command::Exec(a) => exec::run(&addr, a).await,
         #[cfg(feature = "dev")]

@@ -12,6 +12,8 @@ pub struct Joined {
     pub credential: Credential,
     pub ca_pem: String,
     pub ca_key_pem: Option<String>,
+    /// For a scheduler replica: the key secrets are sealed with (hex).
+    pub secrets_key: Option<String>,
 }
 
 /// Joins through the scheduler at `addr` (`HOST:PORT`) with `token`, as node
@@ -55,6 +57,7 @@ pub async fn join(
         },
         ca_pem: r.ca_pem,
         ca_key_pem: Some(r.ca_key_pem).filter(|k| !k.is_empty()),
+        secrets_key: Some(r.secrets_key).filter(|k| !k.is_empty()),
     })
 }
 

@@ -130,6 +130,14 @@ pub struct JobSpec {
     /// every start; what is written counts against `resources.memory`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<Tmpfs>,
+    /// Secrets (`drover secret create`) as files, each at `path` (default
+    /// `/run/secrets/NAME`), on a memory filesystem, read-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<FileMount>,
+    /// Configs (`drover config create`) as files at `path` (default
+    /// `/NAME`), read-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<FileMount>,
     /// What a replica does when its node loses the scheduler (see
     /// `crate::fencing`).
     #[serde(default, skip_serializing_if = "OnDisconnect::is_default")]
@@ -174,6 +182,39 @@ pub struct VolumeMount {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
 }
+
+/// A secret or config mounted as a file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMount {
+    pub name: String,
+    /// Where the file appears (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Its permission bits, octal (default "0444").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+impl FileMount {
+    /// Where it appears: its `path`, or `default_dir/NAME`.
+    pub fn path_or(&self, default_dir: &str) -> String {
+        self.path
+            .clone()
+            .unwrap_or_else(|| format!("{}/{}", default_dir.trim_end_matches('/'), self.name))
+    }
+
+    /// Its permission bits (0444 when not given; 0 when not octal).
+    pub fn mode_bits(&self) -> u32 {
+        match &self.mode {
+            None => 0o444,
+            Some(m) => u32::from_str_radix(m, 8).unwrap_or(0),
+        }
+    }
+}
+
+/// Where secrets appear unless a path is given.
+pub const SECRETS_DIR: &str = "/run/secrets";
 
 /// A replica's own tmpfs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

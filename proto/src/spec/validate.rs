@@ -324,6 +324,14 @@ fn mount_path(path: &str) -> Option<String> {
     {
         return Some(format!("{path:?} is under {r}, which the runtime provides"));
     }
+    if let Some(r) = RESERVED_PATHS
+        .iter()
+        .find(|r| r.starts_with(&format!("{path}/")))
+    {
+        return Some(format!(
+            "{path:?} would hide {r}, which the runtime provides"
+        ));
+    }
     None
 }
 
@@ -348,6 +356,33 @@ fn mounts(e: &mut Errors, spec: &JobSpec) {
         }
         check_path(e, format!("volumes[{i}].path"), &v.path);
     }
+    for (field, list, dir) in [
+        ("secrets", &spec.secrets, super::SECRETS_DIR),
+        ("configs", &spec.configs, ""),
+    ] {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, f) in list.iter().enumerate() {
+            if let Err(m) = dns_label(&f.name) {
+                e.add(format!("{field}[{i}].name"), m);
+            } else if !names.insert(&f.name) {
+                e.add(
+                    format!("{field}[{i}].name"),
+                    format!("{:?} is listed twice", f.name),
+                );
+            }
+            check_path(e, format!("{field}[{i}].path"), &f.path_or(dir));
+            if let Some(m) = &f.mode {
+                let ok =
+                    (3..=4).contains(&m.len()) && m.bytes().all(|b| (b'0'..=b'7').contains(&b));
+                if !ok {
+                    e.add(
+                        format!("{field}[{i}].mode"),
+                        format!("{m:?} is not a file mode: three or four octal digits, such as \"0400\""),
+                    );
+                }
+            }
+        }
+    }
     for (i, t) in spec.tmpfs.iter().enumerate() {
         check_path(e, format!("tmpfs[{i}].path"), &t.path);
         if t.size.bytes() == 0 {
@@ -359,11 +394,38 @@ fn mounts(e: &mut Errors, spec: &JobSpec) {
             );
         }
     }
-    let n = spec.volumes.len() + spec.tmpfs.len();
+    // Secrets and configs are mounted first: a volume or tmpfs above one
+    // would hide it.
+    let files: Vec<String> = spec
+        .secrets
+        .iter()
+        .map(|f| f.path_or(super::SECRETS_DIR))
+        .chain(spec.configs.iter().map(|f| f.path_or("")))
+        .collect();
+    let dirs = spec
+        .volumes
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("volumes[{i}].path"), &v.path))
+        .chain(
+            spec.tmpfs
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("tmpfs[{i}].path"), &t.path)),
+        );
+    for (field, dir) in dirs {
+        if let Some(f) = files.iter().find(|f| f.starts_with(&format!("{dir}/"))) {
+            e.add(
+                field,
+                format!("{dir:?} would hide the secret or config at {f}"),
+            );
+        }
+    }
+    let n = spec.volumes.len() + spec.tmpfs.len() + spec.secrets.len() + spec.configs.len();
     if n > MAX_MOUNTS {
         e.add(
             "volumes",
-            format!("{n} volumes and tmpfs mounts are more than the maximum of {MAX_MOUNTS}"),
+            format!("{n} volumes, tmpfs mounts, secrets and configs are more than the maximum of {MAX_MOUNTS}"),
         );
     }
 }
@@ -572,12 +634,36 @@ mod tests {
             "tmpfs[0].path: \"/d\" is already mounted by volumes[0]"
         );
         assert_eq!(
+            one("volumes: [{name: data, path: /etc}]\n"),
+            "volumes[0].path: \"/etc\" would hide /etc/resolv.conf, which the runtime provides"
+        );
+        assert_eq!(
+            one("secrets: [{name: db}]\ntmpfs: [{path: /run, size: 1Mi}]\n"),
+            "tmpfs[0].path: \"/run\" would hide the secret or config at /run/secrets/db"
+        );
+        assert_eq!(
             one("tmpfs: [{path: /t, size: 0}]\n"),
             "tmpfs[0].size: must be more than 0"
         );
         assert_eq!(
             one("resources: {disk: 10Ki}\n"),
             "resources.disk: 10Ki is less than the minimum of 1Mi"
+        );
+        assert!(errors(
+            "secrets: [{name: db}, {name: tls, path: /etc/tls/key.pem, mode: \"0400\"}]\nconfigs: [{name: app, path: /etc/app.toml}]\n"
+        )
+        .is_empty());
+        assert_eq!(
+            one("secrets: [{name: db, mode: \"rw\"}]\n"),
+            "secrets[0].mode: \"rw\" is not a file mode: three or four octal digits, such as \"0400\""
+        );
+        assert_eq!(
+            one("secrets: [{name: db}, {name: db, path: /x}]\n"),
+            "secrets[1].name: \"db\" is listed twice"
+        );
+        assert_eq!(
+            one("secrets: [{name: db}]\ntmpfs: [{path: /run/secrets/db, size: 1Mi}]\n"),
+            "tmpfs[0].path: \"/run/secrets/db\" is already mounted by secrets[0]"
         );
         // A job names a volume, never a host path.
         assert!(!errors("volumes: [{name: data, path: /d, host_path: /etc}]\n").is_empty());

@@ -180,16 +180,27 @@ struct JobPlan<'a> {
 }
 
 impl JobPlan<'_> {
-    /// A private-network replica on a node without a working container
-    /// network that is not running: it cannot start there, so it is
-    /// replaced elsewhere (one that runs keeps running).
+    /// A replica that is not running on a node where it cannot start: a
+    /// private-network one on a node without a working container network,
+    /// or one mounting a host volume its node's agent no longer offers (as
+    /// asked). It is replaced elsewhere (one that runs keeps running).
     fn stranded(&self, a: &Allocation) -> bool {
-        a.state != AllocState::Running
-            && self.no_network.contains(a.node.as_str())
-            && self
-                .job
-                .version(a.version)
-                .is_some_and(|v| v.spec.network == drover_proto::spec::Network::Private)
+        if a.state == AllocState::Running {
+            return false;
+        }
+        let Some(v) = self.job.version(a.version) else {
+            return false;
+        };
+        let no_network = self.no_network.contains(a.node.as_str())
+            && v.spec.network == drover_proto::spec::Network::Private;
+        let no_volume = self.state.nodes.get(&a.node).is_some_and(|n| {
+            v.spec.volumes.iter().any(|m| {
+                n.volumes
+                    .get(&m.name)
+                    .is_none_or(|read_only| *read_only && !m.read_only)
+            })
+        });
+        no_network || no_volume
     }
 
     fn plan(

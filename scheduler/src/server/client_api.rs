@@ -11,7 +11,7 @@ use super::access;
 use super::convert;
 use crate::cluster::Peer;
 use crate::state::acl::{Permission, Token};
-use crate::state::{Command, Desired};
+use crate::state::{Command, Desired, SecretKind};
 use drover_proto::pb::{self, drover_server::Drover};
 use tonic::{Request, Response, Status};
 
@@ -20,6 +20,13 @@ pub struct ClientApi {
     /// This peer's certificate and key, which sign agent tickets
     /// (`None` without TLS: agents then take calls without one).
     pub signer: Option<drover_proto::pki::tls::LiveTls>,
+    /// Seals secrets before they are proposed (see `crate::secrets`).
+    pub secrets: std::sync::Arc<crate::secrets::SecretKey>,
+}
+
+fn kind_of(word: &str) -> Result<SecretKind, Status> {
+    SecretKind::parse(word)
+        .ok_or_else(|| Status::invalid_argument(format!("kind: {word:?} is not secret or config")))
 }
 
 fn stale(r: &Option<pb::ReadOptions>) -> bool {
@@ -83,6 +90,11 @@ impl Drover for ClientApi {
         // Opting out of the agents' user namespaces.
         if spec.security.user_namespace == Some(false) {
             privileged.push("security.user_namespace: false");
+        }
+        // A replica reads what it mounts: only those who manage secrets
+        // may hand them to a job.
+        if !spec.secrets.is_empty() {
+            privileged.push("secrets");
         }
         if !privileged.is_empty() {
             access::check(
@@ -409,6 +421,118 @@ impl Drover for ClientApi {
         Ok(Response::new(pb::SetNodeSchedulableResponse {
             allocations,
         }))
+    }
+
+    async fn put_secret(
+        &self,
+        req: Request<pb::PutSecretRequest>,
+    ) -> Result<Response<pb::PutSecretResponse>, Status> {
+        let kind = kind_of(&req.get_ref().kind)?;
+        let permission = match kind {
+            SecretKind::Secret => Permission::Admin,
+            SecretKind::Config => Permission::Operate,
+        };
+        let what = format!("store {}s", kind.word());
+        access::check(&self.peer, &req, permission, None, &what)?;
+        let req = req.into_inner();
+        drover_proto::spec::dns_label(&req.name)
+            .map_err(|e| Status::invalid_argument(format!("name: {e}")))?;
+        if req.data.len() > crate::secrets::MAX_SIZE {
+            return Err(Status::invalid_argument(format!(
+                "data: {} bytes is more than the maximum of {} (256Ki)",
+                req.data.len(),
+                crate::secrets::MAX_SIZE
+            )));
+        }
+        let create = match req.mode.as_str() {
+            "create" | "" => true,
+            "update" => false,
+            m => {
+                return Err(Status::invalid_argument(format!(
+                    "mode: {m:?} is not create or update"
+                )))
+            }
+        };
+        let data = match kind {
+            SecretKind::Secret => self.secrets.seal(&req.name, &req.data),
+            SecretKind::Config => req.data.clone(),
+        };
+        let r = self
+            .peer
+            .write(Command::PutSecret {
+                request_id: request_id(&req.request_id),
+                kind,
+                name: req.name,
+                data,
+                size: req.data.len() as u64,
+                create,
+                at_ms: crate::clock::now_ms(),
+            })
+            .await?
+            .accepted()?;
+        Ok(Response::new(pb::PutSecretResponse {
+            version: r.version,
+            restarted: r
+                .note
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+        }))
+    }
+
+    async fn list_secrets(
+        &self,
+        req: Request<pb::ListSecretsRequest>,
+    ) -> Result<Response<pb::ListSecretsResponse>, Status> {
+        let kind = kind_of(&req.get_ref().kind)?;
+        let what = format!("list {}s", kind.word());
+        access::check(&self.peer, &req, Permission::Read, None, &what)?;
+        let (secrets, read) = self
+            .peer
+            .read(stale(&req.get_ref().read), |s| {
+                s.stored(kind)
+                    .iter()
+                    .map(|(name, v)| pb::SecretInfo {
+                        name: name.clone(),
+                        kind: kind.word().into(),
+                        version: v.version,
+                        size: v.size,
+                        created_at_ms: v.created_at_ms,
+                        updated_at_ms: v.updated_at_ms,
+                        used_by: s.jobs_using(kind, name),
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(pb::ListSecretsResponse {
+            secrets,
+            read: Some(read),
+        }))
+    }
+
+    async fn delete_secret(
+        &self,
+        req: Request<pb::DeleteSecretRequest>,
+    ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
+        let kind = kind_of(&req.get_ref().kind)?;
+        let permission = match kind {
+            SecretKind::Secret => Permission::Admin,
+            SecretKind::Config => Permission::Operate,
+        };
+        let what = format!("delete {}s", kind.word());
+        access::check(&self.peer, &req, permission, None, &what)?;
+        let req = req.into_inner();
+        self.peer
+            .write(Command::DeleteSecret {
+                request_id: request_id(&req.request_id),
+                kind,
+                name: req.name,
+                at_ms: crate::clock::now_ms(),
+            })
+            .await?
+            .accepted()?;
+        Ok(Response::new(pb::DeleteSecretResponse {}))
     }
 
     async fn agent_ticket(

@@ -24,6 +24,8 @@ pub struct JoinApi {
     pub cert_ttl: std::time::Duration,
     /// The cluster, to tell whether a renewing node or peer is in it.
     pub peer: crate::cluster::peer::Peer,
+    /// Handed to joining peers with the CA key.
+    pub secrets: std::sync::Arc<crate::secrets::SecretKey>,
 }
 
 impl JoinApi {
@@ -129,6 +131,10 @@ impl Join for JoinApi {
             ca_pem: self.authority.bundle(),
             ca_key_pem: match token.role {
                 Role::Scheduler => ca.key_pem().to_string(),
+                Role::Agent => String::new(),
+            },
+            secrets_key: match token.role {
+                Role::Scheduler => self.secrets.hex(),
                 Role::Agent => String::new(),
             },
         }))

@@ -64,6 +64,8 @@ pub enum ServerError {
     Raft(String),
     #[error("tls: {0}")]
     Tls(#[from] drover_proto::pki::PkiError),
+    #[error("secrets key: {0}")]
+    Secrets(#[from] crate::secrets::SealError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -127,6 +129,14 @@ impl Scheduler {
             .await
             .map_err(|e| ServerError::Raft(e.to_string()))?;
         let raft_svc = raft::RaftServer::new(handle.raft.clone());
+        // Beside the CA key (every peer's is the same), or in the data dir
+        // of a peer without TLS.
+        let secrets = std::sync::Arc::new(crate::secrets::SecretKey::load_or_make(
+            config
+                .pki
+                .as_ref()
+                .map_or(config.data_dir.as_path(), |p| p.dir()),
+        )?);
         let (fatal_tx, fatal) = tokio::sync::watch::channel(None);
         let lease = crate::cluster::lease::Lease::track(
             &handle.raft,
@@ -201,12 +211,14 @@ impl Scheduler {
                     authority: p.authority.clone(),
                     cert_ttl: p.cert_ttl,
                     peer: peer.clone(),
+                    secrets: secrets.clone(),
                 })
             }))
             .add_service(
                 pb::drover_server::DroverServer::new(client_api::ClientApi {
                     peer: peer.clone(),
                     signer: config.pki.as_ref().map(|p| p.tls.clone()),
+                    secrets: secrets.clone(),
                 })
                 .max_decoding_message_size(MAX_CLIENT_REQUEST),
             )
@@ -220,6 +232,7 @@ impl Scheduler {
                     node_timeout: config.node_timeout,
                     cluster_cidr: config.cluster_cidr.clone(),
                     authority: authority.clone(),
+                    secrets,
                 },
             ))
             .add_service(

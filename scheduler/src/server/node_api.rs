@@ -8,7 +8,9 @@
 
 use crate::cluster::Peer;
 use crate::controller::Liveness;
-use crate::state::{AllocState, AllocationReport, Command, Desired, HealthState, State};
+use crate::state::{
+    AllocState, AllocationReport, Command, Desired, HealthState, SecretKind, State,
+};
 use drover_proto::pb::{self, node_service_server::NodeService};
 use drover_proto::spec::JobSpec;
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,10 +28,60 @@ pub struct NodeApi {
     pub cluster_cidr: String,
     /// The CAs this peer trusts and signs with (`None` without TLS).
     pub authority: Option<crate::pki::Authority>,
+    /// Unseals the secrets a node's replicas mount (see `crate::secrets`).
+    pub secrets: std::sync::Arc<crate::secrets::SecretKey>,
 }
 
-/// The allocations desired on `node`, in the wire form agents converge to.
-pub fn desired_on(state: &State, node: &str) -> pb::DesiredAllocations {
+/// The secrets and configs the allocations desired on `node` mount, in the
+/// clear: the only place a secret is unsealed. One that cannot be (a peer
+/// given another key) is left out, and its replicas fail to start saying so.
+fn secrets_on(state: &State, node: &str, key: &crate::secrets::SecretKey) -> Vec<pb::SecretData> {
+    let mut wanted = std::collections::BTreeSet::new();
+    for a in state
+        .allocations
+        .values()
+        .filter(|a| a.node == node && a.desired == Desired::Run)
+    {
+        let Some(spec) = state.jobs.get(&a.job).and_then(|j| j.version(a.version)) else {
+            continue;
+        };
+        for kind in [SecretKind::Secret, SecretKind::Config] {
+            for name in kind.used_by(&spec.spec) {
+                wanted.insert((kind.word(), kind, name.to_string()));
+            }
+        }
+    }
+    wanted
+        .into_iter()
+        .filter_map(|(word, kind, name)| {
+            let stored = state.stored(kind).get(&name)?;
+            let data = match kind {
+                SecretKind::Config => stored.data.clone(),
+                SecretKind::Secret => match key.open(&name, &stored.data) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::error!(secret = %name, error = %e, "cannot unseal a secret for node {node}");
+                        return None;
+                    }
+                },
+            };
+            Some(pb::SecretData {
+                name,
+                kind: word.into(),
+                version: stored.version,
+                data,
+            })
+        })
+        .collect()
+}
+
+/// The allocations desired on `node`, in the wire form agents converge to,
+/// with the secrets they mount unsealed by `key`.
+pub fn desired_on(
+    state: &State,
+    node: &str,
+    key: &crate::secrets::SecretKey,
+) -> pb::DesiredAllocations {
     let allocations = state
         .allocations
         .values()
@@ -58,6 +110,7 @@ pub fn desired_on(state: &State, node: &str) -> pb::DesiredAllocations {
         allocations,
         services: services(state),
         names: names(state),
+        secrets: secrets_on(state, node, key),
         routes: state
             .nodes
             .values()
@@ -311,12 +364,13 @@ impl NodeService for NodeApi {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let peer = self.peer.clone();
         let mut applied = peer.applied.clone();
+        let secrets = self.secrets.clone();
         tokio::spawn(async move {
             // What was last sent, but for its index: a set is sent again
             // only when something in it changed.
             let mut last: Option<pb::DesiredAllocations> = None;
             loop {
-                let desired = desired_on(&peer.state.read().expect("state lock"), &name);
+                let desired = desired_on(&peer.state.read().expect("state lock"), &name, &secrets);
                 let view = pb::DesiredAllocations {
                     index: 0,
                     ..desired.clone()

@@ -122,6 +122,26 @@ pub enum Command {
         paused: bool,
         at_ms: i64,
     },
+    /// Store a secret (`data` sealed: see `crate::secrets`) or a config
+    /// (`data` as given). `create` refuses a name that exists, an update
+    /// one that does not; an update restarts every job that mounts it.
+    PutSecret {
+        request_id: String,
+        kind: model::SecretKind,
+        name: String,
+        #[serde(with = "model::hex_bytes")]
+        data: Vec<u8>,
+        size: u64,
+        create: bool,
+        at_ms: i64,
+    },
+    /// Forget a secret or config no job mounts.
+    DeleteSecret {
+        request_id: String,
+        kind: model::SecretKind,
+        name: String,
+        at_ms: i64,
+    },
     /// Roll every replica with no spec change.
     RestartJob {
         request_id: String,
@@ -194,6 +214,8 @@ impl Command {
             | Command::PromoteJob { at_ms, .. }
             | Command::PauseJob { at_ms, .. }
             | Command::RestartJob { at_ms, .. }
+            | Command::PutSecret { at_ms, .. }
+            | Command::DeleteSecret { at_ms, .. }
             | Command::SetNodeSchedulable { at_ms, .. }
             | Command::RemoveNode { at_ms, .. }
             | Command::RotateCa { at_ms, .. }

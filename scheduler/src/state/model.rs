@@ -33,6 +33,106 @@ pub struct State {
     /// The latest replacement of the cluster CA (see `super::ca`).
     #[serde(default)]
     pub ca_rotation: Option<super::ca::CaRotation>,
+    /// Secrets (sealed: see `crate::secrets`) and configs, by name.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, StoredSecret>,
+    #[serde(default)]
+    pub configs: BTreeMap<String, StoredSecret>,
+}
+
+/// A secret or a config, as the replicated state keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StoredSecret {
+    pub version: u64,
+    /// A secret's value sealed with the peers' secrets key; a config's as given.
+    #[serde(with = "hex_bytes")]
+    pub data: Vec<u8>,
+    /// The value's size in the clear.
+    pub size: u64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// Secret or config.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretKind {
+    Secret,
+    Config,
+}
+
+impl SecretKind {
+    pub fn parse(s: &str) -> Option<SecretKind> {
+        match s {
+            "secret" => Some(SecretKind::Secret),
+            "config" => Some(SecretKind::Config),
+            _ => None,
+        }
+    }
+
+    /// The CLI's command for it (`drover config` is the CLI's own contexts).
+    pub fn command(self) -> &'static str {
+        match self {
+            SecretKind::Secret => "secret",
+            SecretKind::Config => "configmap",
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            SecretKind::Secret => "secret",
+            SecretKind::Config => "config",
+        }
+    }
+
+    /// The names a job's current spec mounts of this kind.
+    pub fn used_by(self, spec: &JobSpec) -> impl Iterator<Item = &str> {
+        let list = match self {
+            SecretKind::Secret => &spec.secrets,
+            SecretKind::Config => &spec.configs,
+        };
+        list.iter().map(|f| f.name.as_str())
+    }
+}
+
+impl State {
+    /// The secrets or the configs.
+    pub fn stored(&self, kind: SecretKind) -> &BTreeMap<String, StoredSecret> {
+        match kind {
+            SecretKind::Secret => &self.secrets,
+            SecretKind::Config => &self.configs,
+        }
+    }
+
+    pub fn stored_mut(&mut self, kind: SecretKind) -> &mut BTreeMap<String, StoredSecret> {
+        match kind {
+            SecretKind::Secret => &mut self.secrets,
+            SecretKind::Config => &mut self.configs,
+        }
+    }
+
+    /// The jobs (not stopped) whose current version mounts `name` of `kind`.
+    pub fn jobs_using(&self, kind: SecretKind, name: &str) -> Vec<String> {
+        self.jobs
+            .values()
+            .filter(|j| !j.stopped && kind.used_by(j.current_spec()).any(|n| n == name))
+            .map(|j| j.name.clone())
+            .collect()
+    }
+}
+
+/// Bytes as hex in the state's JSON.
+pub(crate) mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(s).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A job and every version of it that was submitted.

@@ -6,6 +6,7 @@ mod allocations;
 mod jobs;
 mod nodes;
 mod rollouts;
+mod secrets;
 
 use super::Refusal;
 use super::*;
@@ -47,6 +48,12 @@ impl State {
                 request_id, at_ms, ..
             }
             | Command::RestartJob {
+                request_id, at_ms, ..
+            }
+            | Command::PutSecret {
+                request_id, at_ms, ..
+            }
+            | Command::DeleteSecret {
                 request_id, at_ms, ..
             } => (Some(request_id.as_str()).filter(|r| !r.is_empty()), *at_ms),
             _ => (None, 0),
@@ -120,6 +127,16 @@ impl State {
                 ..
             } => self.pause_job(name, *paused, *at_ms),
             Command::RestartJob { name, at_ms, .. } => self.restart_job(name, *at_ms),
+            Command::PutSecret {
+                kind,
+                name,
+                data,
+                size,
+                create,
+                at_ms,
+                ..
+            } => self.put_secret(*kind, name, data, *size, *create, *at_ms),
+            Command::DeleteSecret { kind, name, .. } => self.delete_secret(*kind, name),
             Command::SetNodeSchedulable {
                 name,
                 schedulable,
