@@ -180,6 +180,44 @@ fn pulls_by_tag_and_by_digest_the_same_image_as_the_layout() {
     assert!(err.to_string().contains("https://"), "{err}");
 }
 
+/// An image named without a registry (`demo-web:v1`) comes from the
+/// default registry, after the mirrors: a mirror that cannot answer is
+/// passed over; one that has the image serves it.
+#[test]
+fn short_names_come_from_the_mirrors_then_the_default_registry() {
+    if !require_root("short_names_come_from_the_mirrors_then_the_default_registry") {
+        return;
+    }
+    let reg = Registry::start(None);
+    reg.push("demo-web:v1", None);
+    let dead = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = reg.config();
+    config.insecure.insert(dead.clone());
+    config.default_registry = reg.host.clone();
+    config.mirrors = vec![dead.clone()];
+    let image = store(dir.path(), config.clone())
+        .pull(&"demo-web:v1".parse().unwrap())
+        .unwrap();
+    let pinned = store(dir.path(), reg.config())
+        .pull(&format!("{}/demo-web:v1", reg.host).parse().unwrap())
+        .unwrap();
+    assert_eq!(image, pinned);
+    // The mirror first: it has the image, the default registry is not asked.
+    let gets_before = reg.blob_gets(&layer_hex(&image.layers[0]));
+    let mirror = Registry::start(None);
+    mirror.push("demo-web:v1", None);
+    config.insecure.insert(mirror.host.clone());
+    config.mirrors = vec![mirror.host.clone()];
+    let fresh = tempfile::tempdir().unwrap();
+    let from_mirror = store(fresh.path(), config)
+        .pull(&"demo-web:v1".parse().unwrap())
+        .unwrap();
+    assert_eq!(from_mirror.digest, image.digest);
+    assert_eq!(reg.blob_gets(&layer_hex(&image.layers[0])), gets_before);
+    assert!(mirror.blob_gets(&layer_hex(&image.layers[0])) > 0);
+}
+
 #[test]
 fn a_tampered_layer_is_rejected_and_not_cached() {
     if !require_root("a_tampered_layer_is_rejected_and_not_cached") {

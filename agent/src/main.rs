@@ -164,6 +164,20 @@ struct DaemonArgs {
     /// Repeatable.
     #[arg(long = "registry-ca", value_name = "PATH")]
     registry_ca: Vec<PathBuf>,
+    /// Where images named without a registry (`nginx:1.27`,
+    /// `library/nginx`, `myorg/app`) come from.
+    #[arg(long, default_value = "docker.io", value_name = "HOST[:PORT]")]
+    default_registry: String,
+    /// A registry asked first for images named without one (a pull-through
+    /// cache of the default registry); the next, then the default
+    /// registry, when it fails. Repeatable.
+    #[arg(long = "registry-mirror", value_name = "HOST[:PORT]")]
+    registry_mirror: Vec<String>,
+    /// A Docker client config whose `auths`, `credHelpers` and `credsStore`
+    /// give registry logins (default: $DOCKER_CONFIG/config.json, else
+    /// ~/.docker/config.json, when there is one). --registry-auth wins.
+    #[arg(long, value_name = "PATH")]
+    docker_config: Option<PathBuf>,
     /// A host (`HOST` or `HOST:PORT`) that may receive a registry's
     /// credentials as its bearer-token realm, beside the registry's own host
     /// (e.g. auth.docker.io). Credentials go to a realm only over HTTPS.
@@ -297,8 +311,11 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
     let mut registries = drover_agent::image::RegistryConfig {
         insecure: a.insecure_registry.into_iter().collect(),
         token_hosts: a.registry_token_host.into_iter().collect(),
+        default_registry: a.default_registry.clone(),
+        mirrors: a.registry_mirror.clone(),
         ..Default::default()
     };
+    registries.allow_docker_hub_tokens();
     for path in &a.registry_ca {
         let pem = std::fs::read_to_string(path)
             .with_context(|| format!("--registry-ca {}", path.display()))?;
@@ -321,6 +338,20 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         let (host, creds) = drover_agent::image::RegistryConfig::parse_auth(line)
             .map_err(|e| anyhow::anyhow!("--registry-auth: {e}"))?;
         registries.credentials.insert(host, creds);
+    }
+    // After the flags: their credentials win.
+    let docker_config = a.docker_config.clone().or_else(|| {
+        let dir = std::env::var_os("DOCKER_CONFIG")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
+        Some(dir.join("config.json")).filter(|p| p.exists())
+    });
+    if let Some(path) = &docker_config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--docker-config {}", path.display()))?;
+        registries
+            .load_docker_config(&text)
+            .map_err(|e| anyhow::anyhow!("--docker-config {}: {e}", path.display()))?;
     }
     let size = |flag: &str, v: &str| {
         quantity::Size::parse(v)

@@ -17,6 +17,7 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub(crate) enum Compression {
     None,
     Gzip,
+    Zstd,
 }
 
 /// A layer to unpack: its sha256 hex digest, size and compression.
@@ -99,21 +100,62 @@ pub(crate) fn resolve(layout: &Path, tag: Option<&String>) -> Result<Resolved, I
     })
 }
 
-/// Follows a nested image index to its linux/amd64 manifest.
+/// This machine's platform as image indexes name it: the OCI architecture
+/// and, where it matters, its variant.
+pub fn node_platform() -> (&'static str, Option<&'static str>) {
+    match std::env::consts::ARCH {
+        "x86_64" => ("amd64", None),
+        "aarch64" => ("arm64", Some("v8")),
+        "arm" => ("arm", Some("v7")),
+        "x86" => ("386", None),
+        "powerpc64" => ("ppc64le", None),
+        "riscv64" => ("riscv64", None),
+        "s390x" => ("s390x", None),
+        "loongarch64" => ("loong64", None),
+        other => (other, None),
+    }
+}
+
+/// Of an index's manifests, given as (os, architecture, variant), the one
+/// for linux on `platform`: its variant first, then one naming none, then
+/// any other variant of the architecture.
+pub(crate) fn best_platform(
+    manifests: &[(Option<String>, Option<String>, Option<String>)],
+    platform: (&str, Option<&str>),
+) -> Option<usize> {
+    let (arch, variant) = platform;
+    let of_arch = |i: &usize| {
+        let (os, a, _) = &manifests[*i];
+        os.as_deref() == Some("linux") && a.as_deref() == Some(arch)
+    };
+    let all = || (0..manifests.len()).filter(of_arch);
+    all()
+        .find(|i| variant.is_some() && manifests[*i].2.as_deref() == variant)
+        .or_else(|| all().find(|i| manifests[*i].2.is_none()))
+        .or_else(|| all().next())
+}
+
+/// Follows a nested image index to this machine's manifest.
 fn pick_platform(layout: &Path, index_desc: &Descriptor) -> Result<Descriptor, ImageError> {
     let (bytes, path) = read_verified(layout, index_desc)?;
     let index =
         ImageIndex::from_reader(&bytes[..]).map_err(|source| ImageError::Parse { path, source })?;
-    index
+    let platforms: Vec<_> = index
         .manifests()
         .iter()
-        .find(|d| {
-            d.platform().as_ref().is_some_and(|p| {
-                p.os().to_string() == "linux" && p.architecture().to_string() == "amd64"
-            })
+        .map(|d| match d.platform() {
+            Some(p) => (
+                Some(p.os().to_string()),
+                Some(p.architecture().to_string()),
+                p.variant().clone(),
+            ),
+            None => (None, None, None),
         })
-        .cloned()
+        .collect();
+    best_platform(&platforms, node_platform())
+        .map(|i| index.manifests()[i].clone())
         .ok_or_else(|| ImageError::NoPlatformManifest {
+            platform: format!("linux/{}", node_platform().0),
             digest: index_desc.digest().to_string(),
         })
 }
@@ -137,6 +179,7 @@ pub(crate) fn compression(media_type: &MediaType) -> Result<Compression, ImageEr
         | "application/vnd.docker.image.rootfs.diff.tar" => Ok(Compression::None),
         "application/vnd.oci.image.layer.v1.tar+gzip"
         | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Ok(Compression::Gzip),
+        "application/vnd.oci.image.layer.v1.tar+zstd" => Ok(Compression::Zstd),
         other => Err(ImageError::UnsupportedMediaType {
             media_type: other.to_string(),
         }),

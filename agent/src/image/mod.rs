@@ -41,8 +41,8 @@ pub enum ImageError {
     },
     #[error("no manifest tagged {tag:?} in {layout}")]
     TagNotFound { layout: PathBuf, tag: String },
-    #[error("no linux/amd64 manifest in image index {digest}")]
-    NoPlatformManifest { digest: String },
+    #[error("no {platform} manifest in image index {digest}")]
+    NoPlatformManifest { platform: String, digest: String },
     #[error("unsupported digest {digest:?}: only sha256 is supported")]
     UnsupportedDigest { digest: String },
     #[error("digest mismatch for blob {path}: expected sha256:{expected}, got sha256:{actual}")]
@@ -188,16 +188,33 @@ impl ImageStore {
                 })
             }
             ImageRef::Registry(reg) => {
-                let client = registry::Client::new(&self.registries, reg);
-                let r = client.resolve(&reg.reference)?;
-                let fetch = |layer: &layout::LayerBlob, dir: &Path| {
-                    client.download(layer, dir).map_err(ImageError::from)
-                };
-                Ok(Image {
-                    layers: unpack_all(&BlobSource::Download(&fetch), &r.layers)?,
-                    config: r.config,
-                    digest: r.manifest_digest,
-                })
+                // Its own registry; or, named without one, the mirrors and
+                // then the default registry, each asked until one has it.
+                let mut failed = None;
+                for reg in self.registries.candidates(reg) {
+                    let client = registry::Client::new(&self.registries, &reg);
+                    let pulled = client
+                        .resolve(&reg.reference)
+                        .map_err(ImageError::from)
+                        .and_then(|r| {
+                            let fetch = |layer: &layout::LayerBlob, dir: &Path| {
+                                client.download(layer, dir).map_err(ImageError::from)
+                            };
+                            Ok(Image {
+                                layers: unpack_all(&BlobSource::Download(&fetch), &r.layers)?,
+                                config: r.config,
+                                digest: r.manifest_digest,
+                            })
+                        });
+                    match pulled {
+                        Ok(image) => return Ok(image),
+                        Err(e) => {
+                            tracing::warn!(registry = %reg.host, error = %e, "pull failed; trying the next registry if any");
+                            failed = Some(e);
+                        }
+                    }
+                }
+                Err(failed.expect("at least one registry is tried"))
             }
         }
     }
@@ -409,6 +426,42 @@ mod tests {
                 .unwrap();
             assert_eq!(again, image);
         }
+    }
+
+    #[test]
+    fn pulls_a_zstd_layer() {
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let layer = tar(&[Item::Dir("bin/"), Item::File("bin/tool", b"zstd tool")]);
+        let compressed = ruzstd::encoding::compress_to_vec(
+            &layer[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let zstd_layout = layout(
+            dir.path(),
+            vec![("application/vnd.oci.image.layer.v1.tar+zstd", compressed)],
+            false,
+        );
+        let image = ImageStore::new(dir.path().join("cache"))
+            .pull(&format!("oci:{}:v1", zstd_layout.display()).parse().unwrap())
+            .unwrap();
+        assert_eq!(
+            std::fs::read(image.layers[0].join("bin/tool")).unwrap(),
+            b"zstd tool"
+        );
+        // Not zstd at all, under the zstd media type: a clear error.
+        let dir = tempfile::tempdir().unwrap();
+        let plain = layout(
+            dir.path(),
+            vec![("application/vnd.oci.image.layer.v1.tar+zstd", layer)],
+            false,
+        );
+        let err = ImageStore::new(dir.path().join("cache"))
+            .pull(&format!("oci:{}:v1", plain.display()).parse().unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("zstd"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Image references: an OCI image layout on this node in skopeo's transport
 //! syntax (`oci:/path/to/layout[:tag]`), or an image in an OCI distribution
-//! registry (`host[:port]/name[/more]:tag` or `host[:port]/name@sha256:<hex>`).
-//! A registry reference always names its host: there is no implicit default
-//! registry, so a spec says exactly where its image comes from.
+//! registry (`host[:port]/name[/more][:tag]` or `...@sha256:<hex>`). As with
+//! Docker, a first part with a `.` or `:` (or `localhost`) is the registry's
+//! host; without one (`nginx:1.27`, `library/nginx`) the image comes from
+//! the agent's default registry (Docker Hub unless `--default-registry`
+//! says otherwise, after its mirrors). No tag means `latest`.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -26,7 +28,7 @@ pub enum ImageRef {
 /// `host[:port]/name:tag` or `host[:port]/name@sha256:<hex>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryRef {
-    /// `host` or `host:port`, as written.
+    /// `host` or `host:port`, as written; "" for the default registry.
     pub host: String,
     /// The repository name, e.g. `library/busybox`.
     pub name: String,
@@ -71,13 +73,16 @@ impl FromStr for ImageRef {
 }
 
 fn parse_registry(s: &str) -> Result<RegistryRef, &'static str> {
-    let (host, path) = s.split_once('/').ok_or(
-        "must be oci:/path[:tag] or host[:port]/name:tag or host[:port]/name@sha256:<hex>",
-    )?;
-    let host_ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
+    let (host, path) = match s.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (first, rest),
+        _ => ("", s),
+    };
+    if s.contains("://") {
+        return Err("must be oci:/path[:tag] or [host[:port]/]name[:tag] or ...@sha256:<hex>");
+    }
+    let host_ok = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
     if !host_ok {
         return Err("registry host must be host or host:port");
     }
@@ -97,7 +102,7 @@ fn parse_registry(s: &str) -> Result<RegistryRef, &'static str> {
         let (name, tag) = path
             .rsplit_once(':')
             .filter(|(_, tag)| !tag.contains('/'))
-            .ok_or("a registry image needs a :tag or @sha256:<digest>")?;
+            .unwrap_or((path, "latest"));
         let tag_ok = !tag.is_empty()
             && tag.len() <= 128
             && !tag.starts_with(['.', '-'])
@@ -138,7 +143,10 @@ impl std::fmt::Display for ImageRef {
             }
             ImageRef::Registry(r) => {
                 let sep = if r.digest().is_some() { '@' } else { ':' };
-                write!(f, "{}/{}{sep}{}", r.host, r.name, r.reference)
+                if !r.host.is_empty() {
+                    write!(f, "{}/", r.host)?;
+                }
+                write!(f, "{}{sep}{}", r.name, r.reference)
             }
         }
     }
@@ -198,16 +206,33 @@ mod tests {
     fn rejects_bad_registry_references() {
         for bad in [
             "docker://busybox",
-            "busybox",
-            "host:5000/web",
-            "host/web:",
+            "host.example/web:",
             "host/Web:v1",
             "host/web@sha256:abc",
             "host/web@md5:0000",
             "/web:v1",
-            "host//web:v1",
+            "host.example//web:v1",
+            "Nginx:1.27",
         ] {
             assert!(bad.parse::<ImageRef>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn names_without_a_registry_are_the_default_registrys() {
+        let parse = |s: &str| match s.parse::<ImageRef>().unwrap() {
+            ImageRef::Registry(r) => (r.host, r.name, r.reference),
+            other => panic!("{other:?}"),
+        };
+        let r = |h: &str, n: &str, t: &str| (h.to_string(), n.to_string(), t.to_string());
+        assert_eq!(parse("nginx:1.27"), r("", "nginx", "1.27"));
+        assert_eq!(parse("library/nginx"), r("", "library/nginx", "latest"));
+        assert_eq!(parse("myorg/app:v2"), r("", "myorg/app", "v2"));
+        assert_eq!(parse("localhost/app"), r("localhost", "app", "latest"));
+        assert_eq!(parse("host:5000/web"), r("host:5000", "web", "latest"));
+        assert_eq!(
+            "nginx:1.27".parse::<ImageRef>().unwrap().to_string(),
+            "nginx:1.27"
+        );
     }
 }

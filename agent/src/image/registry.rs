@@ -80,10 +80,19 @@ pub enum RegistryError {
 }
 
 /// Login for one registry host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// How the agent reaches registries: which hosts speak plain HTTP and which
@@ -99,6 +108,30 @@ pub struct RegistryConfig {
     pub token_hosts: HashSet<String>,
     /// The CAs trusted over HTTPS (add one with [`Self::trust_ca_pem`]).
     pub trust: RegistryTrust,
+    /// Where images named without a registry (`nginx:1.27`,
+    /// `library/nginx`) come from; "" is Docker Hub (`docker.io`).
+    pub default_registry: String,
+    /// Registries asked first for such images, in order (pull-through
+    /// caches); the default registry is asked when none has it.
+    pub mirrors: Vec<String>,
+    /// A Docker credential helper (`credsStore`, or per host `credHelpers`
+    /// of a Docker config): `docker-credential-<name> get` is asked for
+    /// hosts without credentials of their own.
+    pub helpers: HashMap<String, String>,
+    pub default_helper: Option<String>,
+}
+
+/// Docker Hub's name, and the hosts its API and tokens are on.
+pub const DOCKER_HUB: &str = "docker.io";
+const DOCKER_HUB_API: &str = "registry-1.docker.io";
+const DOCKER_HUB_AUTH: &str = "auth.docker.io";
+
+/// A registry name as users write it, as the host its API is on.
+fn api_host(name: &str) -> String {
+    match name {
+        "" | DOCKER_HUB | "index.docker.io" => DOCKER_HUB_API.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// What HTTPS to registries trusts: the public web roots, and private CAs.
@@ -170,6 +203,112 @@ impl RegistryConfig {
         }
     }
 
+    /// The registries to try for `r`, in order: its own host, or for an
+    /// image named without one, the mirrors and then the default registry.
+    pub fn candidates(&self, r: &RegistryRef) -> Vec<RegistryRef> {
+        if !r.host.is_empty() {
+            return vec![r.clone()];
+        }
+        self.mirrors
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(self.default_registry.as_str()))
+            .map(|host| {
+                let host = api_host(host);
+                // Docker Hub's official images live under library/.
+                let name = if host == DOCKER_HUB_API && !r.name.contains('/') {
+                    format!("library/{}", r.name)
+                } else {
+                    r.name.clone()
+                };
+                RegistryRef {
+                    host,
+                    name,
+                    reference: r.reference.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Uses Docker Hub's token service for its images (its realm is on
+    /// another host than its API).
+    pub fn allow_docker_hub_tokens(&mut self) {
+        if api_host(&self.default_registry) == DOCKER_HUB_API
+            || self.mirrors.iter().any(|m| api_host(m) == DOCKER_HUB_API)
+        {
+            self.token_hosts.insert(DOCKER_HUB_AUTH.into());
+        }
+    }
+
+    /// Adds the credentials and credential helpers of a Docker client
+    /// config (`~/.docker/config.json`): `auths` (base64 `user:password`
+    /// in `auth`, or `username`/`password`), `credHelpers`, `credsStore`.
+    /// Credentials given otherwise (`--registry-auth`) win.
+    pub fn load_docker_config(&mut self, text: &str) -> Result<(), String> {
+        use base64::Engine as _;
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        let host_of = |key: &str| {
+            let k = key.split_once("://").map_or(key, |(_, rest)| rest);
+            api_host(k.split('/').next().unwrap_or_default())
+        };
+        if let Some(auths) = v.get("auths").and_then(|a| a.as_object()) {
+            for (key, entry) in auths {
+                let login = match entry.get("auth").and_then(|a| a.as_str()) {
+                    Some(b64) => {
+                        let raw = base64::engine::general_purpose::STANDARD
+                            .decode(b64.trim())
+                            .map_err(|e| format!("auths.{key}.auth: not base64: {e}"))?;
+                        let s = String::from_utf8(raw)
+                            .map_err(|_| format!("auths.{key}.auth: not UTF-8"))?;
+                        let (u, p) = s
+                            .split_once(':')
+                            .ok_or_else(|| format!("auths.{key}.auth: not user:password"))?;
+                        Some((u.to_string(), p.to_string()))
+                    }
+                    None => match (
+                        entry.get("username").and_then(|u| u.as_str()),
+                        entry.get("password").and_then(|p| p.as_str()),
+                    ) {
+                        (Some(u), Some(p)) => Some((u.to_string(), p.to_string())),
+                        _ => None,
+                    },
+                };
+                if let Some((username, password)) = login {
+                    self.credentials
+                        .entry(host_of(key))
+                        .or_insert(Credentials { username, password });
+                }
+            }
+        }
+        if let Some(helpers) = v.get("credHelpers").and_then(|h| h.as_object()) {
+            for (host, name) in helpers {
+                if let Some(name) = name.as_str() {
+                    self.helpers.insert(host_of(host), name.to_string());
+                }
+            }
+        }
+        if let Some(store) = v.get("credsStore").and_then(|s| s.as_str()) {
+            self.default_helper = Some(store.to_string());
+        }
+        Ok(())
+    }
+
+    /// The credentials for `host`: its own, else its credential helper's.
+    fn credentials_for(&self, host: &str) -> Option<Credentials> {
+        if let Some(c) = self.credentials.get(host) {
+            return Some(c.clone());
+        }
+        let helper = self.helpers.get(host).or(self.default_helper.as_ref())?;
+        // The helper is asked by the name users log in with.
+        let server = if host == DOCKER_HUB_API {
+            "https://index.docker.io/v1/"
+        } else {
+            host
+        };
+        helper_get(helper, server)
+    }
+
     /// Parses a `HOST=USER:PASSWORD` credential (the `--registry-auth` flag).
     pub fn parse_auth(s: &str) -> Result<(String, Credentials), String> {
         let (host, login) = s
@@ -191,6 +330,42 @@ impl RegistryConfig {
     }
 }
 
+/// Asks the Docker credential helper `docker-credential-<name>` for
+/// `server`'s login (its `get` protocol: the server on stdin, JSON out).
+/// Nothing it says is logged.
+fn helper_get(name: &str, server: &str) -> Option<Credentials> {
+    use std::io::Write as _;
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return None;
+    }
+    let mut child = std::process::Command::new(format!("docker-credential-{name}"))
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(
+            |e| tracing::warn!(helper = name, error = %e, "cannot run a Docker credential helper"),
+        )
+        .ok()?;
+    let _ = child
+        .stdin
+        .take()
+        .map(|mut s| s.write_all(server.as_bytes()));
+    let out = child.wait_with_output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(Credentials {
+        username: v["Username"].as_str()?.to_string(),
+        password: v["Secret"].as_str()?.to_string(),
+    })
+}
+
 /// What a manifest resolves to: the verified manifest digest, the image
 /// config and the layers to fetch.
 pub(crate) struct Resolved {
@@ -206,7 +381,7 @@ pub(crate) struct Client<'a> {
     name: &'a str,
     config: &'a RegistryConfig,
     host: &'a str,
-    credentials: Option<&'a Credentials>,
+    credentials: Option<Credentials>,
     /// A bearer token from the last challenge, reused for later requests.
     token: Mutex<Option<String>>,
 }
@@ -233,7 +408,7 @@ impl<'a> Client<'a> {
             name: &r.name,
             config,
             host: &r.host,
-            credentials: config.credentials.get(&r.host),
+            credentials: config.credentials_for(&r.host),
             token: Mutex::new(None),
         }
     }
@@ -356,7 +531,7 @@ impl<'a> Client<'a> {
             let token = self.token.lock().unwrap().clone();
             if let Some(token) = &token {
                 req = req.set("Authorization", &format!("Bearer {token}"));
-            } else if let Some(c) = self.credentials {
+            } else if let Some(c) = &self.credentials {
                 req = req.set("Authorization", &basic(c));
             }
             match req.call() {
@@ -408,7 +583,7 @@ impl<'a> Client<'a> {
             .unwrap_or_else(|| format!("repository:{}:pull", self.name));
         req = req.query("scope", &scope);
         let mut withheld = None;
-        if let Some(c) = self.credentials {
+        if let Some(c) = &self.credentials {
             match self.config.may_send_credentials(self.host, realm) {
                 Ok(()) => req = req.set("Authorization", &basic(c)),
                 Err(why) => {
@@ -537,23 +712,35 @@ fn is_index(value: &serde_json::Value) -> bool {
         || (media_type.is_none() && value.get("manifests").is_some())
 }
 
-/// The digest of the index's linux/amd64 manifest.
+/// The digest of the index's manifest for this machine (see
+/// `layout::best_platform`).
 fn pick_platform(url: &str, index: &serde_json::Value) -> Result<String, RegistryError> {
-    index
+    pick_platform_for(url, index, super::layout::node_platform())
+}
+
+fn pick_platform_for(
+    url: &str,
+    index: &serde_json::Value,
+    platform: (&str, Option<&str>),
+) -> Result<String, RegistryError> {
+    let manifests: Vec<&serde_json::Value> = index
         .get("manifests")
         .and_then(|m| m.as_array())
         .into_iter()
         .flatten()
-        .find(|d| {
-            d["platform"]["os"].as_str() == Some("linux")
-                && d["platform"]["architecture"].as_str() == Some("amd64")
-        })
-        .and_then(|d| d["digest"].as_str())
+        .collect();
+    let word = |d: &serde_json::Value, k: &str| d["platform"][k].as_str().map(str::to_string);
+    let platforms: Vec<_> = manifests
+        .iter()
+        .map(|d| (word(d, "os"), word(d, "architecture"), word(d, "variant")))
+        .collect();
+    super::layout::best_platform(&platforms, platform)
+        .and_then(|i| manifests[i]["digest"].as_str())
         .filter(|d| d.starts_with("sha256:") && d.len() == 71)
         .map(str::to_string)
         .ok_or_else(|| RegistryError::Manifest {
             url: url.to_string(),
-            reason: "index has no linux/amd64 manifest".into(),
+            reason: format!("index has no linux/{} manifest", platform.0),
         })
 }
 
@@ -636,15 +823,98 @@ mod tests {
     }
 
     #[test]
-    fn picks_amd64_from_an_index() {
-        let d = format!("sha256:{}", "b".repeat(64));
+    fn picks_this_machines_platform_from_an_index() {
+        let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
         let index = serde_json::json!({"manifests": [
-            {"digest": format!("sha256:{}", "a".repeat(64)), "platform": {"os": "linux", "architecture": "arm64"}},
-            {"digest": d, "platform": {"os": "linux", "architecture": "amd64"}},
+            {"digest": digest('a'), "platform": {"os": "linux", "architecture": "arm", "variant": "v6"}},
+            {"digest": digest('b'), "platform": {"os": "linux", "architecture": "amd64"}},
+            {"digest": digest('c'), "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
+            {"digest": digest('d'), "platform": {"os": "windows", "architecture": "arm64"}},
+            {"digest": digest('e'), "platform": {"os": "linux", "architecture": "arm64"}},
         ]});
         assert!(is_index(&index));
-        assert_eq!(pick_platform("u", &index).unwrap(), d);
-        let none = serde_json::json!({"manifests": []});
-        assert!(pick_platform("u", &none).is_err());
+        let pick = |arch, variant| pick_platform_for("u", &index, (arch, variant));
+        assert_eq!(pick("amd64", None).unwrap(), digest('b'));
+        // The variant asked for, not merely the first of the architecture.
+        assert_eq!(pick("arm", Some("v7")).unwrap(), digest('c'));
+        // linux only; one naming no variant does for any.
+        assert_eq!(pick("arm64", Some("v8")).unwrap(), digest('e'));
+        let err = pick("riscv64", None).unwrap_err().to_string();
+        assert!(err.contains("no linux/riscv64 manifest"), "{err}");
+        // This machine's own.
+        let (arch, _) = crate::image::layout::node_platform();
+        if arch == "amd64" {
+            assert_eq!(pick_platform("u", &index).unwrap(), digest('b'));
+        }
+    }
+
+    #[test]
+    fn images_without_a_registry_try_the_mirrors_then_the_default() {
+        let r = |s: &str| match s.parse::<crate::image::ImageRef>().unwrap() {
+            crate::image::ImageRef::Registry(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let hosts = |c: &RegistryConfig, s: &str| -> Vec<String> {
+            c.candidates(&r(s))
+                .into_iter()
+                .map(|r| format!("{}/{}:{}", r.host, r.name, r.reference))
+                .collect()
+        };
+        let mut c = RegistryConfig::default();
+        assert_eq!(
+            hosts(&c, "nginx:1.27"),
+            ["registry-1.docker.io/library/nginx:1.27"]
+        );
+        assert_eq!(
+            hosts(&c, "myorg/app"),
+            ["registry-1.docker.io/myorg/app:latest"]
+        );
+        assert_eq!(
+            hosts(&c, "reg.example:5000/web:v1"),
+            ["reg.example:5000/web:v1"]
+        );
+        c.allow_docker_hub_tokens();
+        assert!(c.token_hosts.contains("auth.docker.io"));
+        c.mirrors = vec!["mirror.local:5000".into()];
+        c.default_registry = "registry.example".into();
+        assert_eq!(
+            hosts(&c, "nginx"),
+            [
+                "mirror.local:5000/nginx:latest",
+                "registry.example/nginx:latest"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_docker_config_gives_logins_and_helpers_and_flags_win() {
+        let mut c = RegistryConfig::default();
+        c.credentials.insert(
+            "reg.example".into(),
+            Credentials {
+                username: "flag".into(),
+                password: "p".into(),
+            },
+        );
+        // "alice:s3cret" and a username/password pair.
+        c.load_docker_config(
+            r#"{"auths": {"https://index.docker.io/v1/": {"auth": "YWxpY2U6czNjcmV0"},
+                          "reg.example": {"username": "config", "password": "q"},
+                          "other.example:5000": {"username": "bob", "password": "pw"}},
+                "credHelpers": {"gcr.io": "gcloud"}, "credsStore": "desktop"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.credentials["registry-1.docker.io"].username, "alice");
+        assert_eq!(c.credentials["registry-1.docker.io"].password, "s3cret");
+        assert_eq!(c.credentials["reg.example"].username, "flag");
+        assert_eq!(c.credentials["other.example:5000"].password, "pw");
+        assert_eq!(c.helpers["gcr.io"], "gcloud");
+        assert_eq!(c.default_helper.as_deref(), Some("desktop"));
+        // A password is never in Debug output.
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(c.load_docker_config("{").is_err());
+        let bad =
+            RegistryConfig::default().load_docker_config(r#"{"auths": {"x": {"auth": "!!"}}}"#);
+        assert!(bad.unwrap_err().contains("auths.x.auth"));
     }
 }

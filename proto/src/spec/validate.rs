@@ -190,8 +190,14 @@ fn image(e: &mut Errors, image: &str) {
 
 /// Checks `host[:port]/name[/more]:tag` or `host[:port]/name@sha256:<hex>`.
 fn registry_ref(image: &str) -> Result<(), String> {
-    let Some((host, path)) = image.split_once('/') else {
-        return Err("is not an image reference: use host[:port]/name:tag, host[:port]/name@sha256:<digest> or oci:/path/to/layout:tag".into());
+    if image.contains("://") {
+        return Err("is not an image reference: use [host[:port]/]name[:tag], ...@sha256:<digest> or oci:/path/to/layout:tag".into());
+    }
+    // As Docker reads it: a first part with '.' or ':' (or localhost) is the
+    // registry; without one, the agents' default registry.
+    let (host, path) = match image.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (first, rest),
+        _ => return repository(image),
     };
     let (hostname, port) = match host.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),
@@ -214,6 +220,11 @@ fn registry_ref(image: &str) -> Result<(), String> {
             return Err(format!("{port:?} is not a registry port (1-65535)"));
         }
     }
+    repository(path)
+}
+
+/// `name[:tag]` or `name@sha256:<digest>` (no tag: `latest`).
+fn repository(path: &str) -> Result<(), String> {
     let name = if let Some((name, digest)) = path.split_once('@') {
         let hex = digest.strip_prefix("sha256:").unwrap_or("");
         if hex.len() != 64
@@ -227,9 +238,10 @@ fn registry_ref(image: &str) -> Result<(), String> {
         }
         name
     } else {
-        let Some((name, tag)) = path.rsplit_once(':').filter(|(_, t)| !t.contains('/')) else {
-            return Err("names no tag or digest (add :tag or @sha256:<digest>)".into());
-        };
+        let (name, tag) = path
+            .rsplit_once(':')
+            .filter(|(_, t)| !t.contains('/'))
+            .unwrap_or((path, "latest"));
         if !tag_ok(tag) {
             return Err(format!(
                 "{tag:?} is not a valid tag (letters, digits, '.', '_', '-'; at most 128)"
@@ -701,13 +713,8 @@ mod tests {
 
     #[test]
     fn image_rules() {
-        let e = from_yaml("name: w\nimage: nginx:latest\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("image: \"nginx:latest\": is not an image reference"),
-            "{e}"
-        );
+        // A name without a registry is the agents' default registry's.
+        assert!(from_yaml("name: w\nimage: nginx:latest\n").is_ok());
         let e = from_yaml("name: w\nimage: oci:rel/path:v1\n")
             .unwrap_err()
             .to_string();
@@ -726,6 +733,9 @@ mod tests {
             "127.0.0.1:5000/demo-web:v1".to_string(),
             "registry.example.com/team/web:1.2.3".to_string(),
             format!("localhost:5000/web@{digest}"),
+            "nginx:1.27".to_string(),
+            "library/nginx".to_string(),
+            "reg:5000/web".to_string(),
         ] {
             let yaml = format!("name: w\nimage: \"{ok}\"\n");
             assert!(
@@ -735,11 +745,15 @@ mod tests {
             );
         }
         for (bad, message) in [
-            ("reg:5000/web", "names no tag or digest"),
             ("reg:0/web:v1", "\"0\" is not a registry port"),
             ("reg:x/web:v1", "\"x\" is not a registry port"),
-            ("re_g/web:v1", "\"re_g\" is not a registry host name"),
-            ("reg/Web:v1", "\"Web\" is not a valid repository name"),
+            (
+                "re_g.example/web:v1",
+                "\"re_g.example\" is not a registry host name",
+            ),
+            ("reg/Web:v1", "is not a valid repository name"),
+            ("Nginx:1.27", "\"Nginx\" is not a valid repository name"),
+            ("docker://nginx", "is not an image reference"),
             ("reg/web:-v1", "\"-v1\" is not a valid tag"),
             ("reg/web@sha256:abc", "\"sha256:abc\" is not a valid digest"),
             ("reg//web:v1", "is not a valid repository name"),

@@ -170,6 +170,18 @@ fn unpack_layer(
                 .and_then(|a| drain(Box::new(a.into_inner())));
             (read, result)
         }
+        Compression::Zstd => {
+            let decoder = ruzstd::decoding::StreamingDecoder::new(reader).map_err(|e| {
+                ImageError::io(path)(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("not a zstd stream: {e}"),
+                ))
+            })?;
+            let (counted, read) = Budget::new(decoder, budget);
+            let result = entries::unpack(counted, &layer.hex, dest)
+                .and_then(|a| drain(Box::new(a.into_inner())));
+            (read, result)
+        }
     };
     let size = read.load(Ordering::Relaxed);
     match result {
