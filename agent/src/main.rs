@@ -315,7 +315,6 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         mirrors: a.registry_mirror.clone(),
         ..Default::default()
     };
-    registries.allow_docker_hub_tokens();
     for path in &a.registry_ca {
         let pem = std::fs::read_to_string(path)
             .with_context(|| format!("--registry-ca {}", path.display()))?;

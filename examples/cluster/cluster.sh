@@ -127,6 +127,8 @@ up() {
     make_ns "s$i"
     mkdir -p "$DIR/s$i/pki"
     cp "$DIR/pki/ca.pem" "$DIR/pki/ca.key" "$DIR/s$i/pki/"
+    # The secrets key goes with the CA (made by ca init since it seals secrets).
+    [[ -f "$DIR/pki/secrets.key" ]] && cp "$DIR/pki/secrets.key" "$DIR/s$i/pki/"
     scheduler_cmd "s$i" "--peers $(peers)" >"$DIR/s$i/cmd"
     start "s$i"
   done

@@ -269,6 +269,17 @@ pub fn init(dir: &Path) -> Result<Ca, PkiError> {
     // a crash part way leaves no CA, and the next init starts over.
     ca.issue(&Identity::Client(ADMIN.into()), ADMIN_VALIDITY)?
         .save(dir, ADMIN)?;
+    // The key secrets are sealed with: copied with the CA to every peer.
+    crate::secrets::SecretKey::random()
+        .map_err(|_| PkiError::Cert {
+            what: dir.display().to_string(),
+            message: "no randomness for the secrets key".into(),
+        })?
+        .save(dir)
+        .map_err(|e| PkiError::Cert {
+            what: dir.display().to_string(),
+            message: e.to_string(),
+        })?;
     ca.save(dir)?;
     Ok(ca)
 }

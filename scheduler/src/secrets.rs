@@ -5,11 +5,13 @@
 //! (see `server::node_api`).
 //!
 //! The key is `secrets.key` in the peer's PKI directory (beside `ca.key`,
-//! 64 hex digits). A peer without one derives it from the cluster CA's key
-//! (HMAC-SHA256), so every peer given the same CA key has the same secrets
-//! key; peers that join get it with their CA key. Without TLS
-//! (`--insecure-plaintext`) it is made at random in the data directory: a
-//! one-peer cluster for debugging.
+//! 64 random hex digits), made with the CA (`drover-scheduler ca init`, or
+//! the first peer's bootstrap) and copied with it to the initial peers;
+//! peers that join with a token receive it. It is never derived from
+//! anything in the replicated state. The state keeps the key's id (a hash):
+//! a peer whose key is not the cluster's is refused when it seals, and says
+//! so when it cannot unseal. Without TLS (`--insecure-plaintext`) it is in
+//! the data directory.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -48,8 +50,9 @@ impl SecretKey {
         SecretKey { raw, key }
     }
 
-    /// The key in `dir/secrets.key`, made first if it is not there:
-    /// derived from `dir/ca.key` when there is one, else at random.
+    /// The key in `dir/secrets.key`, made at random first if it is not
+    /// there (a peer set up without it then holds a key of its own, which
+    /// the cluster's key id tells apart).
     pub fn load_or_make(dir: &Path) -> Result<SecretKey, SealError> {
         let path = dir.join(KEY_FILE);
         let err = |message: String| SealError::Key {
@@ -67,19 +70,24 @@ impl SecretKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(err(e.to_string())),
         }
-        let raw = match std::fs::read(dir.join("ca.key")) {
-            Ok(ca_key) => derive(&ca_key),
-            Err(_) => {
-                let mut raw = [0u8; 32];
-                SystemRandom::new()
-                    .fill(&mut raw)
-                    .map_err(|_| err("no randomness".into()))?;
-                raw
-            }
-        };
-        let key = SecretKey::from_raw(raw);
+        let key = SecretKey::random().map_err(|_| err("no randomness".into()))?;
         key.save(dir)?;
+        tracing::info!(path = %path.display(), id = %key.id(), "made a new secrets key: every scheduler peer needs this same file");
         Ok(key)
+    }
+
+    /// A new random key.
+    pub fn random() -> Result<SecretKey, ring::error::Unspecified> {
+        let mut raw = [0u8; 32];
+        SystemRandom::new().fill(&mut raw)?;
+        Ok(SecretKey::from_raw(raw))
+    }
+
+    /// What tells keys apart without showing them: the first 16 hex
+    /// digits of the key's SHA-256.
+    pub fn id(&self) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(self.raw))[..16].to_string()
     }
 
     /// Writes the key to `dir/secrets.key`, readable by root only.
@@ -142,13 +150,6 @@ fn aad(name: &str) -> Vec<u8> {
     format!("drover secret {name}").into_bytes()
 }
 
-/// The secrets key of a cluster whose CA key is `ca_key` (its PEM).
-fn derive(ca_key: &[u8]) -> [u8; 32] {
-    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, ca_key);
-    let tag = ring::hmac::sign(&k, b"drover secrets key v1");
-    tag.as_ref().try_into().expect("SHA-256 is 32 bytes")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,21 +168,17 @@ mod tests {
     }
 
     #[test]
-    fn peers_with_the_same_ca_key_derive_the_same_key_and_keep_it() {
+    fn a_key_is_random_kept_and_not_derived_from_the_ca_key() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         for d in [&a, &b] {
             std::fs::write(d.path().join("ca.key"), "-----BEGIN PRIVATE KEY-----\nx\n").unwrap();
         }
         let ka = SecretKey::load_or_make(a.path()).unwrap();
         let kb = SecretKey::load_or_make(b.path()).unwrap();
-        assert_eq!(ka.hex(), kb.hex());
-        // Kept: a later CA key (a rotation) does not change it.
-        std::fs::write(a.path().join("ca.key"), "another").unwrap();
+        assert_ne!(ka.hex(), kb.hex());
+        assert_ne!(ka.id(), kb.id());
         assert_eq!(SecretKey::load_or_make(a.path()).unwrap().hex(), ka.hex());
-        // Without a CA key: random, and kept.
-        let c = tempfile::tempdir().unwrap();
-        let kc = SecretKey::load_or_make(c.path()).unwrap();
-        assert_ne!(kc.hex(), ka.hex());
-        assert_eq!(SecretKey::load_or_make(c.path()).unwrap().hex(), kc.hex());
+        assert_eq!(SecretKey::load_or_make(a.path()).unwrap().id(), ka.id());
+        assert!(!ka.hex().contains(&ka.id()));
     }
 }

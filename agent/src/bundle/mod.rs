@@ -138,6 +138,9 @@ pub struct ContainerFile {
     /// A secret's value: kept only on a memory filesystem of the bundle's
     /// (`<bundle>/secrets`), never on disk, and never printed.
     pub secret: bool,
+    /// Its owner and group inside the container (0: root).
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl std::fmt::Debug for ContainerFile {
@@ -249,8 +252,14 @@ impl Bundle {
                     .map_err(BundleError::io("chmod", dir))?;
             }
             std::fs::write(&source, &f.contents).map_err(BundleError::io("write", &source))?;
-            if let Some(r) = req.user_namespace {
-                std::os::unix::fs::chown(&source, Some(r.start), Some(r.start))
+            // Container ids, as the host sees them.
+            let host_id = |id: u32| match req.user_namespace {
+                Some(r) if id < r.size => r.start + id,
+                Some(r) => r.start,
+                None => id,
+            };
+            if req.user_namespace.is_some() || f.uid != 0 || f.gid != 0 {
+                std::os::unix::fs::chown(&source, Some(host_id(f.uid)), Some(host_id(f.gid)))
                     .map_err(BundleError::io("chown", &source))?;
             }
             if f.mode != 0 {
@@ -293,18 +302,17 @@ impl Bundle {
         let flags = nix::mount::MsFlags::MS_NOSUID
             | nix::mount::MsFlags::MS_NODEV
             | nix::mount::MsFlags::MS_NOEXEC;
-        nix::mount::mount(
-            Some("tmpfs"),
-            &dir,
-            Some("tmpfs"),
-            flags,
-            Some(options.as_str()),
-        )
-        .map_err(|e| BundleError::Io {
-            op: "mount a tmpfs on",
-            path: dir.clone(),
-            source: e.into(),
-        })
+        let mount = |options: &str| {
+            nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), flags, Some(options))
+        };
+        // Never written to swap either (Linux 6.4+; without it, older kernels).
+        mount(&format!("{options},noswap"))
+            .or_else(|_| mount(&options))
+            .map_err(|e| BundleError::Io {
+                op: "mount a tmpfs on",
+                path: dir.clone(),
+                source: e.into(),
+            })
     }
 
     /// Where the bundle at `dir` keeps the file bound in at `path` (see
@@ -379,9 +387,11 @@ impl Bundle {
 /// `Bundle::mount_secrets`).
 const SECRETS_DIR: &str = "secrets";
 
-/// A file name for the container path `path`, unique per path.
+/// A file name for the container path `path`, one per path (no two
+/// paths share one, whatever characters they hold).
 fn file_name(path: &str) -> String {
-    path.trim_start_matches('/').replace('/', "_")
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(path.as_bytes()))
 }
 
 /// The request's host binds and tmpfs mounts.

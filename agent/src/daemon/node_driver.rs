@@ -513,6 +513,8 @@ fn secret_files(shared: &Shared, spec: &JobSpec) -> Result<Vec<ContainerFile>, S
                 read_only: true,
                 mode: f.mode_bits(),
                 secret: kind == "secret",
+                uid: f.uid.unwrap_or(0),
+                gid: f.gid.unwrap_or(0),
             });
         }
     }

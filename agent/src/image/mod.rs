@@ -451,6 +451,48 @@ mod tests {
             std::fs::read(image.layers[0].join("bin/tool")).unwrap(),
             b"zstd tool"
         );
+        // Several frames (as zstd:chunked and pzstd write them), with a
+        // skippable frame between: the whole layer.
+        let dir = tempfile::tempdir().unwrap();
+        let big = tar(&[
+            Item::File("a", &[b'a'; 3000]),
+            Item::File("b", b"second frame"),
+        ]);
+        let (first, second) = big.split_at(1536);
+        let mut frames =
+            ruzstd::encoding::compress_to_vec(first, ruzstd::encoding::CompressionLevel::Fastest);
+        frames.extend_from_slice(&[0x50, 0x2A, 0x4D, 0x18, 3, 0, 0, 0, 1, 2, 3]);
+        frames.extend(ruzstd::encoding::compress_to_vec(
+            second,
+            ruzstd::encoding::CompressionLevel::Fastest,
+        ));
+        let multi = layout(
+            dir.path(),
+            vec![(
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                frames.clone(),
+            )],
+            false,
+        );
+        let image = ImageStore::new(dir.path().join("cache"))
+            .pull(&format!("oci:{}:v1", multi.display()).parse().unwrap())
+            .unwrap();
+        assert_eq!(
+            std::fs::read(image.layers[0].join("b")).unwrap(),
+            b"second frame"
+        );
+        // Bytes after the last frame that are no frame: refused.
+        let dir = tempfile::tempdir().unwrap();
+        frames.extend_from_slice(b"junk");
+        let trailing = layout(
+            dir.path(),
+            vec![("application/vnd.oci.image.layer.v1.tar+zstd", frames)],
+            false,
+        );
+        let err = ImageStore::new(dir.path().join("cache"))
+            .pull(&format!("oci:{}:v1", trailing.display()).parse().unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("zstd"), "{err}");
         // Not zstd at all, under the zstd media type: a clear error.
         let dir = tempfile::tempdir().unwrap();
         let plain = layout(

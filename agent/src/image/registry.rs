@@ -119,7 +119,17 @@ pub struct RegistryConfig {
     /// hosts without credentials of their own.
     pub helpers: HashMap<String, String>,
     pub default_helper: Option<String>,
+    /// What helpers said lately, by host.
+    pub helper_cache: std::sync::Arc<Mutex<HelperAnswers>>,
 }
+
+/// What credential helpers said, by host, and when.
+pub type HelperAnswers = HashMap<String, (std::time::Instant, Option<Credentials>)>;
+
+/// How long a credential helper's answer is used.
+const HELPER_CACHE: Duration = Duration::from_secs(60);
+/// How long a credential helper may take.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Docker Hub's name, and the hosts its API and tokens are on.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -127,7 +137,7 @@ const DOCKER_HUB_API: &str = "registry-1.docker.io";
 const DOCKER_HUB_AUTH: &str = "auth.docker.io";
 
 /// A registry name as users write it, as the host its API is on.
-fn api_host(name: &str) -> String {
+pub fn api_host(name: &str) -> String {
     match name {
         "" | DOCKER_HUB | "index.docker.io" => DOCKER_HUB_API.to_string(),
         other => other.to_string(),
@@ -189,7 +199,9 @@ impl RegistryConfig {
         if host.contains('@') {
             return Err("the realm URL carries a user name".into());
         }
-        if host != registry && !self.token_hosts.contains(host) {
+        // Docker Hub's tokens come from its own token service, for it alone.
+        let hub = host == DOCKER_HUB_AUTH && registry == DOCKER_HUB_API;
+        if host != registry && !hub && !self.token_hosts.contains(host) {
             return Err(format!(
                 "{host} is not the registry's host (allow it with --registry-token-host {host})"
             ));
@@ -206,38 +218,32 @@ impl RegistryConfig {
     /// The registries to try for `r`, in order: its own host, or for an
     /// image named without one, the mirrors and then the default registry.
     pub fn candidates(&self, r: &RegistryRef) -> Vec<RegistryRef> {
-        if !r.host.is_empty() {
-            return vec![r.clone()];
+        let default = api_host(&self.default_registry);
+        let own = (!r.host.is_empty()).then(|| api_host(&r.host));
+        // Named with a host that is not the default registry: that host.
+        if let Some(host) = own.as_ref().filter(|h| **h != default) {
+            return vec![RegistryRef {
+                host: host.clone(),
+                ..r.clone()
+            }];
         }
+        // Docker Hub's official images live under library/, on it and on
+        // the mirrors of it.
+        let name = if default == DOCKER_HUB_API && !r.name.contains('/') {
+            format!("library/{}", r.name)
+        } else {
+            r.name.clone()
+        };
         self.mirrors
             .iter()
-            .map(String::as_str)
-            .chain(std::iter::once(self.default_registry.as_str()))
-            .map(|host| {
-                let host = api_host(host);
-                // Docker Hub's official images live under library/.
-                let name = if host == DOCKER_HUB_API && !r.name.contains('/') {
-                    format!("library/{}", r.name)
-                } else {
-                    r.name.clone()
-                };
-                RegistryRef {
-                    host,
-                    name,
-                    reference: r.reference.clone(),
-                }
+            .map(|m| api_host(m))
+            .chain(std::iter::once(default))
+            .map(|host| RegistryRef {
+                host,
+                name: name.clone(),
+                reference: r.reference.clone(),
             })
             .collect()
-    }
-
-    /// Uses Docker Hub's token service for its images (its realm is on
-    /// another host than its API).
-    pub fn allow_docker_hub_tokens(&mut self) {
-        if api_host(&self.default_registry) == DOCKER_HUB_API
-            || self.mirrors.iter().any(|m| api_host(m) == DOCKER_HUB_API)
-        {
-            self.token_hosts.insert(DOCKER_HUB_AUTH.into());
-        }
     }
 
     /// Adds the credentials and credential helpers of a Docker client
@@ -294,19 +300,28 @@ impl RegistryConfig {
         Ok(())
     }
 
-    /// The credentials for `host`: its own, else its credential helper's.
+    /// The credentials for `host`: its own, else its credential helper's
+    /// (asked once a minute at most).
     fn credentials_for(&self, host: &str) -> Option<Credentials> {
         if let Some(c) = self.credentials.get(host) {
             return Some(c.clone());
         }
         let helper = self.helpers.get(host).or(self.default_helper.as_ref())?;
+        let mut cache = self.helper_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, c)) = cache.get(host) {
+            if at.elapsed() < HELPER_CACHE {
+                return c.clone();
+            }
+        }
         // The helper is asked by the name users log in with.
         let server = if host == DOCKER_HUB_API {
             "https://index.docker.io/v1/"
         } else {
             host
         };
-        helper_get(helper, server)
+        let c = helper_get(helper, server);
+        cache.insert(host.to_string(), (std::time::Instant::now(), c.clone()));
+        c
     }
 
     /// Parses a `HOST=USER:PASSWORD` credential (the `--registry-auth` flag).
@@ -321,7 +336,7 @@ impl RegistryConfig {
             return Err(format!("{s:?}: expected HOST=USER:PASSWORD"));
         }
         Ok((
-            host.to_string(),
+            api_host(host),
             Credentials {
                 username: username.to_string(),
                 password: password.to_string(),
@@ -355,6 +370,25 @@ fn helper_get(name: &str, server: &str) -> Option<Credentials> {
         .stdin
         .take()
         .map(|mut s| s.write_all(server.as_bytes()));
+    // A helper that waits (for a keyring, a prompt) is killed, not waited on.
+    let started = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if started.elapsed() < HELPER_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                tracing::warn!(
+                    helper = name,
+                    "a Docker credential helper did not answer within 5 s"
+                );
+                return None;
+            }
+        }
+    }
     let out = child.wait_with_output().ok()?;
     if !out.status.success() {
         return None;
@@ -873,8 +907,26 @@ mod tests {
             hosts(&c, "reg.example:5000/web:v1"),
             ["reg.example:5000/web:v1"]
         );
-        c.allow_docker_hub_tokens();
-        assert!(c.token_hosts.contains("auth.docker.io"));
+        // Docker Hub however written; its mirrors get library/ too.
+        assert_eq!(
+            hosts(&c, "docker.io/library/nginx:1.27"),
+            ["registry-1.docker.io/library/nginx:1.27"]
+        );
+        c.mirrors = vec!["mirror.gcr.io".into()];
+        assert_eq!(
+            hosts(&c, "nginx"),
+            [
+                "mirror.gcr.io/library/nginx:latest",
+                "registry-1.docker.io/library/nginx:latest"
+            ]
+        );
+        // Hub's token service gets Hub's credentials only.
+        assert!(c
+            .may_send_credentials("registry-1.docker.io", "https://auth.docker.io/token")
+            .is_ok());
+        assert!(c
+            .may_send_credentials("reg.example", "https://auth.docker.io/token")
+            .is_err());
         c.mirrors = vec!["mirror.local:5000".into()];
         c.default_registry = "registry.example".into();
         assert_eq!(

@@ -96,5 +96,11 @@ pub async fn run(addr: &str, kind: &str, cmd: SecretCmd) -> Result<i32> {
             r.restarted.join(", ")
         );
     }
+    if !r.rolling.is_empty() {
+        println!(
+            "not restarted, in the middle of a rollout (its new replicas get the new value; `drover job restart` the rest once it ends): {}",
+            r.rolling.join(", ")
+        );
+    }
     Ok(0)
 }

@@ -194,6 +194,12 @@ pub struct FileMount {
     /// Its permission bits, octal (default "0444").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// Its owner and group inside the container (default 0: root), so a
+    /// replica running as another user can read a file of mode 0400.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
 }
 
 impl FileMount {

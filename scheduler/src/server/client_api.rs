@@ -91,10 +91,17 @@ impl Drover for ClientApi {
         if spec.security.user_namespace == Some(false) {
             privileged.push("security.user_namespace: false");
         }
-        // A replica reads what it mounts: only those who manage secrets
-        // may hand them to a job.
+        // A replica reads what it mounts: only those who manage every
+        // secret (admins of the whole cluster, not of some jobs) may hand
+        // them to a job.
         if !spec.secrets.is_empty() {
-            privileged.push("secrets");
+            access::check(
+                &self.peer,
+                &req,
+                Permission::Admin,
+                None,
+                &format!("submit job {name:?} with secrets"),
+            )?;
         }
         if !privileged.is_empty() {
             access::check(
@@ -466,17 +473,26 @@ impl Drover for ClientApi {
                 data,
                 size: req.data.len() as u64,
                 create,
+                key_id: match kind {
+                    SecretKind::Secret => self.secrets.id(),
+                    SecretKind::Config => String::new(),
+                },
                 at_ms: crate::clock::now_ms(),
             })
             .await?
             .accepted()?;
+        let (rolling, restarted): (Vec<String>, Vec<String>) = r
+            .note
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .partition(|s| s.starts_with('-'));
         Ok(Response::new(pb::PutSecretResponse {
             version: r.version,
-            restarted: r
-                .note
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
+            restarted,
+            rolling: rolling
+                .iter()
+                .map(|s| s.trim_start_matches('-').to_string())
                 .collect(),
         }))
     }
@@ -487,7 +503,7 @@ impl Drover for ClientApi {
     ) -> Result<Response<pb::ListSecretsResponse>, Status> {
         let kind = kind_of(&req.get_ref().kind)?;
         let what = format!("list {}s", kind.word());
-        access::check(&self.peer, &req, Permission::Read, None, &what)?;
+        let token = access::check(&self.peer, &req, Permission::Read, None, &what)?;
         let (secrets, read) = self
             .peer
             .read(stale(&req.get_ref().read), |s| {
@@ -500,7 +516,12 @@ impl Drover for ClientApi {
                         size: v.size,
                         created_at_ms: v.created_at_ms,
                         updated_at_ms: v.updated_at_ms,
-                        used_by: s.jobs_using(kind, name),
+                        // Only the jobs the caller sees.
+                        used_by: s
+                            .jobs_using(kind, name)
+                            .into_iter()
+                            .filter(|j| sees(&token, j))
+                            .collect(),
                     })
                     .collect()
             })

@@ -133,6 +133,10 @@ pub enum Command {
         data: Vec<u8>,
         size: u64,
         create: bool,
+        /// The id of the key a secret was sealed with (see
+        /// `crate::secrets::SecretKey::id`): the cluster has one key.
+        #[serde(default)]
+        key_id: String,
         at_ms: i64,
     },
     /// Forget a secret or config no job mounts.

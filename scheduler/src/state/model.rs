@@ -38,6 +38,9 @@ pub struct State {
     pub secrets: BTreeMap<String, StoredSecret>,
     #[serde(default)]
     pub configs: BTreeMap<String, StoredSecret>,
+    /// The id of the key every secret is sealed with (set by the first).
+    #[serde(default)]
+    pub secrets_key_id: String,
 }
 
 /// A secret or a config, as the replicated state keeps it.
@@ -111,13 +114,40 @@ impl State {
         }
     }
 
-    /// The jobs (not stopped) whose current version mounts `name` of `kind`.
+    /// The jobs (not stopped) whose current version mounts `name` of
+    /// `kind`, or that have a replica wanted of a version that does.
     pub fn jobs_using(&self, kind: SecretKind, name: &str) -> Vec<String> {
         self.jobs
             .values()
-            .filter(|j| !j.stopped && kind.used_by(j.current_spec()).any(|n| n == name))
+            .filter(|j| {
+                let uses = |spec: &JobSpec| kind.used_by(spec).any(|n| n == name);
+                !j.stopped
+                    && (uses(j.current_spec())
+                        || self
+                            .job_allocations(&j.name)
+                            .filter(|a| a.desired == Desired::Run && !a.state.is_terminal())
+                            .any(|a| j.version(a.version).is_some_and(|v| uses(&v.spec))))
+            })
             .map(|j| j.name.clone())
             .collect()
+    }
+
+    /// The first secret or config `spec` mounts that does not exist, as
+    /// the refusal's words.
+    pub fn missing_mount(&self, spec: &JobSpec) -> Option<String> {
+        for kind in [SecretKind::Secret, SecretKind::Config] {
+            for (i, name) in kind.used_by(spec).enumerate() {
+                if !self.stored(kind).contains_key(name) {
+                    return Some(format!(
+                        "{}s[{i}].name: no {} {name:?} (create it with `drover {} create {name} --from-file FILE`)",
+                        kind.word(),
+                        kind.word(),
+                        kind.command()
+                    ));
+                }
+            }
+        }
+        None
     }
 }
 

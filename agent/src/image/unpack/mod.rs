@@ -140,6 +140,89 @@ fn verify(path: &Path, layer: &LayerBlob) -> Result<(), ImageError> {
     check(path, &layer.hex, layer.size, size, &digest)
 }
 
+/// A zstd stream of any number of frames (zstd:chunked and pzstd write
+/// many), skippable frames passed over, read to its very end: trailing
+/// bytes that are no frame are an error, never a silent end of the layer.
+struct ZstdFrames<R> {
+    source: R,
+    decoder: ruzstd::decoding::FrameDecoder,
+    /// Whether a frame is being decoded.
+    in_frame: bool,
+}
+
+impl<R: std::io::BufRead> ZstdFrames<R> {
+    fn new(source: R) -> Self {
+        ZstdFrames {
+            source,
+            decoder: ruzstd::decoding::FrameDecoder::new(),
+            in_frame: false,
+        }
+    }
+
+    fn bad(e: impl std::fmt::Display) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not a zstd stream: {e}"),
+        )
+    }
+
+    /// Starts the next frame; false at the end of the input.
+    fn next_frame(&mut self) -> std::io::Result<bool> {
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        loop {
+            if self.source.fill_buf()?.is_empty() {
+                return Ok(false);
+            }
+            match self.decoder.reset(&mut self.source) {
+                Ok(()) => return Ok(true),
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                    length,
+                    ..
+                })) => {
+                    let skipped = std::io::copy(
+                        &mut (&mut self.source).take(length as u64),
+                        &mut std::io::sink(),
+                    )?;
+                    if skipped != length as u64 {
+                        return Err(Self::bad("a skippable frame runs past the end"));
+                    }
+                }
+                Err(e) => return Err(Self::bad(e)),
+            }
+        }
+    }
+}
+
+impl<R: std::io::BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use ruzstd::decoding::BlockDecodingStrategy;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if !self.in_frame {
+                if !self.next_frame()? {
+                    return Ok(0);
+                }
+                self.in_frame = true;
+            }
+            let d = &mut self.decoder;
+            while d.can_collect() < buf.len() && !d.is_finished() {
+                let want = buf.len() - d.can_collect();
+                d.decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBytes(want))
+                    .map_err(Self::bad)?;
+            }
+            let n = d.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            if d.is_finished() && d.can_collect() == 0 {
+                self.in_frame = false;
+            }
+        }
+    }
+}
+
 /// Unpacks a verified blob into `dest`; returns the uncompressed size.
 fn unpack_layer(
     path: &Path,
@@ -165,19 +248,13 @@ fn unpack_layer(
             (read, result)
         }
         Compression::Gzip => {
-            let (counted, read) = Budget::new(flate2::read::GzDecoder::new(reader), budget);
+            let (counted, read) = Budget::new(flate2::read::MultiGzDecoder::new(reader), budget);
             let result = entries::unpack(counted, &layer.hex, dest)
                 .and_then(|a| drain(Box::new(a.into_inner())));
             (read, result)
         }
         Compression::Zstd => {
-            let decoder = ruzstd::decoding::StreamingDecoder::new(reader).map_err(|e| {
-                ImageError::io(path)(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("not a zstd stream: {e}"),
-                ))
-            })?;
-            let (counted, read) = Budget::new(decoder, budget);
+            let (counted, read) = Budget::new(ZstdFrames::new(reader), budget);
             let result = entries::unpack(counted, &layer.hex, dest)
                 .and_then(|a| drain(Box::new(a.into_inner())));
             (read, result)

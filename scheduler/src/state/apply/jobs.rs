@@ -9,17 +9,8 @@ impl State {
             return CommandResult::refused(Refusal::Invalid(e.to_string()));
         }
         // What it mounts must exist: a replica could not start without it.
-        for kind in [SecretKind::Secret, SecretKind::Config] {
-            let field = format!("{}s", kind.word());
-            for (i, name) in kind.used_by(spec).enumerate() {
-                if !self.stored(kind).contains_key(name) {
-                    return CommandResult::refused(Refusal::Invalid(format!(
-                        "{field}[{i}].name: no {} {name:?} (create it with `drover {} create {name} --from-file FILE`)",
-                        kind.word(),
-                        kind.command()
-                    )));
-                }
-            }
+        if let Some(missing) = self.missing_mount(spec) {
+            return CommandResult::refused(Refusal::Invalid(missing));
         }
         // A published port is the same on every node: one job per port.
         if let Some(x) = &spec.expose {

@@ -133,9 +133,10 @@ impl State {
                 data,
                 size,
                 create,
+                key_id,
                 at_ms,
                 ..
-            } => self.put_secret(*kind, name, data, *size, *create, *at_ms),
+            } => self.put_secret(*kind, name, data, (*size, key_id), *create, *at_ms),
             Command::DeleteSecret { kind, name, .. } => self.delete_secret(*kind, name),
             Command::SetNodeSchedulable {
                 name,

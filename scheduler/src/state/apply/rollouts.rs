@@ -94,6 +94,15 @@ impl State {
                 "job {name:?} already runs version {target}"
             )));
         }
+        let spec = job.version(target).map(|v| v.spec.clone());
+        if let Some(missing) = spec.and_then(|s| self.missing_mount(&s)) {
+            return CommandResult::refused(Refusal::Conflict(format!(
+                "version {target} of job {name:?} cannot run: {missing}"
+            )));
+        }
+        let Some(job) = self.jobs.get_mut(name) else {
+            return CommandResult::refused(Refusal::NoJob(name.to_string()));
+        };
         let from = job.current;
         // `reason` is set when the rollout controller rolls back a failed version.
         let prior = job.version(from).and_then(|v| v.outcome.clone());

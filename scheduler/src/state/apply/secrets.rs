@@ -9,10 +9,20 @@ impl State {
         kind: SecretKind,
         name: &str,
         data: &[u8],
-        size: u64,
+        (size, key_id): (u64, &str),
         create: bool,
         at_ms: i64,
     ) -> CommandResult {
+        // One key seals every secret: a peer holding another is refused.
+        if kind == SecretKind::Secret
+            && !self.secrets_key_id.is_empty()
+            && self.secrets_key_id != key_id
+        {
+            return CommandResult::refused(Refusal::Conflict(format!(
+                "the scheduler peer that took this request holds secrets key {key_id}, not the cluster's ({}): copy secrets.key from a peer that holds the cluster's",
+                self.secrets_key_id
+            )));
+        }
         if let Err(e) = drover_proto::spec::dns_label(name) {
             return CommandResult::refused(Refusal::Invalid(format!("name: {e}")));
         }
@@ -38,6 +48,9 @@ impl State {
             (Some(old), false) => old.version + 1,
             (None, true) => 1,
         };
+        if kind == SecretKind::Secret && self.secrets_key_id.is_empty() {
+            self.secrets_key_id = key_id.to_string();
+        }
         let created_at_ms = self
             .stored(kind)
             .get(name)
@@ -53,10 +66,23 @@ impl State {
             },
         );
         // A new value reaches running replicas by replacing them.
+        // A job whose rollout waits on its user (paused, or on canaries
+        // not yet promoted) is left to it: its new replicas get the new
+        // value, and the note says it was not restarted.
         let mut restarted = Vec::new();
         if version > 1 {
             for job in self.jobs_using(kind, name) {
-                if self.restart_job(&job, at_ms).ok {
+                let rolling = self.jobs.get(&job).is_some_and(|j| {
+                    j.rollout.as_ref().is_some_and(|r| {
+                        matches!(
+                            r.state,
+                            RolloutState::Paused | RolloutState::WaitingPromotion
+                        ) || (!r.promoted && !r.state.is_done())
+                    })
+                });
+                if rolling {
+                    restarted.push(format!("-{job}"));
+                } else if self.restart_job(&job, at_ms).ok {
                     restarted.push(job);
                 }
             }

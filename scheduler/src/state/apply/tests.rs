@@ -639,3 +639,75 @@ proptest! {
         }
     }
 }
+
+fn put_secret(s: &mut State, name: &str, create: bool, key_id: &str) -> CommandResult {
+    let i = s.last_index + 1;
+    s.apply(
+        i,
+        &Command::PutSecret {
+            request_id: String::new(),
+            kind: SecretKind::Secret,
+            name: name.into(),
+            data: b"sealed".to_vec(),
+            size: 6,
+            create,
+            key_id: key_id.into(),
+            at_ms: i as i64,
+        },
+    )
+}
+
+#[test]
+fn secrets_exist_before_jobs_mount_them_and_stay_while_mounted() {
+    let mut s = State::default();
+    let job = "name: web\nimage: oci:/img:v1\nsecrets: [{name: db}]\n";
+    let r = submit(&mut s, "r1", job);
+    assert!(!r.ok);
+    assert!(r
+        .error
+        .unwrap()
+        .contains("secrets[0].name: no secret \"db\""));
+    assert!(put_secret(&mut s, "db", true, "k1").ok);
+    // Create refuses an existing name; update a missing one.
+    assert!(!put_secret(&mut s, "db", true, "k1").ok);
+    assert!(!put_secret(&mut s, "nope", false, "k1").ok);
+    // A peer holding another key is refused.
+    let r = put_secret(&mut s, "db", false, "k2");
+    assert!(r.error.unwrap().contains("not the cluster's (k1)"));
+    assert!(submit(&mut s, "r2", job).ok);
+    let i = s.last_index + 1;
+    let del = s.apply(
+        i,
+        &Command::DeleteSecret {
+            request_id: String::new(),
+            kind: SecretKind::Secret,
+            name: "db".into(),
+            at_ms: 0,
+        },
+    );
+    assert!(del.error.unwrap().contains("mounted by job web"));
+    // An update restarts the job that mounts it: a new generation.
+    let before = s.jobs["web"].generation;
+    let r = put_secret(&mut s, "db", false, "k1");
+    assert_eq!((r.version, r.note.as_str()), (2, "web"));
+    assert_eq!(s.jobs["web"].generation, before + 1);
+    // A rollout held by its user (paused) is left alone, and said so.
+    let i = s.last_index + 1;
+    let paused = s.apply(
+        i,
+        &Command::PauseJob {
+            request_id: String::new(),
+            name: "web".into(),
+            paused: true,
+            at_ms: 0,
+        },
+    );
+    assert!(paused.ok, "{paused:?}");
+    let generation = s.jobs["web"].generation;
+    let r = put_secret(&mut s, "db", false, "k1");
+    assert_eq!((r.version, r.note.as_str()), (3, "-web"));
+    assert_eq!(s.jobs["web"].generation, generation);
+    // The sealed bytes are kept as given, hex in the state's JSON.
+    let json = serde_json::to_string(&s).unwrap();
+    assert!(json.contains(&hex::encode(b"sealed")));
+}
