@@ -361,13 +361,7 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         max_layer_bytes: size("--max-layer-size", &a.max_layer_size)?,
         max_image_bytes: size("--max-image-size", &a.max_image_size)?,
     };
-    let volumes = a
-        .volumes
-        .iter()
-        .map(|v| drover_agent::daemon::HostVolume::parse(v))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("--volume {e}"))?;
-    drover_agent::daemon::HostVolume::check_all(&volumes, &a.state_dir)
+    let volumes = drover_agent::daemon::HostVolume::parse_all(&a.volumes, &a.state_dir)
         .map_err(|e| anyhow::anyhow!("--volume {e}"))?;
     let config = drover_agent::daemon::Config {
         volumes,

@@ -87,6 +87,19 @@ impl HostVolume {
         })
     }
 
+    /// The `--volume` flags' volumes, checked together (see `check_all`).
+    pub fn parse_all(
+        flags: &[String],
+        state_dir: &std::path::Path,
+    ) -> Result<Vec<HostVolume>, String> {
+        let volumes = flags
+            .iter()
+            .map(|v| HostVolume::parse(v))
+            .collect::<Result<Vec<_>, _>>()?;
+        HostVolume::check_all(&volumes, state_dir)?;
+        Ok(volumes)
+    }
+
     /// Checks a set of volumes: names unique, and no volume inside another
     /// or the agent's state dir (or holding it): a job writing to one must
     /// not reach what another, or the agent, holds.

@@ -58,13 +58,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
             )?),
         )
     };
-    let volumes = a
-        .volumes
-        .iter()
-        .map(|v| drover_agent::daemon::HostVolume::parse(v))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("--volume {e}"))?;
-    drover_agent::daemon::HostVolume::check_all(&volumes, &a.state_dir)
+    let volumes = drover_agent::daemon::HostVolume::parse_all(&a.volumes, &a.state_dir)
         .map_err(|e| anyhow::anyhow!("--volume {e}"))?;
     let scheduler = Scheduler::start(SchedulerConfig {
         pki,
