@@ -567,38 +567,19 @@ fn a_private_replica_has_its_network_before_its_command_runs() {
 /// One DNS query for `name`'s A records to `server` (UDP port 53): the
 /// addresses answered, or the rcode when it is not NOERROR.
 fn dns_a(server: &str, name: &str) -> Result<Vec<String>, u8> {
+    use drover_agent::daemon::dns::wire;
     let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut q = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    sock.send_to(&q, (server, 53)).unwrap();
+    sock.send_to(&wire::query(0x4242, name, wire::TYPE_A, None), (server, 53))
+        .unwrap();
     let mut buf = [0u8; 1500];
     let n = sock.recv(&mut buf).expect("the node's DNS server answers");
-    let p = &buf[..n];
-    assert_eq!(&p[..2], &[0x42, 0x42]);
-    if p[3] & 0xF != 0 {
-        return Err(p[3] & 0xF);
+    let (id, rcode, addrs) = wire::read_addresses(&buf[..n]).expect("a whole answer");
+    assert_eq!(id, 0x4242);
+    if rcode != 0 {
+        return Err(rcode);
     }
-    let count = u16::from_be_bytes([p[6], p[7]]);
-    // Past the header and the question (echoed as sent).
-    let mut at = q.len();
-    let mut out = Vec::new();
-    for _ in 0..count {
-        at += 2; // a pointer to the question's name
-        let (typ, len) = (
-            u16::from_be_bytes([p[at], p[at + 1]]),
-            u16::from_be_bytes([p[at + 8], p[at + 9]]) as usize,
-        );
-        if typ == 1 && len == 4 {
-            let a = &p[at + 10..at + 14];
-            out.push(format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3]));
-        }
-        at += 10 + len;
-    }
+    let mut out: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     out.sort();
     Ok(out)
 }

@@ -187,35 +187,20 @@ fn in_netns(
 
 /// One A query; the addresses answered.
 fn ask(sock: &UdpSocket, id: u16, name: &str) -> Result<Vec<String>> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    sock.send(&q)?;
+    use drover_agent::daemon::dns::wire;
+    sock.send(&wire::query(id, name, wire::TYPE_A, None))?;
     let mut buf = [0u8; 1500];
-    let p = loop {
+    loop {
         let n = sock.recv(&mut buf).context("no DNS answer within 2 s")?;
-        if n >= 12 && buf[..2] == q[..2] {
-            break &buf[..n];
+        let Some((got, rcode, addrs)) = wire::read_addresses(&buf[..n]) else {
+            bail!("{name}: a short answer");
+        };
+        if got != id {
+            continue;
         }
-    };
-    if p[3] & 0xF != 0 {
-        bail!("{name}: rcode {}", p[3] & 0xF);
-    }
-    let count = u16::from_be_bytes([p[6], p[7]]);
-    let mut at = q.len();
-    let mut out = Vec::new();
-    for _ in 0..count {
-        let rr = p.get(at + 2..at + 12).context("a short answer")?;
-        let len = u16::from_be_bytes([rr[8], rr[9]]) as usize;
-        if u16::from_be_bytes([rr[0], rr[1]]) == 1 && len == 4 {
-            let a = p.get(at + 12..at + 16).context("a short answer")?;
-            out.push(format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3]));
+        if rcode != 0 {
+            bail!("{name}: rcode {rcode}");
         }
-        at += 12 + len;
+        return Ok(addrs.iter().map(|a| a.to_string()).collect());
     }
-    Ok(out)
 }

@@ -363,7 +363,11 @@ impl Inner {
 /// one in the cluster's zone).
 fn might_be_ours(q: &Query) -> bool {
     match q.name.as_deref() {
-        Some(n) => !n.contains('.') || n == ZONE || n.ends_with(&format!(".{ZONE}")),
+        Some(n) => {
+            !n.contains('.')
+                || n.strip_suffix(ZONE)
+                    .is_some_and(|h| h.is_empty() || h.ends_with('.'))
+        }
         None => false,
     }
 }
@@ -850,6 +854,18 @@ mod tests {
         assert!(!r.contains("127.0.0.53"), "{r}");
     }
 
+    /// Job web with one replica, web-1 at 10.1.0.2.
+    fn web_1() -> Vec<pb::ServiceName> {
+        vec![pb::ServiceName {
+            job: "web".into(),
+            replicas: vec![pb::NamedReplica {
+                name: "web-1".into(),
+                ip: "10.1.0.2".into(),
+            }],
+            ports: vec![],
+        }]
+    }
+
     /// The server over real sockets: a query from the subnet is answered,
     /// a changed table is answered at once, a query for another name goes
     /// to the node's resolver, and `egress: none` is refused it.
@@ -879,14 +895,7 @@ mod tests {
         // The stand-in listens on a port other than 53: a test-only form.
         std::fs::write(&conf, format!("nameserver {}\n", upstream_addr.ip())).unwrap();
         let dns = Dns::new();
-        dns.update(&[pb::ServiceName {
-            job: "web".into(),
-            replicas: vec![pb::NamedReplica {
-                name: "web-1".into(),
-                ip: "10.1.0.2".into(),
-            }],
-            ports: vec![],
-        }]);
+        dns.update(&web_1());
         let port = std::net::UdpSocket::bind("127.0.0.2:0")
             .unwrap()
             .local_addr()
@@ -938,14 +947,7 @@ mod tests {
         }
 
         // TCP, the same table.
-        dns.update(&[pb::ServiceName {
-            job: "web".into(),
-            replicas: vec![pb::NamedReplica {
-                name: "web-1".into(),
-                ip: "10.1.0.2".into(),
-            }],
-            ports: vec![],
-        }]);
+        dns.update(&web_1());
         let mut s = TcpStream::connect(addr).await.unwrap();
         let q = query(8, "web-1.web.drover", TYPE_A, None);
         s.write_all(&(q.len() as u16).to_be_bytes()).await.unwrap();

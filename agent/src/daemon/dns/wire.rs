@@ -277,8 +277,9 @@ pub fn format_error(id: u16) -> Vec<u8> {
     out
 }
 
-#[cfg(test)]
-pub(crate) fn query(id: u16, name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
+/// A query for `name`'s `qtype` records, recursion desired, offering an
+/// EDNS payload size if `edns` (what a stub resolver sends).
+pub fn query(id: u16, name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
     let mut p = id.to_be_bytes().to_vec();
     p.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, edns.is_some() as u8]);
     encode_name(&mut p, name);
@@ -291,6 +292,39 @@ pub(crate) fn query(id: u16, name: &str, qtype: u16, edns: Option<u16>) -> Vec<u
         p.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
     }
     p
+}
+
+/// An answer's id, rcode and the addresses of its answer section (A and
+/// AAAA records), as a client reads them; `None` for a packet too short
+/// for what it says it holds.
+pub fn read_addresses(p: &[u8]) -> Option<(u16, u8, Vec<IpAddr>)> {
+    let n = |at: usize| Some(u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]));
+    let skip_name = |mut at: usize| loop {
+        let l = *p.get(at)? as usize;
+        if l == 0 {
+            return Some(at + 1);
+        }
+        if l >= 0xC0 {
+            return Some(at + 2);
+        }
+        at += 1 + l;
+    };
+    let (id, count) = (n(0)?, n(6)?);
+    let rcode = p.get(3)? & 0xF;
+    let mut at = (0..n(4)?).try_fold(HEADER, |at, _| Some(skip_name(at)? + 4))?;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        at = skip_name(at)?;
+        let (typ, len) = (n(at)?, n(at + 8)? as usize);
+        let rdata = p.get(at + 10..at + 10 + len)?;
+        match (typ, <[u8; 4]>::try_from(rdata), <[u8; 16]>::try_from(rdata)) {
+            (TYPE_A, Ok(v4), _) => out.push(IpAddr::from(v4)),
+            (TYPE_AAAA, _, Ok(v6)) => out.push(IpAddr::from(v6)),
+            _ => {}
+        }
+        at += 10 + len;
+    }
+    Some((id, rcode, out))
 }
 
 /// What a test reads back from an answer: rcode, flags, and the answer
@@ -411,6 +445,9 @@ mod tests {
         let tcp = decode(&a.encode(u16::MAX as usize));
         assert!(!tcp.truncated);
         assert_eq!(tcp.answers.len(), 100);
+        let (id, rcode, addrs) = read_addresses(&a.encode(u16::MAX as usize)).unwrap();
+        assert_eq!((id, rcode, addrs.len()), (9, 0, 100));
+        assert!(read_addresses(&udp[..udp.len() - 1]).is_none());
     }
 
     #[test]
@@ -451,6 +488,8 @@ mod tests {
         /// past the packet, and what it reads answers within the limit.
         #[test]
         fn any_packet_is_read_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            // Nor does reading it as an answer.
+            let _ = read_addresses(&bytes);
             if let Ok(q) = parse(&bytes) {
                 let a = Answer { query: &q, rcode: RCODE_NXDOMAIN, authoritative: true, answers: &[], additional: &[], ttl: 0 };
                 prop_assert!(a.encode(q.udp_limit()).len() <= q.udp_limit().max(HEADER + q.question.len() + 11));
