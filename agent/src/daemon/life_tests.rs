@@ -509,6 +509,30 @@ async fn allocations_the_scheduler_waits_on_that_never_ran_here_are_reported_sto
     assert_eq!(node.phase("ended"), None);
 }
 
+/// A runner that ended and was dropped while the scheduler still lists its
+/// allocation as stopping (its report not yet applied there): how it ended
+/// stands, not "not running on this node".
+#[tokio::test(start_paused = true)]
+async fn a_stopped_replica_still_listed_as_stopping_keeps_how_it_ended() {
+    let mut node = Node::new();
+    node.driver.script("a", &[Run::IgnoresTerm]);
+    node.supervisor
+        .converge(vec![alloc("a", "stop_grace_period: 1s\n")]);
+    node.until("a", AllocationPhase::Running).await;
+    node.supervisor.converge(vec![]);
+    let stopped = node.until("a", AllocationPhase::Stopped).await;
+    assert!(stopped.killed_at_grace, "{stopped:?}");
+    // The next desired sets: the runner is dropped; the scheduler still
+    // lists the allocation as stopping.
+    node.supervisor.converge(vec![]);
+    node.supervisor.never_started(&["a".into()]);
+    let after = node.report("a");
+    assert_eq!(after.reason, stopped.reason);
+    assert!(after.killed_at_grace);
+    // Once it is no longer listed, it is forgotten.
+    node.supervisor.never_started(&[]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_allocation_whose_spec_cannot_be_read_is_reported_failed() {
     let mut node = Node::new();

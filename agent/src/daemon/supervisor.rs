@@ -85,6 +85,10 @@ pub struct Supervisor<D: Driver> {
     driver: Arc<D>,
     reporter: Reporter,
     runners: HashMap<String, Runner>,
+    /// Allocations whose runners ended and were dropped while the
+    /// scheduler may still list them as stopping: their runners reported
+    /// how they ended, which a "not running" must not overwrite.
+    ended: HashSet<String>,
 }
 
 impl<D: Driver> Supervisor<D> {
@@ -93,6 +97,7 @@ impl<D: Driver> Supervisor<D> {
             driver,
             reporter,
             runners: HashMap::new(),
+            ended: HashSet::new(),
         }
     }
 
@@ -106,11 +111,12 @@ impl<D: Driver> Supervisor<D> {
                 r.stop("no longer desired on this node");
             }
         }
-        let reporter = &self.reporter;
+        let (reporter, ended) = (&self.reporter, &mut self.ended);
         self.runners.retain(|id, r| {
             let keep = wanted_ids.contains(id) || !r.is_finished();
             if !keep {
                 reporter.forget(id);
+                ended.insert(id.clone());
             }
             keep
         });
@@ -141,10 +147,15 @@ impl<D: Driver> Supervisor<D> {
     /// Reports as stopped the allocations the scheduler is waiting on that
     /// this node never ran (it stopped them before their desired set
     /// arrived here), or whose runner already ended and was forgotten.
-    pub fn never_started(&self, stopping: &[String]) {
+    pub fn never_started(&mut self, stopping: &[String]) {
+        // Once the scheduler no longer lists them, they are done with.
+        self.ended.retain(|id| stopping.contains(id));
         for id in stopping {
-            if self.runners.contains_key(id) || self.driver.has_traces(id) {
-                continue; // its runner reports how it ends
+            if self.runners.contains_key(id)
+                || self.ended.contains(id)
+                || self.driver.has_traces(id)
+            {
+                continue; // its runner reports (or reported) how it ends
             }
             self.reporter.update(pb::AllocationReport {
                 id: id.clone(),
