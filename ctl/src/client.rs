@@ -91,6 +91,16 @@ fn resolve(a: &crate::cli::CredentialArgs) -> Result<(ClientTls, ClientTls), Str
     if a.insecure_plaintext {
         return Ok((ClientTls::Plain, ClientTls::Plain));
     }
+    // A file the user named that is not there is the first thing to fix.
+    for (given, what) in [
+        (&a.ca_cert, "CA certificate"),
+        (&a.cert, "client certificate"),
+        (&a.key, "client key"),
+    ] {
+        if let Some(p) = given.as_ref().filter(|p| !p.exists()) {
+            return Err(format!("{what} {}: no such file", p.display()));
+        }
+    }
     let dir: Option<PathBuf> = a.pki_dir.clone().or_else(|| {
         if a.ca_cert.is_some() && a.cert.is_some() && a.key.is_some() {
             return None;
@@ -332,5 +342,28 @@ pub fn status(s: tonic::Status) -> anyhow::Error {
             }
         }
         _ => anyhow!("{}", s.message()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_named_credential_file_that_is_missing_is_named_first() {
+        // Whatever this machine holds in the default pki dirs.
+        let a = crate::cli::CredentialArgs {
+            ca_cert: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        let e = resolve(&a).err().unwrap();
+        assert!(e.contains("CA certificate /nonexistent/ca.pem"), "{e}");
+        let a = crate::cli::CredentialArgs {
+            pki_dir: Some("/nonexistent".into()),
+            key: Some("/nonexistent/k.key".into()),
+            ..Default::default()
+        };
+        let e = resolve(&a).err().unwrap();
+        assert!(e.contains("client key /nonexistent/k.key"), "{e}");
     }
 }
