@@ -70,28 +70,7 @@ enum Command {
     /// Internal: the per-container monitor the agent starts (see
     /// `drover_agent::runtime::monitor`).
     #[command(hide = true)]
-    Monitor {
-        #[arg(long)]
-        bundle: PathBuf,
-        #[arg(long)]
-        log: PathBuf,
-        #[arg(long, default_value = "/sys/fs/cgroup")]
-        cgroup_root: PathBuf,
-        #[arg(long, default_value_t = 0)]
-        log_max_bytes: u64,
-        /// The pids limit of a container whose spec sets none (0: none).
-        #[arg(long, default_value_t = drover_agent::runtime::DEFAULT_PIDS_LIMIT as u64)]
-        default_pids_limit: u64,
-        /// Stop the container once this fencing clock expires (the agent's
-        /// `<state-dir>/fence-clock`), even if the agent is gone.
-        #[arg(long)]
-        fence_clock: Option<PathBuf>,
-        /// Say when the container exists and wait for `go` on stdin before
-        /// its command runs (the agent sets up its network in between).
-        #[arg(long)]
-        ask_before_start: bool,
-        id: String,
-    },
+    Monitor(drover_agent::runtime::monitor::MonitorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,7 +207,7 @@ fn main() -> anyhow::Result<ExitCode> {
     if matches!(
         cli.command,
         Command::Run(_)
-            | Command::Monitor { .. }
+            | Command::Monitor(_)
             | Command::Runtime {
                 command: RuntimeCommand::Run { .. }
             }
@@ -244,30 +223,7 @@ fn main() -> anyhow::Result<ExitCode> {
             state_dir,
             cgroup_root,
         } => cleanup(dry_run, state_dir, cgroup_root),
-        Command::Monitor {
-            bundle,
-            log,
-            cgroup_root,
-            log_max_bytes,
-            default_pids_limit,
-            fence_clock,
-            ask_before_start,
-            id,
-        } => {
-            let runtime = Runtime::new(cgroups::manager_for(cgroup_root)).with_defaults(
-                drover_agent::runtime::ResourceDefaults::with_pids(default_pids_limit),
-            );
-            let code = drover_agent::runtime::monitor::serve(
-                &runtime,
-                &bundle,
-                &id,
-                &log,
-                log_max_bytes,
-                fence_clock,
-                ask_before_start,
-            );
-            Ok(ExitCode::from(code as u8))
-        }
+        Command::Monitor(args) => Ok(ExitCode::from(args.run() as u8)),
     }
 }
 

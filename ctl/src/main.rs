@@ -3,8 +3,24 @@
 use clap::Parser;
 use drover_ctl::{cli, client, cmd, config};
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // `drover dev` starts each container under a monitor run from its own
+    // sealed copy of this binary, as `drover monitor …` (hidden).
+    #[cfg(feature = "dev")]
+    if let Some(code) = drover_agent::runtime::monitor::main_if_monitor() {
+        std::process::exit(code);
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    rt.block_on(run())
+}
+
+async fn run() {
     let mut cli = cli::Cli::parse();
     // The context (if any) fills in what the command line and environment
     // leave out.

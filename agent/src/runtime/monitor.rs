@@ -332,6 +332,69 @@ impl Runtime {
     }
 }
 
+/// A monitor's command line: `drover-agent monitor …`, or `drover
+/// monitor …` for the monitors of `drover dev` (see [`main_if_monitor`]).
+/// Internal: the agent starts monitors; people do not.
+#[derive(Debug, clap::Args)]
+pub struct MonitorArgs {
+    #[arg(long)]
+    pub bundle: PathBuf,
+    #[arg(long)]
+    pub log: PathBuf,
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    pub cgroup_root: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub log_max_bytes: u64,
+    /// The pids limit of a container whose spec sets none (0: none).
+    #[arg(long, default_value_t = super::DEFAULT_PIDS_LIMIT as u64)]
+    pub default_pids_limit: u64,
+    /// Stop the container once this fencing clock expires (the agent's
+    /// `<state-dir>/fence-clock`), even if the agent is gone.
+    #[arg(long)]
+    pub fence_clock: Option<PathBuf>,
+    /// Say when the container exists and wait for `go` on stdin before
+    /// its command runs (the agent sets up its network in between).
+    #[arg(long)]
+    pub ask_before_start: bool,
+    pub id: String,
+}
+
+impl MonitorArgs {
+    /// Serves the container (see [`serve`]); the monitor's exit code.
+    pub fn run(self) -> i32 {
+        let runtime = Runtime::new(crate::cgroups::manager_for(self.cgroup_root))
+            .with_defaults(super::ResourceDefaults::with_pids(self.default_pids_limit));
+        serve(
+            &runtime,
+            &self.bundle,
+            &self.id,
+            &self.log,
+            self.log_max_bytes,
+            self.fence_clock,
+            self.ask_before_start,
+        )
+    }
+}
+
+/// For a binary that embeds an agent (`drover dev`) and starts monitors
+/// from its own sealed copy: when this process was started as one
+/// (`ARGV0 monitor …`), serves it and returns its exit code; otherwise
+/// `None`. Call it first in `main`, before any runtime or thread starts.
+pub fn main_if_monitor() -> Option<i32> {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: MonitorArgs,
+    }
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_none_or(|a| a != "monitor") {
+        return None;
+    }
+    args.remove(1);
+    let cli = <Cli as clap::Parser>::parse_from(args);
+    Some(cli.args.run())
+}
+
 /// The monitor process's main: start the container, report, copy its
 /// output into the log, wait, record. Returns the monitor's exit code.
 ///

@@ -4,6 +4,7 @@ use crate::cli::DevArgs;
 use anyhow::{Context, Result};
 use drover_agent::daemon::{Agent, Config as AgentConfig};
 use drover_scheduler::server::{Config as SchedulerConfig, Scheduler};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub async fn run(a: DevArgs) -> Result<i32> {
@@ -85,11 +86,21 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         listen: a.agent_listen,
         advertise: String::new(),
         state_dir: agent_dir,
-        cgroup_root: a.cgroup_root,
+        cgroup_root: a.cgroup_root.clone(),
         cpu_millis: None,
         memory_bytes: None,
         heartbeat: Duration::from_secs(1),
-        monitor: None,
+        // Each container under a monitor, as on a real node: the clone of
+        // a small process, not of this one (whose every page a fork-like
+        // clone would make copy-on-write), and it outlives a crash of this
+        // process to be adopted by the next.
+        monitor: Some(drover_agent::runtime::MonitorConfig {
+            // The sealed copy this process runs from (see main).
+            exe: PathBuf::from("/proc/self/exe"),
+            cgroup_root: a.cgroup_root.clone(),
+            log_max_bytes: 10 << 20,
+            defaults: Default::default(),
+        }),
         registries: Default::default(),
         image_limits: Default::default(),
         resource_defaults: Default::default(),
