@@ -492,3 +492,40 @@ async fn bound_files_never_follow_an_images_symlinks_to_the_host() {
         std::fs::remove_file(&canary_file).unwrap();
     }
 }
+
+#[tokio::test]
+async fn the_runtimes_setup_runs_outside_the_cgroup_and_the_command_inside() {
+    if !common::can_run(&requirements()) {
+        return;
+    }
+    // 10m: 1 ms of CPU per 100 ms. Joined before its setup, such a
+    // container was throttled through the runtime's mounts for whole periods.
+    let f = fixture("it-late-join", &["/bin/sleep", "30"], |r| {
+        r.cpu_millis = Some(10)
+    });
+    let log = std::fs::File::create(&f.log).unwrap();
+    let stdio = drover_agent::runtime::Stdio::log(log).unwrap();
+    let cg = f.runtime.cgroups();
+    let mut in_cgroup_before_setup = None;
+    let mut before = |pid: i32| {
+        in_cgroup_before_setup = Some(cg.procs("it-late-join").contains(&pid));
+        Ok(())
+    };
+    let c = f
+        .runtime
+        .start_then(f.bundle.dir(), f.bundle.id(), stdio, &mut before)
+        .unwrap();
+    assert_eq!(
+        in_cgroup_before_setup,
+        Some(false),
+        "the child was in its cgroup before its setup"
+    );
+    assert_eq!(cg.procs("it-late-join"), vec![c.pid()]);
+    let own = std::fs::read_to_string(format!("/proc/{}/cgroup", c.pid())).unwrap();
+    assert!(
+        own.lines()
+            .any(|l| l.contains(":cpu") && l.ends_with(":/drover/it-late-join")),
+        "{own}"
+    );
+    c.stop(Duration::from_millis(100)).await.unwrap();
+}

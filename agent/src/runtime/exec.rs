@@ -253,6 +253,7 @@ impl Runtime {
             stdin_fd: stdin.as_raw_fd(),
             stdout_fd: stdout.as_raw_fd(),
             stderr_fd: stderr.as_raw_fd(),
+            join_late: false,
         };
         let join = ExecJoin {
             target_pidfd: target.as_raw_fd(),
@@ -291,16 +292,17 @@ impl Runtime {
             kill();
             return Err(e.into());
         }
-        match parent.release() {
+        match parent.release::<std::convert::Infallible>(None) {
             Ok(None) => Ok(process),
             Ok(Some(failure)) => {
                 kill();
                 Err(failure.into_error(id, &plan, spawn::Launch::Exec))
             }
-            Err(e) => {
+            Err(spawn::ReleaseError::Handshake(e)) => {
                 kill();
                 Err(sys(e.op)(e.source))
             }
+            Err(spawn::ReleaseError::Join(never)) => match never {},
         }
     }
 }

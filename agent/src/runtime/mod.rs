@@ -3,14 +3,17 @@
 //! `start` reads `config.json`, turns it into a [`plan::LaunchPlan`] (all
 //! allocation happens there), creates the container's cgroup and `clone3`s a
 //! child into new pid, mount, uts, ipc (and net) namespaces, receiving a
-//! pidfd (see [`spawn`]). The child blocks on a pipe until the parent has
-//! moved it into the cgroup, so nothing the container runs ever escapes its
-//! limits; it then builds its root and execs (see [`child`]). A second,
+//! pidfd (see [`spawn`]). The child blocks on a pipe until the parent lets
+//! it go on (with a user namespace, once its id maps are written; with
+//! `before`, once its network is in place); it then builds its root and,
+//! before anything of the container's runs, asks to be moved into the
+//! cgroup and waits until it is, so nothing the container runs ever escapes
+//! its limits while the runtime's own setup is not throttled by them (see
+//! [`child`]). A second,
 //! close-on-exec pipe carries a setup failure back (its step, the index of
 //! the mount or exec candidate it failed on, and errno), or EOF when exec
 //! succeeded, which is how `start` tells "running" from "failed"
-//! synchronously. With a user namespace the parent also writes the child's
-//! id maps before releasing it.
+//! synchronously.
 
 mod bounded;
 mod child;
@@ -268,6 +271,7 @@ impl Runtime {
             stdin_fd: stdin.as_raw_fd(),
             stdout_fd: stdout.as_raw_fd(),
             stderr_fd: stderr.as_raw_fd(),
+            join_late: true,
         };
         // SAFETY: `child::run` never returns and only makes raw syscalls on
         // `args`, which the parent prepared (see `child`).
@@ -282,7 +286,8 @@ impl Runtime {
         let container = Container::new(id.to_string(), pid, pidfd, self.cgroups.clone());
 
         // From here on, dropping `container` kills and reaps the child.
-        self.cgroups.add_process(id, pid)?;
+        // It joins its cgroup at the end of its setup, when it asks (see
+        // `child::join_cgroup`).
         if let Some(maps) = &plan.id_maps {
             // The child waits for these before any setup (it has no mapped
             // ids until then); root here may map any range.
@@ -303,10 +308,14 @@ impl Runtime {
                 message,
             });
         }
-        let failed = parent.release().map_err(|e| RuntimeError::Sys {
-            id: id.into(),
-            op: e.op,
-            source: e.source,
+        let mut join = || self.cgroups.add_process(id, pid);
+        let failed = parent.release(Some(&mut join)).map_err(|e| match e {
+            spawn::ReleaseError::Handshake(e) => RuntimeError::Sys {
+                id: id.into(),
+                op: e.op,
+                source: e.source,
+            },
+            spawn::ReleaseError::Join(e) => RuntimeError::from(e),
         })?;
         match failed {
             None => Ok(container),

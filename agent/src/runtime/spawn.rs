@@ -3,11 +3,13 @@
 //! handshake with the child over two close-on-exec pipes.
 //!
 //! The child blocks on the sync pipe until the parent has done what must
-//! come first (put it in the cgroup, written its id maps) and writes one
-//! byte. The error pipe then carries a setup failure back as three
-//! native-endian u32s (stage, index of the mount or exec candidate, errno),
-//! or nothing: EOF when `execve` closed it, which is how the parent tells
-//! "running" from "failed" synchronously.
+//! come first (for an exec, put it in the cgroup; written its id maps) and
+//! writes one byte. The error pipe then carries a setup failure back as
+//! three native-endian u32s (stage, index of the mount or exec candidate,
+//! errno), or nothing: EOF when `execve` closed it, which is how the parent
+//! tells "running" from "failed" synchronously. A container's first process
+//! also sends [`JOIN_REQUEST`] there once its setup is done; the parent puts
+//! it in its cgroup and writes another byte.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -73,41 +75,86 @@ impl Handshake {
     }
 }
 
+/// The message a container's first process sends on the error pipe when
+/// its setup is done and it asks to be put in its cgroup (stage 0: no
+/// stage has that number).
+pub(super) const JOIN_REQUEST: [u8; 12] = [0; 12];
+
+/// Why the parent's side of the handshake failed: the handshake itself, or
+/// joining the child to its cgroup when it asked.
+#[derive(Debug)]
+pub(super) enum ReleaseError<E> {
+    Handshake(HandshakeError),
+    Join(E),
+}
+
 impl Parent {
     /// Lets the child go on, and waits until it has exec'd (`None`) or
-    /// failed a setup step (its report).
-    pub fn release(self) -> Result<Option<SetupFailure>, HandshakeError> {
-        nix::unistd::write(&self.sync_w, &[1]).map_err(|e| HandshakeError {
-            op: "release child",
-            source: e.into(),
-        })?;
-        drop(self.sync_w);
-        let mut msg = [0u8; 12];
-        let mut got = 0;
-        let mut err_file = File::from(self.err_r);
-        while got < msg.len() {
-            match std::io::Read::read(&mut err_file, &mut msg[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(HandshakeError {
-                        op: "read setup status",
-                        source,
+    /// failed a setup step (its report). When the child asks to join its
+    /// cgroup (see `child::join_cgroup`), `join` puts it there and the
+    /// child is let go on again; a child that asks when there is no `join`
+    /// has broken the handshake.
+    pub fn release<E>(
+        self,
+        mut join: Option<&mut dyn FnMut() -> Result<(), E>>,
+    ) -> Result<Option<SetupFailure>, ReleaseError<E>> {
+        let go = |op| {
+            nix::unistd::write(&self.sync_w, &[1])
+                .map(drop)
+                .map_err(|e| {
+                    ReleaseError::Handshake(HandshakeError {
+                        op,
+                        source: e.into(),
                     })
-                }
+                })
+        };
+        go("release child")?;
+        let mut err_file = File::from(self.err_r);
+        loop {
+            let mut msg = [0u8; 12];
+            let got = read_message(&mut err_file, &mut msg).map_err(ReleaseError::Handshake)?;
+            if got == 0 {
+                return Ok(None);
+            }
+            if got == msg.len() && msg == JOIN_REQUEST {
+                let Some(join) = join.take() else {
+                    return Err(ReleaseError::Handshake(HandshakeError {
+                        op: "read setup status",
+                        source: std::io::Error::other("the child asked twice to join its cgroup"),
+                    }));
+                };
+                join().map_err(ReleaseError::Join)?;
+                go("let the child run")?;
+                continue;
+            }
+            let word = |i: usize| u32::from_ne_bytes(msg[i..i + 4].try_into().unwrap_or_default());
+            return Ok(Some(SetupFailure {
+                stage: word(0),
+                index: word(4),
+                errno: word(8) as i32,
+            }));
+        }
+    }
+}
+
+/// Reads one message (up to `msg.len()` bytes, fewer only at EOF); how
+/// many bytes it got (0: the pipe closed, the child exec'd or died).
+fn read_message(f: &mut File, msg: &mut [u8; 12]) -> Result<usize, HandshakeError> {
+    let mut got = 0;
+    while got < msg.len() {
+        match std::io::Read::read(f, &mut msg[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(HandshakeError {
+                    op: "read setup status",
+                    source,
+                })
             }
         }
-        if got == 0 {
-            return Ok(None);
-        }
-        let word = |i: usize| u32::from_ne_bytes(msg[i..i + 4].try_into().unwrap_or_default());
-        Ok(Some(SetupFailure {
-            stage: word(0),
-            index: word(4),
-            errno: word(8) as i32,
-        }))
     }
+    Ok(got)
 }
 
 /// A setup step the child reported failed.
@@ -269,7 +316,7 @@ mod tests {
                 })
             }
             .unwrap();
-            let got = hs.into_parent().release().unwrap();
+            let got = hs.into_parent().release::<()>(None).unwrap();
             let want = fail.then_some(SetupFailure {
                 stage: report.0,
                 index: report.1,

@@ -1,6 +1,6 @@
 //! The common end of a container's first process and an exec'd one:
-//! rlimits, credentials, capabilities, no_new_privs, stdio, every other fd
-//! closed, the working directory (checked to lie inside the root), the
+//! rlimits, credentials, capabilities, no_new_privs, stdio, the cgroup (a
+//! container's first process joins it here), every other fd closed, the working directory (checked to lie inside the root), the
 //! seccomp filter, and exec.
 //!
 //! The fds are closed *before* the `chdir`, not merely marked close-on-exec:
@@ -45,6 +45,9 @@ pub(super) fn become_process(
         // SAFETY: 0..2 of the parent's copy are given up for the container's
         // stdio; the sources are 3 or above (see `spawn::high_fd`).
         check(unsafe { sys::dup2(from, to) }, Stage::Stdio, i as u32)?;
+    }
+    if a.join_late {
+        super::join_cgroup(a)?;
     }
     // Closed, not close-on-exec: /proc/self/fd/N must name nothing of the
     // agent's by the time the cwd is resolved. The error pipe stays (it is
