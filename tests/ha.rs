@@ -387,6 +387,64 @@ fn submit_many(addr: &str, prefix: &str, n: usize) {
 }
 
 #[test]
+fn many_writes_at_once_through_a_follower_each_get_their_own_answer() {
+    if !require_root("many_writes_at_once_through_a_follower_each_get_their_own_answer") {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let c = NetCluster::up("hafw", 3, 3, 0, &[]);
+    let leader = c.leader();
+    let follower = c.peer_addr((1..=3).find(|i| *i != leader).unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answers = rt.block_on(async {
+        use drover_proto::pb;
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{follower}")).unwrap();
+        let ch = drover_e2e::client_tls(&c.addr())
+            .connect(&endpoint)
+            .await
+            .unwrap();
+        let client = drover_e2e::api(ch, &c.addr());
+        // 200 at once: the follower sends them to the leader in batches.
+        // Jobs w-0..w-99 get two versions each, the second submitted under
+        // the first's request id with another spec, which the state machine
+        // answers as a replay of the first: each caller its own answer.
+        let calls: Vec<_> = (0..200).map(|k| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let (job, v) = (k % 100, k / 100);
+                let spec = drover_proto::spec::from_json(&format!(
+                    r#"{{"name":"w-{job}","image":"oci:/nowhere:latest","env":{{"V":"{v}"}},"resources":{{"cpu":"10m","memory":"16Mi"}}}}"#
+                ))
+                .unwrap();
+                let r = client
+                    .submit_job(pb::SubmitJobRequest {
+                        spec_json: spec.to_json(),
+                        request_id: format!("fw-{job}"),
+                    })
+                    .await
+                    .map(|r| r.into_inner());
+                (job, r)
+            })
+        }).collect();
+        let mut answers = Vec::new();
+        for call in calls {
+            answers.push(call.await.unwrap());
+        }
+        answers
+    });
+    for (job, r) in &answers {
+        let r = r.as_ref().unwrap_or_else(|s| panic!("w-{job}: {s}"));
+        assert_eq!(r.name, format!("w-{job}"));
+        assert_eq!(r.version, 1, "w-{job}: one request id, one version");
+    }
+    let out = c.drover(&["job", "ls", "-o", "json"]);
+    assert!(out.ok(), "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 100, "{v}");
+}
+
+#[test]
 fn a_peer_added_after_many_writes_catches_up_through_a_snapshot() {
     if !require_root("a_peer_added_after_many_writes_catches_up_through_a_snapshot") {
         return;

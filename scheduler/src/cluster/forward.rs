@@ -10,6 +10,14 @@
 //! would otherwise hold it until the connection's keepalive gives up.
 //! Retrying is safe: client commands carry a request id the state machine
 //! de-duplicates, and the others are idempotent.
+//!
+//! Commands go to a leader in batches (`ForwardBatch`): while one call to
+//! it is under way, the commands that arrive wait and go together in the
+//! next, so a follower serving many clients makes one call where it made
+//! hundreds (a TLS record, an HTTP/2 stream and a task each), and a lone
+//! command waits for nothing. Each command in a batch answers as if it had
+//! been forwarded alone. A leader too old to know `ForwardBatch` gets them
+//! one by one.
 
 use super::PeerError;
 use crate::cluster::peer::Peer;
@@ -17,10 +25,11 @@ use crate::state::{Command, CommandResult};
 use drover_proto::pb;
 use drover_proto::pb::cluster_client::ClusterClient;
 use drover_proto::pb::node_service_client::NodeServiceClient;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint};
 
 /// How long a peer keeps trying to reach a leader before giving up.
@@ -40,11 +49,47 @@ pub enum Leader {
     Unknown,
 }
 
+/// At most so many commands in one `ForwardBatch` call...
+const MAX_BATCH: usize = 512;
+/// ...and at most so many bytes of them (at least one command).
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// What one forwarded command of a batch comes back as.
+type Outcome = Result<pb::ForwardOutcome, tonic::Status>;
+
+/// A call that has not come back in this long may never (a frozen
+/// leader): commands queued behind it get a call of their own.
+const STUCK: Duration = Duration::from_secs(1);
+
+/// The commands waiting to go to one leader, and the tasks calling it
+/// (each sends what waits, a batch at a time, until nothing does).
+struct Queue {
+    waiting: Vec<(Vec<u8>, oneshot::Sender<Outcome>)>,
+    tasks: usize,
+    /// When a task last took a batch.
+    last_taken: Instant,
+}
+
+impl Default for Queue {
+    fn default() -> Queue {
+        Queue {
+            waiting: Vec::new(),
+            tasks: 0,
+            last_taken: Instant::now(),
+        }
+    }
+}
+
+type Queues = Arc<Mutex<HashMap<String, Queue>>>;
+
 /// Channels to other peers, by address.
 #[derive(Default)]
 pub struct Forwarder {
     channels: Mutex<HashMap<String, Channel>>,
     tls: drover_proto::pki::tls::ClientTls,
+    queues: Queues,
+    /// Leaders that do not know `ForwardBatch` (an older version).
+    unbatched: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Forwarder {
@@ -54,6 +99,8 @@ impl Forwarder {
         Forwarder {
             channels: Default::default(),
             tls,
+            queues: Default::default(),
+            unbatched: Default::default(),
         }
     }
 
@@ -86,12 +133,54 @@ impl Forwarder {
     /// Has the peer at `addr` (the leader) propose `cmd`.
     pub async fn command(&self, addr: &str, cmd: &Command) -> Result<CommandResult, PeerError> {
         let command_json = serde_json::to_vec(cmd).map_err(PeerError::Encode)?;
-        let r = self
-            .cluster(addr)?
+        let client = self.cluster(addr)?;
+        let batched = !lock(&self.unbatched).contains(addr);
+        if batched {
+            match self
+                .batched(client.clone(), addr, command_json.clone())
+                .await
+            {
+                Err(s) if s.code() == tonic::Code::Unimplemented => {
+                    lock(&self.unbatched).insert(addr.to_string());
+                }
+                Err(s) => return Err(PeerError::Remote(s)),
+                Ok(o) if o.code != 0 => return Err(PeerError::Remote(outcome_status(o))),
+                Ok(o) => return serde_json::from_slice(&o.result_json).map_err(PeerError::Decode),
+            }
+        }
+        let r = client
+            .clone()
             .forward(pb::ForwardRequest { command_json })
             .await?
             .into_inner();
         serde_json::from_slice(&r.result_json).map_err(PeerError::Decode)
+    }
+
+    /// Queues `command_json` for the leader at `addr` and waits for what
+    /// the batch it went in answered for it.
+    async fn batched(
+        &self,
+        client: ClusterClient<Channel>,
+        addr: &str,
+        command_json: Vec<u8>,
+    ) -> Outcome {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut queues = lock(&self.queues);
+            let q = queues.entry(addr.to_string()).or_default();
+            q.waiting.push((command_json, tx));
+            let start = q.tasks == 0 || q.last_taken.elapsed() > STUCK;
+            if start {
+                q.tasks += 1;
+                q.last_taken = Instant::now();
+            }
+            start
+        };
+        if start {
+            tokio::spawn(send_batches(client, self.queues.clone(), addr.to_string()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(tonic::Status::unavailable("the forwarding task ended")))
     }
 
     /// The commit index of the leader at `addr`, once it confirmed it leads.
@@ -118,6 +207,96 @@ impl Forwarder {
         let mut c = NodeServiceClient::new(self.channel(addr)?);
         Ok(c.heartbeat(req).await?.into_inner())
     }
+}
+
+/// Sends the commands queued for `addr`, a batch per call, until none
+/// wait; then leaves (counted under the queue's lock, so a command queued
+/// meanwhile starts a new task).
+async fn send_batches(client: ClusterClient<Channel>, queues: Queues, addr: String) {
+    loop {
+        let batch = {
+            let mut queues = lock(&queues);
+            let Some(q) = queues.get_mut(&addr) else {
+                return;
+            };
+            if q.waiting.is_empty() {
+                q.tasks -= 1;
+                return;
+            }
+            q.last_taken = Instant::now();
+            let (mut n, mut bytes) = (0, 0);
+            while n < q.waiting.len() && n < MAX_BATCH {
+                bytes += q.waiting[n].0.len();
+                if n > 0 && bytes > MAX_BATCH_BYTES {
+                    break;
+                }
+                n += 1;
+            }
+            q.waiting.drain(..n).collect::<Vec<_>>()
+        };
+        let (commands_json, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let answer = client
+            .clone()
+            .forward_batch(pb::ForwardBatchRequest { commands_json })
+            .await
+            .map(|r| r.into_inner().outcomes);
+        match answer {
+            Ok(outcomes) if outcomes.len() == waiters.len() => {
+                for (tx, o) in waiters.into_iter().zip(outcomes) {
+                    let _ = tx.send(Ok(o));
+                }
+            }
+            Ok(outcomes) => {
+                let s = tonic::Status::internal(format!(
+                    "the leader answered {} of {} forwarded commands",
+                    outcomes.len(),
+                    waiters.len()
+                ));
+                for tx in waiters {
+                    let _ = tx.send(Err(s.clone()));
+                }
+            }
+            Err(s) => {
+                for tx in waiters {
+                    let _ = tx.send(Err(s.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// A command of a batch that failed, as the leader answers it: what a
+/// `Forward` of it alone would have failed with.
+pub fn failed_outcome(s: &tonic::Status) -> pb::ForwardOutcome {
+    pb::ForwardOutcome {
+        code: s.code() as i32,
+        message: s.message().to_string(),
+        leader: s
+            .metadata()
+            .get(LEADER_HINT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        ..Default::default()
+    }
+}
+
+/// The status a failed outcome stands for (see [`failed_outcome`]).
+fn outcome_status(o: pb::ForwardOutcome) -> tonic::Status {
+    let mut s = tonic::Status::new(tonic::Code::from(o.code), o.message);
+    if let Ok(v) = o.leader.parse() {
+        if !o.leader.is_empty() {
+            s.metadata_mut().insert(LEADER_HINT, v);
+        }
+    }
+    s
+}
+
+/// The metadata naming the leader on a "not the leader" status.
+pub const LEADER_HINT: &str = "drover-leader";
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The leader as `peer`'s Raft metrics show it.
@@ -236,4 +415,29 @@ pub async fn heartbeat_via_leader(
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_command_of_a_batch_answers_as_if_forwarded_alone() {
+        let not_leader: tonic::Status = PeerError::NotLeader {
+            leader: "10.0.0.1:7400".into(),
+        }
+        .into();
+        let back = PeerError::Remote(outcome_status(failed_outcome(&not_leader)));
+        assert!(back.retryable(), "{back}");
+        let PeerError::Remote(s) = &back else {
+            unreachable!()
+        };
+        assert_eq!(s.code(), not_leader.code());
+        assert_eq!(s.message(), not_leader.message());
+        assert_eq!(s.metadata().get(LEADER_HINT).unwrap(), "10.0.0.1:7400");
+        let bad = tonic::Status::invalid_argument("command_json: expected value");
+        let back = PeerError::Remote(outcome_status(failed_outcome(&bad)));
+        assert!(!back.retryable());
+        assert!(back.to_string().contains("expected value"), "{back}");
+    }
 }

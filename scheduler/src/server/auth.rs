@@ -9,7 +9,7 @@
 //! | `Drover/*` (the client API)      | clients, peers           |
 //! | `NodeService/*`                  | nodes (each only as itself: `node_api`); `Heartbeat` also peers passing one on |
 //! | `RaftService/*`                  | peers                    |
-//! | `Cluster/Forward`, `ReadIndex`   | peers                    |
+//! | `Cluster/Forward`, `ForwardBatch`, `ReadIndex` | peers       |
 //! | `Cluster/CreateJoinToken`        | clients                     |
 //! | `Cluster/*` (membership, status) | clients, peers           |
 //! | `Acl/*`                          | clients                     |
@@ -56,7 +56,7 @@ fn allowed(path: &str) -> Option<&'static [Kind]> {
         ("NodeService", "Heartbeat") => &[Node, Scheduler],
         ("NodeService", _) => &[Node],
         ("RaftService", _) => &[Scheduler],
-        ("Cluster", "Forward" | "ReadIndex") => &[Scheduler],
+        ("Cluster", "Forward" | "ForwardBatch" | "ReadIndex") => &[Scheduler],
         ("Cluster", "CreateJoinToken") => &[Client],
         ("Cluster", _) => &[Client, Scheduler],
         ("Acl", _) => &[Client],
@@ -132,6 +132,8 @@ mod tests {
         assert!(ok(report, &node) && !ok(report, &peer) && !ok(report, &client));
         assert!(ok(append, &peer) && !ok(append, &client) && !ok(append, &node));
         assert!(ok(forward, &peer) && !ok(forward, &client));
+        let batch = "/drover.v1.Cluster/ForwardBatch";
+        assert!(ok(batch, &peer) && !ok(batch, &client) && !ok(batch, &node));
         assert!(ok(members, &client) && ok(members, &peer) && !ok(members, &node));
         assert!(ok(token, &client) && !ok(token, &node) && !ok(token, &peer));
         assert!(check(join, None).is_ok());

@@ -292,6 +292,32 @@ impl Cluster for ClusterApi {
         Ok(Response::new(pb::ForwardResponse { result_json, index }))
     }
 
+    async fn forward_batch(
+        &self,
+        req: Request<pb::ForwardBatchRequest>,
+    ) -> Result<Response<pb::ForwardBatchResponse>, Status> {
+        let commands = req.into_inner().commands_json;
+        // Proposed together, so the batcher puts them in as few log
+        // entries as it can; each answers as a `Forward` of it would.
+        let outcomes = futures::future::join_all(commands.iter().map(|json| async move {
+            let cmd: Command = serde_json::from_slice(json)
+                .map_err(|e| Status::invalid_argument(format!("command_json: {e}")))?;
+            let (index, result) = self.peer.write_here(cmd).await?;
+            let result_json = serde_json::to_vec(&result)
+                .map_err(|e| Status::internal(format!("encoding a command result: {e}")))?;
+            Ok::<_, Status>(pb::ForwardOutcome {
+                result_json,
+                index,
+                ..Default::default()
+            })
+        }))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|s| crate::cluster::forward::failed_outcome(&s)))
+        .collect();
+        Ok(Response::new(pb::ForwardBatchResponse { outcomes }))
+    }
+
     async fn read_index(
         &self,
         _req: Request<pb::ReadIndexRequest>,

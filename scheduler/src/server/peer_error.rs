@@ -19,7 +19,8 @@ impl From<PeerError> for Status {
                 // Where the leader is, for clients that go there next.
                 let hint = (!leader.is_empty()).then(|| leader.parse().ok()).flatten();
                 if let Some(v) = hint {
-                    s.metadata_mut().insert("drover-leader", v);
+                    s.metadata_mut()
+                        .insert(crate::cluster::forward::LEADER_HINT, v);
                 }
                 s
             }
