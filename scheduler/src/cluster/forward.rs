@@ -89,7 +89,7 @@ pub struct Forwarder {
     tls: drover_proto::pki::tls::ClientTls,
     queues: Queues,
     /// Leaders that do not know `ForwardBatch` (an older version).
-    unbatched: Arc<Mutex<HashSet<String>>>,
+    unbatched: Mutex<HashSet<String>>,
 }
 
 impl Forwarder {
@@ -134,12 +134,8 @@ impl Forwarder {
     pub async fn command(&self, addr: &str, cmd: &Command) -> Result<CommandResult, PeerError> {
         let command_json = serde_json::to_vec(cmd).map_err(PeerError::Encode)?;
         let client = self.cluster(addr)?;
-        let batched = !lock(&self.unbatched).contains(addr);
-        if batched {
-            match self
-                .batched(client.clone(), addr, command_json.clone())
-                .await
-            {
+        if !lock(&self.unbatched).contains(addr) {
+            match self.batched(client.clone(), addr, command_json).await {
                 Err(s) if s.code() == tonic::Code::Unimplemented => {
                     lock(&self.unbatched).insert(addr.to_string());
                 }
@@ -148,6 +144,9 @@ impl Forwarder {
                 Ok(o) => return serde_json::from_slice(&o.result_json).map_err(PeerError::Decode),
             }
         }
+        // A leader without `ForwardBatch`: alone (encoded again, as this is
+        // rare and the batch took the bytes).
+        let command_json = serde_json::to_vec(cmd).map_err(PeerError::Encode)?;
         let r = client
             .clone()
             .forward(pb::ForwardRequest { command_json })
@@ -284,10 +283,11 @@ pub fn failed_outcome(s: &tonic::Status) -> pb::ForwardOutcome {
 /// The status a failed outcome stands for (see [`failed_outcome`]).
 fn outcome_status(o: pb::ForwardOutcome) -> tonic::Status {
     let mut s = tonic::Status::new(tonic::Code::from(o.code), o.message);
-    if let Ok(v) = o.leader.parse() {
-        if !o.leader.is_empty() {
-            s.metadata_mut().insert(LEADER_HINT, v);
-        }
+    if let Some(v) = (!o.leader.is_empty())
+        .then(|| o.leader.parse().ok())
+        .flatten()
+    {
+        s.metadata_mut().insert(LEADER_HINT, v);
     }
     s
 }

@@ -55,6 +55,17 @@ fn role(state: ServerState) -> &'static str {
 }
 
 impl ClusterApi {
+    /// Proposes a command a follower forwarded (`Command` as JSON);
+    /// the index it committed at and its result as JSON.
+    async fn propose_forwarded(&self, command_json: &[u8]) -> Result<(u64, Vec<u8>), Status> {
+        let cmd: Command = serde_json::from_slice(command_json)
+            .map_err(|e| Status::invalid_argument(format!("command_json: {e}")))?;
+        let (index, result) = self.peer.write_here(cmd).await?;
+        let result_json = serde_json::to_vec(&result)
+            .map_err(|e| Status::internal(format!("encoding a command result: {e}")))?;
+        Ok((index, result_json))
+    }
+
     fn local_status(&self) -> pb::MemberStatus {
         // Before the borrow below: `in_touch` borrows the metrics too, and a
         // second read of that lock while openraft waits to write it
@@ -284,11 +295,9 @@ impl Cluster for ClusterApi {
         &self,
         req: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
-        let cmd: Command = serde_json::from_slice(&req.into_inner().command_json)
-            .map_err(|e| Status::invalid_argument(format!("command_json: {e}")))?;
-        let (index, result) = self.peer.write_here(cmd).await?;
-        let result_json = serde_json::to_vec(&result)
-            .map_err(|e| Status::internal(format!("encoding a command result: {e}")))?;
+        let (index, result_json) = self
+            .propose_forwarded(&req.into_inner().command_json)
+            .await?;
         Ok(Response::new(pb::ForwardResponse { result_json, index }))
     }
 
@@ -300,21 +309,16 @@ impl Cluster for ClusterApi {
         // Proposed together, so the batcher puts them in as few log
         // entries as it can; each answers as a `Forward` of it would.
         let outcomes = futures::future::join_all(commands.iter().map(|json| async move {
-            let cmd: Command = serde_json::from_slice(json)
-                .map_err(|e| Status::invalid_argument(format!("command_json: {e}")))?;
-            let (index, result) = self.peer.write_here(cmd).await?;
-            let result_json = serde_json::to_vec(&result)
-                .map_err(|e| Status::internal(format!("encoding a command result: {e}")))?;
-            Ok::<_, Status>(pb::ForwardOutcome {
-                result_json,
-                index,
-                ..Default::default()
-            })
+            match self.propose_forwarded(json).await {
+                Ok((index, result_json)) => pb::ForwardOutcome {
+                    result_json,
+                    index,
+                    ..Default::default()
+                },
+                Err(s) => crate::cluster::forward::failed_outcome(&s),
+            }
         }))
-        .await
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|s| crate::cluster::forward::failed_outcome(&s)))
-        .collect();
+        .await;
         Ok(Response::new(pb::ForwardBatchResponse { outcomes }))
     }
 

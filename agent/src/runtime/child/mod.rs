@@ -14,10 +14,10 @@
 //! started the runtime is the container's: its `/dev/tty` would open that
 //! terminal, and TIOCSTI type into it); build the root ([`rootfs`]); become
 //! the process, asking the parent to put us in our cgroup before the last
-//! steps (see [`join_cgroup`]), and exec ([`process`]). A failure is written to the error
-//! pipe as (stage, index, errno) and the child exits 127 (see
-//! `runtime::spawn`). An exec'd process joins a running container's
-//! namespaces instead of building a root ([`run_exec`]).
+//! steps (see [`join_cgroup`]), and exec ([`process`]). A failure is
+//! written to the error pipe as (stage, index, errno) and the child exits
+//! 127 (see `runtime::spawn`). An exec'd process joins a running
+//! container's namespaces instead of building a root ([`run_exec`]).
 
 mod init;
 mod process;

@@ -1,7 +1,8 @@
 //! The common end of a container's first process and an exec'd one:
 //! rlimits, credentials, capabilities, no_new_privs, stdio, the cgroup (a
-//! container's first process joins it here), every other fd closed, the working directory (checked to lie inside the root), the
-//! seccomp filter, and exec.
+//! container's first process joins it here), every other fd closed, the
+//! working directory (checked to lie inside the root), the seccomp filter,
+//! and exec.
 //!
 //! The fds are closed *before* the `chdir`, not merely marked close-on-exec:
 //! until exec the child holds a copy of every fd of the agent, and a
