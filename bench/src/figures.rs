@@ -730,7 +730,7 @@ pub async fn command(a: Args) -> Result<i32> {
                     .collect();
                 let failed: u64 = w.runs.iter().map(|r| r.failed).sum();
                 let vs = match (&etcd_rate, w.runs.iter().map(|r| r.per_s()).reduce(f64::max)) {
-                    (Ok(e), Some(best)) if *e > 0 => format!(" (Drover {:.1}× etcd)", best / *e as f64),
+                    (Ok(e), Some(best)) if *e > 0 => format!(" (Drover {:.2}× etcd)", best / *e as f64),
                     _ => String::new(),
                 };
                 format!("{}; {failed} failed{vs}", runs.join("; "))
