@@ -11,8 +11,8 @@
 //!
 //! The short run is a test (`DROVER_CHAOS_SECS`, default 40). The long one
 //! is the same test run with more time and replicas, as a bench:
-//! `DROVER_CHAOS_SECS=900 DROVER_CHAOS_SCHEDULERS=5 cargo test -p drover-e2e
-//! --test chaos -- --nocapture` prints the table the README quotes.
+//! `examples/bench/chaos.sh` (`DROVER_CHAOS_SECS=600 DROVER_CHAOS_SCHEDULERS=5`,
+//! the table written to `DROVER_CHAOS_REPORT` and from there into the README).
 
 use drover_e2e::history::{
     check_acked_kept, check_linearizable, check_no_double_run, Event, EventKind, JobRegister, Op,
@@ -573,44 +573,63 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
             eprintln!("chaos: history written to {}", path.display());
         }
     }
-    eprintln!("chaos: seed {seed}, {secs}s, {replicas} scheduler peers, 3 agents");
-    eprintln!("| faults injected | {faults:?} |");
-    eprintln!(
-        "| operations | {} answered, {} failed or timed out ({} submits answered when sent again, {settled} settled after the run) |",
-        rec.ok_ops.load(Ordering::Relaxed),
-        rec.failed_ops.load(Ordering::Relaxed),
-        rec.retried_ops.load(Ordering::Relaxed)
-    );
-    eprintln!("| writes acknowledged (new versions) | {} |", acked.len());
-    eprintln!(
-        "| acknowledged writes lost | {} |",
-        if lost.is_ok() {
-            "0".into()
-        } else {
-            format!("{lost:?}")
-        }
-    );
-    eprintln!("| history linearizable | {} |", linear.is_ok());
-    eprintln!(
-        "| double-runs ({} samples) | {} |",
-        samples.len(),
-        if double.is_ok() {
-            "0".into()
-        } else {
-            format!("{double:?}")
-        }
-    );
-    eprintln!(
-        "| containers stopped on healthy nodes | {} |",
-        lost_on_healthy.len()
-    );
+    let total: u32 = faults.values().sum();
+    let kinds: Vec<String> = faults.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let mut rows = vec![
+        format!("| faults injected, one at a time | {total}: {} |", kinds.join(", ")),
+        format!(
+            "| client operations | {} answered, {} failed or timed out while a fault lasted ({} submits answered when sent again with their request id, {settled} settled after the run) |",
+            rec.ok_ops.load(Ordering::Relaxed),
+            rec.failed_ops.load(Ordering::Relaxed),
+            rec.retried_ops.load(Ordering::Relaxed)
+        ),
+        format!("| writes acknowledged (new job versions) | {} |", acked.len()),
+        format!(
+            "| acknowledged writes lost | {} |",
+            match &lost {
+                Ok(()) => "0".to_string(),
+                Err(e) => format!("{e:?}"),
+            }
+        ),
+        format!(
+            "| history of job versions linearizable (stateright's linearizability tester, {} events) | {} |",
+            events.len(),
+            if linear.is_ok() { "yes" } else { "NO" }
+        ),
+        format!(
+            "| replica slots running on two nodes at once ({} samples of the hosts' cgroups, every 50 ms) | {} |",
+            samples.len(),
+            match &double {
+                Ok(()) => "0".to_string(),
+                Err(e) => format!("{e:?}"),
+            }
+        ),
+        format!(
+            "| containers stopped on healthy nodes | {} |",
+            lost_on_healthy.len()
+        ),
+    ];
     let writes = rec.writes.lock().unwrap().clone();
     for (kind, n, median, max) in write_gaps(&injected, &writes) {
-        eprintln!(
-            "| first write after {kind}, {n} faults | median {:.2}s, max {:.2}s |",
+        rows.push(format!(
+            "| first acknowledged write after {kind} (from the fault's command), {n} fault{} | median {:.2} s, max {:.2} s |",
+            if n == 1 { "" } else { "s" },
             median.as_secs_f64(),
             max.as_secs_f64()
+        ));
+    }
+    let head = format!("chaos: seed {seed}, {secs} s, {replicas} scheduler peers, 3 agents");
+    eprintln!("{head}");
+    for row in &rows {
+        eprintln!("{row}");
+    }
+    // The long run's table, for the README (examples/bench/chaos.sh).
+    if let Ok(path) = std::env::var("DROVER_CHAOS_REPORT") {
+        let text = format!(
+            "{head}, {CLIENTS} clients on {JOBS} jobs\n\n| check | result |\n|---|---|\n{}\n",
+            rows.join("\n")
         );
+        std::fs::write(&path, text).expect("write the chaos report");
     }
     lost.unwrap();
     linear.unwrap();
