@@ -162,6 +162,44 @@ impl NetCluster {
         })
     }
 
+    /// After a failed test: prints what the cluster says of its jobs,
+    /// allocations, nodes and members, and copies every node's log to
+    /// `/tmp/drover-failed-NAME-TIME/` (`down` removes the originals).
+    fn keep_for_a_post_mortem(&self) {
+        for args in [
+            &["cluster", "members"][..],
+            &["node", "ls"],
+            &["job", "ls"],
+            &["alloc", "ls", "--all"],
+        ] {
+            let out = self.drover(args);
+            eprintln!("drover {}:\n{}{}", args.join(" "), out.stdout, out.stderr);
+        }
+        let dir = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "DROVER_CLUSTER_DIR")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| format!("/tmp/drover-cluster-{}", self.name));
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let kept = format!("/tmp/drover-failed-{}-{secs}", self.name);
+        let Ok(nodes) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for node in nodes.flatten() {
+            let log = node.path().join("log");
+            if log.exists() {
+                let to = std::path::Path::new(&kept).join(node.file_name());
+                if std::fs::create_dir_all(&to).is_ok() {
+                    let _ = std::fs::copy(&log, to.join("log"));
+                }
+            }
+        }
+        eprintln!("the nodes' logs are kept in {kept}");
+    }
+
     /// The names of the jobs replica `i` holds, read from it alone (stale).
     pub fn jobs_on(&self, i: u32) -> Option<Vec<(String, u64)>> {
         let out = self.drover_on(i, &["job", "ls", "--stale", "-o", "json"]);
@@ -182,6 +220,9 @@ impl NetCluster {
 
 impl Drop for NetCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.keep_for_a_post_mortem();
+        }
         let out = self.script(&["down"]);
         if !out.ok() {
             eprintln!("cluster.sh down failed: {}{}", out.stdout, out.stderr);
