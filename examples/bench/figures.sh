@@ -12,13 +12,24 @@
 #   writes                   clients over gRPC vs etcd's `etcdctl check perf`
 #   commits, soak, handshake, mesh, node loss, the demo's traffic
 #   pull                     from a local docker-registry vs skopeo copy
+#   chaos                    ~100 seeded faults on 5 peers, checked history
+#                            (examples/bench/chaos.sh, its own table)
 #
 #   sudo examples/bench/figures.sh                   # ~35 min on 2 cores, writes README.md
-#   sudo examples/bench/figures.sh --dry-run --trials 3 --soak-seconds 0   # quicker, prints only
+#   sudo examples/bench/figures.sh --dry-run --trials 3 --soak-seconds 0 --chaos-seconds 0   # quicker, prints only
 #
 # Installs what it needs from Debian (the peers too), builds the release
-# binaries and the demo images, then runs `drover-bench figures "$@"`.
+# binaries and the demo images, runs `drover-bench figures "$@"`, then the
+# chaos run for --chaos-seconds (600 by default; 0 skips it).
 set -euo pipefail
+chaos=600 dry=0 args=()
+while (($#)); do
+  case $1 in
+    --chaos-seconds) chaos=$2; shift 2 ;;
+    --dry-run) dry=1; args+=("$1"); shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 [[ $(id -u) == 0 ]] || { echo "run as root: containers need namespaces and cgroups" >&2; exit 1; }
@@ -49,4 +60,11 @@ echo "==> building Drover (release; the first build takes several minutes)"
 cargo build --release --workspace
 echo "==> building the demo images"
 examples/images/build.sh >/dev/null
-exec target/release/drover-bench figures "$@"
+target/release/drover-bench figures "${args[@]}"
+if ((chaos > 0)); then
+  if ((dry)); then
+    examples/bench/chaos.sh --seconds "$chaos" --dry-run
+  else
+    examples/bench/chaos.sh --seconds "$chaos"
+  fi
+fi
