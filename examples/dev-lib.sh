@@ -41,8 +41,8 @@ dev_up() {
     say "installing ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
-  say "building Drover (release)"
-  (cd "$ROOT" && cargo build --release --bins --quiet)
+  say "building Drover (release; the first build takes several minutes, later ones seconds)"
+  (cd "$ROOT" && cargo build --release --bins)
   say "building the demo images (OCI layouts, no registry, no Docker)"
   "$ROOT/examples/images/build.sh"
   if dev_running; then
@@ -52,7 +52,18 @@ dev_up() {
     mkdir -p "$STATE"
     setsid "$DROVER" dev --state-dir "$STATE" >"$STATE/dev.log" 2>&1 &
     echo $! >"$PIDFILE"
-    for _ in $(seq 100); do "$DROVER" node ls 2>/dev/null | grep -q ready && break; sleep 0.1; done
+    local ready=0
+    for _ in $(seq 200); do
+      "$DROVER" node ls 2>/dev/null | grep -q ready && { ready=1; break; }
+      dev_running || break
+      sleep 0.1
+    done
+    if ((!ready)); then
+      # Its own words say why (a failed preflight check says what to do).
+      echo "drover dev did not come up; the end of $STATE/dev.log:" >&2
+      tail -20 "$STATE/dev.log" >&2
+      exit 1
+    fi
   fi
 }
 

@@ -495,3 +495,148 @@ fn a_replica_that_needed_sigkill_is_flagged_and_init_stops_it_on_sigterm() {
         }
     }
 }
+
+#[test]
+fn doctor_passes_here_and_a_missing_requirement_stops_the_agent_with_what_to_do() {
+    if !require_root("doctor_passes_here_and_a_missing_requirement_stops_the_agent_with_what_to_do")
+    {
+        return;
+    }
+    // This machine runs every other test: nothing it needs may fail. The
+    // ports are free ones, since other tests may hold the defaults.
+    let (p1, p2) = {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        (
+            a.local_addr().unwrap().to_string(),
+            b.local_addr().unwrap().to_string(),
+        )
+    };
+    let out = run_drover(
+        "127.0.0.1:1",
+        &["doctor", "--port", &p1, "--port", &p2, "-o", "json"],
+    );
+    let report: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor -o json: {e}: {}{}", out.stdout, out.stderr));
+    let checks = report["checks"].as_array().expect("checks");
+    let names: Vec<&str> = checks.iter().filter_map(|c| c["name"].as_str()).collect();
+    for needed in [
+        "root",
+        "kernel",
+        "clone3",
+        "pidfd",
+        "openat2",
+        "namespaces",
+        "overlayfs",
+        "cgroups",
+        "seccomp",
+        "netfilter",
+        "ip_forward",
+    ] {
+        assert!(names.contains(&needed), "doctor checks {needed}: {names:?}");
+    }
+    let failed: Vec<&serde_json::Value> = checks.iter().filter(|c| c["level"] == "fail").collect();
+    assert!(failed.is_empty(), "failed here: {failed:?}");
+    assert!(out.ok(), "exit code 0 without a failure: {}", out.stderr);
+
+    // A held port fails, exit code 1, with how to find who holds it.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held_addr = held.local_addr().unwrap().to_string();
+    let out = run_drover(
+        "127.0.0.1:1",
+        &["doctor", "--role", "scheduler", "--port", &held_addr],
+    );
+    assert!(!out.ok(), "a held port fails doctor");
+    assert!(
+        out.stdout.contains("in use") && out.stdout.contains("ss -ltnp"),
+        "{}",
+        out.stdout
+    );
+
+    // A cgroup hierarchy that is not there: doctor names it and says
+    // what to do, and the agent refuses to start with the same words
+    // instead of failing at its first container.
+    let out = run_drover(
+        "127.0.0.1:1",
+        &[
+            "doctor",
+            "--role",
+            "agent",
+            "--port",
+            &p1,
+            "--cgroup-root",
+            "/nonexistent/cgroup",
+        ],
+    );
+    assert!(!out.ok());
+    assert!(
+        out.stdout.contains("fail  cgroups")
+            && out.stdout.contains("/nonexistent/cgroup does not exist"),
+        "{}",
+        out.stdout
+    );
+    let state = tempfile::tempdir().unwrap();
+    let agent = std::process::Command::new(bin_dir().join("drover-agent"))
+        .args(["run", "--name", "preflight", "--scheduler", "127.0.0.1:1"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--cgroup-root", "/nonexistent/cgroup"])
+        .output()
+        .expect("run drover-agent");
+    let stderr = String::from_utf8_lossy(&agent.stderr);
+    assert!(!agent.status.success(), "the agent refused to start");
+    assert!(
+        stderr.contains("drover-agent cannot run on this machine")
+            && stderr.contains("cgroups: /nonexistent/cgroup does not exist")
+            && stderr.contains("mount cgroup2"),
+        "{stderr}"
+    );
+    drop(held);
+}
+
+#[test]
+fn the_systemd_units_verify_and_the_agents_unit_leaves_containers_to_their_monitors() {
+    let Some(analyze) = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        skip_or_fail(
+            "the_systemd_units_verify_and_the_agents_unit_leaves_containers_to_their_monitors",
+            "systemd-analyze is not installed (Debian's systemd)",
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let units = repo_root().join("examples/systemd");
+    for (unit, env) in [
+        ("drover-scheduler.service", "scheduler.env"),
+        ("drover-agent.service", "agent.env"),
+    ] {
+        let text = std::fs::read_to_string(units.join(unit)).unwrap();
+        // The units run the installed binaries: here, the ones just built.
+        let text = text
+            .replace("/usr/local/bin", &bin_dir().display().to_string())
+            .replace(
+                &format!("/etc/drover/{env}"),
+                &units.join(env).display().to_string(),
+            );
+        if unit == "drover-agent.service" {
+            assert!(
+                text.contains("\nKillMode=process\n"),
+                "stopping the agent must leave its containers' monitors"
+            );
+        }
+        let path = dir.path().join(unit);
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(analyze)
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "systemd-analyze verify {unit}: {stderr}"
+        );
+    }
+}

@@ -26,12 +26,17 @@ pub fn require_root(test: &str) -> bool {
     if root {
         return true;
     }
-    let why = format!("{test}: skipped: needs root for namespaces, cgroups and mounts");
+    skip_or_fail(test, "needs root for namespaces, cgroups and mounts");
+    false
+}
+
+/// Says why `test` skips; under `CI=true` a skip is a failure.
+pub fn skip_or_fail(test: &str, why: &str) {
+    let why = format!("{test}: skipped: {why}");
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{why} (CI=true: a skip is a failure)");
     }
     eprintln!("{why}");
-    false
 }
 
 /// The directory holding the workspace's binaries: the caller's own

@@ -5,7 +5,8 @@
 #
 # Unit and property tests need nothing; the end-to-end and runtime tests need
 # root (namespaces, cgroups, overlayfs) and Debian's busybox-static, runc,
-# jq, iproute2, nftables, docker-registry, skopeo, umoci, apache2-utils (htpasswd)
+# jq, iproute2, nftables, docker-registry, skopeo, umoci, apache2-utils (htpasswd),
+# systemd (systemd-analyze verify of the example units)
 # and gcc with libc6-dev (a static probe), which are
 # installed when missing. Under CI=true a test that would skip
 # (e.g. not root) fails instead.
@@ -26,6 +27,8 @@ command -v ss >/dev/null || need+=(iproute2)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v umoci >/dev/null || need+=(umoci)
+# The systemd units in examples/systemd are checked with systemd-analyze.
+command -v systemd-analyze >/dev/null || need+=(systemd)
 # The runtime trust tests build a static C probe of system calls.
 command -v cc >/dev/null || need+=(gcc)
 [[ -e /usr/lib/$(uname -m)-linux-gnu/libc.a ]] || need+=(libc6-dev)

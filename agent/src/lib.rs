@@ -16,4 +16,5 @@ pub mod image;
 pub mod leftovers;
 pub mod network;
 pub mod pki;
+pub mod preflight;
 pub mod runtime;

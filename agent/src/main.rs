@@ -236,6 +236,15 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         )
         .init();
     drover_proto::spec::dns_label(&a.name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    // What the node lacks stops it here, with what to do, rather than as a
+    // confusing error at the first container.
+    let preflight = drover_agent::preflight::node(&a.state_dir, &a.cgroup_root);
+    for c in preflight.warnings() {
+        tracing::warn!(check = %c.name, found = %c.found, "preflight: {}", c.fix);
+    }
+    if !preflight.ok() {
+        anyhow::bail!(preflight.refusal("drover-agent"));
+    }
     let cpu_millis = a
         .cpu
         .map(|c| quantity::Cpu::parse(&c).map(|c| c.millis()))

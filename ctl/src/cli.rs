@@ -109,6 +109,18 @@ pub enum Command {
     #[cfg(feature = "dev")]
     #[command(verbatim_doc_comment)]
     Dev(DevArgs),
+    /// Check this machine for what Drover needs: kernel features (clone3,
+    /// pidfd, openat2, namespaces, seccomp), cgroups and their controllers,
+    /// overlayfs, nftables, ip_forward, free ports, free disk, the clock,
+    /// root. Each check says pass, warn or fail, and what to do; the exit
+    /// code is 1 if any failed. The daemons run their role's checks at start.
+    ///
+    /// Examples:
+    ///   sudo drover doctor                        # for drover dev
+    ///   sudo drover doctor --role agent --state-dir /var/lib/drover/agent
+    ///   drover doctor --role scheduler --port 10.0.0.1:7400 -o json
+    #[command(verbatim_doc_comment)]
+    Doctor(DoctorArgs),
     /// Benchmarks, beside their peers: runs `drover-bench` (built next to
     /// `drover`) with these arguments.
     ///
@@ -131,6 +143,33 @@ pub enum Command {
     /// ~/.config/drover/config.yaml, like kubeconfig's.
     #[command(subcommand)]
     Config(ConfigCmd),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    /// What this machine is to run: `dev` (drover dev: scheduler and
+    /// agent), `agent` (a node) or `scheduler` (a Raft peer).
+    #[arg(long, value_enum, default_value_t = DoctorRole::Dev)]
+    pub role: DoctorRole,
+    /// The state directory the daemon will use (default: the role's, under
+    /// /var/lib/drover).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// The cgroup hierarchy the agent will use.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    pub cgroup_root: PathBuf,
+    /// Addresses the daemon will listen on (default: the role's ports).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub port: Vec<std::net::SocketAddr>,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoctorRole {
+    Dev,
+    Agent,
+    Scheduler,
 }
 
 #[derive(Subcommand, Debug)]

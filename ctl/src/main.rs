@@ -24,7 +24,11 @@ async fn run() {
     let mut cli = cli::Cli::parse();
     // The context (if any) fills in what the command line and environment
     // leave out.
-    let is_config = matches!(cli.command, cli::Command::Config(_));
+    // `drover doctor` needs no cluster; it must work where nothing else does.
+    let is_config = matches!(
+        cli.command,
+        cli::Command::Config(_) | cli::Command::Doctor(_)
+    );
     let picked = config::Config::load(&config::path()).and_then(|c| {
         if is_config {
             // `drover config` works on the file; the flags are its input.

@@ -33,7 +33,7 @@ PORT_ADDR=127.0.0.1:7491
 rows=()
 
 say "building Drover (release) and the demo images"
-cargo build --release --bins --quiet
+cargo build --release --bins   # the first build takes several minutes
 "$ROOT/examples/images/build.sh" >/dev/null
 
 # A drover dev on a fresh state dir: serves demo-web on :18080 through the

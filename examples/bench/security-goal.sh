@@ -18,7 +18,7 @@ WORK=$(mktemp -d /tmp/drover-security-goal.XXXXXX)
 ADDR=127.0.0.1:7492
 
 say "building Drover (release) and the demo images"
-cargo build --release --bins --quiet
+cargo build --release --bins   # the first build takes several minutes
 "$ROOT/examples/images/build.sh" >/dev/null
 
 say "1. a new connection: mutual TLS beside plaintext"

@@ -42,9 +42,9 @@ trap 'rm -rf "$scratch"' EXIT
 
 # Rebuild when the binary is missing or older than any source file.
 if [[ ! -x "$bin" ]] || [[ -n "$(find "$crate/src" "$crate/Cargo.toml" "$crate/Cargo.lock" -newer "$bin" -print -quit 2>/dev/null)" ]]; then
-    log "building demo-web (static)"
+    log "building demo-web (static; the first build takes a minute)"
     (cd "$crate" && CARGO_TARGET_DIR="$crate/target" RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --release --target "$target" --quiet)
+        cargo build --release --target "$target")
     touch "$bin"  # cargo keeps the old mtime when nothing changed
 fi
 # glibc with crt-static gives a static-pie: no interpreter, no shared libraries.

@@ -3,11 +3,15 @@
 //! `pb` holds the generated gRPC code and nothing else; `spec` is the job
 //! specification users write (YAML) with its complete validation, shared by the
 //! CLI (fast feedback) and the scheduler (the authority); `quantity` parses the
-//! sizes and durations specs are written in.
-#![forbid(unsafe_code)]
+//! sizes and durations specs are written in; `preflight` checks a machine
+//! before a daemon runs on it.
+#![deny(unsafe_code)]
 
 pub mod fencing;
 pub mod pki;
+/// Reads the machine through a few libc calls (euid, statvfs, adjtimex).
+#[allow(unsafe_code)]
+pub mod preflight;
 pub mod quantity;
 pub mod spec;
 

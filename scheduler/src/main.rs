@@ -166,6 +166,14 @@ async fn main() -> anyhow::Result<()> {
     if a.id == 0 {
         anyhow::bail!("--id must not be 0");
     }
+    // A full disk would stop the Raft log at its first write.
+    let preflight = drover_scheduler::preflight(&a.data_dir);
+    for c in preflight.warnings() {
+        tracing::warn!(check = %c.name, found = %c.found, "preflight: {}", c.fix);
+    }
+    if !preflight.ok() {
+        anyhow::bail!(preflight.refusal("drover-scheduler"));
+    }
     let pki_dir = a.pki_dir.clone().unwrap_or_else(|| a.data_dir.join("pki"));
     let pki = if a.insecure_plaintext {
         tracing::warn!("--insecure-plaintext: no TLS, no authorization; anyone who reaches the port controls the cluster");

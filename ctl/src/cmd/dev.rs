@@ -14,6 +14,14 @@ pub async fn run(a: DevArgs) -> Result<i32> {
                 .unwrap_or_else(|_| "info,openraft=warn,h2=warn,tower=warn".into()),
         )
         .init();
+    // What the machine lacks stops it here, with what to do.
+    let preflight = drover_agent::preflight::node(&a.state_dir, &a.cgroup_root);
+    for c in preflight.warnings() {
+        tracing::warn!(check = %c.name, found = %c.found, "preflight: {}", c.fix);
+    }
+    if !preflight.ok() {
+        anyhow::bail!(preflight.refusal("drover dev"));
+    }
     std::fs::create_dir_all(&a.state_dir)
         .with_context(|| format!("cannot create {}", a.state_dir.display()))?;
     // One CA for the scheduler, the node and the CLI, all in <state>/pki

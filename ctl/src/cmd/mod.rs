@@ -6,6 +6,7 @@ mod cluster;
 mod config;
 #[cfg(feature = "dev")]
 mod dev;
+pub mod doctor;
 mod exec;
 pub mod job;
 mod logs;
@@ -20,6 +21,9 @@ use anyhow::Result;
 pub async fn run(cli: Cli) -> Result<i32> {
     if let Command::Config(c) = cli.command {
         return config::run(c, cli.addr, &cli.credentials);
+    }
+    if let Command::Doctor(a) = cli.command {
+        return doctor::run(a);
     }
     let addr = cli
         .addr
@@ -37,7 +41,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Dev(a) => dev::run(a).await,
         Command::Cluster(c) => cluster::run(&addr, c).await,
         Command::Acl(c) => acl::run(&addr, c).await,
-        Command::Config(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::Doctor(_) => unreachable!("handled above"),
         Command::Bench { args } => bench(&addr, cli.context.as_deref(), &cli.credentials, &args),
     }
 }
