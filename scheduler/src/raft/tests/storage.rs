@@ -13,12 +13,19 @@ use crate::raft::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::raft::{LogStore, StateMachine};
 use crate::state::{Command, State};
 
-struct Builder;
+/// A store keeping `Some(budget)` bytes of written entries in memory
+/// (`None`: the default).
+struct Builder(Option<usize>);
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = TempDir::new().expect("tempdir");
-        let log = LogStore::open(&dir.path().join("raft.redb")).expect("open log");
+        let path = dir.path().join("raft.redb");
+        let log = match self.0 {
+            None => LogStore::open(&path),
+            Some(budget) => LogStore::open_keeping(&path, budget),
+        }
+        .expect("open log");
         let (tx, _rx) = watch::channel(0);
         let sm = StateMachine::open(&dir.path().join("snapshots"), Arc::default(), tx)
             .expect("open state machine");
@@ -28,7 +35,14 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
 
 #[test]
 fn openraft_storage_suite() {
-    Suite::test_all(Builder).expect("storage suite");
+    Suite::test_all(Builder(None)).expect("storage suite");
+}
+
+/// The same with no written entry kept in memory: every read of one
+/// reaches redb.
+#[test]
+fn openraft_storage_suite_reading_from_disk() {
+    Suite::test_all(Builder(Some(0))).expect("storage suite, reads from disk");
 }
 
 fn noop(term: u64, index: u64) -> Entry {
