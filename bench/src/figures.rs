@@ -708,7 +708,7 @@ pub async fn command(a: Args) -> Result<i32> {
         .attempt(
             "writes",
             "drover: writes as clients see them, beside etcd",
-            crate::writes::writes_report(&[16, 64, 256], 10.0, true),
+            crate::writes::writes_report(&[16, 64, 256, crate::writes::ETCD_CLIENTS], 10.0, true),
         )
         .await;
     let etcd_rate = match &writes {
@@ -729,8 +729,14 @@ pub async fn command(a: Args) -> Result<i32> {
                     .map(|r| format!("{} clients: {}/s (p50 {:.0} ms, p99 {:.0} ms)", r.clients, thousands(r.per_s()), r.ms(0.5), r.ms(0.99)))
                     .collect();
                 let failed: u64 = w.runs.iter().map(|r| r.failed).sum();
-                let vs = match (&etcd_rate, w.runs.iter().map(|r| r.per_s()).reduce(f64::max)) {
-                    (Ok(e), Some(best)) if *e > 0 => format!(" (Drover {:.2}× etcd)", best / *e as f64),
+                // Like for like: as many clients as etcd's load tool runs.
+                let same = w.runs.iter().find(|r| r.clients == crate::writes::ETCD_CLIENTS);
+                let vs = match (&etcd_rate, same) {
+                    (Ok(e), Some(r)) if *e > 0 => format!(
+                        " (Drover {:.2}× etcd, both with {} clients)",
+                        r.per_s() / *e as f64,
+                        crate::writes::ETCD_CLIENTS
+                    ),
                     _ => String::new(),
                 };
                 format!("{}; {failed} failed{vs}", runs.join("; "))
@@ -738,7 +744,7 @@ pub async fn command(a: Args) -> Result<i32> {
             Err(e) => e.clone(),
         },
         match &etcd_rate {
-            Ok(r) => format!("etcd, 3 members on loopback (plaintext), `etcdctl check perf --load l`: {}/s", thousands(*r as f64)),
+            Ok(r) => format!("etcd, 3 members on loopback (plaintext), `etcdctl check perf --load l` ({} clients): {}/s", crate::writes::ETCD_CLIENTS, thousands(*r as f64)),
             Err(e) => format!("etcd: {e}"),
         },
     ));

@@ -192,15 +192,16 @@ enum BenchCmd {
     /// `drover-scheduler` peers as processes on loopback (mutual TLS), N
     /// clients over gRPC from this process, each submitting a new job version
     /// and waiting for its acknowledgement; then, if etcd is installed, three
-    /// etcd members and `etcdctl check perf --load l` beside it (a minute).
+    /// etcd members and `etcdctl check perf --load l` beside it (a minute,
+    /// 500 clients: the 500-client run is the like-for-like one).
     ///
     /// Example:
-    ///   drover-bench writes --clients 16,64,256 --seconds 10
+    ///   drover-bench writes --clients 16,64,256,500 --seconds 10
     ///   drover-bench writes --no-etcd
     #[command(verbatim_doc_comment)]
     Writes {
         /// Concurrent clients to try, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "16,64,256")]
+        #[arg(long, value_delimiter = ',', default_value = "16,64,256,500")]
         clients: Vec<usize>,
         /// How long to measure each.
         #[arg(long, default_value_t = 10.0)]

@@ -17,6 +17,10 @@ use drover_ctl::output::table;
 use drover_proto::pb;
 use std::time::{Duration, Instant};
 
+/// How many clients `etcdctl check perf --load l` runs (etcd's
+/// `checkPerfCfgMap`): Drover's run with as many is the one to compare.
+pub const ETCD_CLIENTS: usize = 500;
+
 /// One run of `clients` concurrent clients for `secs`.
 pub struct Run {
     pub clients: usize,
@@ -66,7 +70,7 @@ pub async fn writes(clients: &[usize], secs: f64, etcd: bool) -> Result<i32> {
     match r.etcd {
         Ok(rate) => rows.push(vec![
             "etcd (3 members, plaintext): etcdctl check perf --load l".into(),
-            "500".into(),
+            ETCD_CLIENTS.to_string(),
             rate.to_string(),
             "-".into(),
             "-".into(),
