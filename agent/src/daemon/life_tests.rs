@@ -529,8 +529,19 @@ async fn a_stopped_replica_still_listed_as_stopping_keeps_how_it_ended() {
     let after = node.report("a");
     assert_eq!(after.reason, stopped.reason);
     assert!(after.killed_at_grace);
+    // The report was acknowledged by a peer that never applied it (a
+    // deposed leader, or one whose view was behind) and the agent let it
+    // go; the scheduler still lists the allocation as stopping, so it is
+    // sent again, as it was, rather than leaving it stopping for ever.
+    node.reporter.discard("a");
+    assert!(node.reporter.latest("a").is_none());
+    node.supervisor.never_started(&["a".into()]);
+    let again = node.report("a");
+    assert_eq!(again.phase(), AllocationPhase::Stopped);
+    assert_eq!(again.reason, stopped.reason);
     // Once it is no longer listed, it is forgotten.
     node.supervisor.never_started(&[]);
+    assert!(node.reporter.latest("a").is_none());
 }
 
 #[tokio::test(start_paused = true)]

@@ -53,6 +53,12 @@ impl Reporter {
         }
     }
 
+    /// Drops an allocation's report whether or not it was acknowledged:
+    /// the scheduler no longer waits for it.
+    pub fn discard(&self, id: &str) {
+        self.inner.latest.lock().expect("reporter lock").remove(id);
+    }
+
     pub fn latest(&self, id: &str) -> Option<pb::AllocationReport> {
         self.inner
             .latest

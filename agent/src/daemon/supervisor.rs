@@ -86,9 +86,11 @@ pub struct Supervisor<D: Driver> {
     reporter: Reporter,
     runners: HashMap<String, Runner>,
     /// Allocations whose runners ended and were dropped while the
-    /// scheduler may still list them as stopping: their runners reported
-    /// how they ended, which a "not running" must not overwrite.
-    ended: HashSet<String>,
+    /// scheduler may still list them as stopping, with how their runners
+    /// said they ended (which a "not running" must not overwrite): sent
+    /// again for as long as the scheduler lists them, since a peer may
+    /// have acknowledged the report and lost it (see `never_started`).
+    ended: HashMap<String, Option<pb::AllocationReport>>,
 }
 
 impl<D: Driver> Supervisor<D> {
@@ -97,7 +99,7 @@ impl<D: Driver> Supervisor<D> {
             driver,
             reporter,
             runners: HashMap::new(),
-            ended: HashSet::new(),
+            ended: HashMap::new(),
         }
     }
 
@@ -115,8 +117,9 @@ impl<D: Driver> Supervisor<D> {
         self.runners.retain(|id, r| {
             let keep = wanted_ids.contains(id) || !r.is_finished();
             if !keep {
+                let last = reporter.latest(id);
                 reporter.forget(id);
-                ended.insert(id.clone());
+                ended.insert(id.clone(), last);
             }
             keep
         });
@@ -149,13 +152,27 @@ impl<D: Driver> Supervisor<D> {
     /// arrived here), or whose runner already ended and was forgotten.
     pub fn never_started(&mut self, stopping: &[String]) {
         // Once the scheduler no longer lists them, they are done with.
-        self.ended.retain(|id| stopping.contains(id));
+        let reporter = &self.reporter;
+        self.ended.retain(|id, _| {
+            let listed = stopping.contains(id);
+            if !listed {
+                reporter.discard(id);
+            }
+            listed
+        });
         for id in stopping {
-            if self.runners.contains_key(id)
-                || self.ended.contains(id)
-                || self.driver.has_traces(id)
-            {
-                continue; // its runner reports (or reported) how it ends
+            if let Some(last) = self.ended.get(id) {
+                // Its runner reported how it ended, and the scheduler still
+                // waits: that report was acknowledged by a peer and never
+                // applied (a deposed leader, or one whose view was behind).
+                // Again, until it takes; the full re-send repeats it.
+                if let Some(r) = last {
+                    self.reporter.update(r.clone());
+                }
+                continue;
+            }
+            if self.runners.contains_key(id) || self.driver.has_traces(id) {
+                continue; // its runner reports how it ends
             }
             self.reporter.update(pb::AllocationReport {
                 id: id.clone(),

@@ -410,7 +410,10 @@ impl NodeService for NodeApi {
             reports.push(report_from_wire(r)?);
         }
         // Skip the write when nothing is new: agents re-send reports freely.
-        {
+        // Only a leader holding its lease may judge that; a follower's view
+        // (or a deposed leader's) may be older than the report's news, and
+        // an acknowledged report is one the agent does not send again.
+        if self.peer.holds_lease() {
             let s = self.peer.state.read().expect("state lock");
             reports.retain(|r| match s.allocations.get(&r.id) {
                 Some(a) => {
