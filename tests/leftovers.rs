@@ -500,9 +500,10 @@ fn cleanup_lists_an_orphaned_container_and_removes_it_with_its_network() {
 }
 
 #[test]
-fn the_containers_of_a_crashed_drover_dev_are_orphans_cleanup_finds_and_removes() {
-    if !require_root("the_containers_of_a_crashed_drover_dev_are_orphans_cleanup_finds_and_removes")
-    {
+fn the_containers_of_a_crashed_drover_dev_are_orphans_dev_cleanup_removes_with_its_state() {
+    if !require_root(
+        "the_containers_of_a_crashed_drover_dev_are_orphans_dev_cleanup_removes_with_its_state",
+    ) {
         return;
     }
     let _turn = one_at_a_time();
@@ -554,8 +555,6 @@ fn the_containers_of_a_crashed_drover_dev_are_orphans_cleanup_finds_and_removes(
         "a crashed drover dev leaves its container running"
     );
 
-    let state = dir.path().join("state/agent");
-    let state_arg = state.to_str().unwrap();
     let out = cleanup(&["--dry-run"]);
     let line = out
         .stdout
@@ -563,8 +562,18 @@ fn the_containers_of_a_crashed_drover_dev_are_orphans_cleanup_finds_and_removes(
         .find(|l| l.starts_with(&id))
         .unwrap_or_else(|| panic!("{id} not found without --state-dir:\n{}", out.stdout));
     assert!(line.contains("running"), "{line}");
-    let out = cleanup(&["--state-dir", state_arg]);
-    assert!(out.ok(), "{}{}", out.stdout, out.stderr);
+    // `drover dev --cleanup` removes all of it, the state dir too.
+    let state_dir = dir.path().join("state");
+    let out = Command::new(bin_dir().join("drover"))
+        .args(["dev", "--cleanup", "--state-dir"])
+        .arg(&state_dir)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
     wait_for("the orphan to die", Duration::from_secs(5), || {
         (!pid_alive(pid)).then_some(())
     });
@@ -574,4 +583,7 @@ fn the_containers_of_a_crashed_drover_dev_are_orphans_cleanup_finds_and_removes(
         holders(&first_gateway(&cidr)).is_empty(),
         "its bridge is gone"
     );
+    assert!(!state_dir.exists(), "the state dir is gone: {stdout}");
+    let out = cleanup(&["--dry-run"]);
+    assert!(!out.stdout.contains(&id), "{}", out.stdout);
 }

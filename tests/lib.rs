@@ -336,6 +336,18 @@ impl Cluster {
     }
 
     /// Runs `drover` and parses its `-o json` output.
+    /// Runs `drover` and insists it succeeds; its standard output.
+    pub fn must(&self, args: &[&str]) -> String {
+        let out = self.drover(args);
+        assert!(
+            out.ok(),
+            "drover {args:?} failed: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        out.stdout
+    }
+
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["-o", "json"]);

@@ -61,6 +61,10 @@ enum Command {
         /// The cgroup root the agents ran containers under.
         #[arg(long, default_value = "/sys/fs/cgroup", env = "DROVER_CGROUP_ROOT")]
         cgroup_root: PathBuf,
+        /// Then remove the --state-dir directories too (images, logs,
+        /// certificates): everything the agent made on the machine is gone.
+        #[arg(long, requires = "state_dir")]
+        remove_state: bool,
     },
     /// Low-level container runtime commands (OCI bundles).
     Runtime {
@@ -222,7 +226,8 @@ fn main() -> anyhow::Result<ExitCode> {
             dry_run,
             state_dir,
             cgroup_root,
-        } => cleanup(dry_run, state_dir, cgroup_root),
+            remove_state,
+        } => cleanup(dry_run, state_dir, cgroup_root, remove_state),
         Command::Monitor(args) => Ok(ExitCode::from(args.run() as u8)),
     }
 }
@@ -394,7 +399,12 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn cleanup(dry_run: bool, dirs: Vec<PathBuf>, cgroup_root: PathBuf) -> anyhow::Result<ExitCode> {
+fn cleanup(
+    dry_run: bool,
+    dirs: Vec<PathBuf>,
+    cgroup_root: PathBuf,
+    remove_state: bool,
+) -> anyhow::Result<ExitCode> {
     use drover_agent::leftovers::cleanup;
     let dirs = if dirs.is_empty() {
         cleanup::discover()
@@ -404,10 +414,26 @@ fn cleanup(dry_run: bool, dirs: Vec<PathBuf>, cgroup_root: PathBuf) -> anyhow::R
     let cgroups = cgroups::manager_for(cgroup_root);
     let found = cleanup::scan(&dirs, cgroups.as_ref());
     print!("{found}");
-    if dry_run || found.is_empty() {
+    if dry_run {
+        if remove_state {
+            for d in &dirs {
+                println!("would remove {}", d.display());
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    let errors = found.remove(cgroups.as_ref());
+    let mut errors = found.remove(cgroups.as_ref());
+    if remove_state && errors.is_empty() {
+        for d in &dirs {
+            match cleanup::remove_state_dir(d) {
+                Ok(()) => println!("removed {}", d.display()),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    if found.is_empty() && errors.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
     for e in &errors {
         eprintln!("error: {e}");
     }

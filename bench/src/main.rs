@@ -15,6 +15,7 @@ mod node_loss;
 mod pull;
 mod rss;
 mod runtime;
+mod snapshot;
 mod stats;
 mod swarm;
 mod writes;
@@ -210,6 +211,19 @@ enum BenchCmd {
         #[arg(long)]
         no_etcd: bool,
     },
+    /// Snapshot save and restore: N jobs submitted to three peers, the
+    /// state saved (timed, --trials times), then restored into a fresh
+    /// three-peer cluster (timed) and every job and version checked.
+    ///
+    /// Example:
+    ///   drover-bench snapshot --jobs 10000 --trials 5
+    #[command(verbatim_doc_comment)]
+    Snapshot {
+        #[arg(long, default_value_t = 10_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+    },
     /// What mutual TLS adds to a new connection, beside plaintext: fresh
     /// connections to an in-process peer of each kind, one call each.
     ///
@@ -397,6 +411,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<i32> {
             seconds,
             no_etcd,
         } => writes::writes(&clients, seconds, !no_etcd).await,
+        BenchCmd::Snapshot { jobs, trials } => snapshot::command(jobs, trials).await,
         BenchCmd::Attach { containers } => attach::command(containers),
         BenchCmd::Memory { containers, image } => rss::command(containers, &image).await,
         BenchCmd::LeaderFaults { trials, faults } => faults::command(&faults, trials).await,

@@ -104,8 +104,9 @@ pub enum Command {
     /// Run it as root (it makes namespaces, cgroups and a bridge); the API
     /// listens on 127.0.0.1:7400, state is in /var/lib/drover/dev.
     ///
-    /// Example:
+    /// Examples:
     ///   drover dev                 # in a root shell
+    ///   drover dev --cleanup       # remove all it left on the machine
     #[cfg(feature = "dev")]
     #[command(verbatim_doc_comment)]
     Dev(DevArgs),
@@ -136,6 +137,9 @@ pub enum Command {
     /// List, add and remove the scheduler's peers (its Raft members).
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Operate the cluster's state: snapshots to back it up and restore it.
+    #[command(subcommand)]
+    Operator(OperatorCmd),
     /// Access control: API tokens with roles (read, operate, admin).
     #[command(subcommand)]
     Acl(AclCmd),
@@ -143,6 +147,50 @@ pub enum Command {
     /// ~/.config/drover/config.yaml, like kubeconfig's.
     #[command(subcommand)]
     Config(ConfigCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OperatorCmd {
+    /// Back up the replicated state, and put it back.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCmd {
+    /// Save a consistent snapshot of the replicated state to FILE (needs an
+    /// admin token): every job with its versions, the allocations and
+    /// nodes, secrets (sealed, as stored), configs and ACL tokens, with a
+    /// checksum. Any peer serves it after confirming with the leader.
+    ///
+    /// Example:
+    ///   drover operator snapshot save backup.snap
+    #[command(verbatim_doc_comment)]
+    Save { file: PathBuf },
+    /// Put a snapshot's desired state back (needs an admin token): its
+    /// jobs, secrets, configs and ACL tokens replace the cluster's, and
+    /// jobs it lacks are stopped and purged. Nodes and placements stay the
+    /// cluster's own: replicas whose spec the snapshot keeps run on, the
+    /// others are replaced. The file is checked whole first; a damaged one
+    /// changes nothing. Secrets need the cluster's secrets.key to be the
+    /// one they were sealed with; ACL tokens come back as saved, so keep
+    /// an admin token of the saved cluster.
+    ///
+    /// Examples:
+    ///   drover operator snapshot restore backup.snap
+    ///   DROVER_ADDR=10.0.1.1:7400 drover operator snapshot restore backup.snap   # into a new cluster
+    #[command(verbatim_doc_comment)]
+    Restore { file: PathBuf },
+    /// Check a snapshot file and say what it holds (no cluster needed).
+    ///
+    /// Example:
+    ///   drover operator snapshot inspect backup.snap -o json
+    #[command(verbatim_doc_comment)]
+    Inspect {
+        file: PathBuf,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -717,4 +765,10 @@ pub struct DevArgs {
     /// --insecure-plaintext` talks to it).
     #[arg(long)]
     pub insecure_plaintext: bool,
+    /// Remove everything a drover dev on --state-dir left on this machine
+    /// (containers, monitors, mounts, cgroups, links, routes, firewall
+    /// rules) and the state dir itself (Raft log, images, logs,
+    /// certificates), then exit. Refused while a drover dev runs on it.
+    #[arg(long)]
+    pub cleanup: bool,
 }

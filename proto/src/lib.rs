@@ -13,6 +13,7 @@ pub mod pki;
 #[allow(unsafe_code)]
 pub mod preflight;
 pub mod quantity;
+pub mod snapshot;
 pub mod spec;
 
 /// Generated protobuf and tonic code for `drover.v1`.

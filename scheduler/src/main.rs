@@ -111,6 +111,26 @@ enum Sub {
     /// The cluster certificate authority.
     #[command(subcommand)]
     Ca(CaCmd),
+    /// For a cluster whose majority is gone for good: write what this
+    /// stopped peer's data dir holds as a snapshot file, to restore into a
+    /// new cluster with `drover operator snapshot restore`. Writes it knew
+    /// committed are in it; with --include-uncommitted, also the entries
+    /// after those (which the lost peers may or may not have committed).
+    /// Anything the lost peers had and this one did not is lost.
+    ///
+    /// Example:
+    ///   drover-scheduler recover --data-dir /var/lib/drover/scheduler --out /root/recovered.snap
+    #[command(verbatim_doc_comment)]
+    Recover {
+        /// The stopped peer's data dir.
+        #[arg(long, default_value = "/var/lib/drover/scheduler")]
+        data_dir: PathBuf,
+        /// Where to write the snapshot file.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        include_uncommitted: bool,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -160,6 +180,35 @@ async fn main() -> anyhow::Result<()> {
             "cluster CA made in {} (fingerprint sha256:{}); copy the directory to every initial peer's --pki-dir",
             pki_dir.display(),
             ca.fingerprint()
+        );
+        return Ok(());
+    }
+    if let Some(Sub::Recover {
+        data_dir,
+        out,
+        include_uncommitted,
+    }) = &a.command
+    {
+        let e = drover_scheduler::raft::export::export(data_dir, *include_uncommitted).await?;
+        std::fs::write(out, &e.file)?;
+        println!(
+            "wrote {} ({} bytes): the state at log index {} (snapshot {}, last committed known {}, last in the log {})",
+            out.display(),
+            e.file.len(),
+            e.applied,
+            e.snapshot_index,
+            e.committed,
+            e.last
+        );
+        if e.last > e.applied {
+            println!(
+                "left out {} entries after the last one known committed (--include-uncommitted takes them)",
+                e.last - e.applied
+            );
+        }
+        println!(
+            "start a new cluster and run: drover operator snapshot restore {}",
+            out.display()
         );
         return Ok(());
     }

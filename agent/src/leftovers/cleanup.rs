@@ -115,6 +115,50 @@ pub fn scan(state_dirs: &[PathBuf], cgroups: &dyn CgroupManager) -> Leftovers {
     out
 }
 
+/// Removes a state dir whole (images, logs, bundles, certificates) once
+/// nothing of it runs: refused while an agent holds it, while containers of
+/// it still run, or while anything is mounted under it (deleting through a
+/// mount would reach into what is mounted).
+pub fn remove_state_dir(dir: &Path) -> Result<(), LeftoverError> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    if !dir.exists() {
+        return Ok(());
+    }
+    match Owner::of_state_dir(&dir) {
+        Owner::Live { pid, .. } => {
+            return Err(LeftoverError::InUse {
+                state_dir: dir,
+                pid,
+            })
+        }
+        Owner::Dormant { containers, .. } => {
+            return Err(LeftoverError::Io {
+                op: "remove",
+                path: dir,
+                source: std::io::Error::other(format!(
+                    "{containers} of its containers still run under their monitors"
+                )),
+            })
+        }
+        _ => {}
+    }
+    if let Some(m) = orphans::mount_points()
+        .into_iter()
+        .find(|m| m.starts_with(&dir))
+    {
+        return Err(LeftoverError::Io {
+            op: "remove",
+            path: dir,
+            source: std::io::Error::other(format!("{} is still mounted", m.display())),
+        });
+    }
+    std::fs::remove_dir_all(&dir).map_err(|source| LeftoverError::Io {
+        op: "remove",
+        path: dir,
+        source,
+    })
+}
+
 impl Leftovers {
     pub fn is_empty(&self) -> bool {
         self.orphans.is_empty()

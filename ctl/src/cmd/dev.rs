@@ -14,6 +14,9 @@ pub async fn run(a: DevArgs) -> Result<i32> {
                 .unwrap_or_else(|_| "info,openraft=warn,h2=warn,tower=warn".into()),
         )
         .init();
+    if a.cleanup {
+        return cleanup(&a.state_dir, &a.cgroup_root);
+    }
     // What the machine lacks stops it here, with what to do.
     let preflight = drover_agent::preflight::node(&a.state_dir, &a.cgroup_root);
     for c in preflight.warnings() {
@@ -200,4 +203,34 @@ async fn ensure_acl(scheduler: &Scheduler, pki_dir: &std::path::Path) -> Result<
             Err(s) => anyhow::bail!("cannot bootstrap ACLs: {}", s.message()),
         }
     }
+}
+
+/// `drover dev --cleanup`: what the agent of a dev on `state_dir` left
+/// (see `drover-agent cleanup`), then the state dir itself.
+fn cleanup(state_dir: &std::path::Path, cgroup_root: &std::path::Path) -> Result<i32> {
+    use drover_agent::leftovers::cleanup;
+    if !state_dir.exists() {
+        println!("{} does not exist: nothing to remove", state_dir.display());
+        return Ok(0);
+    }
+    let agent = state_dir.join("agent");
+    let cgroups = drover_agent::cgroups::manager_for(cgroup_root);
+    let found = cleanup::scan(std::slice::from_ref(&agent), cgroups.as_ref());
+    print!("{found}");
+    if !found.live.is_empty() {
+        anyhow::bail!(
+            "a drover dev runs on {}: stop it first",
+            state_dir.display()
+        );
+    }
+    let errors = found.remove(cgroups.as_ref());
+    if let Some(e) = errors.first() {
+        anyhow::bail!("{e} (and {} more errors)", errors.len() - 1);
+    }
+    cleanup::remove_state_dir(&agent)?;
+    // The rest (the Raft log, certificates) has nothing mounted or running.
+    std::fs::remove_dir_all(state_dir)
+        .map_err(|e| anyhow::anyhow!("remove {}: {e}", state_dir.display()))?;
+    println!("removed {}", state_dir.display());
+    Ok(0)
 }

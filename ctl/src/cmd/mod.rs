@@ -11,6 +11,7 @@ mod exec;
 pub mod job;
 mod logs;
 mod node;
+mod operator;
 mod rollout;
 mod secret;
 
@@ -24,6 +25,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
     }
     if let Command::Doctor(a) = cli.command {
         return doctor::run(a);
+    }
+    if let Command::Operator(crate::cli::OperatorCmd::Snapshot(
+        crate::cli::SnapshotCmd::Inspect { file, output },
+    )) = &cli.command
+    {
+        return operator::inspect(file, *output);
     }
     let addr = cli
         .addr
@@ -41,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Dev(a) => dev::run(a).await,
         Command::Cluster(c) => cluster::run(&addr, c).await,
         Command::Acl(c) => acl::run(&addr, c).await,
+        Command::Operator(c) => operator::run(&addr, c).await,
         Command::Config(_) | Command::Doctor(_) => unreachable!("handled above"),
         Command::Bench { args } => bench(&addr, cli.context.as_deref(), &cli.credentials, &args),
     }

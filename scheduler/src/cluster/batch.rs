@@ -77,7 +77,7 @@ async fn commit(raft: &Raft, mut batch: Vec<Proposal>) {
         return;
     }
     let (cmds, dones): (Vec<Command>, Vec<oneshot::Sender<Outcome>>) = batch.into_iter().unzip();
-    match raft.client_write(Command::Batch(cmds)).await {
+    match raft.client_write(Command::Batch(Arc::new(cmds))).await {
         Ok(r) => {
             let index = r.log_id.index;
             let mut results = r.data.batch.into_iter();
@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn a_batch_applies_each_command_in_order_with_its_own_result() {
         let mut s = State::default();
-        let batch = Command::Batch(vec![
+        let batch = Command::Batch(std::sync::Arc::new(vec![
             submit("a", "r1"),
             submit("a", "r1"),
             submit("b", "r2"),
@@ -122,7 +122,7 @@ mod tests {
                 purge: false,
                 at_ms: 1,
             },
-        ]);
+        ]));
         let r = s.apply(7, &batch);
         assert_eq!(r.batch.len(), 4);
         assert!(r.batch[0].ok && r.batch[0].changed);

@@ -14,6 +14,7 @@
 //! On disk a peer keeps `raft.redb` (log, vote, committed pointer) and
 //! `snapshots/current.json` under its data directory.
 
+pub mod export;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

@@ -11,7 +11,7 @@ use crate::cluster::forward::{self, FORWARDED};
 use crate::cluster::peer::Peer;
 use crate::raft;
 use crate::state::acl::Permission;
-use crate::state::Command;
+use crate::state::{backup, Command};
 use drover_proto::pb::{self, cluster_server::Cluster};
 use openraft::{ChangeMembers, ServerState};
 use std::collections::BTreeSet;
@@ -27,7 +27,16 @@ pub struct ClusterApi {
     pub authority: Option<crate::pki::Authority>,
     /// What nodes told this peer (when it leads) of their trust.
     pub liveness: crate::controller::Liveness,
+    /// The key secrets are sealed with: a restored snapshot's secrets must
+    /// be sealed with it too.
+    pub secrets: std::sync::Arc<crate::secrets::SecretKey>,
 }
+
+/// Snapshot files travel in chunks of this size (gRPC messages stay small).
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+/// The largest snapshot file a restore takes (its command must fit in one
+/// Raft message).
+const SNAPSHOT_MAX: usize = 48 << 20;
 
 fn plaintext() -> Status {
     Status::failed_precondition(
@@ -408,6 +417,89 @@ impl Cluster for ClusterApi {
             "read the CA status",
         )?;
         Ok(Response::new(self.ca_status().await?))
+    }
+
+    type SnapshotSaveStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::SnapshotChunk, Status>>;
+
+    async fn snapshot_save(
+        &self,
+        req: Request<pb::SnapshotSaveRequest>,
+    ) -> Result<Response<Self::SnapshotSaveStream>, Status> {
+        super::access::check(&self.peer, &req, Permission::Admin, None, "save snapshots")?;
+        // Copied under the read lock (structure shared where it can be),
+        // encoded outside it: applying is held up for the copy only.
+        let (state, _) = self.peer.read(false, |s| s.clone()).await?;
+        let now = crate::clock::now_ms();
+        let file = tokio::task::spawn_blocking(move || backup::save(&state, now))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for chunk in file.chunks(SNAPSHOT_CHUNK) {
+                let chunk = pb::SnapshotChunk {
+                    data: chunk.to_vec(),
+                };
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
+    async fn snapshot_restore(
+        &self,
+        req: Request<tonic::Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::SnapshotRestoreResponse>, Status> {
+        super::access::check(
+            &self.peer,
+            &req,
+            Permission::Admin,
+            None,
+            "restore snapshots",
+        )?;
+        let mut chunks = req.into_inner();
+        let mut file = Vec::new();
+        while let Some(chunk) = chunks.message().await? {
+            file.extend_from_slice(&chunk.data);
+            if file.len() > SNAPSHOT_MAX {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot larger than {} MiB: too large to restore in one step",
+                    SNAPSHOT_MAX >> 20
+                )));
+            }
+        }
+        // Checked whole, and decoded, before anything changes.
+        let (header, state) = tokio::task::spawn_blocking(move || backup::open(&file))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::invalid_argument(format!("snapshot: {e}")))?;
+        if !state.secrets.is_empty() && state.secrets_key_id != self.secrets.id() {
+            return Err(Status::failed_precondition(format!(
+                "the snapshot's {} secrets are sealed with key {}, this cluster's is {}: restore into a cluster made with the same secrets.key (copy it beside the CA), or delete the secrets from the saved cluster first",
+                state.secrets.len(),
+                state.secrets_key_id,
+                self.secrets.id()
+            )));
+        }
+        let r = self
+            .peer
+            .write(Command::Restore {
+                restored: Box::new(backup::Restored::from_state(state)),
+                from_index: header.index,
+                at_ms: crate::clock::now_ms(),
+            })
+            .await?;
+        let r = r.accepted()?;
+        Ok(Response::new(pb::SnapshotRestoreResponse {
+            index: *self.peer.applied.borrow(),
+            from_index: header.index,
+            note: r.note,
+        }))
     }
 }
 

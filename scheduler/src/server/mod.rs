@@ -232,20 +232,23 @@ impl Scheduler {
                     node_timeout: config.node_timeout,
                     cluster_cidr: config.cluster_cidr.clone(),
                     authority: authority.clone(),
-                    secrets,
+                    secrets: secrets.clone(),
                 },
             ))
             .add_service(
                 pb::raft_service_server::RaftServiceServer::new(raft_svc)
                     .max_decoding_message_size(max),
             )
-            .add_service(pb::cluster_server::ClusterServer::new(
-                cluster_api::ClusterApi {
+            .add_service(
+                // A forwarded command may be a whole restored snapshot.
+                pb::cluster_server::ClusterServer::new(cluster_api::ClusterApi {
                     peer: peer.clone(),
                     authority,
                     liveness: liveness.clone(),
-                },
-            ));
+                    secrets,
+                })
+                .max_decoding_message_size(max),
+            );
         let mut stop_rx = stop.subscribe();
         let incoming = tls::incoming(listener, &security);
         if let Some(p) = &config.pki {

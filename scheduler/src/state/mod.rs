@@ -9,6 +9,7 @@
 
 pub mod acl;
 mod apply;
+pub mod backup;
 pub mod ca;
 mod model;
 mod refusal;
@@ -192,11 +193,24 @@ pub enum Command {
         new_subject: String,
         at_ms: i64,
     },
+    /// Put back a saved snapshot's desired state (`drover operator snapshot
+    /// restore`): its jobs, secrets, configs and ACL tokens replace this
+    /// cluster's; replicas that do not run a restored job's spec stop, and
+    /// the controller places the restored jobs (see `backup`).
+    Restore {
+        restored: Box<backup::Restored>,
+        /// The log index the snapshot was taken at (for the history).
+        from_index: u64,
+        at_ms: i64,
+    },
     /// Does nothing; used by tests and to commit a marker entry.
     Noop,
     /// Commands proposed concurrently, applied in order as one log entry:
     /// they share one append and one fsync (see `crate::cluster::batch`).
-    Batch(Vec<Command>),
+    /// Shared, not copied, when the entry is: openraft hands every reader
+    /// (each follower's replication, the state machine) its own copy of
+    /// an entry, and a batch holds up to 512 specs. Serialized as the list.
+    Batch(std::sync::Arc<Vec<Command>>),
 }
 
 impl Command {
@@ -223,8 +237,11 @@ impl Command {
             | Command::SetNodeSchedulable { at_ms, .. }
             | Command::RemoveNode { at_ms, .. }
             | Command::RotateCa { at_ms, .. }
-            | Command::AdvanceCaRotation { at_ms, .. } => *at_ms = now_ms,
-            Command::Batch(cmds) => cmds.iter_mut().for_each(|c| c.stamp(now_ms)),
+            | Command::AdvanceCaRotation { at_ms, .. }
+            | Command::Restore { at_ms, .. } => *at_ms = now_ms,
+            Command::Batch(cmds) => std::sync::Arc::make_mut(cmds)
+                .iter_mut()
+                .for_each(|c| c.stamp(now_ms)),
             Command::SetPendingReason { .. }
             | Command::PurgeJob { .. }
             | Command::SetRollout { .. }

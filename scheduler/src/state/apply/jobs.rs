@@ -188,4 +188,65 @@ impl State {
         self.allocations.retain(|_, a| a.job != name);
         CommandResult::ok(true)
     }
+
+    /// Puts back a saved snapshot's desired state (see `backup`). A replica
+    /// running now keeps running where the restored job still has its
+    /// version with the very same spec; every other stops (jobs the
+    /// snapshot lacks are stopped and purged), and the controller places
+    /// what the restored jobs need.
+    pub(super) fn restore(
+        &mut self,
+        r: &crate::state::backup::Restored,
+        at_ms: i64,
+    ) -> CommandResult {
+        let keeps = |a: &Allocation| {
+            let now = self.jobs.get(&a.job).and_then(|j| j.version(a.version));
+            let then = r.jobs.get(&a.job).and_then(|j| j.version(a.version));
+            matches!((now, then), (Some(n), Some(t)) if n.spec == t.spec)
+        };
+        let stop: Vec<String> = self
+            .allocations
+            .values()
+            .filter(|a| a.desired == Desired::Run && !keeps(a))
+            .map(|a| a.id.clone())
+            .collect();
+        let mut result = self.stop_allocations(&stop, "replaced by a restored snapshot", at_ms);
+        let gone: Vec<String> = self
+            .jobs
+            .keys()
+            .filter(|n| !r.jobs.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in &gone {
+            if let Some(job) = self.jobs.get_mut(name) {
+                job.stopped = true;
+                job.purge = true;
+                job.pending_reason = None;
+            }
+        }
+        for (name, job) in &r.jobs {
+            let mut job = job.clone();
+            // A rollout of the saved cluster's replicas does not go on
+            // here: the controller compares what runs with the current
+            // version afresh.
+            job.rollout = None;
+            job.pending_reason = None;
+            self.jobs.insert(name.clone(), job);
+        }
+        self.secrets = r.secrets.clone();
+        self.configs = r.configs.clone();
+        self.secrets_key_id = r.secrets_key_id.clone();
+        self.acl = r.acl.clone();
+        result.changed = true;
+        result.note = format!(
+            "restored {} jobs, {} secrets, {} configs, {} tokens; {} replicas replaced, {} jobs removed",
+            r.jobs.len(),
+            r.secrets.len(),
+            r.configs.len(),
+            r.acl.tokens.len(),
+            stop.len(),
+            gone.len()
+        );
+        result
+    }
 }

@@ -149,6 +149,9 @@ impl State {
                 reason,
                 at_ms,
             } => self.remove_node(name, reason, *at_ms),
+            Command::Restore {
+                restored, at_ms, ..
+            } => self.restore(restored, *at_ms),
             Command::AclBootstrap { token } => match self.acl.bootstrap(token.clone()) {
                 Ok(()) => CommandResult::ok(true),
                 Err(e) => CommandResult::refused(Refusal::Conflict(e)),
