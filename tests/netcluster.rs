@@ -91,6 +91,15 @@ impl NetCluster {
         );
     }
 
+    /// cluster.sh's directory for this cluster (pids, logs, state).
+    fn dir(&self) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "DROVER_CLUSTER_DIR")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| format!("/tmp/drover-cluster-{}", self.name))
+    }
+
     /// The address of scheduler peer `i` (1-based).
     pub fn peer_addr(&self, i: u32) -> String {
         format!("{}.{}:7400", self.net, 10 + i)
@@ -99,12 +108,7 @@ impl NetCluster {
     /// The pid of node `node`'s process (e.g. "s1"), from cluster.sh's
     /// directory for this cluster.
     pub fn pid(&self, node: &str) -> u32 {
-        let dir = self
-            .env
-            .iter()
-            .find(|(k, _)| k == "DROVER_CLUSTER_DIR")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| format!("/tmp/drover-cluster-{}", self.name));
+        let dir = self.dir();
         let path = format!("{dir}/{node}/pid");
         std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -175,12 +179,7 @@ impl NetCluster {
             let out = self.drover(args);
             eprintln!("drover {}:\n{}{}", args.join(" "), out.stdout, out.stderr);
         }
-        let dir = self
-            .env
-            .iter()
-            .find(|(k, _)| k == "DROVER_CLUSTER_DIR")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| format!("/tmp/drover-cluster-{}", self.name));
+        let dir = self.dir();
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
