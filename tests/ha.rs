@@ -33,27 +33,6 @@ fn two_sleepers(dir: &std::path::Path, images: &std::path::Path, name: &str) -> 
     p
 }
 
-/// Every allocation of the cluster as (id, pid, state), sorted.
-fn allocs(c: &NetCluster) -> Vec<(String, u64, String)> {
-    let out = c.drover(&["alloc", "ls", "-o", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-    let mut a: Vec<_> = v
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|a| {
-            (
-                a["id"].as_str().unwrap_or_default().to_string(),
-                a["pid"].as_u64().unwrap_or(0),
-                a["state"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    a.sort();
-    a
-}
-
 /// A job that needs no agent: with no nodes it simply stays pending.
 fn spec_file(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let p = dir.join(format!("{name}.yaml"));
@@ -563,7 +542,7 @@ fn agents_keep_their_containers_through_a_leader_change() {
     let first = spec("before");
     let out = c.drover(&["job", "run", "--timeout", "60s", first.to_str().unwrap()]);
     assert!(out.ok(), "job run: {}{}", out.stdout, out.stderr);
-    let before = allocs(&c);
+    let before = c.allocs();
     assert_eq!(before.len(), 2, "{before:?}");
     assert!(before
         .iter()
@@ -583,7 +562,7 @@ fn agents_keep_their_containers_through_a_leader_change() {
     let v: serde_json::Value = serde_json::from_str(&nodes.stdout).unwrap();
     assert_eq!(v[0]["status"], "ready", "{v}");
     assert_eq!(
-        allocs(&c),
+        c.allocs(),
         before,
         "the containers changed across the leader change"
     );
@@ -620,7 +599,7 @@ fn rotating_the_ca_of_three_peers_and_two_nodes_stops_nothing() {
         spec("steady").to_str().unwrap(),
     ]);
     assert!(out.ok(), "job run: {}{}", out.stdout, out.stderr);
-    let before = allocs(&c);
+    let before = c.allocs();
     assert_eq!(before.len(), 2, "{before:?}");
 
     // The CLI here holds copies of the CA and the admin credential (as an
@@ -635,7 +614,7 @@ fn rotating_the_ca_of_three_peers_and_two_nodes_stops_nothing() {
     ]);
     assert!(out.ok(), "rotate-ca: {}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("CA rotation done"), "{}", out.stdout);
-    assert_eq!(allocs(&c), before, "a container was stopped or replaced");
+    assert_eq!(c.allocs(), before, "a container was stopped or replaced");
 
     // Every peer answers over the new certificates, and after the leader
     // dies the others elect one and commit (new connections, new CA only).
@@ -666,7 +645,7 @@ fn rotating_the_ca_of_three_peers_and_two_nodes_stops_nothing() {
         out.stdout,
         out.stderr
     );
-    let after = allocs(&c);
+    let after = c.allocs();
     for a in &before {
         assert!(after.contains(a), "{a:?} changed: {after:?}");
     }

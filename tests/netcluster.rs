@@ -199,6 +199,27 @@ impl NetCluster {
         eprintln!("the nodes' logs are kept in {kept}");
     }
 
+    /// Every allocation of the cluster as (id, pid, state), sorted.
+    pub fn allocs(&self) -> Vec<(String, u64, String)> {
+        let out = self.drover(&["alloc", "ls", "-o", "json"]);
+        let v: Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+        let mut a: Vec<_> = v
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|a| {
+                (
+                    a["id"].as_str().unwrap_or_default().to_string(),
+                    a["pid"].as_u64().unwrap_or(0),
+                    a["state"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        a.sort();
+        a
+    }
+
     /// The names of the jobs replica `i` holds, read from it alone (stale).
     pub fn jobs_on(&self, i: u32) -> Option<Vec<(String, u64)>> {
         let out = self.drover_on(i, &["job", "ls", "--stale", "-o", "json"]);

@@ -6,7 +6,8 @@
 # Unit and property tests need nothing; the end-to-end and runtime tests need
 # root (namespaces, cgroups, overlayfs) and Debian's busybox-static, runc,
 # jq, iproute2, nftables, docker-registry, skopeo, umoci, apache2-utils (htpasswd),
-# systemd (systemd-analyze verify of the example units)
+# systemd (systemd-analyze verify of the example units), git (the upgrade
+# test builds the previous commit's binaries: tests/upgrade-base.sh)
 # and gcc with libc6-dev (a static probe), which are
 # installed when missing. Under CI=true a test that would skip
 # (e.g. not root) fails instead.
@@ -29,6 +30,8 @@ command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v umoci >/dev/null || need+=(umoci)
 # The systemd units in examples/systemd are checked with systemd-analyze.
 command -v systemd-analyze >/dev/null || need+=(systemd)
+# The rolling-upgrade test builds the previous commit from a git worktree.
+command -v git >/dev/null || need+=(git)
 # The runtime trust tests build a static C probe of system calls.
 command -v cc >/dev/null || need+=(gcc)
 [[ -e /usr/lib/$(uname -m)-linux-gnu/libc.a ]] || need+=(libc6-dev)
@@ -45,6 +48,10 @@ fi
 echo "== format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== the previous commit's binaries (the rolling-upgrade test starts from them)"
+tests/upgrade-base.sh >/dev/null ||
+  echo "no previous commit's binaries: the rolling-upgrade test cannot run" >&2
 
 echo "== build (the end-to-end tests run these binaries)"
 cargo build --workspace --bins --quiet

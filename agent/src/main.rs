@@ -250,6 +250,14 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
     if !preflight.ok() {
         anyhow::bail!(preflight.refusal("drover-agent"));
     }
+    // A newer release's state directory is refused before anything in it
+    // (its credentials included) is read; `Agent::start` records this one.
+    drover_proto::format::check(
+        &a.state_dir,
+        drover_agent::daemon::STATE_FORMAT,
+        drover_agent::daemon::STATE_VERSION,
+        &drover_agent::daemon::program(),
+    )?;
     let cpu_millis = a
         .cpu
         .map(|c| quantity::Cpu::parse(&c).map(|c| c.millis()))

@@ -337,7 +337,10 @@ pub enum ClusterCmd {
     ///
     /// Every peer is asked for its own status; one that does not answer
     /// shows as unreachable. --stale lists the membership as the peer
-    /// asked knows it, without the leader.
+    /// asked knows it, without the leader. SUPPORTS is the newest cluster
+    /// version a peer's release implements; the cluster runs at the
+    /// version every peer supports (during a rolling upgrade it moves up
+    /// after the last peer runs the new release).
     ///
     /// Examples:
     ///   drover cluster members

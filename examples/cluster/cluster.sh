@@ -7,6 +7,7 @@
 #   examples/cluster/cluster.sh status
 #   examples/cluster/cluster.sh kill s1          # kill -9 a node's process
 #   examples/cluster/cluster.sh restart s1       # start it again (same data)
+#   examples/cluster/cluster.sh upgrade s1 DIR   # restart it on DIR's binary; wait until it serves
 #   examples/cluster/cluster.sh partition s2     # cut it off the bridge (its link goes down)
 #   examples/cluster/cluster.sh isolate s1       # drop its traffic with the other replicas only
 #   examples/cluster/cluster.sh isolate a1 s2 s3 # drop its traffic with the nodes named
@@ -244,6 +245,43 @@ restart() {
   start "$1"
 }
 
+# Whether scheduler peer NODE answers and has applied within 1000 entries of
+# the furthest member (from `drover cluster members -o json`: one key per
+# line, each member an object).
+caught_up() {
+  DROVER_ADDR=$(sched_list) "$BIN/drover" cluster members -o json | awk -v want="${1#s}" '
+    /"id":/ { v = $2; gsub(/[^0-9]/, "", v); id = v }
+    /"role":/ { role = $2 }
+    /"applied_index":/ { v = $2; gsub(/[^0-9]/, "", v); at = v + 0 }
+    /}/ { if (id != "") { r[id] = role; a[id] = at; if (at > max) max = at } id = ""; role = ""; at = 0 }
+    END { exit !((r[want] ~ /leader|follower/) && a[want] + 1000 >= max) }'
+}
+registrations() { grep -c "registered with the scheduler" "$DIR/$1/log" 2>/dev/null || true; }
+registered_since() { (($(registrations "$1") > $2)); }
+
+# A rolling upgrade's step: stop NODE gently (SIGTERM: an agent leaves its
+# containers to their monitors), start the same command from DIR's binary,
+# and wait until it serves again: a scheduler peer until it has caught up,
+# an agent until it has registered and its node is ready.
+upgrade() {
+  local node=$1 to cmd exe before
+  [[ -e $DIR/$node/cmd ]] || die "no node $node"
+  to=$(cd "${2:?upgrade NODE DIR}" && pwd) || die "upgrade: no directory $2"
+  cmd=$(cat "$DIR/$node/cmd")
+  exe=$(basename "${cmd%% *}")
+  [[ -x $to/$exe ]] || die "upgrade: $to has no $exe"
+  before=$(registrations "$node")
+  echo "$to/$exe ${cmd#* }" >"$DIR/$node/cmd"
+  restart "$node"
+  if [[ $node == s* ]]; then
+    wait_until "$node to catch up" 60 caught_up "$node"
+  else
+    wait_until "$node to register again" 60 registered_since "$node" "$before"
+    wait_until "$node's node to be ready" 60 agents_ready
+  fi
+  echo "$node runs $to/$exe"
+}
+
 # The cgroups of every allocation an agent of this cluster ran: kill what is
 # left in them (after a kill -9 of an agent its containers live on), remove them.
 clean_cgroups() {
@@ -302,6 +340,7 @@ case $cmd in
   addr) sched_list; echo ;;
   kill) kill_node "${1:?kill NODE}" ;;
   restart) restart "${1:?restart NODE}" ;;
+  upgrade) need_bin; upgrade "${1:?upgrade NODE DIR}" "${2:?upgrade NODE DIR}" ;;
   partition) ip link set "$(ns "${1:?partition NODE}")" down ;;
   isolate) isolate "${@:?isolate NODE [NODE...]}" ;;
   silence) silence "${1:?silence NODE}" ;;

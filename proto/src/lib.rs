@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod fencing;
+pub mod format;
 pub mod pki;
 /// Reads the machine through a few libc calls (euid, statvfs, adjtimex).
 #[allow(unsafe_code)]

@@ -223,6 +223,14 @@ async fn main() -> anyhow::Result<()> {
     if !preflight.ok() {
         anyhow::bail!(preflight.refusal("drover-scheduler"));
     }
+    // A newer release's data dir is refused before anything in it (its
+    // credentials included) is read or made; opening the log records this one.
+    drover_proto::format::check(
+        &a.data_dir,
+        drover_scheduler::raft::DATA_FORMAT,
+        drover_scheduler::raft::DATA_VERSION,
+        &drover_scheduler::raft::program(),
+    )?;
     let pki_dir = a.pki_dir.clone().unwrap_or_else(|| a.data_dir.join("pki"));
     let pki = if a.insecure_plaintext {
         tracing::warn!("--insecure-plaintext: no TLS, no authorization; anyone who reaches the port controls the cluster");

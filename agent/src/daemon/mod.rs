@@ -208,6 +208,21 @@ pub enum DaemonError {
     NoScheduler,
     #[error(transparent)]
     StateDir(#[from] crate::leftovers::LeftoverError),
+    #[error(transparent)]
+    Format(#[from] drover_proto::format::FormatError),
+}
+
+/// What an agent's state directory is, for its format marker
+/// (`drover_proto::format`).
+pub const STATE_FORMAT: &str = "drover-agent-state";
+/// The layout of the state directory this build reads and writes: bundles
+/// with their monitors' `monitor.json`, logs, images, addresses (`ipam`),
+/// routes and credentials (`pki`).
+pub const STATE_VERSION: u32 = 1;
+
+/// Who records the marker: this program and release.
+pub fn program() -> String {
+    format!("drover-agent {}", env!("CARGO_PKG_VERSION"))
 }
 
 /// The address this host reaches the first of `schedulers` from (the
@@ -558,6 +573,14 @@ impl Agent {
         }
         // One agent per state dir; the lock also tells others we are alive.
         let lock = crate::leftovers::StateLock::acquire(&config.state_dir)?;
+        // Before reading what it holds: a newer release's state is refused
+        // (the containers it started keep running under their monitors).
+        drover_proto::format::check_and_record(
+            &config.state_dir,
+            STATE_FORMAT,
+            STATE_VERSION,
+            &program(),
+        )?;
         // After the lock: only this agent frees this state dir's id ranges.
         let id_ranges =
             userns::IdRanges::open(std::path::Path::new(userns::REGISTRY), &config.state_dir)

@@ -226,12 +226,26 @@ fn member(m: &pb::MemberStatus, leader: u64) -> Value {
         "id": m.id, "address": m.address, "role": m.role, "voter": m.voter,
         "applied_index": m.applied_index, "last_log_index": m.last_log_index,
         "snapshot_index": m.snapshot_index, "purged_index": m.purged_index, "term": m.term, "leader": m.id == leader,
+        "supports_version": supports(m), "release": m.release,
     })
+}
+
+/// The newest cluster version a member implements (a release from before
+/// versions reports none: it implements 1).
+fn supports(m: &pb::MemberStatus) -> Option<u32> {
+    (m.role != "unreachable").then_some(m.supports_version.max(1))
+}
+
+/// The version the cluster runs at (a leader from before versions reports
+/// none: 1).
+fn cluster_version(r: &pb::MembersResponse) -> u32 {
+    r.cluster_version.max(1)
 }
 
 fn print_members(format: Format, r: &pb::MembersResponse) {
     let v = json!({
         "leader_id": r.leader_id,
+        "cluster_version": cluster_version(r),
         "members": r.members.iter().map(|m| member(m, r.leader_id)).collect::<Vec<_>>(),
         "read": output::read(&r.read),
     });
@@ -249,12 +263,25 @@ fn print_members(format: Format, r: &pb::MembersResponse) {
                     if m.voter { "voter" } else { "learner" }.to_string(),
                     num(m.applied_index),
                     num(m.term),
+                    supports(m).map_or("-".into(), |v| v.to_string()),
                 ]
             })
             .collect();
+        let runs = cluster_version(r);
+        let behind = r
+            .members
+            .iter()
+            .filter_map(supports)
+            .filter(|v| *v > runs)
+            .min()
+            .map(|next| format!(" (moves to {next} once every member supports it)"))
+            .unwrap_or_default();
         table(
-            &["ID", "ADDRESS", "ROLE", "MEMBER", "APPLIED", "TERM"],
+            &[
+                "ID", "ADDRESS", "ROLE", "MEMBER", "APPLIED", "TERM", "SUPPORTS",
+            ],
             &rows,
-        ) + &output::stale_note(&r.read)
+        ) + &format!("cluster version {runs}{behind}\n")
+            + &output::stale_note(&r.read)
     });
 }

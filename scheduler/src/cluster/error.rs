@@ -38,6 +38,10 @@ pub enum PeerError {
     Encode(serde_json::Error),
     #[error("decoding a command result: {0}")]
     Decode(serde_json::Error),
+    /// The command is newer than the cluster's version (a rolling upgrade
+    /// is under way): see `crate::state::version`.
+    #[error(transparent)]
+    TooOld(#[from] crate::state::version::TooOld),
 }
 
 fn not_leader(leader: &str) -> String {
@@ -55,7 +59,8 @@ impl PeerError {
             PeerError::CommitTimeout { .. }
             | PeerError::BadAddress { .. }
             | PeerError::Encode(_)
-            | PeerError::Decode(_) => false,
+            | PeerError::Decode(_)
+            | PeerError::TooOld(_) => false,
             PeerError::Remote(s) => {
                 matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Cancelled)
             }

@@ -57,6 +57,9 @@ impl Peer {
     /// Proposes a command and waits until it is committed (and, on the
     /// leader, applied). A follower forwards it to the leader.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, PeerError> {
+        // Here too, not only on the leader: a leader of an older release
+        // could not even read it.
+        self.gate(&cmd)?;
         if !self.follow_leader {
             return self.write_here(cmd).await.map(|(_, r)| r);
         }
@@ -75,6 +78,7 @@ impl Peer {
     /// Proposes a command on this peer only; fails unless it leads.
     /// Returns the log index it committed at and what applying it answered.
     pub async fn write_here(&self, mut cmd: Command) -> Result<(u64, CommandResult), PeerError> {
+        self.gate(&cmd)?;
         cmd.stamp(crate::clock::now_ms());
         let proposed = tokio::select! {
             r = tokio::time::timeout(COMMIT_TIMEOUT, self.batcher.propose(cmd)) => r,
@@ -87,6 +91,24 @@ impl Peer {
             Ok(None) => Err(PeerError::ShuttingDown),
             Ok(Some(Ok(committed))) => Ok(committed),
             Ok(Some(Err(e))) => Err(raft::write_error(e).into()),
+        }
+    }
+
+    /// Refuses a command the cluster's version does not have yet (see
+    /// `crate::state::version`).
+    fn gate(&self, cmd: &Command) -> Result<(), PeerError> {
+        // Every cluster has version 1: no lock on the write path for that.
+        if cmd.needs_version() <= crate::state::version::BASE {
+            return Ok(());
+        }
+        Ok(crate::state::version::gate(cmd, self.cluster_version())?)
+    }
+
+    /// The version the cluster runs at, as this peer has applied it.
+    pub fn cluster_version(&self) -> u32 {
+        match self.state.read() {
+            Ok(s) => s.cluster_version(),
+            Err(p) => p.into_inner().cluster_version(),
         }
     }
 

@@ -11,6 +11,7 @@
 //! see it in the replicated state.
 
 mod liveness;
+mod version;
 
 pub use liveness::{node_transitions, Liveness};
 
@@ -20,6 +21,10 @@ use crate::reconcile::{reconcile, Plan};
 use crate::state::{Command, NodeStatus};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
+
+/// How often a leader whose cluster runs below this release's version asks
+/// the members whether they all support it now.
+const VERSION_EVERY: Duration = Duration::from_secs(2);
 
 pub struct Controller {
     pub peer: Peer,
@@ -38,6 +43,8 @@ impl Controller {
         // walks the state) never takes more than half the time, and the
         // changes that arrive meanwhile are planned for in one pass.
         let mut rest = Duration::ZERO;
+        // When this leader last asked the members what they support.
+        let mut versions_asked: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = stop.recv() => return,
@@ -71,6 +78,12 @@ impl Controller {
                 tracing::debug!(error = %e, "controller step failed; retrying");
             }
             rest = started.elapsed();
+            if versions_asked.is_none_or(|t| t.elapsed() >= VERSION_EVERY) {
+                versions_asked = Some(Instant::now());
+                if let Err(e) = version::raise(&self.peer).await {
+                    tracing::debug!(error = %e, "raising the cluster version failed; retrying");
+                }
+            }
         }
     }
 

@@ -40,6 +40,13 @@ pub async fn export(dir: &Path, include_uncommitted: bool) -> anyhow::Result<Exp
             log_path.display()
         );
     }
+    // Read only: a newer release's directory is refused, and left as is.
+    drover_proto::format::check(
+        dir,
+        super::DATA_FORMAT,
+        super::DATA_VERSION,
+        &super::program(),
+    )?;
     let state = Arc::new(RwLock::new(State::default()));
     let (tx, _rx) = watch::channel(0);
     let mut sm = StateMachine::open(&dir.join("snapshots"), state.clone(), tx)?;

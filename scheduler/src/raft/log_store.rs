@@ -63,7 +63,10 @@ pub enum LogStoreError {
     /// Boxed: some redb errors are large and every storage call returns this.
     #[error("raft log database: {0}")]
     Redb(Box<redb::Error>),
-    #[error("raft log entry {what} does not decode: {source}")]
+    #[error(
+        "raft log entry {what} does not decode: {source}{}",
+        newer_hint(source)
+    )]
     Decode {
         what: String,
         source: serde_json::Error,
@@ -77,6 +80,16 @@ pub enum LogStoreError {
     Join(#[from] tokio::task::JoinError),
     #[error("raft log writer: {0}")]
     Writer(String),
+}
+
+/// A command this release does not know reads as an unknown variant: say
+/// what that most likely means.
+fn newer_hint(e: &serde_json::Error) -> &'static str {
+    if e.to_string().contains("unknown variant") {
+        " (a command of a newer release: run that release or newer on this peer)"
+    } else {
+        ""
+    }
 }
 
 macro_rules! from_redb {

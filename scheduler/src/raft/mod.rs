@@ -12,7 +12,9 @@
 //! (waking on the applied index) through a [`RaftHandle`].
 //!
 //! On disk a peer keeps `raft.redb` (log, vote, committed pointer) and
-//! `snapshots/current.json` under its data directory.
+//! `snapshots/current.json` under its data directory, with a format marker
+//! (`drover-format.json`, see `drover_proto::format`) that a release newer
+//! than this one's layout makes this one refuse.
 
 pub mod export;
 pub mod log_store;
@@ -72,6 +74,20 @@ pub enum Error {
     },
     #[error("opening raft storage: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Format(#[from] drover_proto::format::FormatError),
+}
+
+/// What a scheduler's data directory is, for its format marker
+/// (`drover_proto::format`).
+pub const DATA_FORMAT: &str = "drover-scheduler-data";
+/// The layout of the data directory this build reads and writes: the log
+/// in `raft.redb` (entries as JSON), `snapshots/current.json`.
+pub const DATA_VERSION: u32 = 1;
+
+/// Who records the marker: this program and release.
+pub fn program() -> String {
+    format!("drover-scheduler {}", env!("CARGO_PKG_VERSION"))
 }
 
 fn describe_leader(id: Option<NodeId>, addr: Option<&str>) -> String {
@@ -217,6 +233,8 @@ pub async fn open(id: NodeId, dir: &Path, options: RaftOptions) -> Result<RaftHa
                 },
             )?;
         }
+        // Before reading anything: a newer release's directory is refused.
+        drover_proto::format::check_and_record(&dir, DATA_FORMAT, DATA_VERSION, &program())?;
         let log_store = LogStore::open(&dir.join("raft.redb"))?;
         let sm = StateMachine::open(&dir.join("snapshots"), sm_state, applied_tx)?;
         Ok::<_, Error>((log_store, sm))

@@ -62,6 +62,8 @@ pub enum StateMachineError {
     },
     #[error("state lock poisoned: a previous apply panicked")]
     Poisoned,
+    #[error(transparent)]
+    TooNew(#[from] crate::state::version::TooNew),
     #[error("snapshot blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -202,6 +204,8 @@ impl StateMachine {
     }
 
     fn restore(&mut self, payload: SnapshotPayload<State>) -> Result<(), StateMachineError> {
+        // Before taking it: a newer cluster's state is refused whole.
+        crate::state::version::too_new(&payload.state)?;
         *self
             .state
             .write()
@@ -294,7 +298,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for entry in entries {
                 let result = match entry.payload {
                     EntryPayload::Blank => CommandResult::default(),
-                    EntryPayload::Normal(cmd) => state.apply(entry.log_id.index, &cmd),
+                    EntryPayload::Normal(cmd) => {
+                        let r = state.apply(entry.log_id.index, &cmd);
+                        // The cluster moved past what this build implements
+                        // (it was added to a newer cluster, or downgraded):
+                        // stop here rather than misapply what follows.
+                        if let Err(e) = crate::state::version::too_new(&state) {
+                            tracing::error!(error = %e, "stopping: this release cannot apply the log");
+                            return Err(StateMachineError::from(e)
+                                .into_storage(ErrorSubject::StateMachine, ErrorVerb::Write));
+                        }
+                        r
+                    }
                     EntryPayload::Membership(m) => {
                         self.membership = StoredMembership::new(Some(entry.log_id), m);
                         CommandResult::default()
@@ -347,6 +362,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         let bytes = snapshot.into_inner();
         let payload = decode_payload(&meta.snapshot_id, &bytes).map_err(err)?;
+        // Before it replaces this peer's own snapshot on disk.
+        crate::state::version::too_new(&payload.state).map_err(|e| err(e.into()))?;
         if payload.last_applied != meta.last_log_id {
             return Err(err(StateMachineError::Mismatch {
                 snapshot_id: meta.snapshot_id.clone(),

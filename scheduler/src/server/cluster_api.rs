@@ -95,7 +95,35 @@ impl ClusterApi {
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
             purged_index: m.purged.map_or(0, |l| l.index),
             in_touch,
+            supports_version: crate::state::version::SUPPORTED,
+            release: env!("CARGO_PKG_VERSION").to_string(),
         }
+    }
+
+    /// Refuses a new peer at `addr` whose release does not implement the
+    /// version the cluster runs at: it could not apply the log. (One that
+    /// does not answer yet is let in: it says what it supports later, and
+    /// refuses to apply what it cannot.)
+    async fn refuse_older_release(&self, addr: &str) -> Result<(), Status> {
+        let runs = self.peer.cluster_version();
+        let Ok(mut c) = self.peer.forwarder.cluster(addr) else {
+            return Ok(());
+        };
+        let mut req = Request::new(pb::LocalStatusRequest {});
+        req.set_timeout(STATUS_TIMEOUT);
+        let Ok(Ok(s)) = tokio::time::timeout(STATUS_TIMEOUT, c.local_status(req)).await else {
+            return Ok(());
+        };
+        let supports = s
+            .get_ref()
+            .supports_version
+            .max(crate::state::version::BASE);
+        if supports < runs {
+            return Err(Status::failed_precondition(format!(
+                "the peer at {addr} runs a release that implements cluster version {supports}, and this cluster runs at {runs}: run a release of this cluster's version or newer on it"
+            )));
+        }
+        Ok(())
     }
 
     /// Every member of this peer's membership with its own status.
@@ -141,13 +169,14 @@ impl ClusterApi {
         let members = futures::future::join_all(asks).await;
         let leader_id = self.peer.metrics().borrow().current_leader.unwrap_or(0);
         let applied = *self.peer.applied.borrow();
-        let (_, read) = self
+        let (cluster_version, read) = self
             .peer
-            .read(true, |_| ())
+            .read(true, |s| s.cluster_version())
             .await
-            .unwrap_or(((), pb::ReadInfo::default()));
+            .unwrap_or((0, pb::ReadInfo::default()));
         pb::MembersResponse {
             members,
+            cluster_version,
             leader_id,
             read: Some(pb::ReadInfo {
                 stale,
@@ -227,6 +256,7 @@ impl Cluster for ClusterApi {
                                 req.id
                             )));
                         }
+                        self.refuse_older_release(&req.address).await?;
                         tracing::info!(id = req.id, addr = %req.address, "adding a peer");
                         raft::add_voter(&self.peer.raft, req.id, &req.address)
                             .await

@@ -14,6 +14,7 @@ impl From<PeerError> for Status {
             PeerError::BadAddress { .. } | PeerError::Encode(_) | PeerError::Decode(_) => {
                 Status::internal(message)
             }
+            PeerError::TooOld(_) => Status::failed_precondition(message),
             PeerError::NotLeader { leader } => {
                 let mut s = Status::unavailable(message);
                 // Where the leader is, for clients that go there next.

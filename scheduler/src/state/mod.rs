@@ -14,6 +14,7 @@ pub mod ca;
 mod model;
 mod refusal;
 pub mod subnet;
+pub mod version;
 
 pub use model::*;
 pub use refusal::Refusal;
@@ -203,6 +204,9 @@ pub enum Command {
         from_index: u64,
         at_ms: i64,
     },
+    /// Every member supports cluster version `version`: the cluster runs at
+    /// it from now on (see `version`). Only ever raises the version.
+    SetClusterVersion { version: u32 },
     /// Does nothing; used by tests and to commit a marker entry.
     Noop,
     /// Commands proposed concurrently, applied in order as one log entry:
@@ -248,6 +252,7 @@ impl Command {
             | Command::AclBootstrap { .. }
             | Command::CreateAclToken { .. }
             | Command::RevokeAclToken { .. }
+            | Command::SetClusterVersion { .. }
             | Command::Noop => {}
         }
     }

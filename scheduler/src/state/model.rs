@@ -41,6 +41,10 @@ pub struct State {
     /// The id of the key every secret is sealed with (set by the first).
     #[serde(default)]
     pub secrets_key_id: String,
+    /// The version the cluster runs at (see `super::version`); 0 in state
+    /// from before versions were recorded, which runs at 1.
+    #[serde(default)]
+    pub cluster_version: u32,
 }
 
 /// A secret or a config, as the replicated state keeps it.

@@ -174,3 +174,71 @@ async fn installed_snapshot_replaces_state_and_persists() {
     );
     assert_eq!(*state.read().unwrap(), *leader_state.read().unwrap());
 }
+
+/// A state at a cluster version this build does not implement (a newer
+/// release's, after a downgrade): applying stops at the entry that
+/// raised it, and a snapshot of it is refused on open and on install.
+#[tokio::test]
+async fn a_newer_cluster_version_stops_this_build_instead_of_misapplying() {
+    use crate::state::version::SUPPORTED;
+    let newer = |index| Entry {
+        log_id: log_id(1, 1, index),
+        payload: EntryPayload::Normal(Command::SetClusterVersion {
+            version: SUPPORTED + 1,
+        }),
+    };
+    let dir = TempDir::new().unwrap();
+    {
+        let (mut sm, _, _) = open_sm(&dir);
+        sm.apply([noop(1, 1)]).await.unwrap();
+        let e = sm.apply([newer(2), noop(1, 3)]).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("implements up to {SUPPORTED}")),
+            "{e}"
+        );
+        assert_eq!(
+            sm.last_applied(),
+            Some(log_id(1, 1, 1)),
+            "nothing after it applied"
+        );
+    }
+
+    // A newer release's snapshot: written as that release would.
+    let newer_dir = TempDir::new().unwrap();
+    let snap = {
+        let state = State {
+            cluster_version: SUPPORTED + 1,
+            ..State::default()
+        };
+        let (tx, _rx) = watch::channel(0);
+        let mut sm = StateMachine::open(
+            &newer_dir.path().join("snapshots"),
+            Arc::new(RwLock::new(state)),
+            tx,
+        )
+        .unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap()
+    };
+    let (tx, _rx) = watch::channel(0);
+    let e =
+        StateMachine::open(&newer_dir.path().join("snapshots"), Arc::default(), tx).unwrap_err();
+    assert!(
+        e.to_string().contains("a newer release wrote this state"),
+        "{e}"
+    );
+    let other = TempDir::new().unwrap();
+    let (mut sm, state, _) = open_sm(&other);
+    let mut buf = sm.begin_receiving_snapshot().await.unwrap();
+    *buf = (*snap.snapshot).clone();
+    assert!(sm.install_snapshot(&snap.meta, buf).await.is_err());
+    assert_eq!(
+        *state.read().unwrap(),
+        State::default(),
+        "the refused snapshot was taken"
+    );
+}

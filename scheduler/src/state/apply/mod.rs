@@ -223,6 +223,17 @@ impl State {
                     "the CA rotation is not in that phase any more".into(),
                 )),
             },
+            Command::SetClusterVersion { version } => {
+                let runs = self.cluster_version();
+                if *version < runs {
+                    CommandResult::refused(Refusal::Conflict(format!(
+                        "the cluster runs at version {runs}: its version never goes back (to {version})"
+                    )))
+                } else {
+                    self.cluster_version = *version;
+                    CommandResult::ok(*version != runs)
+                }
+            }
             Command::Noop => CommandResult::ok(false),
             Command::Batch(cmds) => CommandResult {
                 ok: true,

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds the previous commit's binaries (drover, drover-scheduler,
+# drover-agent) for the rolling-upgrade test (tests/upgrade.rs), from a git
+# worktree, into target/upgrade-base/COMMIT/, and records that directory in
+# target/upgrade-base/current. Built once per commit.
+#
+#   tests/upgrade-base.sh                  # the commit before HEAD
+#   DROVER_UPGRADE_FROM=v0.1.0 tests/upgrade-base.sh
+#
+# The build shares target/ with this checkout (dependencies are built once):
+# it overwrites target/debug's binaries, so it removes them afterwards, and
+# the next `cargo build` makes this checkout's again (the end-to-end tests
+# refuse to start without them rather than run the old ones).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+# (A checkout owned by another user is still read.)
+g() { git -c safe.directory="*" -C "$ROOT" "$@"; }
+from=${DROVER_UPGRADE_FROM:-HEAD~1}
+commit=$(g rev-parse --verify --quiet "$from^{commit}") ||
+  { echo "upgrade-base: no commit $from in this checkout's history" >&2; exit 1; }
+out=$ROOT/target/upgrade-base/$commit
+bins=(drover drover-scheduler drover-agent)
+have() { for b in "${bins[@]}"; do [[ -x $out/$b ]] || return 1; done; }
+if ! have; then
+  echo "building the upgrade test's previous release: $(g log -1 --format='%h %s' "$commit" | cut -c1-72)"
+  wt=$(mktemp -d /tmp/drover-upgrade-base.XXXXXX)
+  trap 'g worktree remove --force "$wt" >/dev/null 2>&1 || rm -rf "$wt"; g worktree prune' EXIT
+  g worktree add --quiet --detach "$wt" "$commit"
+  (cd "$wt" && CARGO_TARGET_DIR=$ROOT/target cargo build --quiet --bins -p drover-ctl -p drover-scheduler -p drover-agent)
+  mkdir -p "$out"
+  for b in "${bins[@]}"; do
+    cp "$ROOT/target/debug/$b" "$out/$b"
+    rm -f "$ROOT/target/debug/$b"
+  done
+fi
+echo "$out" >"$ROOT/target/upgrade-base/current"
+echo "$out"
