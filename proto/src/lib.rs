@@ -16,6 +16,9 @@ pub mod preflight;
 pub mod quantity;
 pub mod snapshot;
 pub mod spec;
+/// Lowers a thread's priority through libc (setpriority).
+#[allow(unsafe_code)]
+pub mod thread;
 
 /// Generated protobuf and tonic code for `drover.v1`.
 pub mod pb {

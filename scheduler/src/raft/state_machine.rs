@@ -62,6 +62,8 @@ pub enum StateMachineError {
     },
     #[error("state lock poisoned: a previous apply panicked")]
     Poisoned,
+    #[error("the thread writing the snapshot ended without an answer (it panicked)")]
+    SnapshotThread,
     #[error(transparent)]
     TooNew(#[from] crate::state::version::TooNew),
     #[error("snapshot blocking task failed: {0}")]
@@ -254,15 +256,32 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let snapshots = self.snapshots.clone();
         let encoding = std::time::Instant::now();
         // Encoding a large state and fsyncing are both too slow for a
-        // runtime worker.
-        let bytes = tokio::task::spawn_blocking(move || {
-            let bytes = serde_json::to_vec(&payload).map_err(StateMachineError::Encode)?;
-            snapshots.persist(payload.last_applied, &bytes)?;
-            Ok::<_, StateMachineError>(bytes)
-        })
-        .await
-        .map_err(|e| err(e.into()))?
-        .map_err(err)?;
+        // runtime worker; on a thread of its own at a lower priority, so
+        // that on a busy machine the peer keeps answering its leader and
+        // clients first (a snapshot can wait; a heartbeat cannot).
+        let (done, encoded) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("drover-snapshot".into())
+            .spawn(move || {
+                drover_proto::thread::lower_priority();
+                let r = serde_json::to_vec(&payload)
+                    .map_err(StateMachineError::Encode)
+                    .and_then(|bytes| {
+                        snapshots.persist(payload.last_applied, &bytes)?;
+                        Ok(bytes)
+                    });
+                let _ = done.send(r);
+            })
+            .map_err(|source| {
+                err(StateMachineError::Io {
+                    path: self.snapshots.dir.clone(),
+                    source,
+                })
+            })?;
+        let bytes = encoded
+            .await
+            .map_err(|_| err(StateMachineError::SnapshotThread))?
+            .map_err(err)?;
         tracing::info!(
             index = self.meta.last_log_id.map_or(0, |l| l.index),
             bytes = bytes.len(),

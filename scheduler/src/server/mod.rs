@@ -119,7 +119,7 @@ impl Scheduler {
         let client_tls = tls::ClientTls::from_security(&security, SCHEDULER_NAME);
         let opts = raft::RaftOptions {
             tls: client_tls.clone(),
-            snapshot_every: config.snapshot_every,
+            snapshot_every: staggered(config.snapshot_every, config.id),
             heartbeat_interval: config.cluster.heartbeat,
             election_timeout_min: config.cluster.election_timeout,
             election_timeout_max: config.cluster.election_timeout * 2,
@@ -352,4 +352,12 @@ async fn follow_ca(pki: crate::pki::Pki, peer: Peer, mut stop: broadcast::Receiv
             _ = stop.recv() => return,
         }
     }
+}
+
+/// Peer `id`'s snapshot interval: `every` plus an eighth of it per id
+/// (mod 4), so that peers which apply the same log do not all serialise
+/// their state at the same moment (measured: three 37 MB snapshots at
+/// once on 2 cores coincided with an election under full load).
+fn staggered(every: u64, id: u64) -> u64 {
+    every + every / 8 * (id % 4)
 }
