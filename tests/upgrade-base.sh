@@ -7,10 +7,10 @@
 #   tests/upgrade-base.sh                  # the commit before HEAD
 #   DROVER_UPGRADE_FROM=v0.1.0 tests/upgrade-base.sh
 #
-# The build shares target/ with this checkout (dependencies are built once):
-# it overwrites target/debug's binaries, so it removes them afterwards, and
-# the next `cargo build` makes this checkout's again (the end-to-end tests
-# refuse to start without them rather than run the old ones).
+# The build has a target directory of its own (target/upgrade-base/cargo):
+# sharing this checkout's would let the two trees' crates overwrite each
+# other's builds under the same names, and cargo, which judges freshness by
+# modification times, would then link stale ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -27,12 +27,9 @@ if ! have; then
   wt=$(mktemp -d /tmp/drover-upgrade-base.XXXXXX)
   trap 'g worktree remove --force "$wt" >/dev/null 2>&1 || rm -rf "$wt"; g worktree prune' EXIT
   g worktree add --quiet --detach "$wt" "$commit"
-  (cd "$wt" && CARGO_TARGET_DIR=$ROOT/target cargo build --quiet --bins -p drover-ctl -p drover-scheduler -p drover-agent)
+  (cd "$wt" && CARGO_TARGET_DIR=$ROOT/target/upgrade-base/cargo cargo build --quiet --bins -p drover-ctl -p drover-scheduler -p drover-agent)
   mkdir -p "$out"
-  for b in "${bins[@]}"; do
-    cp "$ROOT/target/debug/$b" "$out/$b"
-    rm -f "$ROOT/target/debug/$b"
-  done
+  for b in "${bins[@]}"; do cp "$ROOT/target/upgrade-base/cargo/debug/$b" "$out/$b"; done
 fi
 echo "$out" >"$ROOT/target/upgrade-base/current"
 echo "$out"
