@@ -19,20 +19,6 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A job of two sleeping replicas (toolbox) named `name`, written to `dir`.
-fn two_sleepers(dir: &std::path::Path, images: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let p = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &p,
-        format!(
-            "name: {name}\nreplicas: 2\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '1000']\nresources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n",
-            images.display()
-        ),
-    )
-    .unwrap();
-    p
-}
-
 /// A job that needs no agent: with no nodes it simply stays pending.
 fn spec_file(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let p = dir.join(format!("{name}.yaml"));

@@ -574,3 +574,21 @@ pub fn running_containers() -> std::collections::BTreeSet<String> {
     }
     out
 }
+
+/// A job of two sleeping replicas (toolbox) named `name`, written to `dir`.
+pub fn two_sleepers(
+    dir: &std::path::Path,
+    images: &std::path::Path,
+    name: &str,
+) -> std::path::PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name: {name}\nreplicas: 2\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '1000']\nresources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n",
+            images.display()
+        ),
+    )
+    .unwrap();
+    p
+}

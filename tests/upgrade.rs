@@ -71,16 +71,7 @@ fn a_rolling_upgrade_from_the_previous_commit_fails_no_write_and_restarts_nothin
         &[("DROVER_BIN", old.to_str().unwrap())],
     );
     let dir = tempfile::tempdir().unwrap();
-    let steady = dir.path().join("steady.yaml");
-    std::fs::write(
-        &steady,
-        format!(
-            "name: steady\nreplicas: 2\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '1000']\n\
-             resources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n",
-            images.display()
-        ),
-    )
-    .unwrap();
+    let steady = two_sleepers(dir.path(), &images, "steady");
     let out = c.drover(&["job", "run", "--timeout", "60s", steady.to_str().unwrap()]);
     assert!(out.ok(), "job run: {}{}", out.stdout, out.stderr);
     let before = c.allocs();
@@ -229,6 +220,22 @@ fn newer_marker(dir: &std::path::Path, format: &str) {
     .unwrap();
 }
 
+/// `drover-agent run` on the state dir `state` (with a scheduler that is
+/// never reached): whether it ran, and what it said.
+fn agent_on(state: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(bin_dir().join("drover-agent"))
+        .args(["run", "--name", "upgrade-refused"])
+        .args(["--scheduler", "127.0.0.1:1"])
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn a_newer_releases_data_is_refused_at_start_and_left_alone() {
     let test = "a_newer_releases_data_is_refused_at_start_and_left_alone";
@@ -260,20 +267,8 @@ fn a_newer_releases_data_is_refused_at_start_and_left_alone() {
 
     let state = dir.path().join("agent");
     newer_marker(&state, "drover-agent-state");
-    let out = std::process::Command::new(bin.join("drover-agent"))
-        .args([
-            "run",
-            "--name",
-            "upgrade-refused",
-            "--scheduler",
-            "127.0.0.1:1",
-        ])
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a newer state dir was used: {err}");
+    let (ok, err) = agent_on(&state);
+    assert!(!ok, "a newer state dir was used: {err}");
     assert!(
         err.contains("written by a newer Drover (drover 99.0.0"),
         "{err}"
@@ -283,19 +278,7 @@ fn a_newer_releases_data_is_refused_at_start_and_left_alone() {
         "the refused dir was written to"
     );
     // A scheduler's data dir is not an agent's.
-    let out = std::process::Command::new(bin.join("drover-agent"))
-        .args([
-            "run",
-            "--name",
-            "upgrade-refused",
-            "--scheduler",
-            "127.0.0.1:1",
-        ])
-        .arg("--state-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_, err) = agent_on(&data);
     assert!(
         err.contains("drover-scheduler-data directory, not a drover-agent-state one"),
         "{err}"

@@ -86,8 +86,18 @@ pub fn read(dir: &Path) -> Result<Option<Marker>, FormatError> {
 /// version the directory is in (a missing marker is version 1). Does not
 /// write: see [`record`].
 pub fn check(dir: &Path, format: &str, supported: u32, program: &str) -> Result<u32, FormatError> {
+    Ok(checked(dir, format, supported, program)?.map_or(1, |m| m.version))
+}
+
+/// [`check`], answering the marker itself.
+fn checked(
+    dir: &Path,
+    format: &str,
+    supported: u32,
+    program: &str,
+) -> Result<Option<Marker>, FormatError> {
     let Some(m) = read(dir)? else {
-        return Ok(1);
+        return Ok(None);
     };
     if m.format != format {
         return Err(FormatError::OtherKind {
@@ -110,7 +120,7 @@ pub fn check(dir: &Path, format: &str, supported: u32, program: &str) -> Result<
             program: program.to_owned(),
         });
     }
-    Ok(m.version)
+    Ok(Some(m))
 }
 
 /// Records that `dir` is a `format` directory at `version`, written by
@@ -150,15 +160,14 @@ pub fn check_and_record(
     supported: u32,
     program: &str,
 ) -> Result<u32, FormatError> {
-    let found = check(dir, format, supported, program)?;
-    let current = read(dir)?;
-    let up_to_date = current
+    let found = checked(dir, format, supported, program)?;
+    let up_to_date = found
         .as_ref()
         .is_some_and(|m| m.version == supported && m.written_by == program);
     if !up_to_date {
         record(dir, format, supported, program)?;
     }
-    Ok(found)
+    Ok(found.map_or(1, |m| m.version))
 }
 
 #[cfg(test)]

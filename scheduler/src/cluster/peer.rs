@@ -25,6 +25,9 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// heard from a leader to count as in touch.
 pub const CUT_OFF: Duration = Duration::from_secs(1);
 
+/// How long a peer has to answer what it says of itself.
+pub const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+
 #[derive(Clone)]
 pub struct Peer {
     pub id: u64,
@@ -198,6 +201,16 @@ impl Peer {
                 };
             }
         }
+    }
+
+    /// What the peer at `addr` says of itself (`LocalStatus`), or `None`
+    /// if it does not answer within [`STATUS_TIMEOUT`].
+    pub async fn status_of(&self, addr: &str) -> Option<pb::MemberStatus> {
+        let mut c = self.forwarder.cluster(addr).ok()?;
+        let mut req = tonic::Request::new(pb::LocalStatusRequest {});
+        req.set_timeout(STATUS_TIMEOUT);
+        let answer = tokio::time::timeout(STATUS_TIMEOUT, c.local_status(req)).await;
+        Some(answer.ok()?.ok()?.into_inner())
     }
 
     pub fn is_leader(&self) -> bool {

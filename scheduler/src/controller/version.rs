@@ -6,11 +6,6 @@
 use crate::cluster::{Peer, PeerError};
 use crate::state::version::{BASE, SUPPORTED};
 use crate::state::Command;
-use drover_proto::pb;
-use std::time::Duration;
-
-/// How long a member has to say what it supports.
-const ASK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The newest version every member of the membership (voters and
 /// learners) supports, or `None` if one of them did not answer: a member
@@ -29,14 +24,7 @@ pub async fn every_member_supports(peer: &Peer) -> Option<u32> {
         if id == peer.id {
             return Some(SUPPORTED);
         }
-        let mut c = peer.forwarder.cluster(&addr).ok()?;
-        let mut req = tonic::Request::new(pb::LocalStatusRequest {});
-        req.set_timeout(ASK_TIMEOUT);
-        let s = tokio::time::timeout(ASK_TIMEOUT, c.local_status(req))
-            .await
-            .ok()?
-            .ok()?
-            .into_inner();
+        let s = peer.status_of(&addr).await?;
         // A release from before versions answers 0.
         Some(s.supports_version.max(BASE))
     });

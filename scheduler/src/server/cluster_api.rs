@@ -18,9 +18,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
-/// How long `members` waits for each peer's own status.
-const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
-
 pub struct ClusterApi {
     pub peer: Peer,
     /// The cluster CA (signs join tokens); `None` on a plaintext cluster.
@@ -106,18 +103,10 @@ impl ClusterApi {
     /// refuses to apply what it cannot.)
     async fn refuse_older_release(&self, addr: &str) -> Result<(), Status> {
         let runs = self.peer.cluster_version();
-        let Ok(mut c) = self.peer.forwarder.cluster(addr) else {
+        let Some(s) = self.peer.status_of(addr).await else {
             return Ok(());
         };
-        let mut req = Request::new(pb::LocalStatusRequest {});
-        req.set_timeout(STATUS_TIMEOUT);
-        let Ok(Ok(s)) = tokio::time::timeout(STATUS_TIMEOUT, c.local_status(req)).await else {
-            return Ok(());
-        };
-        let supports = s
-            .get_ref()
-            .supports_version
-            .max(crate::state::version::BASE);
+        let supports = s.supports_version.max(crate::state::version::BASE);
         if supports < runs {
             return Err(Status::failed_precondition(format!(
                 "the peer at {addr} runs a release that implements cluster version {supports}, and this cluster runs at {runs}: run a release of this cluster's version or newer on it"
@@ -152,17 +141,9 @@ impl ClusterApi {
                     voter,
                     ..Default::default()
                 };
-                let Ok(mut c) = self.peer.forwarder.cluster(&addr) else {
-                    return unreachable;
-                };
-                let mut req = Request::new(pb::LocalStatusRequest {});
-                req.set_timeout(STATUS_TIMEOUT);
-                match tokio::time::timeout(STATUS_TIMEOUT, c.local_status(req)).await {
-                    Ok(Ok(s)) => pb::MemberStatus {
-                        voter,
-                        ..s.into_inner()
-                    },
-                    _ => unreachable,
+                match self.peer.status_of(&addr).await {
+                    Some(s) => pb::MemberStatus { voter, ..s },
+                    None => unreachable,
                 }
             }
         });
