@@ -470,6 +470,74 @@ fn a_peer_added_after_many_writes_catches_up_through_a_snapshot() {
 }
 
 #[test]
+fn a_snapshot_too_large_for_one_log_entry_restores_through_three_peers() {
+    if !require_root("a_snapshot_too_large_for_one_log_entry_restores_through_three_peers") {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let c = NetCluster::up("harest", 16, 3, 0, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    // 12 jobs of 200KiB each: one 2.4MB log entry would not reach the
+    // followers within the heartbeat interval; some five parts do.
+    let big = "x".repeat(200 << 10);
+    let write_spec = |name: &str, image: &str| {
+        let p = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &p,
+            format!("name: {name}\nimage: {image}\nenv: {{BIG: {big}}}\nresources: {{cpu: 10m, memory: 16Mi}}\n"),
+        )
+        .unwrap();
+        p
+    };
+    let names: Vec<String> = (0..12).map(|i| format!("big-{i}")).collect();
+    for n in &names {
+        let p = write_spec(n, "oci:/nowhere:latest");
+        let out = c.drover(&["job", "run", "-d", p.to_str().unwrap()]);
+        assert!(out.ok(), "job run {n}: {}", out.stderr);
+    }
+    let snap = dir.path().join("big.snap");
+    let out = c.drover(&["operator", "snapshot", "save", snap.to_str().unwrap()]);
+    assert!(
+        out.ok() && out.stdout.contains("12 jobs"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    // After the save: big-0 gets a second version, and a job is added.
+    for (name, image) in [
+        ("big-0", "oci:/nowhere:v2"),
+        ("extra", "oci:/nowhere:latest"),
+    ] {
+        let p = write_spec(name, image);
+        let out = c.drover(&["job", "run", "-d", p.to_str().unwrap()]);
+        assert!(out.ok(), "job run {name}: {}", out.stderr);
+    }
+
+    let out = c.drover(&["operator", "snapshot", "restore", snap.to_str().unwrap()]);
+    assert!(out.ok(), "restore: {}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("restored 12 jobs") && out.stdout.contains("log entries)"),
+        "{}",
+        out.stdout
+    );
+    // Every peer holds the saved jobs at their saved versions, and only them.
+    let want: Vec<(String, u64)> = names.iter().map(|n| (n.clone(), 1)).collect();
+    let mut want = want;
+    want.sort();
+    for i in 1..=3 {
+        wait_for(
+            &format!("peer {i} to hold the restored jobs"),
+            Duration::from_secs(30),
+            || {
+                let mut jobs = c.jobs_on(i)?;
+                jobs.sort();
+                (jobs == want).then_some(())
+            },
+        );
+    }
+}
+
+#[test]
 fn a_peer_killed_at_any_moment_restarts_intact_and_rejoins() {
     if !require_root("a_peer_killed_at_any_moment_restarts_intact_and_rejoins") {
         return;

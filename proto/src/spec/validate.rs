@@ -10,6 +10,10 @@ const MAX_CPU_MILLIS: u64 = 1_024_000;
 const MIN_MEMORY: u64 = 4 << 20;
 const MAX_MEMORY: u64 = 1 << 40;
 const MAX_GRACE_MS: u64 = 3_600_000;
+/// The largest spec, as JSON. A spec travels in one Raft log entry, which
+/// must reach every replica within the heartbeat interval; larger data
+/// belongs in a config (`drover config create`), which holds up to 256Ki.
+pub const MAX_SPEC_BYTES: usize = 256 << 10;
 
 struct Errors(Vec<FieldError>);
 
@@ -125,6 +129,15 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         spec.network == super::Network::Host,
     ) {
         e.add(path, rule);
+    }
+    let size = serde_json::to_vec(spec).map_or(0, |b| b.len());
+    if size > MAX_SPEC_BYTES {
+        e.add(
+            "spec",
+            format!(
+                "{size} bytes as JSON is more than the maximum of {MAX_SPEC_BYTES} (256Ki): keep large data in a config (drover config create) instead of env, command or args"
+            ),
+        );
     }
     if e.0.is_empty() {
         Ok(())
@@ -796,6 +809,18 @@ mod tests {
             "workdir: \"tmp\" must be an absolute path"
         );
         assert!(errors("env: {A_B: x}\ncommand: [/bin/sh]\nargs: []\nworkdir: /tmp\n").is_empty());
+    }
+
+    #[test]
+    fn a_spec_larger_than_one_log_entry_should_be_is_refused() {
+        let big = "x".repeat(MAX_SPEC_BYTES);
+        let e = one(&format!("env: {{BIG: {big}}}\n"));
+        assert!(
+            e.starts_with("spec: ") && e.contains("more than the maximum of 262144"),
+            "{e}"
+        );
+        let fits = "x".repeat(MAX_SPEC_BYTES / 2);
+        assert!(errors(&format!("env: {{BIG: {fits}}}\n")).is_empty());
     }
 
     #[test]

@@ -26,6 +26,13 @@ use tokio::sync::broadcast;
 /// the members whether they all support it now.
 const VERSION_EVERY: Duration = Duration::from_secs(2);
 
+/// The most placements, and stops, in one log entry: a pass may place a
+/// whole restored cluster's replicas, and one log entry must reach the
+/// followers within the heartbeat interval (a placement is some 500 bytes
+/// of JSON, a stop some 40).
+const PLACE_PER_ENTRY: usize = 512;
+const STOP_PER_ENTRY: usize = 4096;
+
 pub struct Controller {
     pub peer: Peer,
     pub liveness: Liveness,
@@ -212,18 +219,27 @@ impl Controller {
                 by_reason.entry(reason).or_default().push(id);
             }
             for (reason, ids) in by_reason {
-                self.peer
-                    .write(Command::StopAllocations { ids, reason, at_ms })
-                    .await?;
+                for ids in ids.chunks(STOP_PER_ENTRY) {
+                    self.peer
+                        .write(Command::StopAllocations {
+                            ids: ids.to_vec(),
+                            reason: reason.clone(),
+                            at_ms,
+                        })
+                        .await?;
+                }
             }
         }
-        if !plan.place.is_empty() {
+        let mut place = plan.place;
+        while !place.is_empty() {
+            let rest = place.split_off(place.len().min(PLACE_PER_ENTRY));
             self.peer
                 .write(Command::PlaceAllocations {
-                    allocations: plan.place,
+                    allocations: place,
                     at_ms,
                 })
                 .await?;
+            place = rest;
         }
         for (job, reason) in plan.pending {
             self.peer

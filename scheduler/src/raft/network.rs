@@ -24,7 +24,8 @@ use drover_proto::pb::raft_service_server::{RaftService, RaftServiceServer};
 use drover_proto::pb::RaftPayload;
 use drover_proto::pki::tls::ClientTls;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -42,6 +43,11 @@ use super::types::{Node, NodeId, Raft, TypeConfig};
 /// The largest Raft message accepted or sent: an append batch or a snapshot
 /// chunk. tonic's default of 4 MiB is too small for a large batch.
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// The most bytes of entries in one append: encoding, sending, decoding and
+/// persisting a MiB of JSON takes some 20ms here, well inside the heartbeat
+/// interval that openraft gives an append.
+const MAX_APPEND_BYTES: usize = 1 << 20;
 
 /// How long to wait for a TCP connection to a peer before calling it
 /// unreachable; short, because a dead peer must not hold up elections.
@@ -168,8 +174,20 @@ impl Connection {
         Resp: DeserializeOwned,
         E: StdError + DeserializeOwned,
     {
-        let data = serde_json::to_vec(req)
-            .map_err(|source| NetworkError::new(&TransportError::Encode { rpc, source }))?;
+        self.send(rpc, encode(rpc, req)?, option).await
+    }
+
+    /// Send one encoded RPC and decode the remote `Raft`'s answer.
+    async fn send<Resp, E>(
+        &self,
+        rpc: RPCTypes,
+        data: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Node, E>>
+    where
+        Resp: DeserializeOwned,
+        E: StdError + DeserializeOwned,
+    {
         let mut client = self.client().map_err(|e| Unreachable::new(&e))?;
         let ttl = option.hard_ttl();
         let mut request = Request::new(RaftPayload { data });
@@ -233,7 +251,19 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.call(RPCTypes::AppendEntries, &rpc, &option).await
+        let rpc_type = RPCTypes::AppendEntries;
+        let data = encode(rpc_type, &rpc)?;
+        if let Some(fewer) = fewer_entries(rpc.entries.len(), data.len()) {
+            tracing::debug!(
+                target = self.target,
+                entries = rpc.entries.len(),
+                bytes = data.len(),
+                fewer,
+                "append too large for one heartbeat interval; asking for fewer entries"
+            );
+            return Err(PayloadTooLarge::new_entries_hint(fewer).into());
+        }
+        self.send(rpc_type, data, &option).await
     }
 
     async fn install_snapshot(
@@ -254,6 +284,24 @@ impl RaftNetwork<TypeConfig> for Connection {
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
         self.call(RPCTypes::Vote, &rpc, &option).await
     }
+}
+
+fn encode<Req: Serialize>(rpc: RPCTypes, req: &Req) -> Result<Vec<u8>, NetworkError> {
+    serde_json::to_vec(req)
+        .map_err(|source| NetworkError::new(&TransportError::Encode { rpc, source }))
+}
+
+/// When an append of `entries` encodes to `bytes`, more than a follower can
+/// take within the heartbeat interval (openraft's deadline for an append,
+/// after which it sends the same entries again, and more): how many
+/// entries to send at a time instead. `None` when it may go as it is; one
+/// entry always may (no single entry is that large: see `RESTORE_PART_BYTES`).
+fn fewer_entries(entries: usize, bytes: usize) -> Option<u64> {
+    if entries <= 1 || bytes <= MAX_APPEND_BYTES {
+        return None;
+    }
+    let fit = entries.saturating_mul(MAX_APPEND_BYTES) / bytes;
+    Some(u64::try_from(fit.clamp(1, entries - 1)).unwrap_or(1))
 }
 
 /// What a follower last heard from its leader: the leader's commit index and
@@ -347,5 +395,27 @@ impl RaftService for RaftServer {
         let rpc = RPCTypes::InstallSnapshot;
         let req: InstallSnapshotRequest<TypeConfig> = decode_request(rpc, request)?;
         encode_answer(rpc, &self.raft.install_snapshot(req).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_append_too_large_for_the_deadline_asks_for_fewer_entries() {
+        assert_eq!(fewer_entries(300, MAX_APPEND_BYTES), None);
+        assert_eq!(
+            fewer_entries(1, 40 * MAX_APPEND_BYTES),
+            None,
+            "one always goes"
+        );
+        assert_eq!(fewer_entries(300, 3 * MAX_APPEND_BYTES), Some(100));
+        assert_eq!(fewer_entries(2, 40 * MAX_APPEND_BYTES), Some(1));
+        assert_eq!(
+            fewer_entries(10, MAX_APPEND_BYTES + 1),
+            Some(9),
+            "always fewer"
+        );
     }
 }

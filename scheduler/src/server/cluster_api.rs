@@ -31,9 +31,14 @@ pub struct ClusterApi {
 
 /// Snapshot files travel in chunks of this size (gRPC messages stay small).
 const SNAPSHOT_CHUNK: usize = 1 << 20;
-/// The largest snapshot file a restore takes (its command must fit in one
-/// Raft message).
-const SNAPSHOT_MAX: usize = 48 << 20;
+/// The largest snapshot file a restore takes (it is held in memory whole).
+const SNAPSHOT_MAX: usize = 256 << 20;
+
+/// About how much of a restore goes in one log entry: every entry must be
+/// encoded, sent, decoded and made durable on a follower within openraft's
+/// heartbeat interval (its AppendEntries deadline), or it is never
+/// replicated. Half a MiB of JSON takes a few milliseconds.
+const RESTORE_PART_BYTES: usize = 512 << 10;
 
 fn plaintext() -> Status {
     Status::failed_precondition(
@@ -497,14 +502,23 @@ impl Cluster for ClusterApi {
                 self.secrets.id()
             )));
         }
-        let r = self
-            .peer
-            .write(Command::Restore {
-                restored: Box::new(backup::Restored::from_state(state)),
-                from_index: header.index,
-                at_ms: crate::clock::now_ms(),
-            })
-            .await?;
+        let parts = tokio::task::spawn_blocking(move || {
+            backup::Restored::from_state(state).split(RESTORE_PART_BYTES)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let r = if parts.len() == 1 {
+            let restored = parts.into_iter().next().map(Box::new).unwrap_or_default();
+            self.peer
+                .write(Command::Restore {
+                    restored,
+                    from_index: header.index,
+                    at_ms: crate::clock::now_ms(),
+                })
+                .await?
+        } else {
+            self.restore_in_parts(parts, header.index).await?
+        };
         let r = r.accepted()?;
         Ok(Response::new(pb::SnapshotRestoreResponse {
             index: *self.peer.applied.borrow(),
@@ -515,6 +529,49 @@ impl Cluster for ClusterApi {
 }
 
 impl ClusterApi {
+    /// Restores `parts` (of one snapshot taken at `from_index`) one log
+    /// entry each, in order; the last part's result is the restore's. A
+    /// part refused (another restore began meanwhile) ends it.
+    async fn restore_in_parts(
+        &self,
+        parts: Vec<backup::Restored>,
+        from_index: u64,
+    ) -> Result<crate::state::CommandResult, Status> {
+        let (runs, _) = self
+            .peer
+            .read(false, crate::state::State::cluster_version)
+            .await?;
+        if runs < crate::state::version::RESTORE_IN_PARTS {
+            return Err(Status::failed_precondition(format!(
+                "this snapshot needs {} log entries to restore, and the cluster runs at version {runs}, before restores in parts (version {}): finish upgrading every scheduler replica first",
+                parts.len(),
+                crate::state::version::RESTORE_IN_PARTS
+            )));
+        }
+        let restore = format!("{from_index}-{}-{}", self.peer.id, crate::clock::now_ms());
+        let count = u32::try_from(parts.len())
+            .map_err(|_| Status::invalid_argument("snapshot too large: too many parts"))?;
+        let mut last = crate::state::CommandResult::default();
+        for (part, restored) in (0..count).zip(parts) {
+            last = self
+                .peer
+                .write(Command::RestorePart {
+                    restore: restore.clone(),
+                    part,
+                    parts: count,
+                    restored: Box::new(restored),
+                    from_index,
+                    at_ms: crate::clock::now_ms(),
+                })
+                .await?;
+            if !last.ok {
+                return Ok(last);
+            }
+        }
+        last.note = format!("{} (in {count} log entries)", last.note);
+        Ok(last)
+    }
+
     /// The rotation as the (linearizable) state says; what it waits for
     /// only the leader knows, so a follower asks it.
     async fn ca_status(&self) -> Result<pb::CaStatus, Status> {

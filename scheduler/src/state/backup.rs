@@ -55,6 +55,50 @@ impl Restored {
             acl: s.acl,
         }
     }
+
+    /// This restore in parts of about `part_bytes` of JSON each: the first
+    /// carries the secrets, configs and tokens, and every part some jobs
+    /// (a job is never split). One part when it all fits.
+    pub fn split(self, part_bytes: usize) -> Vec<Restored> {
+        let Restored {
+            jobs,
+            secrets,
+            configs,
+            secrets_key_id,
+            acl,
+        } = self;
+        let mut parts = vec![Restored {
+            jobs: BTreeMap::new(),
+            secrets,
+            configs,
+            secrets_key_id,
+            acl,
+        }];
+        let mut bytes = serde_json::to_vec(&parts[0]).map_or(0, |b| b.len());
+        for (name, job) in jobs {
+            let size = serde_json::to_vec(&job).map_or(0, |b| b.len()) + name.len();
+            let last = parts.last().expect("one part");
+            if bytes + size > part_bytes && !last.jobs.is_empty() {
+                parts.push(Restored::default());
+                bytes = 0;
+            }
+            bytes += size;
+            parts.last_mut().expect("one part").jobs.insert(name, job);
+        }
+        parts
+    }
+}
+
+/// The parts of a restore applied so far (`Command::RestorePart`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Staged {
+    /// Which restore the parts belong to.
+    pub restore: String,
+    /// The part expected next, and how many there are.
+    pub next: u32,
+    pub parts: u32,
+    /// The parts so far, merged.
+    pub restored: Restored,
 }
 
 #[cfg(test)]
@@ -115,5 +159,119 @@ mod tests {
             "a job the snapshot lacks goes"
         );
         assert!(r.note.contains("restored 2 jobs"), "{}", r.note);
+    }
+
+    fn part(restore: &str, part: u32, parts: u32, restored: &Restored) -> Command {
+        Command::RestorePart {
+            restore: restore.into(),
+            part,
+            parts,
+            restored: Box::new(restored.clone()),
+            from_index: 7,
+            at_ms: 9,
+        }
+    }
+
+    #[test]
+    fn a_large_restore_splits_into_parts_that_hold_every_job_once() {
+        let mut saved = State::default();
+        for i in 0..50 {
+            submit(&mut saved, i + 1, &format!("job-{i:02}"), "oci:/x:latest");
+        }
+        saved.secrets_key_id = "k1".into();
+        let whole = Restored::from_state(saved);
+        let one_job = serde_json::to_vec(&whole.jobs["job-00"]).unwrap().len();
+        let parts = whole.clone().split(one_job * 10);
+        assert!(parts.len() >= 5, "{} parts", parts.len());
+        assert_eq!(parts[0].secrets_key_id, "k1", "part 0 carries the rest");
+        assert!(parts[1..].iter().all(|p| p.secrets_key_id.is_empty()));
+        for p in &parts {
+            assert!(!p.jobs.is_empty());
+            let size = serde_json::to_vec(p).unwrap().len();
+            assert!(size <= one_job * 12, "a part of {size} bytes");
+        }
+        let mut names: Vec<&String> = parts.iter().flat_map(|p| p.jobs.keys()).collect();
+        names.sort();
+        assert_eq!(names, whole.jobs.keys().collect::<Vec<_>>());
+        assert_eq!(whole.clone().split(usize::MAX), vec![whole]);
+    }
+
+    #[test]
+    fn restore_parts_stay_out_of_sight_until_the_last_then_restore_the_whole() {
+        let mut saved = State::default();
+        for i in 0..6 {
+            submit(&mut saved, i + 1, &format!("job-{i}"), "oci:/x:latest");
+        }
+        let whole = Restored::from_state(saved.clone());
+        let one_job = serde_json::to_vec(&whole.jobs["job-0"]).unwrap().len();
+        let parts = whole.split(one_job * 2);
+        let n = u32::try_from(parts.len()).unwrap();
+        assert!(n >= 3, "{n} parts");
+
+        let mut s = State::default();
+        submit(&mut s, 1, "old", "oci:/x:latest");
+        for (i, p) in parts.iter().enumerate().take(parts.len() - 1) {
+            let r = s.apply(10 + i as u64, &part("r1", i as u32, n, p));
+            assert!(r.ok, "{r:?}");
+            assert!(
+                r.note.contains(&format!("staged part {}", i + 1)),
+                "{}",
+                r.note
+            );
+            assert_eq!(
+                s.jobs.keys().collect::<Vec<_>>(),
+                vec!["old"],
+                "nothing restored before the last part"
+            );
+        }
+        // The staging survives a snapshot of the state.
+        let mut s: State = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        let r = s.apply(20, &part("r1", n - 1, n, &parts[parts.len() - 1]));
+        assert!(r.ok && r.changed, "{r:?}");
+        assert!(r.note.contains("restored 6 jobs"), "{}", r.note);
+        for (name, job) in &saved.jobs {
+            assert_eq!(s.jobs[name].versions, job.versions, "{name}");
+        }
+        assert!(s.jobs["old"].stopped, "a job the snapshot lacks goes");
+        assert_eq!(s.restoring, None);
+    }
+
+    #[test]
+    fn a_restore_part_out_of_order_is_refused_and_a_newer_restore_takes_over() {
+        let mut saved = State::default();
+        for i in 0..4 {
+            submit(&mut saved, i + 1, &format!("job-{i}"), "oci:/x:latest");
+        }
+        let whole = Restored::from_state(saved);
+        let one_job = serde_json::to_vec(&whole.jobs["job-0"]).unwrap().len();
+        let parts = whole.split(one_job);
+        assert_eq!(parts.len(), 4);
+
+        let mut s = State::default();
+        // A part 1 with no part 0 before it.
+        let r = s.apply(1, &part("a", 1, 4, &parts[1]));
+        assert!(
+            !r.ok && r.error.as_deref().unwrap_or("").contains("out of order"),
+            "{r:?}"
+        );
+        assert!(s.apply(2, &part("a", 0, 4, &parts[0])).ok);
+        // Restore b begins: a's next part is refused, b goes on.
+        assert!(s.apply(3, &part("b", 0, 4, &parts[0])).ok);
+        let r = s.apply(4, &part("a", 1, 4, &parts[1]));
+        assert!(!r.ok, "{r:?}");
+        let r = s.apply(5, &part("b", 1, 4, &parts[1]));
+        assert!(r.ok, "{r:?}");
+        // A repeated part, and a part past the count.
+        assert!(!s.apply(6, &part("b", 1, 4, &parts[1])).ok);
+        let r = s.apply(7, &part("b", 4, 4, &parts[1]));
+        assert!(
+            !r.ok && r.error.as_deref().unwrap_or("").contains("count from 0"),
+            "{r:?}"
+        );
+        assert!(s.apply(8, &part("b", 2, 4, &parts[2])).ok);
+        assert!(s.jobs.is_empty());
+        let r = s.apply(9, &part("b", 3, 4, &parts[3]));
+        assert!(r.ok && r.note.contains("restored 4 jobs"), "{r:?}");
+        assert_eq!(s.jobs.len(), 4);
     }
 }

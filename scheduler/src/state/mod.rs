@@ -204,6 +204,20 @@ pub enum Command {
         from_index: u64,
         at_ms: i64,
     },
+    /// One part of a restore too large for one log entry (a log entry must
+    /// reach the followers within the heartbeat interval): parts `0..parts`
+    /// of one `restore` are staged in order, out of sight of every reader,
+    /// and the last puts the whole back as `Restore` does. Part 0 carries
+    /// the secrets, configs and tokens; every part some of the jobs. A part
+    /// 0 drops whatever another restore had staged. Needs cluster version 3.
+    RestorePart {
+        restore: String,
+        part: u32,
+        parts: u32,
+        restored: Box<backup::Restored>,
+        from_index: u64,
+        at_ms: i64,
+    },
     /// Every member supports cluster version `version`: the cluster runs at
     /// it from now on (see `version`). Only ever raises the version.
     SetClusterVersion { version: u32 },
@@ -242,7 +256,8 @@ impl Command {
             | Command::RemoveNode { at_ms, .. }
             | Command::RotateCa { at_ms, .. }
             | Command::AdvanceCaRotation { at_ms, .. }
-            | Command::Restore { at_ms, .. } => *at_ms = now_ms,
+            | Command::Restore { at_ms, .. }
+            | Command::RestorePart { at_ms, .. } => *at_ms = now_ms,
             Command::Batch(cmds) => std::sync::Arc::make_mut(cmds)
                 .iter_mut()
                 .for_each(|c| c.stamp(now_ms)),

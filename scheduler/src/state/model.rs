@@ -45,6 +45,9 @@ pub struct State {
     /// from before versions were recorded, which runs at 1.
     #[serde(default)]
     pub cluster_version: u32,
+    /// The parts of a restore staged so far (see `Command::RestorePart`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restoring: Option<super::backup::Staged>,
 }
 
 /// A secret or a config, as the replicated state keeps it.

@@ -17,11 +17,16 @@
 //! - 1: every command up to `Restore` (the releases before versions were
 //!   recorded; a member that does not report a version runs this).
 //! - 2: versions are recorded: `SetClusterVersion`; members report theirs.
+//! - 3: `RestorePart`: a restore too large for one log entry goes in parts.
 
 use super::{Command, State};
 
 /// The newest cluster version this build implements.
-pub const SUPPORTED: u32 = 2;
+pub const SUPPORTED: u32 = 3;
+
+/// The cluster version that brought `Command::RestorePart` (a restore too
+/// large for one log entry, put back in parts).
+pub const RESTORE_IN_PARTS: u32 = 3;
 
 /// The version every cluster has: state from before versions were
 /// recorded runs at it, and a member that reports none supports it.
@@ -38,6 +43,7 @@ impl Command {
                 .map(Command::needs_version)
                 .max()
                 .unwrap_or(BASE),
+            Command::RestorePart { .. } => RESTORE_IN_PARTS,
             _ => BASE,
         }
     }
@@ -122,17 +128,26 @@ mod tests {
     #[test]
     fn a_command_newer_than_the_cluster_is_not_proposed() {
         assert!(gate(&Command::Noop, 1).is_ok());
-        // Nothing in this release needs more than 1 (version 2 adds only the
-        // version itself); a later command's gate reads like this:
-        let e = TooOld { needs: 3, runs: 2 }.to_string();
+        let part = Command::RestorePart {
+            restore: "r".into(),
+            part: 0,
+            parts: 2,
+            restored: Box::default(),
+            from_index: 1,
+            at_ms: 0,
+        };
+        let e = gate(&part, 2).unwrap_err().to_string();
         assert!(
             e.contains("needs cluster version 3") && e.contains("runs at version 2"),
             "{e}"
         );
+        assert!(gate(&part, 3).is_ok());
         let batch = Command::Batch(std::sync::Arc::new(vec![
             Command::Noop,
             Command::SetClusterVersion { version: 2 },
         ]));
         assert_eq!(batch.needs_version(), 1);
+        let batch = Command::Batch(std::sync::Arc::new(vec![Command::Noop, part]));
+        assert_eq!(batch.needs_version(), 3);
     }
 }

@@ -194,6 +194,60 @@ impl State {
     /// version with the very same spec; every other stops (jobs the
     /// snapshot lacks are stopped and purged), and the controller places
     /// what the restored jobs need.
+    /// Stages one part of a restore; the last part restores them all.
+    pub(super) fn restore_part(
+        &mut self,
+        restore: &str,
+        part: u32,
+        parts: u32,
+        piece: &crate::state::backup::Restored,
+        at_ms: i64,
+    ) -> CommandResult {
+        if part >= parts {
+            return CommandResult::refused(Refusal::Invalid(format!(
+                "restore part {part} of {parts}: parts count from 0"
+            )));
+        }
+        if part == 0 {
+            // A new restore drops one that never finished.
+            self.restoring = Some(crate::state::backup::Staged {
+                restore: restore.to_owned(),
+                next: 0,
+                parts,
+                restored: crate::state::backup::Restored {
+                    jobs: Default::default(),
+                    ..piece.clone()
+                },
+            });
+        }
+        let Some(staged) = self
+            .restoring
+            .as_mut()
+            .filter(|s| s.restore == restore && s.next == part && s.parts == parts)
+        else {
+            return CommandResult::refused(Refusal::Conflict(format!(
+                "restore {restore:?} part {part} of {parts} is out of order: another restore began since its first part, or this restore already ended; nothing of it was applied, start it again"
+            )));
+        };
+        staged
+            .restored
+            .jobs
+            .extend(piece.jobs.iter().map(|(n, j)| (n.clone(), j.clone())));
+        staged.next += 1;
+        if staged.next < parts {
+            return CommandResult {
+                note: format!("staged part {} of {parts} of restore {restore:?}", part + 1),
+                ..CommandResult::ok(true)
+            };
+        }
+        let whole = self
+            .restoring
+            .take()
+            .map(|s| s.restored)
+            .unwrap_or_default();
+        self.restore(&whole, at_ms)
+    }
+
     pub(super) fn restore(
         &mut self,
         r: &crate::state::backup::Restored,

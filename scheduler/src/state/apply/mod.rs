@@ -152,6 +152,14 @@ impl State {
             Command::Restore {
                 restored, at_ms, ..
             } => self.restore(restored, *at_ms),
+            Command::RestorePart {
+                restore,
+                part,
+                parts,
+                restored,
+                at_ms,
+                ..
+            } => self.restore_part(restore, *part, *parts, restored, *at_ms),
             Command::AclBootstrap { token } => match self.acl.bootstrap(token.clone()) {
                 Ok(()) => CommandResult::ok(true),
                 Err(e) => CommandResult::refused(Refusal::Conflict(e)),
