@@ -42,12 +42,12 @@ pub struct Args {
     /// Measure only these groups, comma-separated, and print them (the
     /// README is written only by a whole run): runtime, attach, dev (job run,
     /// rollout, mesh, the demo's traffic), memory, swarm, node-loss,
-    /// failover, faults, commit, writes, soak, handshake, pull.
+    /// failover, faults, commit, writes, soak, handshake, snapshot, pull.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }
 
-const GROUPS: [&str; 13] = [
+const GROUPS: [&str; 14] = [
     "runtime",
     "attach",
     "dev",
@@ -60,6 +60,7 @@ const GROUPS: [&str; 13] = [
     "writes",
     "soak",
     "handshake",
+    "snapshot",
     "pull",
 ];
 
@@ -815,6 +816,30 @@ pub async fn command(a: Args) -> Result<i32> {
             Err(e) => e.clone(),
         },
         "goal: ≤ +5 ms",
+    ));
+
+    let snapshot = sel
+        .attempt(
+            "snapshot",
+            "drover: snapshot save and restore of 10,000 jobs",
+            crate::snapshot::report(10_000, 5),
+        )
+        .await;
+    rows.push(row(
+        "`operator snapshot save` of 10,000 jobs (1,000 with two versions), 3 peers, TLS; then `restore` into a fresh 3-peer cluster",
+        match &snapshot {
+            Ok(r) => format!(
+                "save {} median of 5 (max {}), {:.1} MiB; restore {}: {} jobs back, {} lost",
+                s(r.save.median()),
+                s(r.save.max()),
+                r.bytes as f64 / f64::from(1 << 20),
+                s(r.restore),
+                thousands(r.back as f64),
+                r.lost
+            ),
+            Err(e) => e.clone(),
+        },
+        "goal: save ≤ 2 s; 0 lost",
     ));
 
     let pull = sel
