@@ -478,7 +478,7 @@ fn a_snapshot_too_large_for_one_log_entry_restores_through_three_peers() {
     let c = NetCluster::up("harest", 16, 3, 0, &[]);
     let dir = tempfile::tempdir().unwrap();
     // 12 jobs of 200KiB each: one 2.4MB log entry would not reach the
-    // followers within the heartbeat interval; some five parts do.
+    // followers within the heartbeat interval; six parts of 512KiB do.
     let big = "x".repeat(200 << 10);
     let write_spec = |name: &str, image: &str| {
         let p = dir.path().join(format!("{name}.yaml"));

@@ -16,7 +16,7 @@ mod validate;
 pub use parse::{from_json, from_yaml, from_yaml_in};
 pub use seccomp::SeccompProfile;
 pub use security::{CapabilityChanges, SeccompMode, Security, CAPABILITIES};
-pub use validate::{dns_label, validate};
+pub use validate::{check_size, dns_label, validate};
 
 use crate::quantity::{Cpu, Duration, Size};
 use serde::{Deserialize, Deserializer, Serialize};

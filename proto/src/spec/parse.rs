@@ -3,7 +3,7 @@
 //! serde does the structural work; this module turns its errors into the
 //! `path: rule` form and adds a "did you mean" for misspelled fields.
 
-use super::{validate, FieldError, JobSpec, SpecError};
+use super::{check_size, validate, FieldError, JobSpec, SpecError};
 
 /// Parses and validates a YAML job spec, reporting every problem at once:
 /// after a structural error the offending field is set aside and parsing
@@ -30,6 +30,7 @@ pub fn from_yaml_in(text: &str, cwd: Option<&std::path::Path>) -> Result<JobSpec
         Ok(spec) => {
             let spec = resolve(spec);
             validate(&spec)?;
+            check_size(&spec)?;
             return Ok(spec);
         }
         Err(e) => e,
@@ -136,6 +137,7 @@ pub fn from_json(text: &str) -> Result<JobSpec, SpecError> {
         decorate(path, message)
     })?;
     validate(&spec)?;
+    check_size(&spec)?;
     Ok(spec)
 }
 

@@ -26,6 +26,25 @@ impl Errors {
     }
 }
 
+/// Whether `spec` is small enough to submit: checked where a spec is
+/// parsed, not by `validate`, which every replica runs again when it
+/// applies a submission, and a rule added there would make replicas of two
+/// releases disagree about entries already in the log.
+pub fn check_size(spec: &JobSpec) -> Result<(), SpecError> {
+    let size = serde_json::to_vec(spec).map_or(0, |b| b.len());
+    if size <= MAX_SPEC_BYTES {
+        return Ok(());
+    }
+    let mut e = Errors(Vec::new());
+    e.add(
+        "spec",
+        format!(
+            "{size} bytes as JSON is more than the maximum of {MAX_SPEC_BYTES} (256Ki): keep large data in a config (drover config create) instead of env, command or args"
+        ),
+    );
+    Err(SpecError { errors: e.0 })
+}
+
 /// Checks every rule; returns all problems found.
 pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
     let mut e = Errors(Vec::new());
@@ -129,15 +148,6 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         spec.network == super::Network::Host,
     ) {
         e.add(path, rule);
-    }
-    let size = serde_json::to_vec(spec).map_or(0, |b| b.len());
-    if size > MAX_SPEC_BYTES {
-        e.add(
-            "spec",
-            format!(
-                "{size} bytes as JSON is more than the maximum of {MAX_SPEC_BYTES} (256Ki): keep large data in a config (drover config create) instead of env, command or args"
-            ),
-        );
     }
     if e.0.is_empty() {
         Ok(())

@@ -51,16 +51,16 @@ impl Batcher {
     }
 
     /// Proposes `cmd` with whatever else is being proposed now.
-    pub async fn propose(&self, cmd: Command) -> Option<Outcome> {
+    /// `bytes` is its size as JSON ([`json_size`]).
+    pub async fn propose(&self, cmd: Command, bytes: usize) -> Option<Outcome> {
         let (done, wait) = oneshot::channel();
-        let bytes = json_size(&cmd);
         self.tx.send(Proposal { cmd, bytes, done }).ok()?;
         wait.await.ok()
     }
 }
 
 /// How many bytes `value` takes as JSON, without keeping them.
-fn json_size(value: &impl serde::Serialize) -> usize {
+pub(crate) fn json_size(value: &impl serde::Serialize) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

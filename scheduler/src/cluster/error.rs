@@ -34,6 +34,8 @@ pub enum PeerError {
     Remote(tonic::Status),
     #[error("peer address {addr:?}: {reason}")]
     BadAddress { addr: String, reason: String },
+    #[error("the command is {bytes} bytes as JSON, more than one Raft log entry may hold ({max}): every entry must reach the other peers within the heartbeat interval")]
+    TooLarge { bytes: usize, max: usize },
     #[error("encoding a command: {0}")]
     Encode(serde_json::Error),
     #[error("decoding a command result: {0}")]
@@ -60,7 +62,8 @@ impl PeerError {
             | PeerError::BadAddress { .. }
             | PeerError::Encode(_)
             | PeerError::Decode(_)
-            | PeerError::TooOld(_) => false,
+            | PeerError::TooOld(_)
+            | PeerError::TooLarge { .. } => false,
             PeerError::Remote(s) => {
                 matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Cancelled)
             }

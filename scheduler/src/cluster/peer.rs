@@ -83,8 +83,16 @@ impl Peer {
     pub async fn write_here(&self, mut cmd: Command) -> Result<(u64, CommandResult), PeerError> {
         self.gate(&cmd)?;
         cmd.stamp(crate::clock::now_ms());
+        // One entry too large to reach the followers within openraft's
+        // deadline for an append would be sent again and again, and hold
+        // up every entry after it: refused here, whoever proposes it.
+        let bytes = super::batch::json_size(&cmd);
+        let max = crate::raft::network::MAX_COMMAND_BYTES;
+        if bytes > max {
+            return Err(PeerError::TooLarge { bytes, max });
+        }
         let proposed = tokio::select! {
-            r = tokio::time::timeout(COMMIT_TIMEOUT, self.batcher.propose(cmd)) => r,
+            r = tokio::time::timeout(COMMIT_TIMEOUT, self.batcher.propose(cmd, bytes)) => r,
             s = self.cut_off() => return Err(s),
         };
         match proposed {

@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::network::APPEND_BUDGET;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
@@ -127,6 +128,9 @@ struct Kept {
     entry: Entry,
 }
 
+/// An entry and its encoded size.
+type SizedEntry = (Entry, usize);
+
 /// The newest entries, by index: every entry queued for the writer and not
 /// yet written, and the most recently written ones (up to [`RECENT_BYTES`]).
 struct RecentEntries {
@@ -198,11 +202,13 @@ impl RecentEntries {
 
     /// The entries held in `bounds`, and whether they are all of them (the
     /// range is bounded and no index in it is missing here).
-    fn get(&self, bounds: (Bound<u64>, Bound<u64>)) -> (Vec<(u64, Entry)>, bool) {
-        let found: Vec<(u64, Entry)> = self
+    /// The entries held in `bounds` with their encoded sizes, and whether
+    /// they are all of the range.
+    fn get(&self, bounds: (Bound<u64>, Bound<u64>)) -> (Vec<(u64, SizedEntry)>, bool) {
+        let found: Vec<(u64, SizedEntry)> = self
             .entries
             .range(bounds)
-            .map(|(i, k)| (*i, k.entry.clone()))
+            .map(|(i, k)| (*i, (k.entry.clone(), k.bytes)))
             .collect();
         let start = match bounds.0 {
             Bound::Included(s) => Some(s),
@@ -471,7 +477,47 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let bounds = owned_bounds(&range);
+        let found = self.sized_entries(owned_bounds(&range)).await?;
+        Ok(found.into_iter().map(|(e, _)| e).collect())
+    }
+
+    /// What the leader sends a follower in one append: the entries from
+    /// `start`, as many as fit in [`APPEND_BUDGET`] (at least one). An
+    /// append must reach the follower within openraft's deadline, the
+    /// heartbeat interval, or it is sent again, and again.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let found = self
+            .sized_entries((Bound::Included(start), Bound::Excluded(end)))
+            .await?;
+        Ok(within_budget(found, APPEND_BUDGET))
+    }
+}
+
+/// The first of `entries` whose sizes add up to at most `budget` bytes;
+/// always the first entry.
+fn within_budget(entries: Vec<(Entry, usize)>, budget: usize) -> Vec<Entry> {
+    let mut total = 0usize;
+    let mut out = Vec::new();
+    for (entry, bytes) in entries {
+        total = total.saturating_add(bytes);
+        if total > budget && !out.is_empty() {
+            break;
+        }
+        out.push(entry);
+    }
+    out
+}
+
+impl LogStore {
+    /// The entries in `bounds`, each with its encoded size.
+    async fn sized_entries(
+        &mut self,
+        bounds: (Bound<u64>, Bound<u64>),
+    ) -> Result<Vec<(Entry, usize)>, StorageError> {
         // Memory first: an entry the writer commits (or lets go of)
         // meanwhile is then in the database when it is read next, never in
         // neither.
@@ -490,7 +536,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 let mut out = BTreeMap::new();
                 for item in logs.range::<u64>(bounds)? {
                     let (index, bytes) = item?;
-                    out.insert(index.value(), decode(index.value(), bytes.value())?);
+                    let entry = decode(index.value(), bytes.value())?;
+                    out.insert(index.value(), (entry, bytes.value().len()));
                 }
                 Ok(out)
             })
@@ -662,6 +709,28 @@ mod tests {
 
     fn indices(r: &RecentEntries) -> Vec<u64> {
         r.entries.keys().copied().collect()
+    }
+
+    #[test]
+    fn an_append_takes_the_entries_that_fit_its_budget_and_always_one() {
+        let sized = |sizes: &[usize]| -> Vec<(Entry, usize)> {
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (kept(1, i as u64 + 1, *b).entry, *b))
+                .collect()
+        };
+        let got = |sizes: &[usize], budget| -> Vec<u64> {
+            within_budget(sized(sizes), budget)
+                .iter()
+                .map(|e| e.log_id.index)
+                .collect()
+        };
+        assert_eq!(got(&[10, 10, 10], 100), vec![1, 2, 3]);
+        assert_eq!(got(&[40, 40, 40], 100), vec![1, 2]);
+        assert_eq!(got(&[500, 10], 100), vec![1], "one always goes");
+        assert_eq!(got(&[10, 500, 10], 100), vec![1]);
+        assert!(got(&[], 100).is_empty());
     }
 
     #[test]

@@ -44,10 +44,21 @@ use super::types::{Node, NodeId, Raft, TypeConfig};
 /// chunk. tonic's default of 4 MiB is too small for a large batch.
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
-/// The most bytes of entries in one append: encoding, sending, decoding and
-/// persisting a MiB of JSON takes some 20ms here, well inside the heartbeat
-/// interval that openraft gives an append.
-const MAX_APPEND_BYTES: usize = 1 << 20;
+/// How many bytes of entries the leader reads for one append (always at
+/// least one entry; see `LogStore::limited_get_log_entries`). Encoding,
+/// sending, decoding and persisting a MiB of JSON takes some 20 ms here in
+/// a release build, several times that in a debug one or on a busy
+/// machine; openraft gives an append the heartbeat interval (50 ms).
+pub(crate) const APPEND_BUDGET: usize = 256 << 10;
+
+/// An append larger than this, of more than one entry, is not sent: the
+/// log reader's sizes are those entries had stored, and this catches one
+/// that grew on the wire (see [`fewer_entries`]).
+pub(crate) const MAX_APPEND_BYTES: usize = 4 * APPEND_BUDGET;
+
+/// The largest command proposed as one log entry (and so the largest
+/// append): larger ones are refused where they are proposed.
+pub(crate) const MAX_COMMAND_BYTES: usize = 1 << 20;
 
 /// How long to wait for a TCP connection to a peer before calling it
 /// unreachable; short, because a dead peer must not hold up elections.
@@ -295,7 +306,7 @@ fn encode<Req: Serialize>(rpc: RPCTypes, req: &Req) -> Result<Vec<u8>, NetworkEr
 /// take within the heartbeat interval (openraft's deadline for an append,
 /// after which it sends the same entries again, and more): how many
 /// entries to send at a time instead. `None` when it may go as it is; one
-/// entry always may (no single entry is that large: see `RESTORE_PART_BYTES`).
+/// entry always may (none is larger than [`MAX_COMMAND_BYTES`]).
 fn fewer_entries(entries: usize, bytes: usize) -> Option<u64> {
     if entries <= 1 || bytes <= MAX_APPEND_BYTES {
         return None;

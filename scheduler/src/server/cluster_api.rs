@@ -517,7 +517,12 @@ impl Cluster for ClusterApi {
                 })
                 .await?
         } else {
-            self.restore_in_parts(parts, header.index).await?
+            // On its own task: a client that goes away must not leave a
+            // restore half staged.
+            let peer = self.peer.clone();
+            tokio::spawn(async move { restore_in_parts(&peer, parts, header.index).await })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??
         };
         let r = r.accepted()?;
         Ok(Response::new(pb::SnapshotRestoreResponse {
@@ -529,49 +534,6 @@ impl Cluster for ClusterApi {
 }
 
 impl ClusterApi {
-    /// Restores `parts` (of one snapshot taken at `from_index`) one log
-    /// entry each, in order; the last part's result is the restore's. A
-    /// part refused (another restore began meanwhile) ends it.
-    async fn restore_in_parts(
-        &self,
-        parts: Vec<backup::Restored>,
-        from_index: u64,
-    ) -> Result<crate::state::CommandResult, Status> {
-        let (runs, _) = self
-            .peer
-            .read(false, crate::state::State::cluster_version)
-            .await?;
-        if runs < crate::state::version::RESTORE_IN_PARTS {
-            return Err(Status::failed_precondition(format!(
-                "this snapshot needs {} log entries to restore, and the cluster runs at version {runs}, before restores in parts (version {}): finish upgrading every scheduler replica first",
-                parts.len(),
-                crate::state::version::RESTORE_IN_PARTS
-            )));
-        }
-        let restore = format!("{from_index}-{}-{}", self.peer.id, crate::clock::now_ms());
-        let count = u32::try_from(parts.len())
-            .map_err(|_| Status::invalid_argument("snapshot too large: too many parts"))?;
-        let mut last = crate::state::CommandResult::default();
-        for (part, restored) in (0..count).zip(parts) {
-            last = self
-                .peer
-                .write(Command::RestorePart {
-                    restore: restore.clone(),
-                    part,
-                    parts: count,
-                    restored: Box::new(restored),
-                    from_index,
-                    at_ms: crate::clock::now_ms(),
-                })
-                .await?;
-            if !last.ok {
-                return Ok(last);
-            }
-        }
-        last.note = format!("{} (in {count} log entries)", last.note);
-        Ok(last)
-    }
-
     /// The rotation as the (linearizable) state says; what it waits for
     /// only the leader knows, so a follower asks it.
     async fn ca_status(&self) -> Result<pb::CaStatus, Status> {
@@ -635,4 +597,45 @@ fn refuse_second_hop<T>(peer: &Peer, req: &Request<T>) -> Result<(), Status> {
 /// Whether a request was already forwarded by another peer.
 pub fn was_forwarded<T>(req: &Request<T>) -> bool {
     req.metadata().contains_key(FORWARDED)
+}
+
+/// Restores `parts` (of one snapshot taken at `from_index`) one log
+/// entry each, in order; the last part's result is the restore's. A
+/// part refused (another restore began meanwhile) ends it.
+async fn restore_in_parts(
+    peer: &crate::cluster::Peer,
+    parts: Vec<backup::Restored>,
+    from_index: u64,
+) -> Result<crate::state::CommandResult, Status> {
+    let (runs, _) = peer
+        .read(false, crate::state::State::cluster_version)
+        .await?;
+    if runs < crate::state::version::RESTORE_IN_PARTS {
+        return Err(Status::failed_precondition(format!(
+            "this snapshot needs {} log entries to restore, and the cluster runs at version {runs}, before restores in parts (version {}): finish upgrading every scheduler replica first",
+            parts.len(),
+            crate::state::version::RESTORE_IN_PARTS
+        )));
+    }
+    let restore = format!("{from_index}-{}-{}", peer.id, crate::clock::now_ms());
+    let count = u32::try_from(parts.len())
+        .map_err(|_| Status::invalid_argument("snapshot too large: too many parts"))?;
+    let mut last = crate::state::CommandResult::default();
+    for (part, restored) in (0..count).zip(parts) {
+        last = peer
+            .write(Command::RestorePart {
+                restore: restore.clone(),
+                part,
+                parts: count,
+                restored: Box::new(restored),
+                from_index,
+                at_ms: crate::clock::now_ms(),
+            })
+            .await?;
+        if !last.ok {
+            return Ok(last);
+        }
+    }
+    last.note = format!("{} (in {count} log entries)", last.note);
+    Ok(last)
 }

@@ -15,6 +15,7 @@ impl From<PeerError> for Status {
                 Status::internal(message)
             }
             PeerError::TooOld(_) => Status::failed_precondition(message),
+            PeerError::TooLarge { .. } => Status::invalid_argument(message),
             PeerError::NotLeader { leader } => {
                 let mut s = Status::unavailable(message);
                 // Where the leader is, for clients that go there next.

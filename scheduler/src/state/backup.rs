@@ -13,6 +13,17 @@ use std::collections::BTreeMap;
 
 /// The snapshot file of `state`, taken at `taken_at_ms`.
 pub fn save(state: &State, taken_at_ms: i64) -> Result<Vec<u8>, SnapshotError> {
+    // A restore under way is not the cluster's desired state (yet).
+    let unstaged;
+    let state = if state.restoring.is_some() {
+        unstaged = State {
+            restoring: None,
+            ..state.clone()
+        };
+        &unstaged
+    } else {
+        state
+    };
     let bytes = serde_json::to_vec(state).map_err(|e| SnapshotError::Encode(e.to_string()))?;
     let header = Header {
         index: state.last_index,
@@ -56,9 +67,11 @@ impl Restored {
         }
     }
 
-    /// This restore in parts of about `part_bytes` of JSON each: the first
-    /// carries the secrets, configs and tokens, and every part some jobs
-    /// (a job is never split). One part when it all fits.
+    /// This restore in parts of about `part_bytes` of JSON each (one item
+    /// is never split: a part holds at least one). Jobs, secrets, configs
+    /// and tokens are spread over the parts; the first also says whether
+    /// tokens are required and which key seals the secrets. One part when
+    /// it all fits.
     pub fn split(self, part_bytes: usize) -> Vec<Restored> {
         let Restored {
             jobs,
@@ -68,37 +81,93 @@ impl Restored {
             acl,
         } = self;
         let mut parts = vec![Restored {
-            jobs: BTreeMap::new(),
-            secrets,
-            configs,
             secrets_key_id,
-            acl,
+            acl: Acl {
+                bootstrapped: acl.bootstrapped,
+                tokens: BTreeMap::new(),
+            },
+            ..Restored::default()
         }];
-        let mut bytes = serde_json::to_vec(&parts[0]).map_or(0, |b| b.len());
-        for (name, job) in jobs {
-            let size = serde_json::to_vec(&job).map_or(0, |b| b.len()) + name.len();
-            let last = parts.last().expect("one part");
-            if bytes + size > part_bytes && !last.jobs.is_empty() {
+        let mut bytes = json_len(&parts[0]);
+        let mut items = 0usize;
+        let mut put = |size: usize, add: &mut dyn FnMut(&mut Restored)| {
+            if bytes + size > part_bytes && items > 0 {
                 parts.push(Restored::default());
                 bytes = 0;
+                items = 0;
             }
             bytes += size;
-            parts.last_mut().expect("one part").jobs.insert(name, job);
+            items += 1;
+            add(parts.last_mut().expect("one part"));
+        };
+        for (name, job) in jobs {
+            let size = json_len(&job) + name.len();
+            let mut job = Some(job);
+            put(size, &mut |p| {
+                p.jobs.extend(job.take().map(|j| (name.clone(), j)));
+            });
+        }
+        for (name, secret) in secrets {
+            let size = json_len(&secret) + name.len();
+            let mut secret = Some(secret);
+            put(size, &mut |p| {
+                p.secrets.extend(secret.take().map(|s| (name.clone(), s)));
+            });
+        }
+        for (name, config) in configs {
+            let size = json_len(&config) + name.len();
+            let mut config = Some(config);
+            put(size, &mut |p| {
+                p.configs.extend(config.take().map(|c| (name.clone(), c)));
+            });
+        }
+        for (accessor, token) in acl.tokens {
+            let size = json_len(&token) + accessor.len();
+            let mut token = Some(token);
+            put(size, &mut |p| {
+                p.acl
+                    .tokens
+                    .extend(token.take().map(|t| (accessor.clone(), t)));
+            });
         }
         parts
     }
+
+    /// Adds `part`'s jobs, secrets, configs and tokens to these.
+    pub fn merge(&mut self, part: &Restored) {
+        let copy = |from: &BTreeMap<String, StoredSecret>,
+                    to: &mut BTreeMap<String, StoredSecret>| {
+            to.extend(from.iter().map(|(n, s)| (n.clone(), s.clone())));
+        };
+        self.jobs
+            .extend(part.jobs.iter().map(|(n, j)| (n.clone(), j.clone())));
+        copy(&part.secrets, &mut self.secrets);
+        copy(&part.configs, &mut self.configs);
+        self.acl
+            .tokens
+            .extend(part.acl.tokens.iter().map(|(a, t)| (a.clone(), t.clone())));
+    }
 }
 
-/// The parts of a restore applied so far (`Command::RestorePart`).
+fn json_len(value: &impl Serialize) -> usize {
+    serde_json::to_vec(value).map_or(0, |b| b.len())
+}
+
+/// A restore in parts (`Command::RestorePart`): the parts applied so far,
+/// or, once the last has been, what the restore did (so a part proposed
+/// twice, as a retry after a leader change may, answers as the first did).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Staged {
     /// Which restore the parts belong to.
     pub restore: String,
-    /// The part expected next, and how many there are.
+    /// The part expected next, and how many there are (equal: finished).
     pub next: u32,
     pub parts: u32,
-    /// The parts so far, merged.
+    /// The parts so far, merged (empty once finished).
     pub restored: Restored,
+    /// What the finished restore did.
+    #[serde(default)]
+    pub note: String,
 }
 
 #[cfg(test)]
@@ -233,7 +302,9 @@ mod tests {
             assert_eq!(s.jobs[name].versions, job.versions, "{name}");
         }
         assert!(s.jobs["old"].stopped, "a job the snapshot lacks goes");
-        assert_eq!(s.restoring, None);
+        let done = s.restoring.as_ref().unwrap();
+        assert_eq!((done.next, done.parts), (n, n), "finished");
+        assert!(done.restored.jobs.is_empty(), "nothing kept but the note");
     }
 
     #[test]
@@ -261,8 +332,13 @@ mod tests {
         assert!(!r.ok, "{r:?}");
         let r = s.apply(5, &part("b", 1, 4, &parts[1]));
         assert!(r.ok, "{r:?}");
-        // A repeated part, and a part past the count.
-        assert!(!s.apply(6, &part("b", 1, 4, &parts[1])).ok);
+        // A part proposed twice (a retry after a leader change) changes
+        // nothing the second time; a part past the count is refused.
+        let r = s.apply(6, &part("b", 1, 4, &parts[1]));
+        assert!(
+            r.ok && !r.changed && r.note.contains("staged already"),
+            "{r:?}"
+        );
         let r = s.apply(7, &part("b", 4, 4, &parts[1]));
         assert!(
             !r.ok && r.error.as_deref().unwrap_or("").contains("count from 0"),
@@ -273,5 +349,81 @@ mod tests {
         let r = s.apply(9, &part("b", 3, 4, &parts[3]));
         assert!(r.ok && r.note.contains("restored 4 jobs"), "{r:?}");
         assert_eq!(s.jobs.len(), 4);
+        // The last part again answers as the restore did, and restores
+        // nothing again (a job submitted since stays as it is).
+        submit(&mut s, 10, "job-0", "oci:/x:v2");
+        let again = s.apply(11, &part("b", 3, 4, &parts[3]));
+        assert!(again.ok && !again.changed, "{again:?}");
+        assert_eq!(again.note, r.note);
+        assert_eq!(s.jobs["job-0"].current_spec().image, "oci:/x:v2");
+        // A whole restore supersedes what a restore in parts left.
+        assert!(s.apply(12, &part("c", 0, 4, &parts[0])).ok);
+        let r = s.apply(
+            13,
+            &Command::Restore {
+                restored: Box::default(),
+                from_index: 1,
+                at_ms: 9,
+            },
+        );
+        assert!(r.ok, "{r:?}");
+        assert_eq!(s.restoring, None);
+    }
+
+    #[test]
+    fn secrets_configs_and_tokens_spread_over_parts_and_come_back_whole() {
+        let mut saved = State::default();
+        submit(&mut saved, 1, "web", "oci:/x:latest");
+        let secret = |n: u8| StoredSecret {
+            version: 1,
+            data: vec![n; 100 << 10],
+            size: 100 << 10,
+            created_at_ms: 1,
+            updated_at_ms: 1,
+        };
+        for i in 0..4u8 {
+            saved.secrets.insert(format!("s{i}"), secret(i));
+            saved.configs.insert(format!("c{i}"), secret(i));
+        }
+        saved.secrets_key_id = "k1".into();
+        saved.acl.bootstrapped = true;
+        let whole = Restored::from_state(saved);
+        // 100KiB as hex is 200KiB of JSON: no part of at most 512KiB holds
+        // more than two, and part 0 is no exception.
+        let parts = whole.clone().split(512 << 10);
+        assert!(parts.len() >= 4, "{} parts", parts.len());
+        for p in &parts {
+            let size = serde_json::to_vec(p).unwrap().len();
+            assert!(size <= 512 << 10, "a part of {size} bytes");
+        }
+        assert!(parts[0].acl.bootstrapped && parts[0].secrets_key_id == "k1");
+        let mut back = Restored {
+            secrets_key_id: parts[0].secrets_key_id.clone(),
+            acl: Acl {
+                bootstrapped: parts[0].acl.bootstrapped,
+                tokens: BTreeMap::new(),
+            },
+            ..Restored::default()
+        };
+        for p in &parts {
+            back.merge(p);
+        }
+        assert_eq!(back, whole);
+    }
+
+    #[test]
+    fn a_saved_snapshot_leaves_out_a_restore_under_way() {
+        let mut s = State::default();
+        submit(&mut s, 1, "web", "oci:/x:latest");
+        let mut other = State::default();
+        submit(&mut other, 1, "a", "oci:/x:latest");
+        submit(&mut other, 2, "b", "oci:/x:latest");
+        let parts = Restored::from_state(other).split(1);
+        assert_eq!(parts.len(), 2);
+        assert!(s.apply(2, &part("r", 0, 2, &parts[0])).ok);
+        assert!(s.restoring.is_some());
+        let (_, back) = open(&save(&s, 1).unwrap()).unwrap();
+        assert_eq!(back.restoring, None);
+        assert_eq!(back.jobs.keys().collect::<Vec<_>>(), vec!["web"]);
     }
 }

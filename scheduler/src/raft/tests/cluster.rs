@@ -331,6 +331,56 @@ async fn cluster_grows_from_one_replica_and_shrinks() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_far_behind_catches_up_on_large_entries_a_budget_at_a_time() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(listener().await);
+    }
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    let mut peers = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        peers.push(Peer::start(i as NodeId + 1, dirs[i].path(), l, options(1000)).await);
+    }
+    let members: BTreeMap<NodeId, Node> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (i as NodeId + 1, Node::new(a.clone())))
+        .collect();
+    raft::initialize(&peers[0].handle.raft, members)
+        .await
+        .unwrap();
+    let leader = find_leader(&peers, &[0, 1, 2]).await;
+    let behind = (leader + 1) % 3;
+    peers[behind].stop().await;
+
+    // 24 entries of 200KiB: 4.8MB that one append (openraft sends up to
+    // 300 entries) could not carry within the heartbeat interval; it would
+    // be sent again and again and the follower would never catch up.
+    let mut last = 0;
+    for i in 0..24 {
+        let big = Command::SetPendingReason {
+            job: format!("j{i}"),
+            reason: Some("x".repeat(200 << 10)),
+        };
+        last = raft::propose(&peers[leader].handle.raft, big)
+            .await
+            .unwrap()
+            .0;
+    }
+    let l = TcpListener::bind(&addrs[behind]).await.unwrap();
+    peers[behind] = Peer::start(behind as NodeId + 1, dirs[behind].path(), l, options(1000)).await;
+    peers[behind].wait_applied(last).await;
+
+    for r in &mut peers {
+        r.stop().await;
+    }
+}
+
 /// A command that adds one to what `counter` reads: it registers a new node.
 fn counted() -> Command {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

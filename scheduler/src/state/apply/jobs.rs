@@ -189,12 +189,9 @@ impl State {
         CommandResult::ok(true)
     }
 
-    /// Puts back a saved snapshot's desired state (see `backup`). A replica
-    /// running now keeps running where the restored job still has its
-    /// version with the very same spec; every other stops (jobs the
-    /// snapshot lacks are stopped and purged), and the controller places
-    /// what the restored jobs need.
-    /// Stages one part of a restore; the last part restores them all.
+    /// Stages one part of a restore; the last part restores them all. A
+    /// part already applied (proposed twice) changes nothing and answers
+    /// as it did.
     pub(super) fn restore_part(
         &mut self,
         restore: &str,
@@ -203,21 +200,45 @@ impl State {
         piece: &crate::state::backup::Restored,
         at_ms: i64,
     ) -> CommandResult {
+        use crate::state::backup::{Restored, Staged};
         if part >= parts {
             return CommandResult::refused(Refusal::Invalid(format!(
                 "restore part {part} of {parts}: parts count from 0"
             )));
         }
+        if let Some(s) = self
+            .restoring
+            .as_ref()
+            .filter(|s| s.restore == restore && s.parts == parts && part < s.next)
+        {
+            let note = if s.next == parts && part + 1 == parts {
+                s.note.clone()
+            } else {
+                format!(
+                    "part {} of {parts} of restore {restore:?} was staged already",
+                    part + 1
+                )
+            };
+            return CommandResult {
+                note,
+                ..CommandResult::ok(false)
+            };
+        }
         if part == 0 {
             // A new restore drops one that never finished.
-            self.restoring = Some(crate::state::backup::Staged {
+            self.restoring = Some(Staged {
                 restore: restore.to_owned(),
                 next: 0,
                 parts,
-                restored: crate::state::backup::Restored {
-                    jobs: Default::default(),
-                    ..piece.clone()
+                restored: Restored {
+                    secrets_key_id: piece.secrets_key_id.clone(),
+                    acl: crate::state::acl::Acl {
+                        bootstrapped: piece.acl.bootstrapped,
+                        tokens: Default::default(),
+                    },
+                    ..Restored::default()
                 },
+                note: String::new(),
             });
         }
         let Some(staged) = self
@@ -226,13 +247,11 @@ impl State {
             .filter(|s| s.restore == restore && s.next == part && s.parts == parts)
         else {
             return CommandResult::refused(Refusal::Conflict(format!(
-                "restore {restore:?} part {part} of {parts} is out of order: another restore began since its first part, or this restore already ended; nothing of it was applied, start it again"
+                "restore {restore:?} part {} of {parts} is out of order: another restore began since its first part; nothing of it was applied, start it again",
+                part + 1
             )));
         };
-        staged
-            .restored
-            .jobs
-            .extend(piece.jobs.iter().map(|(n, j)| (n.clone(), j.clone())));
+        staged.restored.merge(piece);
         staged.next += 1;
         if staged.next < parts {
             return CommandResult {
@@ -240,14 +259,19 @@ impl State {
                 ..CommandResult::ok(true)
             };
         }
-        let whole = self
-            .restoring
-            .take()
-            .map(|s| s.restored)
-            .unwrap_or_default();
-        self.restore(&whole, at_ms)
+        let whole = std::mem::take(&mut staged.restored);
+        let result = self.restore(&whole, at_ms);
+        if let Some(s) = self.restoring.as_mut() {
+            s.note = result.note.clone();
+        }
+        result
     }
 
+    /// Puts back a saved snapshot's desired state (see `backup`). A replica
+    /// running now keeps running where the restored job still has its
+    /// version with the very same spec; every other stops (jobs the
+    /// snapshot lacks are stopped and purged), and the controller places
+    /// what the restored jobs need.
     pub(super) fn restore(
         &mut self,
         r: &crate::state::backup::Restored,

@@ -151,7 +151,11 @@ impl State {
             } => self.remove_node(name, reason, *at_ms),
             Command::Restore {
                 restored, at_ms, ..
-            } => self.restore(restored, *at_ms),
+            } => {
+                // A restore in parts under way is superseded.
+                self.restoring = None;
+                self.restore(restored, *at_ms)
+            }
             Command::RestorePart {
                 restore,
                 part,
