@@ -47,9 +47,10 @@ pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 /// How many bytes of entries the leader reads for one append (always at
 /// least one entry; see `LogStore::limited_get_log_entries`). Encoding,
 /// sending, decoding and persisting a MiB of JSON takes some 20 ms here in
-/// a release build, several times that in a debug one or on a busy
-/// machine; openraft gives an append the heartbeat interval (50 ms).
-pub(crate) const APPEND_BUDGET: usize = 256 << 10;
+/// a release build; openraft gives an append the heartbeat interval (50
+/// ms). Smaller would cost throughput: openraft sends one append at a time
+/// to a follower, and under load an append carries several batches.
+pub(crate) const APPEND_BUDGET: usize = 1 << 20;
 
 /// An append larger than this, of more than one entry, is not sent: the
 /// log reader's sizes are those entries had stored, and this catches one
