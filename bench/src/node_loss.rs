@@ -122,9 +122,9 @@ pub async fn node_loss_report(trials: usize, replicas: u32, image: &str) -> Resu
     let dir = std::env::temp_dir().join(format!("drover-bench-node-loss-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let image = crate::cluster::resolve(image)?;
-    let (_scheduler, addr) = scheduler(&dir)?;
+    let (sched, addr) = scheduler(&dir)?;
     let mut c = connect(&dir, &addr).await?;
-    let _a = agent(&bin, &dir, "bench-a", &addr)?;
+    let a = agent(&bin, &dir, "bench-a", &addr)?;
     let mut times = Vec::new();
     for t in 0..trials {
         let mut b = agent(&bin, &dir, "bench-b", &addr)?;
@@ -190,6 +190,9 @@ pub async fn node_loss_report(trials: usize, replicas: u32, image: &str) -> Resu
         .map_err(status)?;
         remove_leftovers(&dir.join("bench-b"))?;
     }
+    // Stopped first: running, they would write into what is being removed.
+    drop(a);
+    drop(sched);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Samples {
         name: "node loss",
