@@ -7,6 +7,7 @@
 
 use super::acl::Acl;
 use super::{Job, State, StoredSecret};
+use crate::cluster::batch::json_size;
 use drover_proto::snapshot::{self, Header, SnapshotError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -80,57 +81,37 @@ impl Restored {
             secrets_key_id,
             acl,
         } = self;
-        let mut parts = vec![Restored {
+        let first = Restored {
             secrets_key_id,
             acl: Acl {
                 bootstrapped: acl.bootstrapped,
                 tokens: BTreeMap::new(),
             },
             ..Restored::default()
-        }];
-        let mut bytes = json_len(&parts[0]);
-        let mut items = 0usize;
-        let mut put = |size: usize, add: &mut dyn FnMut(&mut Restored)| {
-            if bytes + size > part_bytes && items > 0 {
-                parts.push(Restored::default());
-                bytes = 0;
-                items = 0;
-            }
-            bytes += size;
-            items += 1;
-            add(parts.last_mut().expect("one part"));
+        };
+        let mut parts = Parts {
+            bytes: json_size(&first),
+            list: vec![first],
+            items: 0,
+            limit: part_bytes,
         };
         for (name, job) in jobs {
-            let size = json_len(&job) + name.len();
-            let mut job = Some(job);
-            put(size, &mut |p| {
-                p.jobs.extend(job.take().map(|j| (name.clone(), j)));
-            });
+            let size = json_size(&job) + name.len();
+            parts.with_room(size).jobs.insert(name, job);
         }
         for (name, secret) in secrets {
-            let size = json_len(&secret) + name.len();
-            let mut secret = Some(secret);
-            put(size, &mut |p| {
-                p.secrets.extend(secret.take().map(|s| (name.clone(), s)));
-            });
+            let size = json_size(&secret) + name.len();
+            parts.with_room(size).secrets.insert(name, secret);
         }
         for (name, config) in configs {
-            let size = json_len(&config) + name.len();
-            let mut config = Some(config);
-            put(size, &mut |p| {
-                p.configs.extend(config.take().map(|c| (name.clone(), c)));
-            });
+            let size = json_size(&config) + name.len();
+            parts.with_room(size).configs.insert(name, config);
         }
         for (accessor, token) in acl.tokens {
-            let size = json_len(&token) + accessor.len();
-            let mut token = Some(token);
-            put(size, &mut |p| {
-                p.acl
-                    .tokens
-                    .extend(token.take().map(|t| (accessor.clone(), t)));
-            });
+            let size = json_size(&token) + accessor.len();
+            parts.with_room(size).acl.tokens.insert(accessor, token);
         }
-        parts
+        parts.list
     }
 
     /// Adds `part`'s jobs, secrets, configs and tokens to these.
@@ -149,8 +130,28 @@ impl Restored {
     }
 }
 
-fn json_len(value: &impl Serialize) -> usize {
-    serde_json::to_vec(value).map_or(0, |b| b.len())
+/// The parts a restore is split into, as they fill.
+struct Parts {
+    list: Vec<Restored>,
+    /// The bytes and items in the last part.
+    bytes: usize,
+    items: usize,
+    limit: usize,
+}
+
+impl Parts {
+    /// The part an item of `size` bytes goes in: the last, or a new one
+    /// when it would overflow (a part holds at least one item).
+    fn with_room(&mut self, size: usize) -> &mut Restored {
+        if self.bytes + size > self.limit && self.items > 0 {
+            self.list.push(Restored::default());
+            self.bytes = 0;
+            self.items = 0;
+        }
+        self.bytes += size;
+        self.items += 1;
+        self.list.last_mut().expect("one part")
+    }
 }
 
 /// A restore in parts (`Command::RestorePart`): the parts applied so far,
