@@ -389,6 +389,45 @@ pub struct CommitReport {
     pub elections: Vec<(String, u64)>,
     /// Notes: failed writes (the first error), a leader that changed.
     pub notes: Vec<String>,
+    /// The longest a 10 ms timer on this process's runtime fired late:
+    /// how long the peers' tasks (heartbeats among them) could not run.
+    pub worst_stall: Duration,
+}
+
+/// Watches this process's runtime: a 10 ms timer that fires much later
+/// than asked means every task on the runtime, the peers' heartbeats
+/// among them, waited that long. Logs each stall over 100 ms (with
+/// RUST_LOG=warn) and keeps the longest.
+struct StallWatch {
+    worst: Arc<std::sync::Mutex<Duration>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StallWatch {
+    fn start() -> Self {
+        let worst = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+        let w = worst.clone();
+        let task = tokio::spawn(async move {
+            let tick = Duration::from_millis(10);
+            loop {
+                let asked = Instant::now();
+                tokio::time::sleep(tick).await;
+                let late = asked.elapsed().saturating_sub(tick);
+                if late > Duration::from_millis(100) {
+                    tracing::warn!(late_ms = late.as_millis() as u64, "runtime stall");
+                }
+                let mut worst = w.lock().unwrap_or_else(|e| e.into_inner());
+                *worst = (*worst).max(late);
+            }
+        });
+        StallWatch { worst, task }
+    }
+
+    fn stop(self) -> Duration {
+        self.task.abort();
+        let worst = *self.worst.lock().unwrap_or_else(|e| e.into_inner());
+        worst
+    }
 }
 
 pub async fn commit(proposers: &[usize], secs: f64, modes: &[String]) -> Result<i32> {
@@ -425,6 +464,10 @@ pub async fn commit(proposers: &[usize], secs: f64, modes: &[String]) -> Result<
     for (mode, n) in &r.elections {
         println!("{mode}: elections during the run: {n}");
     }
+    println!(
+        "longest runtime stall (a 10 ms timer fired this late): {} ms",
+        r.worst_stall.as_millis()
+    );
     for n in r.notes {
         println!("{n}");
     }
@@ -451,7 +494,9 @@ pub async fn commit_report(
         rows: Vec::new(),
         elections: Vec::new(),
         notes: Vec::new(),
+        worst_stall: Duration::ZERO,
     };
+    let watch = StallWatch::start();
     for mode in modes {
         let plaintext = match mode.as_str() {
             "tls" => false,
@@ -468,6 +513,28 @@ pub async fn commit_report(
         // so the figure is elections under load and nothing else.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let first_term = all.iter().map(term).max().unwrap_or(0);
+        // Each election as it happens (RUST_LOG=warn), to line it up with
+        // the runtime stalls and Raft's own warnings around it.
+        let watchers: Vec<_> = all
+            .iter()
+            .map(|s| {
+                let id = s.peer.id;
+                let mut m = s.peer.metrics();
+                tokio::spawn(async move {
+                    let mut seen = m.borrow().current_term;
+                    while m.changed().await.is_ok() {
+                        let (t, state, leader) = {
+                            let now = m.borrow();
+                            (now.current_term, now.state, now.current_leader)
+                        };
+                        if t != seen {
+                            tracing::warn!(peer = id, term = t, ?state, ?leader, "new term");
+                            seen = t;
+                        }
+                    }
+                })
+            })
+            .collect();
         for &n in proposers {
             let noop = hammer(leader, n, secs, |_| Command::Noop).await?;
             println!("  {n} proposers, no-op commands: {:.0}/s", noop.rate);
@@ -500,6 +567,9 @@ pub async fn commit_report(
             });
         }
         let elections = all.iter().map(term).max().unwrap_or(0) - first_term;
+        for w in watchers {
+            w.abort();
+        }
         if !leader.peer.is_leader() {
             report.notes.push(format!(
                 "{mode}: the leader changed: figures after that went through a follower"
@@ -511,6 +581,7 @@ pub async fn commit_report(
         let _ = std::fs::remove_dir_all(&dir);
         report.elections.push((mode.clone(), elections));
     }
+    report.worst_stall = watch.stop();
     Ok(report)
 }
 

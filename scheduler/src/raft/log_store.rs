@@ -164,19 +164,29 @@ impl RecentEntries {
         }
     }
 
-    /// Keeps only the indices `keep` accepts.
-    fn retain(&mut self, keep: impl Fn(u64) -> bool) {
-        let gone: Vec<u64> = self.entries.keys().copied().filter(|i| !keep(*i)).collect();
-        for i in gone {
-            if let Some(old) = self.entries.remove(&i) {
-                self.forget(&old);
-            }
-        }
+    /// Takes out every entry at or below `upto` (a purge), for the caller
+    /// to drop away from the lock: after a snapshot that can be thousands of
+    /// entries, whose decoded commands take a runtime thread a third of a
+    /// second to free.
+    fn take_upto(&mut self, upto: u64) -> BTreeMap<u64, Kept> {
+        let kept = self.entries.split_off(&upto.saturating_add(1));
+        let gone = std::mem::replace(&mut self.entries, kept);
+        gone.values().for_each(|k| self.forget(k));
+        gone
+    }
+
+    /// Takes out every entry at or above `from` (a truncation).
+    fn take_from(&mut self, from: u64) -> BTreeMap<u64, Kept> {
+        let gone = self.entries.split_off(&from);
+        gone.values().for_each(|k| self.forget(k));
+        gone
     }
 
     /// The append `seq` is durable: its entries (unless replaced since)
-    /// count as written; the oldest written ones go past the budget.
-    fn written(&mut self, seq: u64, indices: impl Iterator<Item = u64>) {
+    /// count as written; the oldest written ones go past the budget, and
+    /// are returned for the caller to drop outside the lock.
+    #[must_use = "drop the evicted entries after releasing the lock"]
+    fn written(&mut self, seq: u64, indices: impl Iterator<Item = u64>) -> Vec<Kept> {
         for i in indices {
             if let Some(k) = self.entries.get_mut(&i) {
                 if k.seq == seq && !k.written {
@@ -185,6 +195,7 @@ impl RecentEntries {
                 }
             }
         }
+        let mut evicted = Vec::new();
         while self.written_bytes > self.budget {
             let Some(oldest) = self
                 .entries
@@ -196,8 +207,10 @@ impl RecentEntries {
             };
             if let Some(old) = self.entries.remove(&oldest) {
                 self.forget(&old);
+                evicted.push(old);
             }
         }
+        evicted
     }
 
     /// The entries held in `bounds`, and whether they are all of them (the
@@ -376,6 +389,22 @@ impl LogStore {
     }
 }
 
+/// Frees `gone` on a thread of its own at a lower priority. A purge after a
+/// snapshot takes out thousands of entries; freeing their decoded commands
+/// on a runtime thread held every task on it (the heartbeats among them)
+/// for up to a third of a second under load, and on the blocking pool it
+/// still took a core from them.
+fn drop_off_runtime<T: Send + 'static>(gone: T) {
+    let spawned = std::thread::Builder::new()
+        .name("drover-free".into())
+        .spawn(move || {
+            drover_proto::thread::lower_priority();
+            drop(gone);
+        });
+    // If no thread can be made, `gone` was freed here, with the closure.
+    drop(spawned);
+}
+
 /// The writer thread: take everything queued, write it in one transaction,
 /// sync once, then report to every waiter.
 fn write_loop(db: &Database, recent: &Recent, rx: &std::sync::mpsc::Receiver<Op>) {
@@ -386,12 +415,17 @@ fn write_loop(db: &Database, recent: &Recent, rx: &std::sync::mpsc::Receiver<Op>
         }
         let result = write_batch(db, &batch).map_err(|e| e.to_string());
         if result.is_ok() {
+            let mut evicted = Vec::new();
             let mut r = recent.lock().unwrap_or_else(|p| p.into_inner());
             for op in &batch {
                 if let Op::Append { seq, entries, .. } = op {
-                    r.written(*seq, entries.iter().map(|(i, _)| *i));
+                    evicted.extend(r.written(*seq, entries.iter().map(|(i, _)| *i)));
                 }
             }
+            drop(r);
+            // Freed here, with the lock released: appends and readers wait
+            // on that lock from the runtime's threads.
+            drop(evicted);
         }
         for op in batch {
             let reply = result.clone();
@@ -666,10 +700,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let from = log_id.index;
-        self.recent
+        let gone = self
+            .recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|i| i < from);
+            .take_from(from);
+        drop_off_runtime(gone);
         self.write_and_wait(|done| Op::Truncate { from, done })
             .await
             .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Delete))
@@ -679,10 +715,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let upto = log_id.index;
         let purged = encode(KEY_PURGED, &log_id)
             .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Delete))?;
-        self.recent
+        let gone = self
+            .recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|i| i > upto);
+            .take_upto(upto);
+        drop_off_runtime(gone);
         self.write_and_wait(|done| Op::Purge { upto, purged, done })
             .await
             .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Delete))
@@ -755,7 +793,8 @@ mod tests {
             "an open range may reach further"
         );
         assert!(whole(&r, owned_bounds(&(7..7))), "an empty range");
-        r.retain(|i| i != 7);
+        let hole = r.entries.remove(&7).expect("index 7 is held");
+        r.forget(&hole);
         assert!(!whole(&r, owned_bounds(&(5..=10))), "a hole");
         assert_eq!(r.get(owned_bounds(&(5..=10))).0.len(), 5);
     }
@@ -772,18 +811,29 @@ mod tests {
         r.insert(6, kept(2, 6, 40));
         // Nothing is written yet: everything stays, whatever its size.
         assert_eq!(indices(&r), vec![1, 2, 3, 4, 5, 6]);
-        r.written(1, 1..=5);
+        let evicted: Vec<u64> = r
+            .written(1, 1..=5)
+            .iter()
+            .map(|k| k.entry.log_id.index)
+            .collect();
+        assert_eq!(evicted, vec![1, 2, 3]);
         assert_eq!(indices(&r), vec![4, 5, 6], "200 written bytes cut to 80");
         assert_eq!(r.written_bytes, 80);
         // An entry replaced after a truncation is not made durable by the
         // older append that had queued its index.
-        r.retain(|i| i < 5);
+        let gone: Vec<u64> = r.take_from(5).into_keys().collect();
+        assert_eq!(gone, vec![5, 6]);
+        assert_eq!(r.written_bytes, 40, "only index 4 is left written");
         r.insert(5, kept(3, 5, 40));
-        r.written(1, 5..=5);
+        assert!(r.written(1, 5..=5).is_empty());
         assert!(!r.entries[&5].written);
-        r.written(3, 5..=5);
+        assert!(r.written(3, 5..=5).is_empty());
         assert!(r.entries[&5].written);
         assert_eq!(r.written_bytes, 80);
         assert_eq!(r.last_log_id(), Some(log_id(1, 1, 5)));
+        let purged: Vec<u64> = r.take_upto(4).into_keys().collect();
+        assert_eq!(purged, vec![4]);
+        assert_eq!(indices(&r), vec![5]);
+        assert_eq!(r.written_bytes, 40);
     }
 }
