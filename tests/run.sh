@@ -75,6 +75,14 @@ failed=$(grep -ao '[0-9]* failed' "$LOG" | awk '{s+=$1} END {print s+0}')
 echo "$passed passed, $failed failed"
 [[ $failed == 0 ]]
 
+# --- The long VM fault run (opt in) ----------------------------------------
+# About four minutes of qemu VMs powered off and rebooted; CI runs vm_smoke.
+if [[ ${DROVER_VM_TESTS:-} == 1 ]]; then
+  echo "== the long VM fault run (DROVER_VM_TESTS=1)"
+  cargo test -p drover-e2e --test vm -- --ignored --nocapture 2>&1 | tail -20
+  [[ ${PIPESTATUS[0]} == 0 ]] || { echo "the VM fault run failed" >&2; exit 1; }
+fi
+
 # --- Leftovers on the host (issue 20) -------------------------------------
 # Every test has ended: nothing Drover makes may remain.
 tests/leftovers-check.sh

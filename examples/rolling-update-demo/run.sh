@@ -3,6 +3,7 @@
 #
 #   examples/rolling-update-demo/run.sh         # run it (drover dev keeps running)
 #   examples/rolling-update-demo/run.sh stop    # stop drover dev and every container
+#   examples/rolling-update-demo/run.sh --vm    # the same against examples/vm-cluster (already up)
 #
 # On a one-machine cluster (`drover dev`) it deploys demo-web v1 x 4 behind the
 # published port 18080 (the routing mesh), starts a load generator that sends
@@ -16,27 +17,42 @@ source "$HERE/../dev-lib.sh"
 cd "$ROOT"
 OUT=$HERE/out
 RATE=${RATE:-250}
-dev_stop_if_asked "$@"
-dev_up
+JOBS=examples/jobs
+URL=http://127.0.0.1:18080/
+if [[ ${1:-} == --vm ]]; then
+  # A cluster of VMs (examples/vm-cluster/vm-cluster.sh up): its exports,
+  # the example images from its registry, the mesh on its first agent VM.
+  exports=$("$ROOT/examples/vm-cluster/vm-cluster.sh" addr) || exit 1
+  eval "$exports"
+  JOBS=$(mktemp -d)
+  trap 'rm -rf "$JOBS"' EXIT
+  for f in web web-v2 web-v2-broken; do
+    sed "s#^image: oci:examples/images/out/#image: $DROVER_VM_REGISTRY/#" "examples/jobs/$f.yaml" >"$JOBS/$f.yaml"
+  done
+  URL=http://${DROVER_VM_REGISTRY%.1:*}.21:18080/
+else
+  dev_stop_if_asked "$@"
+  dev_up
+fi
 "$DROVER" job stop web --purge >/dev/null 2>&1 || true
 
 say "v1: drover job run examples/jobs/web.yaml (4 replicas, published on :18080)"
-"$DROVER" job run examples/jobs/web.yaml
+"$DROVER" job run "$JOBS/web.yaml"
 "$DROVER" job status web
 
 mkdir -p "$OUT"
-say "load: $RATE requests/s to http://127.0.0.1:18080/ through the routing mesh"
-"$DROVER" bench load --url http://127.0.0.1:18080/ --rate "$RATE" --duration 5m \
+say "load: $RATE requests/s to $URL through the routing mesh"
+"$DROVER" bench load --url "$URL" --rate "$RATE" --duration 5m \
   --json "$OUT/timeline.json" --svg "$OUT/timeline.svg" >"$OUT/load.txt" 2>&1 &
 LOAD=$!
 sleep 3
 
 say "v2: drover job run examples/jobs/web-v2.yaml (rolling update, health-gated)"
-"$DROVER" job run examples/jobs/web-v2.yaml
+"$DROVER" job run "$JOBS/web-v2.yaml"
 sleep 3
 
 say "v3: drover job run examples/jobs/web-v2-broken.yaml (fails its health check)"
-if "$DROVER" job run examples/jobs/web-v2-broken.yaml; then
+if "$DROVER" job run "$JOBS/web-v2-broken.yaml"; then
   echo "unexpected: the broken version rolled out" >&2
 fi
 sleep 3
@@ -52,11 +68,13 @@ say "drover job history web"
 
 failed=$(jq '[.[].failed] | add' "$OUT/timeline.json")
 ok=$(jq '[.[].ok] | add' "$OUT/timeline.json")
-cat <<EOT
-
-$ok requests answered, $failed failed, through a rollout to v2 and a failed v3 rolled back.
-Chart: $OUT/timeline.svg
-drover dev keeps running (pid $(cat "$PIDFILE")); stop it with:
-  examples/rolling-update-demo/run.sh stop
-EOT
+echo
+echo "$ok requests answered, $failed failed, through a rollout to v2 and a failed v3 rolled back."
+echo "Chart: $OUT/timeline.svg"
+if [[ $JOBS == examples/jobs ]]; then
+  echo "drover dev keeps running (pid $(cat "$PIDFILE")); stop it with:"
+  echo "  examples/rolling-update-demo/run.sh stop"
+else
+  echo "The VM cluster keeps running; examples/vm-cluster/vm-cluster.sh down removes it."
+fi
 [[ $failed == 0 ]]
