@@ -265,6 +265,60 @@ fn wait_for_same_applied(vms: &Vms) {
     );
 }
 
+/// Brings the cluster up, checks its guests run cgroup v2 alone (whatever
+/// the host runs), and runs `web` v1 from the host's registry: one replica
+/// on each agent VM.
+fn up_with_web(name: &'static str, net: &'static str, dir: &std::path::Path) -> Vms {
+    let (vms, up) = Vms::up(name, net);
+    eprintln!("vm-cluster up: {:.1} s", up.as_secs_f64());
+    let guest = vms.must(&["exec", "a1", "grep cgroup /proc/mounts; uname -r"]);
+    assert!(
+        guest.stdout.starts_with("cgroup2 /sys/fs/cgroup cgroup2 "),
+        "the agent VM runs cgroup v2 alone: {}",
+        guest.stdout
+    );
+    let v1 = web_spec(dir, &vms.registry, "v1");
+    let out = vms.drover(&["job", "run", "--timeout", "180s", v1.to_str().unwrap()]);
+    assert!(out.ok(), "job run v1: {}{}", out.stdout, out.stderr);
+    assert_eq!(
+        vms.running_on("web"),
+        vec![vms.agent(1), vms.agent(2)],
+        "one replica on each agent VM"
+    );
+    vms
+}
+
+/// Powers off the leader's VM and times the first write that succeeds
+/// after it; returns the leader's number.
+fn power_off_leader(vms: &Vms, dir: &std::path::Path, trial: &str) -> u64 {
+    let leader = vms.leader();
+    let off = Instant::now();
+    vms.must(&["kill", &format!("s{leader}")]);
+    let took = first_write(vms, dir, trial, off);
+    eprintln!(
+        "leader VM s{leader} powered off: first write after {:.2} s",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "writes resume after a leader's power-off: {took:?}"
+    );
+    leader
+}
+
+/// Powers off agent VM a2 and waits until both replicas of `web` run on a1.
+fn power_off_a2(vms: &Vms) {
+    let off = Instant::now();
+    vms.must(&["kill", "a2"]);
+    wait_for("both replicas on a1", Duration::from_secs(120), || {
+        (vms.running_on("web") == vec![vms.agent(1); 2]).then_some(())
+    });
+    eprintln!(
+        "agent VM a2 powered off: its replica running elsewhere after {:.1} s",
+        off.elapsed().as_secs_f64()
+    );
+}
+
 /// Up in one command; a job spread over both agent VMs; a rolling update
 /// under load with no failed request; the leader's VM powered off (writes
 /// resume), an agent's VM powered off (its replicas move), both booted
@@ -280,28 +334,9 @@ fn a_vm_cluster_keeps_its_work_through_power_offs_and_reboots() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (vms, up) = Vms::up("dvmt", "10.79.1");
-    eprintln!("vm-cluster up: {:.1} s", up.as_secs_f64());
+    let vms = up_with_web("dvmt", "10.79.1", dir.path());
     let (a1, a2) = (vms.agent(1), vms.agent(2));
     let net = vms.net;
-
-    // The guests run cgroup v2 (this host may run v1) and their own kernel.
-    let guest = vms.must(&["exec", "a1", "grep cgroup /proc/mounts; uname -r"]);
-    assert!(
-        guest.stdout.starts_with("cgroup2 /sys/fs/cgroup cgroup2 "),
-        "the agent VM runs cgroup v2 alone: {}",
-        guest.stdout
-    );
-
-    // A job spread over the agent VMs, from the registry on the host.
-    let v1 = web_spec(dir.path(), &vms.registry, "v1");
-    let out = vms.drover(&["job", "run", "--timeout", "180s", v1.to_str().unwrap()]);
-    assert!(out.ok(), "job run v1: {}{}", out.stdout, out.stderr);
-    assert_eq!(
-        vms.running_on("web"),
-        vec![a1.clone(), a2.clone()],
-        "one replica on each agent VM"
-    );
 
     // A rolling update under load through the mesh on both agents: no
     // request fails.
@@ -373,34 +408,13 @@ fn a_vm_cluster_keeps_its_work_through_power_offs_and_reboots() {
     wait_for_same_applied(&vms);
 
     // The leader's VM loses power: writes resume on the other two.
-    let off = Instant::now();
-    vms.must(&["kill", &format!("s{leader}")]);
-    let took = first_write(&vms, dir.path(), "leader-off", off);
-    eprintln!(
-        "leader VM s{leader} powered off: first write after {:.2} s",
-        took.as_secs_f64()
-    );
-    assert!(
-        took < Duration::from_secs(10),
-        "writes resume after a leader's power-off: {took:?}"
-    );
+    let leader = power_off_leader(&vms, dir.path(), "leader-off");
     // Booted again from its disk, it rejoins with its log.
     vms.must(&["start", &format!("s{leader}")]);
     wait_for_same_applied(&vms);
 
     // An agent's VM loses power: its replica runs on the other agent.
-    let off = Instant::now();
-    vms.must(&["kill", "a2"]);
-    wait_for(
-        "both replicas running on a1",
-        Duration::from_secs(120),
-        || (vms.running_on("web") == vec![a1.clone(); 2]).then_some(()),
-    );
-    let moved = off.elapsed();
-    eprintln!(
-        "agent VM a2 powered off: its replica running elsewhere after {:.1} s",
-        moved.as_secs_f64()
-    );
+    power_off_a2(&vms);
     assert_eq!(vms.node_status(&a2), "down");
 
     // Booted again from its disk, the agent comes back ready and takes
@@ -451,39 +465,10 @@ fn vm_smoke() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (vms, up) = Vms::up("dvms", "10.79.2");
-    eprintln!("vm-cluster up: {:.1} s", up.as_secs_f64());
-    let (a1, a2) = (vms.agent(1), vms.agent(2));
-    let guest = vms.must(&["exec", "a1", "grep cgroup /proc/mounts"]);
-    assert!(
-        guest.stdout.starts_with("cgroup2 /sys/fs/cgroup cgroup2 "),
-        "the agent VM runs cgroup v2 alone: {}",
-        guest.stdout
-    );
-    let v1 = web_spec(dir.path(), &vms.registry, "v1");
-    let out = vms.drover(&["job", "run", "--timeout", "180s", v1.to_str().unwrap()]);
-    assert!(out.ok(), "job run: {}{}", out.stdout, out.stderr);
-    assert_eq!(vms.running_on("web"), vec![a1.clone(), a2.clone()]);
+    let vms = up_with_web("dvms", "10.79.2", dir.path());
     let body = get(&format!("{}.22", vms.net)).expect("the mesh answers on a2");
     assert!(body.contains("demo-web v1"), "{body}");
-
-    let leader = vms.leader();
-    let off = Instant::now();
-    vms.must(&["kill", &format!("s{leader}")]);
-    let took = first_write(&vms, dir.path(), "smoke", off);
-    eprintln!(
-        "leader VM s{leader} powered off: first write after {:.2} s",
-        took.as_secs_f64()
-    );
-
-    let off = Instant::now();
-    vms.must(&["kill", "a2"]);
-    wait_for("both replicas on a1", Duration::from_secs(120), || {
-        (vms.running_on("web") == vec![a1.clone(); 2]).then_some(())
-    });
-    eprintln!(
-        "agent VM a2 powered off: its replica running elsewhere after {:.1} s",
-        off.elapsed().as_secs_f64()
-    );
+    power_off_leader(&vms, dir.path(), "smoke");
+    power_off_a2(&vms);
     vms.down_leaves_nothing();
 }
