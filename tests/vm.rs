@@ -146,13 +146,18 @@ impl Vms {
         })
     }
 
+    /// The items of a `drover ... -o json` list (none when the call fails).
+    fn list(&self, args: &[&str]) -> Vec<Value> {
+        let out = self.drover(args);
+        match serde_json::from_str(&out.stdout) {
+            Ok(Value::Array(items)) => items,
+            _ => Vec::new(),
+        }
+    }
+
     /// (name, node, state) of every allocation of `job`.
     fn allocs(&self, job: &str) -> Vec<(String, String, String)> {
-        let out = self.drover(&["alloc", "ls", "-o", "json"]);
-        let v: Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-        v.as_array()
-            .cloned()
-            .unwrap_or_default()
+        self.list(&["alloc", "ls", "-o", "json"])
             .iter()
             .filter(|a| a["job"] == job)
             .map(|a| {
@@ -174,11 +179,7 @@ impl Vms {
     }
 
     fn node_status(&self, node: &str) -> String {
-        let out = self.drover(&["node", "ls", "-o", "json"]);
-        let v: Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-        v.as_array()
-            .cloned()
-            .unwrap_or_default()
+        self.list(&["node", "ls", "-o", "json"])
             .iter()
             .find(|n| n["name"] == node)
             .and_then(|n| n["status"].as_str().map(String::from))

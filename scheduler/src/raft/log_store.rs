@@ -394,7 +394,10 @@ impl LogStore {
 /// on a runtime thread held every task on it (the heartbeats among them)
 /// for up to a third of a second under load, and on the blocking pool it
 /// still took a core from them.
-fn drop_off_runtime<T: Send + 'static>(gone: T) {
+fn drop_off_runtime(gone: BTreeMap<u64, Kept>) {
+    if gone.is_empty() {
+        return;
+    }
     let spawned = std::thread::Builder::new()
         .name("drover-free".into())
         .spawn(move || {

@@ -98,7 +98,10 @@ pub(crate) fn ensure_layer(
             // ran a binary that read back as zeros, "Exec format error").
             durable(&tmp)?;
             std::fs::rename(&tmp, &dest).map_err(ImageError::io(&dest))?;
-            durable(layers_dir)?;
+            // And the rename itself.
+            File::open(layers_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(ImageError::io(layers_dir))?;
             Ok((dest, size))
         }
         Err(e) => {
