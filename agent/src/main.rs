@@ -240,6 +240,10 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| "info,h2=warn,tower=warn".into()),
         )
         .init();
+    let (from, to) = drover_proto::limits::raise_open_files();
+    if to > from {
+        tracing::info!(from, to, "raised the open-file limit");
+    }
     drover_proto::spec::dns_label(&a.name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
     // What the node lacks stops it here, with what to do, rather than as a
     // confusing error at the first container.

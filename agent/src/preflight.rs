@@ -28,6 +28,7 @@ pub fn node(state_dir: &Path, cgroup_root: &Path) -> Report {
     r.push(seccomp());
     r.push(nftables());
     r.push(ip_forward());
+    r.push(conntrack());
     r.push(preflight::disk(state_dir, "the agent's state"));
     r.push(preflight::clock());
     r
@@ -311,6 +312,36 @@ fn ip_forward() -> Check {
             "ip_forward",
             format!("{path}: {e}"),
             "a kernel with IPv4 networking",
+        ),
+    }
+}
+
+/// The connection tracking table: big enough for the routing mesh, or
+/// one the agent may raise (see `network::conntrack`).
+fn conntrack() -> Check {
+    use crate::network::conntrack::{wanted, Paths};
+    let paths = Paths::default();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let want = wanted(cores);
+    let max = std::fs::read_to_string(&paths.max)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    match max {
+        None => Check::pass(
+            "conntrack",
+            "not loaded yet; the agent sizes it when the container network starts",
+        ),
+        Some(m) if m >= want => Check::pass("conntrack", format!("table of {m} entries")),
+        Some(m) if std::fs::OpenOptions::new().write(true).open(&paths.max).is_ok() => {
+            Check::pass(
+                "conntrack",
+                format!("table of {m} entries; the agent raises it to {want} at start"),
+            )
+        }
+        Some(m) => Check::warn(
+            "conntrack",
+            format!("table of {m} entries, read-only here"),
+            format!("sysctl -w net.netfilter.nf_conntrack_max={want} on the host: the routing mesh holds two entries per request for two minutes, and a full table drops new connections"),
         ),
     }
 }

@@ -9,6 +9,9 @@
 
 pub mod fencing;
 pub mod format;
+/// Raises the open-file limit through libc (getrlimit, setrlimit).
+#[allow(unsafe_code)]
+pub mod limits;
 pub mod pki;
 /// Reads the machine through a few libc calls (euid, statvfs, adjtimex).
 #[allow(unsafe_code)]

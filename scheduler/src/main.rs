@@ -174,6 +174,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let a = Args::parse();
+    let (from, to) = drover_proto::limits::raise_open_files();
+    if to > from {
+        tracing::info!(from, to, "raised the open-file limit");
+    }
     if let Some(Sub::Ca(CaCmd::Init { pki_dir })) = &a.command {
         let ca = drover_scheduler::pki::init(pki_dir)?;
         println!(

@@ -25,6 +25,7 @@
 //! (`nft`).
 
 pub mod conflict;
+pub mod conntrack;
 pub mod guard;
 pub mod inventory;
 mod ipam;
@@ -211,6 +212,8 @@ impl NodeNetwork {
             .chain(routed.keys().cloned())
             .collect();
         guard::install(&bridge, subnet, control_plane, &sets)?;
+        // The nat rules just loaded conntrack; the mesh needs room in it.
+        conntrack::raise_for_node();
         Ok(NodeNetwork {
             bridge,
             subnet: subnet.into(),

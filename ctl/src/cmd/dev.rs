@@ -14,6 +14,10 @@ pub async fn run(a: DevArgs) -> Result<i32> {
                 .unwrap_or_else(|_| "info,openraft=warn,h2=warn,tower=warn".into()),
         )
         .init();
+    let (from, to) = drover_proto::limits::raise_open_files();
+    if to > from {
+        tracing::info!(from, to, "raised the open-file limit");
+    }
     if a.cleanup {
         return cleanup(&a.state_dir, &a.cgroup_root);
     }
