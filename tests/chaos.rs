@@ -13,17 +13,23 @@
 //! is the same test run with more time and replicas, as a bench:
 //! `examples/bench/chaos.sh` (`DROVER_CHAOS_SECS=600 DROVER_CHAOS_SCHEDULERS=5`,
 //! the table written to `DROVER_CHAOS_REPORT` and from there into the README).
+//!
+//! With `DROVER_CHAOS_VM=1` (`examples/bench/chaos.sh --vm`) the same run
+//! hits a cluster of virtual machines (`examples/vm-cluster`): a kill is a
+//! VM's power cut and a boot from its disk, a pause freezes the whole VM,
+//! and the network faults drop its frames on the host's bridge.
 
 use drover_e2e::history::{
     check_acked_kept, check_linearizable, check_no_double_run, Event, EventKind, JobRegister, Op,
     Ret,
 };
 use drover_e2e::netcluster::NetCluster;
+use drover_e2e::vmcluster::Vms;
 use drover_e2e::*;
 use drover_proto::pb;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tonic::transport::Endpoint;
 
@@ -59,14 +65,18 @@ fn job_name(i: usize) -> String {
     format!("c{i}")
 }
 
+/// The image the jobs run: the example layout on this host, or the VM
+/// cluster's registry.
+static IMAGE: OnceLock<String> = OnceLock::new();
+
 /// The spec of `job` with argument `arg`. It keeps 1000 versions, not the
 /// default 10, so the lost-write check can find every acknowledged one.
 fn spec_json(job: &str, arg: u32) -> String {
+    let image = IMAGE.get().expect("the image is chosen before any spec");
     let yaml = format!(
-        "name: {job}\nreplicas: 1\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '{arg}']\n\
+        "name: {job}\nreplicas: 1\nimage: {image}\ncommand: [/bin/sleep, '{arg}']\n\
          resources: {{cpu: 10m, memory: 16Mi}}\nstop_grace_period: 1s\n\
-         update: {{max_surge: 0, max_unavailable: 1, keep_versions: 1000}}\n",
-        images().display()
+         update: {{max_surge: 0, max_unavailable: 1, keep_versions: 1000}}\n"
     );
     drover_proto::spec::from_yaml(&yaml).unwrap().to_json()
 }
@@ -285,9 +295,114 @@ async fn client(id: u64, addrs: Vec<String>, deadline: Instant, rec: Arc<Recorde
     }
 }
 
+/// The cluster under test: network namespaces on this host, or VMs.
+enum Cluster {
+    Net(NetCluster),
+    Vm(Vms),
+}
+
+impl Cluster {
+    fn up(replicas: u32) -> Cluster {
+        if std::env::var("DROVER_CHAOS_VM").as_deref() == Ok("1") {
+            // Two agents: under software emulation each VM takes a core's
+            // share, and the faults are the schedulers'.
+            let (vms, took) = Vms::up_with("dvmc", "10.79.3", replicas, 2);
+            eprintln!("chaos: VM cluster up in {:.0} s", took.as_secs_f64());
+            IMAGE.get_or_init(|| format!("{}/toolbox:latest", vms.registry));
+            Cluster::Vm(vms)
+        } else {
+            IMAGE.get_or_init(|| format!("oci:{}/toolbox:latest", images().display()));
+            Cluster::Net(NetCluster::up("chaos", 10, replicas, 3, &[]))
+        }
+    }
+
+    /// Runs the cluster script's fault command `args`, which must succeed.
+    fn must(&mut self, args: &[&str]) {
+        match self {
+            Cluster::Net(c) => c.must(args),
+            Cluster::Vm(v) => {
+                v.must(args);
+            }
+        }
+    }
+
+    fn peer_addr(&self, i: u32) -> String {
+        match self {
+            Cluster::Net(c) => c.peer_addr(i),
+            Cluster::Vm(v) => v.peer_addr(i),
+        }
+    }
+
+    fn leader(&self) -> u32 {
+        match self {
+            Cluster::Net(c) => c.leader(),
+            Cluster::Vm(v) => v.leader() as u32,
+        }
+    }
+
+    fn members(&self) -> Option<serde_json::Value> {
+        match self {
+            Cluster::Net(c) => c.members(),
+            Cluster::Vm(v) => v.members(),
+        }
+    }
+
+    fn drover(&self, args: &[&str]) -> Run {
+        match self {
+            Cluster::Net(c) => c.drover(args),
+            Cluster::Vm(v) => v.drover(args),
+        }
+    }
+
+    /// How long a replica may take to be back after its fault is undone:
+    /// a VM whose power was cut boots first.
+    fn back_within(&self) -> Duration {
+        match self {
+            Cluster::Net(_) => Duration::from_secs(20),
+            Cluster::Vm(_) => Duration::from_secs(90),
+        }
+    }
+
+    /// What the sampler reads, for the report.
+    fn sampled(&self) -> &'static str {
+        match self {
+            Cluster::Net(_) => "hosts' cgroups, every 50 ms",
+            Cluster::Vm(_) => "agent VMs' cgroups, read through their exec port",
+        }
+    }
+
+    /// A thread sampling the containers running on the agents until `stop`
+    /// (every 50 ms on this host; as fast as the VMs answer otherwise).
+    fn sampler(&self, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<BTreeSet<String>>> {
+        let vms = match self {
+            Cluster::Net(_) => None,
+            Cluster::Vm(v) => Some((v.name, v.net, v.agents)),
+        };
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match vms {
+                    None => {
+                        samples.push(running_containers());
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Some((name, net, agents)) => {
+                        if let Some(s) =
+                            drover_e2e::vmcluster::running_containers(name, net, agents)
+                        {
+                            samples.push(s);
+                        }
+                    }
+                }
+            }
+            samples
+        })
+    }
+}
+
 /// Injects one fault into a replica (or the leader); returns what it was,
 /// the replica it hit, and how to undo it.
-fn inject(c: &mut NetCluster, rng: &mut Rng, replicas: u32) -> (String, u32, Vec<String>) {
+fn inject(c: &mut Cluster, rng: &mut Rng, replicas: u32) -> (String, u32, Vec<String>) {
     let mut hit = 1 + rng.below(replicas as u64) as u32;
     let target = format!("s{hit}");
     let (what, args, undo): (&str, Vec<String>, Vec<String>) = match rng.below(5) {
@@ -375,7 +490,7 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
     let ci = std::env::var("CI").as_deref() == Ok("true");
     let seed = env_u64("DROVER_CHAOS_SEED", if ci { CI_SEED } else { fresh });
     eprintln!("chaos: seed {seed} (DROVER_CHAOS_SEED={seed} replays the faults), {secs}s, {replicas} replicas");
-    let mut c = NetCluster::up("chaos", 10, replicas, 3, &[]);
+    let mut c = Cluster::up(replicas);
     let addrs: Vec<String> = (1..=replicas).map(|i| c.peer_addr(i)).collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
 
@@ -406,17 +521,7 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
 
     // Watch the containers from the host, independently of the scheduler.
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut samples = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                samples.push(running_containers());
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            samples
-        })
-    };
+    let sampler = c.sampler(stop.clone());
 
     let rec = Arc::new(Recorder::default());
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -449,7 +554,7 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
         // fault, or the next one would be a second failure on top of it.
         wait_for(
             "every scheduler peer back in touch after the fault",
-            Duration::from_secs(20),
+            c.back_within(),
             || {
                 let m = c.members()?;
                 let all_back = m["leader_id"].as_u64()? != 0
@@ -506,14 +611,30 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
     });
 
     // Let every job converge, so each slot's last container is seen.
-    wait_for("the jobs to converge", Duration::from_secs(90), || {
+    let all_running = || {
         let out = c.drover(&["job", "ls", "-o", "json"]);
         let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
         v.as_array()?
             .iter()
             .all(|j| j["running"] == 1)
             .then_some(())
-    });
+    };
+    let until = Instant::now() + Duration::from_secs(90);
+    while all_running().is_none() {
+        if Instant::now() > until {
+            for args in [
+                &["job", "ls"][..],
+                &["alloc", "ls"],
+                &["node", "ls"],
+                &["cluster", "members"],
+            ] {
+                let out = c.drover(args);
+                eprintln!("drover {}:\n{}{}", args.join(" "), out.stdout, out.stderr);
+            }
+            panic!("timed out after 90s waiting for the jobs to converge");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     let samples = sampler.join().unwrap();
@@ -597,8 +718,9 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
             if linear.is_ok() { "yes" } else { "NO" }
         ),
         format!(
-            "| replica slots running on two nodes at once ({} samples of the hosts' cgroups, every 50 ms) | {} |",
+            "| replica slots running on two nodes at once ({} samples of the {}) | {} |",
             samples.len(),
+            c.sampled(),
             match &double {
                 Ok(()) => "0".to_string(),
                 Err(e) => format!("{e:?}"),
@@ -618,7 +740,13 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
             max.as_secs_f64()
         ));
     }
-    let head = format!("chaos: seed {seed}, {secs} s, {replicas} scheduler peers, 3 agents");
+    let head = format!(
+        "chaos: seed {seed}, {secs} s, {replicas} scheduler peers, {}",
+        match &c {
+            Cluster::Net(_) => "3 agents, in network namespaces".to_string(),
+            Cluster::Vm(v) => format!("{} agents, every node a VM", v.agents),
+        }
+    );
     eprintln!("{head}");
     for row in &rows {
         eprintln!("{row}");

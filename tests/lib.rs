@@ -8,6 +8,7 @@
 
 pub mod history;
 pub mod netcluster;
+pub mod vmcluster;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -39,13 +40,16 @@ pub fn skip_or_fail(test: &str, why: &str) {
     eprintln!("{why}");
 }
 
-/// The directory holding the workspace's binaries: the caller's own
+/// The directory holding the workspace's binaries: `DROVER_BIN` if set
+/// (e.g. `target/release` for a bench on VMs), else the caller's own
 /// (`drover-bench`, beside them) or, for a test in `target/<profile>/deps`,
 /// the one above it.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("own binary path");
     let own = exe.parent().expect("binary dir").to_path_buf();
-    let dir = if own.join("drover-scheduler").exists() {
+    let dir = if let Some(d) = std::env::var_os("DROVER_BIN").filter(|d| !d.is_empty()) {
+        repo_root().join(d)
+    } else if own.join("drover-scheduler").exists() {
         own
     } else {
         own.parent().expect("target dir").to_path_buf()

@@ -7,191 +7,14 @@
 //! no shutdown, no TCP reset, the disk as the last fsync left it) and it is
 //! booted again from the same disk.
 
-use drover_e2e::{bin_dir, register_pki, repo_root, require_root, run_drover, wait_for, Run};
+use drover_e2e::vmcluster::Vms;
+use drover_e2e::{require_root, wait_for};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The VM cluster; `down` when dropped.
-struct Vms {
-    /// Its short name (prefix of its links, tables and agents' names).
-    name: &'static str,
-    /// The first three octets of its /24.
-    net: &'static str,
-    addr: String,
-    registry: String,
-}
-
-/// Runs `vm-cluster.sh ARGS` for the cluster `name` on `net`.
-fn script_for(name: &str, net: &str, args: &[&str]) -> Run {
-    let out = Command::new("bash")
-        .arg(repo_root().join("examples/vm-cluster/vm-cluster.sh"))
-        .args(args)
-        .env("DROVER_BIN", bin_dir())
-        .env("DROVER_VM_NAME", name)
-        .env("DROVER_VM_NET", net)
-        .output()
-        .expect("run vm-cluster.sh");
-    Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-impl Vms {
-    fn up(name: &'static str, net: &'static str) -> (Vms, Duration) {
-        let script = |args: &[&str]| script_for(name, net, args);
-        script(&["down"]);
-        let start = Instant::now();
-        let out = script(&["up", "--schedulers", "3", "--agents", "2"]);
-        if !out.ok() {
-            // What the VMs printed, before `down` removes it.
-            let console = std::fs::read_to_string(format!("/tmp/drover-vm-{name}/s1/console.log"))
-                .unwrap_or_default();
-            script(&["down"]);
-            panic!(
-                "vm-cluster.sh up failed: {}{}\ns1's console (tail):\n{}",
-                out.stdout,
-                out.stderr,
-                console
-                    .lines()
-                    .rev()
-                    .take(30)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
-        let took = start.elapsed();
-        let export = |k: &str| {
-            out.stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("export {k}=")))
-                .unwrap_or_else(|| panic!("up prints {k}: {}", out.stdout))
-                .to_string()
-        };
-        let vms = Vms {
-            name,
-            net,
-            addr: export("DROVER_ADDR"),
-            registry: export("DROVER_VM_REGISTRY"),
-        };
-        register_pki(&vms.addr, std::path::Path::new(&export("DROVER_PKI_DIR")));
-        eprintln!("{}", out.stdout.lines().next().unwrap_or_default());
-        (vms, took)
-    }
-
-    fn script(&self, args: &[&str]) -> Run {
-        script_for(self.name, self.net, args)
-    }
-
-    /// Runs `vm-cluster.sh ARGS` and insists it succeeds.
-    fn must(&self, args: &[&str]) -> Run {
-        let out = self.script(args);
-        assert!(
-            out.ok(),
-            "vm-cluster.sh {args:?} failed: {}{}",
-            out.stdout,
-            out.stderr
-        );
-        out
-    }
-
-    fn drover(&self, args: &[&str]) -> Run {
-        run_drover(&self.addr, args)
-    }
-
-    /// An agent VM's node name, e.g. `dvmt-a1`.
-    fn agent(&self, n: u32) -> String {
-        format!("{}-a{n}", self.name)
-    }
-
-    /// Brings the cluster down and checks nothing it made is left: no link,
-    /// no VM, no directory, no nftables table.
-    fn down_leaves_nothing(self) {
-        let name = self.name;
-        drop(self);
-        let links = Command::new("ip").args(["-br", "link"]).output().unwrap();
-        let links = String::from_utf8_lossy(&links.stdout);
-        assert!(
-            !links.lines().any(|l| l.starts_with(name)),
-            "links left behind: {links}"
-        );
-        let qemu = Command::new("pgrep")
-            .args(["-f", &format!("qemu-system.*{name}-")])
-            .output()
-            .unwrap();
-        assert!(
-            qemu.stdout.is_empty(),
-            "VMs left running: {}",
-            String::from_utf8_lossy(&qemu.stdout)
-        );
-        assert!(!std::path::Path::new(&format!("/tmp/drover-vm-{name}")).exists());
-        let tables = Command::new("nft")
-            .args(["list", "tables"])
-            .output()
-            .unwrap();
-        assert!(!String::from_utf8_lossy(&tables.stdout).contains(name));
-    }
-
-    fn leader(&self) -> u64 {
-        wait_for("a leader", Duration::from_secs(60), || {
-            let out = self.drover(&["cluster", "members", "-o", "json"]);
-            let v: Value = serde_json::from_str(&out.stdout).ok()?;
-            v["leader_id"].as_u64().filter(|l| *l > 0)
-        })
-    }
-
-    /// The items of a `drover ... -o json` list (none when the call fails).
-    fn list(&self, args: &[&str]) -> Vec<Value> {
-        let out = self.drover(args);
-        match serde_json::from_str(&out.stdout) {
-            Ok(Value::Array(items)) => items,
-            _ => Vec::new(),
-        }
-    }
-
-    /// (name, node, state) of every allocation of `job`.
-    fn allocs(&self, job: &str) -> Vec<(String, String, String)> {
-        self.list(&["alloc", "ls", "-o", "json"])
-            .iter()
-            .filter(|a| a["job"] == job)
-            .map(|a| {
-                let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
-                (s("name"), s("node"), s("state"))
-            })
-            .collect()
-    }
-
-    fn running_on(&self, job: &str) -> Vec<String> {
-        let mut nodes: Vec<String> = self
-            .allocs(job)
-            .into_iter()
-            .filter(|(_, _, s)| s == "running")
-            .map(|(_, n, _)| n)
-            .collect();
-        nodes.sort();
-        nodes
-    }
-
-    fn node_status(&self, node: &str) -> String {
-        self.list(&["node", "ls", "-o", "json"])
-            .iter()
-            .find(|n| n["name"] == node)
-            .and_then(|n| n["status"].as_str().map(String::from))
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Vms {
-    fn drop(&mut self) {
-        self.script(&["down"]);
-    }
-}
 
 fn web_spec(dir: &std::path::Path, registry: &str, version: &str) -> std::path::PathBuf {
     let p = dir.join(format!("web-{version}.yaml"));
@@ -285,6 +108,34 @@ fn up_with_web(name: &'static str, net: &'static str, dir: &std::path::Path) -> 
         vms.running_on("web"),
         vec![vms.agent(1), vms.agent(2)],
         "one replica on each agent VM"
+    );
+    // A 512 MiB VM boots with room for 4,096 tracked connections and 1,024
+    // open files: the mesh at 50 requests/s filled the first in 26 s and
+    // the agent hit the second at 250/s. The agent raises both.
+    let limits = vms.must(&[
+        "exec",
+        "a1",
+        "cat /proc/sys/net/netfilter/nf_conntrack_max; \
+         grep 'open files' /proc/$(pidof drover-agent | cut -d' ' -f1)/limits",
+    ]);
+    let mut lines = limits.stdout.lines();
+    let conntrack: u64 = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        conntrack >= 131_072,
+        "the agent raised conntrack: {}",
+        limits.stdout
+    );
+    let files: u64 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        files >= 65_536,
+        "the agent raised its open files: {}",
+        limits.stdout
     );
     vms
 }

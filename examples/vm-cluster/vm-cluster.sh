@@ -11,8 +11,13 @@
 #   examples/vm-cluster/vm-cluster.sh kill s1        # hard power-off: no shutdown, no RST
 #   examples/vm-cluster/vm-cluster.sh start s1       # power it on again (same disk)
 #   examples/vm-cluster/vm-cluster.sh reboot s1      # hard reset (power cycle), same disk
-#   examples/vm-cluster/vm-cluster.sh partition s1   # drop all its frames on the bridge, silently
-#   examples/vm-cluster/vm-cluster.sh heal s1        # undo partition
+#   examples/vm-cluster/vm-cluster.sh partition s1   # drop all its frames on the bridge, silently (also: silence)
+#   examples/vm-cluster/vm-cluster.sh isolate s1     # drop its frames with the other scheduler VMs only
+#   examples/vm-cluster/vm-cluster.sh isolate a1 s2  # drop its frames with the VMs named
+#   examples/vm-cluster/vm-cluster.sh lossy s1 20    # drop 20% of its frames at random, both ways
+#   examples/vm-cluster/vm-cluster.sh pause s1       # freeze the VM (SIGSTOP to qemu)
+#   examples/vm-cluster/vm-cluster.sh heal s1        # undo every fault but a power-off
+#   examples/vm-cluster/vm-cluster.sh restart s1     # power on a VM that was killed (as start)
 #   examples/vm-cluster/vm-cluster.sh addr           # the export lines for `drover` on this host
 #   examples/vm-cluster/vm-cluster.sh down           # remove every VM, tap, bridge and file
 #
@@ -450,9 +455,9 @@ status() {
   local node part
   for node in $(nodes); do
     part=connected
-    nft list table bridge "${NAME}_part_$node" >/dev/null 2>&1 && part=partitioned
+    nft list table bridge "${NAME}_part_$node" >/dev/null 2>&1 && part=faulted
     printf '%-6s %-14s %-8s %-12s %s\n' "$node" "$(ip_of "$node")" \
-      "$(alive "$node" && echo running || echo off)" "$part" "$(tap_of "$node")"
+      "$(paused "$node" && echo paused || { alive "$node" && echo running || echo off; })" "$part" "$(tap_of "$node")"
   done
   echo
   [[ -n ${DROVER_TOKEN:-} ]] || { [[ -s $DIR/pki/token ]] && export DROVER_TOKEN=$(cat "$DIR/pki/token"); }
@@ -461,19 +466,46 @@ status() {
   drover node ls || true
 }
 
-# A partition drops every frame to and from the node's tap on the bridge:
-# no resets, no carrier change, as a host that falls off the network.
-partition() {
-  local node=$1 tap t; tap=$(tap_of "$node"); t=${NAME}_part_$node
+# Network faults are an nftables table on the host's bridge per node: drop
+# rules on the frames to and from the node's tap, which send no resets and
+# change no carrier, as a host that falls off (part of) the network.
+fault_table() { # node prerouting-rules postrouting-rules
+  local node=$1 t=${NAME}_part_$1
   nft delete table bridge "$t" 2>/dev/null || true
   nft -f - <<EOF
 table bridge $t {
-  chain pre { type filter hook prerouting priority -200; iifname "$tap" drop; }
-  chain post { type filter hook postrouting priority -200; oifname "$tap" drop; }
+  chain pre { type filter hook prerouting priority -200; $2 }
+  chain post { type filter hook postrouting priority -200; $3 }
 }
 EOF
 }
-heal() { nft delete table bridge "${NAME}_part_$1" 2>/dev/null || true; }
+partition() { local tap; tap=$(tap_of "$1"); fault_table "$1" "iifname \"$tap\" drop;" "oifname \"$tap\" drop;"; }
+isolate() { # node [other nodes; default: the other scheduler VMs]
+  local node=$1 tap peers=() i set; shift
+  tap=$(tap_of "$node")
+  if (($#)); then
+    for i in "$@"; do peers+=("$(ip_of "$i")"); done
+  else
+    [[ $node == s* ]] || die "isolate: name the nodes to cut $node off from"
+    for i in $(seq 1 "$(schedulers)"); do [[ s$i == "$node" ]] || peers+=("$(ip_of "s$i")"); done
+  fi
+  set=$(IFS=,; echo "${peers[*]}")
+  fault_table "$node" "iifname \"$tap\" ip daddr { $set } drop;" "oifname \"$tap\" ip saddr { $set } drop;"
+}
+lossy() { # node percent: drop that share of its frames at random, both ways
+  local node=$1 pct=${2:-} tap
+  [[ $pct =~ ^[0-9]+$ ]] && ((pct <= 100)) || die "lossy: PERCENT must be 0..100"
+  tap=$(tap_of "$node")
+  fault_table "$node" "iifname \"$tap\" numgen random mod 100 < $pct drop;" \
+    "oifname \"$tap\" numgen random mod 100 < $pct drop;"
+}
+# A frozen VM: qemu stopped (SIGSTOP), the guest's clock and all with it.
+pause() { alive "$1" || die "$1 is not running"; kill -STOP "$(pid_of "$1")"; }
+paused() { alive "$1" && [[ $(awk '{print $3}' "/proc/$(pid_of "$1")/stat" 2>/dev/null) == T ]]; }
+heal() { # undoes every fault but a power-off
+  nft delete table bridge "${NAME}_part_$1" 2>/dev/null || true
+  if alive "$1"; then kill -CONT "$(pid_of "$1")"; fi
+}
 
 down() {
   local node
@@ -506,7 +538,11 @@ case $cmd in
   kill) power_off "${1:?kill NODE}" ;;
   start) boot "${1:?start NODE}"; wait_until "$1 to boot" 120 exec_ready "$1" ;;
   reboot) power_off "${1:?reboot NODE}"; gone "$1"; boot "$1"; wait_until "$1 to boot" 120 exec_ready "$1" ;;
-  partition) ip_of "${1:?partition NODE}" >/dev/null; partition "$1" ;;
+  restart) alive "${1:?restart NODE}" && die "$1 is running"; boot "$1"; wait_until "$1 to boot" 120 exec_ready "$1" ;;
+  partition|silence) ip_of "${1:?$cmd NODE}" >/dev/null; partition "$1" ;;
+  isolate) ip_of "${1:?isolate NODE [NODE...]}" >/dev/null; isolate "$@" ;;
+  lossy) ip_of "${1:?lossy NODE PERCENT}" >/dev/null; lossy "$1" "${2:-}" ;;
+  pause) pause "${1:?pause NODE}" ;;
   heal) heal "${1:?heal NODE}" ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; [[ -z $cmd ]] || exit 2 ;;
 esac
