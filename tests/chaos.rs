@@ -363,6 +363,23 @@ impl Cluster {
         }
     }
 
+    /// After containers were fenced: what each agent logged of its link to
+    /// the schedulers (the VMs' logs go with them at `down`).
+    fn print_agent_links(&self) {
+        let Cluster::Vm(v) = self else { return };
+        for n in 1..=v.agents {
+            let out = v.script(&["log", &format!("a{n}")]);
+            eprintln!("agent a{n}'s link to the schedulers:");
+            for l in out
+                .stdout
+                .lines()
+                .filter(|l| l.contains("scheduler") || l.contains("fenc") || l.contains("leader"))
+            {
+                eprintln!("  {l}");
+            }
+        }
+    }
+
     /// What the sampler reads, for the report.
     fn sampled(&self) -> &'static str {
         match self {
@@ -762,6 +779,9 @@ fn chaos_keeps_history_linearizable_and_replicas_single() {
     lost.unwrap();
     linear.unwrap();
     double.unwrap();
+    if !lost_on_healthy.is_empty() {
+        c.print_agent_links();
+    }
     assert!(
         lost_on_healthy.is_empty(),
         "scheduler faults stopped containers on healthy nodes: {lost_on_healthy:?}"
