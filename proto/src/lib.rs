@@ -19,6 +19,7 @@ pub mod preflight;
 pub mod quantity;
 pub mod snapshot;
 pub mod spec;
+pub mod text;
 /// Lowers a thread's priority through libc (setpriority).
 #[allow(unsafe_code)]
 pub mod thread;

@@ -36,7 +36,11 @@ impl Reporter {
         }
     }
 
-    pub fn update(&self, report: pb::AllocationReport) {
+    pub fn update(&self, mut report: pb::AllocationReport) {
+        // As the scheduler keeps them (it cuts longer ones).
+        use drover_proto::text::{clip, REPORT_TEXT_MAX};
+        report.reason = clip(std::mem::take(&mut report.reason), REPORT_TEXT_MAX);
+        report.health_detail = clip(std::mem::take(&mut report.health_detail), REPORT_TEXT_MAX);
         let mut latest = self.inner.latest.lock().expect("reporter lock");
         let same = latest.get(&report.id).is_some_and(|(r, _)| *r == report);
         if !same {
@@ -122,5 +126,25 @@ impl Reporter {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_reason_is_cut_before_it_is_sent() {
+        let r = Reporter::new("n1".into());
+        r.update(pb::AllocationReport {
+            id: "a1".into(),
+            reason: "e".repeat(1 << 20),
+            health_detail: "ok".into(),
+            ..Default::default()
+        });
+        let sent = r.latest("a1").unwrap();
+        assert!(sent.reason.len() <= drover_proto::text::REPORT_TEXT_MAX);
+        assert!(sent.reason.ends_with("bytes cut)"));
+        assert_eq!(sent.health_detail, "ok");
     }
 }

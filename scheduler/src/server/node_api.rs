@@ -445,6 +445,7 @@ impl NodeService for NodeApi {
 /// An agent's report in the state machine's terms. The typed phase and
 /// health decide; agents of the release before send the words only.
 fn report_from_wire(r: pb::AllocationReport) -> Result<AllocationReport, Status> {
+    use drover_proto::text::{clip, REPORT_TEXT_MAX};
     let phase = match r.phase() {
         pb::AllocationPhase::Unspecified => pb::AllocationPhase::from_word(&r.state),
         p => Some(p),
@@ -461,11 +462,13 @@ fn report_from_wire(r: pb::AllocationReport) -> Result<AllocationReport, Status>
         state,
         pid: r.pid,
         exit_code: r.exit_code,
-        reason: r.reason,
+        // An agent's words, bounded: a report is never refused for them
+        // (the agent would send it again forever).
+        reason: clip(r.reason, REPORT_TEXT_MAX),
         restarts: r.restarts,
         health: crate::state::HealthState::from_wire(health),
         ip: r.ip,
-        health_detail: r.health_detail,
+        health_detail: clip(r.health_detail, REPORT_TEXT_MAX),
         restarting_at_ms: r.restarting_at_ms,
         killed_at_grace: r.killed_at_grace,
     })
@@ -503,5 +506,21 @@ mod tests {
         };
         let e = report_from_wire(neither).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn an_agents_long_words_are_cut_not_refused() {
+        // A probe's output or an error quoting a whole file: 2 MiB.
+        let long = pb::AllocationReport {
+            id: "a1".into(),
+            phase: pb::AllocationPhase::Failed as i32,
+            reason: "r".repeat(2 << 20),
+            health_detail: "h".repeat(2 << 20),
+            ..Default::default()
+        };
+        let r = report_from_wire(long).unwrap();
+        let max = drover_proto::text::REPORT_TEXT_MAX;
+        assert!(r.reason.len() <= max && r.reason.starts_with("rrrr"));
+        assert!(r.health_detail.len() <= max && r.health_detail.ends_with("bytes cut)"));
     }
 }
