@@ -167,11 +167,7 @@ pub async fn run(
     shared: Arc<super::Shared>,
     mut stop: broadcast::Receiver<()>,
 ) {
-    // A failover must fit in the node timeout (the agent fences itself
-    // after it), so the other peers are tried at once, one after the
-    // other; only a whole round of failures backs off.
-    let mut backoff = Duration::from_millis(200);
-    let mut failed_in_a_row = 0usize;
+    let mut retry = Retry::default();
     loop {
         let session = session(&links, &me, heartbeat, &desired, &shared);
         let began = std::time::Instant::now();
@@ -183,25 +179,57 @@ pub async fn run(
                 }
             }
         }
-        // A session that lasted was a working link: after a leader change or
-        // a peer loss, reconnect quickly rather than at the old backoff.
-        if began.elapsed() > Duration::from_secs(5) {
-            backoff = Duration::from_millis(200);
-            failed_in_a_row = 0;
-        }
-        failed_in_a_row += 1;
+        // A leader acknowledged a heartbeat sent during the session.
+        let acked = shared.since_acknowledged() <= began.elapsed();
         links.next();
-        let pause = if failed_in_a_row.is_multiple_of(links.peers()) {
-            let b = backoff;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            b
-        } else {
-            Duration::from_millis(50)
-        };
+        let pause = retry.after_session(
+            acked || began.elapsed() > Duration::from_secs(5),
+            links.peers(),
+            shared.node_timeout(),
+        );
         tokio::select! {
             _ = stop.recv() => return,
             _ = tokio::time::sleep(pause) => {}
         }
+    }
+}
+
+/// How long to wait before the next session. A failover must fit in the
+/// node timeout (the agent fences itself after it), so the other peers are
+/// tried at once, one after the other; only a whole round of failures backs
+/// off, never past a quarter of the node timeout. A session in which a
+/// leader acknowledged the node was a working link: after it (a leader
+/// change, a peer lost) the peers are tried at once again, however short it
+/// was. Before, short working sessions between failures let the backoff
+/// grow to 2 s, and on slow VMs an agent slept through its fencing window.
+#[derive(Debug)]
+struct Retry {
+    backoff: Duration,
+    failed_in_a_row: usize,
+}
+
+impl Default for Retry {
+    fn default() -> Retry {
+        Retry {
+            backoff: Duration::from_millis(200),
+            failed_in_a_row: 0,
+        }
+    }
+}
+
+impl Retry {
+    fn after_session(&mut self, worked: bool, peers: usize, node_timeout: Duration) -> Duration {
+        if worked {
+            *self = Retry::default();
+        }
+        self.failed_in_a_row += 1;
+        if !self.failed_in_a_row.is_multiple_of(peers.max(1)) {
+            return Duration::from_millis(50);
+        }
+        let cap = (node_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(2));
+        let pause = self.backoff.min(cap);
+        self.backoff = (self.backoff * 2).min(cap);
+        pause
     }
 }
 
@@ -257,5 +285,49 @@ async fn session(
     tokio::select! {
         r = beats => r,
         r = watching => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FOUR: Duration = Duration::from_secs(4);
+
+    #[test]
+    fn the_other_peers_are_tried_at_once_and_a_failed_round_backs_off() {
+        let mut r = Retry::default();
+        let pauses: Vec<u128> = (0..9)
+            .map(|_| r.after_session(false, 3, FOUR).as_millis())
+            .collect();
+        assert_eq!(pauses, [50, 50, 200, 50, 50, 400, 50, 50, 800]);
+    }
+
+    #[test]
+    fn the_backoff_stays_within_a_quarter_of_the_node_timeout() {
+        let mut r = Retry::default();
+        let most = (0..60)
+            .map(|_| r.after_session(false, 3, FOUR))
+            .max()
+            .unwrap();
+        assert_eq!(most, Duration::from_secs(1));
+        let mut r = Retry::default();
+        let most = (0..60)
+            .map(|_| r.after_session(false, 1, Duration::from_secs(60)))
+            .max()
+            .unwrap();
+        assert_eq!(most, Duration::from_secs(2), "and never past 2 s");
+    }
+
+    #[test]
+    fn a_session_a_leader_acknowledged_starts_over_however_short() {
+        let mut r = Retry::default();
+        for _ in 0..9 {
+            r.after_session(false, 3, FOUR);
+        }
+        // Short but acknowledged: the next peer at once, then a fresh round.
+        assert_eq!(r.after_session(true, 3, FOUR), Duration::from_millis(50));
+        assert_eq!(r.after_session(false, 3, FOUR), Duration::from_millis(50));
+        assert_eq!(r.after_session(false, 3, FOUR), Duration::from_millis(200));
     }
 }
