@@ -176,9 +176,11 @@ fn power_off_a2(vms: &Vms) {
 /// resume), an agent's VM powered off (its replicas move), both booted
 /// again from their disks; `down` leaves nothing behind.
 ///
-/// The long fault run: about four minutes under software emulation. Opt in
-/// with `DROVER_VM_TESTS=1 tests/run.sh` (or `cargo test -p drover-e2e
-/// --test vm -- --ignored`); CI runs the smoke test below.
+/// The long fault run: about two and a half minutes under software
+/// emulation, with release binaries in the VMs (debug ones cannot hold
+/// their leases through the rolling update there). Opt in with
+/// `DROVER_VM_TESTS=1 tests/run.sh` (or `DROVER_BIN=target/release cargo
+/// test -p drover-e2e --test vm -- --ignored`); CI runs the smoke test below.
 #[test]
 #[ignore = "the long VM fault run (DROVER_VM_TESTS=1 tests/run.sh); CI runs vm_smoke"]
 fn a_vm_cluster_keeps_its_work_through_power_offs_and_reboots() {
