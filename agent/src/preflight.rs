@@ -319,14 +319,10 @@ fn ip_forward() -> Check {
 /// The connection tracking table: big enough for the routing mesh, or
 /// one the agent may raise (see `network::conntrack`).
 fn conntrack() -> Check {
-    use crate::network::conntrack::{wanted, Paths};
+    use crate::network::conntrack::{current, wanted_here, Paths};
     let paths = Paths::default();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let want = wanted(cores);
-    let max = std::fs::read_to_string(&paths.max)
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    match max {
+    let want = wanted_here();
+    match current(&paths) {
         None => Check::pass(
             "conntrack",
             "not loaded yet; the agent sizes it when the container network starts",

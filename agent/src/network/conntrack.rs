@@ -36,6 +36,16 @@ pub fn wanted(cores: usize) -> u64 {
     (32_768 * cores as u64).max(131_072)
 }
 
+/// The size wanted on this machine (by its cores).
+pub fn wanted_here() -> u64 {
+    wanted(std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The table's size now; `None` while conntrack is not loaded.
+pub fn current(paths: &Paths) -> Option<u64> {
+    read_u64(&paths.max)
+}
+
 /// What `raise` found and did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -57,7 +67,7 @@ fn read_u64(path: &Path) -> Option<u64> {
 /// Raises the table to `want` entries (and its hash to a quarter of that,
 /// as kube-proxy does) if it is smaller. Never lowers either.
 pub fn raise(paths: &Paths, want: u64) -> Outcome {
-    let Some(max) = read_u64(&paths.max) else {
+    let Some(max) = current(paths) else {
         return Outcome::NotLoaded;
     };
     if max >= want {
@@ -80,8 +90,7 @@ pub fn raise(paths: &Paths, want: u64) -> Outcome {
 
 /// `raise` on this machine, logged.
 pub fn raise_for_node() {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let want = wanted(cores);
+    let want = wanted_here();
     match raise(&Paths::default(), want) {
         Outcome::NotLoaded | Outcome::Enough(_) => {}
         Outcome::Raised(from, to) => {
