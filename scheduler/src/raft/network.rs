@@ -126,6 +126,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             node: node.clone(),
             channels: self.channels.clone(),
             tls: self.tls.clone(),
+            pacing: Pacing::default(),
         }
     }
 }
@@ -137,6 +138,7 @@ pub struct Connection {
     node: Node,
     channels: Channels,
     tls: ClientTls,
+    pacing: Pacing,
 }
 
 impl Connection {
@@ -265,17 +267,25 @@ impl RaftNetwork<TypeConfig> for Connection {
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
         let rpc_type = RPCTypes::AppendEntries;
         let data = encode(rpc_type, &rpc)?;
-        if let Some(fewer) = fewer_entries(rpc.entries.len(), data.len()) {
+        let bytes = data.len();
+        if let Some(fewer) = self.pacing.before(rpc.entries.len(), bytes) {
             tracing::debug!(
                 target = self.target,
                 entries = rpc.entries.len(),
-                bytes = data.len(),
+                bytes,
+                limit = self.pacing.limit,
                 fewer,
                 "append too large for one heartbeat interval; asking for fewer entries"
             );
             return Err(PayloadTooLarge::new_entries_hint(fewer).into());
         }
-        self.send(rpc_type, data, &option).await
+        let started = std::time::Instant::now();
+        let answer = self.send(rpc_type, data, &option).await;
+        match &answer {
+            Err(RPCError::Timeout(_)) => self.pacing.missed(),
+            _ => self.pacing.answered(started.elapsed(), option.hard_ttl()),
+        }
+        answer
     }
 
     async fn install_snapshot(
@@ -303,17 +313,73 @@ fn encode<Req: Serialize>(rpc: RPCTypes, req: &Req) -> Result<Vec<u8>, NetworkEr
         .map_err(|source| NetworkError::new(&TransportError::Encode { rpc, source }))
 }
 
-/// When an append of `entries` encodes to `bytes`, more than a follower can
-/// take within the heartbeat interval (openraft's deadline for an append,
-/// after which it sends the same entries again, and more): how many
-/// entries to send at a time instead. `None` when it may go as it is; one
-/// entry always may (none is larger than [`MAX_COMMAND_BYTES`]).
-fn fewer_entries(entries: usize, bytes: usize) -> Option<u64> {
-    if entries <= 1 || bytes <= MAX_APPEND_BYTES {
+/// When an append of `entries` encodes to `bytes`, more than `limit`: how
+/// many entries to send at a time instead. `None` when it may go as it is;
+/// one entry always may (none is larger than [`MAX_COMMAND_BYTES`]).
+fn fewer_entries(entries: usize, bytes: usize, limit: usize) -> Option<u64> {
+    if entries <= 1 || bytes <= limit {
         return None;
     }
-    let fit = entries.saturating_mul(MAX_APPEND_BYTES) / bytes;
+    let fit = entries.saturating_mul(limit) / bytes;
     Some(u64::try_from(fit.clamp(1, entries - 1)).unwrap_or(1))
+}
+
+/// How many bytes one append to a peer may carry. openraft gives an append
+/// the heartbeat interval and, when it misses it, sends the same entries
+/// again (and more): on a slow peer or link an append too large for the
+/// deadline would be sent forever and the peer would never catch up. So an
+/// append that misses halves the limit (down to one entry, which always
+/// goes), and one answered in under a quarter of the deadline doubles it
+/// again, up to [`MAX_APPEND_BYTES`].
+#[derive(Debug)]
+struct Pacing {
+    limit: usize,
+    /// The size of the append on its way; still set when the next one
+    /// starts, it was abandoned at openraft's deadline.
+    sending: Option<usize>,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Self {
+            limit: MAX_APPEND_BYTES,
+            sending: None,
+        }
+    }
+}
+
+impl Pacing {
+    /// The smallest limit; a single entry larger than it still goes alone.
+    const FLOOR: usize = 32 << 10;
+
+    /// Before sending an append of `entries` that encoded to `bytes`: how
+    /// many entries to send instead, if fewer.
+    fn before(&mut self, entries: usize, bytes: usize) -> Option<u64> {
+        if self.sending.is_some() {
+            self.missed();
+        }
+        let fewer = fewer_entries(entries, bytes, self.limit);
+        if fewer.is_none() {
+            self.sending = Some(bytes);
+        }
+        fewer
+    }
+
+    /// The append on its way missed its deadline.
+    fn missed(&mut self) {
+        if let Some(bytes) = self.sending.take() {
+            self.limit = self.limit.min((bytes / 2).max(Self::FLOOR));
+        }
+    }
+
+    /// The append on its way was answered (or failed otherwise) after `took`.
+    fn answered(&mut self, took: Duration, deadline: Duration) {
+        if let Some(bytes) = self.sending.take() {
+            if took < deadline / 4 && bytes.saturating_mul(2) >= self.limit {
+                self.limit = self.limit.saturating_mul(2).min(MAX_APPEND_BYTES);
+            }
+        }
+    }
 }
 
 /// What a follower last heard from its leader: the leader's commit index and
@@ -416,18 +482,42 @@ mod tests {
 
     #[test]
     fn an_append_too_large_for_the_deadline_asks_for_fewer_entries() {
-        assert_eq!(fewer_entries(300, MAX_APPEND_BYTES), None);
-        assert_eq!(
-            fewer_entries(1, 40 * MAX_APPEND_BYTES),
-            None,
-            "one always goes"
-        );
-        assert_eq!(fewer_entries(300, 3 * MAX_APPEND_BYTES), Some(100));
-        assert_eq!(fewer_entries(2, 40 * MAX_APPEND_BYTES), Some(1));
-        assert_eq!(
-            fewer_entries(10, MAX_APPEND_BYTES + 1),
-            Some(9),
-            "always fewer"
-        );
+        let max = MAX_APPEND_BYTES;
+        assert_eq!(fewer_entries(300, max, max), None);
+        assert_eq!(fewer_entries(1, 40 * max, max), None, "one always goes");
+        assert_eq!(fewer_entries(300, 3 * max, max), Some(100));
+        assert_eq!(fewer_entries(2, 40 * max, max), Some(1));
+        assert_eq!(fewer_entries(10, max + 1, max), Some(9), "always fewer");
+    }
+
+    #[test]
+    fn appends_that_miss_the_deadline_are_split_until_they_make_it() {
+        let deadline = Duration::from_millis(50);
+        let mut p = Pacing::default();
+        // Two 200KiB entries keep missing the deadline: the first miss is
+        // seen when the same append is tried again.
+        assert_eq!(p.before(2, 400 << 10), None);
+        assert_eq!(p.before(2, 400 << 10), Some(1), "sent one at a time");
+        assert_eq!(p.limit, 200 << 10);
+        // One entry goes however large; answered slowly, the limit stays.
+        assert_eq!(p.before(1, 200 << 10), None);
+        p.answered(Duration::from_millis(30), deadline);
+        assert_eq!(p.limit, 200 << 10);
+        assert_eq!(p.before(2, 400 << 10), Some(1));
+        // A miss reported as a timeout halves it too, never below the floor.
+        assert_eq!(p.before(1, 40 << 10), None);
+        p.missed();
+        assert_eq!(p.limit, Pacing::FLOOR);
+        // Quick answers to appends near the limit double it again, up to the most.
+        for _ in 0..20 {
+            assert_eq!(p.before(1, p.limit), None);
+            p.answered(Duration::from_millis(5), deadline);
+        }
+        assert_eq!(p.limit, MAX_APPEND_BYTES);
+        // Small quick appends say nothing about large ones.
+        p.limit = 64 << 10;
+        assert_eq!(p.before(3, 300), None);
+        p.answered(Duration::from_millis(1), deadline);
+        assert_eq!(p.limit, 64 << 10);
     }
 }
