@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // What carries a secret's value prints it redacted (see lib.rs).
     tonic_prost_build::configure()
         .skip_debug([".drover.v1.SecretData", ".drover.v1.PutSecretRequest"])
+        // Maps in a stable order: labels print and hash the same everywhere.
+        .btree_map(".")
         .compile_fds(fds)?;
     Ok(())
 }

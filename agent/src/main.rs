@@ -193,6 +193,13 @@ struct DaemonArgs {
     /// on nodes that offer it; no job names a host path. Repeatable.
     #[arg(long = "volume", value_name = "NAME=PATH[:ro]")]
     volumes: Vec<String>,
+    /// A label for jobs' constraints to match: `KEY=VALUE`, e.g.
+    /// `--label zone=eu-1a --label disk=ssd`; a job with
+    /// `constraints: [{attr: zone, op: in, values: [eu-1a]}]` runs only on
+    /// nodes labelled so. `drover node label` changes them at runtime.
+    /// Repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
     /// A token from `drover cluster join-token agent`: the first start uses
     /// it to get this node's certificate (kept in <state-dir>/pki).
     #[arg(long, env = "DROVER_JOIN_TOKEN")]
@@ -345,8 +352,19 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
     };
     let volumes = drover_agent::daemon::HostVolume::parse_all(&a.volumes, &a.state_dir)
         .map_err(|e| anyhow::anyhow!("--volume {e}"))?;
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &a.labels {
+        match drover_proto::spec::constraint::parse_label(l) {
+            Ok((k, Some(v))) => {
+                labels.insert(k, v);
+            }
+            Ok((_, None)) => anyhow::bail!("--label {l:?}: give KEY=VALUE"),
+            Err(e) => anyhow::bail!("--label {e}"),
+        }
+    }
     let config = drover_agent::daemon::Config {
         volumes,
+        labels,
         user_namespaces: a.user_namespaces,
         image_limits,
         resource_defaults,

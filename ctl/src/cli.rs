@@ -687,6 +687,20 @@ pub enum NodeCmd {
     ///   drover node rm node-2
     #[command(verbatim_doc_comment)]
     Rm { name: String },
+    /// Set labels on a node (KEY=VALUE) or remove them (KEY-). Jobs'
+    /// `constraints` match them; they win over the agent's `--label`
+    /// and outlive its restarts. Running replicas stay where they are.
+    ///
+    /// Example:
+    ///   drover node label node-2 zone=eu-1a disk=ssd
+    ///   drover node label node-2 disk-
+    #[command(verbatim_doc_comment)]
+    Label {
+        name: String,
+        /// KEY=VALUE to set, KEY- to remove.
+        #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+        labels: Vec<String>,
+    },
     /// List nodes with their resources and status.
     ///
     /// Example:

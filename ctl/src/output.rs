@@ -192,6 +192,7 @@ pub fn node(n: &pb::Node) -> Value {
         "draining": n.draining, "subnet": n.subnet, "network_error": n.network_error,
         "volumes": n.volumes.iter().map(|v| json!({"name": v.name, "read_only": v.read_only})).collect::<Vec<_>>(),
         "disk_bytes": n.disk_bytes, "disk_allocated_bytes": n.disk_allocated_bytes,
+        "labels": n.labels, "facts": n.facts,
     })
 }
 

@@ -140,8 +140,10 @@ up() {
     [[ $a == 0 ]] && break
     local ip; ip=$(ip_of "a$i")
     make_ns "a$i"
+    # DROVER_AGENT_ARGS_<i>: more flags for agent i (e.g. --label zone=a).
+    local extra="DROVER_AGENT_ARGS_$i"
     echo "$BIN/drover-agent run --name $NAME-a$i --scheduler $(sched_list) --listen $ip:7401" \
-      "--advertise $ip:7401 --state-dir $DIR/a$i/state --heartbeat 500ms --join $token" >"$DIR/a$i/cmd"
+      "--advertise $ip:7401 --state-dir $DIR/a$i/state --heartbeat 500ms --join $token ${!extra:-}" >"$DIR/a$i/cmd"
     start "a$i"
   done
   ((a == 0)) || wait_until "$a agent(s) to register" 30 agents_ready

@@ -8,8 +8,13 @@
 //! (lowest of the larger of its cpu and memory fractions in use), then the
 //! name, so equal inputs always give equal answers. When a replica fits
 //! nowhere the answer says why, in words a user can act on.
+//!
+//! A job's placement rules are feasibility too: its `constraints` must hold
+//! on the node's attributes, and a node holding `max_per_node` of its
+//! replicas takes no more.
 
 use drover_proto::quantity::{Cpu, Size};
+use drover_proto::spec::constraint::{Constraint, Matcher};
 use std::collections::BTreeMap;
 
 /// A node as placement sees it.
@@ -24,6 +29,10 @@ pub struct Candidate {
     pub memory_used: u64,
     /// Replicas of the job being placed already on this node.
     pub job_replicas: u32,
+    /// Those of them of the version being placed: what `max_per_node`
+    /// counts (during a rollout an old replica may share a node with a new
+    /// one, or the rollout could not start on a full set of nodes).
+    pub version_replicas: u32,
     /// Ports bound on the node's own network (host-network replicas, published services).
     #[doc(hidden)]
     pub host_ports: std::collections::BTreeSet<u16>,
@@ -34,6 +43,8 @@ pub struct Candidate {
     /// Disk for writable layers (0: not said, not checked) and reserved.
     pub disk_total: u64,
     pub disk_used: u64,
+    /// Its labels and facts, as constraints see them (`Node::attributes`).
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// What one replica needs.
@@ -49,6 +60,10 @@ pub struct Ask {
     /// Host volumes it mounts: name, read-only.
     pub volumes: Vec<(String, bool)>,
     pub disk_bytes: u64,
+    /// What the node's attributes must satisfy.
+    pub constraints: Vec<Constraint>,
+    /// At most this many replicas of the job on a node (0: no limit).
+    pub max_per_node: u32,
 }
 
 /// The outcome: a node for each replica that fits, and why the rest do not.
@@ -61,12 +76,22 @@ pub struct Placement {
 
 /// Places `count` replicas, one after the other, each seeing the ones before.
 pub fn place(candidates: &[Candidate], ask: &Ask, count: u32) -> Placement {
+    let rules = match Rules::new(ask) {
+        Ok(r) => r,
+        Err(why) => {
+            return Placement {
+                nodes: vec![],
+                unplaced: count,
+                reason: Some(why),
+            }
+        }
+    };
     let mut nodes: Vec<Candidate> = candidates.to_vec();
     let mut chosen = Vec::new();
     for _ in 0..count {
         let best = nodes
             .iter_mut()
-            .filter(|n| fits(n, ask).is_ok())
+            .filter(|n| fits(n, ask, &rules).is_ok())
             .min_by(|a, b| {
                 (a.job_replicas, load_permille(a), &a.name).cmp(&(
                     b.job_replicas,
@@ -80,6 +105,7 @@ pub fn place(candidates: &[Candidate], ask: &Ask, count: u32) -> Placement {
                 n.memory_used += ask.memory_bytes;
                 n.disk_used += ask.disk_bytes;
                 n.job_replicas += 1;
+                n.version_replicas += 1;
                 n.host_ports.extend(ask.host_ports.iter().copied());
                 chosen.push(n.name.clone());
             }
@@ -88,7 +114,7 @@ pub fn place(candidates: &[Candidate], ask: &Ask, count: u32) -> Placement {
                 return Placement {
                     nodes: chosen,
                     unplaced,
-                    reason: Some(explain(&nodes, ask)),
+                    reason: Some(explain(&nodes, ask, &rules)),
                 };
             }
         }
@@ -100,11 +126,42 @@ pub fn place(candidates: &[Candidate], ask: &Ask, count: u32) -> Placement {
     }
 }
 
+/// A job's placement rules, ready to check on many nodes.
+pub struct Rules {
+    matchers: Vec<Matcher>,
+}
+
+impl Rules {
+    /// Compiles the ask's constraints (validated when the job was
+    /// submitted; an error here says which one is broken).
+    pub fn new(ask: &Ask) -> Result<Rules, String> {
+        let matchers = ask
+            .constraints
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                c.matcher()
+                    .map_err(|(f, m)| format!("constraints[{i}].{f}: {m}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Rules { matchers })
+    }
+
+    /// The first constraint a node with `attributes` breaks.
+    pub fn broken(&self, attributes: &BTreeMap<String, String>) -> Option<usize> {
+        self.matchers.iter().position(|m| !m.matches(attributes))
+    }
+}
+
 /// Why a node cannot take the replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Misfit {
     Down,
     Cordoned,
+    /// It breaks the ask's `constraints[i]`.
+    Constraint(usize),
+    /// It already holds `max_per_node` replicas of the job.
+    MaxPerNode,
     Network,
     Port(u16),
     Cpu,
@@ -114,12 +171,18 @@ enum Misfit {
     Disk,
 }
 
-fn fits(n: &Candidate, ask: &Ask) -> Result<(), Misfit> {
+fn fits(n: &Candidate, ask: &Ask, rules: &Rules) -> Result<(), Misfit> {
     if !n.ready {
         return Err(Misfit::Down);
     }
     if !n.schedulable {
         return Err(Misfit::Cordoned);
+    }
+    if let Some(i) = rules.broken(&n.attributes) {
+        return Err(Misfit::Constraint(i));
+    }
+    if ask.max_per_node > 0 && n.version_replicas >= ask.max_per_node {
+        return Err(Misfit::MaxPerNode);
     }
     if ask.private_network && !n.network_error.is_empty() {
         return Err(Misfit::Network);
@@ -151,13 +214,13 @@ fn load_permille(n: &Candidate) -> u64 {
     frac(n.cpu_used, n.cpu_total).max(frac(n.memory_used, n.memory_total))
 }
 
-fn explain(nodes: &[Candidate], ask: &Ask) -> String {
+fn explain(nodes: &[Candidate], ask: &Ask, rules: &Rules) -> String {
     if nodes.is_empty() {
         return "no nodes have registered".into();
     }
     let mut by: BTreeMap<Misfit, u32> = BTreeMap::new();
     for n in nodes {
-        if let Err(m) = fits(n, ask) {
+        if let Err(m) = fits(n, ask, rules) {
             *by.entry(m).or_default() += 1;
         }
     }
@@ -166,6 +229,11 @@ fn explain(nodes: &[Candidate], ask: &Ask) -> String {
     let words = |m: Misfit| match m {
         Misfit::Down => "is down".to_string(),
         Misfit::Cordoned => "is cordoned".to_string(),
+        Misfit::Constraint(i) => format!("does not match constraint `{}`", ask.constraints[i]),
+        Misfit::MaxPerNode => format!(
+            "already runs {} of its replicas (max_per_node)",
+            ask.max_per_node
+        ),
         Misfit::Network => "has no working container network".to_string(),
         Misfit::Port(p) => format!("has port {p} in use"),
         Misfit::Cpu => format!("lacks {} cpu", Cpu(ask.cpu_millis)),
@@ -178,6 +246,13 @@ fn explain(nodes: &[Candidate], ask: &Ask) -> String {
         let head = match m {
             Misfit::Down => "no node is ready".to_string(),
             Misfit::Cordoned => "every ready node is cordoned".to_string(),
+            Misfit::Constraint(i) => {
+                format!("no node matches constraint `{}`", ask.constraints[*i])
+            }
+            Misfit::MaxPerNode => format!(
+                "every node already runs {} of its replicas (max_per_node)",
+                ask.max_per_node
+            ),
             Misfit::Network => "no node has a working container network".to_string(),
             Misfit::Port(p) => format!("no node has port {p} free"),
             Misfit::Cpu => format!("no node has {} cpu free", Cpu(ask.cpu_millis)),
@@ -187,7 +262,7 @@ fn explain(nodes: &[Candidate], ask: &Ask) -> String {
         };
         return format!(
             "{head}: {checked} node{plural} checked{}",
-            networks(nodes, ask)
+            networks(nodes, ask, rules)
         );
     }
     let parts: Vec<String> = by
@@ -197,7 +272,7 @@ fn explain(nodes: &[Candidate], ask: &Ask) -> String {
     format!(
         "no node fits: {} ({checked} node{plural} checked){}",
         parts.join(", "),
-        networks(nodes, ask)
+        networks(nodes, ask, rules)
     )
 }
 
@@ -217,10 +292,10 @@ const NETWORK_ERRORS_QUOTED: usize = 3;
 /// The reasons of the nodes ruled out for their container network, quoted
 /// (a few of them) so the user can fix the node: `; node a: container
 /// network unavailable: ...`.
-fn networks(nodes: &[Candidate], ask: &Ask) -> String {
+fn networks(nodes: &[Candidate], ask: &Ask, rules: &Rules) -> String {
     let broken: Vec<&Candidate> = nodes
         .iter()
-        .filter(|n| fits(n, ask) == Err(Misfit::Network))
+        .filter(|n| fits(n, ask, rules) == Err(Misfit::Network))
         .collect();
     let mut out = String::new();
     for n in broken.iter().take(NETWORK_ERRORS_QUOTED) {
@@ -253,11 +328,13 @@ mod tests {
             cpu_used: 0,
             memory_used: 0,
             job_replicas: 0,
+            version_replicas: 0,
             host_ports: Default::default(),
             network_error: String::new(),
             volumes: Default::default(),
             disk_total: 0,
             disk_used: 0,
+            attributes: Default::default(),
         }
     }
 
@@ -269,6 +346,8 @@ mod tests {
             private_network: true,
             volumes: vec![],
             disk_bytes: 0,
+            constraints: vec![],
+            max_per_node: 0,
         }
     }
 
@@ -322,12 +401,8 @@ mod tests {
             node("c", 4000, 256),
         ];
         let big = Ask {
-            cpu_millis: 100,
             memory_bytes: 512 << 20,
-            host_ports: vec![],
-            private_network: true,
-            volumes: vec![],
-            disk_bytes: 0,
+            ..small()
         };
         let p = place(&nodes, &big, 2);
         assert_eq!(p.unplaced, 2);
@@ -482,6 +557,122 @@ mod tests {
         );
     }
 
+    fn constraint(json: &str) -> Constraint {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn zoned(name: &str, zone: &str) -> Candidate {
+        let mut n = node(name, 4000, 4096);
+        n.attributes.insert("zone".into(), zone.into());
+        n.attributes.insert("node.name".into(), name.into());
+        n
+    }
+
+    #[test]
+    fn constraints_rule_out_nodes_and_say_which_rule() {
+        let nodes = [zoned("a", "eu-1"), zoned("b", "us-1"), zoned("c", "eu-2")];
+        let ask = Ask {
+            constraints: vec![constraint(
+                r#"{"attr": "zone", "op": "regex", "value": "eu-.*"}"#,
+            )],
+            ..small()
+        };
+        let p = place(&nodes, &ask, 4);
+        assert_eq!(p.nodes, vec!["a", "c", "a", "c"]);
+        let ask = Ask {
+            constraints: vec![
+                constraint(r#"{"attr": "zone", "op": "in", "values": ["eu-1", "us-1"]}"#),
+                constraint(r#"{"attr": "node.name", "op": "!=", "value": "a"}"#),
+            ],
+            ..small()
+        };
+        assert_eq!(place(&nodes, &ask, 2).nodes, vec!["b", "b"]);
+        let ask = Ask {
+            constraints: vec![constraint(
+                r#"{"attr": "zone", "op": "=", "value": "ap-1"}"#,
+            )],
+            ..small()
+        };
+        assert_eq!(
+            place(&nodes, &ask, 1).reason.as_deref(),
+            Some("no node matches constraint `zone = ap-1`: 3 nodes checked")
+        );
+        let mut down = zoned("d", "ap-1");
+        down.ready = false;
+        assert_eq!(
+            place(&[nodes[0].clone(), down], &ask, 1).reason.as_deref(),
+            Some("no node fits: 1 is down, 1 does not match constraint `zone = ap-1` (2 nodes checked)")
+        );
+    }
+
+    #[test]
+    fn max_per_node_keeps_replicas_apart() {
+        let mut a = node("a", 4000, 4096);
+        a.job_replicas = 2;
+        a.version_replicas = 1;
+        let mut b = node("b", 4000, 4096);
+        b.job_replicas = 1;
+        let nodes = [a, b, node("c", 4000, 4096)];
+        let ask = Ask {
+            max_per_node: 1,
+            ..small()
+        };
+        // b's replica is of an older version: it counts for spread, not
+        // for the limit.
+        let p = place(&nodes, &ask, 3);
+        assert_eq!(p.nodes, vec!["c", "b"]);
+        assert_eq!(p.unplaced, 1);
+        assert_eq!(
+            p.reason.as_deref(),
+            Some("every node already runs 1 of its replicas (max_per_node): 3 nodes checked")
+        );
+    }
+
+    proptest! {
+        /// Constraints and max_per_node are never broken, and a replica
+        /// left unplaced had no node that could take it.
+        #[test]
+        fn placement_rules_always_hold(
+            zones in proptest::collection::vec(0u8..4, 1..8),
+            existing in proptest::collection::vec(0u32..3, 8),
+            allowed in proptest::collection::btree_set(0u8..4, 1..4),
+            max_per_node in 0u32..3,
+            count in 0u32..20,
+        ) {
+            let nodes: Vec<Candidate> = zones.iter().enumerate().map(|(i, z)| {
+                let mut n = zoned(&format!("n{i}"), &format!("z{z}"));
+                n.job_replicas = existing[i];
+                n.version_replicas = existing[i];
+                n
+            }).collect();
+            let values: Vec<String> = allowed.iter().map(|z| format!("z{z}")).collect();
+            let ask = Ask {
+                constraints: vec![Constraint {
+                    attr: "zone".into(),
+                    op: drover_proto::spec::constraint::Op::In,
+                    value: None,
+                    values: values.clone(),
+                }],
+                max_per_node,
+                ..small()
+            };
+            let p = place(&nodes, &ask, count);
+            prop_assert_eq!(p.nodes.len() as u32 + p.unplaced, count);
+            for n in &nodes {
+                let k = p.nodes.iter().filter(|x| **x == n.name).count() as u32;
+                if k > 0 {
+                    prop_assert!(values.contains(&n.attributes["zone"]), "{} is not allowed", n.name);
+                }
+                if max_per_node > 0 {
+                    prop_assert!(k == 0 || n.version_replicas + k <= max_per_node);
+                }
+                if p.unplaced > 0 && values.contains(&n.attributes["zone"]) {
+                    prop_assert!(max_per_node > 0 && n.version_replicas + k >= max_per_node);
+                }
+            }
+        }
+    }
+
     proptest! {
         /// Never over-commits a node, places everything that fits, and keeps the
         /// spread within one replica whenever all nodes have room.
@@ -494,7 +685,7 @@ mod tests {
         ) {
             let nodes: Vec<Candidate> = caps.iter().enumerate()
                 .map(|(i, (c, m))| node(&format!("n{i}"), *c, *m)).collect();
-            let ask = Ask { cpu_millis: cpu, memory_bytes: mem_mi << 20, host_ports: vec![], private_network: true, volumes: vec![], disk_bytes: 0 };
+            let ask = Ask { cpu_millis: cpu, memory_bytes: mem_mi << 20, ..small() };
             let p = place(&nodes, &ask, count);
             prop_assert_eq!(p.nodes.len() as u32 + p.unplaced, count);
             prop_assert_eq!(p.unplaced > 0, p.reason.is_some());

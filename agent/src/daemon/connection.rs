@@ -102,6 +102,17 @@ pub struct Identity {
     pub memory_bytes: u64,
     pub volumes: Vec<pb::HostVolume>,
     pub disk_bytes: u64,
+    /// Its `--label` flags and the facts about its machine.
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub facts: std::collections::BTreeMap<String, String>,
+}
+
+impl Identity {
+    /// What heartbeats carry so the scheduler can tell whether it holds
+    /// these labels and facts.
+    fn attributes_digest(&self) -> String {
+        drover_proto::spec::constraint::attributes_digest(&self.labels, &self.facts)
+    }
 }
 
 async fn register(
@@ -117,6 +128,8 @@ async fn register(
             memory_bytes: me.memory_bytes,
             volumes: me.volumes.clone(),
             disk_bytes: me.disk_bytes,
+            labels: me.labels.clone(),
+            facts: me.facts.clone(),
         })
         .await?
         .into_inner();
@@ -142,6 +155,7 @@ async fn beat(
         network_error: shared.network_error(),
         ca_bundle_id: ca_bundle_id.clone(),
         cert_issuer: cert_issuer.clone(),
+        attributes_digest: me.attributes_digest(),
     });
     req.set_timeout(HEARTBEAT_DEADLINE);
     let r = tokio::time::timeout(HEARTBEAT_DEADLINE, client.heartbeat(req))

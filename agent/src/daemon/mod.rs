@@ -188,6 +188,8 @@ pub struct Config {
     pub security: drover_proto::pki::tls::Security,
     /// Host volumes offered to jobs.
     pub volumes: Vec<HostVolume>,
+    /// Labels jobs' constraints match (`--label zone=eu-1a`).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -691,6 +693,12 @@ impl Agent {
                 })
                 .collect(),
             disk_bytes: resources::disk_bytes(&config.state_dir),
+            labels: config.labels.clone(),
+            facts: resources::facts(
+                config.cpu_millis.unwrap_or(detected.cpu_millis),
+                config.memory_bytes.unwrap_or(detected.memory_bytes),
+                &config.cgroup_root,
+            ),
         };
         let mut tasks = vec![
             tokio::spawn(api::serve(

@@ -17,6 +17,34 @@ pub fn detect() -> Detected {
     }
 }
 
+/// What the agent tells the scheduler about its machine, as facts jobs'
+/// constraints see under `node.` (`node.arch`, `node.kernel`...).
+pub fn facts(
+    cpu_millis: u64,
+    memory_bytes: u64,
+    cgroup_root: &std::path::Path,
+) -> std::collections::BTreeMap<String, String> {
+    let (arch, variant) = crate::image::layout::node_platform();
+    let mut out = std::collections::BTreeMap::new();
+    out.insert("os".to_string(), std::env::consts::OS.to_string());
+    out.insert("arch".to_string(), arch.to_string());
+    if let Some(v) = variant {
+        out.insert("arch_variant".to_string(), v.to_string());
+    }
+    if let Ok(u) = nix::sys::utsname::uname() {
+        let release = u.release().to_string_lossy().into_owned();
+        out.insert("kernel".to_string(), drover_proto::text::clip(release, 256));
+    }
+    out.insert("cores".to_string(), cpu_millis.div_ceil(1000).to_string());
+    out.insert("memory_mib".to_string(), (memory_bytes >> 20).to_string());
+    let cgroup = match crate::cgroups::detect_version(cgroup_root) {
+        crate::cgroups::Version::V1 => "v1",
+        crate::cgroups::Version::V2 => "v2",
+    };
+    out.insert("cgroup".to_string(), cgroup.to_string());
+    out
+}
+
 /// The size of the filesystem holding `state_dir` (containers' writable
 /// layers live there); 0 when it cannot be read.
 pub fn disk_bytes(state_dir: &std::path::Path) -> u64 {

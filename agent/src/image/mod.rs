@@ -9,7 +9,7 @@
 //! (`<cache>/layers/<hex>`) so that many containers, and many pulls, share
 //! them; the overlayfs mount of a bundle stacks these directories.
 
-mod layout;
+pub(crate) mod layout;
 mod reference;
 mod registry;
 mod unpack;

@@ -122,6 +122,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         user_namespaces: false,
         ended_retention: Duration::from_secs(3600),
         volumes,
+        labels: Default::default(),
     })
     .await
     .context("cannot start the agent")?;

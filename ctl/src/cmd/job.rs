@@ -130,6 +130,17 @@ fn sigkill_warning(allocations: &[pb::Allocation]) -> Option<String> {
     ))
 }
 
+/// A spec's placement rules in one line (`zone in [a, b]; at most 1 per
+/// node`), or `None` when it has none.
+fn placement_rules(spec_json: &str) -> Option<String> {
+    let spec = drover_proto::spec::from_json(spec_json).ok()?;
+    let mut rules: Vec<String> = spec.constraints.iter().map(|c| c.to_string()).collect();
+    if spec.max_per_node > 0 {
+        rules.push(format!("at most {} per node", spec.max_per_node));
+    }
+    (!rules.is_empty()).then(|| rules.join("; "))
+}
+
 fn status_table(j: &pb::JobStatus) -> String {
     let mut s = String::new();
     s.push_str(&format!("name:      {}\n", j.name));
@@ -139,6 +150,9 @@ fn status_table(j: &pb::JobStatus) -> String {
         "replicas:  {} running / {} desired\n",
         j.running, j.desired
     ));
+    if let Some(rules) = placement_rules(&j.spec_json) {
+        s.push_str(&format!("placement: {rules}\n"));
+    }
     if !j.pending_reason.is_empty() {
         s.push_str(&format!("pending:   {}\n", j.pending_reason));
     }

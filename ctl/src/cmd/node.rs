@@ -1,4 +1,4 @@
-//! `drover node ls|status|cordon|uncordon|drain|rm`.
+//! `drover node ls|status|label|cordon|uncordon|drain|rm`.
 
 use crate::cli::NodeCmd;
 use crate::client::{self, status};
@@ -17,6 +17,7 @@ pub async fn run(addr: &str, cmd: NodeCmd) -> Result<i32> {
         NodeCmd::Drain { name, detach } => {
             return schedulable(&mut c, &name, false, true, detach).await
         }
+        NodeCmd::Label { name, labels } => return label(&mut c, &name, &labels).await,
         NodeCmd::Rm { name } => {
             let r = c
                 .remove_node(pb::RemoveNodeRequest { name: name.clone() })
@@ -114,7 +115,8 @@ async fn show(
         format!(
             "name:        {}\nstatus:      {}\nschedulable: {schedulable}\naddress:     {}\n\
              cpu:         {}/{}\nmemory:      {}/{}\nallocations: {}\nsubnet:      {}\n\
-             disk:        {}\nvolumes:     {}\nnetwork:     {network}\nregistered:  {}\n",
+             disk:        {}\nvolumes:     {}\nnetwork:     {network}\nlabels:      {}\n\
+             facts:       {}\nregistered:  {}\n",
             n.name,
             n.status,
             n.address,
@@ -129,10 +131,52 @@ async fn show(
                 d => format!("{}/{} reserved", bytes(n.disk_allocated_bytes), bytes(d)),
             },
             volumes(n),
+            pairs(&n.labels),
+            pairs(
+                &n.facts
+                    .iter()
+                    .map(|(k, v)| (format!("node.{k}"), v.clone()))
+                    .collect()
+            ),
             time(n.registered_at_ms),
         ) + &output::stale_note(&r.read)
     });
     Ok(0)
+}
+
+/// `drover node label NAME KEY=VALUE... KEY-...`.
+async fn label(
+    c: &mut pb::drover_client::DroverClient<crate::client::Backoff>,
+    name: &str,
+    args: &[String],
+) -> Result<i32> {
+    let mut req = pb::SetNodeLabelsRequest {
+        name: name.into(),
+        ..Default::default()
+    };
+    for arg in args {
+        match drover_proto::spec::constraint::parse_label(arg) {
+            Ok((k, Some(v))) => {
+                req.set.insert(k, v);
+            }
+            Ok((k, None)) => req.remove.push(k),
+            Err(e) => anyhow::bail!("{e}"),
+        }
+    }
+    let r = c.set_node_labels(req).await.map_err(status)?.into_inner();
+    println!("{name}: labels {}", pairs(&r.labels));
+    Ok(0)
+}
+
+/// `zone=eu-1a, disk=ssd`, or `-`.
+fn pairs(m: &std::collections::BTreeMap<String, String>) -> String {
+    if m.is_empty() {
+        return "-".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The host volumes a node offers: `data, logs (read-only)`, or `-`.

@@ -8,11 +8,13 @@
 //! CLI runs both for fast feedback and the scheduler runs them again because
 //! it is the authority. On the wire a spec travels as canonical JSON.
 
+pub mod constraint;
 mod parse;
 pub mod seccomp;
 mod security;
 mod validate;
 
+pub use constraint::Constraint;
 pub use parse::{from_json, from_yaml, from_yaml_in};
 pub use seccomp::SeccompProfile;
 pub use security::{CapabilityChanges, SeccompMode, Security, CAPABILITIES};
@@ -142,6 +144,27 @@ pub struct JobSpec {
     /// `crate::fencing`).
     #[serde(default, skip_serializing_if = "OnDisconnect::is_default")]
     pub on_disconnect: OnDisconnect,
+    /// Where replicas may run: every constraint must hold on a node's
+    /// attributes (its labels, and its facts under `node.`) for a replica
+    /// to be placed there (see [`constraint`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+    /// At most this many replicas of the job's current version on one
+    /// node (0: no limit): 1 keeps replicas on distinct nodes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_per_node: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl JobSpec {
+    /// Whether the spec uses placement rules (constraints, max per node),
+    /// which a cluster runs from version 4.
+    pub fn has_placement_rules(&self) -> bool {
+        !self.constraints.is_empty() || self.max_per_node > 0
+    }
 }
 
 /// What happens to a replica whose node cannot reach a working scheduler.

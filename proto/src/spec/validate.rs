@@ -61,6 +61,7 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         );
     }
     image(&mut e, &spec.image);
+    placement_rules(&mut e, spec);
     for (field, list) in [("command", &spec.command), ("args", &spec.args)] {
         if let Some(list) = list {
             if field == "command" && list.is_empty() {
@@ -157,6 +158,47 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
 }
 
 /// Kubernetes' DNS-1123 label: 1–63 of `a-z`, `0-9`, `-`, alphanumeric at both ends.
+/// The most constraints a job may have: each is checked on every node
+/// for every replica placed.
+const MAX_CONSTRAINTS: usize = 32;
+/// The most values an `in` or `not_in` constraint may list.
+const MAX_CONSTRAINT_VALUES: usize = 256;
+
+fn placement_rules(e: &mut Errors, spec: &JobSpec) {
+    if spec.constraints.len() > MAX_CONSTRAINTS {
+        e.add(
+            "constraints",
+            format!(
+                "{} constraints are more than the maximum of {MAX_CONSTRAINTS}",
+                spec.constraints.len()
+            ),
+        );
+    }
+    for (i, c) in spec.constraints.iter().enumerate() {
+        if let Err((field, m)) = c.matcher() {
+            e.add(format!("constraints[{i}].{field}"), m);
+        }
+        if c.values.len() > MAX_CONSTRAINT_VALUES {
+            e.add(
+                format!("constraints[{i}].values"),
+                format!(
+                    "{} values are more than the maximum of {MAX_CONSTRAINT_VALUES}",
+                    c.values.len()
+                ),
+            );
+        }
+    }
+    if spec.max_per_node > MAX_REPLICAS {
+        e.add(
+            "max_per_node",
+            format!(
+                "{} is more than the maximum of {MAX_REPLICAS}",
+                spec.max_per_node
+            ),
+        );
+    }
+}
+
 pub fn dns_label(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".into());
@@ -632,6 +674,36 @@ mod tests {
         let errs = errors(extra);
         assert_eq!(errs.len(), 1, "{errs:?}");
         errs[0].clone()
+    }
+
+    #[test]
+    fn placement_rules_name_the_constraint_and_the_rule() {
+        assert!(errors(
+            "constraints: [{attr: zone, op: in, values: [a, b]}, {attr: node.kernel, op: version, value: '>= 5.10'}, {attr: disk, op: exists}]\nmax_per_node: 1\n"
+        )
+        .is_empty());
+        assert_eq!(
+            one("constraints: [{attr: zone, op: in, value: a}]\n"),
+            "constraints[0].value: is not for `in`: list them under `values`"
+        );
+        assert_eq!(
+            one("constraints: [{attr: zone, op: '=', value: a}, {attr: zone, op: regex, value: '('}]\n")
+                .split(':')
+                .next()
+                .unwrap(),
+            "constraints[1].value"
+        );
+        assert_eq!(
+            one("max_per_node: 20000\n"),
+            "max_per_node: 20000 is more than the maximum of 10000"
+        );
+        let many: Vec<String> = (0..33)
+            .map(|_| "{attr: zone, op: exists}".to_string())
+            .collect();
+        assert_eq!(
+            one(&format!("constraints: [{}]\n", many.join(", "))),
+            "constraints: 33 constraints are more than the maximum of 32"
+        );
     }
 
     #[test]

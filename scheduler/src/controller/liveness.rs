@@ -118,6 +118,9 @@ mod tests {
             network_error: String::new(),
             volumes: Default::default(),
             disk_bytes: 0,
+            labels: Default::default(),
+            label_overrides: Default::default(),
+            facts: Default::default(),
             registered_at_ms: 0,
             updated_at_ms: 0,
         }

@@ -95,11 +95,13 @@ pub fn reconcile(state: &State, now_ms: i64, new_id: &mut dyn FnMut() -> String)
                 cpu_used: u.cpu_millis,
                 memory_used: u.memory_bytes,
                 job_replicas: 0,
+                version_replicas: 0,
                 host_ports: ports_by_node.remove(n.name.as_str()).unwrap_or_default(),
                 network_error: n.network_error.clone(),
                 volumes: n.volumes.clone(),
                 disk_total: n.disk_bytes,
                 disk_used: u.disk_bytes,
+                attributes: n.attributes(),
             }
         })
         .collect();

@@ -35,13 +35,18 @@ pub(super) fn place(
             .map(|v| (v.name.clone(), v.read_only))
             .collect(),
         disk_bytes: spec.resources.disk.map_or(0, |d| d.bytes()),
+        constraints: spec.constraints.clone(),
+        max_per_node: spec.max_per_node,
     };
-    let mut per_node: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut per_node: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
     for a in existing {
-        *per_node.entry(a.node.as_str()).or_default() += 1;
+        let (all, this_version) = per_node.entry(a.node.as_str()).or_default();
+        *all += 1;
+        *this_version += u32::from(a.version == job.current && a.generation == job.generation);
     }
     for c in candidates.iter_mut() {
-        c.job_replicas = per_node.get(c.name.as_str()).copied().unwrap_or(0);
+        (c.job_replicas, c.version_replicas) =
+            per_node.get(c.name.as_str()).copied().unwrap_or((0, 0));
     }
     let p = placement::place(candidates, &ask, count);
     let taken: BTreeSet<u32> = state
@@ -96,11 +101,13 @@ mod tests {
             cpu_used: 0,
             memory_used: 0,
             job_replicas: 0,
+            version_replicas: 0,
             host_ports: Default::default(),
             network_error: String::new(),
             volumes: Default::default(),
             disk_total: 0,
             disk_used: 0,
+            attributes: Default::default(),
         }
     }
 

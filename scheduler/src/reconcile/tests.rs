@@ -27,6 +27,8 @@ impl Sim {
                 cluster_cidr: String::new(),
                 volumes: Default::default(),
                 disk_bytes: 0,
+                labels: Default::default(),
+                facts: Default::default(),
             });
         }
         sim

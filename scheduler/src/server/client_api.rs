@@ -394,6 +394,47 @@ impl Drover for ClientApi {
         Ok(Response::new(pb::RemoveNodeResponse { replaced: r.count }))
     }
 
+    async fn set_node_labels(
+        &self,
+        req: Request<pb::SetNodeLabelsRequest>,
+    ) -> Result<Response<pb::SetNodeLabelsResponse>, Status> {
+        access::check(&self.peer, &req, Permission::Operate, None, "label nodes")?;
+        let req = req.into_inner();
+        let mut labels: std::collections::BTreeMap<String, Option<String>> =
+            req.set.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        for k in req.remove {
+            if labels.insert(k.clone(), None).is_some() {
+                return Err(Status::invalid_argument(format!(
+                    "label {k} is both set and removed"
+                )));
+            }
+        }
+        if labels.is_empty() {
+            return Err(Status::invalid_argument(
+                "no label to set (KEY=VALUE) or remove (KEY-)",
+            ));
+        }
+        let r = self
+            .peer
+            .write(Command::SetNodeLabels {
+                name: req.name.clone(),
+                labels,
+                at_ms: crate::clock::now_ms(),
+            })
+            .await?;
+        r.accepted()?;
+        let (labels, _) = self
+            .peer
+            .read(false, |s| {
+                s.nodes
+                    .get(&req.name)
+                    .map(|n| n.labels_in_force().into_iter().collect())
+                    .unwrap_or_default()
+            })
+            .await?;
+        Ok(Response::new(pb::SetNodeLabelsResponse { labels }))
+    }
+
     async fn set_node_schedulable(
         &self,
         req: Request<pb::SetNodeSchedulableRequest>,

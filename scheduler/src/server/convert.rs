@@ -166,6 +166,8 @@ pub fn node(state: &State, n: &Node) -> pb::Node {
             .collect(),
         disk_bytes: n.disk_bytes,
         disk_allocated_bytes: usage.disk_bytes,
+        labels: n.labels_in_force(),
+        facts: n.facts.clone(),
     }
 }
 

@@ -8,10 +8,13 @@
 
 use crate::cluster::Peer;
 use crate::controller::Liveness;
+use crate::state::version::PLACEMENT_RULES;
+use crate::state::Attributes;
 use crate::state::{
     AllocState, AllocationReport, Command, Desired, HealthState, SecretKind, State,
 };
 use drover_proto::pb::{self, node_service_server::NodeService};
+use drover_proto::spec::constraint::attributes_digest;
 use drover_proto::spec::JobSpec;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -233,13 +236,21 @@ impl NodeApi {
                 "this peer is not a leader a majority acknowledges; ask another peer",
             ));
         }
-        let known = self
-            .peer
-            .state
-            .read()
-            .expect("state lock")
-            .nodes
-            .contains_key(name);
+        let known = {
+            let state = self.peer.state.read().expect("state lock");
+            match state.nodes.get(name) {
+                None => false,
+                // What it registered with is not what is held (a cluster
+                // before version 4 recorded none): it registers again.
+                Some(n)
+                    if !beat.attributes_digest.is_empty()
+                        && state.cluster_version() >= PLACEMENT_RULES =>
+                {
+                    attributes_digest(&n.labels, &n.facts) == beat.attributes_digest
+                }
+                Some(_) => true,
+            }
+        };
         if known {
             self.liveness.beat(name);
             self.liveness.network_reported(name, network_error);
@@ -265,6 +276,34 @@ impl NodeApi {
             signing_ca,
         })
     }
+}
+
+/// The labels and facts a registering agent sends, checked: labels as
+/// `drover node label` takes them, facts under the same rules for keys and
+/// at most 256 characters each.
+#[allow(clippy::result_large_err)]
+fn attributes(req: &pb::RegisterRequest) -> Result<(Attributes, Attributes), Status> {
+    use drover_proto::spec::constraint::{attribute_key, label_key, label_value};
+    const MAX: usize = 64;
+    if req.labels.len() > MAX || req.facts.len() > MAX {
+        return Err(Status::invalid_argument(format!(
+            "at most {MAX} labels and {MAX} facts"
+        )));
+    }
+    for (k, v) in &req.labels {
+        label_key(k)
+            .and_then(|()| label_value(v))
+            .map_err(|m| Status::invalid_argument(format!("labels: {m}")))?;
+    }
+    for (k, v) in &req.facts {
+        attribute_key(k).map_err(|m| Status::invalid_argument(format!("facts: {m}")))?;
+        if v.len() > 256 || v.contains('\0') {
+            return Err(Status::invalid_argument(format!(
+                "facts: {k}: at most 256 characters, no NUL"
+            )));
+        }
+    }
+    Ok((req.labels.clone(), req.facts.clone()))
 }
 
 /// A node speaks only for itself: a call about node `name` must come with
@@ -303,6 +342,15 @@ impl NodeService for NodeApi {
                 "cpu_millis and memory_bytes must be more than 0",
             ));
         }
+        let (labels, facts) = attributes(&req)?;
+        // A cluster before version 4 cannot hold them (replicas of the
+        // release before would not apply it); the agent's heartbeats bring
+        // them once it can (see `acknowledge`).
+        let (labels, facts) = if self.peer.cluster_version() >= PLACEMENT_RULES {
+            (labels, facts)
+        } else {
+            Default::default()
+        };
         let r = self
             .peer
             .write(Command::RegisterNode {
@@ -318,6 +366,8 @@ impl NodeService for NodeApi {
                     .map(|v| (v.name.clone(), v.read_only))
                     .collect(),
                 disk_bytes: req.disk_bytes,
+                labels,
+                facts,
             })
             .await?;
         let r = r.accepted()?;

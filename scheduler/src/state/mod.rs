@@ -54,6 +54,11 @@ pub enum Command {
         /// Disk for containers' writable layers (0: not said).
         #[serde(default)]
         disk_bytes: u64,
+        /// Its agent's labels and facts (cluster version 4).
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        labels: std::collections::BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        facts: std::collections::BTreeMap<String, String>,
     },
     /// The leader saw a node stop (or resume) heartbeating.
     SetNodeStatus {
@@ -152,6 +157,13 @@ pub enum Command {
     RestartJob {
         request_id: String,
         name: String,
+        at_ms: i64,
+    },
+    /// An operator sets (`Some`) or removes (`None`) labels on a node
+    /// (`drover node label`).
+    SetNodeLabels {
+        name: String,
+        labels: std::collections::BTreeMap<String, Option<String>>,
         at_ms: i64,
     },
     /// Cordon/uncordon a node; `drain` also moves its allocations away.
@@ -253,6 +265,7 @@ impl Command {
             | Command::PutSecret { at_ms, .. }
             | Command::DeleteSecret { at_ms, .. }
             | Command::SetNodeSchedulable { at_ms, .. }
+            | Command::SetNodeLabels { at_ms, .. }
             | Command::RemoveNode { at_ms, .. }
             | Command::RotateCa { at_ms, .. }
             | Command::AdvanceCaRotation { at_ms, .. }

@@ -635,6 +635,9 @@ impl NodeStatus {
     }
 }
 
+/// Labels or facts of a node: key, value.
+pub type Attributes = BTreeMap<String, String>;
+
 /// A machine running an agent.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Node {
@@ -662,8 +665,45 @@ pub struct Node {
     /// Disk for containers' writable layers (0: its agent did not say).
     #[serde(default)]
     pub disk_bytes: u64,
+    /// The labels its agent was started with (`--label`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Labels set (`Some`) or removed (`None`) with `drover node label`:
+    /// they win over the agent's and outlive its restarts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub label_overrides: BTreeMap<String, Option<String>>,
+    /// What its agent reports about the machine (arch, kernel, cores...),
+    /// seen by constraints under `node.`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub facts: BTreeMap<String, String>,
     pub registered_at_ms: i64,
     pub updated_at_ms: i64,
+}
+
+impl Node {
+    /// The labels in force: the agent's, with the operator's changes.
+    pub fn labels_in_force(&self) -> BTreeMap<String, String> {
+        let mut out = self.labels.clone();
+        for (k, v) in &self.label_overrides {
+            match v {
+                Some(v) => out.insert(k.clone(), v.clone()),
+                None => out.remove(k),
+            };
+        }
+        out
+    }
+
+    /// What constraints see: the labels in force, the facts under `node.`,
+    /// and `node.name`.
+    pub fn attributes(&self) -> BTreeMap<String, String> {
+        use drover_proto::spec::constraint::FACT_PREFIX;
+        let mut out = self.labels_in_force();
+        for (k, v) in &self.facts {
+            out.insert(format!("{FACT_PREFIX}{k}"), v.clone());
+        }
+        out.insert(format!("{FACT_PREFIX}name"), self.name.clone());
+        out
+    }
 }
 
 /// Resources in use on a node.

@@ -18,15 +18,21 @@
 //!   recorded; a member that does not report a version runs this).
 //! - 2: versions are recorded: `SetClusterVersion`; members report theirs.
 //! - 3: `RestorePart`: a restore too large for one log entry goes in parts.
+//! - 4: placement rules: jobs with `constraints` or `max_per_node`, node
+//!   labels and facts (`RegisterNode` carrying them, `SetNodeLabels`).
 
 use super::{Command, State};
 
 /// The newest cluster version this build implements.
-pub const SUPPORTED: u32 = 3;
+pub const SUPPORTED: u32 = 4;
 
 /// The cluster version that brought `Command::RestorePart` (a restore too
 /// large for one log entry, put back in parts).
 pub const RESTORE_IN_PARTS: u32 = 3;
+
+/// The cluster version that brought placement rules: constraints over
+/// node labels and facts, and `max_per_node`.
+pub const PLACEMENT_RULES: u32 = 4;
 
 /// The version every cluster has: state from before versions were
 /// recorded runs at it, and a member that reports none supports it.
@@ -44,6 +50,13 @@ impl Command {
                 .max()
                 .unwrap_or(BASE),
             Command::RestorePart { .. } => RESTORE_IN_PARTS,
+            Command::SetNodeLabels { .. } => PLACEMENT_RULES,
+            Command::SubmitJob { spec, .. } if spec.has_placement_rules() => PLACEMENT_RULES,
+            Command::RegisterNode { labels, facts, .. }
+                if !labels.is_empty() || !facts.is_empty() =>
+            {
+                PLACEMENT_RULES
+            }
             _ => BASE,
         }
     }

@@ -381,5 +381,7 @@ fn counted() -> Command {
         cluster_cidr: String::new(),
         volumes: Default::default(),
         disk_bytes: 0,
+        labels: Default::default(),
+        facts: Default::default(),
     }
 }

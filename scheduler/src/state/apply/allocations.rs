@@ -4,6 +4,39 @@
 use super::*;
 
 impl State {
+    /// Whether `job`'s constraints hold on `node` and it runs fewer than
+    /// `max_per_node` replicas of the version `n` places.
+    fn placement_rules_allow(&self, job: &Job, node: &Node, n: &NewAllocation) -> bool {
+        let spec = job.current_spec();
+        if !spec.constraints.is_empty() {
+            let attributes = node.attributes();
+            let holds = spec
+                .constraints
+                .iter()
+                .all(|c| c.matcher().is_ok_and(|m| m.matches(&attributes)));
+            if !holds {
+                return false;
+            }
+        }
+        if spec.max_per_node > 0 {
+            let there = self
+                .allocations
+                .values()
+                .filter(|a| {
+                    a.job == n.job
+                        && a.node == n.node
+                        && a.version == n.version
+                        && a.generation == n.generation
+                        && a.desired == Desired::Run
+                })
+                .count();
+            if there >= spec.max_per_node as usize {
+                return false;
+            }
+        }
+        true
+    }
+
     pub(super) fn place(&mut self, allocations: &[NewAllocation], at_ms: i64) -> CommandResult {
         let mut placed = 0;
         let mut touched_jobs = BTreeSet::new();
@@ -34,6 +67,10 @@ impl State {
                     .is_some_and(|read_only| v.read_only || !read_only)
             });
             if !volumes_there {
+                continue;
+            }
+            // Or it was relabelled, or took other replicas meanwhile.
+            if !self.placement_rules_allow(job, node, n) {
                 continue;
             }
             let slot_taken = self.allocations.values().any(|a| {

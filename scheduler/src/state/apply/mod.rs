@@ -77,14 +77,21 @@ impl State {
                 cluster_cidr,
                 volumes,
                 disk_bytes,
+                labels,
+                facts,
             } => self.register_node(
                 name,
                 address,
                 (*cpu_millis, *memory_bytes, *disk_bytes),
-                volumes,
+                (volumes, labels, facts),
                 *at_ms,
                 cluster_cidr,
             ),
+            Command::SetNodeLabels {
+                name,
+                labels,
+                at_ms,
+            } => self.set_node_labels(name, labels, *at_ms),
             Command::SetNodeStatus {
                 name,
                 status,

@@ -26,7 +26,11 @@ impl State {
         name: &str,
         address: &str,
         (cpu_millis, memory_bytes, disk_bytes): (u64, u64, u64),
-        volumes: &std::collections::BTreeMap<String, bool>,
+        (volumes, labels, facts): (
+            &std::collections::BTreeMap<String, bool>,
+            &Attributes,
+            &Attributes,
+        ),
         at_ms: i64,
         cluster_cidr: &str,
     ) -> CommandResult {
@@ -66,6 +70,9 @@ impl State {
             network_error: String::new(),
             volumes: Default::default(),
             disk_bytes: 0,
+            labels: Default::default(),
+            label_overrides: Default::default(),
+            facts: Default::default(),
             registered_at_ms: at_ms,
             updated_at_ms: at_ms,
         });
@@ -74,6 +81,8 @@ impl State {
         node.memory_bytes = memory_bytes;
         node.disk_bytes = disk_bytes;
         node.volumes = volumes.clone();
+        node.labels = labels.clone();
+        node.facts = facts.clone();
         node.status = NodeStatus::Ready;
         node.updated_at_ms = at_ms;
         if let Some(s) = subnet {
@@ -83,6 +92,29 @@ impl State {
             note: node.subnet.clone(),
             ..CommandResult::ok(true)
         }
+    }
+
+    pub(super) fn set_node_labels(
+        &mut self,
+        name: &str,
+        labels: &std::collections::BTreeMap<String, Option<String>>,
+        at_ms: i64,
+    ) -> CommandResult {
+        use drover_proto::spec::constraint::{label_key, label_value};
+        for (k, v) in labels {
+            if let Err(m) = label_key(k).and_then(|()| v.as_deref().map_or(Ok(()), label_value)) {
+                return CommandResult::refused(Refusal::Invalid(format!("label {k}: {m}")));
+            }
+        }
+        let Some(node) = self.nodes.get_mut(name) else {
+            return CommandResult::refused(Refusal::NoNode(name.to_string()));
+        };
+        let before = node.labels_in_force();
+        for (k, v) in labels {
+            node.label_overrides.insert(k.clone(), v.clone());
+        }
+        node.updated_at_ms = at_ms;
+        CommandResult::ok(node.labels_in_force() != before)
     }
 
     pub(super) fn remove_node(&mut self, name: &str, reason: &str, at_ms: i64) -> CommandResult {

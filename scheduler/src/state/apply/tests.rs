@@ -31,6 +31,8 @@ fn node(s: &mut State, name: &str) {
             cluster_cidr: String::new(),
             volumes: Default::default(),
             disk_bytes: 0,
+            labels: Default::default(),
+            facts: Default::default(),
         },
     );
 }
@@ -208,6 +210,123 @@ fn placement_is_rechecked_at_apply() {
     let a = &s.allocations["a1"];
     assert_eq!(a.name, "web-0");
     assert_eq!(a.memory_bytes, 64 << 20);
+}
+
+fn labelled(s: &mut State, name: &str, labels: &[(&str, &str)]) -> CommandResult {
+    let i = s.last_index + 1;
+    s.apply(
+        i,
+        &Command::RegisterNode {
+            name: name.into(),
+            address: "127.0.0.1:7401".into(),
+            cpu_millis: 2000,
+            memory_bytes: 1 << 30,
+            at_ms: 0,
+            cluster_cidr: String::new(),
+            volumes: Default::default(),
+            disk_bytes: 0,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            facts: [("arch".to_string(), "amd64".to_string())].into(),
+        },
+    )
+}
+
+fn set_labels(s: &mut State, name: &str, labels: &[(&str, Option<&str>)]) -> CommandResult {
+    let i = s.last_index + 1;
+    s.apply(
+        i,
+        &Command::SetNodeLabels {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .collect(),
+            at_ms: 0,
+        },
+    )
+}
+
+#[test]
+fn operator_labels_win_over_the_agents_and_outlive_its_restarts() {
+    let mut s = State::default();
+    labelled(&mut s, "n1", &[("zone", "a"), ("disk", "hdd")]);
+    assert!(set_labels(&mut s, "n1", &[("disk", Some("ssd")), ("zone", None)]).changed);
+    let want: std::collections::BTreeMap<String, String> =
+        [("disk".to_string(), "ssd".to_string())].into();
+    assert_eq!(s.nodes["n1"].labels_in_force(), want);
+    // The agent restarts with its flags: the operator's changes stay.
+    labelled(
+        &mut s,
+        "n1",
+        &[("zone", "a"), ("disk", "hdd"), ("rack", "r1")],
+    );
+    let attrs = s.nodes["n1"].attributes();
+    assert_eq!(attrs.get("disk").map(String::as_str), Some("ssd"));
+    assert_eq!(attrs.get("zone"), None);
+    assert_eq!(attrs.get("rack").map(String::as_str), Some("r1"));
+    assert_eq!(attrs.get("node.arch").map(String::as_str), Some("amd64"));
+    assert_eq!(attrs.get("node.name").map(String::as_str), Some("n1"));
+    // The same again changes nothing; a reserved key or an unknown node is refused.
+    assert!(!set_labels(&mut s, "n1", &[("disk", Some("ssd"))]).changed);
+    let r = set_labels(&mut s, "n1", &[("node.arch", Some("arm64"))]);
+    assert!(r.refusal.is_some(), "{r:?}");
+    assert!(set_labels(&mut s, "nope", &[("a", Some("b"))])
+        .refusal
+        .is_some());
+}
+
+#[test]
+fn constraints_and_max_per_node_are_rechecked_at_apply() {
+    let mut s = State::default();
+    labelled(&mut s, "n1", &[("zone", "a")]);
+    labelled(&mut s, "n2", &[("zone", "b")]);
+    submit(
+        &mut s,
+        "",
+        "name: web\nreplicas: 3\nimage: oci:/x:v1\nmax_per_node: 1\n\
+         constraints: [{attr: zone, op: in, values: [a]}]\n",
+    );
+    assert_eq!(place(&mut s, "x1", "web", 1, 0, "n2").count, 0, "zone b");
+    assert_eq!(place(&mut s, "x2", "web", 1, 0, "n1").count, 1);
+    assert_eq!(
+        place(&mut s, "x3", "web", 1, 1, "n1").count,
+        0,
+        "max 1 per node"
+    );
+    // Relabelled after the plan: refused there, accepted on the new match.
+    set_labels(&mut s, "n2", &[("zone", Some("a"))]);
+    assert_eq!(place(&mut s, "x4", "web", 1, 1, "n2").count, 1);
+}
+
+#[test]
+fn placement_rules_need_cluster_version_4() {
+    use crate::state::version::{gate, PLACEMENT_RULES};
+    let cmd = |yaml: &str| Command::SubmitJob {
+        request_id: String::new(),
+        spec: spec(yaml),
+        at_ms: 0,
+    };
+    let plain = cmd(WEB);
+    let ruled = cmd("name: web\nimage: oci:/x:v1\nmax_per_node: 1\n");
+    assert!(gate(&plain, 3).is_ok());
+    assert_eq!(gate(&ruled, 3).unwrap_err().needs, PLACEMENT_RULES);
+    assert!(gate(&ruled, PLACEMENT_RULES).is_ok());
+    let labels = Command::SetNodeLabels {
+        name: "n1".into(),
+        labels: Default::default(),
+        at_ms: 0,
+    };
+    assert!(gate(&labels, 3).is_err());
+    // A spec without rules encodes as before: replicas of the release
+    // before (which refuse unknown fields) apply it.
+    let json = serde_json::to_string(&plain).unwrap();
+    assert!(
+        !json.contains("constraints") && !json.contains("max_per_node"),
+        "{json}"
+    );
 }
 
 fn set_network(s: &mut State, name: &str, error: &str) -> CommandResult {
@@ -429,6 +548,8 @@ fn removing_a_down_node_replaces_everything_and_frees_its_subnet() {
                 cluster_cidr: "10.88.0.0/23".into(),
                 volumes: Default::default(),
                 disk_bytes: 0,
+                labels: Default::default(),
+                facts: Default::default(),
             },
         )
     };
@@ -495,6 +616,8 @@ fn the_cluster_range_is_the_first_one_proposed() {
                 cluster_cidr: cidr.to_string(),
                 volumes: Default::default(),
                 disk_bytes: 0,
+                labels: Default::default(),
+                facts: Default::default(),
             },
         );
     }
@@ -522,10 +645,18 @@ fn arb_command() -> impl Strategy<Value = Command> {
     let node = prop_oneof![Just("n1"), Just("n2")];
     let id = (0u8..8).prop_map(|i| format!("a{i}"));
     prop_oneof![
-        (job.clone(), 0u32..4, 1u8..3).prop_map(|(j, r, v)| Command::SubmitJob {
+        (job.clone(), 0u32..4, 1u8..3, 0u32..3).prop_map(|(j, r, v, m)| Command::SubmitJob {
             request_id: String::new(),
-            spec: spec(&format!("name: {j}\nreplicas: {r}\nimage: oci:/x:v{v}\n")),
+            spec: spec(&format!(
+                "name: {j}\nreplicas: {r}\nimage: oci:/x:v{v}\nmax_per_node: {m}\n\
+                 constraints: [{{attr: zone, op: not_in, values: [z{v}]}}]\n"
+            )),
             at_ms: 1,
+        }),
+        (node.clone(), 1u8..3).prop_map(|(n, z)| Command::SetNodeLabels {
+            name: n.into(),
+            labels: [("zone".to_string(), Some(format!("z{z}")))].into(),
+            at_ms: 3,
         }),
         (job.clone(), any::<bool>()).prop_map(|(j, p)| Command::StopJob {
             request_id: String::new(),
@@ -542,6 +673,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
             cluster_cidr: String::new(),
             volumes: Default::default(),
             disk_bytes: 0,
+            labels: Default::default(),
+            facts: Default::default(),
         }),
         (node.clone(), any::<bool>()).prop_map(|(n, up)| Command::SetNodeStatus {
             name: n.into(),

@@ -1,0 +1,171 @@
+//! Placement rules end to end, on real agents in their own network
+//! namespaces: labels from `drover-agent run --label` and `drover node
+//! label`, facts the agents report, constraints, `max_per_node`, and the
+//! "why pending" a user reads when nothing matches.
+
+use drover_e2e::netcluster::NetCluster;
+use drover_e2e::*;
+use serde_json::Value;
+use std::time::Duration;
+
+fn spec(dir: &std::path::Path, name: &str, replicas: u32, rules: &str) -> std::path::PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name: {name}\nreplicas: {replicas}\nimage: oci:{}/toolbox:latest\n\
+             command: [/bin/sleep, '1000']\nresources: {{cpu: 10m, memory: 16Mi}}\n\
+             stop_grace_period: 1s\n{rules}",
+            images().display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Nodes running `job`'s wanted replicas, sorted.
+fn nodes_of(c: &NetCluster, job: &str) -> Vec<String> {
+    let out = c.drover(&["alloc", "ls", "--job", job, "-o", "json"]);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    let mut nodes: Vec<String> = v
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|a| a["desired"] == "run")
+        .map(|a| a["node"].as_str().unwrap_or_default().to_string())
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+fn job_status(c: &NetCluster, job: &str) -> String {
+    let out = c.drover(&["job", "status", job]);
+    assert!(out.ok(), "job status: {}", out.stderr);
+    out.stdout
+}
+
+#[test]
+fn constraints_and_labels_decide_where_replicas_run() {
+    if !require_root("constraints_and_labels_decide_where_replicas_run") {
+        return;
+    }
+    let mut c = NetCluster::up(
+        "place",
+        17,
+        1,
+        2,
+        &[
+            ("DROVER_AGENT_ARGS_1", "--label zone=eu-1a --label disk=ssd"),
+            ("DROVER_AGENT_ARGS_2", "--label zone=us-2"),
+        ],
+    );
+    let (a1, a2) = ("place-a1".to_string(), "place-a2".to_string());
+    let dir = tempfile::tempdir().unwrap();
+
+    // The agents' labels and facts are what `node status` shows.
+    let out = c.drover(&["node", "status", &a1]);
+    assert!(
+        out.stdout.contains("labels:      disk=ssd, zone=eu-1a"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("node.arch=amd64"), "{}", out.stdout);
+    assert!(out.stdout.contains("node.cgroup=v"), "{}", out.stdout);
+
+    // Constraints over labels and facts: only a1 matches.
+    let rules = "constraints:\n\
+                 - {attr: zone, op: in, values: [eu-1a, eu-1b]}\n\
+                 - {attr: node.kernel, op: version, value: '>= 3.10'}\n\
+                 - {attr: disk, op: exists}\n";
+    let eu = spec(dir.path(), "eu", 3, rules);
+    let out = c.drover(&["job", "run", "--timeout", "60s", eu.to_str().unwrap()]);
+    assert!(out.ok(), "job run eu: {}{}", out.stdout, out.stderr);
+    assert_eq!(nodes_of(&c, "eu"), vec![a1.clone(); 3]);
+    let status = job_status(&c, "eu");
+    assert!(
+        status.contains(
+            "placement: zone in [eu-1a, eu-1b]; node.kernel version >= 3.10; disk exists"
+        ),
+        "{status}"
+    );
+
+    // Nothing matches: pending, and the reason names the rule.
+    let ap = spec(
+        dir.path(),
+        "ap",
+        1,
+        "constraints: [{attr: zone, op: '=', value: ap-1}]\n",
+    );
+    let out = c.drover(&["job", "run", "-d", ap.to_str().unwrap()]);
+    assert!(out.ok(), "job run ap: {}{}", out.stdout, out.stderr);
+    let status = wait_for(
+        "ap to say why it is pending",
+        Duration::from_secs(20),
+        || {
+            let s = job_status(&c, "ap");
+            s.contains("pending:").then_some(s)
+        },
+    );
+    assert!(
+        status.contains("no node matches constraint `zone = ap-1`: 2 nodes checked"),
+        "{status}"
+    );
+
+    // Relabel a2 at runtime: the pending replica is placed there, and the
+    // label outlives the agent's restart (its flags say us-2).
+    let out = c.drover(&["node", "label", &a2, "zone=ap-1"]);
+    assert!(out.ok(), "node label: {}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("labels zone=ap-1"), "{}", out.stdout);
+    wait_for("ap placed on a2", Duration::from_secs(30), || {
+        (nodes_of(&c, "ap") == vec![a2.clone()]).then_some(())
+    });
+    c.must(&["kill", "a2"]);
+    c.must(&["restart", "a2"]);
+    wait_for("a2 back", Duration::from_secs(30), || {
+        let out = c.drover(&["node", "status", &a2]);
+        (out.stdout.contains("status:      ready")).then_some(out.stdout)
+    });
+    let out = c.drover(&["node", "status", &a2]);
+    assert!(
+        out.stdout.contains("labels:      zone=ap-1\n"),
+        "{}",
+        out.stdout
+    );
+
+    // max_per_node: 1 over two nodes places two of three.
+    let spread = spec(dir.path(), "apart", 3, "max_per_node: 1\n");
+    let out = c.drover(&["job", "run", "-d", spread.to_str().unwrap()]);
+    assert!(out.ok(), "job run apart: {}{}", out.stdout, out.stderr);
+    let status = wait_for(
+        "apart to say why it is pending",
+        Duration::from_secs(30),
+        || {
+            let s = job_status(&c, "apart");
+            (s.contains("pending:") && nodes_of(&c, "apart").len() == 2).then_some(s)
+        },
+    );
+    assert_eq!(nodes_of(&c, "apart"), vec![a1.clone(), a2.clone()]);
+    assert!(
+        status.contains("every node already runs 1 of its replicas (max_per_node)"),
+        "{status}"
+    );
+
+    // A malformed rule is refused before anything changes, with its path.
+    let bad = spec(
+        dir.path(),
+        "bad",
+        1,
+        "constraints: [{attr: zone, op: regex, value: '('}]\n",
+    );
+    let out = c.drover(&["job", "run", "-d", bad.to_str().unwrap()]);
+    assert!(!out.ok());
+    assert!(
+        out.stderr.contains("constraints[0].value"),
+        "{}",
+        out.stderr
+    );
+    let out = c.drover(&["node", "label", &a1, "node.arch=x"]);
+    assert!(!out.ok());
+    assert!(out.stderr.contains("kept for the facts"), "{}", out.stderr);
+}
