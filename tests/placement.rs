@@ -151,6 +151,25 @@ fn constraints_and_labels_decide_where_replicas_run() {
         "{status}"
     );
 
+    // Soft rules: an affinity draws both replicas to the SSD node, where
+    // spreading over nodes alone would put one on each; a spread over
+    // zones comes before the affinity.
+    let rules = "affinities: [{attr: disk, op: '=', value: ssd, weight: 50}]\n";
+    let ssd = spec(dir.path(), "ssd", 2, rules);
+    let out = c.drover(&["job", "run", "--timeout", "60s", ssd.to_str().unwrap()]);
+    assert!(out.ok(), "job run ssd: {}{}", out.stdout, out.stderr);
+    assert_eq!(nodes_of(&c, "ssd"), vec![a1.clone(), a1.clone()]);
+    assert!(
+        job_status(&c, "ssd").contains("placement: prefer disk = ssd (weight 50)"),
+        "{}",
+        job_status(&c, "ssd")
+    );
+    let rules = format!("{rules}spread: [{{attr: zone}}]\n");
+    let zoned = spec(dir.path(), "zoned", 2, &rules);
+    let out = c.drover(&["job", "run", "--timeout", "60s", zoned.to_str().unwrap()]);
+    assert!(out.ok(), "job run zoned: {}{}", out.stdout, out.stderr);
+    assert_eq!(nodes_of(&c, "zoned"), vec![a1.clone(), a2.clone()]);
+
     // A malformed rule is refused before anything changes, with its path.
     let bad = spec(
         dir.path(),

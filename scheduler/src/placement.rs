@@ -11,11 +11,13 @@
 //!
 //! A job's placement rules are feasibility too: its `constraints` must hold
 //! on the node's attributes, and a node holding `max_per_node` of its
-//! replicas takes no more.
+//! replicas takes no more. Its soft rules come first in the scoring: its
+//! `spread` (the fewest replicas, weighted, in the node's value of each
+//! spread attribute), then its `affinities` (the most weight matched).
 
 use drover_proto::quantity::{Cpu, Size};
-use drover_proto::spec::constraint::{Constraint, Matcher};
-use std::collections::BTreeMap;
+use drover_proto::spec::constraint::{Affinity, Constraint, Matcher, Spread};
+use std::collections::{BTreeMap, HashMap};
 
 /// A node as placement sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,6 +66,9 @@ pub struct Ask {
     pub constraints: Vec<Constraint>,
     /// At most this many replicas of the job on a node (0: no limit).
     pub max_per_node: u32,
+    /// Preferences among the nodes that fit.
+    pub affinities: Vec<Affinity>,
+    pub spread: Vec<Spread>,
 }
 
 /// The outcome: a node for each replica that fits, and why the rest do not.
@@ -87,20 +92,54 @@ pub fn place(candidates: &[Candidate], ask: &Ask, count: u32) -> Placement {
         }
     };
     let mut nodes: Vec<Candidate> = candidates.to_vec();
+    // What does not change as replicas are placed: each node's affinity
+    // score and its value of each spread attribute ("" when it has none).
+    let preferred: Vec<i64> = nodes
+        .iter()
+        .map(|n| rules.preference(&n.attributes))
+        .collect();
+    let spread_values: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            ask.spread
+                .iter()
+                .map(|s| n.attributes.get(&s.attr).cloned().unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    // The job's replicas in each value of each spread attribute.
+    let mut in_value: Vec<HashMap<String, u64>> = vec![HashMap::new(); ask.spread.len()];
+    for (n, values) in nodes.iter().zip(&spread_values) {
+        for (j, v) in values.iter().enumerate() {
+            *in_value[j].entry(v.clone()).or_default() += u64::from(n.job_replicas);
+        }
+    }
     let mut chosen = Vec::new();
     for _ in 0..count {
-        let best = nodes
-            .iter_mut()
-            .filter(|n| fits(n, ask, &rules).is_ok())
-            .min_by(|a, b| {
-                (a.job_replicas, load_permille(a), &a.name).cmp(&(
-                    b.job_replicas,
-                    load_permille(b),
-                    &b.name,
-                ))
+        let key = |i: usize| {
+            let spread: u64 = ask
+                .spread
+                .iter()
+                .zip(&spread_values[i])
+                .enumerate()
+                .map(|(j, (s, v))| u64::from(s.weight) * in_value[j].get(v).copied().unwrap_or(0))
+                .sum();
+            let n = &nodes[i];
+            (spread, -preferred[i], n.job_replicas, load_permille(n))
+        };
+        let best = (0..nodes.len())
+            .filter(|&i| fits(&nodes[i], ask, &rules).is_ok())
+            .min_by(|&a, &b| {
+                key(a)
+                    .cmp(&key(b))
+                    .then_with(|| nodes[a].name.cmp(&nodes[b].name))
             });
         match best {
-            Some(n) => {
+            Some(i) => {
+                for (j, v) in spread_values[i].iter().enumerate() {
+                    *in_value[j].entry(v.clone()).or_default() += 1;
+                }
+                let n = &mut nodes[i];
                 n.cpu_used += ask.cpu_millis;
                 n.memory_used += ask.memory_bytes;
                 n.disk_used += ask.disk_bytes;
@@ -129,6 +168,7 @@ pub fn place(candidates: &[Candidate], ask: &Ask, count: u32) -> Placement {
 /// A job's placement rules, ready to check on many nodes.
 pub struct Rules {
     matchers: Vec<Matcher>,
+    affinities: Vec<(Matcher, i64)>,
 }
 
 impl Rules {
@@ -144,7 +184,30 @@ impl Rules {
                     .map_err(|(f, m)| format!("constraints[{i}].{f}: {m}"))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Rules { matchers })
+        let affinities = ask
+            .affinities
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                a.rule()
+                    .matcher()
+                    .map(|m| (m, i64::from(a.weight)))
+                    .map_err(|(f, m)| format!("affinities[{i}].{f}: {m}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Rules {
+            matchers,
+            affinities,
+        })
+    }
+
+    /// The weight of the affinities a node with `attributes` matches.
+    pub fn preference(&self, attributes: &BTreeMap<String, String>) -> i64 {
+        self.affinities
+            .iter()
+            .filter(|(m, _)| m.matches(attributes))
+            .map(|(_, w)| w)
+            .sum()
     }
 
     /// The first constraint a node with `attributes` breaks.
@@ -348,6 +411,8 @@ mod tests {
             disk_bytes: 0,
             constraints: vec![],
             max_per_node: 0,
+            affinities: vec![],
+            spread: vec![],
         }
     }
 
@@ -626,6 +691,85 @@ mod tests {
             p.reason.as_deref(),
             Some("every node already runs 1 of its replicas (max_per_node): 3 nodes checked")
         );
+    }
+
+    #[test]
+    fn spread_evens_out_values_before_affinities_choose_nodes() {
+        // Two nodes in eu, one in us; eu-1b has an SSD the job prefers.
+        let mut nodes = vec![
+            zoned("eu-1a", "eu"),
+            zoned("eu-1b", "eu"),
+            zoned("us-1", "us"),
+        ];
+        nodes[1].attributes.insert("disk".into(), "ssd".into());
+        let prefer_ssd: Affinity =
+            serde_json::from_str(r#"{"attr": "disk", "op": "=", "value": "ssd", "weight": 50}"#)
+                .unwrap();
+        let by_zone: Spread = serde_json::from_str(r#"{"attr": "zone"}"#).unwrap();
+        // Spread alone: us gets as many as eu's two nodes together.
+        let ask = Ask {
+            spread: vec![by_zone.clone()],
+            ..small()
+        };
+        let p = place(&nodes, &ask, 4);
+        let us = p.nodes.iter().filter(|n| *n == "us-1").count();
+        assert_eq!(us, 2, "{:?}", p.nodes);
+        // Affinity alone: the SSD node first, then the spread over nodes.
+        let ask = Ask {
+            affinities: vec![prefer_ssd.clone()],
+            ..small()
+        };
+        assert_eq!(place(&nodes, &ask, 2).nodes, vec!["eu-1b", "eu-1b"]);
+        // Both: even over zones, and within eu the SSD node.
+        let ask = Ask {
+            affinities: vec![prefer_ssd.clone()],
+            spread: vec![by_zone],
+            ..small()
+        };
+        assert_eq!(place(&nodes, &ask, 2).nodes, vec!["eu-1b", "us-1"]);
+        // A negative weight repels.
+        let avoid_ssd = Affinity {
+            weight: -50,
+            ..prefer_ssd
+        };
+        let ask = Ask {
+            affinities: vec![avoid_ssd],
+            ..small()
+        };
+        let p = place(&nodes, &ask, 4);
+        assert!(!p.nodes.contains(&"eu-1b".to_string()), "{:?}", p.nodes);
+    }
+
+    proptest! {
+        /// With room everywhere, a spread keeps every value of the
+        /// attribute within one replica of the others, however many nodes
+        /// each value has and however replicas were spread before.
+        #[test]
+        fn spread_stays_within_one_of_even(
+            zones in proptest::collection::vec(0u8..4, 1..10),
+            count in 0u32..40,
+        ) {
+            let nodes: Vec<Candidate> = zones.iter().enumerate()
+                .map(|(i, z)| zoned(&format!("n{i}"), &format!("z{z}")))
+                .collect();
+            let ask = Ask {
+                spread: vec![Spread { attr: "zone".into(), weight: 100 }],
+                ..small()
+            };
+            let p = place(&nodes, &ask, count);
+            prop_assert_eq!(p.unplaced, 0);
+            let mut per_zone: BTreeMap<&str, i64> = BTreeMap::new();
+            for n in &nodes {
+                per_zone.entry(n.attributes["zone"].as_str()).or_default();
+            }
+            for name in &p.nodes {
+                let n = nodes.iter().find(|n| &n.name == name).unwrap();
+                *per_zone.get_mut(n.attributes["zone"].as_str()).unwrap() += 1;
+            }
+            let most = per_zone.values().max().unwrap();
+            let least = per_zone.values().min().unwrap();
+            prop_assert!(most - least <= 1, "{:?}", per_zone);
+        }
     }
 
     proptest! {

@@ -130,15 +130,11 @@ fn sigkill_warning(allocations: &[pb::Allocation]) -> Option<String> {
     ))
 }
 
-/// A spec's placement rules in one line (`zone in [a, b]; at most 1 per
-/// node`), or `None` when it has none.
+/// A spec's placement rules in one line, or `None` when it has none.
 fn placement_rules(spec_json: &str) -> Option<String> {
-    let spec = drover_proto::spec::from_json(spec_json).ok()?;
-    let mut rules: Vec<String> = spec.constraints.iter().map(|c| c.to_string()).collect();
-    if spec.max_per_node > 0 {
-        rules.push(format!("at most {} per node", spec.max_per_node));
-    }
-    (!rules.is_empty()).then(|| rules.join("; "))
+    drover_proto::spec::from_json(spec_json)
+        .ok()?
+        .placement_summary()
 }
 
 fn status_table(j: &pb::JobStatus) -> String {

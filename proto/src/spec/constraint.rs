@@ -8,6 +8,10 @@
 //! must all hold on a node for a replica to be placed there, as Nomad's
 //! constraints and Kubernetes' required node affinity; they are checked
 //! when a replica is placed, so a node relabelled later keeps what it runs.
+//!
+//! Soft rules rank the nodes that pass: `spread` first (replicas even
+//! across an attribute's values, weighted), then `affinities` (nodes
+//! matching one gain its weight, -100 to 100; a negative weight repels).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -79,6 +83,64 @@ impl fmt::Display for Constraint {
             Op::Exists | Op::NotExists => Ok(()),
             _ => write!(f, " {}", self.value.as_deref().unwrap_or("")),
         }
+    }
+}
+
+/// A preference: nodes matching `attr op value(s)` rank higher by
+/// `weight` (lower, when negative).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Affinity {
+    pub attr: String,
+    pub op: Op,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    /// -100 to 100, not 0.
+    pub weight: i32,
+}
+
+impl Affinity {
+    /// The rule it tests, as a constraint.
+    pub fn rule(&self) -> Constraint {
+        Constraint {
+            attr: self.attr.clone(),
+            op: self.op,
+            value: self.value.clone(),
+            values: self.values.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Affinity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (weight {})", self.rule(), self.weight)
+    }
+}
+
+/// Replicas spread evenly over the values of a node attribute (nodes
+/// without it count as one more value), before any affinity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spread {
+    pub attr: String,
+    /// 1 to 100: how much this spread counts against the others.
+    #[serde(default = "default_spread_weight")]
+    pub weight: u32,
+}
+
+fn default_spread_weight() -> u32 {
+    100
+}
+
+impl fmt::Display for Spread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "spread over {}", self.attr)?;
+        if self.weight != default_spread_weight() {
+            write!(f, " (weight {})", self.weight)?;
+        }
+        Ok(())
     }
 }
 

@@ -153,6 +153,14 @@ pub struct JobSpec {
     /// node (0: no limit): 1 keeps replicas on distinct nodes.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_per_node: u32,
+    /// Preferences among the nodes that pass the constraints: each
+    /// matching node gains the affinity's weight (-100 to 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affinities: Vec<constraint::Affinity>,
+    /// Replicas even over an attribute's values (zones, racks), ranked
+    /// before affinities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spread: Vec<constraint::Spread>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -160,10 +168,25 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl JobSpec {
-    /// Whether the spec uses placement rules (constraints, max per node),
-    /// which a cluster runs from version 4.
+    /// Whether the spec uses placement rules (constraints, max per node,
+    /// affinities, spread), which a cluster runs from version 4.
     pub fn has_placement_rules(&self) -> bool {
-        !self.constraints.is_empty() || self.max_per_node > 0
+        !self.constraints.is_empty()
+            || self.max_per_node > 0
+            || !self.affinities.is_empty()
+            || !self.spread.is_empty()
+    }
+
+    /// Its placement rules in one line, as `job status` shows them
+    /// (`zone in [a, b]; at most 1 per node; spread over zone`), or `None`.
+    pub fn placement_summary(&self) -> Option<String> {
+        let mut rules: Vec<String> = self.constraints.iter().map(|c| c.to_string()).collect();
+        if self.max_per_node > 0 {
+            rules.push(format!("at most {} per node", self.max_per_node));
+        }
+        rules.extend(self.spread.iter().map(|s| s.to_string()));
+        rules.extend(self.affinities.iter().map(|a| format!("prefer {a}")));
+        (!rules.is_empty()).then(|| rules.join("; "))
     }
 }
 

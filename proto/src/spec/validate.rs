@@ -161,6 +161,8 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
 /// The most constraints a job may have: each is checked on every node
 /// for every replica placed.
 const MAX_CONSTRAINTS: usize = 32;
+/// The most attributes a job may spread over.
+const MAX_SPREADS: usize = 8;
 /// The most values an `in` or `not_in` constraint may list.
 const MAX_CONSTRAINT_VALUES: usize = 256;
 
@@ -185,6 +187,61 @@ fn placement_rules(e: &mut Errors, spec: &JobSpec) {
                     "{} values are more than the maximum of {MAX_CONSTRAINT_VALUES}",
                     c.values.len()
                 ),
+            );
+        }
+    }
+    if spec.affinities.len() > MAX_CONSTRAINTS {
+        e.add(
+            "affinities",
+            format!(
+                "{} affinities are more than the maximum of {MAX_CONSTRAINTS}",
+                spec.affinities.len()
+            ),
+        );
+    }
+    for (i, a) in spec.affinities.iter().enumerate() {
+        if let Err((field, m)) = a.rule().matcher() {
+            e.add(format!("affinities[{i}].{field}"), m);
+        }
+        if a.values.len() > MAX_CONSTRAINT_VALUES {
+            e.add(
+                format!("affinities[{i}].values"),
+                format!(
+                    "{} values are more than the maximum of {MAX_CONSTRAINT_VALUES}",
+                    a.values.len()
+                ),
+            );
+        }
+        if a.weight == 0 || !(-100..=100).contains(&a.weight) {
+            e.add(
+                format!("affinities[{i}].weight"),
+                format!("{} is not from -100 to 100 and not 0", a.weight),
+            );
+        }
+    }
+    if spec.spread.len() > MAX_SPREADS {
+        e.add(
+            "spread",
+            format!(
+                "{} spreads are more than the maximum of {MAX_SPREADS}",
+                spec.spread.len()
+            ),
+        );
+    }
+    for (i, s) in spec.spread.iter().enumerate() {
+        if let Err(m) = super::constraint::attribute_key(&s.attr) {
+            e.add(format!("spread[{i}].attr"), m);
+        }
+        if spec.spread[..i].iter().any(|o| o.attr == s.attr) {
+            e.add(
+                format!("spread[{i}].attr"),
+                format!("{:?} is spread over already", s.attr),
+            );
+        }
+        if !(1..=100).contains(&s.weight) {
+            e.add(
+                format!("spread[{i}].weight"),
+                format!("{} is not from 1 to 100", s.weight),
             );
         }
     }
@@ -696,6 +753,26 @@ mod tests {
         assert_eq!(
             one("max_per_node: 20000\n"),
             "max_per_node: 20000 is more than the maximum of 10000"
+        );
+        assert!(errors(
+            "affinities: [{attr: disk, op: '=', value: ssd, weight: 50}, {attr: zone, op: exists, weight: -10}]\nspread: [{attr: zone}, {attr: rack, weight: 20}]\n"
+        )
+        .is_empty());
+        assert_eq!(
+            one("affinities: [{attr: disk, op: '=', value: ssd, weight: 0}]\n"),
+            "affinities[0].weight: 0 is not from -100 to 100 and not 0"
+        );
+        assert_eq!(
+            one("affinities: [{attr: disk, op: '=', weight: 5}]\n"),
+            "affinities[0].value: `=` needs a value"
+        );
+        assert_eq!(
+            one("spread: [{attr: zone}, {attr: zone, weight: 5}]\n"),
+            "spread[1].attr: \"zone\" is spread over already"
+        );
+        assert_eq!(
+            one("spread: [{attr: zone, weight: 101}]\n"),
+            "spread[0].weight: 101 is not from 1 to 100"
         );
         let many: Vec<String> = (0..33)
             .map(|_| "{attr: zone, op: exists}".to_string())

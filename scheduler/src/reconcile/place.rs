@@ -37,6 +37,8 @@ pub(super) fn place(
         disk_bytes: spec.resources.disk.map_or(0, |d| d.bytes()),
         constraints: spec.constraints.clone(),
         max_per_node: spec.max_per_node,
+        affinities: spec.affinities.clone(),
+        spread: spec.spread.clone(),
     };
     let mut per_node: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
     for a in existing {
