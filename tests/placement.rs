@@ -6,15 +6,31 @@
 use drover_e2e::netcluster::NetCluster;
 use drover_e2e::*;
 use serde_json::Value;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn spec(dir: &std::path::Path, name: &str, replicas: u32, rules: &str) -> std::path::PathBuf {
+    spec_cpu(dir, name, replicas, "10m", rules)
+}
+
+fn spec_cpu(
+    dir: &std::path::Path,
+    name: &str,
+    replicas: u32,
+    cpu: &str,
+    rules: &str,
+) -> std::path::PathBuf {
     let p = dir.join(format!("{name}.yaml"));
     std::fs::write(
         &p,
         format!(
             "name: {name}\nreplicas: {replicas}\nimage: oci:{}/toolbox:latest\n\
-             command: [/bin/sleep, '1000']\nresources: {{cpu: 10m, memory: 16Mi}}\n\
+             command: [/bin/sleep, '1000']\nresources: {{cpu: {cpu}, memory: 16Mi}}\n\
              stop_grace_period: 1s\n{rules}",
             images().display()
         ),
@@ -50,6 +66,7 @@ fn constraints_and_labels_decide_where_replicas_run() {
     if !require_root("constraints_and_labels_decide_where_replicas_run") {
         return;
     }
+    let _turn = one_at_a_time();
     let mut c = NetCluster::up(
         "place",
         17,
@@ -187,4 +204,63 @@ fn constraints_and_labels_decide_where_replicas_run() {
     let out = c.drover(&["node", "label", &a1, "node.arch=x"]);
     assert!(!out.ok());
     assert!(out.stderr.contains("kept for the facts"), "{}", out.stderr);
+}
+
+#[test]
+fn a_higher_priority_job_preempts_lower_priority_replicas() {
+    if !require_root("a_higher_priority_job_preempts_lower_priority_replicas") {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let c = NetCluster::up("preempt", 18, 1, 1, &[("DROVER_AGENT_ARGS_1", "--cpu 1")]);
+    let dir = tempfile::tempdir().unwrap();
+    // batch fills the node's one cpu and lets all its replicas go.
+    let rules = "priority: 10\nupdate: {max_unavailable: 100%}\n";
+    let batch = spec_cpu(dir.path(), "batch", 4, "250m", rules);
+    let out = c.drover(&["job", "run", "--timeout", "60s", batch.to_str().unwrap()]);
+    assert!(out.ok(), "job run batch: {}{}", out.stdout, out.stderr);
+    assert_eq!(nodes_of(&c, "batch").len(), 4);
+
+    // prod needs half of it: two batch replicas are stopped for it.
+    let prod = spec_cpu(dir.path(), "prod", 2, "250m", "priority: 80\n");
+    let out = c.drover(&["job", "run", "--timeout", "60s", prod.to_str().unwrap()]);
+    assert!(out.ok(), "job run prod: {}{}", out.stdout, out.stderr);
+    assert_eq!(nodes_of(&c, "prod").len(), 2);
+    assert_eq!(nodes_of(&c, "batch").len(), 2, "only the room prod needed");
+    assert!(job_status(&c, "prod").contains("placement: priority 80"));
+
+    // The evicted replicas say why; batch says why it is short.
+    let out = c.drover(&["alloc", "ls", "--job", "batch", "--all", "-o", "json"]);
+    let all: Value = serde_json::from_str(&out.stdout).unwrap();
+    let preempted: Vec<&Value> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| {
+            a["desired_reason"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("preempted: job prod (priority 80) needed its room on preempt-a1")
+        })
+        .collect();
+    assert_eq!(preempted.len(), 2, "{}", out.stdout);
+    let id = preempted[0]["id"].as_str().unwrap();
+    let status = c.drover(&["alloc", "status", id]);
+    assert!(
+        status.stdout.contains("preempted: job prod"),
+        "{}",
+        status.stdout
+    );
+    let batch_status = wait_for(
+        "batch to say why it is short",
+        Duration::from_secs(20),
+        || {
+            let s = job_status(&c, "batch");
+            s.contains("pending:").then_some(s)
+        },
+    );
+    assert!(
+        batch_status.contains("no node has 0.25 cpu free"),
+        "{batch_status}"
+    );
 }

@@ -234,6 +234,15 @@ enum Misfit {
     Disk,
 }
 
+/// Whether the node could take the replica if it had the cpu, memory and
+/// disk free: every other rule holds there (preemption may free those).
+pub fn fits_but_for_resources(n: &Candidate, ask: &Ask, rules: &Rules) -> bool {
+    matches!(
+        fits(n, ask, rules),
+        Ok(()) | Err(Misfit::Disk | Misfit::Memory | Misfit::Cpu)
+    )
+}
+
 fn fits(n: &Candidate, ask: &Ask, rules: &Rules) -> Result<(), Misfit> {
     if !n.ready {
         return Err(Misfit::Down);

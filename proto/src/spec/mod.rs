@@ -161,6 +161,25 @@ pub struct JobSpec {
     /// before affinities.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spread: Vec<constraint::Spread>,
+    /// 0 to 100 (default 50): a replica that fits nowhere may preempt
+    /// replicas of jobs of lower priority, within their
+    /// `update.max_unavailable`; jobs of higher priority are placed first.
+    #[serde(
+        default = "default_priority",
+        skip_serializing_if = "is_default_priority"
+    )]
+    pub priority: u32,
+}
+
+/// The priority of a job that says none.
+pub const DEFAULT_PRIORITY: u32 = 50;
+
+fn default_priority() -> u32 {
+    DEFAULT_PRIORITY
+}
+
+fn is_default_priority(p: &u32) -> bool {
+    *p == DEFAULT_PRIORITY
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -175,12 +194,17 @@ impl JobSpec {
             || self.max_per_node > 0
             || !self.affinities.is_empty()
             || !self.spread.is_empty()
+            || self.priority != DEFAULT_PRIORITY
     }
 
     /// Its placement rules in one line, as `job status` shows them
     /// (`zone in [a, b]; at most 1 per node; spread over zone`), or `None`.
     pub fn placement_summary(&self) -> Option<String> {
-        let mut rules: Vec<String> = self.constraints.iter().map(|c| c.to_string()).collect();
+        let mut rules: Vec<String> = Vec::new();
+        if self.priority != DEFAULT_PRIORITY {
+            rules.push(format!("priority {}", self.priority));
+        }
+        rules.extend(self.constraints.iter().map(|c| c.to_string()));
         if self.max_per_node > 0 {
             rules.push(format!("at most {} per node", self.max_per_node));
         }

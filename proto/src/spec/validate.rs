@@ -245,6 +245,12 @@ fn placement_rules(e: &mut Errors, spec: &JobSpec) {
             );
         }
     }
+    if spec.priority > 100 {
+        e.add(
+            "priority",
+            format!("{} is not from 0 to 100", spec.priority),
+        );
+    }
     if spec.max_per_node > MAX_REPLICAS {
         e.add(
             "max_per_node",
@@ -774,6 +780,7 @@ mod tests {
             one("spread: [{attr: zone, weight: 101}]\n"),
             "spread[0].weight: 101 is not from 1 to 100"
         );
+        assert_eq!(one("priority: 101\n"), "priority: 101 is not from 0 to 100");
         let many: Vec<String> = (0..33)
             .map(|_| "{attr: zone, op: exists}".to_string())
             .collect();

@@ -21,7 +21,10 @@
 //! rules move replicas off a draining node and restore a scaled count.
 
 mod place;
+mod preempt;
 mod rollout;
+
+pub use preempt::PREEMPTED;
 
 use crate::placement::Candidate;
 use crate::state::{
@@ -118,7 +121,11 @@ pub fn reconcile(state: &State, now_ms: i64, new_id: &mut dyn FnMut() -> String)
         .map(|n| n.name.as_str())
         .collect();
 
-    for job in state.jobs.values() {
+    // Higher priorities first: they take the room there is, and what they
+    // preempt is not taken by a job of lower priority in the same pass.
+    let mut jobs: Vec<&Job> = state.jobs.values().collect();
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.current_spec().priority));
+    for job in jobs {
         if job.stopped {
             let ended = state
                 .job_allocations(&job.name)
@@ -317,7 +324,19 @@ impl JobPlan<'_> {
                 new_id,
             );
             plan.place.extend(placed);
-            reason = why;
+            reason = why.map(|(unplaced, why)| {
+                let ask = place::ask_for(spec);
+                match preempt::preempt(self.state, job, &ask, unplaced, candidates, plan) {
+                    Some((stops, instead)) => {
+                        plan.stop.extend(stops);
+                        format!(
+                            "{unplaced} replica{} not placed yet: {instead}",
+                            if unplaced == 1 { "" } else { "s" }
+                        )
+                    }
+                    None => why,
+                }
+            });
         }
         if reason != job.pending_reason {
             plan.pending.push((job.name.clone(), reason));

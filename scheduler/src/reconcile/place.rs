@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// (which then count what they take): spread over the nodes, given where
 /// the job's `existing` replicas are, and numbered with the lowest replica
 /// numbers no running allocation of this version holds. Returns the new
-/// allocations and, when some do not fit anywhere, why.
+/// allocations and, when some do not fit anywhere, how many and why.
 pub(super) fn place(
     state: &State,
     job: &Job,
@@ -17,29 +17,8 @@ pub(super) fn place(
     existing: &[&Allocation],
     candidates: &mut [Candidate],
     new_id: &mut dyn FnMut() -> String,
-) -> (Vec<NewAllocation>, Option<String>) {
-    let spec = job.current_spec();
-    let host_ports = if spec.network == drover_proto::spec::Network::Host {
-        spec.ports.iter().map(|p| p.container as u16).collect()
-    } else {
-        vec![]
-    };
-    let ask = Ask {
-        cpu_millis: spec.resources.cpu.millis(),
-        memory_bytes: spec.resources.memory.bytes(),
-        host_ports,
-        private_network: spec.network == drover_proto::spec::Network::Private,
-        volumes: spec
-            .volumes
-            .iter()
-            .map(|v| (v.name.clone(), v.read_only))
-            .collect(),
-        disk_bytes: spec.resources.disk.map_or(0, |d| d.bytes()),
-        constraints: spec.constraints.clone(),
-        max_per_node: spec.max_per_node,
-        affinities: spec.affinities.clone(),
-        spread: spec.spread.clone(),
-    };
+) -> (Vec<NewAllocation>, Option<(u32, String)>) {
+    let ask = ask_for(job.current_spec());
     let mut per_node: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
     for a in existing {
         let (all, this_version) = per_node.entry(a.node.as_str()).or_default();
@@ -68,6 +47,8 @@ pub(super) fn place(
         c.cpu_used += ask.cpu_millis;
         c.memory_used += ask.memory_bytes;
         c.disk_used += ask.disk_bytes;
+        c.job_replicas += 1;
+        c.version_replicas += 1;
         placed.push(NewAllocation {
             id: new_id(),
             job: job.name.clone(),
@@ -80,12 +61,40 @@ pub(super) fn place(
     }
     let reason = p.reason.map(|r| {
         let n = p.unplaced;
-        format!(
-            "{n} replica{} not placed: {r}",
-            if n == 1 { "" } else { "s" }
+        (
+            n,
+            format!(
+                "{n} replica{} not placed: {r}",
+                if n == 1 { "" } else { "s" }
+            ),
         )
     });
     (placed, reason)
+}
+
+/// What one replica of `spec` asks of a node.
+pub(super) fn ask_for(spec: &drover_proto::spec::JobSpec) -> Ask {
+    let host_ports = if spec.network == drover_proto::spec::Network::Host {
+        spec.ports.iter().map(|p| p.container as u16).collect()
+    } else {
+        vec![]
+    };
+    Ask {
+        cpu_millis: spec.resources.cpu.millis(),
+        memory_bytes: spec.resources.memory.bytes(),
+        host_ports,
+        private_network: spec.network == drover_proto::spec::Network::Private,
+        volumes: spec
+            .volumes
+            .iter()
+            .map(|v| (v.name.clone(), v.read_only))
+            .collect(),
+        disk_bytes: spec.resources.disk.map_or(0, |d| d.bytes()),
+        constraints: spec.constraints.clone(),
+        max_per_node: spec.max_per_node,
+        affinities: spec.affinities.clone(),
+        spread: spec.spread.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -160,7 +169,8 @@ mod tests {
         let (placed, why) = place(&s, job, 3, true, &[], &mut nodes, &mut id);
         assert_eq!(placed.len(), 1);
         assert!(placed[0].canary);
-        let why = why.expect("a reason");
+        let (unplaced, why) = why.expect("a reason");
+        assert_eq!(unplaced, 2);
         assert!(why.starts_with("2 replicas not placed: "), "{why}");
     }
 }

@@ -852,3 +852,140 @@ proptest! {
         prop_assert!(sim.run("web").iter().all(|a| a.version == 2));
     }
 }
+
+/// A job of `replicas` × 500m cpu at `priority` that lets `unavailable` of
+/// them go (its `update.max_unavailable`).
+fn prio(name: &str, replicas: u32, priority: u32, unavailable: &str) -> String {
+    format!(
+        "name: {name}\nreplicas: {replicas}\nimage: oci:/x:v1\npriority: {priority}\n\
+         resources: {{cpu: 500m, memory: 32Mi}}\n\
+         update: {{max_surge: 1, max_unavailable: {unavailable}, min_healthy_time: 0s}}\n"
+    )
+}
+
+/// Passes with agents until two in a row change nothing (agents may
+/// still be stopping what the first asked).
+fn until_quiet(sim: &mut Sim) {
+    let mut empty = 0;
+    for _ in 0..40 {
+        let plan = sim.step();
+        sim.agents(&always_healthy);
+        sim.advance(500);
+        empty = if plan.is_empty() { empty + 1 } else { 0 };
+        if empty == 2 {
+            return;
+        }
+    }
+    panic!("never quiet");
+}
+
+#[test]
+fn a_higher_priority_job_preempts_the_lowest_within_its_budget() {
+    // One node of 2 cpu: batch (priority 10) and dev (priority 30) fill it.
+    let mut sim = Sim::new(&[("n1", 2000, 4096)]);
+    sim.submit(&prio("batch", 2, 10, "100%"));
+    sim.submit(&prio("dev", 2, 30, "100%"));
+    until_quiet(&mut sim);
+    assert_eq!((sim.run("batch").len(), sim.run("dev").len()), (2, 2));
+    // prod (priority 80) needs two replicas' room: batch goes first.
+    sim.submit(&prio("prod", 2, 80, "0"));
+    let plan = sim.step();
+    let stopped: Vec<&str> = plan
+        .stop
+        .iter()
+        .map(|(id, _)| sim.s.allocations[id].job.as_str())
+        .collect();
+    assert_eq!(stopped, ["batch", "batch"]);
+    assert!(plan.stop[0]
+        .1
+        .starts_with("preempted: job prod (priority 80) needed its room on n1"));
+    assert_eq!(
+        sim.s.jobs["prod"].pending_reason.as_deref(),
+        Some("2 replicas not placed yet: preempting 2 replicas of lower-priority job batch on n1")
+    );
+    // A second pass while they stop evicts nothing more.
+    sim.agents(&always_healthy);
+    assert!(sim.step().stop.is_empty());
+    until_quiet(&mut sim);
+    assert_eq!(sim.run("prod").len(), 2);
+    assert_eq!(sim.run("dev").len(), 2, "dev was not needed");
+    assert_eq!(sim.run("batch").len(), 0);
+    let batch = sim.s.jobs["batch"]
+        .pending_reason
+        .clone()
+        .unwrap_or_default();
+    assert!(batch.contains("no node has 0.5 cpu free"), "{batch}");
+    let evicted = sim
+        .s
+        .job_allocations("batch")
+        .filter(|a| a.desired_reason.starts_with(PREEMPTED))
+        .count();
+    assert_eq!(evicted, 2, "alloc status shows why");
+}
+
+#[test]
+fn no_job_is_preempted_beyond_its_max_unavailable_or_by_its_peers() {
+    let mut sim = Sim::new(&[("n1", 2000, 4096)]);
+    // max_unavailable 1 of 4: only one replica may go.
+    sim.submit(&prio("batch", 4, 10, "1"));
+    until_quiet(&mut sim);
+    sim.submit(&prio("prod", 2, 80, "0"));
+    until_quiet(&mut sim);
+    assert_eq!(sim.run("prod").len(), 1);
+    assert_eq!(sim.run("batch").len(), 3);
+    // Equal priority preempts nothing.
+    sim.submit(&prio("other", 1, 10, "0"));
+    until_quiet(&mut sim);
+    assert_eq!(sim.run("other").len(), 0);
+    assert_eq!(sim.run("batch").len(), 3);
+    // Priority 0 never preempts.
+    sim.submit(&prio("zero", 1, 0, "0"));
+    assert!(sim.step().stop.is_empty());
+}
+
+proptest! {
+    /// However jobs and priorities are mixed, preemption never takes a job
+    /// below `replicas - max_unavailable` running, and a job is preempted
+    /// only by one of higher priority.
+    #[test]
+    fn preemption_keeps_every_job_within_its_budget(
+        jobs in proptest::collection::vec((1u32..4, 0u32..100, 0u32..3), 1..5),
+        late in (1u32..4, 0u32..101),
+    ) {
+        let mut sim = Sim::new(&[("n1", 2000, 4096), ("n2", 1000, 4096)]);
+        for (i, (n, p, u)) in jobs.iter().enumerate() {
+            sim.submit(&prio(&format!("j{i}"), *n, *p, &u.to_string()));
+        }
+        until_quiet(&mut sim);
+        let before: BTreeMap<String, usize> = sim
+            .s
+            .jobs
+            .keys()
+            .map(|j| (j.clone(), sim.run(j).len()))
+            .collect();
+        sim.submit(&prio("late", late.0, late.1, "0"));
+        for _ in 0..30 {
+            sim.step();
+            sim.agents(&always_healthy);
+            sim.advance(500);
+            for (i, (_, p, u)) in jobs.iter().enumerate() {
+                let name = format!("j{i}");
+                let running = sim
+                    .s
+                    .job_allocations(&name)
+                    .filter(|a| a.desired == Desired::Run && a.state == AllocState::Running)
+                    .count();
+                let preempted = sim
+                    .s
+                    .job_allocations(&name)
+                    .filter(|a| a.desired_reason.starts_with(PREEMPTED))
+                    .count();
+                prop_assert!(preempted == 0 || *p < late.1, "j{i} preempted by a peer");
+                prop_assert!(
+                    preempted == 0 || running + (*u as usize) >= before[&name],
+                    "j{i}: {running} running of {}, max_unavailable {u}", before[&name]
+                );
+            }
+        }
+    }
+}
