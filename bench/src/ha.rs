@@ -45,6 +45,26 @@ pub(crate) struct Processes {
 }
 
 impl Processes {
+    /// Where the peers keep their state, logs and the cluster CA (`ca/`).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Each running peer's process id, by Raft id.
+    pub(crate) fn pids(&self) -> BTreeMap<u64, u32> {
+        self.children.iter().map(|(id, c)| (*id, c.id())).collect()
+    }
+
+    /// Each peer's address, by Raft id.
+    pub(crate) fn peer_addrs(&self) -> &BTreeMap<u64, String> {
+        &self.peers
+    }
+
+    /// Kills peer `id` with SIGKILL.
+    pub(crate) fn kill_peer(&mut self, id: u64) {
+        self.kill(id);
+    }
+
     fn start(&mut self, id: u64) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)

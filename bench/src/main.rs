@@ -15,6 +15,7 @@ mod node_loss;
 mod pull;
 mod rss;
 mod runtime;
+mod scale;
 mod snapshot;
 mod stats;
 mod swarm;
@@ -224,6 +225,30 @@ enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         trials: usize,
     },
+    /// The scheduler at the size of a large cell: a real three-peer
+    /// cluster (Raft, fsync, mutual TLS) and N simulated agents speaking
+    /// the node API over gRPC (registering, heartbeating, watching, and
+    /// reporting what they are given as running, with no containers).
+    /// Prints placements/s, submit-to-placed time, one placement's latency
+    /// while busy, the peers' memory and cpu, bytes sent to agents (while
+    /// placing, idle, and to the others when one node is lost), the state
+    /// on disk and a failover at that size; ends with `sustained: N
+    /// placements/s`.
+    ///
+    /// Example:
+    ///   drover-bench scale --nodes 10000 --jobs 1000 --replicas-per-job 100
+    #[command(verbatim_doc_comment)]
+    Scale {
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 100)]
+        jobs: usize,
+        #[arg(long, default_value_t = 10)]
+        replicas_per_job: u32,
+        /// How often each simulated agent heartbeats.
+        #[arg(long, default_value = "1s")]
+        heartbeat: String,
+    },
     /// What mutual TLS adds to a new connection, beside plaintext: fresh
     /// connections to an in-process peer of each kind, one call each.
     ///
@@ -324,6 +349,8 @@ enum BenchCmd {
 
 fn main() {
     let cli = Cli::parse();
+    // Thousands of simulated agents' connections (`scale`).
+    drover_proto::limits::raise_open_files();
     // Containers are cloned from this process: from a sealed in-memory copy
     // of this binary, as the agent does (CVE-2019-5736).
     if matches!(cli.command, BenchCmd::Runtime(_)) {
@@ -406,6 +433,23 @@ async fn run(mut cli: Cli) -> anyhow::Result<i32> {
             security,
         } => ha::commit(&proposers, seconds, &security).await,
         BenchCmd::Handshake { connections } => ha::handshake(connections).await,
+        BenchCmd::Scale {
+            nodes,
+            jobs,
+            replicas_per_job,
+            heartbeat,
+        } => {
+            let heartbeat = drover_proto::quantity::Duration::parse(&heartbeat)
+                .map_err(|e| anyhow::anyhow!("--heartbeat: {e}"))?
+                .std();
+            scale::command(scale::Args {
+                nodes,
+                jobs,
+                replicas_per_job,
+                heartbeat,
+            })
+            .await
+        }
         BenchCmd::Writes {
             clients,
             seconds,

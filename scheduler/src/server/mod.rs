@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client_api;
 pub mod cluster_api;
 pub mod convert;
+pub mod fanout;
 pub mod gate;
 pub mod join_api;
 pub mod limits;
@@ -233,6 +234,7 @@ impl Scheduler {
                     cluster_cidr: config.cluster_cidr.clone(),
                     authority: authority.clone(),
                     secrets: secrets.clone(),
+                    desired: fanout::start(peer.clone(), secrets.clone()),
                 },
             ))
             .add_service(

@@ -4,18 +4,16 @@
 //! not: the leader keeps the last time it heard from each node in memory
 //! (`Liveness`) and commits only the transition to down or back. `Watch`
 //! streams the complete set of allocations desired on a node whenever it
-//! changes (level-triggered, DESIGN decision 3).
+//! changes (level-triggered, DESIGN decision 3), taken from the view of
+//! every node's set that `fanout` keeps current.
 
 use crate::cluster::Peer;
 use crate::controller::Liveness;
 use crate::state::version::PLACEMENT_RULES;
 use crate::state::Attributes;
-use crate::state::{
-    AllocState, AllocationReport, Command, Desired, HealthState, SecretKind, State,
-};
+use crate::state::{AllocState, AllocationReport, Command};
 use drover_proto::pb::{self, node_service_server::NodeService};
 use drover_proto::spec::constraint::attributes_digest;
-use drover_proto::spec::JobSpec;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -33,198 +31,11 @@ pub struct NodeApi {
     pub authority: Option<crate::pki::Authority>,
     /// Unseals the secrets a node's replicas mount (see `crate::secrets`).
     pub secrets: std::sync::Arc<crate::secrets::SecretKey>,
+    /// Every node's desired set, kept current (see `fanout`).
+    pub desired: tokio::sync::watch::Receiver<std::sync::Arc<super::fanout::DesiredView>>,
 }
 
-/// The secrets and configs the allocations desired on `node` mount, in the
-/// clear: the only place a secret is unsealed. One that cannot be (a peer
-/// given another key) is left out, and its replicas fail to start saying so.
-fn secrets_on(state: &State, node: &str, key: &crate::secrets::SecretKey) -> Vec<pb::SecretData> {
-    let mut wanted = std::collections::BTreeSet::new();
-    for a in state
-        .allocations
-        .values()
-        .filter(|a| a.node == node && a.desired == Desired::Run)
-    {
-        let Some(spec) = state.jobs.get(&a.job).and_then(|j| j.version(a.version)) else {
-            continue;
-        };
-        for kind in [SecretKind::Secret, SecretKind::Config] {
-            for name in kind.used_by(&spec.spec) {
-                wanted.insert((kind.word(), kind, name.to_string()));
-            }
-        }
-    }
-    wanted
-        .into_iter()
-        .filter_map(|(word, kind, name)| {
-            let stored = state.stored(kind).get(&name)?;
-            let data = match kind {
-                SecretKind::Config => stored.data.clone(),
-                SecretKind::Secret => match key.open(&name, &stored.data) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        tracing::error!(secret = %name, error = %e, "cannot unseal a secret for node {node}");
-                        return None;
-                    }
-                },
-            };
-            Some(pb::SecretData {
-                name,
-                kind: word.into(),
-                version: stored.version,
-                data,
-            })
-        })
-        .collect()
-}
-
-/// The allocations desired on `node`, in the wire form agents converge to,
-/// with the secrets they mount unsealed by `key`.
-pub fn desired_on(
-    state: &State,
-    node: &str,
-    key: &crate::secrets::SecretKey,
-) -> pb::DesiredAllocations {
-    let allocations = state
-        .allocations
-        .values()
-        .filter(|a| a.node == node && a.desired == Desired::Run)
-        .filter_map(|a| {
-            let spec = &state.jobs.get(&a.job)?.version(a.version)?.spec;
-            Some(pb::DesiredAllocation {
-                id: a.id.clone(),
-                job: a.job.clone(),
-                version: a.version,
-                replica: a.replica,
-                spec_json: spec.to_json(),
-                name: a.name.clone(),
-            })
-        })
-        .collect();
-    let stopping = state
-        .allocations
-        .values()
-        .filter(|a| a.node == node && a.desired == Desired::Stop && !a.state.is_terminal())
-        .map(|a| a.id.clone())
-        .collect();
-    pb::DesiredAllocations {
-        index: state.last_index,
-        stopping,
-        allocations,
-        services: services(state),
-        names: names(state),
-        secrets: secrets_on(state, node, key),
-        routes: state
-            .nodes
-            .values()
-            .filter(|n| {
-                n.name != node
-                    && !n.subnet.is_empty()
-                    && n.status == crate::state::NodeStatus::Ready
-            })
-            .map(|n| pb::NodeRoute {
-                node: n.name.clone(),
-                subnet: n.subnet.clone(),
-                via: host_of(&n.address),
-            })
-            .collect(),
-    }
-}
-
-/// The host part of `host:port`.
-fn host_of(addr: &str) -> String {
-    match addr.rsplit_once(':') {
-        Some((h, _)) => h.trim_matches(['[', ']']).to_string(),
-        None => addr.to_string(),
-    }
-}
-
-/// The replicas of `job` that take traffic: running, healthy (or with no
-/// check and no verdict against them), and not being stopped. A replica
-/// leaves the moment the scheduler decides to stop it. Each comes with its
-/// spec and the address it is reached at (its container's, or its node's
-/// with host networking).
-fn serving<'a>(
-    state: &'a State,
-    job: &'a crate::state::Job,
-) -> impl Iterator<Item = (&'a crate::state::Allocation, &'a JobSpec, String)> + 'a {
-    state
-        .job_allocations(&job.name)
-        .filter(|a| a.desired == Desired::Run && a.state == AllocState::Running)
-        .filter_map(move |a| {
-            let spec = &job.version(a.version)?.spec;
-            let checked = spec.health.is_some();
-            let healthy = a.health == HealthState::Healthy
-                || (!checked && a.health != HealthState::Unhealthy);
-            if !healthy {
-                return None;
-            }
-            let host = if spec.network == drover_proto::spec::Network::Host || a.ip.is_empty() {
-                host_of(&state.nodes.get(&a.node)?.address)
-            } else {
-                a.ip.clone()
-            };
-            Some((a, &**spec, host))
-        })
-}
-
-/// Every published service with the replicas that take its traffic (see
-/// `serving`).
-pub fn services(state: &State) -> Vec<pb::Service> {
-    let mut out = Vec::new();
-    for job in state.jobs.values().filter(|j| !j.stopped) {
-        let Some((port, _)) = job.current_spec().exposed_target() else {
-            continue;
-        };
-        let mut endpoints: Vec<String> = serving(state, job)
-            .filter_map(|(_, spec, host)| {
-                let (_, target) = spec.exposed_target()?;
-                Some(format!("{host}:{target}"))
-            })
-            .collect();
-        endpoints.sort();
-        out.push(pb::Service {
-            job: job.name.clone(),
-            port: port as u32,
-            endpoints,
-        });
-    }
-    out
-}
-
-/// Every running job's name with the replicas that take its traffic (see
-/// `serving`) and its current version's named ports: what nodes' DNS
-/// servers answer.
-pub fn names(state: &State) -> Vec<pb::ServiceName> {
-    state
-        .jobs
-        .values()
-        .filter(|j| !j.stopped)
-        .map(|job| {
-            let mut replicas: Vec<pb::NamedReplica> = serving(state, job)
-                .map(|(a, _, ip)| pb::NamedReplica {
-                    name: a.name.clone(),
-                    ip,
-                })
-                .collect();
-            replicas.sort_by(|a, b| a.name.cmp(&b.name));
-            let ports = job
-                .current_spec()
-                .ports
-                .iter()
-                .map(|p| pb::NamedPort {
-                    name: p.name.clone(),
-                    port: p.container,
-                })
-                .collect();
-            pb::ServiceName {
-                job: job.name.clone(),
-                replicas,
-                ports,
-            }
-        })
-        .collect()
-}
+pub use super::fanout::{desired_on, names, services};
 
 impl NodeApi {
     /// Records a heartbeat on the leader. Only a leader holding its quorum
@@ -413,14 +224,13 @@ impl NodeService for NodeApi {
         let name = req.into_inner().name;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let peer = self.peer.clone();
-        let mut applied = peer.applied.clone();
-        let secrets = self.secrets.clone();
+        let mut views = self.desired.clone();
         tokio::spawn(async move {
             // What was last sent, but for its index: a set is sent again
             // only when something in it changed.
             let mut last: Option<pb::DesiredAllocations> = None;
             loop {
-                let desired = desired_on(&peer.state.read().expect("state lock"), &name, &secrets);
+                let desired = views.borrow_and_update().for_node(&name);
                 let view = pb::DesiredAllocations {
                     index: 0,
                     ..desired.clone()
@@ -432,7 +242,7 @@ impl NodeService for NodeApi {
                     }
                 }
                 tokio::select! {
-                    changed = applied.changed() => if changed.is_err() { return },
+                    changed = views.changed() => if changed.is_err() { return },
                     _ = tx.closed() => return,
                     _ = tokio::time::sleep(WATCH_CHECK) => {
                         // A peer cut off from the leader (or a leader cut off
