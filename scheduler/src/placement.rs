@@ -127,13 +127,12 @@ pub fn place(candidates: &[Candidate], ask: &Ask, count: u32) -> Placement {
             let n = &nodes[i];
             (spread, -preferred[i], n.job_replicas, load_permille(n))
         };
+        // Each candidate's key once, not once per comparison.
         let best = (0..nodes.len())
             .filter(|&i| fits(&nodes[i], ask, &rules).is_ok())
-            .min_by(|&a, &b| {
-                key(a)
-                    .cmp(&key(b))
-                    .then_with(|| nodes[a].name.cmp(&nodes[b].name))
-            });
+            .map(|i| (key(i), i))
+            .min_by(|(ka, a), (kb, b)| ka.cmp(kb).then_with(|| nodes[*a].name.cmp(&nodes[*b].name)))
+            .map(|(_, i)| i);
         match best {
             Some(i) => {
                 for (j, v) in spread_values[i].iter().enumerate() {

@@ -21,7 +21,7 @@ use crate::cluster::Peer;
 use crate::state::{AllocState, Allocation, Desired, HealthState, Job, SecretKind, State};
 use drover_proto::pb;
 use drover_proto::spec::JobSpec;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -124,12 +124,10 @@ impl DesiredView {
                 via: host_of(&n.address),
             })
             .collect();
-        let empty = Vec::new();
-        let of = |job: &Job| by_job.get(job.name.as_str()).unwrap_or(&empty);
         DesiredView {
             index: state.last_index,
-            services: services_with(state, &of),
-            names: names_with(state, &of),
+            services: services_with(state, &by_job),
+            names: names_with(state, &by_job),
             routes,
             own,
         }
@@ -153,15 +151,6 @@ impl DesiredView {
                 .collect(),
         }
     }
-}
-
-/// The allocations desired on `node`, in the wire form agents converge to.
-pub fn desired_on(
-    state: &State,
-    node: &str,
-    key: &crate::secrets::SecretKey,
-) -> pb::DesiredAllocations {
-    DesiredView::build(state, key).for_node(node)
 }
 
 /// Keeps a [`DesiredView`] of `peer`'s state current, rebuilt after every
@@ -227,6 +216,14 @@ fn unseal(
         .collect()
 }
 
+/// `job`'s allocations in `by_job` (none when it has none).
+fn allocations_of<'a>(
+    by_job: &'a HashMap<&str, Vec<&'a Allocation>>,
+    job: &Job,
+) -> &'a [&'a Allocation] {
+    by_job.get(job.name.as_str()).map_or(&[], Vec::as_slice)
+}
+
 /// The host part of `host:port`.
 fn host_of(addr: &str) -> String {
     match addr.rsplit_once(':') {
@@ -267,40 +264,14 @@ fn serving<'a>(
 }
 
 /// Every published service with the replicas that take its traffic (see
-/// `serving`).
-pub fn services(state: &State) -> Vec<pb::Service> {
-    let all: BTreeMap<&str, Vec<&Allocation>> = by_job(state);
-    let empty = Vec::new();
-    services_with(state, &|j: &Job| all.get(j.name.as_str()).unwrap_or(&empty))
-}
-
-/// Every running job's name with the replicas that take its traffic (see
-/// `serving`) and its current version's named ports: what nodes' DNS
-/// servers answer.
-pub fn names(state: &State) -> Vec<pb::ServiceName> {
-    let all: BTreeMap<&str, Vec<&Allocation>> = by_job(state);
-    let empty = Vec::new();
-    names_with(state, &|j: &Job| all.get(j.name.as_str()).unwrap_or(&empty))
-}
-
-fn by_job(state: &State) -> BTreeMap<&str, Vec<&Allocation>> {
-    let mut out: BTreeMap<&str, Vec<&Allocation>> = BTreeMap::new();
-    for a in state.allocations.values() {
-        out.entry(a.job.as_str()).or_default().push(a);
-    }
-    out
-}
-
-fn services_with<'a>(
-    state: &'a State,
-    of: &dyn Fn(&Job) -> &'a Vec<&'a Allocation>,
-) -> Vec<pb::Service> {
+/// `serving`); `by_job` holds each job's allocations.
+fn services_with(state: &State, by_job: &HashMap<&str, Vec<&Allocation>>) -> Vec<pb::Service> {
     let mut out = Vec::new();
     for job in state.jobs.values().filter(|j| !j.stopped) {
         let Some((port, _)) = job.current_spec().exposed_target() else {
             continue;
         };
-        let mut endpoints: Vec<String> = serving(state, job, of(job))
+        let mut endpoints: Vec<String> = serving(state, job, allocations_of(by_job, job))
             .filter_map(|(_, spec, host)| {
                 let (_, target) = spec.exposed_target()?;
                 Some(format!("{host}:{target}"))
@@ -316,21 +287,22 @@ fn services_with<'a>(
     out
 }
 
-fn names_with<'a>(
-    state: &'a State,
-    of: &dyn Fn(&Job) -> &'a Vec<&'a Allocation>,
-) -> Vec<pb::ServiceName> {
+/// Every running job's name with the replicas that take its traffic (see
+/// `serving`) and its current version's named ports: what nodes' DNS
+/// servers answer.
+fn names_with(state: &State, by_job: &HashMap<&str, Vec<&Allocation>>) -> Vec<pb::ServiceName> {
     state
         .jobs
         .values()
         .filter(|j| !j.stopped)
         .map(|job| {
-            let mut replicas: Vec<pb::NamedReplica> = serving(state, job, of(job))
-                .map(|(a, _, ip)| pb::NamedReplica {
-                    name: a.name.clone(),
-                    ip,
-                })
-                .collect();
+            let mut replicas: Vec<pb::NamedReplica> =
+                serving(state, job, allocations_of(by_job, job))
+                    .map(|(a, _, ip)| pb::NamedReplica {
+                        name: a.name.clone(),
+                        ip,
+                    })
+                    .collect();
             replicas.sort_by(|a, b| a.name.cmp(&b.name));
             let ports = job
                 .current_spec()
@@ -438,8 +410,11 @@ mod tests {
         assert_eq!(n1.names.len(), 1, "every job's name, on every node");
         assert!(view.for_node("n3").allocations.is_empty());
         assert!(view.for_node("unknown").allocations.is_empty());
-        // What one node is built from alone is what the view gives it.
-        assert_eq!(desired_on(&s, "n2", &key), view.for_node("n2"));
+        // Built again from the same state, the same.
+        assert_eq!(
+            DesiredView::build(&s, &key).for_node("n2"),
+            view.for_node("n2")
+        );
         // Told to stop, an allocation moves to `stopping` until it ended.
         apply(
             &mut s,

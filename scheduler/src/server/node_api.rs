@@ -35,8 +35,6 @@ pub struct NodeApi {
     pub desired: tokio::sync::watch::Receiver<std::sync::Arc<super::fanout::DesiredView>>,
 }
 
-pub use super::fanout::{desired_on, names, services};
-
 impl NodeApi {
     /// Records a heartbeat on the leader. Only a leader holding its quorum
     /// lease may: an acknowledgement keeps the agent's replicas running.

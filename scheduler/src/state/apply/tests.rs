@@ -19,22 +19,7 @@ fn submit(s: &mut State, request_id: &str, yaml: &str) -> CommandResult {
 }
 
 fn node(s: &mut State, name: &str) {
-    let i = s.last_index + 1;
-    s.apply(
-        i,
-        &Command::RegisterNode {
-            name: name.into(),
-            address: "127.0.0.1:7401".into(),
-            cpu_millis: 2000,
-            memory_bytes: 1 << 30,
-            at_ms: 0,
-            cluster_cidr: String::new(),
-            volumes: Default::default(),
-            disk_bytes: 0,
-            labels: Default::default(),
-            facts: Default::default(),
-        },
-    );
+    register(s, name, &[], &[]);
 }
 
 fn place(
@@ -213,6 +198,22 @@ fn placement_is_rechecked_at_apply() {
 }
 
 fn labelled(s: &mut State, name: &str, labels: &[(&str, &str)]) -> CommandResult {
+    register(s, name, labels, &[("arch", "amd64")])
+}
+
+/// Registers (again) node `name` with 2 cpu, 1Gi, and these labels and facts.
+fn register(
+    s: &mut State,
+    name: &str,
+    labels: &[(&str, &str)],
+    facts: &[(&str, &str)],
+) -> CommandResult {
+    let map = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
     let i = s.last_index + 1;
     s.apply(
         i,
@@ -225,11 +226,8 @@ fn labelled(s: &mut State, name: &str, labels: &[(&str, &str)]) -> CommandResult
             cluster_cidr: String::new(),
             volumes: Default::default(),
             disk_bytes: 0,
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            facts: [("arch".to_string(), "amd64".to_string())].into(),
+            labels: map(labels),
+            facts: map(facts),
         },
     )
 }
