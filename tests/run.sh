@@ -45,6 +45,12 @@ if ((${#need[@]})); then
   fi
 fi
 
+# A fresh checkout gains nothing from incremental compilation, which would
+# write gigabytes beside the build.
+[[ ${CI:-} == true ]] && export CARGO_INCREMENTAL=0
+free=$(df -P --block-size=1G . | awk 'NR==2 {print $4}')
+echo "== $free GiB free on the disk of $PWD (a fresh build needs about 15)"
+
 echo "== format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -27,9 +27,14 @@ if ! have; then
   wt=$(mktemp -d /tmp/drover-upgrade-base.XXXXXX)
   trap 'g worktree remove --force "$wt" >/dev/null 2>&1 || rm -rf "$wt"; g worktree prune' EXIT
   g worktree add --quiet --detach "$wt" "$commit"
-  (cd "$wt" && CARGO_TARGET_DIR=$ROOT/target/upgrade-base/cargo cargo build --quiet --bins -p drover-ctl -p drover-scheduler -p drover-agent)
+  (cd "$wt" && CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=line-tables-only CARGO_TARGET_DIR=$ROOT/target/upgrade-base/cargo cargo build --quiet --bins -p drover-ctl -p drover-scheduler -p drover-agent)
   mkdir -p "$out"
   for b in "${bins[@]}"; do cp "$ROOT/target/upgrade-base/cargo/debug/$b" "$out/$b"; done
+  # Only the newest previous release is kept: each is most of a gigabyte.
+  for d in "$ROOT"/target/upgrade-base/*/; do
+    d=${d%/}
+    [[ $d == "$out" || $d == */cargo ]] || rm -rf "$d"
+  done
 fi
 echo "$out" >"$ROOT/target/upgrade-base/current"
 echo "$out"
