@@ -372,6 +372,19 @@ fn across_node_namespaces_containers_and_the_mesh_reach_every_replica() {
 struct NftTable(String);
 
 impl NftTable {
+    /// Deletes the tables a run of this test killed before its `Drop` left
+    /// behind: one would reject the next run's replica before its time.
+    fn remove_leftovers() {
+        let out = Command::new("nft").args(["list", "tables"]).output().unwrap();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(name) = line.strip_prefix("table inet drover_e2e_reach_") {
+                let _ = Command::new("nft")
+                    .args(["delete", "table", "inet", &format!("drover_e2e_reach_{name}")])
+                    .status();
+            }
+        }
+    }
+
     /// Rejects TCP from this namespace to `ip:port` with a reset (the
     /// replica's own namespace is untouched).
     fn reject(name: &str, ip: &str, port: u16) -> NftTable {
@@ -410,6 +423,7 @@ fn a_published_replica_the_node_cannot_reach_is_unhealthy_though_its_own_check_p
         return;
     }
     let images = images();
+    NftTable::remove_leftovers();
     let c = Cluster::start("e2e-reach");
     let port = free_port();
     let spec = c.spec(

@@ -49,7 +49,7 @@ fi
 # write gigabytes beside the build.
 [[ ${CI:-} == true ]] && export CARGO_INCREMENTAL=0
 free=$(df -P --block-size=1G . | awk 'NR==2 {print $4}')
-echo "== $free GiB free on the disk of $PWD (a fresh build needs about 15)"
+echo "== $free GiB free on the disk of $PWD (a fresh build takes about 8)"
 
 echo "== format and lints"
 cargo fmt --all --check
