@@ -375,11 +375,19 @@ impl NftTable {
     /// Deletes the tables a run of this test killed before its `Drop` left
     /// behind: one would reject the next run's replica before its time.
     fn remove_leftovers() {
-        let out = Command::new("nft").args(["list", "tables"]).output().unwrap();
+        let out = Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .unwrap();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             if let Some(name) = line.strip_prefix("table inet drover_e2e_reach_") {
                 let _ = Command::new("nft")
-                    .args(["delete", "table", "inet", &format!("drover_e2e_reach_{name}")])
+                    .args([
+                        "delete",
+                        "table",
+                        "inet",
+                        &format!("drover_e2e_reach_{name}"),
+                    ])
                     .status();
             }
         }

@@ -1,7 +1,8 @@
 //! Placement rules end to end, on real agents in their own network
 //! namespaces: labels from `drover-agent run --label` and `drover node
 //! label`, facts the agents report, constraints, `max_per_node`, and the
-//! "why pending" a user reads when nothing matches.
+//! "why pending" a user reads when nothing matches; priorities and
+//! preemption; batch and system jobs.
 
 use drover_e2e::netcluster::NetCluster;
 use drover_e2e::*;
@@ -263,4 +264,120 @@ fn a_higher_priority_job_preempts_lower_priority_replicas() {
         batch_status.contains("no node has 0.25 cpu free"),
         "{batch_status}"
     );
+}
+
+/// A spec of `kind` (`batch` or `system`) for the toolbox image.
+fn kind_spec(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name: {name}\nimage: oci:{}/toolbox:latest\nresources: {{cpu: 10m, memory: 16Mi}}\n\
+             stop_grace_period: 1s\n{body}",
+            images().display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn batch_jobs_run_to_completion_and_system_jobs_follow_the_nodes() {
+    if !require_root("batch_jobs_run_to_completion_and_system_jobs_follow_the_nodes") {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let mut c = NetCluster::up(
+        "kinds",
+        19,
+        1,
+        3,
+        &[
+            ("DROVER_AGENT_ARGS_3", "--label role=gateway"),
+            ("DROVER_NODE_TIMEOUT", "2s"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+
+    // A batch job: four completions, two at a time; `job run` follows it
+    // to the end and says how it went.
+    let sums = kind_spec(
+        dir.path(),
+        "sums",
+        "type: batch\ncompletions: 4\nparallelism: 2\ncommand: [/bin/sh, -c, 'echo part; sleep 0.5']\n",
+    );
+    let out = c.drover(&["job", "run", "--timeout", "90s", sums.to_str().unwrap()]);
+    assert!(out.ok(), "job run sums: {}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("sums: complete: 4 of 4 completions succeeded"),
+        "{}",
+        out.stdout
+    );
+    let status = job_status(&c, "sums");
+    assert!(status.contains("status:    complete"), "{status}");
+    assert!(status.contains("type:      batch"), "{status}");
+    assert!(
+        status.contains("batch:     4/4 succeeded, 0 failed (retries 3), 0 running, 2 at a time"),
+        "{status}"
+    );
+    let ls = c.drover(&["job", "ls"]).stdout;
+    assert!(ls.contains("4/4 done"), "{ls}");
+    // Its ended replicas are let go of, and none runs now.
+    wait_for(
+        "sums' replicas to be let go of",
+        Duration::from_secs(10),
+        || nodes_of(&c, "sums").is_empty().then_some(()),
+    );
+
+    // A batch job that fails: retried once, then the job has failed, and
+    // `job run` exits non-zero with the reason.
+    let broken = kind_spec(
+        dir.path(),
+        "broken",
+        "type: batch\nretries: 1\ncommand: [/bin/sh, -c, 'exit 3']\n",
+    );
+    let out = c.drover(&["job", "run", "--timeout", "90s", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("broken: failed: 2 replicas failed, more than its retries (1)"),
+        "{}",
+        out.stderr
+    );
+    let out = c.drover(&["job", "scale", "broken", "3"]);
+    assert!(!out.ok());
+    assert!(out.stderr.contains("is a batch job"), "{}", out.stderr);
+
+    // A system job: one replica on each node its constraint allows.
+    let (a1, a2) = ("kinds-a1".to_string(), "kinds-a2".to_string());
+    let sys = kind_spec(
+        dir.path(),
+        "sys",
+        "type: system\ncommand: [/bin/sleep, '1000']\n\
+         constraints: [{attr: role, op: '!=', value: gateway}]\n",
+    );
+    let out = c.drover(&["job", "run", "--timeout", "60s", sys.to_str().unwrap()]);
+    assert!(out.ok(), "job run sys: {}{}", out.stdout, out.stderr);
+    assert_eq!(nodes_of(&c, "sys"), vec![a1.clone(), a2.clone()]);
+    let status = job_status(&c, "sys");
+    assert!(
+        status.contains("replicas:  2 running / 2 desired (one on every eligible node)"),
+        "{status}"
+    );
+
+    // Its node gone, a replica is not started anywhere else.
+    c.must(&["kill", "a2"]);
+    wait_for(
+        "a2's replica to be let go of",
+        Duration::from_secs(30),
+        || (nodes_of(&c, "sys") == vec![a1.clone()]).then_some(()),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(nodes_of(&c, "sys"), vec![a1.clone()]);
+    // Back, it runs one again.
+    c.must(&["restart", "a2"]);
+    wait_for("a2 to run sys again", Duration::from_secs(60), || {
+        (nodes_of(&c, "sys") == vec![a1.clone(), a2.clone()]).then_some(())
+    });
 }

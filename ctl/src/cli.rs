@@ -462,10 +462,13 @@ pub enum JobCmd {
     ///
     /// The spec is validated here first; an unchanged spec is a no-op.
     /// Relative oci: image paths are resolved against the current directory.
+    /// For a batch job (`type: batch`) it waits until the job has ended:
+    /// exit 0 when every completion succeeded, 1 when it failed.
     ///
     /// Examples:
     ///   drover job run examples/jobs/web.yaml
     ///   drover job run --detach examples/jobs/toolbox.yaml
+    ///   drover job run examples/jobs/batch.yaml    # follows the batch to its end
     #[command(verbatim_doc_comment)]
     Run {
         /// The job spec file ("-" for stdin).

@@ -158,6 +158,8 @@ pub fn job(j: &pb::JobStatus) -> Value {
         "desired": j.desired,
         "running": j.running,
         "status": j.status,
+        "type": j.r#type,
+        "batch": j.batch.as_ref().map(batch),
         "pending_reason": j.pending_reason,
         "submitted_at_ms": j.submitted_at_ms,
         "spec": spec,
@@ -180,6 +182,16 @@ pub fn job_summary(j: &pb::JobSummary) -> Value {
     json!({
         "name": j.name, "version": j.version, "desired": j.desired, "running": j.running,
         "status": j.status, "image": j.image, "submitted_at_ms": j.submitted_at_ms,
+        "type": j.r#type, "batch": j.batch.as_ref().map(batch),
+    })
+}
+
+/// A batch job's progress (`null` for other jobs).
+fn batch(b: &pb::BatchProgress) -> Value {
+    json!({
+        "completions": b.completions, "parallelism": b.parallelism, "retries": b.retries,
+        "succeeded": b.succeeded, "failed": b.failed, "running": b.running,
+        "outcome": b.outcome, "reason": b.reason, "ended_at_ms": b.ended_at_ms,
     })
 }
 

@@ -37,7 +37,11 @@ pub async fn run(addr: &str, cmd: JobCmd) -> Result<i32> {
                         vec![
                             j.name.clone(),
                             j.version.to_string(),
-                            format!("{}/{}", j.running, j.desired),
+                            match &j.batch {
+                                // A batch job's progress is its completions.
+                                Some(b) => format!("{}/{} done", b.succeeded, b.completions),
+                                None => format!("{}/{}", j.running, j.desired),
+                            },
                             j.status.clone(),
                             j.image.clone(),
                             time(j.submitted_at_ms),
@@ -142,10 +146,30 @@ fn status_table(j: &pb::JobStatus) -> String {
     s.push_str(&format!("name:      {}\n", j.name));
     s.push_str(&format!("version:   {}\n", j.version));
     s.push_str(&format!("status:    {}\n", j.status));
+    if !j.r#type.is_empty() && j.r#type != "service" {
+        s.push_str(&format!("type:      {}\n", j.r#type));
+    }
     s.push_str(&format!(
-        "replicas:  {} running / {} desired\n",
-        j.running, j.desired
+        "replicas:  {} running / {} desired{}\n",
+        j.running,
+        j.desired,
+        if j.r#type == "system" {
+            " (one on every eligible node)"
+        } else {
+            ""
+        }
     ));
+    if let Some(b) = &j.batch {
+        s.push_str(&format!("batch:     {}\n", batch_line(b)));
+        if !b.outcome.is_empty() {
+            s.push_str(&format!(
+                "ended:     {} at {}: {}\n",
+                b.outcome,
+                time(b.ended_at_ms),
+                b.reason
+            ));
+        }
+    }
     if let Some(rules) = placement_rules(&j.spec_json) {
         s.push_str(&format!("placement: {rules}\n"));
     }
@@ -234,6 +258,9 @@ async fn submit(addr: &str, file: &std::path::Path, detach: bool, timeout: &str)
     if !r.changed {
         return Ok(0);
     }
+    if spec.job_type == drover_proto::spec::JobType::Batch {
+        return wait_batch(&mut c, &r.name, r.version, timeout).await;
+    }
     // Nothing to replace and no check to pass: all replicas running is the end.
     let first = (r.version == 1 || r.note.starts_with("started again")) && spec.health.is_none();
     if r.note.starts_with("scaled") {
@@ -248,6 +275,84 @@ fn spec_error(file: &std::path::Path, e: drover_proto::spec::SpecError) -> anyho
         msg.push_str(&format!("\n  {f}"));
     }
     anyhow::anyhow!(msg)
+}
+
+/// A batch job's progress in words.
+fn batch_line(b: &pb::BatchProgress) -> String {
+    format!(
+        "{}/{} succeeded, {} failed (retries {}), {} running, {} at a time",
+        b.succeeded, b.completions, b.failed, b.retries, b.running, b.parallelism
+    )
+}
+
+/// Follows a batch job's run of `version` to its end: 0 when every
+/// completion succeeded, 1 when it failed.
+async fn wait_batch(
+    c: &mut pb::drover_client::DroverClient<crate::client::Backoff>,
+    name: &str,
+    version: u64,
+    timeout: Duration,
+) -> Result<i32> {
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        let j = match c
+            .get_job(pb::GetJobRequest {
+                name: name.into(),
+                read: None,
+            })
+            .await
+        {
+            Ok(j) => j.into_inner(),
+            // A leader election or a restart: the run goes on; keep asking.
+            Err(s) if s.code() == tonic::Code::Unavailable && start.elapsed() < timeout => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(s) => return Err(status(s)),
+        };
+        if j.version != version {
+            println!(
+                "{name}: version {} became current meanwhile; stopped waiting",
+                j.version
+            );
+            return Ok(0);
+        }
+        let Some(b) = j.batch else {
+            bail!("{name}: version {version} is not a batch job");
+        };
+        let mut line = format!("{name}: {}", batch_line(&b));
+        if !j.pending_reason.is_empty() {
+            line.push_str(&format!(" ({})", j.pending_reason));
+        }
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        match b.outcome.as_str() {
+            "complete" => {
+                println!("{name}: complete: {}", b.reason);
+                return Ok(0);
+            }
+            "failed" => {
+                eprintln!("{name}: failed: {}", b.reason);
+                return Ok(1);
+            }
+            _ => {}
+        }
+        if j.status == "stopped" || j.status == "stopping" {
+            eprintln!("{name}: stopped before it completed");
+            return Ok(1);
+        }
+        if start.elapsed() > timeout {
+            eprintln!(
+                "{name}: not complete after {}s (it goes on: `drover job status {name}`)",
+                timeout.as_secs()
+            );
+            return Ok(1);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn wait_stopped(

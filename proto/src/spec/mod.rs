@@ -169,7 +169,56 @@ pub struct JobSpec {
         skip_serializing_if = "is_default_priority"
     )]
     pub priority: u32,
+    /// `service` (the default: keep `replicas` running), `batch` (run
+    /// replicas to completion: `completions`, `parallelism`, `retries`) or
+    /// `system` (one replica on every node that passes the constraints,
+    /// following nodes as they come and go).
+    #[serde(rename = "type", default, skip_serializing_if = "JobType::is_service")]
+    pub job_type: JobType,
+    /// batch: how many replicas must exit 0 for the job to be complete
+    /// (default 1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub completions: u32,
+    /// batch: how many replicas run at once (default 1, never more than
+    /// the completions still needed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub parallelism: u32,
+    /// batch: how many replicas may fail (exit non-zero, fail to start, or
+    /// be lost with their node) before the job fails; each is retried as a
+    /// new replica, on any node (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
 }
+
+/// What a job's replicas are for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobType {
+    /// Long-running replicas, kept at `replicas` and rolled out gated on health.
+    #[default]
+    Service,
+    /// Replicas that run to completion.
+    Batch,
+    /// One replica on every eligible node.
+    System,
+}
+
+impl JobType {
+    pub fn is_service(&self) -> bool {
+        *self == JobType::Service
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            JobType::Service => "service",
+            JobType::Batch => "batch",
+            JobType::System => "system",
+        }
+    }
+}
+
+/// A batch job's failed replicas tolerated when it says none.
+pub const DEFAULT_RETRIES: u32 = 3;
 
 /// The priority of a job that says none.
 pub const DEFAULT_PRIORITY: u32 = 50;
@@ -187,6 +236,31 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl JobSpec {
+    /// batch: the replicas that must succeed.
+    pub fn completions(&self) -> u32 {
+        self.completions.max(1)
+    }
+
+    /// batch: the replicas run at once.
+    pub fn parallelism(&self) -> u32 {
+        self.parallelism.max(1)
+    }
+
+    /// batch: the failed replicas tolerated.
+    pub fn retries(&self) -> u32 {
+        self.retries.unwrap_or(DEFAULT_RETRIES)
+    }
+
+    /// At most this many replicas of the current version on one node (0:
+    /// no limit): a system job's one per node, else `max_per_node`.
+    pub fn per_node_limit(&self) -> u32 {
+        if self.job_type == JobType::System {
+            1
+        } else {
+            self.max_per_node
+        }
+    }
+
     /// Whether the spec uses placement rules (constraints, max per node,
     /// affinities, spread), which a cluster runs from version 4.
     pub fn has_placement_rules(&self) -> bool {

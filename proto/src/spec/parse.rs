@@ -3,7 +3,7 @@
 //! serde does the structural work; this module turns its errors into the
 //! `path: rule` form and adds a "did you mean" for misspelled fields.
 
-use super::{check_size, validate, FieldError, JobSpec, SpecError};
+use super::{check_size, validate, FieldError, JobSpec, JobType, RestartPolicy, SpecError};
 
 /// Parses and validates a YAML job spec, reporting every problem at once:
 /// after a structural error the offending field is set aside and parsing
@@ -27,7 +27,12 @@ pub fn from_yaml_in(text: &str, cwd: Option<&std::path::Path>) -> Result<JobSpec
     // The first pass parses the text itself, so its error carries a line number.
     let de = serde_yaml_ng::Deserializer::from_str(text);
     let first = match serde_path_to_error::deserialize::<_, JobSpec>(de) {
-        Ok(spec) => {
+        Ok(mut spec) => {
+            if spec.job_type == JobType::Batch {
+                let given = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text)
+                    .is_ok_and(|v| v.get("restart").is_some());
+                batch_restart_default(&mut spec, given);
+            }
             let spec = resolve(spec);
             validate(&spec)?;
             check_size(&spec)?;
@@ -56,7 +61,8 @@ pub fn from_yaml_in(text: &str, cwd: Option<&std::path::Path>) -> Result<JobSpec
             return Err(SpecError { errors });
         }
         match serde_path_to_error::deserialize::<_, JobSpec>(value.clone()) {
-            Ok(spec) => {
+            Ok(mut spec) => {
+                batch_restart_default(&mut spec, value.get("restart").is_some());
                 if let Err(more) = validate(&resolve(spec)) {
                     // Rules about fields set aside would only repeat the first error.
                     errors.extend(
@@ -131,14 +137,27 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
 /// Parses and validates a JSON job spec (the wire form).
 pub fn from_json(text: &str) -> Result<JobSpec, SpecError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let spec: JobSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let mut spec: JobSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let message = clean_message(&e.inner().to_string(), &path);
         decorate(path, message)
     })?;
+    if spec.job_type == JobType::Batch {
+        let given = serde_json::from_str::<serde_json::Value>(text)
+            .is_ok_and(|v| v.get("restart").is_some());
+        batch_restart_default(&mut spec, given);
+    }
     validate(&spec)?;
     check_size(&spec)?;
     Ok(spec)
+}
+
+/// A batch job's replicas are not restarted where they ran (the scheduler
+/// retries failed ones): left out, its `restart` policy is `never`.
+fn batch_restart_default(spec: &mut JobSpec, restart_given: bool) {
+    if spec.job_type == JobType::Batch && !restart_given {
+        spec.restart.0.policy = RestartPolicy::Never;
+    }
 }
 
 /// Drops the location suffix and any path prefix the format's error already carries.

@@ -10,6 +10,7 @@ const MAX_CPU_MILLIS: u64 = 1_024_000;
 const MIN_MEMORY: u64 = 4 << 20;
 const MAX_MEMORY: u64 = 1 << 40;
 const MAX_GRACE_MS: u64 = 3_600_000;
+const MAX_RETRIES: u32 = 1000;
 /// The largest spec, as JSON. A spec travels in one Raft log entry, which
 /// must reach every replica within the heartbeat interval; larger data
 /// belongs in a config (`drover config create`), which holds up to 256Ki.
@@ -62,6 +63,7 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
     }
     image(&mut e, &spec.image);
     placement_rules(&mut e, spec);
+    job_type(&mut e, spec);
     for (field, list) in [("command", &spec.command), ("args", &spec.args)] {
         if let Some(list) = list {
             if field == "command" && list.is_empty() {
@@ -165,6 +167,86 @@ const MAX_CONSTRAINTS: usize = 32;
 const MAX_SPREADS: usize = 8;
 /// The most values an `in` or `not_in` constraint may list.
 const MAX_CONSTRAINT_VALUES: usize = 256;
+
+/// The rules of batch and system jobs (see `JobType`).
+fn job_type(e: &mut Errors, spec: &JobSpec) {
+    use super::{JobType, RestartPolicy};
+    let kind = spec.job_type;
+    if kind != JobType::Batch {
+        for (field, set) in [
+            ("completions", spec.completions > 0),
+            ("parallelism", spec.parallelism > 0),
+            ("retries", spec.retries.is_some()),
+        ] {
+            if set {
+                e.add(
+                    field,
+                    format!(
+                        "only a batch job has {field} (this is a {} job)",
+                        kind.word()
+                    ),
+                );
+            }
+        }
+    }
+    if kind == JobType::Service {
+        return;
+    }
+    if spec.replicas != 1 {
+        e.add(
+            "replicas",
+            match kind {
+                JobType::Batch => "a batch job runs `parallelism` replicas at a time until `completions` have succeeded: set those instead",
+                _ => "a system job runs one replica on every eligible node: leave replicas out (constraints choose the nodes)",
+            },
+        );
+    }
+    if spec.update.canary > 0 {
+        e.add(
+            "update.canary",
+            format!("a {} job has no canaries", kind.word()),
+        );
+    }
+    match kind {
+        JobType::Batch => {
+            for (field, n) in [
+                ("completions", spec.completions),
+                ("parallelism", spec.parallelism),
+            ] {
+                if n > MAX_REPLICAS {
+                    e.add(
+                        field,
+                        format!("{n} is more than the maximum of {MAX_REPLICAS}"),
+                    );
+                }
+            }
+            if spec.retries() > MAX_RETRIES {
+                e.add(
+                    "retries",
+                    format!(
+                        "{} is more than the maximum of {MAX_RETRIES}",
+                        spec.retries()
+                    ),
+                );
+            }
+            if spec.restart.0.policy != RestartPolicy::Never {
+                e.add(
+                    "restart.policy",
+                    "a batch job's replicas are not restarted where they ran: the scheduler retries a failed one as a new replica, up to `retries` times (leave `restart` out, or set `never`)",
+                );
+            }
+        }
+        JobType::System => {
+            if spec.max_per_node > 1 {
+                e.add(
+                    "max_per_node",
+                    "a system job runs one replica per node: leave it out",
+                );
+            }
+        }
+        JobType::Service => {}
+    }
+}
 
 fn placement_rules(e: &mut Errors, spec: &JobSpec) {
     if spec.constraints.len() > MAX_CONSTRAINTS {
@@ -737,6 +819,44 @@ mod tests {
         let errs = errors(extra);
         assert_eq!(errs.len(), 1, "{errs:?}");
         errs[0].clone()
+    }
+
+    #[test]
+    fn job_types_name_the_field_and_the_rule() {
+        assert!(errors("type: batch\ncompletions: 10\nparallelism: 3\nretries: 0\n").is_empty());
+        assert!(
+            errors("type: system\nconstraints: [{attr: role, op: '=', value: edge}]\n").is_empty()
+        );
+        assert_eq!(
+            one("completions: 3\n"),
+            "completions: only a batch job has completions (this is a service job)"
+        );
+        assert!(one("type: batch\nreplicas: 3\n")
+            .starts_with("replicas: a batch job runs `parallelism`"));
+        assert!(one("type: system\nreplicas: 3\n")
+            .starts_with("replicas: a system job runs one replica on every eligible node"));
+        assert!(one("type: batch\nrestart: always\n")
+            .starts_with("restart.policy: a batch job's replicas are not restarted"));
+        assert!(errors("type: batch\nrestart: never\n").is_empty());
+        assert_eq!(
+            one("type: system\nupdate: {canary: 1}\n"),
+            "update.canary: a system job has no canaries"
+        );
+        assert_eq!(
+            one("type: batch\ncompletions: 20000\n"),
+            "completions: 20000 is more than the maximum of 10000"
+        );
+        assert_eq!(
+            one("type: cron\n"),
+            "type: unknown value `cron` (use one of `service`, `batch`, `system`)"
+        );
+        // Left out, a batch job's restart policy is never, in YAML and JSON alike.
+        let spec = from_yaml("name: b\nimage: oci:/x:v1\ntype: batch\n").unwrap();
+        assert_eq!(spec.restart.0.policy, crate::spec::RestartPolicy::Never);
+        let json = r#"{"name": "b", "image": "oci:/x:v1", "type": "batch"}"#;
+        let spec = crate::spec::from_json(json).unwrap();
+        assert_eq!(spec.restart.0.policy, crate::spec::RestartPolicy::Never);
+        assert_eq!(crate::spec::from_json(&spec.to_json()).unwrap(), spec);
     }
 
     #[test]

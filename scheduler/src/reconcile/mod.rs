@@ -20,10 +20,12 @@
 //! last stable version is rolled back in under the same bounds. The same
 //! rules move replicas off a draining node and restore a scaled count.
 
+mod kinds;
 mod place;
 mod preempt;
 mod rollout;
 
+pub use kinds::system_nodes;
 pub use preempt::PREEMPTED;
 
 use crate::placement::Candidate;
@@ -32,6 +34,7 @@ use crate::state::{
     RolloutKind, RolloutState, State,
 };
 use drover_proto::quantity::Duration;
+use drover_proto::spec::JobType;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Which rollout: (version, generation, started_at_ms).
@@ -220,10 +223,20 @@ impl JobPlan<'_> {
     ) {
         let job = self.job;
         let spec = job.current_spec();
-        let n = job.replicas;
+        if spec.job_type == JobType::Batch {
+            return self.plan_batch(plan, candidates, new_id);
+        }
+        // A system job's count is its eligible nodes, and it replaces in
+        // place: stop first, then start, at least one node at a time.
+        let system = (spec.job_type == JobType::System).then(|| system_nodes(self.state, job));
+        let n = system.as_ref().map_or(job.replicas, |s| s.len() as u32);
         let update = &spec.update;
         let mut surge = update.max_surge.resolve(n, true);
-        let unavailable = update.max_unavailable.resolve(n, false);
+        let mut unavailable = update.max_unavailable.resolve(n, false);
+        if system.is_some() {
+            surge = 0;
+            unavailable = unavailable.max(1);
+        }
         if surge == 0 && unavailable == 0 {
             surge = 1; // as Kubernetes does when both round down to zero
         }
@@ -236,6 +249,7 @@ impl JobPlan<'_> {
                     && a.generation == job.generation
                     && !self.draining.contains(a.node.as_str())
                     && !self.stranded(a)
+                    && system.as_ref().is_none_or(|s| s.contains(a.node.as_str()))
             });
         cur.sort_by_key(|a| (a.replica, a.created_at_ms));
         old.sort_by_key(|a| (a.replica, a.created_at_ms));
@@ -298,7 +312,13 @@ impl JobPlan<'_> {
         };
         let step = rollout::step(mode, &counts);
         if step.stop_old {
-            self.stop_old(plan, &old, healthy_cur, n.saturating_sub(unavailable));
+            self.stop_old(
+                plan,
+                &old,
+                healthy_cur,
+                n.saturating_sub(unavailable),
+                system.as_ref(),
+            );
         }
         if step.scale_down > 0 {
             self.scale_down(plan, &cur, step.scale_down as usize);
@@ -314,38 +334,54 @@ impl JobPlan<'_> {
         let mut reason = None;
         if step.place > 0 {
             let existing: Vec<&Allocation> = cur.iter().chain(old.iter()).copied().collect();
-            let (placed, why) = place::place(
-                self.state,
-                job,
-                step.place,
-                step.canary,
-                &existing,
-                candidates,
-                new_id,
-            );
-            plan.place.extend(placed);
-            reason = why.map(|(unplaced, why)| {
-                let ask = place::ask_for(spec);
-                match preempt::preempt(self.state, job, &ask, unplaced, candidates, plan) {
-                    Some((stops, instead)) => {
-                        plan.stop.extend(stops);
-                        format!(
-                            "{unplaced} replica{} not placed yet: {instead}",
-                            if unplaced == 1 { "" } else { "s" }
-                        )
-                    }
-                    None => why,
-                }
-            });
+            reason = self.place_more(plan, candidates, new_id, step.place, step.canary, &existing);
         }
         if reason != job.pending_reason {
             plan.pending.push((job.name.clone(), reason));
         }
     }
 
+    /// Places `count` more replicas of the current version, preempting
+    /// lower priorities for those that fit nowhere; returns why some are
+    /// not placed yet, if any are not.
+    fn place_more(
+        &self,
+        plan: &mut Plan,
+        candidates: &mut [Candidate],
+        new_id: &mut dyn FnMut() -> String,
+        count: u32,
+        canary: bool,
+        existing: &[&Allocation],
+    ) -> Option<String> {
+        let job = self.job;
+        let (placed, why) =
+            place::place(self.state, job, count, canary, existing, candidates, new_id);
+        plan.place.extend(placed);
+        why.map(|(unplaced, why)| {
+            let ask = place::ask_for(job.current_spec());
+            match preempt::preempt(self.state, job, &ask, unplaced, candidates, plan) {
+                Some((stops, instead)) => {
+                    plan.stop.extend(stops);
+                    format!(
+                        "{unplaced} replica{} not placed yet: {instead}",
+                        if unplaced == 1 { "" } else { "s" }
+                    )
+                }
+                None => why,
+            }
+        })
+    }
+
     /// Stops old allocations: the unavailable ones at once, the available ones
     /// only while enough others stay available.
-    fn stop_old(&self, plan: &mut Plan, old: &[&Allocation], healthy_cur: u32, min_available: u32) {
+    fn stop_old(
+        &self,
+        plan: &mut Plan,
+        old: &[&Allocation],
+        healthy_cur: u32,
+        min_available: u32,
+        system: Option<&BTreeSet<&str>>,
+    ) {
         let job = self.job;
         let available = |a: &Allocation| {
             let checked = job
@@ -360,6 +396,8 @@ impl JobPlan<'_> {
                 format!("node {} draining", a.node)
             } else if self.stranded(a) {
                 format!("node {}: container network unavailable", a.node)
+            } else if system.is_some_and(|s| !s.contains(a.node.as_str())) {
+                format!("node {} no longer eligible for this system job", a.node)
             } else if a.version != job.current {
                 format!("replaced by version {}", job.current)
             } else {

@@ -91,7 +91,7 @@ pub(super) fn ask_for(spec: &drover_proto::spec::JobSpec) -> Ask {
             .collect(),
         disk_bytes: spec.resources.disk.map_or(0, |d| d.bytes()),
         constraints: spec.constraints.clone(),
-        max_per_node: spec.max_per_node,
+        max_per_node: spec.per_node_limit(),
         affinities: spec.affinities.clone(),
         spread: spec.spread.clone(),
     }

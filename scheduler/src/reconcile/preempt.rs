@@ -11,7 +11,9 @@
 //! cheapest wins: the lowest highest-priority among them, then the fewest,
 //! then the least cpu and memory taken away. A job never loses more
 //! replicas than its `update.max_unavailable` allows (counting those
-//! already unavailable), so preemption of a job needs it to allow some.
+//! already unavailable), so preemption of a job needs it to allow some;
+//! a batch job's replicas may all be preempted (each runs again later and
+//! does not count as failed).
 //!
 //! Victims are stopped (their reason names the job that needed the room);
 //! the preemptor is placed by a later pass once they have let go of their
@@ -21,6 +23,7 @@
 use super::{Candidate, Plan};
 use crate::placement::{fits_but_for_resources, Ask, Rules};
 use crate::state::{Allocation, Desired, Job, State};
+use drover_proto::spec::JobType;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The start of every preempted replica's stop reason.
@@ -84,11 +87,15 @@ pub(super) fn preempt(
             let Some(j) = state.jobs.get(name) else {
                 return 0;
             };
-            let allowed = j
-                .current_spec()
-                .update
-                .max_unavailable
-                .resolve(j.replicas, false);
+            let spec = j.current_spec();
+            let replicas = match spec.job_type {
+                // A batch replica preempted is run again later (it does
+                // not count as failed): all of them may go.
+                JobType::Batch => return u32::MAX,
+                JobType::System => super::system_nodes(state, j).len() as u32,
+                JobType::Service => j.replicas,
+            };
+            let allowed = spec.update.max_unavailable.resolve(replicas, false);
             let available = state
                 .job_allocations(name)
                 .filter(|a| {
@@ -97,7 +104,7 @@ pub(super) fn preempt(
                         && !stopping_in_plan.contains(a.id.as_str())
                 })
                 .count() as u32;
-            let unavailable = j.replicas.saturating_sub(available);
+            let unavailable = replicas.saturating_sub(available);
             allowed.saturating_sub(unavailable)
         })
     };

@@ -4,14 +4,14 @@ use drover_proto::spec::from_yaml;
 use proptest::prelude::*;
 
 /// A scheduler state with a simulated agent on each node and a clock.
-struct Sim {
-    s: State,
-    now: i64,
+pub(super) struct Sim {
+    pub(super) s: State,
+    pub(super) now: i64,
     next_id: u32,
 }
 
 impl Sim {
-    fn new(nodes: &[(&str, u64, u64)]) -> Sim {
+    pub(super) fn new(nodes: &[(&str, u64, u64)]) -> Sim {
         let mut sim = Sim {
             s: State::default(),
             now: 1_000,
@@ -34,12 +34,12 @@ impl Sim {
         sim
     }
 
-    fn cmd(&mut self, c: Command) -> crate::state::CommandResult {
+    pub(super) fn cmd(&mut self, c: Command) -> crate::state::CommandResult {
         let i = self.s.last_index + 1;
         self.s.apply(i, &c)
     }
 
-    fn submit(&mut self, yaml: &str) -> crate::state::CommandResult {
+    pub(super) fn submit(&mut self, yaml: &str) -> crate::state::CommandResult {
         let r = self.cmd(Command::SubmitJob {
             request_id: String::new(),
             spec: Box::new(from_yaml(yaml).unwrap()),
@@ -50,7 +50,7 @@ impl Sim {
     }
 
     /// One controller pass; returns the plan it applied.
-    fn step(&mut self) -> Plan {
+    pub(super) fn step(&mut self) -> Plan {
         let mut n = self.next_id;
         let plan = reconcile(&self.s, self.now, &mut || {
             n += 1;
@@ -94,7 +94,7 @@ impl Sim {
 
     /// The agents: every allocation wanted running runs, with `health` deciding
     /// its check; every one wanted stopped stops.
-    fn agents(&mut self, health: &dyn Fn(&Allocation) -> HealthState) {
+    pub(super) fn agents(&mut self, health: &dyn Fn(&Allocation) -> HealthState) {
         let mut by_node: BTreeMap<String, Vec<AllocationReport>> = BTreeMap::new();
         for a in self.s.allocations.values() {
             // A stop takes one round (the grace period) before the process is gone.
@@ -131,11 +131,11 @@ impl Sim {
         }
     }
 
-    fn advance(&mut self, ms: i64) {
+    pub(super) fn advance(&mut self, ms: i64) {
         self.now += ms;
     }
 
-    fn run<'a>(&'a self, job: &'a str) -> Vec<&'a Allocation> {
+    pub(super) fn run<'a>(&'a self, job: &'a str) -> Vec<&'a Allocation> {
         self.s
             .job_allocations(job)
             .filter(|a| a.desired == Desired::Run)
@@ -143,14 +143,14 @@ impl Sim {
     }
 
     /// Processes that exist: wanted running, or told to stop and not gone yet.
-    fn live(&self, job: &str) -> usize {
+    pub(super) fn live(&self, job: &str) -> usize {
         self.s
             .job_allocations(job)
             .filter(|a| a.desired == Desired::Run || !a.state.is_terminal())
             .count()
     }
 
-    fn healthy(&self, job: &str) -> usize {
+    pub(super) fn healthy(&self, job: &str) -> usize {
         let j = &self.s.jobs[job];
         self.run(job)
             .iter()
@@ -158,12 +158,12 @@ impl Sim {
             .count()
     }
 
-    fn rollout(&self, job: &str) -> Rollout {
+    pub(super) fn rollout(&self, job: &str) -> Rollout {
         self.s.jobs[job].rollout.clone().unwrap()
     }
 }
 
-fn always_healthy(_: &Allocation) -> HealthState {
+pub(super) fn always_healthy(_: &Allocation) -> HealthState {
     HealthState::Healthy
 }
 
@@ -175,7 +175,7 @@ fn web(image: &str) -> String {
 }
 
 /// Runs controller passes with healthy agents until the rollout ends.
-fn settle(
+pub(super) fn settle(
     sim: &mut Sim,
     job: &str,
     health: &dyn Fn(&Allocation) -> HealthState,

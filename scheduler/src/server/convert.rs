@@ -4,7 +4,7 @@ use crate::state::{
     AllocState, Allocation, Desired, Job, Node, RolloutKind, RolloutState, State, VersionOutcome,
 };
 use drover_proto::pb;
-use drover_proto::spec::JobSpec;
+use drover_proto::spec::{JobSpec, JobType};
 
 pub fn allocation(state: &State, a: &Allocation) -> pb::Allocation {
     pb::Allocation {
@@ -47,7 +47,26 @@ fn desired(d: Desired) -> pb::Desired {
     }
 }
 
-/// running | pending | stopped | dead
+/// How many replicas should run: a service's count, a system job's
+/// eligible nodes, a batch job's parallelism while completions remain.
+pub fn desired_replicas(state: &State, job: &Job) -> u32 {
+    let spec = job.current_spec();
+    if job.stopped {
+        return 0;
+    }
+    match spec.job_type {
+        JobType::Service => job.replicas,
+        JobType::System => crate::reconcile::system_nodes(state, job).len() as u32,
+        JobType::Batch => match job.batch_run() {
+            Some(r) if r.ended.is_some() => 0,
+            run => spec
+                .parallelism()
+                .min(spec.completions() - run.map_or(0, |r| r.succeeded).min(spec.completions())),
+        },
+    }
+}
+
+/// running | pending | stopping | stopped, and for a batch job complete | failed
 pub fn job_status(state: &State, job: &Job) -> (&'static str, u32) {
     let running = state
         .job_allocations(&job.name)
@@ -64,7 +83,13 @@ pub fn job_status(state: &State, job: &Job) -> (&'static str, u32) {
         } else {
             "stopped"
         }
-    } else if running >= job.replicas {
+    } else if let Some(end) = job.batch_ended() {
+        if end.complete {
+            "complete"
+        } else {
+            "failed"
+        }
+    } else if running >= desired_replicas(state, job) {
         "running"
     } else {
         "pending"
@@ -72,16 +97,43 @@ pub fn job_status(state: &State, job: &Job) -> (&'static str, u32) {
     (status, running)
 }
 
+/// A batch job's progress, for a batch job.
+fn batch_progress(job: &Job, running: u32) -> Option<pb::BatchProgress> {
+    let spec = job.current_spec();
+    if spec.job_type != JobType::Batch {
+        return None;
+    }
+    let run = job.batch_run();
+    let end = run.and_then(|r| r.ended.as_ref());
+    Some(pb::BatchProgress {
+        completions: spec.completions(),
+        parallelism: spec.parallelism(),
+        retries: spec.retries(),
+        succeeded: run.map_or(0, |r| r.succeeded),
+        failed: run.map_or(0, |r| r.failed),
+        running,
+        outcome: match end {
+            Some(e) if e.complete => "complete".into(),
+            Some(_) => "failed".into(),
+            None => String::new(),
+        },
+        reason: end.map(|e| e.reason.clone()).unwrap_or_default(),
+        ended_at_ms: end.map_or(0, |e| e.at_ms),
+    })
+}
+
 pub fn job_summary(state: &State, job: &Job) -> pb::JobSummary {
     let (status, running) = job_status(state, job);
     pb::JobSummary {
         name: job.name.clone(),
         version: job.current,
-        desired: if job.stopped { 0 } else { job.replicas },
+        desired: desired_replicas(state, job),
         running,
         status: status.into(),
         image: job.current_spec().image.clone(),
         submitted_at_ms: job.submitted_at_ms,
+        r#type: job.current_spec().job_type.word().into(),
+        batch: batch_progress(job, running),
     }
 }
 
@@ -101,9 +153,11 @@ pub fn job(state: &State, job: &Job) -> pb::JobStatus {
     pb::JobStatus {
         name: job.name.clone(),
         version: job.current,
-        desired: if job.stopped { 0 } else { job.replicas },
+        desired: desired_replicas(state, job),
         running,
         status: status.into(),
+        r#type: job.current_spec().job_type.word().into(),
+        batch: batch_progress(job, running),
         pending_reason: job.pending_reason.clone().unwrap_or_default(),
         spec_json: job.current_spec().to_json(),
         allocations,
@@ -213,7 +267,7 @@ pub fn rollout(state: &State, job: &Job, r: &crate::state::Rollout) -> pb::Rollo
         updated,
         healthy,
         old,
-        desired: job.replicas,
+        desired: desired_replicas(state, job),
     }
 }
 

@@ -199,9 +199,93 @@ pub struct Job {
     /// The rollout in progress or the last one that ended.
     #[serde(default)]
     pub rollout: Option<Rollout>,
+    /// A batch job's run of its current version and generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchRun>,
+}
+
+/// How a batch job's current version is doing: replicas that succeeded
+/// and failed, counted as they end (an allocation's end is reported once),
+/// and how the run ended. A new version, `job restart`, or running a
+/// stopped job again starts a new run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BatchRun {
+    pub version: u64,
+    pub generation: u64,
+    pub succeeded: u32,
+    pub failed: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<BatchEnd>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BatchEnd {
+    /// Every completion succeeded (else: more replicas failed than `retries`).
+    pub complete: bool,
+    pub at_ms: i64,
+    pub reason: String,
 }
 
 impl Job {
+    /// The batch run of the current version and generation, if it has one.
+    pub fn batch_run(&self) -> Option<&BatchRun> {
+        self.batch
+            .as_ref()
+            .filter(|b| b.version == self.current && b.generation == self.generation)
+    }
+
+    /// Whether the job's current run has ended (a batch job's only).
+    pub fn batch_ended(&self) -> Option<&BatchEnd> {
+        self.batch_run().and_then(|b| b.ended.as_ref())
+    }
+
+    /// Counts the end of a replica of `version` and `generation`:
+    /// succeeded (exit 0) or failed. Ends the run once enough succeeded or
+    /// too many failed. Nothing for replicas of another run.
+    pub fn count_batch_end(&mut self, version: u64, generation: u64, success: bool, at_ms: i64) {
+        let spec = self.current_spec();
+        let (batch, completions, retries) = (
+            spec.job_type == drover_proto::spec::JobType::Batch,
+            spec.completions(),
+            spec.retries(),
+        );
+        if !batch || version != self.current || generation != self.generation {
+            return;
+        }
+        if self.batch_run().is_none() {
+            self.batch = Some(BatchRun {
+                version,
+                generation,
+                ..BatchRun::default()
+            });
+        }
+        let run = self.batch.as_mut().expect("set above");
+        if run.ended.is_some() {
+            return;
+        }
+        if success {
+            run.succeeded += 1;
+        } else {
+            run.failed += 1;
+        }
+        if run.succeeded >= completions {
+            run.ended = Some(BatchEnd {
+                complete: true,
+                at_ms,
+                reason: format!("{} of {completions} completions succeeded", run.succeeded),
+            });
+        } else if run.failed > retries {
+            run.ended = Some(BatchEnd {
+                complete: false,
+                at_ms,
+                reason: format!(
+                    "{} replicas failed, more than its retries ({retries})",
+                    run.failed
+                ),
+            });
+        }
+    }
+
     /// Forgets versions older than the last `keep` (the current spec's
     /// `update.keep_versions`), except the current one, the stable one
     /// (auto-rollback's target), the one rolling out, and any that `in_use`

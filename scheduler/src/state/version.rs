@@ -20,11 +20,13 @@
 //! - 3: `RestorePart`: a restore too large for one log entry goes in parts.
 //! - 4: placement rules: jobs with `constraints` or `max_per_node`, node
 //!   labels and facts (`RegisterNode` carrying them, `SetNodeLabels`).
+//! - 5: job types: `batch` and `system` jobs (a job's batch run is state
+//!   an older release does not keep).
 
 use super::{Command, State};
 
 /// The newest cluster version this build implements.
-pub const SUPPORTED: u32 = 4;
+pub const SUPPORTED: u32 = 5;
 
 /// The cluster version that brought `Command::RestorePart` (a restore too
 /// large for one log entry, put back in parts).
@@ -33,6 +35,9 @@ pub const RESTORE_IN_PARTS: u32 = 3;
 /// The cluster version that brought placement rules: constraints over
 /// node labels and facts, and `max_per_node`.
 pub const PLACEMENT_RULES: u32 = 4;
+
+/// The cluster version that brought batch and system jobs.
+pub const JOB_TYPES: u32 = 5;
 
 /// The version every cluster has: state from before versions were
 /// recorded runs at it, and a member that reports none supports it.
@@ -51,6 +56,7 @@ impl Command {
                 .unwrap_or(BASE),
             Command::RestorePart { .. } => RESTORE_IN_PARTS,
             Command::SetNodeLabels { .. } => PLACEMENT_RULES,
+            Command::SubmitJob { spec, .. } if !spec.job_type.is_service() => JOB_TYPES,
             Command::SubmitJob { spec, .. } if spec.has_placement_rules() => PLACEMENT_RULES,
             Command::RegisterNode { labels, facts, .. }
                 if !labels.is_empty() || !facts.is_empty() =>

@@ -18,7 +18,8 @@ impl State {
                 return false;
             }
         }
-        if spec.max_per_node > 0 {
+        let limit = spec.per_node_limit();
+        if limit > 0 {
             let there = self
                 .allocations
                 .values()
@@ -30,7 +31,7 @@ impl State {
                         && a.desired == Desired::Run
                 })
                 .count();
-            if there >= spec.max_per_node as usize {
+            if there >= limit as usize {
                 return false;
             }
         }
@@ -48,6 +49,28 @@ impl State {
             };
             if job.stopped || job.current != n.version || job.generation != n.generation {
                 continue;
+            }
+            // A batch job runs no more than its parallelism, nor more than
+            // the completions still needed, nor anything once its run ended.
+            if job.current_spec().job_type == JobType::Batch {
+                let spec = job.current_spec();
+                let run = job.batch_run();
+                let succeeded = run.map_or(0, |r| r.succeeded);
+                let room = spec
+                    .parallelism()
+                    .min(spec.completions().saturating_sub(succeeded));
+                let live = self
+                    .job_allocations(&n.job)
+                    .filter(|a| {
+                        a.desired == Desired::Run
+                            && !a.state.is_terminal()
+                            && a.version == n.version
+                            && a.generation == n.generation
+                    })
+                    .count() as u32;
+                if job.batch_ended().is_some() || live >= room {
+                    continue;
+                }
             }
             let Some(node) = self.nodes.get(&n.node) else {
                 continue;
@@ -178,6 +201,8 @@ impl State {
         at_ms: i64,
     ) -> CommandResult {
         let mut count = 0;
+        // (job, version, generation, succeeded): allocations that ended.
+        let mut ends: Vec<(String, u64, u64, bool)> = Vec::new();
         for r in reports {
             let Some(a) = self.allocations.get_mut(&r.id) else {
                 continue;
@@ -188,6 +213,14 @@ impl State {
             // An ended allocation stays ended: a late report cannot revive it.
             if a.state.is_terminal() && !r.state.is_terminal() && a.desired == Desired::Stop {
                 continue;
+            }
+            if !a.state.is_terminal() && r.state.is_terminal() {
+                // Exit 0 is a success however it came; any other end is a
+                // failure unless the replica was asked to stop.
+                let succeeded = r.state == AllocState::Stopped && r.exit_code == Some(0);
+                if succeeded || a.desired == Desired::Run {
+                    ends.push((a.job.clone(), a.version, a.generation, succeeded));
+                }
             }
             let changed = a.state != r.state
                 || a.pid != r.pid
@@ -236,6 +269,11 @@ impl State {
             a.killed_at_grace = r.killed_at_grace;
             a.updated_at_ms = at_ms;
             count += 1;
+        }
+        for (job, version, generation, succeeded) in ends {
+            if let Some(j) = self.jobs.get_mut(&job) {
+                j.count_batch_end(version, generation, succeeded, at_ms);
+            }
         }
         CommandResult {
             count,

@@ -48,6 +48,7 @@ impl State {
                 generation: 0,
                 stable_version: None,
                 rollout: None,
+                batch: None,
             };
             job.rollout = Some(Rollout::start(
                 &job,
@@ -78,6 +79,8 @@ impl State {
         if same_version {
             if was_stopped {
                 job.rollout = Some(Rollout::start(job, RolloutKind::Update, true, at_ms));
+                // A batch job run again runs again from the start.
+                job.batch = None;
             }
             let note = match (was_stopped, replicas_edited) {
                 (true, _) => format!("started again at version {}", job.current),
@@ -146,6 +149,19 @@ impl State {
             return CommandResult::refused(Refusal::Conflict(format!(
                 "job {name:?} is stopped: run it again first"
             )));
+        }
+        match job.current_spec().job_type {
+            JobType::Service => {}
+            JobType::Batch => {
+                return CommandResult::refused(Refusal::Conflict(format!(
+                    "job {name:?} is a batch job: its `completions` and `parallelism` are in its spec (edit them and run it again)"
+                )))
+            }
+            JobType::System => {
+                return CommandResult::refused(Refusal::Conflict(format!(
+                    "job {name:?} is a system job: it runs one replica on every eligible node (change its `constraints` to change where)"
+                )))
+            }
         }
         let changed = job.replicas != replicas;
         job.replicas = replicas;

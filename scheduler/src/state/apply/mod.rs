@@ -10,7 +10,7 @@ mod secrets;
 
 use super::Refusal;
 use super::*;
-use drover_proto::spec::OnDisconnect;
+use drover_proto::spec::{JobType, OnDisconnect};
 use std::collections::BTreeSet;
 
 /// How long a client request id is remembered for de-duplication: a retry

@@ -129,7 +129,11 @@ impl State {
         }
         self.nodes.remove(name);
         let mut count = 0;
+        let mut lost = Vec::new();
         for a in self.allocations.values_mut().filter(|a| a.node == name) {
+            if a.desired == Desired::Run && !a.state.is_terminal() {
+                lost.push((a.job.clone(), a.version, a.generation));
+            }
             if a.desired == Desired::Run {
                 a.desired = Desired::Stop;
                 a.desired_reason = format!("node removed: {reason}");
@@ -139,6 +143,11 @@ impl State {
             if !a.state.is_terminal() {
                 a.state = AllocState::Failed;
                 a.pid = 0;
+            }
+        }
+        for (job, version, generation) in lost {
+            if let Some(j) = self.jobs.get_mut(&job) {
+                j.count_batch_end(version, generation, false, at_ms);
             }
         }
         CommandResult {
@@ -170,12 +179,16 @@ impl State {
                     .and_then(|j| j.version(version))
                     .is_some_and(|v| v.spec.on_disconnect == OnDisconnect::KeepRunning)
             };
+            let mut lost = Vec::new();
             for a in self.allocations.values_mut().filter(|a| a.node == name) {
                 // Replicas that asked to keep running were not stopped by their
                 // agent, so they must not be started elsewhere: they stay, and
                 // count, until the node is back or removed.
                 if keeps_running(&a.job, a.version) {
                     continue;
+                }
+                if a.desired == Desired::Run && !a.state.is_terminal() {
+                    lost.push((a.job.clone(), a.version, a.generation));
                 }
                 if a.desired == Desired::Run {
                     a.desired = Desired::Stop;
@@ -185,6 +198,12 @@ impl State {
                 if !a.state.is_terminal() {
                     a.state = AllocState::Failed;
                     a.pid = 0;
+                }
+            }
+            // A batch replica lost with its node is a failure (it is retried).
+            for (job, version, generation) in lost {
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.count_batch_end(version, generation, false, at_ms);
                 }
             }
         }
