@@ -299,6 +299,17 @@ fn batch_jobs_run_to_completion_and_system_jobs_follow_the_nodes() {
     );
     let dir = tempfile::tempdir().unwrap();
 
+    // A periodic batch job, every minute: nothing runs until a firing.
+    let tick = kind_spec(
+        dir.path(),
+        "tick",
+        "type: batch\ncommand: [/bin/echo, tick]\n\
+         schedule: {cron: '* * * * *', timezone: Europe/Berlin, overlap: replace}\n",
+    );
+    let out = c.drover(&["job", "run", tick.to_str().unwrap()]);
+    assert!(out.ok(), "job run tick: {}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("tick: next run at "), "{}", out.stdout);
+
     // A batch job: four completions, two at a time; `job run` follows it
     // to the end and says how it went.
     let sums = kind_spec(
@@ -380,4 +391,37 @@ fn batch_jobs_run_to_completion_and_system_jobs_follow_the_nodes() {
     wait_for("a2 to run sys again", Duration::from_secs(60), || {
         (nodes_of(&c, "sys") == vec![a1.clone(), a2.clone()]).then_some(())
     });
+
+    // The periodic job: launched by hand it runs to its end; and its
+    // schedule fires on its own within a minute of its submission.
+    let out = c.drover(&["job", "launch", "--timeout", "60s", "tick"]);
+    assert!(out.ok(), "job launch tick: {}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("tick: complete: 1 of 1"),
+        "{}",
+        out.stdout
+    );
+    let status = wait_for("tick to fire on schedule", Duration::from_secs(75), || {
+        let s = job_status(&c, "tick");
+        let runs: u64 = s
+            .lines()
+            .find_map(|l| l.strip_prefix("runs:      "))?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()?;
+        (runs >= 2).then_some(s)
+    });
+    assert!(
+        status.contains("schedule:  * * * * * (Europe/Berlin), overlap replace"),
+        "{status}"
+    );
+    assert!(status.contains("; next at "), "{status}");
+    let out = c.drover(&["job", "launch", "sums"]);
+    assert!(!out.ok());
+    assert!(
+        out.stderr.contains("is not a periodic batch job"),
+        "{}",
+        out.stderr
+    );
 }

@@ -553,6 +553,23 @@ pub enum JobCmd {
         #[arg(long, short)]
         detach: bool,
     },
+    /// Start a run of a periodic batch job now, outside its schedule.
+    ///
+    /// Refused while a run is still going, unless the job's
+    /// `schedule.overlap` is `replace`. Waits for the run to end (exit 0
+    /// when it completed, 1 when it failed) unless --detach.
+    ///
+    /// Example:
+    ///   drover job launch nightly-report
+    #[command(verbatim_doc_comment)]
+    Launch {
+        name: String,
+        #[arg(long, short)]
+        detach: bool,
+        /// Give up waiting after this long (e.g. 2m).
+        #[arg(long, default_value = "5m")]
+        timeout: String,
+    },
     /// Roll back to the last stable version, or to --to VERSION.
     ///
     /// Examples:

@@ -192,6 +192,7 @@ fn batch(b: &pb::BatchProgress) -> Value {
         "completions": b.completions, "parallelism": b.parallelism, "retries": b.retries,
         "succeeded": b.succeeded, "failed": b.failed, "running": b.running,
         "outcome": b.outcome, "reason": b.reason, "ended_at_ms": b.ended_at_ms,
+        "schedule": b.schedule, "next_run_ms": b.next_run_ms, "runs": b.runs, "skipped": b.skipped,
     })
 }
 

@@ -84,6 +84,29 @@ pub async fn run(addr: &str, cmd: JobCmd) -> Result<i32> {
         JobCmd::Restart { name, detach } => {
             super::rollout::act(addr, &name, Action::Restart, detach, FIVE_MIN).await
         }
+        JobCmd::Launch {
+            name,
+            detach,
+            timeout,
+        } => {
+            let timeout = drover_proto::quantity::Duration::parse(&timeout)
+                .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?
+                .std();
+            let mut c = client::connect(addr).await?;
+            let r = c
+                .launch_job(pb::JobActionRequest {
+                    name: name.clone(),
+                    request_id: new_request_id(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("{name}: {}", r.note);
+            if detach {
+                return Ok(0);
+            }
+            wait_batch(&mut c, &name, r.version, timeout).await
+        }
         JobCmd::Rollback { name, to, detach } => {
             super::rollout::act(addr, &name, Action::Rollback(to), detach, FIVE_MIN).await
         }
@@ -159,6 +182,19 @@ fn status_table(j: &pb::JobStatus) -> String {
             ""
         }
     ));
+    if let Some(b) = j.batch.as_ref().filter(|b| !b.schedule.is_empty()) {
+        s.push_str(&format!("schedule:  {}\n", b.schedule));
+        s.push_str(&format!(
+            "runs:      {} started, {} skipped (the previous run still going){}\n",
+            b.runs,
+            b.skipped,
+            if b.next_run_ms > 0 {
+                format!("; next at {}", time(b.next_run_ms))
+            } else {
+                String::new()
+            }
+        ));
+    }
     if let Some(b) = &j.batch {
         s.push_str(&format!("batch:     {}\n", batch_line(b)));
         if !b.outcome.is_empty() {
@@ -256,6 +292,16 @@ async fn submit(addr: &str, file: &std::path::Path, detach: bool, timeout: &str)
         return Ok(0);
     }
     if !r.changed {
+        return Ok(0);
+    }
+    if let Some(schedule) = &spec.schedule {
+        // A periodic job runs at its firings, not now.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if let Some(next) = schedule.next_after(now) {
+            println!("{}: next run at {}", r.name, time(next));
+        }
         return Ok(0);
     }
     if spec.job_type == drover_proto::spec::JobType::Batch {

@@ -10,12 +10,14 @@
 
 pub mod constraint;
 mod parse;
+pub mod schedule;
 pub mod seccomp;
 mod security;
 mod validate;
 
 pub use constraint::Constraint;
 pub use parse::{from_json, from_yaml, from_yaml_in};
+pub use schedule::{Overlap, Schedule};
 pub use seccomp::SeccompProfile;
 pub use security::{CapabilityChanges, SeccompMode, Security, CAPABILITIES};
 pub use validate::{check_size, dns_label, validate};
@@ -188,6 +190,10 @@ pub struct JobSpec {
     /// new replica, on any node (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
+    /// batch: run periodically, from a cron expression in a time zone,
+    /// instead of once (see [`schedule`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
 }
 
 /// What a job's replicas are for.

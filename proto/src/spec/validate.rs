@@ -177,6 +177,7 @@ fn job_type(e: &mut Errors, spec: &JobSpec) {
             ("completions", spec.completions > 0),
             ("parallelism", spec.parallelism > 0),
             ("retries", spec.retries.is_some()),
+            ("schedule", spec.schedule.is_some()),
         ] {
             if set {
                 e.add(
@@ -228,6 +229,16 @@ fn job_type(e: &mut Errors, spec: &JobSpec) {
                         spec.retries()
                     ),
                 );
+            }
+            if let Some(schedule) = &spec.schedule {
+                match schedule.parts() {
+                    Err((field, m)) => e.add(format!("schedule.{field}"), m),
+                    // Searched from a fixed time: every replica agrees.
+                    Ok(_) if schedule.next_after(0).is_none() => {
+                        e.add("schedule.cron", format!("{:?} never fires", schedule.cron))
+                    }
+                    Ok(_) => {}
+                }
             }
             if spec.restart.0.policy != RestartPolicy::Never {
                 e.add(
@@ -838,6 +849,23 @@ mod tests {
         assert!(one("type: batch\nrestart: always\n")
             .starts_with("restart.policy: a batch job's replicas are not restarted"));
         assert!(errors("type: batch\nrestart: never\n").is_empty());
+        assert!(errors("type: batch\nschedule: {cron: '0 8 * * 1-5', timezone: Europe/Berlin, overlap: replace}\n").is_empty());
+        assert_eq!(
+            one("schedule: {cron: '@daily'}\n"),
+            "schedule: only a batch job has schedule (this is a service job)"
+        );
+        assert_eq!(
+            one("type: batch\nschedule: {cron: '0 0 31 2 *'}\n"),
+            "schedule.cron: \"0 0 31 2 *\" never fires"
+        );
+        assert_eq!(
+            one("type: batch\nschedule: {cron: '0 8 * * *', timezone: Europe/Munich}\n"),
+            "schedule.timezone: \"Europe/Munich\" is not a time zone (an IANA name such as Europe/Berlin or UTC)"
+        );
+        assert_eq!(
+            one("type: batch\nschedule: {cron: '0 25 * * *'}\n"),
+            "schedule.cron: hour field \"25\": 25 is not from 0 to 23"
+        );
         assert_eq!(
             one("type: system\nupdate: {canary: 1}\n"),
             "update.canary: a system job has no canaries"

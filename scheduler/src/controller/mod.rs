@@ -257,6 +257,17 @@ impl Controller {
                 .write(Command::SetRollout { job, rollout })
                 .await?;
         }
+        for (name, scheduled_ms) in plan.launch {
+            tracing::info!(job = %name, scheduled_ms, "periodic job due");
+            self.peer
+                .write(Command::LaunchRun {
+                    request_id: String::new(),
+                    name,
+                    scheduled_ms: Some(scheduled_ms),
+                    at_ms,
+                })
+                .await?;
+        }
         for (name, to, reason, expect) in plan.rollbacks {
             tracing::warn!(job = %name, to, reason = %reason, "rolling back");
             self.peer

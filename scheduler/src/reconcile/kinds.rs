@@ -15,6 +15,11 @@
 //! the replicas still running are stopped. Ended replicas are marked to
 //! stop, so their nodes clean them up and the history of them stays
 //! bounded: the run keeps the counts.
+//!
+//! A **periodic** batch job (one with a `schedule`) runs nothing until its
+//! first firing; each firing due is proposed as `LaunchRun`, which starts a
+//! new run (a new generation) or, when the previous run is still going and
+//! the overlap is `skip`, counts a skipped firing.
 
 use super::{JobPlan, Plan};
 use crate::placement::Candidate;
@@ -87,6 +92,8 @@ impl JobPlan<'_> {
                 } else {
                     "failed".to_string()
                 }
+            } else if !current && a.version == job.current {
+                "a newer run started".to_string()
             } else if !current {
                 format!("replaced by version {}", job.current)
             } else if let Some(end) = ended {
@@ -123,8 +130,20 @@ impl JobPlan<'_> {
             plan.rollouts.push((job.name.clone(), done));
         }
 
+        // A periodic job's firing due starts a run (the state machine
+        // decides what an overlap does); until its first, nothing runs.
+        if let Some(schedule) = &spec.schedule {
+            let after = job
+                .periodic
+                .as_ref()
+                .map_or(job.submitted_at_ms, |p| p.last_ms.max(job.submitted_at_ms));
+            if let Some(at) = schedule.due(after, self.now_ms) {
+                plan.launch.push((job.name.clone(), at));
+            }
+        }
+        let waiting = spec.schedule.is_some() && run.is_none();
         let mut reason = None;
-        if ended.is_none() {
+        if ended.is_none() && !waiting {
             let succeeded = run.map_or(0, |r| r.succeeded);
             let wanted = spec
                 .parallelism()

@@ -326,3 +326,101 @@ proptest! {
         prop_assert!(run.iter().all(|a| a.version == 2));
     }
 }
+
+fn launch(sim: &mut Sim, job: &str) -> crate::state::CommandResult {
+    sim.cmd(Command::LaunchRun {
+        request_id: String::new(),
+        name: job.into(),
+        scheduled_ms: None,
+        at_ms: sim.now,
+    })
+}
+
+#[test]
+fn a_periodic_job_runs_at_its_firings_and_skips_one_while_a_run_goes_on() {
+    let mut sim = Sim::new(&[("a", 4000, 4096)]);
+    // Every minute; the sim's clock starts at 1s past the epoch.
+    sim.submit("name: tick\nimage: oci:/x:v1\ntype: batch\nschedule: {cron: '* * * * *'}\n");
+    assert!(
+        sim.step().place.is_empty(),
+        "nothing before the first firing"
+    );
+    let j = &sim.s.jobs["tick"];
+    assert_eq!(crate::server::convert::job_status(&sim.s, j).0, "scheduled");
+
+    sim.advance(59_000); // 00:01:00
+    let plan = sim.step();
+    assert_eq!(plan.launch, vec![("tick".to_string(), 60_000)]);
+    sim.step();
+    let first = live(&sim, "tick");
+    assert_eq!(first.len(), 1, "the run started");
+    // The same firing proposed again (an older leader) changes nothing.
+    let again = sim.cmd(Command::LaunchRun {
+        request_id: String::new(),
+        name: "tick".into(),
+        scheduled_ms: Some(60_000),
+        at_ms: sim.now,
+    });
+    assert!(again.ok && !again.changed);
+
+    // Still going at the next firing: skipped (overlap: skip), and a
+    // launch by hand is refused.
+    start_all(&mut sim, "tick");
+    sim.advance(60_000);
+    sim.step();
+    let p = sim.s.jobs["tick"].periodic.clone().unwrap();
+    assert_eq!((p.runs, p.skipped), (1, 1));
+    assert_eq!(live(&sim, "tick"), first);
+    let r = launch(&mut sim, "tick");
+    assert!(!r.ok && format!("{r:?}").contains("still going"), "{r:?}");
+
+    // The run ends; the next firing starts a new one.
+    report(&mut sim, &first[0].0, AllocState::Stopped, Some(0));
+    sim.step();
+    assert_eq!(
+        crate::server::convert::job_status(&sim.s, &sim.s.jobs["tick"]).0,
+        "scheduled"
+    );
+    sim.advance(60_000);
+    sim.step();
+    sim.step();
+    assert_eq!(sim.s.jobs["tick"].periodic.as_ref().unwrap().runs, 2);
+    let second = live(&sim, "tick");
+    assert_eq!(second.len(), 1);
+    assert_ne!(second, first);
+    // A firing missed for an hour runs once.
+    start_all(&mut sim, "tick");
+    report(&mut sim, &second[0].0, AllocState::Stopped, Some(0));
+    sim.advance(3_600_000);
+    let plan = sim.step();
+    assert_eq!(plan.launch.len(), 1);
+    assert_eq!(sim.s.jobs["tick"].periodic.as_ref().unwrap().runs, 3);
+}
+
+#[test]
+fn overlap_replace_stops_the_previous_run_for_the_new_one() {
+    let mut sim = Sim::new(&[("a", 4000, 4096)]);
+    sim.submit(
+        "name: tock\nimage: oci:/x:v1\ntype: batch\nschedule: {cron: '* * * * *', overlap: replace}\n",
+    );
+    let r = launch(&mut sim, "tock");
+    assert!(r.ok, "{r:?}");
+    sim.step();
+    start_all(&mut sim, "tock");
+    let first = live(&sim, "tock");
+    assert_eq!(first.len(), 1);
+    sim.advance(60_000);
+    sim.step(); // the firing: a new run
+    let plan = sim.step();
+    assert!(
+        plan.stop
+            .iter()
+            .any(|(id, why)| *id == first[0].0 && why == "a newer run started"),
+        "{plan:?}"
+    );
+    assert_eq!(plan.place.len(), 1);
+    // Not a periodic job: launch is refused with what to do instead.
+    sim.submit(BATCH);
+    let r = launch(&mut sim, "crunch");
+    assert!(format!("{r:?}").contains("job restart"), "{r:?}");
+}

@@ -52,6 +52,8 @@ pub struct Plan {
     pub rollouts: Vec<(String, Rollout)>,
     /// (job, version to return to, why)
     pub rollbacks: Vec<(String, u64, String, RolloutId)>,
+    /// (periodic batch job, the firing due): runs to start.
+    pub launch: Vec<(String, i64)>,
 }
 
 impl Plan {
@@ -62,6 +64,7 @@ impl Plan {
             && self.purge.is_empty()
             && self.rollouts.is_empty()
             && self.rollbacks.is_empty()
+            && self.launch.is_empty()
     }
 }
 

@@ -89,6 +89,14 @@ impl Sim {
         for name in p.purge {
             self.cmd(Command::PurgeJob { name });
         }
+        for (name, at) in p.launch {
+            self.cmd(Command::LaunchRun {
+                request_id: String::new(),
+                name,
+                scheduled_ms: Some(at),
+                at_ms,
+            });
+        }
         plan
     }
 

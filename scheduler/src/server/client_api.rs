@@ -376,6 +376,21 @@ impl Drover for ClientApi {
         .await
     }
 
+    async fn launch_job(
+        &self,
+        req: Request<pb::JobActionRequest>,
+    ) -> Result<Response<pb::JobActionResponse>, Status> {
+        self.may_operate(&req, &req.get_ref().name, "launch")?;
+        let req = req.into_inner();
+        self.job_action(Command::LaunchRun {
+            request_id: request_id(&req.request_id),
+            name: req.name,
+            scheduled_ms: None,
+            at_ms: crate::clock::now_ms(),
+        })
+        .await
+    }
+
     async fn remove_node(
         &self,
         req: Request<pb::RemoveNodeRequest>,

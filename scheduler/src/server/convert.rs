@@ -59,6 +59,7 @@ pub fn desired_replicas(state: &State, job: &Job) -> u32 {
         JobType::System => crate::reconcile::system_nodes(state, job).len() as u32,
         JobType::Batch => match job.batch_run() {
             Some(r) if r.ended.is_some() => 0,
+            None if spec.schedule.is_some() => 0,
             run => spec
                 .parallelism()
                 .min(spec.completions() - run.map_or(0, |r| r.succeeded).min(spec.completions())),
@@ -83,6 +84,11 @@ pub fn job_status(state: &State, job: &Job) -> (&'static str, u32) {
         } else {
             "stopped"
         }
+    } else if job.current_spec().schedule.is_some()
+        && job.batch_run().is_none_or(|r| r.ended.is_some())
+    {
+        // A periodic job between runs waits for its next firing.
+        "scheduled"
     } else if let Some(end) = job.batch_ended() {
         if end.complete {
             "complete"
@@ -119,6 +125,24 @@ fn batch_progress(job: &Job, running: u32) -> Option<pb::BatchProgress> {
         },
         reason: end.map(|e| e.reason.clone()).unwrap_or_default(),
         ended_at_ms: end.map_or(0, |e| e.at_ms),
+        schedule: spec
+            .schedule
+            .as_ref()
+            .map(|s| format!("{} ({}), overlap {}", s.cron, s.timezone, s.overlap.word()))
+            .unwrap_or_default(),
+        next_run_ms: spec
+            .schedule
+            .as_ref()
+            .and_then(|s| {
+                let after = job
+                    .periodic
+                    .as_ref()
+                    .map_or(job.submitted_at_ms, |p| p.last_ms.max(job.submitted_at_ms));
+                s.next_after(after.max(crate::clock::now_ms()))
+            })
+            .unwrap_or(0),
+        runs: job.periodic.as_ref().map_or(0, |p| p.runs),
+        skipped: job.periodic.as_ref().map_or(0, |p| p.skipped),
     })
 }
 

@@ -159,6 +159,15 @@ pub enum Command {
         name: String,
         at_ms: i64,
     },
+    /// Starts a run of a periodic batch job: its firing at `scheduled_ms`
+    /// (the leader's controller), or now, outside its schedule (`None`:
+    /// `drover job launch`).
+    LaunchRun {
+        request_id: String,
+        name: String,
+        scheduled_ms: Option<i64>,
+        at_ms: i64,
+    },
     /// An operator sets (`Some`) or removes (`None`) labels on a node
     /// (`drover node label`).
     SetNodeLabels {
@@ -262,6 +271,7 @@ impl Command {
             | Command::PromoteJob { at_ms, .. }
             | Command::PauseJob { at_ms, .. }
             | Command::RestartJob { at_ms, .. }
+            | Command::LaunchRun { at_ms, .. }
             | Command::PutSecret { at_ms, .. }
             | Command::DeleteSecret { at_ms, .. }
             | Command::SetNodeSchedulable { at_ms, .. }

@@ -202,6 +202,20 @@ pub struct Job {
     /// A batch job's run of its current version and generation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchRun>,
+    /// A periodic batch job's firings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub periodic: Option<Periodic>,
+}
+
+/// A periodic batch job's firings so far.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Periodic {
+    /// The scheduled time of the last firing (run or skipped).
+    pub last_ms: i64,
+    /// Runs started, on schedule or by `drover job launch`.
+    pub runs: u64,
+    /// Firings skipped because the previous run was still going.
+    pub skipped: u64,
 }
 
 /// How a batch job's current version is doing: replicas that succeeded

@@ -20,8 +20,9 @@
 //! - 3: `RestorePart`: a restore too large for one log entry goes in parts.
 //! - 4: placement rules: jobs with `constraints` or `max_per_node`, node
 //!   labels and facts (`RegisterNode` carrying them, `SetNodeLabels`).
-//! - 5: job types: `batch` and `system` jobs (a job's batch run is state
-//!   an older release does not keep).
+//! - 5: job types: `batch` and `system` jobs, periodic batch jobs and
+//!   `LaunchRun` (a job's batch run and firings are state an older
+//!   release does not keep).
 
 use super::{Command, State};
 
@@ -56,6 +57,7 @@ impl Command {
                 .unwrap_or(BASE),
             Command::RestorePart { .. } => RESTORE_IN_PARTS,
             Command::SetNodeLabels { .. } => PLACEMENT_RULES,
+            Command::LaunchRun { .. } => JOB_TYPES,
             Command::SubmitJob { spec, .. } if !spec.job_type.is_service() => JOB_TYPES,
             Command::SubmitJob { spec, .. } if spec.has_placement_rules() => PLACEMENT_RULES,
             Command::RegisterNode { labels, facts, .. }

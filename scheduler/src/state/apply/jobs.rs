@@ -49,6 +49,7 @@ impl State {
                 stable_version: None,
                 rollout: None,
                 batch: None,
+                periodic: None,
             };
             job.rollout = Some(Rollout::start(
                 &job,
@@ -169,6 +170,65 @@ impl State {
             version: job.current,
             note: format!("scaled to {replicas}"),
             ..CommandResult::ok(changed)
+        }
+    }
+
+    pub(super) fn launch_run(
+        &mut self,
+        name: &str,
+        scheduled_ms: Option<i64>,
+        at_ms: i64,
+    ) -> CommandResult {
+        let Some(job) = self.jobs.get_mut(name) else {
+            return CommandResult::refused(Refusal::NoJob(name.to_string()));
+        };
+        if job.stopped {
+            return CommandResult::refused(Refusal::Conflict(format!(
+                "job {name:?} is stopped: run it again first"
+            )));
+        }
+        let Some(overlap) = job.current_spec().schedule.as_ref().map(|s| s.overlap) else {
+            return CommandResult::refused(Refusal::Conflict(format!(
+                "job {name:?} is not a periodic batch job (it has no schedule; `drover job restart` runs a batch job again)"
+            )));
+        };
+        // A firing already decided on (proposed twice, or by an older leader).
+        if let Some(t) = scheduled_ms {
+            if job.periodic.as_ref().is_some_and(|p| t <= p.last_ms) {
+                return CommandResult::ok(false);
+            }
+        }
+        let going = job.batch_run().is_some_and(|r| r.ended.is_none());
+        let periodic = job.periodic.get_or_insert_with(Default::default);
+        if let Some(t) = scheduled_ms {
+            periodic.last_ms = t;
+        }
+        if going && overlap == Overlap::Skip {
+            if scheduled_ms.is_none() {
+                return CommandResult::refused(Refusal::Conflict(format!(
+                    "a run of job {name:?} is still going (its overlap is skip): wait for it to end, or stop the job"
+                )));
+            }
+            periodic.skipped += 1;
+            return CommandResult {
+                version: job.current,
+                note: "skipped: the previous run is still going".into(),
+                ..CommandResult::ok(true)
+            };
+        }
+        periodic.runs += 1;
+        let runs = periodic.runs;
+        job.generation += 1;
+        job.batch = Some(BatchRun {
+            version: job.current,
+            generation: job.generation,
+            ..BatchRun::default()
+        });
+        job.rollout = Some(Rollout::start(job, RolloutKind::Restart, true, at_ms));
+        CommandResult {
+            version: job.current,
+            note: format!("run {runs} started"),
+            ..CommandResult::ok(true)
         }
     }
 

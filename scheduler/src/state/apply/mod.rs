@@ -10,7 +10,7 @@ mod secrets;
 
 use super::Refusal;
 use super::*;
-use drover_proto::spec::{JobType, OnDisconnect};
+use drover_proto::spec::{JobType, OnDisconnect, Overlap};
 use std::collections::BTreeSet;
 
 /// How long a client request id is remembered for de-duplication: a retry
@@ -48,6 +48,9 @@ impl State {
                 request_id, at_ms, ..
             }
             | Command::RestartJob {
+                request_id, at_ms, ..
+            }
+            | Command::LaunchRun {
                 request_id, at_ms, ..
             }
             | Command::PutSecret {
@@ -134,6 +137,12 @@ impl State {
                 ..
             } => self.pause_job(name, *paused, *at_ms),
             Command::RestartJob { name, at_ms, .. } => self.restart_job(name, *at_ms),
+            Command::LaunchRun {
+                name,
+                scheduled_ms,
+                at_ms,
+                ..
+            } => self.launch_run(name, *scheduled_ms, *at_ms),
             Command::PutSecret {
                 kind,
                 name,
