@@ -293,11 +293,23 @@ fn batch_jobs_run_to_completion_and_system_jobs_follow_the_nodes() {
         1,
         3,
         &[
+            (
+                "DROVER_AGENT_ARGS_1",
+                "--cpu 2 --reserve-cpu 500m --memory 1Gi --reserve-memory 256Mi",
+            ),
             ("DROVER_AGENT_ARGS_3", "--label role=gateway"),
             ("DROVER_NODE_TIMEOUT", "2s"),
         ],
     );
     let dir = tempfile::tempdir().unwrap();
+
+    // A node offers what it has less what its agent keeps for the system;
+    // its facts still say what the machine has.
+    let out = c.drover(&["node", "status", "kinds-a1", "-o", "json"]);
+    let node: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(node["cpu_millis"], 1500, "{}", out.stdout);
+    assert_eq!(node["memory_bytes"], 768u64 << 20, "{}", out.stdout);
+    assert_eq!(node["facts"]["cores"], "2", "{}", out.stdout);
 
     // A periodic batch job, every minute: nothing runs until a firing.
     let tick = kind_spec(

@@ -122,6 +122,14 @@ struct DaemonArgs {
     /// Memory this node offers, e.g. 8Gi (default: detected).
     #[arg(long)]
     memory: Option<String>,
+    /// Cpu kept back for the system (the OS, this agent), in cores, e.g.
+    /// 500m: the node offers the scheduler its cpu less this.
+    #[arg(long)]
+    reserve_cpu: Option<String>,
+    /// Memory kept back for the system, e.g. 512Mi: the node offers the
+    /// scheduler its memory less this.
+    #[arg(long)]
+    reserve_memory: Option<String>,
     /// How often to tell the scheduler this node is alive.
     #[arg(long, default_value = "1s")]
     heartbeat: String,
@@ -279,6 +287,18 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         .map(|m| quantity::Size::parse(&m).map(|m| m.bytes()))
         .transpose()
         .map_err(|e| anyhow::anyhow!("--memory: {e}"))?;
+    let reserved_cpu_millis = a
+        .reserve_cpu
+        .map(|c| quantity::Cpu::parse(&c).map(|c| c.millis()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--reserve-cpu: {e}"))?
+        .unwrap_or(0);
+    let reserved_memory_bytes = a
+        .reserve_memory
+        .map(|m| quantity::Size::parse(&m).map(|m| m.bytes()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--reserve-memory: {e}"))?
+        .unwrap_or(0);
     let heartbeat = quantity::Duration::parse(&a.heartbeat)
         .map_err(|e| anyhow::anyhow!("--heartbeat: {e}"))?
         .std();
@@ -389,6 +409,8 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         cgroup_root: a.cgroup_root,
         cpu_millis,
         memory_bytes,
+        reserved_cpu_millis,
+        reserved_memory_bytes,
         heartbeat,
         registries,
         security: drover_proto::pki::tls::Security::Plaintext,

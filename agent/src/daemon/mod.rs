@@ -167,6 +167,11 @@ pub struct Config {
     /// Override detected resources.
     pub cpu_millis: Option<u64>,
     pub memory_bytes: Option<u64>,
+    /// Kept back for the system (the OS, the agent): the node offers the
+    /// scheduler what it has less these, as Nomad's `reserved` and
+    /// Kubernetes' `--system-reserved` do.
+    pub reserved_cpu_millis: u64,
+    pub reserved_memory_bytes: u64,
     pub heartbeat: Duration,
     /// Start containers under monitor processes so they outlive the agent
     /// (see `runtime::monitor`); `None` makes them the agent's own children.
@@ -208,6 +213,8 @@ pub enum DaemonError {
     },
     #[error("no scheduler address given")]
     NoScheduler,
+    #[error("{0}")]
+    Reserve(String),
     #[error(transparent)]
     StateDir(#[from] crate::leftovers::LeftoverError),
     #[error(transparent)]
@@ -544,6 +551,25 @@ pub struct Agent {
 
 impl Agent {
     pub async fn start(config: Config) -> Result<Agent, DaemonError> {
+        let detected = resources::detect();
+        let (cpu_millis, memory_bytes) = (
+            config.cpu_millis.unwrap_or(detected.cpu_millis),
+            config.memory_bytes.unwrap_or(detected.memory_bytes),
+        );
+        let offered = |what: &str, total: u64, reserved: u64, unit: &str| {
+            total.checked_sub(reserved).filter(|o| *o > 0).ok_or_else(|| {
+                DaemonError::Reserve(format!(
+                    "--reserve-{what}: {reserved}{unit} is all of the node's {total}{unit}: nothing would be left to offer"
+                ))
+            })
+        };
+        let offered_cpu = offered("cpu", cpu_millis, config.reserved_cpu_millis, "m")?;
+        let offered_memory = offered(
+            "memory",
+            memory_bytes,
+            config.reserved_memory_bytes,
+            " bytes",
+        )?;
         if config.schedulers.is_empty() {
             return Err(DaemonError::NoScheduler);
         }
@@ -678,12 +704,11 @@ impl Agent {
 
         let (stop, _) = broadcast::channel(1);
         let (desired_tx, desired_rx) = watch::channel(None);
-        let detected = resources::detect();
         let me = connection::Identity {
             name: config.name.clone(),
             address: advertise,
-            cpu_millis: config.cpu_millis.unwrap_or(detected.cpu_millis),
-            memory_bytes: config.memory_bytes.unwrap_or(detected.memory_bytes),
+            cpu_millis: offered_cpu,
+            memory_bytes: offered_memory,
             volumes: config
                 .volumes
                 .iter()
@@ -694,11 +719,7 @@ impl Agent {
                 .collect(),
             disk_bytes: resources::disk_bytes(&config.state_dir),
             labels: config.labels.clone(),
-            facts: resources::facts(
-                config.cpu_millis.unwrap_or(detected.cpu_millis),
-                config.memory_bytes.unwrap_or(detected.memory_bytes),
-                &config.cgroup_root,
-            ),
+            facts: resources::facts(cpu_millis, memory_bytes, &config.cgroup_root),
         };
         let mut tasks = vec![
             tokio::spawn(api::serve(

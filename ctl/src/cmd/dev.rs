@@ -104,6 +104,8 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         cgroup_root: a.cgroup_root.clone(),
         cpu_millis: None,
         memory_bytes: None,
+        reserved_cpu_millis: 0,
+        reserved_memory_bytes: 0,
         heartbeat: Duration::from_secs(1),
         // Each container under a monitor, as on a real node: the clone of
         // a small process, not of this one (whose every page a fork-like
