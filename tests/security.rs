@@ -153,6 +153,7 @@ fn only_certificates_of_the_cluster_ca_get_in_and_each_only_where_it_belongs() {
         let e = nodes
             .watch(pb::WatchRequest {
                 name: "someone-else".into(),
+                deltas: true,
             })
             .await
             .unwrap_err();

@@ -129,7 +129,13 @@ async fn agent(i: usize, channel: Channel, seen: Arc<Seen>, heartbeat: Duration)
     };
     let mut known: HashSet<String> = HashSet::new();
     while seen.alive[i].load(Ordering::Relaxed) {
-        let mut stream = match c.watch(pb::WatchRequest { name: name.clone() }).await {
+        let mut stream = match c
+            .watch(pb::WatchRequest {
+                name: name.clone(),
+                deltas: true,
+            })
+            .await
+        {
             Ok(s) => s.into_inner(),
             Err(e) => {
                 seen.failed("watch", &e);

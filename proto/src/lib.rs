@@ -7,6 +7,7 @@
 //! before a daemon runs on it.
 #![deny(unsafe_code)]
 
+pub mod desired;
 pub mod fencing;
 pub mod format;
 /// Raises the open-file limit through libc (getrlimit, setrlimit).

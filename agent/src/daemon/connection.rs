@@ -267,6 +267,7 @@ async fn session(
     let mut stream = client
         .watch(pb::WatchRequest {
             name: me.name.clone(),
+            deltas: true,
         })
         .await?
         .into_inner();
@@ -280,9 +281,19 @@ async fn session(
         }
     };
     let watching = async {
+        // The whole set this stream has sent so far: each delta applies to it.
+        let mut whole: Option<pb::DesiredAllocations> = None;
         loop {
             match stream.message().await {
-                Ok(Some(set)) => {
+                Ok(Some(message)) => {
+                    let set = match (message.delta, whole.as_mut()) {
+                        (false, _) => whole.insert(message).clone(),
+                        (true, Some(w)) => {
+                            drover_proto::desired::merge(w, message);
+                            w.clone()
+                        }
+                        (true, None) => return Err(LinkError::DeltaFirst),
+                    };
                     let newer = desired
                         .borrow()
                         .as_ref()

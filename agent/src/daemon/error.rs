@@ -83,6 +83,8 @@ pub enum LinkError {
     HeartbeatDeadline,
     #[error("watch stream ended")]
     WatchEnded,
+    #[error("the watch stream sent a delta before a whole set")]
+    DeltaFirst,
 }
 
 impl StartError {

@@ -149,6 +149,7 @@ impl DesiredView {
                 .filter(|r| r.node != node)
                 .cloned()
                 .collect(),
+            ..Default::default()
         }
     }
 }

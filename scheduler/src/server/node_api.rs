@@ -219,23 +219,34 @@ impl NodeService for NodeApi {
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         speaks_for(&req, &req.get_ref().name)?;
-        let name = req.into_inner().name;
+        let pb::WatchRequest { name, deltas } = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let peer = self.peer.clone();
         let mut views = self.desired.clone();
         tokio::spawn(async move {
-            // What was last sent, but for its index: a set is sent again
-            // only when something in it changed.
+            // The whole set last sent: a set is sent again only when
+            // something in it changed, and to an agent that takes deltas
+            // (`drover_proto::desired`) only what changed.
             let mut last: Option<pb::DesiredAllocations> = None;
             loop {
                 let desired = views.borrow_and_update().for_node(&name);
-                let view = pb::DesiredAllocations {
-                    index: 0,
-                    ..desired.clone()
+                let message = match &last {
+                    None => Some(desired.clone()),
+                    Some(prev) if deltas => {
+                        let d = drover_proto::desired::diff(prev, &desired);
+                        (!drover_proto::desired::is_empty(&d)).then_some(d)
+                    }
+                    Some(prev) => {
+                        let same = pb::DesiredAllocations {
+                            index: desired.index,
+                            ..prev.clone()
+                        } == desired;
+                        (!same).then(|| desired.clone())
+                    }
                 };
-                if last.as_ref() != Some(&view) {
-                    last = Some(view);
-                    if tx.send(Ok(desired)).await.is_err() {
+                if let Some(message) = message {
+                    last = Some(desired);
+                    if tx.send(Ok(message)).await.is_err() {
                         return;
                     }
                 }
