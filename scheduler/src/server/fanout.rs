@@ -13,9 +13,11 @@
 //!
 //! A change after a quiet moment goes out at once; in a burst, views are
 //! built at most every [`interval`], which grows with the number of nodes:
-//! every view goes to every node, and its shared parts grow with the
-//! cluster. Deltas would make that cost grow with the change instead
-//! (issue #15); until then this bounds it.
+//! every view reaches every node's stream. What a stream sends an agent
+//! that takes deltas (every agent of this release) is only what changed
+//! for it (`drover_proto::desired`), so the bytes grow with the change; the
+//! stream still compares its node's whole set with the last it sent, so
+//! the cpu does not yet.
 
 use crate::cluster::Peer;
 use crate::state::{AllocState, Allocation, Desired, HealthState, Job, SecretKind, State};
@@ -304,7 +306,8 @@ fn names_with(state: &State, by_job: &HashMap<&str, Vec<&Allocation>>) -> Vec<pb
                         ip,
                     })
                     .collect();
-            replicas.sort_by(|a, b| a.name.cmp(&b.name));
+            // In (name, address) order: a delta's merge gives the same.
+            replicas.sort_by(|a, b| (&a.name, &a.ip).cmp(&(&b.name, &b.ip)));
             let ports = job
                 .current_spec()
                 .ports
