@@ -48,15 +48,38 @@ pub fn interval(nodes: usize, took: std::time::Duration) -> std::time::Duration 
 #[derive(Debug, Default)]
 pub struct DesiredView {
     pub index: u64,
+    /// The parts every node shares: the same `Arc` as the view before
+    /// when they did not change, so a stream sees that at a glance.
+    shared: Arc<Shared>,
+    /// The last change of the shared parts: the parts before it, and the
+    /// delta from them to these, computed once for every stream.
+    shared_delta: Option<(Arc<Shared>, Arc<pb::DesiredAllocations>)>,
+    /// Each node's allocations to run and to stop (the `Arc` of the view
+    /// before when they did not change).
+    own: HashMap<String, Arc<Own>>,
+}
+
+/// What every node's set holds alike.
+#[derive(Debug, Default, PartialEq)]
+struct Shared {
     services: Vec<pb::Service>,
     names: Vec<pb::ServiceName>,
     /// Every ready node with a subnet (each node's set leaves itself out).
     routes: Vec<pb::NodeRoute>,
-    /// Each node's allocations to run and to stop.
-    own: HashMap<String, Own>,
 }
 
-#[derive(Debug, Default)]
+impl Shared {
+    fn as_set(&self) -> pb::DesiredAllocations {
+        pb::DesiredAllocations {
+            services: self.services.clone(),
+            names: self.names.clone(),
+            routes: self.routes.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Default, PartialEq)]
 struct Own {
     allocations: Vec<pb::DesiredAllocation>,
     stopping: Vec<String>,
@@ -64,8 +87,13 @@ struct Own {
 }
 
 impl DesiredView {
-    /// Builds every node's part in one pass over `state`.
-    pub fn build(state: &State, key: &crate::secrets::SecretKey) -> DesiredView {
+    /// Builds every node's part in one pass over `state`, sharing with
+    /// `prev` (the view built before) what did not change.
+    pub fn build(
+        state: &State,
+        key: &crate::secrets::SecretKey,
+        prev: Option<&DesiredView>,
+    ) -> DesiredView {
         let mut by_job: HashMap<&str, Vec<&Allocation>> = HashMap::new();
         let mut own: HashMap<String, Own> = HashMap::new();
         // A spec is encoded once, however many replicas it has.
@@ -126,13 +154,112 @@ impl DesiredView {
                 via: host_of(&n.address),
             })
             .collect();
-        DesiredView {
-            index: state.last_index,
+        let shared = Shared {
             services: services_with(state, &by_job),
             names: names_with(state, &by_job),
             routes,
+        };
+        let (shared, shared_delta) = match prev {
+            Some(p) if *p.shared == shared => (p.shared.clone(), p.shared_delta.clone()),
+            Some(p) => {
+                let delta = drover_proto::desired::diff(&p.shared.as_set(), &shared.as_set());
+                (Arc::new(shared), Some((p.shared.clone(), Arc::new(delta))))
+            }
+            None => (Arc::new(shared), None),
+        };
+        let own = own
+            .into_iter()
+            .map(|(node, o)| {
+                let o = match prev.and_then(|p| p.own.get(&node)) {
+                    Some(before) if **before == o => before.clone(),
+                    _ => Arc::new(o),
+                };
+                (node, o)
+            })
+            .collect();
+        DesiredView {
+            index: state.last_index,
+            shared,
+            shared_delta,
             own,
         }
+    }
+
+    /// What a watch stream for `node` sends next, given what it `sent`
+    /// before (updated): the whole set first; then, to an agent that takes
+    /// deltas, what changed for it, and to one that does not, the whole
+    /// set again when anything did; nothing when nothing did. The shared
+    /// parts' delta is the one computed with the view, unless the stream
+    /// missed a view.
+    pub fn next_for(
+        &self,
+        node: &str,
+        sent: &mut Option<Sent>,
+        deltas: bool,
+    ) -> Option<pb::DesiredAllocations> {
+        let own = self.own.get(node).cloned();
+        let Some(last) = sent.as_mut() else {
+            *sent = Some(Sent {
+                shared: self.shared.clone(),
+                own,
+            });
+            return Some(self.for_node(node));
+        };
+        let shared_same = Arc::ptr_eq(&last.shared, &self.shared);
+        let own_same = match (&last.own, &own) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            (None, None) => true,
+            (a, b) => {
+                a.as_deref().unwrap_or(&Own::default()) == b.as_deref().unwrap_or(&Own::default())
+            }
+        };
+        if shared_same && own_same {
+            return None;
+        }
+        if !deltas {
+            last.shared = self.shared.clone();
+            last.own = own;
+            return Some(self.for_node(node));
+        }
+        let mut message = if shared_same {
+            pb::DesiredAllocations::default()
+        } else {
+            let mut d = match &self.shared_delta {
+                Some((before, d)) if Arc::ptr_eq(before, &last.shared) => (**d).clone(),
+                _ => drover_proto::desired::diff(&last.shared.as_set(), &self.shared.as_set()),
+            };
+            // A node's set has no route to itself.
+            d.routes.retain(|r| r.node != node);
+            d.routes_removed.retain(|r| r != node);
+            d
+        };
+        if !own_same {
+            let set = |o: Option<&Own>| {
+                let o = o.map_or_else(Own::default, |o| Own {
+                    allocations: o.allocations.clone(),
+                    stopping: o.stopping.clone(),
+                    secrets: o.secrets.clone(),
+                });
+                pb::DesiredAllocations {
+                    allocations: o.allocations,
+                    stopping: o.stopping,
+                    secrets: o.secrets,
+                    ..Default::default()
+                }
+            };
+            let d = drover_proto::desired::diff(&set(last.own.as_deref()), &set(own.as_deref()));
+            message.allocations = d.allocations;
+            message.allocations_removed = d.allocations_removed;
+            message.stopping = d.stopping;
+            message.stopping_removed = d.stopping_removed;
+            message.secrets = d.secrets;
+            message.secrets_removed = d.secrets_removed;
+        }
+        last.shared = self.shared.clone();
+        last.own = own;
+        message.index = self.index;
+        message.delta = true;
+        (!drover_proto::desired::is_empty(&message)).then_some(message)
     }
 
     /// The set desired on `node`.
@@ -143,9 +270,10 @@ impl DesiredView {
             allocations: own.map(|o| o.allocations.clone()).unwrap_or_default(),
             stopping: own.map(|o| o.stopping.clone()).unwrap_or_default(),
             secrets: own.map(|o| o.secrets.clone()).unwrap_or_default(),
-            services: self.services.clone(),
-            names: self.names.clone(),
+            services: self.shared.services.clone(),
+            names: self.shared.names.clone(),
             routes: self
+                .shared
                 .routes
                 .iter()
                 .filter(|r| r.node != node)
@@ -156,6 +284,14 @@ impl DesiredView {
     }
 }
 
+/// What a watch stream has sent its node so far (see
+/// [`DesiredView::next_for`]).
+#[derive(Debug)]
+pub struct Sent {
+    shared: Arc<Shared>,
+    own: Option<Arc<Own>>,
+}
+
 /// Keeps a [`DesiredView`] of `peer`'s state current, rebuilt after every
 /// applied change (at most every [`MIN_INTERVAL`]); ends when the peer stops.
 pub fn start(peer: Peer, key: Arc<crate::secrets::SecretKey>) -> watch::Receiver<Arc<DesiredView>> {
@@ -163,7 +299,7 @@ pub fn start(peer: Peer, key: Arc<crate::secrets::SecretKey>) -> watch::Receiver
     // placeholder would tell agents to run nothing.
     let first = {
         let state = peer.state.read().unwrap_or_else(|p| p.into_inner());
-        DesiredView::build(&state, &key)
+        DesiredView::build(&state, &key, None)
     };
     let (tx, rx) = watch::channel(Arc::new(first));
     let mut applied = peer.applied.clone();
@@ -174,9 +310,13 @@ pub fn start(peer: Peer, key: Arc<crate::secrets::SecretKey>) -> watch::Receiver
                 _ = tx.closed() => return,
             }
             let began = std::time::Instant::now();
+            let prev = tx.borrow().clone();
             let (view, nodes) = {
                 let state = peer.state.read().unwrap_or_else(|p| p.into_inner());
-                (DesiredView::build(&state, &key), state.nodes.len())
+                (
+                    DesiredView::build(&state, &key, Some(&prev)),
+                    state.nodes.len(),
+                )
             };
             let took = began.elapsed();
             tx.send_replace(Arc::new(view));
@@ -402,7 +542,7 @@ mod tests {
             },
         );
         let key = crate::secrets::SecretKey::random().unwrap();
-        let view = DesiredView::build(&s, &key);
+        let view = DesiredView::build(&s, &key, None);
         let n1 = view.for_node("n1");
         assert_eq!(n1.index, s.last_index);
         let ids: Vec<&str> = n1.allocations.iter().map(|a| a.id.as_str()).collect();
@@ -416,7 +556,7 @@ mod tests {
         assert!(view.for_node("unknown").allocations.is_empty());
         // Built again from the same state, the same.
         assert_eq!(
-            DesiredView::build(&s, &key).for_node("n2"),
+            DesiredView::build(&s, &key, None).for_node("n2"),
             view.for_node("n2")
         );
         // Told to stop, an allocation moves to `stopping` until it ended.
@@ -428,8 +568,127 @@ mod tests {
                 at_ms: 0,
             },
         );
-        let n2 = DesiredView::build(&s, &key).for_node("n2");
+        let n2 = DesiredView::build(&s, &key, None).for_node("n2");
         assert!(n2.allocations.is_empty());
         assert_eq!(n2.stopping, ["a2"]);
+    }
+
+    /// A stream's deltas, applied to its first whole set, give every later
+    /// whole set, whether it saw each view or missed some; a node whose
+    /// part did not change is sent nothing.
+    #[test]
+    fn a_stream_s_deltas_rebuild_each_whole_set() {
+        let (mut s, key) = (
+            State::default(),
+            crate::secrets::SecretKey::random().unwrap(),
+        );
+        let mut views: Vec<Arc<DesiredView>> = Vec::new();
+        let mut step = |s: &mut State, cmd: Option<Command>| {
+            if let Some(cmd) = cmd {
+                let i = s.last_index + 1;
+                s.apply(i, &cmd);
+            }
+            let v = DesiredView::build(s, &key, views.last().map(|v| &**v));
+            views.push(Arc::new(v));
+            views.last().unwrap().clone()
+        };
+        let register = |n: &str| Command::RegisterNode {
+            name: n.into(),
+            address: format!("10.0.0.{}:7401", &n[1..]),
+            cpu_millis: 2000,
+            memory_bytes: 1 << 30,
+            at_ms: 0,
+            cluster_cidr: "10.88.0.0/16".into(),
+            volumes: Default::default(),
+            disk_bytes: 0,
+            labels: Default::default(),
+            facts: Default::default(),
+        };
+        let first = step(&mut s, Some(register("n1")));
+        let (mut every, mut some, mut whole) = (None, None, None);
+        let mut n1 = first.next_for("n1", &mut every, true).unwrap();
+        let mut n1_missing = n1.clone();
+        assert!(!n1.delta);
+        first.next_for("n1", &mut some, true);
+        first.next_for("n1", &mut whole, false);
+        let cmds = [
+            Some(register("n2")),
+            Some(register("n3")),
+            Some(Command::SubmitJob {
+                request_id: String::new(),
+                spec: Box::new(
+                    drover_proto::spec::from_yaml(
+                        "name: web\nreplicas: 2\nimage: oci:/x:v1\nports: [{name: http, container: 80}]\nexpose: {port: 8080, target: http}\n",
+                    )
+                    .unwrap(),
+                ),
+                at_ms: 0,
+            }),
+            Some(Command::PlaceAllocations {
+                allocations: ["n1", "n2"]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| NewAllocation {
+                        id: format!("a{i}"),
+                        job: "web".into(),
+                        version: 1,
+                        replica: i as u32,
+                        node: n.to_string(),
+                        generation: 0,
+                        canary: false,
+                    })
+                    .collect(),
+                at_ms: 0,
+            }),
+            Some(Command::SetNodeStatus {
+                name: "n3".into(),
+                status: crate::state::NodeStatus::Down,
+                at_ms: 0,
+            }),
+            None,
+        ];
+        for (i, cmd) in cmds.into_iter().enumerate() {
+            let view = step(&mut s, cmd);
+            let whole_set = view.for_node("n1");
+            match view.next_for("n1", &mut every, true) {
+                Some(d) => {
+                    assert!(d.delta);
+                    drover_proto::desired::merge(&mut n1, d);
+                }
+                None => assert_eq!(
+                    pb::DesiredAllocations {
+                        index: 0,
+                        ..n1.clone()
+                    },
+                    pb::DesiredAllocations {
+                        index: 0,
+                        ..whole_set.clone()
+                    },
+                    "step {i}: nothing sent, nothing changed"
+                ),
+            }
+            assert_eq!(n1.allocations, whole_set.allocations, "step {i}");
+            assert_eq!(n1.routes, whole_set.routes, "step {i}");
+            assert_eq!(n1.services, whole_set.services, "step {i}");
+            assert_eq!(n1.names, whole_set.names, "step {i}");
+            // A stream that sees every other view only.
+            if i % 2 == 1 {
+                if let Some(d) = view.next_for("n1", &mut some, true) {
+                    drover_proto::desired::merge(&mut n1_missing, d);
+                }
+                assert_eq!(n1_missing.routes, whole_set.routes, "step {i}");
+                assert_eq!(n1_missing.names, whole_set.names, "step {i}");
+            }
+            // An agent that takes no deltas gets whole sets.
+            if let Some(w) = view.next_for("n1", &mut whole, false) {
+                assert!(!w.delta);
+                assert_eq!(w, whole_set);
+            }
+        }
+        assert!(n1.routes.iter().all(|r| r.node != "n1" && r.node != "n3"));
+        assert_eq!(n1.routes.len(), 1);
+        // Nothing changed: nothing sent.
+        let again = step(&mut s, None);
+        assert!(again.next_for("n1", &mut every, true).is_none());
     }
 }

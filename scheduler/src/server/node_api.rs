@@ -224,28 +224,14 @@ impl NodeService for NodeApi {
         let peer = self.peer.clone();
         let mut views = self.desired.clone();
         tokio::spawn(async move {
-            // The whole set last sent: a set is sent again only when
+            // What was sent so far: a set is sent again only when
             // something in it changed, and to an agent that takes deltas
             // (`drover_proto::desired`) only what changed.
-            let mut last: Option<pb::DesiredAllocations> = None;
+            let mut sent: Option<super::fanout::Sent> = None;
             loop {
-                let desired = views.borrow_and_update().for_node(&name);
-                let message = match &last {
-                    None => Some(desired.clone()),
-                    Some(prev) if deltas => {
-                        let d = drover_proto::desired::diff(prev, &desired);
-                        (!drover_proto::desired::is_empty(&d)).then_some(d)
-                    }
-                    Some(prev) => {
-                        let same = pb::DesiredAllocations {
-                            index: desired.index,
-                            ..prev.clone()
-                        } == desired;
-                        (!same).then(|| desired.clone())
-                    }
-                };
+                let view = views.borrow_and_update().clone();
+                let message = view.next_for(&name, &mut sent, deltas);
                 if let Some(message) = message {
-                    last = Some(desired);
                     if tx.send(Ok(message)).await.is_err() {
                         return;
                     }
