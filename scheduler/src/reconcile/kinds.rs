@@ -81,8 +81,9 @@ impl JobPlan<'_> {
         let ended = run.and_then(|r| r.ended.as_ref());
         let mut live: Vec<&Allocation> = Vec::new();
         for a in self
-            .state
-            .job_allocations(&job.name)
+            .allocs
+            .iter()
+            .copied()
             .filter(|a| a.desired == Desired::Run)
         {
             let current = a.version == job.current && a.generation == job.generation;

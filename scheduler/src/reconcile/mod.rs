@@ -35,7 +35,7 @@ use crate::state::{
 };
 use drover_proto::quantity::Duration;
 use drover_proto::spec::JobType;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Which rollout: (version, generation, started_at_ms).
 pub type RolloutId = (u64, u64, i64);
@@ -127,15 +127,19 @@ pub fn reconcile(state: &State, now_ms: i64, new_id: &mut dyn FnMut() -> String)
         .map(|n| n.name.as_str())
         .collect();
 
+    // Each job's allocations, found once for the pass.
+    let mut by_job: HashMap<&str, Vec<&Allocation>> = HashMap::new();
+    for a in state.allocations.values() {
+        by_job.entry(a.job.as_str()).or_default().push(a);
+    }
     // Higher priorities first: they take the room there is, and what they
     // preempt is not taken by a job of lower priority in the same pass.
     let mut jobs: Vec<&Job> = state.jobs.values().collect();
     jobs.sort_by_key(|j| std::cmp::Reverse(j.current_spec().priority));
     for job in jobs {
+        let allocs = by_job.get(job.name.as_str()).map_or(&[][..], Vec::as_slice);
         if job.stopped {
-            let ended = state
-                .job_allocations(&job.name)
-                .all(|a| a.state.is_terminal());
+            let ended = allocs.iter().all(|a| a.state.is_terminal());
             if job.purge && ended {
                 plan.purge.push(job.name.clone());
             }
@@ -144,6 +148,7 @@ pub fn reconcile(state: &State, now_ms: i64, new_id: &mut dyn FnMut() -> String)
         JobPlan {
             state,
             job,
+            allocs,
             now_ms,
             draining: &draining,
             no_network: &no_network,
@@ -188,6 +193,8 @@ fn host_ports(state: &State) -> BTreeMap<&str, BTreeSet<u16>> {
 struct JobPlan<'a> {
     state: &'a State,
     job: &'a Job,
+    /// The job's allocations.
+    allocs: &'a [&'a Allocation],
     now_ms: i64,
     draining: &'a BTreeSet<&'a str>,
     /// Nodes whose container network is unavailable.
@@ -244,8 +251,9 @@ impl JobPlan<'_> {
             surge = 1; // as Kubernetes does when both round down to zero
         }
         let (mut cur, mut old): (Vec<&Allocation>, Vec<&Allocation>) = self
-            .state
-            .job_allocations(&job.name)
+            .allocs
+            .iter()
+            .copied()
             .filter(|a| a.desired == Desired::Run)
             .partition(|a| {
                 a.version == job.current
@@ -305,8 +313,8 @@ impl JobPlan<'_> {
             stopping: {
                 let waits =
                     surge == 0 || drover_proto::spec::Update::waits_for_stop(job.current_spec());
-                self.state
-                    .job_allocations(&job.name)
+                self.allocs
+                    .iter()
                     .filter(|a| a.desired == Desired::Stop && !a.state.is_terminal())
                     .filter(|a| waits || a.state != AllocState::Stopping)
                     .count() as u32
@@ -357,8 +365,15 @@ impl JobPlan<'_> {
         existing: &[&Allocation],
     ) -> Option<String> {
         let job = self.job;
-        let (placed, why) =
-            place::place(self.state, job, count, canary, existing, candidates, new_id);
+        let (placed, why) = place::place(
+            job,
+            self.allocs,
+            count,
+            canary,
+            existing,
+            candidates,
+            new_id,
+        );
         plan.place.extend(placed);
         why.map(|(unplaced, why)| {
             let ask = place::ask_for(job.current_spec());

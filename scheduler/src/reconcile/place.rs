@@ -1,17 +1,18 @@
 //! Placing new replicas of a job's current version.
 
 use crate::placement::{self, Ask, Candidate};
-use crate::state::{Allocation, Desired, Job, NewAllocation, State};
+use crate::state::{Allocation, Desired, Job, NewAllocation};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Places `count` new replicas of `job`'s current version on `candidates`
+/// Places `count` new replicas of `job` (whose allocations are
+/// `allocations`) of its current version on `candidates`
 /// (which then count what they take): spread over the nodes, given where
 /// the job's `existing` replicas are, and numbered with the lowest replica
 /// numbers no running allocation of this version holds. Returns the new
 /// allocations and, when some do not fit anywhere, how many and why.
 pub(super) fn place(
-    state: &State,
     job: &Job,
+    allocations: &[&Allocation],
     count: u32,
     canary: bool,
     existing: &[&Allocation],
@@ -30,8 +31,8 @@ pub(super) fn place(
             per_node.get(c.name.as_str()).copied().unwrap_or((0, 0));
     }
     let p = placement::place(candidates, &ask, count);
-    let taken: BTreeSet<u32> = state
-        .job_allocations(&job.name)
+    let taken: BTreeSet<u32> = allocations
+        .iter()
         .filter(|a| {
             a.desired == Desired::Run && a.version == job.current && a.generation == job.generation
         })
@@ -100,7 +101,7 @@ pub(super) fn ask_for(spec: &drover_proto::spec::JobSpec) -> Ask {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Command;
+    use crate::state::{Command, State};
 
     fn candidate(name: &str, cpu_millis: u64) -> Candidate {
         Candidate {
@@ -149,7 +150,7 @@ mod tests {
             n += 1;
             format!("id{n}")
         };
-        let (placed, why) = place(&s, job, 3, false, &[], &mut nodes, &mut id);
+        let (placed, why) = place(job, &[], 3, false, &[], &mut nodes, &mut id);
         assert_eq!(why, None);
         let numbers: Vec<u32> = placed.iter().map(|p| p.replica).collect();
         assert_eq!(numbers, [0, 1, 2]);
@@ -166,7 +167,7 @@ mod tests {
         let job = &s.jobs["web"];
         let mut nodes = vec![candidate("a", 1500)];
         let mut id = || "x".to_string();
-        let (placed, why) = place(&s, job, 3, true, &[], &mut nodes, &mut id);
+        let (placed, why) = place(job, &[], 3, true, &[], &mut nodes, &mut id);
         assert_eq!(placed.len(), 1);
         assert!(placed[0].canary);
         let (unplaced, why) = why.expect("a reason");

@@ -3,10 +3,47 @@
 
 use super::*;
 
+/// What a placement command checks each new allocation against, counted
+/// once per command over the allocations of the jobs it places for (not
+/// once per allocation over all of them), and kept up as it places.
+#[derive(Default)]
+struct Placed {
+    /// (job, version, generation, replica) of allocations wanted running.
+    slots: std::collections::HashSet<(String, u64, u64, u32)>,
+    /// (job, version, generation, node): how many are wanted running there.
+    per_node: std::collections::HashMap<(String, u64, u64, String), usize>,
+    /// (job, version, generation): how many are wanted running and not ended.
+    live: std::collections::HashMap<(String, u64, u64), u32>,
+}
+
+impl Placed {
+    fn count(&mut self, a: &Allocation) {
+        if a.desired != Desired::Run {
+            return;
+        }
+        let run = (a.job.clone(), a.version, a.generation);
+        self.slots
+            .insert((a.job.clone(), a.version, a.generation, a.replica));
+        *self
+            .per_node
+            .entry((a.job.clone(), a.version, a.generation, a.node.clone()))
+            .or_default() += 1;
+        if !a.state.is_terminal() {
+            *self.live.entry(run).or_default() += 1;
+        }
+    }
+}
+
 impl State {
     /// Whether `job`'s constraints hold on `node` and it runs fewer than
     /// `max_per_node` replicas of the version `n` places.
-    fn placement_rules_allow(&self, job: &Job, node: &Node, n: &NewAllocation) -> bool {
+    fn placement_rules_allow(
+        &self,
+        job: &Job,
+        node: &Node,
+        n: &NewAllocation,
+        placed: &Placed,
+    ) -> bool {
         let spec = job.current_spec();
         if !spec.constraints.is_empty() {
             let attributes = node.attributes();
@@ -20,17 +57,8 @@ impl State {
         }
         let limit = spec.per_node_limit();
         if limit > 0 {
-            let there = self
-                .allocations
-                .values()
-                .filter(|a| {
-                    a.job == n.job
-                        && a.node == n.node
-                        && a.version == n.version
-                        && a.generation == n.generation
-                        && a.desired == Desired::Run
-                })
-                .count();
+            let key = (n.job.clone(), n.version, n.generation, n.node.clone());
+            let there = placed.per_node.get(&key).copied().unwrap_or(0);
             if there >= limit as usize {
                 return false;
             }
@@ -41,6 +69,13 @@ impl State {
     pub(super) fn place(&mut self, allocations: &[NewAllocation], at_ms: i64) -> CommandResult {
         let mut placed = 0;
         let mut touched_jobs = BTreeSet::new();
+        let jobs: BTreeSet<&str> = allocations.iter().map(|n| n.job.as_str()).collect();
+        let mut counted = Placed::default();
+        for a in self.allocations.values() {
+            if jobs.contains(a.job.as_str()) {
+                counted.count(a);
+            }
+        }
         for n in allocations {
             // Refuse what no longer makes sense: the reconciler may have planned on an
             // older state than this one.
@@ -59,15 +94,11 @@ impl State {
                 let room = spec
                     .parallelism()
                     .min(spec.completions().saturating_sub(succeeded));
-                let live = self
-                    .job_allocations(&n.job)
-                    .filter(|a| {
-                        a.desired == Desired::Run
-                            && !a.state.is_terminal()
-                            && a.version == n.version
-                            && a.generation == n.generation
-                    })
-                    .count() as u32;
+                let live = counted
+                    .live
+                    .get(&(n.job.clone(), n.version, n.generation))
+                    .copied()
+                    .unwrap_or(0);
                 if job.batch_ended().is_some() || live >= room {
                     continue;
                 }
@@ -93,17 +124,11 @@ impl State {
                 continue;
             }
             // Or it was relabelled, or took other replicas meanwhile.
-            if !self.placement_rules_allow(job, node, n) {
+            if !self.placement_rules_allow(job, node, n, &counted) {
                 continue;
             }
-            let slot_taken = self.allocations.values().any(|a| {
-                a.job == n.job
-                    && a.replica == n.replica
-                    && a.version == n.version
-                    && a.generation == n.generation
-                    && a.desired == Desired::Run
-            });
-            if slot_taken {
+            let slot = (n.job.clone(), n.version, n.generation, n.replica);
+            if counted.slots.contains(&slot) {
                 continue;
             }
             let spec = job.current_spec();
@@ -139,6 +164,7 @@ impl State {
                     updated_at_ms: at_ms,
                 },
             );
+            counted.count(&self.allocations[&n.id]);
             touched_jobs.insert(n.job.clone());
             placed += 1;
         }
