@@ -342,21 +342,7 @@ async fn wait_batch(
     let start = Instant::now();
     let mut last = String::new();
     loop {
-        let j = match c
-            .get_job(pb::GetJobRequest {
-                name: name.into(),
-                read: None,
-            })
-            .await
-        {
-            Ok(j) => j.into_inner(),
-            // A leader election or a restart: the run goes on; keep asking.
-            Err(s) if s.code() == tonic::Code::Unavailable && start.elapsed() < timeout => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            Err(s) => return Err(status(s)),
-        };
+        let j = super::rollout::job_through_elections(c, name, start, timeout).await?;
         if j.version != version {
             println!(
                 "{name}: version {} became current meanwhile; stopped waiting",

@@ -84,6 +84,31 @@ pub async fn act(
 
 /// Follows the rollout of `version` until it ends; the exit code says how.
 /// `first`: nothing to replace, so all replicas running is enough.
+/// The job's status, asked again through a leader election or a restart
+/// (what it is doing goes on meanwhile) until `timeout` from `start`.
+pub async fn job_through_elections(
+    c: &mut DroverClient<crate::client::Backoff>,
+    name: &str,
+    start: Instant,
+    timeout: Duration,
+) -> Result<pb::JobStatus> {
+    loop {
+        match c
+            .get_job(pb::GetJobRequest {
+                name: name.into(),
+                read: None,
+            })
+            .await
+        {
+            Ok(j) => return Ok(j.into_inner()),
+            Err(s) if s.code() == tonic::Code::Unavailable && start.elapsed() < timeout => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(s) => return Err(status(s)),
+        }
+    }
+}
+
 pub async fn wait(
     c: &mut DroverClient<crate::client::Backoff>,
     name: &str,
@@ -100,21 +125,7 @@ pub async fn wait(
         }
     };
     loop {
-        let j = match c
-            .get_job(pb::GetJobRequest {
-                name: name.into(),
-                read: None,
-            })
-            .await
-        {
-            Ok(j) => j.into_inner(),
-            // A leader election or a restart: the rollout goes on; keep asking.
-            Err(s) if s.code() == tonic::Code::Unavailable && start.elapsed() < timeout => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            Err(s) => return Err(status(s)),
-        };
+        let j = job_through_elections(c, name, start, timeout).await?;
         let (outcome, failed) = j
             .versions
             .iter()
