@@ -267,6 +267,28 @@ impl JobSpec {
         }
     }
 
+    /// The spec as agents get it: without what only the scheduler reads
+    /// (placement rules, priority, the job's type and its batch and
+    /// schedule settings). An agent of an older release parses specs
+    /// strictly, so fields added for the scheduler would otherwise make it
+    /// refuse replicas it can run; what a replica does is all still here
+    /// (a batch job's `restart: never` among it).
+    pub fn for_agents(&self) -> JobSpec {
+        JobSpec {
+            constraints: Vec::new(),
+            max_per_node: 0,
+            affinities: Vec::new(),
+            spread: Vec::new(),
+            priority: DEFAULT_PRIORITY,
+            job_type: JobType::Service,
+            completions: 0,
+            parallelism: 0,
+            retries: None,
+            schedule: None,
+            ..self.clone()
+        }
+    }
+
     /// Whether the spec uses placement rules (constraints, max per node,
     /// affinities, spread), which a cluster runs from version 4.
     pub fn has_placement_rules(&self) -> bool {

@@ -888,6 +888,36 @@ mod tests {
     }
 
     #[test]
+    fn agents_get_no_field_only_the_scheduler_reads() {
+        let spec = from_yaml(
+            "name: b\nimage: oci:/x:v1\ntype: batch\ncompletions: 3\nparallelism: 2\nretries: 1\n\
+             schedule: {cron: '@daily'}\npriority: 10\nmax_per_node: 1\n\
+             constraints: [{attr: zone, op: '=', value: a}]\nspread: [{attr: zone}]\n\
+             affinities: [{attr: disk, op: '=', value: ssd, weight: 5}]\n",
+        )
+        .unwrap();
+        let json = spec.for_agents().to_json();
+        for field in [
+            "type",
+            "completions",
+            "parallelism",
+            "retries",
+            "schedule",
+            "priority",
+            "max_per_node",
+            "constraints",
+            "spread",
+            "affinities",
+        ] {
+            assert!(!json.contains(&format!("\"{field}\"")), "{field} in {json}");
+        }
+        // What the replica does stays: it is not restarted in place.
+        let back = crate::spec::from_json(&json).unwrap();
+        assert_eq!(back.restart.0.policy, crate::spec::RestartPolicy::Never);
+        assert_eq!(back.image, spec.image);
+    }
+
+    #[test]
     fn placement_rules_name_the_constraint_and_the_rule() {
         assert!(errors(
             "constraints: [{attr: zone, op: in, values: [a, b]}, {attr: node.kernel, op: version, value: '>= 5.10'}, {attr: disk, op: exists}]\nmax_per_node: 1\n"

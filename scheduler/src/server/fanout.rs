@@ -109,7 +109,7 @@ impl DesiredView {
                     };
                     let json = spec_json
                         .entry((a.job.as_str(), a.version))
-                        .or_insert_with(|| v.spec.to_json())
+                        .or_insert_with(|| v.spec.for_agents().to_json())
                         .clone();
                     own.entry(a.node.clone()).or_default().allocations.push(
                         pb::DesiredAllocation {
