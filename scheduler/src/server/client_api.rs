@@ -286,7 +286,8 @@ impl Drover for ClientApi {
         let (nodes, read) = self
             .peer
             .read(stale(&req.get_ref().read), |s| {
-                s.nodes.values().map(|n| convert::node(s, n)).collect()
+                let usage = s.usage();
+                s.nodes.values().map(|n| convert::node(&usage, n)).collect()
             })
             .await?;
         Ok(Response::new(pb::ListNodesResponse {

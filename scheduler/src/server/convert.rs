@@ -218,8 +218,9 @@ pub fn job(state: &State, job: &Job) -> pb::JobStatus {
     }
 }
 
-pub fn node(state: &State, n: &Node) -> pb::Node {
-    let usage = state.usage().get(&n.name).copied().unwrap_or_default();
+/// `usage` is every node's ([`State::usage`]), worked out once for all.
+pub fn node(usage: &std::collections::BTreeMap<String, crate::state::Usage>, n: &Node) -> pb::Node {
+    let usage = usage.get(&n.name).copied().unwrap_or_default();
     pb::Node {
         name: n.name.clone(),
         address: n.address.clone(),
