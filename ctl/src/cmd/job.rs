@@ -89,9 +89,7 @@ pub async fn run(addr: &str, cmd: JobCmd) -> Result<i32> {
             detach,
             timeout,
         } => {
-            let timeout = drover_proto::quantity::Duration::parse(&timeout)
-                .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?
-                .std();
+            let timeout = parse_timeout(&timeout)?;
             let mut c = client::connect(addr).await?;
             let r = c
                 .launch_job(pb::JobActionRequest {
@@ -270,10 +268,15 @@ fn read_spec(file: &std::path::Path) -> Result<String> {
     std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
 }
 
-async fn submit(addr: &str, file: &std::path::Path, detach: bool, timeout: &str) -> Result<i32> {
-    let timeout = drover_proto::quantity::Duration::parse(timeout)
+/// A `--timeout` value.
+fn parse_timeout(text: &str) -> Result<Duration> {
+    Ok(drover_proto::quantity::Duration::parse(text)
         .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?
-        .std();
+        .std())
+}
+
+async fn submit(addr: &str, file: &std::path::Path, detach: bool, timeout: &str) -> Result<i32> {
+    let timeout = parse_timeout(timeout)?;
     let text = read_spec(file)?;
     let cwd = std::env::current_dir()?;
     let spec =

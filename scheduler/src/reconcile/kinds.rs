@@ -134,11 +134,7 @@ impl JobPlan<'_> {
         // A periodic job's firing due starts a run (the state machine
         // decides what an overlap does); until its first, nothing runs.
         if let Some(schedule) = &spec.schedule {
-            let after = job
-                .periodic
-                .as_ref()
-                .map_or(job.submitted_at_ms, |p| p.last_ms.max(job.submitted_at_ms));
-            if let Some(at) = schedule.due(after, self.now_ms) {
+            if let Some(at) = schedule.due(job.periodic_after_ms(), self.now_ms) {
                 plan.launch.push((job.name.clone(), at));
             }
         }

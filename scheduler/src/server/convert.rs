@@ -60,9 +60,10 @@ pub fn desired_replicas(state: &State, job: &Job) -> u32 {
         JobType::Batch => match job.batch_run() {
             Some(r) if r.ended.is_some() => 0,
             None if spec.schedule.is_some() => 0,
-            run => spec
-                .parallelism()
-                .min(spec.completions() - run.map_or(0, |r| r.succeeded).min(spec.completions())),
+            run => spec.parallelism().min(
+                spec.completions()
+                    .saturating_sub(run.map_or(0, |r| r.succeeded)),
+            ),
         },
     }
 }
@@ -133,13 +134,7 @@ fn batch_progress(job: &Job, running: u32) -> Option<pb::BatchProgress> {
         next_run_ms: spec
             .schedule
             .as_ref()
-            .and_then(|s| {
-                let after = job
-                    .periodic
-                    .as_ref()
-                    .map_or(job.submitted_at_ms, |p| p.last_ms.max(job.submitted_at_ms));
-                s.next_after(after.max(crate::clock::now_ms()))
-            })
+            .and_then(|s| s.next_after(job.periodic_after_ms().max(crate::clock::now_ms())))
             .unwrap_or(0),
         runs: job.periodic.as_ref().map_or(0, |p| p.runs),
         skipped: job.periodic.as_ref().map_or(0, |p| p.skipped),

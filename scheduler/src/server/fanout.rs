@@ -206,12 +206,10 @@ impl DesiredView {
             return Some(self.for_node(node));
         };
         let shared_same = Arc::ptr_eq(&last.shared, &self.shared);
+        let none = Own::default();
         let own_same = match (&last.own, &own) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
-            (None, None) => true,
-            (a, b) => {
-                a.as_deref().unwrap_or(&Own::default()) == b.as_deref().unwrap_or(&Own::default())
-            }
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => true,
+            (a, b) => a.as_deref().unwrap_or(&none) == b.as_deref().unwrap_or(&none),
         };
         if shared_same && own_same {
             return None;
@@ -235,15 +233,11 @@ impl DesiredView {
         };
         if !own_same {
             let set = |o: Option<&Own>| {
-                let o = o.map_or_else(Own::default, |o| Own {
+                let o = o.unwrap_or(&none);
+                pb::DesiredAllocations {
                     allocations: o.allocations.clone(),
                     stopping: o.stopping.clone(),
                     secrets: o.secrets.clone(),
-                });
-                pb::DesiredAllocations {
-                    allocations: o.allocations,
-                    stopping: o.stopping,
-                    secrets: o.secrets,
                     ..Default::default()
                 }
             };

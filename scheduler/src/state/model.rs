@@ -248,6 +248,14 @@ impl Job {
             .filter(|b| b.version == self.current && b.generation == self.generation)
     }
 
+    /// The time a periodic job's next firing comes after: its last firing,
+    /// or the submission of its current version if that came later.
+    pub fn periodic_after_ms(&self) -> i64 {
+        self.periodic.as_ref().map_or(self.submitted_at_ms, |p| {
+            p.last_ms.max(self.submitted_at_ms)
+        })
+    }
+
     /// Whether the job's current run has ended (a batch job's only).
     pub fn batch_ended(&self) -> Option<&BatchEnd> {
         self.batch_run().and_then(|b| b.ended.as_ref())
