@@ -42,9 +42,18 @@ pub(crate) struct Processes {
     /// More flags for every peer.
     extra: Vec<String>,
     children: BTreeMap<u64, Child>,
+    /// Keep `dir` (the peers' logs) when dropped.
+    keep_dir: bool,
 }
 
 impl Processes {
+    /// Stops every peer but keeps their directory, to read their logs
+    /// after a failure; says where it is.
+    pub(crate) fn stop_keeping_logs(mut self) -> String {
+        self.keep_dir = true;
+        self.dir.display().to_string()
+    }
+
     /// Where the peers keep their state, logs and the cluster CA (`ca/`).
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
@@ -106,7 +115,9 @@ impl Drop for Processes {
         for id in self.children.keys().copied().collect::<Vec<_>>() {
             self.kill(id);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -166,6 +177,7 @@ pub(crate) async fn three_peers(
         election_timeout: election_timeout.to_string(),
         extra: extra.iter().map(|a| a.to_string()).collect(),
         children: BTreeMap::new(),
+        keep_dir: false,
     };
     // One cluster CA, copied to every peer; the CLI side uses its admin.
     let ca = drover_scheduler::pki::init(&p.dir.join("ca"))?;

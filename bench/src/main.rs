@@ -245,9 +245,14 @@ enum BenchCmd {
         jobs: usize,
         #[arg(long, default_value_t = 10)]
         replicas_per_job: u32,
-        /// How often each simulated agent heartbeats.
-        #[arg(long, default_value = "1s")]
-        heartbeat: String,
+        /// The peers' node timeout (default: 4s, or 2 ms per node past
+        /// 2,000 nodes, as a large cluster would be run: 20s at 10,000).
+        #[arg(long)]
+        node_timeout: Option<String>,
+        /// How often each simulated agent heartbeats (default: a quarter
+        /// of the node timeout, at most 1s below 2,000 nodes).
+        #[arg(long)]
+        heartbeat: Option<String>,
     },
     /// What mutual TLS adds to a new connection, beside plaintext: fresh
     /// connections to an in-process peer of each kind, one call each.
@@ -437,16 +442,28 @@ async fn run(mut cli: Cli) -> anyhow::Result<i32> {
             nodes,
             jobs,
             replicas_per_job,
+            node_timeout,
             heartbeat,
         } => {
-            let heartbeat = drover_proto::quantity::Duration::parse(&heartbeat)
-                .map_err(|e| anyhow::anyhow!("--heartbeat: {e}"))?
-                .std();
+            let parse =
+                |flag: &str, v: Option<String>| -> anyhow::Result<Option<std::time::Duration>> {
+                    v.map(|v| {
+                        drover_proto::quantity::Duration::parse(&v)
+                            .map(|d| d.std())
+                            .map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+                    })
+                    .transpose()
+                };
+            let node_timeout = parse("node-timeout", node_timeout)?
+                .unwrap_or_else(|| scale::node_timeout_for(nodes));
+            let heartbeat = parse("heartbeat", heartbeat)?
+                .unwrap_or_else(|| scale::heartbeat_for(nodes, node_timeout));
             scale::command(scale::Args {
                 nodes,
                 jobs,
                 replicas_per_job,
                 heartbeat,
+                node_timeout,
             })
             .await
         }

@@ -19,7 +19,6 @@ use drover_ctl::client::{self, status};
 use drover_ctl::output::table;
 use drover_proto::pb;
 use drover_proto::pb::node_service_client::NodeServiceClient;
-use prost::Message;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,6 +45,9 @@ struct Seen {
     errors: AtomicU64,
     /// The first error of each call, to say what failed.
     first_errors: Mutex<BTreeMap<&'static str, String>>,
+    /// Agents joining at once: a cluster comes up as its machines boot,
+    /// not all in one instant.
+    joining: Arc<tokio::sync::Semaphore>,
     /// When an allocation of each probe job first reached an agent.
     probes: Mutex<HashMap<String, Instant>>,
 }
@@ -74,6 +76,35 @@ pub struct Args {
     pub jobs: usize,
     pub replicas_per_job: u32,
     pub heartbeat: Duration,
+    pub node_timeout: Duration,
+}
+
+/// The node timeout a cluster of `nodes` is run with here: the default 4 s
+/// up to 2,000 nodes, then 2 ms per node, so the leader hears some 2,000
+/// heartbeats a second however large the cluster (as Nomad lengthens its
+/// heartbeat TTL with the number of nodes, and Kubernetes' 40 s grace).
+pub fn node_timeout_for(nodes: usize) -> Duration {
+    drover_proto::fencing::DEFAULT_NODE_TIMEOUT.max(Duration::from_millis(2) * nodes as u32)
+}
+
+/// How often a simulated agent of a cluster of `nodes` with node timeout
+/// `t` heartbeats: a quarter of `t`, as agents are told to, and no more
+/// than every second (the agent's default) in a small cluster.
+pub fn heartbeat_for(nodes: usize, t: Duration) -> Duration {
+    if nodes <= 2000 {
+        (t / 4).min(Duration::from_secs(1))
+    } else {
+        t / 4
+    }
+}
+
+/// How many simulated agents join at once.
+const JOINING_AT_ONCE: usize = 500;
+
+/// A pause of about `base` (between half and one and a half times it), so
+/// agents that failed together do not all retry together.
+fn jittered(base: Duration) -> Duration {
+    base.mul_f64(rand::random::<f64>() + 0.5)
 }
 
 fn node_name(i: usize) -> String {
@@ -85,7 +116,7 @@ fn node_name(i: usize) -> String {
 /// to stop as stopped.
 async fn agent(i: usize, channel: Channel, seen: Arc<Seen>, heartbeat: Duration) {
     let name = node_name(i);
-    let mut c = NodeServiceClient::new(channel).max_decoding_message_size(256 << 20);
+    let mut c = NodeServiceClient::new(channel.clone()).max_decoding_message_size(256 << 20);
     let register = pb::RegisterRequest {
         name: name.clone(),
         address: format!("127.0.0.1:{}", 20000 + i % 40000),
@@ -93,12 +124,14 @@ async fn agent(i: usize, channel: Channel, seen: Arc<Seen>, heartbeat: Duration)
         memory_bytes: 16 << 30,
         ..Default::default()
     };
+    // Until its first desired set arrives (the semaphore is never closed).
+    let mut joining = seen.joining.clone().acquire_owned().await.ok();
     loop {
         match c.register(register.clone()).await {
             Ok(_) => break,
             Err(e) => {
                 seen.failed("register", &e);
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(jittered(Duration::from_millis(500))).await;
             }
         }
     }
@@ -129,25 +162,23 @@ async fn agent(i: usize, channel: Channel, seen: Arc<Seen>, heartbeat: Duration)
     };
     let mut known: HashSet<String> = HashSet::new();
     while seen.alive[i].load(Ordering::Relaxed) {
-        let mut stream = match c
-            .watch(pb::WatchRequest {
-                name: name.clone(),
-                deltas: true,
-            })
-            .await
-        {
-            Ok(s) => s.into_inner(),
+        let request = pb::WatchRequest {
+            name: name.clone(),
+            deltas: true,
+        };
+        let mut stream = match light::watch(channel.clone(), request).await {
+            Ok(s) => s,
             Err(e) => {
                 seen.failed("watch", &e);
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(jittered(Duration::from_millis(500))).await;
                 continue;
             }
         };
-        while let Ok(Some(set)) = stream.message().await {
+        while let Ok(Some((size, set))) = stream.message().await {
             if !seen.alive[i].load(Ordering::Relaxed) {
                 break;
             }
-            let size = set.encoded_len() as u64;
+            drop(joining.take());
             seen.bytes.fetch_add(size, Ordering::Relaxed);
             seen.messages.fetch_add(1, Ordering::Relaxed);
             seen.per_agent[i].fetch_add(size, Ordering::Relaxed);
@@ -185,6 +216,88 @@ async fn agent(i: usize, channel: Channel, seen: Arc<Seen>, heartbeat: Duration)
         }
     }
     beats.abort();
+}
+
+/// What a simulated agent reads of a desired set: the real `Watch` call
+/// and the real messages, decoded for only the fields it acts on (which
+/// allocations to run and to stop). The names, services, routes and specs
+/// a real agent reads are skipped unparsed, so the bench's own cpu goes to
+/// the peers, not to decoding what no simulated agent uses; each message
+/// is still counted whole, in bytes as received.
+mod light {
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::codegen::http::uri::PathAndQuery;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Set {
+        #[prost(message, repeated, tag = "2")]
+        pub allocations: Vec<Allocation>,
+        #[prost(string, repeated, tag = "5")]
+        pub stopping: Vec<String>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Allocation {
+        #[prost(string, tag = "1")]
+        pub id: String,
+        #[prost(string, tag = "2")]
+        pub job: String,
+    }
+
+    /// Encodes requests as prost does; decodes a set with its size.
+    #[derive(Default)]
+    pub struct Light;
+
+    pub struct Enc;
+    pub struct Dec;
+
+    impl Codec for Light {
+        type Encode = super::pb::WatchRequest;
+        type Decode = (u64, Set);
+        type Encoder = Enc;
+        type Decoder = Dec;
+        fn encoder(&mut self) -> Enc {
+            Enc
+        }
+        fn decoder(&mut self) -> Dec {
+            Dec
+        }
+    }
+
+    impl Encoder for Enc {
+        type Item = super::pb::WatchRequest;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+            prost::Message::encode(&item, dst).map_err(|e| tonic::Status::internal(e.to_string()))
+        }
+    }
+
+    impl Decoder for Dec {
+        type Item = (u64, Set);
+        type Error = tonic::Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
+            let size = prost::bytes::Buf::remaining(src) as u64;
+            let set: Set =
+                prost::Message::decode(src).map_err(|e| tonic::Status::internal(e.to_string()))?;
+            Ok(Some((size, set)))
+        }
+    }
+
+    /// `NodeService/Watch`, read lightly.
+    pub async fn watch(
+        channel: tonic::transport::Channel,
+        request: super::pb::WatchRequest,
+    ) -> Result<tonic::codec::Streaming<(u64, Set)>, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(256 << 20);
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let path = PathAndQuery::from_static("/drover.v1.NodeService/Watch");
+        Ok(grpc
+            .server_streaming(tonic::Request::new(request), path, Light)
+            .await?
+            .into_inner())
+    }
 }
 
 fn report(id: &str, phase: pb::AllocationPhase) -> pb::AllocationReport {
@@ -251,12 +364,26 @@ pub async fn command(a: Args) -> Result<i32> {
         "scale: 3 scheduler peers, {} simulated nodes, {} jobs x {} replicas = {total} replicas",
         a.nodes, a.jobs, a.replicas_per_job
     );
+    println!(
+        "  node timeout {} ms, a heartbeat every {} ms ({:.0} a second)",
+        a.node_timeout.as_millis(),
+        a.heartbeat.as_millis(),
+        a.nodes as f64 / a.heartbeat.as_secs_f64()
+    );
+    let node_timeout = format!("{}ms", a.node_timeout.as_millis());
     let (mut peers, members) =
         // A /24 per node: the default /16 holds 256 nodes, a /8 65,536.
         crate::ha::three_peers(
             "scale",
             "150ms",
-            &["--rate-limit", "0", "--cluster-cidr", "10.0.0.0/8"],
+            &[
+                "--rate-limit",
+                "0",
+                "--cluster-cidr",
+                "10.0.0.0/8",
+                "--node-timeout",
+                &node_timeout,
+            ],
         )
         .await?;
     let addrs = peers.addrs();
@@ -296,6 +423,7 @@ pub async fn command(a: Args) -> Result<i32> {
         registered: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         first_errors: Mutex::default(),
+        joining: Arc::new(tokio::sync::Semaphore::new(JOINING_AT_ONCE)),
         probes: Mutex::default(),
     });
     let started = Instant::now();
@@ -305,13 +433,20 @@ pub async fn command(a: Args) -> Result<i32> {
         .map(|(i, ch)| tokio::spawn(agent(i, ch, seen.clone(), a.heartbeat)))
         .collect();
     while seen.registered.load(Ordering::Relaxed) < a.nodes as u64 {
-        if started.elapsed() > Duration::from_secs(120) {
-            let logs = peers.dir().display().to_string();
-            std::mem::forget(peers); // keep the logs
+        if started.elapsed()
+            > Duration::from_secs(120).max(Duration::from_millis(30) * a.nodes as u32)
+        {
+            let logs = peers.stop_keeping_logs();
+            let first = seen
+                .first_errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             bail!(
-                "only {} of {} nodes registered in 2 minutes ({} agent RPC errors); the peers' logs are in {logs}",
+                "only {} of {} nodes registered in {:.0} s ({} agent RPC errors, first of each: {first:?}); the peers' logs are in {logs}",
                 seen.registered.load(Ordering::Relaxed),
                 a.nodes,
+                started.elapsed().as_secs_f64(),
                 seen.errors.load(Ordering::Relaxed),
             );
         }
@@ -470,7 +605,9 @@ pub async fn command(a: Args) -> Result<i32> {
     seen.alive[victim].store(false, Ordering::Relaxed);
     agents[victim].abort();
     let mut moved_in = None;
-    while lost_at.elapsed() < Duration::from_secs(60) {
+    let give_up =
+        Duration::from_secs(60).max(drover_proto::fencing::replace_after(a.node_timeout) * 2);
+    while lost_at.elapsed() < give_up {
         if seen.placed.load(Ordering::Relaxed) >= before + victim_had {
             moved_in = Some(lost_at.elapsed());
             break;

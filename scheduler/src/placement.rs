@@ -79,8 +79,26 @@ pub struct Placement {
     pub reason: Option<String>,
 }
 
-/// Places `count` replicas, one after the other, each seeing the ones before.
+/// Places `count` replicas, one after the other, each seeing the ones
+/// before, on a copy of `candidates`.
 pub fn place(candidates: &[Candidate], ask: &Ask, count: u32) -> Placement {
+    place_on(&mut candidates.to_vec(), ask, count)
+}
+
+/// Places `count` replicas on `nodes`, which then count what the chosen
+/// ones take (cpu, memory, disk, the job's replicas, host ports).
+///
+/// Without `spread` a node's score changes only when it is chosen, so the
+/// nodes that fit wait in score order and each replica takes the first:
+/// O(N log N) for the call, not O(N) per replica (100 replicas of a job on
+/// 10,000 nodes compared a million nodes). With `spread`, choosing a node
+/// changes the score of every node sharing its values, so each replica
+/// looks at every node.
+pub fn place_on(nodes: &mut [Candidate], ask: &Ask, count: u32) -> Placement {
+    place_with(nodes, ask, count, ask.spread.is_empty())
+}
+
+fn place_with(nodes: &mut [Candidate], ask: &Ask, count: u32, ordered: bool) -> Placement {
     let rules = match Rules::new(ask) {
         Ok(r) => r,
         Err(why) => {
@@ -91,76 +109,188 @@ pub fn place(candidates: &[Candidate], ask: &Ask, count: u32) -> Placement {
             }
         }
     };
-    let mut nodes: Vec<Candidate> = candidates.to_vec();
     // What does not change as replicas are placed: each node's affinity
     // score and its value of each spread attribute ("" when it has none).
     let preferred: Vec<i64> = nodes
         .iter()
         .map(|n| rules.preference(&n.attributes))
         .collect();
-    let spread_values: Vec<Vec<String>> = nodes
-        .iter()
-        .map(|n| {
-            ask.spread
-                .iter()
-                .map(|s| n.attributes.get(&s.attr).cloned().unwrap_or_default())
-                .collect()
-        })
-        .collect();
-    // The job's replicas in each value of each spread attribute.
-    let mut in_value: Vec<HashMap<String, u64>> = vec![HashMap::new(); ask.spread.len()];
-    for (n, values) in nodes.iter().zip(&spread_values) {
-        for (j, v) in values.iter().enumerate() {
-            *in_value[j].entry(v.clone()).or_default() += u64::from(n.job_replicas);
-        }
-    }
     let mut chosen = Vec::new();
+    let mut picker = if ordered {
+        Picker::Ordered(Ordered::new(nodes, ask, &rules, &preferred))
+    } else {
+        Picker::Scan(Scan::new(nodes, ask))
+    };
     for _ in 0..count {
-        let key = |i: usize| {
-            let spread: u64 = ask
-                .spread
-                .iter()
-                .zip(&spread_values[i])
-                .enumerate()
-                .map(|(j, (s, v))| u64::from(s.weight) * in_value[j].get(v).copied().unwrap_or(0))
-                .sum();
-            let n = &nodes[i];
-            (spread, -preferred[i], n.job_replicas, load_permille(n))
+        let best = match &mut picker {
+            Picker::Ordered(o) => o.next(),
+            Picker::Scan(s) => s.best(nodes, ask, &rules, &preferred),
         };
-        // Each candidate's key once, not once per comparison.
-        let best = (0..nodes.len())
-            .filter(|&i| fits(&nodes[i], ask, &rules).is_ok())
-            .map(|i| (key(i), i))
-            .min_by(|(ka, a), (kb, b)| ka.cmp(kb).then_with(|| nodes[*a].name.cmp(&nodes[*b].name)))
-            .map(|(_, i)| i);
-        match best {
-            Some(i) => {
-                for (j, v) in spread_values[i].iter().enumerate() {
-                    *in_value[j].entry(v.clone()).or_default() += 1;
-                }
-                let n = &mut nodes[i];
-                n.cpu_used += ask.cpu_millis;
-                n.memory_used += ask.memory_bytes;
-                n.disk_used += ask.disk_bytes;
-                n.job_replicas += 1;
-                n.version_replicas += 1;
-                n.host_ports.extend(ask.host_ports.iter().copied());
-                chosen.push(n.name.clone());
-            }
-            None => {
-                let unplaced = count - chosen.len() as u32;
-                return Placement {
-                    nodes: chosen,
-                    unplaced,
-                    reason: Some(explain(&nodes, ask, &rules)),
-                };
-            }
+        let Some(i) = best else {
+            let unplaced = count - chosen.len() as u32;
+            return Placement {
+                nodes: chosen,
+                unplaced,
+                reason: Some(explain(nodes, ask, &rules)),
+            };
+        };
+        let n = &mut nodes[i];
+        n.cpu_used += ask.cpu_millis;
+        n.memory_used += ask.memory_bytes;
+        n.disk_used += ask.disk_bytes;
+        n.job_replicas += 1;
+        n.version_replicas += 1;
+        n.host_ports.extend(ask.host_ports.iter().copied());
+        chosen.push(n.name.clone());
+        match &mut picker {
+            Picker::Ordered(o) => o.chosen(nodes, i, ask, &rules, &preferred),
+            Picker::Scan(s) => s.chosen(i),
         }
     }
     Placement {
         nodes: chosen,
         unplaced: 0,
         reason: None,
+    }
+}
+
+/// How the next node is chosen (see [`place_on`]).
+enum Picker {
+    Ordered(Ordered),
+    Scan(Scan),
+}
+
+/// A node's place in the order without spread: the most preferred, then
+/// the fewest of the job's replicas, then the least loaded, then the name
+/// (its rank among the names); and the node.
+type Rank = (i64, u32, u64, usize, usize);
+
+/// The nodes that fit, in score order (a heap: made in O(N), and a call
+/// that places a few replicas takes only a few out).
+struct Ordered {
+    queue: std::collections::BinaryHeap<std::cmp::Reverse<Rank>>,
+    /// Each node's position in name order.
+    by_name: Vec<usize>,
+}
+
+impl Ordered {
+    fn new(nodes: &[Candidate], ask: &Ask, rules: &Rules, preferred: &[i64]) -> Ordered {
+        // The reconciler's nodes come in name order already.
+        let mut names: Vec<usize> = (0..nodes.len()).collect();
+        if !nodes.windows(2).all(|w| w[0].name <= w[1].name) {
+            names.sort_by(|a, b| nodes[*a].name.cmp(&nodes[*b].name));
+        }
+        let mut by_name = vec![0; nodes.len()];
+        for (position, i) in names.into_iter().enumerate() {
+            by_name[i] = position;
+        }
+        let mut o = Ordered {
+            queue: Default::default(),
+            by_name,
+        };
+        let fitting: Vec<_> = (0..nodes.len())
+            .filter(|&i| fits(&nodes[i], ask, rules).is_ok())
+            .map(|i| std::cmp::Reverse(o.rank(nodes, i, preferred)))
+            .collect();
+        o.queue = fitting.into();
+        o
+    }
+
+    fn rank(&self, nodes: &[Candidate], i: usize, preferred: &[i64]) -> Rank {
+        let n = &nodes[i];
+        (
+            -preferred[i],
+            n.job_replicas,
+            load_permille(n),
+            self.by_name[i],
+            i,
+        )
+    }
+
+    /// The best node, taken out of the queue until [`Ordered::chosen`].
+    fn next(&mut self) -> Option<usize> {
+        self.queue.pop().map(|r| r.0 .4)
+    }
+
+    /// Node `i` took a replica: back in the queue, where its new score
+    /// puts it, if another still fits.
+    fn chosen(
+        &mut self,
+        nodes: &[Candidate],
+        i: usize,
+        ask: &Ask,
+        rules: &Rules,
+        preferred: &[i64],
+    ) {
+        if fits(&nodes[i], ask, rules).is_ok() {
+            let r = self.rank(nodes, i, preferred);
+            self.queue.push(std::cmp::Reverse(r));
+        }
+    }
+}
+
+/// Every node looked at for each replica (with spread).
+struct Scan {
+    spread_values: Vec<Vec<String>>,
+    /// The job's replicas in each value of each spread attribute.
+    in_value: Vec<HashMap<String, u64>>,
+}
+
+impl Scan {
+    fn new(nodes: &[Candidate], ask: &Ask) -> Scan {
+        let spread_values: Vec<Vec<String>> = nodes
+            .iter()
+            .map(|n| {
+                ask.spread
+                    .iter()
+                    .map(|s| n.attributes.get(&s.attr).cloned().unwrap_or_default())
+                    .collect()
+            })
+            .collect();
+        let mut in_value: Vec<HashMap<String, u64>> = vec![HashMap::new(); ask.spread.len()];
+        for (n, values) in nodes.iter().zip(&spread_values) {
+            for (j, v) in values.iter().enumerate() {
+                *in_value[j].entry(v.clone()).or_default() += u64::from(n.job_replicas);
+            }
+        }
+        Scan {
+            spread_values,
+            in_value,
+        }
+    }
+
+    fn best(
+        &self,
+        nodes: &[Candidate],
+        ask: &Ask,
+        rules: &Rules,
+        preferred: &[i64],
+    ) -> Option<usize> {
+        let key = |i: usize| {
+            let spread: u64 = ask
+                .spread
+                .iter()
+                .zip(&self.spread_values[i])
+                .enumerate()
+                .map(|(j, (s, v))| {
+                    u64::from(s.weight) * self.in_value[j].get(v).copied().unwrap_or(0)
+                })
+                .sum();
+            let n = &nodes[i];
+            (spread, -preferred[i], n.job_replicas, load_permille(n))
+        };
+        // Each candidate's key once, not once per comparison.
+        (0..nodes.len())
+            .filter(|&i| fits(&nodes[i], ask, rules).is_ok())
+            .map(|i| (key(i), i))
+            .min_by(|(ka, a), (kb, b)| ka.cmp(kb).then_with(|| nodes[*a].name.cmp(&nodes[*b].name)))
+            .map(|(_, i)| i)
+    }
+
+    fn chosen(&mut self, i: usize) {
+        for (j, v) in self.spread_values[i].iter().enumerate() {
+            *self.in_value[j].entry(v.clone()).or_default() += 1;
+        }
     }
 }
 
@@ -853,6 +983,56 @@ mod tests {
                     prop_assert!((k + 1) * cpu > n.cpu_total || (k + 1) * (mem_mi << 20) > n.memory_total);
                 }
             }
+        }
+    }
+
+    proptest! {
+        /// Without spread, taking nodes from the score-ordered queue
+        /// chooses exactly the nodes, in the order, that looking at every
+        /// node for each replica does: with affinities, constraints,
+        /// max_per_node, replicas already placed, nodes full, down or
+        /// cordoned, and names out of order.
+        #[test]
+        fn the_ordered_queue_chooses_what_a_full_scan_does(
+            nodes in proptest::collection::vec(
+                (0u8..4, 0u32..3, 100u64..3000, 64u64..2048, 0u64..2000, 0u8..10),
+                0..12,
+            ),
+            cpu in 50u64..800,
+            max_per_node in 0u32..4,
+            prefer in 0u8..4,
+            count in 0u32..30,
+        ) {
+            let candidates: Vec<Candidate> = nodes
+                .iter()
+                .enumerate()
+                .map(|(i, (zone, existing, cpu_total, mem_mi, cpu_used, state))| {
+                    // Names out of index order, some sharing a prefix.
+                    let mut n = zoned(&format!("n{}", (i * 7) % 12), &format!("z{zone}"));
+                    n.cpu_total = *cpu_total;
+                    n.memory_total = mem_mi << 20;
+                    n.cpu_used = (*cpu_used).min(*cpu_total);
+                    n.job_replicas = *existing;
+                    n.version_replicas = *existing;
+                    n.ready = *state != 0;
+                    n.schedulable = *state != 1;
+                    n
+                })
+                .collect();
+            let ask = Ask {
+                cpu_millis: cpu,
+                max_per_node,
+                constraints: vec![constraint(r#"{"attr": "zone", "op": "!=", "value": "z3"}"#)],
+                affinities: vec![serde_json::from_str(&format!(
+                    r#"{{"attr": "zone", "op": "=", "value": "z{prefer}", "weight": 50}}"#
+                )).unwrap()],
+                ..small()
+            };
+            let (mut ordered, mut scanned) = (candidates.clone(), candidates.clone());
+            let a = place_with(&mut ordered, &ask, count, true);
+            let b = place_with(&mut scanned, &ask, count, false);
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(ordered, scanned);
         }
     }
 }

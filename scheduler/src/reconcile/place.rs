@@ -30,7 +30,7 @@ pub(super) fn place(
         (c.job_replicas, c.version_replicas) =
             per_node.get(c.name.as_str()).copied().unwrap_or((0, 0));
     }
-    let p = placement::place(candidates, &ask, count);
+    let p = placement::place_on(candidates, &ask, count);
     let taken: BTreeSet<u32> = allocations
         .iter()
         .filter(|a| {
@@ -41,15 +41,6 @@ pub(super) fn place(
     let mut free = (0u32..).filter(|i| !taken.contains(i));
     let mut placed = Vec::new();
     for node in &p.nodes {
-        let c = candidates
-            .iter_mut()
-            .find(|c| &c.name == node)
-            .expect("placement returns known nodes");
-        c.cpu_used += ask.cpu_millis;
-        c.memory_used += ask.memory_bytes;
-        c.disk_used += ask.disk_bytes;
-        c.job_replicas += 1;
-        c.version_replicas += 1;
         placed.push(NewAllocation {
             id: new_id(),
             job: job.name.clone(),

@@ -46,14 +46,14 @@ impl State {
         let subnet = if has_subnet || cluster_cidr.is_empty() {
             None
         } else {
-            let taken: Vec<&str> = self.nodes.values().map(|n| n.subnet.as_str()).collect();
-            match super::subnet::next_free(&cluster_cidr, &taken) {
+            let taken = self.nodes.values().map(|n| n.subnet.as_str());
+            match super::subnet::next_free(&cluster_cidr, taken) {
                 Some(s) => Some(s),
                 None => {
                     return CommandResult::refused(Refusal::Conflict(format!(
                         "no free /24 left in the cluster range {cluster_cidr} ({} nodes hold one): \
                          remove nodes that are gone with `drover node rm`",
-                        taken.len()
+                        self.nodes.values().filter(|n| !n.subnet.is_empty()).count()
                     )))
                 }
             }
