@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip_debug([".drover.v1.SecretData", ".drover.v1.PutSecretRequest"])
         // Maps in a stable order: labels print and hash the same everywhere.
         .btree_map(".")
+        // prost's codec, but a message may come already encoded.
+        .codec_path("crate::codec::Codec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -67,6 +67,7 @@ pub fn diff(old: &DesiredAllocations, new: &DesiredAllocations) -> DesiredAlloca
         endpoints_removed,
         replicas_added,
         replicas_removed,
+        pre_encoded: Vec::new(),
     }
 }
 

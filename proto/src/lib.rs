@@ -7,6 +7,7 @@
 //! before a daemon runs on it.
 #![deny(unsafe_code)]
 
+pub mod codec;
 pub mod desired;
 pub mod fencing;
 pub mod format;

@@ -51,9 +51,8 @@ pub struct DesiredView {
     /// The parts every node shares: the same `Arc` as the view before
     /// when they did not change, so a stream sees that at a glance.
     shared: Arc<Shared>,
-    /// The last change of the shared parts: the parts before it, and the
-    /// delta from them to these, computed once for every stream.
-    shared_delta: Option<(Arc<Shared>, Arc<pb::DesiredAllocations>)>,
+    /// The last change of the shared parts, computed once for every stream.
+    shared_delta: Option<Arc<SharedDelta>>,
     /// Each node's allocations to run and to stop (the `Arc` of the view
     /// before when they did not change).
     own: HashMap<String, Arc<Own>>,
@@ -75,6 +74,37 @@ impl Shared {
             names: self.names.clone(),
             routes: self.routes.clone(),
             ..Default::default()
+        }
+    }
+}
+
+/// The change from one view's shared parts to the next.
+#[derive(Debug)]
+struct SharedDelta {
+    /// The parts it applies to.
+    before: Arc<Shared>,
+    delta: pb::DesiredAllocations,
+    /// `delta` encoded: what most streams send of it.
+    encoded: Vec<u8>,
+    /// Nodes whose own route it adds or removes: their streams leave that
+    /// out, so they send a copy of `delta` without it.
+    route_nodes: std::collections::HashSet<String>,
+}
+
+impl SharedDelta {
+    fn new(before: Arc<Shared>, delta: pb::DesiredAllocations) -> SharedDelta {
+        use prost::Message;
+        let route_nodes = delta
+            .routes
+            .iter()
+            .map(|r| r.node.clone())
+            .chain(delta.routes_removed.iter().cloned())
+            .collect();
+        SharedDelta {
+            before,
+            encoded: delta.encode_to_vec(),
+            delta,
+            route_nodes,
         }
     }
 }
@@ -163,7 +193,8 @@ impl DesiredView {
             Some(p) if *p.shared == shared => (p.shared.clone(), p.shared_delta.clone()),
             Some(p) => {
                 let delta = drover_proto::desired::diff(&p.shared.as_set(), &shared.as_set());
-                (Arc::new(shared), Some((p.shared.clone(), Arc::new(delta))))
+                let delta = SharedDelta::new(p.shared.clone(), delta);
+                (Arc::new(shared), Some(Arc::new(delta)))
             }
             None => (Arc::new(shared), None),
         };
@@ -219,11 +250,21 @@ impl DesiredView {
             last.own = own;
             return Some(self.for_node(node));
         }
+        // The shared parts' change as encoded once for every stream, when
+        // this one can send it as it is.
+        let mut pre_encoded: Option<&[u8]> = None;
         let mut message = if shared_same {
             pb::DesiredAllocations::default()
         } else {
             let mut d = match &self.shared_delta {
-                Some((before, d)) if Arc::ptr_eq(before, &last.shared) => (**d).clone(),
+                Some(sd) if Arc::ptr_eq(&sd.before, &last.shared) => {
+                    if !sd.route_nodes.contains(node) {
+                        pre_encoded = Some(&sd.encoded);
+                        pb::DesiredAllocations::default()
+                    } else {
+                        sd.delta.clone()
+                    }
+                }
                 _ => drover_proto::desired::diff(&last.shared.as_set(), &self.shared.as_set()),
             };
             // A node's set has no route to itself.
@@ -253,7 +294,12 @@ impl DesiredView {
         last.own = own;
         message.index = self.index;
         message.delta = true;
-        (!drover_proto::desired::is_empty(&message)).then_some(message)
+        match pre_encoded {
+            // Not empty: the shared parts changed, and not only in this
+            // node's route.
+            Some(shared) => Some(drover_proto::codec::joined(shared, &message)),
+            None => (!drover_proto::desired::is_empty(&message)).then_some(message),
+        }
     }
 
     /// The set desired on `node`.
@@ -641,11 +687,15 @@ mod tests {
             }),
             None,
         ];
+        // Deltas of the shared parts sent as encoded once for all streams.
+        let mut pre_encoded = 0;
         for (i, cmd) in cmds.into_iter().enumerate() {
             let view = step(&mut s, cmd);
             let whole_set = view.for_node("n1");
             match view.next_for("n1", &mut every, true) {
                 Some(d) => {
+                    pre_encoded += usize::from(!d.pre_encoded.is_empty());
+                    let d = drover_proto::codec::as_received(d).unwrap();
                     assert!(d.delta);
                     drover_proto::desired::merge(&mut n1, d);
                 }
@@ -668,6 +718,7 @@ mod tests {
             // A stream that sees every other view only.
             if i % 2 == 1 {
                 if let Some(d) = view.next_for("n1", &mut some, true) {
+                    let d = drover_proto::codec::as_received(d).unwrap();
                     drover_proto::desired::merge(&mut n1_missing, d);
                 }
                 assert_eq!(n1_missing.routes, whole_set.routes, "step {i}");
@@ -681,6 +732,7 @@ mod tests {
         }
         assert!(n1.routes.iter().all(|r| r.node != "n1" && r.node != "n3"));
         assert_eq!(n1.routes.len(), 1);
+        assert!(pre_encoded >= 2, "{pre_encoded} deltas went pre-encoded");
         // Nothing changed: nothing sent.
         let again = step(&mut s, None);
         assert!(again.next_for("n1", &mut every, true).is_none());
