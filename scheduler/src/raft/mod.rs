@@ -74,6 +74,8 @@ pub enum Error {
     },
     #[error("opening raft storage: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("starting raft's runtime: {0}")]
+    Runtime(std::io::Error),
     #[error(transparent)]
     Format(#[from] drover_proto::format::FormatError),
 }
@@ -188,6 +190,54 @@ pub struct RaftHandle {
     /// The index of the last applied log entry; changes after every applied
     /// batch and snapshot install.
     pub applied: watch::Receiver<u64>,
+    /// Where Raft's tasks run (see [`RaftRuntime`]).
+    pub runtime: Arc<RaftRuntime>,
+}
+
+/// A runtime of its own for Raft: the core, replication to each peer, the
+/// RPCs it sends, and the server of the RPCs peers send it.
+///
+/// On the API's runtime a heartbeat waited in line behind whatever else
+/// was ready to run: when a burst of new replicas woke a thousand watch
+/// streams at once, appends missed their deadline and followers stood for
+/// election, and with ten thousand agents registering the cluster went
+/// without a leader for seconds at a time. Here Raft has a thread of its
+/// own, which the operating system runs as soon as it has work however
+/// busy the other threads are.
+pub struct RaftRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl RaftRuntime {
+    fn start() -> Result<RaftRuntime, Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("raft")
+            .enable_all()
+            .build()
+            .map_err(Error::Runtime)?;
+        Ok(RaftRuntime {
+            runtime: Some(runtime),
+        })
+    }
+
+    /// A handle to spawn on it.
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.runtime
+            .as_ref()
+            .expect("present until dropped")
+            .handle()
+            .clone()
+    }
+}
+
+impl Drop for RaftRuntime {
+    fn drop(&mut self) {
+        // Dropped from async code as often as not: do not wait for it.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl RaftHandle {
@@ -241,12 +291,18 @@ pub async fn open(id: NodeId, dir: &Path, options: RaftOptions) -> Result<RaftHa
     })
     .await??;
     let network = Network::new(id, options.tls.clone());
-    let raft = Raft::new(id, config, network, log_store, state_machine).await?;
+    // Started there, Raft spawns every task of its own there.
+    let runtime = Arc::new(RaftRuntime::start()?);
+    let raft = runtime
+        .handle()
+        .spawn(Raft::new(id, config, network, log_store, state_machine))
+        .await??;
     Ok(RaftHandle {
         id,
         raft,
         state,
         applied,
+        runtime,
     })
 }
 

@@ -53,6 +53,11 @@ pub struct DesiredView {
     shared: Arc<Shared>,
     /// The last change of the shared parts, computed once for every stream.
     shared_delta: Option<Arc<SharedDelta>>,
+    /// Deltas to these shared parts from older ones, for streams that
+    /// missed views (a slow agent, a burst): made once for every stream
+    /// that last sent the same parts, not once per stream (each is a copy
+    /// and a comparison of every name and route).
+    from_older: std::sync::Mutex<Vec<Arc<SharedDelta>>>,
     /// Each node's allocations to run and to stop (the `Arc` of the view
     /// before when they did not change).
     own: HashMap<String, Arc<Own>>,
@@ -212,6 +217,7 @@ impl DesiredView {
             index: state.last_index,
             shared,
             shared_delta,
+            from_older: Default::default(),
             own,
         }
     }
@@ -252,20 +258,19 @@ impl DesiredView {
         }
         // The shared parts' change as encoded once for every stream, when
         // this one can send it as it is.
-        let mut pre_encoded: Option<&[u8]> = None;
+        let mut pre_encoded: Option<Arc<SharedDelta>> = None;
         let mut message = if shared_same {
             pb::DesiredAllocations::default()
         } else {
-            let mut d = match &self.shared_delta {
-                Some(sd) if Arc::ptr_eq(&sd.before, &last.shared) => {
-                    if !sd.route_nodes.contains(node) {
-                        pre_encoded = Some(&sd.encoded);
-                        pb::DesiredAllocations::default()
-                    } else {
-                        sd.delta.clone()
-                    }
-                }
-                _ => drover_proto::desired::diff(&last.shared.as_set(), &self.shared.as_set()),
+            let sd = match &self.shared_delta {
+                Some(sd) if Arc::ptr_eq(&sd.before, &last.shared) => sd.clone(),
+                _ => self.delta_from(&last.shared),
+            };
+            let mut d = if !sd.route_nodes.contains(node) {
+                pre_encoded = Some(sd);
+                pb::DesiredAllocations::default()
+            } else {
+                sd.delta.clone()
             };
             // A node's set has no route to itself.
             d.routes.retain(|r| r.node != node);
@@ -297,9 +302,22 @@ impl DesiredView {
         match pre_encoded {
             // Not empty: the shared parts changed, and not only in this
             // node's route.
-            Some(shared) => Some(drover_proto::codec::joined(shared, &message)),
+            Some(shared) => Some(drover_proto::codec::joined(&shared.encoded, &message)),
             None => (!drover_proto::desired::is_empty(&message)).then_some(message),
         }
+    }
+
+    /// The delta from `older` shared parts to these, made by the first
+    /// stream that needs it and kept for the others.
+    fn delta_from(&self, older: &Arc<Shared>) -> Arc<SharedDelta> {
+        let mut made = self.from_older.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = made.iter().find(|d| Arc::ptr_eq(&d.before, older)) {
+            return d.clone();
+        }
+        let delta = drover_proto::desired::diff(&older.as_set(), &self.shared.as_set());
+        let d = Arc::new(SharedDelta::new(older.clone(), delta));
+        made.push(d.clone());
+        d
     }
 
     /// The set desired on `node`.

@@ -81,6 +81,46 @@ pub struct Scheduler {
     tasks: Vec<JoinHandle<()>>,
     /// Why Raft stopped, once it has (see `cluster::lease`).
     fatal: tokio::sync::watch::Receiver<Option<String>>,
+    /// Kept for as long as the peer serves.
+    _raft_runtime: std::sync::Arc<raft::RaftRuntime>,
+}
+
+/// Connections from the other scheduler peers (known by their
+/// certificates), apart from everyone else's: Raft's RPCs and forwarded
+/// writes are served on Raft's own runtime, so no burst of agents' or
+/// clients' calls delays them. Without TLS nobody can be told apart, and
+/// every connection is served with the others.
+fn split_peers(
+    incoming: tokio_stream::wrappers::ReceiverStream<
+        std::io::Result<drover_proto::pki::tls::ServerConn>,
+    >,
+) -> (
+    tokio_stream::wrappers::ReceiverStream<std::io::Result<drover_proto::pki::tls::ServerConn>>,
+    tokio_stream::wrappers::ReceiverStream<std::io::Result<drover_proto::pki::tls::ServerConn>>,
+) {
+    use tokio_stream::StreamExt;
+    use tonic::transport::server::Connected;
+    let (others_tx, others) = tokio::sync::mpsc::channel(64);
+    let (peers_tx, peers) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut incoming = incoming;
+        while let Some(conn) = incoming.next().await {
+            let from_peer = matches!(
+                &conn,
+                Ok(c) if matches!(c.connect_info().identity, Some(drover_proto::pki::Identity::Scheduler(_)))
+            );
+            let to = if from_peer { &peers_tx } else { &others_tx };
+            // One server stopped (at shutdown): the other may still serve.
+            let _ = to.send(conn).await;
+            if peers_tx.is_closed() && others_tx.is_closed() {
+                return;
+            }
+        }
+    });
+    (
+        tokio_stream::wrappers::ReceiverStream::new(others),
+        tokio_stream::wrappers::ReceiverStream::new(peers),
+    )
 }
 
 impl Scheduler {
@@ -192,67 +232,92 @@ impl Scheduler {
                 }
             }));
         }
+        let desired = fanout::start(peer.clone(), secrets.clone());
         // Outermost first: the rate limit, then who may call what, and
-        // only then the services.
-        let router = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(crate::KEEPALIVE))
-            .http2_keepalive_timeout(Some(crate::KEEPALIVE))
-            .http2_max_header_list_size(64 << 10)
-            .timeout(REQUEST_TIMEOUT)
-            .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
-            .layer(tower::util::option_layer(rate_limit.map(gate::GateLayer)))
-            .layer(tower::util::option_layer(
-                config
-                    .pki
-                    .as_ref()
-                    .map(|_| gate::GateLayer(auth::Authorize)),
-            ))
-            .add_optional_service(config.pki.as_ref().map(|p| {
-                pb::join_server::JoinServer::new(join_api::JoinApi {
-                    authority: p.authority.clone(),
-                    cert_ttl: p.cert_ttl,
+        // only then the services. Built twice: one serves the other peers
+        // on Raft's runtime, one everyone else.
+        let router = || {
+            tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(crate::KEEPALIVE))
+                .http2_keepalive_timeout(Some(crate::KEEPALIVE))
+                .http2_max_header_list_size(64 << 10)
+                .timeout(REQUEST_TIMEOUT)
+                .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+                .layer(tower::util::option_layer(
+                    rate_limit.clone().map(gate::GateLayer),
+                ))
+                .layer(tower::util::option_layer(
+                    config
+                        .pki
+                        .as_ref()
+                        .map(|_| gate::GateLayer(auth::Authorize)),
+                ))
+                .add_optional_service(config.pki.as_ref().map(|p| {
+                    pb::join_server::JoinServer::new(join_api::JoinApi {
+                        authority: p.authority.clone(),
+                        cert_ttl: p.cert_ttl,
+                        peer: peer.clone(),
+                        secrets: secrets.clone(),
+                    })
+                }))
+                .add_service(
+                    pb::drover_server::DroverServer::new(client_api::ClientApi {
+                        peer: peer.clone(),
+                        signer: config.pki.as_ref().map(|p| p.tls.clone()),
+                        secrets: secrets.clone(),
+                    })
+                    .max_decoding_message_size(MAX_CLIENT_REQUEST),
+                )
+                .add_service(pb::acl_server::AclServer::new(acl_api::AclApi {
                     peer: peer.clone(),
-                    secrets: secrets.clone(),
-                })
-            }))
-            .add_service(
-                pb::drover_server::DroverServer::new(client_api::ClientApi {
-                    peer: peer.clone(),
-                    signer: config.pki.as_ref().map(|p| p.tls.clone()),
-                    secrets: secrets.clone(),
-                })
-                .max_decoding_message_size(MAX_CLIENT_REQUEST),
-            )
-            .add_service(pb::acl_server::AclServer::new(acl_api::AclApi {
-                peer: peer.clone(),
-            }))
-            .add_service(pb::node_service_server::NodeServiceServer::new(
-                node_api::NodeApi {
-                    peer: peer.clone(),
-                    liveness: liveness.clone(),
-                    node_timeout: config.node_timeout,
-                    cluster_cidr: config.cluster_cidr.clone(),
-                    authority: authority.clone(),
-                    secrets: secrets.clone(),
-                    desired: fanout::start(peer.clone(), secrets.clone()),
-                },
-            ))
-            .add_service(
-                pb::raft_service_server::RaftServiceServer::new(raft_svc)
+                }))
+                .add_service(pb::node_service_server::NodeServiceServer::new(
+                    node_api::NodeApi {
+                        peer: peer.clone(),
+                        liveness: liveness.clone(),
+                        node_timeout: config.node_timeout,
+                        cluster_cidr: config.cluster_cidr.clone(),
+                        authority: authority.clone(),
+                        secrets: secrets.clone(),
+                        desired: desired.clone(),
+                    },
+                ))
+                .add_service(
+                    pb::raft_service_server::RaftServiceServer::new(raft_svc.clone())
+                        .max_decoding_message_size(max),
+                )
+                .add_service(
+                    // A forwarded command may be a whole restored snapshot.
+                    pb::cluster_server::ClusterServer::new(cluster_api::ClusterApi {
+                        peer: peer.clone(),
+                        authority: authority.clone(),
+                        liveness: liveness.clone(),
+                        secrets: secrets.clone(),
+                    })
                     .max_decoding_message_size(max),
-            )
-            .add_service(
-                // A forwarded command may be a whole restored snapshot.
-                pb::cluster_server::ClusterServer::new(cluster_api::ClusterApi {
-                    peer: peer.clone(),
-                    authority,
-                    liveness: liveness.clone(),
-                    secrets,
-                })
-                .max_decoding_message_size(max),
-            );
+                )
+        };
         let mut stop_rx = stop.subscribe();
-        let incoming = tls::incoming(listener, &security);
+        let (incoming, from_peers) = split_peers(tls::incoming(listener, &security));
+        {
+            let router = router();
+            let mut stop_rx = stop.subscribe();
+            let raft_runtime = handle.runtime.handle();
+            tasks.push(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stop_rx.recv().await;
+                };
+                let served =
+                    raft_runtime.spawn(router.serve_with_incoming_shutdown(from_peers, shutdown));
+                match served.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "peer api server failed"),
+                    // Raft's runtime shut down under it.
+                    Err(e) => tracing::debug!(error = %e, "peer api server stopped"),
+                }
+            }));
+        }
+        let router = router();
         if let Some(p) = &config.pki {
             tasks.push(tokio::spawn(p.clone().keep_renewed(stop.subscribe())));
             tasks.push(tokio::spawn(follow_ca(
@@ -297,6 +362,7 @@ impl Scheduler {
             stop,
             tasks,
             fatal,
+            _raft_runtime: handle.runtime.clone(),
         })
     }
 
