@@ -372,12 +372,39 @@ pub fn incoming(
     listener: TcpListener,
     security: &Security,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<ServerConn>> {
+    accepting(listener, security, None)
+}
+
+/// [`incoming`], but the connections' sockets wait for the network on the
+/// runtime `sockets` (its threads see a socket ready even while the
+/// caller's are all busy); the handshakes' cpu is spent on the caller's.
+pub fn incoming_on(
+    listener: TcpListener,
+    security: &Security,
+    sockets: &tokio::runtime::Handle,
+) -> std::io::Result<tokio_stream::wrappers::ReceiverStream<std::io::Result<ServerConn>>> {
+    let listener = listener.into_std()?;
+    // A socket accepted there is registered there.
+    let listener = {
+        let _there = sockets.enter();
+        TcpListener::from_std(listener)?
+    };
+    Ok(accepting(listener, security, Some(sockets)))
+}
+
+fn accepting(
+    listener: TcpListener,
+    security: &Security,
+    sockets: Option<&tokio::runtime::Handle>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<ServerConn>> {
     let live = match security {
         Security::Tls(live) => Some(live.clone()),
         Security::Plaintext => None,
     };
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
+    let here = tokio::runtime::Handle::current();
+    let accept = sockets.unwrap_or(&here).clone();
+    accept.spawn(async move {
         loop {
             let (tcp, addr) = tokio::select! {
                 r = listener.accept() => match r {
@@ -406,7 +433,7 @@ pub fn incoming(
                 continue;
             };
             let tx = tx.clone();
-            tokio::spawn(async move {
+            here.spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
                 {
                     Ok(Ok(s)) => s,

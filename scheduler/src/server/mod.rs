@@ -298,7 +298,17 @@ impl Scheduler {
                 )
         };
         let mut stop_rx = stop.subscribe();
-        let (incoming, from_peers) = split_peers(tls::incoming(listener, &security));
+        // Sockets wait for the network on Raft's runtime, whose threads are
+        // seldom busy: a peer's append is seen at once however many agents'
+        // calls the API's threads have in hand.
+        let incoming =
+            tls::incoming_on(listener, &security, &handle.runtime.handle()).map_err(|source| {
+                ServerError::Listen {
+                    addr: config.listen,
+                    source,
+                }
+            })?;
+        let (incoming, from_peers) = split_peers(incoming);
         {
             let router = router();
             let mut stop_rx = stop.subscribe();
