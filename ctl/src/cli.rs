@@ -147,6 +147,24 @@ pub enum Command {
     /// ~/.config/drover/config.yaml, like kubeconfig's.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Print the shell completion script for drover: its commands, their
+    /// flags and the values flags take.
+    ///
+    /// Examples:
+    ///   drover completion bash > /etc/bash_completion.d/drover
+    ///   drover completion zsh > "${fpath[1]}/_drover"
+    ///   drover completion fish > ~/.config/fish/completions/drover.fish
+    #[command(verbatim_doc_comment)]
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The completion script of `drover` for `shell`.
+pub fn completion(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "drover", out);
 }
 
 #[derive(Subcommand, Debug)]
@@ -808,4 +826,42 @@ pub struct DevArgs {
     /// certificates), then exit. Refused while a drover dev runs on it.
     #[arg(long)]
     pub cleanup: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_scripts_know_the_commands_and_their_flags() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            completion(shell, &mut out);
+            let script = String::from_utf8(out).unwrap();
+            for word in [
+                "drover",
+                "job",
+                "rollback",
+                "alloc",
+                "--insecure-plaintext",
+                "completion",
+            ] {
+                assert!(script.contains(word), "{shell}: no {word} in the script");
+            }
+        }
+        let mut out = Vec::new();
+        completion(clap_complete::Shell::Bash, &mut out);
+        assert!(String::from_utf8(out).unwrap().contains("complete -F"));
+    }
+
+    #[test]
+    fn an_unknown_shell_is_refused_with_the_ones_there_are() {
+        let e = Cli::try_parse_from(["drover", "completion", "tcsh"]).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("tcsh") && text.contains("bash"), "{text}");
+    }
 }

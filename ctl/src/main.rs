@@ -27,7 +27,7 @@ async fn run() {
     // `drover doctor` needs no cluster; it must work where nothing else does.
     let is_config = matches!(
         cli.command,
-        cli::Command::Config(_) | cli::Command::Doctor(_)
+        cli::Command::Config(_) | cli::Command::Doctor(_) | cli::Command::Completion { .. }
     );
     let picked = config::Config::load(&config::path()).and_then(|c| {
         if is_config {

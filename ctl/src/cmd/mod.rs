@@ -26,6 +26,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
     if let Command::Doctor(a) = cli.command {
         return doctor::run(a);
     }
+    if let Command::Completion { shell } = cli.command {
+        crate::cli::completion(shell, &mut std::io::stdout());
+        return Ok(0);
+    }
     if let Command::Operator(crate::cli::OperatorCmd::Snapshot(
         crate::cli::SnapshotCmd::Inspect { file, output },
     )) = &cli.command
@@ -49,7 +53,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Cluster(c) => cluster::run(&addr, c).await,
         Command::Acl(c) => acl::run(&addr, c).await,
         Command::Operator(c) => operator::run(&addr, c).await,
-        Command::Config(_) | Command::Doctor(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::Doctor(_) | Command::Completion { .. } => {
+            unreachable!("handled above")
+        }
         Command::Bench { args } => bench(&addr, cli.context.as_deref(), &cli.credentials, &args),
     }
 }
