@@ -90,8 +90,8 @@ pub fn place(candidates: &[Candidate], ask: &Ask, count: u32) -> Placement {
 ///
 /// Without `spread` a node's score changes only when it is chosen, so the
 /// nodes that fit wait in score order and each replica takes the first:
-/// O(N log N) for the call, not O(N) per replica (100 replicas of a job on
-/// 10,000 nodes compared a million nodes). With `spread`, choosing a node
+/// O(N + count log N) for the call, not O(N) per replica (100 replicas of a
+/// job on 10,000 nodes compared a million nodes). With `spread`, choosing a node
 /// changes the score of every node sharing its values, so each replica
 /// looks at every node.
 pub fn place_on(nodes: &mut [Candidate], ask: &Ask, count: u32) -> Placement {
@@ -110,7 +110,7 @@ fn place_with(nodes: &mut [Candidate], ask: &Ask, count: u32, ordered: bool) -> 
         }
     };
     // What does not change as replicas are placed: each node's affinity
-    // score and its value of each spread attribute ("" when it has none).
+    // score.
     let preferred: Vec<i64> = nodes
         .iter()
         .map(|n| rules.preference(&n.attributes))
@@ -231,6 +231,7 @@ impl Ordered {
 
 /// Every node looked at for each replica (with spread).
 struct Scan {
+    /// Each node's value of each spread attribute ("" when it has none).
     spread_values: Vec<Vec<String>>,
     /// The job's replicas in each value of each spread attribute.
     in_value: Vec<HashMap<String, u64>>,

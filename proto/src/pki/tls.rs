@@ -365,13 +365,13 @@ macro_rules! delegate_io {
 
 delegate_io!(ServerConn, Plain, Tls);
 
+/// Accepted connections, as tonic's `serve_with_incoming` takes them.
+pub type Incoming = tokio_stream::wrappers::ReceiverStream<std::io::Result<ServerConn>>;
+
 /// Accepts connections on `listener` for tonic's `serve_with_incoming`:
 /// TLS handshakes run concurrently, each bounded by [`HANDSHAKE_TIMEOUT`];
 /// a failed one is logged (with the peer's address and why) and dropped.
-pub fn incoming(
-    listener: TcpListener,
-    security: &Security,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<ServerConn>> {
+pub fn incoming(listener: TcpListener, security: &Security) -> Incoming {
     accepting(listener, security, None)
 }
 
@@ -382,7 +382,7 @@ pub fn incoming_on(
     listener: TcpListener,
     security: &Security,
     sockets: &tokio::runtime::Handle,
-) -> std::io::Result<tokio_stream::wrappers::ReceiverStream<std::io::Result<ServerConn>>> {
+) -> std::io::Result<Incoming> {
     let listener = listener.into_std()?;
     // A socket accepted there is registered there.
     let listener = {
@@ -396,7 +396,7 @@ fn accepting(
     listener: TcpListener,
     security: &Security,
     sockets: Option<&tokio::runtime::Handle>,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<ServerConn>> {
+) -> Incoming {
     let live = match security {
         Security::Tls(live) => Some(live.clone()),
         Security::Plaintext => None,

@@ -262,10 +262,7 @@ impl DesiredView {
         let mut message = if shared_same {
             pb::DesiredAllocations::default()
         } else {
-            let sd = match &self.shared_delta {
-                Some(sd) if Arc::ptr_eq(&sd.before, &last.shared) => sd.clone(),
-                _ => self.delta_from(&last.shared),
-            };
+            let sd = self.delta_from(&last.shared);
             let mut d = if !sd.route_nodes.contains(node) {
                 pre_encoded = Some(sd);
                 pb::DesiredAllocations::default()
@@ -307,9 +304,17 @@ impl DesiredView {
         }
     }
 
-    /// The delta from `older` shared parts to these, made by the first
-    /// stream that needs it and kept for the others.
+    /// The delta from `older` shared parts to these: the one made with the
+    /// view, or one made by the first stream that missed the same views and
+    /// kept for the others.
     fn delta_from(&self, older: &Arc<Shared>) -> Arc<SharedDelta> {
+        if let Some(d) = self
+            .shared_delta
+            .as_ref()
+            .filter(|d| Arc::ptr_eq(&d.before, older))
+        {
+            return d.clone();
+        }
         let mut made = self.from_older.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = made.iter().find(|d| Arc::ptr_eq(&d.before, older)) {
             return d.clone();

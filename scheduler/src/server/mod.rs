@@ -91,12 +91,10 @@ pub struct Scheduler {
 /// clients' calls delays them. Without TLS nobody can be told apart, and
 /// every connection is served with the others.
 fn split_peers(
-    incoming: tokio_stream::wrappers::ReceiverStream<
-        std::io::Result<drover_proto::pki::tls::ServerConn>,
-    >,
+    incoming: drover_proto::pki::tls::Incoming,
 ) -> (
-    tokio_stream::wrappers::ReceiverStream<std::io::Result<drover_proto::pki::tls::ServerConn>>,
-    tokio_stream::wrappers::ReceiverStream<std::io::Result<drover_proto::pki::tls::ServerConn>>,
+    drover_proto::pki::tls::Incoming,
+    drover_proto::pki::tls::Incoming,
 ) {
     use tokio_stream::StreamExt;
     use tonic::transport::server::Connected;
