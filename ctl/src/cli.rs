@@ -85,6 +85,23 @@ pub enum Command {
     ///   drover logs web --tail 20
     #[command(verbatim_doc_comment)]
     Logs(LogsArgs),
+    /// What the cluster did: jobs submitted, rollouts started and ended,
+    /// replicas placed, started, healthy, restarted, stopped, lost; nodes
+    /// registered, down, cordoned; leaders elected and peers added.
+    ///
+    /// Without --since it prints the events the peer keeps (with -f, only
+    /// new ones, as they are applied). Every event has its place in the
+    /// log, INDEX.SEQ: with -f a lost connection resumes after the last
+    /// event printed, at whichever peer answers, missing and repeating
+    /// nothing. Any peer serves events, a follower those it has applied.
+    ///
+    /// Examples:
+    ///   drover events -f                          # follow everything
+    ///   drover events --job web --topic rollout,alloc
+    ///   drover events --since 10m -o json         # the last ten minutes, as JSON lines
+    ///   drover events -f --since 1234             # from log index 1234 on
+    #[command(verbatim_doc_comment)]
+    Events(EventsArgs),
     /// Run a command inside a running allocation (its namespaces, cgroup,
     /// root, capabilities and seccomp filter); exits with the command's code.
     ///
@@ -771,6 +788,26 @@ pub struct LogsArgs {
     /// Only the last N lines (of each allocation).
     #[arg(long)]
     pub tail: Option<i64>,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Keep printing new events as they happen.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only these topics (comma-separated).
+    #[arg(long = "topic", value_delimiter = ',', value_parser = ["job", "rollout", "alloc", "node", "cluster"])]
+    pub topics: Vec<String>,
+    /// Only this job's events (its job, rollout and allocation events).
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Start at a log index (`1234`, or `1234.2` for that entry's events
+    /// from the third on) or this long ago (`10m`, `1h`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Output: lines for people, or one JSON (or YAML) document per event.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+    pub output: Format,
 }
 
 #[derive(Args, Debug)]

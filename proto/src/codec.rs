@@ -9,8 +9,12 @@
 //! sends those bytes followed by its node's own part: protobuf reads two
 //! encodings one after the other as one message whose lists hold both
 //! (`DesiredAllocations.pre_encoded`).
+//!
+//! Events fan out the same way: each is encoded once when applied, and a
+//! subscriber's batch is those encodings one after another
+//! (`EventBatch.pre_encoded`).
 
-use crate::pb::DesiredAllocations;
+use crate::pb::{DesiredAllocations, EventBatch};
 use prost::bytes::BufMut;
 use prost::Message;
 use std::any::Any;
@@ -18,8 +22,8 @@ use std::marker::PhantomData;
 use tonic::codec::{DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
-/// prost's codec, but for a [`DesiredAllocations`] with `pre_encoded` set,
-/// which goes as those bytes.
+/// prost's codec, but for a [`DesiredAllocations`] or an [`EventBatch`]
+/// with `pre_encoded` set, which goes as those bytes.
 #[derive(Debug, Clone)]
 pub struct Codec<T, U>(PhantomData<(T, U)>);
 
@@ -56,11 +60,18 @@ impl<T: Message + 'static> Encoder for Encode<T> {
     type Error = Status;
 
     fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        if let Some(set) = (&item as &dyn Any).downcast_ref::<DesiredAllocations>() {
-            if !set.pre_encoded.is_empty() {
-                buf.put_slice(&set.pre_encoded);
-                return Ok(());
-            }
+        let any = &item as &dyn Any;
+        let pre_encoded = match (
+            any.downcast_ref::<DesiredAllocations>(),
+            any.downcast_ref::<EventBatch>(),
+        ) {
+            (Some(set), _) => set.pre_encoded.as_slice(),
+            (_, Some(batch)) => batch.pre_encoded.as_slice(),
+            _ => &[],
+        };
+        if !pre_encoded.is_empty() {
+            buf.put_slice(pre_encoded);
+            return Ok(());
         }
         item.encode(buf)
             .map_err(|e| Status::internal(format!("encoding a message: {e}")))

@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod cluster;
 pub mod controller;
+pub mod events;
 pub mod pki;
 pub mod placement;
 pub mod raft;

@@ -7,6 +7,7 @@ mod config;
 #[cfg(feature = "dev")]
 mod dev;
 pub mod doctor;
+mod events;
 mod exec;
 pub mod job;
 mod logs;
@@ -47,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Secret(c) => secret::run(&addr, "secret", c).await,
         Command::Configmap(c) => secret::run(&addr, "config", c).await,
         Command::Logs(a) => logs::run(&addr, a).await,
+        Command::Events(a) => events::run(&addr, a).await,
         Command::Exec(a) => exec::run(&addr, a).await,
         #[cfg(feature = "dev")]
         Command::Dev(a) => dev::run(a).await,

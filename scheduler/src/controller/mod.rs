@@ -243,11 +243,20 @@ impl Controller {
         }
         for (job, reason) in plan.pending {
             self.peer
-                .write(Command::SetPendingReason { job, reason })
+                .write(Command::SetPendingReason {
+                    job,
+                    reason,
+                    at_ms: now_ms(),
+                })
                 .await?;
         }
         for name in plan.purge {
-            self.peer.write(Command::PurgeJob { name }).await?;
+            self.peer
+                .write(Command::PurgeJob {
+                    name,
+                    at_ms: now_ms(),
+                })
+                .await?;
         }
         for (job, rollout) in plan.rollouts {
             if rollout.state.is_done() {

@@ -141,6 +141,8 @@ pub struct RaftOptions {
     /// How this peer dials its peers (TLS with its certificate, in a
     /// secured cluster).
     pub tls: drover_proto::pki::tls::ClientTls,
+    /// How many events (see `crate::events`) the peer keeps for subscribers.
+    pub events_kept: usize,
 }
 
 impl Default for RaftOptions {
@@ -153,6 +155,7 @@ impl Default for RaftOptions {
             snapshot_every: 1000,
             keep_after_snapshot: 100,
             tls: Default::default(),
+            events_kept: crate::events::KEPT,
         }
     }
 }
@@ -192,6 +195,8 @@ pub struct RaftHandle {
     pub applied: watch::Receiver<u64>,
     /// Where Raft's tasks run (see [`RaftRuntime`]).
     pub runtime: Arc<RaftRuntime>,
+    /// What applied entries did, for subscribers (see `crate::events`).
+    pub events: Arc<crate::events::EventHub>,
 }
 
 /// A runtime of its own for Raft: the core, replication to each peer, the
@@ -266,6 +271,8 @@ pub async fn open(id: NodeId, dir: &Path, options: RaftOptions) -> Result<RaftHa
     let state = Arc::new(RwLock::new(State::default()));
     let (applied_tx, applied) = watch::channel(0);
     let sm_state = state.clone();
+    let events = crate::events::EventHub::new(options.events_kept);
+    let hub = events.clone();
     // Opening redb and reading the snapshot are blocking file I/O.
     let (log_store, state_machine) = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir).map_err(|source| Error::Dir {
@@ -286,7 +293,7 @@ pub async fn open(id: NodeId, dir: &Path, options: RaftOptions) -> Result<RaftHa
         // Before reading anything: a newer release's directory is refused.
         drover_proto::format::check_and_record(&dir, DATA_FORMAT, DATA_VERSION, &program())?;
         let log_store = LogStore::open(&dir.join("raft.redb"))?;
-        let sm = StateMachine::open(&dir.join("snapshots"), sm_state, applied_tx)?;
+        let sm = StateMachine::open(&dir.join("snapshots"), sm_state, applied_tx)?.with_events(hub);
         Ok::<_, Error>((log_store, sm))
     })
     .await??;
@@ -303,6 +310,7 @@ pub async fn open(id: NodeId, dir: &Path, options: RaftOptions) -> Result<RaftHa
         state,
         applied,
         runtime,
+        events,
     })
 }
 

@@ -5,6 +5,9 @@
 //! (`Arc<RwLock<State>>`), remembers the last applied log id and membership,
 //! and announces the applied index on a `watch` channel so controllers and
 //! agent watchers wake up exactly when there is something new to look at.
+//! With an event hub (`crate::events`) it also publishes what each entry
+//! did: the state's own events, a new leader's first (blank) entry, and
+//! membership changes.
 //!
 //! The state itself lives in memory; durability comes from the log plus
 //! snapshots. A snapshot is one JSON document holding the state, the last
@@ -35,6 +38,8 @@ use tokio::sync::watch;
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
+use crate::events::EventHub;
+use crate::state::events::{Event, Kind};
 use crate::state::{CommandResult, State};
 
 const CURRENT: &str = "current.json";
@@ -166,6 +171,8 @@ pub struct StateMachine {
     membership: StoredMembership,
     applied_tx: watch::Sender<u64>,
     snapshots: Arc<SnapshotDir>,
+    /// Where applied entries' events go, if anywhere.
+    events: Option<Arc<EventHub>>,
 }
 
 impl StateMachine {
@@ -188,6 +195,7 @@ impl StateMachine {
             membership: StoredMembership::default(),
             applied_tx,
             snapshots,
+            events: None,
         };
         if let Some(bytes) = sm.snapshots.load()? {
             let payload = decode_payload(CURRENT, &bytes)?;
@@ -200,6 +208,20 @@ impl StateMachine {
         Ok(sm)
     }
 
+    /// Publish what every entry applied from now on does to `hub`.
+    pub fn with_events(mut self, hub: Arc<EventHub>) -> Self {
+        if let Ok(mut state) = self.state.write() {
+            state.events.start();
+        }
+        hub.starts_at(self.next_index());
+        self.events = Some(hub);
+        self
+    }
+
+    fn next_index(&self) -> u64 {
+        self.last_applied.map_or(0, |l| l.index) + 1
+    }
+
     /// The last applied log id.
     pub fn last_applied(&self) -> Option<LogId> {
         self.last_applied
@@ -208,12 +230,22 @@ impl StateMachine {
     fn restore(&mut self, payload: SnapshotPayload<State>) -> Result<(), StateMachineError> {
         // Before taking it: a newer cluster's state is refused whole.
         crate::state::version::too_new(&payload.state)?;
-        *self
-            .state
-            .write()
-            .map_err(|_| StateMachineError::Poisoned)? = payload.state;
+        {
+            let mut state = self
+                .state
+                .write()
+                .map_err(|_| StateMachineError::Poisoned)?;
+            *state = payload.state;
+            if self.events.is_some() {
+                state.events.start();
+            }
+        }
         self.last_applied = payload.last_applied;
         self.membership = payload.membership;
+        // What happened up to the snapshot was not seen here.
+        if let Some(hub) = &self.events {
+            hub.starts_at(self.next_index());
+        }
         self.notify();
         Ok(())
     }
@@ -223,6 +255,54 @@ impl StateMachine {
         self.applied_tx
             .send_replace(self.last_applied.map_or(0, |l| l.index));
     }
+}
+
+/// What changed between membership `old` and `new`: peers added (as
+/// learners or voters), promoted to voters, removed.
+fn membership_events(
+    old: &openraft::Membership<super::types::NodeId, super::types::Node>,
+    new: &openraft::Membership<super::types::NodeId, super::types::Node>,
+) -> Vec<Event> {
+    let voters =
+        |m: &openraft::Membership<_, _>| m.voter_ids().collect::<std::collections::BTreeSet<u64>>();
+    let all = |m: &openraft::Membership<_, _>| {
+        m.nodes()
+            .map(|(id, _)| *id)
+            .collect::<std::collections::BTreeSet<u64>>()
+    };
+    let (old_voters, new_voters) = (voters(old), voters(new));
+    let (old_all, new_all) = (all(old), all(new));
+    let addr = |id: &u64| new.get_node(id).map_or(String::new(), |n| n.addr.clone());
+    let mut events = Vec::new();
+    for id in new_all.difference(&old_all) {
+        let role = if new_voters.contains(id) {
+            "voter"
+        } else {
+            "learner"
+        };
+        events.push(Event::new(
+            Kind::ClusterMemberAdded,
+            0,
+            format!("peer {id} at {} joined as a {role}", addr(id)),
+        ));
+    }
+    for id in new_voters.difference(&old_voters) {
+        if old_all.contains(id) {
+            events.push(Event::new(
+                Kind::ClusterMemberPromoted,
+                0,
+                format!("peer {id} at {} is a voter", addr(id)),
+            ));
+        }
+    }
+    for id in old_all.difference(&new_all) {
+        events.push(Event::new(
+            Kind::ClusterMemberRemoved,
+            0,
+            format!("peer {id} left the cluster"),
+        ));
+    }
+    events
 }
 
 /// Serialises and persists a copy of the state taken at a consistent point.
@@ -309,16 +389,36 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut results = Vec::new();
+        let mut published: Vec<(u64, Vec<Event>)> = Vec::new();
+        let recording = self.events.is_some();
         {
             let mut state = self.state.write().map_err(|_| {
                 StateMachineError::Poisoned
                     .into_storage(ErrorSubject::StateMachine, ErrorVerb::Write)
             })?;
             for entry in entries {
+                let index = entry.log_id.index;
                 let result = match entry.payload {
-                    EntryPayload::Blank => CommandResult::default(),
+                    EntryPayload::Blank => {
+                        // A new leader's first entry.
+                        if recording {
+                            let leader = entry.log_id.leader_id;
+                            published.push((
+                                index,
+                                vec![Event::new(
+                                    Kind::ClusterLeaderChanged,
+                                    0,
+                                    format!("peer {} leads (term {})", leader.node_id, leader.term),
+                                )],
+                            ));
+                        }
+                        CommandResult::default()
+                    }
                     EntryPayload::Normal(cmd) => {
-                        let r = state.apply(entry.log_id.index, &cmd);
+                        let r = state.apply(index, &cmd);
+                        if recording {
+                            published.push((index, state.events.take()));
+                        }
                         // The cluster moved past what this build implements
                         // (it was added to a newer cluster, or downgraded):
                         // stop here rather than misapply what follows.
@@ -330,6 +430,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         r
                     }
                     EntryPayload::Membership(m) => {
+                        if recording {
+                            published
+                                .push((index, membership_events(self.membership.membership(), &m)));
+                        }
                         self.membership = StoredMembership::new(Some(entry.log_id), m);
                         CommandResult::default()
                     }
@@ -340,6 +444,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         if !results.is_empty() {
             self.notify();
+        }
+        if let Some(hub) = &self.events {
+            let now_ms = crate::clock::now_ms();
+            for (index, events) in published {
+                hub.publish(index, events, now_ms);
+            }
         }
         Ok(results)
     }

@@ -71,7 +71,11 @@ impl Sim {
             });
         }
         for (job, reason) in p.pending {
-            self.cmd(Command::SetPendingReason { job, reason });
+            self.cmd(Command::SetPendingReason {
+                job,
+                reason,
+                at_ms: 0,
+            });
         }
         for (job, rollout) in p.rollouts {
             self.cmd(Command::SetRollout { job, rollout });
@@ -87,7 +91,7 @@ impl Sim {
             });
         }
         for name in p.purge {
-            self.cmd(Command::PurgeJob { name });
+            self.cmd(Command::PurgeJob { name, at_ms: 0 });
         }
         for (name, at) in p.launch {
             self.cmd(Command::LaunchRun {

@@ -22,7 +22,15 @@ pub struct ClientApi {
     pub signer: Option<drover_proto::pki::tls::LiveTls>,
     /// Seals secrets before they are proposed (see `crate::secrets`).
     pub secrets: std::sync::Arc<crate::secrets::SecretKey>,
+    /// The events this peer applied (see `crate::events`).
+    pub events: std::sync::Arc<crate::events::EventHub>,
+    /// Says when the peer stops: following streams end.
+    pub stop: tokio::sync::broadcast::Sender<()>,
 }
+
+/// A stream of event batches.
+pub type EventStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::EventBatch, Status>> + Send>>;
 
 fn kind_of(word: &str) -> Result<SecretKind, Status> {
     SecretKind::parse(word)
@@ -48,6 +56,85 @@ fn request_id(id: &str) -> String {
 
 #[tonic::async_trait]
 impl Drover for ClientApi {
+    type EventsStream = EventStream;
+
+    async fn events(
+        &self,
+        req: Request<pb::EventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        use crate::events::{Filter, Gone, Start};
+        let job = Some(req.get_ref().job.clone()).filter(|j| !j.is_empty());
+        access::check(
+            &self.peer,
+            &req,
+            Permission::Read,
+            job.as_deref(),
+            "follow events",
+        )?;
+        let r = req.into_inner();
+        let mut topics = Vec::new();
+        for t in &r.topics {
+            match convert::topic_from_wire(*t) {
+                Some(t) => topics.push(t),
+                None => {
+                    return Err(Status::invalid_argument(format!(
+                        "topics: {t} is not a topic (job, rollout, alloc, node, cluster)"
+                    )))
+                }
+            }
+        }
+        let start = if r.from_index > 0 || r.from_seq > 0 {
+            Start::At(r.from_index, r.from_seq)
+        } else if r.since_ms > 0 {
+            Start::Since(r.since_ms)
+        } else if r.follow {
+            Start::Next
+        } else {
+            Start::Oldest
+        };
+        let gone = |e: Gone| match e {
+            Gone::TooSlow { .. } => Status::resource_exhausted(e.to_string()),
+            Gone::NotKept { .. } => Status::out_of_range(e.to_string()),
+        };
+        let mut sub = self
+            .events
+            .subscribe(start, Filter { topics, job })
+            .map_err(gone)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut stop = self.stop.subscribe();
+        let follow = r.follow;
+        tokio::spawn(async move {
+            loop {
+                match sub.poll() {
+                    Err(e) => {
+                        let _ = tx.send(Err(gone(e))).await;
+                        return;
+                    }
+                    Ok(Some(batch)) => {
+                        let batch = pb::EventBatch {
+                            pre_encoded: batch.bytes,
+                            ..Default::default()
+                        };
+                        if tx.send(Ok(batch)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) if !follow => return,
+                    Ok(None) => {
+                        tokio::select! {
+                            more = sub.changed() => if !more { return },
+                            _ = tx.closed() => return,
+                            _ = stop.recv() => return,
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn submit_job(
         &self,
         req: Request<pb::SubmitJobRequest>,

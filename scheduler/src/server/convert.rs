@@ -331,3 +331,94 @@ pub fn spec_changes(old: &JobSpec, new: &JobSpec) -> Vec<String> {
         })
         .collect()
 }
+
+/// The wire form of event `e`, made by log entry `index` as its `seq`th.
+pub fn event(index: u64, seq: u32, e: &crate::state::events::Event) -> pb::Event {
+    pb::Event {
+        index,
+        seq,
+        at_ms: e.at_ms,
+        topic: event_topic(e.kind.topic()) as i32,
+        r#type: event_type(e.kind) as i32,
+        job: e.job.clone(),
+        version: e.version,
+        alloc: e.alloc.clone(),
+        node: e.node.clone(),
+        message: e.message.clone(),
+    }
+}
+
+pub fn event_topic(t: crate::state::events::Topic) -> pb::EventTopic {
+    use crate::state::events::Topic;
+    match t {
+        Topic::Job => pb::EventTopic::Job,
+        Topic::Rollout => pb::EventTopic::Rollout,
+        Topic::Alloc => pb::EventTopic::Alloc,
+        Topic::Node => pb::EventTopic::Node,
+        Topic::Cluster => pb::EventTopic::Cluster,
+    }
+}
+
+/// A topic from the wire (`None`: unspecified or unknown).
+pub fn topic_from_wire(t: i32) -> Option<crate::state::events::Topic> {
+    use crate::state::events::Topic;
+    match pb::EventTopic::try_from(t).ok()? {
+        pb::EventTopic::Unspecified => None,
+        pb::EventTopic::Job => Some(Topic::Job),
+        pb::EventTopic::Rollout => Some(Topic::Rollout),
+        pb::EventTopic::Alloc => Some(Topic::Alloc),
+        pb::EventTopic::Node => Some(Topic::Node),
+        pb::EventTopic::Cluster => Some(Topic::Cluster),
+    }
+}
+
+fn event_type(k: crate::state::events::Kind) -> pb::EventType {
+    use crate::state::events::Kind;
+    use pb::EventType as T;
+    match k {
+        Kind::JobSubmitted => T::JobSubmitted,
+        Kind::JobUpdated => T::JobUpdated,
+        Kind::JobScaled => T::JobScaled,
+        Kind::JobStopped => T::JobStopped,
+        Kind::JobStartedAgain => T::JobStartedAgain,
+        Kind::JobPurged => T::JobPurged,
+        Kind::JobRestarted => T::JobRestarted,
+        Kind::JobRunStarted => T::JobRunStarted,
+        Kind::JobPending => T::JobPending,
+        Kind::RolloutStarted => T::RolloutStarted,
+        Kind::RolloutProgressed => T::RolloutProgressed,
+        Kind::RolloutWaitingPromotion => T::RolloutWaitingPromotion,
+        Kind::RolloutPromoted => T::RolloutPromoted,
+        Kind::RolloutPaused => T::RolloutPaused,
+        Kind::RolloutResumed => T::RolloutResumed,
+        Kind::RolloutSucceeded => T::RolloutSucceeded,
+        Kind::RolloutFailed => T::RolloutFailed,
+        Kind::RolloutRolledBack => T::RolloutRolledBack,
+        Kind::AllocPlaced => T::AllocPlaced,
+        Kind::AllocStarted => T::AllocStarted,
+        Kind::AllocHealthy => T::AllocHealthy,
+        Kind::AllocUnhealthy => T::AllocUnhealthy,
+        Kind::AllocRestarted => T::AllocRestarted,
+        Kind::AllocOomKilled => T::AllocOomKilled,
+        Kind::AllocStopping => T::AllocStopping,
+        Kind::AllocStopped => T::AllocStopped,
+        Kind::AllocFailed => T::AllocFailed,
+        Kind::AllocEvicted => T::AllocEvicted,
+        Kind::AllocLost => T::AllocLost,
+        Kind::NodeRegistered => T::NodeRegistered,
+        Kind::NodeReady => T::NodeReady,
+        Kind::NodeDown => T::NodeDown,
+        Kind::NodeCordoned => T::NodeCordoned,
+        Kind::NodeUncordoned => T::NodeUncordoned,
+        Kind::NodeDraining => T::NodeDraining,
+        Kind::NodeLabelled => T::NodeLabelled,
+        Kind::NodeNetworkDown => T::NodeNetworkDown,
+        Kind::NodeNetworkUp => T::NodeNetworkUp,
+        Kind::NodeRemoved => T::NodeRemoved,
+        Kind::ClusterLeaderChanged => T::ClusterLeaderChanged,
+        Kind::ClusterMemberAdded => T::ClusterMemberAdded,
+        Kind::ClusterMemberPromoted => T::ClusterMemberPromoted,
+        Kind::ClusterMemberRemoved => T::ClusterMemberRemoved,
+        Kind::ClusterRestored => T::ClusterRestored,
+    }
+}

@@ -263,6 +263,8 @@ impl Scheduler {
                         peer: peer.clone(),
                         signer: config.pki.as_ref().map(|p| p.tls.clone()),
                         secrets: secrets.clone(),
+                        events: handle.events.clone(),
+                        stop: stop.clone(),
                     })
                     .max_decoding_message_size(MAX_CLIENT_REQUEST),
                 )

@@ -11,6 +11,7 @@ pub mod acl;
 mod apply;
 pub mod backup;
 pub mod ca;
+pub mod events;
 mod model;
 mod refusal;
 pub mod subnet;
@@ -86,7 +87,13 @@ pub enum Command {
         at_ms: i64,
     },
     /// Why a job's missing replicas could not be placed (None: they could).
-    SetPendingReason { job: String, reason: Option<String> },
+    SetPendingReason {
+        job: String,
+        reason: Option<String>,
+        /// When (0 in entries from before events were dated).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        at_ms: i64,
+    },
     /// A node reported what its allocations are doing.
     ReportAllocations {
         node: String,
@@ -94,7 +101,11 @@ pub enum Command {
         at_ms: i64,
     },
     /// Forget a stopped job whose allocations have all ended.
-    PurgeJob { name: String },
+    PurgeJob {
+        name: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        at_ms: i64,
+    },
     /// A user changed the replica count (no new version, no rollout).
     ScaleJob {
         request_id: String,
@@ -280,13 +291,13 @@ impl Command {
             | Command::RotateCa { at_ms, .. }
             | Command::AdvanceCaRotation { at_ms, .. }
             | Command::Restore { at_ms, .. }
-            | Command::RestorePart { at_ms, .. } => *at_ms = now_ms,
+            | Command::RestorePart { at_ms, .. }
+            | Command::SetPendingReason { at_ms, .. }
+            | Command::PurgeJob { at_ms, .. } => *at_ms = now_ms,
             Command::Batch(cmds) => std::sync::Arc::make_mut(cmds)
                 .iter_mut()
                 .for_each(|c| c.stamp(now_ms)),
-            Command::SetPendingReason { .. }
-            | Command::PurgeJob { .. }
-            | Command::SetRollout { .. }
+            Command::SetRollout { .. }
             | Command::AclBootstrap { .. }
             | Command::CreateAclToken { .. }
             | Command::RevokeAclToken { .. }
@@ -294,6 +305,10 @@ impl Command {
             | Command::Noop => {}
         }
     }
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 /// What applying a command answered.

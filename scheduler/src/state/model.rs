@@ -48,6 +48,10 @@ pub struct State {
     /// The parts of a restore staged so far (see `Command::RestorePart`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restoring: Option<super::backup::Staged>,
+    /// What applying says happened, while the state machine listens (see
+    /// `super::events`). Not state: never saved, never compared, not copied.
+    #[serde(skip)]
+    pub events: super::events::Recorder,
 }
 
 /// A secret or a config, as the replicated state keeps it.

@@ -353,6 +353,7 @@ async fn a_follower_far_behind_catches_up_on_large_entries_a_budget_at_a_time() 
         let big = Command::SetPendingReason {
             job: format!("j{i}"),
             reason: Some("x".repeat(520 << 10)),
+            at_ms: 0,
         };
         last = raft::propose(&peers[leader].handle.raft, big)
             .await

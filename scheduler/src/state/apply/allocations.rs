@@ -165,6 +165,20 @@ impl State {
                 },
             );
             counted.count(&self.allocations[&n.id]);
+            self.events.push(|| {
+                let canary = if n.canary { " as a canary" } else { "" };
+                Event::new(
+                    Kind::AllocPlaced,
+                    at_ms,
+                    format!(
+                        "{}-{} placed on {}{canary} (version {})",
+                        n.job, n.replica, n.node, n.version
+                    ),
+                )
+                .job(&n.job, n.version)
+                .alloc(&n.id)
+                .node(&n.node)
+            });
             touched_jobs.insert(n.job.clone());
             placed += 1;
         }
@@ -205,6 +219,17 @@ impl State {
                     a.desired = Desired::Stop;
                     a.desired_reason = reason.to_string();
                     a.updated_at_ms = at_ms;
+                    self.events.push(|| {
+                        let kind = if reason.starts_with(crate::reconcile::PREEMPTED) {
+                            Kind::AllocEvicted
+                        } else {
+                            Kind::AllocStopping
+                        };
+                        Event::new(kind, at_ms, format!("{} asked to stop: {reason}", a.name))
+                            .job(&a.job, a.version)
+                            .alloc(&a.id)
+                            .node(&a.node)
+                    });
                     // Even a replica no report has shown started may be
                     // starting on its node right now: it ends only when the
                     // node says so (the agent reports never-started ones as
@@ -263,6 +288,11 @@ impl State {
             }
             let new_run = r.state == AllocState::Running
                 && (a.state != AllocState::Running || a.pid != r.pid);
+            if self.events.is_on() {
+                for e in report_events(a, r, new_run, at_ms) {
+                    self.events.push(|| e);
+                }
+            }
             if new_run {
                 a.running_since_ms = Some(at_ms);
             } else if r.state != AllocState::Running {
@@ -306,4 +336,79 @@ impl State {
             ..CommandResult::ok(count > 0)
         }
     }
+}
+
+/// What a node's report `r` of allocation `a` (as it was before) says
+/// happened to it.
+fn report_events(a: &Allocation, r: &AllocationReport, new_run: bool, at_ms: i64) -> Vec<Event> {
+    let mut events = Vec::new();
+    let event = |kind, message: String| {
+        Event::new(kind, at_ms, format!("{}: {message}", a.name))
+            .job(&a.job, a.version)
+            .alloc(&a.id)
+            .node(&a.node)
+    };
+    let oom = r.reason == "oom-killed"
+        && (a.reason != r.reason || r.restarts > a.restarts || r.state.is_terminal());
+    let ended = !a.state.is_terminal() && r.state.is_terminal();
+    if oom && (r.restarts > a.restarts || ended) {
+        events.push(event(
+            Kind::AllocOomKilled,
+            "killed for using more memory than its limit".into(),
+        ));
+    } else if r.restarts > a.restarts {
+        let why = if r.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.reason)
+        };
+        events.push(event(
+            Kind::AllocRestarted,
+            format!("restarted{why}: restart {}", r.restarts),
+        ));
+    }
+    if new_run {
+        let pid = if r.pid > 0 {
+            format!(" as pid {}", r.pid)
+        } else {
+            String::new()
+        };
+        events.push(event(Kind::AllocStarted, format!("running{pid}")));
+    }
+    let health = if r.state == AllocState::Running {
+        r.health
+    } else {
+        HealthState::Unknown
+    };
+    if health != a.health || (new_run && health != HealthState::Unknown) {
+        match health {
+            HealthState::Healthy => events.push(event(Kind::AllocHealthy, "healthy".into())),
+            HealthState::Unhealthy => {
+                let detail = if r.health_detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", r.health_detail)
+                };
+                events.push(event(Kind::AllocUnhealthy, format!("unhealthy{detail}")))
+            }
+            HealthState::Unknown => {}
+        }
+    }
+    if ended && !oom {
+        let code = r
+            .exit_code
+            .map(|c| format!(" with exit code {c}"))
+            .unwrap_or_default();
+        let why = if r.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", r.reason)
+        };
+        let (kind, word) = match r.state {
+            AllocState::Stopped => (Kind::AllocStopped, "stopped"),
+            _ => (Kind::AllocFailed, "failed"),
+        };
+        events.push(event(kind, format!("{word}{code}{why}")));
+    }
+    events
 }

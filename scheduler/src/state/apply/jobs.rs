@@ -57,6 +57,18 @@ impl State {
                 spec.update.canary == 0,
                 at_ms,
             ));
+            self.events.push(|| {
+                Event::new(
+                    Kind::JobSubmitted,
+                    at_ms,
+                    format!("submitted: version 1, {} replicas", spec.replicas),
+                )
+                .job(&spec.name, 1)
+            });
+            self.events.push(|| {
+                Event::new(Kind::RolloutStarted, at_ms, "rollout of version 1".into())
+                    .job(&spec.name, 1)
+            });
             self.jobs.insert(spec.name.clone(), job);
             return CommandResult {
                 version: 1,
@@ -82,6 +94,22 @@ impl State {
                 job.rollout = Some(Rollout::start(job, RolloutKind::Update, true, at_ms));
                 // A batch job run again runs again from the start.
                 job.batch = None;
+            }
+            let (name, current, replicas) = (&job.name, job.current, job.replicas);
+            if was_stopped {
+                self.events.push(|| {
+                    Event::new(
+                        Kind::JobStartedAgain,
+                        at_ms,
+                        format!("started again at version {current}"),
+                    )
+                    .job(name, current)
+                });
+            } else if replicas_edited {
+                self.events.push(|| {
+                    Event::new(Kind::JobScaled, at_ms, format!("scaled to {replicas}"))
+                        .job(name, current)
+                });
             }
             let note = match (was_stopped, replicas_edited) {
                 (true, _) => format!("started again at version {}", job.current),
@@ -130,6 +158,27 @@ impl State {
         let promoted = spec.update.canary == 0 || !has_old;
         job.rollout = Some(Rollout::start(job, RolloutKind::Update, promoted, at_ms));
         job.prune_versions(&in_use);
+        self.events.push(|| {
+            Event::new(
+                Kind::JobUpdated,
+                at_ms,
+                format!("version {version} submitted"),
+            )
+            .job(&spec.name, version)
+        });
+        self.events.push(|| {
+            let canaries = match spec.update.canary {
+                0 => String::new(),
+                n if promoted => format!(" (no older replicas: {n} canaries not awaited)"),
+                n => format!(", {n} canaries first"),
+            };
+            Event::new(
+                Kind::RolloutStarted,
+                at_ms,
+                format!("rollout of version {version}{canaries}"),
+            )
+            .job(&spec.name, version)
+        });
         CommandResult {
             version,
             note: format!("submitted version {version}"),
@@ -137,7 +186,7 @@ impl State {
         }
     }
 
-    pub(super) fn scale_job(&mut self, name: &str, replicas: u32) -> CommandResult {
+    pub(super) fn scale_job(&mut self, name: &str, replicas: u32, at_ms: i64) -> CommandResult {
         let Some(job) = self.jobs.get_mut(name) else {
             return CommandResult::refused(Refusal::NoJob(name.to_string()));
         };
@@ -166,6 +215,13 @@ impl State {
         }
         let changed = job.replicas != replicas;
         job.replicas = replicas;
+        if changed {
+            let version = job.current;
+            self.events.push(|| {
+                Event::new(Kind::JobScaled, at_ms, format!("scaled to {replicas}"))
+                    .job(name, version)
+            });
+        }
         CommandResult {
             version: job.current,
             note: format!("scaled to {replicas}"),
@@ -225,6 +281,20 @@ impl State {
             ..BatchRun::default()
         });
         job.rollout = Some(Rollout::start(job, RolloutKind::Restart, true, at_ms));
+        let version = job.current;
+        self.events.push(|| {
+            let why = if scheduled_ms.is_some() {
+                "on its schedule"
+            } else {
+                "launched by hand"
+            };
+            Event::new(
+                Kind::JobRunStarted,
+                at_ms,
+                format!("run {runs} started ({why})"),
+            )
+            .job(name, version)
+        });
         CommandResult {
             version: job.current,
             note: format!("run {runs} started"),
@@ -240,6 +310,17 @@ impl State {
         job.stopped = true;
         job.purge |= purge;
         job.pending_reason = None;
+        if changed {
+            let version = job.current;
+            self.events.push(|| {
+                let purge = if purge {
+                    " (purged once its replicas end)"
+                } else {
+                    ""
+                };
+                Event::new(Kind::JobStopped, at_ms, format!("stopped{purge}")).job(name, version)
+            });
+        }
         let ids: Vec<String> = self
             .job_allocations(name)
             .filter(|a| a.desired == Desired::Run)
@@ -250,7 +331,7 @@ impl State {
         r
     }
 
-    pub(super) fn purge_job(&mut self, name: &str) -> CommandResult {
+    pub(super) fn purge_job(&mut self, name: &str, at_ms: i64) -> CommandResult {
         let Some(job) = self.jobs.get(name) else {
             return CommandResult::ok(false);
         };
@@ -260,8 +341,17 @@ impl State {
                 "job {name:?} still has allocations"
             )));
         }
+        let version = job.current;
         self.jobs.remove(name);
         self.allocations.retain(|_, a| a.job != name);
+        self.events.push(|| {
+            Event::new(
+                Kind::JobPurged,
+                at_ms,
+                "purged: forgotten with its history".into(),
+            )
+            .job(name, version)
+        });
         CommandResult::ok(true)
     }
 
@@ -392,6 +482,18 @@ impl State {
         self.secrets_key_id = r.secrets_key_id.clone();
         self.acl = r.acl.clone();
         result.changed = true;
+        self.events.push(|| {
+            Event::new(
+                Kind::ClusterRestored,
+                at_ms,
+                format!(
+                    "restored from a snapshot: {} jobs; {} replicas replaced, {} jobs removed",
+                    r.jobs.len(),
+                    stop.len(),
+                    gone.len()
+                ),
+            )
+        });
         result.note = format!(
             "restored {} jobs, {} secrets, {} configs, {} tokens; {} replicas replaced, {} jobs removed",
             r.jobs.len(),

@@ -8,6 +8,7 @@ mod nodes;
 mod rollouts;
 mod secrets;
 
+use super::events::{Event, Kind};
 use super::Refusal;
 use super::*;
 use drover_proto::spec::{JobType, OnDisconnect, Overlap};
@@ -100,14 +101,23 @@ impl State {
                 status,
                 at_ms,
             } => self.set_node_status(name, *status, *at_ms),
-            Command::SetNodeNetwork { name, error, .. } => self.set_node_network(name, error),
+            Command::SetNodeNetwork { name, error, at_ms } => {
+                self.set_node_network(name, error, *at_ms)
+            }
             Command::PlaceAllocations { allocations, at_ms } => self.place(allocations, *at_ms),
             Command::StopAllocations { ids, reason, at_ms } => {
                 self.stop_allocations(ids, reason, *at_ms)
             }
-            Command::SetPendingReason { job, reason } => match self.jobs.get_mut(job) {
+            Command::SetPendingReason { job, reason, at_ms } => match self.jobs.get_mut(job) {
                 Some(j) if j.pending_reason != *reason => {
                     j.pending_reason = reason.clone();
+                    if let Some(why) = reason {
+                        let version = j.current;
+                        self.events.push(|| {
+                            Event::new(Kind::JobPending, *at_ms, format!("cannot place: {why}"))
+                                .job(job, version)
+                        });
+                    }
                     CommandResult::ok(true)
                 }
                 Some(_) => CommandResult::ok(false),
@@ -118,8 +128,13 @@ impl State {
                 reports,
                 at_ms,
             } => self.report(node, reports, *at_ms),
-            Command::PurgeJob { name } => self.purge_job(name),
-            Command::ScaleJob { name, replicas, .. } => self.scale_job(name, *replicas),
+            Command::PurgeJob { name, at_ms } => self.purge_job(name, *at_ms),
+            Command::ScaleJob {
+                name,
+                replicas,
+                at_ms,
+                ..
+            } => self.scale_job(name, *replicas, *at_ms),
             Command::SetRollout { job, rollout } => self.set_rollout(job, rollout),
             Command::RollbackJob {
                 name,

@@ -18,6 +18,15 @@ impl State {
         node.schedulable = schedulable;
         node.draining = drain;
         node.updated_at_ms = at_ms;
+        if changed {
+            let (kind, message) = match (schedulable, drain) {
+                (_, true) => (Kind::NodeDraining, "draining: its replicas move elsewhere"),
+                (false, false) => (Kind::NodeCordoned, "cordoned: no new replicas"),
+                (true, false) => (Kind::NodeUncordoned, "schedulable again"),
+            };
+            self.events
+                .push(|| Event::new(kind, at_ms, message.into()).node(name));
+        }
         CommandResult::ok(changed)
     }
 
@@ -58,6 +67,7 @@ impl State {
                 }
             }
         };
+        let was = self.nodes.get(name).map(|n| n.status);
         let node = self.nodes.entry(name.to_string()).or_insert_with(|| Node {
             name: name.to_string(),
             address: String::new(),
@@ -88,6 +98,34 @@ impl State {
         if let Some(s) = subnet {
             node.subnet = s;
         }
+        match was {
+            None => self.events.push(|| {
+                Event::new(
+                    Kind::NodeRegistered,
+                    at_ms,
+                    format!(
+                        "registered from {address}: {} cpu millis, {} MiB, subnet {}",
+                        node.cpu_millis,
+                        node.memory_bytes >> 20,
+                        if node.subnet.is_empty() {
+                            "none"
+                        } else {
+                            &node.subnet
+                        }
+                    ),
+                )
+                .node(name)
+            }),
+            Some(NodeStatus::Down) => self.events.push(|| {
+                Event::new(
+                    Kind::NodeReady,
+                    at_ms,
+                    "ready: its agent registered again".into(),
+                )
+                .node(name)
+            }),
+            Some(NodeStatus::Ready) => {}
+        }
         CommandResult {
             note: node.subnet.clone(),
             ..CommandResult::ok(true)
@@ -114,7 +152,25 @@ impl State {
             node.label_overrides.insert(k.clone(), v.clone());
         }
         node.updated_at_ms = at_ms;
-        CommandResult::ok(node.labels_in_force() != before)
+        let changed = node.labels_in_force() != before;
+        if changed {
+            self.events.push(|| {
+                let said: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Some(v) => format!("{k}={v}"),
+                        None => format!("{k} removed"),
+                    })
+                    .collect();
+                Event::new(
+                    Kind::NodeLabelled,
+                    at_ms,
+                    format!("labels: {}", said.join(", ")),
+                )
+                .node(name)
+            });
+        }
+        CommandResult::ok(changed)
     }
 
     pub(super) fn remove_node(&mut self, name: &str, reason: &str, at_ms: i64) -> CommandResult {
@@ -128,11 +184,15 @@ impl State {
             )));
         }
         self.nodes.remove(name);
+        self.events
+            .push(|| Event::new(Kind::NodeRemoved, at_ms, format!("removed: {reason}")).node(name));
         let mut count = 0;
         let mut lost = Vec::new();
         for a in self.allocations.values_mut().filter(|a| a.node == name) {
             if a.desired == Desired::Run && !a.state.is_terminal() {
                 lost.push((a.job.clone(), a.version, a.generation));
+                self.events
+                    .push(|| lost_event(a, "its node was removed", at_ms));
             }
             if a.desired == Desired::Run {
                 a.desired = Desired::Stop;
@@ -170,6 +230,17 @@ impl State {
         }
         node.status = status;
         node.updated_at_ms = at_ms;
+        self.events.push(|| match status {
+            NodeStatus::Down => Event::new(
+                Kind::NodeDown,
+                at_ms,
+                "down: its agent stopped heartbeating".into(),
+            )
+            .node(name),
+            NodeStatus::Ready => {
+                Event::new(Kind::NodeReady, at_ms, "ready: heartbeating again".into()).node(name)
+            }
+        });
         if status == NodeStatus::Down {
             // Its allocations are lost: the reconciler replaces them elsewhere. When the
             // node returns, its agent sees they are no longer desired and stops them.
@@ -189,6 +260,8 @@ impl State {
                 }
                 if a.desired == Desired::Run && !a.state.is_terminal() {
                     lost.push((a.job.clone(), a.version, a.generation));
+                    self.events
+                        .push(|| lost_event(a, "its node is down: replaced", at_ms));
                 }
                 if a.desired == Desired::Run {
                     a.desired = Desired::Stop;
@@ -210,7 +283,12 @@ impl State {
         CommandResult::ok(true)
     }
 
-    pub(super) fn set_node_network(&mut self, name: &str, error: &str) -> CommandResult {
+    pub(super) fn set_node_network(
+        &mut self,
+        name: &str,
+        error: &str,
+        at_ms: i64,
+    ) -> CommandResult {
         let Some(node) = self.nodes.get_mut(name) else {
             return CommandResult::refused(Refusal::NoNode(name.to_string()));
         };
@@ -219,6 +297,29 @@ impl State {
         }
         // Not `updated_at_ms`: that dates the node's status (how long it has been down).
         node.network_error = error.to_string();
+        self.events.push(|| {
+            if error.is_empty() {
+                Event::new(
+                    Kind::NodeNetworkUp,
+                    at_ms,
+                    "container network works again".into(),
+                )
+            } else {
+                Event::new(
+                    Kind::NodeNetworkDown,
+                    at_ms,
+                    format!("container network unavailable: {error}"),
+                )
+            }
+            .node(name)
+        });
         CommandResult::ok(true)
     }
+}
+
+fn lost_event(a: &Allocation, why: &str, at_ms: i64) -> Event {
+    Event::new(Kind::AllocLost, at_ms, format!("{} lost: {why}", a.name))
+        .job(&a.job, a.version)
+        .alloc(&a.id)
+        .node(&a.node)
 }

@@ -19,6 +19,47 @@ impl State {
         {
             return CommandResult::refused(Refusal::Conflict("not the rollout in force".into()));
         }
+        let before = current.map(|r| (r.state, r.healthy));
+        let (kind, message) = match rollout.state {
+            RolloutState::Succeeded => (
+                Some(Kind::RolloutSucceeded),
+                format!(
+                    "rollout of version {} succeeded: {} healthy",
+                    rollout.version, rollout.healthy
+                ),
+            ),
+            RolloutState::Failed => (
+                Some(Kind::RolloutFailed),
+                format!(
+                    "rollout of version {} failed: {}",
+                    rollout.version, rollout.reason
+                ),
+            ),
+            RolloutState::WaitingPromotion => (
+                Some(Kind::RolloutWaitingPromotion),
+                format!(
+                    "version {}: canaries healthy, waiting for `drover job promote`",
+                    rollout.version
+                ),
+            ),
+            _ => (
+                None,
+                format!(
+                    "version {}: {} of {} replicas healthy",
+                    rollout.version, rollout.healthy, job.replicas
+                ),
+            ),
+        };
+        let kind = match kind {
+            Some(k) if before.is_none_or(|(s, _)| s != rollout.state) => Some(k),
+            _ if before.is_some_and(|(_, h)| rollout.healthy > h) => Some(Kind::RolloutProgressed),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            let at_ms = rollout.finished_at_ms.unwrap_or(rollout.progress_at_ms);
+            self.events
+                .push(|| Event::new(kind, at_ms, message).job(name, rollout.version));
+        }
         match rollout.state {
             RolloutState::Succeeded => {
                 job.stable_version = Some(rollout.version);
@@ -129,6 +170,20 @@ impl State {
         } else {
             format!("rollback from version {from}, which failed: {reason}")
         };
+        self.events.push(|| {
+            Event::new(
+                Kind::RolloutRolledBack,
+                at_ms,
+                format!("rolling back from version {from} to version {target}{}", {
+                    if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {reason}")
+                    }
+                }),
+            )
+            .job(name, target)
+        });
         job.rollout = Some(r);
         CommandResult {
             version: target,
@@ -146,6 +201,15 @@ impl State {
                 r.promoted = true;
                 r.state = RolloutState::Running;
                 r.progress_at_ms = at_ms;
+                let version = r.version;
+                self.events.push(|| {
+                    Event::new(
+                        Kind::RolloutPromoted,
+                        at_ms,
+                        format!("version {version} promoted: the rollout goes on"),
+                    )
+                    .job(name, version)
+                });
                 CommandResult {
                     version: r.version,
                     note: format!("promoted version {}", r.version),
@@ -173,6 +237,18 @@ impl State {
                 if !paused {
                     // Time spent paused does not count against the progress deadline.
                     r.progress_at_ms = at_ms;
+                }
+                if was != r.state {
+                    let (kind, word) = if paused {
+                        (Kind::RolloutPaused, "paused")
+                    } else {
+                        (Kind::RolloutResumed, "resumed")
+                    };
+                    let version = r.version;
+                    self.events.push(|| {
+                        Event::new(kind, at_ms, format!("rollout of version {version} {word}"))
+                            .job(name, version)
+                    });
                 }
                 CommandResult {
                     version: r.version,
@@ -210,6 +286,15 @@ impl State {
         }
         job.generation += 1;
         job.rollout = Some(Rollout::start(job, RolloutKind::Restart, true, at_ms));
+        let version = job.current;
+        self.events.push(|| {
+            Event::new(
+                Kind::JobRestarted,
+                at_ms,
+                format!("restarting every replica of version {version}"),
+            )
+            .job(name, version)
+        });
         CommandResult {
             version: job.current,
             note: format!("restarting every replica of version {}", job.current),

@@ -735,7 +735,10 @@ fn arb_command() -> impl Strategy<Value = Command> {
             }],
             at_ms: 7,
         }),
-        job.prop_map(|j| Command::PurgeJob { name: j.into() }),
+        job.prop_map(|j| Command::PurgeJob {
+            name: j.into(),
+            at_ms: 5
+        }),
         node.prop_map(|n| Command::RemoveNode {
             name: n.into(),
             reason: "gone".into(),
@@ -750,12 +753,32 @@ proptest! {
     /// down node or for a stopped job.
     #[test]
     fn apply_is_deterministic_and_keeps_invariants(cmds in proptest::collection::vec(arb_command(), 0..60)) {
+        // `b` records events, `a` does not: recording changes nothing.
         let mut a = State::default();
         let mut b = State::default();
-        for (i, c) in cmds.iter().enumerate() {
-            let ra = a.apply(i as u64 + 1, c);
-            let rb = b.apply(i as u64 + 1, c);
-            prop_assert_eq!(ra, rb);
+        b.events.start();
+        let mut c = State::default();
+        c.events.start();
+        for (i, cmd) in cmds.iter().enumerate() {
+            let ra = a.apply(i as u64 + 1, cmd);
+            let rb = b.apply(i as u64 + 1, cmd);
+            prop_assert_eq!(&ra, &rb);
+            c.apply(i as u64 + 1, cmd);
+            // Replicas that apply the same entry say the same.
+            let (eb, ec) = (b.events.take(), c.events.take());
+            prop_assert_eq!(&eb, &ec);
+            prop_assert!(rb.changed || rb.batch.iter().any(|r| r.changed) || eb.is_empty(),
+                "an entry that changed nothing said something: {:?}", eb);
+            for e in &eb {
+                use crate::state::events::Topic;
+                match e.kind.topic() {
+                    Topic::Alloc => prop_assert!(!e.alloc.is_empty() && !e.job.is_empty() && !e.node.is_empty(), "{:?}", e),
+                    Topic::Job | Topic::Rollout => prop_assert!(!e.job.is_empty() && e.version > 0, "{:?}", e),
+                    Topic::Node => prop_assert!(!e.node.is_empty(), "{:?}", e),
+                    Topic::Cluster => {}
+                }
+                prop_assert!(!e.message.is_empty());
+            }
         }
         prop_assert_eq!(&a, &b);
         let json = serde_json::to_string(&a).unwrap();
@@ -841,4 +864,150 @@ fn secrets_exist_before_jobs_mount_them_and_stay_while_mounted() {
     // The sealed bytes are kept as given, hex in the state's JSON.
     let json = serde_json::to_string(&s).unwrap();
     assert!(json.contains(&hex::encode(b"sealed")));
+}
+
+fn report(s: &mut State, node: &str, r: AllocationReport) -> Vec<crate::state::events::Event> {
+    let i = s.last_index + 1;
+    s.apply(
+        i,
+        &Command::ReportAllocations {
+            node: node.into(),
+            reports: vec![r],
+            at_ms: 50,
+        },
+    );
+    s.events.take()
+}
+
+fn running(
+    id: &str,
+    pid: u32,
+    health: HealthState,
+    restarts: u32,
+    reason: &str,
+) -> AllocationReport {
+    AllocationReport {
+        id: id.into(),
+        state: AllocState::Running,
+        pid,
+        exit_code: None,
+        reason: reason.into(),
+        restarts,
+        health,
+        ip: String::new(),
+        health_detail: String::new(),
+        restarting_at_ms: 0,
+        killed_at_grace: false,
+    }
+}
+
+#[test]
+fn a_replicas_life_is_told_as_events() {
+    use crate::state::events::Kind;
+    let kinds = |events: Vec<crate::state::events::Event>| {
+        events.into_iter().map(|e| e.kind).collect::<Vec<_>>()
+    };
+    let mut s = State::default();
+    s.events.start();
+    node(&mut s, "n1");
+    assert_eq!(kinds(s.events.take()), [Kind::NodeRegistered]);
+    submit(&mut s, "", WEB);
+    let submitted = s.events.take();
+    assert_eq!(
+        kinds(submitted.clone()),
+        [Kind::JobSubmitted, Kind::RolloutStarted]
+    );
+    assert_eq!(
+        (submitted[0].job.as_str(), submitted[0].version),
+        ("web", 1)
+    );
+    // Submitting it unchanged says nothing.
+    submit(&mut s, "", WEB);
+    assert!(s.events.take().is_empty());
+    place(&mut s, "a1", "web", 1, 0, "n1");
+    let placed = s.events.take();
+    assert_eq!(kinds(placed.clone()), [Kind::AllocPlaced]);
+    assert_eq!(
+        (placed[0].alloc.as_str(), placed[0].node.as_str()),
+        ("a1", "n1")
+    );
+    assert_eq!(placed[0].message, "web-0 placed on n1 (version 1)");
+    assert_eq!(
+        kinds(report(
+            &mut s,
+            "n1",
+            running("a1", 7, HealthState::Unknown, 0, "")
+        )),
+        [Kind::AllocStarted]
+    );
+    assert_eq!(
+        kinds(report(
+            &mut s,
+            "n1",
+            running("a1", 7, HealthState::Healthy, 0, "")
+        )),
+        [Kind::AllocHealthy]
+    );
+    // The same report again says nothing new.
+    assert!(report(&mut s, "n1", running("a1", 7, HealthState::Healthy, 0, "")).is_empty());
+    // Killed for memory and started again.
+    assert_eq!(
+        kinds(report(
+            &mut s,
+            "n1",
+            running("a1", 9, HealthState::Unknown, 1, "oom-killed")
+        )),
+        [Kind::AllocOomKilled, Kind::AllocStarted]
+    );
+    // Crashed and started again.
+    let restarted = report(
+        &mut s,
+        "n1",
+        running("a1", 11, HealthState::Unknown, 2, "exited with code 3"),
+    );
+    assert_eq!(
+        kinds(restarted.clone()),
+        [Kind::AllocRestarted, Kind::AllocStarted]
+    );
+    assert!(
+        restarted[0].message.contains("exited with code 3"),
+        "{:?}",
+        restarted[0]
+    );
+    // Its node goes down: the node's event, then the replica is lost.
+    let i = s.last_index + 1;
+    s.apply(
+        i,
+        &Command::SetNodeStatus {
+            name: "n1".into(),
+            status: NodeStatus::Down,
+            at_ms: 60,
+        },
+    );
+    let down = s.events.take();
+    assert_eq!(kinds(down.clone()), [Kind::NodeDown, Kind::AllocLost]);
+    assert_eq!(down[1].at_ms, 60);
+    // A scale, a stop.
+    let i = s.last_index + 1;
+    s.apply(
+        i,
+        &Command::ScaleJob {
+            request_id: String::new(),
+            name: "web".into(),
+            replicas: 5,
+            at_ms: 70,
+        },
+    );
+    assert_eq!(kinds(s.events.take()), [Kind::JobScaled]);
+    let i = s.last_index + 1;
+    s.apply(
+        i,
+        &Command::StopJob {
+            request_id: String::new(),
+            name: "web".into(),
+            purge: false,
+            at_ms: 80,
+        },
+    );
+    assert_eq!(kinds(s.events.take()), [Kind::JobStopped]);
 }

@@ -1,0 +1,511 @@
+//! The event hub: every event this peer applied, kept for a while and fanned
+//! out to subscribers.
+//!
+//! The state machine publishes each log entry's events (see
+//! `crate::state::events`) as it applies them. The hub numbers them
+//! `(index, seq)`, the entry's log index and the event's place among that
+//! entry's events, encodes each once into its wire bytes, and keeps the last
+//! [`KEPT`] in a ring. A subscriber is a cursor into the ring: it wakes when
+//! the head moves, copies the bytes of the events it wants into one batch,
+//! and sends it. Publishing never waits for a subscriber, and the cost of an
+//! event is one encoding however many follow it.
+//!
+//! A subscriber can resume exactly where it left off by asking from the
+//! cursor after its last event. The hub refuses a start it cannot serve
+//! without a gap: events older than the ring, or from before this peer
+//! started from (or installed) a snapshot, are not here any more; the
+//! refusal names the oldest index it has. A subscriber the dropping of old
+//! events gains on, until fewer than a quarter of the ring's events are
+//! between them, is too slow: it is ended, naming where to resume while
+//! that is still kept.
+
+use crate::state::events::{Event, Topic};
+use prost::Message;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// How many events a peer keeps by default.
+pub const KEPT: usize = 50_000;
+/// The most a batch sent to a subscriber holds, in bytes of events.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Where a subscription starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Start {
+    /// At the first event at or after this cursor (index, seq).
+    At(u64, u32),
+    /// At the first event at or after this time (ms since the epoch).
+    Since(i64),
+    /// At the oldest event kept.
+    Oldest,
+    /// At the next event published.
+    Next,
+}
+
+/// Which events a subscriber wants.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Only these topics (empty: all).
+    pub topics: Vec<Topic>,
+    /// Only this job's events.
+    pub job: Option<String>,
+}
+
+impl Filter {
+    fn wants(&self, e: &Stored) -> bool {
+        (self.topics.is_empty() || self.topics.contains(&e.topic))
+            && self.job.as_ref().is_none_or(|j| *j == e.job)
+    }
+}
+
+/// Why a subscription cannot go on (or start).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Gone {
+    #[error(
+        "events from index {from} on are no longer kept by this peer (it keeps the last {kept} events, and none from before it last started from a snapshot): the oldest it has is index {oldest}; resume from there, or ask another peer"
+    )]
+    NotKept { from: u64, oldest: u64, kept: usize },
+    #[error(
+        "too slow: this stream fell {behind} events behind while older events were being dropped; resume from {}", resume_words(*.resume)
+    )]
+    TooSlow { behind: u64, resume: (u64, u32) },
+}
+
+/// Where to resume, as `drover events --since` takes it.
+fn resume_words((index, seq): (u64, u32)) -> String {
+    if seq == 0 {
+        format!("index {index}")
+    } else {
+        format!("{index}.{seq} (index {index}, its events from the {seq}th)")
+    }
+}
+
+/// An event as kept: its cursor, what filters look at, and its encoding as
+/// field 1 of an `EventBatch`.
+#[derive(Debug)]
+pub struct Stored {
+    pub index: u64,
+    pub seq: u32,
+    pub at_ms: i64,
+    pub topic: Topic,
+    pub job: String,
+    pub record: Vec<u8>,
+}
+
+impl Stored {
+    fn cursor(&self) -> (u64, u32) {
+        (self.index, self.seq)
+    }
+}
+
+#[derive(Debug)]
+struct Ring {
+    events: VecDeque<Arc<Stored>>,
+    /// The position (count of events ever published here) of `events[0]`.
+    first: u64,
+    /// Every event at or after this cursor is kept (or yet to come).
+    complete_from: (u64, u32),
+    /// Whether events have been dropped for room since the hub started.
+    dropping: bool,
+}
+
+impl Ring {
+    fn head(&self) -> u64 {
+        self.first + self.events.len() as u64
+    }
+
+    /// The oldest index a subscriber can start from.
+    fn oldest(&self) -> u64 {
+        self.events
+            .front()
+            .map_or(self.complete_from.0, |e| e.index)
+    }
+
+    /// The position of the first event at or after `cursor`.
+    fn position_of(&self, cursor: (u64, u32)) -> u64 {
+        self.first + self.events.partition_point(|e| e.cursor() < cursor) as u64
+    }
+}
+
+/// The events this peer applied, for its subscribers.
+#[derive(Debug)]
+pub struct EventHub {
+    ring: Mutex<Ring>,
+    /// The ring's head position; moves with every publish.
+    head: watch::Sender<u64>,
+    capacity: usize,
+}
+
+impl EventHub {
+    /// A hub that keeps the last `capacity` events.
+    pub fn new(capacity: usize) -> Arc<EventHub> {
+        Arc::new(EventHub {
+            ring: Mutex::new(Ring {
+                events: VecDeque::new(),
+                first: 0,
+                complete_from: (0, 0),
+                dropping: false,
+            }),
+            head: watch::channel(0).0,
+            capacity: capacity.max(2),
+        })
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        // A panic while holding it left at worst a half-trimmed ring.
+        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps and announces the events log entry `index` made. Events with
+    /// no time of their own are dated `now_ms`.
+    pub fn publish(&self, index: u64, events: Vec<Event>, now_ms: i64) {
+        if events.is_empty() {
+            return;
+        }
+        let stored: Vec<Arc<Stored>> = events
+            .into_iter()
+            .enumerate()
+            .map(|(seq, mut e)| {
+                if e.at_ms == 0 {
+                    e.at_ms = now_ms;
+                }
+                let wire = crate::server::convert::event(index, seq as u32, &e);
+                let mut record = Vec::with_capacity(wire.encoded_len() + 4);
+                prost::encoding::message::encode(1, &wire, &mut record);
+                Arc::new(Stored {
+                    index,
+                    seq: seq as u32,
+                    at_ms: e.at_ms,
+                    topic: e.kind.topic(),
+                    job: e.job,
+                    record,
+                })
+            })
+            .collect();
+        let head = {
+            let mut ring = self.ring();
+            ring.events.extend(stored);
+            while ring.events.len() > self.capacity {
+                if let Some(old) = ring.events.pop_front() {
+                    ring.first += 1;
+                    ring.complete_from = (old.index, old.seq + 1);
+                    ring.dropping = true;
+                }
+            }
+            ring.head()
+        };
+        self.head.send_replace(head);
+    }
+
+    /// This peer did not see the events of entries before `index` (it
+    /// started from, or installed, a snapshot that holds them): nothing
+    /// older is served, and subscribers still reading older ones end.
+    pub fn starts_at(&self, index: u64) {
+        let head = {
+            let mut ring = self.ring();
+            let first = ring.head();
+            ring.events.clear();
+            ring.first = first;
+            ring.complete_from = ring.complete_from.max((index, 0));
+            first
+        };
+        self.head.send_replace(head);
+    }
+
+    /// The oldest index a subscriber can start from.
+    pub fn oldest(&self) -> u64 {
+        self.ring().oldest()
+    }
+
+    /// A subscription from `start` to the events `filter` lets through.
+    pub fn subscribe(self: &Arc<Self>, start: Start, filter: Filter) -> Result<Subscription, Gone> {
+        let ring = self.ring();
+        let (pos, next) = match start {
+            Start::At(index, seq) => {
+                if (index, seq) < ring.complete_from {
+                    return Err(Gone::NotKept {
+                        from: index,
+                        oldest: ring.oldest(),
+                        kept: self.capacity,
+                    });
+                }
+                (ring.position_of((index, seq)), (index, seq))
+            }
+            Start::Since(ms) => {
+                let offset = ring
+                    .events
+                    .iter()
+                    .position(|e| e.at_ms >= ms)
+                    .unwrap_or(ring.events.len());
+                let pos = ring.first + offset as u64;
+                let next = ring
+                    .events
+                    .get(offset)
+                    .map_or(ring.complete_from, |e| e.cursor());
+                (pos, next)
+            }
+            Start::Oldest => (
+                ring.first,
+                ring.events
+                    .front()
+                    .map_or(ring.complete_from, |e| e.cursor()),
+            ),
+            Start::Next => (
+                ring.head(),
+                ring.events
+                    .back()
+                    .map_or(ring.complete_from, |e| (e.index, e.seq + 1)),
+            ),
+        };
+        let gap = pos.saturating_sub(ring.first);
+        drop(ring);
+        Ok(Subscription {
+            hub: self.clone(),
+            head: self.head.subscribe(),
+            pos,
+            next,
+            filter,
+            gap,
+        })
+    }
+}
+
+/// One subscriber's place in the hub.
+#[derive(Debug)]
+pub struct Subscription {
+    hub: Arc<EventHub>,
+    head: watch::Receiver<u64>,
+    /// The position of the next event to look at.
+    pos: u64,
+    /// The cursor to resume from if this subscription ends now.
+    next: (u64, u32),
+    filter: Filter,
+    /// How many kept events were older than its position when it last
+    /// looked: the room left before dropping reaches it.
+    gap: u64,
+}
+
+/// Events for one send: how many, and their bytes as an `EventBatch`.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub count: usize,
+    pub bytes: Vec<u8>,
+}
+
+impl Subscription {
+    /// The events available now from where this subscription is (up to a
+    /// batch's worth), or `None` when it has seen everything published.
+    pub fn poll(&mut self) -> Result<Option<Batch>, Gone> {
+        let ring = self.hub.ring();
+        if self.pos < ring.first {
+            return Err(Gone::NotKept {
+                from: self.next.0,
+                oldest: ring.oldest(),
+                kept: self.hub.capacity,
+            });
+        }
+        let gap = self.pos - ring.first;
+        if ring.dropping && gap < (self.hub.capacity / 4) as u64 && gap < self.gap {
+            return Err(Gone::TooSlow {
+                behind: ring.head() - self.pos,
+                resume: self.next,
+            });
+        }
+        let mut batch = Batch::default();
+        let start = (self.pos - ring.first) as usize;
+        for e in ring.events.range(start..) {
+            if batch.bytes.len() >= BATCH_BYTES {
+                break;
+            }
+            self.pos += 1;
+            self.next = (e.index, e.seq + 1);
+            if self.filter.wants(e) {
+                batch.bytes.extend_from_slice(&e.record);
+                batch.count += 1;
+            }
+        }
+        self.gap = self.pos - ring.first;
+        Ok((batch.count > 0).then_some(batch))
+    }
+
+    /// Waits until events after what this subscription has seen are
+    /// published (or the hub is gone).
+    pub async fn changed(&mut self) -> bool {
+        loop {
+            if *self.head.borrow_and_update() > self.pos {
+                return true;
+            }
+            if self.head.changed().await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::events::Kind;
+    use drover_proto::pb;
+
+    fn ev(kind: Kind, job: &str) -> Event {
+        Event::new(kind, 0, format!("{kind:?}")).job(job, 1)
+    }
+
+    fn read(batch: Batch) -> Vec<pb::Event> {
+        let b = pb::EventBatch::decode(batch.bytes.as_slice()).unwrap();
+        assert_eq!(b.events.len(), batch.count);
+        b.events
+    }
+
+    fn drain(s: &mut Subscription) -> Vec<pb::Event> {
+        let mut all = Vec::new();
+        while let Some(b) = s.poll().unwrap() {
+            all.extend(read(b));
+        }
+        all
+    }
+
+    #[test]
+    fn a_subscriber_resumes_after_its_last_event_with_no_gap_and_no_repeat() {
+        let hub = EventHub::new(100);
+        hub.publish(
+            5,
+            vec![ev(Kind::JobSubmitted, "a"), ev(Kind::RolloutStarted, "a")],
+            1000,
+        );
+        hub.publish(6, vec![ev(Kind::AllocPlaced, "a")], 1001);
+        let mut s = hub.subscribe(Start::Oldest, Filter::default()).unwrap();
+        let first = read(s.poll().unwrap().unwrap());
+        let cursors: Vec<(u64, u32)> = first.iter().map(|e| (e.index, e.seq)).collect();
+        assert_eq!(cursors, vec![(5, 0), (5, 1), (6, 0)]);
+        assert_eq!(
+            first[0].at_ms, 1000,
+            "an event without a time is dated when applied"
+        );
+        assert_eq!(first[0].r#type(), pb::EventType::JobSubmitted);
+        // Disconnected after (5, 0): resuming from (5, 1) gives the rest once.
+        let mut again = hub.subscribe(Start::At(5, 1), Filter::default()).unwrap();
+        let rest: Vec<(u64, u32)> = drain(&mut again).iter().map(|e| (e.index, e.seq)).collect();
+        assert_eq!(rest, vec![(5, 1), (6, 0)]);
+        // New events reach both, each once.
+        hub.publish(9, vec![ev(Kind::AllocStarted, "a")], 1002);
+        assert_eq!(drain(&mut s).len(), 1);
+        assert_eq!(drain(&mut again).len(), 1);
+        assert!(s.poll().unwrap().is_none());
+    }
+
+    #[test]
+    fn filters_pick_topics_and_a_job() {
+        let hub = EventHub::new(100);
+        hub.publish(
+            1,
+            vec![
+                ev(Kind::JobSubmitted, "a"),
+                ev(Kind::AllocPlaced, "a"),
+                ev(Kind::AllocPlaced, "b"),
+                Event::new(Kind::NodeDown, 5, "down".into()).node("n1"),
+            ],
+            1,
+        );
+        let only = |topics: Vec<Topic>, job: Option<&str>| {
+            let filter = Filter {
+                topics,
+                job: job.map(str::to_string),
+            };
+            let mut s = hub.subscribe(Start::Oldest, filter).unwrap();
+            drain(&mut s)
+                .into_iter()
+                .map(|e| (e.r#type(), e.job))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            only(vec![Topic::Alloc], Some("b")),
+            vec![(pb::EventType::AllocPlaced, "b".to_string())]
+        );
+        assert_eq!(only(vec![Topic::Node], None).len(), 1);
+        assert_eq!(only(vec![], Some("a")).len(), 2);
+        assert_eq!(only(vec![Topic::Job, Topic::Node], None).len(), 2);
+    }
+
+    #[test]
+    fn a_start_older_than_what_is_kept_is_refused_naming_the_oldest() {
+        let hub = EventHub::new(4);
+        for i in 1..=6 {
+            hub.publish(i, vec![ev(Kind::AllocStarted, "a")], 1);
+        }
+        // Indexes 3..=6 are kept.
+        let e = hub
+            .subscribe(Start::At(2, 0), Filter::default())
+            .unwrap_err();
+        assert_eq!(
+            e,
+            Gone::NotKept {
+                from: 2,
+                oldest: 3,
+                kept: 4
+            }
+        );
+        assert!(
+            e.to_string().contains("the oldest it has is index 3"),
+            "{e}"
+        );
+        let mut s = hub.subscribe(Start::At(3, 0), Filter::default()).unwrap();
+        assert_eq!(drain(&mut s).len(), 4);
+        // After a snapshot at 20 the hub has nothing before 21.
+        hub.starts_at(21);
+        let e = hub
+            .subscribe(Start::At(7, 0), Filter::default())
+            .unwrap_err();
+        assert!(matches!(e, Gone::NotKept { oldest: 21, .. }), "{e:?}");
+        let mut s = hub.subscribe(Start::At(21, 0), Filter::default()).unwrap();
+        hub.publish(21, vec![ev(Kind::AllocStarted, "a")], 1);
+        assert_eq!(drain(&mut s).len(), 1);
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_ended_with_where_to_resume() {
+        let hub = EventHub::new(10);
+        let mut slow = hub.subscribe(Start::Next, Filter::default()).unwrap();
+        let mut keeping_up = hub.subscribe(Start::Next, Filter::default()).unwrap();
+        for i in 1..=8 {
+            hub.publish(i, vec![ev(Kind::AllocStarted, "a")], 1);
+            assert_eq!(drain(&mut keeping_up).len(), 1);
+        }
+        // Not dropping anything yet: 8 behind is fine.
+        assert!(slow.poll().unwrap().is_some());
+        for i in 9..=17 {
+            hub.publish(i, vec![ev(Kind::AllocStarted, "a")], 1);
+            assert_eq!(drain(&mut keeping_up).len(), 1, "one that keeps up stays");
+        }
+        let e = slow.poll().unwrap_err();
+        assert_eq!(
+            e,
+            Gone::TooSlow {
+                behind: 9,
+                resume: (8, 1)
+            }
+        );
+        assert!(e.to_string().contains("resume from 8.1"), "{e}");
+        // Where it names is still kept, and resuming there misses nothing.
+        let mut resumed = hub.subscribe(Start::At(8, 1), Filter::default()).unwrap();
+        let got: Vec<u64> = drain(&mut resumed).iter().map(|e| e.index).collect();
+        assert_eq!(got, (9..=17).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn since_a_time_and_next_start_where_they_say() {
+        let hub = EventHub::new(100);
+        for (i, t) in [(1, 100), (2, 200), (3, 300)] {
+            hub.publish(i, vec![Event::new(Kind::NodeReady, t, "r".into())], 0);
+        }
+        let mut s = hub.subscribe(Start::Since(150), Filter::default()).unwrap();
+        let got: Vec<u64> = drain(&mut s).iter().map(|e| e.index).collect();
+        assert_eq!(got, vec![2, 3]);
+        let mut s = hub.subscribe(Start::Next, Filter::default()).unwrap();
+        assert!(s.poll().unwrap().is_none());
+        hub.publish(4, vec![Event::new(Kind::NodeReady, 400, "r".into())], 0);
+        assert_eq!(drain(&mut s)[0].index, 4);
+    }
+}
