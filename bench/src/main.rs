@@ -7,6 +7,7 @@ mod attach;
 mod cluster;
 mod dns;
 mod etcd;
+mod events;
 mod faults;
 mod figures;
 mod ha;
@@ -254,6 +255,23 @@ enum BenchCmd {
         #[arg(long)]
         heartbeat: Option<String>,
     },
+    /// The event stream: a writer submits jobs at --rate per second for
+    /// --seconds, once with no subscriber and once with --subscribers
+    /// following the leader's events, each on its own connection; prints
+    /// the delivery latency (p50/p99/max) and the leader's cpu in each run.
+    ///
+    /// Example:
+    ///   drover-bench events --subscribers 1000 --rate 100 --seconds 10
+    #[command(verbatim_doc_comment)]
+    Events {
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Job submissions per second (each is about three events).
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
     /// What mutual TLS adds to a new connection, beside plaintext: fresh
     /// connections to an in-process peer of each kind, one call each.
     ///
@@ -467,6 +485,11 @@ async fn run(mut cli: Cli) -> anyhow::Result<i32> {
             })
             .await
         }
+        BenchCmd::Events {
+            subscribers,
+            rate,
+            seconds,
+        } => events::events(subscribers, rate, seconds).await,
         BenchCmd::Writes {
             clients,
             seconds,

@@ -318,28 +318,6 @@ fn spec_json(name: &str, replicas: u32) -> String {
     )
 }
 
-/// Resident memory (KiB) and cpu time (s) of a process.
-fn usage(pid: u32) -> (u64, f64) {
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0);
-    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-            Some(ticks / 100.0)
-        })
-        .unwrap_or(0.0);
-    (rss, cpu)
-}
-
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -574,7 +552,7 @@ pub async fn command(a: Args) -> Result<i32> {
     let usage_now: BTreeMap<u64, (u64, f64)> = peers
         .pids()
         .into_iter()
-        .map(|(id, pid)| (id, usage(pid)))
+        .map(|(id, pid)| (id, crate::stats::usage(pid)))
         .collect();
     let state_bytes: BTreeMap<u64, u64> = peers
         .peer_addrs()

@@ -22,7 +22,7 @@
 use crate::state::events::{Event, Topic};
 use prost::Message;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
 /// How many events a peer keeps by default.
@@ -131,7 +131,7 @@ impl Ring {
 /// The events this peer applied, for its subscribers.
 #[derive(Debug)]
 pub struct EventHub {
-    ring: Mutex<Ring>,
+    ring: RwLock<Ring>,
     /// The ring's head position; moves with every publish.
     head: watch::Sender<u64>,
     capacity: usize,
@@ -141,7 +141,7 @@ impl EventHub {
     /// A hub that keeps the last `capacity` events.
     pub fn new(capacity: usize) -> Arc<EventHub> {
         Arc::new(EventHub {
-            ring: Mutex::new(Ring {
+            ring: RwLock::new(Ring {
                 events: VecDeque::new(),
                 first: 0,
                 complete_from: (0, 0),
@@ -152,9 +152,13 @@ impl EventHub {
         })
     }
 
-    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
-        // A panic while holding it left at worst a half-trimmed ring.
-        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+    // A panic while holding it left at worst a half-trimmed ring.
+    fn ring(&self) -> std::sync::RwLockReadGuard<'_, Ring> {
+        self.ring.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ring_mut(&self) -> std::sync::RwLockWriteGuard<'_, Ring> {
+        self.ring.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Keeps and announces the events log entry `index` made. Events with
@@ -184,7 +188,7 @@ impl EventHub {
             })
             .collect();
         let head = {
-            let mut ring = self.ring();
+            let mut ring = self.ring_mut();
             ring.events.extend(stored);
             while ring.events.len() > self.capacity {
                 if let Some(old) = ring.events.pop_front() {
@@ -203,7 +207,7 @@ impl EventHub {
     /// older is served, and subscribers still reading older ones end.
     pub fn starts_at(&self, index: u64) {
         let head = {
-            let mut ring = self.ring();
+            let mut ring = self.ring_mut();
             let first = ring.head();
             ring.events.clear();
             ring.first = first;
