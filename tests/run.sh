@@ -6,7 +6,8 @@
 # Unit and property tests need nothing; the end-to-end and runtime tests need
 # root (namespaces, cgroups, overlayfs) and Debian's busybox-static, runc,
 # jq, iproute2, nftables, docker-registry, skopeo, umoci, apache2-utils (htpasswd),
-# systemd (systemd-analyze verify of the example units), git (the upgrade
+# systemd (systemd-analyze verify of the example units), prometheus (promtool
+# checks /metrics), git (the upgrade
 # test builds the previous commit's binaries: tests/upgrade-base.sh)
 # and gcc with libc6-dev (a static probe), which are
 # installed when missing. Under CI=true a test that would skip
@@ -35,6 +36,13 @@ command -v git >/dev/null || need+=(git)
 # The runtime trust tests build a static C probe of system calls.
 command -v cc >/dev/null || need+=(gcc)
 [[ -e /usr/lib/$(uname -m)-linux-gnu/libc.a ]] || need+=(libc6-dev)
+# The metrics test checks /metrics with promtool (Debian's prometheus;
+# without what it recommends: the server is not wanted).
+if ! command -v promtool >/dev/null && [[ $(id -u) == 0 ]]; then
+  echo "installing prometheus (for promtool)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 if ((${#need[@]})); then
   if [[ $(id -u) == 0 ]]; then
     echo "installing ${need[*]}"

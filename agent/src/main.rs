@@ -111,6 +111,12 @@ struct DaemonArgs {
     /// The address clients reach this agent's API at (default: the listen address).
     #[arg(long, default_value = "")]
     advertise: String,
+    /// Serve Prometheus metrics over plain HTTP here (`/metrics`): its
+    /// containers by state, starts, restarts, OOM kills, image pulls, each
+    /// allocation's cpu, memory and processes, the routing mesh's
+    /// connections. Off by default; keep it on a private address.
+    #[arg(long, env = "DROVER_HTTP_LISTEN")]
+    http_listen: Option<std::net::SocketAddr>,
     /// Bundles, logs and the image cache.
     #[arg(long, default_value = "/var/lib/drover/agent")]
     state_dir: PathBuf,
@@ -414,6 +420,7 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         heartbeat,
         registries,
         security: drover_proto::pki::tls::Security::Plaintext,
+        metrics: a.http_listen.map(|_| drover_proto::http::Metrics::new()),
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -431,8 +438,33 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         } else {
             tracing::warn!("--insecure-plaintext: no TLS; anyone who reaches this node's API can read its logs and exec into its containers");
         }
+        // Bound before the agent starts: a port in use is said at once.
+        let http = match (a.http_listen, config.metrics.clone()) {
+            (Some(addr), Some(m)) => Some((
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--http-listen {addr}: {e}"))?,
+                m,
+            )),
+            _ => None,
+        };
         let agent = drover_agent::daemon::Agent::start(config).await?;
         println!("drover-agent serving on {}", agent.local_addr);
+        if let Some((listener, metrics)) = http {
+            // Ends with the process.
+            tokio::spawn(async move {
+                let served = drover_proto::http::serve(
+                    listener,
+                    metrics,
+                    None,
+                    Default::default(),
+                    std::future::pending(),
+                );
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "http listener failed");
+                }
+            });
+        }
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         tokio::select! {

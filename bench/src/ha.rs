@@ -316,6 +316,7 @@ async fn in_process(dir: &Path, plaintext: bool) -> Result<Vec<Scheduler>> {
         let s = Scheduler::start(Config {
             pki: (!plaintext).then_some(pki),
             rate_limits: Some(Default::default()),
+            metrics: None,
             id: *id,
             listen: addr.parse()?,
             advertise: addr.clone(),
@@ -661,6 +662,7 @@ pub async fn handshake_report(connections: usize) -> Result<[Samples; 2]> {
             Scheduler::start(Config {
                 pki: (!plaintext).then_some(pki),
                 rate_limits: None,
+                metrics: None,
                 id: 1,
                 listen: addr.parse()?,
                 advertise: addr.clone(),

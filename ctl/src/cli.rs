@@ -839,6 +839,13 @@ pub struct DevArgs {
     /// Address of the agent's own API (logs).
     #[arg(long, default_value = "127.0.0.1:7401")]
     pub agent_listen: std::net::SocketAddr,
+    /// Prometheus metrics of the scheduler and the agent, over plain HTTP
+    /// (`/metrics`); on loopback nobody is asked for a token.
+    #[arg(long, default_value = "127.0.0.1:7480")]
+    pub http_listen: std::net::SocketAddr,
+    /// Serve no metrics.
+    #[arg(long)]
+    pub no_http: bool,
     /// The node's name (default: this machine's hostname).
     #[arg(long)]
     pub node_name: Option<String>,

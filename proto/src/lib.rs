@@ -11,6 +11,7 @@ pub mod codec;
 pub mod desired;
 pub mod fencing;
 pub mod format;
+pub mod http;
 /// Raises the open-file limit through libc (getrlimit, setrlimit).
 #[allow(unsafe_code)]
 pub mod limits;

@@ -19,7 +19,10 @@
 //! between them, is too slow: it is ended, naming where to resume while
 //! that is still kept.
 
-use crate::state::events::{Event, Topic};
+use crate::raft::stats::Labels;
+use crate::state::events::{Event, Kind, Topic};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prost::Message;
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
@@ -135,6 +138,12 @@ pub struct EventHub {
     /// The ring's head position; moves with every publish.
     head: watch::Sender<u64>,
     capacity: usize,
+    /// Events published, by type (see `crate::raft::stats`).
+    counted: Family<Labels, Counter>,
+    /// The counter of each type, found once.
+    counters: std::sync::Mutex<std::collections::HashMap<Kind, Counter>>,
+    /// Subscriptions open now.
+    subscribers: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl EventHub {
@@ -149,7 +158,37 @@ impl EventHub {
             }),
             head: watch::channel(0).0,
             capacity: capacity.max(2),
+            counted: Family::default(),
+            counters: Default::default(),
+            subscribers: Arc::default(),
         })
+    }
+
+    /// Counts what is published into `family`, by type. Before it is
+    /// shared.
+    pub fn counting(mut self: Arc<Self>, family: Family<Labels, Counter>) -> Arc<Self> {
+        if let Some(hub) = Arc::get_mut(&mut self) {
+            hub.counted = family;
+        }
+        self
+    }
+
+    /// How many subscriptions are open.
+    pub fn subscribers(&self) -> i64 {
+        self.subscribers.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self, kind: Kind) {
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        counters
+            .entry(kind)
+            .or_insert_with(|| {
+                let word = crate::server::convert::event_word(kind);
+                self.counted
+                    .get_or_create(&vec![("type".to_string(), word)])
+                    .clone()
+            })
+            .inc();
     }
 
     // A panic while holding it left at worst a half-trimmed ring.
@@ -174,6 +213,7 @@ impl EventHub {
                 if e.at_ms == 0 {
                     e.at_ms = now_ms;
                 }
+                self.count(e.kind);
                 let wire = crate::server::convert::event(index, seq as u32, &e);
                 let mut record = Vec::with_capacity(wire.encoded_len() + 4);
                 prost::encoding::message::encode(1, &wire, &mut record);
@@ -264,6 +304,8 @@ impl EventHub {
         };
         let gap = pos.saturating_sub(ring.first);
         drop(ring);
+        self.subscribers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Subscription {
             hub: self.clone(),
             head: self.head.subscribe(),
@@ -288,6 +330,14 @@ pub struct Subscription {
     /// How many kept events were older than its position when it last
     /// looked: the room left before dropping reaches it.
     gap: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub
+            .subscribers
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Events for one send: how many, and their bytes as an `EventBatch`.
@@ -350,7 +400,6 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::events::Kind;
     use drover_proto::pb;
 
     fn ev(kind: Kind, job: &str) -> Event {

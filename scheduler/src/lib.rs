@@ -11,6 +11,7 @@ pub mod clock;
 pub mod cluster;
 pub mod controller;
 pub mod events;
+pub mod metrics;
 pub mod pki;
 pub mod placement;
 pub mod raft;

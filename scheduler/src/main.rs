@@ -42,6 +42,11 @@ struct Args {
     /// Address others reach this peer at (default: the listen address).
     #[arg(long, default_value = "")]
     advertise: String,
+    /// Serve Prometheus metrics over plain HTTP here (`/metrics`). Off by
+    /// default. Once the cluster has ACLs, callers not on loopback need a
+    /// token that may read (`Authorization: Bearer DRVT-...`).
+    #[arg(long, env = "DROVER_HTTP_LISTEN")]
+    http_listen: Option<std::net::SocketAddr>,
     /// Where the Raft log, vote and snapshots live.
     #[arg(long, default_value = "/var/lib/drover/scheduler")]
     data_dir: PathBuf,
@@ -255,7 +260,18 @@ async fn main() -> anyhow::Result<()> {
         rate: a.rate_limit,
         burst: a.rate_burst.max(1),
     });
+    // Bound before the peer starts: a port in use is said at once.
+    let http = match a.http_listen {
+        Some(addr) => Some((
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--http-listen {addr}: {e}"))?,
+            drover_proto::http::Metrics::new(),
+        )),
+        None => None,
+    };
     let s = Scheduler::start(Config {
+        metrics: http.as_ref().map(|(_, m)| m.clone()),
         pki,
         rate_limits,
         id: a.id,
@@ -275,6 +291,25 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     println!("drover-scheduler {} serving on {}", a.id, s.local_addr);
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some((listener, metrics)) = http {
+        let authorize = drover_scheduler::metrics::authorize(s.peer.clone());
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = http_stopped.await;
+            };
+            let served = drover_proto::http::serve(
+                listener,
+                metrics,
+                Some(authorize),
+                Default::default(),
+                stop,
+            );
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "http listener failed");
+            }
+        });
+    }
     let failed = tokio::select! {
         _ = shutdown_signal() => None,
         why = s.raft_failed() => Some(why),
@@ -286,6 +321,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("raft stopped: {why}");
     }
     tracing::info!("shutting down");
+    let _ = http_stop.send(());
     s.shutdown().await;
     Ok(())
 }

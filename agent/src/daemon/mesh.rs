@@ -27,6 +27,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 pub struct Mesh {
     bind: IpAddr,
     services: HashMap<u16, Listener>,
+    stats: super::metrics::AgentStats,
 }
 
 struct Listener {
@@ -35,22 +36,26 @@ struct Listener {
 }
 
 impl Mesh {
-    pub fn new(bind: IpAddr) -> Mesh {
+    pub fn new(bind: IpAddr, stats: super::metrics::AgentStats) -> Mesh {
         Mesh {
             bind,
             services: HashMap::new(),
+            stats,
         }
     }
 
     /// Serves exactly `services`: opens new ports, closes dropped ones, and
     /// swaps endpoint sets in place (open connections are left alone).
     pub async fn sync(&mut self, services: &[pb::Service]) {
-        let wanted: HashMap<u16, Vec<SocketAddr>> = services
+        let wanted: HashMap<u16, (Vec<SocketAddr>, &str)> = services
             .iter()
             .map(|s| {
                 (
                     s.port as u16,
-                    s.endpoints.iter().filter_map(|e| e.parse().ok()).collect(),
+                    (
+                        s.endpoints.iter().filter_map(|e| e.parse().ok()).collect(),
+                        s.job.as_str(),
+                    ),
                 )
             })
             .collect();
@@ -62,7 +67,7 @@ impl Mesh {
             }
             keep
         });
-        for (port, endpoints) in wanted {
+        for (port, (endpoints, job)) in wanted {
             if let Some(l) = self.services.get(&port) {
                 l.endpoints.send_if_modified(|e| {
                     let changed = *e != endpoints;
@@ -76,7 +81,8 @@ impl Mesh {
                 Ok(listener) => {
                     tracing::info!(%addr, "routing mesh: serving");
                     let (tx, rx) = watch::channel(endpoints);
-                    let task = tokio::spawn(serve(listener, rx));
+                    let task =
+                        tokio::spawn(serve(listener, rx, job.to_string(), self.stats.clone()));
                     self.services.insert(
                         port,
                         Listener {
@@ -104,7 +110,13 @@ impl Drop for Mesh {
     }
 }
 
-async fn serve(listener: TcpListener, endpoints: watch::Receiver<Vec<SocketAddr>>) {
+async fn serve(
+    listener: TcpListener,
+    endpoints: watch::Receiver<Vec<SocketAddr>>,
+    job: String,
+    stats: super::metrics::AgentStats,
+) {
+    let job: Arc<str> = job.into();
     let next = Arc::new(AtomicUsize::new(0));
     loop {
         let Ok((client, _)) = listener.accept().await else {
@@ -113,12 +125,17 @@ async fn serve(listener: TcpListener, endpoints: watch::Receiver<Vec<SocketAddr>
         let _ = client.set_nodelay(true);
         let endpoints = endpoints.clone();
         let next = next.clone();
+        let (job, stats) = (job.clone(), stats.clone());
         tokio::spawn(async move {
+            let began = std::time::Instant::now();
             if let Some(mut upstream) = connect(&endpoints, &next).await {
                 let mut client = client;
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                stats.mesh_connection(&job, Some(began.elapsed()));
+            } else {
+                // No replica took it: dropping the client closes the connection.
+                stats.mesh_connection(&job, None);
             }
-            // No replica took it: dropping the client closes the connection.
         });
     }
 }
@@ -187,7 +204,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let mut mesh = Mesh::new("127.0.0.1".parse().unwrap());
+        let mut mesh = Mesh::new("127.0.0.1".parse().unwrap(), Default::default());
         let svc = |eps: Vec<SocketAddr>| pb::Service {
             job: "web".into(),
             port: port as u32,

@@ -22,6 +22,7 @@ pub mod health;
 #[cfg(test)]
 mod life_tests;
 pub mod mesh;
+pub mod metrics;
 pub mod netwatch;
 pub mod node_driver;
 pub mod reporter;
@@ -195,6 +196,9 @@ pub struct Config {
     pub volumes: Vec<HostVolume>,
     /// Labels jobs' constraints match (`--label zone=eu-1a`).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Where this agent's metrics are registered (see `metrics`); whoever
+    /// serves `/metrics` holds it too. `None`: not measured.
+    pub metrics: Option<Arc<drover_proto::http::Metrics>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -255,6 +259,25 @@ pub fn cluster_address(schedulers: &[String]) -> Option<std::net::IpAddr> {
     Some(s.local_addr().ok()?.ip())
 }
 
+/// Samples the cgroup usage of every running allocation each
+/// [`metrics::SAMPLE_EVERY`] for `/metrics`, until the agent stops.
+async fn sample_usage(shared: Arc<Shared>, mut stop: broadcast::Receiver<()>) {
+    loop {
+        let running = shared.reporter.running();
+        let on = shared.clone();
+        let sampled =
+            tokio::task::spawn_blocking(move || metrics::sample(on.runtime.cgroups(), &running))
+                .await;
+        if let Ok(samples) = sampled {
+            *shared.stats.usage.lock().unwrap_or_else(|p| p.into_inner()) = samples;
+        }
+        tokio::select! {
+            _ = stop.recv() => return,
+            _ = tokio::time::sleep(metrics::SAMPLE_EVERY) => {}
+        }
+    }
+}
+
 /// What every allocation runner shares.
 pub struct Shared {
     /// Host id ranges of containers in user namespaces.
@@ -310,6 +333,8 @@ pub struct Shared {
     /// Held shared from pulling an image until its bundle links the layers,
     /// and exclusively by layer GC, so GC never frees a layer in between.
     pub image_use: std::sync::RwLock<()>,
+    /// What the agent counts (see `metrics`).
+    pub stats: metrics::AgentStats,
 }
 
 impl Shared {
@@ -656,7 +681,8 @@ impl Agent {
             drover_proto::pki::SCHEDULER_NAME,
         );
         let links = connection::Links::new(config.schedulers.clone(), tls);
-        let reporter = reporter::Reporter::new(config.name.clone());
+        let stats = metrics::AgentStats::default();
+        let reporter = reporter::Reporter::new(config.name.clone()).observed(stats.clone());
         let shared = Arc::new(Shared {
             id_ranges,
             user_namespaces: config.user_namespaces,
@@ -664,7 +690,8 @@ impl Agent {
             state_dir: config.state_dir.clone(),
             images: ImageStore::new(config.state_dir.join("images"))
                 .with_registries(config.registries.clone())
-                .with_limits(config.image_limits),
+                .with_limits(config.image_limits)
+                .counting(stats.pulled_bytes.clone()),
             runtime,
             reporter: reporter.clone(),
             // Resumed from disk: a restarted agent does not restart the
@@ -699,6 +726,7 @@ impl Agent {
             monitor: config.monitor.clone(),
             image_use: std::sync::RwLock::new(()),
             adopted: Default::default(),
+            stats,
         });
         node_driver::adopt_leftovers(&shared);
 
@@ -747,6 +775,11 @@ impl Agent {
                 stop.subscribe(),
             )),
         ];
+        if let Some(m) = &config.metrics {
+            let reporter = shared.reporter.clone();
+            shared.stats.register(m, move || reporter.states());
+            tasks.push(tokio::spawn(sample_usage(shared.clone(), stop.subscribe())));
+        }
         if let drover_proto::pki::tls::Security::Tls(live) = &config.security {
             tasks.push(tokio::spawn(crate::pki::keep_renewed(
                 config.state_dir.clone(),

@@ -82,7 +82,12 @@ impl Driver for NodeDriver {
             req.files.extend(secret_files(&shared, &spec)?);
             let r: ImageRef = image.parse()?;
             let _in_use = shared.image_use.read().unwrap_or_else(|e| e.into_inner());
+            let began = std::time::Instant::now();
             let img = shared.images.pull(&r)?;
+            shared
+                .stats
+                .pull_seconds
+                .observe(began.elapsed().as_secs_f64());
             Ok(Bundle::create(&dir, &img, &req)?)
         })
         .await

@@ -23,6 +23,10 @@ struct Inner {
     /// Latest report per allocation, and whether the scheduler has it.
     latest: Mutex<HashMap<String, (pb::AllocationReport, bool)>>,
     changed: Notify,
+    /// What reports say happened, counted (see `super::metrics`).
+    stats: std::sync::OnceLock<super::metrics::AgentStats>,
+    /// When each allocation's current start was reported.
+    starting: Mutex<HashMap<String, Instant>>,
 }
 
 impl Reporter {
@@ -32,7 +36,67 @@ impl Reporter {
             inner: Arc::new(Inner {
                 latest: Mutex::new(HashMap::new()),
                 changed: Notify::new(),
+                stats: std::sync::OnceLock::new(),
+                starting: Mutex::default(),
             }),
+        }
+    }
+
+    /// Counts starts, restarts and OOM kills into `stats` from now on.
+    pub fn observed(self, stats: super::metrics::AgentStats) -> Reporter {
+        let _ = self.inner.stats.set(stats);
+        self
+    }
+
+    /// How many allocations are in each state (by its word).
+    pub fn states(&self) -> std::collections::BTreeMap<String, i64> {
+        let mut by = std::collections::BTreeMap::new();
+        for (r, _) in self.inner.latest.lock().expect("reporter lock").values() {
+            *by.entry(r.state.clone()).or_insert(0) += 1;
+        }
+        by
+    }
+
+    /// The allocations reported running.
+    pub fn running(&self) -> Vec<String> {
+        let running = pb::AllocationPhase::Running as i32;
+        self.inner
+            .latest
+            .lock()
+            .expect("reporter lock")
+            .values()
+            .filter(|(r, _)| r.phase == running)
+            .map(|(r, _)| r.id.clone())
+            .collect()
+    }
+
+    /// Counts what `report` says happened since `before`.
+    fn count(&self, before: Option<&pb::AllocationReport>, report: &pb::AllocationReport) {
+        let Some(stats) = self.inner.stats.get() else {
+            return;
+        };
+        use pb::AllocationPhase::{Running, Starting};
+        let was = before.map(|b| b.phase);
+        let mut starting = self.inner.starting.lock().expect("reporter lock");
+        if report.phase == Starting as i32 && was != Some(Starting as i32) {
+            starting.insert(report.id.clone(), Instant::now());
+        } else if report.phase == Running as i32 && was != Some(Running as i32) {
+            if let Some(t) = starting.remove(&report.id) {
+                stats.start_seconds.observe(t.elapsed().as_secs_f64());
+            }
+        } else if report.phase != Starting as i32 {
+            starting.remove(&report.id);
+        }
+        let restarts_before = before.map_or(0, |b| b.restarts);
+        if report.restarts > restarts_before {
+            stats
+                .restarts
+                .inc_by(u64::from(report.restarts - restarts_before));
+        }
+        let oom_now = report.reason == "oom-killed";
+        let oom_before = before.is_some_and(|b| b.reason == "oom-killed");
+        if oom_now && (!oom_before || report.restarts > restarts_before) {
+            stats.oom_kills.inc();
         }
     }
 
@@ -44,6 +108,7 @@ impl Reporter {
         let mut latest = self.inner.latest.lock().expect("reporter lock");
         let same = latest.get(&report.id).is_some_and(|(r, _)| *r == report);
         if !same {
+            self.count(latest.get(&report.id).map(|(r, _)| r), &report);
             latest.insert(report.id.clone(), (report, false));
             self.inner.changed.notify_one();
         }

@@ -32,7 +32,7 @@ pub async fn run(
 ) {
     let driver = Arc::new(NodeDriver::new(shared.clone()));
     let mut allocations = Supervisor::new(driver, shared.reporter.clone());
-    let mut mesh = Mesh::new(shared.mesh_ip);
+    let mut mesh = Mesh::new(shared.mesh_ip, shared.stats.clone());
     // Fenced: no leader has acknowledged this node for the node timeout, so
     // the scheduler is about to replace its replicas elsewhere. Desired sets
     // that arrive meanwhile may be stale and are not acted on.

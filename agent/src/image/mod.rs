@@ -132,6 +132,8 @@ pub struct ImageStore {
     cache_dir: PathBuf,
     registries: RegistryConfig,
     limits: ImageLimits,
+    /// Counts the layer bytes downloaded.
+    pulled_bytes: prometheus_client::metrics::counter::Counter,
 }
 
 impl ImageStore {
@@ -141,7 +143,14 @@ impl ImageStore {
             cache_dir: cache_dir.into(),
             registries: RegistryConfig::default(),
             limits: ImageLimits::default(),
+            pulled_bytes: Default::default(),
         }
+    }
+
+    /// Counts the layer bytes downloaded into `c`.
+    pub fn counting(mut self, c: prometheus_client::metrics::counter::Counter) -> Self {
+        self.pulled_bytes = c;
+        self
     }
 
     /// Sets the size limits of unpacked layers and images.
@@ -198,7 +207,9 @@ impl ImageStore {
                         .map_err(ImageError::from)
                         .and_then(|r| {
                             let fetch = |layer: &layout::LayerBlob, dir: &Path| {
-                                client.download(layer, dir).map_err(ImageError::from)
+                                let got = client.download(layer, dir).map_err(ImageError::from)?;
+                                self.pulled_bytes.inc_by(layer.size);
+                                Ok(got)
                             };
                             Ok(Image {
                                 layers: unpack_all(&BlobSource::Download(&fetch), &r.layers)?,

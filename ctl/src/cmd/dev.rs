@@ -76,7 +76,20 @@ pub async fn run(a: DevArgs) -> Result<i32> {
     };
     let volumes = drover_agent::daemon::HostVolume::parse_all(&a.volumes, &a.state_dir)
         .map_err(|e| anyhow::anyhow!("--volume {e}"))?;
+    // One registry and one listener for both (bound first: a port in use
+    // is said before anything starts).
+    let metrics = drover_proto::http::Metrics::new();
+    let http = if a.no_http {
+        None
+    } else {
+        Some(
+            tokio::net::TcpListener::bind(a.http_listen)
+                .await
+                .with_context(|| format!("--http-listen {}", a.http_listen))?,
+        )
+    };
     let scheduler = Scheduler::start(SchedulerConfig {
+        metrics: Some(metrics.clone()),
         pki,
         rate_limits: Some(Default::default()),
         id: 1,
@@ -125,9 +138,30 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         ended_retention: Duration::from_secs(3600),
         volumes,
         labels: Default::default(),
+        metrics: Some(metrics.clone()),
     })
     .await
     .context("cannot start the agent")?;
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(listener) = http {
+        let authorize = drover_scheduler::metrics::authorize(scheduler.peer.clone());
+        println!("drover dev: metrics on http://{}/metrics", a.http_listen);
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = http_stopped.await;
+            };
+            let served = drover_proto::http::serve(
+                listener,
+                metrics,
+                Some(authorize),
+                Default::default(),
+                stop,
+            );
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "http listener failed");
+            }
+        });
+    }
     println!(
         "drover dev: scheduler on {}, node {name} (agent API on {})",
         scheduler.local_addr, agent.local_addr
@@ -147,6 +181,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         );
     }
     shutdown_signal().await;
+    let _ = http_stop.send(());
     println!("drover dev: stopping containers");
     agent.shutdown().await;
     scheduler.shutdown().await;

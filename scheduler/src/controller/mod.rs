@@ -39,6 +39,8 @@ pub struct Controller {
     pub node_timeout: Duration,
     /// Forget nodes down for longer than this (`None`: never).
     pub node_gc_after: Option<Duration>,
+    /// How long each pass takes (see `crate::metrics`).
+    pub pass_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Controller {
@@ -85,6 +87,7 @@ impl Controller {
                 tracing::debug!(error = %e, "controller step failed; retrying");
             }
             rest = started.elapsed();
+            self.pass_seconds.observe(rest.as_secs_f64());
             if versions_asked.is_none_or(|t| t.elapsed() >= VERSION_EVERY) {
                 versions_asked = Some(Instant::now());
                 if let Err(e) = version::raise(&self.peer).await {

@@ -301,6 +301,8 @@ pub struct LogStore {
     writer: Arc<Writer>,
     recent: Recent,
     seq: Arc<AtomicU64>,
+    /// How long each write and its fsync took (the writer thread's copy).
+    fsync_seconds: Arc<std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>>,
 }
 
 impl Debug for LogStore {
@@ -335,11 +337,12 @@ impl LogStore {
             ..RecentEntries::default()
         }));
         let (tx, rx) = std::sync::mpsc::channel();
+        let fsync_seconds: Arc<std::sync::OnceLock<_>> = Arc::default();
         let thread = {
-            let (db, recent) = (db.clone(), recent.clone());
+            let (db, recent, timed) = (db.clone(), recent.clone(), fsync_seconds.clone());
             std::thread::Builder::new()
                 .name("raft-log-writer".into())
-                .spawn(move || write_loop(&db, &recent, &rx))
+                .spawn(move || write_loop(&db, &recent, &rx, &timed))
                 .map_err(|e| LogStoreError::Writer(e.to_string()))?
         };
         Ok(Self {
@@ -350,7 +353,14 @@ impl LogStore {
             }),
             recent,
             seq: Arc::default(),
+            fsync_seconds,
         })
+    }
+
+    /// Times every write (and its fsync) into `h`.
+    pub fn observed(self, h: prometheus_client::metrics::histogram::Histogram) -> Self {
+        let _ = self.fsync_seconds.set(h);
+        self
     }
 
     /// Run `f` against the database on the blocking pool.
@@ -410,13 +420,22 @@ fn drop_off_runtime(gone: BTreeMap<u64, Kept>) {
 
 /// The writer thread: take everything queued, write it in one transaction,
 /// sync once, then report to every waiter.
-fn write_loop(db: &Database, recent: &Recent, rx: &std::sync::mpsc::Receiver<Op>) {
+fn write_loop(
+    db: &Database,
+    recent: &Recent,
+    rx: &std::sync::mpsc::Receiver<Op>,
+    timed: &std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while let Ok(op) = rx.try_recv() {
             batch.push(op);
         }
+        let began = std::time::Instant::now();
         let result = write_batch(db, &batch).map_err(|e| e.to_string());
+        if let Some(h) = timed.get() {
+            h.observe(began.elapsed().as_secs_f64());
+        }
         if result.is_ok() {
             let mut evicted = Vec::new();
             let mut r = recent.lock().unwrap_or_else(|p| p.into_inner());

@@ -20,6 +20,7 @@ pub mod export;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
+pub mod stats;
 pub mod types;
 
 #[cfg(test)]
@@ -143,6 +144,8 @@ pub struct RaftOptions {
     pub tls: drover_proto::pki::tls::ClientTls,
     /// How many events (see `crate::events`) the peer keeps for subscribers.
     pub events_kept: usize,
+    /// What the log, the network and the state machine measure.
+    pub stats: stats::RaftStats,
 }
 
 impl Default for RaftOptions {
@@ -156,6 +159,7 @@ impl Default for RaftOptions {
             keep_after_snapshot: 100,
             tls: Default::default(),
             events_kept: crate::events::KEPT,
+            stats: Default::default(),
         }
     }
 }
@@ -271,7 +275,8 @@ pub async fn open(id: NodeId, dir: &Path, options: RaftOptions) -> Result<RaftHa
     let state = Arc::new(RwLock::new(State::default()));
     let (applied_tx, applied) = watch::channel(0);
     let sm_state = state.clone();
-    let events = crate::events::EventHub::new(options.events_kept);
+    let stats = options.stats.clone();
+    let events = crate::events::EventHub::new(options.events_kept).counting(stats.events.clone());
     let hub = events.clone();
     // Opening redb and reading the snapshot are blocking file I/O.
     let (log_store, state_machine) = tokio::task::spawn_blocking(move || {
@@ -292,12 +297,16 @@ pub async fn open(id: NodeId, dir: &Path, options: RaftOptions) -> Result<RaftHa
         }
         // Before reading anything: a newer release's directory is refused.
         drover_proto::format::check_and_record(&dir, DATA_FORMAT, DATA_VERSION, &program())?;
-        let log_store = LogStore::open(&dir.join("raft.redb"))?;
-        let sm = StateMachine::open(&dir.join("snapshots"), sm_state, applied_tx)?.with_events(hub);
+        let log_store =
+            LogStore::open(&dir.join("raft.redb"))?.observed(stats.fsync_seconds.clone());
+        let sm = StateMachine::open(&dir.join("snapshots"), sm_state, applied_tx)?
+            .with_events(hub)
+            .observed(stats.snapshot_bytes.clone());
         Ok::<_, Error>((log_store, sm))
     })
     .await??;
-    let network = Network::new(id, options.tls.clone());
+    let network =
+        Network::new(id, options.tls.clone()).observed(options.stats.append_seconds.clone());
     // Started there, Raft spawns every task of its own there.
     let runtime = Arc::new(RaftRuntime::start()?);
     let raft = runtime

@@ -103,6 +103,8 @@ pub struct Network {
     id: NodeId,
     channels: Channels,
     tls: ClientTls,
+    /// How long appends take to be answered.
+    append_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Network {
@@ -112,7 +114,16 @@ impl Network {
             id,
             channels: Arc::default(),
             tls,
+            append_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                super::stats::latency_buckets(),
+            ),
         }
+    }
+
+    /// Times every append answered into `h`.
+    pub fn observed(mut self, h: prometheus_client::metrics::histogram::Histogram) -> Self {
+        self.append_seconds = h;
+        self
     }
 }
 
@@ -127,6 +138,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             channels: self.channels.clone(),
             tls: self.tls.clone(),
             pacing: Pacing::default(),
+            append_seconds: self.append_seconds.clone(),
         }
     }
 }
@@ -139,6 +151,7 @@ pub struct Connection {
     channels: Channels,
     tls: ClientTls,
     pacing: Pacing,
+    append_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Connection {
@@ -283,7 +296,10 @@ impl RaftNetwork<TypeConfig> for Connection {
         let answer = self.send(rpc_type, data, &option).await;
         match &answer {
             Err(RPCError::Timeout(_)) => self.pacing.missed(),
-            _ => self.pacing.answered(started.elapsed(), option.hard_ttl()),
+            _ => {
+                self.append_seconds.observe(started.elapsed().as_secs_f64());
+                self.pacing.answered(started.elapsed(), option.hard_ttl())
+            }
         }
         answer
     }

@@ -173,6 +173,8 @@ pub struct StateMachine {
     snapshots: Arc<SnapshotDir>,
     /// Where applied entries' events go, if anywhere.
     events: Option<Arc<EventHub>>,
+    /// The size of the last snapshot taken or installed.
+    snapshot_bytes: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl StateMachine {
@@ -196,8 +198,10 @@ impl StateMachine {
             applied_tx,
             snapshots,
             events: None,
+            snapshot_bytes: Default::default(),
         };
         if let Some(bytes) = sm.snapshots.load()? {
+            sm.snapshot_bytes.set(bytes.len() as i64);
             let payload = decode_payload(CURRENT, &bytes)?;
             *sm.snapshots
                 .current
@@ -216,6 +220,15 @@ impl StateMachine {
         hub.starts_at(self.next_index());
         self.events = Some(hub);
         self
+    }
+
+    /// Reports the size of every snapshot taken or installed into `g`.
+    pub fn observed(self, g: prometheus_client::metrics::gauge::Gauge) -> Self {
+        g.set(self.snapshot_bytes.get());
+        Self {
+            snapshot_bytes: g,
+            ..self
+        }
     }
 
     fn next_index(&self) -> u64 {
@@ -314,6 +327,7 @@ pub struct SnapshotBuilder {
     snapshots: Arc<SnapshotDir>,
     /// How long copying the state took (it blocks applying meanwhile).
     copied_in: std::time::Duration,
+    snapshot_bytes: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -362,6 +376,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .await
             .map_err(|_| err(StateMachineError::SnapshotThread))?
             .map_err(err)?;
+        self.snapshot_bytes.set(bytes.len() as i64);
         tracing::info!(
             index = self.meta.last_log_id.map_or(0, |l| l.index),
             bytes = bytes.len(),
@@ -473,6 +488,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             },
             state,
             snapshots: self.snapshots.clone(),
+            snapshot_bytes: self.snapshot_bytes.clone(),
         }
     }
 
@@ -490,6 +506,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             e.into_storage(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Write)
         };
         let bytes = snapshot.into_inner();
+        self.snapshot_bytes.set(bytes.len() as i64);
         let payload = decode_payload(&meta.snapshot_id, &bytes).map_err(err)?;
         // Before it replaces this peer's own snapshot on disk.
         crate::state::version::too_new(&payload.state).map_err(|e| err(e.into()))?;

@@ -422,3 +422,12 @@ fn event_type(k: crate::state::events::Kind) -> pb::EventType {
         Kind::ClusterRestored => T::ClusterRestored,
     }
 }
+
+/// An event type as a word: `alloc-placed`.
+pub fn event_word(k: crate::state::events::Kind) -> String {
+    event_type(k)
+        .as_str_name()
+        .trim_start_matches("EVENT_TYPE_")
+        .to_lowercase()
+        .replace('_', "-")
+}

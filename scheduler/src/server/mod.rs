@@ -15,6 +15,7 @@ pub mod gate;
 pub mod join_api;
 pub mod limits;
 pub mod node_api;
+pub mod observe;
 mod peer_error;
 mod refusal;
 
@@ -49,6 +50,9 @@ pub struct Config {
     pub pki: Option<crate::pki::Pki>,
     /// Per-caller request rates (`None`: unlimited).
     pub rate_limits: Option<limits::RateLimits>,
+    /// Where this peer's metrics are registered (see `crate::metrics`);
+    /// whoever serves `/metrics` holds it too. `None`: not measured.
+    pub metrics: Option<std::sync::Arc<drover_proto::http::Metrics>>,
 }
 
 /// The longest a request may take to be answered (a stream: to start).
@@ -156,7 +160,11 @@ impl Scheduler {
             None => tls::Security::Plaintext,
         };
         let client_tls = tls::ClientTls::from_security(&security, SCHEDULER_NAME);
+        let raft_stats = raft::stats::RaftStats::default();
+        let api_stats = observe::ApiStats::default();
+        let scheduler_stats = crate::metrics::SchedulerStats::default();
         let opts = raft::RaftOptions {
+            stats: raft_stats.clone(),
             tls: client_tls.clone(),
             snapshot_every: staggered(config.snapshot_every, config.id),
             heartbeat_interval: config.cluster.heartbeat,
@@ -241,6 +249,7 @@ impl Scheduler {
                 .http2_max_header_list_size(64 << 10)
                 .timeout(REQUEST_TIMEOUT)
                 .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+                .layer(api_stats.clone())
                 .layer(tower::util::option_layer(
                     rate_limit.clone().map(gate::GateLayer),
                 ))
@@ -363,8 +372,18 @@ impl Scheduler {
             liveness,
             node_timeout: config.node_timeout,
             node_gc_after: config.node_gc_after,
+            pass_seconds: scheduler_stats.pass_seconds.clone(),
         };
         tasks.push(tokio::spawn(controller.run(stop.subscribe())));
+        if let Some(m) = &config.metrics {
+            crate::metrics::register(m, &peer, &handle.events, &raft_stats, &scheduler_stats);
+            api_stats.register(m);
+            // Ends with Raft; not awaited at shutdown.
+            tokio::spawn(crate::metrics::count_leader_changes(
+                peer.clone(),
+                scheduler_stats.leader_changes.clone(),
+            ));
+        }
         tracing::info!(id = config.id, addr = %local_addr, "scheduler peer serving");
         Ok(Scheduler {
             peer,

@@ -1,0 +1,209 @@
+//! The HTTP listener a daemon opens beside gRPC (`--http-listen`), never
+//! instead of it: `/metrics` in Prometheus' text format, and whatever else
+//! the daemon routes there.
+//!
+//! Metrics live in one [`Metrics`]: a prometheus-client registry that the
+//! scheduler and the agent register into (in `drover dev` the same one, so
+//! one scrape sees both), plus work to run before each scrape that sets
+//! gauges from the daemon's state (a gauge of replicas by state is counted
+//! when asked for, not kept up on every change).
+//!
+//! A caller is let in by the daemon's `Authorize` (the scheduler asks for
+//! an ACL token that may read once the cluster has ACLs); a listener on
+//! loopback asks nobody, as `drover dev`'s does not.
+
+use prometheus_client::registry::{Metric, Registry};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// Prometheus' text format: what every scraper and `promtool` read.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+type Refresh = Box<dyn Fn() + Send + Sync>;
+
+/// A registry of metrics and what to refresh before a scrape.
+#[derive(Default)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    refresh: Mutex<Vec<Refresh>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        Arc::new(Metrics {
+            registry: Mutex::new(Registry::with_prefix("drover")),
+            refresh: Mutex::default(),
+        })
+    }
+
+    /// Registers `metric` as `drover_<name>` (a counter's samples end in
+    /// `_total`).
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .register(name, help, metric);
+    }
+
+    /// Runs `f` before every scrape (to set gauges from current state).
+    pub fn on_scrape(&self, f: impl Fn() + Send + Sync + 'static) {
+        self.refresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(f));
+    }
+
+    /// Every metric, refreshed, in Prometheus' text format.
+    pub fn encode(&self) -> String {
+        prometheus_text(&self.encode_openmetrics())
+    }
+
+    /// Every metric, refreshed, as prometheus-client writes it (OpenMetrics).
+    pub fn encode_openmetrics(&self) -> String {
+        for f in self
+            .refresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            f();
+        }
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+/// OpenMetrics text as Prometheus' text format: a counter's family is
+/// named as its samples are (`x_total`, where OpenMetrics says `x`), and
+/// there is no `# EOF`.
+fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + counters.len() * 16);
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE ", "# UNIT "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(l.trim_end()),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether a request (its headers, from this address) may be served:
+/// `Err` with why not.
+pub type Authorize = Arc<dyn Fn(&http::HeaderMap, SocketAddr) -> Result<(), String> + Send + Sync>;
+
+/// Serves `/metrics` (and `routes`) on `listener` until `stop` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    authorize: Option<Authorize>,
+    routes: axum::Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::extract::{ConnectInfo, State};
+    use axum::http::{header, HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+
+    async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl axum::response::IntoResponse {
+        // Reading cgroups and locking state: off the runtime's threads.
+        let body = tokio::task::spawn_blocking(move || metrics.encode())
+            .await
+            .unwrap_or_default();
+        ([(header::CONTENT_TYPE, CONTENT_TYPE)], body)
+    }
+
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape))
+        .with_state(metrics)
+        .merge(routes);
+    let app = match authorize {
+        None => app,
+        Some(authorize) => app.layer(axum::middleware::from_fn(
+            move |ConnectInfo(from): ConnectInfo<SocketAddr>,
+                  headers: HeaderMap,
+                  req: axum::extract::Request,
+                  next: axum::middleware::Next| {
+                let verdict = if from.ip().is_loopback() {
+                    Ok(())
+                } else {
+                    authorize(&headers, from)
+                };
+                async move {
+                    match verdict {
+                        Ok(()) => next.run(req).await,
+                        Err(why) => (
+                            StatusCode::UNAUTHORIZED,
+                            [(header::WWW_AUTHENTICATE, "Bearer")],
+                            why + "\n",
+                        )
+                            .into_response(),
+                    }
+                }
+            },
+        )),
+    };
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::gauge::Gauge;
+
+    #[test]
+    fn a_scrape_refreshes_gauges_and_writes_every_metric() {
+        let m = Metrics::new();
+        let c: Counter = Counter::default();
+        m.register("things", "Things done", c.clone());
+        let g: Gauge = Gauge::default();
+        m.register("level", "The level now", g.clone());
+        let g2 = g.clone();
+        m.on_scrape(move || {
+            g2.set(7);
+        });
+        c.inc_by(3);
+        let text = m.encode();
+        assert!(
+            text.contains("# HELP drover_things_total Things done."),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE drover_things_total counter"),
+            "{text}"
+        );
+        assert!(text.contains("drover_things_total 3"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(text.contains("drover_level 7"), "{text}");
+    }
+}
