@@ -17,6 +17,7 @@ mod pull;
 mod rss;
 mod runtime;
 mod scale;
+mod scrape;
 mod snapshot;
 mod stats;
 mod swarm;
@@ -303,6 +304,22 @@ enum BenchCmd {
         #[arg(long, default_value_t = 50)]
         containers: usize,
     },
+    /// A Prometheus scrape of an agent with many allocations: a
+    /// scheduler and an agent (--http-listen) as processes, N sleeping
+    /// replicas, then --scrapes timed GETs of the agent's /metrics.
+    ///
+    /// Example (as root, from the repository root):
+    ///   drover-bench metrics --allocations 1000
+    #[command(verbatim_doc_comment)]
+    Metrics {
+        #[arg(long, default_value_t = 1000)]
+        allocations: u32,
+        #[arg(long, default_value_t = 200)]
+        scrapes: usize,
+        /// The image to run (`sleep` must be in it).
+        #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
+        image: String,
+    },
     /// The node side's memory with N containers running: the agent (a
     /// process of its own, beside its own scheduler) and its per-container
     /// monitors, RSS and PSS.
@@ -498,6 +515,11 @@ async fn run(mut cli: Cli) -> anyhow::Result<i32> {
         BenchCmd::Snapshot { jobs, trials } => snapshot::command(jobs, trials).await,
         BenchCmd::Attach { containers } => attach::command(containers),
         BenchCmd::Memory { containers, image } => rss::command(containers, &image).await,
+        BenchCmd::Metrics {
+            allocations,
+            scrapes,
+            image,
+        } => scrape::command(allocations, scrapes, &image).await,
         BenchCmd::LeaderFaults { trials, faults } => faults::command(&faults, trials).await,
         BenchCmd::Figures(args) => figures::command(args).await,
         BenchCmd::Runtime(args) => runtime::command(args),

@@ -27,6 +27,17 @@ fn spawn(bin: &Path, args: &[&str], log: PathBuf) -> Proc {
 }
 
 pub(crate) fn agent(bin: &Path, dir: &Path, name: &str, addr: &str) -> Result<Proc> {
+    agent_with(bin, dir, name, addr, &[])
+}
+
+/// [`agent`], with more flags.
+pub(crate) fn agent_with(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    addr: &str,
+    extra: &[&str],
+) -> Result<Proc> {
     let state = dir.join(name);
     // The node's certificate, straight from the CA beside the scheduler
     // (what `--join` would fetch).
@@ -46,7 +57,10 @@ pub(crate) fn agent(bin: &Path, dir: &Path, name: &str, addr: &str) -> Result<Pr
             &format!("127.0.0.1:{}", free_port()),
             "--state-dir",
             state.to_str().expect("utf-8 path"),
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
         dir.join(format!("{name}.log")),
     ))
 }

@@ -71,11 +71,17 @@ pub struct Limits {
 
 /// CFS period used for CPU quotas, in microseconds.
 pub const CPU_PERIOD_US: u64 = 100_000;
+/// The smallest CFS quota the kernel takes (a smaller one is EINVAL):
+/// 10 millicores over the period. Smaller asks get this, as Kubernetes
+/// does (`MinQuotaPeriod`).
+pub const MIN_CPU_QUOTA_US: u64 = 1_000;
 
 impl Limits {
-    /// The CFS quota for `cpu_millis` over [`CPU_PERIOD_US`].
+    /// The CFS quota for `cpu_millis` over [`CPU_PERIOD_US`], at least
+    /// [`MIN_CPU_QUOTA_US`].
     pub fn cpu_quota_us(&self) -> Option<u64> {
-        self.cpu_millis.map(|m| m * CPU_PERIOD_US / 1000)
+        self.cpu_millis
+            .map(|m| (m * CPU_PERIOD_US / 1000).max(MIN_CPU_QUOTA_US))
     }
 }
 
@@ -260,6 +266,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(l.cpu_quota_us(), Some(25_000));
+        // Below what the kernel takes: its least.
+        let tiny = Limits {
+            cpu_millis: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(tiny.cpu_quota_us(), Some(MIN_CPU_QUOTA_US));
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub struct AgentStats {
     pub mesh_seconds: Family<Labels, Histogram>,
     /// The last cgroup sample of every allocation running here.
     pub usage: Arc<Mutex<Vec<Sample>>>,
+    /// How long the last sample took to read.
+    pub sample_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl Default for AgentStats {
@@ -75,6 +77,7 @@ impl Default for AgentStats {
             mesh_connections: Family::default(),
             mesh_seconds: Family::new_with_constructor(|| Histogram::new(buckets())),
             usage: Arc::default(),
+            sample_seconds: Gauge::default(),
         }
     }
 }
@@ -139,6 +142,11 @@ impl AgentStats {
             "agent_mesh_connection_seconds",
             "How long forwarded routing mesh connections stayed open, by job",
             self.mesh_seconds.clone(),
+        );
+        m.register(
+            "agent_usage_sample_seconds",
+            "How long the last reading of every allocation's cgroup usage took",
+            self.sample_seconds.clone(),
         );
         let by_state: Family<Labels, Gauge> = Family::default();
         m.register(

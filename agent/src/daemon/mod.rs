@@ -265,9 +265,14 @@ async fn sample_usage(shared: Arc<Shared>, mut stop: broadcast::Receiver<()>) {
     loop {
         let running = shared.reporter.running();
         let on = shared.clone();
+        let began = std::time::Instant::now();
         let sampled =
             tokio::task::spawn_blocking(move || metrics::sample(on.runtime.cgroups(), &running))
                 .await;
+        shared
+            .stats
+            .sample_seconds
+            .set(began.elapsed().as_secs_f64());
         if let Ok(samples) = sampled {
             *shared.stats.usage.lock().unwrap_or_else(|p| p.into_inner()) = samples;
         }
