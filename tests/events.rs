@@ -253,3 +253,80 @@ fn a_follower_rides_out_the_kill_of_its_peer_without_gaps_or_repeats() {
         ["a0", "a1", "a2", "a3", "a4", "b0", "b1", "b2", "b3", "b4"]
     );
 }
+
+#[test]
+fn watch_top_and_exit_codes_tell_a_user_and_a_script_what_happens() {
+    if !require_root("watch_top_and_exit_codes_tell_a_user_and_a_script_what_happens") {
+        return;
+    }
+    let images = images();
+    let c = Cluster::start("e2e-watch");
+    // A watch prints the list again when something changes.
+    let watcher = Proc::spawn(
+        "drover job ls --watch",
+        drover_command(&c.addr).args(["job", "ls", "--watch", "-o", "json"]),
+        c.dir.path().join("watch.log"),
+    );
+    let spec = c.spec(
+        "sleepy",
+        &format!(
+            "name: sleepy\nreplicas: 1\nimage: oci:{}/toolbox:latest\ncommand: [/bin/sleep, '1000']\n\
+             resources: {{cpu: 0.05, memory: 16Mi}}\nstop_grace_period: 1s\n",
+            images.display()
+        ),
+    );
+    c.must(&["job", "run", spec.to_str().unwrap()]);
+    c.must(&["job", "scale", "sleepy", "2"]);
+    let renders = wait_for(
+        "the watch to show 2 running",
+        Duration::from_secs(30),
+        || {
+            let out = watcher.output();
+            let docs: Vec<Value> = serde_json::Deserializer::from_str(&out)
+                .into_iter::<Value>()
+                .filter_map(Result::ok)
+                .collect();
+            let last = docs.last()?.as_array()?.first()?.clone();
+            (last["name"] == "sleepy" && last["running"] == 2).then_some(docs.len())
+        },
+    );
+    assert!(
+        renders >= 3,
+        "printed {renders} times: once at the start, then on changes"
+    );
+
+    // Top: what the replicas use, from their agent.
+    wait_for("2 running", Duration::from_secs(30), || {
+        let j = c.json(&["job", "status", "sleepy"]);
+        (j["running"] == 2).then_some(())
+    });
+    let top = c.json(&["top", "--once", "--job", "sleepy"]);
+    let allocs = top["allocations"].as_array().unwrap();
+    assert_eq!(allocs.len(), 2, "{top}");
+    for a in allocs {
+        assert!(a["memory_bytes"].as_u64().is_some_and(|m| m > 0), "{top}");
+        assert_eq!(a["memory_limit_bytes"], 16 << 20, "{top}");
+    }
+    let node = &top["nodes"].as_array().unwrap()[0];
+    assert_eq!(node["allocations"], 2, "{top}");
+
+    // Exit codes a script can tell apart.
+    let code = |r: Run| r.status.code();
+    assert_eq!(code(c.drover(&["job", "status", "nope"])), Some(3));
+    assert_eq!(
+        code(c.drover(&["job", "scale", "sleepy", "20000"])),
+        Some(4)
+    );
+    let unreachable = drover_command(&c.addr)
+        .env("DROVER_ADDR", "127.0.0.1:1")
+        .args(["job", "ls"])
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(6), "{unreachable:?}");
+    assert_eq!(code(c.drover(&["job", "frobnicate"])), Some(2));
+    let help = c.must(&["--help"]);
+    assert!(
+        help.contains("Exit codes:") && help.contains("3  not found"),
+        "{help}"
+    );
+}

@@ -354,14 +354,14 @@ fn batch_jobs_run_to_completion_and_system_jobs_follow_the_nodes() {
     );
 
     // A batch job that fails: retried once, then the job has failed, and
-    // `job run` exits non-zero with the reason.
+    // `job run` exits with 5 (what it waited for failed) and the reason.
     let broken = kind_spec(
         dir.path(),
         "broken",
         "type: batch\nretries: 1\ncommand: [/bin/sh, -c, 'exit 3']\n",
     );
     let out = c.drover(&["job", "run", "--timeout", "90s", broken.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}{}", out.stdout, out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{}{}", out.stdout, out.stderr);
     assert!(
         out.stderr
             .contains("broken: failed: 2 replicas failed, more than its retries (1)"),

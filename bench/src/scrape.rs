@@ -2,7 +2,9 @@
 //! many allocations on it.
 //!
 //! A scheduler and one agent as processes, the agent with `--http-listen`;
-//! a job of N replicas of a sleeping container; then `--scrapes` GETs of
+//! a job of N replicas of a sleeping container (on the node's network: a
+//! thousand network namespaces and veth pairs would only measure how long
+//! they take to make); then `--scrapes` GETs of
 //! the agent's `/metrics` over HTTP, timed from this process. The agent
 //! reads its cgroups on a timer of its own, not per scrape: the table also
 //! says how long its last reading of all N took.
@@ -43,12 +45,14 @@ pub async fn command(n: u32, scrapes: usize, image: &str) -> Result<i32> {
         &dir,
         "bench-metrics",
         &addr,
-        &["--http-listen", &http],
+        // Enough cpu offered for N replicas of 10 millicores each: the
+        // node's own two would hold 200.
+        &["--http-listen", &http, "--cpu", &(n / 100 + 1).to_string()],
     )?;
     crate::node_loss::wait_nodes_ready(&mut c, &["bench-metrics"]).await?;
     let spec = drover_proto::spec::from_json(&format!(
         r#"{{"name":"bench-metrics","replicas":{n},"image":"{image}","command":["/bin/sleep","100000"],
-            "resources":{{"cpu":"1m","memory":"8Mi"}},"stop_grace_period":"1s"}}"#
+            "network":"host","resources":{{"cpu":"10m","memory":"8Mi"}},"stop_grace_period":"1s"}}"#
     ))?;
     crate::cluster::submit(&mut c, &spec).await?;
     let start = Instant::now();
@@ -69,7 +73,10 @@ pub async fn command(n: u32, scrapes: usize, image: &str) -> Result<i32> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    println!("  {n} replicas running after {:.0}s", start.elapsed().as_secs_f64());
+    println!(
+        "  {n} replicas running after {:.0}s",
+        start.elapsed().as_secs_f64()
+    );
     // Until a usage sample holds every replica.
     let waiting = Instant::now();
     let (sample_s, bytes) = loop {
@@ -81,7 +88,11 @@ pub async fn command(n: u32, scrapes: usize, image: &str) -> Result<i32> {
         if sampled >= n as usize {
             let secs = body
                 .lines()
-                .find_map(|l| l.strip_prefix("drover_agent_usage_sample_seconds ")?.parse::<f64>().ok())
+                .find_map(|l| {
+                    l.strip_prefix("drover_agent_usage_sample_seconds ")?
+                        .parse::<f64>()
+                        .ok()
+                })
                 .unwrap_or(0.0);
             break (secs, body.len());
         }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 ///   drover job status web
 ///   drover logs web -f
 #[derive(Parser, Debug)]
-#[command(name = "drover", version, verbatim_doc_comment)]
+#[command(name = "drover", version, verbatim_doc_comment, after_help = crate::exit::HELP)]
 pub struct Cli {
     /// Scheduler addresses, comma-separated (default: the context's, else
     /// 127.0.0.1:7400).
@@ -57,7 +57,7 @@ pub struct CredentialArgs {
     pub token: Option<String>,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum Command {
     /// Submit, inspect and stop jobs.
     #[command(subcommand)]
@@ -102,6 +102,16 @@ pub enum Command {
     ///   drover events -f --since 1234             # from log index 1234 on
     #[command(verbatim_doc_comment)]
     Events(EventsArgs),
+    /// What each running allocation uses now (cpu, memory against its
+    /// limit, OOM kills), asked of its agent, and the sums per node against
+    /// what the node offers; the busiest first, again every --interval.
+    ///
+    /// Examples:
+    ///   drover top
+    ///   drover top --job web --interval 5s
+    ///   drover top --once -o json
+    #[command(verbatim_doc_comment)]
+    Top(TopArgs),
     /// Run a command inside a running allocation (its namespaces, cgroup,
     /// root, capabilities and seccomp filter); exits with the command's code.
     ///
@@ -184,14 +194,14 @@ pub fn completion(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
     clap_complete::generate(shell, &mut command, "drover", out);
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum OperatorCmd {
     /// Back up the replicated state, and put it back.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum SnapshotCmd {
     /// Save a consistent snapshot of the replicated state to FILE (needs an
     /// admin token): every job with its versions, the allocations and
@@ -255,7 +265,7 @@ pub enum DoctorRole {
     Scheduler,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum ConfigCmd {
     /// Add or change a context from the global flags given with it
     /// (--addr, --pki-dir, --ca-cert, --cert, --key, --token, and their
@@ -292,7 +302,7 @@ pub enum ConfigCmd {
     DeleteContext { name: String },
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum AclCmd {
     /// Turn access control on and print the first admin token (once per
     /// cluster). From then on every call needs a token (--token or
@@ -317,7 +327,7 @@ pub enum AclCmd {
     },
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum AclTokenCmd {
     /// Create a token and print it (the only time its secret is shown).
     ///
@@ -366,7 +376,7 @@ pub enum AclTokenCmd {
     Revoke { accessor: String },
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum ClusterCmd {
     /// List the scheduler peers: id, address, role, applied index, leader.
     ///
@@ -489,9 +499,13 @@ pub struct ReadArgs {
     /// Read from the peer asked, without confirming it leads (may be behind).
     #[arg(long)]
     pub stale: bool,
+    /// Print it again whenever the cluster changes (from its event
+    /// stream; at least every 10 s) until Ctrl-C.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum JobCmd {
     /// Submit a job spec (YAML) and wait until all its replicas run.
     ///
@@ -634,7 +648,7 @@ pub enum JobCmd {
     },
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum AllocCmd {
     /// List allocations.
     ///
@@ -665,7 +679,7 @@ pub enum AllocCmd {
 }
 
 /// `drover secret ...` and `drover configmap ...`.
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum SecretCmd {
     /// Store a new one from a file (`-`: standard input).
     ///
@@ -707,7 +721,7 @@ pub enum SecretCmd {
     Rm { name: String },
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum NodeCmd {
     /// Stop placing new allocations on a node (running ones stay).
     ///
@@ -778,7 +792,7 @@ pub enum NodeCmd {
     },
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct LogsArgs {
     /// An allocation id (or unique prefix), or a job name.
     pub target: String,
@@ -790,7 +804,7 @@ pub struct LogsArgs {
     pub tail: Option<i64>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct EventsArgs {
     /// Keep printing new events as they happen.
     #[arg(short, long)]
@@ -810,7 +824,22 @@ pub struct EventsArgs {
     pub output: Format,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
+pub struct TopArgs {
+    /// Only this job's allocations.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// How often to ask again.
+    #[arg(long, default_value = "2s")]
+    pub interval: String,
+    /// Print once and exit.
+    #[arg(long)]
+    pub once: bool,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct ExecArgs {
     /// An allocation id (or unique prefix).
     pub alloc: String,
@@ -828,7 +857,7 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct DevArgs {
     /// Where the scheduler's Raft data, the image cache, bundles and logs live.
     #[arg(long, default_value = "/var/lib/drover/dev")]

@@ -255,9 +255,13 @@ pub async fn pick(list: &[String], skip: &[String]) -> Result<(String, Channel)>
     if let Some(found) = answered {
         return Ok(found);
     }
-    Err(last.unwrap_or_else(|| anyhow!("no scheduler address given"))).context(
-        "cannot reach a Drover scheduler (is `drover dev` running? set --addr or DROVER_ADDR)",
-    )
+    let why = last.unwrap_or_else(|| anyhow!("no scheduler address given"));
+    Err(anyhow::Error::new(crate::exit::CallError {
+        code: crate::exit::CONNECTION,
+        message: format!(
+            "cannot reach a Drover scheduler (is `drover dev` running? set --addr or DROVER_ADDR): {why:#}"
+        ),
+    }))
 }
 
 /// A client of one allocation's agent, for `action` (exec, logs, usage),
@@ -305,6 +309,13 @@ impl Ticket {
 
 /// A gRPC status as a user-facing error: its message, not its debug form.
 pub fn status(s: tonic::Status) -> anyhow::Error {
+    let transport = std::error::Error::source(&s).is_some();
+    let code = crate::exit::for_status(s.code(), transport);
+    let message = status_words(s).to_string();
+    anyhow::Error::new(crate::exit::CallError { code, message })
+}
+
+fn status_words(s: tonic::Status) -> anyhow::Error {
     match s.code() {
         tonic::Code::InvalidArgument => anyhow!("invalid: {}", s.message()),
         tonic::Code::Unauthenticated => anyhow!("not authenticated: {}", s.message()),

@@ -12,5 +12,6 @@ pub mod cli;
 pub mod client;
 pub mod cmd;
 pub mod config;
+pub mod exit;
 pub mod output;
 pub mod terminal;

@@ -73,7 +73,7 @@ async fn run() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            1
+            drover_ctl::exit::of(&e)
         }
     };
     std::process::exit(code);

@@ -119,7 +119,7 @@ pub async fn run(addr: &str, cmd: AllocCmd) -> Result<i32> {
 }
 
 /// Live usage from the allocation's agent, if it runs and the agent answers.
-async fn usage(
+pub(super) async fn usage(
     c: &mut pb::drover_client::DroverClient<client::Backoff>,
     a: &pb::Allocation,
 ) -> Option<pb::Usage> {

@@ -371,7 +371,7 @@ async fn wait_batch(
             }
             "failed" => {
                 eprintln!("{name}: failed: {}", b.reason);
-                return Ok(1);
+                return Ok(crate::exit::ROLLOUT_FAILED);
             }
             _ => {}
         }

@@ -143,7 +143,7 @@ pub async fn wait(
                 eprintln!("{name}: version {version} {outcome}");
                 Box::pin(wait(c, name, j.version, timeout, false)).await?;
                 eprintln!("{name}: rollout of version {version} failed");
-                return Ok(1);
+                return Ok(crate::exit::ROLLOUT_FAILED);
             }
             println!(
                 "{name}: version {} became current meanwhile ({outcome}); stopped waiting",
@@ -175,7 +175,7 @@ pub async fn wait(
             pb::RolloutPhase::Failed => {
                 end_line(tty);
                 eprintln!("{name}: rollout of version {version} failed: {}", r.reason);
-                return Ok(1);
+                return Ok(crate::exit::ROLLOUT_FAILED);
             }
             pb::RolloutPhase::WaitingPromotion => {
                 end_line(tty);
