@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 pub fn print(format: Format, value: &Value, table: impl FnOnce() -> String) {
     let text = match format {
+        Format::Table if colour() => coloured(&table()),
         Format::Table => table(),
         Format::Json => serde_json::to_string_pretty(value).expect("json") + "\n",
         Format::Yaml => serde_yaml_ng::to_string(value).expect("yaml"),
@@ -23,6 +24,76 @@ pub fn print(format: Format, value: &Value, table: impl FnOnce() -> String) {
     {
         std::process::exit(0);
     }
+}
+
+/// Whether to colour what is printed: on a terminal, unless `NO_COLOR`
+/// is set to anything (<https://no-color.org>) or `TERM` is `dumb`.
+pub fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+        && std::io::stdout().is_terminal()
+}
+
+/// `text` with the words of good states in green, of bad ones in red and
+/// of passing ones in yellow. Only whole cells (words between spaces) are
+/// coloured, so a table's columns keep their widths.
+pub fn coloured(text: &str) -> String {
+    const GREEN: &[&str] = &[
+        "running",
+        "healthy",
+        "ready",
+        "succeeded",
+        "complete",
+        "leader",
+    ];
+    const RED: &[&str] = &[
+        "failed",
+        "unhealthy",
+        "down",
+        "lost",
+        "oom-killed",
+        "unreachable",
+    ];
+    const YELLOW: &[&str] = &[
+        "pending",
+        "starting",
+        "stopping",
+        "paused",
+        "draining",
+        "cordoned",
+        "waiting-promotion",
+        "rolling-back",
+    ];
+    let mut out = String::with_capacity(text.len() + 64);
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let mut rest = line;
+        while !rest.is_empty() {
+            let start = rest.len() - rest.trim_start_matches(' ').len();
+            out.push_str(&rest[..start]);
+            rest = &rest[start..];
+            let end = rest.find(' ').unwrap_or(rest.len());
+            let word = &rest[..end];
+            let code = if GREEN.contains(&word) {
+                Some("32")
+            } else if RED.contains(&word) {
+                Some("31")
+            } else if YELLOW.contains(&word) {
+                Some("33")
+            } else {
+                None
+            };
+            match code {
+                Some(c) => out.push_str(&format!("\x1b[{c}m{word}\x1b[0m")),
+                None => out.push_str(word),
+            }
+            rest = &rest[end..];
+        }
+    }
+    out
 }
 
 /// Left-aligned columns separated by three spaces.
@@ -252,5 +323,25 @@ mod tests {
     fn tables_align() {
         let t = super::table(&["A", "LONGER"], &[vec!["xxxx".into(), "y".into()]]);
         assert_eq!(t, "A      LONGER\nxxxx   y\n");
+    }
+
+    #[test]
+    fn state_words_are_coloured_in_place_and_nothing_else() {
+        let t = super::table(
+            &["NAME", "STATE"],
+            &[
+                vec!["web-0".into(), "running".into()],
+                vec!["runningman".into(), "failed".into()],
+            ],
+        );
+        let c = super::coloured(&t);
+        assert!(c.contains("web-0        \x1b[32mrunning\x1b[0m"), "{c:?}");
+        assert!(c.contains("runningman   \x1b[31mfailed\x1b[0m"), "{c:?}");
+        // Without the escapes it is the table itself.
+        let plain = c
+            .replace("\x1b[32m", "")
+            .replace("\x1b[31m", "")
+            .replace("\x1b[0m", "");
+        assert_eq!(plain, t);
     }
 }
