@@ -450,21 +450,8 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         };
         let agent = drover_agent::daemon::Agent::start(config).await?;
         println!("drover-agent serving on {}", agent.local_addr);
-        if let Some((listener, metrics)) = http {
-            // Ends with the process.
-            tokio::spawn(async move {
-                let served = drover_proto::http::serve(
-                    listener,
-                    metrics,
-                    None,
-                    Default::default(),
-                    std::future::pending(),
-                );
-                if let Err(e) = served.await {
-                    tracing::error!(error = %e, "http listener failed");
-                }
-            });
-        }
+        // Serves until the process ends.
+        let _http = http.map(|(listener, metrics)| drover_proto::http::start(listener, metrics, None));
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         tokio::select! {

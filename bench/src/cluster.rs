@@ -321,6 +321,33 @@ pub(crate) async fn submit(c: &mut Client, spec: &JobSpec) -> Result<u64> {
     .version)
 }
 
+/// Waits until `n` replicas of job `name` run; fails after `timeout`.
+pub(crate) async fn wait_running(
+    c: &mut Client,
+    name: &str,
+    n: u32,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        let j = c
+            .get_job(pb::GetJobRequest {
+                name: name.into(),
+                read: None,
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        if j.running >= n {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            anyhow::bail!("{name}: {}/{n} running after {timeout:?}", j.running);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Stops a job and purges it.
 pub(crate) async fn stop_purge(c: &mut Client, name: &str) -> Result<()> {
     c.stop_job(pb::StopJobRequest {

@@ -5,11 +5,9 @@
 //! among processes (a binary's text mapped by fifty monitors) between them,
 //! so PSS summed over processes is what they cost together.
 
-use anyhow::{bail, Result};
-use drover_ctl::client::status;
-use drover_proto::pb;
+use anyhow::Result;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The memory of a node's daemons and per-container helpers, in KiB.
 #[derive(Debug, Clone, Default)]
@@ -128,24 +126,7 @@ pub async fn drover(n: u32, image: &str) -> Result<(u64, Memory)> {
             "resources":{{"cpu":"10m","memory":"8Mi"}},"stop_grace_period":"1s"}}"#
     ))?;
     crate::cluster::submit(&mut c, &spec).await?;
-    let start = Instant::now();
-    loop {
-        let j = c
-            .get_job(pb::GetJobRequest {
-                name: "bench-mem".into(),
-                read: None,
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
-        if j.running >= n {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(300) {
-            bail!("bench-mem: {}/{n} running after 5m", j.running);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::cluster::wait_running(&mut c, "bench-mem", n, Duration::from_secs(300)).await?;
     // Let the reporter and the watch settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let state = dir.join("bench-mem").to_string_lossy().to_string();

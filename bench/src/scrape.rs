@@ -10,9 +10,7 @@
 //! says how long its last reading of all N took.
 
 use anyhow::{bail, Result};
-use drover_ctl::client::status;
 use drover_ctl::output::table;
-use drover_proto::pb;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -56,23 +54,7 @@ pub async fn command(n: u32, scrapes: usize, image: &str) -> Result<i32> {
     ))?;
     crate::cluster::submit(&mut c, &spec).await?;
     let start = Instant::now();
-    loop {
-        let j = c
-            .get_job(pb::GetJobRequest {
-                name: "bench-metrics".into(),
-                read: None,
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
-        if j.running >= n {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(600) {
-            bail!("bench-metrics: {}/{n} running after 10m", j.running);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    crate::cluster::wait_running(&mut c, "bench-metrics", n, Duration::from_secs(600)).await?;
     println!(
         "  {n} replicas running after {:.0}s",
         start.elapsed().as_secs_f64()

@@ -117,6 +117,25 @@ fn prometheus_text(openmetrics: &str) -> String {
 /// `Err` with why not.
 pub type Authorize = Arc<dyn Fn(&http::HeaderMap, SocketAddr) -> Result<(), String> + Send + Sync>;
 
+/// Serves `/metrics` on `listener` in a task of its own until the
+/// returned sender is used or dropped; says so in the log if it fails.
+pub fn start(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    authorize: Option<Authorize>,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = stopped.await;
+        };
+        if let Err(e) = serve(listener, metrics, authorize, Default::default(), stop).await {
+            tracing::error!(error = %e, "http listener failed");
+        }
+    });
+    stop
+}
+
 /// Serves `/metrics` (and `routes`) on `listener` until `stop` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,

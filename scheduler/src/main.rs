@@ -291,25 +291,10 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     println!("drover-scheduler {} serving on {}", a.id, s.local_addr);
-    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    if let Some((listener, metrics)) = http {
+    let http_stop = http.map(|(listener, metrics)| {
         let authorize = drover_scheduler::metrics::authorize(s.peer.clone());
-        tokio::spawn(async move {
-            let stop = async move {
-                let _ = http_stopped.await;
-            };
-            let served = drover_proto::http::serve(
-                listener,
-                metrics,
-                Some(authorize),
-                Default::default(),
-                stop,
-            );
-            if let Err(e) = served.await {
-                tracing::error!(error = %e, "http listener failed");
-            }
-        });
-    }
+        drover_proto::http::start(listener, metrics, Some(authorize))
+    });
     let failed = tokio::select! {
         _ = shutdown_signal() => None,
         why = s.raft_failed() => Some(why),
@@ -321,7 +306,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("raft stopped: {why}");
     }
     tracing::info!("shutting down");
-    let _ = http_stop.send(());
+    drop(http_stop);
     s.shutdown().await;
     Ok(())
 }

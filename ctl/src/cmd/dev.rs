@@ -142,26 +142,11 @@ pub async fn run(a: DevArgs) -> Result<i32> {
     })
     .await
     .context("cannot start the agent")?;
-    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    if let Some(listener) = http {
-        let authorize = drover_scheduler::metrics::authorize(scheduler.peer.clone());
+    let http_stop = http.map(|listener| {
         println!("drover dev: metrics on http://{}/metrics", a.http_listen);
-        tokio::spawn(async move {
-            let stop = async move {
-                let _ = http_stopped.await;
-            };
-            let served = drover_proto::http::serve(
-                listener,
-                metrics,
-                Some(authorize),
-                Default::default(),
-                stop,
-            );
-            if let Err(e) = served.await {
-                tracing::error!(error = %e, "http listener failed");
-            }
-        });
-    }
+        let authorize = drover_scheduler::metrics::authorize(scheduler.peer.clone());
+        drover_proto::http::start(listener, metrics, Some(authorize))
+    });
     println!(
         "drover dev: scheduler on {}, node {name} (agent API on {})",
         scheduler.local_addr, agent.local_addr
@@ -181,7 +166,7 @@ pub async fn run(a: DevArgs) -> Result<i32> {
         );
     }
     shutdown_signal().await;
-    let _ = http_stop.send(());
+    drop(http_stop);
     println!("drover dev: stopping containers");
     agent.shutdown().await;
     scheduler.shutdown().await;
