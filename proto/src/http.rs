@@ -27,6 +27,9 @@ type Refresh = Box<dyn Fn() + Send + Sync>;
 pub struct Metrics {
     registry: Mutex<Registry>,
     refresh: Mutex<Vec<Refresh>>,
+    /// One scrape at a time: another's refresh would clear gauges this
+    /// one is writing out.
+    scraping: Mutex<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -40,6 +43,7 @@ impl Metrics {
         Arc::new(Metrics {
             registry: Mutex::new(Registry::with_prefix("drover")),
             refresh: Mutex::default(),
+            scraping: Mutex::default(),
         })
     }
 
@@ -67,6 +71,7 @@ impl Metrics {
 
     /// Every metric, refreshed, as prometheus-client writes it (OpenMetrics).
     pub fn encode_openmetrics(&self) -> String {
+        let _one = self.scraping.lock().unwrap_or_else(|p| p.into_inner());
         for f in self
             .refresh
             .lock()

@@ -14,10 +14,13 @@
 //! cursor after its last event. The hub refuses a start it cannot serve
 //! without a gap: events older than the ring, or from before this peer
 //! started from (or installed) a snapshot, are not here any more; the
-//! refusal names the oldest index it has. A subscriber the dropping of old
-//! events gains on, until fewer than a quarter of the ring's events are
-//! between them, is too slow: it is ended, naming where to resume while
-//! that is still kept.
+//! refusal names the oldest index it has, and so is a start by time when
+//! events after it were dropped. A subscriber the dropping of old events
+//! gains on between two of its reads, once fewer than a quarter of the
+//! ring's events are between them, is too slow: it is ended, naming where
+//! to resume while that is still kept. Every batch carries the cursor to
+//! resume from, so a subscriber whose filter lets nothing through still
+//! knows where it is (it is told at least every [`TELL_CURSOR_EVERY`]).
 
 use crate::raft::stats::Labels;
 use crate::state::events::{Event, Kind, Topic};
@@ -32,6 +35,9 @@ use tokio::sync::watch;
 pub const KEPT: usize = 50_000;
 /// The most a batch sent to a subscriber holds, in bytes of events.
 const BATCH_BYTES: usize = 256 * 1024;
+/// How often a subscriber whose filter skips what is published is told
+/// where it is.
+pub const TELL_CURSOR_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where a subscription starts.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,12 +59,19 @@ pub struct Filter {
     pub topics: Vec<Topic>,
     /// Only this job's events.
     pub job: Option<String>,
+    /// Only events of jobs named so (an ACL token fenced to some jobs);
+    /// events of no job (nodes, the cluster) then not at all.
+    pub job_prefix: Option<String>,
 }
 
 impl Filter {
     fn wants(&self, e: &Stored) -> bool {
         (self.topics.is_empty() || self.topics.contains(&e.topic))
             && self.job.as_ref().is_none_or(|j| *j == e.job)
+            && self
+                .job_prefix
+                .as_ref()
+                .is_none_or(|p| !e.job.is_empty() && e.job.starts_with(p.as_str()))
     }
 }
 
@@ -111,6 +124,8 @@ struct Ring {
     complete_from: (u64, u32),
     /// Whether events have been dropped for room since the hub started.
     dropping: bool,
+    /// The time of the newest event dropped for room.
+    dropped_at_ms: Option<i64>,
 }
 
 impl Ring {
@@ -155,6 +170,7 @@ impl EventHub {
                 first: 0,
                 complete_from: (0, 0),
                 dropping: false,
+                dropped_at_ms: None,
             }),
             head: watch::channel(0).0,
             capacity: capacity.max(2),
@@ -214,15 +230,16 @@ impl EventHub {
                     e.at_ms = now_ms;
                 }
                 self.count(e.kind);
-                let wire = crate::server::convert::event(index, seq as u32, &e);
+                let (at_ms, topic, job) = (e.at_ms, e.kind.topic(), e.job.clone());
+                let wire = crate::server::convert::event(index, seq as u32, e);
                 let mut record = Vec::with_capacity(wire.encoded_len() + 4);
                 prost::encoding::message::encode(1, &wire, &mut record);
                 Arc::new(Stored {
                     index,
                     seq: seq as u32,
-                    at_ms: e.at_ms,
-                    topic: e.kind.topic(),
-                    job: e.job,
+                    at_ms,
+                    topic,
+                    job,
                     record,
                 })
             })
@@ -235,6 +252,7 @@ impl EventHub {
                     ring.first += 1;
                     ring.complete_from = (old.index, old.seq + 1);
                     ring.dropping = true;
+                    ring.dropped_at_ms = Some(old.at_ms);
                 }
             }
             ring.head()
@@ -252,6 +270,8 @@ impl EventHub {
             ring.events.clear();
             ring.first = first;
             ring.complete_from = ring.complete_from.max((index, 0));
+            // What is dropped from now on is dropped for room.
+            ring.dropping = false;
             first
         };
         self.head.send_replace(head);
@@ -277,6 +297,14 @@ impl EventHub {
                 (ring.position_of((index, seq)), (index, seq))
             }
             Start::Since(ms) => {
+                // Events after that time were dropped: not all are here.
+                if ring.dropped_at_ms.is_some_and(|t| t >= ms) {
+                    return Err(Gone::NotKept {
+                        from: ring.complete_from.0,
+                        oldest: ring.oldest(),
+                        kept: self.capacity,
+                    });
+                }
                 let offset = ring
                     .events
                     .iter()
@@ -311,8 +339,10 @@ impl EventHub {
             head: self.head.subscribe(),
             pos,
             next,
+            from: next,
             filter,
             gap,
+            told: None,
         })
     }
 }
@@ -326,7 +356,12 @@ pub struct Subscription {
     pos: u64,
     /// The cursor to resume from if this subscription ends now.
     next: (u64, u32),
+    /// Where it asked to start: events before it are skipped (a cursor
+    /// ahead of what this peer applied yet).
+    from: (u64, u32),
     filter: Filter,
+    /// When the subscriber was last told where it is (`None`: never).
+    told: Option<std::time::Instant>,
     /// How many kept events were older than its position when it last
     /// looked: the room left before dropping reaches it.
     gap: u64,
@@ -340,25 +375,34 @@ impl Drop for Subscription {
     }
 }
 
-/// Events for one send: how many, and their bytes as an `EventBatch`.
+/// Events for one send: how many, and their bytes as an `EventBatch`
+/// (the events, then the cursor to resume from).
 #[derive(Debug, Default)]
 pub struct Batch {
     pub count: usize,
     pub bytes: Vec<u8>,
+    /// Resume from here: after everything this batch looked at.
+    pub next: (u64, u32),
 }
 
 impl Subscription {
     /// The events available now from where this subscription is (up to a
-    /// batch's worth), or `None` when it has seen everything published.
+    /// batch's worth). `None` when there is nothing to send: nothing new,
+    /// or nothing it wants and it was told where it is lately. A batch may
+    /// hold no event, only the cursor (always the first one).
     pub fn poll(&mut self) -> Result<Option<Batch>, Gone> {
         let ring = self.hub.ring();
-        if self.pos < ring.first {
+        // Behind what this peer holds: dropped for room, or skipped when
+        // it installed a snapshot.
+        if self.pos < ring.first || self.next < ring.complete_from {
             return Err(Gone::NotKept {
                 from: self.next.0,
                 oldest: ring.oldest(),
                 kept: self.hub.capacity,
             });
         }
+        // Losing ground: fewer kept events older than its position than at
+        // its last read, and few of them left.
         let gap = self.pos - ring.first;
         if ring.dropping && gap < (self.hub.capacity / 4) as u64 && gap < self.gap {
             return Err(Gone::TooSlow {
@@ -366,21 +410,38 @@ impl Subscription {
                 resume: self.next,
             });
         }
+        self.gap = gap;
         let mut batch = Batch::default();
+        let mut looked = false;
         let start = (self.pos - ring.first) as usize;
         for e in ring.events.range(start..) {
             if batch.bytes.len() >= BATCH_BYTES {
                 break;
             }
             self.pos += 1;
+            looked = true;
+            if e.cursor() < self.from {
+                continue;
+            }
             self.next = (e.index, e.seq + 1);
             if self.filter.wants(e) {
                 batch.bytes.extend_from_slice(&e.record);
                 batch.count += 1;
             }
         }
-        self.gap = self.pos - ring.first;
-        Ok((batch.count > 0).then_some(batch))
+        drop(ring);
+        let tell = match self.told {
+            None => true,
+            Some(t) => looked && t.elapsed() >= TELL_CURSOR_EVERY,
+        };
+        if batch.count == 0 && !tell {
+            return Ok(None);
+        }
+        self.told = Some(std::time::Instant::now());
+        batch.next = self.next;
+        prost::encoding::uint64::encode(2, &self.next.0, &mut batch.bytes);
+        prost::encoding::uint32::encode(3, &self.next.1, &mut batch.bytes);
+        Ok(Some(batch))
     }
 
     /// Waits until events after what this subscription has seen are
@@ -409,13 +470,20 @@ mod tests {
     fn read(batch: Batch) -> Vec<pb::Event> {
         let b = pb::EventBatch::decode(batch.bytes.as_slice()).unwrap();
         assert_eq!(b.events.len(), batch.count);
+        assert_eq!((b.next_index, b.next_seq), batch.next);
         b.events
     }
 
+    /// Every event available now (and no batch without events after the
+    /// first, which says where the subscriber starts).
     fn drain(s: &mut Subscription) -> Vec<pb::Event> {
         let mut all = Vec::new();
         while let Some(b) = s.poll().unwrap() {
-            all.extend(read(b));
+            let events = read(b);
+            if events.is_empty() {
+                continue;
+            }
+            all.extend(events);
         }
         all
     }
@@ -466,6 +534,7 @@ mod tests {
             let filter = Filter {
                 topics,
                 job: job.map(str::to_string),
+                ..Filter::default()
             };
             let mut s = hub.subscribe(Start::Oldest, filter).unwrap();
             drain(&mut s)
@@ -518,33 +587,124 @@ mod tests {
     }
 
     #[test]
-    fn a_subscriber_that_falls_behind_is_ended_with_where_to_resume() {
-        let hub = EventHub::new(10);
-        let mut slow = hub.subscribe(Start::Next, Filter::default()).unwrap();
-        let mut keeping_up = hub.subscribe(Start::Next, Filter::default()).unwrap();
-        for i in 1..=8 {
+    fn a_subscriber_the_dropping_gains_on_is_ended_with_where_to_resume() {
+        let hub = EventHub::new(16);
+        for i in 1..=16 {
             hub.publish(i, vec![ev(Kind::AllocStarted, "a")], 1);
-            assert_eq!(drain(&mut keeping_up).len(), 1);
         }
-        // Not dropping anything yet: 8 behind is fine.
-        assert!(slow.poll().unwrap().is_some());
-        for i in 9..=17 {
+        let mut slow = hub.subscribe(Start::At(4, 0), Filter::default()).unwrap();
+        let mut keeping_up = hub.subscribe(Start::Next, Filter::default()).unwrap();
+        // It reads all there is (3 kept events older than it when it did).
+        assert_eq!(drain(&mut slow).len(), 13);
+        for i in 17..=30 {
             hub.publish(i, vec![ev(Kind::AllocStarted, "a")], 1);
             assert_eq!(drain(&mut keeping_up).len(), 1, "one that keeps up stays");
         }
+        // Meanwhile dropping came within 2 events of it, nearer than before.
         let e = slow.poll().unwrap_err();
         assert_eq!(
             e,
             Gone::TooSlow {
-                behind: 9,
-                resume: (8, 1)
+                behind: 14,
+                resume: (16, 1)
             }
         );
-        assert!(e.to_string().contains("resume from 8.1"), "{e}");
+        assert!(e.to_string().contains("resume from 16.1"), "{e}");
         // Where it names is still kept, and resuming there misses nothing.
-        let mut resumed = hub.subscribe(Start::At(8, 1), Filter::default()).unwrap();
+        let mut resumed = hub.subscribe(Start::At(16, 1), Filter::default()).unwrap();
         let got: Vec<u64> = drain(&mut resumed).iter().map(|e| e.index).collect();
-        assert_eq!(got, (9..=17).collect::<Vec<_>>());
+        assert_eq!(got, (17..=30).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_reader_catching_up_from_the_oldest_while_events_are_dropped_is_not_too_slow() {
+        // Far more than one batch holds.
+        let hub = EventHub::new(20_000);
+        for i in 1..=20_000 {
+            hub.publish(i, vec![ev(Kind::AllocStarted, "a")], 1);
+        }
+        let mut reader = hub.subscribe(Start::Oldest, Filter::default()).unwrap();
+        let mut seen = Vec::new();
+        let mut next = 20_001;
+        // Between its reads, fewer events are published (and as many
+        // dropped) than it reads at once: it gains ground.
+        while let Some(b) = reader.poll().unwrap() {
+            seen.extend(read(b).into_iter().map(|e| e.index));
+            if next <= 30_000 {
+                for _ in 0..2_000 {
+                    hub.publish(next, vec![ev(Kind::AllocStarted, "a")], 1);
+                    next += 1;
+                }
+            }
+        }
+        assert!(next > 30_000, "it caught up before the test published all");
+        assert_eq!(seen, (1..next).collect::<Vec<_>>(), "no gap, no repeat");
+    }
+
+    #[test]
+    fn a_cursor_ahead_of_this_peer_skips_until_it_and_a_snapshot_gap_ends_a_stream() {
+        let hub = EventHub::new(100);
+        hub.publish(1, vec![ev(Kind::AllocStarted, "a")], 1);
+        // Resumed at a peer that has not applied index 3 yet.
+        let mut ahead = hub.subscribe(Start::At(3, 1), Filter::default()).unwrap();
+        let mut caught_up = hub.subscribe(Start::Next, Filter::default()).unwrap();
+        assert!(drain(&mut caught_up).is_empty());
+        hub.publish(2, vec![ev(Kind::AllocStarted, "a")], 1);
+        hub.publish(
+            3,
+            vec![ev(Kind::AllocStarted, "a"), ev(Kind::AllocHealthy, "a")],
+            1,
+        );
+        hub.publish(4, vec![ev(Kind::AllocStarted, "a")], 1);
+        let got: Vec<(u64, u32)> = drain(&mut ahead).iter().map(|e| (e.index, e.seq)).collect();
+        assert_eq!(got, vec![(3, 1), (4, 0)]);
+        assert_eq!(drain(&mut caught_up).len(), 4);
+        // This peer installs a snapshot at 20: 5..=20 were never seen here.
+        hub.starts_at(21);
+        let e = caught_up.poll().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Gone::NotKept {
+                    from: 4,
+                    oldest: 21,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_token_fenced_to_some_jobs_sees_only_their_events() {
+        let hub = EventHub::new(100);
+        hub.publish(
+            1,
+            vec![
+                ev(Kind::AllocStarted, "team-a-web"),
+                ev(Kind::AllocStarted, "team-b-web"),
+                Event::new(Kind::NodeDown, 5, "down".into()).node("n1"),
+            ],
+            1,
+        );
+        let fenced = Filter {
+            job_prefix: Some("team-a-".into()),
+            ..Filter::default()
+        };
+        let mut s = hub.subscribe(Start::Oldest, fenced).unwrap();
+        let jobs: Vec<String> = drain(&mut s).into_iter().map(|e| e.job).collect();
+        assert_eq!(jobs, vec!["team-a-web".to_string()]);
+    }
+
+    #[test]
+    fn a_start_by_time_after_dropped_events_is_refused() {
+        let hub = EventHub::new(2);
+        for (i, t) in [(1, 100), (2, 200), (3, 300)] {
+            hub.publish(i, vec![Event::new(Kind::NodeReady, t, "r".into())], 0);
+        }
+        // The event at 100 was dropped: "since 50" cannot be served whole.
+        assert!(hub.subscribe(Start::Since(50), Filter::default()).is_err());
+        assert!(hub.subscribe(Start::Since(150), Filter::default()).is_ok());
     }
 
     #[test]
@@ -557,6 +717,9 @@ mod tests {
         let got: Vec<u64> = drain(&mut s).iter().map(|e| e.index).collect();
         assert_eq!(got, vec![2, 3]);
         let mut s = hub.subscribe(Start::Next, Filter::default()).unwrap();
+        // First it is told where it starts; then nothing until there is.
+        let first = s.poll().unwrap().unwrap();
+        assert_eq!((first.count, first.next), (0, (3, 1)));
         assert!(s.poll().unwrap().is_none());
         hub.publish(4, vec![Event::new(Kind::NodeReady, 400, "r".into())], 0);
         assert_eq!(drain(&mut s)[0].index, 4);

@@ -2,9 +2,10 @@
 //! scheduler peer serves.
 //!
 //! Following (`-f`) survives a lost connection: the stream is asked for
-//! again from the event after the last one printed, so nothing is missed
-//! or printed twice, whichever peer answers (events are numbered by their
-//! place in the replicated log, the same on every peer).
+//! again from where the last batch said to resume (after every event it
+//! looked at, shown or filtered out), so nothing is missed or printed
+//! twice, whichever peer answers (events are numbered by their place in
+//! the replicated log, the same on every peer).
 
 use crate::cli::{EventsArgs, Format};
 use crate::client::{self, status};
@@ -51,8 +52,11 @@ pub async fn run(addr: &str, a: EventsArgs) -> Result<i32> {
                     lost_at = None;
                     for e in &batch.events {
                         print(a.output, e)?;
-                        // Resume after it, whatever the stream began with.
-                        (req.from_index, req.from_seq, req.since_ms) = (e.index, e.seq + 1, 0);
+                    }
+                    // Resume there, whatever the stream began with.
+                    if batch.next_index > 0 {
+                        (req.from_index, req.from_seq, req.since_ms) =
+                            (batch.next_index, batch.next_seq, 0);
                     }
                 }
                 Ok(None) if !a.follow => return Ok(0),
@@ -64,12 +68,6 @@ pub async fn run(addr: &str, a: EventsArgs) -> Result<i32> {
                 }
                 Err(s) => return Err(status(s)),
             }
-        }
-        // A follow that has printed nothing yet starts again where it
-        // asked to; one that began at "new events only" must not skip
-        // those applied while it was away.
-        if req.from_index == 0 && req.since_ms == 0 {
-            req.since_ms = now_ms() - 1000;
         }
     }
 }

@@ -231,8 +231,10 @@ impl StateMachine {
         }
     }
 
+    /// The first index not applied yet (a new cluster's first entry, its
+    /// membership, is at 0).
     fn next_index(&self) -> u64 {
-        self.last_applied.map_or(0, |l| l.index) + 1
+        self.last_applied.map_or(0, |l| l.index + 1)
     }
 
     /// The last applied log id.

@@ -64,13 +64,17 @@ impl Drover for ClientApi {
     ) -> Result<Response<EventStream>, Status> {
         use crate::events::{Filter, Gone, Start};
         let job = Some(req.get_ref().job.clone()).filter(|j| !j.is_empty());
-        access::check(
+        let token = access::check(
             &self.peer,
             &req,
             Permission::Read,
             job.as_deref(),
             "follow events",
         )?;
+        // A token fenced to some jobs sees only their events.
+        let job_prefix = token
+            .map(|t| t.job_prefix.clone())
+            .filter(|p| !p.is_empty());
         let r = req.into_inner();
         let mut topics = Vec::new();
         for t in &r.topics {
@@ -98,7 +102,14 @@ impl Drover for ClientApi {
         };
         let mut sub = self
             .events
-            .subscribe(start, Filter { topics, job })
+            .subscribe(
+                start,
+                Filter {
+                    topics,
+                    job,
+                    job_prefix,
+                },
+            )
             .map_err(gone)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let mut stop = self.stop.subscribe();
@@ -115,8 +126,11 @@ impl Drover for ClientApi {
                             pre_encoded: batch.bytes,
                             ..Default::default()
                         };
-                        if tx.send(Ok(batch)).await.is_err() {
-                            return;
+                        // A reader that stopped reading must not hold up
+                        // the peer's shutdown.
+                        tokio::select! {
+                            sent = tx.send(Ok(batch)) => if sent.is_err() { return },
+                            _ = stop.recv() => return,
                         }
                     }
                     Ok(None) if !follow => return,

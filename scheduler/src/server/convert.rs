@@ -333,18 +333,18 @@ pub fn spec_changes(old: &JobSpec, new: &JobSpec) -> Vec<String> {
 }
 
 /// The wire form of event `e`, made by log entry `index` as its `seq`th.
-pub fn event(index: u64, seq: u32, e: &crate::state::events::Event) -> pb::Event {
+pub fn event(index: u64, seq: u32, e: crate::state::events::Event) -> pb::Event {
     pb::Event {
         index,
         seq,
         at_ms: e.at_ms,
         topic: event_topic(e.kind.topic()) as i32,
         r#type: event_type(e.kind) as i32,
-        job: e.job.clone(),
+        job: e.job,
         version: e.version,
-        alloc: e.alloc.clone(),
-        node: e.node.clone(),
-        message: e.message.clone(),
+        alloc: e.alloc,
+        node: e.node,
+        message: e.message,
     }
 }
 

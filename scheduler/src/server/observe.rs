@@ -21,7 +21,23 @@ pub struct ApiStats {
     pub requests: Family<Labels, Counter>,
     pub seconds: Family<Labels, Histogram>,
     pub rate_limited: Counter,
+    /// The method labels in use, at most [`METHODS`].
+    methods: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
+
+/// The most method labels kept: more than Drover's services have, so a
+/// caller sending made-up paths cannot grow the metrics at will.
+const METHODS: usize = 256;
+/// Drover's services: a path naming another is `other`.
+const SERVICES: &[&str] = &[
+    "Drover",
+    "NodeService",
+    "RaftService",
+    "AgentApi",
+    "Cluster",
+    "Acl",
+    "Join",
+];
 
 impl Default for ApiStats {
     fn default() -> Self {
@@ -31,6 +47,7 @@ impl Default for ApiStats {
                 Histogram::new(crate::raft::stats::latency_buckets())
             }),
             rate_limited: Counter::default(),
+            methods: Default::default(),
         }
     }
 }
@@ -124,6 +141,17 @@ where
                 }
                 Err(_) => "transport".to_string(),
             };
+            // A method that does not exist is one label, whatever its
+            // name: callers must not grow the metrics at will.
+            let known = code != "unimplemented"
+                && method
+                    .split_once('/')
+                    .is_some_and(|(service, _)| SERVICES.contains(&service))
+                && {
+                    let mut seen = stats.methods.lock().unwrap_or_else(|p| p.into_inner());
+                    seen.contains(&method) || (seen.len() < METHODS && seen.insert(method.clone()))
+                };
+            let method = if known { method } else { "other".to_string() };
             let labels = vec![("method".to_string(), method)];
             stats
                 .seconds
