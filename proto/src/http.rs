@@ -70,7 +70,7 @@ impl Metrics {
     }
 
     /// Every metric, refreshed, as prometheus-client writes it (OpenMetrics).
-    pub fn encode_openmetrics(&self) -> String {
+    fn encode_openmetrics(&self) -> String {
         let _one = self.scraping.lock().unwrap_or_else(|p| p.into_inner());
         for f in self
             .refresh

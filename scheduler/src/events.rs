@@ -277,11 +277,6 @@ impl EventHub {
         self.head.send_replace(head);
     }
 
-    /// The oldest index a subscriber can start from.
-    pub fn oldest(&self) -> u64 {
-        self.ring().oldest()
-    }
-
     /// A subscription from `start` to the events `filter` lets through.
     pub fn subscribe(self: &Arc<Self>, start: Start, filter: Filter) -> Result<Subscription, Gone> {
         let ring = self.ring();
