@@ -1012,6 +1012,7 @@ fn an_agent_serves_a_call_only_with_a_ticket_for_that_call_and_that_client() {
                     alloc_id: alloc.clone(),
                     follow: false,
                     tail: -1,
+                    ..Default::default()
                 },
             ))
             .await

@@ -79,10 +79,14 @@ pub enum Command {
     Configmap(SecretCmd),
     /// Print an allocation's output, or every allocation's of a job.
     ///
+    /// What the container wrote to stdout goes to stdout, what it wrote to
+    /// stderr to stderr, line by line as its node read them.
+    ///
     /// Examples:
     ///   drover logs web            # all replicas of job web
     ///   drover logs 3f9a2c -f      # follow one allocation (id prefix)
     ///   drover logs web --tail 20
+    ///   drover logs web --since 10m -t 2>/dev/null   # stdout of the last 10 minutes, with times
     #[command(verbatim_doc_comment)]
     Logs(LogsArgs),
     /// What the cluster did: jobs submitted, rollouts started and ended,
@@ -802,6 +806,13 @@ pub struct LogsArgs {
     /// Only the last N lines (of each allocation).
     #[arg(long)]
     pub tail: Option<i64>,
+    /// Only lines written since then: a duration back from now (10m, 2h)
+    /// or a time (2026-12-02T10:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Start each line with the time its node read it (RFC 3339, UTC).
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,11 +1,13 @@
 //! This node's own API: allocation logs and resource usage.
 //!
-//! Each allocation's stdout and stderr go to one file (`logs/<id>.log`,
-//! opened for append by both), which outlives the container so logs of a
-//! stopped allocation can still be read. Under a monitor the file rotates by
-//! size (`runtime::log`): reads start with the rotated generation, and
-//! `follow` polls the file for growth and switches to the new file when the
-//! old one has been rotated away.
+//! Each allocation's stdout and stderr go to one file (`logs/<id>.log`),
+//! which outlives the container so logs of a stopped allocation can still
+//! be read. Under a monitor each line is a record of its stream and time,
+//! and the file rotates by size (`runtime::log`): reads start with the
+//! rotated generation, and `follow` polls the file for growth and switches
+//! to the new file when the old one has been rotated away. A reader gets
+//! records (`drover logs`, the web UI: the streams apart, with times, from
+//! a time on) or, as older clients ask, the plain text.
 //!
 //! Exec, logs and usage each need a ticket a scheduler signed for that
 //! call (see `drover_proto::pki::ticket`): the schedulers know who may do
@@ -22,15 +24,19 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 /// Only clients of the cluster (a certificate of the cluster CA naming a
-/// client: `drover logs`, `drover exec`) may call this node's API; nodes and
-/// replicas may not. Without TLS there is nobody to check.
+/// client: `drover logs`, `drover exec`) and scheduler peers (the web UI
+/// shows logs; a peer signs tickets anyway, so it gains nothing it could
+/// not give itself) may call this node's API; nodes and replicas may not.
+/// Without TLS there is nobody to check.
 fn only_clients(tls: bool) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |req: Request<()>| {
         if !tls {
             return Ok(req);
         }
         match drover_proto::pki::tls::peer_identity(&req) {
-            Some(drover_proto::pki::Identity::Client(_)) => Ok(req),
+            Some(
+                drover_proto::pki::Identity::Client(_) | drover_proto::pki::Identity::Scheduler(_),
+            ) => Ok(req),
             Some(other) => Err(Status::permission_denied(format!(
                 "{other} may not call a node's API"
             ))),
@@ -104,6 +110,10 @@ impl Api {
             Some(drover_proto::pki::Identity::Client(name)) if *name != t.holder => {
                 Err(TicketError::Mismatch(format!("client {}", t.holder)))
             }
+            // A peer's ticket is for that peer alone.
+            Some(s @ drover_proto::pki::Identity::Scheduler(_)) if s.to_string() != t.holder => {
+                Err(TicketError::Mismatch(t.holder.clone()))
+            }
             _ => Ok(t),
         })
         .map(|t| tracing::debug!(holder = %t.holder, %action, alloc, "ticket accepted"))
@@ -126,6 +136,101 @@ fn replaced(file: &std::fs::File, path: &std::path::Path) -> Option<std::fs::Fil
         return None;
     }
     std::fs::File::open(path).ok()
+}
+
+/// Log file bytes as a reader asked for them: records or plain text,
+/// from a time on, in whole lines.
+struct Shape {
+    records: bool,
+    /// Leave out lines before this (0: none).
+    since_ns: i64,
+    /// An unfinished last line, until the rest of it is read.
+    carry: Vec<u8>,
+}
+
+/// The most a chunk holds before the next one starts.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+impl Shape {
+    fn new(records: bool, since_ms: i64) -> Shape {
+        Shape {
+            records,
+            since_ns: since_ms.saturating_mul(1_000_000),
+            carry: Vec::new(),
+        }
+    }
+
+    /// The chunks for `data`, read next from the file: its whole lines
+    /// (an unfinished last one waits for the rest).
+    fn chunks(&mut self, data: &[u8]) -> Vec<pb::LogChunk> {
+        self.carry.extend_from_slice(data);
+        let Some(end) = self.carry.iter().rposition(|b| *b == b'\n') else {
+            return Vec::new();
+        };
+        let lines: Vec<u8> = self.carry.drain(..=end).collect();
+        self.lines(&lines[..end])
+    }
+
+    /// An unfinished last line, as it is.
+    fn rest(&mut self) -> Vec<pb::LogChunk> {
+        let rest = std::mem::take(&mut self.carry);
+        if rest.is_empty() {
+            return Vec::new();
+        }
+        self.lines(&rest)
+    }
+
+    fn lines(&self, lines: &[u8]) -> Vec<pb::LogChunk> {
+        use crate::runtime::log::{parse, Stream};
+        let mut out = Vec::new();
+        let mut chunk = pb::LogChunk::default();
+        let mut size = 0;
+        for line in lines.split(|b| *b == b'\n') {
+            let r = parse(line);
+            if self.since_ns > 0 && r.at_ns < self.since_ns {
+                continue;
+            }
+            size += r.data.len();
+            if self.records {
+                let stream = match r.stream {
+                    Stream::Stdout => pb::LogStream::Stdout,
+                    Stream::Stderr => pb::LogStream::Stderr,
+                };
+                chunk.records.push(pb::LogRecord {
+                    stream: stream as i32,
+                    at_ns: r.at_ns,
+                    data: r.data.into_owned(),
+                });
+            } else {
+                chunk.data.extend_from_slice(&r.data);
+            }
+            if size >= CHUNK_BYTES {
+                out.push(std::mem::take(&mut chunk));
+                size = 0;
+            }
+        }
+        if size > 0 {
+            out.push(chunk);
+        }
+        out
+    }
+}
+
+/// The byte offset of the first line of `data` written at or after
+/// `since_ns` (0: the start).
+fn since_offset(data: &[u8], since_ns: i64) -> usize {
+    if since_ns <= 0 {
+        return 0;
+    }
+    let mut at = 0;
+    for line in data.split_inclusive(|b| *b == b'\n') {
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        if crate::runtime::log::parse(body).at_ns >= since_ns {
+            return at;
+        }
+        at += line.len();
+    }
+    data.len()
 }
 
 /// The byte offset where the last `n` lines of `data` start.
@@ -244,22 +349,24 @@ impl AgentApi for Api {
         file.read_to_end(&mut data)
             .map_err(|e| Status::internal(e.to_string()))?;
         let mut pos = (data.len() - rotated_len) as u64;
-        let start = if req.tail >= 0 {
-            tail_offset(&data, req.tail as usize)
-        } else {
-            0
-        };
+        let mut shape = Shape::new(req.records, req.since_ms);
+        let from = since_offset(&data, shape.since_ns);
+        let start = from
+            + if req.tail >= 0 {
+                tail_offset(&data[from..], req.tail as usize)
+            } else {
+                0
+            };
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let follow = req.follow;
         tokio::spawn(async move {
-            for chunk in data[start..].chunks(64 * 1024) {
-                if tx
-                    .send(Ok(pb::LogChunk {
-                        data: chunk.to_vec(),
-                    }))
-                    .await
-                    .is_err()
-                {
+            let mut first = shape.chunks(&data[start..]);
+            if !follow {
+                // An unfinished last line too: nothing more is coming.
+                first.extend(shape.rest());
+            }
+            for chunk in first {
+                if tx.send(Ok(chunk)).await.is_err() {
                     return;
                 }
             }
@@ -286,8 +393,10 @@ impl AgentApi for Api {
                     }
                     Ok(n) => {
                         pos += n as u64;
-                        if tx.send(Ok(pb::LogChunk { data: buf })).await.is_err() {
-                            return;
+                        for chunk in shape.chunks(&buf) {
+                            if tx.send(Ok(chunk)).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     Err(e) => {
@@ -305,6 +414,45 @@ impl AgentApi for Api {
 mod tests {
     use super::{cpu_millis, tail_offset};
     use std::time::Duration;
+
+    #[test]
+    fn a_reader_gets_whole_records_from_a_time_on_or_plain_text() {
+        use super::{since_offset, Shape};
+        use crate::runtime::log::{encode, Stream};
+        use drover_proto::pb;
+        let mut file = b"old text\n".to_vec();
+        encode(&mut file, Stream::Stdout, 1_000, b"out one", true);
+        encode(&mut file, Stream::Stderr, 2_000, b"err one", true);
+        encode(&mut file, Stream::Stdout, 3_000, b"prompt> ", false);
+        // Records, from a time on, in whole lines: a cut line waits.
+        let from = since_offset(&file, 2_000);
+        let mut shape = Shape {
+            records: true,
+            since_ns: 2_000,
+            carry: Vec::new(),
+        };
+        let cut = file.len() - 5;
+        let first = shape.chunks(&file[from..cut]);
+        let got: Vec<(i32, i64, Vec<u8>)> = first
+            .iter()
+            .flat_map(|c| c.records.iter())
+            .map(|r| (r.stream, r.at_ns, r.data.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(pb::LogStream::Stderr as i32, 2_000, b"err one\n".to_vec())]
+        );
+        let next = shape.chunks(&file[cut..]);
+        assert_eq!(next[0].records[0].data, b"prompt> ");
+        // Plain text, as older clients read it: the lines' text only.
+        let mut plain = Shape::new(false, 0);
+        let all: Vec<u8> = plain
+            .chunks(&file)
+            .into_iter()
+            .flat_map(|c| c.data)
+            .collect();
+        assert_eq!(all, b"old text\nout one\nerr one\nprompt> ");
+    }
 
     #[test]
     fn cpu_rate_from_two_readings() {

@@ -1,7 +1,21 @@
 //! Container logs: one file per allocation, rotated by size.
 //!
 //! The monitor (see [`super::monitor`]) reads the container's stdout and
-//! stderr from one pipe and appends to `<id>.log`. When a write would take
+//! stderr from a pipe each and appends to `<id>.log` one record per line,
+//! as the kubelet writes CRI logs: the time the line was read (RFC 3339,
+//! UTC, nanoseconds), the stream, `F` for a full line or `P` for a piece
+//! (a line longer than [`MAX_LINE`], or one the container left unfinished
+//! and went quiet), then the line:
+//!
+//! ```text
+//! 2026-12-02T10:35:00.123456789Z stdout F listening on :8080
+//! 2026-12-02T10:35:01.000000001Z stderr F warning: no config, using defaults
+//! ```
+//!
+//! So `drover logs` can keep the streams apart, show times and start at a
+//! time. A line in no such form (a file an older monitor wrote, or a
+//! container started without a monitor writing straight into the file) is
+//! read as stdout of unknown time. When a write would take
 //! the file past the size limit, the file is renamed to `<id>.log.1`
 //! (replacing an older one) and a new `<id>.log` is started, so a chatty
 //! container uses at most twice the limit on disk. Readers read `.log.1`
@@ -108,6 +122,145 @@ impl RotatingLog {
     }
 }
 
+/// The longest line kept whole in one record; longer ones are cut into
+/// partial records.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// Which of a container's outputs a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn word(self) -> &'static [u8] {
+        match self {
+            Stream::Stdout => b"stdout",
+            Stream::Stderr => b"stderr",
+        }
+    }
+}
+
+/// One record read back: a line (ending in a newline) or a piece of one.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub stream: Stream,
+    /// When the monitor read it, in ns since the epoch (0: unknown).
+    pub at_ns: i64,
+    /// The line with its newline, or a piece of one without.
+    pub data: std::borrow::Cow<'a, [u8]>,
+}
+
+fn parse_timestamp(s: &[u8]) -> Option<i64> {
+    drover_proto::json::parse_time_ns(std::str::from_utf8(s).ok()?)
+}
+
+/// Appends the record of `content` (no newline in it) to `out`.
+pub fn encode(out: &mut Vec<u8>, stream: Stream, at_ns: i64, content: &[u8], full: bool) {
+    out.extend_from_slice(drover_proto::json::time_ns(at_ns).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(stream.word());
+    out.extend_from_slice(if full { b" F " } else { b" P " });
+    out.extend_from_slice(content);
+    out.push(b'\n');
+}
+
+/// A line of a log file (without its newline) as a record.
+pub fn parse(line: &[u8]) -> Record<'_> {
+    let raw = || Record {
+        stream: Stream::Stdout,
+        at_ns: 0,
+        data: std::borrow::Cow::Owned([line, b"\n"].concat()),
+    };
+    let mut parts = line.splitn(4, |b| *b == b' ');
+    let (Some(ts), Some(stream), Some(tag)) = (parts.next(), parts.next(), parts.next()) else {
+        return raw();
+    };
+    let content = parts.next().unwrap_or_default();
+    let stream = match stream {
+        b"stdout" => Stream::Stdout,
+        b"stderr" => Stream::Stderr,
+        _ => return raw(),
+    };
+    let Some(at_ns) = parse_timestamp(ts) else {
+        return raw();
+    };
+    let data = match tag {
+        b"F" => std::borrow::Cow::Owned([content, b"\n"].concat()),
+        b"P" => std::borrow::Cow::Borrowed(content),
+        _ => return raw(),
+    };
+    Record {
+        stream,
+        at_ns,
+        data,
+    }
+}
+
+/// Cuts what one stream writes into records: each finished line, and the
+/// unfinished rest once it is [`MAX_LINE`] long or [`Lines::flush`]ed.
+#[derive(Debug)]
+pub struct Lines {
+    stream: Stream,
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    pub fn new(stream: Stream) -> Lines {
+        Lines {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Whether part of a line waits for its end.
+    pub fn holding(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The records of `data`, read at `at_ns`, appended to `out`.
+    pub fn push(&mut self, data: &[u8], at_ns: i64, out: &mut Vec<u8>) {
+        self.pending.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(i) = self.pending[start..].iter().position(|b| *b == b'\n') {
+            let mut line = &self.pending[start..start + i];
+            while line.len() > MAX_LINE {
+                encode(out, self.stream, at_ns, &line[..MAX_LINE], false);
+                line = &line[MAX_LINE..];
+            }
+            encode(out, self.stream, at_ns, line, true);
+            start += i + 1;
+        }
+        while self.pending.len() - start >= MAX_LINE {
+            encode(
+                out,
+                self.stream,
+                at_ns,
+                &self.pending[start..start + MAX_LINE],
+                false,
+            );
+            start += MAX_LINE;
+        }
+        self.pending.drain(..start);
+    }
+
+    /// The unfinished rest, as a piece, appended to `out`.
+    pub fn flush(&mut self, at_ns: i64, out: &mut Vec<u8>) {
+        if !self.pending.is_empty() {
+            encode(out, self.stream, at_ns, &self.pending, false);
+            self.pending.clear();
+        }
+    }
+}
+
+/// Now, in ns since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
 /// Everything still on disk for `path`: the rotated generation, then the
 /// current file. `NotFound` only if neither exists.
 pub fn read_all(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -123,6 +276,68 @@ pub fn read_all(path: &Path) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn records(data: &[u8]) -> Vec<(Stream, i64, String)> {
+        data.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(parse)
+            .map(|r| {
+                (
+                    r.stream,
+                    r.at_ns,
+                    String::from_utf8_lossy(&r.data).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_become_records_of_their_stream_and_time() {
+        let mut out = Vec::new();
+        let mut lines = Lines::new(Stream::Stderr);
+        lines.push(b"one\ntw", 1_764_669_600_123_456_789, &mut out);
+        assert!(lines.holding());
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(text, "2025-12-02T10:00:00.123456789Z stderr F one\n");
+        lines.push(b"o\n", 2_000_000_000, &mut out);
+        lines.push(b"prompt: ", 3_000_000_000, &mut out);
+        lines.flush(4_000_000_000, &mut out);
+        assert!(!lines.holding());
+        assert_eq!(
+            records(&out),
+            vec![
+                (Stream::Stderr, 1_764_669_600_123_456_789, "one\n".into()),
+                (Stream::Stderr, 2_000_000_000, "two\n".into()),
+                (Stream::Stderr, 4_000_000_000, "prompt: ".into()),
+            ]
+        );
+        // Too long for one record: pieces, then the end of the line.
+        let mut out = Vec::new();
+        let mut lines = Lines::new(Stream::Stdout);
+        let long = vec![b'x'; MAX_LINE * 2 + 5];
+        lines.push(&long, 1, &mut out);
+        lines.push(b"\n", 1, &mut out);
+        let got = records(&out);
+        assert_eq!(got.len(), 3, "{got:?}");
+        let joined: String = got.iter().map(|r| r.2.as_str()).collect();
+        assert_eq!(joined.len(), long.len() + 1);
+        // A line an older monitor wrote: stdout, time unknown.
+        assert_eq!(
+            records(b"just text\n2025-13-01T00:00:00Z stdout F bad month\n"),
+            vec![
+                (Stream::Stdout, 0, "just text\n".into()),
+                (
+                    Stream::Stdout,
+                    0,
+                    "2025-13-01T00:00:00Z stdout F bad month\n".into()
+                ),
+            ]
+        );
+        assert_eq!(
+            parse_timestamp(b"1970-01-01T00:00:01.5Z"),
+            Some(1_500_000_000)
+        );
+    }
 
     #[test]
     fn rotates_by_size_and_reads_across_rotation() {

@@ -9,7 +9,8 @@
 //! monitor until it execs), in a session of its own
 //! (a terminal's Ctrl-C or hang-up never reaches it). The monitor starts the
 //! container with the ordinary [`Runtime`] (cgroup, namespaces; stdout and
-//! stderr one pipe it copies into the size-rotated log, see [`super::log`]),
+//! stderr a pipe each, copied as records into the size-rotated log, see
+//! [`super::log`]),
 //! writes the state file `<bundle>/monitor.json` (its own
 //! pid and start time, the container's pid and start time), tells the agent
 //! `{"pid":N}` (or `{"error":"…"}`) on a pipe, and then only copies the
@@ -430,7 +431,7 @@ pub fn serve(
         Ok(f) => f,
         Err(e) => return fail(&mut out, format!("log {}: {e}", log.display())),
     };
-    let (output, stdio) = match output_pipe() {
+    let (outputs, stdio) = match output_pipes() {
         Ok(p) => p,
         Err(e) => return fail(&mut out, format!("pipe: {e}")),
     };
@@ -479,19 +480,8 @@ pub fn serve(
         unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1) };
     }
     // Every process of the container shares its pid namespace, which the
-    // kernel empties when init exits, so the pipe ends at the latest then.
-    let mut output = std::fs::File::from(output);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match std::io::Read::read(&mut output, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let _ = log_file.write(&buf[..n]);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
+    // kernel empties when init exits, so the pipes end at the latest then.
+    copy_output(outputs, &mut log_file);
     let status = match container.wait_blocking() {
         Ok(s) => s,
         Err(_) => ExitStatus::Exited(255),
@@ -536,11 +526,82 @@ fn watchdog(clock: &Path, pidfd: OwnedFd) {
     }
 }
 
-/// One pipe for the container's stdout and stderr: (read end, stdio).
-fn output_pipe() -> std::io::Result<(OwnedFd, super::Stdio)> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let stderr = w.try_clone()?;
-    Ok((r, super::Stdio { stdout: w, stderr }))
+/// A pipe each for the container's stdout and stderr: (read ends, stdio).
+fn output_pipes() -> std::io::Result<([OwnedFd; 2], super::Stdio)> {
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((
+        [out_r, err_r],
+        super::Stdio {
+            stdout: out_w,
+            stderr: err_w,
+        },
+    ))
+}
+
+/// How long an unfinished line waits for its end before it is written
+/// as a piece (a prompt, a progress bar).
+const PARTIAL_AFTER_MS: u16 = 200;
+
+/// Copies the container's stdout and stderr into `log` as records until
+/// both pipes end.
+fn copy_output(pipes: [OwnedFd; 2], log: &mut super::log::RotatingLog) {
+    use super::log::{now_ns, Lines, Stream};
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut open: Vec<(std::fs::File, Lines)> = pipes
+        .into_iter()
+        .zip([Stream::Stdout, Stream::Stderr])
+        .map(|(fd, stream)| (std::fs::File::from(fd), Lines::new(stream)))
+        .collect();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::with_capacity(64 * 1024);
+    while !open.is_empty() {
+        let timeout = if open.iter().any(|(_, l)| l.holding()) {
+            PollTimeout::from(PARTIAL_AFTER_MS)
+        } else {
+            PollTimeout::NONE
+        };
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd> = open
+                .iter()
+                .map(|(f, _)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+                .collect();
+            match nix::poll::poll(&mut fds, timeout) {
+                Ok(_) => fds.iter().map(|p| p.any().unwrap_or(false)).collect(),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+        };
+        let at = now_ns();
+        if !ready.contains(&true) {
+            // Quiet mid-line: what there is, as a piece.
+            for (_, lines) in &mut open {
+                lines.flush(at, &mut out);
+            }
+        }
+        let mut ended = Vec::new();
+        for (i, (file, lines)) in open.iter_mut().enumerate() {
+            if !ready[i] {
+                continue;
+            }
+            match std::io::Read::read(file, &mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(0) | Err(_) => {
+                    lines.flush(at, &mut out);
+                    ended.push(i);
+                }
+                Ok(n) => lines.push(&buf[..n], at, &mut out),
+            }
+        }
+        for i in ended.into_iter().rev() {
+            open.remove(i);
+        }
+        if !out.is_empty() {
+            let _ = log.write(&out);
+            out.clear();
+        }
+    }
 }
 
 #[cfg(test)]
