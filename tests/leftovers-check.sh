@@ -70,6 +70,11 @@ if [[ ${1:-} == --processes ]]; then
     [[ -n $pid ]] || continue
     left+=("process $pid: $cmd")
   done < <(pgrep -a -f '(^|/)(drover dev|drover-scheduler|drover-agent (run|monitor))( |$)' || true)
+  # The headless browser of the web UI's tests (tests/browser.rs).
+  while read -r pid cmd; do
+    [[ -n $pid ]] || continue
+    left+=("process $pid: ${cmd:0:100}… (a test's headless browser)")
+  done < <(pgrep -a -f -- '--headless=new .*--remote-debugging-port=0' || true)
 fi
 if ((${#left[@]})); then
   printf '  %s\n' "${left[@]}" >&2

@@ -6,6 +6,7 @@
 //! The binaries come from the same target directory as the test; build the
 //! workspace first (`cargo build --workspace`, as `.ci/run` does).
 
+pub mod browser;
 pub mod history;
 pub mod netcluster;
 pub mod vmcluster;
@@ -595,4 +596,18 @@ pub fn two_sleepers(
     )
     .unwrap();
     p
+}
+
+/// This host's first global IPv4 address.
+pub fn global_ip() -> std::net::IpAddr {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next()?.parse().ok())
+        .expect("a global IPv4 address on this host")
 }

@@ -63,20 +63,6 @@ fn promtool(text: &str) {
     );
 }
 
-/// This host's first global IPv4 address.
-fn global_ip() -> std::net::IpAddr {
-    let out = std::process::Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "scope", "global"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|a| a.split('/').next()?.parse().ok())
-        .expect("a global IPv4 address on this host")
-}
-
 #[test]
 fn a_scheduler_and_an_agent_tell_prometheus_what_they_do() {
     if !require_root("a_scheduler_and_an_agent_tell_prometheus_what_they_do") {

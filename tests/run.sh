@@ -7,7 +7,7 @@
 # root (namespaces, cgroups, overlayfs) and Debian's busybox-static, runc,
 # jq, iproute2, nftables, docker-registry, skopeo, umoci, apache2-utils (htpasswd),
 # systemd (systemd-analyze verify of the example units), prometheus (promtool
-# checks /metrics), git (the upgrade
+# checks /metrics), chromium (the web UI in a headless browser), git (the upgrade
 # test builds the previous commit's binaries: tests/upgrade-base.sh)
 # and gcc with libc6-dev (a static probe), which are
 # installed when missing. Under CI=true a test that would skip
@@ -42,6 +42,12 @@ if ! command -v promtool >/dev/null && [[ $(id -u) == 0 ]]; then
   echo "installing prometheus (for promtool)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+# The web UI's test loads the page in Debian's headless Chromium.
+if ! command -v chromium >/dev/null && [[ $(id -u) == 0 ]]; then
+  echo "installing chromium (for the web UI's test)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 if ((${#need[@]})); then
   if [[ $(id -u) == 0 ]]; then

@@ -451,7 +451,7 @@ fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         let agent = drover_agent::daemon::Agent::start(config).await?;
         println!("drover-agent serving on {}", agent.local_addr);
         // Serves until the process ends.
-        let _http = http.map(|(listener, metrics)| drover_proto::http::start(listener, metrics, None));
+        let _http = http.map(|(listener, metrics)| drover_proto::http::start(listener, metrics, None, Default::default()));
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         tokio::select! {

@@ -21,6 +21,7 @@ mod scrape;
 mod snapshot;
 mod stats;
 mod swarm;
+mod ui;
 mod writes;
 
 use clap::{Parser, Subcommand};
@@ -320,6 +321,23 @@ enum BenchCmd {
         #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
         image: String,
     },
+    /// The web UI's first page with N jobs: a scheduler (--http-listen)
+    /// and an agent as processes, N jobs of a sleeping replica, then
+    /// headless Chromium loading /ui/ --loads times: time to every job
+    /// shown, and bytes over the wire.
+    ///
+    /// Example (as root, from the repository root):
+    ///   drover-bench ui --jobs 100
+    #[command(verbatim_doc_comment)]
+    Ui {
+        #[arg(long, default_value_t = 100)]
+        jobs: u32,
+        #[arg(long, default_value_t = 20)]
+        loads: usize,
+        /// The image to run (`sleep` must be in it).
+        #[arg(long, default_value = "oci:examples/images/out/toolbox:latest")]
+        image: String,
+    },
     /// The node side's memory with N containers running: the agent (a
     /// process of its own, beside its own scheduler) and its per-container
     /// monitors, RSS and PSS.
@@ -520,6 +538,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<i32> {
             scrapes,
             image,
         } => scrape::command(allocations, scrapes, &image).await,
+        BenchCmd::Ui { jobs, loads, image } => ui::command(jobs, loads, &image).await,
         BenchCmd::LeaderFaults { trials, faults } => faults::command(&faults, trials).await,
         BenchCmd::Figures(args) => figures::command(args).await,
         BenchCmd::Runtime(args) => runtime::command(args),

@@ -68,18 +68,25 @@ pub(crate) fn agent_with(
 /// A one-peer `drover-scheduler` process with its state in `dir/scheduler`;
 /// it and its address.
 pub(crate) fn scheduler(dir: &Path) -> Result<(Proc, String)> {
+    scheduler_with(dir, &[])
+}
+
+/// A scheduler with `extra` flags.
+pub(crate) fn scheduler_with(dir: &Path, extra: &[&str]) -> Result<(Proc, String)> {
     let addr = format!("127.0.0.1:{}", free_port());
     let data = dir.join("scheduler");
+    let mut args = vec![
+        "--id",
+        "1",
+        "--listen",
+        &addr,
+        "--data-dir",
+        data.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
     let p = spawn(
         &drover_e2e::bin_dir().join("drover-scheduler"),
-        &[
-            "--id",
-            "1",
-            "--listen",
-            &addr,
-            "--data-dir",
-            data.to_str().expect("utf-8 path"),
-        ],
+        &args,
         dir.join("scheduler.log"),
     );
     Ok((p, addr))

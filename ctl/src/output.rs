@@ -5,7 +5,10 @@
 
 use crate::cli::Format;
 use drover_proto::pb;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
+
+// The JSON documents: shared with the scheduler's HTTP API (`/v1/...`).
+pub use drover_proto::json::{allocation, job, job_summary, node, read};
 
 pub fn print(format: Format, value: &Value, table: impl FnOnce() -> String) {
     let text = match format {
@@ -176,118 +179,6 @@ pub fn node_reason(a: &pb::Allocation) -> String {
     match a.reason.is_empty() {
         true => format!("restarting in {left}"),
         false => format!("{}; restarting in {left}", a.reason),
-    }
-}
-
-pub fn allocation(a: &pb::Allocation) -> Value {
-    let mut m = Map::new();
-    m.insert("id".into(), json!(a.id));
-    m.insert("name".into(), json!(a.name));
-    m.insert("job".into(), json!(a.job));
-    m.insert("version".into(), json!(a.version));
-    m.insert("replica".into(), json!(a.replica));
-    m.insert("node".into(), json!(a.node));
-    m.insert("desired".into(), json!(a.desired));
-    m.insert("state".into(), json!(a.state));
-    if a.pid != 0 {
-        m.insert("pid".into(), json!(a.pid));
-    }
-    if let Some(c) = a.exit_code {
-        m.insert("exit_code".into(), json!(c));
-    }
-    m.insert("reason".into(), json!(a.reason));
-    if a.restarting_at_ms != 0 {
-        m.insert("restarting_at_ms".into(), json!(a.restarting_at_ms));
-    }
-    if a.killed_at_grace {
-        m.insert("killed_at_grace".into(), json!(true));
-    }
-    if !a.health_detail.is_empty() {
-        m.insert("health_detail".into(), json!(a.health_detail));
-    }
-    if !a.desired_reason.is_empty() {
-        m.insert("desired_reason".into(), json!(a.desired_reason));
-    }
-    m.insert("restarts".into(), json!(a.restarts));
-    m.insert("health".into(), json!(a.health));
-    if !a.ip.is_empty() {
-        m.insert("ip".into(), json!(a.ip));
-    }
-    if a.canary {
-        m.insert("canary".into(), json!(true));
-    }
-    m.insert("created_at_ms".into(), json!(a.created_at_ms));
-    m.insert("updated_at_ms".into(), json!(a.updated_at_ms));
-    Value::Object(m)
-}
-
-pub fn job(j: &pb::JobStatus) -> Value {
-    let spec: Value = serde_json::from_str(&j.spec_json).unwrap_or(Value::Null);
-    json!({
-        "name": j.name,
-        "version": j.version,
-        "desired": j.desired,
-        "running": j.running,
-        "status": j.status,
-        "type": j.r#type,
-        "batch": j.batch.as_ref().map(batch),
-        "pending_reason": j.pending_reason,
-        "submitted_at_ms": j.submitted_at_ms,
-        "spec": spec,
-        "versions": j.versions.iter().map(|v| json!({
-            "version": v.version, "submitted_at_ms": v.submitted_at_ms, "image": v.image,
-            "changes": v.changes, "outcome": v.outcome,
-        })).collect::<Vec<_>>(),
-        "stable_version": j.stable_version,
-        "rollout": j.rollout.as_ref().map(|r| json!({
-            "version": r.version, "kind": r.kind, "state": r.state, "promoted": r.promoted,
-            "started_at_ms": r.started_at_ms, "finished_at_ms": r.finished_at_ms, "reason": r.reason,
-            "updated": r.updated, "healthy": r.healthy, "old": r.old, "desired": r.desired,
-        })),
-        "allocations": j.allocations.iter().map(allocation).collect::<Vec<_>>(),
-        "read": read(&j.read),
-    })
-}
-
-pub fn job_summary(j: &pb::JobSummary) -> Value {
-    json!({
-        "name": j.name, "version": j.version, "desired": j.desired, "running": j.running,
-        "status": j.status, "image": j.image, "submitted_at_ms": j.submitted_at_ms,
-        "type": j.r#type, "batch": j.batch.as_ref().map(batch),
-    })
-}
-
-/// A batch job's progress (`null` for other jobs).
-fn batch(b: &pb::BatchProgress) -> Value {
-    json!({
-        "completions": b.completions, "parallelism": b.parallelism, "retries": b.retries,
-        "succeeded": b.succeeded, "failed": b.failed, "running": b.running,
-        "outcome": b.outcome, "reason": b.reason, "ended_at_ms": b.ended_at_ms,
-        "schedule": b.schedule, "next_run_ms": b.next_run_ms, "runs": b.runs, "skipped": b.skipped,
-    })
-}
-
-pub fn node(n: &pb::Node) -> Value {
-    json!({
-        "name": n.name, "address": n.address, "status": n.status, "schedulable": n.schedulable,
-        "cpu_millis": n.cpu_millis, "memory_bytes": n.memory_bytes,
-        "cpu_allocated_millis": n.cpu_allocated_millis, "memory_allocated_bytes": n.memory_allocated_bytes,
-        "allocations": n.allocations, "registered_at_ms": n.registered_at_ms,
-        "draining": n.draining, "subnet": n.subnet, "network_error": n.network_error,
-        "volumes": n.volumes.iter().map(|v| json!({"name": v.name, "read_only": v.read_only})).collect::<Vec<_>>(),
-        "disk_bytes": n.disk_bytes, "disk_allocated_bytes": n.disk_allocated_bytes,
-        "labels": n.labels, "facts": n.facts,
-    })
-}
-
-pub fn read(r: &Option<pb::ReadInfo>) -> Value {
-    match r {
-        Some(r) => {
-            json!({"applied_index": r.applied_index, "stale": r.stale, "served_by": r.served_by,
-                   "leader_index": r.leader_index, "leader_contact_ms": r.leader_contact_ms,
-                   "behind": r.behind})
-        }
-        None => Value::Null,
     }
 }
 

@@ -122,19 +122,29 @@ fn prometheus_text(openmetrics: &str) -> String {
 /// `Err` with why not.
 pub type Authorize = Arc<dyn Fn(&http::HeaderMap, SocketAddr) -> Result<(), String> + Send + Sync>;
 
-/// Serves `/metrics` on `listener` in a task of its own until the
-/// returned sender is used or dropped; says so in the log if it fails.
+/// What a daemon serves besides `/metrics`.
+#[derive(Default)]
+pub struct Routes {
+    /// Behind the same check as `/metrics`.
+    pub authorized: axum::Router,
+    /// To anyone (a page's own files, which hold no data).
+    pub open: axum::Router,
+}
+
+/// Serves `/metrics` and `routes` on `listener` in a task of its own until
+/// the returned sender is used or dropped; says so in the log if it fails.
 pub fn start(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     authorize: Option<Authorize>,
+    routes: Routes,
 ) -> tokio::sync::oneshot::Sender<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let stop = async move {
             let _ = stopped.await;
         };
-        if let Err(e) = serve(listener, metrics, authorize, Default::default(), stop).await {
+        if let Err(e) = serve(listener, metrics, authorize, routes, stop).await {
             tracing::error!(error = %e, "http listener failed");
         }
     });
@@ -146,7 +156,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     authorize: Option<Authorize>,
-    routes: axum::Router,
+    routes: Routes,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::extract::{ConnectInfo, State};
@@ -164,7 +174,7 @@ pub async fn serve(
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(scrape))
         .with_state(metrics)
-        .merge(routes);
+        .merge(routes.authorized);
     let app = match authorize {
         None => app,
         Some(authorize) => app.layer(axum::middleware::from_fn(
@@ -191,6 +201,7 @@ pub async fn serve(
             },
         )),
     };
+    let app = app.merge(routes.open);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

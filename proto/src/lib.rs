@@ -12,6 +12,7 @@ pub mod desired;
 pub mod fencing;
 pub mod format;
 pub mod http;
+pub mod json;
 /// Raises the open-file limit through libc (getrlimit, setrlimit).
 #[allow(unsafe_code)]
 pub mod limits;

@@ -50,6 +50,9 @@ pub enum Start {
     Oldest,
     /// At the next event published.
     Next,
+    /// At the last this many events kept (before the filter: a page's
+    /// recent history, however old the ring is).
+    Last(usize),
 }
 
 /// Which events a subscriber wants.
@@ -318,6 +321,14 @@ impl EventHub {
                     .front()
                     .map_or(ring.complete_from, |e| e.cursor()),
             ),
+            Start::Last(n) => {
+                let offset = ring.events.len().saturating_sub(n);
+                let next = ring
+                    .events
+                    .get(offset)
+                    .map_or(ring.complete_from, |e| e.cursor());
+                (ring.first + offset as u64, next)
+            }
             Start::Next => (
                 ring.head(),
                 ring.events
@@ -510,6 +521,22 @@ mod tests {
         assert_eq!(drain(&mut s).len(), 1);
         assert_eq!(drain(&mut again).len(), 1);
         assert!(s.poll().unwrap().is_none());
+    }
+
+    #[test]
+    fn last_n_starts_that_many_events_back_and_then_follows() {
+        let hub = EventHub::new(100);
+        for i in 1..=10 {
+            hub.publish(i, vec![ev(Kind::AllocPlaced, "a")], i as i64);
+        }
+        let mut s = hub.subscribe(Start::Last(3), Filter::default()).unwrap();
+        let got: Vec<u64> = drain(&mut s).iter().map(|e| e.index).collect();
+        assert_eq!(got, vec![8, 9, 10]);
+        hub.publish(11, vec![ev(Kind::AllocStarted, "a")], 11);
+        assert_eq!(drain(&mut s).len(), 1);
+        // More than are kept: all of them.
+        let mut all = hub.subscribe(Start::Last(1000), Filter::default()).unwrap();
+        assert_eq!(drain(&mut all).len(), 11);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod reconcile;
 pub mod secrets;
 pub mod server;
 pub mod state;
+pub mod ui;
 
 /// What a scheduler peer needs of its machine, checked before it starts
 /// (and by `drover doctor`): room for the Raft log and snapshots in

@@ -293,7 +293,7 @@ async fn main() -> anyhow::Result<()> {
     println!("drover-scheduler {} serving on {}", a.id, s.local_addr);
     let http_stop = http.map(|(listener, metrics)| {
         let authorize = drover_scheduler::metrics::authorize(s.peer.clone());
-        drover_proto::http::start(listener, metrics, Some(authorize))
+        drover_proto::http::start(listener, metrics, Some(authorize), s.ui.routes())
     });
     let failed = tokio::select! {
         _ = shutdown_signal() => None,

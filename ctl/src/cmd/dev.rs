@@ -143,9 +143,12 @@ pub async fn run(a: DevArgs) -> Result<i32> {
     .await
     .context("cannot start the agent")?;
     let http_stop = http.map(|listener| {
-        println!("drover dev: metrics on http://{}/metrics", a.http_listen);
+        println!(
+            "drover dev: web UI on http://{0}/ui/, metrics on http://{0}/metrics",
+            a.http_listen
+        );
         let authorize = drover_scheduler::metrics::authorize(scheduler.peer.clone());
-        drover_proto::http::start(listener, metrics, Some(authorize))
+        drover_proto::http::start(listener, metrics, Some(authorize), scheduler.ui.routes())
     });
     println!(
         "drover dev: scheduler on {}, node {name} (agent API on {})",

@@ -10,8 +10,8 @@
 use crate::cli::{EventsArgs, Format};
 use crate::client::{self, status};
 use anyhow::{anyhow, bail, Result};
+use drover_proto::json::{time, word};
 use drover_proto::pb;
-use serde_json::json;
 use std::io::Write;
 use std::time::Duration;
 
@@ -118,33 +118,10 @@ fn topic(word: &str) -> Result<pb::EventTopic> {
         .ok_or_else(|| anyhow!("--topic {word:?}: not one of job, rollout, alloc, node, cluster"))
 }
 
-/// `EVENT_TYPE_ALLOC_STARTED` as `alloc-started`.
-fn word(name: &str, prefix: &str) -> String {
-    name.trim_start_matches(prefix)
-        .to_lowercase()
-        .replace('_', "-")
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// `at_ms` as an RFC 3339 UTC time with milliseconds.
-fn time(at_ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(at_ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
 }
 
 fn print(format: Format, e: &pb::Event) -> Result<()> {
@@ -166,19 +143,7 @@ fn print(format: Format, e: &pb::Event) -> Result<()> {
             )
         }
         Format::Json | Format::Yaml => {
-            let v = json!({
-                "index": e.index,
-                "seq": e.seq,
-                "time": time(e.at_ms),
-                "at_ms": e.at_ms,
-                "topic": word(e.topic().as_str_name(), "EVENT_TOPIC_"),
-                "type": kind,
-                "job": e.job,
-                "version": e.version,
-                "alloc": e.alloc,
-                "node": e.node,
-                "message": e.message,
-            });
+            let v = drover_proto::json::event(e);
             if format == Format::Json {
                 serde_json::to_string(&v)? + "\n"
             } else {

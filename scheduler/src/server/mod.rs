@@ -80,6 +80,8 @@ pub enum ServerError {
 
 pub struct Scheduler {
     pub peer: Peer,
+    /// The web UI and its API, for the HTTP listener.
+    pub ui: crate::ui::Ui,
     pub local_addr: SocketAddr,
     stop: broadcast::Sender<()>,
     tasks: Vec<JoinHandle<()>>,
@@ -160,6 +162,7 @@ impl Scheduler {
             None => tls::Security::Plaintext,
         };
         let client_tls = tls::ClientTls::from_security(&security, SCHEDULER_NAME);
+        let agent_tls = tls::ClientTls::from_security(&security, drover_proto::pki::AGENT_NAME);
         let raft_stats = raft::stats::RaftStats::default();
         let api_stats = observe::ApiStats::default();
         let scheduler_stats = crate::metrics::SchedulerStats::default();
@@ -385,7 +388,15 @@ impl Scheduler {
             ));
         }
         tracing::info!(id = config.id, addr = %local_addr, "scheduler peer serving");
+        let ui = crate::ui::Ui {
+            peer: peer.clone(),
+            events: handle.events.clone(),
+            tickets: config.pki.as_ref().map(|p| p.tls.clone()),
+            agents: agent_tls,
+            stop: stop.clone(),
+        };
         Ok(Scheduler {
+            ui,
             peer,
             local_addr,
             stop,
