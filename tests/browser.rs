@@ -213,7 +213,15 @@ impl Browser {
                 let text = self
                     .eval("document.body ? document.body.innerText : ''")
                     .unwrap_or_default();
-                panic!("timed out waiting for {what}; the page shows:\n{text}");
+                let fetched = self
+                    .eval(
+                        "performance.getEntriesByType('resource').map(e => \
+                         `${e.name} ${e.responseStatus} ${Math.round(e.duration)}ms`).join('\\n')",
+                    )
+                    .unwrap_or_default();
+                panic!(
+                    "timed out waiting for {what}; the page shows:\n{text}\nit fetched:\n{fetched}"
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }

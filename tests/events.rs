@@ -158,6 +158,24 @@ fn a_jobs_life_is_in_the_event_stream_and_a_follower_sees_each_event_once() {
         "{}",
         bad.stderr
     );
+
+    // A restarted peer has no ring, but its log: applying the entries after
+    // its snapshot again makes the same events, with the same cursors.
+    let mut c = c;
+    let mut scheduler = c.scheduler.take().unwrap();
+    scheduler.signal("TERM");
+    scheduler
+        .wait(Duration::from_secs(20))
+        .expect("the scheduler stops");
+    c.start_scheduler();
+    let last = cursor(listed.last().unwrap());
+    let key = |e: &Value| (cursor(e), e["type"].clone(), e["message"].clone());
+    let again: Vec<_> = events(&c.must(&["events", "--job", "web", "-o", "json"]))
+        .iter()
+        .filter(|e| cursor(e) <= last)
+        .map(key)
+        .collect();
+    assert_eq!(again, listed.iter().map(key).collect::<Vec<_>>());
 }
 
 /// A job that needs no agent: with no nodes it stays pending.

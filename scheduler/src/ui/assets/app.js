@@ -473,5 +473,15 @@ document.getElementById('logout').addEventListener('click', () => {
   route();
 });
 window.addEventListener('hashchange', route);
+// A page out of sight holds no stream: a browser opens at most six
+// connections to one HTTP/1.1 server, and tabs in the background (or pages
+// kept in the back-forward cache) would otherwise hold them all.
+document.addEventListener('visibilitychange', () => {
+  if (!document.hidden) return route();
+  if (page) page.abort();
+  page = null;
+});
+window.addEventListener('pagehide', () => { if (page) page.abort(); page = null; });
+window.addEventListener('pageshow', (e) => { if (e.persisted) route(); });
 showLogout();
 route();
