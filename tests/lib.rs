@@ -611,3 +611,37 @@ pub fn global_ip() -> std::net::IpAddr {
         .and_then(|a| a.split('/').next()?.parse().ok())
         .expect("a global IPv4 address on this host")
 }
+
+/// A GET of `path` over plain HTTP/1.0 from `from` (an address of this host) with an
+/// optional bearer token: (status code, body).
+pub fn http_get(
+    addr: &str,
+    path: &str,
+    from: Option<std::net::IpAddr>,
+    token: Option<&str>,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let mut s = match from {
+        None => TcpStream::connect(addr).unwrap(),
+        Some(ip) => {
+            // Connecting from `ip` to itself: the listener sees `ip`.
+            let port = addr.rsplit_once(':').unwrap().1;
+            TcpStream::connect(format!("{ip}:{port}")).unwrap()
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n{auth}\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_string())
+}

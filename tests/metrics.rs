@@ -7,33 +7,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// A GET over plain HTTP/1.0 from `from` (an address of this host) with an
-/// optional bearer token: (status code, body).
-fn get(addr: &str, from: Option<std::net::IpAddr>, token: Option<&str>) -> (u16, String) {
-    let mut s = match from {
-        None => TcpStream::connect(addr).unwrap(),
-        Some(ip) => {
-            // Connecting from `ip` to itself: the listener sees `ip`.
-            let port = addr.rsplit_once(':').unwrap().1;
-            TcpStream::connect(format!("{ip}:{port}")).unwrap()
-        }
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n{auth}\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, body.to_string())
-}
-
 /// The value of the sample `name{labels}` (exactly as written).
 fn value(text: &str, sample: &str) -> Option<f64> {
     text.lines()
@@ -115,7 +88,7 @@ fn a_scheduler_and_an_agent_tell_prometheus_what_they_do() {
     assert!(served > 0, "no request went through the mesh");
 
     let scheduler = format!("127.0.0.1:{sched_port}");
-    let (code, text) = get(&scheduler, None, None);
+    let (code, text) = http_get(&scheduler, "/metrics", None, None);
     assert_eq!(code, 200, "{text}");
     for (sample, at_least) in [
         ("drover_raft_is_leader", 1.0),
@@ -139,28 +112,28 @@ fn a_scheduler_and_an_agent_tell_prometheus_what_they_do() {
     // From another address: served until the cluster has ACLs; then only
     // with a token that may read.
     let ip = global_ip();
-    let (code, body) = get(&scheduler, Some(ip), None);
+    let (code, body) = http_get(&scheduler, "/metrics", Some(ip), None);
     assert_eq!(code, 200, "{body}");
     let b = c.drover(&["acl", "bootstrap"]);
     assert!(b.ok(), "{}", b.stderr);
     let admin = b.stdout.trim().to_string();
     std::fs::write(pki_dir_for(&c.addr).unwrap().join("token"), &admin).unwrap();
     let reader = c.must(&["acl", "token", "create", "--name", "prom", "--role", "read"]);
-    let (code, body) = get(&scheduler, Some(ip), None);
+    let (code, body) = http_get(&scheduler, "/metrics", Some(ip), None);
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("token"), "{body}");
-    let (code, body) = get(&scheduler, Some(ip), Some("DRVT-not-a-token"));
+    let (code, body) = http_get(&scheduler, "/metrics", Some(ip), Some("DRVT-not-a-token"));
     assert_eq!(code, 401, "{body}");
-    let (code, body) = get(&scheduler, Some(ip), Some(reader.trim()));
+    let (code, body) = http_get(&scheduler, "/metrics", Some(ip), Some(reader.trim()));
     assert_eq!(code, 200, "{body}");
     // On loopback nobody is asked.
-    let (code, _) = get(&scheduler, None, None);
+    let (code, _) = http_get(&scheduler, "/metrics", None, None);
     assert_eq!(code, 200);
 
     // The agent: its replicas, their starts, the mesh, and (sampled every
     // few seconds) each replica's usage.
     let text = wait_for("the agent's usage sample", Duration::from_secs(20), || {
-        let (code, text) = get(&agent_http, None, None);
+        let (code, text) = http_get(&agent_http, "/metrics", None, None);
         (code == 200 && text.contains("drover_agent_allocation_memory_bytes{")).then_some(text)
     });
     for (sample, at_least) in [

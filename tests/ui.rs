@@ -177,4 +177,33 @@ fn the_web_ui_shows_jobs_a_live_rollout_and_logs() {
         WAIT,
         "document.querySelector('#jobs tr[data-job=\"web\"]')",
     );
+
+    // The API behind the page, from elsewhere: a reader may not read logs;
+    // a token fenced to some jobs sees only those, and their events.
+    let api = format!("127.0.0.1:{port}");
+    let from = Some(global_ip());
+    let reader = reader.trim();
+    let logs = format!("/v1/allocation/{id}/logs?follow=false");
+    let (code, body) = http_get(&api, &logs, from, Some(reader));
+    assert_eq!(code, 403, "{body}");
+    let (code, _) = http_get(&api, "/v1/jobs", from, None);
+    assert_eq!(code, 401);
+    let fenced = c.must(&[
+        "acl", "token", "create", "--name", "talk", "--role", "read", "--job", "talker", "--logs",
+    ]);
+    let fenced = fenced.trim();
+    let (code, body) = http_get(&api, "/v1/jobs", from, Some(fenced));
+    assert_eq!(code, 200, "{body}");
+    let jobs: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["talker"], "{body}");
+    assert_eq!(http_get(&api, "/v1/job/web", from, Some(fenced)).0, 404);
+    let (code, body) = http_get(&api, &logs, from, Some(fenced));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("from the talker"), "{body}");
 }

@@ -5,11 +5,12 @@
 use super::Ui;
 use crate::server::convert;
 use crate::state::State;
-use axum::extract::{Path, State as With};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, Path, State as With};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use drover_proto::json;
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 
 /// A JSON answer.
 pub(super) fn answer(code: StatusCode, v: &Value) -> Response {
@@ -31,7 +32,12 @@ fn read<T>(ui: &Ui, f: impl FnOnce(&State) -> T) -> T {
 }
 
 /// The peers, who leads, and how far this peer has applied.
-pub(super) async fn cluster(With(ui): With<Ui>) -> Response {
+pub(super) async fn cluster(
+    With(ui): With<Ui>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let scope = super::scope(&ui, &headers, from);
     let m = ui.peer.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
@@ -57,9 +63,10 @@ pub(super) async fn cluster(With(ui): With<Ui>) -> Response {
         let running = s
             .allocations
             .values()
-            .filter(|a| a.state == crate::state::AllocState::Running)
+            .filter(|a| a.state == crate::state::AllocState::Running && a.job.starts_with(&scope))
             .count();
-        (s.jobs.len(), s.nodes.len(), running, s.cluster_version())
+        let jobs = s.jobs.keys().filter(|j| j.starts_with(&scope)).count();
+        (jobs, s.nodes.len(), running, s.cluster_version())
     });
     answer(
         StatusCode::OK,
@@ -77,11 +84,18 @@ pub(super) async fn cluster(With(ui): With<Ui>) -> Response {
     )
 }
 
-/// Every job, as `drover job ls -o json` lists it, with its rollout.
-pub(super) async fn jobs(With(ui): With<Ui>) -> Response {
+/// Every job (the caller may see), as `drover job ls -o json` lists it,
+/// with its rollout.
+pub(super) async fn jobs(
+    With(ui): With<Ui>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let scope = super::scope(&ui, &headers, from);
     let jobs: Vec<Value> = read(&ui, |s| {
         s.jobs
             .values()
+            .filter(|j| j.name.starts_with(&scope))
             .map(|j| {
                 let mut v = json::job_summary(&convert::job_summary(s, j));
                 v["rollout"] = j
@@ -97,8 +111,20 @@ pub(super) async fn jobs(With(ui): With<Ui>) -> Response {
 
 /// One job as `drover job status -o json` shows it: versions, rollout,
 /// allocations.
-pub(super) async fn job(With(ui): With<Ui>, Path(name): Path<String>) -> Response {
-    match read(&ui, |s| s.jobs.get(&name).map(|j| convert::job(s, j))) {
+pub(super) async fn job(
+    With(ui): With<Ui>,
+    Path(name): Path<String>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let scope = super::scope(&ui, &headers, from);
+    let found = read(&ui, |s| {
+        s.jobs
+            .get(&name)
+            .filter(|j| j.name.starts_with(&scope))
+            .map(|j| convert::job(s, j))
+    });
+    match found {
         Some(j) => answer(StatusCode::OK, &json::job(&j)),
         None => not_found(format!("no job {name:?}")),
     }
@@ -115,15 +141,22 @@ pub(super) async fn nodes(With(ui): With<Ui>) -> Response {
     answer(StatusCode::OK, &json!({ "nodes": nodes }))
 }
 
-/// A node and the allocations on it that have not ended.
-pub(super) async fn node(With(ui): With<Ui>, Path(name): Path<String>) -> Response {
+/// A node and the allocations on it that have not ended (of the jobs the
+/// caller may see).
+pub(super) async fn node(
+    With(ui): With<Ui>,
+    Path(name): Path<String>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let scope = super::scope(&ui, &headers, from);
     let found = read(&ui, |s| {
         let n = s.nodes.get(&name)?;
         let mut v = json::node(&convert::node(&s.usage(), n));
         v["allocation_list"] = s
             .allocations
             .values()
-            .filter(|a| a.node == name && !a.state.is_terminal())
+            .filter(|a| a.node == name && !a.state.is_terminal() && a.job.starts_with(&scope))
             .map(|a| json::allocation(&convert::allocation(s, a)))
             .collect();
         Some(v)
@@ -134,10 +167,20 @@ pub(super) async fn node(With(ui): With<Ui>, Path(name): Path<String>) -> Respon
     }
 }
 
-pub(super) async fn allocation(With(ui): With<Ui>, Path(id): Path<String>) -> Response {
+pub(super) async fn allocation(
+    With(ui): With<Ui>,
+    Path(id): Path<String>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let scope = super::scope(&ui, &headers, from);
     match read(&ui, |s| {
-        s.find_allocation(&id)
-            .map(|a| json::allocation(&convert::allocation(s, a)))
+        s.find_allocation(&id).and_then(|a| {
+            a.job
+                .starts_with(&scope)
+                .then(|| json::allocation(&convert::allocation(s, a)))
+                .ok_or_else(|| format!("no allocation with id {id:?}"))
+        })
     }) {
         Ok(v) => answer(StatusCode::OK, &v),
         Err(why) => not_found(why),

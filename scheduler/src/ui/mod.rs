@@ -13,9 +13,11 @@
 //!
 //! Callers are let in as `/metrics` lets them in (`drover_proto::http`):
 //! anyone on loopback, else anyone until the cluster has ACLs, then a
-//! token that may read the whole cluster (the page asks for one and sends
-//! it as a bearer header); logs also need the token's logs permission on
-//! the job. The page itself holds no data and is served to anyone.
+//! token that may read (the page asks for one and sends it as a bearer
+//! header). A token fenced to some jobs sees only those jobs, their
+//! allocations and their events, as through the gRPC API; logs also need
+//! the token's logs permission on the job. The page itself holds no data
+//! and is served to anyone.
 
 mod api;
 mod stream;
@@ -69,6 +71,27 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
             .insert(k, header::HeaderValue::from_static(v));
     }
     r
+}
+
+/// The jobs a caller may see: those whose names start with this (a token
+/// fenced to some jobs; empty for everyone else, and on loopback, which
+/// is let in without a token).
+pub(crate) fn scope(ui: &Ui, headers: &header::HeaderMap, from: std::net::SocketAddr) -> String {
+    if from.ip().is_loopback() {
+        return String::new();
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(crate::server::access::bearer);
+    let state = ui.peer.state.read().unwrap_or_else(|p| p.into_inner());
+    match state.acl.authenticate(token, crate::clock::now_ms()) {
+        Ok(Some(t)) => t.job_prefix.clone(),
+        // No ACLs: everyone sees everything. A bad token never gets here
+        // (the listener refused it); if it did, it would see nothing.
+        Ok(None) => String::new(),
+        Err(_) => "\u{0}".into(),
+    }
 }
 
 impl Ui {

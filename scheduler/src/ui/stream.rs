@@ -72,8 +72,11 @@ fn cursor(s: &str) -> Option<(u64, u32)> {
 pub(super) async fn events(
     With(ui): With<Ui>,
     Query(q): Query<EventsQuery>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
+    // A token fenced to some jobs sees only their events.
+    let scope = super::scope(&ui, &headers, from);
     let mut topics = Vec::new();
     for t in q.topic.iter().flat_map(|t| t.split(',')).map(str::trim) {
         match Topic::parse(t) {
@@ -103,7 +106,7 @@ pub(super) async fn events(
     let filter = Filter {
         topics,
         job: q.job.filter(|j| !j.is_empty()),
-        job_prefix: None,
+        job_prefix: Some(scope).filter(|p| !p.is_empty()),
     };
     let mut sub = match ui.events.subscribe(start, filter) {
         Ok(s) => s,
