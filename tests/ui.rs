@@ -203,6 +203,22 @@ fn the_web_ui_shows_jobs_a_live_rollout_and_logs() {
         .collect();
     assert_eq!(names, vec!["talker"], "{body}");
     assert_eq!(http_get(&api, "/v1/job/web", from, Some(fenced)).0, 404);
+    let web = c.must(&["alloc", "ls", "--job", "web", "-o", "json"]);
+    let web: serde_json::Value = serde_json::from_str(&web).unwrap();
+    let web_id = web[0]["id"].as_str().unwrap();
+    let path = format!("/v1/allocation/{web_id}");
+    assert_eq!(http_get(&api, &path, from, Some(fenced)).0, 404);
+    assert_eq!(http_get(&api, &path, from, Some(reader)).0, 200);
+    let (code, body) = http_get(&api, &format!("/v1/node/{}", c.node), from, Some(fenced));
+    assert_eq!(code, 200, "{body}");
+    let node: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let on_node: Vec<&str> = node["allocation_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["job"].as_str().unwrap())
+        .collect();
+    assert_eq!(on_node, vec!["talker"], "{body}");
     let (code, body) = http_get(&api, &logs, from, Some(fenced));
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("from the talker"), "{body}");

@@ -9,8 +9,10 @@
 //! when asked for, not kept up on every change).
 //!
 //! A caller is let in by the daemon's `Authorize` (the scheduler asks for
-//! an ACL token that may read once the cluster has ACLs); a listener on
-//! loopback asks nobody, as `drover dev`'s does not.
+//! an ACL token that may read once the cluster has ACLs); a caller on
+//! loopback is asked nothing, as `drover dev`'s browser and scrapers are
+//! not, provided it names the host by address or as `localhost` (see
+//! [`local_caller`]).
 
 use prometheus_client::registry::{Metric, Registry};
 use std::future::Future;
@@ -118,6 +120,28 @@ fn prometheus_text(openmetrics: &str) -> String {
     out
 }
 
+/// Whether a request comes from this host and was meant for it: from a
+/// loopback address, with a `Host` that is an IP address or `localhost`.
+/// A page of another site that rebinds its name to 127.0.0.1 sends its own
+/// name as `Host`, and is asked for a token like any remote caller.
+pub fn local_caller(headers: &http::HeaderMap, from: SocketAddr) -> bool {
+    if !from.ip().is_loopback() {
+        return false;
+    }
+    let Some(host) = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        // HTTP/1.0 without a Host: no browser sends that.
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// Whether a request (its headers, from this address) may be served:
 /// `Err` with why not.
 pub type Authorize = Arc<dyn Fn(&http::HeaderMap, SocketAddr) -> Result<(), String> + Send + Sync>;
@@ -182,7 +206,7 @@ pub async fn serve(
                   headers: HeaderMap,
                   req: axum::extract::Request,
                   next: axum::middleware::Next| {
-                let verdict = if from.ip().is_loopback() {
+                let verdict = if local_caller(&headers, from) {
                     Ok(())
                 } else {
                     authorize(&headers, from)
@@ -215,6 +239,23 @@ mod tests {
     use super::*;
     use prometheus_client::metrics::counter::Counter;
     use prometheus_client::metrics::gauge::Gauge;
+
+    #[test]
+    fn only_a_loopback_caller_naming_this_host_by_address_is_local() {
+        let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 40000);
+        let host = |h: &str| {
+            let mut m = http::HeaderMap::new();
+            m.insert(http::header::HOST, h.parse().unwrap());
+            m
+        };
+        assert!(local_caller(&host("127.0.0.1:7480"), at("127.0.0.1")));
+        assert!(local_caller(&host("localhost:7480"), at("127.0.0.1")));
+        assert!(local_caller(&host("[::1]:7480"), at("::1")));
+        assert!(local_caller(&http::HeaderMap::new(), at("127.0.0.1")));
+        // DNS rebinding: another site's name pointed at loopback.
+        assert!(!local_caller(&host("evil.example:7480"), at("127.0.0.1")));
+        assert!(!local_caller(&host("127.0.0.1:7480"), at("10.0.0.5")));
+    }
 
     #[test]
     fn a_scrape_refreshes_gauges_and_writes_every_metric() {

@@ -323,10 +323,12 @@ impl EventHub {
             ),
             Start::Last(n) => {
                 let offset = ring.events.len().saturating_sub(n);
-                let next = ring
-                    .events
-                    .get(offset)
-                    .map_or(ring.complete_from, |e| e.cursor());
+                let next = match (ring.events.get(offset), ring.events.back()) {
+                    (Some(e), _) => e.cursor(),
+                    // None of them: from the next one, as `Next`.
+                    (None, Some(last)) => (last.index, last.seq + 1),
+                    (None, None) => ring.complete_from,
+                };
                 (ring.first + offset as u64, next)
             }
             Start::Next => (
@@ -537,6 +539,16 @@ mod tests {
         // More than are kept: all of them.
         let mut all = hub.subscribe(Start::Last(1000), Filter::default()).unwrap();
         assert_eq!(drain(&mut all).len(), 11);
+        // None, on a full ring that drops one for the next: just that one.
+        let full = EventHub::new(2);
+        for i in 1..=3 {
+            full.publish(i, vec![ev(Kind::AllocPlaced, "a")], i as i64);
+        }
+        let mut none = full.subscribe(Start::Last(0), Filter::default()).unwrap();
+        assert!(drain(&mut none).is_empty());
+        full.publish(4, vec![ev(Kind::AllocStarted, "a")], 4);
+        let got: Vec<u64> = drain(&mut none).iter().map(|e| e.index).collect();
+        assert_eq!(got, vec![4]);
     }
 
     #[test]

@@ -198,6 +198,17 @@ pub fn parse(line: &[u8]) -> Record<'_> {
     }
 }
 
+/// Where to cut a piece of at most [`MAX_LINE`] bytes off `text`: not
+/// inside a UTF-8 character, so each piece reads as text by itself.
+fn piece(text: &[u8]) -> usize {
+    let mut cut = MAX_LINE.min(text.len());
+    // Continuation bytes (10xxxxxx) belong to the character before them.
+    while cut > MAX_LINE - 3 && cut < text.len() && text[cut] & 0xC0 == 0x80 {
+        cut -= 1;
+    }
+    cut
+}
+
 /// Cuts what one stream writes into records: each finished line, and the
 /// unfinished rest once it is [`MAX_LINE`] long or [`Lines::flush`]ed.
 #[derive(Debug)]
@@ -226,21 +237,23 @@ impl Lines {
         while let Some(i) = self.pending[start..].iter().position(|b| *b == b'\n') {
             let mut line = &self.pending[start..start + i];
             while line.len() > MAX_LINE {
-                encode(out, self.stream, at_ns, &line[..MAX_LINE], false);
-                line = &line[MAX_LINE..];
+                let cut = piece(line);
+                encode(out, self.stream, at_ns, &line[..cut], false);
+                line = &line[cut..];
             }
             encode(out, self.stream, at_ns, line, true);
             start += i + 1;
         }
         while self.pending.len() - start >= MAX_LINE {
+            let cut = piece(&self.pending[start..]);
             encode(
                 out,
                 self.stream,
                 at_ns,
-                &self.pending[start..start + MAX_LINE],
+                &self.pending[start..start + cut],
                 false,
             );
-            start += MAX_LINE;
+            start += cut;
         }
         self.pending.drain(..start);
     }
@@ -321,6 +334,20 @@ mod tests {
         assert_eq!(got.len(), 3, "{got:?}");
         let joined: String = got.iter().map(|r| r.2.as_str()).collect();
         assert_eq!(joined.len(), long.len() + 1);
+        // Pieces are not cut inside a character.
+        let mut out = Vec::new();
+        let mut lines = Lines::new(Stream::Stdout);
+        let snow = "☃".repeat(MAX_LINE / 3 + 5);
+        lines.push(snow.as_bytes(), 1, &mut out);
+        lines.push(b"\n", 1, &mut out);
+        let got = records(&out);
+        assert!(
+            got.len() >= 2 && got.iter().all(|r| !r.2.contains('\u{fffd}')),
+            "{}",
+            got.len()
+        );
+        let joined: String = got.iter().map(|r| r.2.as_str()).collect();
+        assert_eq!(joined, snow + "\n");
         // A line an older monitor wrote: stdout, time unknown.
         assert_eq!(
             records(b"just text\n2025-13-01T00:00:00Z stdout F bad month\n"),

@@ -549,49 +549,66 @@ fn copy_output(pipes: [OwnedFd; 2], log: &mut super::log::RotatingLog) {
     use super::log::{now_ns, Lines, Stream};
     use nix::poll::{PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
-    let mut open: Vec<(std::fs::File, Lines)> = pipes
+    use std::time::{Duration, Instant};
+    struct Pipe {
+        file: std::fs::File,
+        lines: Lines,
+        /// When it last said anything.
+        heard: Instant,
+    }
+    let quiet = Duration::from_millis(PARTIAL_AFTER_MS.into());
+    let mut open: Vec<Pipe> = pipes
         .into_iter()
         .zip([Stream::Stdout, Stream::Stderr])
-        .map(|(fd, stream)| (std::fs::File::from(fd), Lines::new(stream)))
+        .map(|(fd, stream)| Pipe {
+            file: std::fs::File::from(fd),
+            lines: Lines::new(stream),
+            heard: Instant::now(),
+        })
         .collect();
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
     while !open.is_empty() {
-        let timeout = if open.iter().any(|(_, l)| l.holding()) {
-            PollTimeout::from(PARTIAL_AFTER_MS)
-        } else {
-            PollTimeout::NONE
+        // Until the soonest unfinished line has been quiet long enough.
+        let wait = open
+            .iter()
+            .filter(|p| p.lines.holding())
+            .map(|p| quiet.saturating_sub(p.heard.elapsed()))
+            .min();
+        let timeout = match wait {
+            Some(w) => PollTimeout::from(w.as_millis().clamp(1, u16::MAX.into()) as u16),
+            None => PollTimeout::NONE,
         };
         let ready: Vec<bool> = {
             let mut fds: Vec<PollFd> = open
                 .iter()
-                .map(|(f, _)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+                .map(|p| PollFd::new(p.file.as_fd(), PollFlags::POLLIN))
                 .collect();
             match nix::poll::poll(&mut fds, timeout) {
                 Ok(_) => fds.iter().map(|p| p.any().unwrap_or(false)).collect(),
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return,
+                Err(_) => vec![true; open.len()],
             }
         };
         let at = now_ns();
-        if !ready.contains(&true) {
-            // Quiet mid-line: what there is, as a piece.
-            for (_, lines) in &mut open {
-                lines.flush(at, &mut out);
-            }
-        }
         let mut ended = Vec::new();
-        for (i, (file, lines)) in open.iter_mut().enumerate() {
-            if !ready[i] {
-                continue;
-            }
-            match std::io::Read::read(file, &mut buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Ok(0) | Err(_) => {
-                    lines.flush(at, &mut out);
-                    ended.push(i);
+        for (i, p) in open.iter_mut().enumerate() {
+            if ready[i] {
+                match std::io::Read::read(&mut p.file, &mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Ok(0) | Err(_) => {
+                        p.lines.flush(at, &mut out);
+                        ended.push(i);
+                    }
+                    Ok(n) => {
+                        p.lines.push(&buf[..n], at, &mut out);
+                        p.heard = Instant::now();
+                    }
                 }
-                Ok(n) => lines.push(&buf[..n], at, &mut out),
+            } else if p.lines.holding() && p.heard.elapsed() >= quiet {
+                // Quiet mid-line (however busy the other stream): what
+                // there is, as a piece.
+                p.lines.flush(at, &mut out);
             }
         }
         for i in ended.into_iter().rev() {

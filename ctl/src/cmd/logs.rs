@@ -136,6 +136,12 @@ async fn stream(
         },
     );
     while let Some(chunk) = s.message().await.map_err(status)? {
+        if !chunk.data.is_empty() && how.since_ms > 0 {
+            bail!(
+                "the agent of {} is too old for --since (it keeps no times): upgrade it, or leave --since out",
+                alloc.name
+            );
+        }
         // From an agent that keeps no records: plain text, as stdout.
         let plain = (!chunk.data.is_empty()).then_some(pb::LogRecord {
             stream: pb::LogStream::Stdout as i32,

@@ -74,10 +74,10 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// The jobs a caller may see: those whose names start with this (a token
-/// fenced to some jobs; empty for everyone else, and on loopback, which
-/// is let in without a token).
+/// fenced to some jobs; empty for everyone else, and for a local caller,
+/// which is let in without a token).
 pub(crate) fn scope(ui: &Ui, headers: &header::HeaderMap, from: std::net::SocketAddr) -> String {
-    if from.ip().is_loopback() {
+    if drover_proto::http::local_caller(headers, from) {
         return String::new();
     }
     let token = headers

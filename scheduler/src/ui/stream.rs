@@ -55,6 +55,8 @@ pub(super) struct EventsQuery {
     /// Resume after this event (`INDEX.SEQ`); the `Last-Event-ID` header
     /// says the same and wins.
     after: Option<String>,
+    /// Start at this cursor (`INDEX.SEQ`, as a `gone` event's `resume`).
+    from: Option<String>,
     /// Start with (at most) the last N events kept.
     recent: Option<usize>,
 }
@@ -93,12 +95,16 @@ pub(super) async fn events(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .or(q.after.as_deref());
-    let start = match after {
-        Some(a) => match cursor(a) {
+    let start = match (after, q.from.as_deref()) {
+        (Some(a), _) => match cursor(a) {
             Some((index, seq)) => Start::At(index, seq + 1),
             None => return bad_request(format!("after: {a:?} is not INDEX.SEQ")),
         },
-        None => match q.recent {
+        (None, Some(f)) => match cursor(f) {
+            Some((index, seq)) => Start::At(index, seq),
+            None => return bad_request(format!("from: {f:?} is not INDEX.SEQ")),
+        },
+        (None, None) => match q.recent {
             Some(n) => Start::Last(n.min(MOST_RECENT)),
             None => Start::Next,
         },
@@ -136,8 +142,16 @@ pub(super) async fn events(
                         out.push_str(&sse("event", Some(&id), &drover_proto::json::event(e)));
                     }
                     if out.is_empty() {
-                        // Nothing it wants yet: where it is, as a comment.
-                        out = format!(": at {}.{}\n\n", b.next_index, b.next_seq);
+                        // Nothing it wants yet: where it is, as the id of
+                        // the last event looked at (a reconnect goes on
+                        // from there, not from the last event it wanted).
+                        out = match b.next_seq.checked_sub(1) {
+                            Some(seq) => {
+                                let id = format!("{}.{seq}", b.next_index);
+                                sse("cursor", Some(&id), &json!({}))
+                            }
+                            None => format!(": at {}.{}\n\n", b.next_index, b.next_seq),
+                        };
                     }
                     out
                 }
@@ -193,7 +207,7 @@ pub(super) async fn logs(
         s.find_allocation(&id).map(|a| {
             let address = s.nodes.get(&a.node).map(|n| n.address.clone());
             // Loopback is let in without a token, as everywhere here.
-            let allowed = if from.ip().is_loopback() {
+            let allowed = if drover_proto::http::local_caller(&headers, from) {
                 Ok(())
             } else {
                 s.acl
@@ -242,9 +256,16 @@ pub(super) async fn logs(
             };
             let out = match next {
                 Ok(Some(chunk)) => {
+                    // From an agent that keeps no records: plain text.
+                    let plain = (!chunk.data.is_empty()).then(|| pb::LogRecord {
+                        stream: pb::LogStream::Stdout as i32,
+                        at_ns: 0,
+                        data: chunk.data.clone(),
+                    });
                     let lines: Vec<serde_json::Value> = chunk
                         .records
                         .iter()
+                        .chain(plain.as_ref())
                         .map(|r| {
                             let stream = match r.stream() {
                                 pb::LogStream::Stderr => "stderr",
@@ -286,7 +307,7 @@ async fn agent_logs(
     q: LogsQuery,
 ) -> Result<tonic::Streaming<pb::LogChunk>, String> {
     use drover_proto::pki::ticket::{Action, Ticket};
-    let holder = drover_proto::pki::Identity::Scheduler(ui.peer.id).to_string();
+    let holder = drover_proto::pki::Identity::Scheduler(ui.peer.id).uri();
     let ticket = match &ui.tickets {
         // Held by this peer, which reads the logs itself.
         Some(live) => Some(
@@ -304,7 +325,11 @@ async fn agent_logs(
     };
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| format!("agent address {address:?}: {e}"))?
-        .connect_timeout(Duration::from_secs(3));
+        .connect_timeout(Duration::from_secs(3))
+        // An agent that vanished ends the stream in seconds.
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
     let channel = ui
         .agents
         .connect(&endpoint)

@@ -116,7 +116,9 @@ async function api(path, opts = {}) {
   if (!r.ok) {
     let why = r.status + ' ' + r.statusText;
     try { why = (await r.json()).error || why; } catch (_) { /* not JSON */ }
-    throw new Error(why);
+    const e = new Error(why);
+    e.status = r.status;
+    throw e;
   }
   return r;
 }
@@ -125,13 +127,17 @@ const getJSON = async (path, signal) => (await api(path, { signal })).json();
 
 // Server-sent events from `path`, each given to `on(type, data)`; a true
 // answer ends the stream. With `resume`, a broken stream is opened again
-// after the last event seen (its id), as EventSource would.
+// after the last event seen (its id), as EventSource would; a stream the
+// peer ended as too slow, from where it said; one the peer no longer has,
+// afresh (`on('reset')`: events were missed).
 async function follow(path, on, signal, resume) {
   let last = null;
+  let from = null;
   while (!signal.aborted) {
     try {
       const headers = last ? { 'Last-Event-ID': last } : {};
-      const r = await api(path, { signal, headers });
+      const url = from ? `${path}${path.includes('?') ? '&' : '?'}from=${encodeURIComponent(from)}` : path;
+      const r = await api(url, { signal, headers });
       if (resume) setLive(true);
       const reader = r.body.getReader();
       const decoder = new TextDecoder();
@@ -155,10 +161,12 @@ async function follow(path, on, signal, resume) {
             else if (field === 'data') data += (data ? '\n' : '') + v;
             else if (field === 'id') id = v;
           }
-          if (id) last = id;
+          if (id) { last = id; from = null; }
           if (type === 'gone') {
-            const g = JSON.parse(data);
-            last = g.resume || null;
+            // Resume at its cursor (not after it), or afresh.
+            from = JSON.parse(data).resume || null;
+            last = null;
+            if (!from) on('reset', {});
           }
           if (data && on(type, JSON.parse(data))) return;
         }
@@ -166,6 +174,7 @@ async function follow(path, on, signal, resume) {
     } catch (e) {
       if (signal.aborted) return;
       if (e instanceof Unauthorized) { login(e.message); return; }
+      if (e.status === 410) { last = null; from = null; on('reset', {}); }
       if (!resume) { on('error', { error: e.message }); return; }
     }
     if (!resume) return;
@@ -250,6 +259,7 @@ function live(p, load, eventsPath, ms, onEvent) {
   p.every(ms, () => load().catch(failed));
   follow(eventsPath, (type, e) => {
     if (type === 'event') { if (onEvent) onEvent(e); again(); }
+    if (type === 'reset') again();
     return false;
   }, p.signal, true);
   // When the first page had its data (for the UI's benchmark).
@@ -440,7 +450,7 @@ async function allocPage(p, id) {
     }
     return false;
   }, p.signal, false);
-  p.every(2000, () => load().catch(failed));
+  if (!p.signal.aborted) p.every(2000, () => load().catch(failed));
 }
 
 async function nodePage(p, name) {
