@@ -110,6 +110,14 @@ fn the_web_ui_shows_jobs_a_live_rollout_and_logs() {
          return v.includes('1') && v.includes('2') ? v : null })()",
     );
     assert_eq!(lines, serde_json::json!(["1", "2"]));
+    // What each running replica uses, asked of its agent by the peer.
+    let used = b.wait_for(
+        "the replicas' usage",
+        WAIT,
+        "(() => { const c = [...document.querySelectorAll('#allocations td.usage')].map(t => t.innerText); \
+         return c.length === 2 && c.every(t => t.includes('cpu') && t.includes('of 32 MiB')) ? c : null })()",
+    );
+    assert_eq!(used.as_array().unwrap().len(), 2, "{used}");
     let reloaded = b.eval("document.body.dataset.loadedMs").unwrap();
     assert_eq!(
         loaded, reloaded,

@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status};
 /// Only clients of the cluster (a certificate of the cluster CA naming a
 /// client: `drover logs`, `drover exec`) and scheduler peers (the web UI
 /// shows logs; a peer signs tickets anyway, so it gains nothing it could
-/// not give itself; `admit` lets a peer read logs only) may call this
+/// not give itself; `admit` lets a peer read logs and usage only) may call this
 /// node's API; nodes and replicas may not.
 /// Without TLS there is nobody to check.
 fn only_clients(tls: bool) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
@@ -111,10 +111,11 @@ impl Api {
             Some(drover_proto::pki::Identity::Client(name)) if *name != t.holder => {
                 Err(TicketError::Mismatch(format!("client {}", t.holder)))
             }
-            // A peer reads logs (the web UI), with a ticket for that peer
-            // alone (named by its URI: no client's name looks like one).
+            // A peer reads logs and usage (the web UI), with a ticket for
+            // that peer alone (named by its URI: no client's name looks
+            // like one); it never runs commands.
             Some(s @ drover_proto::pki::Identity::Scheduler(_))
-                if s.uri() != t.holder || action != drover_proto::pki::ticket::Action::Logs =>
+                if s.uri() != t.holder || action == drover_proto::pki::ticket::Action::Exec =>
             {
                 Err(TicketError::Mismatch(t.holder.clone()))
             }

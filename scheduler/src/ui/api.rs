@@ -130,6 +130,59 @@ pub(super) async fn job(
     }
 }
 
+/// The most replicas of a job whose usage one call asks for.
+const USAGE_AT_MOST: usize = 100;
+
+/// What each running replica of a job uses now (cpu in thousandths of a
+/// core over a quarter second, memory against its limit), asked of their
+/// agents at once; a replica whose agent does not answer is left out.
+pub(super) async fn job_usage(
+    With(ui): With<Ui>,
+    Path(name): Path<String>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let scope = super::scope(&ui, &headers, from);
+    let running: Option<Vec<(String, String, String)>> = read(&ui, |s| {
+        s.jobs.get(&name).filter(|j| j.name.starts_with(&scope))?;
+        Some(
+            s.allocations
+                .values()
+                .filter(|a| a.job == name && a.state == crate::state::AllocState::Running)
+                .filter_map(|a| {
+                    let address = s.nodes.get(&a.node)?.address.clone();
+                    Some((a.id.clone(), a.node.clone(), address))
+                })
+                .take(USAGE_AT_MOST)
+                .collect(),
+        )
+    });
+    let Some(running) = running else {
+        return not_found(format!("no job {name:?}"));
+    };
+    let asks = running.iter().map(|(id, node, address)| {
+        let ui = &ui;
+        async move {
+            let u = super::agents::usage(ui, id, node, address).await?;
+            Some((
+                id.clone(),
+                json!({
+                    "cpu_millis": u.cpu_millis,
+                    "memory_bytes": u.memory_bytes,
+                    "memory_limit_bytes": u.memory_limit_bytes,
+                    "oom_kills": u.oom_kills,
+                }),
+            ))
+        }
+    });
+    let usage: serde_json::Map<String, Value> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    answer(StatusCode::OK, &json!({ "usage": usage }))
+}
+
 pub(super) async fn nodes(With(ui): With<Ui>) -> Response {
     let nodes: Vec<Value> = read(&ui, |s| {
         let usage = s.usage();

@@ -19,6 +19,7 @@
 //! the token's logs permission on the job. The page itself holds no data
 //! and is served to anyone.
 
+mod agents;
 mod api;
 mod stream;
 
@@ -116,6 +117,7 @@ impl Ui {
             .route("/v1/cluster", get(api::cluster))
             .route("/v1/jobs", get(api::jobs))
             .route("/v1/job/{name}", get(api::job))
+            .route("/v1/job/{name}/usage", get(api::job_usage))
             .route("/v1/nodes", get(api::nodes))
             .route("/v1/node/{name}", get(api::node))
             .route("/v1/allocation/{id}", get(api::allocation))

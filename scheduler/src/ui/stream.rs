@@ -306,47 +306,16 @@ async fn agent_logs(
     address: &str,
     q: LogsQuery,
 ) -> Result<tonic::Streaming<pb::LogChunk>, String> {
-    use drover_proto::pki::ticket::{Action, Ticket};
-    let holder = drover_proto::pki::Identity::Scheduler(ui.peer.id).uri();
-    let ticket = match &ui.tickets {
-        // Held by this peer, which reads the logs itself.
-        Some(live) => Some(
-            Ticket::new(
-                Action::Logs,
-                alloc,
-                node,
-                &holder,
-                std::time::SystemTime::now(),
-            )
-            .sign(&live.material().credential)
-            .map_err(|e| format!("cannot sign a ticket: {e}"))?,
-        ),
-        None => None,
-    };
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| format!("agent address {address:?}: {e}"))?
-        .connect_timeout(Duration::from_secs(3))
-        // An agent that vanished ends the stream in seconds.
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true);
-    let channel = ui
-        .agents
-        .connect(&endpoint)
-        .await
-        .map_err(|e| format!("cannot reach the agent at {address}: {e}"))?;
-    let mut req = tonic::Request::new(pb::LogsRequest {
+    use drover_proto::pki::ticket::Action;
+    let (mut agent, ticket) = super::agents::dial(ui, Action::Logs, alloc, node, address).await?;
+    let req = ticket.request(pb::LogsRequest {
         alloc_id: alloc.to_string(),
         follow: q.follow.unwrap_or(true),
         tail: q.tail.unwrap_or(200),
         since_ms: 0,
         records: true,
     });
-    if let Some(t) = ticket.and_then(|t| t.parse().ok()) {
-        req.metadata_mut()
-            .insert(drover_proto::pki::ticket::METADATA, t);
-    }
-    pb::agent_api_client::AgentApiClient::new(channel)
+    agent
         .logs(req)
         .await
         .map(tonic::Response::into_inner)

@@ -79,7 +79,8 @@ function bytes(b) {
 }
 
 function cpu(millis) {
-  return (millis / 1000).toFixed(millis % 1000 ? 2 : 0).replace(/\.?0+$/, '') + ' cpu';
+  // 2 cpu, 1.5 cpu, 0.05 cpu, 0 cpu
+  return (millis / 1000).toFixed(2).replace(/\.?0+$/, '') + ' cpu';
 }
 
 function tone(word) {
@@ -361,13 +362,21 @@ function chart(samples) {
     h('div', { class: 'legend' }, versions.map((v, i) => h('span', null, h('i', { style: `background:${COLOURS[i % COLOURS.length]}` }, ''), 'v' + v))));
 }
 
-function allocRows(allocs, showJob) {
+// What a replica uses now (from its agent, via the peer), as a cell.
+function usageCell(u) {
+  if (!u) return h('td', { class: 'muted' }, '');
+  const mem = bytes(u.memory_bytes) + (u.memory_limit_bytes ? ' of ' + bytes(u.memory_limit_bytes) : '');
+  return h('td', { class: 'usage' }, `${cpu(u.cpu_millis)} · ${mem}`, u.oom_kills ? [' ', badge('oom-killed ×' + u.oom_kills)] : '');
+}
+
+function allocRows(allocs, showJob, usage) {
   return allocs.map((a) => h('tr', { 'data-alloc': a.id },
     h('td', null, allocLink(a)),
     showJob ? h('td', null, jobLink(a.job)) : h('td', null, nodeLink(a.node)),
     h('td', null, 'v' + a.version, a.canary ? ' (canary)' : ''),
     h('td', null, badge(a.state), a.desired !== 'run' ? [' ', h('span', { class: 'muted' }, '→ ' + a.desired)] : ''),
     h('td', null, a.health && a.health !== 'unknown' ? badge(a.health) : ''),
+    usage ? usageCell(a.state === 'running' ? usage[a.id] : null) : null,
     h('td', { class: 'num' }, a.restarts),
     h('td', { class: 'mono' }, a.ip || ''),
     h('td', { class: 'muted' }, [a.desired_reason, a.reason].filter(Boolean).join('; '))));
@@ -381,6 +390,14 @@ async function jobPage(p, name) {
   const list = h('ul', { class: 'feed', id: 'feed' });
   const events = h('section', { id: 'events' }, h('h2', null, 'Events'), list);
   replace(view(), head, h('div', { class: 'col' }, rollout, allocs, versions), events);
+
+  // Usage is asked of the agents, so less often than the rest.
+  let usage = {};
+  const loadUsage = async () => {
+    usage = (await getJSON('/v1/job/' + encodeURIComponent(name) + '/usage', p.signal)).usage;
+  };
+  loadUsage().catch(() => {});
+  p.every(5000, () => loadUsage().catch(() => {}));
 
   const load = async () => {
     const j = await getJSON('/v1/job/' + encodeURIComponent(name), p.signal);
@@ -402,7 +419,7 @@ async function jobPage(p, name) {
       r.reason ? h('p', { class: 'muted' }, r.reason) : null] : h('p', { class: 'muted' }, 'No rollout yet.'),
       chart(samples));
     replace(allocs, h('h2', null, 'Allocations'),
-      table(['Allocation', 'Node', 'Version', 'State', 'Health', 'Restarts', 'IP', 'Reason'], allocRows(j.allocations, false), 'No allocations.'));
+      table(['Allocation', 'Node', 'Version', 'State', 'Health', 'Usage', 'Restarts', 'IP', 'Reason'], allocRows(j.allocations, false, usage), 'No allocations.'));
     replace(versions, h('h2', null, 'Versions'), table(['Version', 'Submitted', 'Image', 'Outcome', 'Changes'],
       [...j.versions].reverse().map((v) => h('tr', null,
         h('td', null, 'v' + v.version), h('td', null, ago(v.submitted_at_ms)), h('td', { class: 'mono' }, v.image),
