@@ -150,18 +150,10 @@ pub fn word(name: &str, prefix: &str) -> String {
 
 /// `at_ms` as an RFC 3339 UTC time with milliseconds.
 pub fn time(at_ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(at_ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    // `YYYY-MM-DDTHH:MM:SS.mmm` of the nanosecond form, then its `Z`.
+    let mut t = time_ns(at_ms.saturating_mul(1_000_000));
+    t.truncate(23);
+    t + "Z"
 }
 
 /// An RFC 3339 time (`2026-12-02T10:00:00Z`, any offset) in ms since the

@@ -2,15 +2,14 @@
 //! nodes and allocations as this peer has applied them, in the documents
 //! `drover ... -o json` prints.
 
-use super::Ui;
+use super::{Scope, Ui};
 use crate::server::convert;
 use crate::state::State;
-use axum::extract::{ConnectInfo, Path, State as With};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Path, State as With};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use drover_proto::json;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 
 /// A JSON answer.
 pub(super) fn answer(code: StatusCode, v: &Value) -> Response {
@@ -32,12 +31,7 @@ fn read<T>(ui: &Ui, f: impl FnOnce(&State) -> T) -> T {
 }
 
 /// The peers, who leads, and how far this peer has applied.
-pub(super) async fn cluster(
-    With(ui): With<Ui>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let scope = super::scope(&ui, &headers, from);
+pub(super) async fn cluster(With(ui): With<Ui>, scope: Scope) -> Response {
     let m = ui.peer.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
@@ -63,9 +57,9 @@ pub(super) async fn cluster(
         let running = s
             .allocations
             .values()
-            .filter(|a| a.state == crate::state::AllocState::Running && a.job.starts_with(&scope))
+            .filter(|a| a.state == crate::state::AllocState::Running && scope.sees(&a.job))
             .count();
-        let jobs = s.jobs.keys().filter(|j| j.starts_with(&scope)).count();
+        let jobs = s.jobs.keys().filter(|j| scope.sees(j)).count();
         (jobs, s.nodes.len(), running, s.cluster_version())
     });
     answer(
@@ -86,16 +80,11 @@ pub(super) async fn cluster(
 
 /// Every job (the caller may see), as `drover job ls -o json` lists it,
 /// with its rollout.
-pub(super) async fn jobs(
-    With(ui): With<Ui>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let scope = super::scope(&ui, &headers, from);
+pub(super) async fn jobs(With(ui): With<Ui>, scope: Scope) -> Response {
     let jobs: Vec<Value> = read(&ui, |s| {
         s.jobs
             .values()
-            .filter(|j| j.name.starts_with(&scope))
+            .filter(|j| scope.sees(&j.name))
             .map(|j| {
                 let mut v = json::job_summary(&convert::job_summary(s, j));
                 v["rollout"] = j
@@ -111,17 +100,11 @@ pub(super) async fn jobs(
 
 /// One job as `drover job status -o json` shows it: versions, rollout,
 /// allocations.
-pub(super) async fn job(
-    With(ui): With<Ui>,
-    Path(name): Path<String>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let scope = super::scope(&ui, &headers, from);
+pub(super) async fn job(With(ui): With<Ui>, Path(name): Path<String>, scope: Scope) -> Response {
     let found = read(&ui, |s| {
         s.jobs
             .get(&name)
-            .filter(|j| j.name.starts_with(&scope))
+            .filter(|j| scope.sees(&j.name))
             .map(|j| convert::job(s, j))
     });
     match found {
@@ -139,12 +122,10 @@ const USAGE_AT_MOST: usize = 100;
 pub(super) async fn job_usage(
     With(ui): With<Ui>,
     Path(name): Path<String>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    scope: Scope,
 ) -> Response {
-    let scope = super::scope(&ui, &headers, from);
     let running: Option<Vec<(String, String, String)>> = read(&ui, |s| {
-        s.jobs.get(&name).filter(|j| j.name.starts_with(&scope))?;
+        s.jobs.get(&name).filter(|j| scope.sees(&j.name))?;
         Some(
             s.allocations
                 .values()
@@ -196,20 +177,14 @@ pub(super) async fn nodes(With(ui): With<Ui>) -> Response {
 
 /// A node and the allocations on it that have not ended (of the jobs the
 /// caller may see).
-pub(super) async fn node(
-    With(ui): With<Ui>,
-    Path(name): Path<String>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let scope = super::scope(&ui, &headers, from);
+pub(super) async fn node(With(ui): With<Ui>, Path(name): Path<String>, scope: Scope) -> Response {
     let found = read(&ui, |s| {
         let n = s.nodes.get(&name)?;
         let mut v = json::node(&convert::node(&s.usage(), n));
         v["allocation_list"] = s
             .allocations
             .values()
-            .filter(|a| a.node == name && !a.state.is_terminal() && a.job.starts_with(&scope))
+            .filter(|a| a.node == name && !a.state.is_terminal() && scope.sees(&a.job))
             .map(|a| json::allocation(&convert::allocation(s, a)))
             .collect();
         Some(v)
@@ -223,14 +198,12 @@ pub(super) async fn node(
 pub(super) async fn allocation(
     With(ui): With<Ui>,
     Path(id): Path<String>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    scope: Scope,
 ) -> Response {
-    let scope = super::scope(&ui, &headers, from);
     match read(&ui, |s| {
         s.find_allocation(&id).and_then(|a| {
-            a.job
-                .starts_with(&scope)
+            scope
+                .sees(&a.job)
                 .then(|| json::allocation(&convert::allocation(s, a)))
                 .ok_or_else(|| format!("no allocation with id {id:?}"))
         })

@@ -77,21 +77,45 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 /// The jobs a caller may see: those whose names start with this (a token
 /// fenced to some jobs; empty for everyone else, and for a local caller,
 /// which is let in without a token).
-pub(crate) fn scope(ui: &Ui, headers: &header::HeaderMap, from: std::net::SocketAddr) -> String {
-    if drover_proto::http::local_caller(headers, from) {
-        return String::new();
+#[derive(Debug)]
+pub(crate) struct Scope(pub String);
+
+impl Scope {
+    pub(crate) fn sees(&self, job: &str) -> bool {
+        job.starts_with(&self.0)
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(crate::server::access::bearer);
-    let state = ui.peer.state.read().unwrap_or_else(|p| p.into_inner());
-    match state.acl.authenticate(token, crate::clock::now_ms()) {
-        Ok(Some(t)) => t.job_prefix.clone(),
-        // No ACLs: everyone sees everything. A bad token never gets here
-        // (the listener refused it); if it did, it would see nothing.
-        Ok(None) => String::new(),
-        Err(_) => "\u{0}".into(),
+}
+
+impl axum::extract::FromRequestParts<Ui> for Scope {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        ui: &Ui,
+    ) -> Result<Scope, Self::Rejection> {
+        let from = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0);
+        if from.is_some_and(|f| drover_proto::http::local_caller(&parts.headers, f)) {
+            return Ok(Scope(String::new()));
+        }
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(crate::server::access::bearer);
+        let state = ui.peer.state.read().unwrap_or_else(|p| p.into_inner());
+        Ok(Scope(
+            match state.acl.authenticate(token, crate::clock::now_ms()) {
+                Ok(Some(t)) => t.job_prefix.clone(),
+                // No ACLs: everyone sees everything. A bad token never gets
+                // here (the listener refused it); if it did, it would see
+                // nothing.
+                Ok(None) => String::new(),
+                Err(_) => "\u{0}".into(),
+            },
+        ))
     }
 }
 

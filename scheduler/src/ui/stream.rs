@@ -3,7 +3,7 @@
 //! its agent.
 
 use super::api::{answer, not_found};
-use super::Ui;
+use super::{Scope, Ui};
 use crate::events::{Filter, Gone, Start};
 use crate::state::events::Topic;
 use axum::body::Body;
@@ -74,11 +74,10 @@ fn cursor(s: &str) -> Option<(u64, u32)> {
 pub(super) async fn events(
     With(ui): With<Ui>,
     Query(q): Query<EventsQuery>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Scope(scope): Scope,
     headers: HeaderMap,
 ) -> Response {
     // A token fenced to some jobs sees only their events.
-    let scope = super::scope(&ui, &headers, from);
     let mut topics = Vec::new();
     for t in q.topic.iter().flat_map(|t| t.split(',')).map(str::trim) {
         match Topic::parse(t) {
