@@ -87,19 +87,20 @@ fn three_replicas_run_isolated_limited_logged_and_stop_cleanly() {
         pids.push((id.to_string(), pid));
     }
 
-    // Logs come back, per allocation and per job.
+    // Logs come back, per allocation and per job (demo-web writes to
+    // stderr, which `drover logs` writes to its own).
     let (first, _) = &pids[0];
     let logs = wait_for("logs of web-0", Duration::from_secs(10), || {
         let out = c.drover(&["logs", first]);
-        out.stdout
+        out.stderr
             .contains("listening on 0.0.0.0:8080")
-            .then_some(out.stdout)
+            .then_some(out.stderr)
     });
     assert!(logs.contains("demo-web v1"), "{logs}");
     let all = c.drover(&["logs", "web", "--tail", "1"]);
     assert!(all.ok(), "{}", all.stderr);
     for n in ["web-0 |", "web-1 |", "web-2 |"] {
-        assert!(all.stdout.contains(n), "{}", all.stdout);
+        assert!(all.stderr.contains(n), "{}", all.stderr);
     }
 
     // Stop leaves nothing behind.
@@ -118,7 +119,7 @@ fn three_replicas_run_isolated_limited_logged_and_stop_cleanly() {
     assert_eq!(job["status"], "stopped");
     assert_eq!(job["running"], 0);
     // Logs outlive the container.
-    assert!(c.drover(&["logs", first]).stdout.contains("listening"));
+    assert!(c.drover(&["logs", first]).stderr.contains("listening"));
 }
 
 #[test]

@@ -138,6 +138,16 @@ fn the_web_ui_shows_jobs_a_live_rollout_and_logs() {
         "a screenshot of the page"
     );
 
+    // A node's page: what runs there, and what it uses now.
+    b.goto(&format!("{ui}#/node/{}", c.node));
+    let in_use = b.wait_for(
+        "the node's usage",
+        WAIT,
+        "(() => { const t = document.querySelector('#in-use'); \
+         return t && t.innerText.includes('used now by 3 replicas') ? t.innerText : null })()",
+    );
+    assert!(in_use.as_str().unwrap().contains("cpu"), "{in_use}");
+
     // An allocation's page follows its output.
     let allocs = c.must(&["alloc", "ls", "--job", "talker", "-o", "json"]);
     let allocs: serde_json::Value = serde_json::from_str(&allocs).unwrap();

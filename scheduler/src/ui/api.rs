@@ -124,37 +124,62 @@ pub(super) async fn job_usage(
     Path(name): Path<String>,
     scope: Scope,
 ) -> Response {
-    let running: Option<Vec<(String, String, String)>> = read(&ui, |s| {
+    let running = read(&ui, |s| {
         s.jobs.get(&name).filter(|j| scope.sees(&j.name))?;
-        Some(
-            s.allocations
-                .values()
-                .filter(|a| a.job == name && a.state == crate::state::AllocState::Running)
-                .filter_map(|a| {
-                    let address = s.nodes.get(&a.node)?.address.clone();
-                    Some((a.id.clone(), a.node.clone(), address))
-                })
-                .take(USAGE_AT_MOST)
-                .collect(),
-        )
+        Some(running_where(s, |a| a.job == name))
     });
-    let Some(running) = running else {
-        return not_found(format!("no job {name:?}"));
-    };
-    let asks = running.iter().map(|(id, node, address)| {
-        let ui = &ui;
-        async move {
-            let u = super::agents::usage(ui, id, node, address).await?;
-            Some((
-                id.clone(),
-                json!({
-                    "cpu_millis": u.cpu_millis,
-                    "memory_bytes": u.memory_bytes,
-                    "memory_limit_bytes": u.memory_limit_bytes,
-                    "oom_kills": u.oom_kills,
-                }),
-            ))
-        }
+    match running {
+        Some(running) => usage_of(&ui, running).await,
+        None => not_found(format!("no job {name:?}")),
+    }
+}
+
+/// What each running replica on a node (of the jobs the caller may see)
+/// uses now, as [`job_usage`].
+pub(super) async fn node_usage(
+    With(ui): With<Ui>,
+    Path(name): Path<String>,
+    scope: Scope,
+) -> Response {
+    let running = read(&ui, |s| {
+        s.nodes.get(&name)?;
+        Some(running_where(s, |a| a.node == name && scope.sees(&a.job)))
+    });
+    match running {
+        Some(running) => usage_of(&ui, running).await,
+        None => not_found(format!("no node {name:?}")),
+    }
+}
+
+/// The running allocations `pick` picks (at most [`USAGE_AT_MOST`]): id,
+/// node, the node's agent.
+fn running_where(
+    s: &State,
+    pick: impl Fn(&crate::state::Allocation) -> bool,
+) -> Vec<(String, String, String)> {
+    s.allocations
+        .values()
+        .filter(|a| a.state == crate::state::AllocState::Running && pick(a))
+        .filter_map(|a| {
+            let address = s.nodes.get(&a.node)?.address.clone();
+            Some((a.id.clone(), a.node.clone(), address))
+        })
+        .take(USAGE_AT_MOST)
+        .collect()
+}
+
+async fn usage_of(ui: &Ui, running: Vec<(String, String, String)>) -> Response {
+    let asks = running.iter().map(|(id, node, address)| async move {
+        let u = super::agents::usage(ui, id, node, address).await?;
+        Some((
+            id.clone(),
+            json!({
+                "cpu_millis": u.cpu_millis,
+                "memory_bytes": u.memory_bytes,
+                "memory_limit_bytes": u.memory_limit_bytes,
+                "oom_kills": u.oom_kills,
+            }),
+        ))
     });
     let usage: serde_json::Map<String, Value> = futures::future::join_all(asks)
         .await

@@ -144,6 +144,7 @@ impl Ui {
             .route("/v1/job/{name}/usage", get(api::job_usage))
             .route("/v1/nodes", get(api::nodes))
             .route("/v1/node/{name}", get(api::node))
+            .route("/v1/node/{name}/usage", get(api::node_usage))
             .route("/v1/allocation/{id}", get(api::allocation))
             .route("/v1/allocation/{id}/logs", get(stream::logs))
             .route("/v1/events", get(stream::events))

@@ -474,8 +474,18 @@ async function nodePage(p, name) {
   const head = h('section', { class: 'wide', id: 'node' }, h('h1', null, name));
   const allocs = h('section', { class: 'wide', id: 'allocations' }, h('h2', null, 'Allocations'));
   replace(view(), head, allocs);
+  let usage = {};
+  const loadUsage = async () => {
+    usage = (await getJSON('/v1/node/' + encodeURIComponent(name) + '/usage', p.signal)).usage;
+  };
+  loadUsage().catch(() => {});
+  p.every(5000, () => loadUsage().catch(() => {}));
   const load = async () => {
     const n = await getJSON('/v1/node/' + encodeURIComponent(name), p.signal);
+    const used = Object.values(usage);
+    const inUse = used.length
+      ? `${cpu(used.reduce((t, u) => t + u.cpu_millis, 0))} and ${bytes(used.reduce((t, u) => t + u.memory_bytes, 0))} used now by ${used.length} replicas`
+      : '—';
     if (p.signal.aborted) return;
     const pairs = (o) => Object.entries(o || {}).map(([k, v]) => `${k}=${v}`).join(', ') || '—';
     replace(head, h('h1', null, n.name, ' ', badge(n.status), n.draining ? [' ', badge('draining')] : !n.schedulable ? [' ', badge('cordoned')] : ''),
@@ -483,13 +493,14 @@ async function nodePage(p, name) {
         h('dt', null, 'Address'), h('dd', { class: 'mono' }, n.address),
         h('dt', null, 'CPU'), h('dd', null, bar(n.cpu_allocated_millis, n.cpu_millis, `${cpu(n.cpu_allocated_millis)} of ${cpu(n.cpu_millis)} reserved`)),
         h('dt', null, 'Memory'), h('dd', null, bar(n.memory_allocated_bytes, n.memory_bytes, `${bytes(n.memory_allocated_bytes)} of ${bytes(n.memory_bytes)} reserved`)),
+        h('dt', null, 'In use'), h('dd', { id: 'in-use' }, inUse),
         h('dt', null, 'Subnet'), h('dd', { class: 'mono' }, n.subnet || '—'),
         n.network_error ? [h('dt', null, 'Network'), h('dd', { class: 'error' }, n.network_error)] : null,
         h('dt', null, 'Labels'), h('dd', null, pairs(n.labels)),
         h('dt', null, 'Facts'), h('dd', { class: 'muted' }, pairs(n.facts)),
         h('dt', null, 'Registered'), h('dd', null, ago(n.registered_at_ms))));
     replace(allocs, h('h2', null, 'Allocations'),
-      table(['Allocation', 'Job', 'Version', 'State', 'Health', 'Restarts', 'IP', 'Reason'], allocRows(n.allocation_list, true), 'Nothing runs here.'));
+      table(['Allocation', 'Job', 'Version', 'State', 'Health', 'Usage', 'Restarts', 'IP', 'Reason'], allocRows(n.allocation_list, true, usage), 'Nothing runs here.'));
   };
   return live(p, load, '/v1/events?topic=alloc,node', 3000);
 }
