@@ -369,6 +369,21 @@ function usageCell(u) {
   return h('td', { class: 'usage' }, `${cpu(u.cpu_millis)} · ${mem}`, u.oom_kills ? [' ', badge('oom-killed ×' + u.oom_kills)] : '');
 }
 
+// What replicas use now, by allocation id, read from `path` now and every
+// 5 s (it is asked of the agents: less often than the rest). The object
+// is filled in place, so a page's renderer always sees the latest.
+function usageOf(p, path) {
+  const usage = {};
+  const load = async () => {
+    const u = (await getJSON(path, p.signal)).usage;
+    for (const k of Object.keys(usage)) delete usage[k];
+    Object.assign(usage, u);
+  };
+  load().catch(() => {});
+  p.every(5000, () => load().catch(() => {}));
+  return usage;
+}
+
 function allocRows(allocs, showJob, usage) {
   return allocs.map((a) => h('tr', { 'data-alloc': a.id },
     h('td', null, allocLink(a)),
@@ -391,13 +406,7 @@ async function jobPage(p, name) {
   const events = h('section', { id: 'events' }, h('h2', null, 'Events'), list);
   replace(view(), head, h('div', { class: 'col' }, rollout, allocs, versions), events);
 
-  // Usage is asked of the agents, so less often than the rest.
-  let usage = {};
-  const loadUsage = async () => {
-    usage = (await getJSON('/v1/job/' + encodeURIComponent(name) + '/usage', p.signal)).usage;
-  };
-  loadUsage().catch(() => {});
-  p.every(5000, () => loadUsage().catch(() => {}));
+  const usage = usageOf(p, '/v1/job/' + encodeURIComponent(name) + '/usage');
 
   const load = async () => {
     const j = await getJSON('/v1/job/' + encodeURIComponent(name), p.signal);
@@ -474,12 +483,7 @@ async function nodePage(p, name) {
   const head = h('section', { class: 'wide', id: 'node' }, h('h1', null, name));
   const allocs = h('section', { class: 'wide', id: 'allocations' }, h('h2', null, 'Allocations'));
   replace(view(), head, allocs);
-  let usage = {};
-  const loadUsage = async () => {
-    usage = (await getJSON('/v1/node/' + encodeURIComponent(name) + '/usage', p.signal)).usage;
-  };
-  loadUsage().catch(() => {});
-  p.every(5000, () => loadUsage().catch(() => {}));
+  const usage = usageOf(p, '/v1/node/' + encodeURIComponent(name) + '/usage');
   const load = async () => {
     const n = await getJSON('/v1/node/' + encodeURIComponent(name), p.signal);
     const used = Object.values(usage);
